@@ -1,0 +1,993 @@
+"""The signed HTTP client for the Coincall REST API: the only module that talks to the exchange.
+
+Why it looks the way it does (API.md sections 2, 3, 8, 10, 12; BEHAVIOUR.md 6.0, 7.3):
+
+* Every attempt is signed afresh with the current ``ts``: a request re-sent with an old
+  ``ts`` dies in the exchange's timestamp window after any long timeout.
+* The signed parameter dictionary is exactly what goes on the wire (nulls dropped, numbers
+  checked), because the exchange rebuilds the prehash from what it parsed.
+* A transport failure is never dressed up as an exchange answer. Idempotent GETs are
+  retried with back-off; order-changing POSTs are never re-sent, their failures become
+  ``OrderOutcomeUnknown`` so the order ledger resolves them by querying.
+* Client-side request budgets keep us under the exchange's rate limits, waiting on the
+  injected clock instead of provoking code 10000.
+* ``Reachability`` turns the stream of request outcomes into an UP/DOWN signal.
+
+Response payloads are returned as parsed JSON with the exchange's own field names; a
+separate adapter normalises them. JSON is parsed with the standard library so 64-bit ids
+stay exact Python ints.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable, Mapping
+from urllib.parse import quote, urlencode
+
+import requests
+
+import auth
+from clock import Clock
+from errors import (
+    AUTH_CODES,
+    TRANSIENT_CODES,
+    AuthError,
+    ConfigError,
+    EndpointNotFound,
+    ExchangeError,
+    OrderOutcomeUnknown,
+    RateLimitedError,
+    StaleDataError,
+    TraderError,
+    TransportError,
+)
+
+logger = logging.getLogger(__name__)
+
+JSON_CONTENT_TYPE = "application/json"
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+ENCODINGS = ("json", "form")
+RATE_LIMITED_CODES = frozenset({10000, 10605})
+INVALID_PARAMETER_CODE = 10004
+HTTP_TOO_MANY_REQUESTS = 429
+MAX_PENDING_PAGES = 200
+TIME_OFFSET_WARN_SECONDS = 0.5
+ORDER_ACTIONS_BUDGET = "order_actions"
+
+# Rate-limit groups of API.md 3.4 as (requests, window seconds). "place" and "cancel" are
+# not here: they share one client budget of ``order_actions_per_second`` (API.md 12 #10).
+GROUP_LIMITS: dict[str, tuple[int, float]] = {
+    "public_config": (10, 2.0),
+    "positions": (5, 1.0),
+    "pending": (5, 1.0),
+    "history": (5, 1.0),
+    "account": (2, 1.0),
+    "orderbook": (30, 2.0),
+}
+ORDER_ACTION_GROUPS = frozenset({"place", "cancel"})
+
+_SAFE_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+_URL_QUERY = re.compile(r"\?[^\s'\")]*")
+
+
+# --------------------------------------------------------------------------------------
+# Endpoint catalogue (our own copy of the few facts we need; the simulator is not imported)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One exchange route as the client uses it."""
+
+    method: str
+    path: str                 # "{name}" segments are filled by ``render_path``
+    group: str | None = None  # rate-limit group, None = no client budget
+    signed: bool = True
+    idempotent: bool = True   # False: never re-sent (it may change exchange state)
+    encoding: str = "query"   # "query", "json" or "form"
+
+    def render_path(self, **segments: str) -> str:
+        """The concrete path; segments must be plain tokens so the signed path is what the server sees."""
+        path = self.path
+        for name, value in segments.items():
+            text = str(value)
+            if not _SAFE_PATH_SEGMENT.match(text):
+                raise ValueError(f"unsafe path segment {name}={text!r} for {self.path}")
+            path = path.replace("{" + name + "}", text)
+        if "{" in path:
+            raise ValueError(f"missing path segment in {path}")
+        return path
+
+    def matches(self, method: str, path: str) -> bool:
+        if method.upper() != self.method:
+            return False
+        want = self.path.strip("/").split("/")
+        got = path.strip("/").split("/")
+        return len(want) == len(got) and all(
+            w == g or (w.startswith("{") and w.endswith("}")) for w, g in zip(want, got)
+        )
+
+
+class Endpoints:
+    """The routes of API.md used by CoincallTrader (a namespace of constants)."""
+
+    SERVER_TIME = Endpoint("GET", "/time", signed=False)
+    PUBLIC_CONFIG = Endpoint("GET", "/open/public/config/v1", "public_config", signed=False)
+    INSTRUMENTS = Endpoint("GET", "/open/option/getInstruments/{base}", signed=False)
+    OPTION_CHAIN = Endpoint("GET", "/open/option/get/v1/{index}", signed=False)
+    OPTION_DETAIL = Endpoint("GET", "/open/option/detail/v1/{symbol}", signed=False)
+    ORDERBOOK = Endpoint("GET", "/open/option/order/orderbook/v1/{symbol}", "orderbook", signed=False)
+    LAST_TRADES = Endpoint("GET", "/open/option/trade/lasttrade/v1/{symbol}", signed=False)
+    FUTURES_SYMBOLS = Endpoint("GET", "/open/futures/market/symbol/v1", signed=False)
+    ESTIMATED_EXPIRATION_PRICE = Endpoint("GET", "/open/option/getEstimatedExpirationPrice/v1", signed=False)
+    DELIVERY_PRICES = Endpoint("GET", "/open/option/get-delivery-prices/v1", signed=False)
+    QUERY_API_KEY = Endpoint("GET", "/open/auth/user/query-api")
+    USER_INFO = Endpoint("GET", "/open/user/info/v1")
+    ACCOUNT_SUMMARY = Endpoint("GET", "/open/account/summary/v1", "account")
+    POSITIONS = Endpoint("GET", "/open/option/position/get/v1", "positions")
+    PENDING_ORDERS = Endpoint("GET", "/open/option/order/pending/v1", "pending")
+    CREATE_ORDER = Endpoint("POST", "/open/option/order/create/v1", "place", idempotent=False, encoding="json")
+    CANCEL_ORDER = Endpoint("POST", "/open/option/order/cancel/v1", "cancel", idempotent=False, encoding="json")
+    QUERY_ORDER = Endpoint("GET", "/open/option/order/singleQuery/v1", "pending")
+    ORDER_HISTORY = Endpoint("GET", "/open/option/order/history/v1", "history")
+    TRADE_HISTORY = Endpoint("GET", "/open/option/trade/history/v1", "history")
+    EXERCISE_HISTORY = Endpoint("GET", "/open/settle/exercise/history/v1", "history")
+    RFQ_CREATE = Endpoint("POST", "/open/option/blocktrade/request/create/v1", "place", idempotent=False, encoding="json")
+    RFQ_QUOTES = Endpoint("GET", "/open/option/blocktrade/request/getQuotesReceived/v1")
+    RFQ_ACCEPT = Endpoint("POST", "/open/option/blocktrade/request/accept/v1", "place", idempotent=False, encoding="form")
+    RFQ_CANCEL = Endpoint("POST", "/open/option/blocktrade/request/cancel/v1", "cancel", idempotent=False, encoding="form")
+    BLOCKTRADE_ORDERS = Endpoint("GET", "/open/option/blocktrade/orderList/v1", "history")
+
+    @classmethod
+    def all(cls) -> tuple[Endpoint, ...]:
+        return tuple(v for v in vars(cls).values() if isinstance(v, Endpoint))
+
+    @classmethod
+    def find(cls, method: str, path: str) -> Endpoint | None:
+        return next((e for e in cls.all() if e.matches(method, path)), None)
+
+
+# --------------------------------------------------------------------------------------
+# Values: credentials and settings
+# --------------------------------------------------------------------------------------
+
+
+def mask_key(api_key: str) -> str:
+    """A recognisable but useless form of an API key for logs: at most its first 4 characters."""
+    prefix = api_key[:4] if len(api_key) >= 12 else ""
+    return f"{prefix}…({len(api_key)} chars)"
+
+
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    """An API key pair. ``source`` names where it came from (an env var name) for messages."""
+
+    api_key: str
+    api_secret: str = field(compare=False)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        where = f" (set {self.source})" if self.source else ""
+        if not isinstance(self.api_key, str) or not self.api_key.strip():
+            raise ConfigError(f"Coincall API key is empty{where}")
+        if not isinstance(self.api_secret, str) or not self.api_secret.strip():
+            raise ConfigError(f"Coincall API secret is empty{where}")
+
+    def __repr__(self) -> str:
+        return f"Credentials(api_key={mask_key(self.api_key)!r}, api_secret=<hidden>, source={self.source!r})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Tunables of the client; defaults are those of API.md / BEHAVIOUR.md."""
+
+    base_url: str
+    ts_diff_ms: int = auth.DEFAULT_TS_DIFF_MS
+    timeout_seconds: float = 30.0
+    connect_timeout_seconds: float = 5.0
+    max_retries: int = 3
+    backoff_base_seconds: float = 1.0
+    backoff_jitter: float = 0.25
+    rfq_body_encoding: str = "form"
+    order_actions_per_second: float = 15.0
+    down_after_failures: int = 3
+    rebuild_session_after_failures: int = 5
+    user_agent: str = "CoincallTrader"
+    time_sync_interval_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^/\s]+", self.base_url or ""):
+            raise ConfigError(
+                f"ClientSettings.base_url = {self.base_url!r} is invalid: use e.g. https://api.coincall.com"
+            )
+        self._require(self.rfq_body_encoding in ENCODINGS, "rfq_body_encoding", "must be 'form' or 'json'")
+        self._require(0 < self.ts_diff_ms <= 60_000, "ts_diff_ms", "must be in (0, 60000]")
+        self._require(self.timeout_seconds > 0, "timeout_seconds", "must be > 0")
+        self._require(self.connect_timeout_seconds > 0, "connect_timeout_seconds", "must be > 0")
+        self._require(self.max_retries >= 0, "max_retries", "must be >= 0")
+        self._require(self.backoff_base_seconds >= 0, "backoff_base_seconds", "must be >= 0")
+        self._require(0 <= self.backoff_jitter < 1, "backoff_jitter", "must be in [0, 1)")
+        self._require(self.order_actions_per_second > 0, "order_actions_per_second", "must be > 0")
+        self._require(self.down_after_failures >= 1, "down_after_failures", "must be >= 1")
+        self._require(self.rebuild_session_after_failures >= 1, "rebuild_session_after_failures", "must be >= 1")
+        self._require(self.time_sync_interval_seconds > 0, "time_sync_interval_seconds", "must be > 0")
+
+    def _require(self, ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"ClientSettings.{name} = {getattr(self, name)!r} is invalid: {rule}")
+
+
+# --------------------------------------------------------------------------------------
+# Reachability (BEHAVIOUR.md 7.3)
+# --------------------------------------------------------------------------------------
+
+ReachabilityListener = Callable[[str, str], None]
+
+
+class Reachability:
+    """UP/DOWN state of the exchange from consecutive request outcomes.
+
+    A failure is "no usable answer or throttled"; anything else proves the exchange is
+    there. Listeners get ``("DOWN", detail)`` and ``("UP", detail)`` on transitions only.
+    """
+
+    DOWN = "DOWN"
+    UP = "UP"
+
+    def __init__(self, down_after_failures: int = 3) -> None:
+        self._threshold = down_after_failures
+        self._lock = threading.Lock()
+        self._listeners: list[ReachabilityListener] = []
+        self.is_up = True
+        self.consecutive_failures = 0
+        self.down_since: float | None = None
+        self.last_success: float | None = None
+        self.failing_since: float | None = None
+
+    def add_listener(self, listener: ReachabilityListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: ReachabilityListener) -> None:
+        self._listeners.remove(listener)
+
+    def record_success(self, now: float) -> None:
+        with self._lock:
+            recovered = not self.is_up
+            outage_start = self.failing_since
+            self.is_up = True
+            self.consecutive_failures = 0
+            self.down_since = None
+            self.failing_since = None
+            self.last_success = now
+        if recovered:
+            seconds = now - outage_start if outage_start is not None else 0.0
+            detail = f"Coincall reachable again: recovered after {seconds:.0f} s"
+            logger.warning(detail)
+            self._notify(self.UP, detail)
+
+    def record_failure(self, now: float, reason: str = "") -> None:
+        with self._lock:
+            self.consecutive_failures += 1
+            if self.failing_since is None:
+                self.failing_since = now
+            went_down = self.is_up and self.consecutive_failures >= self._threshold
+            if went_down:
+                self.is_up = False
+                self.down_since = now
+            count = self.consecutive_failures
+        if went_down:
+            detail = f"Coincall unreachable: {count} consecutive failures (last: {reason or 'unknown'})"
+            logger.warning(detail)
+            self._notify(self.DOWN, detail)
+
+    def _notify(self, event: str, detail: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event, detail)
+            except Exception:  # a broken listener must never break a request
+                logger.exception("reachability listener failed on %s", event)
+
+    def __repr__(self) -> str:
+        state = "UP" if self.is_up else "DOWN"
+        return f"Reachability({state}, consecutive_failures={self.consecutive_failures})"
+
+
+# --------------------------------------------------------------------------------------
+# Client-side request budgets
+# --------------------------------------------------------------------------------------
+
+
+class _SlidingWindowBudget:
+    """At most ``limit`` requests in any ``window`` seconds, the way the exchange counts.
+
+    A classic token bucket of capacity N refilling N/window can let 2N requests through in
+    one window and so trip the exchange's limit; a sliding window cannot. Each caller
+    reserves its send time under the lock and then waits outside it.
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._sent: deque[float] = deque(maxlen=limit)
+        self._lock = threading.Lock()
+
+    def reserve(self, now: float) -> float:
+        """Reserve the next slot; returns how long the caller must wait (0 if none)."""
+        with self._lock:
+            start = now
+            if len(self._sent) == self.limit:
+                start = max(now, self._sent[0] + self.window)
+            self._sent.append(start)
+        return start - now
+
+
+class RequestBudgets:
+    """Per-group budgets (API.md 3.4) on the injected clock; waiting never raises."""
+
+    def __init__(self, clock: Clock, order_actions_per_second: float) -> None:
+        self._clock = clock
+        self._budgets: dict[str, _SlidingWindowBudget] = {
+            name: _SlidingWindowBudget(limit, window) for name, (limit, window) in GROUP_LIMITS.items()
+        }
+        actions = max(1, int(order_actions_per_second))
+        self._budgets[ORDER_ACTIONS_BUDGET] = _SlidingWindowBudget(actions, actions / order_actions_per_second)
+
+    def acquire(self, group: str | None) -> float:
+        """Wait (on the clock) until a request of ``group`` may go; returns the seconds waited."""
+        if group is None:
+            return 0.0
+        key = ORDER_ACTIONS_BUDGET if group in ORDER_ACTION_GROUPS else group
+        budget = self._budgets.get(key)
+        if budget is None:
+            return 0.0
+        wait = budget.reserve(self._clock.monotonic())
+        if wait > 0:
+            logger.debug("rate budget %s full: waiting %.3f s", key, wait)
+            self._clock.sleep(wait)
+        return wait
+
+
+# --------------------------------------------------------------------------------------
+# Parameter hygiene
+# --------------------------------------------------------------------------------------
+
+
+def _sendable(value: Any, name: str) -> Any:
+    """``value`` ready to send, or ValueError: no nulls, no booleans, no scientific floats."""
+    if isinstance(value, Mapping):
+        return {str(k): _sendable(v, f"{name}.{k}") for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_sendable(v, f"{name}[]") for v in value if v is not None]
+    if isinstance(value, bool):
+        raise ValueError(f"parameter {name}: booleans are never sent to Coincall (use 0/1)")
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"parameter {name}: {value} is not a finite number")
+        return _checked_float(float(value), name)
+    if isinstance(value, float):
+        return _checked_float(value, name)
+    if isinstance(value, (int, str)):
+        return value
+    raise ValueError(f"parameter {name}: unsupported type {type(value).__name__}")
+
+
+def _checked_float(value: float, name: str) -> float:
+    text = repr(value)
+    if not math.isfinite(value) or "e" in text or "E" in text:
+        raise ValueError(
+            f"parameter {name}: {text} would be sent in scientific or non-finite form; snap it first"
+        )
+    return value
+
+
+def clean_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The dict that is both signed and sent: top-level and nested nulls dropped, values checked."""
+    return _sendable(dict(params or {}), "params")
+
+
+def _as_int_id(value: Any, name: str) -> int:
+    """A 64-bit id as an int, from an int or a decimal string; floats are refused."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f"{name} must be an integer id (int or digit string), got {type(value).__name__}")
+    if isinstance(value, int):
+        result = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        result = int(value.strip())
+    else:
+        raise ValueError(f"{name} must be an integer id (int or digit string), got {value!r}")
+    if not 0 <= result < 2**63:
+        raise ValueError(f"{name} {result} is outside the int64 range")
+    return result
+
+
+def _as_str_id(value: Any, name: str) -> str:
+    """RFQ endpoints take ids as strings; accept ints or strings."""
+    if isinstance(value, (bool, float)) or value is None:
+        raise ValueError(f"{name} must be an id (int or string), got {value!r}")
+    text = str(value).strip()
+    if not text:
+        raise ValueError(f"{name} is empty")
+    return text
+
+
+def _side_code(side: Any) -> int:
+    mapping = {1: 1, 2: 2, "BUY": 1, "SELL": 2}
+    key = side.upper() if isinstance(side, str) else side
+    if isinstance(side, bool) or key not in mapping:
+        raise ValueError(f"side must be 1/'BUY' or 2/'SELL', got {side!r}")
+    return mapping[key]
+
+
+def _plain_decimal_text(value: Any, name: str) -> str:
+    """A quantity as the plain decimal string RFQ legs expect ("0.5")."""
+    if isinstance(value, str):
+        return value
+    checked = _sendable(value, name)
+    if isinstance(checked, float) and checked.is_integer():
+        return repr(checked)
+    return str(checked)
+
+
+def _scrub(text: str) -> str:
+    """A library error message without URL query strings."""
+    return _URL_QUERY.sub("", text)
+
+
+def _rendered_pairs(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(k, auth.render_value(v)) for k, v in params.items()]
+
+
+# --------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One logical request, fully prepared except for the per-attempt signature."""
+
+    method: str
+    path: str
+    params: dict[str, Any]   # exactly what is signed and sent
+    encoding: str            # "query", "json" or "form"
+    signed: bool
+    group: str | None
+    client_order_id: int | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def url(self, base_url: str) -> str:
+        url = base_url + self.path
+        if self.encoding == "query" and self.params:
+            url += "?" + urlencode(_rendered_pairs(self.params), quote_via=quote)
+        return url
+
+    def body(self) -> bytes | None:
+        if self.encoding == "json":
+            return json.dumps(self.params, separators=(",", ":")).encode("utf-8")
+        if self.encoding == "form":
+            return urlencode(_rendered_pairs(self.params), quote_via=quote).encode("utf-8")
+        return None
+
+    @property
+    def content_type(self) -> str:
+        return FORM_CONTENT_TYPE if self.encoding == "form" else JSON_CONTENT_TYPE
+
+
+def _is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, TransportError):
+        return True
+    return isinstance(exc, ExchangeError) and (
+        isinstance(exc, RateLimitedError) or exc.code in TRANSIENT_CODES
+    )
+
+
+def _is_reachability_failure(exc: Exception) -> bool:
+    return isinstance(exc, (TransportError, RateLimitedError))
+
+
+class CoincallClient:
+    """Signed REST client for Coincall (see the module docstring for the rules it keeps)."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        credentials: Credentials | None,
+        clock: Clock,
+        *,
+        rng: random.Random | None = None,
+        session_factory: Callable[[], requests.Session] = requests.Session,
+    ) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._session_factory = session_factory
+        self._session_lock = threading.Lock()
+        self._session = session_factory()
+        self._base_url = settings.base_url.rstrip("/")
+        self._budgets = RequestBudgets(clock, settings.order_actions_per_second)
+        self._rfq_encoding = settings.rfq_body_encoding
+        self._offset_ms = 0
+        self._last_time_sync: float | None = None
+        self.reachability = Reachability(settings.down_after_failures)
+
+    # ---- generic requests -------------------------------------------------------------
+
+    def get(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        signed: bool = True,
+        group: str | None = None,
+    ) -> Any:
+        """GET ``path``; returns the envelope's ``data``. Idempotent, so retried on transient failures."""
+        call = _Call("GET", path, clean_params(params), "query", signed, self._group_for("GET", path, group))
+        return self._execute(call, idempotent=True)
+
+    def post(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        encoding: str = "json",
+        group: str | None = None,
+        idempotent: bool = False,
+    ) -> Any:
+        """Signed POST; returns ``data``. Non-idempotent POSTs are sent exactly once."""
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+        params = clean_params(body)
+        coid = params.get("clientOrderId")
+        call = _Call(
+            "POST",
+            path,
+            params,
+            encoding,
+            True,
+            self._group_for("POST", path, group),
+            coid if isinstance(coid, int) else None,
+        )
+        return self._execute(call, idempotent=idempotent)
+
+    @property
+    def rfq_body_encoding(self) -> str:
+        """The RFQ accept/cancel body encoding currently in use (learned on code 10004)."""
+        return self._rfq_encoding
+
+    @property
+    def time_offset_seconds(self) -> float:
+        """The offset added to the local clock when signing (0 unless |offset| > 0.5 s)."""
+        return self._offset_ms / 1000.0
+
+    def close(self) -> None:
+        with self._session_lock:
+            self._session.close()
+
+    def __repr__(self) -> str:
+        creds = repr(self._credentials) if self._credentials is not None else "None"
+        return f"CoincallClient(base_url={self._base_url!r}, credentials={creds}, {self.reachability!r})"
+
+    # ---- time --------------------------------------------------------------------------
+
+    def sync_time(self) -> float:
+        """Measure the offset to the exchange clock (seconds) and sign with it if it exceeds 0.5 s."""
+        before = self._clock.now()
+        server_ms = self.server_time()
+        after = self._clock.now()
+        offset = server_ms / 1000.0 - (before + after) / 2.0
+        if abs(offset) > TIME_OFFSET_WARN_SECONDS:
+            logger.warning("Coincall server time is %+.3f s from the local clock; signing with that offset", offset)
+            self._offset_ms = int(round(offset * 1000))
+        else:
+            self._offset_ms = 0
+        self._last_time_sync = after
+        return offset
+
+    def sync_time_if_due(self) -> float | None:
+        """Re-sync if never done or older than ``time_sync_interval_seconds``; for the monitor loop."""
+        last = self._last_time_sync
+        if last is not None and self._clock.now() - last < self._settings.time_sync_interval_seconds:
+            return None
+        return self.sync_time()
+
+    def _signing_ts_ms(self) -> int:
+        return self._clock.now_ms() + self._offset_ms
+
+    # ---- endpoints: public market data ---------------------------------------------
+
+    def server_time(self) -> int:
+        """Exchange time in ms (``GET /time``)."""
+        data = self._get(Endpoints.SERVER_TIME)
+        value = data.get("serverTime") if isinstance(data, Mapping) else data
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+            raise TransportError(Endpoints.SERVER_TIME.method + " /time", "no serverTime in the answer")
+        return int(value)
+
+    def public_config(self) -> Any:
+        return self._get(Endpoints.PUBLIC_CONFIG)
+
+    def instruments(self, base: str = "BTC") -> Any:
+        return self._get(Endpoints.INSTRUMENTS, segments={"base": base})
+
+    def option_chain(self, end_time_ms: int | None = None, index: str = "BTCUSD") -> Any:
+        params = {"endTime": None if end_time_ms is None else int(end_time_ms)}
+        return self._get(Endpoints.OPTION_CHAIN, params, segments={"index": index})
+
+    def option_detail(self, symbol: str) -> Any:
+        return self._get(Endpoints.OPTION_DETAIL, segments={"symbol": symbol})
+
+    def orderbook(self, symbol: str) -> Any:
+        return self._get(Endpoints.ORDERBOOK, segments={"symbol": symbol})
+
+    def last_trades(self, symbol: str) -> Any:
+        return self._get(Endpoints.LAST_TRADES, segments={"symbol": symbol})
+
+    def futures_symbols(self, symbol: str | None = "BTCUSD") -> Any:
+        return self._get(Endpoints.FUTURES_SYMBOLS, {"symbol": symbol})
+
+    def index_price(self) -> float:
+        """The BTC index from the futures symbol endpoint (API.md 6.6): ``indexPrice`` only, never a fallback."""
+        data = self.futures_symbols("BTCUSD")
+        entry = data
+        if isinstance(data, list):
+            entry = next((e for e in data if isinstance(e, Mapping) and e.get("symbol") == "BTCUSD"), None)
+        if not isinstance(entry, Mapping):
+            raise StaleDataError("Coincall futures symbols carry no BTCUSD entry: no index price")
+        raw = entry.get("indexPrice")
+        try:
+            value = float(raw) if raw is not None and not isinstance(raw, bool) else math.nan
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise StaleDataError(f"Coincall BTCUSD indexPrice is unusable ({raw!r}): no index price")
+        return value
+
+    def delivery_prices(self, symbol: str = "BTCUSD") -> Any:
+        return self._get(Endpoints.DELIVERY_PRICES, {"symbol": symbol})
+
+    def estimated_expiration_price(self, end_time_ms: int, index: str = "BTCUSD") -> Any:
+        return self._get(Endpoints.ESTIMATED_EXPIRATION_PRICE, {"index": index, "endTime": int(end_time_ms)})
+
+    # ---- endpoints: account --------------------------------------------------------
+
+    def query_api_key(self) -> Any:
+        return self._get(Endpoints.QUERY_API_KEY)
+
+    def user_info(self) -> Any:
+        return self._get(Endpoints.USER_INFO)
+
+    def account_summary(self) -> Any:
+        return self._get(Endpoints.ACCOUNT_SUMMARY)
+
+    def positions(self) -> Any:
+        return self._get(Endpoints.POSITIONS)
+
+    # ---- endpoints: orders ---------------------------------------------------------
+
+    def pending_orders(self, page: int = 1, page_size: int = 500, currency: str | None = None) -> Any:
+        params = {"page": int(page), "pageSize": int(page_size), "currency": currency}
+        return self._get(Endpoints.PENDING_ORDERS, params)
+
+    def all_pending_orders(self, currency: str | None = None) -> list[Any]:
+        """Every open order: the endpoint returns 20 per page by default, so follow ``pageTotal``."""
+        orders: list[Any] = []
+        page = 1
+        while True:
+            data = self.pending_orders(page=page, page_size=500, currency=currency)
+            if isinstance(data, list):  # unexpected bare list: nothing to page through
+                return orders + data
+            if not isinstance(data, Mapping):
+                raise TransportError(Endpoints.PENDING_ORDERS.method + " " + Endpoints.PENDING_ORDERS.path,
+                                     "pending orders answer is not an object")
+            orders.extend(data.get("list") or [])
+            page_total = data.get("pageTotal")
+            if not isinstance(page_total, int) or page >= page_total:
+                return orders
+            if page >= MAX_PENDING_PAGES:
+                raise TransportError(Endpoints.PENDING_ORDERS.method + " " + Endpoints.PENDING_ORDERS.path,
+                                     f"more than {MAX_PENDING_PAGES} pages of open orders")
+            page += 1
+
+    def create_order(
+        self,
+        symbol: str,
+        qty: float | Decimal,
+        side: int | str,
+        price: float | Decimal,
+        client_order_id: int | str,
+        *,
+        reduce_only: bool = False,
+        time_in_force: str = "GTC",
+        trade_type: int = 1,
+    ) -> int:
+        """Place one limit order; returns the exchange ``orderId``. Sent exactly once."""
+        if time_in_force not in ("GTC", "IOC"):
+            raise ValueError(f"time_in_force must be GTC or IOC, got {time_in_force!r}")
+        if trade_type not in (1, 3):
+            raise ValueError(f"trade_type must be 1 (LIMIT) or 3 (POST_ONLY), got {trade_type!r}")
+        for name, number in (("qty", qty), ("price", price)):
+            if isinstance(number, bool) or not isinstance(number, (int, float, Decimal)) or not number > 0:
+                raise ValueError(f"{name} must be a positive number, got {number!r}")
+        coid = _as_int_id(client_order_id, "client_order_id")
+        body = {
+            "symbol": symbol,
+            "qty": qty,
+            "tradeSide": _side_code(side),
+            "tradeType": int(trade_type),
+            "price": price,
+            "timeInForce": time_in_force,
+            "clientOrderId": coid,
+            "reduceOnly": 1 if reduce_only else 0,
+        }
+        data = self._post(Endpoints.CREATE_ORDER, body, client_order_id=coid)
+        order_id = data.get("orderId") if isinstance(data, Mapping) else data
+        try:
+            return _as_int_id(order_id, "orderId")
+        except ValueError:
+            raise OrderOutcomeUnknown(
+                "POST " + Endpoints.CREATE_ORDER.path, "code 0 without a usable orderId", coid
+            ) from None
+
+    def cancel_order(self, order_id: int | str | None = None, client_order_id: int | str | None = None) -> None:
+        """Request a cancel (the ack means accepted, not done: poll the order). Sent exactly once."""
+        body, coid = self._order_ref(order_id, client_order_id)
+        self._post(Endpoints.CANCEL_ORDER, body, client_order_id=coid)
+
+    def query_order(self, order_id: int | str | None = None, client_order_id: int | str | None = None) -> dict:
+        body, _ = self._order_ref(order_id, client_order_id)
+        data = self._get(Endpoints.QUERY_ORDER, body)
+        if not isinstance(data, dict):
+            raise TransportError("GET " + Endpoints.QUERY_ORDER.path, "order query answer is not an object")
+        return data
+
+    def order_history(self, **filters: Any) -> Any:
+        return self._get(Endpoints.ORDER_HISTORY, {"pageSize": 100, **filters})
+
+    def trade_history(self, **filters: Any) -> Any:
+        return self._get(Endpoints.TRADE_HISTORY, {"pageSize": 100, **filters})
+
+    def exercise_history(self, **filters: Any) -> Any:
+        return self._get(Endpoints.EXERCISE_HISTORY, {"pageSize": 50, **filters})
+
+    # ---- endpoints: RFQ (taker) ----------------------------------------------------
+
+    def rfq_create(self, legs: list[Mapping[str, Any]]) -> dict:
+        """Create an RFQ. Leg ``qty`` is sent as a plain decimal string (API.md 10.1). Sent exactly once."""
+        if not legs:
+            raise ValueError("an RFQ needs at least one leg")
+        prepared = []
+        for i, leg in enumerate(legs):
+            if not isinstance(leg, Mapping) or not leg.get("instrumentName"):
+                raise ValueError(f"RFQ leg {i} needs an instrumentName")
+            item = dict(leg)
+            if "qty" in item and item["qty"] is not None:
+                item["qty"] = _plain_decimal_text(item["qty"], f"legs[{i}].qty")
+            prepared.append(item)
+        return self._post(Endpoints.RFQ_CREATE, {"legs": prepared})
+
+    def rfq_quotes(self, request_id: int | str) -> list:
+        data = self._get(Endpoints.RFQ_QUOTES, {"requestId": _as_str_id(request_id, "request_id")})
+        return list(data or [])
+
+    def rfq_accept(self, request_id: int | str, quote_id: int | str) -> dict:
+        """Accept a quote. Not idempotent: the only second send is the 10004 encoding switch."""
+        body = {"requestId": _as_str_id(request_id, "request_id"), "quoteId": _as_str_id(quote_id, "quote_id")}
+        return self._post_rfq_form_endpoint(Endpoints.RFQ_ACCEPT, body)
+
+    def rfq_cancel(self, request_id: int | str) -> Any:
+        body = {"requestId": _as_str_id(request_id, "request_id")}
+        return self._post_rfq_form_endpoint(Endpoints.RFQ_CANCEL, body)
+
+    def blocktrade_orders(self, **filters: Any) -> Any:
+        return self._get(Endpoints.BLOCKTRADE_ORDERS, filters)
+
+    # ---- plumbing: endpoint helpers ------------------------------------------------
+
+    def _get(self, endpoint: Endpoint, params: Mapping[str, Any] | None = None, *,
+             segments: Mapping[str, str] | None = None) -> Any:
+        path = endpoint.render_path(**(segments or {}))
+        return self.get(path, params, signed=endpoint.signed, group=endpoint.group)
+
+    def _post(self, endpoint: Endpoint, body: Mapping[str, Any], *, encoding: str | None = None,
+              client_order_id: int | None = None) -> Any:
+        call = _Call(
+            "POST",
+            endpoint.path,
+            clean_params(body),
+            encoding or endpoint.encoding,
+            True,
+            endpoint.group,
+            client_order_id,
+        )
+        return self._execute(call, idempotent=endpoint.idempotent)
+
+    def _post_rfq_form_endpoint(self, endpoint: Endpoint, body: Mapping[str, Any]) -> Any:
+        """Send with the learned encoding; on 10004 (definitive) re-send once with the other (API.md 12 #3)."""
+        encoding = self._rfq_encoding
+        try:
+            return self._post(endpoint, body, encoding=encoding)
+        except ExchangeError as exc:
+            if exc.code != INVALID_PARAMETER_CODE:
+                raise
+            other = "json" if encoding == "form" else "form"
+            logger.warning("%s %s rejected as %s body (code 10004); re-sending once as %s",
+                           endpoint.method, endpoint.path, encoding, other)
+        result = self._post(endpoint, body, encoding=other)
+        if self._rfq_encoding != other:
+            logger.warning("RFQ accept/cancel body encoding switched to %s", other)
+            self._rfq_encoding = other
+        return result
+
+    @staticmethod
+    def _order_ref(order_id: Any, client_order_id: Any) -> tuple[dict[str, int], int | None]:
+        if (order_id is None) == (client_order_id is None):
+            raise ValueError("give exactly one of order_id or client_order_id")
+        if order_id is not None:
+            return {"orderId": _as_int_id(order_id, "order_id")}, None
+        coid = _as_int_id(client_order_id, "client_order_id")
+        return {"clientOrderId": coid}, coid
+
+    @staticmethod
+    def _group_for(method: str, path: str, group: str | None) -> str | None:
+        if group is not None:
+            return group
+        known = Endpoints.find(method, path)
+        return known.group if known else None
+
+    # ---- plumbing: attempts, retries, classification ---------------------------------
+
+    def _execute(self, call: _Call, *, idempotent: bool) -> Any:
+        if call.signed and self._credentials is None:
+            raise ConfigError(f"{call.endpoint} needs API credentials, but none are configured")
+        retries = 0
+        attempt = 0
+        resynced = False
+        while True:
+            attempt += 1
+            try:
+                return self._attempt(call, attempt)
+            except (TransportError, ExchangeError) as exc:
+                if isinstance(exc, ExchangeError) and exc.is_timestamp and not resynced:
+                    resynced = True
+                    self._resync_after_timestamp_error(call.endpoint)
+                    if idempotent:
+                        continue
+                    raise
+                if not idempotent:
+                    if isinstance(exc, TransportError):
+                        raise OrderOutcomeUnknown(call.endpoint, exc.reason, call.client_order_id) from exc
+                    raise
+                if not _is_retryable(exc):
+                    raise
+                if retries >= self._settings.max_retries:
+                    logger.warning("%s failed after %d attempts, giving up: %s", call.endpoint, attempt, exc)
+                    raise
+                delay = self._backoff_delay(retries)
+                retries += 1
+                logger.info("%s attempt %d failed (%s); retrying in %.2f s", call.endpoint, attempt, exc, delay)
+                self._clock.sleep(delay)
+
+    def _backoff_delay(self, retry_index: int) -> float:
+        jitter = self._settings.backoff_jitter
+        factor = 1.0 + self._rng.uniform(-jitter, jitter) if jitter else 1.0
+        return self._settings.backoff_base_seconds * (2 ** retry_index) * factor
+
+    def _resync_after_timestamp_error(self, endpoint: str) -> None:
+        logger.warning("%s: timestamp rejected (10557); re-syncing with server time", endpoint)
+        try:
+            self.sync_time()
+        except TraderError as exc:
+            logger.warning("time re-sync failed: %s", exc)
+
+    def _attempt(self, call: _Call, attempt: int) -> Any:
+        """One signed send and its classification; records reachability."""
+        self._budgets.acquire(call.group)
+        headers = {"Content-Type": call.content_type, "User-Agent": self._settings.user_agent}
+        if call.signed:
+            creds = self._credentials
+            assert creds is not None  # checked in _execute
+            headers.update(
+                auth.signed_headers(call.method, call.path, call.params, creds.api_key, creds.api_secret,
+                                    self._signing_ts_ms(), self._settings.ts_diff_ms)
+            )
+        started = self._clock.monotonic()
+        try:
+            response = self._current_session().request(
+                call.method,
+                call.url(self._base_url),
+                data=call.body(),
+                headers=headers,
+                timeout=(self._settings.connect_timeout_seconds, self._settings.timeout_seconds),
+                allow_redirects=False,
+            )
+            status, content = response.status_code, response.content
+        except requests.RequestException as exc:
+            failure = TransportError(call.endpoint, f"{type(exc).__name__}: {_scrub(str(exc))}")
+            self._log_attempt(call, attempt, started, failure.reason)
+            self._record_outcome(failure)
+            raise failure from None
+        try:
+            data = self._classify(call.endpoint, status, content)
+        except (TransportError, ExchangeError, EndpointNotFound) as exc:
+            self._log_attempt(call, attempt, started, f"HTTP {status}: {exc}")
+            self._record_outcome(exc)
+            raise
+        self._log_attempt(call, attempt, started, f"HTTP {status} code 0")
+        self._record_outcome(None)
+        return data
+
+    @staticmethod
+    def _classify(endpoint: str, status: int, content: bytes) -> Any:
+        """Envelope rules of API.md 3.1/3.2: data on code 0, typed errors otherwise."""
+        if status == 404:
+            raise EndpointNotFound(endpoint)
+        if status == HTTP_TOO_MANY_REQUESTS:
+            raise RateLimitedError(HTTP_TOO_MANY_REQUESTS, "HTTP 429 Too Many Requests", endpoint)
+        if status >= 500:
+            raise TransportError(endpoint, "server error", status)
+        try:
+            envelope = json.loads(content.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise TransportError(endpoint, "body is not JSON", status) from None
+        if not isinstance(envelope, dict) or "code" not in envelope:
+            raise TransportError(endpoint, "body is not a Coincall envelope", status)
+        code = envelope.get("code")
+        if isinstance(code, bool) or not isinstance(code, int):
+            try:
+                code = int(str(code))
+            except ValueError:
+                raise TransportError(endpoint, f"envelope code {code!r} is not an integer", status) from None
+        if code == 0:
+            if status != 200:
+                raise TransportError(endpoint, "success envelope with a non-200 status", status)
+            return envelope.get("data")
+        msg = envelope.get("msg")
+        msg = msg if isinstance(msg, str) else ""
+        data = envelope.get("data")
+        if code in AUTH_CODES:
+            raise AuthError(code, msg, endpoint, data)
+        if code in RATE_LIMITED_CODES:
+            raise RateLimitedError(code, msg, endpoint, data)
+        raise ExchangeError(code, msg, endpoint, data)
+
+    def _record_outcome(self, exc: Exception | None) -> None:
+        now = self._clock.now()
+        if exc is None or not _is_reachability_failure(exc):
+            self.reachability.record_success(now)
+            return
+        self.reachability.record_failure(now, str(exc))
+        threshold = self._settings.rebuild_session_after_failures
+        if self.reachability.consecutive_failures % threshold == 0:
+            self._rebuild_session()
+
+    def _rebuild_session(self) -> None:
+        with self._session_lock:
+            old = self._session
+            self._session = self._session_factory()
+        try:
+            old.close()
+        except Exception:  # closing a broken session must not hide the real failure
+            logger.debug("closing the old HTTP session failed", exc_info=True)
+        logger.warning("HTTP session rebuilt after %d consecutive failures", self.reachability.consecutive_failures)
+
+    def _current_session(self) -> requests.Session:
+        with self._session_lock:
+            return self._session
+
+    def _log_attempt(self, call: _Call, attempt: int, started: float, outcome: str) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            elapsed = self._clock.monotonic() - started
+            logger.debug("%s attempt %d: %s in %.3f s", call.endpoint, attempt, outcome, elapsed)

@@ -1,0 +1,114 @@
+"""Opening the connection to the exchange: the embedded simulator or a remote URL.
+
+This is the ONE place where product code touches the ``simulator`` package
+(DESIGN.md: "The product touches simulator/ only in the one function that starts the
+embedded default"). Everything above it receives a ``CoincallClient`` and cannot tell a
+paper account on the embedded simulator from testnet or production: the same signed HTTP
+requests go over a real socket either way, so paper trading exercises the real client.
+
+``simulator`` is imported lazily inside ``open_exchange`` so that a production process
+never even loads the simulator's modules.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from clock import Clock
+from coincall_client import ClientSettings, CoincallClient, Credentials
+from config import Settings
+
+if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time here
+    from simulator import SimulatorConfig
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_SOURCE = "embedded simulator"
+
+
+@dataclass
+class ExchangeConnection:
+    """A live client plus, in paper mode, the simulator it talks to.
+
+    ``close()`` releases both, client first, so that the simulator's state file is written
+    after the last request has been answered. Closing twice is harmless.
+    """
+
+    client: CoincallClient
+    base_url: str
+    simulator: Any | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.simulator is not None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.client.close()
+        finally:
+            if self.simulator is not None:
+                logger.info("stopping the embedded simulator (its state is saved)")
+                self.simulator.stop()
+
+    def __enter__(self) -> ExchangeConnection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def client_settings_for(settings: Settings, base_url: str) -> ClientSettings:
+    """The HTTP client's settings derived from the daemon's ``Settings``."""
+    return ClientSettings(
+        base_url=base_url,
+        ts_diff_ms=settings.ts_diff_ms,
+        timeout_seconds=settings.request_timeout_seconds,
+        rfq_body_encoding=settings.rfq_body_encoding,
+    )
+
+
+def open_exchange(
+    settings: Settings,
+    clock: Clock,
+    *,
+    sim_config: SimulatorConfig | None = None,
+) -> ExchangeConnection:
+    """Connect to the exchange that ``settings`` names.
+
+    * ``sim`` without ``base_url``: start the embedded simulator on a free loopback port,
+      sharing ``clock`` (so ``--speed`` moves the exchange and the daemon together), with
+      its paper account persisted in ``settings.sim_state_file``.
+    * otherwise: a client for ``settings.base_url`` with the configured credentials.
+
+    ``sim_config`` lets tests choose simulator behaviour (faults, seeds); it is ignored
+    when no simulator is embedded.
+    """
+    if settings.embeds_simulator:
+        return _open_embedded(settings, clock, sim_config)
+    if settings.base_url is None or settings.credentials is None:
+        # load_settings() never builds this; a hand-made Settings might.
+        raise ValueError(f"{settings.environment} needs a base URL and credentials; build Settings with load_settings()")
+    client = CoincallClient(client_settings_for(settings, settings.base_url), settings.credentials, clock)
+    logger.info("connecting to %s (%s)", settings.base_url, settings.environment)
+    return ExchangeConnection(client=client, base_url=settings.base_url)
+
+
+def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig | None) -> ExchangeConnection:
+    from simulator import SimulatorConfig, start_simulator  # lazy: see module docstring
+
+    config = sim_config if sim_config is not None else SimulatorConfig(seed=settings.sim_seed)
+    settings.sim_state_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = start_simulator(config, clock=clock, state_file=str(settings.sim_state_file))
+    try:
+        credentials = Credentials(handle.api_key, handle.api_secret, source=EMBEDDED_SOURCE)
+        client = CoincallClient(client_settings_for(settings, handle.base_url), credentials, clock)
+    except BaseException:
+        handle.stop()
+        raise
+    logger.info("embedded simulator listening on %s (state file %s)", handle.base_url, settings.sim_state_file)
+    return ExchangeConnection(client=client, base_url=handle.base_url, simulator=handle)

@@ -1,0 +1,94 @@
+"""Configuration values for the simulator as a whole and for its HTTP face.
+
+Every knob that API.md §12 leaves UNCERTAIN and that lives at the HTTP layer (RFQ body
+encoding, throttling style, timestamp window) is a field here, so a test or a paper
+run can choose the alternative behaviour without touching code.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from simulator.exchange import ExchangeConfig
+from simulator.market import MarketConfig
+
+RFQ_BODY_MODES: tuple[str, ...] = ("both", "form_only", "json_only")
+THROTTLE_MODES: tuple[str, ...] = ("code", "http429")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the HTTP server listens, authenticates and throttles.
+
+    ``rfq_body_mode``: which encodings RFQ accept/cancel take (API.md §12 #3); the other
+    one gets code 10004. ``throttle_mode``: "code" = HTTP 200 + code 10000 (default),
+    "http429" = HTTP 429. ``max_ts_diff_ms`` caps the client's ``X-REQ-TS-DIFF`` so a
+    client cannot widen the replay window at will. ``request_log_limit`` bounds the
+    in-memory request log (oldest records are dropped; ``None`` = unbounded).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    rfq_body_mode: str = "both"
+    throttle_mode: str = "code"
+    rate_limits_enabled: bool = True
+    max_ts_diff_ms: int = 60_000
+    default_ts_diff_ms: int = 5_000
+    future_tolerance_ms: int = 1_000
+    request_log_limit: int | None = 100_000
+
+    def __post_init__(self) -> None:
+        if self.rfq_body_mode not in RFQ_BODY_MODES:
+            raise ValueError(f"rfq_body_mode must be one of {RFQ_BODY_MODES}, got {self.rfq_body_mode!r}")
+        if self.throttle_mode not in THROTTLE_MODES:
+            raise ValueError(f"throttle_mode must be one of {THROTTLE_MODES}, got {self.throttle_mode!r}")
+        if self.max_ts_diff_ms <= 0 or self.default_ts_diff_ms <= 0:
+            raise ValueError("timestamp windows must be positive")
+        if self.request_log_limit is not None and self.request_log_limit < 0:
+            raise ValueError("request_log_limit must be >= 0 or None")
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Everything needed to start one simulated exchange.
+
+    ``seed`` fixes prices, quotes, fills and injected faults; it flows into the market
+    and exchange configs unless those were given explicitly. ``start_time`` (epoch s)
+    and ``speed`` only matter when the simulator creates its own clock. ``api_key`` /
+    ``api_secret`` pin the default account's credentials (otherwise random ones are
+    generated); the secret never appears in the repr.
+    """
+
+    seed: int = 7
+    start_time: float | None = None
+    speed: float = 1.0
+    market: MarketConfig | None = None
+    exchange: ExchangeConfig | None = None
+    server: ServerConfig = field(default_factory=ServerConfig)
+    api_key: str | None = None
+    api_secret: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.speed < 0:
+            raise ValueError("speed must be >= 0")
+        if (self.api_key is None) != (self.api_secret is None):
+            raise ValueError("api_key and api_secret must be given together")
+
+    def market_config(self) -> MarketConfig:
+        """The market config to use: the explicit one, else the defaults with our seed."""
+        if self.market is not None:
+            return self.market
+        return _with_seed(MarketConfig(), self.seed)
+
+    def exchange_config(self) -> ExchangeConfig:
+        """The exchange config to use: the explicit one, else the defaults with our seed."""
+        if self.exchange is not None:
+            return self.exchange
+        return _with_seed(ExchangeConfig(), self.seed)
+
+
+def _with_seed(config, seed: int):
+    """``config`` with its ``seed`` field replaced, if it has one."""
+    if any(f.name == "seed" for f in dataclasses.fields(config)):
+        return dataclasses.replace(config, seed=seed)
+    return config

@@ -1,0 +1,859 @@
+"""The market of the simulated exchange: BTC index, listed options, marks, greeks and books.
+
+Why it exists: the exchange model (``exchange.py``) needs prices that move on the
+simulated clock, a realistic listing calendar and books to match against, and the whole
+thing must be reproducible from a seed so that a 48-hour paper run and a test give the
+same answers every time (API.md 13 items 6-9, 19, 26).
+
+Model, in one paragraph: the index follows a driftless geometric random walk on a fixed
+time grid (``step_seconds``) anchored at the start instant, drawn from one seeded
+``random.Random`` that is consumed strictly once per grid step, so the path does not
+depend on how callers slice time. Options are listed from ``calendar.expiry_schedule``
+with strikes around the index; new strikes are added as the index wanders (never
+delisted before expiry). Marks and greeks are Black-Scholes on a parametric smile.
+Books are synthetic liquidity around the mark whose noise is a pure function of
+(seed, symbol, refresh bucket), so they are deterministic too and "move" every bucket.
+
+Fault switches (index freeze, empty book side, scripted index path) are runtime state
+that tests flip; they never consume the index RNG, so a fault does not shift the path.
+"""
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import hashlib
+import logging
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from simulator.calendar import (
+    KINDS,
+    expiry_schedule,
+    format_strike,
+    format_symbol,
+    raw_expiry_schedule,
+)
+from simulator.pricing import bs_greeks, implied_vol, years_between
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_SECONDS_PER_YEAR = 365.0 * 86_400
+_TERM_REFERENCE_YEARS = 30.0 / 365.0   # the term factor is 1 at a 30-day expiry
+_MIN_TERM_YEARS = 1.0 / (365.0 * 24)   # smile inputs stop changing inside the last hour
+_ITM_SPREAD_SHARE = 0.005              # ITM spreads scale with extrinsic + 0.5 % of index
+
+
+def _default_strike_range_pct() -> dict[str, float]:
+    return {"daily": 10.0, "weekly": 20.0, "monthly": 40.0, "quarterly": 60.0}
+
+
+def _default_strike_step() -> dict[str, float]:
+    return {"daily": 500.0, "weekly": 1000.0, "monthly": 1000.0, "quarterly": 2000.0}
+
+
+@dataclass(frozen=True)
+class MarketConfig:
+    """Every knob of the market; frozen so one config can be shared by restarts and tests."""
+
+    seed: int = 7
+    base: str = "BTC"
+    start_index: float = 90_000.0
+    annual_vol: float = 0.50               # index random-walk vol (GBM, no drift)
+    jump_intensity_per_day: float = 0.0    # optional Poisson jumps
+    jump_size_pct: float = 3.0
+    step_seconds: float = 1.0              # fixed grid of the index path (determinism)
+    atm_vol: float = 0.50
+    smile_curvature: float = 0.8           # SSVI eta (see MarketModel.surface_iv)
+    smile_skew: float = -0.15              # SSVI rho, in (-1, 1)
+    term_slope: float = -0.05
+    tick_size: float = 1.0                 # API.md 12 #1 default
+    min_qty: float = 0.01
+    strike_range_pct: dict[str, float] = field(default_factory=_default_strike_range_pct, hash=False)
+    strike_step: dict[str, float] = field(default_factory=_default_strike_step, hash=False)
+    spread_pct: float = 8.0                # book half-spread as % of the spread reference
+    min_spread_ticks: int = 2
+    depth_levels: int = 5
+    level_size: tuple[float, float] = (0.5, 5.0)
+    empty_bid_below: float = 5.0           # theo below this -> bid side empty (API.md 11 #21)
+    book_refresh_seconds: float = 5.0
+    listing_hour_utc: int = 8              # informational: the schedule rolls at the 08:00 expiry
+    scripted_path: tuple[tuple[int, float], ...] | None = None
+    history_seconds: float = 7200.0
+    # Additions beyond the shared interface:
+    rate: float = 0.0                      # BS rate; forward = index * exp(rate * T)
+    iv_min: float = 0.15
+    iv_max: float = 3.0
+    otm_spread_widening: float = 0.75      # extra half-spread per OTM standard deviation (max 4 sd)
+    delivery_window_seconds: float = 1800.0  # settlement = mean index over this window (API.md 4)
+    listing_check_seconds: float = 60.0    # how often listings/strikes are re-checked (divides a day)
+
+    def __post_init__(self) -> None:
+        if self.start_index <= 0 or self.annual_vol < 0:
+            raise ValueError("start_index must be > 0 and annual_vol >= 0")
+        if self.step_seconds * 1000 < 1 or self.tick_size <= 0 or self.min_qty <= 0:
+            raise ValueError("step_seconds, tick_size and min_qty must be positive")
+        if self.book_refresh_seconds * 1000 < 1 or self.depth_levels < 1:
+            raise ValueError("book_refresh_seconds and depth_levels must be positive")
+        check_ms = round(self.listing_check_seconds * 1000)
+        if check_ms < 1000 or 86_400_000 % check_ms:
+            raise ValueError("listing_check_seconds must be >= 1 and divide a day evenly")
+        for name in ("strike_range_pct", "strike_step"):
+            table = getattr(self, name)
+            missing = [kind for kind in KINDS if not table.get(kind, 0) > 0]
+            if missing:
+                raise ValueError(f"{name} needs a positive value for {missing}")
+        low, high = self.level_size
+        if not 0 < low <= high:
+            raise ValueError("level_size must be (low, high) with 0 < low <= high")
+        if not 0 < self.iv_min <= self.iv_max:
+            raise ValueError("need 0 < iv_min <= iv_max")
+        # SSVI no-butterfly-arbitrage conditions (Gatheral & Jacquier): |rho| < 1 and
+        # eta^2 * (1 + |rho|) <= 4 with eta = smile_curvature.
+        if not -1 < self.smile_skew < 1 or self.smile_curvature < 0:
+            raise ValueError("smile_skew must be in (-1, 1) and smile_curvature >= 0")
+        if self.smile_curvature ** 2 * (1 + abs(self.smile_skew)) > 4:
+            raise ValueError("smile_curvature too large: the smile would allow arbitrage")
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One listed option; kept after expiry so the exchange can settle it."""
+
+    symbol: str
+    base: str
+    strike: float
+    strike_token: str
+    option_type: str  # 'C' | 'P'
+    expiry_ms: int
+    listed_ms: int
+    tick_size: float
+    min_qty: float
+    kind: str
+
+    @property
+    def display_name(self) -> str:
+        """``BTC-5FEB26-80000-C``: the symbol without ``USD`` (API.md 5)."""
+        return self.symbol.replace(f"{self.base}USD-", f"{self.base}-", 1)
+
+    @property
+    def option_id(self) -> int:
+        """A 19-digit int64 id derived from the symbol, stable across processes and restarts."""
+        digest = hashlib.sha256(self.symbol.encode("utf-8")).digest()
+        return 10**18 + int.from_bytes(digest[:8], "big") % (8 * 10**18)
+
+
+@dataclass(frozen=True)
+class OptionQuote:
+    """What the chain and option-detail endpoints show for one option at one instant."""
+
+    symbol: str
+    time_ms: int
+    index_price: float
+    underlying_price: float  # forward
+    mark: float
+    iv: float  # fraction
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
+    rho: float
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    bid_iv: float
+    ask_iv: float
+
+
+Book = tuple[list[tuple[float, float]], list[tuple[float, float]]]
+
+
+class _ScriptedPath:
+    """Piecewise-linear index path through (epoch_ms, price) points, flat outside them."""
+
+    def __init__(self, points: Sequence[tuple[int, float]]) -> None:
+        ordered = sorted((int(t), float(p)) for t, p in points)
+        if not ordered:
+            raise ValueError("a scripted path needs at least one point")
+        if any(p <= 0 for _, p in ordered):
+            raise ValueError("scripted index prices must be positive")
+        self.times = [t for t, _ in ordered]
+        self.prices = [p for _, p in ordered]
+
+    def at(self, t_ms: int) -> float:
+        times, prices = self.times, self.prices
+        if t_ms <= times[0]:
+            return prices[0]
+        if t_ms >= times[-1]:
+            return prices[-1]
+        right = bisect.bisect_right(times, t_ms)
+        t0, t1 = times[right - 1], times[right]
+        p0, p1 = prices[right - 1], prices[right]
+        if t1 == t0:
+            return p1
+        return p0 + (p1 - p0) * (t_ms - t0) / (t1 - t0)
+
+    def points(self) -> list[list[float]]:
+        return [[t, p] for t, p in zip(self.times, self.prices)]
+
+
+def _tick_decimals(tick: float) -> int:
+    text = f"{tick:.10f}".rstrip("0")
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def _stable_seed(*parts: object) -> int:
+    """A seed from a stable hash (``hash()`` is salted per process, so never that)."""
+    text = "|".join(str(part) for part in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+class MarketModel:
+    """Seeded, clock-driven market state. Thread-safe: every public method takes one lock.
+
+    ``freeze_index(True)`` publishes the index value of the moment while the hidden walk
+    keeps advancing underneath (a stale feed): on unfreezing, the index jumps to where
+    the walk is. The index history (hence delivery prices) records the *published* value.
+    A scripted path drives the walk itself, so clearing it continues from the last
+    scripted price.
+    """
+
+    def __init__(self, config: MarketConfig, start_ms: int) -> None:
+        self._setup(config, int(start_ms))
+        script = self._script
+        self._walk = script.at(self._start_ms) if script else float(config.start_index)
+        self._history = [self._walk]
+        self._roll_listing(self._start_ms)
+        self._extend_strikes(self._start_ms)
+
+    # ------------------------------------------------------------------ construction
+
+    def _setup(self, config: MarketConfig, start_ms: int) -> None:
+        """State shared by ``__init__`` and ``from_state`` before either fills it in."""
+        self._config = config
+        self._lock = threading.RLock()
+        self._start_ms = start_ms
+        self._now_ms = start_ms
+        self._step_ms = max(1, round(config.step_seconds * 1000))
+        self._check_ms = round(config.listing_check_seconds * 1000)
+        self._refresh_ms = max(1, round(config.book_refresh_seconds * 1000))
+        self._window_ms = round(config.delivery_window_seconds * 1000)
+        self._history_cap = max(
+            math.ceil(config.history_seconds * 1000 / self._step_ms),
+            math.ceil((self._window_ms + self._check_ms) / self._step_ms),
+        ) + 1
+        self._tick_dp = _tick_decimals(config.tick_size)
+        self._lot_dp = _tick_decimals(config.min_qty)
+        self._rng = random.Random(config.seed)
+        self._k = 0
+        self._walk = float(config.start_index)
+        self._frozen_value: float | None = None
+        self._script = _ScriptedPath(config.scripted_path) if config.scripted_path else None
+        self._history: list[float] = []
+        self._history_k0 = 0
+        self._instruments: dict[str, Instrument] = {}
+        self._expiry_kind: dict[int, str] = {}
+        self._active: dict[int, dict[float, tuple[str, str]]] = {}
+        self._strike_bounds: dict[int, dict[str, tuple[int, int] | None]] = {}
+        self._delivery: dict[int, float] = {}
+        self._next_roll_ms = start_ms
+        self._empty_sides: dict[str, str] = {}
+        self._fault_version = 0
+        self._listing_version = 0
+        self._sorted_cache: tuple[int, list[Instrument]] | None = None
+        self._cache_stamp: tuple[Any, ...] | None = None
+        self._quote_cache: dict[str, OptionQuote] = {}
+        self._book_cache: dict[str, Book] = {}
+
+    @property
+    def config(self) -> MarketConfig:
+        return self._config
+
+    @property
+    def now_ms(self) -> int:
+        return self._now_ms
+
+    @property
+    def start_ms(self) -> int:
+        return self._start_ms
+
+    # ------------------------------------------------------------------ time
+
+    def advance_to(self, now_ms: int) -> None:
+        """Move the market to ``now_ms`` (no-op if not later than the current time).
+
+        Listings, strike extensions and delivery prices are processed on fixed
+        ``listing_check_seconds`` boundaries (epoch-aligned, so 08:00 expiries fall on
+        one) and the index on its own grid: the result never depends on slicing.
+        """
+        now_ms = int(now_ms)
+        with self._lock:
+            if now_ms <= self._now_ms:
+                return
+            check = (self._now_ms // self._check_ms + 1) * self._check_ms
+            while check <= now_ms:
+                self._step_grid_to(self._grid_index(check))
+                self._now_ms = check
+                self._on_check(check)
+                check += self._check_ms
+            self._step_grid_to(self._grid_index(now_ms))
+            self._now_ms = now_ms
+
+    def _grid_index(self, t_ms: int) -> int:
+        return (t_ms - self._start_ms) // self._step_ms
+
+    def _step_grid_to(self, k_target: int) -> None:
+        """Advance the walk to grid point ``k_target``, one RNG consumption pattern per step."""
+        steps = k_target - self._k
+        if steps <= 0:
+            return
+        cfg = self._config
+        dt = self._step_ms / 1000.0 / _SECONDS_PER_YEAR
+        sigma = cfg.annual_vol * math.sqrt(dt)
+        mu = -0.5 * sigma * sigma  # driftless GBM: E[S_t] = S_0
+        gauss, exp, append = self._rng.gauss, math.exp, self._history.append
+        price = self._walk
+        if cfg.jump_intensity_per_day <= 0 and self._script is None and self._frozen_value is None:
+            for _ in range(steps):
+                price *= exp(mu + sigma * gauss(0.0, 1.0))
+                append(price)
+        else:
+            price = self._step_general(steps, price, mu, sigma)
+        self._walk = price
+        self._k = k_target
+        self._trim_history()
+
+    def _step_general(self, steps: int, price: float, mu: float, sigma: float) -> float:
+        """The slow path: jumps, scripted path and/or a frozen published value."""
+        cfg = self._config
+        rng = self._rng
+        jump_probability = cfg.jump_intensity_per_day * self._step_ms / 86_400_000
+        jump = cfg.jump_size_pct / 100.0
+        script = self._script
+        for offset in range(1, steps + 1):
+            shock = math.exp(mu + sigma * rng.gauss(0.0, 1.0))
+            if jump_probability > 0 and rng.random() < jump_probability:
+                shock *= (1.0 + jump) if rng.random() < 0.5 else (1.0 - jump)
+            if script is not None:
+                price = script.at(self._start_ms + (self._k + offset) * self._step_ms)
+            else:
+                price *= shock
+            self._history.append(self._frozen_value if self._frozen_value is not None else price)
+        return price
+
+    def _trim_history(self) -> None:
+        excess = len(self._history) - 2 * self._history_cap
+        if excess > 0:
+            drop = len(self._history) - self._history_cap
+            del self._history[:drop]
+            self._history_k0 += drop
+
+    def _on_check(self, t_ms: int) -> None:
+        """Listing-check boundary: settle-average passed expiries, roll the calendar, add strikes."""
+        for expiry in sorted(e for e in self._active if e <= t_ms):
+            average = self._grid_average(expiry - self._window_ms, expiry)
+            self._delivery[expiry] = average if average is not None else self.index_price()
+            del self._active[expiry]
+            self._strike_bounds.pop(expiry, None)
+            self._listing_version += 1
+            log.debug("expiry %d passed, delivery price %.2f", expiry, self._delivery[expiry])
+        if t_ms >= self._next_roll_ms:
+            self._roll_listing(t_ms)
+        self._extend_strikes(t_ms)
+
+    # ------------------------------------------------------------------ listing
+
+    def _roll_listing(self, t_ms: int) -> None:
+        """Register every expiry of the schedule at ``t_ms`` and the strike grids it qualifies for."""
+        primary = dict(expiry_schedule(t_ms))
+        raw = raw_expiry_schedule(t_ms)
+        for expiry, kind in raw:
+            if expiry not in self._expiry_kind:
+                self._expiry_kind[expiry] = primary[expiry]
+                self._active[expiry] = {}
+                self._strike_bounds[expiry] = {}
+            if expiry in self._active:
+                self._strike_bounds[expiry].setdefault(kind, None)
+        self._next_roll_ms = min(expiry for expiry, _ in raw)
+
+    def _extend_strikes(self, t_ms: int) -> None:
+        """Keep each active expiry's strike grid(s) centred on the index; never delist."""
+        spot = self.index_price()
+        cfg = self._config
+        for expiry, bounds_by_kind in self._strike_bounds.items():
+            for kind, bounds in bounds_by_kind.items():
+                step = float(cfg.strike_step[kind])
+                width = cfg.strike_range_pct[kind] / 100.0
+                low = max(1, math.ceil(spot * (1 - width) / step - 1e-9))
+                high = math.floor(spot * (1 + width) / step + 1e-9)
+                if high < low:
+                    low = high = max(1, round(spot / step))
+                if bounds is None:
+                    new_range = range(low, high + 1)
+                    bounds_by_kind[kind] = (low, high)
+                else:
+                    old_low, old_high = bounds
+                    if low >= old_low and high <= old_high:
+                        continue
+                    new_range = [*range(low, old_low), *range(old_high + 1, high + 1)]
+                    bounds_by_kind[kind] = (min(low, old_low), max(high, old_high))
+                for multiple in new_range:
+                    self._list_strike(expiry, round(multiple * step, 8), t_ms)
+
+    def _list_strike(self, expiry: int, strike: float, t_ms: int) -> None:
+        strikes = self._active[expiry]
+        if strike in strikes:
+            return
+        cfg = self._config
+        pair = []
+        for option_type in ("C", "P"):
+            symbol = format_symbol(cfg.base, expiry, strike, option_type)
+            self._instruments[symbol] = Instrument(
+                symbol=symbol, base=cfg.base, strike=strike, strike_token=format_strike(strike),
+                option_type=option_type, expiry_ms=expiry, listed_ms=t_ms,
+                tick_size=cfg.tick_size, min_qty=cfg.min_qty, kind=self._expiry_kind[expiry],
+            )
+            pair.append(symbol)
+        strikes[strike] = (pair[0], pair[1])
+        self._listing_version += 1
+
+    # ------------------------------------------------------------------ index
+
+    def index_price(self) -> float:
+        """The published index now (the frozen value while frozen)."""
+        with self._lock:
+            return self._frozen_value if self._frozen_value is not None else self._walk
+
+    def _grid_average(self, start_ms: int, end_ms: int) -> float | None:
+        first = max(-(-(start_ms - self._start_ms) // self._step_ms), self._history_k0, 0)
+        last = min((end_ms - self._start_ms) // self._step_ms, self._k)
+        if first > last:
+            return None
+        points = self._history[first - self._history_k0: last - self._history_k0 + 1]
+        return sum(points) / len(points)
+
+    def index_average(self, start_ms: int, end_ms: int) -> float:
+        """Mean published index over the grid points in [start_ms, end_ms].
+
+        The exact delivery window of a passed expiry is answered from the recorded
+        delivery price even after the history was trimmed. Raises ``ValueError`` when no
+        observed point lies in the window: an average is never invented.
+        """
+        with self._lock:
+            start_ms, end_ms = int(start_ms), int(end_ms)
+            if end_ms < start_ms:
+                raise ValueError("index_average needs start_ms <= end_ms")
+            if end_ms in self._delivery and start_ms == end_ms - self._window_ms:
+                return self._delivery[end_ms]
+            average = self._grid_average(start_ms, end_ms)
+            if average is None:
+                raise ValueError(f"no index observations in [{start_ms}, {end_ms}]")
+            return average
+
+    def delivery_price(self, expiry_ms: int) -> float | None:
+        """Settlement index of a passed expiry (mean over the delivery window), else None."""
+        with self._lock:
+            return self._delivery.get(int(expiry_ms))
+
+    def delivery_prices(self) -> dict[int, float]:
+        """All recorded settlement prices by expiry (for ``get-delivery-prices``)."""
+        with self._lock:
+            return dict(sorted(self._delivery.items()))
+
+    def estimated_delivery_price(self, expiry_ms: int) -> float:
+        """``getEstimatedExpirationPrice``: final if passed, running window mean, else the index."""
+        with self._lock:
+            expiry_ms = int(expiry_ms)
+            if expiry_ms in self._delivery:
+                return self._delivery[expiry_ms]
+            average = self._grid_average(expiry_ms - self._window_ms, min(expiry_ms, self._now_ms))
+            return average if average is not None else self.index_price()
+
+    # ------------------------------------------------------------------ instruments
+
+    def instruments(self) -> list[Instrument]:
+        """Listed, unexpired instruments sorted by (expiry, strike, type)."""
+        with self._lock:
+            cached = self._sorted_cache
+            if cached is None or cached[0] != self._listing_version:
+                active = [self._instruments[symbol]
+                          for expiry in self._active for pair in self._active[expiry].values()
+                          for symbol in pair]
+                active.sort(key=lambda i: (i.expiry_ms, i.strike, i.option_type))
+                cached = (self._listing_version, active)
+                self._sorted_cache = cached
+            return [i for i in cached[1] if i.expiry_ms > self._now_ms]
+
+    def instruments_for_expiry(self, expiry_ms: int) -> list[Instrument]:
+        """Active instruments of one expiry, sorted by (strike, type); [] if none."""
+        with self._lock:
+            strikes = self._active.get(int(expiry_ms), {})
+            if int(expiry_ms) <= self._now_ms:
+                return []
+            return [self._instruments[s] for strike in sorted(strikes) for s in strikes[strike]]
+
+    def instrument(self, symbol: str) -> Instrument | None:
+        """Any instrument ever listed, expired ones included; None if unknown."""
+        with self._lock:
+            return self._instruments.get(symbol)
+
+    def expiries(self) -> list[int]:
+        with self._lock:
+            return sorted(e for e in self._active if e > self._now_ms)
+
+    def expiry_kind(self, expiry_ms: int) -> str | None:
+        with self._lock:
+            return self._expiry_kind.get(int(expiry_ms))
+
+    def is_expired(self, symbol: str) -> bool:
+        """True once ``now >= expiry``; ``KeyError`` for a symbol that was never listed."""
+        with self._lock:
+            instrument = self._instruments.get(symbol)
+            if instrument is None:
+                raise KeyError(symbol)
+            return self._now_ms >= instrument.expiry_ms
+
+    def _live_instrument(self, symbol: str) -> Instrument:
+        instrument = self._instruments.get(symbol)
+        if instrument is None:
+            raise KeyError(symbol)
+        if self._now_ms >= instrument.expiry_ms:
+            raise KeyError(f"{symbol} has expired")
+        return instrument
+
+    # ------------------------------------------------------------------ pricing
+
+    def surface_iv(self, strike: float, forward: float, t_years: float) -> float:
+        """Implied vol of a strike: a term-scaled ATM level shaped by an SSVI smile.
+
+        ``atm(T) = atm_vol * (1 + term_slope * ln(T / 30d))``. The smile is Gatheral's
+        SSVI in standardised moneyness ``z = curvature * ln(K/F) / (atm * sqrt(T))``:
+        ``iv = atm * sqrt((1 + skew*z + sqrt((z + skew)^2 + 1 - skew^2)) / 2)``. Near the
+        money it behaves like ``atm * (1 + curvature*z^2/8*(1-skew^2) + skew*z/2)``; in the
+        wings it grows like sqrt(|z|), which (unlike a plain quadratic) keeps call prices
+        falling and put prices rising with the strike - a smile with a price arbitrage
+        would let a client "earn" money the real exchange never offers. Clamped to
+        [iv_min, iv_max].
+        """
+        cfg = self._config
+        term_t = max(t_years, _MIN_TERM_YEARS)
+        atm = cfg.atm_vol * (1.0 + cfg.term_slope * math.log(term_t / _TERM_REFERENCE_YEARS))
+        atm = max(atm, cfg.iv_min)
+        z = cfg.smile_curvature * math.log(strike / forward) / (atm * math.sqrt(max(t_years, 1e-12)))
+        rho = cfg.smile_skew
+        total_variance_ratio = 0.5 * (1.0 + rho * z + math.sqrt((z + rho) ** 2 + 1.0 - rho * rho))
+        iv = atm * math.sqrt(total_variance_ratio)
+        return min(cfg.iv_max, max(cfg.iv_min, iv))
+
+    def _quote_time_ms(self) -> int:
+        """The grid instant quotes and books are computed at.
+
+        Marks, greeks and books are published once per index grid step (the index itself
+        only moves on the grid), so every request inside one step shares one computation:
+        this is what keeps a 180-option chain call cheap at any request rate.
+        """
+        return self._start_ms + ((self._now_ms - self._start_ms) // self._step_ms) * self._step_ms
+
+    @property
+    def quote_stamp(self) -> tuple[Any, ...]:
+        """Identifies the current set of quotes: equal stamps mean identical quotes/books.
+
+        Lets consumers (the exchange's chain rows) cache what they derive from quotes.
+        """
+        with self._lock:
+            self._refresh_caches()
+            return self._cache_stamp
+
+    def _refresh_caches(self) -> None:
+        stamp = (self._quote_time_ms(), self.index_price(), self._fault_version)
+        if stamp != self._cache_stamp:
+            self._cache_stamp = stamp
+            self._quote_cache.clear()
+            self._book_cache.clear()
+
+    def quote(self, symbol: str) -> OptionQuote:
+        """Mark, IV, greeks and top of book now; ``KeyError`` for unknown or expired symbols."""
+        with self._lock:
+            self._refresh_caches()
+            cached = self._quote_cache.get(symbol)
+            if cached is not None:
+                return cached
+            instrument = self._live_instrument(symbol)
+            quote = self._compute_quote(instrument)
+            self._quote_cache[symbol] = quote
+            return quote
+
+    def _compute_quote(self, instrument: Instrument) -> OptionQuote:
+        cfg = self._config
+        spot = self.index_price()
+        quote_time = self._quote_time_ms()
+        t_years = years_between(quote_time, instrument.expiry_ms)
+        forward = spot * math.exp(cfg.rate * t_years)
+        iv = self.surface_iv(instrument.strike, forward, t_years)
+        greeks = bs_greeks(instrument.option_type, spot, instrument.strike, t_years, iv, cfg.rate)
+        bids, asks = self._book_for(instrument, spot, forward, t_years, iv, greeks.price)
+        bid, bid_size = bids[0] if bids else (0.0, 0.0)
+        ask, ask_size = asks[0] if asks else (0.0, 0.0)
+
+        def iv_of(price: float) -> float:
+            if price <= 0:
+                return 0.0
+            return implied_vol(instrument.option_type, price, spot, instrument.strike, t_years, cfg.rate,
+                               guess=iv)
+
+        return OptionQuote(
+            symbol=instrument.symbol, time_ms=quote_time, index_price=spot,
+            underlying_price=round(forward, 2), mark=round(greeks.price, 2), iv=iv,
+            delta=greeks.delta, gamma=greeks.gamma, vega=greeks.vega, theta=greeks.theta,
+            rho=greeks.rho, bid=bid, ask=ask, bid_size=bid_size, ask_size=ask_size,
+            bid_iv=iv_of(bid), ask_iv=iv_of(ask),
+        )
+
+    # ------------------------------------------------------------------ books
+
+    def book(self, symbol: str, depth: int = 100) -> Book:
+        """Synthetic book now: (bids descending, asks ascending), at most ``depth`` levels a side."""
+        with self._lock:
+            self._refresh_caches()
+            instrument = self._live_instrument(symbol)
+            bids, asks = self._book_cache.get(symbol) or self._fresh_book(instrument)
+            depth = max(0, int(depth))
+            return list(bids[:depth]), list(asks[:depth])
+
+    def _fresh_book(self, instrument: Instrument) -> Book:
+        cfg = self._config
+        spot = self.index_price()
+        t_years = years_between(self._quote_time_ms(), instrument.expiry_ms)
+        forward = spot * math.exp(cfg.rate * t_years)
+        iv = self.surface_iv(instrument.strike, forward, t_years)
+        greeks = bs_greeks(instrument.option_type, spot, instrument.strike, t_years, iv, cfg.rate)
+        return self._book_for(instrument, spot, forward, t_years, iv, greeks.price)
+
+    def _book_for(self, instrument: Instrument, spot: float, forward: float, t_years: float,
+                  iv: float, theo: float) -> Book:
+        cached = self._book_cache.get(instrument.symbol)
+        if cached is None:
+            cached = self._apply_side_faults(
+                instrument.symbol, self._draw_book(instrument, spot, forward, t_years, iv, theo))
+            self._book_cache[instrument.symbol] = cached
+        return cached
+
+    def _half_spread(self, instrument: Instrument, spot: float, forward: float, t_years: float,
+                     iv: float, theo: float) -> float:
+        """Half-spread: a % of the option's extrinsic value (plus a little for ITM), wider OTM."""
+        cfg = self._config
+        is_call = instrument.option_type == "C"
+        intrinsic = max(0.0, (forward - instrument.strike) if is_call else (instrument.strike - forward))
+        extrinsic = max(0.0, theo - intrinsic)
+        reference = min(theo, extrinsic + _ITM_SPREAD_SHARE * spot)
+        stddev = iv * math.sqrt(t_years)
+        log_distance = math.log(instrument.strike / forward) * (1.0 if is_call else -1.0)
+        otm_sd = max(0.0, log_distance) / stddev if stddev > 0 else 0.0
+        widen = 1.0 + cfg.otm_spread_widening * min(otm_sd, 4.0)
+        return max(cfg.spread_pct / 100.0 * reference * widen, cfg.min_spread_ticks * cfg.tick_size)
+
+    def _draw_book(self, instrument: Instrument, spot: float, forward: float, t_years: float,
+                   iv: float, theo: float) -> Book:
+        """Both sides from (seed, symbol, bucket) noise; every draw is made whatever is shown."""
+        cfg = self._config
+        tick = cfg.tick_size
+        levels = cfg.depth_levels
+        bucket = self._now_ms // self._refresh_ms
+        rng = random.Random(_stable_seed(cfg.seed, instrument.symbol, bucket))
+        bid_scale, ask_scale = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
+        bid_gaps = [rng.randint(1, 3) for _ in range(levels)]
+        ask_gaps = [rng.randint(1, 3) for _ in range(levels)]
+        bid_sizes = [self._lot(rng.uniform(*cfg.level_size)) for _ in range(levels)]
+        ask_sizes = [self._lot(rng.uniform(*cfg.level_size)) for _ in range(levels)]
+
+        half = self._half_spread(instrument, spot, forward, t_years, iv, theo)
+        gap_unit = max(tick, self._floor_tick(0.2 * half))
+        bids: list[tuple[float, float]] = []
+        best_bid = self._floor_tick(theo - half * bid_scale)
+        if theo >= cfg.empty_bid_below:
+            price = best_bid
+            for gap, size in zip(bid_gaps, bid_sizes):
+                if price < tick:
+                    break
+                bids.append((price, size))
+                price = self._snap(price - gap * gap_unit)
+        asks: list[tuple[float, float]] = []
+        price = max(self._ceil_tick(theo + half * ask_scale), tick)
+        if bids:
+            price = max(price, self._snap(bids[0][0] + tick))
+        for gap, size in zip(ask_gaps, ask_sizes):
+            asks.append((price, size))
+            price = self._snap(price + gap * gap_unit)
+        return bids, asks
+
+    def _apply_side_faults(self, symbol: str, book: Book) -> Book:
+        bids, asks = book
+        for pattern, side in self._empty_sides.items():
+            if fnmatch.fnmatchcase(symbol, pattern):
+                if side in ("bid", "both"):
+                    bids = []
+                if side in ("ask", "both"):
+                    asks = []
+        return bids, asks
+
+    def _snap(self, price: float) -> float:
+        return round(price, self._tick_dp)
+
+    def _floor_tick(self, price: float) -> float:
+        tick = self._config.tick_size
+        return self._snap(math.floor(price / tick + 1e-9) * tick)
+
+    def _ceil_tick(self, price: float) -> float:
+        tick = self._config.tick_size
+        return self._snap(math.ceil(price / tick - 1e-9) * tick)
+
+    def _lot(self, size: float) -> float:
+        lot = self._config.min_qty
+        return round(max(lot, math.floor(size / lot + 1e-9) * lot), self._lot_dp)
+
+    # ------------------------------------------------------------------ fault switches
+
+    def freeze_index(self, frozen: bool) -> None:
+        """Freeze the published index at its current value (the walk continues underneath)."""
+        with self._lock:
+            if frozen and self._frozen_value is None:
+                self._frozen_value = self.index_price()
+            elif not frozen:
+                self._frozen_value = None
+            self._fault_version += 1
+
+    @property
+    def index_frozen(self) -> bool:
+        return self._frozen_value is not None
+
+    def set_empty_side(self, pattern: str, side: str | None) -> None:
+        """Empty one book side of every symbol matching ``pattern`` (fnmatch).
+
+        ``side`` is 'bid', 'ask' or 'both'; ``None`` removes that pattern's fault
+        (``set_empty_side("*", None)`` removes all of them).
+        """
+        if side not in ("bid", "ask", "both", None):
+            raise ValueError(f"side must be 'bid', 'ask', 'both' or None, got {side!r}")
+        with self._lock:
+            if side is None:
+                if pattern == "*":
+                    self._empty_sides.clear()
+                else:
+                    self._empty_sides.pop(pattern, None)
+            else:
+                self._empty_sides[pattern] = side
+            self._fault_version += 1
+
+    def set_scripted_path(self, points: Sequence[tuple[int, float]] | None) -> None:
+        """Drive the index through (epoch_ms, price) points from now on; None returns to the walk.
+
+        Takes effect at once (the current grid point is re-evaluated); the RNG keeps being
+        consumed underneath, so the seeded path after it is unaffected by its length.
+        """
+        with self._lock:
+            self._script = _ScriptedPath(points) if points else None
+            if self._script is not None:
+                self._walk = self._script.at(self._start_ms + self._k * self._step_ms)
+                if self._frozen_value is None and self._history:
+                    self._history[-1] = self._walk
+            self._fault_version += 1
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this model is (JSON-serialisable)."""
+        with self._lock:
+            version, internal, gauss_next = self._rng.getstate()
+            return {
+                "state_version": STATE_VERSION,
+                "start_ms": self._start_ms,
+                "now_ms": self._now_ms,
+                "grid_k": self._k,
+                "walk_price": self._walk,
+                "index_price": self.index_price(),
+                "frozen_value": self._frozen_value,
+                "rng_state": [version, list(internal), gauss_next],
+                # Only the guaranteed window is saved (history_seconds, at least the delivery window).
+                "history_k0": self._history_k0 + max(0, len(self._history) - self._history_cap),
+                "history": self._history[-self._history_cap:],
+                "instruments": [_instrument_to_dict(i) for i in self._instruments.values()],
+                "expiry_kinds": {str(e): kind for e, kind in self._expiry_kind.items()},
+                "active_expiries": sorted(self._active),
+                "strike_bounds": {
+                    str(e): {kind: (list(b) if b else None) for kind, b in bounds.items()}
+                    for e, bounds in self._strike_bounds.items() if e in self._active
+                },
+                "delivery_prices": {str(e): p for e, p in self._delivery.items()},
+                "next_roll_ms": self._next_roll_ms,
+                "empty_sides": dict(self._empty_sides),
+                "scripted_path": self._script.points() if self._script else None,
+            }
+
+    @classmethod
+    def from_state(cls, config: MarketConfig, state: dict[str, Any]) -> "MarketModel":
+        """Rebuild a model saved by ``to_state``; it continues exactly as the original would."""
+        if state.get("state_version") != STATE_VERSION:
+            raise ValueError(f"unsupported market state version {state.get('state_version')!r}")
+        model = cls.__new__(cls)
+        model._setup(config, int(state["start_ms"]))
+        model._now_ms = int(state["now_ms"])
+        model._k = int(state["grid_k"])
+        model._walk = float(state["walk_price"])
+        frozen = state.get("frozen_value")
+        model._frozen_value = float(frozen) if frozen is not None else None
+        version, internal, gauss_next = state["rng_state"]
+        model._rng.setstate((version, tuple(internal), gauss_next))
+        model._history_k0 = int(state["history_k0"])
+        model._history = [float(p) for p in state["history"]]
+        for raw in state["instruments"]:
+            instrument = _instrument_from_dict(raw)
+            model._instruments[instrument.symbol] = instrument
+        model._expiry_kind = {int(e): kind for e, kind in state["expiry_kinds"].items()}
+        active = {int(e) for e in state["active_expiries"]}
+        model._active = {e: {} for e in sorted(active)}
+        for instrument in sorted(model._instruments.values(), key=lambda i: i.option_type):
+            if instrument.expiry_ms in active:
+                strikes = model._active[instrument.expiry_ms]
+                call, put = strikes.get(instrument.strike, ("", ""))
+                pair = (instrument.symbol, put) if instrument.option_type == "C" else (call, instrument.symbol)
+                strikes[instrument.strike] = pair
+        model._strike_bounds = {
+            int(e): {kind: (tuple(b) if b else None) for kind, b in bounds.items()}
+            for e, bounds in state["strike_bounds"].items()
+        }
+        model._delivery = {int(e): float(p) for e, p in state["delivery_prices"].items()}
+        model._next_roll_ms = int(state["next_roll_ms"])
+        model._empty_sides = dict(state.get("empty_sides") or {})
+        points = state.get("scripted_path")
+        model._script = _ScriptedPath([(int(t), float(p)) for t, p in points]) if points else None
+        return model
+
+
+def _instrument_to_dict(instrument: Instrument) -> dict[str, Any]:
+    return {
+        "symbol": instrument.symbol, "base": instrument.base, "strike": instrument.strike,
+        "strike_token": instrument.strike_token, "option_type": instrument.option_type,
+        "expiry_ms": instrument.expiry_ms, "listed_ms": instrument.listed_ms,
+        "tick_size": instrument.tick_size, "min_qty": instrument.min_qty, "kind": instrument.kind,
+    }
+
+
+def _instrument_from_dict(raw: dict[str, Any]) -> Instrument:
+    return Instrument(
+        symbol=raw["symbol"], base=raw["base"], strike=float(raw["strike"]),
+        strike_token=raw["strike_token"], option_type=raw["option_type"],
+        expiry_ms=int(raw["expiry_ms"]), listed_ms=int(raw["listed_ms"]),
+        tick_size=float(raw["tick_size"]), min_qty=float(raw["min_qty"]), kind=raw["kind"],
+    )
+
+
+__all__ = [
+    "Instrument",
+    "MarketConfig",
+    "MarketModel",
+    "OptionQuote",
+]

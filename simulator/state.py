@@ -1,0 +1,128 @@
+"""Save and restore the whole simulated exchange to one JSON file.
+
+Restart safety (API.md §13 item 27): a paper run restarts the daemon, and sometimes
+the simulator too; balances, positions, open orders and RFQs must still be there, and
+time must continue rather than jump back. The file is written atomically (temporary
+file, fsync, ``os.replace``) so a crash mid-save leaves the previous state intact.
+The file holds the accounts' API secrets: it is created readable by its owner only.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from clock import Clock
+
+if TYPE_CHECKING:  # imported lazily at runtime: config imports the models
+    from simulator.config import SimulatorConfig
+    from simulator.exchange import SimExchange
+    from simulator.market import MarketModel
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "coincall-simulator-state"
+STATE_VERSION = 1
+
+
+class StateFileError(ValueError):
+    """The state file exists but is not a simulator state this version can load."""
+
+
+def capture_state(clock: Clock, market: MarketModel, exchange: SimExchange, seed: int) -> dict[str, Any]:
+    """A JSON-ready snapshot of market and exchange, stamped with the simulated time.
+
+    The market only moves inside the exchange's ``sync`` (under the exchange's lock),
+    so holding that lock while both are captured keeps them at the same instant even
+    while HTTP requests are in flight. The exchange's lock is re-entrant.
+    """
+    with getattr(exchange, "_lock", None) or contextlib.nullcontext():
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "saved_at_ms": clock.now_ms(),
+            "seed": seed,
+            "market": market.to_state(),
+            "exchange": exchange.to_state(),
+        }
+
+
+def save_state_file(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` atomically: temp file in the same dir, fsync, replace."""
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    temp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.tmp")
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    _fsync_directory(directory)
+    logger.debug("simulator state saved to %s (%d bytes)", target, len(text))
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable (best effort; not every platform allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_state_file(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """The saved payload, or None when there is no file yet (first start)."""
+    if path is None or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        try:
+            payload = json.load(handle)
+        except ValueError as exc:
+            raise StateFileError(f"simulator state file {os.fspath(path)!r} is not valid JSON") from exc
+    if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+        raise StateFileError(f"{os.fspath(path)!r} is not a simulator state file")
+    if payload.get("version") != STATE_VERSION:
+        raise StateFileError(f"unsupported simulator state version {payload.get('version')!r}")
+    return payload
+
+
+def continue_clock(clock: Clock, saved_at_ms: int) -> None:
+    """Move ``clock`` forward to the saved instant when it is behind (never backwards)."""
+    now_ms = clock.now_ms()
+    if saved_at_ms <= now_ms:
+        return
+    set_time = getattr(clock, "set_time", None)
+    if set_time is None:
+        logger.warning("saved simulator time is %d ms ahead of a clock that cannot be set", saved_at_ms - now_ms)
+        return
+    set_time(saved_at_ms / 1000.0)
+
+
+def restore_models(
+    config: SimulatorConfig, clock: Clock, payload: dict[str, Any]
+) -> tuple[MarketModel, SimExchange]:
+    """Market and exchange from ``payload``, time continuing from max(saved, clock now)."""
+    from simulator.exchange import SimExchange
+    from simulator.market import MarketModel
+
+    continue_clock(clock, int(payload["saved_at_ms"]))
+    market = MarketModel.from_state(config.market_config(), payload["market"])
+    exchange = SimExchange.from_state(config.exchange_config(), market, clock, payload["exchange"])
+    return market, exchange
