@@ -38,11 +38,35 @@ class ExchangeConnection:
     client: CoincallClient
     base_url: str
     simulator: Any | None = None
+    checkpoint_interval_seconds: float = 60.0
     _closed: bool = field(default=False, repr=False)
+    _last_checkpoint: float | None = field(default=None, repr=False)
 
     @property
     def is_embedded(self) -> bool:
         return self.simulator is not None
+
+    def checkpoint(self, now: float) -> bool:
+        """Save the embedded paper account at most once per ``checkpoint_interval_seconds``.
+
+        A clean stop saves it too; this bounds what a SIGKILL or power cut can lose to one
+        interval. Returns True when a save happened. A failed save is logged, never raised:
+        paper-account persistence must not stop the daemon.
+        """
+        if self.simulator is None or self._closed:
+            return False
+        if self._last_checkpoint is None:
+            self._last_checkpoint = now
+            return False
+        if now - self._last_checkpoint < self.checkpoint_interval_seconds:
+            return False
+        self._last_checkpoint = now
+        try:
+            self.simulator.save_state()
+        except OSError:
+            logger.exception("could not save the embedded simulator's state; will retry")
+            return False
+        return True
 
     def close(self) -> None:
         if self._closed:

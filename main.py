@@ -369,7 +369,8 @@ def log_startup_summary(client: Any, clock: Clock) -> None:
         logger.exception("chain summary failed at start-up")
 
 
-def run_loop(client: Any, clock: Clock, settings: Settings, stop: StopFlag, run_for: float | None) -> None:
+def run_loop(client: Any, clock: Clock, settings: Settings, stop: StopFlag, run_for: float | None,
+             on_poll: Callable[[float], Any] | None = None) -> None:
     """One status line per poll interval until a signal or the ``--run-for`` deadline.
 
     Polls keep a fixed cadence (each one starts ``poll_interval_seconds`` after the
@@ -382,6 +383,8 @@ def run_loop(client: Any, clock: Clock, settings: Settings, stop: StopFlag, run_
         started = clock.now()
         try:
             logger.info("%s", status_line(client, clock, started))
+            if on_poll is not None:
+                on_poll(started)
         except Exception:
             logger.exception("status poll failed; continuing")
         if stop.is_set:
@@ -415,7 +418,7 @@ def run(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFl
         if refused is not None:
             return refused
         log_startup_summary(connection.client, clock)
-        run_loop(connection.client, clock, settings, stop, args.run_for)
+        run_loop(connection.client, clock, settings, stop, args.run_for, on_poll=connection.checkpoint)
         logger.info("stopping: %s", stop.reason or "requested")
     finally:
         connection.close()
