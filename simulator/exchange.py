@@ -24,8 +24,9 @@ Design in brief
 * Matching: a limit order crosses the market model's synthetic book (depth consumed
   stays consumed while that book bucket lasts) and other accounts' resting orders,
   never its own account's orders. The rest rests (GTC) or is cancelled (IOC/FOK).
-* Resting orders fill passively on the engine grid: when the book trades through them,
-  or at/inside the touch with a seeded probability per minute.
+* Resting orders fill passively on the engine grid: when the book (net of the depth
+  takers and earlier passive fills consumed) trades through them, or at/inside the
+  touch with a seeded probability per minute.
 
 Decisions on UNCERTAIN points are listed in ``ExchangeConfig``'s docstring.
 """
@@ -680,10 +681,10 @@ class SimExchange:
             bids, asks = self.market.book(symbol, 100)
         except KeyError:
             return [], []
-        fingerprint = self._fingerprint(bids, asks)
         used = self._consumed.get(symbol)
         replenish_ms = self.config.book_replenish_seconds * 1000
-        if used is not None and (used["fp"] != fingerprint or self._now - used["t"] >= replenish_ms):
+        if used is not None and (self._now - used["t"] >= replenish_ms
+                                 or used["fp"] != self._fingerprint(bids, asks)):
             del self._consumed[symbol]
             used = None
         taken = used["levels"] if used else {}
@@ -989,13 +990,41 @@ class SimExchange:
             instrument = self.market.instrument(order.symbol)
             if instrument is None or self._halted(instrument, moment) or moment >= instrument.expiry_ms:
                 continue
-            try:
-                bids, asks = self.market.book(order.symbol, 100)
-            except KeyError:
-                continue
+            bids, asks = self._passive_book(order.symbol)
             lots = self._passive_fill_lots(order, bids, asks, step)
             if lots > 0:
-                self._fill(order, lots, order.price, is_taker=False)
+                self._consume_crossed(order, self._fill(order, lots, order.price, is_taker=False))
+
+    def _passive_book(self, symbol: str) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The book (sizes in BTC) resting orders are matched against: the market's, minus the
+        depth takers already consumed. A level a taker took cannot also fill a resting order
+        until the book refreshes (API.md 13 #11: makers fill when the market trades through)."""
+        if symbol not in self._consumed:
+            try:
+                return self.market.book(symbol, 100)
+            except KeyError:
+                return [], []
+        lot_bids, lot_asks = self._synthetic_book(symbol)
+        return ([(price, lots / LOTS_PER_BTC) for price, lots in lot_bids],
+                [(price, lots / LOTS_PER_BTC) for price, lots in lot_asks])
+
+    def _consume_crossed(self, order: Order, lots: int) -> None:
+        """Take a passive fill of ``lots`` out of the synthetic levels that traded through ``order``.
+
+        The liquidity that filled a resting order cannot fill another order (or a taker)
+        in the same book bucket; a fill at the touch, where nothing crossed, consumes nothing.
+        """
+        bids, asks = self._synthetic_book(order.symbol)
+        if order.side == SIDE_BUY:
+            tag, crossed = "a", [(p, l) for p, l in asks if p <= order.price + 1e-9]
+        else:
+            tag, crossed = "b", [(p, l) for p, l in bids if p >= order.price - 1e-9]
+        for price, available in crossed:
+            if lots <= 0:
+                break
+            take = min(lots, available)
+            self._consume(order.symbol, tag, price, take)
+            lots -= take
 
     def _touch_probability(self, inside: float) -> float:
         """Per-step fill probability at the touch, higher the more inside the spread."""

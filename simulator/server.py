@@ -430,6 +430,11 @@ class SimulatorHttpServer(ThreadingHTTPServer):
             self.exchange.sync()
             data = handler(account, params)
         except SimError as err:
+            if err.http_status == 404:
+                # A role-gated route (rfqList for a taker-only key) answers exactly like an
+                # unknown path (API.md §3.2): a gateway 404, never an envelope whose code
+                # (404) is not in the exchange's code table (§3.3).
+                return _not_found(route.path, self.clock.now_ms())
             return _error_outcome(err.code, err.msg, err.http_status)
         return _Outcome(status=200, body=_envelope(0, "Success", data), code=0)
 
