@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timezone
-from typing import Any, Callable
 
 import pytest
 
 from simulator.routes import ROUTES
+from tests.simulator.wire_types import boolean, conforms, int64_id, integer, number, numeric_text, ok, text
 
 INSTRUMENTS = "/open/option/getInstruments/BTC"
 CHAIN = "/open/option/get/v1/BTCUSD"
@@ -35,46 +35,6 @@ CREATE = "/open/option/order/create/v1"
 DOUBLE_MAX = 1.7976931348623157e308
 HOUR_MS = 3_600_000
 SYMBOL = re.compile(r"^BTCUSD-([1-9]|[12]\d|3[01])(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)\d\d-\d+-[CP]$")
-
-
-# --- JSON type predicates (named so an assertion message says what was expected) -----------
-def number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def boolean(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-def numeric_text(value: Any) -> bool:
-    """A number sent as a JSON string, in plain decimal notation (never scientific)."""
-    return isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value) is not None
-
-
-def int64_id(value: Any) -> bool:
-    return integer(value) and 0 < value < 2**63
-
-
-def conforms(obj: Any, schema: dict[str, Callable[[Any], bool]], where: str) -> None:
-    """Every field of ``schema`` is present in ``obj`` and passes its type predicate."""
-    assert isinstance(obj, dict), f"{where}: expected an object, got {type(obj).__name__}"
-    missing = sorted(name for name in schema if name not in obj)
-    assert not missing, f"{where}: missing fields {missing}"
-    for name, kind in schema.items():
-        assert kind(obj[name]), f"{where}.{name} = {obj[name]!r} is not {kind.__name__}"
-
-
-def ok(envelope: dict) -> Any:
-    assert envelope["code"] == 0, envelope
-    return envelope["data"]
 
 
 # --- schemas from API.md ----------------------------------------------------------------------

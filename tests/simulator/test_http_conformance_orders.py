@@ -13,13 +13,13 @@ calls inside one simulated second would otherwise be throttled (API.md §3.4).
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from simulator.exchange import ExchangeConfig
 from simulator.market import MarketConfig
+from tests.simulator.wire_types import boolean, conforms, flag01, int64_id, integer, number, number_or_null, numeric_text, ok, present, text
 
 CREATE = "/open/option/order/create/v1"
 BATCH_CREATE = "/open/option/order/batchCreate/v1"
@@ -45,53 +45,6 @@ ESTIMATED = "/open/option/getEstimatedExpirationPrice/v1"
 
 FEE_RATE = 0.0003
 FEE_CAP = 0.125
-
-
-# --- JSON type predicates -------------------------------------------------------------------
-def number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def boolean(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-def flag01(value: Any) -> bool:
-    return integer(value) and value in (0, 1)
-
-
-def numeric_text(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value) is not None
-
-
-def int64_id(value: Any) -> bool:
-    """A 19-digit exchange id as a JSON integer: 10^18 <= id < 2^63 (API.md §0 #5)."""
-    return integer(value) and 10**18 <= value < 2**63
-
-
-def number_or_null(value: Any) -> bool:
-    return value is None or number(value)
-
-
-def present(value: Any) -> bool:
-    return True
-
-
-def conforms(obj: Any, schema: dict[str, Callable[[Any], bool]], where: str) -> None:
-    """Every field of ``schema`` is present in ``obj`` and passes its type predicate."""
-    assert isinstance(obj, dict), f"{where}: expected an object, got {type(obj).__name__}"
-    missing = sorted(name for name in schema if name not in obj)
-    assert not missing, f"{where}: missing fields {missing}"
-    for name, kind in schema.items():
-        assert kind(obj[name]), f"{where}.{name} = {obj[name]!r} is not {kind.__name__}"
 
 
 # --- schemas from API.md §8 ---------------------------------------------------------------------
@@ -144,11 +97,6 @@ def make_venue(sim_factory, signed_request_for):
 @pytest.fixture
 def venue(make_venue):
     return make_venue()
-
-
-def ok(envelope: dict) -> Any:
-    assert envelope["code"] == 0, envelope
-    return envelope["data"]
 
 
 def query(call, order_id: int) -> dict:

@@ -9,10 +9,9 @@ $50k, and a 404 (not an envelope) from ``rfqList`` for a taker-only key.
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Callable
 
 import pytest
+from tests.simulator.wire_types import array, conforms, id_text, integer, numeric_text, ok, side_text, text
 
 RFQ_CREATE = "/open/option/blocktrade/request/create/v1"
 RFQ_QUOTES = "/open/option/blocktrade/request/getQuotesReceived/v1"
@@ -33,42 +32,6 @@ RFQ_LIFETIME_MS = 3_600_000  # API.md §12 #13 defaults
 QUOTE_VALIDITY_MS = 300_000
 
 
-# --- JSON type predicates -----------------------------------------------------------------------
-def integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def numeric_text(value: Any) -> bool:
-    """A number sent as a JSON string, in plain decimal notation (never scientific)."""
-    return isinstance(value, str) and re.fullmatch(r"-?\d+(\.\d+)?", value) is not None
-
-
-def id_text(value: Any) -> bool:
-    """An int64 id sent as a JSON string (API.md §0 #5: RFQ endpoints use strings)."""
-    return isinstance(value, str) and value.isdigit() and 0 < int(value) < 2**63
-
-
-def side_text(value: Any) -> bool:
-    return value in ("BUY", "SELL")
-
-
-def array(value: Any) -> bool:
-    return isinstance(value, list)
-
-
-def conforms(obj: Any, schema: dict[str, Callable[[Any], bool]], where: str) -> None:
-    """Every field of ``schema`` is present in ``obj`` and passes its type predicate."""
-    assert isinstance(obj, dict), f"{where}: expected an object, got {type(obj).__name__}"
-    missing = sorted(name for name in schema if name not in obj)
-    assert not missing, f"{where}: missing fields {missing}"
-    for name, kind in schema.items():
-        assert kind(obj[name]), f"{where}.{name} = {obj[name]!r} is not {kind.__name__}"
-
-
 RFQ_FIELDS = {"requestId": id_text, "createTime": integer, "expiryTime": integer, "legs": array,
               "state": text}
 RFQ_LEG_FIELDS = {"instrumentName": text, "qty": numeric_text, "side": side_text}
@@ -86,11 +49,6 @@ RFQ_LIST_ITEM_FIELDS = {"requestId": id_text, "state": text, "role": text, "crea
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-def ok(envelope: dict) -> Any:
-    assert envelope["code"] == 0, envelope
-    return envelope["data"]
-
-
 def strikes_of(call) -> dict[tuple[float, str], str]:
     """(strike, C/P) -> symbol on the second expiry (the first may be close to its halt)."""
     instruments = ok(call("GET", INSTRUMENTS))
