@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import datetime, timezone
 
 import pytest
 
@@ -12,23 +11,7 @@ from clock import SimulatedClock
 from simulator.errors import SimError
 from simulator.exchange import ExchangeConfig, SimExchange
 from simulator.market import MarketConfig, MarketModel
-
-START = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc).timestamp()
-WEEKLY_6MAR26 = int(datetime(2026, 3, 6, 8, 0, tzinfo=timezone.utc).timestamp() * 1000)
-
-
-def build(**overrides):
-    overrides.setdefault("passive_fill_prob_per_min_at_touch", 0.0)
-    clock = SimulatedClock(start=START, speed=0)
-    market = MarketModel(MarketConfig(seed=7), clock.now_ms())
-    exchange = SimExchange(ExchangeConfig(**overrides), market, clock)
-    return clock, market, exchange
-
-
-def chain_symbol(exchange, expiry: int, strike: float, kind: str = "C") -> str:
-    rows = exchange.option_chain(None, {"index": "BTCUSD", "endTime": str(expiry)})
-    row = min(rows, key=lambda r: abs(r["strike"] - strike))
-    return row["callOption" if kind == "C" else "putOption"]["symbol"]
+from tests.simulator.exchange_builders import START, WEEKLY_6MAR26, build, chain_symbol
 
 
 def best(exchange, symbol):

@@ -2,7 +2,6 @@
 legs), accept (taker-side legs as strings, block fills), cancel, expiry and the faults."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import pytest
 
@@ -11,9 +10,8 @@ from simulator.errors import SimError
 from simulator.exchange import ExchangeConfig, SimExchange
 from simulator.market import MarketConfig, MarketModel
 from simulator.rfq_makers import AS_ASKED, MIRRORED, LegScreen, RfqLeg, price_quote_legs
+from tests.simulator.exchange_builders import START, WEEKLY_6MAR26
 
-START = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc).timestamp()
-WEEKLY_6MAR26 = int(datetime(2026, 3, 6, 8, 0, tzinfo=timezone.utc).timestamp() * 1000)
 EDGES = (-2.0, -1.0, 1.0)
 
 
