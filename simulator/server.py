@@ -751,7 +751,7 @@ def _build_models(
     if saved is not None:
         market, exchange = state_io.restore_models(config, clock, saved)
         if config.api_key is not None and exchange.account_for_key(config.api_key) is None:
-            logger.warning("state file %s has other credentials than the configured api_key; using the saved ones",
+            logger.warning("state file %s holds other credentials than the configured ones; using the saved ones",
                            state_file)
         logger.info("simulator state restored from %s", state_file)
         return market, exchange
