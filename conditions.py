@@ -27,6 +27,8 @@ lifecycle tracks how long PnL exits stay unevaluable) and ``evaluate_exit`` retu
 """
 from __future__ import annotations
 
+import dataclasses
+
 import inspect
 import logging
 import math
@@ -269,7 +271,8 @@ class Condition:
     max_leg_index: ClassVar[int | None] = None
 
     def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        raise NotImplementedError
+        """The factory's arguments as shown in ``name``: by default the dataclass fields."""
+        return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
 
     @property
     def name(self) -> str:
@@ -321,9 +324,6 @@ class TimeWindow(EntryCondition):
     end_hour: int
     factory: ClassVar[str] = "time_window"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("start_hour", self.start_hour), ("end_hour", self.end_hour))
-
     def _passes(self, snapshot: SnapshotLike) -> bool:
         hour = to_utc_datetime(_now(snapshot)).hour
         if self.start_hour < self.end_hour:
@@ -350,8 +350,6 @@ class UtcTimeWindow(EntryCondition):
     end: time | datetime
     factory: ClassVar[str] = "utc_time_window"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("start", self.start), ("end", self.end))
 
     @property
     def is_absolute(self) -> bool:
@@ -442,9 +440,6 @@ class MinAvailableMarginPct(EntryCondition):
     pct: float
     factory: ClassVar[str] = "min_available_margin_pct"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("pct", self.pct),)
-
     def _passes(self, snapshot: SnapshotLike) -> bool:
         equity = float(snapshot.equity)
         return equity > 0 and float(snapshot.available_margin) / equity * 100.0 >= self.pct
@@ -462,9 +457,6 @@ class MinEquity(EntryCondition):
     usd: float
     factory: ClassVar[str] = "min_equity"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("usd", self.usd),)
-
     def _passes(self, snapshot: SnapshotLike) -> bool:
         return float(snapshot.equity) >= self.usd
 
@@ -480,9 +472,6 @@ class MaxAccountDelta(EntryCondition):
     limit: float
     factory: ClassVar[str] = "max_account_delta"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("limit", self.limit),)
-
     def _passes(self, snapshot: SnapshotLike) -> bool:
         return abs(float(snapshot.net_delta)) <= self.limit
 
@@ -497,9 +486,6 @@ def max_account_delta(limit: float) -> MaxAccountDelta:
 class MaxMarginUtilization(EntryCondition):
     pct: float
     factory: ClassVar[str] = "max_margin_utilization"
-
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("pct", self.pct),)
 
     def _passes(self, snapshot: SnapshotLike) -> bool:
         equity = float(snapshot.equity)
@@ -517,9 +503,6 @@ def max_margin_utilization(pct: float) -> MaxMarginUtilization:
 class NoExistingPositionIn(EntryCondition):
     symbols: tuple[str, ...]  # exact symbols or fnmatch patterns
     factory: ClassVar[str] = "no_existing_position_in"
-
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("symbols", self.symbols),)
 
     def _passes(self, snapshot: SnapshotLike) -> bool:
         for position in snapshot.positions:
@@ -569,9 +552,6 @@ class ProfitTarget(ExitCondition):
     mode: str = DEFAULT_VALUATION_MODE
     factory: ClassVar[str] = "profit_target"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("usd", self.usd), ("mode", self.mode))
-
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return _pnl(trade, self.mode) >= self.usd
 
@@ -588,9 +568,6 @@ class MaxLoss(ExitCondition):
     usd: float
     mode: str = DEFAULT_VALUATION_MODE
     factory: ClassVar[str] = "max_loss"
-
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("usd", self.usd), ("mode", self.mode))
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return _pnl(trade, self.mode) <= -self.usd
@@ -617,9 +594,6 @@ class ProfitTargetPct(ExitCondition):
     mode: str = DEFAULT_VALUATION_MODE
     factory: ClassVar[str] = "profit_target_pct"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("pct", self.pct), ("mode", self.mode))
-
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         pct = _pnl_pct(trade, self.mode)
         return pct is not None and pct >= self.pct
@@ -638,9 +612,6 @@ class MaxLossPct(ExitCondition):
     mode: str = DEFAULT_VALUATION_MODE
     factory: ClassVar[str] = "max_loss_pct"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("pct", self.pct), ("mode", self.mode))
-
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         pct = _pnl_pct(trade, self.mode)
         return pct is not None and pct <= -self.pct
@@ -657,9 +628,6 @@ def max_loss_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE) -> MaxLossPct:
 class MaxHoldHours(ExitCondition):
     hours: float
     factory: ClassVar[str] = "max_hold_hours"
-
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("hours", self.hours),)
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         if trade.opened_at is None:
@@ -678,9 +646,6 @@ class TimeExit(ExitCondition):
     hour: int
     minute: int = 0
     factory: ClassVar[str] = "time_exit"
-
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("hour", self.hour), ("minute", self.minute))
 
     def deadline(self, opened_at: float) -> float:
         """The first instant with UTC time hour:minute strictly after ``opened_at`` (incident 44)."""
@@ -735,9 +700,6 @@ class AccountDeltaLimit(ExitCondition):
     limit: float
     factory: ClassVar[str] = "account_delta_limit"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("limit", self.limit),)
-
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return abs(float(snapshot.net_delta)) > self.limit
 
@@ -752,9 +714,6 @@ def account_delta_limit(limit: float) -> AccountDeltaLimit:
 class StructureDeltaLimit(ExitCondition):
     limit: float
     factory: ClassVar[str] = "structure_delta_limit"
-
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("limit", self.limit),)
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         delta = trade.structure_delta()
@@ -777,8 +736,6 @@ class LegGreekLimit(ExitCondition):
     scale: str = "contract"
     factory: ClassVar[str] = "leg_greek_limit"
 
-    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
-        return (("greek", self.greek), ("limit", self.limit), ("leg", self.leg), ("scale", self.scale))
 
     @property
     def max_leg_index(self) -> int | None:  # type: ignore[override]
