@@ -93,12 +93,6 @@ def clock():
 
 
 @pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
 def client(clock):
     c = CoincallClient(ClientSettings(base_url=BASE, max_retries=0), Credentials("k3y", "s3cret", "test"), clock,
                        rng=random.Random(3))

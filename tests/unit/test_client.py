@@ -62,12 +62,6 @@ def clock():
     return SimulatedClock(start=START, speed=0)
 
 
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
 def make_client(clock, credentials=None, **overrides):
     creds = credentials if credentials is not None else Credentials(KEY, SECRET, "COINCALL_API_KEY_TEST")
     return CoincallClient(ClientSettings(base_url=BASE, **overrides), creds, clock, rng=random.Random(SEED))
