@@ -1,9 +1,14 @@
 """CoincallTrader's command line: ``python main.py`` (same as ``python main.py run``).
 
-For now ``run`` connects to the exchange, logs the account and a short option-chain
-summary, then logs one status line per poll interval until SIGINT/SIGTERM (or until
-``--run-for`` simulated seconds have passed). The strategy daemon grows from here: this
-module wires collaborators together and decides nothing itself.
+``run`` is the daemon: it builds and validates every strategy of ``STRATEGIES`` (a bad one
+stops it with exit 2 before any request), wires the services with ``strategy.build_context``,
+and runs the monitor loop on the main thread: each wake advances executions and exits (the
+lifecycle, first), then lets every strategy runner consider an entry. It never exits by
+itself; SIGINT/SIGTERM stop it after the current tick, with no order sent and positions left
+as they are (each working order and each trade with exposure is logged).
+
+``check`` validates the same configuration, resolves every strategy's legs against the
+exchange and prints them, and sends no order.
 
 With no configuration at all it runs against the embedded simulator (paper trading), so
 a fresh clone works with ``pip install -r requirements.txt && python main.py``.
@@ -20,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -29,6 +34,11 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from clock import Clock, RealClock, SimulatedClock
 from config import Settings, load_settings
 from errors import AuthError, ConfigError, TraderError
+from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance
+
+# The strategies the daemon runs: factories returning a StrategyConfig or a list of them.
+# Built and validated (names unique) before the first request of every start.
+STRATEGIES: list[Callable[[], Any]] = [micro_strangle, daily_short_strangle, iron_condor, rfq_endurance]
 
 logger = logging.getLogger("main")
 
@@ -36,7 +46,7 @@ EXIT_OK = 0
 EXIT_STARTUP_FAILURE = 1
 EXIT_CONFIG = 2
 
-SUBCOMMANDS = ("run",)
+SUBCOMMANDS = ("run", "check")
 LOG_FILE_NAME = "trading.log"
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUP_COUNT = 5
@@ -81,7 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", type=str.upper, default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         help="overrides LOG_LEVEL",
     )
+    _add_strategy_option(run)
+    check = commands.add_parser(
+        "check", help="validate every strategy, resolve its legs against the exchange and print them; no order",
+    )
+    check.add_argument(
+        "--log-level", type=str.upper, default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="overrides LOG_LEVEL",
+    )
+    _add_strategy_option(check)
     return parser
+
+
+def _add_strategy_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--strategy", action="append", default=None, metavar="NAME",
+        help="only this strategy (repeatable); default: every strategy of STRATEGIES",
+    )
 
 
 def _with_default_command(argv: Sequence[str]) -> list[str]:
@@ -150,11 +176,14 @@ class StopFlag:
 
     event: threading.Event
     reason: str = ""
+    listeners: list[Callable[[], None]] = field(default_factory=list)
 
     def request(self, reason: str) -> None:
         if not self.event.is_set():
             self.reason = reason
         self.event.set()
+        for listener in list(self.listeners):
+            listener()
 
     @property
     def is_set(self) -> bool:
@@ -294,6 +323,49 @@ def status_line(client: Any, clock: Clock, at: float | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# Strategies: built and validated before anything else
+# ---------------------------------------------------------------------------------------
+
+
+def build_strategy_configs(factories: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Call every factory; each returns a StrategyConfig or a list of them.
+
+    Raises ``ConfigError`` for the first invalid strategy, a factory returning something
+    else, or two strategies with one name. Runs before any request (BEHAVIOUR.md 7.5).
+    """
+    from strategy import StrategyConfig, check_unique_names
+
+    configs: list[Any] = []
+    for factory in factories:
+        label = getattr(factory, "__name__", repr(factory))
+        try:
+            built = factory()
+        except ConfigError as exc:
+            raise ConfigError(f"strategy factory {label}: {exc}") from None
+        except Exception as exc:  # a bug in a strategy file is a configuration error too
+            raise ConfigError(f"strategy factory {label} failed: {type(exc).__name__}: {exc}") from None
+        items = built if isinstance(built, (list, tuple)) else [built]
+        for item in items:
+            if not isinstance(item, StrategyConfig):
+                raise ConfigError(f"strategy factory {label} returned {type(item).__name__}: "
+                                  f"return a StrategyConfig or a list of them")
+            configs.append(item)
+    check_unique_names(configs)
+    return configs
+
+
+def select_strategies(configs: Sequence[Any], names: Sequence[str] | None) -> list[Any]:
+    """The configs named by ``--strategy`` (all when none is given); unknown names are refused."""
+    if not names:
+        return list(configs)
+    known = {config.name: config for config in configs}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ConfigError(f"--strategy {', '.join(unknown)}: no such strategy; known: {', '.join(known)}")
+    return [known[name] for name in dict.fromkeys(names)]
+
+
+# ---------------------------------------------------------------------------------------
 # The run command
 # ---------------------------------------------------------------------------------------
 
@@ -371,12 +443,10 @@ def log_startup_summary(client: Any, clock: Clock) -> None:
 
 def run_loop(client: Any, clock: Clock, settings: Settings, stop: StopFlag, run_for: float | None,
              on_poll: Callable[[float], Any] | None = None) -> None:
-    """One status line per poll interval until a signal or the ``--run-for`` deadline.
+    """A plain status loop (one line per poll, no trading), kept for monitoring-only use.
 
-    Polls keep a fixed cadence (each one starts ``poll_interval_seconds`` after the
-    previous one started), so at ``--speed 600`` the requests' own duration does not
-    stretch the interval. Never returns because of an error: each failure is logged
-    and the next poll retries.
+    Polls keep a fixed cadence; never returns because of an error: each failure is logged
+    and the next poll retries. The daemon itself runs ``daemon_loop``.
     """
     deadline = clock.now() + run_for if run_for is not None else None
     while True:
@@ -400,30 +470,256 @@ def run_loop(client: Any, clock: Clock, settings: Settings, stop: StopFlag, run_
             return
 
 
-def run(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFlag) -> int:
-    from exchange_connection import open_exchange  # wiring only; keeps `--help` light
+class StatusReporter:
+    """Registered last on the monitor: one status line per poll, from data already fetched.
+
+    It sends no request of its own except an index read that the cache usually answers
+    (the runners' data gate keeps it fresh).
+    """
+
+    def __init__(self, ctx: Any, runners: Sequence[Any]) -> None:
+        self.__qualname__ = "StatusReporter"   # how the monitor names this callback
+        self._ctx = ctx
+        self._runners = runners
+        self._last_snapshot: Any = None
+
+    def __call__(self, snapshot: Any) -> None:
+        if snapshot is self._last_snapshot:
+            return
+        self._last_snapshot = snapshot
+        try:
+            index = fmt(self._ctx.market_data.index_price(max_age=30.0))
+        except TraderError:
+            index = "n/a"
+        trades = self._ctx.lifecycle_manager.trades()
+        active = [t for t in trades if t.is_active]
+        logger.info(
+            "status %s index=%s equity=%s available_margin=%s positions=%d exchange=%s trades_active=%d "
+            "trades_total=%d paused=%s",
+            fmt_time(snapshot.timestamp), index, fmt(snapshot.equity), fmt(snapshot.available_margin),
+            snapshot.position_count, _reachability_text(self._ctx), len(active), len(trades),
+            ",".join(r.name for r in self._runners if r.is_paused) or "-",
+        )
+
+    def on_snapshot_error(self, error: Exception) -> None:
+        logger.info("status %s snapshot unavailable: %s exchange=%s", fmt_time(self._ctx.clock.now()), error,
+                    _reachability_text(self._ctx))
+
+
+def _reachability_text(ctx: Any) -> str:
+    reach = getattr(ctx.account_manager, "reachability", None)
+    is_up = getattr(reach, "is_up", None)
+    return "UP" if is_up else "DOWN" if is_up is not None else "unknown"
+
+
+def health_state(ctx: Any, runners: Sequence[Any], started_at: float) -> dict[str, Any]:
+    """What the health line shows (BEHAVIOUR.md 7.4), from data we already hold: no request."""
+    now = ctx.clock.now()
+    snap = ctx.position_monitor.latest
+    trades = ctx.lifecycle_manager.trades()
+    per_state: dict[str, int] = {}
+    for trade in trades:
+        per_state[trade.state.value] = per_state.get(trade.state.value, 0) + 1
+    state: dict[str, Any] = {
+        "uptime_seconds": round(now - started_at, 3),
+        "trades_per_state": per_state,
+        "index_age_seconds": ctx.market_data.index_age(),
+        "index_frozen": ctx.market_data.index_frozen,
+        "exchange": _reachability_text(ctx),
+        "live_orders": len(ctx.ledger.live_orders()),
+        "paused_runners": {r.name: r.pause_reason for r in runners if r.is_paused},
+        "breaker_trips": getattr(ctx.lifecycle_manager, "breaker_trips", 0),
+        "failing_conditions": [f"{f.strategy}:{f.condition} x{f.consecutive}"
+                               for f in ctx.condition_health.unhealthy()],
+        "failing_callbacks": ctx.position_monitor.failing_callbacks,
+        "persistence_errors": getattr(ctx.store, "write_errors", 0)
+        + getattr(ctx.lifecycle_manager, "persistence_errors", 0),
+        "snapshot_error": str(ctx.position_monitor.last_error) if ctx.position_monitor.last_error else None,
+    }
+    warnings: list[str] = []
+    if snap is not None:
+        state.update(
+            equity=snap.equity, available_margin=snap.available_margin,
+            margin_utilization=round(snap.margin_utilization, 3), net_delta=round(snap.net_delta, 6),
+            position_count=snap.position_count, snapshot_age_seconds=round(now - snap.timestamp, 3),
+        )
+        if snap.margin_utilization > 80.0:
+            warnings.append(f"margin utilization {snap.margin_utilization:.1f}% is above 80%")
+    else:
+        state["snapshot_age_seconds"] = None
+    if state["index_frozen"]:
+        warnings.append("index frozen: entries blocked")
+    state["warnings"] = warnings
+    return state
+
+
+def log_shutdown_state(ctx: Any) -> None:
+    """Say what stays behind: every working order and every trade holding exposure (7.5)."""
+    orders = ctx.ledger.live_orders()
+    trades = [t for t in ctx.lifecycle_manager.trades() if t.is_active and t.has_exposure]
+    if not orders and not trades:
+        logger.info("shutdown: no working order and no trade with exposure")
+        return
+    lines = [f"{o.symbol} {'BUY' if int(o.side) == 1 else 'SELL'} {o.qty:g} @ {o.price:g} "
+             f"clientOrderId={o.client_order_id} ({o.status.value}, trade {o.trade_id})" for o in orders]
+    lines += [f"trade {t.id} ({t.strategy}, {t.state.value}) exposure "
+              + ", ".join(f"{t.legs[i].symbol} {qty:+g}" for i, qty in sorted(t.exposure().items()))
+              for t in trades]
+    logger.warning("shutdown leaves %d working order(s) and %d trade(s) with exposure, untouched "
+                   "(recovery resolves them at the next start):\n  %s", len(orders), len(trades), "\n  ".join(lines))
+
+
+def daemon_loop(ctx: Any, runners: Sequence[Any], stop: StopFlag, run_for: float | None,
+                on_wake: Callable[[float], Any] | None = None) -> None:
+    """The monitor loop on this thread until a signal (or ``--run-for`` simulated seconds).
+
+    ``monitor.run_once()`` ticks and then waits on the clock until the next wake, so on a
+    speed-0 simulated clock nothing sleeps for real. A failing iteration is logged and
+    retried after one poll interval: the daemon never exits by itself.
+    """
+    clock, monitor = ctx.clock, ctx.position_monitor
+    started_at = clock.now()
+    deadline = started_at + run_for if run_for is not None else None
+    stop.listeners.append(monitor.stop)  # cut the monitor's wait short on a signal
+    while not stop.is_set:
+        try:
+            monitor.run_once()
+        except Exception:
+            logger.exception("monitor iteration failed; retrying after one poll interval")
+            wait_until(clock, clock.now() + monitor.poll_interval, stop)
+        try:
+            ctx.health.maybe_report(health_state(ctx, runners, started_at))
+            if on_wake is not None:
+                on_wake(clock.now())
+        except Exception:
+            logger.exception("health report or checkpoint failed; continuing")
+        if deadline is not None and clock.now() >= deadline and not stop.is_set:
+            stop.request(f"--run-for {run_for:g}s of simulated time elapsed")
+
+
+def _recover(ctx: Any, runners: Sequence[Any]) -> None:
+    """Restart recovery when the lifecycle offers it; if it fails, trade nothing new."""
+    recover = getattr(ctx.lifecycle_manager, "recover", None)
+    if callable(recover):
+        try:
+            report = recover()
+            logger.info("recovery: %s", report)
+        except Exception:
+            logger.exception("restart recovery failed: every strategy starts paused")
+            for runner in runners:
+                runner.pause("recovery failed at start-up")
+    if ctx.store_quarantined is not None:
+        logger.critical("state database quarantined to %s: every strategy starts paused", ctx.store_quarantined)
+        for runner in runners:
+            runner.pause("state quarantined at start-up")
+
+
+def _build_context(settings: Settings, clock: Clock, *, state_dir: Any = None) -> Any:
+    from strategy import build_context
+
+    return build_context(
+        settings, clock=clock, poll_interval=settings.poll_interval_seconds,
+        state_dir=settings.state_dir if state_dir is None else state_dir, log_dir=settings.log_dir,
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[Any]) -> int:
+    from strategy import StrategyRunner
 
     logger.info("%s", banner(settings))
     logger.info("settings: %s", settings.describe())
+    logger.info("strategies: %s", ", ".join(config.name for config in configs) or "none")
     try:
-        connection = open_exchange(settings, clock)
+        ctx = _build_context(settings, clock)
     except Exception:
-        logger.exception("could not open the exchange connection")
+        logger.exception("could not open the exchange connection or the state store")
         return EXIT_STARTUP_FAILURE
     if settings.is_sim:
         # After open_exchange: a restored paper account may have moved the clock forward.
         logger.info("simulated time %s, speed %s", fmt_time(clock.now()), getattr(clock, "speed", "n/a"))
     try:
-        refused = check_key(connection, settings)
+        try:
+            runners = [StrategyRunner(config, ctx) for config in configs]
+        except ConfigError as exc:
+            logger.error("configuration error: %s", exc)
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        refused = check_key(ctx.connection, settings)
         if refused is not None:
             return refused
-        log_startup_summary(connection.client, clock)
-        run_loop(connection.client, clock, settings, stop, args.run_for, on_poll=connection.checkpoint)
+        log_startup_summary(ctx.http, clock)
+        _recover(ctx, runners)
+        for runner in runners:
+            ctx.position_monitor.register(runner)
+        ctx.position_monitor.register(StatusReporter(ctx, runners))
+        daemon_loop(ctx, runners, stop, args.run_for, on_wake=ctx.connection.checkpoint)
         logger.info("stopping: %s", stop.reason or "requested")
+        log_shutdown_state(ctx)
+        for runner in runners:
+            logger.info("strategy %s: %s", runner.name, runner.stats)
     finally:
-        connection.close()
+        ctx.close()
     logger.info("stopped cleanly")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------
+# The check command
+# ---------------------------------------------------------------------------------------
+
+
+def check(settings: Settings, clock: Clock, configs: Sequence[Any]) -> int:
+    """Resolve every strategy's legs against the exchange and print them; no order, no state."""
+    from option_selection import resolve_legs
+    from trade_execution import LegTarget
+
+    logger.info("%s", banner(settings).replace("starting", "checking"))
+    try:
+        ctx = _build_context(settings, clock, state_dir=":memory:")
+    except Exception:
+        logger.exception("could not open the exchange connection")
+        return EXIT_STARTUP_FAILURE
+    failures = 0
+    try:
+        refused = check_key(ctx.connection, settings)
+        if refused is not None:
+            return refused
+        for config in configs:
+            failures += _check_strategy(config, ctx, resolve_legs, LegTarget)
+    finally:
+        ctx.close()
+    print(f"check: {len(configs) - failures} of {len(configs)} strategies OK; no order was sent")
+    return EXIT_CONFIG if failures else EXIT_OK
+
+
+def _check_strategy(config: Any, ctx: Any, resolve_legs: Callable[..., Any], leg_target: Any) -> int:
+    """Print one strategy's resolution; returns 1 when it cannot trade as configured."""
+    try:
+        for cond in config.all_conditions():
+            cond_check = getattr(cond, "validate_at_start", None)
+            if callable(cond_check):
+                cond_check(ctx.clock.now())
+        legs = resolve_legs(config.legs, ctx.market_data)
+    except (ConfigError, TraderError) as exc:
+        print(f"{config.name}: FAILED: {exc}")
+        return 1
+    targets = [leg_target(leg.index, leg.symbol, int(leg.side), leg.qty) for leg in legs]
+    mode = ctx.executor.route(config.execution_mode, targets, legs[0].index_price)
+    print(f"{config.name}: {len(legs)} legs at index {legs[0].index_price:,.2f}, execution {config.execution_mode}"
+          f" -> {mode}")
+    for leg in legs:
+        row = leg.row
+        print(f"  leg {leg.index}: {'BUY' if int(leg.side) == 1 else 'SELL'} {leg.qty:g} {leg.symbol} "
+              f"(strike {leg.strike:,.0f}, expiry {fmt_time(leg.expiry_ms / 1000)}) bid {fmt(row.bid)} "
+              f"ask {fmt(row.ask)} mark {fmt(row.mark)} delta {fmt(row.delta, 3)}")
+    print(f"  entry: {[getattr(c, 'name', repr(c)) for c in config.entry_conditions]}")
+    print(f"  exit:  {[getattr(c, 'name', repr(c)) for c in config.exit_conditions] or 'none (expiry or kill)'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------
 
 
 def main(
@@ -432,8 +728,10 @@ def main(
     clock: Clock | None = None,
     env: Mapping[str, str] | None = None,
     dotenv_path: str | None = ".env",
+    strategies: Sequence[Callable[[], Any]] | None = None,
 ) -> int:
-    """Entry point; returns the exit code. Tests call it in-process with their own clock and env."""
+    """Entry point; returns the exit code. Tests call it in-process with their own clock and env
+    (and may replace ``STRATEGIES`` with ``strategies=``)."""
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
@@ -443,12 +741,19 @@ def main(
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if not settings.is_sim and (args.speed is not None or args.run_for is not None):
+    speed, run_for = getattr(args, "speed", None), getattr(args, "run_for", None)
+    if not settings.is_sim and (speed is not None or run_for is not None):
         print(
             f"configuration error: --speed and --run-for act on simulated time and need TRADING_ENVIRONMENT=sim "
             f"(it is {settings.environment}): remove them",
             file=sys.stderr,
         )
+        return EXIT_CONFIG
+    try:
+        configs = select_strategies(build_strategy_configs(STRATEGIES if strategies is None else strategies),
+                                    args.strategy)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
         undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level)
@@ -462,7 +767,10 @@ def main(
     stop = StopFlag(threading.Event())
     undo_signals = install_signal_handlers(stop)
     try:
-        return run(args, settings, choose_clock(settings, args.speed, clock), stop)
+        chosen_clock = choose_clock(settings, speed, clock)
+        if args.command == "check":
+            return check(settings, chosen_clock, configs)
+        return run(args, settings, chosen_clock, stop, configs)
     finally:
         undo_signals()
         undo_logging()

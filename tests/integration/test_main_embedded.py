@@ -57,7 +57,9 @@ def forbid_exchange(monkeypatch):
 def test_main_runs_on_the_embedded_simulator_and_stops_after_run_for(tmp_path):
     clock = SimulatedClock(start=START, speed=0)
 
-    code = main_module.main(["--run-for", "120"], clock=clock, env=sim_env(tmp_path), dotenv_path=None)
+    # No strategies: this test is about the connection, the summaries and the poll cadence.
+    code = main_module.main(["--run-for", "120"], clock=clock, env=sim_env(tmp_path), dotenv_path=None,
+                            strategies=[])
 
     assert code == 0
     log = read_log(tmp_path)
@@ -69,9 +71,9 @@ def test_main_runs_on_the_embedded_simulator_and_stops_after_run_for(tmp_path):
     chain = next(line for line in log.splitlines() if "chain: nearest expiry" in line)
     assert "ATM strike" in chain and "CALL bid" in chain and "PUT bid" in chain and "delta" in chain
     lines = status_lines(log)
-    # Polls at t = 0, 10, ..., 120 simulated seconds.
-    assert len(lines) == 13
-    assert "2026-03-03 10:00:00Z" in lines[0] and "2026-03-03 10:02:00Z" in lines[-1]
+    # Polls at t = 0, 10, ..., 110 simulated seconds; the run ends when the clock reaches 120.
+    assert len(lines) == 12
+    assert "2026-03-03 10:00:00Z" in lines[0] and "2026-03-03 10:01:50Z" in lines[-1]
     assert all("exchange=UP" in line and "equity=n/a" not in line and "positions=0" in line for line in lines)
     assert "stopping: --run-for 120s of simulated time elapsed" in log
     assert "stopped cleanly" in log
@@ -240,16 +242,16 @@ def test_main_talks_to_an_external_simulator_when_base_url_is_set(tmp_path, sim)
         COINCALL_API_KEY_SIM=sim.api_key,
         COINCALL_API_SECRET_SIM=sim.api_secret,
     )
-    code = main_module.main(["--run-for", "30"], clock=sim.clock, env=env, dotenv_path=None)
+    code = main_module.main(["--run-for", "30"], clock=sim.clock, env=env, dotenv_path=None, strategies=[])
 
     assert code == 0
     log = read_log(tmp_path)
     assert f"PAPER TRADING on the simulator at {sim.base_url}" in log
     assert "embedded simulator listening" not in log
-    assert "account: equity=" in log and len(status_lines(log)) == 4
+    assert "account: equity=" in log and len(status_lines(log)) == 3  # polls at t = 0, 10, 20
     assert sim.api_secret not in log
     assert not (tmp_path / "state" / "simulator.json").exists()  # the external one keeps its own state
-    assert sim.counts["account_summary"] >= 5  # start-up + 4 polls reached the external simulator
+    assert sim.counts["account_summary"] >= 4  # start-up + 3 polls reached the external simulator
 
 
 def test_a_wrong_key_for_the_external_simulator_exits_2(tmp_path, sim):

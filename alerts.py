@@ -1,0 +1,209 @@
+"""Operator alerts (BEHAVIOUR.md 7.7).
+
+Why it looks the way it does:
+
+* Everything that needs a human goes through one ``AlertSink``: one JSON line per alert
+  in ``logs/alerts.log`` (easy to tail, grep or ship) plus the main log at the alert's
+  level, so an operator reading either sees it.
+* An alert is raised exactly when something is already going wrong. If the sink itself
+  fails (disk full, directory removed, an unprintable detail), raising would turn a
+  warning into a crashed tick, so ``alert`` never raises: a failing file write is logged
+  once, and logged again only after the file has worked in between.
+* Timestamps come from the injected clock, so a simulated 48-hour run writes simulated
+  times and tests can assert them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+from clock import Clock, to_utc_datetime
+
+logger = logging.getLogger(__name__)
+
+ALERTS_FILE_NAME = "alerts.log"
+RECENT_ALERTS_KEPT = 200
+
+# Accepted spellings of a level and the logging level each maps to.
+_LEVELS: dict[str, int] = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
+
+
+# --------------------------------------------------------------------------------------
+# JSON lines (shared with health.py)
+# --------------------------------------------------------------------------------------
+
+
+def iso_utc(epoch_seconds: float) -> str:
+    """``2026-05-09T07:35:25.123Z`` for an epoch timestamp (milliseconds kept)."""
+    moment = to_utc_datetime(epoch_seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy: enums by value, non-finite floats as null, containers walked."""
+    if isinstance(value, Enum):
+        return _plain(value.value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def to_json_line(doc: Mapping[str, Any]) -> str:
+    """One line of strict JSON; anything unknown is written as its ``str``."""
+    return json.dumps(_plain(doc), default=str, allow_nan=False, separators=(",", ":"))
+
+
+class JsonLineFile:
+    """Appends JSON lines to one file and reports a broken file once per failure streak."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.failures = 0
+        self._broken = False
+        self._lock = threading.Lock()
+
+    def append(self, doc: Mapping[str, Any]) -> bool:
+        """Write one line; True on success. Never raises."""
+        try:
+            line = to_json_line(doc) + "\n"
+            with self._lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with self.path.open("a", encoding="utf-8") as handle:
+                    handle.write(line)
+        except Exception as exc:  # noqa: BLE001 - a log file must never break trading
+            self._note_failure(exc)
+            return False
+        if self._broken:
+            self._broken = False
+            logger.warning("%s is writable again", self.path)
+        return True
+
+    def _note_failure(self, exc: Exception) -> None:
+        self.failures += 1
+        if self._broken:
+            return
+        self._broken = True
+        try:
+            logger.error("cannot write %s (%s); further failures are not logged until it works", self.path, exc)
+        except Exception:  # noqa: BLE001 - even logging may fail on a broken handler
+            pass
+
+
+# --------------------------------------------------------------------------------------
+# Alerts
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert as written to ``alerts.log``."""
+
+    time: str
+    level: str
+    kind: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": self.time,
+            "level": self.level,
+            "kind": self.kind,
+            "message": self.message,
+            "detail": dict(self.detail),
+        }
+
+
+def normalize_level(level: Any) -> str:
+    """Upper-case level name; unknown levels become WARNING (an alert is never quieter)."""
+    if isinstance(level, int) and not isinstance(level, bool):
+        level = logging.getLevelName(level)
+    name = str(level).strip().upper()
+    if name == "WARN":
+        return "WARNING"
+    return name if name in _LEVELS else "WARNING"
+
+
+class AlertSink:
+    """Alerts to ``<log_dir>/alerts.log`` (when ``log_dir`` is given) and the logger.
+
+    ``recent(n)`` returns the last alerts held in memory (for status output and tests).
+    """
+
+    def __init__(self, log_dir: Path | str | None, clock: Clock, *, keep: int = RECENT_ALERTS_KEPT) -> None:
+        self._clock = clock
+        self._file = JsonLineFile(Path(log_dir) / ALERTS_FILE_NAME) if log_dir is not None else None
+        self._recent: deque[Alert] = deque(maxlen=max(1, int(keep)))
+        self._lock = threading.Lock()
+        self.count = 0
+
+    @property
+    def path(self) -> Path | None:
+        return self._file.path if self._file is not None else None
+
+    @property
+    def file_failures(self) -> int:
+        return self._file.failures if self._file is not None else 0
+
+    def alert(self, level: str, kind: str, message: str, **detail: Any) -> Alert | None:
+        """Record one alert; returns it, or None if even building it failed. Never raises."""
+        try:
+            record = Alert(
+                time=iso_utc(self._clock.now()),
+                level=normalize_level(level),
+                kind=str(kind),
+                message=str(message),
+                detail=dict(detail),
+            )
+        except Exception as exc:  # noqa: BLE001 - the sink never raises
+            self._log_safely(logging.ERROR, "alert %r could not be built: %s", kind, exc)
+            return None
+        with self._lock:
+            self._recent.append(record)
+            self.count += 1
+        self._log_safely(
+            _LEVELS[record.level],
+            "ALERT %s: %s%s",
+            record.kind,
+            record.message,
+            f" {record.detail}" if record.detail else "",
+        )
+        if self._file is not None:
+            self._file.append(record.to_dict())
+        return record
+
+    def recent(self, n: int = 20) -> list[Alert]:
+        """The last ``n`` alerts, oldest first."""
+        if n <= 0:
+            return []
+        with self._lock:
+            items = list(self._recent)
+        return items[-n:]
+
+    @staticmethod
+    def _log_safely(level: int, fmt: str, *args: Any) -> None:
+        try:
+            logger.log(level, fmt, *args)
+        except Exception:  # noqa: BLE001 - the sink never raises
+            pass
+
+    def __repr__(self) -> str:
+        return f"AlertSink(path={self.path}, count={self.count})"

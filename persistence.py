@@ -1,0 +1,591 @@
+"""The durable state of the daemon: one SQLite file (BEHAVIOUR.md 4.6, 4.7).
+
+Why it looks the way it does:
+
+* A crash between "order sent" and "order recorded" is how a daemon ends up with an
+  order it does not know about. Every public write is therefore one SQLite transaction
+  on a WAL database with ``synchronous=FULL``: when a call returns, the row is on disk.
+* Documents (trades, ledger orders, runner state, events) are JSON blobs keyed by id.
+  The schema stays small and stable while the records evolve with the code that owns
+  them; the few columns next to the blob (state, status, strategy) exist for queries.
+  JSON keeps Python ints exact, so 18-digit client order ids survive a round trip;
+  a float id is refused rather than rounded.
+* A file that is not a database, or fails ``PRAGMA integrity_check``, must never be
+  used silently: ``StateStore.open`` renames it ``<name>.corrupt.<YYYYmmddTHHMMSSZ>``
+  (time from the injected clock), logs CRITICAL and starts a fresh store. The caller
+  learns the quarantined path and starts degraded (BEHAVIOUR.md 4.7). Errors that are
+  not corruption (locked, permission denied, newer schema) are raised instead: moving a
+  healthy database aside would lose its state.
+* The schema is versioned: ``MIGRATIONS`` is an ordered list of ``(version, statements)``
+  steps, each applied in its own transaction together with the new version number, so
+  a later issue adds a step without touching the ones already shipped.
+* One connection (``check_same_thread=False``) behind one lock: the monitor thread, the
+  command line and the tests may all call in; SQLite serialises nothing for us here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from clock import Clock, to_utc_datetime
+from errors import TraderError
+
+logger = logging.getLogger(__name__)
+
+MEMORY_PATH = ":memory:"
+TRADE_SEQ_COUNTER = "trade_seq"
+QUARANTINE_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+
+# SQLite primary result codes that mean "this file is not a usable database".
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+_CORRUPTION_CODES = frozenset({_SQLITE_CORRUPT, _SQLITE_NOTADB})
+
+# The first 16 bytes of every SQLite 3 database file.
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# Files SQLite keeps next to a WAL database; they belong to the main file and move with it.
+_SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+# (version, statements): applied in order, each step in one transaction. Append only.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            "CREATE TABLE trades (id TEXT PRIMARY KEY, state TEXT, strategy TEXT,"
+            " doc TEXT NOT NULL, updated_at REAL)",
+            "CREATE INDEX trades_by_strategy ON trades (strategy)",
+            "CREATE TABLE orders (client_order_id INTEGER PRIMARY KEY, trade_id TEXT,"
+            " status TEXT, doc TEXT NOT NULL, updated_at REAL)",
+            "CREATE INDEX orders_by_trade ON orders (trade_id)",
+            "CREATE TABLE runner_state (name TEXT PRIMARY KEY, doc TEXT NOT NULL)",
+            "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL,"
+            " kind TEXT NOT NULL, doc TEXT NOT NULL)",
+            "CREATE INDEX events_by_kind ON events (kind, id)",
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class StoreError(TraderError):
+    """The state store cannot do what was asked."""
+
+
+class StoreCorruptError(StoreError):
+    """The file is not a database or fails the integrity check (quarantine it)."""
+
+
+class StoreVersionError(StoreError):
+    """The database was written by a newer schema; refuse rather than guess."""
+
+
+class StoreWriteError(StoreError):
+    """A write did not reach the disk. BEHAVIOUR.md 4.6: entries pause, exits go on."""
+
+
+# --------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True when a sqlite error says the file itself is unusable (not locked, not busy)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in _CORRUPTION_CODES
+    # Without an error code, only the plain DatabaseError class means "bad file".
+    return type(exc) is sqlite3.DatabaseError
+
+
+def foreign_header(path: Path) -> str | None:
+    """Why ``path`` cannot be a SQLite database judging by its first bytes, else None.
+
+    A missing or empty file is fine (SQLite creates the database in it).
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    if not head or head == _SQLITE_MAGIC:
+        return None
+    return f"{path}: not a SQLite database (header {head[:16]!r})"
+
+
+def quarantine_name(path: Path, clock: Clock) -> Path:
+    """``<name>.corrupt.<YYYYmmddTHHMMSSZ>`` next to ``path``, never an existing file."""
+    stamp = to_utc_datetime(clock.now()).strftime(QUARANTINE_STAMP_FORMAT)
+    candidate = path.with_name(f"{path.name}.corrupt.{stamp}")
+    serial = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.corrupt.{stamp}.{serial}")
+        serial += 1
+    return candidate
+
+
+def _encode(doc: Any) -> str:
+    """JSON text of a document; ints stay ints (no float conversion ever happens)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def _decode(text: str) -> Any:
+    return json.loads(text)
+
+
+def _exact_order_id(record: dict) -> int:
+    """The record's client order id as an exact int64, or ValueError."""
+    value = record.get("client_order_id")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"order record needs an int client_order_id, got {value!r}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"client_order_id {value} does not fit in int64")
+    return value
+
+
+def _trade_id(record: dict) -> str:
+    value = record.get("id")
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"trade record needs a non-empty str id, got {value!r}")
+    return value
+
+
+def _text_or_none(value: Any) -> str | None:
+    """A column value for an enum-ish field: str enums give their value."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+# --------------------------------------------------------------------------------------
+# The store
+# --------------------------------------------------------------------------------------
+
+
+class StateStore:
+    """SQLite-backed documents: trades, orders, runner state, events, counters.
+
+    ``StateStore(path)`` opens (or creates) the database and brings its schema up to
+    date; it does not run the integrity check. Start-up code uses ``StateStore.open``,
+    which does, and quarantines a bad file.
+    """
+
+    def __init__(self, path: str | Path, *, clock: Clock | None = None) -> None:
+        self._path = str(path)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._closed = False
+        self.write_errors = 0
+        self.last_write_error = ""
+        try:
+            self._conn = sqlite3.connect(
+                self._path, check_same_thread=False, isolation_level=None
+            )
+        except sqlite3.DatabaseError as exc:
+            raise self._classify(exc, "open") from exc
+        try:
+            self._configure()
+            self.migrate()
+        except BaseException:
+            self._conn.close()
+            self._closed = True
+            raise
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    def open(cls, path: str | Path, clock: Clock) -> tuple["StateStore", Path | None]:
+        """Open the store for the daemon; quarantine a corrupt file and start fresh.
+
+        Returns ``(store, quarantined_path)``; ``quarantined_path`` is None on a normal
+        start. The parent directory is created when missing.
+        """
+        if str(path) == MEMORY_PATH:
+            return cls(MEMORY_PATH, clock=clock), None
+        file_path = Path(path)
+        file_path.parent.mkdir(parents=True, exist_ok=True)
+        header_problem = foreign_header(file_path)
+        if header_problem is not None:
+            # Decided before SQLite opens it: SQLite would delete the WAL sidecars on close.
+            quarantined = cls._quarantine(file_path, clock, header_problem)
+            return cls(file_path, clock=clock), quarantined
+        try:
+            store = cls(file_path, clock=clock)
+        except StoreCorruptError as exc:
+            reason = str(exc)
+        else:
+            try:
+                problems = store.integrity_problems()
+            except BaseException:
+                store.close()
+                raise
+            if not problems:
+                return store, None
+            store.close()
+            reason = "; ".join(problems[:5])
+        quarantined = cls._quarantine(file_path, clock, reason)
+        return cls(file_path, clock=clock), quarantined
+
+    @staticmethod
+    def _quarantine(path: Path, clock: Clock, reason: str) -> Path:
+        """Move a bad database (and its WAL sidecars) aside, logging CRITICAL."""
+        target = quarantine_name(path, clock)
+        try:
+            path.rename(target)
+            for suffix in _SIDECAR_SUFFIXES:
+                sidecar = path.with_name(path.name + suffix)
+                if sidecar.exists():
+                    sidecar.rename(target.with_name(target.name + suffix))
+        except OSError as exc:
+            logger.critical("state store %s is unusable (%s) and cannot be moved aside: %s", path, reason, exc)
+            raise StoreError(f"cannot quarantine {path}: {exc}") from exc
+        logger.critical(
+            "state store %s is unusable (%s); moved to %s and starting a fresh store",
+            path, reason, target,
+        )
+        return target
+
+    def _configure(self) -> None:
+        """WAL and synchronous=FULL: a committed transaction survives a power cut."""
+        with self._lock:
+            try:
+                if self._path != MEMORY_PATH:
+                    mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        raise StoreError(f"could not switch {self._path} to WAL (got {mode!r})")
+                self._conn.execute("PRAGMA synchronous=FULL")
+            except sqlite3.DatabaseError as exc:
+                raise self._classify(exc, "configure") from exc
+
+    def _classify(self, exc: sqlite3.DatabaseError, action: str) -> StoreError:
+        if is_corruption(exc):
+            return StoreCorruptError(f"{self._path}: {exc} (during {action})")
+        return StoreError(f"{self._path}: {exc} (during {action})")
+
+    # ---------------------------------------------------------------- schema
+
+    def schema_version(self) -> int:
+        """The version recorded in the file; 0 for a database without our schema."""
+        with self._lock:
+            try:
+                table = self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
+                ).fetchone()
+                if table is None:
+                    return 0
+                row = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._classify(exc, "read schema version") from exc
+            return int(row[0]) if row and row[0] is not None else 0
+
+    def migrate(self, steps: Sequence[tuple[int, Sequence[str]]] = MIGRATIONS) -> int:
+        """Apply every step newer than the file's version, in order; returns the version.
+
+        Each step runs in one transaction together with the version bump, so a crash
+        mid-migration leaves the previous version intact.
+        """
+        with self._lock:
+            current = self.schema_version()
+            latest = steps[-1][0] if steps else 0
+            if current > latest:
+                raise StoreVersionError(
+                    f"{self._path} has schema version {current}; this code knows up to {latest}"
+                )
+            for version, statements in steps:
+                if version <= current:
+                    continue
+                try:
+                    with self._transaction():
+                        self._conn.execute(
+                            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+                        )
+                        for statement in statements:
+                            self._conn.execute(statement)
+                        self._conn.execute("DELETE FROM schema_version")
+                        self._conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                except sqlite3.DatabaseError as exc:
+                    raise self._classify(exc, f"migrate to version {version}") from exc
+                logger.info("state store %s migrated to schema version %d", self._path, version)
+                current = version
+            return current
+
+    def integrity_problems(self) -> list[str]:
+        """What ``PRAGMA integrity_check`` reports; empty when the file is sound."""
+        with self._lock:
+            self._require_open()
+            try:
+                rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+            except sqlite3.DatabaseError as exc:
+                if is_corruption(exc):
+                    return [str(exc)]
+                raise self._classify(exc, "integrity check") from exc
+        messages = [str(row[0]) for row in rows]
+        return [] if messages == ["ok"] else messages
+
+    def pragma(self, name: str) -> Any:
+        """Read one pragma (for tests and the health report), e.g. ``journal_mode``."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"not a pragma name: {name!r}")
+        with self._lock:
+            self._require_open()
+            row = self._conn.execute(f"PRAGMA {name}").fetchone()
+        return None if row is None else row[0]
+
+    # ---------------------------------------------------------------- transactions
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        with self._lock:
+            self._require_open()
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One public write: one transaction; a failure is counted, logged CRITICAL, raised."""
+        try:
+            with self._transaction() as conn:
+                yield conn
+        except sqlite3.Error as exc:
+            raise self._write_failed(what, exc) from exc
+
+    def _write_failed(self, what: str, exc: BaseException) -> StoreWriteError:
+        with self._lock:
+            self.write_errors += 1
+            self.last_write_error = f"{what}: {exc}"
+        logger.critical("state store write failed (%s): %s", what, exc)
+        return StoreWriteError(f"{what}: {exc}")
+
+    def _encode_for(self, what: str, doc: Any) -> str:
+        """JSON of a document about to be written; an unencodable one is a failed write."""
+        try:
+            return _encode(doc)
+        except (TypeError, ValueError) as exc:
+            raise self._write_failed(what, exc) from exc
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"state store {self._path} is closed")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            self._require_open()
+            return self._conn.execute(sql, params).fetchall()
+
+    def _now(self) -> float | None:
+        return self._clock.now() if self._clock is not None else None
+
+    # ---------------------------------------------------------------- counters
+
+    def next_counter(self, name: str) -> int:
+        """Increment a persisted counter and return its new value (first call: 1)."""
+        with self._write(f"next_counter {name}") as conn:
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES (?, 1)"
+                " ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                (name,),
+            )
+            row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0])
+
+    def counter(self, name: str) -> int:
+        """Current value of a counter (0 when never incremented)."""
+        rows = self._read("SELECT value FROM counters WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else 0
+
+    def raise_counter_to(self, name: str, value: int) -> int:
+        """Make a counter at least ``value`` (never lowers it); returns the result.
+
+        Recovery uses this so a sequence never hands out a number already seen on the
+        exchange, e.g. after a quarantined store restarted the counter at zero.
+        """
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"counter value must be an int, got {value!r}")
+        with self._write(f"raise_counter_to {name}") as conn:
+            conn.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+                (name, value),
+            )
+            row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0])
+
+    def next_trade_seq(self) -> int:
+        """The next trade sequence number (1, 2, ...), persisted before it is returned."""
+        return self.next_counter(TRADE_SEQ_COUNTER)
+
+    # ---------------------------------------------------------------- trades
+
+    def save_trade(self, record: dict) -> None:
+        """Insert or replace the trade document keyed by ``record["id"]``."""
+        trade_id = _trade_id(record)
+        doc = self._encode_for(f"save_trade {trade_id}", record)
+        with self._write(f"save_trade {trade_id}") as conn:
+            conn.execute(
+                "INSERT INTO trades (id, state, strategy, doc, updated_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET state = excluded.state,"
+                " strategy = excluded.strategy, doc = excluded.doc, updated_at = excluded.updated_at",
+                (
+                    trade_id,
+                    _text_or_none(record.get("state")),
+                    _text_or_none(record.get("strategy")),
+                    doc,
+                    self._now(),
+                ),
+            )
+
+    def load_trades(self, strategy: str | None = None) -> list[dict]:
+        """Every trade document ordered by id (ids are zero-padded, so by sequence)."""
+        if strategy is None:
+            rows = self._read("SELECT doc FROM trades ORDER BY id")
+        else:
+            rows = self._read("SELECT doc FROM trades WHERE strategy = ? ORDER BY id", (strategy,))
+        return [_decode(row[0]) for row in rows]
+
+    def load_trade(self, trade_id: str) -> dict | None:
+        rows = self._read("SELECT doc FROM trades WHERE id = ?", (trade_id,))
+        return _decode(rows[0][0]) if rows else None
+
+    # ---------------------------------------------------------------- orders
+
+    def save_order(self, record: dict) -> None:
+        """Insert or replace the ledger order keyed by its int ``client_order_id``."""
+        coid = _exact_order_id(record)
+        doc = self._encode_for(f"save_order {coid}", record)
+        with self._write(f"save_order {coid}") as conn:
+            conn.execute(
+                "INSERT INTO orders (client_order_id, trade_id, status, doc, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(client_order_id) DO UPDATE SET trade_id = excluded.trade_id,"
+                " status = excluded.status, doc = excluded.doc, updated_at = excluded.updated_at",
+                (
+                    coid,
+                    _text_or_none(record.get("trade_id")),
+                    _text_or_none(record.get("status")),
+                    doc,
+                    self._now(),
+                ),
+            )
+
+    def load_orders(self, trade_id: str | None = None) -> list[dict]:
+        """Every order document ordered by client order id (trade, leg, intent, attempt)."""
+        if trade_id is None:
+            rows = self._read("SELECT doc FROM orders ORDER BY client_order_id")
+        else:
+            rows = self._read(
+                "SELECT doc FROM orders WHERE trade_id = ? ORDER BY client_order_id", (trade_id,)
+            )
+        return [_decode(row[0]) for row in rows]
+
+    def load_order(self, client_order_id: int) -> dict | None:
+        rows = self._read("SELECT doc FROM orders WHERE client_order_id = ?", (client_order_id,))
+        return _decode(rows[0][0]) if rows else None
+
+    # ---------------------------------------------------------------- runner state
+
+    def save_runner_state(self, name: str, state: dict) -> None:
+        """Insert or replace the persisted state of one strategy runner."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"runner name must be a non-empty str, got {name!r}")
+        doc = self._encode_for(f"save_runner_state {name}", state)
+        with self._write(f"save_runner_state {name}") as conn:
+            conn.execute(
+                "INSERT INTO runner_state (name, doc) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET doc = excluded.doc",
+                (name, doc),
+            )
+
+    def load_runner_state(self, name: str) -> dict | None:
+        rows = self._read("SELECT doc FROM runner_state WHERE name = ?", (name,))
+        return _decode(rows[0][0]) if rows else None
+
+    def runner_names(self) -> list[str]:
+        return [row[0] for row in self._read("SELECT name FROM runner_state ORDER BY name")]
+
+    # ---------------------------------------------------------------- events
+
+    def append_event(self, kind: str, payload: dict, ts: float) -> int:
+        """Append one event (append-only table); returns its id."""
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"event kind must be a non-empty str, got {kind!r}")
+        doc = self._encode_for(f"append_event {kind}", payload)
+        with self._write(f"append_event {kind}") as conn:
+            cursor = conn.execute(
+                "INSERT INTO events (ts, kind, doc) VALUES (?, ?, ?)", (float(ts), kind, doc)
+            )
+            event_id = cursor.lastrowid
+        return int(event_id)
+
+    def events(
+        self,
+        kind: str | Iterable[str] | None = None,
+        *,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Events in append order as ``{"id", "ts", "kind", "payload"}``.
+
+        ``kind`` filters on one kind or any of several; ``after_id`` skips events
+        already seen; ``limit`` caps the number returned (oldest first).
+        """
+        clauses = ["id > ?"]
+        params: list[Any] = [after_id]
+        if kind is not None:
+            kinds = [kind] if isinstance(kind, str) else list(kind)
+            if not kinds:
+                return []
+            clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+            params.extend(kinds)
+        sql = f"SELECT id, ts, kind, doc FROM events WHERE {' AND '.join(clauses)} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        rows = self._read(sql, params)
+        return [
+            {"id": int(row[0]), "ts": row[1], "kind": row[2], "payload": _decode(row[3])}
+            for row in rows
+        ]
+
+    # ---------------------------------------------------------------- life
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Commit nothing pending (every write already committed) and release the file."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._conn.close()
+
+    def __enter__(self) -> "StateStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"StateStore({self._path!r}, closed={self._closed})"

@@ -1,0 +1,12 @@
+"""The strategies this daemon ships with: one factory per file, each returning a
+``StrategyConfig`` (or a list of them). ``main.STRATEGIES`` lists the ones that run.
+
+A factory builds a fresh, validated config every time it is called and reads nothing at
+import time, so importing this package has no side effects.
+"""
+from strategies.daily_short_strangle import daily_short_strangle
+from strategies.iron_condor import iron_condor
+from strategies.micro_strangle import micro_strangle
+from strategies.rfq_endurance import rfq_endurance
+
+__all__ = ["micro_strangle", "daily_short_strangle", "iron_condor", "rfq_endurance"]

@@ -1,0 +1,846 @@
+"""Strategies: their configuration, the service container, and the runner that opens trades.
+
+Why it looks the way it does (BEHAVIOUR.md 1.2, 1.7, 5):
+
+* ``StrategyConfig`` refuses every mistake at construction, before any request: a strategy
+  file that is wrong must stop the daemon at start-up (exit 2), never misbehave at 09:00 on
+  a trading day. The condition signatures are checked there too (incident 21).
+* ``build_context`` is the one place that wires the services together. No service builds its
+  own collaborators, so a test can build the very same container around a simulated clock and
+  the simulator's URL. It sends no request and starts no thread.
+* ``StrategyRunner`` only ever *opens* trades (and force-closes them on ``kill``). Exits belong
+  to the lifecycle, which evaluates them on every poll tick. The runner's gates run in the
+  order of section 5; the counters that decide whether another trade may open today are
+  derived from the trades themselves *and* persisted, so a restart inside an entry window
+  cannot open a second trade (incident 1), and a daily quota blocks until 00:00 UTC only,
+  never for good (incident 2).
+
+The condition factories are re-exported from ``conditions``: ``strategy.profit_target is
+conditions.profit_target``.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from account_manager import AccountManager, AccountSnapshot, PositionMonitor
+from clock import Clock, RealClock
+from conditions import (
+    ConditionHealth,
+    account_delta_limit,
+    check_condition,
+    condition_name,
+    evaluate_entry,
+    leg_greek_limit,
+    max_account_delta,
+    max_hold_hours,
+    max_loss,
+    max_loss_pct,
+    max_margin_utilization,
+    min_available_margin_pct,
+    min_equity,
+    no_existing_position_in,
+    profit_target,
+    profit_target_pct,
+    structure_delta_limit,
+    time_exit,
+    time_window,
+    utc_datetime_exit,
+    utc_time_window,
+    weekday_filter,
+)
+from errors import ConfigError, TraderError
+from market_data import MarketData
+from option_selection import LegSpec, resolve_legs
+from trade_execution import ExecutionParams, LegTarget, LimitFillManager, OrderLedger, TradeExecutor
+from trade_lifecycle import LifecycleManager, TradeState
+
+logger = logging.getLogger(__name__)
+
+EXECUTION_MODES: tuple[str, ...] = ("auto", "limit", "rfq", "smart")
+MAX_LEGS = 8
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# The metadata keys lifted into typed fields: (key, module, class name). The classes of the
+# execution-engines issue may not exist yet; a value for them is then refused, not ignored.
+RECOGNISED_METADATA: tuple[tuple[str, str, str], ...] = (
+    ("execution_params", "trade_execution", "ExecutionParams"),
+    ("smart_config", "multileg_orderbook", "SmartExecConfig"),
+    ("rfq_params", "rfq", "RFQParams"),
+)
+
+STATE_DB_NAME = "trader.db"
+INDEX_MAX_AGE_SECONDS = 15.0          # section 7.2: entries need an index <= 15 s old
+SNAPSHOT_MAX_AGE_POLLS = 2.0          # ... and a snapshot <= 2 poll intervals old
+HEALTH_INTERVAL_SECONDS = 300.0
+OPENING_STATES = frozenset({TradeState.PENDING_OPEN, TradeState.OPENING, TradeState.UNWINDING})
+TERMINAL_STATES = frozenset({TradeState.CLOSED, TradeState.FAILED})
+# Pause reasons that the runner sets by itself and lifts at 00:00 UTC.
+DAILY_FAILURE_PAUSE = "daily_open_failures"
+# Block reasons worth a WARNING rather than an INFO line.
+WARNING_BLOCKS: tuple[str, ...] = ("leg selection failed", "trade creation failed", "index unavailable",
+                                   "index frozen", "exchange unreachable")
+
+
+# --------------------------------------------------------------------------------------------
+# StrategyConfig
+# --------------------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _optional_class(module_name: str, class_name: str) -> type | None:
+    """The class if its module exists (engines arrive in later issues), else None."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+    return getattr(module, class_name, None)
+
+
+def _json_problem(value: Any) -> str | None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(eq=False)
+class StrategyConfig:
+    """One strategy: what to trade, when to enter, when to leave, how to execute (section 1.2).
+
+    Validated in ``__post_init__``; every error is a ``ConfigError`` naming the strategy, the
+    field, the bad value and the fix. Recognised ``metadata`` keys (``execution_params``,
+    ``smart_config``, ``rfq_params``) are lifted into the typed fields, so the README form
+    ``metadata={"execution_params": ExecutionParams(...)}`` and the field form behave the same.
+    """
+
+    name: str
+    legs: list[LegSpec]
+    entry_conditions: list[Callable[[Any], bool]] = field(default_factory=list)
+    exit_conditions: list[Callable[[Any, Any], bool]] = field(default_factory=list)
+    execution_mode: str = "auto"
+    max_concurrent_trades: int = 1
+    max_trades_per_day: int = 0
+    cooldown_seconds: float = 0.0
+    check_interval_seconds: float = 60.0
+    on_trade_closed: Callable[[Any, Any], None] | None = None
+    metadata: dict = field(default_factory=dict)
+    execution_params: ExecutionParams | None = None
+    smart_config: Any = None
+    rfq_params: Any = None
+    on_trade_opened: Callable[[Any, Any], None] | None = None
+    max_open_failures_per_day: int = 3
+
+    def __post_init__(self) -> None:
+        self._check_name()
+        self._check_legs()
+        self._check_conditions()
+        self._check_choices_and_limits()
+        self._check_callbacks()
+        self._lift_metadata()
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def _refuse(self, field_name: str, value: Any, fix: str) -> ConfigError:
+        label = self.name if isinstance(self.name, str) else "?"
+        return ConfigError(f"strategy {label!r}: {field_name}={value!r} is invalid: {fix}")
+
+    def _check_name(self) -> None:
+        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
+            raise ConfigError(
+                f"strategy name={self.name!r} is invalid: use 1-64 characters among letters, digits, '_', '.', '-'"
+            )
+
+    def _check_legs(self) -> None:
+        if isinstance(self.legs, LegSpec) or not isinstance(self.legs, (list, tuple)):
+            raise self._refuse("legs", self.legs, "use a list of LegSpec (e.g. strangle(0.1))")
+        legs = list(self.legs)
+        if not legs:
+            raise self._refuse("legs", legs, "give at least one LegSpec")
+        if len(legs) > MAX_LEGS:
+            raise self._refuse("legs", f"<{len(legs)} legs>", f"use at most {MAX_LEGS} legs")
+        for index, leg in enumerate(legs):
+            if not isinstance(leg, LegSpec):
+                raise self._refuse(f"legs[{index}]", leg, "use a LegSpec")
+            source = leg.depends_on
+            if source is not None and (source >= len(legs) or source == index):
+                raise self._refuse(f"legs[{index}].strike_criteria['from_leg']", source,
+                                   f"use the index of another leg (0..{len(legs) - 1})")
+        self.legs = legs
+
+    def _check_conditions(self) -> None:
+        for list_name, kind in (("entry_conditions", "entry"), ("exit_conditions", "exit")):
+            conditions = getattr(self, list_name)
+            if not isinstance(conditions, (list, tuple)):
+                raise self._refuse(list_name, conditions, f"use a list of {kind} conditions")
+            conditions = list(conditions)
+            for index, cond in enumerate(conditions):
+                check_condition(cond, kind, f"strategy {self.name!r}: {list_name}[{index}]")
+            setattr(self, list_name, conditions)
+        for index, cond in enumerate(self.exit_conditions):
+            highest = getattr(cond, "max_leg_index", None)
+            if _is_int(highest) and highest >= len(self.legs):
+                raise self._refuse(f"exit_conditions[{index}]", condition_name(cond),
+                                   f"it refers to leg {highest} but the strategy has {len(self.legs)} "
+                                   f"leg(s) (indexes 0..{len(self.legs) - 1})")
+
+    def _check_choices_and_limits(self) -> None:
+        if self.execution_mode not in EXECUTION_MODES:
+            raise self._refuse("execution_mode", self.execution_mode, f"use one of {', '.join(EXECUTION_MODES)}")
+        for field_name, minimum in (("max_concurrent_trades", 1), ("max_trades_per_day", 0),
+                                    ("max_open_failures_per_day", 1)):
+            value = getattr(self, field_name)
+            if not _is_int(value) or value < minimum:
+                raise self._refuse(field_name, value, f"use a whole number >= {minimum}")
+        for field_name in ("cooldown_seconds", "check_interval_seconds"):
+            value = getattr(self, field_name)
+            if not _is_number(value) or value < 0:
+                raise self._refuse(field_name, value, "use a number of seconds >= 0")
+            setattr(self, field_name, float(value))
+
+    def _check_callbacks(self) -> None:
+        for field_name in ("on_trade_opened", "on_trade_closed"):
+            callback = getattr(self, field_name)
+            if callback is None:
+                continue
+            if not callable(callback):
+                raise self._refuse(field_name, callback, "use a function (trade, snapshot) -> None, or None")
+            try:
+                inspect.signature(callback).bind("trade", "snapshot")
+            except (TypeError, ValueError):
+                raise self._refuse(field_name, getattr(callback, "__name__", callback),
+                                   "it must accept two arguments (trade, snapshot)") from None
+
+    def _lift_metadata(self) -> None:
+        if not isinstance(self.metadata, Mapping):
+            raise self._refuse("metadata", self.metadata, "use a dict")
+        metadata = dict(self.metadata)
+        for key, module_name, class_name in RECOGNISED_METADATA:
+            given = getattr(self, key)
+            if key in metadata:
+                lifted = metadata.pop(key)
+                if given is not None:
+                    raise self._refuse(key, given, f"it is also given as metadata[{key!r}]; keep one of the two")
+                given = lifted
+            if given is not None:
+                expected = _optional_class(module_name, class_name)
+                if expected is None:
+                    raise self._refuse(key, given, f"{module_name}.{class_name} is not available in this "
+                                                   f"version; remove {key}")
+                if not isinstance(given, expected):
+                    raise self._refuse(key, given, f"use a {module_name}.{class_name}")
+            setattr(self, key, given)
+        for key, value in metadata.items():
+            if not isinstance(key, str):
+                raise self._refuse("metadata", key, "use string keys (metadata is stored as JSON)")
+            problem = _json_problem(value)
+            if problem is not None:
+                raise self._refuse(f"metadata[{key!r}]", value, f"metadata must be JSON-serialisable ({problem})")
+        self.metadata = metadata
+
+    def all_conditions(self) -> list[Any]:
+        return [*self.entry_conditions, *self.exit_conditions]
+
+    def __repr__(self) -> str:
+        return (f"StrategyConfig(name={self.name!r}, legs={len(self.legs)}, execution_mode={self.execution_mode!r}, "
+                f"entry={[condition_name(c) for c in self.entry_conditions]}, "
+                f"exit={[condition_name(c) for c in self.exit_conditions]})")
+
+
+def check_unique_names(configs: Iterable[StrategyConfig]) -> None:
+    """Strategy names identify runner state and trades: two strategies may not share one."""
+    seen: set[str] = set()
+    for config in configs:
+        if config.name in seen:
+            raise ConfigError(f"strategy name {config.name!r} is used twice: give every strategy its own name")
+        seen.add(config.name)
+
+
+# --------------------------------------------------------------------------------------------
+# TradingContext and build_context
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TradingContext:
+    """Every service of one daemon, built once by ``build_context`` (section 1.7)."""
+
+    config: Any
+    clock: Clock
+    http: Any
+    market_data: MarketData
+    account_manager: AccountManager
+    ledger: OrderLedger
+    executor: TradeExecutor
+    limit_executor: LimitFillManager
+    lifecycle_manager: LifecycleManager
+    position_monitor: PositionMonitor
+    store: Any
+    alerts: Any
+    health: Any
+    smart_executor: Any = None
+    rfq_executor: Any = None
+    condition_health: ConditionHealth = field(default_factory=ConditionHealth)
+    connection: Any = None               # the ExchangeConnection when build_context opened it
+    store_quarantined: Path | None = None
+
+    def close(self) -> None:
+        """Commit and close the store, then the connection we opened (never any position)."""
+        try:
+            self.store.close()
+        finally:
+            if self.connection is not None:
+                self.connection.close()
+
+
+def alert_hook(alerts: Any, level: str = "WARNING") -> Callable[[str, str], None]:
+    """Adapt ``AlertSink.alert`` to the ``(kind, detail)`` hooks of the data layer."""
+
+    def hook(kind: str, detail: str) -> None:
+        alerts.alert(level, kind, detail)
+
+    return hook
+
+
+def _state_path(state_dir: str | Path) -> str | Path:
+    if str(state_dir) == ":memory:":
+        return ":memory:"
+    return Path(state_dir) / STATE_DB_NAME
+
+
+def build_context(
+    config: Any = None,
+    *,
+    clock: Clock | None = None,
+    client: Any = None,
+    poll_interval: float = 10.0,
+    rfq_notional_threshold: float = 50_000.0,
+    smart_notional_threshold: float = 10_000.0,
+    state_dir: str | Path | None = None,
+    log_dir: str | Path | None = None,
+) -> TradingContext:
+    """Build the services once and wire them (no request, no thread of our own).
+
+    ``config`` is a ``config.Settings``; ``None`` loads ``.env`` and the environment now.
+    ``client`` lets tests pass a ready ``CoincallClient``; otherwise the exchange is opened
+    with ``exchange_connection.open_exchange`` (in ``sim`` that starts the embedded simulator)
+    and the connection is kept on the context so ``ctx.close()`` releases it.
+    ``state_dir`` defaults to the settings' ``STATE_DIR`` (``":memory:"`` keeps nothing);
+    ``log_dir`` None means alerts and health lines go to the log only.
+    """
+    from alerts import AlertSink
+    from health import HealthReporter
+    from persistence import StateStore
+
+    if config is None:
+        from config import load_settings
+        config = load_settings()
+    clock = clock if clock is not None else RealClock()
+    connection = None
+    if client is None:
+        from exchange_connection import open_exchange
+        connection = open_exchange(config, clock)
+        client = connection.client
+    if state_dir is None:
+        state_dir = getattr(config, "state_dir", "state")
+    log_path = Path(log_dir) if log_dir is not None else None
+    prefix = int(getattr(config, "client_order_prefix", 101))
+    ts_diff_ms = int(getattr(config, "ts_diff_ms", 5000))
+
+    alerts = AlertSink(log_path, clock)
+    on_alert = alert_hook(alerts)
+    store, quarantined = StateStore.open(_state_path(state_dir), clock)
+    if quarantined is not None:
+        alerts.alert("CRITICAL", "state_quarantined",
+                     f"the state database was unusable and moved to {quarantined}; started with a fresh store")
+    market = MarketData(client, clock, on_alert=on_alert)
+    account_manager = AccountManager(client, clock)
+    ledger = OrderLedger(client, clock, prefix=prefix, ts_diff_ms=ts_diff_ms, store=store)
+    limit_executor = LimitFillManager(ledger, market, clock)
+    executor = TradeExecutor(limit_executor, rfq_notional_threshold=rfq_notional_threshold,
+                             smart_notional_threshold=smart_notional_threshold)
+    condition_health = ConditionHealth(on_alert=on_alert)
+    lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
+                                 store=store, alerts=alerts, health=condition_health)
+    monitor = PositionMonitor(account_manager, clock, poll_interval=poll_interval, on_alert=on_alert)
+    # The manager itself (its __call__ is tick) so the monitor also finds on_snapshot_error.
+    # Registered first: executions and exits run before any runner considers an entry.
+    monitor.register(lifecycle)
+    monitor.set_busy(lifecycle.has_active_jobs)
+    health = HealthReporter(clock, log_path, interval_seconds=HEALTH_INTERVAL_SECONDS)
+    return TradingContext(
+        config=config, clock=clock, http=client, market_data=market, account_manager=account_manager,
+        ledger=ledger, executor=executor, limit_executor=limit_executor, lifecycle_manager=lifecycle,
+        position_monitor=monitor, store=store, alerts=alerts, health=health,
+        condition_health=condition_health, connection=connection,
+        store_quarantined=quarantined,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# StrategyRunner
+# --------------------------------------------------------------------------------------------
+
+
+def utc_day(epoch_seconds: float) -> str:
+    """The UTC calendar date of an instant, as ``YYYY-MM-DD``."""
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).date().isoformat()
+
+
+def next_utc_midnight(epoch_seconds: float) -> float:
+    day = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+
+
+@dataclass
+class RunnerState:
+    """What a runner must remember across a restart (section 5, last paragraph)."""
+
+    last_entry_check: float | None = None
+    paused: bool = False
+    pause_reason: str = ""
+    pause_until: float | None = None        # set for the daily open-failure pause
+    cooldown_anchor: float | None = None
+    day: str = ""
+    opened_today: list[str] = field(default_factory=list)
+    failed_today: list[str] = field(default_factory=list)
+    opened_sent: list[str] = field(default_factory=list)   # on_trade_opened delivered
+    closed_sent: list[str] = field(default_factory=list)   # on_trade_closed delivered
+
+    def to_dict(self) -> dict:
+        return {
+            "last_entry_check": self.last_entry_check, "paused": self.paused, "pause_reason": self.pause_reason,
+            "pause_until": self.pause_until, "cooldown_anchor": self.cooldown_anchor, "day": self.day,
+            "opened_today": list(self.opened_today), "failed_today": list(self.failed_today),
+            "opened_sent": list(self.opened_sent), "closed_sent": list(self.closed_sent),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunnerState":
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return float(value) if _is_number(value) else None
+
+        def ids(key: str) -> list[str]:
+            value = data.get(key) or []
+            return [str(item) for item in value] if isinstance(value, list) else []
+
+        return cls(
+            last_entry_check=number("last_entry_check"), paused=bool(data.get("paused", False)),
+            pause_reason=str(data.get("pause_reason") or ""), pause_until=number("pause_until"),
+            cooldown_anchor=number("cooldown_anchor"), day=str(data.get("day") or ""),
+            opened_today=ids("opened_today"), failed_today=ids("failed_today"),
+            opened_sent=ids("opened_sent"), closed_sent=ids("closed_sent"),
+        )
+
+
+@dataclass(frozen=True)
+class RunnerStats:
+    opened: int = 0
+    closed: int = 0
+    failed: int = 0
+    wins: int = 0
+    losses: int = 0
+    realized_pnl: float = 0.0
+    fees: float = 0.0
+
+
+class StrategyRunner:
+    """Opens the trades of one strategy; registered on the monitor after the lifecycle.
+
+    ``tick(snapshot)`` runs on every monitor wake: callbacks are delivered on every wake,
+    entries are considered on poll ticks only (a new snapshot object), through the gates of
+    section 5 in order. Nothing here waits or sleeps; nothing here closes a position except
+    ``kill``.
+    """
+
+    def __init__(self, config: StrategyConfig, ctx: TradingContext) -> None:
+        if not isinstance(config, StrategyConfig):
+            raise ConfigError(f"StrategyRunner needs a StrategyConfig, got {type(config).__name__}")
+        self.config = config
+        self.ctx = ctx
+        self.name = config.name
+        self._last_snapshot: Any = None
+        self._last_block: str | None = None
+        self._unsupported: str | None = None      # an execution engine this version lacks
+        self._pending_callbacks: set[str] = set()
+        self.__qualname__ = f"StrategyRunner[{self.name}]"   # how the monitor names this callback
+        saved = self._load_state()
+        self.state = RunnerState.from_dict(saved) if saved is not None else RunnerState()
+        self._saved = self.state.to_dict() if saved is not None else None
+        if saved is None:
+            # Trades that finished before this runner ever existed get no late callbacks.
+            self._mark_history_delivered()
+        self._start(ctx.clock.now())
+
+    # ---- start-up ----------------------------------------------------------------------
+
+    def _start(self, now: float) -> None:
+        """Clock-dependent checks (a past ``utc_datetime_exit``) and start-up warnings."""
+        for cond in self.config.all_conditions():
+            validate = getattr(cond, "validate_at_start", None)
+            if callable(validate):
+                try:
+                    validate(now)
+                except ConfigError as exc:
+                    raise ConfigError(f"strategy {self.name!r}: {exc}") from None
+        if not self.config.exit_conditions:
+            logger.warning("strategy %s has no exit conditions: its trades close only at expiry or by kill",
+                           self.name)
+        if self.state.paused:
+            logger.warning("strategy %s starts paused: %s", self.name, self.state.pause_reason)
+        logger.info("strategy %s ready: %d legs, mode %s, entry %s, exit %s", self.name, len(self.config.legs),
+                    self.config.execution_mode, [condition_name(c) for c in self.config.entry_conditions],
+                    [condition_name(c) for c in self.config.exit_conditions])
+
+    def _load_state(self) -> dict | None:
+        try:
+            return self.ctx.store.load_runner_state(self.name)
+        except Exception:
+            logger.exception("strategy %s: could not load its saved state; starting paused", self.name)
+            return {"paused": True, "pause_reason": "runner state unreadable at start-up"}
+
+    def _mark_history_delivered(self) -> None:
+        for trade in self._trades():
+            if trade.opened_at is not None:
+                self.state.opened_sent.append(trade.id)
+            if trade.state in TERMINAL_STATES:
+                self.state.closed_sent.append(trade.id)
+
+    # ---- public face -------------------------------------------------------------------
+
+    @property
+    def is_paused(self) -> bool:
+        return self.state.paused or self._unsupported is not None
+
+    def pause(self, reason: str, *, until: float | None = None) -> None:
+        """Stop opening trades (open trades keep their exits). Persisted."""
+        self.state.paused = True
+        self.state.pause_reason = reason or "paused"
+        self.state.pause_until = until
+        logger.warning("strategy %s paused: %s", self.name, self.state.pause_reason)
+        self._persist()
+
+    def resume(self) -> None:
+        if self.is_paused:
+            logger.warning("strategy %s resumed (was: %s)", self.name, self.pause_reason)
+        self.state.paused = False
+        self.state.pause_reason = ""
+        self.state.pause_until = None
+        self._unsupported = None
+        self._persist()
+
+    @property
+    def pause_reason(self) -> str:
+        return self._unsupported or self.state.pause_reason
+
+    def kill(self, reason: str = "kill_switch") -> list[str]:
+        """Pause, then force-close every active trade of this strategy; returns their ids."""
+        self.pause(f"killed: {reason}")
+        closed: list[str] = []
+        for trade in self.ctx.lifecycle_manager.active_trades(self.name):
+            try:
+                self.ctx.lifecycle_manager.force_close(trade.id, reason)
+                closed.append(trade.id)
+            except Exception:
+                logger.exception("strategy %s: force-close of %s failed", self.name, trade.id)
+        return closed
+
+    @property
+    def stats(self) -> RunnerStats:
+        trades = self._trades()
+        closed = [t for t in trades if t.state == TradeState.CLOSED]
+        return RunnerStats(
+            opened=sum(1 for t in trades if t.opened_at is not None),
+            closed=len(closed),
+            failed=sum(1 for t in trades if t.state == TradeState.FAILED),
+            wins=sum(1 for t in closed if (t.realized_pnl or 0.0) > 0),
+            losses=sum(1 for t in closed if (t.realized_pnl or 0.0) <= 0),
+            realized_pnl=math.fsum(t.realized_pnl or 0.0 for t in trades if t.state in TERMINAL_STATES),
+            fees=math.fsum(t.fees_paid or 0.0 for t in trades),
+        )
+
+    def status(self) -> dict:
+        trades = self._trades()
+        stats = self.stats
+        return {
+            "strategy": self.name,
+            "paused": self.is_paused,
+            "pause_reason": self.pause_reason,
+            "active_trades": [t.id for t in trades if t.state not in TERMINAL_STATES],
+            "opened_today": len(self.state.opened_today),
+            "failed_today": len(self.state.failed_today),
+            "last_entry_check": self.state.last_entry_check,
+            "cooldown_anchor": self.state.cooldown_anchor,
+            "blocked_by": self._last_block,
+            "stats": stats.__dict__.copy(),
+        }
+
+    def on_snapshot_error(self, error: Exception) -> None:
+        """No snapshot, no decision (incident 13); the lifecycle keeps executing."""
+        logger.debug("strategy %s: no entry this tick (%s)", self.name, error)
+
+    # ---- the tick ----------------------------------------------------------------------
+
+    def __call__(self, snapshot: AccountSnapshot) -> None:
+        """``monitor.register(runner)``: the monitor then also finds ``on_snapshot_error``."""
+        self.tick(snapshot)
+
+    def tick(self, snapshot: AccountSnapshot) -> None:
+        poll_tick = snapshot is not self._last_snapshot
+        self._last_snapshot = snapshot
+        now = float(snapshot.timestamp)
+        trades = self._trades()
+        self._deliver_callbacks(trades, snapshot)                       # gate 1
+        self._observe(trades, now)
+        if poll_tick:
+            reason = self._entry(snapshot, trades, now)
+            self._note_block(reason)
+        self._persist()
+
+    def _entry(self, snapshot: AccountSnapshot, trades: list[Any], now: float) -> str | None:
+        """Gates 2-11; returns why no trade was created (None when one was)."""
+        reason = (self._gate_paused(now) or self._gate_throttle(now) or self._gate_data(snapshot)
+                  or self._gate_single_flight(trades) or self._gate_concurrency(trades)
+                  or self._gate_cooldown(now) or self._gate_daily_quota() or self._gate_open_failures(now))
+        if reason is not None:
+            return reason
+        self.state.last_entry_check = now
+        for index, cond in enumerate(self.config.entry_conditions):               # gate 10
+            label = f"entry_conditions[{index}]:{condition_name(cond)}"
+            if not evaluate_entry(cond, snapshot, health=self.ctx.condition_health, strategy=self.name,
+                                  name=label):
+                return f"entry condition {label} not met"
+        return self._open(snapshot)
+
+    def _gate_paused(self, now: float) -> str | None:
+        until = self.state.pause_until
+        if self.state.paused and until is not None and now >= until:
+            logger.warning("strategy %s: pause (%s) lifted at 00:00 UTC", self.name, self.state.pause_reason)
+            self.state.paused, self.state.pause_reason, self.state.pause_until = False, "", None
+        if self.is_paused:
+            return f"paused: {self.pause_reason}"
+        return None
+
+    def _gate_throttle(self, now: float) -> str | None:
+        last = self.state.last_entry_check
+        if last is not None and now - last < self.config.check_interval_seconds:
+            return "throttled"
+        return None
+
+    def _gate_data(self, snapshot: AccountSnapshot) -> str | None:
+        reach = getattr(self.ctx.account_manager, "reachability", None)
+        if reach is not None and getattr(reach, "is_up", True) is False:
+            return "exchange unreachable"
+        limit = SNAPSHOT_MAX_AGE_POLLS * self.ctx.position_monitor.poll_interval
+        age = self.ctx.clock.now() - float(snapshot.timestamp)
+        if age > limit:
+            return f"snapshot {age:.0f} s old (limit {limit:.0f} s)"
+        try:
+            self.ctx.market_data.index_price(max_age=INDEX_MAX_AGE_SECONDS)
+        except Exception as exc:  # no index, no decision (incident 15)
+            return f"index unavailable: {exc}"
+        if self.ctx.market_data.index_frozen:
+            return "index frozen"
+        return None
+
+    @staticmethod
+    def _gate_single_flight(trades: list[Any]) -> str | None:
+        opening = [t.id for t in trades if t.state in OPENING_STATES]
+        return f"trade {opening[0]} still opening" if opening else None
+
+    def _gate_concurrency(self, trades: list[Any]) -> str | None:
+        active = sum(1 for t in trades if t.state not in TERMINAL_STATES)
+        limit = self.config.max_concurrent_trades
+        return f"{active} active trade(s) (max {limit})" if active >= limit else None
+
+    def _gate_cooldown(self, now: float) -> str | None:
+        anchor = self.state.cooldown_anchor
+        if anchor is not None and now - anchor < self.config.cooldown_seconds:
+            until = datetime.fromtimestamp(anchor + self.config.cooldown_seconds, tz=timezone.utc)
+            return f"cooldown until {until:%Y-%m-%d %H:%M:%S}Z"
+        return None
+
+    def _gate_daily_quota(self) -> str | None:
+        limit = self.config.max_trades_per_day
+        if limit and len(self.state.opened_today) >= limit:
+            return f"daily quota reached ({limit}); next entry after 00:00 UTC"
+        return None
+
+    def _gate_open_failures(self, now: float) -> str | None:
+        limit = self.config.max_open_failures_per_day
+        failures = len(self.state.failed_today)
+        if failures < limit:
+            return None
+        detail = (f"strategy {self.name}: {failures} trades failed to open today (limit {limit}); "
+                  f"entries paused until 00:00 UTC")
+        logger.warning("health: %s", detail)
+        self._alert("WARNING", DAILY_FAILURE_PAUSE, detail)
+        self.pause(DAILY_FAILURE_PAUSE, until=next_utc_midnight(now))
+        return f"paused: {DAILY_FAILURE_PAUSE}"
+
+    def _open(self, snapshot: AccountSnapshot) -> str | None:
+        """Gates 10 (legs) and 11: resolve, route, create. Returns a reason when nothing opened."""
+        try:
+            resolved = resolve_legs(self.config.legs, self.ctx.market_data)
+        except TraderError as exc:
+            return f"leg selection failed: {exc}"
+        index_price = resolved[0].index_price
+        targets = [LegTarget(leg.index, leg.symbol, int(leg.side), leg.qty) for leg in resolved]
+        mode = self.ctx.executor.route(self.config.execution_mode, targets, index_price)
+        missing = self._missing_engine(mode)
+        if missing is not None:
+            return self._mark_unsupported(NotImplementedError(missing))
+        try:
+            trade = self.ctx.lifecycle_manager.create(
+                self.name, resolved, execution_mode=mode, exit_conditions=list(self.config.exit_conditions),
+                execution_params=self.config.execution_params, metadata=dict(self.config.metadata),
+                on_opened=self._hook, on_closed=self._hook,
+            )
+        except NotImplementedError as exc:
+            return self._mark_unsupported(exc)
+        except Exception:
+            logger.exception("strategy %s: creating the trade failed", self.name)
+            return "trade creation failed"
+        logger.info("strategy %s: trade %s created (%s, index %.2f): %s", self.name, trade.id, mode, index_price,
+                    ", ".join(f"{'BUY' if int(leg.side) == 1 else 'SELL'} {leg.qty:g} {leg.symbol}"
+                              for leg in resolved))
+        return None
+
+    def _missing_engine(self, mode: str) -> str | None:
+        if mode == "rfq" and self.ctx.rfq_executor is None:
+            return "execution mode 'rfq' arrives with the execution-engines issue"
+        if mode == "smart" and self.ctx.smart_executor is None:
+            return "execution mode 'smart' arrives with the execution-engines issue"
+        return None
+
+    def _mark_unsupported(self, exc: NotImplementedError) -> str:
+        """Log once and stop trying; not persisted, so a newer version simply trades."""
+        self._unsupported = f"unsupported execution: {exc}"
+        logger.error("strategy %s cannot trade: %s; entries paused for this run", self.name, exc)
+        return self._unsupported
+
+    # ---- callbacks and counters --------------------------------------------------------
+
+    def _hook(self, trade: Any, *_: Any) -> None:
+        """Given to the lifecycle: marks a transition; delivery happens in this runner's tick."""
+        self._pending_callbacks.add(getattr(trade, "id", ""))
+
+    def _deliver_callbacks(self, trades: list[Any], snapshot: AccountSnapshot) -> None:
+        opened_sent, closed_sent = set(self.state.opened_sent), set(self.state.closed_sent)
+        for trade in trades:
+            if trade.opened_at is not None and trade.id not in opened_sent:
+                self.state.opened_sent.append(trade.id)
+                self._log_opened(trade)
+                self._call(self.config.on_trade_opened, "on_trade_opened", trade, snapshot)
+            if trade.state in TERMINAL_STATES and trade.id not in closed_sent:
+                self.state.closed_sent.append(trade.id)
+                self._log_closed(trade)
+                self._call(self.config.on_trade_closed, "on_trade_closed", trade, snapshot)
+        self._pending_callbacks.clear()
+        known = {t.id for t in trades}
+        self.state.opened_sent = [i for i in self.state.opened_sent if i in known]
+        self.state.closed_sent = [i for i in self.state.closed_sent if i in known]
+
+    def _call(self, callback: Callable[[Any, Any], None] | None, what: str, trade: Any, snapshot: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(trade, snapshot)
+        except Exception:
+            logger.exception("strategy %s: %s raised for trade %s (ignored)", self.name, what, trade.id)
+
+    def _log_opened(self, trade: Any) -> None:
+        fills = ", ".join(f"{'BUY' if int(leg.side) == 1 else 'SELL'} {leg.open_filled:g} {leg.symbol} "
+                          f"@ {leg.open_vwap:.2f}" for leg in trade.legs)
+        logger.info("strategy %s: trade %s OPEN: %s; fees %.4f USD; entry premium %.2f USD", self.name, trade.id,
+                    fills, trade.fees_paid or 0.0, trade.entry_premium)
+
+    def _log_closed(self, trade: Any) -> None:
+        if trade.state == TradeState.FAILED:
+            logger.warning("strategy %s: trade %s FAILED: %s; realized PnL %.2f USD, fees %.4f USD", self.name,
+                           trade.id, trade.failure_reason, trade.realized_pnl or 0.0, trade.fees_paid or 0.0)
+            return
+        logger.info("strategy %s: trade %s CLOSED by %s: realized PnL %.2f USD, fees %.4f USD", self.name,
+                    trade.id, trade.exit_reason, trade.realized_pnl or 0.0, trade.fees_paid or 0.0)
+
+    def _observe(self, trades: list[Any], now: float) -> None:
+        """Roll the UTC day and merge what the trades say into the persisted counters."""
+        day = utc_day(now)
+        if self.state.day != day:
+            if self.state.day:
+                logger.info("strategy %s: new UTC day %s (yesterday: %d opened, %d failed)", self.name, day,
+                            len(self.state.opened_today), len(self.state.failed_today))
+            self.state.day = day
+            self.state.opened_today, self.state.failed_today = [], []
+        for trade in trades:
+            if trade.opened_at is not None and utc_day(trade.opened_at) == day \
+                    and trade.id not in self.state.opened_today:
+                self.state.opened_today.append(trade.id)
+            failed_at = trade.failed_at
+            if trade.state == TradeState.FAILED and failed_at is not None and utc_day(failed_at) == day \
+                    and trade.id not in self.state.failed_today:
+                self.state.failed_today.append(trade.id)
+            for ended in (trade.closed_at, trade.failed_at):
+                if ended is not None and (self.state.cooldown_anchor is None or ended > self.state.cooldown_anchor):
+                    self.state.cooldown_anchor = float(ended)
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def _trades(self) -> list[Any]:
+        return list(self.ctx.lifecycle_manager.trades(self.name))
+
+    def _note_block(self, reason: str | None) -> None:
+        """Log why no trade opened, once per change of reason (a gate is not news every tick)."""
+        if reason != self._last_block and reason not in (None, "throttled"):
+            level = logging.WARNING if reason.startswith(WARNING_BLOCKS) else logging.INFO
+            logger.log(level, "strategy %s: no entry: %s", self.name, reason)
+        if reason != "throttled":
+            self._last_block = reason
+
+    def _alert(self, level: str, kind: str, detail: str) -> None:
+        try:
+            self.ctx.alerts.alert(level, kind, detail, strategy=self.name)
+        except Exception:
+            logger.exception("alert failed: %s", detail)
+
+    def _persist(self) -> None:
+        current = self.state.to_dict()
+        if current == self._saved:
+            return
+        try:
+            self.ctx.store.save_runner_state(self.name, current)
+        except Exception:
+            logger.exception("strategy %s: could not save its state (will retry next tick)", self.name)
+            return
+        self._saved = current
+
+    def __repr__(self) -> str:
+        return f"StrategyRunner({self.name!r}, paused={self.is_paused})"
+
+
+__all__ = [
+    "StrategyConfig", "StrategyRunner", "TradingContext", "build_context", "RunnerState", "RunnerStats",
+    "check_unique_names", "alert_hook", "utc_day", "next_utc_midnight", "EXECUTION_MODES",
+    "time_window", "utc_time_window", "weekday_filter", "min_available_margin_pct", "min_equity",
+    "max_account_delta", "max_margin_utilization", "no_existing_position_in",
+    "profit_target", "max_loss", "profit_target_pct", "max_loss_pct", "max_hold_hours", "time_exit",
+    "utc_datetime_exit", "account_delta_limit", "structure_delta_limit", "leg_greek_limit",
+]

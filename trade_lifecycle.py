@@ -1,0 +1,1238 @@
+"""Trade lifecycle: states, PnL from our own fills, exits, closes, breaker and settlement.
+
+BEHAVIOUR.md section 4 is the contract. Three ideas carry the whole module:
+
+* **Our ledger is the only truth about exposure and PnL.** A leg's ``net_qty`` is its open
+  fills minus its close/unwind/kill fills minus what was settled, all read from the
+  ``OrderLedger``; account positions, ``upnl`` and pro-rating are never used (incidents 4, 33).
+* **Nothing blocks.** Every execution is a job advanced one step per tick, so one trade's
+  slow close never delays another trade's exit (incident 37); every wait is a deadline
+  compared with the injected clock.
+* **Every state change is written before the next request for that trade** (I5), so a crash
+  between two steps leaves a store that says what really happened.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime, timezone
+from enum import Enum
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from conditions import (
+    ConditionHealth,
+    ExitVerdict,
+    account_delta_limit,
+    condition_name,
+    judge_exit,
+    leg_greek_limit,
+    max_hold_hours,
+    max_loss,
+    max_loss_pct,
+    profit_target,
+    profit_target_pct,
+    structure_delta_limit,
+    time_exit,
+    utc_datetime_exit,
+)
+from errors import StaleDataError, TraderError
+from trade_execution import ExecutionParams, Intent, JobStatus, LegTarget
+
+logger = logging.getLogger(__name__)
+
+BUY = 1
+SELL = 2
+QTY_EPSILON = 1e-9               # below this a quantity is zero (fills are 0.01 lots)
+QUOTE_MAX_AGE_SECONDS = 15.0     # exit valuation quotes (BEHAVIOUR 7.2)
+HALT_SECONDS_BEFORE_EXPIRY = 15 * 60
+TAKER_FEE_RATE = 0.0003          # estimated close fee of the executable valuation (2.3)
+FEE_CAP_OF_PREMIUM = 0.125
+DELIVERY_FEE_RATE = 0.00015      # API.md 4, none for daily options
+BREAKER_ROUNDS = 10
+BREAKER_FIRST_DELAY = 300.0
+BREAKER_MAX_DELAY = 3600.0
+UNEVALUABLE_ALERT_SECONDS = 60.0
+DELIVERY_WARN_SECONDS = 3600.0
+DELIVERY_ESTIMATE_SECONDS = 24 * 3600.0
+DELIVERY_RETRY_SECONDS = 10.0
+EXTERNAL_TRADE_ID = "T000000000"
+
+EXIT_REASON_EXPIRY = "expiry"
+EXIT_REASON_MANUAL = "manual"
+EXIT_REASON_KILL = "kill_switch"
+
+
+class TradeState(str, Enum):
+    PENDING_OPEN = "PENDING_OPEN"
+    OPENING = "OPENING"
+    UNWINDING = "UNWINDING"
+    OPEN = "OPEN"
+    PENDING_CLOSE = "PENDING_CLOSE"
+    CLOSING = "CLOSING"
+    SETTLING = "SETTLING"
+    CLOSED = "CLOSED"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TradeState.CLOSED, TradeState.FAILED)
+
+
+TERMINAL_STATES = frozenset({TradeState.CLOSED, TradeState.FAILED})
+
+
+def _zero(qty: float) -> bool:
+    return abs(qty) < QTY_EPSILON
+
+
+def _clean_qty(qty: float) -> float:
+    """Sum of 0.01 lots without float residue; never negative."""
+    value = round(float(qty), 8)
+    return 0.0 if value < QTY_EPSILON else value
+
+
+def leg_sign(side: int) -> int:
+    """+1 for a long (BUY) leg, -1 for a short (SELL) leg."""
+    return 1 if int(side) == BUY else -1
+
+
+def opposite_side(side: int) -> int:
+    return SELL if int(side) == BUY else BUY
+
+
+def is_daily_expiry(expiry_ms: int) -> bool:
+    """Weeklies, monthlies and quarterlies expire on Fridays; every other expiry is a daily."""
+    return datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc).weekday() != 4
+
+
+def intrinsic_value(option_type: str, strike: float, delivery: float) -> float:
+    if option_type.upper().startswith("C"):
+        return max(0.0, delivery - strike)
+    return max(0.0, strike - delivery)
+
+
+def estimated_delivery_fee(expiry_ms: int, qty: float, delivery: float, intrinsic: float) -> float:
+    """API.md 4: min(qty x index x 0.015 %, qty x |settle - strike| x 12.5 %); dailies pay none."""
+    if is_daily_expiry(expiry_ms):
+        return 0.0
+    return round(min(qty * delivery * DELIVERY_FEE_RATE, qty * intrinsic * FEE_CAP_OF_PREMIUM), 8)
+
+
+# --------------------------------------------------------------------------------------------
+# Legs and trades
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settlement:
+    """What expiry paid a leg: cash = sign x intrinsic x qty, fee per API.md 4."""
+
+    delivery_price: float
+    qty: float
+    intrinsic: float
+    cash: float
+    fee: float
+    fee_estimated: bool = False
+    price_estimated: bool = False
+    settled_at: float = 0.0
+
+    def to_record(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> "Settlement":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class LegValue:
+    """How one leg was valued: the price used and whether a fallback rule applied."""
+
+    leg_index: int
+    symbol: str
+    price: float
+    fee: float
+    degraded: bool
+    bid: float
+    ask: float
+    mark: float
+    as_of: float
+
+
+@dataclass
+class Valuation:
+    """``pnl(mode)`` with its evidence (kept in ``exit_detail`` when an exit fires)."""
+
+    mode: str
+    value: float
+    cash: float
+    fees: float
+    legs: list[LegValue]
+
+    @property
+    def degraded(self) -> bool:
+        return any(leg.degraded for leg in self.legs)
+
+    def to_detail(self) -> dict:
+        return {
+            "mode": self.mode, "pnl": self.value, "cash": self.cash, "fees": self.fees,
+            "degraded": self.degraded,
+            "quotes": {leg.symbol: {"bid": leg.bid, "ask": leg.ask, "mark": leg.mark, "price": leg.price,
+                                    "as_of": leg.as_of, "degraded": leg.degraded} for leg in self.legs},
+        }
+
+
+@dataclass
+class TradeLeg:
+    """One leg of a trade, with our fills aggregated from the ledger.
+
+    ``close_*`` sums every reducing family (close, unwind, kill). ``adopted_qty`` is exposure
+    that did not come from our open fills (positions adopted by the kill switch).
+    """
+
+    index: int
+    symbol: str
+    option_type: str
+    strike: float
+    expiry_ms: int
+    side: int
+    qty: float
+    open_filled: float = 0.0
+    open_vwap: float = 0.0
+    open_fees: float = 0.0
+    close_filled: float = 0.0
+    close_vwap: float = 0.0
+    close_fees: float = 0.0
+    settlement: Settlement | None = None
+    adopted_qty: float = 0.0
+    quote: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def expiry(self) -> datetime:
+        return datetime.fromtimestamp(self.expiry_ms / 1000.0, tz=timezone.utc)
+
+    @property
+    def expiry_seconds(self) -> float:
+        return self.expiry_ms / 1000.0
+
+    @property
+    def sign(self) -> int:
+        return leg_sign(self.side)
+
+    @property
+    def settled_qty(self) -> float:
+        return self.settlement.qty if self.settlement is not None else 0.0
+
+    @property
+    def net_qty(self) -> float:
+        """Open fills (+ adopted) - reducing fills - settled quantity, from our ledger only."""
+        return _clean_qty(self.open_filled + self.adopted_qty - self.close_filled - self.settled_qty)
+
+    @property
+    def fees(self) -> float:
+        settlement_fee = self.settlement.fee if self.settlement is not None else 0.0
+        return self.open_fees + self.close_fees + settlement_fee
+
+    @property
+    def open_cash(self) -> float:
+        """Cash of the open fills: a buy pays, a sell receives (fees excluded)."""
+        return -self.sign * self.open_vwap * self.open_filled
+
+    @property
+    def close_cash(self) -> float:
+        return self.sign * self.close_vwap * self.close_filled
+
+    @property
+    def settlement_cash(self) -> float:
+        return self.settlement.cash if self.settlement is not None else 0.0
+
+    @property
+    def cash(self) -> float:
+        return self.open_cash + self.close_cash + self.settlement_cash
+
+    def is_frozen(self, now: float) -> bool:
+        """Inside the pre-expiry halt: no new order on this symbol (BEHAVIOUR 4.5)."""
+        return now >= self.expiry_seconds - HALT_SECONDS_BEFORE_EXPIRY
+
+    def is_expired(self, now: float) -> bool:
+        return now >= self.expiry_seconds
+
+    def greek(self, name: str) -> float | None:
+        """Per-contract greek of the last quote refresh; None when unknown."""
+        if self.quote is None:
+            return None
+        value = getattr(self.quote, name, None)
+        if value is None or isinstance(value, bool):
+            return None
+        value = float(value)
+        return value if math.isfinite(value) else None
+
+    def to_record(self) -> dict:
+        return {
+            "index": self.index, "symbol": self.symbol, "option_type": self.option_type,
+            "strike": self.strike, "expiry_ms": int(self.expiry_ms), "side": int(self.side), "qty": self.qty,
+            "open_filled": self.open_filled, "open_vwap": self.open_vwap, "open_fees": self.open_fees,
+            "close_filled": self.close_filled, "close_vwap": self.close_vwap, "close_fees": self.close_fees,
+            "fees": self.fees, "net_qty": self.net_qty, "adopted_qty": self.adopted_qty,
+            "settlement": self.settlement.to_record() if self.settlement is not None else None,
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> "TradeLeg":
+        settlement = data.get("settlement")
+        return cls(
+            index=int(data["index"]), symbol=str(data["symbol"]), option_type=str(data["option_type"]),
+            strike=float(data["strike"]), expiry_ms=int(data["expiry_ms"]), side=int(data["side"]),
+            qty=float(data["qty"]), open_filled=float(data.get("open_filled", 0.0)),
+            open_vwap=float(data.get("open_vwap", 0.0)), open_fees=float(data.get("open_fees", 0.0)),
+            close_filled=float(data.get("close_filled", 0.0)), close_vwap=float(data.get("close_vwap", 0.0)),
+            close_fees=float(data.get("close_fees", 0.0)), adopted_qty=float(data.get("adopted_qty", 0.0)),
+            settlement=Settlement.from_record(settlement) if settlement else None,
+        )
+
+
+def _value_of_contract(mode: str, leg: TradeLeg, quote: Any) -> tuple[float, bool]:
+    """The value of one contract under ``mode`` (BEHAVIOUR 2.3); returns (price, degraded)."""
+    bid = float(quote.bid or 0.0)
+    ask = float(quote.ask or 0.0)
+    mark = float(quote.mark)
+    if mode == "mark":
+        return mark, False
+    if mode == "mid":
+        if bid > 0 and ask > 0:
+            return (bid + ask) / 2.0, False
+        return _fair(bid, ask, mark), True
+    if mode == "fair":
+        return _fair(bid, ask, mark), False
+    if mode == "executable":
+        if leg.sign > 0:
+            return (bid if bid > 0 else 0.0), False
+        if ask > 0:
+            return ask, False
+        return mark, True
+    raise ValueError(f"unknown valuation mode {mode!r}; use mark, mid, fair or executable")
+
+
+def _fair(bid: float, ask: float, mark: float) -> float:
+    if bid > 0 and ask > 0:
+        return mark if bid <= mark <= ask else (bid + ask) / 2.0
+    if bid > 0:
+        return max(mark, bid)
+    if ask > 0:
+        return min(mark, ask)
+    return mark
+
+
+@dataclass
+class TradeLifecycle:
+    """One trade: its legs, state, timestamps and decisions (BEHAVIOUR 1.7, 4.1)."""
+
+    id: str
+    seq: int
+    strategy: str
+    state: TradeState
+    legs: list[TradeLeg]
+    execution_mode: str = "limit"
+    created_at: float = 0.0
+    opened_at: float | None = None
+    exit_decided_at: float | None = None
+    closed_at: float | None = None
+    failed_at: float | None = None
+    exit_reason: str | None = None
+    exit_detail: dict = field(default_factory=dict)
+    failure_reason: str | None = None
+    realized_pnl: float | None = None
+    fees_paid: float = 0.0
+    metadata: dict = field(default_factory=dict)
+    close_rounds: int = 0
+    failed_rounds: int = 0
+    unwind_rounds: int = 0
+    breaker_trips: int = 0
+    breaker_until: float | None = None
+    flags: list[str] = field(default_factory=list)
+    opened_notified: bool = False
+    closed_notified: bool = False
+    exit_condition_names: list[str] = field(default_factory=list)
+    _clock: Any = field(default=None, repr=False, compare=False)
+
+    # ---- exposure -----------------------------------------------------------------
+
+    def bind_clock(self, clock: Any) -> None:
+        """The clock that ``pnl`` measures quote age against (set by the manager)."""
+        self._clock = clock
+
+    def exposure(self) -> dict[int, float]:
+        """Signed net quantity per leg index (+ long, - short), legs with exposure only."""
+        return {leg.index: leg.sign * leg.net_qty for leg in self.legs if not _zero(leg.net_qty)}
+
+    @property
+    def has_exposure(self) -> bool:
+        return any(not _zero(leg.net_qty) for leg in self.legs)
+
+    @property
+    def is_active(self) -> bool:
+        return self.state not in TERMINAL_STATES
+
+    @property
+    def entry_premium(self) -> float:
+        """Sum of the open fills' cash flows (negative = net debit), fees excluded."""
+        return sum(leg.open_cash for leg in self.legs)
+
+    def cash_flows(self) -> float:
+        """Cash of every fill and settlement of this trade, fees excluded."""
+        return sum(leg.cash for leg in self.legs)
+
+    def total_fees(self) -> float:
+        return sum(leg.fees for leg in self.legs)
+
+    def realized(self) -> float:
+        """Cash flows minus fees: the realized PnL once exposure is zero."""
+        return round(self.cash_flows() - self.total_fees(), 8)
+
+    # ---- valuation ----------------------------------------------------------------
+
+    def _now(self, now: float | None) -> float | None:
+        if now is not None:
+            return float(now)
+        return float(self._clock.now()) if self._clock is not None else None
+
+    def _fresh_quote(self, leg: TradeLeg, now: float | None) -> Any:
+        quote = leg.quote
+        if quote is None:
+            raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: no quote")
+        mark = getattr(quote, "mark", None)
+        if mark is None or isinstance(mark, bool) or not math.isfinite(float(mark)) or float(mark) < 0:
+            raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: no usable mark ({mark!r})")
+        if now is not None and now - float(quote.as_of) > QUOTE_MAX_AGE_SECONDS:
+            raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: quote is {now - float(quote.as_of):.1f} s "
+                                 f"old (> {QUOTE_MAX_AGE_SECONDS:.0f} s)")
+        return quote
+
+    def valuation(self, mode: str = "fair", *, now: float | None = None) -> Valuation:
+        """PnL with evidence. Raises ``StaleDataError`` when a leg with exposure lacks a fresh mark."""
+        mode = str(mode).lower()
+        now = self._now(now)
+        cash = self.cash_flows()
+        fees = self.total_fees()
+        value = cash - fees
+        legs: list[LegValue] = []
+        for leg in self.legs:
+            qty = leg.net_qty
+            if _zero(qty):
+                continue
+            quote = self._fresh_quote(leg, now)
+            price, degraded = _value_of_contract(mode, leg, quote)
+            fee = 0.0
+            if mode == "executable":
+                index = float(getattr(quote, "underlying_price", 0.0) or 0.0)
+                fee = min(qty * index * TAKER_FEE_RATE, qty * price * FEE_CAP_OF_PREMIUM)
+            value += leg.sign * qty * price - fee
+            legs.append(LegValue(leg.index, leg.symbol, price, fee, degraded, float(quote.bid or 0.0),
+                                 float(quote.ask or 0.0), float(quote.mark), float(quote.as_of)))
+        return Valuation(mode, round(value, 8), cash, fees, legs)
+
+    def pnl(self, mode: str = "fair", *, now: float | None = None) -> float:
+        """Our fills' cash - fees + value of what we still hold (BEHAVIOUR 2.3)."""
+        return self.valuation(mode, now=now).value
+
+    def structure_delta(self) -> float:
+        """Sum of sign x net_qty x delta over our legs; StaleDataError if a delta is unknown or stale."""
+        now = self._now(None)
+        total = 0.0
+        for leg in self.legs:
+            if _zero(leg.net_qty):
+                continue
+            self._fresh_quote(leg, now)
+            delta = leg.greek("delta")
+            if delta is None:
+                raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: no delta")
+            total += leg.sign * leg.net_qty * delta
+        return total
+
+    # ---- records ------------------------------------------------------------------
+
+    def to_record(self) -> dict:
+        return {
+            "id": self.id, "seq": self.seq, "strategy": self.strategy, "state": self.state.value,
+            "legs": [leg.to_record() for leg in self.legs], "execution_mode": self.execution_mode,
+            "created_at": self.created_at, "opened_at": self.opened_at, "exit_decided_at": self.exit_decided_at,
+            "closed_at": self.closed_at, "failed_at": self.failed_at, "exit_reason": self.exit_reason,
+            "exit_detail": self.exit_detail, "failure_reason": self.failure_reason,
+            "realized_pnl": self.realized_pnl, "fees_paid": self.fees_paid, "metadata": self.metadata,
+            "entry_premium": self.entry_premium, "close_rounds": self.close_rounds,
+            "failed_rounds": self.failed_rounds, "unwind_rounds": self.unwind_rounds,
+            "breaker_trips": self.breaker_trips, "breaker_until": self.breaker_until, "flags": list(self.flags),
+            "opened_notified": self.opened_notified, "closed_notified": self.closed_notified,
+            "exit_condition_names": list(self.exit_condition_names),
+        }
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> "TradeLifecycle":
+        simple = ("execution_mode", "created_at", "opened_at", "exit_decided_at", "closed_at", "failed_at",
+                  "exit_reason", "failure_reason", "realized_pnl", "fees_paid", "close_rounds", "failed_rounds",
+                  "unwind_rounds", "breaker_trips", "breaker_until", "opened_notified", "closed_notified")
+        trade = cls(id=str(data["id"]), seq=int(data["seq"]), strategy=str(data["strategy"]),
+                    state=TradeState(data["state"]), legs=[TradeLeg.from_record(leg) for leg in data["legs"]])
+        for name in simple:
+            if name in data:
+                setattr(trade, name, data[name])
+        trade.exit_detail = dict(data.get("exit_detail") or {})
+        trade.metadata = dict(data.get("metadata") or {})
+        trade.flags = list(data.get("flags") or [])
+        trade.exit_condition_names = list(data.get("exit_condition_names") or [])
+        return trade
+
+
+# --------------------------------------------------------------------------------------------
+# The manager
+# --------------------------------------------------------------------------------------------
+
+
+def urgent_execution_params() -> ExecutionParams:
+    """The urgent profile for unwind and kill (BEHAVIOUR 4.3), in basic-algorithm form.
+
+    Why basic: the phased engine (mark for 60 s, then aggressive +5 % for 120 s) arrives with
+    the execution-engines issue; until then an aggressive 5 % buffer repriced every 10 s for
+    about three minutes gives the same urgency.
+    """
+    return ExecutionParams(fill_timeout_seconds=10.0, aggressive_buffer_pct=5.0, max_requote_rounds=18)
+
+
+@dataclass
+class _Runtime:
+    """Per-trade state that lives only in memory (jobs, callbacks, conditions)."""
+
+    exit_conditions: tuple = ()
+    params: Any = None
+    on_opened: Callable[[TradeLifecycle], Any] | None = None
+    on_closed: Callable[[TradeLifecycle], Any] | None = None
+    job: Any = None
+    job_kind: str | None = None
+    pending_close_reason: str | None = None
+    kill: bool = False
+    unevaluable_since: float | None = None
+    unevaluable_alerted: bool = False
+    next_settlement_check: float = 0.0
+    delivery_warned: bool = False
+
+
+class LifecycleManager:
+    """Owns every trade and drives it through BEHAVIOUR 4.2 one non-blocking step per tick."""
+
+    def __init__(self, *, ledger: Any, executor: Any, market: Any, client: Any, clock: Any, store: Any = None,
+                 alerts: Any = None, exec_params_default: ExecutionParams | None = None,
+                 urgent_params: ExecutionParams | None = None, quote_max_age: float = 5.0,
+                 health: ConditionHealth | None = None) -> None:
+        self.ledger = ledger
+        self.executor = executor
+        self.market = market
+        self.client = client
+        self.clock = clock
+        self.store = store
+        self.alerts = alerts
+        self.exec_params_default = exec_params_default or ExecutionParams()
+        self.urgent_params = urgent_params or urgent_execution_params()
+        self.quote_max_age = float(quote_max_age)
+        self.health = health or ConditionHealth(on_alert=self._condition_alert)
+        self._lock = threading.RLock()
+        self._trades: dict[str, TradeLifecycle] = {}
+        self._runtime: dict[str, _Runtime] = {}
+        self._next_seq = 1
+        self._last_snapshot: Any = None
+        self._delivery_prices: dict[int, float] = {}
+        self.persistence_errors = 0
+        self.breaker_trips = 0
+
+    def __repr__(self) -> str:
+        return f"LifecycleManager(trades={len(self._trades)})"
+
+    def __call__(self, snapshot: Any) -> None:
+        """So that ``monitor.register(manager)`` also finds ``on_snapshot_error``."""
+        self.tick(snapshot)
+
+    # ---- queries --------------------------------------------------------------------
+
+    def get(self, trade_id: str) -> TradeLifecycle | None:
+        with self._lock:
+            return self._trades.get(trade_id)
+
+    def trades(self, strategy: str | None = None) -> list[TradeLifecycle]:
+        with self._lock:
+            return [t for t in sorted(self._trades.values(), key=lambda t: t.seq)
+                    if strategy is None or t.strategy == strategy]
+
+    def active_trades(self, strategy: str | None = None) -> list[TradeLifecycle]:
+        return [t for t in self.trades(strategy) if t.is_active]
+
+    def has_active_jobs(self) -> bool:
+        """True while any job runs or a close/unwind waits for its next round (fast wakes)."""
+        with self._lock:
+            now = self.clock.now()
+            for trade in self._trades.values():
+                runtime = self._runtime.get(trade.id)
+                if runtime is not None and runtime.job is not None:
+                    return True
+                if (trade.state in (TradeState.PENDING_CLOSE, TradeState.UNWINDING)
+                        and not self._breaker_active(trade, runtime, now) and self._reducing_targets(trade, now)):
+                    return True
+            return False
+
+    # ---- creation -------------------------------------------------------------------
+
+    def create(self, strategy: str, resolved_legs: Sequence[Any], *, execution_mode: str = "limit",
+               exit_conditions: Iterable[Any] = (), execution_params: ExecutionParams | None = None,
+               metadata: dict | None = None, on_opened: Callable[[TradeLifecycle], Any] | None = None,
+               on_closed: Callable[[TradeLifecycle], Any] | None = None) -> TradeLifecycle:
+        """Rows 1-2: persist PENDING_OPEN, start the open job, persist OPENING, take its first step."""
+        if not resolved_legs:
+            raise ValueError("a trade needs at least one resolved leg")
+        with self._lock:
+            now = self.clock.now()
+            seq = self._allocate_seq()
+            legs = [TradeLeg(index=int(r.index), symbol=str(r.symbol), option_type=str(r.option_type),
+                             strike=float(r.strike), expiry_ms=int(r.expiry_ms), side=int(r.side), qty=float(r.qty),
+                             quote=getattr(r, "row", None)) for r in resolved_legs]
+            conditions = tuple(exit_conditions)
+            trade = TradeLifecycle(id=f"T{seq:09d}", seq=seq, strategy=strategy, state=TradeState.PENDING_OPEN,
+                                   legs=legs, execution_mode=execution_mode, created_at=now,
+                                   metadata=dict(metadata or {}),
+                                   exit_condition_names=[condition_name(c) for c in conditions])
+            trade.bind_clock(self.clock)
+            runtime = _Runtime(exit_conditions=conditions, params=execution_params or self.exec_params_default,
+                               on_opened=on_opened, on_closed=on_closed)
+            self._trades[trade.id] = trade
+            self._runtime[trade.id] = runtime
+            targets = [LegTarget(leg.index, leg.symbol, leg.side, leg.qty) for leg in legs]
+            trade.execution_mode = self._resolve_mode(execution_mode, targets, resolved_legs)
+            self._persist(trade, "created")
+            try:
+                runtime.job = self.executor.start(trade.execution_mode, trade, targets, Intent.OPEN, runtime.params,
+                                                  best_effort=False)
+                runtime.job_kind = "open"
+            except Exception as error:  # noqa: BLE001 - an unstartable open is a failed trade, not a crash
+                logger.exception("trade %s: the open job could not start", trade.id)
+                self._fail(trade, now, f"open job could not start: {type(error).__name__}: {error}")
+                return trade
+            self._set_state(trade, TradeState.OPENING)
+            self._step_job(trade, runtime, now)
+            return trade
+
+    def _allocate_seq(self) -> int:
+        if self.store is not None:
+            return int(self.store.next_trade_seq())
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _resolve_mode(self, mode: str, targets: list[LegTarget], resolved_legs: Sequence[Any]) -> str:
+        """``auto`` is resolved once, at creation (the trade never stores "auto")."""
+        if mode != "auto":
+            return mode
+        index_price = float(getattr(resolved_legs[0], "index_price", 0.0) or 0.0)
+        return str(self.executor.route(mode, targets, index_price))
+
+    # ---- the tick -------------------------------------------------------------------
+
+    def tick(self, snapshot: Any) -> None:
+        """One wake: advance jobs, settle, evaluate exits on poll ticks, start closes at once."""
+        with self._lock:
+            poll_tick = snapshot is not None and snapshot is not self._last_snapshot
+            if snapshot is not None:
+                self._last_snapshot = snapshot
+            self._run(snapshot if poll_tick else None)
+
+    def on_snapshot_error(self, error: Exception) -> None:
+        """No snapshot this wake: jobs keep advancing, no exit is evaluated (incident 13)."""
+        logger.info("lifecycle tick without a snapshot (%s): jobs advance, exits wait", error)
+        with self._lock:
+            self._run(None)
+
+    def _run(self, poll_snapshot: Any) -> None:
+        now = self.clock.now()
+        for trade in [t for t in sorted(self._trades.values(), key=lambda t: t.seq) if t.is_active]:
+            try:
+                self._tick_trade(trade, now, poll_snapshot)
+            except Exception:  # one trade's bug never stops the others
+                logger.exception("trade %s: tick failed in state %s", trade.id, trade.state.value)
+
+    def _tick_trade(self, trade: TradeLifecycle, now: float, poll_snapshot: Any) -> None:
+        runtime = self._runtime_of(trade)
+        if runtime.job is not None:
+            self._step_job(trade, runtime, now)
+        self._sync_fills(trade)
+        if not trade.is_active:
+            return
+        if self._handle_expiry(trade, runtime, now):
+            return
+        if trade.state is TradeState.OPEN and poll_snapshot is not None and runtime.job is None:
+            self._refresh_quotes(trade, now)
+            self._evaluate_exits(trade, runtime, poll_snapshot, now)
+        self._drive(trade, runtime, now)
+
+    def _runtime_of(self, trade: TradeLifecycle) -> _Runtime:
+        runtime = self._runtime.get(trade.id)
+        if runtime is None:
+            runtime = _Runtime(params=self.exec_params_default)
+            self._runtime[trade.id] = runtime
+        return runtime
+
+    # ---- jobs -----------------------------------------------------------------------
+
+    def _step_job(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        """Advance the trade's job one step; on its end, apply the transition of its kind."""
+        job = runtime.job
+        try:
+            status = job.advance(now)
+        except Exception:  # noqa: BLE001 - retried on the next tick
+            logger.exception("trade %s: %s job step failed", trade.id, runtime.job_kind)
+            return
+        if status == JobStatus.WORKING and not getattr(job, "done", False):
+            return
+        kind = runtime.job_kind
+        runtime.job = None
+        runtime.job_kind = None
+        try:
+            result = job.result()
+            reason = getattr(result, "reason", "") or ""
+        except Exception:  # noqa: BLE001 - fills come from the ledger anyway
+            logger.exception("trade %s: reading the %s job result failed", trade.id, kind)
+            reason = ""
+        self._sync_fills(trade)
+        logger.info("trade %s: %s job ended %s %s", trade.id, kind, getattr(status, "value", status), reason)
+        if kind == "open":
+            self._on_open_end(trade, runtime, now, reason)
+        elif kind == "unwind":
+            self._on_unwind_end(trade, runtime, now)
+        else:
+            self._on_close_end(trade, runtime, now)
+
+    def _start_job(self, trade: TradeLifecycle, runtime: _Runtime, kind: str, intent: Intent,
+                   targets: list[LegTarget], params: Any, mode: str) -> bool:
+        try:
+            job = self.executor.start(mode, trade, targets, intent, params, best_effort=True)
+        except NotImplementedError:
+            if mode == "limit":
+                raise
+            logger.warning("trade %s: %s in mode %s is not available; using limit", trade.id, kind, mode)
+            job = self.executor.start("limit", trade, targets, intent, params, best_effort=True)
+        runtime.job = job
+        runtime.job_kind = kind
+        return True
+
+    def _reducing_targets(self, trade: TradeLifecycle, now: float) -> list[LegTarget]:
+        """One target per leg with exposure outside the halt: qty recomputed from fills (4.4)."""
+        return [LegTarget(leg.index, leg.symbol, opposite_side(leg.side), leg.net_qty)
+                for leg in trade.legs if not _zero(leg.net_qty) and not leg.is_frozen(now)]
+
+    def _drive(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        """Rows 8 and 11: start the next unwind or close round when nothing is working."""
+        if runtime.job is not None or trade.state not in (TradeState.PENDING_CLOSE, TradeState.UNWINDING):
+            return
+        if not trade.has_exposure:
+            self._finish_flat(trade, runtime, now)
+            return
+        if self._resolve_stray_orders(trade):
+            return
+        if self._breaker_active(trade, runtime, now):
+            return
+        targets = self._reducing_targets(trade, now)
+        if not targets:
+            return  # every leg with exposure is frozen: wait for settlement
+        if trade.state is TradeState.UNWINDING:
+            intent = Intent.KILL if runtime.kill else Intent.UNWIND
+            self._start_job(trade, runtime, "unwind", intent, targets, self.urgent_params, "limit")
+            self._persist(trade, "unwind_round")
+        else:
+            if runtime.kill:
+                kind, intent, params, mode = "kill", Intent.KILL, self.urgent_params, "limit"
+            else:
+                mode = trade.execution_mode if trade.failed_rounds == 0 else "limit"  # close fallback (4.4)
+                kind, intent, params = "close", Intent.CLOSE, runtime.params
+            self._start_job(trade, runtime, kind, intent, targets, params, mode)
+            self._set_state(trade, TradeState.CLOSING)
+        self._step_job(trade, runtime, now)
+
+    def _resolve_stray_orders(self, trade: TradeLifecycle) -> bool:
+        """Non-final orders with no job (e.g. adopted at restart): poll them before a new round."""
+        try:
+            live = list(self.ledger.live_orders(trade.id))
+        except Exception:  # noqa: BLE001
+            logger.exception("trade %s: reading live orders failed", trade.id)
+            return True
+        for order in live:
+            try:
+                self.ledger.poll(order)
+            except Exception:  # noqa: BLE001 - polled again next tick
+                logger.exception("trade %s: polling stray order %s failed", trade.id,
+                                 getattr(order, "client_order_id", "?"))
+        if live:
+            self._sync_fills(trade)
+        return bool(live)
+
+    # ---- transitions ------------------------------------------------------------------
+
+    def _on_open_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float, reason: str) -> None:
+        """Rows 3-5 decided on our fills, whatever the job reported (cancel + grace already done)."""
+        if all(leg.open_filled >= leg.qty - QTY_EPSILON for leg in trade.legs):
+            trade.opened_at = self._last_fill_time(trade, Intent.OPEN, now)
+            self._set_state(trade, TradeState.OPEN)
+            self._notify_opened(trade, runtime)
+            if runtime.pending_close_reason is not None:
+                self._decide_exit(trade, runtime.pending_close_reason, {"source": runtime.pending_close_reason}, now)
+                self._set_state(trade, TradeState.PENDING_CLOSE)
+            return
+        if not trade.has_exposure:
+            placed = self._orders_placed(trade)
+            self._fail(trade, now, reason or "open failed with no fill")
+            if placed:
+                self._alert("WARNING", "open_failed", f"trade {trade.id} ({trade.strategy}) failed to open: "
+                            f"{trade.failure_reason}", trade_id=trade.id)
+            return
+        partial = {leg.symbol: leg.net_qty for leg in trade.legs if not _zero(leg.net_qty)}
+        self._set_state(trade, TradeState.UNWINDING)
+        self._alert("WARNING", "open_partial_unwind",
+                    f"trade {trade.id} ({trade.strategy}) opened partially; unwinding "
+                    + ", ".join(f"{symbol} {qty}" for symbol, qty in partial.items()),
+                    trade_id=trade.id, legs=partial)
+
+    def _on_unwind_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        if not trade.has_exposure:
+            self._finish_flat(trade, runtime, now)
+            return
+        trade.unwind_rounds += 1
+        self._after_failed_round(trade, runtime, now)
+        self._persist(trade, "unwind_round_ended")
+
+    def _on_close_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        if not trade.has_exposure:
+            self._finish_flat(trade, runtime, now)
+            return
+        trade.close_rounds += 1
+        self._after_failed_round(trade, runtime, now)
+        self._set_state(trade, TradeState.PENDING_CLOSE)
+
+    def _after_failed_round(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        """Circuit breaker (4.4): 10 failed rounds trip it; after that every failed round does."""
+        trade.failed_rounds += 1
+        if trade.failed_rounds < BREAKER_ROUNDS and trade.breaker_trips == 0:
+            return
+        delay = min(BREAKER_FIRST_DELAY * (2 ** trade.breaker_trips), BREAKER_MAX_DELAY)
+        trade.breaker_trips += 1
+        trade.breaker_until = now + delay
+        self.breaker_trips += 1
+        remaining = {leg.symbol: leg.net_qty for leg in trade.legs if not _zero(leg.net_qty)}
+        self._alert("CRITICAL", "close_breaker",
+                    f"trade {trade.id} ({trade.strategy}): {trade.failed_rounds} rounds without reaching zero "
+                    f"exposure; next round in {delay:.0f} s" + (" (kill switch overrides)" if runtime.kill else ""),
+                    trade_id=trade.id, remaining=remaining, delay_seconds=delay, trips=trade.breaker_trips)
+
+    def _breaker_active(self, trade: TradeLifecycle, runtime: _Runtime | None, now: float) -> bool:
+        if runtime is not None and runtime.kill:
+            return False
+        return trade.breaker_until is not None and now < trade.breaker_until
+
+    def _finish_flat(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        """Zero exposure: CLOSED if the trade ever opened (row 12/16), else FAILED (row 7/16)."""
+        trade.realized_pnl = trade.realized()
+        if trade.opened_at is None:
+            self._fail(trade, now, trade.failure_reason or "open incomplete; unwound")
+            return
+        trade.closed_at = now
+        self._set_state(trade, TradeState.CLOSED)
+        self._notify_closed(trade, runtime)
+
+    def _fail(self, trade: TradeLifecycle, now: float, reason: str) -> None:
+        trade.failed_at = now
+        trade.failure_reason = trade.failure_reason or reason
+        trade.realized_pnl = trade.realized()
+        self._set_state(trade, TradeState.FAILED)
+
+    def _decide_exit(self, trade: TradeLifecycle, reason: str, detail: dict, now: float) -> bool:
+        """I3: the exit reason is written once, at decision time, never overwritten."""
+        if trade.exit_reason is not None:
+            return False
+        trade.exit_reason = reason
+        trade.exit_decided_at = now
+        trade.exit_detail = detail
+        return True
+
+    # ---- exits ------------------------------------------------------------------------
+
+    def _refresh_quotes(self, trade: TradeLifecycle, now: float) -> None:
+        """Once per poll, quotes for legs we hold (the chain cache makes it one call per expiry)."""
+        for leg in trade.legs:
+            if _zero(leg.net_qty) or leg.is_expired(now):
+                continue
+            try:
+                leg.quote = self.market.quote(leg.symbol, max_age=self.quote_max_age)
+            except (TraderError, OSError) as error:
+                logger.warning("trade %s: quote refresh of %s failed: %s", trade.id, leg.symbol, error)
+
+    def _evaluate_exits(self, trade: TradeLifecycle, runtime: _Runtime, snapshot: Any, now: float) -> None:
+        """Row 9: the first exit that fires decides; its close starts in this very tick (row 35)."""
+        unevaluable = False
+        for position, cond in enumerate(runtime.exit_conditions):
+            name = condition_name(cond)
+            verdict = judge_exit(cond, snapshot, trade, health=self.health, strategy=trade.strategy,
+                                 name=f"exit_conditions[{position}]:{name}")
+            if verdict is ExitVerdict.UNEVALUABLE:
+                unevaluable = True
+            elif verdict is ExitVerdict.FIRED:
+                self._decide_exit(trade, name, self._exit_detail(trade, cond, snapshot), now)
+                self._set_state(trade, TradeState.PENDING_CLOSE)
+                runtime.unevaluable_since = None
+                return
+        self._track_unevaluable(trade, runtime, unevaluable, now)
+
+    def _exit_detail(self, trade: TradeLifecycle, cond: Any, snapshot: Any) -> dict:
+        mode = getattr(cond, "mode", None) or "fair"
+        detail: dict[str, Any] = {"condition": condition_name(cond), "snapshot_ts": getattr(snapshot, "timestamp", None)}
+        try:
+            detail.update(trade.valuation(mode).to_detail())
+        except (StaleDataError, ValueError) as error:
+            detail.update({"mode": mode, "pnl": None, "valuation_error": str(error)})
+        detail["index"] = next((float(leg.quote.underlying_price) for leg in trade.legs
+                                if leg.quote is not None and getattr(leg.quote, "underlying_price", None)), None)
+        return detail
+
+    def _track_unevaluable(self, trade: TradeLifecycle, runtime: _Runtime, unevaluable: bool, now: float) -> None:
+        if not unevaluable:
+            if runtime.unevaluable_alerted:
+                logger.info("trade %s: exits evaluable again", trade.id)
+            runtime.unevaluable_since = None
+            runtime.unevaluable_alerted = False
+            return
+        if runtime.unevaluable_since is None:
+            runtime.unevaluable_since = now
+        if not runtime.unevaluable_alerted and now - runtime.unevaluable_since >= UNEVALUABLE_ALERT_SECONDS:
+            runtime.unevaluable_alerted = True
+            self._alert("WARNING", "exit_unevaluable",
+                        f"trade {trade.id} ({trade.strategy}): exits unevaluable for "
+                        f"{now - runtime.unevaluable_since:.0f} s (stale or missing quotes)", trade_id=trade.id)
+
+    # ---- manual closes ----------------------------------------------------------------
+
+    def force_close(self, trade_id: str, reason: str = EXIT_REASON_MANUAL) -> bool:
+        """Rows 10/10b: close now (kill: urgent, breaker ignored). False if nothing to close."""
+        with self._lock:
+            trade = self._trades.get(trade_id)
+            if trade is None or not trade.is_active:
+                return False
+            runtime = self._runtime_of(trade)
+            now = self.clock.now()
+            if reason == EXIT_REASON_KILL:
+                runtime.kill = True
+            if trade.state in (TradeState.PENDING_OPEN, TradeState.OPENING):
+                runtime.pending_close_reason = runtime.pending_close_reason or reason
+                if runtime.job is not None:
+                    runtime.job.request_stop(reason)
+                self._persist(trade, "close_requested")
+                return True
+            if trade.state is TradeState.OPEN:
+                self._decide_exit(trade, reason, {"source": reason}, now)
+                self._set_state(trade, TradeState.PENDING_CLOSE)
+            elif trade.state is TradeState.CLOSING and runtime.kill and runtime.job_kind == "close":
+                runtime.job.request_stop(reason)  # the next round goes out with kill intent
+            elif trade.state is TradeState.SETTLING:
+                return False
+            self._drive(trade, runtime, now)
+            return True
+
+    def kill_all(self, include_external: bool = False) -> list[str]:
+        """Kill switch (7.6): force-close every trade with exposure; optionally adopt other positions."""
+        with self._lock:
+            killed = [t.id for t in self.active_trades() if self.force_close(t.id, EXIT_REASON_KILL)]
+            if include_external:
+                external = self._adopt_external_positions()
+                if external is not None and self.force_close(external.id, EXIT_REASON_KILL):
+                    killed.append(external.id)
+            return killed
+
+    def _adopt_external_positions(self) -> TradeLifecycle | None:
+        """Positions beyond our trades' exposure become legs of trade sequence 0 (reduce-only closes)."""
+        snapshot = self._last_snapshot
+        if snapshot is None:
+            logger.warning("kill_all(include_external=True): no account snapshot yet; external positions skipped")
+            return None
+        ours: dict[str, float] = {}
+        for trade in self.active_trades():
+            for leg in trade.legs:
+                ours[leg.symbol] = ours.get(leg.symbol, 0.0) + leg.sign * leg.net_qty
+        existing = self._trades.get(EXTERNAL_TRADE_ID)
+        legs: list[TradeLeg] = list(existing.legs) if existing is not None and existing.is_active else []
+        now = self.clock.now()
+        for position in getattr(snapshot, "positions", ()):
+            signed = float(getattr(position, "signed_qty", 0.0))
+            extra = _clean_qty(abs(signed - ours.get(position.symbol, 0.0)))
+            if _zero(extra) or (signed - ours.get(position.symbol, 0.0)) * signed <= 0:
+                continue
+            try:
+                instrument = self.market.instrument(position.symbol)
+            except Exception:  # noqa: BLE001
+                logger.exception("external position %s: instrument unknown; not adopted", position.symbol)
+                continue
+            if now >= instrument.expiry_ms / 1000.0:
+                continue
+            legs.append(TradeLeg(index=len(legs), symbol=position.symbol, option_type=instrument.option_type,
+                                 strike=float(instrument.strike), expiry_ms=int(instrument.expiry_ms),
+                                 side=BUY if signed > 0 else SELL, qty=extra, adopted_qty=extra))
+        if not legs or (existing is not None and existing.is_active and len(legs) == len(existing.legs)):
+            return existing if existing is not None and existing.is_active else None
+        trade = TradeLifecycle(id=EXTERNAL_TRADE_ID, seq=0, strategy="external", state=TradeState.OPEN, legs=legs,
+                               created_at=now, opened_at=now, metadata={"external": True})
+        trade.bind_clock(self.clock)
+        self._trades[trade.id] = trade
+        self._runtime[trade.id] = _Runtime(params=self.urgent_params, kill=True)
+        self._persist(trade, "external_adopted")
+        return trade
+
+    # ---- expiry and settlement --------------------------------------------------------------
+
+    def _handle_expiry(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> bool:
+        """Rows 15-16: settle expired legs; SETTLING once every leg we hold has expired.
+
+        Returns True when the trade is done for this tick (settling or just finished).
+        """
+        held = [leg for leg in trade.legs if not _zero(leg.net_qty)]
+        expired = [leg for leg in held if leg.is_expired(now)]
+        if not expired:
+            if trade.state is TradeState.SETTLING and runtime.job is None and not trade.has_exposure:
+                self._finish_flat(trade, runtime, now)
+            return trade.state is TradeState.SETTLING
+        all_expired = len(expired) == len(held)
+        if runtime.job is not None:
+            if all_expired:
+                runtime.job.request_stop(EXIT_REASON_EXPIRY)
+            return True  # live orders on expired symbols are left to the exchange and polled by the job
+        if all_expired and trade.state is not TradeState.SETTLING:
+            self._decide_exit(trade, EXIT_REASON_EXPIRY, {"source": EXIT_REASON_EXPIRY,
+                                                           "legs": [leg.symbol for leg in expired]}, now)
+            self._set_state(trade, TradeState.SETTLING)
+        if now >= runtime.next_settlement_check:
+            runtime.next_settlement_check = now + DELIVERY_RETRY_SECONDS
+            for leg in expired:
+                self._settle_leg(trade, runtime, leg, now)
+        if not trade.has_exposure:
+            self._finish_flat(trade, runtime, now)
+            return True
+        return all_expired
+
+    def _settle_leg(self, trade: TradeLifecycle, runtime: _Runtime, leg: TradeLeg, now: float) -> None:
+        qty = leg.net_qty
+        delivery, estimated = self._delivery_price(leg.expiry_ms, now, trade, runtime)
+        record = self._exercise_record(leg, qty)
+        if delivery is None and record is not None:
+            delivery = _float(record.get("exercisePrice"))
+        if delivery is None:
+            return
+        intrinsic = intrinsic_value(leg.option_type, leg.strike, delivery)
+        cash = round(leg.sign * intrinsic * qty, 8)
+        if record is not None and _float(record.get("fees")) is not None:
+            fee, fee_estimated = float(record["fees"]), False
+            exact_cash = _float(record.get("settlementCashFlow"))
+            if exact_cash is not None:
+                cash = exact_cash
+        else:
+            fee, fee_estimated = estimated_delivery_fee(leg.expiry_ms, qty, delivery, intrinsic), True
+        leg.settlement = Settlement(delivery_price=delivery, qty=qty, intrinsic=intrinsic, cash=cash, fee=fee,
+                                    fee_estimated=fee_estimated, price_estimated=estimated, settled_at=now)
+        for flag, on in (("fee_estimated", fee_estimated), ("settlement_estimated", estimated)):
+            if on and flag not in trade.flags:
+                trade.flags.append(flag)
+        trade.fees_paid = trade.total_fees()
+        logger.info("trade %s leg %d %s settled: %s x %.2f intrinsic at delivery %.2f, fee %.2f", trade.id,
+                    leg.index, leg.symbol, qty, intrinsic, delivery, fee)
+        self._persist(trade, "leg_settled")
+
+    def _delivery_price(self, expiry_ms: int, now: float, trade: TradeLifecycle,
+                        runtime: _Runtime) -> tuple[float | None, bool]:
+        """Delivery price of ``expiry_ms`` (cached); after 24 h, the estimated expiration price."""
+        if expiry_ms in self._delivery_prices:
+            return self._delivery_prices[expiry_ms], False
+        try:
+            price = find_delivery_price(self.client.delivery_prices(), expiry_ms)
+        except Exception as error:  # noqa: BLE001 - retried later
+            logger.warning("delivery prices unavailable: %s", error)
+            price = None
+        if price is not None:
+            self._delivery_prices[expiry_ms] = price
+            return price, False
+        waited = now - expiry_ms / 1000.0
+        if waited >= DELIVERY_WARN_SECONDS and not runtime.delivery_warned:
+            runtime.delivery_warned = True
+            self._alert("WARNING", "delivery_price_missing",
+                        f"trade {trade.id}: no delivery price {waited / 60:.0f} min after expiry {expiry_ms}",
+                        trade_id=trade.id, expiry_ms=expiry_ms)
+        if waited >= DELIVERY_ESTIMATE_SECONDS:
+            try:
+                rows = self.client.estimated_expiration_price(expiry_ms)
+                estimate = _float((rows[0] if isinstance(rows, list) and rows else {}).get("estimatedExpirationPrice"))
+            except Exception as error:  # noqa: BLE001
+                logger.warning("estimated expiration price unavailable: %s", error)
+                estimate = None
+            if estimate is not None and estimate > 0:
+                return estimate, True
+        return None, False
+
+    def _exercise_record(self, leg: TradeLeg, qty: float) -> dict | None:
+        """The exchange's settlement record when it describes exactly our quantity (no pro-rating)."""
+        try:
+            data = self.client.exercise_history(symbol=leg.symbol)
+        except Exception as error:  # noqa: BLE001 - the computed settlement is used instead
+            logger.info("exercise history for %s unavailable: %s", leg.symbol, error)
+            return None
+        items = data.get("list") if isinstance(data, Mapping) else data
+        for item in items or []:
+            if not isinstance(item, Mapping) or item.get("symbol") != leg.symbol:
+                continue
+            record_qty = _float(item.get("qty"))
+            side = item.get("tradeSide")
+            if record_qty is not None and abs(record_qty - qty) < QTY_EPSILON and (
+                    side is None or int(side) == leg.side):
+                return dict(item)
+        return None
+
+    # ---- fills, persistence, notifications ------------------------------------------------------
+
+    def _sync_fills(self, trade: TradeLifecycle) -> None:
+        """Legs' fills from the ledger: open family, and close + unwind + kill together."""
+        for leg in trade.legs:
+            qty, vwap, fees = self.ledger.leg_fill(trade.id, leg.index, Intent.OPEN)
+            leg.open_filled, leg.open_vwap, leg.open_fees = _clean_qty(qty), float(vwap or 0.0), float(fees or 0.0)
+            total_qty = total_value = total_fees = 0.0
+            for family in (Intent.CLOSE, Intent.UNWIND, Intent.KILL):
+                qty, vwap, fees = self.ledger.leg_fill(trade.id, leg.index, family)
+                total_qty += qty
+                total_value += qty * (vwap or 0.0)
+                total_fees += fees or 0.0
+            leg.close_filled = _clean_qty(total_qty)
+            leg.close_vwap = total_value / total_qty if total_qty > QTY_EPSILON else 0.0
+            leg.close_fees = total_fees
+        trade.fees_paid = trade.total_fees()
+
+    def _last_fill_time(self, trade: TradeLifecycle, family: Intent, default: float) -> float:
+        try:
+            times = [float(o.updated_at) for o in self.ledger.orders(trade.id, family=family)
+                     if float(getattr(o, "filled_qty", 0.0)) > 0 and getattr(o, "updated_at", 0.0)]
+        except Exception:  # noqa: BLE001
+            logger.exception("trade %s: reading fill times failed", trade.id)
+            times = []
+        return max(times) if times else default
+
+    def _orders_placed(self, trade: TradeLifecycle) -> bool:
+        try:
+            return any(getattr(o, "order_id", None) is not None or str(getattr(o, "status", "")).endswith("UNKNOWN")
+                       for o in self.ledger.orders(trade.id))
+        except Exception:  # noqa: BLE001
+            return True
+
+    def _set_state(self, trade: TradeLifecycle, state: TradeState) -> None:
+        previous = trade.state
+        trade.state = state
+        logger.info("trade %s (%s): %s -> %s", trade.id, trade.strategy, previous.value, state.value)
+        self._persist(trade, "state", previous=previous.value)
+
+    def _persist(self, trade: TradeLifecycle, event: str, **extra: Any) -> None:
+        """I5: committed before the next request for this trade; a failed write is CRITICAL."""
+        if self.store is None:
+            return
+        try:
+            self.store.save_trade(trade.to_record())
+            self.store.append_event("trade", {"trade_id": trade.id, "event": event, "state": trade.state.value,
+                                              **extra}, self.clock.now())
+        except Exception as error:  # noqa: BLE001 - exits go on; entries pause elsewhere
+            self.persistence_errors += 1
+            logger.critical("trade %s: persisting %s failed: %s", trade.id, event, error)
+            self._alert("CRITICAL", "persistence_failed", f"trade {trade.id}: state write failed: {error}",
+                        trade_id=trade.id)
+
+    def _notify_opened(self, trade: TradeLifecycle, runtime: _Runtime) -> None:
+        if trade.opened_notified:
+            return
+        trade.opened_notified = True
+        self._persist(trade, "opened_notified")
+        self._call_back(runtime.on_opened, trade, "on_opened")
+
+    def _notify_closed(self, trade: TradeLifecycle, runtime: _Runtime) -> None:
+        if trade.closed_notified:
+            return
+        trade.closed_notified = True
+        self._persist(trade, "closed_notified")
+        self._call_back(runtime.on_closed, trade, "on_closed")
+
+    @staticmethod
+    def _call_back(callback: Callable[[TradeLifecycle], Any] | None, trade: TradeLifecycle, name: str) -> None:
+        if callback is None:
+            return
+        try:
+            callback(trade)
+        except Exception:  # noqa: BLE001 - a strategy callback never breaks the lifecycle
+            logger.exception("trade %s: %s callback raised", trade.id, name)
+
+    def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
+        if level == "CRITICAL":
+            logger.critical("%s: %s", kind, message)
+        else:
+            logger.warning("%s: %s", kind, message)
+        if self.alerts is None:
+            return
+        try:
+            self.alerts.alert(level, kind, message, **detail)
+        except Exception:  # noqa: BLE001 - an alert sink never blocks trading
+            logger.exception("alert sink failed for %s", kind)
+
+    def _condition_alert(self, kind: str, detail: str) -> None:
+        self._alert("WARNING", kind, detail)
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def find_delivery_price(data: Any, expiry_ms: int) -> float | None:
+    """The delivery price of ``expiry_ms`` in a ``get-delivery-prices`` answer (API.md 6.5).
+
+    ``date`` is matched as epoch ms, or as a calendar date string of the expiry's UTC day.
+    """
+    items = data.get("list") if isinstance(data, Mapping) else data
+    expiry_day = datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc).date()
+    for item in items or []:
+        if not isinstance(item, Mapping):
+            continue
+        price = _float(item.get("delivery_price", item.get("deliveryPrice")))
+        if price is None or price <= 0:
+            continue
+        if _same_expiry(item.get("date"), expiry_ms, expiry_day):
+            return price
+    return None
+
+
+def _same_expiry(raw: Any, expiry_ms: int, expiry_day: date) -> bool:
+    if isinstance(raw, bool) or raw is None:
+        return False
+    if isinstance(raw, (int, float)):
+        return int(raw) == int(expiry_ms)
+    text = str(raw).strip()
+    if text.isdigit():
+        return int(text) == int(expiry_ms)
+    try:
+        return date.fromisoformat(text[:10]) == expiry_day
+    except ValueError:
+        return False
+
+
+__all__ = [
+    "TradeState", "TradeLeg", "TradeLifecycle", "LifecycleManager", "Settlement", "Valuation", "LegValue",
+    "urgent_execution_params", "find_delivery_price", "estimated_delivery_fee", "intrinsic_value",
+    "profit_target", "max_loss", "profit_target_pct", "max_loss_pct", "max_hold_hours", "time_exit",
+    "utc_datetime_exit", "account_delta_limit", "structure_delta_limit", "leg_greek_limit",
+]
