@@ -597,17 +597,25 @@ def daemon_loop(ctx: Any, runners: Sequence[Any], stop: StopFlag, run_for: float
             stop.request(f"--run-for {run_for:g}s of simulated time elapsed")
 
 
-def _recover(ctx: Any, runners: Sequence[Any]) -> None:
-    """Restart recovery when the lifecycle offers it; if it fails, trade nothing new."""
+def _recover(ctx: Any) -> bool:
+    """Reload our trades and orders from the store before any runner exists; True if it worked."""
     recover = getattr(ctx.lifecycle_manager, "recover", None)
-    if callable(recover):
-        try:
-            report = recover()
-            logger.info("recovery: %s", report)
-        except Exception:
-            logger.exception("restart recovery failed: every strategy starts paused")
-            for runner in runners:
-                runner.pause("recovery failed at start-up")
+    if not callable(recover):
+        return True
+    try:
+        report = recover()
+    except Exception:
+        logger.exception("restart recovery failed: every strategy starts paused")
+        return False
+    logger.info("recovery: %s", report)
+    return True
+
+
+def _pause_if_unsafe(ctx: Any, runners: Sequence[Any], recovered: bool) -> None:
+    """No new entries after a failed recovery or a quarantined store (exits still run)."""
+    if not recovered:
+        for runner in runners:
+            runner.pause("recovery failed at start-up")
     if ctx.store_quarantined is not None:
         logger.critical("state database quarantined to %s: every strategy starts paused", ctx.store_quarantined)
         for runner in runners:
@@ -638,6 +646,7 @@ def run(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFl
         # After open_exchange: a restored paper account may have moved the clock forward.
         logger.info("simulated time %s, speed %s", fmt_time(clock.now()), getattr(clock, "speed", "n/a"))
     try:
+        recovered = _recover(ctx)
         try:
             runners = [StrategyRunner(config, ctx) for config in configs]
         except ConfigError as exc:
@@ -648,7 +657,7 @@ def run(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFl
         if refused is not None:
             return refused
         log_startup_summary(ctx.http, clock)
-        _recover(ctx, runners)
+        _pause_if_unsafe(ctx, runners, recovered)
         for runner in runners:
             ctx.position_monitor.register(runner)
         ctx.position_monitor.register(StatusReporter(ctx, runners))

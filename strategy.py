@@ -488,6 +488,11 @@ class StrategyRunner:
         if saved is None:
             # Trades that finished before this runner ever existed get no late callbacks.
             self._mark_history_delivered()
+        attach = getattr(ctx.lifecycle_manager, "attach_strategy", None)
+        if callable(attach):
+            # Exit rules and callbacks for this strategy's trades, including any reloaded at restart.
+            attach(self.name, exit_conditions=list(config.exit_conditions),
+                   execution_params=config.execution_params, on_opened=self._hook, on_closed=self._hook)
         self._start(ctx.clock.now())
 
     # ---- start-up ----------------------------------------------------------------------

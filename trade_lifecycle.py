@@ -38,7 +38,7 @@ from conditions import (
     utc_datetime_exit,
 )
 from errors import StaleDataError, TraderError
-from trade_execution import ExecutionParams, Intent, JobStatus, LegTarget
+from trade_execution import ExecutionParams, Intent, JobStatus, LegTarget, OrderStatus
 
 logger = logging.getLogger(__name__)
 
@@ -519,6 +519,20 @@ class _Runtime:
     delivery_warned: bool = False
 
 
+@dataclass(frozen=True)
+class StrategyHooks:
+    """What a strategy gives each of its trades: exit rules, execution params, callbacks.
+
+    Kept per strategy name so that trades reloaded after a restart get the rules of the
+    strategy of the same name (BEHAVIOUR 4.7); a trade whose strategy is gone is unmanaged.
+    """
+
+    exit_conditions: tuple = ()
+    execution_params: Any = None
+    on_opened: Callable[[TradeLifecycle], Any] | None = None
+    on_closed: Callable[[TradeLifecycle], Any] | None = None
+
+
 class LifecycleManager:
     """Owns every trade and drives it through BEHAVIOUR 4.2 one non-blocking step per tick."""
 
@@ -540,6 +554,7 @@ class LifecycleManager:
         self._lock = threading.RLock()
         self._trades: dict[str, TradeLifecycle] = {}
         self._runtime: dict[str, _Runtime] = {}
+        self._hooks: dict[str, StrategyHooks] = {}
         self._next_seq = 1
         self._last_snapshot: Any = None
         self._delivery_prices: dict[int, float] = {}
@@ -660,6 +675,9 @@ class LifecycleManager:
 
     def _tick_trade(self, trade: TradeLifecycle, now: float, poll_snapshot: Any) -> None:
         runtime = self._runtime_of(trade)
+        if runtime.job is None and trade.state in (TradeState.OPENING, TradeState.CLOSING):
+            self._finish_interrupted_job(trade, runtime, now)
+            return
         if runtime.job is not None:
             self._step_job(trade, runtime, now)
         self._sync_fills(trade)
@@ -756,7 +774,12 @@ class LifecycleManager:
         self._step_job(trade, runtime, now)
 
     def _resolve_stray_orders(self, trade: TradeLifecycle) -> bool:
-        """Non-final orders with no job (e.g. adopted at restart): poll them before a new round."""
+        """Non-final orders with no job (left by a restart): make them final before a new round.
+
+        A working order (LIVE/PARTIAL) is cancelled; anything else (cancel requested, unknown,
+        recorded but maybe unsent) is polled until the exchange gives its final state. True
+        while any remains, so no new order goes out on a leg that still has one.
+        """
         try:
             live = list(self.ledger.live_orders(trade.id))
         except Exception:  # noqa: BLE001
@@ -764,7 +787,10 @@ class LifecycleManager:
             return True
         for order in live:
             try:
-                self.ledger.poll(order)
+                if getattr(order, "status", None) in (OrderStatus.LIVE, OrderStatus.PARTIAL):
+                    self.ledger.cancel(order)
+                else:
+                    self.ledger.poll(order)
             except Exception:  # noqa: BLE001 - polled again next tick
                 logger.exception("trade %s: polling stray order %s failed", trade.id,
                                  getattr(order, "client_order_id", "?"))
@@ -914,6 +940,89 @@ class LifecycleManager:
                         f"{now - runtime.unevaluable_since:.0f} s (stale or missing quotes)", trade_id=trade.id)
 
     # ---- manual closes ----------------------------------------------------------------
+
+    # ---- restart ----------------------------------------------------------------------
+
+    def attach_strategy(self, strategy: str, *, exit_conditions: Iterable[Any] = (),
+                        execution_params: ExecutionParams | None = None,
+                        on_opened: Callable[[TradeLifecycle], Any] | None = None,
+                        on_closed: Callable[[TradeLifecycle], Any] | None = None) -> None:
+        """Register a strategy's rules; its trades already loaded (after a restart) get them now."""
+        hooks = StrategyHooks(tuple(exit_conditions), execution_params, on_opened, on_closed)
+        with self._lock:
+            self._hooks[strategy] = hooks
+            for trade in self._trades.values():
+                if trade.strategy == strategy:
+                    self._apply_hooks(self._runtime_of(trade), hooks)
+
+    def _apply_hooks(self, runtime: _Runtime, hooks: StrategyHooks) -> None:
+        runtime.exit_conditions = hooks.exit_conditions
+        runtime.params = hooks.execution_params or self.exec_params_default
+        runtime.on_opened = hooks.on_opened
+        runtime.on_closed = hooks.on_closed
+
+    def recover(self) -> dict:
+        """Reload our trades and orders from the store after a restart (part of BEHAVIOUR 4.7).
+
+        Every trade and ledger order comes back; a trade that never sent an order
+        (PENDING_OPEN) fails as "abandoned at restart"; an open or close interrupted mid-job
+        resumes on the next tick (its working orders are cancelled, then it is decided on our
+        fills: OPEN / FAILED / UNWINDING, or CLOSED / PENDING_CLOSE); OPEN, PENDING_CLOSE,
+        UNWINDING and SETTLING trades carry on as they were. Reconciliation against the
+        exchange's positions is the recovery issue's work.
+        """
+        report: dict[str, Any] = {"restored": 0, "active": [], "abandoned": [], "unmanaged": []}
+        if self.store is None:
+            return report
+        with self._lock:
+            self.ledger.restore(self.store.load_orders())
+            now = self.clock.now()
+            for record in self.store.load_trades():
+                trade = TradeLifecycle.from_record(record)
+                if trade.id in self._trades:
+                    continue
+                trade.bind_clock(self.clock)
+                self._trades[trade.id] = trade
+                self._next_seq = max(self._next_seq, trade.seq + 1)
+                runtime = self._runtime_of(trade)
+                hooks = self._hooks.get(trade.strategy)
+                if hooks is not None:
+                    self._apply_hooks(runtime, hooks)
+                report["restored"] += 1
+                if not trade.is_active:
+                    continue
+                self._sync_fills(trade)
+                if trade.state is TradeState.PENDING_OPEN:
+                    if not self.ledger.orders(trade.id):
+                        self._fail(trade, now, "abandoned at restart")
+                        report["abandoned"].append(trade.id)
+                        continue
+                    self._set_state(trade, TradeState.OPENING)
+                report["active"].append(f"{trade.id} {trade.strategy} {trade.state.value}")
+                if hooks is None:
+                    report["unmanaged"].append(trade.id)
+                    logger.warning("trade %s belongs to strategy %r, which is not running: no exit rule "
+                                   "applies (expiry still does; the kill switch can close it)",
+                                   trade.id, trade.strategy)
+            logger.info("recovered %d trades from the store; active: %s", report["restored"],
+                        ", ".join(report["active"]) or "none")
+            return report
+
+    def _finish_interrupted_job(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        """OPENING/CLOSING without a job (the daemon restarted mid-execution).
+
+        Cancel what is still working, then decide on our fills exactly as if the job had
+        just ended: never re-sends the filled quantity, never leaves a partial open as is.
+        """
+        if self._resolve_stray_orders(trade):
+            return
+        self._sync_fills(trade)
+        if trade.state is TradeState.OPENING:
+            self._on_open_end(trade, runtime, now, "open interrupted by a restart")
+        elif not trade.has_exposure:
+            self._finish_flat(trade, runtime, now)
+        else:
+            self._set_state(trade, TradeState.PENDING_CLOSE)
 
     def force_close(self, trade_id: str, reason: str = EXIT_REASON_MANUAL) -> bool:
         """Rows 10/10b: close now (kill: urgent, breaker ignored). False if nothing to close."""

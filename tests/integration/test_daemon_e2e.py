@@ -149,3 +149,35 @@ def test_check_exits_2_when_a_strategy_cannot_resolve(tmp_path, sim, capsys):
     assert code == 2
     assert "impossible: FAILED" in capsys.readouterr().out
     assert sim.counts["create_order"] == 0
+
+
+def test_a_restart_reloads_the_open_trade_closes_it_by_its_exit_and_never_opens_a_second(tmp_path):
+    """Incident 1 and 3: stop with an OPEN trade, start again on the same state directory."""
+    env = env_for(tmp_path)
+    # First run: the micro strangle opens (its max-hold exit is 15 min away) and the run stops.
+    first = main_module.main(["--run-for", "120", "--strategy", "micro_strangle"],
+                             clock=SimulatedClock(start=START, speed=0), env=env, dotenv_path=None)
+    assert first == 0
+    [trade] = stored_trades(tmp_path)
+    assert trade["state"] == "OPEN"
+    orders_after_first = {o["client_order_id"] for o in stored_orders(tmp_path)}
+    assert orders_after_first and all(o["intent"] in (1, 2) for o in stored_orders(tmp_path))
+
+    # Second run, later the same morning, on the same state (daemon store + paper account).
+    second = main_module.main(["--run-for", "1800", "--strategy", "micro_strangle"],
+                              clock=SimulatedClock(start=START + 300, speed=0), env=env, dotenv_path=None)
+    assert second == 0
+    log = read_log(tmp_path)
+    assert "recovered 1 trades from the store" in log
+    trades = stored_trades(tmp_path)
+    reloaded = next(t for t in trades if t["id"] == trade["id"])
+    assert reloaded["state"] == "CLOSED"
+    assert reloaded["exit_reason"].startswith(("max_hold_hours", "profit_target_pct", "max_loss_pct"))
+    # While the reloaded trade was active, no second trade was opened (max_concurrent_trades=1).
+    others = [t for t in trades if t["id"] != trade["id"]]
+    assert all(t["created_at"] >= reloaded["closed_at"] for t in others)
+    # Every order of the close went out reduce-only, and no open order of the first trade was re-sent.
+    closes = [o for o in stored_orders(tmp_path) if o["trade_id"] == trade["id"] and o["intent"] >= 3]
+    assert closes and all(o["reduce_only"] for o in closes)
+    assert {o["client_order_id"] for o in stored_orders(tmp_path)
+            if o["trade_id"] == trade["id"] and o["intent"] in (1, 2)} == orders_after_first

@@ -196,3 +196,52 @@ def test_exit_decided_in_the_halt_sends_nothing_and_settles(rig):
     symbols = {leg.symbol for leg in trade.legs}
     assert not [r for r in rig.creates(since_ms) if r.params.get("symbol") in symbols]  # row 20
     assert trade.exit_reason == "manual" and all(leg.settlement is not None for leg in trade.legs)
+
+
+def restarted(rig: Rig) -> Rig:
+    """A fresh ledger and manager on the same store, client and simulator: a daemon restart."""
+    again = Rig.__new__(Rig)
+    again.sim, again.clock, again.client, again.market = rig.sim, rig.clock, rig.client, rig.market
+    again.store, again.alerts = rig.store, rig.alerts
+    again.ledger = OrderLedger(rig.client, rig.clock, store=rig.store)
+    again.executor = TradeExecutor(LimitFillManager(again.ledger, again.market, rig.clock))
+    again.manager = LifecycleManager(ledger=again.ledger, executor=again.executor, market=again.market,
+                                     client=again.client, clock=rig.clock, store=rig.store, alerts=rig.alerts)
+    again.snapshot, again.last_poll, again.opened, again.closed = None, None, [], []
+    return again
+
+
+def test_an_open_interrupted_by_a_restart_is_decided_on_fills_then_managed_by_its_exit(rig):
+    trade = rig.create(strangle(0.1))  # the open job placed its orders; the "process dies" here
+    assert rig.store.load_trade(trade.id)["state"] == "OPENING"
+    sent = len(rig.creates())
+    assert sent == 2
+
+    after = restarted(rig)
+    after.manager.attach_strategy("sim-strat", exit_conditions=[conditions.max_hold_hours(1)],
+                                  on_opened=after.opened.append, on_closed=after.closed.append)
+    report = after.manager.recover()
+    assert report["restored"] == 1 and report["unmanaged"] == []
+    reloaded = after.manager.get(trade.id)
+    assert after.drive(60, until=lambda: reloaded.state is TradeState.OPEN), reloaded.state
+    assert len(after.creates()) == sent  # nothing re-sent: the open was decided on the fills
+    assert all(leg.open_filled == pytest.approx(0.1) for leg in reloaded.legs)
+    assert after.opened == [reloaded]  # the callback was not delivered before the restart
+
+    assert after.drive(3700, until=lambda: reloaded.state is TradeState.CLOSED), reloaded.state
+    assert reloaded.exit_reason == "max_hold_hours(hours=1.0)"
+
+
+def test_a_trade_that_never_sent_an_order_is_abandoned_at_restart(rig):
+    trade = rig.create(strangle(0.1))
+    # A second trade whose process died after recording it, before its first order.
+    record = rig.store.load_trade(trade.id)
+    record.update(id="T000000099", seq=99, state="PENDING_OPEN")
+    rig.store.save_trade(record)
+
+    after = restarted(rig)
+    report = after.manager.recover()
+    assert report["restored"] == 2 and report["abandoned"] == ["T000000099"]
+    abandoned = after.manager.get("T000000099")
+    assert abandoned.state is TradeState.FAILED and abandoned.failure_reason == "abandoned at restart"
+    assert after.manager.get(trade.id).state is TradeState.OPENING  # it has orders: decided on its fills
