@@ -622,6 +622,9 @@ class StrategyRunner:
 
     def _entry(self, snapshot: AccountSnapshot, trades: list[Any], now: float) -> str | None:
         """Gates 2-11; returns why no trade was created (None when one was)."""
+        # Every gate must pass, so their order only decides what is reported and what it
+        # costs: the index read (a REST call) comes last, right before resolution, so a
+        # strategy outside its window or at its limits makes no market-data request at all.
         reason = (self._gate_paused(now) or self._gate_throttle(now) or self._gate_data(snapshot)
                   or self._gate_single_flight(trades) or self._gate_concurrency(trades)
                   or self._gate_cooldown(now) or self._gate_daily_quota() or self._gate_open_failures(now))
@@ -633,6 +636,9 @@ class StrategyRunner:
             if not evaluate_entry(cond, snapshot, health=self.ctx.condition_health, strategy=self.name,
                                   name=label):
                 return f"entry condition {label} not met"
+        reason = self._gate_index()
+        if reason is not None:
+            return reason
         return self._open(snapshot)
 
     def _gate_paused(self, now: float) -> str | None:
@@ -658,6 +664,10 @@ class StrategyRunner:
         age = self.ctx.clock.now() - float(snapshot.timestamp)
         if age > limit:
             return f"snapshot {age:.0f} s old (limit {limit:.0f} s)"
+        return None
+
+    def _gate_index(self) -> str | None:
+        """Data gate, second half: an index no older than 15 s and not frozen (incidents 14, 15)."""
         try:
             self.ctx.market_data.index_price(max_age=INDEX_MAX_AGE_SECONDS)
         except Exception as exc:  # no index, no decision (incident 15)

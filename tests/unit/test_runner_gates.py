@@ -349,8 +349,17 @@ def test_data_gates_block_entries(problem, caplog):
         h.market.index_frozen = True
     with caplog.at_level(logging.INFO):
         h.tick(snap)
-    assert h.created == [] and cond.calls == 0
+    assert h.created == []
+    # Reachability and snapshot age are checked before the entry conditions; the index (a
+    # REST read) only once they pass, right before resolution.
+    assert cond.calls == (1 if problem in ("no_index", "frozen_index") else 0)
     assert h.runner.status()["blocked_by"]
+
+
+def test_no_index_is_read_while_an_entry_condition_blocks():
+    h = Harness(config(entry_conditions=[Counting(False)]))
+    h.tick()
+    assert h.market.index_reads == [] and h.created == []
 
 
 def test_the_index_must_be_at_most_15_seconds_old():
