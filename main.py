@@ -31,6 +31,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from api_values import finite_number
 from clock import Clock, RealClock, SimulatedClock
 from config import Settings, load_settings
 from errors import AuthError, ConfigError, TraderError
@@ -214,19 +215,8 @@ def install_signal_handlers(stop: StopFlag) -> Callable[[], None]:
 # ---------------------------------------------------------------------------------------
 
 
-def as_number(value: Any) -> float | None:
-    """A number from an API field that may be a JSON string or number; None if absent or invalid."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number == number else None
-
-
 def fmt(value: Any, digits: int = 2) -> str:
-    number = as_number(value)
+    number = finite_number(value)
     return "n/a" if number is None else f"{number:,.{digits}f}"
 
 
@@ -235,7 +225,7 @@ def fmt_time(epoch_seconds: float) -> str:
 
 
 def account_line(summary: Mapping[str, Any]) -> str:
-    im_ratio = as_number(summary.get("imRatio"))
+    im_ratio = finite_number(summary.get("imRatio"))
     ratio_text = "n/a" if im_ratio is None else f"{im_ratio * 100:.2f}%"
     return (
         f"equity={fmt(summary.get('equity'))} USD available_margin={fmt(summary.get('availableMargin'))} USD "
@@ -262,7 +252,7 @@ def nearest_expiry_ms(instruments: Sequence[Mapping[str, Any]], now_ms: int) -> 
 
 def atm_row(chain: Sequence[Mapping[str, Any]], index_price: float) -> Mapping[str, Any] | None:
     """The chain row whose strike is closest to the index."""
-    rows = [row for row in chain if as_number(row.get("strike")) is not None]
+    rows = [row for row in chain if finite_number(row.get("strike")) is not None]
     if not rows:
         return None
     return min(rows, key=lambda row: abs(float(row["strike"]) - index_price))
@@ -270,7 +260,7 @@ def atm_row(chain: Sequence[Mapping[str, Any]], index_price: float) -> Mapping[s
 
 def chain_summary_lines(client: Any, clock: Clock) -> Iterator[str]:
     """A few log lines about the BTC option market, from one instruments and one chain call."""
-    index = as_number(client.index_price())
+    index = finite_number(client.index_price())
     instruments = client.instruments("BTC")
     expiries = {int(i["expirationTimestamp"]) for i in instruments if "expirationTimestamp" in i}
     yield (

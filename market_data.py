@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
+from api_values import finite_number
 from clock import Clock
 from errors import SelectionError, StaleDataError, TraderError
 
@@ -211,19 +212,8 @@ def parse_symbol(symbol: str) -> ParsedSymbol:
 # The one adapter: camelCase payloads -> values
 # ---------------------------------------------------------------------------------------
 
-def _number(raw: Any) -> float | None:
-    """A finite float from a JSON number or numeric string; ``None`` if absent or unusable."""
-    if raw is None or isinstance(raw, bool):
-        return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def _required(raw: Mapping[str, Any], key: str, what: str) -> float:
-    value = _number(raw.get(key))
+    value = finite_number(raw.get(key))
     if value is None:
         raise StaleDataError(f"{what}: field {key!r} is missing or not a number ({raw.get(key)!r})")
     return value
@@ -231,13 +221,13 @@ def _required(raw: Mapping[str, Any], key: str, what: str) -> float:
 
 def _side_value(raw: Mapping[str, Any], key: str) -> float:
     """Bid/ask price or size: absent or non-positive means the side is empty (0.0)."""
-    value = _number(raw.get(key))
+    value = finite_number(raw.get(key))
     return value if value is not None and value > 0 else 0.0
 
 
 def _iv(raw: Any) -> float | None:
     """An implied vol, ignoring the Double.MAX sentinel."""
-    value = _number(raw)
+    value = finite_number(raw)
     if value is None or abs(value) >= _IV_SENTINEL_FLOOR:
         return None
     return value
@@ -262,7 +252,7 @@ def _int_ms(raw: Any) -> int | None:
     try:
         return int(str(raw).strip())
     except ValueError:
-        value = _number(raw)
+        value = finite_number(raw)
         return int(value) if value is not None else None
 
 
@@ -337,11 +327,11 @@ def option_row_from_api(raw: Mapping[str, Any], *, as_of: float, expiry_hint: in
         mark_iv=mark_iv if mark_iv is not None else math.nan,
         bid_iv=_iv(raw.get("bidIv")) or 0.0,
         ask_iv=_iv(raw.get("askIv")) or 0.0,
-        delta=_number(raw.get("delta")),
-        gamma=_number(raw.get("gamma")),
-        vega=_number(raw.get("vega")),
-        theta=_number(raw.get("theta")),
-        rho=_number(raw.get("rho")),
+        delta=finite_number(raw.get("delta")),
+        gamma=finite_number(raw.get("gamma")),
+        vega=finite_number(raw.get("vega")),
+        theta=finite_number(raw.get("theta")),
+        rho=finite_number(raw.get("rho")),
         underlying_price=_required(raw, "underlyingPrice", what),
         as_of=as_of,
         last_price_iv=_iv(raw.get("lastPriceIv")),
@@ -378,9 +368,9 @@ def _book_side(levels: Any, symbol: str, descending: bool) -> tuple[tuple[float,
     parsed: list[tuple[float, float]] = []
     for level in levels:
         if isinstance(level, Mapping):
-            price, size = _number(level.get("price")), _number(level.get("size"))
+            price, size = finite_number(level.get("price")), finite_number(level.get("size"))
         elif isinstance(level, (list, tuple)) and len(level) >= 2:
-            price, size = _number(level[0]), _number(level[1])
+            price, size = finite_number(level[0]), finite_number(level[1])
         else:
             raise StaleDataError(f"order book {symbol}: unreadable level {level!r}")
         if price is None or size is None:

@@ -25,6 +25,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum, IntEnum
 from typing import Any, Callable, Iterable, Sequence
 
+from api_values import finite_number, int_or_none
 from errors import (
     ConfigError,
     EndpointNotFound,
@@ -317,25 +318,6 @@ def summarize_fills(orders: Iterable[LedgerOrder]) -> FillSummary:
     return FillSummary(float(qty), vwap, float(fees))
 
 
-def _number(raw: Any) -> float | None:
-    if raw is None or isinstance(raw, bool):
-        return None
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _int_or_none(raw: Any) -> int | None:
-    if raw is None or isinstance(raw, (bool, float)):
-        return None
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        return None
-
-
 EventSink = Callable[[str, dict], None]
 
 
@@ -540,22 +522,22 @@ class OrderLedger:
     def _apply_view(self, order: LedgerOrder, data: dict) -> None:
         """Adopt the exchange's view: ids, cumulative fills (never decreasing), status."""
         changes: dict[str, Any] = {}
-        order_id = _int_or_none(data.get("orderId"))
+        order_id = int_or_none(data.get("orderId"))
         if order_id is not None and order.order_id is None:
             changes["order_id"] = order_id
-        fill = _number(data.get("fillQty")) or 0.0
+        fill = finite_number(data.get("fillQty")) or 0.0
         if fill > order.filled_qty + FILL_EPSILON:
             changes["filled_qty"] = fill
-            avg = _number(data.get("avgPrice"))
+            avg = finite_number(data.get("avgPrice"))
             if avg is not None and avg > 0:
                 changes["avg_price"] = avg
-            fee = _number(data.get("fee"))
+            fee = finite_number(data.get("fee"))
             if fee is not None:
                 changes["fee"] = fee
         elif fill < order.filled_qty - FILL_EPSILON:
             logger.warning("order %d: exchange reports fillQty %s below the recorded %s; keeping ours",
                            order.client_order_id, fill, order.filled_qty)
-        state = _int_or_none(data.get("state"))
+        state = int_or_none(data.get("state"))
         if state is not None:
             changes["exchange_state"] = state
             status = self._status_for(order, state)

@@ -21,6 +21,7 @@ from datetime import date, datetime, timezone
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from api_values import finite_number
 from conditions import (
     ConditionHealth,
     ExitVerdict,
@@ -1134,14 +1135,14 @@ class LifecycleManager:
         delivery, estimated = self._delivery_price(leg.expiry_ms, now, trade, runtime)
         record = self._exercise_record(leg, qty)
         if delivery is None and record is not None:
-            delivery = _float(record.get("exercisePrice"))
+            delivery = finite_number(record.get("exercisePrice"))
         if delivery is None:
             return
         intrinsic = intrinsic_value(leg.option_type, leg.strike, delivery)
         cash = round(leg.sign * intrinsic * qty, 8)
-        if record is not None and _float(record.get("fees")) is not None:
+        if record is not None and finite_number(record.get("fees")) is not None:
             fee, fee_estimated = float(record["fees"]), False
-            exact_cash = _float(record.get("settlementCashFlow"))
+            exact_cash = finite_number(record.get("settlementCashFlow"))
             if exact_cash is not None:
                 cash = exact_cash
         else:
@@ -1178,7 +1179,7 @@ class LifecycleManager:
         if waited >= DELIVERY_ESTIMATE_SECONDS:
             try:
                 rows = self.client.estimated_expiration_price(expiry_ms)
-                estimate = _float((rows[0] if isinstance(rows, list) and rows else {}).get("estimatedExpirationPrice"))
+                estimate = finite_number((rows[0] if isinstance(rows, list) and rows else {}).get("estimatedExpirationPrice"))
             except Exception as error:  # noqa: BLE001
                 logger.warning("estimated expiration price unavailable: %s", error)
                 estimate = None
@@ -1197,7 +1198,7 @@ class LifecycleManager:
         for item in items or []:
             if not isinstance(item, Mapping) or item.get("symbol") != leg.symbol:
                 continue
-            record_qty = _float(item.get("qty"))
+            record_qty = finite_number(item.get("qty"))
             side = item.get("tradeSide")
             if record_qty is not None and abs(record_qty - qty) < QTY_EPSILON and (
                     side is None or int(side) == leg.side):
@@ -1297,16 +1298,6 @@ class LifecycleManager:
         self._alert("WARNING", kind, detail)
 
 
-def _float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def find_delivery_price(data: Any, expiry_ms: int) -> float | None:
     """The delivery price of ``expiry_ms`` in a ``get-delivery-prices`` answer (API.md 6.5).
 
@@ -1317,7 +1308,7 @@ def find_delivery_price(data: Any, expiry_ms: int) -> float | None:
     for item in items or []:
         if not isinstance(item, Mapping):
             continue
-        price = _float(item.get("delivery_price", item.get("deliveryPrice")))
+        price = finite_number(item.get("delivery_price", item.get("deliveryPrice")))
         if price is None or price <= 0:
             continue
         if _same_expiry(item.get("date"), expiry_ms, expiry_day):
