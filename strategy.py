@@ -492,7 +492,8 @@ class StrategyRunner:
         if callable(attach):
             # Exit rules and callbacks for this strategy's trades, including any reloaded at restart.
             attach(self.name, exit_conditions=list(config.exit_conditions),
-                   execution_params=config.execution_params, on_opened=self._hook, on_closed=self._hook)
+                   execution_params=config.execution_params, on_opened=self._hook, on_closed=self._hook,
+                   smart_config=config.smart_config, rfq_params=config.rfq_params)
         self._start(ctx.clock.now())
 
     # ---- start-up ----------------------------------------------------------------------
@@ -727,7 +728,8 @@ class StrategyRunner:
             trade = self.ctx.lifecycle_manager.create(
                 self.name, resolved, execution_mode=mode, exit_conditions=list(self.config.exit_conditions),
                 execution_params=self.config.execution_params, metadata=dict(self.config.metadata),
-                on_opened=self._hook, on_closed=self._hook,
+                on_opened=self._hook, on_closed=self._hook, smart_config=self.config.smart_config,
+                rfq_params=self.config.rfq_params,
             )
         except NotImplementedError as exc:
             return self._mark_unsupported(exc)

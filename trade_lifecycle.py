@@ -507,7 +507,8 @@ class _Runtime:
     """Per-trade state that lives only in memory (jobs, callbacks, conditions)."""
 
     exit_conditions: tuple = ()
-    params: Any = None
+    params: Any = None                      # ExecutionParams of the limit engine
+    engine_params: dict = field(default_factory=dict)   # "smart" / "rfq" -> their own config
     on_opened: Callable[[TradeLifecycle], Any] | None = None
     on_closed: Callable[[TradeLifecycle], Any] | None = None
     job: Any = None
@@ -532,6 +533,8 @@ class StrategyHooks:
     execution_params: Any = None
     on_opened: Callable[[TradeLifecycle], Any] | None = None
     on_closed: Callable[[TradeLifecycle], Any] | None = None
+    smart_config: Any = None
+    rfq_params: Any = None
 
 
 class LifecycleManager:
@@ -601,7 +604,8 @@ class LifecycleManager:
     def create(self, strategy: str, resolved_legs: Sequence[Any], *, execution_mode: str = "limit",
                exit_conditions: Iterable[Any] = (), execution_params: ExecutionParams | None = None,
                metadata: dict | None = None, on_opened: Callable[[TradeLifecycle], Any] | None = None,
-               on_closed: Callable[[TradeLifecycle], Any] | None = None) -> TradeLifecycle:
+               on_closed: Callable[[TradeLifecycle], Any] | None = None, smart_config: Any = None,
+               rfq_params: Any = None) -> TradeLifecycle:
         """Rows 1-2: persist PENDING_OPEN, start the open job, persist OPENING, take its first step."""
         if not resolved_legs:
             raise ValueError("a trade needs at least one resolved leg")
@@ -618,6 +622,7 @@ class LifecycleManager:
                                    exit_condition_names=[condition_name(c) for c in conditions])
             trade.bind_clock(self.clock)
             runtime = _Runtime(exit_conditions=conditions, params=execution_params or self.exec_params_default,
+                               engine_params={"smart": smart_config, "rfq": rfq_params},
                                on_opened=on_opened, on_closed=on_closed)
             self._trades[trade.id] = trade
             self._runtime[trade.id] = runtime
@@ -625,7 +630,8 @@ class LifecycleManager:
             trade.execution_mode = self._resolve_mode(execution_mode, targets, resolved_legs)
             self._persist(trade, "created")
             try:
-                runtime.job = self.executor.start(trade.execution_mode, trade, targets, Intent.OPEN, runtime.params,
+                runtime.job = self.executor.start(trade.execution_mode, trade, targets, Intent.OPEN,
+                                                  self._params_for(runtime, trade.execution_mode),
                                                   best_effort=False)
                 runtime.job_kind = "open"
             except Exception as error:  # noqa: BLE001 - an unstartable open is a failed trade, not a crash
@@ -736,10 +742,17 @@ class LifecycleManager:
             if mode == "limit":
                 raise
             logger.warning("trade %s: %s in mode %s is not available; using limit", trade.id, kind, mode)
-            job = self.executor.start("limit", trade, targets, intent, params, best_effort=True)
+            job = self.executor.start("limit", trade, targets, intent, runtime.params, best_effort=True)
         runtime.job = job
         runtime.job_kind = kind
         return True
+
+    @staticmethod
+    def _params_for(runtime: _Runtime, mode: str) -> Any:
+        """The engine's own configuration (None = that engine's defaults); limit gets ExecutionParams."""
+        if mode == "limit":
+            return runtime.params
+        return runtime.engine_params.get(mode)
 
     def _reducing_targets(self, trade: TradeLifecycle, now: float) -> list[LegTarget]:
         """One target per leg with exposure outside the halt: qty recomputed from fills (4.4)."""
@@ -769,7 +782,7 @@ class LifecycleManager:
                 kind, intent, params, mode = "kill", Intent.KILL, self.urgent_params, "limit"
             else:
                 mode = trade.execution_mode if trade.failed_rounds == 0 else "limit"  # close fallback (4.4)
-                kind, intent, params = "close", Intent.CLOSE, runtime.params
+                kind, intent, params = "close", Intent.CLOSE, self._params_for(runtime, mode)
             self._start_job(trade, runtime, kind, intent, targets, params, mode)
             self._set_state(trade, TradeState.CLOSING)
         self._step_job(trade, runtime, now)
@@ -947,9 +960,11 @@ class LifecycleManager:
     def attach_strategy(self, strategy: str, *, exit_conditions: Iterable[Any] = (),
                         execution_params: ExecutionParams | None = None,
                         on_opened: Callable[[TradeLifecycle], Any] | None = None,
-                        on_closed: Callable[[TradeLifecycle], Any] | None = None) -> None:
+                        on_closed: Callable[[TradeLifecycle], Any] | None = None, smart_config: Any = None,
+                        rfq_params: Any = None) -> None:
         """Register a strategy's rules; its trades already loaded (after a restart) get them now."""
-        hooks = StrategyHooks(tuple(exit_conditions), execution_params, on_opened, on_closed)
+        hooks = StrategyHooks(tuple(exit_conditions), execution_params, on_opened, on_closed, smart_config,
+                              rfq_params)
         with self._lock:
             self._hooks[strategy] = hooks
             for trade in self._trades.values():
@@ -959,6 +974,7 @@ class LifecycleManager:
     def _apply_hooks(self, runtime: _Runtime, hooks: StrategyHooks) -> None:
         runtime.exit_conditions = hooks.exit_conditions
         runtime.params = hooks.execution_params or self.exec_params_default
+        runtime.engine_params = {"smart": hooks.smart_config, "rfq": hooks.rfq_params}
         runtime.on_opened = hooks.on_opened
         runtime.on_closed = hooks.on_closed
 
