@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum, IntEnum
 from typing import Any, Callable, Iterable, Sequence
@@ -606,6 +606,56 @@ class OrderLedger:
         except Exception:  # an event sink must never break order handling
             logger.exception("order event sink failed for %s", kind)
 
+    # ---- block-trade fills (RFQ; BEHAVIOUR.md §6.4 step 7) ----------------- begin rfq.py helper
+
+    def record_block_fill(self, *, trade_id: str, trade_seq: int, leg_index: int, intent: Intent, symbol: str,
+                          side: int, qty: float, price: float, fee: float, order_id: int | None,
+                          filled_at: float) -> LedgerOrder:
+        """Record a fill that already happened as an RFQ block trade; nothing is sent.
+
+        Why: the lifecycle reads every fill through ``leg_fill``, so an RFQ fill must live in
+        the ledger like any order fill. It gets the next never-reused attempt of its (trade,
+        leg), so its client order id cannot collide with a limit order before or after it, and
+        it is stored FILLED at once (the block trade is final when the accept answers). The
+        reported quantity and price are kept as reported: a fill is a fact, not an order to snap.
+        """
+        intent = Intent(intent)
+        if side not in (BUY, SELL):
+            raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+        fill_qty = _finite("qty", qty)
+        fill_price = _finite("price", price)
+        fill_fee = _finite("fee", fee)
+        if fill_qty <= 0 or fill_price <= 0:
+            raise ValueError(f"a block fill needs qty > 0 and price > 0, got {qty!r} @ {price!r}")
+        with self._lock:
+            key = (trade_seq, leg_index)
+            attempt = self._attempts.get(key, 0) + 1
+            if attempt > MAX_ATTEMPT:
+                self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} used all {MAX_ATTEMPT} "
+                                                      f"attempts; block fill of {fill_qty} {symbol} NOT recorded")
+            coid = build_client_order_id(self.prefix, trade_seq, leg_index, intent, attempt)
+            order = LedgerOrder(
+                client_order_id=coid, trade_id=trade_id, trade_seq=trade_seq, leg_index=leg_index,
+                intent=intent, attempt=attempt, supersedes=None, symbol=symbol, side=side,
+                qty=fill_qty, price=fill_price, reduce_only=False,  # a block trade carries no reduce-only flag
+                status=OrderStatus.FILLED, order_id=None if order_id is None else int(order_id),
+                filled_qty=fill_qty, avg_price=fill_price, fee=fill_fee,
+                sent_at=filled_at, updated_at=filled_at, exchange_state=1,
+            )
+            self._attempts[key] = attempt
+            self._orders[coid] = order
+            record = order.to_record()
+        if self._store is not None:
+            try:
+                self._store.save_order(record)
+            except Exception:  # the fill is real: keep it in memory and shout
+                logger.critical("state store write failed for block fill %d (%s %s @ %s)", coid, fill_qty,
+                                symbol, fill_price, exc_info=True)
+        self._emit("order_recorded", record)
+        return order
+
+    # ---- end rfq.py helper ------------------------------------------------------------------
+
 
 # =====================================================================================
 # Execution parameters
@@ -695,6 +745,116 @@ class ExecutionParams:
             ExecutionPhase("aggressive", 120.0, 15.0, buffer_pct=buffer),
         )
         return cls(**{**overrides, "phases": phases})
+
+    @classmethod
+    def urgent(cls, **overrides: Any) -> "ExecutionParams":
+        """The urgent profile for unwind and kill (BEHAVIOUR.md §4.3).
+
+        Mark for 60 s repricing every 15 s, then aggressive with a 5 % buffer for 120 s
+        repricing every 10 s. Up to 4 + 12 reprices can be wanted, so the replacement cap
+        defaults to 20 (a few spare for orders the exchange ends by itself).
+        """
+        phases = (
+            ExecutionPhase("mark", 60.0, 15.0),
+            ExecutionPhase("aggressive", 120.0, 10.0, buffer_pct=5.0),
+        )
+        return cls(**{"max_requote_rounds": 20, **overrides, "phases": phases})
+
+
+# =====================================================================================
+# Phased pricing (pure; BEHAVIOUR.md §6.2 "Phased pricing", "Floors and caps")
+# =====================================================================================
+
+
+class NoPriceError(ValueError):
+    """A leg cannot be priced now (a needed book side or the mark is missing): send nothing."""
+
+
+def _present(value: float | None) -> float | None:
+    """A usable positive finite number, or None (0 means the side is empty)."""
+    if value is None or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def _side_name(side: int) -> str:
+    return "buy" if side == BUY else "sell"
+
+
+def phase_raw_price(phase: ExecutionPhase, side: int, bid: float | None, ask: float | None,
+                    mark: float | None) -> float:
+    """The unlimited, unsnapped target of one leg in ``phase`` (``NoPriceError`` if it has none).
+
+    Each pricing mode needs only the inputs it uses, so a close with one empty side can
+    still rest a passive order where that is meaningful, and nothing is ever invented.
+    """
+    b, a, m = _present(bid), _present(ask), _present(mark)
+    pricing = phase.pricing
+    if pricing == "aggressive":
+        far = a if side == BUY else b
+        if far is None:
+            raise NoPriceError(f"no {'ask' if side == BUY else 'bid'} to cross for the aggressive {_side_name(side)}")
+        buffer = phase.buffer_pct / 100.0
+        return far * (1 + buffer) if side == BUY else far * (1 - buffer)
+    if pricing == "top_of_book":
+        near = b if side == BUY else a
+        if near is None:
+            raise NoPriceError(f"no {'bid' if side == BUY else 'ask'} to join for the {_side_name(side)}")
+        return near
+    if pricing == "mid" and b is not None and a is not None:
+        return (b + a) / 2.0
+    if m is None:
+        raise NoPriceError(f"no usable mark for {pricing} pricing")
+    if pricing == "mark":
+        return m
+    fair = fair_value(b, a, m)
+    if pricing == "mid":
+        return fair  # one side empty: the §2.3 mid valuation degrades to the fair rule
+    aggression = phase.fair_aggression
+    if aggression == 0:
+        return fair
+    far = a if side == BUY else b
+    if far is None:
+        raise NoPriceError(f"no {'ask' if side == BUY else 'bid'} to move the fair {_side_name(side)} toward")
+    return fair + aggression * (far - fair)
+
+
+def apply_price_limits(price: float, side: int, params: ExecutionParams, fair: float | None) -> float:
+    """Sells never below max(min_floor_price, min_price_pct_of_fair × f); buys never above
+    max_price_pct_of_fair × f. A floor that stops a sell from crossing leaves it resting there."""
+    if side == SELL:
+        floor = params.min_floor_price or 0.0
+        if params.min_price_pct_of_fair is not None:
+            if fair is None:
+                raise NoPriceError("no fair value for the sell floor")
+            floor = max(floor, params.min_price_pct_of_fair * fair)
+        return max(price, floor)
+    if params.max_price_pct_of_fair is not None:
+        if fair is None:
+            raise NoPriceError("no fair value for the buy cap")
+        return min(price, params.max_price_pct_of_fair * fair)
+    return price
+
+
+def guard_price(price: float, side: int, previous: float | None) -> float:
+    """Directional guard: within one phase a sell never goes lower, a buy never higher."""
+    if previous is None:
+        return price
+    return max(price, previous) if side == SELL else min(price, previous)
+
+
+def phased_price(phase: ExecutionPhase, side: int, bid: float | None, ask: float | None, mark: float | None,
+                 params: ExecutionParams, tick: float, previous: float | None = None) -> float:
+    """The order price of one leg in ``phase``: target → floors/caps → tick snap → guard.
+
+    ``previous`` is the leg's price earlier in the same phase (None after a phase change).
+    Snapping is on the safe side (sells up, buys down), so it never breaks a floor or cap.
+    """
+    raw = phase_raw_price(phase, side, bid, ask, mark)
+    m = _present(mark)
+    fair = fair_value(_present(bid), _present(ask), m) if m is not None else None
+    limited = apply_price_limits(raw, side, params, fair)
+    return guard_price(snap_price(limited, tick, side), side, previous)
 
 
 @dataclass(frozen=True)
@@ -812,6 +972,13 @@ class _LegWork:
     price: float | None = None
     priced_at: float | None = None
     last_no_price: str = ""
+    # Phased pricing only:
+    phase_index: int | None = None      # the phase the leg's price belongs to
+    phase_ref: float | None = None      # the leg's price in that phase (directional guard)
+    next_reprice_at: float = 0.0
+    repricing: bool = False             # a cancel-and-replace is under way
+    replace_now: bool = False           # our cancel finished: place the replacement at once
+    cap_logged: bool = False
 
 
 _PHASE_PRICING = "pricing"      # open: waiting until every leg has a price
@@ -822,7 +989,8 @@ _PHASE_DONE = "done"
 
 
 class LimitFillJob(ExecutionJob):
-    """BEHAVIOUR.md §6.2 basic algorithm as a tick-driven state machine."""
+    """BEHAVIOUR.md §6.2 as a tick-driven state machine: the basic algorithm, or phased
+    pricing when ``params.phases`` is set (the phase clock starts when the orders go out)."""
 
     def __init__(self, manager: "LimitFillManager", trade: Any, legs: Sequence[LegTarget], intent: Intent,
                  params: ExecutionParams, *, best_effort: bool, started_at: float) -> None:
@@ -843,6 +1011,8 @@ class LimitFillJob(ExecutionJob):
         self._grace_deadline: float | None = None
         self._grace_queue: list[LedgerOrder] | None = None
         self._rotation = 0
+        self._phases = params.phases
+        self._phases_start: float | None = started_at if best_effort else None
         for leg in self._legs:
             leg.round_started_at = started_at
 
@@ -926,6 +1096,8 @@ class LimitFillJob(ExecutionJob):
         """A fresh aggressive limit price for the leg, or None (never an invented one)."""
         if leg.priced_at == now and leg.price is not None:
             return leg.price
+        if self._phases is not None:
+            return self._phased_leg_price(leg, now, budget)
         if not self._instrument(leg):
             return None
         if not budget.take():
@@ -981,6 +1153,89 @@ class LimitFillJob(ExecutionJob):
             return min(price, params.max_price_pct_of_fair * fair)  # type: ignore[operator]
         return price
 
+    def _phase_at(self, now: float) -> int | None:
+        """Index of the pricing phase running at ``now``; None once the last one has ended.
+
+        Before the orders go out (an open still pricing its legs) it is the first phase.
+        """
+        assert self._phases is not None
+        if self._phases_start is None:
+            return 0
+        elapsed = now - self._phases_start
+        for index, phase in enumerate(self._phases):
+            if elapsed < phase.duration_seconds:
+                return index
+            elapsed -= phase.duration_seconds
+        return None
+
+    def _phased_leg_price(self, leg: _LegWork, now: float, budget: _Budget) -> float | None:
+        """The leg's price in the current phase (floors, caps, snap and guard applied), or None."""
+        assert self._phases is not None
+        index = self._phase_at(now)
+        if index is None or not self._instrument(leg):
+            return None
+        if not budget.take():
+            return None
+        phase = self._phases[index]
+        side = leg.target.side
+        try:
+            book = self._without_own_order(
+                self._market.order_book(leg.target.symbol, max_age=BOOK_MAX_AGE_SECONDS), leg)
+        except TraderError as exc:
+            leg.last_no_price = f"order book unavailable: {exc}"
+            return None
+        mark = None
+        if self._needs_mark(phase, side, book):
+            try:
+                mark = self._market.quote(leg.target.symbol, max_age=MARK_MAX_AGE_SECONDS).mark
+            except TraderError as exc:
+                leg.last_no_price = f"no fresh mark on {leg.target.symbol}: {exc}"
+                return None
+        previous = leg.phase_ref if leg.phase_index == index else None
+        try:
+            price = phased_price(phase, side, book.best_bid, book.best_ask, mark, self.params,
+                                 leg.tick, previous)  # type: ignore[arg-type]
+        except ValueError as exc:
+            leg.last_no_price = f"{leg.target.symbol}: {exc}"
+            return None
+        leg.price, leg.priced_at = price, now
+        return price
+
+    def _needs_mark(self, phase: ExecutionPhase, side: int, book: Any) -> bool:
+        """The mark is read only when the phase or a fair-based floor/cap uses it."""
+        if phase.pricing in ("fair", "mark"):
+            return True
+        if phase.pricing == "mid" and (book.best_bid is None or book.best_ask is None):
+            return True
+        if side == SELL:
+            return self.params.min_price_pct_of_fair is not None
+        return self.params.max_price_pct_of_fair is not None
+
+    @staticmethod
+    def _without_own_order(book: Any, leg: _LegWork) -> Any:
+        """The book minus our own resting order, so the leg never prices against itself
+        (the exchange shows resting orders in the public book)."""
+        order = leg.order
+        if order is None or order.status.is_final or order.order_id is None or leg.tick is None:
+            return book
+        if getattr(book, "as_of", 0.0) < order.sent_at:
+            return book  # read before the order existed: it cannot contain it
+        own_qty = max(0.0, order.qty - order.filled_qty)
+        levels = list(book.bids if order.side == BUY else book.asks)
+        for position, (price, size) in enumerate(levels):
+            if abs(price - order.price) < leg.tick / 2:
+                left = size - own_qty
+                if left > FILL_EPSILON:
+                    levels[position] = (price, left)
+                else:
+                    del levels[position]
+                break
+        else:
+            return book
+        if order.side == BUY:
+            return replace(book, bids=tuple(levels))
+        return replace(book, asks=tuple(levels))
+
     # ---- phases ---------------------------------------------------------------------
 
     def _step_pricing(self, now: float, budget: _Budget) -> None:
@@ -993,6 +1248,8 @@ class LimitFillJob(ExecutionJob):
         missing = [leg for leg in self._legs if leg.target_qty >= LOT and self._price(leg, now, budget) is None]
         if not missing:
             self._phase = _PHASE_WORKING
+            if self._phases is not None:
+                self._phases_start = now
             for leg in self._legs:
                 leg.round_started_at = now
             return
@@ -1016,14 +1273,24 @@ class LimitFillJob(ExecutionJob):
         return self._legs[start:] + self._legs[:start]
 
     def _step_working(self, now: float, budget: _Budget) -> None:
+        phases_over = self._phases is not None and self._phase_at(now) is None
         for leg in self._ordered_legs():
             try:
-                self._step_leg(leg, now, budget)
+                if phases_over:
+                    self._poll_leg(leg, budget)
+                elif self._phases is not None:
+                    self._step_leg_phased(leg, now, budget)
+                else:
+                    self._step_leg(leg, now, budget)
             except LedgerCapError as exc:
                 self._begin_finishing(f"ledger cap: {exc}")
                 return
         if all(self._leg_complete(leg) for leg in self._legs):
             self._conclude("")
+            return
+        if phases_over:
+            unfilled = [str(leg.target.leg_index) for leg in self._legs if not self._leg_complete(leg)]
+            self._begin_finishing(f"all pricing phases ended with leg(s) {', '.join(unfilled)} unfilled")
             return
         blocker = self._blocking_leg()
         if blocker is not None:
@@ -1079,6 +1346,75 @@ class LimitFillJob(ExecutionJob):
         if leg.wants_order and self._no_live(leg):
             self._place(leg, now, budget)
 
+    def _poll_leg(self, leg: _LegWork, budget: _Budget) -> None:
+        if leg.order is not None and not leg.order.status.is_final and budget.take():
+            self._ledger.poll(leg.order)
+
+    def _step_leg_phased(self, leg: _LegWork, now: float, budget: _Budget) -> None:
+        """One tick of a leg under phased pricing.
+
+        Poll; continue a cancel-and-replace; otherwise, when the phase changed or the
+        leg's reprice interval elapsed, recompute the target and replace the order only
+        if it moved by at least one tick and a replacement round is left.
+        """
+        self._poll_leg(leg, budget)
+        if self._leg_complete(leg) or not self._instrument(leg):
+            return
+        if self._is_frozen(leg, now):
+            leg.frozen = True
+            return
+        index = self._phase_at(now)
+        assert index is not None and self._phases is not None
+        due = leg.phase_index != index or now >= leg.next_reprice_at
+        if leg.repricing:
+            if not self._cancel_until_final(leg, budget):
+                return
+            leg.repricing = False
+            leg.replace_now = True
+            if self._leg_complete(leg):
+                return
+        if leg.order is None or leg.order.status.is_final:
+            self._replace_missing_order(leg, now, budget, due)
+            return
+        if not due:
+            return
+        price = self._price(leg, now, budget)
+        if price is None:
+            return
+        phase_changed = leg.phase_index != index
+        leg.phase_index = index
+        leg.next_reprice_at = now + self._phases[index].reprice_interval_seconds
+        current = leg.order.price
+        if abs(price - current) < leg.tick * (1 - 1e-9):  # type: ignore[operator]
+            leg.phase_ref = current   # the resting price is this phase's reference
+            return
+        if leg.rounds_used >= self.params.max_requote_rounds:
+            leg.phase_ref = current
+            if not leg.cap_logged:
+                leg.cap_logged = True
+                logger.warning("job %s leg %d: all %d replacement rounds used; the order rests at %s",
+                               self.trade_id, leg.target.leg_index, self.params.max_requote_rounds, current)
+            return
+        if phase_changed:
+            leg.phase_ref = None      # a new phase may concede; its first price becomes the reference
+        leg.repricing = True
+        if not self._cancel_until_final(leg, budget):
+            return
+        leg.repricing = False
+        if not self._leg_complete(leg):
+            self._place(leg, now, budget)
+
+    def _replace_missing_order(self, leg: _LegWork, now: float, budget: _Budget, due: bool) -> None:
+        """No live order: the first one goes out at once, a replacement after our own cancel at
+        once, and one for an order the exchange ended itself at the next reprice slot."""
+        if leg.order is not None:
+            if leg.rounds_used >= self.params.max_requote_rounds:
+                leg.exhausted = True
+                return
+            if not (leg.replace_now or due):
+                return
+        self._place(leg, now, budget)
+
     def _cancel_until_final(self, leg: _LegWork, budget: _Budget) -> bool:
         """Cancel the leg's live order and poll it; True once it is final (or there is none)."""
         order = leg.order
@@ -1123,6 +1459,20 @@ class LimitFillJob(ExecutionJob):
         leg.order = order
         leg.order_ids.append(order.client_order_id)
         leg.wants_order = False
+        if self._phases is not None:
+            self._after_phased_place(leg, order, previous is not None, now)
+
+    def _after_phased_place(self, leg: _LegWork, order: LedgerOrder, is_replacement: bool, now: float) -> None:
+        """A placed order sets the guard reference and the next reprice time of its phase."""
+        assert self._phases is not None
+        index = self._phase_at(now)
+        leg.phase_index = index
+        leg.phase_ref = order.price
+        leg.replace_now = False
+        if index is not None:
+            leg.next_reprice_at = now + self._phases[index].reprice_interval_seconds
+        if is_replacement:
+            leg.rounds_used += 1
 
     # ---- finishing --------------------------------------------------------------------
 
@@ -1191,8 +1541,6 @@ class LimitFillManager:
 
     def start(self, trade: Any, legs: list[LegTarget], intent: Intent, params: ExecutionParams, *,
               best_effort: bool = False) -> ExecutionJob:
-        if params.phases is not None:
-            raise NotImplementedError("phased pricing arrives with the execution-engines issue")
         if not legs:
             raise ValueError("an execution job needs at least one leg")
         indexes = [leg.leg_index for leg in legs]

@@ -1,0 +1,896 @@
+"""Smart multi-leg execution on the order book: chunked, balanced, passive first (BEHAVIOUR.md §6.3).
+
+Why it is built this way:
+
+* A large multi-leg order sent at once moves every book it touches. The smart executor
+  works the structure in ``chunk_count`` slices: each leg has cumulative chunk targets
+  (``floor_lot(total × k / N)``, the last one exactly the total), quoted passively for
+  ``time_per_chunk_seconds`` and finished by an aggressive fallback that crosses the spread.
+* A structure is only as safe as its least-filled leg. No leg may run more than one chunk
+  ahead of the least-filled leg (by filled fraction), so a leg without liquidity holds the
+  others back instead of leaving a naked position to unwind. A leg that is behind but still
+  filling gets the next chunks to catch up; a leg with no fill in a whole chunk (passive and
+  aggressive) ends the job early: PARTIAL or FAILED, and the lifecycle unwinds or retries.
+* Every order goes through the ``OrderLedger``: deterministic client order ids, record
+  before send, poll → cancel → poll until final → replace, replacements sized from the
+  fills of the whole chain. Fills are read only from order status via the ledger, never
+  from account positions, so the trade lifecycle sees exactly what this job obtained.
+* Prices are never invented: a quote needs the book side (or, for ``mark``, the chain's
+  mark) it is derived from, fresh; otherwise that leg simply does not quote this round.
+* The job is non-blocking: ``advance(now)`` does at most ``max_requests_per_step``
+  requests and every wait is a deadline compared with the injected clock.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Iterable, Sequence
+
+from errors import ConfigError, LedgerCapError, TraderError
+from trade_execution import (
+    BOOK_MAX_AGE_SECONDS,
+    BUY,
+    FILL_EPSILON,
+    HALT_BEFORE_EXPIRY_SECONDS,
+    LOT,
+    MARK_MAX_AGE_SECONDS,
+    SELL,
+    ExecutionJob,
+    FillResult,
+    FillSummary,
+    Intent,
+    JobStatus,
+    LedgerOrder,
+    LegFill,
+    LegTarget,
+    OrderLedger,
+    OrderStatus,
+    snap_price,
+    snap_qty,
+    summarize_fills,
+)
+
+logger = logging.getLogger(__name__)
+
+QUOTING_STRATEGIES = ("top_of_book", "top_of_book_offset", "mid", "mark")
+MAX_CHUNKS = 50
+MIN_INTERVAL_SECONDS = 10.0
+MAX_OFFSET_PCT = 50.0
+# A leg whose orders the exchange refuses this many times in a row stops placing, so a
+# systematic rejection (price band, margin) cannot burn the trade's order cap.
+MAX_CONSECUTIVE_REJECTIONS = 3
+# Cancel may cost two requests: the ledger resolves an UNKNOWN order (or re-polls after an
+# "already final" answer) inside ``cancel``; the budget counts the worst case.
+CANCEL_COST = 2
+
+
+# =====================================================================================
+# Configuration
+# =====================================================================================
+
+
+def _config_error(name: str, value: Any, rule: str) -> ConfigError:
+    return ConfigError(f"SmartExecConfig.{name} = {value!r} is invalid: {rule}")
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _on_lot(qty: float) -> bool:
+    return abs(snap_qty(qty) - qty) < FILL_EPSILON
+
+
+@dataclass(frozen=True)
+class SmartExecConfig:
+    """Smart executor tunables (BEHAVIOUR.md §1.3); validated at construction, never corrected.
+
+    ``min_order_qty``: the smallest working order; a smaller piece waits for a later chunk
+    unless it completes the leg. ``grace_seconds``: after an incomplete job's last cancel,
+    how long to wait before the final poll that catches late-reported fills (§8 row 9).
+    """
+
+    chunk_count: int = 5
+    time_per_chunk_seconds: float = 120.0
+    quoting_strategy: str = "top_of_book"
+    offset_pct: float = 0.5
+    reprice_interval_seconds: float = 10.0
+    reprice_threshold_ticks: int = 1
+    aggressive_attempts: int = 10
+    aggressive_wait_seconds: float = 5.0
+    min_order_qty: float = LOT
+    grace_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.chunk_count) or not 1 <= self.chunk_count <= MAX_CHUNKS:
+            raise _config_error("chunk_count", self.chunk_count, f"use an int within 1..{MAX_CHUNKS}")
+        for name in ("time_per_chunk_seconds", "reprice_interval_seconds"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < MIN_INTERVAL_SECONDS:
+                raise _config_error(name, value, f"use a number of seconds >= {MIN_INTERVAL_SECONDS:.0f}")
+        if self.quoting_strategy not in QUOTING_STRATEGIES:
+            raise _config_error("quoting_strategy", self.quoting_strategy,
+                                f"use one of {', '.join(QUOTING_STRATEGIES)}")
+        if not _is_number(self.offset_pct) or not 0 <= self.offset_pct <= MAX_OFFSET_PCT:
+            raise _config_error("offset_pct", self.offset_pct, f"use a percentage within 0..{MAX_OFFSET_PCT:.0f}")
+        if not _is_int(self.reprice_threshold_ticks) or self.reprice_threshold_ticks < 1:
+            raise _config_error("reprice_threshold_ticks", self.reprice_threshold_ticks, "use an int >= 1")
+        if not _is_int(self.aggressive_attempts) or self.aggressive_attempts < 0:
+            raise _config_error("aggressive_attempts", self.aggressive_attempts,
+                                "use an int >= 0 (0 disables the aggressive fallback)")
+        if not _is_number(self.aggressive_wait_seconds) or self.aggressive_wait_seconds <= 0:
+            raise _config_error("aggressive_wait_seconds", self.aggressive_wait_seconds, "use a number of seconds > 0")
+        if not _is_number(self.min_order_qty) or self.min_order_qty < LOT or not _on_lot(self.min_order_qty):
+            raise _config_error("min_order_qty", self.min_order_qty, f"use a multiple of the {LOT} lot, >= {LOT}")
+        if not _is_number(self.grace_seconds) or self.grace_seconds < 0:
+            raise _config_error("grace_seconds", self.grace_seconds, "use a number of seconds >= 0")
+
+
+# =====================================================================================
+# Pure rules (unit-tested on their own)
+# =====================================================================================
+
+
+def chunk_targets(total: float, chunk_count: int) -> list[float]:
+    """Cumulative per-chunk targets: ``floor_lot(total × k / N)`` for k < N, then exactly the total."""
+    if not _is_int(chunk_count) or chunk_count < 1:
+        raise ValueError(f"chunk_count must be an int >= 1, got {chunk_count!r}")
+    whole = snap_qty(total)
+    exact = Decimal(repr(whole))
+    targets = [snap_qty(float(exact * k / chunk_count)) for k in range(1, chunk_count)]
+    return targets + [whole]
+
+
+def filled_fraction(filled: float, total: float) -> float:
+    """How much of its total a leg has filled (a leg with nothing to do counts as done)."""
+    if total < LOT:
+        return 1.0
+    return min(1.0, max(0.0, filled / total))
+
+
+def balance_cap(total: float, lowest_fraction: float, chunk_count: int) -> float:
+    """The most a leg may have filled: its fraction stays within ``1/N`` of the least-filled leg.
+
+    ``floor_lot(total × min(1, lowest + 1/N))``; floored so the cap is never exceeded.
+    """
+    if not _is_int(chunk_count) or chunk_count < 1:
+        raise ValueError(f"chunk_count must be an int >= 1, got {chunk_count!r}")
+    fraction = min(1.0, max(0.0, lowest_fraction) + 1.0 / chunk_count)
+    return min(snap_qty(total), snap_qty(total * fraction))
+
+
+def _usable(price: float | None) -> float | None:
+    return price if price is not None and math.isfinite(price) and price > 0 else None
+
+
+def passive_price(strategy: str, side: int, *, bid: float | None, ask: float | None, mark: float | None,
+                  tick: float, offset_pct: float = 0.0) -> float | None:
+    """The resting price of a leg under ``strategy``, snapped; None when its input is missing.
+
+    ``top_of_book``: buy joins the bid, sell the ask. ``top_of_book_offset``: buy
+    ``min(bid × (1 + off%), ask − tick)``, sell ``max(ask × (1 − off%), bid + tick)`` (the
+    far-side bound applies when that side exists). ``mid``: both sides needed. ``mark``: the
+    chain mark only; the book is not consulted.
+    """
+    if side not in (BUY, SELL):
+        raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+    if strategy not in QUOTING_STRATEGIES:
+        raise ValueError(f"unknown quoting strategy {strategy!r}")
+    b, a, m = _usable(bid), _usable(ask), _usable(mark)
+    raw: float | None
+    if strategy == "mark":
+        raw = m
+    elif strategy == "mid":
+        raw = (b + a) / 2.0 if b is not None and a is not None else None
+    elif strategy == "top_of_book":
+        raw = b if side == BUY else a
+    elif side == BUY:
+        raw = None if b is None else b * (1.0 + offset_pct / 100.0)
+        if raw is not None and a is not None:
+            raw = min(raw, a - tick)
+    else:
+        raw = None if a is None else a * (1.0 - offset_pct / 100.0)
+        if raw is not None and b is not None:
+            raw = max(raw, b + tick)
+    if _usable(raw) is None:
+        return None
+    return snap_price(raw, tick, side)  # type: ignore[arg-type]
+
+
+def aggressive_price(side: int, *, bid: float | None, ask: float | None, tick: float) -> float | None:
+    """Cross the spread: buy at the best ask, sell at the best bid; None when that side is empty."""
+    if side not in (BUY, SELL):
+        raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+    touch = _usable(ask if side == BUY else bid)
+    return None if touch is None else snap_price(touch, tick, side)
+
+
+def touch_without_own(levels: Sequence[tuple[float, float]], own_price: float | None,
+                      own_qty: float) -> float | None:
+    """Best price of one book side after removing our own resting quantity at ``own_price``.
+
+    The public book shows our resting order; quoting against it would chase our own price
+    (an offset quote would ratchet on every reprice).
+    """
+    for price, size in levels:
+        if own_price is not None and own_qty > 0 and abs(price - own_price) < 1e-9:
+            if size - own_qty > FILL_EPSILON:
+                return price
+            continue
+        return price
+    return None
+
+
+# =====================================================================================
+# The job
+# =====================================================================================
+
+
+class _OutOfBudget(Exception):
+    """This step's request allowance is spent; the leg resumes on the next step."""
+
+
+class _StepBudget:
+    """At most ``limit`` requests in one ``advance`` (BEHAVIOUR.md §6.0)."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self, count: int = 1) -> None:
+        if self.left < count:
+            raise _OutOfBudget
+        self.left -= count
+
+
+@dataclass
+class _Leg:
+    """Mutable progress of one leg."""
+
+    target: LegTarget
+    total: float
+    targets: list[float]
+    order: LedgerOrder | None = None
+    order_ids: list[int] = field(default_factory=list)
+    tick: float | None = None
+    expiry_ms: int | None = None
+    aggressive: bool = False        # the current order crosses the spread (fallback round)
+    replacing: bool = False         # a cancel is in progress; the replacement follows once final
+    quoted_at: float | None = None  # last time the passive price was set or re-checked
+    polled_at: float | None = None  # step time of the last poll of the current order
+    attempts: int = 0               # aggressive attempts used in the current chunk
+    deadline: float | None = None   # aggressive order: cancel after this
+    retry_at: float | None = None   # an unpriced aggressive attempt waits until this
+    chunk_start_filled: float = 0.0  # fills when the current chunk began (progress check)
+    rejections: int = 0
+    frozen: bool = False
+    last_no_price: str = ""
+
+    @property
+    def index(self) -> int:
+        return self.target.leg_index
+
+    @property
+    def live(self) -> bool:
+        return self.order is not None and not self.order.status.is_final
+
+
+_PRICING = "pricing"        # open: no order until every leg has a price
+_QUOTING = "quoting"        # passive quotes of chunk k
+_AGGRESSIVE = "aggressive"  # end of chunk k: cross the spread for the shortfall
+_FINISHING = "finishing"    # cancel everything live, confirm final
+_GRACE = "grace"            # wait grace_seconds, poll once more, then the verdict
+_DONE = "done"
+_ACTIVE = (_PRICING, _QUOTING, _AGGRESSIVE)
+
+
+class SmartExecutionJob(ExecutionJob):
+    """BEHAVIOUR.md §6.3 as a tick-driven state machine (see the module docstring)."""
+
+    def __init__(self, executor: "SmartOrderbookExecutor", trade: Any, legs: Sequence[LegTarget], intent: Intent,
+                 config: SmartExecConfig, *, best_effort: bool, started_at: float) -> None:
+        self._ledger: OrderLedger = executor.ledger
+        self._market = executor.market
+        self._max_requests = executor.max_requests_per_step
+        self.trade_id = str(trade.id)
+        self.trade_seq = int(trade.seq)
+        self.intent = Intent(intent).family()
+        self.config = config
+        self.best_effort = best_effort
+        self.started_at = started_at
+        self._legs = [_Leg(target=leg, total=snap_qty(leg.qty), targets=chunk_targets(leg.qty, config.chunk_count))
+                      for leg in legs]
+        self._chunk = 1
+        self._chunk_started_at = started_at
+        self._phase = _QUOTING if best_effort else _PRICING
+        self._status = JobStatus.WORKING
+        self._reason = ""
+        self._stop_reason: str | None = None
+        self._grace_deadline: float | None = None
+        self._grace_queue: list[LedgerOrder] | None = None
+        self._rotation = 0
+        self._books: dict[str, Any] = {}
+        self._own_in_book: dict[str, tuple[float | None, float]] = {}
+        self._marks: dict[str, float | None] = {}
+
+    def __repr__(self) -> str:
+        return (f"SmartExecutionJob({self.trade_id}, {self.intent.name}, chunk {self._chunk}/"
+                f"{self.config.chunk_count}, {self._phase}, {self._status.value})")
+
+    # ---- public -----------------------------------------------------------------------
+
+    @property
+    def status(self) -> JobStatus:
+        return self._status
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @property
+    def chunk(self) -> int:
+        """The chunk being worked (1-based)."""
+        return self._chunk
+
+    def request_stop(self, reason: str) -> None:
+        """Stop working: the next ``advance`` cancels and confirms every live order, then a verdict."""
+        if self.done or self._stop_reason is not None:
+            return
+        self._stop_reason = reason or "stop requested"
+        logger.info("smart job %s %s: stop requested (%s)", self.trade_id, self.intent.name, self._stop_reason)
+
+    def result(self) -> FillResult:
+        legs = []
+        for leg in self._legs:
+            summary = self._summary(leg)
+            legs.append(LegFill(leg.index, leg.target.symbol, leg.target.side, leg.total,
+                                summary.qty, summary.vwap, summary.fees, list(leg.order_ids)))
+        return FillResult(self._status, legs, self._reason)
+
+    def advance(self, now: float) -> JobStatus:
+        if self.done:
+            return self._status
+        budget = _StepBudget(self._max_requests)
+        self._books = {}
+        self._own_in_book = {}
+        self._marks = {}
+        if self._stop_reason is not None and self._phase in _ACTIVE:
+            self._begin_finishing(self._stop_reason)
+        if self._phase == _PRICING:
+            self._step_pricing(now, budget)
+        if self._phase == _QUOTING:
+            self._step_quoting(now, budget)
+        if self._phase == _AGGRESSIVE:
+            self._step_aggressive(now, budget)
+        if self._phase == _FINISHING:
+            self._step_finishing(now, budget)
+        if self._phase == _GRACE:
+            self._step_grace(now, budget)
+        return self._status
+
+    # ---- fills and quantities ----------------------------------------------------------
+
+    def _summary(self, leg: _Leg) -> FillSummary:
+        """This job's fills on the leg, from order status in the ledger (never positions)."""
+        return summarize_fills(o for o in (self._ledger.get(c) for c in leg.order_ids) if o is not None)
+
+    def _filled(self, leg: _Leg) -> float:
+        return self._summary(leg).qty
+
+    def _complete(self, leg: _Leg) -> bool:
+        return snap_qty(max(0.0, leg.total - self._filled(leg))) < LOT
+
+    def _all_complete(self) -> bool:
+        return all(self._complete(leg) for leg in self._legs)
+
+    def _lowest_fraction(self) -> float:
+        fractions = [filled_fraction(self._filled(leg), leg.total) for leg in self._legs if leg.total >= LOT]
+        return min(fractions) if fractions else 1.0
+
+    def _cap(self, leg: _Leg, filled: float) -> float:
+        """Balance cap; the least-filled leg may always progress by one lot (lot granularity)."""
+        lowest = self._lowest_fraction()
+        cap = balance_cap(leg.total, lowest, self.config.chunk_count)
+        if filled_fraction(filled, leg.total) <= lowest + 1e-12:
+            cap = max(cap, min(leg.total, snap_qty(filled + LOT)))
+        return cap
+
+    def _chunk_target(self, leg: _Leg) -> float:
+        return leg.targets[self._chunk - 1]
+
+    def _placeable_qty(self, leg: _Leg) -> float:
+        """The quantity to work now: up to the chunk target and the balance cap, net of fills."""
+        filled = self._filled(leg)
+        desired = min(self._chunk_target(leg), self._cap(leg, filled))
+        qty = snap_qty(max(0.0, desired - filled))
+        if qty < LOT:
+            return 0.0
+        completes = filled + qty >= leg.total - FILL_EPSILON
+        if qty < self.config.min_order_qty - FILL_EPSILON and not completes:
+            return 0.0
+        return qty
+
+    def _chunk_short(self, leg: _Leg) -> bool:
+        """The leg missed the current chunk's target (pieces below min_order_qty may wait)."""
+        target = self._chunk_target(leg)
+        need = snap_qty(max(0.0, target - self._filled(leg)))
+        if need < LOT:
+            return False
+        return need >= self.config.min_order_qty - FILL_EPSILON or target >= leg.total - FILL_EPSILON
+
+    # ---- market data -------------------------------------------------------------------
+
+    def _ensure_instrument(self, leg: _Leg, budget: _StepBudget) -> bool:
+        """Tick and expiry of the leg's symbol, looked up once per job."""
+        if leg.tick is not None:
+            return True
+        budget.spend()
+        try:
+            instrument = self._market.instrument(leg.target.symbol)
+        except TraderError as exc:
+            leg.last_no_price = f"instrument lookup failed: {exc}"
+            return False
+        leg.tick = float(instrument.tick_size)
+        leg.expiry_ms = int(instrument.expiry_ms)
+        return True
+
+    def _frozen_now(self, leg: _Leg, now: float) -> bool:
+        """No order from expiry − 15 min (BEHAVIOUR.md §4.5)."""
+        if not leg.frozen and leg.expiry_ms is not None:
+            leg.frozen = now >= leg.expiry_ms / 1000.0 - HALT_BEFORE_EXPIRY_SECONDS
+        return leg.frozen
+
+    def _book(self, leg: _Leg, budget: _StepBudget) -> Any:
+        """A fresh book (≤ 3 s), read at most once per step and symbol; None when unavailable."""
+        symbol = leg.target.symbol
+        if symbol not in self._books:
+            budget.spend()
+            try:
+                book = self._market.order_book(symbol, max_age=BOOK_MAX_AGE_SECONDS)
+            except TraderError as exc:
+                leg.last_no_price = f"order book unavailable: {exc}"
+                book = None
+            self._books[symbol] = book
+            # Decided now: a cancel later in this step does not take our order out of this book.
+            self._own_in_book[symbol] = (None, 0.0) if book is None else self._own_resting(leg, book.as_of)
+        return self._books[symbol]
+
+    def _mark(self, leg: _Leg, budget: _StepBudget) -> float | None:
+        """The real mark from the chain (≤ 30 s); the order book has none (API.md §11 #8)."""
+        symbol = leg.target.symbol
+        if symbol not in self._marks:
+            budget.spend()
+            try:
+                mark = _usable(self._market.quote(symbol, max_age=MARK_MAX_AGE_SECONDS).mark)
+            except TraderError as exc:
+                leg.last_no_price = f"no fresh mark: {exc}"
+                mark = None
+            else:
+                if mark is None:
+                    leg.last_no_price = f"no usable mark on {symbol}"
+            self._marks[symbol] = mark
+        return self._marks[symbol]
+
+    def _passive_price(self, leg: _Leg, budget: _StepBudget) -> float | None:
+        if not self._ensure_instrument(leg, budget):
+            return None
+        side = leg.target.side
+        strategy = self.config.quoting_strategy
+        if strategy == "mark":
+            mark = self._mark(leg, budget)
+            bid = ask = None
+        else:
+            book = self._book(leg, budget)
+            if book is None:
+                return None
+            own_price, own_qty = self._own_in_book[leg.target.symbol]
+            bid = touch_without_own(book.bids, own_price if side == BUY else None, own_qty)
+            ask = touch_without_own(book.asks, own_price if side == SELL else None, own_qty)
+            mark = None
+        price = passive_price(strategy, side, bid=bid, ask=ask, mark=mark, tick=leg.tick,  # type: ignore[arg-type]
+                              offset_pct=self.config.offset_pct)
+        if price is None and strategy != "mark":
+            needed = "bid and ask" if strategy == "mid" else ("bid" if side == BUY else "ask")
+            leg.last_no_price = f"no {needed} on {leg.target.symbol} to quote {strategy}"
+        return price
+
+    @staticmethod
+    def _own_resting(leg: _Leg, book_as_of: float) -> tuple[float | None, float]:
+        """Price and open quantity of our order as a book read at ``book_as_of`` may show it.
+
+        A live order is in the book; a just-cancelled one still is in a book fetched (and
+        cached by MarketData) before we saw it final. Orders that never rested are not.
+        """
+        order = leg.order
+        if order is None or order.status in (OrderStatus.REJECTED, OrderStatus.NOT_PLACED):
+            return None, 0.0
+        if order.status.is_final and order.updated_at <= book_as_of:
+            return None, 0.0
+        return order.price, max(0.0, order.qty - order.filled_qty)
+
+    def _aggressive_price(self, leg: _Leg, budget: _StepBudget) -> float | None:
+        if not self._ensure_instrument(leg, budget):
+            return None
+        book = self._book(leg, budget)
+        if book is None:
+            return None
+        side = leg.target.side
+        price = aggressive_price(side, bid=book.best_bid, ask=book.best_ask, tick=leg.tick)  # type: ignore[arg-type]
+        if price is None:
+            leg.last_no_price = f"no {'ask' if side == BUY else 'bid'} on {leg.target.symbol} to cross"
+        return price
+
+    # ---- order plumbing ----------------------------------------------------------------
+
+    def _poll(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
+        """Poll the leg's order once per step (an order placed this step is not polled)."""
+        order = leg.order
+        if order is None or leg.polled_at == now:
+            return
+        budget.spend()
+        self._ledger.poll(order)
+        leg.polled_at = now
+
+    def _cancel_until_final(self, leg: _Leg, now: float, budget: _StepBudget) -> bool:
+        """Poll → cancel → poll until final (several steps if needed); True once final."""
+        order = leg.order
+        if order is None or order.status.is_final:
+            return True
+        if order.status is not OrderStatus.CANCEL_REQUESTED:
+            self._poll(leg, now, budget)
+            if order.status.is_final:
+                return True
+            if order.status is not OrderStatus.CANCEL_REQUESTED:
+                budget.spend(CANCEL_COST)
+                self._ledger.cancel(order)
+                if order.status.is_final:
+                    return True
+        budget.spend()
+        self._ledger.poll(order)
+        leg.polled_at = now
+        return order.status.is_final
+
+    def _place(self, leg: _Leg, qty: float, price: float, now: float, budget: _StepBudget, *,
+               aggressive: bool) -> bool:
+        """Place through the ledger: the first order of the leg with the job's intent, later ones
+        as requotes superseding the previous order (fills accumulate over the chain)."""
+        budget.spend()
+        previous = leg.order
+        intent = self.intent if previous is None else self.intent.requote()
+        try:
+            order = self._ledger.place(
+                trade_id=self.trade_id, trade_seq=self.trade_seq, leg_index=leg.index, intent=intent,
+                symbol=leg.target.symbol, side=leg.target.side, qty=qty, price=price,
+                tick_size=leg.tick,  # type: ignore[arg-type]
+                supersedes=None if previous is None else previous.client_order_id,
+                max_live_per_trade=len(self._legs),
+            )
+        except LedgerCapError:
+            raise
+        except (ValueError, TraderError) as exc:
+            logger.warning("smart job %s leg %d: order not placed: %s", self.trade_id, leg.index, exc)
+            leg.rejections += 1
+            return False
+        leg.order = order
+        leg.order_ids.append(order.client_order_id)
+        leg.aggressive = aggressive
+        leg.polled_at = now
+        leg.rejections = leg.rejections + 1 if order.status is OrderStatus.REJECTED else 0
+        logger.debug("smart job %s leg %d chunk %d: %s %s %.2f @ %s", self.trade_id, leg.index, self._chunk,
+                     "aggressive" if aggressive else self.config.quoting_strategy,
+                     "buy" if leg.target.side == BUY else "sell", qty, price)
+        return order.status is not OrderStatus.REJECTED
+
+    def _blocked(self, leg: _Leg) -> bool:
+        return leg.rejections >= MAX_CONSECUTIVE_REJECTIONS
+
+    def _rotated(self) -> list[_Leg]:
+        """Legs from a rotating start, so a tight request budget serves every leg in turn."""
+        start = self._rotation % len(self._legs)
+        self._rotation += 1
+        return self._legs[start:] + self._legs[:start]
+
+    def _for_each_leg(self, now: float, budget: _StepBudget, work: Any) -> bool:
+        """Run ``work(leg, now, budget)`` for every leg; False if the ledger cap stopped the job."""
+        for leg in self._rotated():
+            try:
+                work(leg, now, budget)
+            except _OutOfBudget:
+                continue
+            except LedgerCapError as exc:
+                self._begin_finishing(f"ledger cap: {exc}")
+                return False
+        return True
+
+    # ---- phases --------------------------------------------------------------------------
+
+    def _step_pricing(self, now: float, budget: _StepBudget) -> None:
+        """Open: no order until every leg can be quoted (§8 row 6); FAILED after one chunk's time."""
+        unpriced: list[_Leg] = []
+        for leg in self._legs:
+            if leg.total < LOT:
+                continue
+            try:
+                if self._ensure_instrument(leg, budget) and self._frozen_now(leg, now):
+                    self._finish_without_orders(f"leg {leg.index} ({leg.target.symbol}) is frozen before expiry")
+                    return
+                if self._passive_price(leg, budget) is None:
+                    unpriced.append(leg)
+            except _OutOfBudget:
+                unpriced.append(leg)
+        if not unpriced:
+            self._begin_chunk(1, now)
+            return
+        if now - self.started_at >= self.config.time_per_chunk_seconds:
+            detail = "; ".join(leg.last_no_price or f"leg {leg.index} unpriced" for leg in unpriced)
+            self._finish_without_orders(f"no price within {self.config.time_per_chunk_seconds:.0f} s: {detail}")
+
+    def _begin_chunk(self, chunk: int, now: float) -> None:
+        self._chunk = chunk
+        self._chunk_started_at = now
+        self._phase = _QUOTING
+        for leg in self._legs:
+            leg.attempts = 0
+            leg.deadline = None
+            leg.retry_at = None
+            leg.chunk_start_filled = self._filled(leg)
+        logger.info("smart job %s %s: chunk %d/%d (targets %s)", self.trade_id, self.intent.name, chunk,
+                    self.config.chunk_count, [leg.targets[chunk - 1] for leg in self._legs])
+
+    def _step_quoting(self, now: float, budget: _StepBudget) -> None:
+        if now >= self._chunk_started_at + self.config.time_per_chunk_seconds:
+            self._phase = _AGGRESSIVE
+            return
+        for leg in self._legs:
+            self._frozen_now(leg, now)  # no request: the expiry is known once the leg was priced
+        if not self._for_each_leg(now, budget, self._quote_leg):
+            return
+        if self._all_complete() and not any(leg.live for leg in self._legs):
+            self._conclude("")
+            return
+        if not self.best_effort:
+            frozen = [leg for leg in self._legs if leg.frozen and not self._complete(leg)]
+            if frozen:
+                self._begin_finishing(f"leg {frozen[0].index} ({frozen[0].target.symbol}) frozen before expiry")
+
+    def _quote_leg(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
+        order = leg.order
+        if order is not None and not order.status.is_final:
+            if not (leg.replacing or order.status is OrderStatus.CANCEL_REQUESTED):
+                self._poll(leg, now, budget)
+                if not order.status.is_final and not self._reprice_wanted(leg, now, budget):
+                    return
+                leg.replacing = not order.status.is_final
+            if not self._cancel_until_final(leg, now, budget):
+                return
+            leg.replacing = False
+        self._place_passive(leg, now, budget)
+
+    def _reprice_wanted(self, leg: _Leg, now: float, budget: _StepBudget) -> bool:
+        """Every reprice interval: replace when the target moved ≥ threshold ticks, or when the
+        balance cap now allows a larger working quantity than the order has left."""
+        order = leg.order
+        assert order is not None
+        if order.status not in (OrderStatus.LIVE, OrderStatus.PARTIAL) or leg.frozen:
+            return False  # UNKNOWN is resolved by polling first; a frozen leg gets no replacement
+        if leg.quoted_at is not None and now - leg.quoted_at < self.config.reprice_interval_seconds:
+            return False
+        price = self._passive_price(leg, budget)
+        leg.quoted_at = now
+        if price is None:
+            return False  # keep the order priced on valid data; no new price is invented
+        moved = abs(price - order.price) >= self.config.reprice_threshold_ticks * leg.tick - 1e-9  # type: ignore[operator]
+        open_qty = snap_qty(max(0.0, order.qty - order.filled_qty))
+        grows = self._placeable_qty(leg) - open_qty >= LOT - FILL_EPSILON
+        if moved or grows:
+            logger.debug("smart job %s leg %d: reprice %s -> %s%s", self.trade_id, leg.index, order.price, price,
+                         " (larger quantity allowed)" if grows else "")
+        return moved or grows
+
+    def _place_passive(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
+        if leg.total < LOT or self._blocked(leg):
+            return
+        if not self._ensure_instrument(leg, budget) or self._frozen_now(leg, now):
+            return
+        qty = self._placeable_qty(leg)
+        if qty < LOT:
+            return
+        price = self._passive_price(leg, budget)
+        if price is None:
+            return
+        if self._place(leg, qty, price, now, budget, aggressive=False):
+            leg.quoted_at = now
+
+    def _step_aggressive(self, now: float, budget: _StepBudget) -> None:
+        if not self._for_each_leg(now, budget, self._aggressive_leg):
+            return
+        if not all(self._settled(leg, now) for leg in self._legs):
+            return
+        if self._all_complete():
+            self._conclude("")
+            return
+        short = [leg for leg in self._legs if self._chunk_short(leg)]
+        stalled = [leg for leg in short if self._stalled(leg)]
+        if stalled or self._chunk >= self.config.chunk_count:
+            self._begin_finishing(self._shortfall_reason(stalled or short))
+            return
+        if short:
+            # Progress was made: the lagging leg may catch up; the balance cap holds the others.
+            logger.info("smart job %s: %s behind after chunk %d; continuing", self.trade_id,
+                        ", ".join(f"leg {leg.index} at {self._filled(leg):.2f}/{self._chunk_target(leg):.2f}"
+                                  for leg in short), self._chunk)
+        self._begin_chunk(self._chunk + 1, now)
+
+    def _stalled(self, leg: _Leg) -> bool:
+        """No fill in the whole chunk, passive or aggressive, and not merely held back by the cap:
+        the leg has no usable liquidity, so more chunks would only add exposure on the others."""
+        filled = self._filled(leg)
+        if filled > leg.chunk_start_filled + FILL_EPSILON:
+            return False
+        return self._cap(leg, filled) >= self._chunk_target(leg) - FILL_EPSILON
+
+    def _shortfall_reason(self, short: list[_Leg]) -> str:
+        if not short:
+            return f"incomplete after chunk {self._chunk}/{self.config.chunk_count}"
+        leg = min(short, key=lambda item: filled_fraction(self._filled(item), item.total))  # the laggard
+        detail = f"; {leg.last_no_price}" if leg.last_no_price else ""
+        why = "frozen before expiry" if leg.frozen else (
+            "orders rejected" if self._blocked(leg) else f"after {leg.attempts} aggressive attempts")
+        if self._stalled(leg):
+            why += " (no fill in the whole chunk)"
+        return (f"leg {leg.index} ({leg.target.symbol}) filled {self._filled(leg):.2f} of the chunk "
+                f"{self._chunk}/{self.config.chunk_count} target {self._chunk_target(leg):.2f} {why}{detail}")
+
+    def _aggressive_leg(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
+        order = leg.order
+        if order is not None and not order.status.is_final:
+            resting = leg.aggressive and not leg.replacing and order.status is not OrderStatus.CANCEL_REQUESTED
+            if resting:
+                self._poll(leg, now, budget)
+                if not order.status.is_final and leg.deadline is not None and now < leg.deadline:
+                    return
+            # A passive leftover of the chunk, or an aggressive order past its deadline.
+            leg.replacing = not order.status.is_final
+            if not self._cancel_until_final(leg, now, budget):
+                return
+            leg.replacing = False
+        if leg.total < LOT or self._blocked(leg) or leg.attempts >= self.config.aggressive_attempts:
+            return
+        if leg.retry_at is not None and now < leg.retry_at:
+            return
+        if leg.tick is not None and self._frozen_now(leg, now):
+            return
+        qty = self._placeable_qty(leg)
+        if qty < LOT:
+            return
+        if budget.left < (2 if leg.tick is not None else 3):
+            raise _OutOfBudget  # (instrument,) book and place: an attempt is never half spent
+        price = self._aggressive_price(leg, budget)
+        leg.attempts += 1
+        leg.retry_at = now + self.config.aggressive_wait_seconds
+        if price is None:
+            logger.info("smart job %s leg %d: aggressive attempt %d unpriced: %s", self.trade_id, leg.index,
+                        leg.attempts, leg.last_no_price)
+            return
+        if leg.tick is not None and self._frozen_now(leg, now):
+            return
+        leg.retry_at = None
+        if self._place(leg, qty, price, now, budget, aggressive=True):
+            leg.deadline = now + self.config.aggressive_wait_seconds
+
+    def _settled(self, leg: _Leg, now: float) -> bool:
+        """Nothing more to do for this leg in this chunk's fallback."""
+        if leg.live:
+            return False
+        if leg.total < LOT or self._placeable_qty(leg) < LOT or leg.frozen or self._blocked(leg):
+            return True
+        if leg.attempts >= self.config.aggressive_attempts:
+            return leg.retry_at is None or now >= leg.retry_at
+        return False
+
+    # ---- finishing ------------------------------------------------------------------------
+
+    def _begin_finishing(self, reason: str) -> None:
+        if self._phase in (_FINISHING, _GRACE, _DONE):
+            return
+        logger.info("smart job %s %s finishing: %s", self.trade_id, self.intent.name, reason)
+        self._reason = reason
+        if not any(leg.order_ids for leg in self._legs):
+            self._finish_without_orders(reason)
+            return
+        self._phase = _FINISHING
+
+    def _finish_without_orders(self, reason: str) -> None:
+        logger.warning("smart job %s %s failed before any order: %s", self.trade_id, self.intent.name, reason)
+        self._reason = reason
+        self._phase = _DONE
+        self._status = JobStatus.FAILED
+
+    def _step_finishing(self, now: float, budget: _StepBudget) -> None:
+        all_final = True
+        for leg in self._rotated():
+            try:
+                if not self._cancel_until_final(leg, now, budget):
+                    all_final = False
+            except _OutOfBudget:
+                all_final = False
+        if not all_final:
+            return
+        if self._all_complete():
+            self._conclude("")
+            return
+        self._phase = _GRACE
+        self._grace_deadline = now + self.config.grace_seconds
+
+    def _step_grace(self, now: float, budget: _StepBudget) -> None:
+        """After the grace wait, poll once more every order that could still show a late fill."""
+        if self._grace_deadline is None or now < self._grace_deadline:
+            return
+        if self._grace_queue is None:
+            self._grace_queue = [o for leg in self._legs for o in self._orders_of(leg)
+                                 if o.order_id is not None and o.status is not OrderStatus.FILLED]
+        while self._grace_queue:
+            try:
+                budget.spend()
+            except _OutOfBudget:
+                return
+            self._ledger.poll(self._grace_queue.pop(0))
+        self._conclude(self._reason)
+
+    def _orders_of(self, leg: _Leg) -> Iterable[LedgerOrder]:
+        return [o for o in (self._ledger.get(c) for c in leg.order_ids) if o is not None]
+
+    def _conclude(self, reason: str) -> None:
+        if self._all_complete():
+            self._status, reason = JobStatus.FILLED, ""
+        elif any(self._filled(leg) > 0 for leg in self._legs):
+            self._status = JobStatus.PARTIAL
+        else:
+            self._status = JobStatus.FAILED
+        self._reason = reason
+        self._phase = _DONE
+        log = logger.info if self._status is JobStatus.FILLED else logger.warning
+        log("smart job %s %s ended %s after chunk %d/%d%s", self.trade_id, self.intent.name, self._status.value,
+            self._chunk, self.config.chunk_count, f": {reason}" if reason else "")
+
+
+class SmartOrderbookExecutor:
+    """Starts smart jobs (BEHAVIOUR.md §6.3). ``start`` sends nothing; ``advance`` does the work.
+
+    Opening (intent OPEN) and closing (CLOSE / UNWIND / KILL) use the same algorithm;
+    reduce-only comes from the intent through the ledger.
+    """
+
+    def __init__(self, ledger: OrderLedger, market: Any, clock: Any, *, max_requests_per_step: int = 6) -> None:
+        if not _is_int(max_requests_per_step) or max_requests_per_step < 3:
+            raise ValueError("max_requests_per_step must be an int >= 3 (book, price and place in one step)")
+        self.ledger = ledger
+        self.market = market
+        self.clock = clock
+        self.max_requests_per_step = max_requests_per_step
+
+    def __repr__(self) -> str:
+        return f"SmartOrderbookExecutor(max_requests_per_step={self.max_requests_per_step})"
+
+    def start(self, trade: Any, legs: list[LegTarget], intent: Intent, params: Any, *,
+              best_effort: bool = False) -> SmartExecutionJob:
+        """A job for ``legs``; ``params`` is a SmartExecConfig (anything else → the defaults)."""
+        if not legs:
+            raise ValueError("an execution job needs at least one leg")
+        indexes = [leg.leg_index for leg in legs]
+        if len(set(indexes)) != len(indexes):
+            raise ValueError(f"duplicate leg indexes in {indexes}")
+        if isinstance(params, SmartExecConfig):
+            config = params
+        else:
+            if params is not None:
+                logger.info("smart executor got %s, not a SmartExecConfig: using the defaults",
+                            type(params).__name__)
+            config = SmartExecConfig()
+        return SmartExecutionJob(self, trade, legs, Intent(intent), config, best_effort=best_effort,
+                                 started_at=self.clock.now())

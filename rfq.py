@@ -1,0 +1,808 @@
+"""RFQ (block trade) execution: ask makers for one price on the whole structure.
+
+Why it is built this way (BEHAVIOUR.md §1.3, §6.4, §8 rows 28-31, 37; API.md §10, §11.5-§11.7):
+
+* A quote is only worth taking if it beats the screen, so every leg is measured against the
+  book side WE would hit (a buy pays the ask, a sell receives the bid). Using the wrong side
+  makes any quote look like a bargain; a missing side means there is no baseline at all, and
+  then the improvement gate cannot pass (unless the strategy disabled it).
+* Quote legs carry the MAKER's side. A quote is kept only if, on every leg, the maker does
+  the opposite of what we want; a maker's mirrored (two-way) quote, or one mirrored leg of a
+  mixed structure, would trade us the wrong way and is discarded leg by leg.
+* The exchange refuses single-leg SELL RFQs: we ask as BUY and take a quote in which the maker
+  BUYs, so the direction we want (SELL) is what the quote check uses.
+* Accept is not idempotent. A coded rejection proves nothing happened, so the next candidate
+  may be tried (still gated). No answer at all is AMBIGUOUS: we never accept again and look
+  for the block trade in the private block-trade list (and our fill history) for up to 60 s.
+* Every block fill is written to the ``OrderLedger`` (``record_block_fill``) from the accept
+  response's taker-side legs, matched by ``instrumentName``, never by position, with the
+  string values parsed: the lifecycle sees RFQ fills exactly like order fills.
+* No quote in time -> cancel the RFQ (never after a fill) -> the configured fallback engine
+  runs the same legs inside this same job, or the job fails. Everything is a deadline
+  checked in ``advance(now)`` with a bounded number of requests, so one trade waiting on
+  makers never delays another trade's exits.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Iterable, Mapping, Sequence
+
+from api_values import finite_number, int_or_none
+from errors import (
+    ConfigError,
+    EndpointNotFound,
+    ExchangeError,
+    OrderOutcomeUnknown,
+    SelectionError,
+    TraderError,
+    TransportError,
+)
+from trade_execution import (
+    BOOK_MAX_AGE_SECONDS,
+    BUY,
+    LOT,
+    SELL,
+    ExecutionJob,
+    ExecutionParams,
+    FillResult,
+    Intent,
+    JobStatus,
+    LedgerOrder,
+    LegFill,
+    LegTarget,
+    _Budget,
+    snap_qty,
+    summarize_fills,
+)
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_MODES: tuple[str | None, ...] = (None, "limit", "smart")
+AMBIGUOUS_RESOLVE_SECONDS = 60.0
+QTY_MATCH_TOLERANCE = 1e-9
+BLOCKTRADE_PAGE_SIZE = 50
+HISTORY_SLACK_SECONDS = 5.0
+MAX_CANCEL_ATTEMPTS = 3
+BLOCK_TRADE_TYPE = 14
+RFQ_SIDE_NAMES = {BUY: "BUY", SELL: "SELL"}
+RFQ_SIDE_CODES = {"BUY": BUY, "SELL": SELL}
+
+
+# =====================================================================================
+# Parameters
+# =====================================================================================
+
+
+def _bad(name: str, value: Any, rule: str) -> ConfigError:
+    return ConfigError(f"RFQParams.{name} = {value!r} is invalid: {rule}")
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class RFQParams:
+    """RFQ tunables (BEHAVIOUR.md §1.3); validated at construction, never silently corrected.
+
+    ``min_improvement_pct=None`` disables the screen gate (any well-formed quote may be taken).
+    ``open_fallback`` / ``close_fallback`` name the engine that takes over the same legs when
+    no quote is accepted: ``None`` (fail), ``"limit"`` or ``"smart"``.
+    """
+
+    timeout_seconds: float = 60.0
+    poll_interval_seconds: float = 3.0
+    min_improvement_pct: float | None = 0.0
+    min_quote_life_seconds: float = 1.0
+    open_fallback: str | None = None
+    close_fallback: str | None = "limit"
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.timeout_seconds) or self.timeout_seconds <= 0:
+            raise _bad("timeout_seconds", self.timeout_seconds, "must be a number > 0 (seconds)")
+        if not _is_number(self.poll_interval_seconds) or self.poll_interval_seconds <= 0:
+            raise _bad("poll_interval_seconds", self.poll_interval_seconds, "must be a number > 0 (seconds)")
+        if self.min_improvement_pct is not None and not _is_number(self.min_improvement_pct):
+            raise _bad("min_improvement_pct", self.min_improvement_pct,
+                       "must be a finite number (percent) or None to disable the gate")
+        if not _is_number(self.min_quote_life_seconds) or self.min_quote_life_seconds < 0:
+            raise _bad("min_quote_life_seconds", self.min_quote_life_seconds, "must be a number >= 0 (seconds)")
+        for name in ("open_fallback", "close_fallback"):
+            value = getattr(self, name)
+            if value not in FALLBACK_MODES:
+                raise _bad(name, value, "use None, 'limit' or 'smart'")
+
+    def fallback_for(self, intent: Intent) -> str | None:
+        """Opens use ``open_fallback``; closes, unwinds and kills use ``close_fallback``."""
+        return self.open_fallback if Intent(intent).family() is Intent.OPEN else self.close_fallback
+
+
+# =====================================================================================
+# Pure pieces: baseline, quotes, the gate
+# =====================================================================================
+
+
+def leg_baseline(side: int, qty: float, best_bid: float | None, best_ask: float | None) -> float | None:
+    """What one leg costs on the screen for the side WE take (+ = we pay); None if that side is empty.
+
+    A buy pays the best ask (+ask x qty), a sell receives the best bid (-bid x qty) (API.md §11.7).
+    """
+    if side == BUY:
+        return qty * best_ask if best_ask is not None and best_ask > 0 else None
+    if side == SELL:
+        return -qty * best_bid if best_bid is not None and best_bid > 0 else None
+    raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+
+
+def structure_baseline(legs: Sequence[LegTarget], books: Mapping[str, Any]) -> float | None:
+    """B = sum of the legs' screen costs; None as soon as one needed side (or book) is missing."""
+    parts: list[float] = []
+    for leg in legs:
+        book = books.get(leg.symbol)
+        if book is None:
+            return None
+        part = leg_baseline(leg.side, snap_qty(leg.qty), book.best_bid, book.best_ask)
+        if part is None:
+            return None
+        parts.append(part)
+    return math.fsum(parts)
+
+
+def request_legs(legs: Sequence[LegTarget]) -> list[dict[str, str]]:
+    """The create-RFQ legs: our sides, qty as strings; a single-leg SELL is asked as BUY (API.md §11.6)."""
+    single = len(legs) == 1
+    out = []
+    for leg in legs:
+        side = BUY if single else leg.side
+        out.append({"instrumentName": leg.symbol, "side": RFQ_SIDE_NAMES[side], "qty": qty_text(snap_qty(leg.qty))})
+    return out
+
+
+def qty_text(qty: float) -> str:
+    """A lot quantity as the plain decimal string RFQ legs use ("0.5", "1", "10")."""
+    text = format(qty, ".2f").rstrip("0").rstrip(".")
+    return text or "0"
+
+
+@dataclass(frozen=True)
+class QuoteLeg:
+    """One quote leg; ``maker_side`` is the MAKER's side ("BUY"/"SELL")."""
+
+    symbol: str
+    maker_side: str
+    price: float
+    qty: float
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A maker quote as received (API.md §10.2); ``expiry_time`` in epoch seconds, None if absent."""
+
+    quote_id: str
+    state: str
+    expiry_time: float | None
+    legs: tuple[QuoteLeg, ...]
+
+    @property
+    def cost(self) -> float:
+        """Q, taker view (+ = we pay): maker-SELL legs we pay for, maker-BUY legs pay us."""
+        return math.fsum(leg.price * leg.qty if leg.maker_side == "SELL" else -leg.price * leg.qty
+                         for leg in self.legs)
+
+
+def parse_quote(raw: Any) -> Quote | None:
+    """A ``Quote`` from the wire (string numbers parsed), or None if it is not usable as one."""
+    if not isinstance(raw, Mapping):
+        return None
+    quote_id = raw.get("quoteId")
+    legs_raw = raw.get("legs")
+    if quote_id is None or isinstance(quote_id, (bool, float)) or not isinstance(legs_raw, list) or not legs_raw:
+        return None
+    legs = []
+    for item in legs_raw:
+        if not isinstance(item, Mapping):
+            return None
+        symbol = item.get("instrumentName")
+        side = str(item.get("side") or "").upper()
+        price = finite_number(item.get("price"))
+        qty = finite_number(item.get("quantity", item.get("qty")))
+        if not symbol or side not in RFQ_SIDE_CODES or price is None or price <= 0 or qty is None or qty <= 0:
+            return None
+        legs.append(QuoteLeg(str(symbol), side, price, qty))
+    expiry_ms = finite_number(raw.get("expiryTime"))
+    return Quote(str(quote_id), str(raw.get("state") or "").upper(),
+                 None if expiry_ms is None else expiry_ms / 1000.0, tuple(legs))
+
+
+def improvement_pct(baseline: float | None, cost: float) -> float | None:
+    """(B - Q) / |B| x 100: positive = better than the screen, for debits and credits alike."""
+    if baseline is None or abs(baseline) < 1e-12:
+        return None
+    return (baseline - cost) / abs(baseline) * 100.0
+
+
+def quote_problem(quote: Quote, legs: Sequence[LegTarget], now: float, min_life_seconds: float) -> str | None:
+    """Why the quote cannot be taken, or None if it is well-formed for our legs and alive long enough."""
+    if quote.state != "OPEN":
+        return f"state {quote.state or '?'}"
+    if quote.expiry_time is not None and quote.expiry_time - now < min_life_seconds:
+        return f"{quote.expiry_time - now:.1f} s of life left"
+    wanted = {leg.symbol: leg for leg in legs}
+    seen: set[str] = set()
+    for quote_leg in quote.legs:
+        ours = wanted.get(quote_leg.symbol)
+        if ours is None or quote_leg.symbol in seen:
+            return f"instrument {quote_leg.symbol} is not one of our legs (or repeated)"
+        seen.add(quote_leg.symbol)
+        if abs(quote_leg.qty - snap_qty(ours.qty)) > QTY_MATCH_TOLERANCE:
+            return f"{quote_leg.symbol} quantity {quote_leg.qty} != {snap_qty(ours.qty)}"
+        maker_wanted = "SELL" if ours.side == BUY else "BUY"
+        if quote_leg.maker_side != maker_wanted:
+            return f"{quote_leg.symbol}: maker {quote_leg.maker_side} would trade us the wrong way"
+    if seen != set(wanted):
+        return f"missing legs {sorted(set(wanted) - seen)}"
+    return None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A quote that passed every check and the gate."""
+
+    quote: Quote
+    cost: float
+    improvement: float | None
+
+
+def rank_candidates(quotes: Iterable[Quote], legs: Sequence[LegTarget], baseline: float | None,
+                    params: RFQParams, now: float, exclude: Iterable[str] = ()) -> list[Candidate]:
+    """Kept quotes that pass the gate, cheapest debit / largest credit first (Q ascending)."""
+    skip = set(exclude)
+    out: list[Candidate] = []
+    for quote in quotes:
+        if quote.quote_id in skip:
+            continue
+        problem = quote_problem(quote, legs, now, params.min_quote_life_seconds)
+        if problem is not None:
+            logger.debug("quote %s discarded: %s", quote.quote_id, problem)
+            continue
+        cost = quote.cost
+        improvement = improvement_pct(baseline, cost)
+        if params.min_improvement_pct is not None:
+            if improvement is None:
+                logger.debug("quote %s: no screen baseline, the gate cannot pass", quote.quote_id)
+                continue
+            if improvement < params.min_improvement_pct - 1e-9:
+                logger.debug("quote %s: improvement %.3f %% below %.3f %%", quote.quote_id, improvement,
+                             params.min_improvement_pct)
+                continue
+        out.append(Candidate(quote, cost, improvement))
+    out.sort(key=lambda c: c.cost)
+    return out
+
+
+# =====================================================================================
+# The job
+# =====================================================================================
+
+
+class RFQPhase(str, Enum):
+    BASELINE = "BASELINE"      # validate legs, read the screen, create the RFQ
+    CREATED = "CREATED"        # RFQ live, first quote poll not yet due
+    WAITING = "WAITING"        # polling quotes until the deadline
+    ACCEPTING = "ACCEPTING"    # sending accepts (within one step)
+    AMBIGUOUS = "AMBIGUOUS"    # an accept got no answer: looking for the block trade
+    CANCELLING = "CANCELLING"  # cancel the RFQ, then fallback or fail
+    FALLBACK = "FALLBACK"      # another engine works the same legs inside this job
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+_FINAL_PHASES = frozenset({RFQPhase.DONE, RFQPhase.FAILED})
+
+
+class RFQJob(ExecutionJob):
+    """BEHAVIOUR.md §6.4 as a tick-driven state machine (see the module docstring)."""
+
+    def __init__(self, executor: "RFQExecutor", trade: Any, legs: Sequence[LegTarget], intent: Intent,
+                 params: RFQParams, *, best_effort: bool, started_at: float) -> None:
+        self._executor = executor
+        self._client = executor.client
+        self._ledger = executor.ledger
+        self._market = executor.market
+        self._trade = trade
+        self.trade_id = str(trade.id)
+        self.trade_seq = int(trade.seq)
+        self.intent = Intent(intent).family()
+        self.params = params
+        self.best_effort = best_effort
+        self.started_at = started_at
+        self.legs = [LegTarget(leg.leg_index, leg.symbol, leg.side, snap_qty(leg.qty)) for leg in legs]
+        self._by_symbol = {leg.symbol: leg for leg in self.legs}
+        self._phase = RFQPhase.BASELINE
+        self._status = JobStatus.WORKING
+        self._reason = ""
+        self._stop_reason: str | None = None
+        self._validated: set[str] = set()
+        self._books: dict[str, Any] = {}
+        self.baseline: float | None = None
+        self.request_id: str | None = None
+        self.rfq_expiry: float | None = None
+        self._deadline: float | None = None
+        self._next_poll_at = 0.0
+        self.tried_quote_ids: list[str] = []
+        self.accepted_quote_id: str | None = None
+        self._never_accept = False
+        self._ambiguous_quote_id: str | None = None
+        self._ambiguous_since: float | None = None
+        self._next_lookup_at = 0.0
+        self._cancel_attempts = 0
+        self._block_orders: dict[int, int] = {}   # leg_index -> client order id of its block fill
+        self.fallback_mode: str | None = None
+        self.fallback_reason = ""                 # why the RFQ gave way to the fallback engine
+        self._inner: ExecutionJob | None = None
+
+    def __repr__(self) -> str:
+        return f"RFQJob({self.trade_id}, {self.intent.name}, {self._phase.value}, {self._status.value})"
+
+    # ---- public -----------------------------------------------------------------------
+
+    @property
+    def status(self) -> JobStatus:
+        return self._status
+
+    @property
+    def phase(self) -> RFQPhase:
+        return self._phase
+
+    @property
+    def fallback_job(self) -> ExecutionJob | None:
+        return self._inner
+
+    def request_stop(self, reason: str) -> None:
+        """Stop: nothing more is accepted; the RFQ is cancelled (after resolving an ambiguity); no fallback."""
+        if self.done or self._stop_reason is not None:
+            return
+        self._stop_reason = reason or "stop requested"
+        logger.info("rfq job %s %s: stop requested (%s)", self.trade_id, self.intent.name, self._stop_reason)
+        if self._inner is not None:
+            self._inner.request_stop(self._stop_reason)
+
+    def advance(self, now: float) -> JobStatus:
+        if self.done:
+            return self._status
+        budget = _Budget(self._executor.max_requests_per_step)
+        if self._stop_reason is not None:
+            self._apply_stop()
+        if self._phase is RFQPhase.BASELINE:
+            self._step_baseline(now, budget)
+        if self._phase in (RFQPhase.CREATED, RFQPhase.WAITING):
+            self._step_waiting(now, budget)
+        if self._phase is RFQPhase.AMBIGUOUS:
+            self._step_ambiguous(now, budget)
+        if self._phase is RFQPhase.CANCELLING:
+            self._step_cancelling(now, budget)
+        if self._phase is RFQPhase.FALLBACK and budget.left == self._executor.max_requests_per_step:
+            self._step_fallback(now)
+        return self._status
+
+    def result(self) -> FillResult:
+        inner = self._inner.result() if self._inner is not None else None
+        inner_ids = {leg.leg_index: list(leg.order_ids) for leg in inner.legs} if inner is not None else {}
+        legs = []
+        for leg in self.legs:
+            ids = ([self._block_orders[leg.leg_index]] if leg.leg_index in self._block_orders else []) \
+                + inner_ids.get(leg.leg_index, [])
+            summary = summarize_fills(o for o in (self._ledger.get(c) for c in ids) if o is not None)
+            legs.append(LegFill(leg.leg_index, leg.symbol, leg.side, leg.qty, summary.qty, summary.vwap,
+                                summary.fees, ids))
+        reason = self._reason
+        if inner is not None and inner.reason:
+            reason = f"{reason}; {self.fallback_mode} fallback: {inner.reason}" if reason else inner.reason
+        return FillResult(self._status, legs, "" if self._status is JobStatus.FILLED else reason)
+
+    # ---- stop -----------------------------------------------------------------------
+
+    def _apply_stop(self) -> None:
+        if self._phase is RFQPhase.BASELINE:
+            self._finish(JobStatus.FAILED, f"stopped before the RFQ was created: {self._stop_reason}")
+        elif self._phase in (RFQPhase.CREATED, RFQPhase.WAITING):
+            self._begin_cancelling(f"stopped: {self._stop_reason}")
+
+    # ---- BASELINE ---------------------------------------------------------------------
+
+    def _step_baseline(self, now: float, budget: _Budget) -> None:
+        """Validate every leg and read the screen (over several ticks if the budget is short), then create."""
+        if now - self.started_at >= self.params.timeout_seconds:
+            self._reason = f"no screen baseline / leg data within {self.params.timeout_seconds:.0f} s"
+            self._begin_fallback(now)
+            return
+        for leg in self.legs:
+            if leg.symbol not in self._validated:
+                if not budget.take():
+                    return
+                problem = self._validate_leg(leg)
+                if problem == "retry":
+                    return
+                if problem is not None:
+                    self._finish(JobStatus.FAILED, problem)
+                    return
+            if self.params.min_improvement_pct is not None and leg.symbol not in self._books:
+                if not budget.take():
+                    return
+                try:
+                    self._books[leg.symbol] = self._market.order_book(leg.symbol, max_age=BOOK_MAX_AGE_SECONDS)
+                except TraderError as exc:
+                    logger.warning("rfq job %s: order book of %s unavailable (%s); retrying", self.trade_id,
+                                   leg.symbol, exc)
+                    return
+        if self.params.min_improvement_pct is not None:
+            self.baseline = structure_baseline(self.legs, self._books)
+            if self.baseline is None:
+                logger.warning("rfq job %s: a needed book side is empty; no baseline, no quote can pass the "
+                               "%.2f %% gate", self.trade_id, self.params.min_improvement_pct)
+        if budget.take():
+            self._create(now)
+
+    def _validate_leg(self, leg: LegTarget) -> str | None:
+        """None if the leg may be asked for; a reason to fail; or "retry" when the data is unavailable."""
+        try:
+            instrument = self._market.instrument(leg.symbol)
+        except SelectionError as exc:
+            return f"leg {leg.leg_index}: {exc}"
+        except TraderError as exc:
+            logger.warning("rfq job %s: instrument lookup for %s failed (%s); retrying", self.trade_id,
+                           leg.symbol, exc)
+            return "retry"
+        if not instrument.is_active:
+            return f"leg {leg.leg_index}: {leg.symbol} is not active"
+        minimum = max(LOT, float(instrument.min_qty or 0.0))
+        if leg.qty < minimum - QTY_MATCH_TOLERANCE:
+            return f"leg {leg.leg_index}: qty {leg.qty} is below the minimum {minimum}"
+        self._validated.add(leg.symbol)
+        return None
+
+    def _create(self, now: float) -> None:
+        legs = request_legs(self.legs)
+        try:
+            data = self._client.rfq_create(legs)
+        except ExchangeError as exc:
+            self._reason = f"RFQ create rejected: {exc.code} {exc.msg}"
+            self._begin_fallback(now)
+            return
+        except (OrderOutcomeUnknown, TransportError, EndpointNotFound, ValueError) as exc:
+            # If it was created after all, it is never accepted and expires by itself.
+            self._reason = f"RFQ create failed: {exc}"
+            self._begin_fallback(now)
+            return
+        request_id = data.get("requestId") if isinstance(data, Mapping) else None
+        if request_id is None or isinstance(request_id, (bool, float)) or not str(request_id).strip():
+            self._reason = "RFQ create answered without a requestId"
+            self._begin_fallback(now)
+            return
+        self.request_id = str(request_id).strip()
+        expiry_ms = finite_number(data.get("expiryTime"))
+        self.rfq_expiry = None if expiry_ms is None else expiry_ms / 1000.0
+        self._deadline = now + self.params.timeout_seconds
+        if self.rfq_expiry is not None:
+            self._deadline = min(self._deadline, self.rfq_expiry)
+        self._next_poll_at = now + self.params.poll_interval_seconds
+        self._phase = RFQPhase.CREATED
+        logger.info("rfq job %s %s: RFQ %s created (%s), baseline %s, waiting until %.0f", self.trade_id,
+                    self.intent.name, self.request_id, legs,
+                    "none" if self.baseline is None else f"{self.baseline:.2f}", self._deadline)
+
+    # ---- WAITING / ACCEPTING ------------------------------------------------------------
+
+    def _step_waiting(self, now: float, budget: _Budget) -> None:
+        assert self._deadline is not None
+        if now >= self._deadline:
+            self._begin_cancelling(f"no acceptable quote within {now - self.started_at:.0f} s")
+            return
+        if now < self._next_poll_at or not budget.take():
+            return
+        self._phase = RFQPhase.WAITING
+        self._next_poll_at = now + self.params.poll_interval_seconds
+        try:
+            raw = self._client.rfq_quotes(self.request_id)
+        except (TraderError, ValueError) as exc:
+            logger.warning("rfq job %s: quote poll failed (%s); next poll in %.0f s", self.trade_id, exc,
+                           self.params.poll_interval_seconds)
+            return
+        quotes = [q for q in (parse_quote(item) for item in raw or []) if q is not None]
+        candidates = rank_candidates(quotes, self.legs, self.baseline, self.params, now, self.tried_quote_ids)
+        logger.debug("rfq job %s: %d quotes, %d candidates", self.trade_id, len(quotes), len(candidates))
+        if candidates and not self._never_accept:
+            self._accept_best(candidates, now, budget)
+
+    def _accept_best(self, candidates: list[Candidate], now: float, budget: _Budget) -> None:
+        """Accept in rank order; a coded rejection moves on to the next candidate, no answer stops everything."""
+        self._phase = RFQPhase.ACCEPTING
+        for candidate in candidates:
+            if not budget.take():
+                self._next_poll_at = now  # out of requests: look again on the next tick
+                break
+            quote_id = candidate.quote.quote_id
+            self.tried_quote_ids.append(quote_id)
+            logger.info("rfq job %s: accepting quote %s, cost %.2f, improvement %s", self.trade_id, quote_id,
+                        candidate.cost, "n/a" if candidate.improvement is None else f"{candidate.improvement:.2f} %")
+            try:
+                data = self._client.rfq_accept(self.request_id, quote_id)
+            except ExchangeError as exc:
+                if exc.outcome_unknown:
+                    self._begin_ambiguous(quote_id, now, f"code {exc.code} {exc.msg}")
+                    return
+                logger.warning("rfq job %s: accept of quote %s rejected (%s %s); next candidate", self.trade_id,
+                               quote_id, exc.code, exc.msg)
+                continue
+            except (OrderOutcomeUnknown, TransportError) as exc:
+                self._begin_ambiguous(quote_id, now, str(exc))
+                return
+            except (EndpointNotFound, ValueError) as exc:
+                logger.warning("rfq job %s: accept of quote %s not sent (%s)", self.trade_id, quote_id, exc)
+                continue
+            self.accepted_quote_id = quote_id
+            self._never_accept = True
+            legs = data.get("legs") if isinstance(data, Mapping) else None
+            self._record_block_legs(legs if isinstance(legs, list) else [], now, f"accept of {quote_id}")
+            if self._all_legs_recorded():
+                self._finish_with_fills("")
+            else:
+                logger.critical("rfq job %s: accept of quote %s answered without every leg; looking the block "
+                                "trade up", self.trade_id, quote_id)
+                self._begin_ambiguous(quote_id, now, "incomplete accept answer")
+            return
+        if self._phase is RFQPhase.ACCEPTING:
+            self._phase = RFQPhase.WAITING
+
+    # ---- AMBIGUOUS --------------------------------------------------------------------
+
+    def _begin_ambiguous(self, quote_id: str, now: float, why: str) -> None:
+        logger.warning("rfq job %s: accept of quote %s is AMBIGUOUS (%s); never accepting again, resolving from "
+                       "the block-trade list", self.trade_id, quote_id, why)
+        self._never_accept = True
+        self._ambiguous_quote_id = quote_id
+        self._ambiguous_since = now
+        self._next_lookup_at = now
+        self._phase = RFQPhase.AMBIGUOUS
+
+    def _step_ambiguous(self, now: float, budget: _Budget) -> None:
+        assert self._ambiguous_since is not None
+        if now >= self._next_lookup_at and budget.take():
+            self._next_lookup_at = now + self.params.poll_interval_seconds
+            self._lookup_block_trade(now, budget)
+            if self._all_legs_recorded():
+                self.accepted_quote_id = self.accepted_quote_id or self._ambiguous_quote_id
+                self._finish_with_fills("")
+                return
+        if now - self._ambiguous_since < AMBIGUOUS_RESOLVE_SECONDS:
+            return
+        if self._block_orders:
+            self._finish_with_fills(f"block trade of quote {self._ambiguous_quote_id} found without every leg")
+            return
+        logger.warning("rfq job %s: no block trade for quote %s after %.0f s: not accepted", self.trade_id,
+                       self._ambiguous_quote_id, AMBIGUOUS_RESOLVE_SECONDS)
+        self._begin_cancelling(f"accept of quote {self._ambiguous_quote_id} unresolved: treated as not accepted")
+
+    def _lookup_block_trade(self, now: float, budget: _Budget) -> None:
+        """Our block trade from the private list; the fill history if that list is unavailable."""
+        try:
+            data = self._client.blocktrade_orders(pageSize=BLOCKTRADE_PAGE_SIZE)
+        except (TraderError, ValueError) as exc:
+            logger.warning("rfq job %s: block-trade list unavailable (%s); reading the fill history",
+                           self.trade_id, exc)
+            self._lookup_fill_history(now, budget)
+            return
+        records = data.get("list") if isinstance(data, Mapping) else data
+        for record in records or []:
+            if not isinstance(record, Mapping):
+                continue
+            same_request = str(record.get("requestId") or "") == self.request_id
+            same_quote = str(record.get("quoteId") or "") == self._ambiguous_quote_id
+            if same_request or same_quote:
+                legs = record.get("legs")
+                self._record_block_legs(legs if isinstance(legs, list) else [], now,
+                                        f"block trade {record.get('blockTradeId')}")
+                return
+
+    def _lookup_fill_history(self, now: float, budget: _Budget) -> None:
+        """Block fills (tradeType 14) on our symbols since the accept; the price is the order's avgPrice."""
+        if not budget.take():
+            return
+        since_ms = int((self._ambiguous_since - HISTORY_SLACK_SECONDS) * 1000)  # type: ignore[operator]
+        try:
+            data = self._client.trade_history(startTime=since_ms)
+        except (TraderError, ValueError) as exc:
+            logger.warning("rfq job %s: fill history unavailable (%s)", self.trade_id, exc)
+            return
+        fills = data.get("list") if isinstance(data, Mapping) else data
+        known = {o.order_id for o in self._ledger.orders() if o.order_id is not None}
+        for fill in fills or []:
+            if not isinstance(fill, Mapping) or int_or_none(fill.get("tradeType")) != BLOCK_TRADE_TYPE:
+                continue
+            leg = self._by_symbol.get(str(fill.get("symbol")))
+            order_id = int_or_none(fill.get("orderId"))
+            if leg is None or order_id is None or order_id in known or leg.leg_index in self._block_orders:
+                continue
+            if not budget.take():
+                return
+            try:
+                order = self._client.query_order(order_id=order_id)
+            except (TraderError, ValueError) as exc:
+                logger.warning("rfq job %s: block order %d unreadable (%s)", self.trade_id, order_id, exc)
+                continue
+            side = int_or_none(order.get("tradeSide"))
+            self._record_leg(leg, side, finite_number(order.get("fillQty")), finite_number(order.get("avgPrice")),
+                             finite_number(order.get("fee")) or 0.0, order_id, now, f"fill history order {order_id}")
+
+    # ---- fills ------------------------------------------------------------------------
+
+    def _record_block_legs(self, legs: list, now: float, source: str) -> None:
+        """Taker-side legs (accept answer or block-trade record) into the ledger, matched by instrumentName."""
+        for raw in legs:
+            if not isinstance(raw, Mapping):
+                continue
+            symbol = str(raw.get("instrumentName") or "")
+            leg = self._by_symbol.get(symbol)
+            if leg is None:
+                logger.critical("rfq job %s: %s has a leg on %r, which is not one of ours", self.trade_id, source,
+                                symbol)
+                continue
+            side = RFQ_SIDE_CODES.get(str(raw.get("side") or "").upper())
+            created_ms = finite_number(raw.get("createTime"))
+            self._record_leg(leg, side, finite_number(raw.get("quantity", raw.get("qty"))),
+                             finite_number(raw.get("price")), finite_number(raw.get("fee")) or 0.0,
+                             int_or_none(raw.get("orderId")), now if created_ms is None else created_ms / 1000.0,
+                             source)
+
+    def _record_leg(self, leg: LegTarget, side: int | None, qty: float | None, price: float | None, fee: float,
+                    order_id: int | None, filled_at: float, source: str) -> None:
+        if leg.leg_index in self._block_orders:
+            return  # one block trade per job: each leg is recorded once
+        if side is None or qty is None or qty <= 0 or price is None or price <= 0:
+            logger.critical("rfq job %s: %s leg %s is unreadable (side %r, qty %r, price %r); fill NOT recorded",
+                            self.trade_id, source, leg.symbol, side, qty, price)
+            return
+        if side != leg.side:
+            logger.critical("rfq job %s: %s filled %s as %s but we wanted %s", self.trade_id, source, leg.symbol,
+                            RFQ_SIDE_NAMES[side], RFQ_SIDE_NAMES[leg.side])
+        order: LedgerOrder = self._ledger.record_block_fill(
+            trade_id=self.trade_id, trade_seq=self.trade_seq, leg_index=leg.leg_index, intent=self.intent,
+            symbol=leg.symbol, side=side, qty=qty, price=price, fee=fee, order_id=order_id, filled_at=filled_at)
+        self._block_orders[leg.leg_index] = order.client_order_id
+        logger.info("rfq job %s: %s leg %d %s %s %s @ %s (fee %s)", self.trade_id, source, leg.leg_index,
+                    RFQ_SIDE_NAMES[side], qty, leg.symbol, price, fee)
+
+    def _all_legs_recorded(self) -> bool:
+        return all(leg.leg_index in self._block_orders for leg in self.legs)
+
+    def _finish_with_fills(self, reason: str) -> None:
+        complete = all(self._leg_filled(leg) >= leg.qty - QTY_MATCH_TOLERANCE for leg in self.legs)
+        status = JobStatus.FILLED if complete else (JobStatus.PARTIAL if self._block_orders else JobStatus.FAILED)
+        self._finish(status, reason if not complete else "")
+
+    def _leg_filled(self, leg: LegTarget) -> float:
+        coid = self._block_orders.get(leg.leg_index)
+        order = self._ledger.get(coid) if coid is not None else None
+        return order.filled_qty if order is not None else 0.0
+
+    # ---- CANCELLING / FALLBACK ------------------------------------------------------------
+
+    def _begin_cancelling(self, reason: str) -> None:
+        self._reason = reason
+        self._phase = RFQPhase.CANCELLING
+
+    def _step_cancelling(self, now: float, budget: _Budget) -> None:
+        if self._block_orders:
+            self._finish_with_fills(self._reason)  # never cancel after a fill
+            return
+        needs_cancel = self.request_id is not None and (self.rfq_expiry is None or now < self.rfq_expiry)
+        if needs_cancel and self._cancel_attempts < MAX_CANCEL_ATTEMPTS:
+            if not budget.take():
+                return
+            self._cancel_attempts += 1
+            try:
+                self._client.rfq_cancel(self.request_id)
+            except ExchangeError as exc:
+                logger.info("rfq job %s: RFQ %s not cancelled (%s %s): no longer active", self.trade_id,
+                            self.request_id, exc.code, exc.msg)
+            except (OrderOutcomeUnknown, TransportError, EndpointNotFound, ValueError) as exc:
+                if self._cancel_attempts < MAX_CANCEL_ATTEMPTS:
+                    logger.warning("rfq job %s: cancel of RFQ %s has no answer (%s); trying again",
+                                   self.trade_id, self.request_id, exc)
+                    return
+                logger.warning("rfq job %s: RFQ %s left to expire by itself (%s)", self.trade_id,
+                               self.request_id, exc)
+            else:
+                logger.info("rfq job %s: RFQ %s cancelled", self.trade_id, self.request_id)
+        self._begin_fallback(now)
+
+    def _begin_fallback(self, now: float) -> None:
+        """Hand the same legs to the configured engine inside this job, or fail."""
+        if self._stop_reason is not None:
+            self._finish(JobStatus.FAILED, self._reason or f"stopped: {self._stop_reason}")
+            return
+        mode = self.params.fallback_for(self.intent)
+        if mode is None:
+            self._finish(JobStatus.FAILED, f"{self._reason}; no fallback configured")
+            return
+        engine = self._executor.limit if mode == "limit" else self._executor.smart
+        if engine is None and mode == "smart" and self._executor.limit is not None:
+            logger.warning("rfq job %s: smart fallback requested but no smart engine is configured; using limit",
+                           self.trade_id)
+            mode, engine = "limit", self._executor.limit
+        if engine is None:
+            self._finish(JobStatus.FAILED, f"{self._reason}; the {mode} fallback engine is not configured")
+            return
+        params = self._executor.limit_params if mode == "limit" else self._executor.smart_params
+        try:
+            self._inner = engine.start(self._trade, list(self.legs), self.intent, params,
+                                       best_effort=self.best_effort)
+        except Exception as exc:  # noqa: BLE001 - an unstartable fallback is a failed job, not a crash
+            logger.exception("rfq job %s: the %s fallback could not start", self.trade_id, mode)
+            self._finish(JobStatus.FAILED, f"{self._reason}; {mode} fallback could not start: {exc}")
+            return
+        self.fallback_mode = mode
+        self.fallback_reason = self._reason
+        self._phase = RFQPhase.FALLBACK
+        logger.info("rfq job %s %s: %s; falling back to %s", self.trade_id, self.intent.name, self._reason, mode)
+
+    def _step_fallback(self, now: float) -> None:
+        assert self._inner is not None
+        status = self._inner.advance(now)
+        if status is JobStatus.WORKING and not self._inner.done:
+            return
+        self._status = status
+        self._phase = RFQPhase.DONE if status is not JobStatus.FAILED else RFQPhase.FAILED
+
+    def _finish(self, status: JobStatus, reason: str) -> None:
+        self._status = status
+        self._reason = reason
+        self._phase = RFQPhase.FAILED if status is JobStatus.FAILED else RFQPhase.DONE
+        log = logger.info if status is JobStatus.FILLED else logger.warning
+        log("rfq job %s %s ended %s%s", self.trade_id, self.intent.name, status.value, f": {reason}" if reason else "")
+
+
+class RFQExecutor:
+    """Starts RFQ jobs (BEHAVIOUR.md §6.4). ``start`` sends nothing; ``advance`` does the work.
+
+    ``limit`` / ``smart`` are the fallback engines; ``limit_params`` (default ``ExecutionParams()``)
+    and ``smart_params`` (default None = the smart engine's defaults) configure them.
+    """
+
+    def __init__(self, client: Any, ledger: Any, market: Any, clock: Any, *, limit: Any = None, smart: Any = None,
+                 limit_params: ExecutionParams | None = None, smart_params: Any = None,
+                 max_requests_per_step: int = 6) -> None:
+        if max_requests_per_step < 2:
+            raise ValueError("max_requests_per_step must be >= 2")
+        self.client = client
+        self.ledger = ledger
+        self.market = market
+        self.clock = clock
+        self.limit = limit
+        self.smart = smart
+        self.limit_params = limit_params if limit_params is not None else ExecutionParams()
+        self.smart_params = smart_params
+        self.max_requests_per_step = max_requests_per_step
+
+    def __repr__(self) -> str:
+        return f"RFQExecutor(limit={self.limit is not None}, smart={self.smart is not None})"
+
+    def start(self, trade: Any, legs: list[LegTarget], intent: Intent, params: RFQParams | None, *,
+              best_effort: bool = False) -> RFQJob:
+        if params is None:
+            params = RFQParams()
+        if not isinstance(params, RFQParams):
+            raise ConfigError(f"RFQExecutor.start params = {type(params).__name__} is invalid: pass RFQParams or None")
+        if not legs:
+            raise ValueError("an execution job needs at least one leg")
+        indexes = [leg.leg_index for leg in legs]
+        symbols = [leg.symbol for leg in legs]
+        if len(set(indexes)) != len(indexes):
+            raise ValueError(f"duplicate leg indexes in {indexes}")
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"an RFQ cannot carry the same instrument twice: {symbols}")
+        return RFQJob(self, trade, legs, Intent(intent), params, best_effort=best_effort,
+                      started_at=self.clock.now())
