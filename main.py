@@ -35,11 +35,12 @@ from api_values import finite_number
 from clock import Clock, RealClock, SimulatedClock
 from config import Settings, load_settings
 from errors import AuthError, ConfigError, TraderError
-from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance
+from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
 
 # The strategies the daemon runs: factories returning a StrategyConfig or a list of them.
 # Built and validated (names unique) before the first request of every start.
-STRATEGIES: list[Callable[[], Any]] = [micro_strangle, daily_short_strangle, iron_condor, rfq_endurance]
+STRATEGIES: list[Callable[[], Any]] = [micro_strangle, daily_short_strangle, iron_condor, rfq_endurance,
+                                       smart_strangle]
 
 logger = logging.getLogger("main")
 

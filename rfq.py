@@ -512,10 +512,33 @@ class RFQJob(ExecutionJob):
                            self.params.poll_interval_seconds)
             return
         quotes = [q for q in (parse_quote(item) for item in raw or []) if q is not None]
+        if quotes and not self._refresh_baseline(budget):
+            self._next_poll_at = now  # out of requests: rank on the next tick, with fresh books
+            return
         candidates = rank_candidates(quotes, self.legs, self.baseline, self.params, now, self.tried_quote_ids)
         logger.debug("rfq job %s: %d quotes, %d candidates", self.trade_id, len(quotes), len(candidates))
         if candidates and not self._never_accept:
             self._accept_best(candidates, now, budget)
+
+    def _refresh_baseline(self, budget: _Budget) -> bool:
+        """Re-read the screen (books at most 3 s old) before judging quotes; False if out of budget.
+
+        Quotes arrive seconds after the RFQ, and a cheap option's touch moves by more than the
+        makers' edge in that time: judged against the screen of the create, a good quote can
+        look bad and a bad one good. A book that cannot be read keeps its previous value.
+        """
+        if self.params.min_improvement_pct is None:
+            return True
+        for leg in self.legs:
+            if not budget.take():
+                return False
+            try:
+                self._books[leg.symbol] = self._market.order_book(leg.symbol, max_age=BOOK_MAX_AGE_SECONDS)
+            except TraderError as exc:
+                logger.warning("rfq job %s: order book of %s unavailable (%s); keeping the previous one",
+                               self.trade_id, leg.symbol, exc)
+        self.baseline = structure_baseline(self.legs, self._books)
+        return True
 
     def _accept_best(self, candidates: list[Candidate], now: float, budget: _Budget) -> None:
         """Accept in rank order; a coded rejection moves on to the next candidate, no answer stops everything."""

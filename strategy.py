@@ -60,6 +60,8 @@ from conditions import (
 from errors import ConfigError, TraderError
 from market_data import MarketData
 from option_selection import LegSpec, resolve_legs
+from multileg_orderbook import SmartOrderbookExecutor
+from rfq import RFQExecutor
 from trade_execution import ExecutionParams, LegTarget, LimitFillManager, OrderLedger, TradeExecutor
 from trade_lifecycle import LifecycleManager, TradeState
 
@@ -374,7 +376,10 @@ def build_context(
     account_manager = AccountManager(client, clock)
     ledger = OrderLedger(client, clock, prefix=prefix, ts_diff_ms=ts_diff_ms, store=store)
     limit_executor = LimitFillManager(ledger, market, clock)
-    executor = TradeExecutor(limit_executor, rfq_notional_threshold=rfq_notional_threshold,
+    smart_executor = SmartOrderbookExecutor(ledger, market, clock)
+    rfq_executor = RFQExecutor(client, ledger, market, clock, limit=limit_executor, smart=smart_executor)
+    executor = TradeExecutor(limit_executor, smart=smart_executor, rfq=rfq_executor,
+                             rfq_notional_threshold=rfq_notional_threshold,
                              smart_notional_threshold=smart_notional_threshold)
     condition_health = ConditionHealth(on_alert=on_alert)
     lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
@@ -387,7 +392,8 @@ def build_context(
     health = HealthReporter(clock, log_path, interval_seconds=HEALTH_INTERVAL_SECONDS)
     return TradingContext(
         config=config, clock=clock, http=client, market_data=market, account_manager=account_manager,
-        ledger=ledger, executor=executor, limit_executor=limit_executor, lifecycle_manager=lifecycle,
+        ledger=ledger, executor=executor, limit_executor=limit_executor, smart_executor=smart_executor,
+        rfq_executor=rfq_executor, lifecycle_manager=lifecycle,
         position_monitor=monitor, store=store, alerts=alerts, health=health,
         condition_health=condition_health, connection=connection,
         store_quarantined=quarantined,

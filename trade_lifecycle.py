@@ -493,13 +493,9 @@ class TradeLifecycle:
 
 
 def urgent_execution_params() -> ExecutionParams:
-    """The urgent profile for unwind and kill (BEHAVIOUR 4.3), in basic-algorithm form.
-
-    Why basic: the phased engine (mark for 60 s, then aggressive +5 % for 120 s) arrives with
-    the execution-engines issue; until then an aggressive 5 % buffer repriced every 10 s for
-    about three minutes gives the same urgency.
-    """
-    return ExecutionParams(fill_timeout_seconds=10.0, aggressive_buffer_pct=5.0, max_requote_rounds=18)
+    """The urgent profile for unwind and kill (BEHAVIOUR 4.3): mark for 60 s repricing every
+    15 s, then aggressive with a 5 % buffer for 120 s repricing every 10 s."""
+    return ExecutionParams.urgent()
 
 
 @dataclass

@@ -8,5 +8,6 @@ from strategies.daily_short_strangle import daily_short_strangle
 from strategies.iron_condor import iron_condor
 from strategies.micro_strangle import micro_strangle
 from strategies.rfq_endurance import rfq_endurance
+from strategies.smart_strangle import smart_strangle
 
-__all__ = ["micro_strangle", "daily_short_strangle", "iron_condor", "rfq_endurance"]
+__all__ = ["micro_strangle", "daily_short_strangle", "iron_condor", "rfq_endurance", "smart_strangle"]

@@ -130,8 +130,8 @@ def test_check_resolves_and_prints_legs_without_any_order(tmp_path, sim, capsys)
     assert re.search(r"micro_strangle: 2 legs at index [\d,.]+, execution limit -> limit", out)
     assert re.search(r"iron_condor: 4 legs .* execution auto -> limit", out)
     assert "rfq_endurance: 2 legs" in out and "execution rfq -> rfq" in out
-    assert len(re.findall(r"  leg \d: (BUY|SELL) ", out)) == 10
-    assert "4 of 4 strategies OK; no order was sent" in out
+    assert len(re.findall(r"  leg \d: (BUY|SELL) ", out)) == 12  # 2 + 2 + 4 + 2 + 2 legs
+    assert "5 of 5 strategies OK; no order was sent" in out
     assert sim.counts["create_order"] == 0
     assert not (tmp_path / "state" / "trader.db").exists()
 
@@ -181,3 +181,23 @@ def test_a_restart_reloads_the_open_trade_closes_it_by_its_exit_and_never_opens_
     assert closes and all(o["reduce_only"] for o in closes)
     assert {o["client_order_id"] for o in stored_orders(tmp_path)
             if o["trade_id"] == trade["id"] and o["intent"] in (1, 2)} == orders_after_first
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("strategy, mode", [("rfq_endurance", "rfq"), ("smart_strangle", "smart")])
+def test_rfq_and_smart_strategies_open_and_close_through_their_engine(tmp_path, strategy, mode):
+    """Issue 4 acceptance: `python main.py --speed 60 --run-for 3600 --strategy NAME`, in-process."""
+    code = main_module.main(["--run-for", "3600", "--strategy", strategy], clock=SimulatedClock(start=START, speed=0),
+                            env=env_for(tmp_path), dotenv_path=None)
+    assert code == 0
+    log = read_log(tmp_path)
+    assert f"{mode} job T000000001 OPEN" in log and f"{mode} job T000000001 CLOSE" in log
+    closed = re.search(r"trade T000000001 CLOSED by (\S+): realized PnL (-?[\d.]+) USD, fees ([\d.]+) USD", log)
+    assert closed and float(closed.group(3)) > 0
+    [trade] = [t for t in stored_trades(tmp_path) if t["id"] == "T000000001"]
+    assert trade["execution_mode"] == mode and trade["state"] == "CLOSED"
+    if mode == "smart":  # every close order went to the book reduce-only (block trades carry no such flag)
+        closes = [o for o in stored_orders(tmp_path) if o["trade_id"] == "T000000001" and o["intent"] >= 3]
+        assert closes and all(o["reduce_only"] for o in closes)

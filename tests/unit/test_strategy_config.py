@@ -12,7 +12,7 @@ import main as main_module
 import strategy
 from errors import ConfigError
 from option_selection import LegSpec, iron_condor, strangle
-from strategies import daily_short_strangle, iron_condor as iron_condor_strategy, micro_strangle, rfq_endurance
+from strategies import daily_short_strangle, iron_condor as iron_condor_strategy, micro_strangle, rfq_endurance, smart_strangle
 from strategy import StrategyConfig, check_unique_names
 from trade_execution import ExecutionParams
 
@@ -182,13 +182,16 @@ def test_names_must_be_unique():
 
 
 def test_shipped_strategies_build_and_are_the_default_list():
-    assert main_module.STRATEGIES == [micro_strangle, daily_short_strangle, iron_condor_strategy, rfq_endurance]
+    assert main_module.STRATEGIES == [micro_strangle, daily_short_strangle, iron_condor_strategy, rfq_endurance,
+                                      smart_strangle]
     configs = main_module.build_strategy_configs(main_module.STRATEGIES)
-    assert [c.name for c in configs] == ["micro_strangle", "daily_short_strangle", "iron_condor", "rfq_endurance"]
+    assert [c.name for c in configs] == ["micro_strangle", "daily_short_strangle", "iron_condor", "rfq_endurance",
+                                         "smart_strangle"]
     by_name = {c.name: c for c in configs}
     assert by_name["micro_strangle"].execution_mode == "limit"
     assert all(leg.side == 1 and leg.qty == 0.01 for leg in by_name["micro_strangle"].legs)
-    assert by_name["rfq_endurance"].execution_mode == "rfq"
+    assert by_name["rfq_endurance"].execution_mode == "rfq" and by_name["rfq_endurance"].rfq_params is not None
+    assert by_name["smart_strangle"].execution_mode == "smart" and by_name["smart_strangle"].smart_config is not None
     assert len(by_name["iron_condor"].legs) == 4
     assert all(leg.side == 2 and leg.qty == 0.1 for leg in by_name["daily_short_strangle"].legs)
     assert all(c.exit_conditions for c in configs)
