@@ -1,6 +1,6 @@
 """Benchmark of the execution engines against the seeded in-process simulator.
 
-Run:  python bench/bench_execution.py [--trades 5] [--seed 7]
+Run:  python bench/bench_execution.py [--trades 50] [--seed 7] [--engines naive,basic,phased,smart,rfq]
 
 For every (engine, structure) pair, ``--trades`` trades are opened one after another on a
 fresh simulator with the same seed (so every engine meets the same market), 5 simulated
@@ -8,14 +8,17 @@ minutes apart, and positions are flattened by hand between trades. Engines:
 
 * ``naive``  - crosses the spread at once (limit 10 % through the far touch), no requotes;
 * ``basic``  - the limit engine with the seed defaults (aggressive +2 %, requote every 30 s);
-* ``phased`` - the limit engine with ``ExecutionParams.phased()`` (fair, fair 0.5, aggressive).
+* ``phased`` - the limit engine with ``ExecutionParams.phased()`` (fair, fair 0.5, aggressive);
+* ``smart``  - ``SmartOrderbookExecutor`` with the default ``SmartExecConfig`` (5 chunks, top of book);
+* ``rfq``    - ``RFQExecutor`` with the default ``RFQParams`` (gate: no worse than the book), no fallback.
 
 Structures: ``single`` (buy an ATM call), ``strangle`` (buy the calls/puts one strike out),
-``iron_condor`` (sell one strike out, buy two strikes out). Every leg trades 0.5 BTC.
+``iron_condor`` (sell one strike out, buy two strikes out). Every leg trades 0.6 BTC (so even a
+single-leg RFQ clears the exchange's $50,000 minimum).
 
 Prints one row per (engine, structure): mean cost versus mid in % of the half-spread
-(0 = mid, 100 = paid the touch, negative = better than mid), fill rate, mean seconds to
-fill and mean orders sent. Asserts nothing (benchmarks are not tests).
+(0 = mid, 100 = paid the touch, negative = better than mid), fill rate, median seconds to
+fill and mean orders (creates, or RFQ accepts) sent per trade. Asserts nothing (benchmarks are not tests).
 
 Extension point: ``ENGINES`` maps a name to ``factory(rig) -> (engine, params)`` where
 ``engine.start(trade, legs, intent, params)`` returns a job with the shared interface
@@ -38,6 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from clock import SimulatedClock  # noqa: E402
 from coincall_client import ClientSettings, CoincallClient, Credentials  # noqa: E402
 from market_data import MarketData  # noqa: E402
+from multileg_orderbook import SmartExecConfig, SmartOrderbookExecutor  # noqa: E402
+from rfq import RFQExecutor, RFQParams  # noqa: E402
 from simulator import SimulatorConfig, start_simulator  # noqa: E402
 from trade_execution import (  # noqa: E402
     BUY,
@@ -52,7 +57,7 @@ from trade_execution import (  # noqa: E402
 
 # Tuesday 2026-03-03 10:30 UTC: the next daily expiry is almost a day away.
 START = datetime(2026, 3, 3, 10, 30, tzinfo=timezone.utc).timestamp()
-LEG_QTY = 0.5
+LEG_QTY = 0.6
 TICK_SECONDS = 2.0
 MAX_TRADE_SECONDS = 900.0
 SECONDS_BETWEEN_TRADES = 300.0
@@ -93,6 +98,11 @@ ENGINES: dict[str, EngineFactory] = {
     "naive": lambda rig: (rig.limit, ExecutionParams(aggressive_buffer_pct=10.0, max_requote_rounds=0)),
     "basic": lambda rig: (rig.limit, ExecutionParams()),
     "phased": lambda rig: (rig.limit, ExecutionParams.phased()),
+    "smart": lambda rig: (rig.extras.setdefault("smart", SmartOrderbookExecutor(rig.ledger, rig.market, rig.clock)),
+                          SmartExecConfig()),
+    "rfq": lambda rig: (rig.extras.setdefault("rfq", RFQExecutor(rig.client, rig.ledger, rig.market, rig.clock,
+                                                                  limit=rig.limit)),
+                        RFQParams(open_fallback=None)),
 }
 
 
@@ -130,7 +140,7 @@ def run_trade(engine_name: str, structure: str, rig: Rig) -> dict:
     books = {leg.symbol: rig.market.order_book(leg.symbol, max_age=0.0) for leg in legs}
     rig.trades_run += 1
     trade = SimpleNamespace(id=f"B{rig.trades_run:09d}", seq=rig.trades_run)
-    creates_before = len(rig.sim.requests_for("create_order"))
+    creates_before = _orders_sent(rig)
     started = rig.clock.now()
     job = engine.start(trade, legs, Intent.OPEN, params)
     while job.advance(rig.clock.now()) is JobStatus.WORKING:
@@ -153,8 +163,12 @@ def run_trade(engine_name: str, structure: str, rig: Rig) -> dict:
         "cost_vs_mid_pct_of_half_spread": 100.0 * slippage / half_spreads if half_spreads > 0 else None,
         "filled": result.status is JobStatus.FILLED,
         "seconds_to_fill": elapsed if result.status is JobStatus.FILLED else None,
-        "orders_sent": len(rig.sim.requests_for("create_order")) - creates_before,
+        "orders_sent": _orders_sent(rig) - creates_before,
     }
+
+
+def _orders_sent(rig: Rig) -> int:
+    return len(rig.sim.requests_for("create_order")) + len(rig.sim.requests_for("rfq_accept"))
 
 
 def _flatten(rig: Rig, legs: list[LegTarget]) -> None:
@@ -184,10 +198,15 @@ def bench(trades: int, seed: int, engines: list[str], structures: list[str]) -> 
                 "engine": engine_name, "structure": structure, "trades": trades,
                 "cost_vs_mid": _mean([r["cost_vs_mid_pct_of_half_spread"] for r in runs]),
                 "fill_rate": sum(r["filled"] for r in runs) / len(runs),
-                "seconds": _mean([r["seconds_to_fill"] for r in runs]),
+                "seconds": _median([r["seconds_to_fill"] for r in runs]),
                 "orders": _mean([r["orders_sent"] for r in runs]),
             })
     return rows
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -196,7 +215,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trades", type=int, default=5, help="trades per (engine, structure)")
+    parser.add_argument("--trades", type=int, default=50, help="trades per (engine, structure)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--engines", default=",".join(ENGINES))
     parser.add_argument("--structures", default=",".join(STRUCTURES))
