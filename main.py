@@ -15,7 +15,8 @@ a fresh clone works with ``pip install -r requirements.txt && python main.py``.
 
 Exit codes (BEHAVIOUR.md 7.5): 0 after a signal or ``--run-for``; 2 for invalid
 configuration or a refused key at start-up, before any request that could trade;
-1 when the exchange connection cannot be opened at all.
+1 when the exchange connection cannot be opened at all; 3 when another daemon holds the
+state directory's lock (nothing is sent).
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ logger = logging.getLogger("main")
 EXIT_OK = 0
 EXIT_STARTUP_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_LOCKED = 3
 
 SUBCOMMANDS = ("run", "check")
 LOG_FILE_NAME = "trading.log"
@@ -623,6 +625,24 @@ def _build_context(settings: Settings, clock: Clock, *, state_dir: Any = None) -
 
 
 def run(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[Any]) -> int:
+    """One daemon per state directory: the lock comes before any request or store write."""
+    from instance_lock import InstanceLock
+
+    lock = InstanceLock(settings.state_dir)
+    if not lock.acquire():
+        message = (f"another CoincallTrader daemon (pid {lock.holder() or '?'}) holds {lock.path}: "
+                   f"stop it first, or give this one its own STATE_DIR")
+        logger.error("%s", message)
+        print(message, file=sys.stderr)
+        return EXIT_LOCKED
+    try:
+        return _run_locked(args, settings, clock, stop, configs)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFlag,
+                configs: Sequence[Any]) -> int:
     from strategy import StrategyRunner
 
     logger.info("%s", banner(settings))

@@ -60,6 +60,7 @@ from conditions import (
 from errors import ConfigError, TraderError
 from market_data import MarketData
 from option_selection import LegSpec, resolve_legs
+from events import EventJournal
 from multileg_orderbook import SmartOrderbookExecutor
 from rfq import RFQExecutor
 from trade_execution import ExecutionParams, LegTarget, LimitFillManager, OrderLedger, TradeExecutor
@@ -374,7 +375,8 @@ def build_context(
                      f"the state database was unusable and moved to {quarantined}; started with a fresh store")
     market = MarketData(client, clock, on_alert=on_alert)
     account_manager = AccountManager(client, clock)
-    ledger = OrderLedger(client, clock, prefix=prefix, ts_diff_ms=ts_diff_ms, store=store)
+    journal = EventJournal(clock, store=store, log_dir=log_path)
+    ledger = OrderLedger(client, clock, prefix=prefix, ts_diff_ms=ts_diff_ms, store=store, on_event=journal)
     limit_executor = LimitFillManager(ledger, market, clock)
     smart_executor = SmartOrderbookExecutor(ledger, market, clock)
     rfq_executor = RFQExecutor(client, ledger, market, clock, limit=limit_executor, smart=smart_executor)
@@ -383,7 +385,7 @@ def build_context(
                              smart_notional_threshold=smart_notional_threshold)
     condition_health = ConditionHealth(on_alert=on_alert)
     lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
-                                 store=store, alerts=alerts, health=condition_health)
+                                 store=store, alerts=alerts, health=condition_health, journal=journal)
     monitor = PositionMonitor(account_manager, clock, poll_interval=poll_interval, on_alert=on_alert)
     # The manager itself (its __call__ is tick) so the monitor also finds on_snapshot_error.
     # Registered first: executions and exits run before any runner considers an entry.

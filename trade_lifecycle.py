@@ -539,7 +539,7 @@ class LifecycleManager:
     def __init__(self, *, ledger: Any, executor: Any, market: Any, client: Any, clock: Any, store: Any = None,
                  alerts: Any = None, exec_params_default: ExecutionParams | None = None,
                  urgent_params: ExecutionParams | None = None, quote_max_age: float = 5.0,
-                 health: ConditionHealth | None = None) -> None:
+                 health: ConditionHealth | None = None, journal: Callable[[str, dict], Any] | None = None) -> None:
         self.ledger = ledger
         self.executor = executor
         self.market = market
@@ -547,6 +547,7 @@ class LifecycleManager:
         self.clock = clock
         self.store = store
         self.alerts = alerts
+        self.journal = journal
         self.exec_params_default = exec_params_default or ExecutionParams()
         self.urgent_params = urgent_params or urgent_execution_params()
         self.quote_max_age = float(quote_max_age)
@@ -1261,10 +1262,14 @@ class LifecycleManager:
         """I5: committed before the next request for this trade; a failed write is CRITICAL."""
         if self.store is None:
             return
+        payload = {"trade_id": trade.id, "strategy": trade.strategy, "event": event, "state": trade.state.value,
+                   **extra}
         try:
             self.store.save_trade(trade.to_record())
-            self.store.append_event("trade", {"trade_id": trade.id, "event": event, "state": trade.state.value,
-                                              **extra}, self.clock.now())
+            if self.journal is not None:
+                self.journal("trade", payload)
+            else:
+                self.store.append_event("trade", payload, self.clock.now())
         except Exception as error:  # noqa: BLE001 - exits go on; entries pause elsewhere
             self.persistence_errors += 1
             logger.critical("trade %s: persisting %s failed: %s", trade.id, event, error)

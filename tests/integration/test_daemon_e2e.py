@@ -78,6 +78,14 @@ def test_micro_strangle_round_trip_in_thirty_simulated_minutes(tmp_path):
 
     trade = next(t for t in stored_trades(tmp_path) if t["id"] == trade_id)
     assert trade["state"] == "CLOSED" and trade["strategy"] == "micro_strangle"
+    # The event journal: every order and trade event, in the store and as JSON lines.
+    lines = [json.loads(line) for line in (tmp_path / "logs" / "events.jsonl").read_text().splitlines()]
+    kinds = {line["kind"] for line in lines}
+    assert {"order_recorded", "order_updated", "trade"} <= kinds
+    trade_events = [line["event"] for line in lines if line["kind"] == "trade" and line["trade_id"] == trade_id]
+    assert trade_events[0] == "created" and trade_events[-1] != "created"
+    recorded = [line for line in lines if line["kind"] == "order_recorded"]
+    assert len(recorded) == len(stored_orders(tmp_path))  # one "recorded" event per ledger order
     assert round(trade["realized_pnl"], 2) == float(closed.group(2))
     assert trade["closed_at"] - trade["opened_at"] <= 1800
     # Health lines every 300 simulated seconds.

@@ -304,3 +304,23 @@ def test_production_builds_a_client_without_importing_the_simulator(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_second_daemon_on_the_same_state_directory_exits_3_and_sends_nothing(tmp_path, capsys, forbid_exchange):
+    """Incident 45: the first daemon holds state/trader.lock; the second stops before any request."""
+    from instance_lock import InstanceLock
+
+    first = InstanceLock(tmp_path / "state")
+    assert first.acquire()
+    try:
+        code = main_module.main(["--run-for", "10"], clock=SimulatedClock(start=START, speed=0),
+                                env=sim_env(tmp_path), dotenv_path=None)
+    finally:
+        first.release()
+    assert code == 3
+    assert forbid_exchange == []  # no exchange connection, so no request
+    assert "holds" in capsys.readouterr().err
+    # Released: the next start gets the lock.
+    again = InstanceLock(tmp_path / "state")
+    assert again.acquire()
+    again.release()

@@ -1,0 +1,40 @@
+"""The event journal: one record per trade and order event (BEHAVIOUR.md 4.6, 6.1, 7.7).
+
+"Logs for people, events for machines": every order recorded, updated or capped and every
+trade transition goes to the store's append-only ``events`` table (queried by recovery and
+``status``) and, as one JSON line, to ``logs/events.jsonl``. A failure of either never stops
+trading: the store logs its own write errors, the file is best effort.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from alerts import JsonLineFile, iso_utc
+
+logger = logging.getLogger(__name__)
+
+EVENTS_FILE = "events.jsonl"
+
+
+class EventJournal:
+    """``record(kind, payload)``: the store's event table plus ``<log_dir>/events.jsonl``."""
+
+    def __init__(self, clock: Any, *, store: Any = None, log_dir: str | Path | None = None) -> None:
+        self.clock = clock
+        self.store = store
+        self.file = JsonLineFile(Path(log_dir) / EVENTS_FILE) if log_dir is not None else None
+
+    def record(self, kind: str, payload: Mapping[str, Any]) -> None:
+        now = self.clock.now()
+        doc = dict(payload)
+        if self.store is not None:
+            try:
+                self.store.append_event(kind, doc, now)
+            except Exception:  # noqa: BLE001 - the store already counted and logged it
+                logger.debug("event %s not stored", kind, exc_info=True)
+        if self.file is not None:
+            self.file.append({"time": iso_utc(now), "kind": kind, **doc})
+
+    __call__ = record
