@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides LOG_LEVEL",
     )
     _add_strategy_option(check)
+    status = commands.add_parser(
+        "status", help="trades, working orders, positions and PnL from the store and the exchange; no order",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document instead of text")
     return parser
 
 
@@ -742,6 +746,15 @@ def _check_strategy(config: Any, ctx: Any, resolve_legs: Callable[..., Any], leg
 # ---------------------------------------------------------------------------------------
 
 
+def status(settings: Settings, clock: Clock, *, as_json: bool = False) -> int:
+    """Read-only report (no lock, no order): the store, then the exchange when reachable."""
+    from operations import format_status, status_json, status_report
+
+    report = status_report(settings, clock)
+    print(status_json(report) if as_json else format_status(report))
+    return EXIT_OK
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -769,6 +782,8 @@ def main(
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    if args.command == "status":
+        return status(settings, clock or RealClock(), as_json=args.json)
     try:
         configs = select_strategies(build_strategy_configs(STRATEGIES if strategies is None else strategies),
                                     args.strategy)

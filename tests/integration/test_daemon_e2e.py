@@ -209,3 +209,32 @@ def test_rfq_and_smart_strategies_open_and_close_through_their_engine(tmp_path, 
     if mode == "smart":  # every close order went to the book reduce-only (block trades carry no such flag)
         closes = [o for o in stored_orders(tmp_path) if o["trade_id"] == "T000000001" and o["intent"] >= 3]
         assert closes and all(o["reduce_only"] for o in closes)
+
+
+def test_status_reports_the_store_and_the_external_exchange_without_sending_orders(tmp_path, sim, capsys):
+    """`python main.py status [--json]` next to a daemon that trades on a separate simulator."""
+    env = env_for(tmp_path, COINCALL_BASE_URL=sim.base_url, COINCALL_API_KEY_SIM=sim.api_key,
+                  COINCALL_API_SECRET_SIM=sim.api_secret)
+    assert main_module.main(["--run-for", "120", "--strategy", "micro_strangle"], clock=sim.clock, env=env,
+                            dotenv_path=None) == 0
+    capsys.readouterr()
+    creates = len(sim.requests_for("create_order"))
+
+    assert main_module.main(["status", "--json"], clock=sim.clock, env=env, dotenv_path=None) == 0
+    report = json.loads(capsys.readouterr().out)
+    [active] = report["store"]["active_trades"]
+    assert active["strategy"] == "micro_strangle" and active["state"] == "OPEN" and len(active["exposure"]) == 2
+    assert report["exchange"]["available"] is True
+    held = {p["symbol"]: p["qty"] for p in report["exchange"]["positions"]}
+    assert all(held[symbol] == abs(qty) for symbol, qty in active["exposure"].items())
+
+    assert main_module.main(["status"], clock=sim.clock, env=env, dotenv_path=None) == 0
+    text = capsys.readouterr().out
+    assert active["id"] in text and "micro_strangle" in text and "exchange: equity" in text
+    assert len(sim.requests_for("create_order")) == creates  # read-only
+
+
+def test_status_without_state_says_so(tmp_path, capsys):
+    assert main_module.main(["status"], env=env_for(tmp_path), dotenv_path=None) == 0
+    out = capsys.readouterr().out
+    assert "no state yet" in out and "embedded simulator" in out

@@ -1,0 +1,154 @@
+"""Operator commands that only read: ``python main.py status [--json]`` (BEHAVIOUR.md 7.8).
+
+``status`` shows what the daemon's store knows (trades with their exposure and PnL, working
+orders, runner state) and, when the exchange is reachable from this process, the account,
+the positions and our open orders there. It takes no lock and sends no order, so it can run
+next to a live daemon. With the embedded simulator the exchange lives inside the daemon's
+process, so only the store is shown (a second embedded copy would be a different exchange).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from api_values import finite_number
+from config import Settings
+from persistence import StateStore
+from trade_execution import LedgerOrder, parse_client_order_id
+from trade_lifecycle import TradeLifecycle
+
+logger = logging.getLogger(__name__)
+
+STATE_DB_NAME = "trader.db"
+TERMINAL = ("CLOSED", "FAILED")
+
+
+def status_report(settings: Settings, clock: Any) -> dict:
+    """Everything ``status`` prints, as one JSON-serialisable dict."""
+    report: dict[str, Any] = {"environment": settings.environment, "time": clock.now()}
+    report["store"] = _store_view(Path(settings.state_dir) / STATE_DB_NAME)
+    report["exchange"] = _exchange_view(settings, clock)
+    return report
+
+
+def _store_view(path: Path) -> dict:
+    if not path.exists():
+        return {"path": str(path), "available": False, "note": "no state yet: the daemon has not run here"}
+    try:
+        store = StateStore(path)
+    except Exception as exc:  # noqa: BLE001 - a report, not a repair: the daemon quarantines
+        return {"path": str(path), "available": False, "note": f"unreadable: {exc}"}
+    try:
+        trades = [TradeLifecycle.from_record(record) for record in store.load_trades()]
+        orders = [LedgerOrder.from_record(record) for record in store.load_orders()]
+        runners = {name: store.load_runner_state(name) for name in store.runner_names()}
+    finally:
+        store.close()
+    active = [t for t in trades if t.state.value not in TERMINAL]
+    per_strategy: dict[str, dict[str, float]] = {}
+    for trade in trades:
+        row = per_strategy.setdefault(trade.strategy, {"trades": 0, "closed": 0, "realized_pnl": 0.0, "fees": 0.0})
+        row["trades"] += 1
+        row["fees"] += float(trade.fees_paid or 0.0)
+        if trade.state.value == "CLOSED":
+            row["closed"] += 1
+            row["realized_pnl"] += float(trade.realized_pnl or 0.0)
+    return {
+        "path": str(path),
+        "available": True,
+        "active_trades": [{
+            "id": t.id, "strategy": t.strategy, "state": t.state.value, "mode": t.execution_mode,
+            "exit_reason": t.exit_reason, "entry_premium": round(t.entry_premium, 2),
+            "fees": round(float(t.fees_paid or 0.0), 4),
+            "exposure": {leg.symbol: leg.net_qty if leg.side == 1 else -leg.net_qty for leg in t.legs
+                         if abs(leg.net_qty) > 1e-9},
+        } for t in active],
+        "working_orders": [{
+            "client_order_id": o.client_order_id, "order_id": o.order_id, "trade_id": o.trade_id,
+            "symbol": o.symbol, "side": "BUY" if o.side == 1 else "SELL", "qty": o.qty, "price": o.price,
+            "filled": o.filled_qty, "status": o.status.value, "reduce_only": o.reduce_only,
+        } for o in orders if not o.status.is_final],
+        "strategies": {name: {**per_strategy.get(name, {}), "paused": bool((state or {}).get("paused")),
+                              "pause_reason": (state or {}).get("pause_reason", "")}
+                       for name, state in sorted({**{n: None for n in per_strategy}, **runners}.items())},
+    }
+
+
+def _exchange_view(settings: Settings, clock: Any) -> dict:
+    if settings.embeds_simulator:
+        return {"available": False,
+                "note": "the embedded simulator lives inside the daemon's process; run `python -m simulator` "
+                        "separately (COINCALL_BASE_URL) to see the exchange side here"}
+    from exchange_connection import open_exchange
+
+    try:
+        connection = open_exchange(settings, clock)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return {"available": False, "note": f"exchange unreachable: {exc}"}
+    try:
+        client = connection.client
+        summary = client.account_summary()
+        positions = client.positions() or []
+        pending = client.all_pending_orders()
+    except Exception as exc:  # noqa: BLE001
+        return {"available": False, "note": f"exchange request failed: {exc}"}
+    finally:
+        connection.close()
+    return {
+        "available": True,
+        "equity": finite_number(summary.get("equity")),
+        "available_margin": finite_number(summary.get("availableMargin")),
+        "unrealized_pnl": finite_number(summary.get("unrealizedPnL")),
+        "positions": [{"symbol": p.get("symbol"), "side": "long" if p.get("tradeSide") == 1 else "short",
+                       "qty": finite_number(p.get("qty")), "avg_price": finite_number(p.get("avgPrice")),
+                       "mark": finite_number(p.get("markPrice"))} for p in positions],
+        "open_orders": [{"order_id": o.get("orderId"), "client_order_id": o.get("clientOrderId"),
+                         "symbol": o.get("symbol"), "ours": _is_ours(o.get("clientOrderId"), settings)}
+                        for o in pending],
+    }
+
+
+def _is_ours(client_order_id: Any, settings: Settings) -> bool:
+    try:
+        return parse_client_order_id(int(client_order_id)).prefix == settings.client_order_prefix
+    except (TypeError, ValueError):
+        return False
+
+
+def format_status(report: dict) -> str:
+    """The human form: one block for the store, one for the exchange."""
+    lines = [f"CoincallTrader status ({report['environment']})"]
+    store = report["store"]
+    if not store["available"]:
+        lines.append(f"store {store['path']}: {store['note']}")
+    else:
+        lines.append(f"store {store['path']}: {len(store['active_trades'])} active trade(s), "
+                     f"{len(store['working_orders'])} working order(s)")
+        for t in store["active_trades"]:
+            exposure = ", ".join(f"{symbol} {qty:+g}" for symbol, qty in t["exposure"].items()) or "flat"
+            lines.append(f"  {t['id']} {t['strategy']} {t['state']} ({t['mode']}) entry {t['entry_premium']:+.2f} "
+                         f"fees {t['fees']:.2f}: {exposure}" + (f" exit: {t['exit_reason']}" if t["exit_reason"] else ""))
+        for o in store["working_orders"]:
+            lines.append(f"  order {o['client_order_id']} {o['trade_id']} {o['side']} {o['qty']:g} {o['symbol']} "
+                         f"@ {o['price']:g} filled {o['filled']:g} {o['status']}")
+        for name, row in store["strategies"].items():
+            lines.append(f"  strategy {name}: {int(row.get('trades', 0))} trades, {int(row.get('closed', 0))} closed, "
+                         f"realized {row.get('realized_pnl', 0.0):+.2f} USD, fees {row.get('fees', 0.0):.2f}"
+                         + (f", PAUSED ({row['pause_reason']})" if row["paused"] else ""))
+    exchange = report["exchange"]
+    if not exchange["available"]:
+        lines.append(f"exchange: {exchange['note']}")
+    else:
+        lines.append(f"exchange: equity {exchange['equity']} available margin {exchange['available_margin']} "
+                     f"uPnL {exchange['unrealized_pnl']}")
+        for p in exchange["positions"]:
+            lines.append(f"  position {p['symbol']} {p['side']} {p['qty']:g} avg {p['avg_price']} mark {p['mark']}")
+        for o in exchange["open_orders"]:
+            lines.append(f"  open order {o['order_id']} {o['symbol']}" + ("" if o["ours"] else " (not ours)"))
+    return "\n".join(lines)
+
+
+def status_json(report: dict) -> str:
+    return json.dumps(report, indent=2, sort_keys=True, default=str)
