@@ -292,6 +292,8 @@ _ACTIVE = (_PRICING, _QUOTING, _AGGRESSIVE)
 class SmartExecutionJob(ExecutionJob):
     """BEHAVIOUR.md §6.3 as a tick-driven state machine (see the module docstring)."""
 
+    _label = "smart job"
+
     def __init__(self, executor: "SmartOrderbookExecutor", trade: Any, legs: Sequence[LegTarget], intent: Intent,
                  config: SmartExecConfig, *, best_effort: bool, started_at: float) -> None:
         self._ledger: OrderLedger = executor.ledger
@@ -325,24 +327,9 @@ class SmartExecutionJob(ExecutionJob):
     # ---- public -----------------------------------------------------------------------
 
     @property
-    def status(self) -> JobStatus:
-        return self._status
-
-    @property
-    def phase(self) -> str:
-        return self._phase
-
-    @property
     def chunk(self) -> int:
         """The chunk being worked (1-based)."""
         return self._chunk
-
-    def request_stop(self, reason: str) -> None:
-        """Stop working: the next ``advance`` cancels and confirms every live order, then a verdict."""
-        if self.done or self._stop_reason is not None:
-            return
-        self._stop_reason = reason or "stop requested"
-        logger.info("smart job %s %s: stop requested (%s)", self.trade_id, self.intent.name, self._stop_reason)
 
     def result(self) -> FillResult:
         legs = []

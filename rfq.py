@@ -306,6 +306,8 @@ _FINAL_PHASES = frozenset({RFQPhase.DONE, RFQPhase.FAILED})
 class RFQJob(ExecutionJob):
     """BEHAVIOUR.md §6.4 as a tick-driven state machine (see the module docstring)."""
 
+    _label = "rfq job"
+
     def __init__(self, executor: "RFQExecutor", trade: Any, legs: Sequence[LegTarget], intent: Intent,
                  params: RFQParams, *, best_effort: bool, started_at: float) -> None:
         self._executor = executor
@@ -349,24 +351,13 @@ class RFQJob(ExecutionJob):
 
     # ---- public -----------------------------------------------------------------------
 
-    @property
-    def status(self) -> JobStatus:
-        return self._status
-
-    @property
-    def phase(self) -> RFQPhase:
-        return self._phase
 
     @property
     def fallback_job(self) -> ExecutionJob | None:
         return self._inner
 
-    def request_stop(self, reason: str) -> None:
-        """Stop: nothing more is accepted; the RFQ is cancelled (after resolving an ambiguity); no fallback."""
-        if self.done or self._stop_reason is not None:
-            return
-        self._stop_reason = reason or "stop requested"
-        logger.info("rfq job %s %s: stop requested (%s)", self.trade_id, self.intent.name, self._stop_reason)
+    def _on_stop(self) -> None:
+        """Nothing more is accepted; the RFQ is cancelled (after resolving an ambiguity); no fallback."""
         if self._inner is not None:
             self._inner.request_stop(self._stop_reason)
 

@@ -918,17 +918,30 @@ class FillResult:
 
 
 class ExecutionJob:
-    """The shared job interface: non-blocking ``advance(now)``; ``result()`` at any time."""
+    """The shared job interface: non-blocking ``advance(now)``; ``result()`` at any time.
+
+    Engines keep their state in ``_status``, ``_phase`` and ``_stop_reason``; the base class
+    serves the common reads and the stop request (which only marks the job: the engine acts
+    on it in its next ``advance``).
+    """
 
     trade_id: str = ""
+    _label = "job"                      # how the engine names its jobs in the log
+    _status: JobStatus = JobStatus.WORKING
+    _phase: Any = None
+    _stop_reason: str | None = None
 
     @property
     def done(self) -> bool:
         return self.status is not JobStatus.WORKING
 
     @property
-    def status(self) -> JobStatus:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def status(self) -> JobStatus:
+        return self._status
+
+    @property
+    def phase(self) -> Any:
+        return self._phase
 
     def advance(self, now: float) -> JobStatus:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -936,8 +949,17 @@ class ExecutionJob:
     def result(self) -> FillResult:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def request_stop(self, reason: str) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def request_stop(self, reason: str) -> None:
+        """Stop working: the next ``advance`` cancels and confirms every live order, then a verdict."""
+        if self.done or self._stop_reason is not None:
+            return
+        self._stop_reason = reason or "stop requested"
+        logger.info("%s %s %s: stop requested (%s)", self._label, self.trade_id,
+                    getattr(getattr(self, "intent", None), "name", "?"), self._stop_reason)
+        self._on_stop()
+
+    def _on_stop(self) -> None:
+        """Engine hook, called once when a stop is requested."""
 
 
 class _Budget:
@@ -1020,21 +1042,6 @@ class LimitFillJob(ExecutionJob):
         return f"LimitFillJob({self.trade_id}, {self.intent.name}, {self._phase}, {self._status.value})"
 
     # ---- public -----------------------------------------------------------------------
-
-    @property
-    def status(self) -> JobStatus:
-        return self._status
-
-    @property
-    def phase(self) -> str:
-        return self._phase
-
-    def request_stop(self, reason: str) -> None:
-        """Stop working: the next ``advance`` cancels every live order, then grace, then a verdict."""
-        if self.done or self._stop_reason is not None:
-            return
-        self._stop_reason = reason or "stop requested"
-        logger.info("job %s %s: stop requested (%s)", self.trade_id, self.intent.name, self._stop_reason)
 
     def result(self) -> FillResult:
         legs = []
