@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from clock import Clock
+from clock import Clock, RealClock
 from coincall_client import ClientSettings, CoincallClient, Credentials
 from config import Settings
 
@@ -136,3 +136,18 @@ def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig
         raise
     logger.info("embedded simulator listening on %s (state file %s)", handle.base_url, settings.sim_state_file)
     return ExchangeConnection(client=client, base_url=handle.base_url, simulator=handle)
+
+
+def read_server_time(settings: Settings) -> float:
+    """The exchange's clock in epoch seconds, read once with a throwaway client.
+
+    Used to start a daemon's simulated clock at the time of a simulator that runs in its
+    own process; raises the client's typed errors when the exchange cannot be reached.
+    """
+    if settings.base_url is None or settings.credentials is None:
+        raise ValueError("read_server_time needs a base URL and credentials")
+    client = CoincallClient(client_settings_for(settings, settings.base_url), settings.credentials, RealClock())
+    try:
+        return client.server_time() / 1000.0
+    finally:
+        client.close()

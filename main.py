@@ -376,14 +376,32 @@ def banner(settings: Settings) -> str:
 
 
 def choose_clock(settings: Settings, speed: float | None, injected: Clock | None) -> Clock:
-    """The clock of this run: the injected one (tests), simulated time in sim, else real time."""
+    """The clock of this run: the injected one (tests), simulated time in sim, else real time.
+
+    Against a simulator running in its own process (``COINCALL_BASE_URL`` in sim), the
+    simulated clock starts at the simulator's own time, so that a daemon restarted an
+    hour (of simulated time) later agrees with the exchange about what time it is; pass
+    the simulator's ``--speed`` to the daemon too.
+    """
     if injected is not None:
         if speed is not None and hasattr(injected, "set_speed"):
             injected.set_speed(speed)
         return injected
     if settings.is_sim:
-        return SimulatedClock(start=RealClock().now(), speed=speed or 1.0)
+        start = RealClock().now() if settings.embeds_simulator else remote_simulator_time(settings)
+        return SimulatedClock(start=start, speed=speed or 1.0)
     return RealClock()
+
+
+def remote_simulator_time(settings: Settings) -> float:
+    """The external simulator's clock (public ``/time``), or the wall clock if it is unreachable."""
+    from exchange_connection import read_server_time
+
+    try:
+        return read_server_time(settings)
+    except TraderError as exc:
+        logger.warning("could not read the simulator's time (%s): starting at the wall clock", exc)
+        return RealClock().now()
 
 
 def wait_until(clock: Clock, wake_at: float, stop: StopFlag) -> None:
