@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from api_values import finite_number
 from clock import Clock, RealClock, SimulatedClock
+from commands import CommandProcessor
 from config import Settings, load_settings
 from errors import AuthError, ConfigError, TraderError
 from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
@@ -50,7 +51,7 @@ EXIT_STARTUP_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_LOCKED = 3
 
-SUBCOMMANDS = ("run", "check")
+SUBCOMMANDS = ("run", "check", "status", "kill", "resume")
 LOG_FILE_NAME = "trading.log"
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUP_COUNT = 5
@@ -108,7 +109,33 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="trades, working orders, positions and PnL from the store and the exchange; no order",
     )
     status.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    kill = commands.add_parser(
+        "kill", help="pause strategies and close their positions with reduce-only orders (needs --yes)",
+        description="Pause the affected strategies, cancel their working orders and close every position their "
+                    "trades hold with reduce-only kill orders. A running daemon executes it on its next tick; "
+                    "without one, this process does it and exits when every affected trade is closed.",
+    )
+    kill.add_argument("--strategy", default=None, metavar="NAME",
+                      help="only this strategy's trades and runner (default: every strategy)")
+    kill.add_argument("--all-positions", action="store_true",
+                      help="also close every other option position of the account (trade sequence 0)")
+    kill.add_argument("--yes", action="store_true", help="confirm: without it nothing is done (exit 2)")
+    _add_log_level_option(kill)
+    resume = commands.add_parser(
+        "resume", help="lift the pause of one strategy (or of every paused one)",
+        description="Lift the pause left by kill (or any other pause) of strategy NAME, or of every paused "
+                    "strategy. A running daemon applies it on its next tick; otherwise the stored state is updated.",
+    )
+    resume.add_argument("name", nargs="?", default=None, metavar="NAME", help="the strategy (default: all)")
+    _add_log_level_option(resume)
     return parser
+
+
+def _add_log_level_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--log-level", type=str.upper, default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="overrides LOG_LEVEL",
+    )
 
 
 def _add_strategy_option(command: argparse.ArgumentParser) -> None:
@@ -627,14 +654,17 @@ def _recover(ctx: Any) -> bool:
 
 
 def _pause_if_unsafe(ctx: Any, runners: Sequence[Any], recovered: bool) -> None:
-    """No new entries after a failed recovery or a quarantined store (exits still run)."""
+    """No new entries after a failed recovery (exits still run).
+
+    A quarantined store is judged by the start-up reconciliation on the first poll: every
+    strategy is paused only if the exchange shows positions or orders of ours.
+    """
     if not recovered:
         for runner in runners:
             runner.pause("recovery failed at start-up")
-    if ctx.store_quarantined is not None:
-        logger.critical("state database quarantined to %s: every strategy starts paused", ctx.store_quarantined)
-        for runner in runners:
-            runner.pause("state quarantined at start-up")
+    reconciler = getattr(ctx, "reconciler", None)
+    if reconciler is not None:
+        reconciler.attach_runners(runners)
 
 
 def _build_context(settings: Settings, clock: Clock, *, state_dir: Any = None) -> Any:
@@ -691,6 +721,7 @@ def _run_locked(args: argparse.Namespace, settings: Settings, clock: Clock, stop
             return refused
         log_startup_summary(ctx.http, clock)
         _pause_if_unsafe(ctx, runners, recovered)
+        ctx.position_monitor.register(CommandProcessor(ctx, runners))  # kill/resume queued by the command line
         for runner in runners:
             ctx.position_monitor.register(runner)
         ctx.position_monitor.register(StatusReporter(ctx, runners))
@@ -802,6 +833,12 @@ def main(
         return EXIT_CONFIG
     if args.command == "status":
         return status(settings, clock or RealClock(), as_json=args.json)
+    if args.command in ("kill", "resume"):
+        from commands import OperatorRun, run_operator_command
+
+        return run_operator_command(args, OperatorRun(
+            settings=settings, factories=STRATEGIES if strategies is None else strategies,
+            app=sys.modules[__name__], clock=clock))
     try:
         configs = select_strategies(build_strategy_configs(STRATEGIES if strategies is None else strategies),
                                     args.strategy)

@@ -288,6 +288,87 @@ def rank_candidates(quotes: Iterable[Quote], legs: Sequence[LegTarget], baseline
 # =====================================================================================
 
 
+@dataclass(frozen=True)
+class BlockLeg:
+    """One taker-side leg of a block trade (accept answer or block-trade record), parsed."""
+
+    symbol: str
+    side: int | None
+    qty: float | None
+    price: float | None
+    fee: float
+    order_id: int | None
+    created_at: float | None
+
+
+def parse_block_legs(legs: Any) -> list[BlockLeg]:
+    """Legs are matched by ``instrumentName`` later, never by position; values may be strings."""
+    parsed: list[BlockLeg] = []
+    for raw in legs if isinstance(legs, list) else []:
+        if not isinstance(raw, Mapping):
+            continue
+        created_ms = finite_number(raw.get("createTime"))
+        parsed.append(BlockLeg(
+            symbol=str(raw.get("instrumentName") or ""),
+            side=RFQ_SIDE_CODES.get(str(raw.get("side") or "").upper()),
+            qty=finite_number(raw.get("quantity", raw.get("qty"))),
+            price=finite_number(raw.get("price")),
+            fee=finite_number(raw.get("fee")) or 0.0,
+            order_id=int_or_none(raw.get("orderId")),
+            created_at=None if created_ms is None else created_ms / 1000.0,
+        ))
+    return parsed
+
+
+def find_block_trade(client: Any, request_id: str, quote_id: str | None) -> Mapping[str, Any] | None:
+    """Our block trade for this RFQ (or quote) from the private block-trade list, or None."""
+    data = client.blocktrade_orders(pageSize=BLOCKTRADE_PAGE_SIZE)
+    records = data.get("list") if isinstance(data, Mapping) else data
+    for record in records or []:
+        if not isinstance(record, Mapping):
+            continue
+        if str(record.get("requestId") or "") == str(request_id) or (
+                quote_id is not None and str(record.get("quoteId") or "") == str(quote_id)):
+            return record
+    return None
+
+
+def adopt_block_trade(client: Any, ledger: Any, marker: Mapping[str, Any], now: float) -> tuple[bool, int]:
+    """Recovery: record the fills of an RFQ accept whose answer a crash may have lost.
+
+    ``marker`` is the payload ``OrderLedger.note_block_accept`` committed before the accept
+    was sent. Returns (block trade found, legs newly recorded). Idempotent: a leg whose
+    exchange ``orderId`` is already in the ledger is not recorded again.
+    """
+    record = find_block_trade(client, str(marker["request_id"]), str(marker.get("quote_id") or "") or None)
+    if record is None:
+        return False, 0
+    ours = {str(symbol): (int(index), int(side)) for index, symbol, side in marker.get("legs") or []}
+    known = {o.order_id for o in ledger.orders() if o.order_id is not None}
+    recorded = 0
+    for leg in parse_block_legs(record.get("legs")):
+        if leg.symbol not in ours:
+            logger.critical("block trade of RFQ %s has a leg on %r, which is not ours", marker["request_id"],
+                            leg.symbol)
+            continue
+        if leg.order_id is not None and leg.order_id in known:
+            continue
+        if leg.side is None or leg.qty is None or leg.qty <= 0 or leg.price is None or leg.price <= 0:
+            logger.critical("block trade of RFQ %s: leg %s unreadable; fill NOT recorded", marker["request_id"],
+                            leg.symbol)
+            continue
+        index, _wanted_side = ours[leg.symbol]
+        ledger.record_block_fill(trade_id=str(marker["trade_id"]), trade_seq=int(marker["trade_seq"]),
+                                 leg_index=index, intent=Intent(int(marker["intent"])), symbol=leg.symbol,
+                                 side=leg.side, qty=leg.qty, price=leg.price, fee=leg.fee, order_id=leg.order_id,
+                                 filled_at=now if leg.created_at is None else leg.created_at)
+        recorded += 1
+        logger.warning("trade %s: adopted block fill %s %s %s @ %s of RFQ %s (accept answer lost at a restart)",
+                       marker["trade_id"], RFQ_SIDE_NAMES.get(leg.side, leg.side), leg.qty, leg.symbol, leg.price,
+                       marker["request_id"])
+    return True, recorded
+
+
 class RFQPhase(str, Enum):
     BASELINE = "BASELINE"      # validate legs, read the screen, create the RFQ
     CREATED = "CREATED"        # RFQ live, first quote poll not yet due
@@ -539,6 +620,15 @@ class RFQJob(ExecutionJob):
                 self._next_poll_at = now  # out of requests: look again on the next tick
                 break
             quote_id = candidate.quote.quote_id
+            try:
+                self._ledger.note_block_accept(
+                    trade_id=self.trade_id, trade_seq=self.trade_seq, intent=self.intent,
+                    request_id=str(self.request_id), quote_id=str(quote_id),
+                    legs=[(leg.leg_index, leg.symbol, leg.side) for leg in self.legs])
+            except Exception:  # noqa: BLE001 - an accept we could not record is never sent
+                logger.critical("rfq job %s: could not record the accept of quote %s; not accepting",
+                                self.trade_id, quote_id, exc_info=True)
+                break
             self.tried_quote_ids.append(quote_id)
             logger.info("rfq job %s: accepting quote %s, cost %.2f, improvement %s", self.trade_id, quote_id,
                         candidate.cost, "n/a" if candidate.improvement is None else f"{candidate.improvement:.2f} %")
@@ -603,23 +693,16 @@ class RFQJob(ExecutionJob):
     def _lookup_block_trade(self, now: float, budget: _Budget) -> None:
         """Our block trade from the private list; the fill history if that list is unavailable."""
         try:
-            data = self._client.blocktrade_orders(pageSize=BLOCKTRADE_PAGE_SIZE)
+            record = find_block_trade(self._client, str(self.request_id), self._ambiguous_quote_id)
         except (TraderError, ValueError) as exc:
             logger.warning("rfq job %s: block-trade list unavailable (%s); reading the fill history",
                            self.trade_id, exc)
             self._lookup_fill_history(now, budget)
             return
-        records = data.get("list") if isinstance(data, Mapping) else data
-        for record in records or []:
-            if not isinstance(record, Mapping):
-                continue
-            same_request = str(record.get("requestId") or "") == self.request_id
-            same_quote = str(record.get("quoteId") or "") == self._ambiguous_quote_id
-            if same_request or same_quote:
-                legs = record.get("legs")
-                self._record_block_legs(legs if isinstance(legs, list) else [], now,
-                                        f"block trade {record.get('blockTradeId')}")
-                return
+        if record is not None:
+            legs = record.get("legs")
+            self._record_block_legs(legs if isinstance(legs, list) else [], now,
+                                    f"block trade {record.get('blockTradeId')}")
 
     def _lookup_fill_history(self, now: float, budget: _Budget) -> None:
         """Block fills (tradeType 14) on our symbols since the accept; the price is the order's avgPrice."""
@@ -655,21 +738,14 @@ class RFQJob(ExecutionJob):
 
     def _record_block_legs(self, legs: list, now: float, source: str) -> None:
         """Taker-side legs (accept answer or block-trade record) into the ledger, matched by instrumentName."""
-        for raw in legs:
-            if not isinstance(raw, Mapping):
-                continue
-            symbol = str(raw.get("instrumentName") or "")
-            leg = self._by_symbol.get(symbol)
+        for block_leg in parse_block_legs(legs):
+            leg = self._by_symbol.get(block_leg.symbol)
             if leg is None:
                 logger.critical("rfq job %s: %s has a leg on %r, which is not one of ours", self.trade_id, source,
-                                symbol)
+                                block_leg.symbol)
                 continue
-            side = RFQ_SIDE_CODES.get(str(raw.get("side") or "").upper())
-            created_ms = finite_number(raw.get("createTime"))
-            self._record_leg(leg, side, finite_number(raw.get("quantity", raw.get("qty"))),
-                             finite_number(raw.get("price")), finite_number(raw.get("fee")) or 0.0,
-                             int_or_none(raw.get("orderId")), now if created_ms is None else created_ms / 1000.0,
-                             source)
+            self._record_leg(leg, block_leg.side, block_leg.qty, block_leg.price, block_leg.fee, block_leg.order_id,
+                             now if block_leg.created_at is None else block_leg.created_at, source)
 
     def _record_leg(self, leg: LegTarget, side: int | None, qty: float | None, price: float | None, fee: float,
                     order_id: int | None, filled_at: float, source: str) -> None:

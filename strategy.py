@@ -62,6 +62,7 @@ from market_data import MarketData
 from option_selection import LegSpec, resolve_legs
 from events import EventJournal
 from multileg_orderbook import SmartOrderbookExecutor
+from reconciliation import Reconciler
 from rfq import RFQExecutor
 from trade_execution import ExecutionParams, LegTarget, LimitFillManager, OrderLedger, TradeExecutor
 from trade_lifecycle import LifecycleManager, TradeState
@@ -303,6 +304,7 @@ class TradingContext:
     condition_health: ConditionHealth = field(default_factory=ConditionHealth)
     connection: Any = None               # the ExchangeConnection when build_context opened it
     store_quarantined: Path | None = None
+    reconciler: Any = None
 
     def close(self) -> None:
         """Commit and close the store, then the connection we opened (never any position)."""
@@ -387,8 +389,13 @@ def build_context(
     lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
                                  store=store, alerts=alerts, health=condition_health, journal=journal)
     monitor = PositionMonitor(account_manager, clock, poll_interval=poll_interval, on_alert=on_alert)
+    # The reconciler first: the lifecycle is on hold until the start-up reconciliation has
+    # compared our trades with the positions, and each wake sees its corrections.
+    reconciler = Reconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, clock=clock,
+                            alerts=alerts, journal=journal, quarantined=quarantined)
+    monitor.register(reconciler)
     # The manager itself (its __call__ is tick) so the monitor also finds on_snapshot_error.
-    # Registered first: executions and exits run before any runner considers an entry.
+    # Then the lifecycle: executions and exits run before any runner considers an entry.
     monitor.register(lifecycle)
     monitor.set_busy(lifecycle.has_active_jobs)
     health = HealthReporter(clock, log_path, interval_seconds=HEALTH_INTERVAL_SECONDS)
@@ -398,7 +405,7 @@ def build_context(
         rfq_executor=rfq_executor, lifecycle_manager=lifecycle,
         position_monitor=monitor, store=store, alerts=alerts, health=health,
         condition_health=condition_health, connection=connection,
-        store_quarantined=quarantined,
+        store_quarantined=quarantined, reconciler=reconciler,
     )
 
 
@@ -553,6 +560,7 @@ class StrategyRunner:
         self._persist()
 
     def resume(self) -> None:
+        """Lift the pause, and any symbol block reconciliation put on this strategy's legs."""
         if self.is_paused:
             logger.warning("strategy %s resumed (was: %s)", self.name, self.pause_reason)
         self.state.paused = False
@@ -560,6 +568,9 @@ class StrategyRunner:
         self.state.pause_until = None
         self._unsupported = None
         self._persist()
+        release = getattr(self.ctx.lifecycle_manager, "release_blocks", None)
+        if callable(release):
+            release(self.name)
 
     @property
     def pause_reason(self) -> str:
@@ -666,6 +677,9 @@ class StrategyRunner:
         return None
 
     def _gate_data(self, snapshot: AccountSnapshot) -> str | None:
+        hold = getattr(self.ctx.lifecycle_manager, "hold_reason", None)
+        if isinstance(hold, str):
+            return f"lifecycle on hold: {hold}"
         reach = getattr(self.ctx.account_manager, "reachability", None)
         if reach is not None and getattr(reach, "is_up", True) is False:
             return "exchange unreachable"

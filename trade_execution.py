@@ -47,6 +47,8 @@ BUY = 1
 SELL = 2
 HALT_BEFORE_EXPIRY_SECONDS = 15 * 60
 UNKNOWN_RESOLVE_SECONDS = 30.0
+# Store event written before an RFQ accept is sent (see OrderLedger.note_block_accept).
+BLOCK_ACCEPT_EVENT = "rfq_accept_sent"
 BOOK_MAX_AGE_SECONDS = 3.0
 MARK_MAX_AGE_SECONDS = 30.0
 FILL_EPSILON = 1e-9
@@ -344,6 +346,7 @@ class OrderLedger:
         self._lock = threading.RLock()
         self._orders: dict[int, LedgerOrder] = {}
         self._attempts: dict[tuple[int, int], int] = {}
+        self._blocked: dict[str, str] = {}   # symbol -> why no order may go there (reconciliation)
 
     def __repr__(self) -> str:
         return f"OrderLedger(prefix={self.prefix}, orders={len(self._orders)})"
@@ -424,6 +427,9 @@ class OrderLedger:
         return order
 
     def _check_caps(self, trade_id: str, leg_index: int, symbol: str, max_live_per_trade: int | None) -> None:
+        if symbol in self._blocked:
+            self._cap_violation(trade_id, symbol, f"{symbol} is blocked ({self._blocked[symbol]}) until an "
+                                                  f"operator resumes the strategy")
         mine = [o for o in self._orders.values() if o.trade_id == trade_id]
         if any(o.leg_index == leg_index and not o.status.is_final for o in mine):
             self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} already has a non-final order")
@@ -481,6 +487,79 @@ class OrderLedger:
         logger.warning("order %d on %s: outcome unknown (%s); resolving by clientOrderId",
                        order.client_order_id, order.symbol, msg)
         self._update(order, status=OrderStatus.UNKNOWN, error_code=code, error_msg=msg)
+
+    # ---- symbol blocks (BEHAVIOUR 4.7: an opposite-side position stops orders there) ------
+
+    def block_symbol(self, symbol: str, reason: str) -> bool:
+        """No order on ``symbol`` until ``unblock``; True when the block is new."""
+        with self._lock:
+            if symbol in self._blocked:
+                return False
+            self._blocked[symbol] = reason
+        logger.critical("symbol %s blocked: %s", symbol, reason)
+        self._emit("symbol_blocked", {"symbol": symbol, "reason": reason})
+        return True
+
+    def unblock(self, symbols: Iterable[str] | None = None) -> list[str]:
+        """Lift the blocks on ``symbols`` (all when None); returns the symbols unblocked."""
+        with self._lock:
+            chosen = list(self._blocked) if symbols is None else [s for s in symbols if s in self._blocked]
+            for symbol in chosen:
+                del self._blocked[symbol]
+        for symbol in chosen:
+            logger.warning("symbol %s unblocked by the operator", symbol)
+            self._emit("symbol_unblocked", {"symbol": symbol})
+        return chosen
+
+    def is_blocked(self, symbol: str) -> bool:
+        with self._lock:
+            return symbol in self._blocked
+
+    def blocked_symbols(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._blocked)
+
+    # ---- durable markers for requests that are not orders -----------------------------
+
+    def note_block_accept(self, *, trade_id: str, trade_seq: int, intent: Intent, request_id: str,
+                          quote_id: str, legs: Sequence[tuple[int, str, int]]) -> None:
+        """Commit "we are about to accept this RFQ quote" before the accept is sent.
+
+        An accepted quote becomes positions at once, but its fills reach the ledger only
+        when the answer arrives: a crash in between would leave positions no trade knows.
+        Recovery reads these markers and looks the block trade up (``rfq.adopt_block_trade``).
+        Raises when the store cannot record it, so the accept is never sent unrecorded.
+        """
+        payload = {"trade_id": trade_id, "trade_seq": int(trade_seq), "intent": int(intent),
+                   "request_id": str(request_id), "quote_id": str(quote_id),
+                   "legs": [[int(index), str(symbol), int(side)] for index, symbol, side in legs]}
+        if self._store is not None:
+            self._store.append_event(BLOCK_ACCEPT_EVENT, payload, self._clock.now())
+        logger.info("trade %s: accept of RFQ %s quote %s recorded before sending", trade_id, request_id, quote_id)
+
+    def verify(self, order: LedgerOrder) -> str:
+        """Ask the exchange about one order (reconciliation): "final", "live", "missing" or "error".
+
+        "missing" means the exchange says the order does not exist although we hold its
+        orderId: that is an alert, not a state change (a lagging view must never finalize it).
+        """
+        try:
+            data = self._client.query_order(order_id=order.order_id) if order.order_id is not None \
+                else self._client.query_order(client_order_id=order.client_order_id)
+        except ExchangeError as exc:
+            if exc.is_not_found:
+                if order.order_id is None:
+                    self._not_found(order)
+                    return "final" if order.status.is_final else "missing"
+                return "missing"
+            logger.warning("verify of order %d failed: %s", order.client_order_id, exc)
+            return "error"
+        except (TransportError, EndpointNotFound) as exc:
+            logger.warning("verify of order %d failed: %s", order.client_order_id, exc)
+            return "error"
+        if isinstance(data, dict):
+            self._apply_view(order, data)
+        return "final" if order.status.is_final else "live"
 
     # ---- poll / cancel ---------------------------------------------------------------
 

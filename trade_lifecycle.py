@@ -63,6 +63,8 @@ EXTERNAL_TRADE_ID = "T000000000"
 EXIT_REASON_EXPIRY = "expiry"
 EXIT_REASON_MANUAL = "manual"
 EXIT_REASON_KILL = "kill_switch"
+EXIT_REASON_EXTERNAL = "external_close"
+FLAG_PNL_ESTIMATED = "pnl_estimated"
 
 
 class TradeState(str, Enum):
@@ -192,6 +194,8 @@ class TradeLeg:
 
     ``close_*`` sums every reducing family (close, unwind, kill). ``adopted_qty`` is exposure
     that did not come from our open fills (positions adopted by the kill switch).
+    ``external_qty`` is what the exchange shows was closed by someone else (found by
+    reconciliation, BEHAVIOUR 4.7); ``external_price`` is its estimated average price.
     """
 
     index: int
@@ -209,6 +213,8 @@ class TradeLeg:
     close_fees: float = 0.0
     settlement: Settlement | None = None
     adopted_qty: float = 0.0
+    external_qty: float = 0.0
+    external_price: float = 0.0
     quote: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -229,8 +235,9 @@ class TradeLeg:
 
     @property
     def net_qty(self) -> float:
-        """Open fills (+ adopted) - reducing fills - settled quantity, from our ledger only."""
-        return _clean_qty(self.open_filled + self.adopted_qty - self.close_filled - self.settled_qty)
+        """Open fills (+ adopted) - reducing fills - settled - closed externally."""
+        return _clean_qty(self.open_filled + self.adopted_qty - self.close_filled - self.settled_qty
+                          - self.external_qty)
 
     @property
     def fees(self) -> float:
@@ -251,8 +258,13 @@ class TradeLeg:
         return self.settlement.cash if self.settlement is not None else 0.0
 
     @property
+    def external_cash(self) -> float:
+        """Estimated cash of the part closed outside the daemon (same sign rule as a close)."""
+        return self.sign * self.external_price * self.external_qty
+
+    @property
     def cash(self) -> float:
-        return self.open_cash + self.close_cash + self.settlement_cash
+        return self.open_cash + self.close_cash + self.settlement_cash + self.external_cash
 
     def is_frozen(self, now: float) -> bool:
         """Inside the pre-expiry halt: no new order on this symbol (BEHAVIOUR 4.5)."""
@@ -278,6 +290,7 @@ class TradeLeg:
             "open_filled": self.open_filled, "open_vwap": self.open_vwap, "open_fees": self.open_fees,
             "close_filled": self.close_filled, "close_vwap": self.close_vwap, "close_fees": self.close_fees,
             "fees": self.fees, "net_qty": self.net_qty, "adopted_qty": self.adopted_qty,
+            "external_qty": self.external_qty, "external_price": self.external_price,
             "settlement": self.settlement.to_record() if self.settlement is not None else None,
         }
 
@@ -291,6 +304,7 @@ class TradeLeg:
             open_vwap=float(data.get("open_vwap", 0.0)), open_fees=float(data.get("open_fees", 0.0)),
             close_filled=float(data.get("close_filled", 0.0)), close_vwap=float(data.get("close_vwap", 0.0)),
             close_fees=float(data.get("close_fees", 0.0)), adopted_qty=float(data.get("adopted_qty", 0.0)),
+            external_qty=float(data.get("external_qty", 0.0)), external_price=float(data.get("external_price", 0.0)),
             settlement=Settlement.from_record(settlement) if settlement else None,
         )
 
@@ -561,6 +575,8 @@ class LifecycleManager:
         self._delivery_prices: dict[int, float] = {}
         self.persistence_errors = 0
         self.breaker_trips = 0
+        self._hold_reason: str | None = None
+        self._hold_logged = False
 
     def __repr__(self) -> str:
         return f"LifecycleManager(trades={len(self._trades)})"
@@ -657,6 +673,8 @@ class LifecycleManager:
 
     def tick(self, snapshot: Any) -> None:
         """One wake: advance jobs, settle, evaluate exits on poll ticks, start closes at once."""
+        if self._on_hold():
+            return
         with self._lock:
             poll_tick = snapshot is not None and snapshot is not self._last_snapshot
             if snapshot is not None:
@@ -665,6 +683,8 @@ class LifecycleManager:
 
     def on_snapshot_error(self, error: Exception) -> None:
         """No snapshot this wake: jobs keep advancing, no exit is evaluated (incident 13)."""
+        if self._on_hold():
+            return
         logger.info("lifecycle tick without a snapshot (%s): jobs advance, exits wait", error)
         with self._lock:
             self._run(None)
@@ -754,7 +774,12 @@ class LifecycleManager:
     def _reducing_targets(self, trade: TradeLifecycle, now: float) -> list[LegTarget]:
         """One target per leg with exposure outside the halt: qty recomputed from fills (4.4)."""
         return [LegTarget(leg.index, leg.symbol, opposite_side(leg.side), leg.net_qty)
-                for leg in trade.legs if not _zero(leg.net_qty) and not leg.is_frozen(now)]
+                for leg in trade.legs if not _zero(leg.net_qty) and not leg.is_frozen(now)
+                and not self._symbol_blocked(leg.symbol)]
+
+    def _symbol_blocked(self, symbol: str) -> bool:
+        is_blocked = getattr(self.ledger, "is_blocked", None)
+        return bool(is_blocked(symbol)) if callable(is_blocked) else False
 
     def _drive(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
         """Rows 8 and 11: start the next unwind or close round when nothing is working."""
@@ -950,7 +975,90 @@ class LifecycleManager:
                         f"trade {trade.id} ({trade.strategy}): exits unevaluable for "
                         f"{now - runtime.unevaluable_since:.0f} s (stale or missing quotes)", trade_id=trade.id)
 
-    # ---- manual closes ----------------------------------------------------------------
+    # ---- start-up hold and reconciliation support (reconciliation.py drives these) ---------
+
+    def hold(self, reason: str) -> None:
+        """No order, no exit, no job step until ``release()`` (start-up, before positions are known)."""
+        self._hold_reason = reason
+        self._hold_logged = False
+
+    def release(self) -> None:
+        if self._hold_reason is not None:
+            logger.info("lifecycle released (was held: %s)", self._hold_reason)
+        self._hold_reason = None
+
+    @property
+    def hold_reason(self) -> str | None:
+        return self._hold_reason
+
+    def _on_hold(self) -> bool:
+        if self._hold_reason is None:
+            return False
+        if not self._hold_logged:
+            self._hold_logged = True
+            logger.warning("lifecycle on hold (%s): no order and no exit until it is lifted", self._hold_reason)
+        return True
+
+    def release_blocks(self, strategy: str | None = None) -> list[str]:
+        """Operator resume: lift symbol blocks on this strategy's legs (every block when None)."""
+        unblock = getattr(self.ledger, "unblock", None)
+        if not callable(unblock):
+            return []
+        if strategy is None:
+            return list(unblock(None))
+        symbols = {leg.symbol for trade in self.trades(strategy) for leg in trade.legs}
+        return list(unblock(symbols))
+
+    def has_job(self, trade_id: str) -> bool:
+        with self._lock:
+            runtime = self._runtime.get(trade_id)
+            return runtime is not None and runtime.job is not None
+
+    def refresh_fills(self, trade_id: str) -> None:
+        """Re-read a trade's fills from the ledger (after reconciliation adopted some)."""
+        with self._lock:
+            trade = self._trades.get(trade_id)
+            if trade is not None:
+                self._sync_fills(trade)
+                self._persist(trade, "fills_reconciled")
+
+    def record_external_close(self, trade_id: str, leg_index: int, qty: float, price: float, *,
+                              estimated: bool, detail: str) -> TradeLifecycle | None:
+        """Part of a leg was closed outside the daemon (BEHAVIOUR 4.7): reduce it, account it, alert.
+
+        ``qty`` is never more than the leg holds. Once no exposure is left the trade ends:
+        CLOSED with reason ``external_close`` (unless a reason was already decided), or
+        FAILED if it never opened. Working jobs of the trade are asked to stop first.
+        """
+        with self._lock:
+            trade = self._trades.get(trade_id)
+            if trade is None or not trade.is_active:
+                return None
+            leg = next((item for item in trade.legs if item.index == leg_index), None)
+            if leg is None:
+                return None
+            qty = min(_clean_qty(qty), leg.net_qty)
+            if _zero(qty):
+                return trade
+            total = leg.external_qty + qty
+            leg.external_price = (leg.external_price * leg.external_qty + price * qty) / total
+            leg.external_qty = _clean_qty(total)
+            if estimated and FLAG_PNL_ESTIMATED not in trade.flags:
+                trade.flags.append(FLAG_PNL_ESTIMATED)
+            now = self.clock.now()
+            self._persist(trade, "external_close", leg=leg_index, qty=qty, price=price, estimated=estimated)
+            self._alert("CRITICAL", "external_close",
+                        f"trade {trade.id} ({trade.strategy}): {qty:g} {leg.symbol} closed outside the daemon "
+                        f"(at ~{price:g}{', estimated from the mark' if estimated else ''}); {detail}",
+                        trade_id=trade.id, symbol=leg.symbol, qty=qty, price=price, estimated=estimated)
+            if not trade.has_exposure:
+                runtime = self._runtime_of(trade)
+                if runtime.job is not None:
+                    runtime.job.request_stop(EXIT_REASON_EXTERNAL)
+                    return trade  # the job ends on a later tick; _drive then finishes the trade flat
+                self._decide_exit(trade, EXIT_REASON_EXTERNAL, {"source": "reconciliation", "detail": detail}, now)
+                self._finish_flat(trade, runtime, now)
+            return trade
 
     # ---- restart ----------------------------------------------------------------------
 
