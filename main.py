@@ -591,6 +591,17 @@ def health_state(ctx: Any, runners: Sequence[Any], started_at: float) -> dict[st
         state["snapshot_age_seconds"] = None
     if state["index_frozen"]:
         warnings.append("index frozen: entries blocked")
+    unmanaged = [f"{t.id} ({t.strategy})" for t in ctx.lifecycle_manager.unmanaged_trades()]
+    state["unmanaged_trades"] = unmanaged
+    if unmanaged:
+        warnings.append(f"unmanaged trades (strategy not running; no exit rule): {', '.join(unmanaged)}")
+    hold = ctx.lifecycle_manager.hold_reason
+    if hold is not None:
+        warnings.append(f"lifecycle on hold: {hold}")
+    blocked = ctx.ledger.blocked_symbols()
+    if blocked:
+        state["blocked_symbols"] = blocked
+        warnings.append(f"symbols blocked until an operator resumes: {', '.join(blocked)}")
     state["warnings"] = warnings
     return state
 

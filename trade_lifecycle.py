@@ -599,6 +599,11 @@ class LifecycleManager:
     def active_trades(self, strategy: str | None = None) -> list[TradeLifecycle]:
         return [t for t in self.trades(strategy) if t.is_active]
 
+    def unmanaged_trades(self) -> list[TradeLifecycle]:
+        """Active trades whose strategy is not running: no exit rule applies (BEHAVIOUR 4.7)."""
+        with self._lock:
+            return [t for t in self.active_trades() if t.seq != 0 and t.strategy not in self._hooks]
+
     def has_active_jobs(self) -> bool:
         """True while any job runs or a close/unwind waits for its next round (fast wakes)."""
         with self._lock:
