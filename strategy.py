@@ -680,6 +680,11 @@ class StrategyRunner:
         hold = getattr(self.ctx.lifecycle_manager, "hold_reason", None)
         if isinstance(hold, str):
             return f"lifecycle on hold: {hold}"
+        write_errors = int(getattr(self.ctx.store, "write_errors", 0) or 0) + int(
+            getattr(self.ctx.lifecycle_manager, "persistence_errors", 0) or 0)
+        if write_errors:
+            # BEHAVIOUR 4.6: a trade we could not record must never be opened; exits go on.
+            return f"state store write failed ({write_errors} error(s)): entries stop until a restart"
         reach = getattr(self.ctx.account_manager, "reachability", None)
         if reach is not None and getattr(reach, "is_up", True) is False:
             return "exchange unreachable"

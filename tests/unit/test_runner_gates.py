@@ -614,3 +614,26 @@ def test_snapshot_errors_make_no_decision():
     h = Harness(config())
     h.runner.on_snapshot_error(RuntimeError("positions failed"))
     assert h.created == []
+
+
+def test_entries_wait_while_the_lifecycle_is_held_for_the_start_up_reconciliation():
+    h = Harness(config())
+    h.lifecycle.hold_reason = "start-up reconciliation: positions not read yet"
+    h.tick()
+    assert h.created == [] and h.market.index_reads == []
+    h.lifecycle.hold_reason = None
+    h.advance(POLL)
+    h.tick()
+    assert len(h.created) == 1
+
+
+def test_a_failed_state_write_stops_entries_until_a_restart():
+    h = Harness(config())
+    h.store.write_errors = 1  # what StateStore counts when a commit fails
+    h.tick()
+    assert h.created == []
+    assert "state store write failed" in h.runner.status()["blocked_by"]
+    h.store.write_errors = 0
+    h.advance(POLL)
+    h.tick()
+    assert len(h.created) == 1
