@@ -50,7 +50,7 @@ QTY_EPSILON = 1e-9
 HISTORY_PAGE_SIZE = 500
 HISTORY_MAX_PAGES = 200
 QUARANTINE_PROBE_SECONDS = 24 * 3600.0
-SEQ_RESEED_LOOKBACK_SECONDS = 90 * 24 * 3600.0
+SEQ_RESEED_LOOKBACK_SECONDS = 89 * 24 * 3600.0  # the history range limit is 90 days (API.md 8.6)
 # After a quarantine the trade sequence jumps past anything seen on the exchange by this
 # margin: orders older than the history we can read must never share a clientOrderId
 # with a new one.
