@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from api_values import finite_number
 from clock import Clock, RealClock, SimulatedClock
-from commands import CommandProcessor
+from commands import CommandProcessor, OperatorRun, run_operator_command
 from config import Settings, load_settings
 from errors import AuthError, ConfigError, TraderError
 from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
@@ -844,9 +844,7 @@ def main(
         return EXIT_CONFIG
     if args.command == "status":
         return status(settings, clock or RealClock(), as_json=args.json)
-    if args.command in ("kill", "resume"):
-        from commands import OperatorRun, run_operator_command
-
+    if args.command in ("kill", "resume"):  # commands.py: queue for a running daemon, or act in-process
         return run_operator_command(args, OperatorRun(
             settings=settings, factories=STRATEGIES if strategies is None else strategies,
             app=sys.modules[__name__], clock=clock))

@@ -1,8 +1,9 @@
 """Operator commands that only read: ``python main.py status [--json]`` (BEHAVIOUR.md 7.8).
 
 ``status`` shows what the daemon's store knows (trades with their exposure and PnL, working
-orders, runner state) and, when the exchange is reachable from this process, the account,
-the positions and our open orders there. It takes no lock and sends no order, so it can run
+orders, runner state, paused runners, kill/resume commands still pending or active) and,
+when the exchange is reachable from this process, the account, the positions and our open
+orders there. It takes no lock and sends no order, so it can run
 next to a live daemon. With the embedded simulator the exchange lives inside the daemon's
 process, so only the store is shown (a second embedded copy would be a different exchange).
 """
@@ -15,7 +16,8 @@ from typing import Any
 
 from api_values import finite_number
 from config import Settings
-from persistence import StateStore
+from commands import describe_command
+from persistence import OPEN_COMMAND_STATUSES, StateStore
 from trade_execution import LedgerOrder, parse_client_order_id
 from trade_lifecycle import TradeLifecycle
 
@@ -44,6 +46,7 @@ def _store_view(path: Path) -> dict:
         trades = [TradeLifecycle.from_record(record) for record in store.load_trades()]
         orders = [LedgerOrder.from_record(record) for record in store.load_orders()]
         runners = {name: store.load_runner_state(name) for name in store.runner_names()}
+        open_commands = store.commands(OPEN_COMMAND_STATUSES)
     finally:
         store.close()
     active = [t for t in trades if t.state.value not in TERMINAL]
@@ -73,6 +76,10 @@ def _store_view(path: Path) -> dict:
         "strategies": {name: {**per_strategy.get(name, {}), "paused": bool((state or {}).get("paused")),
                               "pause_reason": (state or {}).get("pause_reason", "")}
                        for name, state in sorted({**{n: None for n in per_strategy}, **runners}.items())},
+        "paused_runners": {name: (state or {}).get("pause_reason") or "paused"
+                           for name, state in sorted(runners.items()) if (state or {}).get("paused")},
+        "commands": [{"id": c["id"], "kind": c["kind"], "status": c["status"], "payload": c["payload"],
+                      "created_at": c["created_at"], "summary": describe_command(c)} for c in open_commands],
     }
 
 
@@ -137,6 +144,10 @@ def format_status(report: dict) -> str:
             lines.append(f"  strategy {name}: {int(row.get('trades', 0))} trades, {int(row.get('closed', 0))} closed, "
                          f"realized {row.get('realized_pnl', 0.0):+.2f} USD, fees {row.get('fees', 0.0):.2f}"
                          + (f", PAUSED ({row['pause_reason']})" if row["paused"] else ""))
+        paused = store.get("paused_runners") or {}
+        lines.append("  paused: " + (", ".join(f"{name} ({reason})" for name, reason in paused.items()) or "none"))
+        for command in store.get("commands") or []:
+            lines.append(f"  command {command['summary']}")
     exchange = report["exchange"]
     if not exchange["available"]:
         lines.append(f"exchange: {exchange['note']}")

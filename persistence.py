@@ -19,6 +19,10 @@ Why it looks the way it does:
 * The schema is versioned: ``MIGRATIONS`` is an ordered list of ``(version, statements)``
   steps, each applied in its own transaction together with the new version number, so
   a later issue adds a step without touching the ones already shipped.
+* Operator commands (``kill``, ``resume``) are a queue in the same file (schema step 2):
+  the command line may run while the daemon holds the instance lock, and the database is
+  the one thing both processes may open. A command is ``pending`` until the daemon takes
+  it, ``active`` while a kill runs (so a restart resumes it), then ``done`` or ``failed``.
 * One connection (``check_same_thread=False``) behind one lock: the monitor thread, the
   command line and the tests may all call in; SQLite serialises nothing for us here.
 """
@@ -39,6 +43,21 @@ logger = logging.getLogger(__name__)
 
 MEMORY_PATH = ":memory:"
 TRADE_SEQ_COUNTER = "trade_seq"
+
+# Operator command statuses: pending -> active (a kill being executed; survives restarts)
+# -> done | failed. A command may also go straight from pending to done or failed.
+COMMAND_PENDING = "pending"
+COMMAND_ACTIVE = "active"
+COMMAND_DONE = "done"
+COMMAND_FAILED = "failed"
+COMMAND_STATUSES = (COMMAND_PENDING, COMMAND_ACTIVE, COMMAND_DONE, COMMAND_FAILED)
+OPEN_COMMAND_STATUSES = (COMMAND_PENDING, COMMAND_ACTIVE)
+_COMMAND_TRANSITIONS = {
+    COMMAND_PENDING: frozenset({COMMAND_PENDING, COMMAND_ACTIVE, COMMAND_DONE, COMMAND_FAILED}),
+    COMMAND_ACTIVE: frozenset({COMMAND_ACTIVE, COMMAND_DONE, COMMAND_FAILED}),
+    COMMAND_DONE: frozenset(),
+    COMMAND_FAILED: frozenset(),
+}
 QUARANTINE_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 # SQLite primary result codes that mean "this file is not a usable database".
@@ -71,6 +90,15 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             " kind TEXT NOT NULL, doc TEXT NOT NULL)",
             "CREATE INDEX events_by_kind ON events (kind, id)",
             "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        ),
+    ),
+    (
+        2,
+        (
+            # Operator commands (kill, resume) queued by the command line for the daemon.
+            "CREATE TABLE commands (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+            " status TEXT NOT NULL, doc TEXT NOT NULL, created_at REAL, updated_at REAL)",
+            "CREATE INDEX commands_by_status ON commands (status, id)",
         ),
     ),
 )
@@ -142,6 +170,15 @@ def _encode(doc: Any) -> str:
 
 def _decode(text: str) -> Any:
     return json.loads(text)
+
+
+def _command_row(row: Sequence[Any]) -> dict:
+    """One ``commands`` row as the dict ``StateStore.commands`` returns."""
+    doc = _decode(row[3])
+    return {
+        "id": int(row[0]), "kind": row[1], "status": row[2], "payload": doc.get("payload") or {},
+        "result": doc.get("result"), "created_at": row[4], "updated_at": row[5],
+    }
 
 
 def _exact_order_id(record: dict) -> int:
@@ -562,6 +599,75 @@ class StateStore:
             {"id": int(row[0]), "ts": row[1], "kind": row[2], "payload": _decode(row[3])}
             for row in rows
         ]
+
+    # ---------------------------------------------------------------- commands
+
+    def add_command(self, kind: str, payload: dict) -> int:
+        """Queue an operator command (``pending``); returns its id (ids only increase).
+
+        The command line writes here and the daemon reads it on its next wake, so a kill
+        survives the daemon being down or restarted before it ran (BEHAVIOUR.md 4.6, 7.6).
+        """
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"command kind must be a non-empty str, got {kind!r}")
+        if not isinstance(payload, dict):
+            raise ValueError(f"command payload must be a dict, got {type(payload).__name__}")
+        doc = self._encode_for(f"add_command {kind}", {"payload": payload, "result": None})
+        now = self._now()
+        with self._write(f"add_command {kind}") as conn:
+            cursor = conn.execute(
+                "INSERT INTO commands (kind, status, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (kind, COMMAND_PENDING, doc, now, now),
+            )
+            command_id = cursor.lastrowid
+        return int(command_id)
+
+    def commands(self, status: str | Iterable[str] | None = None) -> list[dict]:
+        """Commands in id order as ``{"id", "kind", "status", "payload", "result", "created_at",
+        "updated_at"}``; ``status`` filters on one status or any of several."""
+        sql = "SELECT id, kind, status, doc, created_at, updated_at FROM commands"
+        params: list[Any] = []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            if not statuses:
+                return []
+            sql += f" WHERE status IN ({', '.join('?' for _ in statuses)})"
+            params.extend(statuses)
+        return [_command_row(row) for row in self._read(sql + " ORDER BY id", params)]
+
+    def command(self, command_id: int) -> dict | None:
+        rows = self._read(
+            "SELECT id, kind, status, doc, created_at, updated_at FROM commands WHERE id = ?", (command_id,)
+        )
+        return _command_row(rows[0]) if rows else None
+
+    def update_command(self, command_id: int, status: str, result: Any = None) -> dict:
+        """Move a command on (see ``COMMAND_STATUSES``); ``result`` None keeps the previous one.
+
+        A finished command (done or failed) never changes again, and nothing goes back to
+        pending: a kill that was reported done must not be re-run by a later start.
+        Returns the updated command.
+        """
+        if status not in COMMAND_STATUSES:
+            raise ValueError(f"unknown command status {status!r}; use one of {', '.join(COMMAND_STATUSES)}")
+        what = f"update_command {command_id}"
+        with self._write(what) as conn:
+            row = conn.execute("SELECT status, doc FROM commands WHERE id = ?", (command_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"no command with id {command_id}")
+            current, doc = str(row[0]), _decode(row[1])
+            if status not in _COMMAND_TRANSITIONS.get(current, frozenset()):
+                raise ValueError(f"command {command_id} is {current}; it cannot become {status}")
+            if result is not None:
+                doc["result"] = result
+            text = self._encode_for(what, doc)
+            conn.execute(
+                "UPDATE commands SET status = ?, doc = ?, updated_at = ? WHERE id = ?",
+                (status, text, self._now(), command_id),
+            )
+        updated = self.command(command_id)
+        assert updated is not None
+        return updated
 
     # ---------------------------------------------------------------- life
 

@@ -1,6 +1,7 @@
 """StateStore: durable documents, exact ids, pragmas, migrations and quarantine."""
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
@@ -85,9 +86,9 @@ def test_open_creates_missing_directory_and_schema(db_path: Path, clock: Simulat
     try:
         assert quarantined is None
         assert db_path.is_file()
-        assert store.schema_version() == SCHEMA_VERSION == 1
+        assert store.schema_version() == SCHEMA_VERSION == 2
         tables = {row[0] for row in store._read("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"schema_version", "trades", "orders", "runner_state", "events", "counters"} <= tables
+        assert {"schema_version", "trades", "orders", "runner_state", "events", "counters", "commands"} <= tables
     finally:
         store.close()
 
@@ -124,35 +125,35 @@ def test_reopen_does_not_rerun_migrations(db_path: Path, store: StateStore, cloc
     store.save_trade(_trade(1))
     store.close()
     with _reopen(db_path, clock) as again:
-        assert again.schema_version() == 1
+        assert again.schema_version() == SCHEMA_VERSION
         assert [t["id"] for t in again.load_trades()] == ["T000000001"]
         versions = again._read("SELECT version FROM schema_version")
-        assert versions == [(1,)]
+        assert versions == [(SCHEMA_VERSION,)]
 
 
 def test_migrate_applies_later_steps_in_order(store: StateStore) -> None:
     later = MIGRATIONS + (
-        (2, ("CREATE TABLE commands (id INTEGER PRIMARY KEY, doc TEXT)",)),
-        (3, ("ALTER TABLE commands ADD COLUMN done INTEGER DEFAULT 0",)),
+        (SCHEMA_VERSION + 1, ("CREATE TABLE later (id INTEGER PRIMARY KEY, doc TEXT)",)),
+        (SCHEMA_VERSION + 2, ("ALTER TABLE later ADD COLUMN done INTEGER DEFAULT 0",)),
     )
-    assert store.migrate(later) == 3
-    assert store.schema_version() == 3
-    columns = [row[1] for row in store._read("PRAGMA table_info(commands)")]
+    assert store.migrate(later) == SCHEMA_VERSION + 2
+    assert store.schema_version() == SCHEMA_VERSION + 2
+    columns = [row[1] for row in store._read("PRAGMA table_info(later)")]
     assert columns == ["id", "doc", "done"]
 
 
 def test_failed_migration_step_rolls_back_to_previous_version(store: StateStore) -> None:
     broken = MIGRATIONS + (
-        (2, ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL")),
+        (SCHEMA_VERSION + 1, ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL")),
     )
     with pytest.raises(StoreError):
         store.migrate(broken)
-    assert store.schema_version() == 1
+    assert store.schema_version() == SCHEMA_VERSION
     assert store._read("SELECT name FROM sqlite_master WHERE name='half_done'") == []
 
 
 def test_newer_schema_is_refused_not_quarantined(db_path: Path, store: StateStore, clock: SimulatedClock) -> None:
-    store.migrate(MIGRATIONS + ((2, ("CREATE TABLE future (x INTEGER)",)),))
+    store.migrate(MIGRATIONS + ((SCHEMA_VERSION + 1, ("CREATE TABLE future (x INTEGER)",)),))
     store.close()
     with pytest.raises(StoreVersionError):
         StateStore.open(db_path, clock)
@@ -486,3 +487,100 @@ def test_unopenable_path_is_an_error_not_a_quarantine(tmp_path: Path, clock: Sim
         StateStore.open(directory, clock)
     assert directory.is_dir()
     assert list(tmp_path.glob("*.corrupt.*")) == []
+
+
+# ------------------------------------------------------------------ schema 2: the command queue
+
+
+def _write_version_1_database(path: Path) -> None:
+    """A database exactly as the version-1 code left it: step 1 only, one trade, one order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = sqlite3.connect(path)
+    try:
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        version, statements = MIGRATIONS[0]
+        assert version == 1
+        for statement in statements:
+            raw.execute(statement)
+        raw.execute("INSERT INTO schema_version (version) VALUES (1)")
+        trade = _trade(42, state="OPEN")
+        raw.execute("INSERT INTO trades (id, state, strategy, doc, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (trade["id"], "OPEN", trade["strategy"], json.dumps(trade), START))
+        order = _order(BIG_COID, status="LIVE", order_id=987_654_321_012)
+        raw.execute("INSERT INTO orders (client_order_id, trade_id, status, doc, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (BIG_COID, "T000000042", "LIVE", json.dumps(order), START))
+        raw.execute("INSERT INTO counters (name, value) VALUES ('trade_seq', 42)")
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def test_version_1_database_migrates_to_2_and_keeps_every_row(db_path: Path, clock: SimulatedClock) -> None:
+    """Issue 5 "bad state": a schema from an older version is migrated, not quarantined."""
+    _write_version_1_database(db_path)
+    store, quarantined = StateStore.open(db_path, clock)
+    try:
+        assert quarantined is None and list(db_path.parent.glob("*.corrupt.*")) == []
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert store.load_trades() == [_trade(42, state="OPEN")]
+        [order] = store.load_orders()
+        assert order["client_order_id"] == BIG_COID and order["order_id"] == 987_654_321_012
+        assert store.counter("trade_seq") == 42 and store.next_trade_seq() == 43
+        assert store.commands() == []
+        command_id = store.add_command("kill", {"strategy": None, "all_positions": False})
+        assert [c["id"] for c in store.commands("pending")] == [command_id]
+    finally:
+        store.close()
+    with _reopen(db_path, clock) as again:  # the migration is not re-run, the queue persisted
+        assert again.schema_version() == 2
+        assert [c["kind"] for c in again.commands()] == ["kill"]
+
+
+def test_command_queue_round_trip(db_path: Path, store: StateStore, clock: SimulatedClock) -> None:
+    first = store.add_command("kill", {"strategy": "alpha", "all_positions": False})
+    clock.advance(5)
+    second = store.add_command("resume", {"strategy": None})
+    assert second > first
+    [pending_kill, pending_resume] = store.commands("pending")
+    assert pending_kill == {"id": first, "kind": "kill", "status": "pending",
+                            "payload": {"strategy": "alpha", "all_positions": False}, "result": None,
+                            "created_at": START, "updated_at": START}
+    assert pending_resume["created_at"] == START + 5
+
+    clock.advance(1)
+    active = store.update_command(first, "active", {"trades": ["T000000001"]})
+    assert active["status"] == "active" and active["updated_at"] == START + 6
+    assert active["result"] == {"trades": ["T000000001"]}
+    store.update_command(first, "active")  # no result given: the previous one stays
+    assert store.command(first)["result"] == {"trades": ["T000000001"]}
+    store.update_command(first, "done", {"trades": ["T000000001"], "final": {"T000000001": "CLOSED"}})
+    store.update_command(second, "failed", {"error": "unknown strategy"})
+
+    assert [c["id"] for c in store.commands(("pending", "active"))] == []
+    assert [(c["id"], c["status"]) for c in store.commands()] == [(first, "done"), (second, "failed")]
+    assert store.commands([]) == []
+    store.close()
+    with _reopen(db_path, clock) as again:
+        assert again.command(first)["result"]["final"] == {"T000000001": "CLOSED"}
+        assert again.command(999) is None
+
+
+def test_finished_commands_never_change_and_nothing_goes_back_to_pending(store: StateStore) -> None:
+    command_id = store.add_command("kill", {})
+    store.update_command(command_id, "active")
+    with pytest.raises(ValueError, match="cannot become pending"):
+        store.update_command(command_id, "pending")
+    store.update_command(command_id, "done")
+    for status in ("active", "failed", "done"):
+        with pytest.raises(ValueError, match="is done"):
+            store.update_command(command_id, status)
+    with pytest.raises(ValueError, match="unknown command status"):
+        store.update_command(command_id, "cancelled")
+    with pytest.raises(ValueError, match="no command"):
+        store.update_command(12345, "done")
+    with pytest.raises(ValueError):
+        store.add_command("", {})
+    with pytest.raises(ValueError):
+        store.add_command("kill", ["not", "a", "dict"])  # type: ignore[arg-type]
+    assert store.command(command_id)["status"] == "done"

@@ -1,0 +1,704 @@
+"""Operator commands that act: ``kill`` and ``resume`` (BEHAVIOUR.md 7.6, 7.8).
+
+Why it looks the way it does:
+
+* The command line and the daemon are different processes, and only the daemon may send
+  orders for its trades (one process per state directory, BEHAVIOUR.md 7.5). So the command
+  line never trades next to a running daemon: it writes the command into the state store's
+  queue, and the daemon's ``CommandProcessor`` runs it on its next wake. Without a running
+  daemon, the command line takes the instance lock and becomes that daemon for as long as
+  the command needs (``run_operator_command``).
+* A kill is long (closing positions takes rounds of orders) and the daemon may die in the
+  middle. The command is therefore ``active`` in the store until every trade it affects is
+  terminal; kill mode itself lives only in the lifecycle's memory, so an ``active`` kill
+  found after a restart is applied again to the trades it recorded.
+* A kill touches only our exposure and our orders (BEHAVIOUR.md 8 row 40): it pauses the
+  affected runners and force-closes their trades through ``LifecycleManager`` (reduce-only,
+  intent kill, our client order ids). Other positions are closed only with
+  ``--all-positions`` (trade sequence 0); orders that are not ours are never cancelled.
+* A broken or unknown command fails with a reason; it never stops the daemon.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from errors import ConfigError
+from persistence import (
+    COMMAND_ACTIVE,
+    COMMAND_DONE,
+    COMMAND_FAILED,
+    COMMAND_PENDING,
+    OPEN_COMMAND_STATUSES,
+    StateStore,
+    StoreError,
+)
+from trade_execution import Intent, OrderStatus
+from trade_lifecycle import EXIT_REASON_KILL
+
+logger = logging.getLogger(__name__)
+
+KIND_KILL = "kill"
+KIND_RESUME = "resume"
+COMMAND_KINDS = (KIND_KILL, KIND_RESUME)
+STATE_DB_NAME = "trader.db"
+
+EXIT_OK = 0
+EXIT_NOT_DONE = 1
+EXIT_USAGE = 2
+
+# A command that raised this many wakes in a row (not a validation failure) is failed.
+MAX_COMMAND_ERRORS = 3
+# Waiting for a running daemon: a few of its poll intervals plus slack, polled this often.
+PICKUP_POLL_INTERVALS = 3
+PICKUP_SLACK_SECONDS = 30.0
+PICKUP_CHECK_SECONDS = 0.5
+FINISHED = (COMMAND_DONE, COMMAND_FAILED)
+
+
+class CommandError(ValueError):
+    """The command cannot be carried out as written (it fails; nothing is retried)."""
+
+
+def kill_pause_reason(command_id: int) -> str:
+    """The pause reason a kill leaves on its runners: the operator sees which command it was."""
+    return f"kill switch (command {command_id})"
+
+
+# ---------------------------------------------------------------------------------------
+# What a command asks for
+# ---------------------------------------------------------------------------------------
+
+
+def _strategy_of(payload: Mapping[str, Any]) -> str | None:
+    name = payload.get("strategy")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise CommandError(f"strategy must be a non-empty name or null, got {name!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class KillRequest:
+    """``kill [--strategy NAME] [--all-positions]``: ``strategy`` None means every strategy."""
+
+    strategy: str | None = None
+    all_positions: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy is not None and self.all_positions:
+            raise CommandError("--all-positions closes the whole account: it cannot be limited to one strategy")
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> "KillRequest":
+        all_positions = payload.get("all_positions", False)
+        if not isinstance(all_positions, bool):
+            raise CommandError(f"all_positions must be true or false, got {all_positions!r}")
+        return cls(_strategy_of(payload), all_positions)
+
+    def to_payload(self) -> dict:
+        return {"strategy": self.strategy, "all_positions": self.all_positions}
+
+    def describe(self) -> str:
+        if self.all_positions:
+            return "every trade and every other option position of the account"
+        return f"strategy {self.strategy}" if self.strategy else "every strategy"
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    """``resume [NAME]``: ``strategy`` None means every paused runner."""
+
+    strategy: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> "ResumeRequest":
+        return cls(_strategy_of(payload))
+
+    def to_payload(self) -> dict:
+        return {"strategy": self.strategy}
+
+
+# ---------------------------------------------------------------------------------------
+# Runner state kept in the store (strategies without a runner in this process)
+# ---------------------------------------------------------------------------------------
+
+
+def set_stored_pause(store: Any, name: str, reason: str | None) -> bool:
+    """Pause (``reason``) or resume (None) a runner through its persisted state only.
+
+    For strategies that have no runner in this process: not in ``STRATEGIES``, or the
+    command line acting while no daemon runs. False when the store has no state for it.
+    """
+    from strategy import RunnerState
+
+    saved = store.load_runner_state(name)
+    if saved is None:
+        return False
+    state = RunnerState.from_dict(saved)
+    state.paused = reason is not None
+    state.pause_reason = reason or ""
+    state.pause_until = None
+    store.save_runner_state(name, state.to_dict())
+    return True
+
+
+def stored_pause_reason(store: Any, name: str) -> str | None:
+    """The persisted pause reason of a runner, or None when it is not paused."""
+    saved = store.load_runner_state(name) or {}
+    return str(saved.get("pause_reason") or "paused") if saved.get("paused") else None
+
+
+def strategy_names_in_store(store: Any) -> set[str]:
+    """Every strategy the store knows: runner state and trades (unmanaged ones included)."""
+    names = set(store.runner_names())
+    names.update(str(record.get("strategy")) for record in store.load_trades() if record.get("strategy"))
+    names.discard("external")
+    return names
+
+
+# ---------------------------------------------------------------------------------------
+# The daemon side: one monitor callback that works the queue
+# ---------------------------------------------------------------------------------------
+
+
+class CommandProcessor:
+    """Executes queued operator commands, in id order, on every monitor wake.
+
+    Registered on the monitor after the lifecycle and before the runners, so a kill pauses
+    the runners before they consider an entry in the same wake. ``force_close`` starts each
+    close at once; the lifecycle steps it on the following wakes (every 2 s while it works).
+    """
+
+    def __init__(self, ctx: Any, runners: Iterable[Any]) -> None:
+        self._ctx = ctx
+        self._runners = {runner.name: runner for runner in runners}
+        self._applied: dict[int, set[str]] = {}     # kill id -> trades force-closed by this process
+        self._errors: dict[int, int] = {}
+        self._waiting_logged: set[int] = set()
+
+    def __repr__(self) -> str:
+        return f"CommandProcessor(runners={sorted(self._runners)})"
+
+    # ---- monitor callback ---------------------------------------------------------------
+
+    def __call__(self, snapshot: Any) -> None:
+        self.process(have_snapshot=True)
+
+    def on_snapshot_error(self, error: Exception) -> None:
+        """No account snapshot: commands still run, except adopting other positions."""
+        self.process(have_snapshot=False)
+
+    def process(self, *, have_snapshot: bool = True) -> None:
+        store = self._ctx.store
+        try:
+            queue = store.commands(OPEN_COMMAND_STATUSES)
+        except Exception:  # noqa: BLE001 - the store logged it; next wake tries again
+            logger.exception("reading the command queue failed")
+            return
+        for command in queue:
+            self._run_one(command, have_snapshot)
+
+    def _run_one(self, command: dict, have_snapshot: bool) -> None:
+        command_id = int(command["id"])
+        try:
+            if command["kind"] == KIND_KILL:
+                self._kill(command, have_snapshot)
+            elif command["kind"] == KIND_RESUME:
+                self._resume(command)
+            else:
+                raise CommandError(f"unknown command {command['kind']!r}; known: {', '.join(COMMAND_KINDS)}")
+        except CommandError as exc:
+            self._fail(command, str(exc))
+        except Exception as exc:  # noqa: BLE001 - retried next wake, failed after a few
+            count = self._errors.get(command_id, 0) + 1
+            self._errors[command_id] = count
+            logger.exception("command %d (%s) raised (%d in a row)", command_id, command["kind"], count)
+            if count >= MAX_COMMAND_ERRORS:
+                self._fail(command, f"{type(exc).__name__}: {exc} ({count} times in a row)")
+        else:
+            self._errors.pop(command_id, None)
+
+    def _fail(self, command: dict, reason: str) -> None:
+        logger.error("command %d (%s %s) failed: %s", command["id"], command["kind"], command["payload"], reason)
+        try:
+            self._ctx.store.update_command(command["id"], COMMAND_FAILED, {**(command["result"] or {}),
+                                                                          "error": reason})
+        except Exception:  # noqa: BLE001
+            logger.exception("could not mark command %d failed", command["id"])
+
+    def _known_strategies(self) -> set[str]:
+        names = set(self._runners) | strategy_names_in_store(self._ctx.store)
+        names.update(trade.strategy for trade in self._ctx.lifecycle_manager.trades())
+        names.discard("external")
+        return names
+
+    def _require_known(self, name: str | None) -> None:
+        if name is None:
+            return
+        known = self._known_strategies()
+        if name not in known:
+            raise CommandError(f"no strategy {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+
+    # ---- resume -------------------------------------------------------------------------
+
+    def _resume(self, command: dict) -> None:
+        request = ResumeRequest.from_payload(command["payload"])
+        self._require_known(request.strategy)
+        resumed = resume_runners(self._ctx.store, self._runners, request.strategy)
+        logger.warning("command %d: resumed %s", command["id"], ", ".join(resumed) or "nothing (none was paused)")
+        self._ctx.store.update_command(command["id"], COMMAND_DONE, {"resumed": resumed})
+
+    # ---- kill ---------------------------------------------------------------------------
+
+    def _kill(self, command: dict, have_snapshot: bool) -> None:
+        request = KillRequest.from_payload(command["payload"])
+        if command["status"] == COMMAND_PENDING:
+            self._require_known(request.strategy)
+            paused = self._pause_for_kill(command["id"], request)
+            if not self._may_trade(command["id"], request, have_snapshot):
+                return
+            self._start_kill(command, request, paused)
+        else:
+            if not self._may_trade(command["id"], request, have_snapshot=True):
+                return
+            self._reapply_kill(command)
+        self._finish_kill_if_flat(command["id"])
+
+    def _may_trade(self, command_id: int, request: KillRequest, have_snapshot: bool) -> bool:
+        """Closing waits while the lifecycle is held at start-up, and adopting other positions
+        waits for an account snapshot (it must know what the account holds)."""
+        hold = getattr(self._ctx.lifecycle_manager, "hold_reason", None)
+        waiting = (f"the lifecycle is on hold ({hold})" if hold
+                   else "no account snapshot yet" if request.all_positions and not have_snapshot else None)
+        if waiting is None:
+            return True
+        if command_id not in self._waiting_logged:
+            self._waiting_logged.add(command_id)
+            logger.warning("kill command %d waits: %s", command_id, waiting)
+        return False
+
+    def _pause_for_kill(self, command_id: int, request: KillRequest) -> list[str]:
+        """Pause the affected runners (persisted); idempotent, so a retried kill logs once."""
+        reason = kill_pause_reason(command_id)
+        names = {request.strategy} if request.strategy else set(self._runners) | set(self._ctx.store.runner_names())
+        paused: list[str] = []
+        for name in sorted(names):
+            runner = self._runners.get(name)
+            if runner is not None:
+                if not (runner.is_paused and runner.pause_reason == reason):
+                    runner.pause(reason)
+                paused.append(name)
+            elif stored_pause_reason(self._ctx.store, name) == reason or set_stored_pause(self._ctx.store, name,
+                                                                                           reason):
+                paused.append(name)
+        return paused
+
+    def _start_kill(self, command: dict, request: KillRequest, paused: list[str]) -> None:
+        """First application: force-close every affected trade, record them, become active."""
+        manager = self._ctx.lifecycle_manager
+        now = self._ctx.clock.now()
+        affected = [trade.id for trade in manager.active_trades(request.strategy)]
+        if request.all_positions:
+            # kill_all also adopts the positions no trade of ours explains (trade sequence 0).
+            killed = manager.kill_all(include_external=True)
+            affected += [trade_id for trade_id in killed if trade_id not in affected]
+            applied = set(affected)
+        else:
+            applied = {trade_id for trade_id in affected if self._force_close(trade_id)}
+        self._applied[command["id"]] = applied  # a force-close that raised is retried next wake
+        result = {"applied_at": now, "request": request.to_payload(), "paused": paused, "trades": affected}
+        self._ctx.store.update_command(command["id"], COMMAND_ACTIVE, result)
+        command["result"] = result
+        logger.warning("kill command %d applied to %s: paused %s; closing %s", command["id"], request.describe(),
+                       ", ".join(paused) or "no runner", ", ".join(affected) or "no trade")
+        self._alert("CRITICAL", "kill_switch",
+                    f"kill switch (command {command['id']}): {request.describe()}; paused "
+                    f"{', '.join(paused) or 'no runner'}; closing {len(affected)} trade(s)",
+                    command_id=command["id"], trades=affected)
+
+    def _reapply_kill(self, command: dict) -> None:
+        """An active kill this process has not applied (the daemon restarted mid-kill)."""
+        applied = self._applied.setdefault(command["id"], set())
+        manager = self._ctx.lifecycle_manager
+        for trade_id in (command["result"] or {}).get("trades", []):
+            if trade_id in applied:
+                continue
+            trade = manager.get(trade_id)
+            if trade is not None and trade.is_active:
+                logger.warning("kill command %d: re-applying kill mode to %s after a restart", command["id"],
+                               trade_id)
+                if not self._force_close(trade_id):
+                    continue
+            applied.add(trade_id)
+
+    def _force_close(self, trade_id: str) -> bool:
+        try:
+            self._ctx.lifecycle_manager.force_close(trade_id, EXIT_REASON_KILL)
+        except Exception:  # noqa: BLE001 - one trade never blocks the others; retried next wake
+            logger.exception("kill: force-close of %s failed", trade_id)
+            return False
+        return True
+
+    def _finish_kill_if_flat(self, command_id: int) -> None:
+        """Done once every affected trade is terminal; the result says how it ended."""
+        command = self._ctx.store.command(command_id)
+        if command is None or command["status"] != COMMAND_ACTIVE:
+            return
+        result = dict(command["result"] or {})
+        manager = self._ctx.lifecycle_manager
+        trades = [manager.get(trade_id) for trade_id in result.get("trades", [])]
+        if any(trade is not None and trade.is_active for trade in trades):
+            return
+        result.update(self._kill_outcome(result, [trade for trade in trades if trade is not None]))
+        self._ctx.store.update_command(command_id, COMMAND_DONE, result)
+        self._applied.pop(command_id, None)
+        logger.warning("kill command %d done: %s", command_id, kill_summary(result))
+
+    def _kill_outcome(self, result: dict, trades: list[Any]) -> dict:
+        applied_at = float(result.get("applied_at") or 0.0)
+        ids = {trade.id for trade in trades}
+        orders = [order for order in self._ctx.ledger.orders() if order.trade_id in ids]
+        return {
+            "finished_at": self._ctx.clock.now(),
+            "final": {trade.id: {"strategy": trade.strategy, "state": trade.state.value,
+                                 "exit_reason": trade.exit_reason, "realized_pnl": trade.realized_pnl}
+                      for trade in trades},
+            "orders_cancelled": sum(1 for order in orders if order.status is OrderStatus.CANCELED
+                                    and order.sent_at < applied_at <= order.updated_at),
+            "kill_orders": sum(1 for order in orders if order.intent.family() is Intent.KILL
+                               and order.sent_at >= applied_at),
+            "positions_left": self._positions_left(),
+        }
+
+    def _positions_left(self) -> list[dict] | None:
+        """The account's positions now (one request), for the operator's summary."""
+        try:
+            snapshot = self._ctx.account_manager.snapshot()
+        except Exception as exc:  # noqa: BLE001 - a summary, not a decision
+            logger.warning("kill summary: positions unavailable: %s", exc)
+            return None
+        return [{"symbol": position.symbol, "qty": position.signed_qty} for position in snapshot.positions]
+
+    def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
+        alerts = getattr(self._ctx, "alerts", None)
+        if alerts is None:
+            return
+        try:
+            alerts.alert(level, kind, message, **detail)
+        except Exception:  # noqa: BLE001
+            logger.exception("alert failed: %s", message)
+
+
+def resume_runners(store: Any, runners: Mapping[str, Any], name: str | None) -> list[str]:
+    """Lift the pause of one strategy or of every paused one; returns the names resumed."""
+    names = [name] if name else sorted(set(runners) | set(store.runner_names()))
+    resumed: list[str] = []
+    for each in names:
+        runner = runners.get(each)
+        if runner is not None:
+            if runner.is_paused:
+                runner.resume()
+                resumed.append(each)
+        elif stored_pause_reason(store, each) is not None and set_stored_pause(store, each, None):
+            logger.warning("strategy %s resumed (its runner state in the store)", each)
+            resumed.append(each)
+    return resumed
+
+
+# ---------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------
+
+
+def kill_summary(result: Mapping[str, Any]) -> str:
+    """One line for people: trades killed, orders cancelled, positions left."""
+    final = result.get("final") or {}
+    trades = ", ".join(f"{trade_id} {row['state']}" for trade_id, row in final.items()) or "none"
+    positions = result.get("positions_left")
+    if positions is None:
+        left = "positions left: unknown (the account could not be read)"
+    elif positions:
+        left = "positions left on the account: " + ", ".join(f"{p['symbol']} {p['qty']:+g}" for p in positions)
+    else:
+        left = "no position left on the account"
+    return (f"{len(final)} trade(s) killed ({trades}); {result.get('orders_cancelled', 0)} working order(s) "
+            f"cancelled; {result.get('kill_orders', 0)} kill order(s) sent; paused: "
+            f"{', '.join(result.get('paused') or []) or 'none'}; {left}")
+
+
+def describe_command(command: Mapping[str, Any]) -> str:
+    """What the store says about one command, for the command line and ``status``."""
+    result = command.get("result") or {}
+    head = f"{command['kind']} command {command['id']} {command['status']}"
+    if command["status"] == COMMAND_FAILED:
+        return f"{head}: {result.get('error', 'no reason recorded')}"
+    if command["kind"] == KIND_RESUME and command["status"] == COMMAND_DONE:
+        return f"{head}: resumed {', '.join(result.get('resumed') or []) or 'nothing (none was paused)'}"
+    if command["kind"] == KIND_KILL and command["status"] == COMMAND_DONE:
+        return f"{head}: {kill_summary(result)}"
+    if command["kind"] == KIND_KILL and command["status"] == COMMAND_ACTIVE:
+        return (f"{head}: paused {', '.join(result.get('paused') or []) or 'no runner'}; closing "
+                f"{', '.join(result.get('trades') or []) or 'no trade'} with reduce-only kill orders "
+                f"(`python main.py status` shows the progress)")
+    return f"{head} {dict(command.get('payload') or {})}"
+
+
+# ---------------------------------------------------------------------------------------
+# The command line side
+# ---------------------------------------------------------------------------------------
+
+
+def queue_and_wait(store: Any, kind: str, payload: dict, clock: Any, *, timeout: float,
+                   check_every: float = PICKUP_CHECK_SECONDS) -> tuple[int, dict | None]:
+    """Queue a command for the running daemon and wait (on ``clock``) until it takes it.
+
+    Returns ``(command id, command)`` with the command as the daemon left it once it is
+    past ``pending``, or ``(command id, None)`` when ``timeout`` passed first (the command
+    stays queued: the daemon runs it on a later wake or at its next start).
+    """
+    command_id = store.add_command(kind, payload)
+    deadline = clock.now() + timeout
+    while True:
+        command = store.command(command_id)
+        if command is not None and command["status"] != COMMAND_PENDING:
+            return command_id, command
+        remaining = deadline - clock.now()
+        if remaining <= 0:
+            return command_id, None
+        clock.sleep(min(check_every, remaining))
+
+
+@dataclass
+class OperatorRun:
+    """What one ``kill``/``resume`` invocation needs from ``main`` (passed in, never imported:
+    ``main`` may be running as ``__main__``)."""
+
+    settings: Any
+    factories: Sequence[Callable[[], Any]]
+    app: Any                       # the main module: _build_context, _recover, check_key, ...
+    clock: Any = None              # injected by tests; None = the command line's real clock
+    out: Any = None
+    err: Any = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out or sys.stdout)
+
+    def complain(self, text: str) -> None:
+        print(text, file=self.err or sys.stderr)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.settings.state_dir) / STATE_DB_NAME
+
+
+def run_operator_command(args: Any, run: OperatorRun) -> int:
+    """``python main.py kill ...`` / ``resume ...``: validate, then queue or run in-process."""
+    if args.command == KIND_KILL:
+        if not args.yes:
+            run.complain("kill pauses strategies and closes positions with reduce-only orders: "
+                         "add --yes to confirm (nothing was done)")
+            return EXIT_USAGE
+        try:
+            request: KillRequest | ResumeRequest = KillRequest(args.strategy, bool(args.all_positions))
+        except CommandError as exc:
+            run.complain(f"kill: {exc}")
+            return EXIT_USAGE
+    else:
+        request = ResumeRequest(args.name)
+    configs = _strategy_configs(run)
+    if request.strategy is not None:
+        known = {config.name for config in configs} | _names_in_state(run.db_path)
+        if request.strategy not in known:
+            run.complain(f"{args.command}: no strategy {request.strategy!r}; known: "
+                         f"{', '.join(sorted(known)) or 'none'}")
+            return EXIT_USAGE
+    try:
+        undo_logging = run.app.setup_logging(run.settings.log_dir, getattr(args, "log_level", None)
+                                             or run.settings.log_level)
+    except OSError as exc:
+        run.complain(f"configuration error: LOG_DIR={str(run.settings.log_dir)!r} is not usable ({exc.strerror})")
+        return EXIT_USAGE
+    try:
+        return _dispatch(args.command, request, configs, run)
+    finally:
+        undo_logging()
+
+
+def _strategy_configs(run: OperatorRun) -> list[Any]:
+    """STRATEGIES built and validated; a broken one must not block a kill, so it is reported."""
+    try:
+        return list(run.app.build_strategy_configs(run.factories))
+    except ConfigError as exc:
+        run.complain(f"warning: STRATEGIES cannot be built ({exc}); acting on the stored runner state only")
+        return []
+
+
+def _names_in_state(db_path: Path) -> set[str]:
+    if not db_path.exists():
+        return set()
+    try:
+        store = StateStore(db_path)
+    except StoreError as exc:  # the daemon (or the in-process kill) deals with a bad file
+        logger.warning("cannot read strategy names from %s: %s", db_path, exc)
+        return set()
+    try:
+        return strategy_names_in_store(store)
+    finally:
+        store.close()
+
+
+def _dispatch(kind: str, request: Any, configs: list[Any], run: OperatorRun) -> int:
+    from instance_lock import InstanceLock
+
+    lock = InstanceLock(run.settings.state_dir)
+    if not lock.acquire():
+        return _queue_for_daemon(kind, request, run, lock.holder())
+    try:
+        if kind == KIND_RESUME:
+            return _resume_without_daemon(request, run)
+        return _kill_without_daemon(request, configs, run)
+    finally:
+        lock.release()
+
+
+def _pickup_timeout(settings: Any) -> float:
+    return PICKUP_POLL_INTERVALS * float(settings.poll_interval_seconds) + PICKUP_SLACK_SECONDS
+
+
+def _queue_for_daemon(kind: str, request: Any, run: OperatorRun, holder: str) -> int:
+    """A daemon holds the lock: hand it the command through the store and report its answer."""
+    from clock import RealClock
+
+    clock = run.clock if run.clock is not None else RealClock()
+    timeout = _pickup_timeout(run.settings)
+    try:
+        store = StateStore(run.db_path, clock=clock)
+    except StoreError as exc:
+        run.complain(f"{kind}: cannot open the daemon's state store {run.db_path}: {exc}; nothing was queued")
+        return EXIT_NOT_DONE
+    try:
+        run.say(f"a daemon (pid {holder or '?'}) holds {run.settings.state_dir}: queued the {kind} command for it; "
+                f"waiting up to {timeout:g} s for it to take it")
+        command_id, command = queue_and_wait(store, kind, request.to_payload(), clock, timeout=timeout)
+    finally:
+        store.close()
+    if command is None:
+        run.say(f"{kind} command {command_id} was not picked up within {timeout:g} s; it stays queued and runs on "
+                f"the daemon's next wake (or at its next start)")
+        return EXIT_NOT_DONE
+    run.say(describe_command(command))
+    return EXIT_NOT_DONE if command["status"] == COMMAND_FAILED else EXIT_OK
+
+
+def _resume_without_daemon(request: ResumeRequest, run: OperatorRun) -> int:
+    """No daemon: the pause lives in the store only, so resuming needs no exchange."""
+    from clock import RealClock
+
+    if not run.db_path.exists():
+        run.say("no state yet: nothing is paused")
+        return EXIT_OK
+    try:
+        store = StateStore(run.db_path, clock=run.clock if run.clock is not None else RealClock())
+    except StoreError as exc:
+        run.complain(f"resume: cannot open the state store {run.db_path}: {exc}; the daemon's next start "
+                     f"quarantines a corrupt file and starts every strategy paused")
+        return EXIT_NOT_DONE
+    try:
+        command_id = store.add_command(KIND_RESUME, request.to_payload())
+        resumed = resume_runners(store, {}, request.strategy)
+        command = store.update_command(command_id, COMMAND_DONE, {"resumed": resumed})
+        queued_kills = [c["id"] for c in store.commands(OPEN_COMMAND_STATUSES) if c["kind"] == KIND_KILL]
+    finally:
+        store.close()
+    run.say(describe_command(command))
+    if queued_kills:
+        run.say(f"note: kill command(s) {', '.join(map(str, queued_kills))} are still open; the daemon runs "
+                f"them at its next start")
+    return EXIT_OK
+
+
+def _kill_without_daemon(request: KillRequest, configs: list[Any], run: OperatorRun) -> int:
+    """No daemon: become one for this kill (same context, recovery and queue), until it is done.
+
+    SIGINT/SIGTERM stop it after the current wake; the command stays ``active`` and the
+    next daemon start finishes it.
+    """
+    app, settings = run.app, run.settings
+    clock = app.choose_clock(settings, None, run.clock)
+    try:
+        ctx = app._build_context(settings, clock)
+    except Exception:  # noqa: BLE001 - reported, exit 1 like the daemon
+        logger.exception("kill: could not open the exchange connection or the state store")
+        run.complain("kill: could not open the exchange connection or the state store (see the log); nothing sent")
+        return EXIT_NOT_DONE
+    stop = app.StopFlag(threading.Event())
+    undo_signals = app.install_signal_handlers(stop)
+    try:
+        recovered = app._recover(ctx)
+        if not recovered:
+            logger.warning("kill: recovery reported a problem; killing what was recovered")
+        runners = _runners_for(configs, ctx)
+        refused = app.check_key(ctx.connection, settings)
+        if refused is not None:
+            return refused
+        app._pause_if_unsafe(ctx, runners, recovered)   # as `run` does: start-up safety and reconciliation
+        command_id = ctx.store.add_command(KIND_KILL, request.to_payload())
+        run.say(f"no daemon is running: executing kill command {command_id} ({request.describe()}) in this process")
+        monitor = ctx.position_monitor
+        monitor.register(CommandProcessor(ctx, runners))
+        stop.listeners.append(monitor.stop)
+        command = _tick_until_finished(ctx, command_id, stop, app.wait_until)
+    finally:
+        undo_signals()
+        ctx.close()
+    if command["status"] not in FINISHED:
+        run.say(f"interrupted ({stop.reason or 'stopped'}): {describe_command(command)}; the next daemon start "
+                f"finishes it")
+        return EXIT_NOT_DONE
+    run.say(describe_command(command))
+    return EXIT_OK if command["status"] == COMMAND_DONE else EXIT_NOT_DONE
+
+
+def _runners_for(configs: Sequence[Any], ctx: Any) -> list[Any]:
+    """Runners so the kill can pause them (persisted) and their trades keep their exit rules.
+
+    They are not registered on the monitor: no entry is considered during a kill.
+    """
+    from strategy import StrategyRunner
+
+    runners = []
+    for config in configs:
+        try:
+            runners.append(StrategyRunner(config, ctx))
+        except ConfigError as exc:
+            logger.warning("kill: strategy %s has no runner (%s); its stored state is used", config.name, exc)
+    return runners
+
+
+def _tick_until_finished(ctx: Any, command_id: int, stop: Any,
+                         wait_until: Callable[[Any, float, Any], None]) -> dict:
+    """The daemon loop, reduced to what a kill needs: monitor wakes until the command ends."""
+    monitor = ctx.position_monitor
+    while True:
+        try:
+            monitor.run_once()
+        except Exception:  # noqa: BLE001 - as the daemon: log, wait one poll interval, go on
+            logger.exception("monitor iteration failed during the kill; retrying after one poll interval")
+            wait_until(ctx.clock, ctx.clock.now() + monitor.poll_interval, stop)
+        connection = getattr(ctx, "connection", None)
+        if connection is not None:
+            connection.checkpoint(ctx.clock.now())   # the embedded paper account, as the daemon does
+        command = ctx.store.command(command_id)
+        if command["status"] in FINISHED or stop.is_set:
+            return command
+
+
+__all__ = [
+    "CommandProcessor", "CommandError", "KillRequest", "ResumeRequest", "OperatorRun", "run_operator_command",
+    "queue_and_wait", "resume_runners", "set_stored_pause", "describe_command", "kill_summary",
+    "kill_pause_reason", "KIND_KILL", "KIND_RESUME",
+]
