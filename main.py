@@ -8,7 +8,12 @@ itself; SIGINT/SIGTERM stop it after the current tick, with no order sent and po
 as they are (each working order and each trade with exposure is logged).
 
 ``check`` validates the same configuration, resolves every strategy's legs against the
-exchange and prints them, and sends no order.
+exchange and prints them, and sends no order. ``status`` prints a read-only report;
+``kill`` and ``resume`` queue an operator command for the running daemon, or run it in this
+process when none runs (``commands.py``, docs/OPERATIONS.md).
+
+Before anything trades, the first poll reconciles the store with the exchange
+(``reconciliation.py``, docs/RECOVERY.md).
 
 With no configuration at all it runs against the embedded simulator (paper trading), so
 a fresh clone works with ``pip install -r requirements.txt && python main.py``.

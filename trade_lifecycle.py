@@ -1115,6 +1115,9 @@ class LifecycleManager:
                 hooks = self._hooks.get(trade.strategy)
                 if hooks is not None:
                     self._apply_hooks(runtime, hooks)
+                # Kill mode lives in memory: a trade the kill switch was closing keeps its
+                # urgent, breaker-free kill orders after a restart.
+                runtime.kill = runtime.kill or trade.exit_reason == EXIT_REASON_KILL or trade.seq == 0
                 report["restored"] += 1
                 if not trade.is_active:
                     continue
