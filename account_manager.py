@@ -453,6 +453,11 @@ class PositionMonitor:
         return self._latest
 
     @property
+    def current_error(self) -> SnapshotError | None:
+        """The error of the latest poll, None once a snapshot succeeded again (``last_error`` keeps it)."""
+        return self._current_error
+
+    @property
     def failing_callbacks(self) -> dict[str, int]:
         """Callbacks that failed at least 3 times in a row, with their failure counts."""
         with self._lock:

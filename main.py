@@ -581,7 +581,7 @@ def health_state(ctx: Any, runners: Sequence[Any], started_at: float) -> dict[st
         "failing_callbacks": ctx.position_monitor.failing_callbacks,
         "persistence_errors": getattr(ctx.store, "write_errors", 0)
         + getattr(ctx.lifecycle_manager, "persistence_errors", 0),
-        "snapshot_error": str(ctx.position_monitor.last_error) if ctx.position_monitor.last_error else None,
+        "snapshot_error": str(ctx.position_monitor.current_error) if ctx.position_monitor.current_error else None,
     }
     warnings: list[str] = []
     if snap is not None:

@@ -420,11 +420,12 @@ def test_failed_snapshot_gives_callbacks_no_snapshot_only_the_error(clock, manag
 
     assert log == [("aware.error", error)]
     assert monitor.latest is good          # the last good snapshot stays, nothing fabricated
-    assert monitor.last_error is error
+    assert monitor.last_error is error and monitor.current_error is error
     assert monitor.last_error_at == START + 10.0
     assert "no decision" in caplog.text
 
     assert monitor.run_once() is True     # next poll succeeds: everyone gets the new snapshot
+    assert monitor.current_error is None and monitor.last_error is error  # health shows the present
     assert [name for name, _ in log[1:]] == ["plain", "aware"]
     assert log[1][1] is monitor.latest and monitor.latest.timestamp == START + 20.0
 
