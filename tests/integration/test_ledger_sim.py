@@ -80,7 +80,7 @@ def test_order_recorded_pending_send_before_the_post(sim, client, resting):
     assert body["timeInForce"] == "GTC" and body["tradeType"] == 1
 
 
-def test_lost_create_response_is_adopted_by_client_order_id_without_resend(sim, client, resting):
+def test_incident_11_lost_create_response_is_adopted_by_client_order_id_without_resend(sim, client, resting):
     symbol, tick, price = resting
     ledger = OrderLedger(client, sim.clock)
     sim.faults.add(FaultRule(endpoint="create_order", mode="lost_response", count=1))
@@ -152,7 +152,7 @@ def test_cancel_waits_through_canceling_then_counts_the_fill(sim, client, restin
     assert ledger.leg_fill("T000000001", 0, Intent.OPEN)[0] == 1.0
 
 
-def test_fill_between_poll_and_cancel_only_the_remainder_is_replaced(sim, client, resting):
+def test_incident_07_fill_between_poll_and_cancel_only_the_remainder_is_replaced(sim, client, resting):
     symbol, tick, price = resting
     ledger = OrderLedger(client, sim.clock)
     first = _place(ledger, symbol, tick, price)
@@ -172,7 +172,7 @@ def test_fill_between_poll_and_cancel_only_the_remainder_is_replaced(sim, client
     assert sim.exchange.position_of(None, symbol) == 1.0
 
 
-def test_fills_accumulate_across_a_requote_chain(sim, client, resting):
+def test_incident_08_fills_accumulate_across_a_requote_chain_with_vwap(sim, client, resting):
     symbol, tick, price = resting
     ledger = OrderLedger(client, sim.clock)
     previous = None
@@ -192,7 +192,7 @@ def test_fills_accumulate_across_a_requote_chain(sim, client, resting):
     assert [o.intent for o in ledger.orders("T000000001")] == [Intent.OPEN, Intent.OPEN_REQUOTE, Intent.OPEN_REQUOTE]
 
 
-def test_ids_are_distinct_across_two_close_rounds_and_close_orders_are_reduce_only(sim, client, resting):
+def test_incident_10_close_rounds_never_share_an_id_and_kill_ids_decode_to_intent_7(sim, client, resting):
     symbol, tick, price = resting
     sim.exchange.set_position(None, symbol, 2.0, price)
     ledger = OrderLedger(client, sim.clock)

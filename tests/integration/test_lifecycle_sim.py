@@ -98,7 +98,7 @@ def ledger_cash(rig: Rig, trade) -> tuple[float, float]:
     return cash, fees
 
 
-def test_strangle_opens_exits_on_max_hold_and_closes_with_pnl_from_fills(rig):
+def test_incident_35_close_starts_in_the_deciding_tick_of_a_max_hold_exit(rig):
     trade = rig.open(strangle(0.1), exit_conditions=[conditions.max_hold_hours(1)])
     assert len(trade.legs) == 2 and rig.opened == [trade]
     open_cash, open_fees = ledger_cash(rig, trade)

@@ -98,7 +98,7 @@ def test_seed_defaults_fully_fill_a_two_leg_open(env):
         assert request.params["reduceOnly"] == 0
 
 
-def test_open_with_an_unpriceable_leg_places_nothing_and_fails_after_price_wait(env):
+def test_incident_06_unpriced_leg_places_nothing_and_fails_after_price_wait(env):
     env.sim.market.set_empty_side(PUT, "ask")
     legs = [LegTarget(0, CALL, BUY, 0.5), LegTarget(1, PUT, BUY, 0.5)]
     job = env.manager.start(TRADE, legs, Intent.OPEN, ExecutionParams(price_wait_seconds=20.0))
@@ -180,7 +180,7 @@ def test_fill_during_the_cancel_is_counted_and_only_the_remainder_replaced(risin
     assert env.sim.exchange.position_of(None, CALL) == pytest.approx(qty)     # never overfilled
 
 
-def test_grace_check_catches_a_late_reported_fill_at_exhaustion(rising_env):
+def test_incident_09_late_reported_fill_at_exhaustion_is_counted_and_nothing_unwound(rising_env):
     env = rising_env
     qty = round(env.market.order_book(CALL).asks[0][1] + 1.0, 2)
     legs = [LegTarget(0, PUT, SELL, 0.2), LegTarget(1, CALL, BUY, qty)]

@@ -306,7 +306,7 @@ def test_production_builds_a_client_without_importing_the_simulator(tmp_path):
     assert result.stdout.strip() == "[]"
 
 
-def test_a_second_daemon_on_the_same_state_directory_exits_3_and_sends_nothing(tmp_path, capsys, forbid_exchange):
+def test_incident_45_a_second_daemon_on_the_same_state_directory_exits_3_and_sends_nothing(tmp_path, capsys, forbid_exchange):
     """Incident 45: the first daemon holds state/trader.lock; the second stops before any request."""
     from instance_lock import InstanceLock
 

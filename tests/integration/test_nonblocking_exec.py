@@ -40,7 +40,7 @@ def poll(manager, clock):
     manager.tick(SimpleNamespace(timestamp=clock.now(), net_delta=0.0, positions=()))
 
 
-def test_an_rfq_waiting_for_quotes_never_delays_another_trades_exit_row_37(sim_factory):
+def test_incident_37_an_rfq_waiting_for_quotes_never_delays_another_trades_exit(sim_factory):
     sim = sim_factory(exchange=ExchangeConfig(rfq_min_notional_usd=None))
     client, market, ledger, manager = build(sim)
     clock = sim.clock

@@ -54,7 +54,7 @@ def test_two_expiries_cost_two_chain_calls(sim, market):
     assert sim.counts["option_chain"] == 2 and sim.counts["option_detail"] == 0
 
 
-def test_low_delta_leg_picks_far_otm_strike(sim, market):
+def test_incident_42_low_delta_leg_one_chain_call_no_detail_far_otm_strike(sim, market):
     """§8 row 42: a 0.05-delta leg examines every strike of the chain, not only near-ATM ones."""
     sim.reset_stats()
     legs = resolve_legs([LegSpec("C", 2, 0.1, {"type": "delta", "value": 0.05}, {"dte": 1})], market,

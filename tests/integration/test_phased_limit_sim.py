@@ -152,7 +152,7 @@ def test_open_prices_every_leg_before_any_order(build):
         assert float(request.params["price"]) == book.best_bid
 
 
-def test_row_26_a_sell_never_chases_a_falling_bid_within_a_phase(build):
+def test_incident_26_a_sell_never_chases_a_falling_bid_within_a_phase(build):
     # The index falls 1,500 in 60 s: the call's bid drops by hundreds of ticks during phase 0.
     env = build(index_path=[(0, 90_000.0), (60, 88_500.0), (3600, 88_500.0)])
     phases = (ExecutionPhase("fair", 60.0, 10.0, fair_aggression=0.5),
@@ -172,7 +172,7 @@ def test_row_26_a_sell_never_chases_a_falling_bid_within_a_phase(build):
     assert result.status is JobStatus.FILLED and env.sim.exchange.position_of(None, CALL) == pytest.approx(-0.5)
 
 
-def test_row_27_no_sell_below_the_floor_in_any_phase_when_the_bid_collapses(build):
+def test_incident_27_no_sell_below_the_floor_in_any_phase_when_the_bid_collapses(build):
     env = build(index_path=[(0, 90_000.0), (3600, 90_000.0)])
     env.sim.market.set_empty_side(CALL, "bid")        # nobody really buys: the sell can only rest
     env.market.bid_from_mark = 0.1                    # the job sees a bid at 10 % of fair

@@ -106,7 +106,7 @@ def test_strangle_fills_via_rfq_at_the_best_quote_and_the_ledger_shows_it(make_r
     assert rig.sim.requests_for("rfq_cancel") == [] and rig.sim.requests_for("create_order") == []
 
 
-def test_single_leg_sell_is_asked_as_buy_and_the_trade_ends_short_row_30(make_rig):
+def test_incident_30_single_leg_sell_rfq_is_asked_as_buy_and_the_trade_ends_short(make_rig):
     rig = make_rig()
     job = rig.rfq.start(TRADE, [LegTarget(0, CALL, SELL, 0.6)], Intent.OPEN, None)
     result = rig.run(job)
@@ -121,7 +121,7 @@ def test_single_leg_sell_is_asked_as_buy_and_the_trade_ends_short_row_30(make_ri
     assert result.total_cash == pytest.approx(0.6 * order.avg_price - order.fee)
 
 
-def test_reversed_string_accept_legs_are_matched_by_name_row_31(make_rig):
+def test_incident_31_reversed_string_accept_legs_are_matched_by_name(make_rig):
     rig = make_rig()
     rig.sim.exchange.faults.rfq_reverse_accept_legs = True
     job = rig.rfq.start(TRADE, STRANGLE, Intent.OPEN, None)
@@ -162,7 +162,7 @@ def test_open_without_fallback_fails_cleanly_after_the_cancel(make_rig):
     assert rig.ledger.orders() == []
 
 
-def test_gate_tries_only_the_quote_above_the_minimum_and_a_failed_accept_takes_nothing_row_28(make_rig):
+def test_incident_28_rfq_gate_tries_only_the_quote_above_the_minimum_and_a_failed_accept_takes_nothing(make_rig):
     rig = make_rig(rfq_maker_edges_pct=(2.0, 1.0, -1.0))             # improvements -2 %, -1 %, +1 %
     rig.sim.exchange.faults.rfq_accept_fail_code = 50014
     job = rig.rfq.start(TRADE, STRANGLE, Intent.OPEN, RFQParams(timeout_seconds=12.0, min_improvement_pct=0.5))

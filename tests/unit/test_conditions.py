@@ -340,7 +340,7 @@ def test_max_hold_hours_boundary_and_unopened_trade():
         max_hold_hours(0)
 
 
-def test_time_exit_after_an_afternoon_open_fires_next_day_incident_44():
+def test_incident_44_time_exit_after_an_afternoon_open_fires_next_day():
     cond = time_exit(16, 0)
     trade = FakeTrade(opened_at=at("2026-03-02T17:00"))
     assert cond(snap_at("2026-03-02T17:00:10"), trade) is False

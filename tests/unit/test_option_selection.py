@@ -374,7 +374,7 @@ class TestFindOption:
         return None if chosen is None else chosen.strike
 
     @pytest.mark.parametrize("rank_by,strike", [("strike_itm", 80_000), ("strike_atm", 88_000), ("strike_otm", 92_000)])
-    def test_row_43_itm_atm_otm(self, rank_by, strike):
+    def test_incident_43_strike_itm_ranks_the_deepest_itm_first(self, rank_by, strike):
         assert self.pick(row43_snapshot(), rank_by=rank_by) == strike
 
     def test_itm_on_puts_and_least_otm_when_none_itm(self):

@@ -226,7 +226,7 @@ def forbid_exchange(monkeypatch):
     return opened
 
 
-def test_main_exits_2_before_any_request_for_an_exit_shaped_entry_condition(tmp_path, capsys, forbid_exchange):
+def test_incident_21_exit_shaped_entry_condition_exits_2_before_any_request(tmp_path, capsys, forbid_exchange):
     """Incident 21 end to end: the bad strategy never reaches the exchange."""
     def bad_strategy() -> StrategyConfig:
         return make(name="bad", entry_conditions=[lambda s, t: True])

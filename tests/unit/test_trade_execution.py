@@ -93,7 +93,7 @@ def test_random_fill_sequences_never_leave_off_lot_remainders():
             assert remaining == round(remaining, 2)
 
 
-def test_sub_tick_prices_become_one_tick():
+def test_incident_24_sub_tick_prices_become_one_tick():
     assert snap_price(0.4, 1.0, 2) == 1.0
     assert snap_price(0.4, 1.0, 1) == 1.0
     assert snap_price(0.04, 0.1, 1) == 0.1
@@ -180,7 +180,7 @@ def test_total_cash_signs():
 
 @pytest.mark.parametrize("qtys, expected", [((0.5, 0.5), "rfq"), ((0.06, 0.06), "smart"), ((0.05, 0.05), "limit"),
                                              ((5.0,), "limit")])
-def test_auto_routing_uses_underlying_notional(qtys, expected):
+def test_incident_32_auto_routing_uses_underlying_notional(qtys, expected):
     executor = TradeExecutor(limit=object(), smart=object(), rfq=object())  # type: ignore[arg-type]
     legs = [LegTarget(i, f"S{i}", 1, q) for i, q in enumerate(qtys)]
     assert executor.route("auto", legs, 90_000.0) == expected
