@@ -207,3 +207,18 @@ class AlertSink:
 
     def __repr__(self) -> str:
         return f"AlertSink(path={self.path}, count={self.count})"
+
+
+def send_alert(sink: Any, log: logging.Logger, level: str, kind: str, message: str, **detail: Any) -> None:
+    """Log an alert on the caller's logger, then hand it to ``sink`` (may be None); never raises.
+
+    The one way product modules raise an alert: the module's own log line says where it came
+    from, the sink keeps ``alerts.log``; a failing sink must never stop trading.
+    """
+    log.log(_LEVELS[normalize_level(level)], "%s: %s", kind, message)
+    if sink is None:
+        return
+    try:
+        sink.alert(level, kind, message, **detail)
+    except Exception:  # noqa: BLE001 - an alert sink never blocks trading
+        log.exception("alert sink failed for %s", kind)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from alerts import send_alert
 from errors import ConfigError
 from persistence import (
     COMMAND_ACTIVE,
@@ -384,13 +385,7 @@ class CommandProcessor:
         return [{"symbol": position.symbol, "qty": position.signed_qty} for position in snapshot.positions]
 
     def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
-        alerts = getattr(self._ctx, "alerts", None)
-        if alerts is None:
-            return
-        try:
-            alerts.alert(level, kind, message, **detail)
-        except Exception:  # noqa: BLE001
-            logger.exception("alert failed: %s", message)
+        send_alert(getattr(self._ctx, "alerts", None), logger, level, kind, message, **detail)
 
 
 def resume_runners(store: Any, runners: Mapping[str, Any], name: str | None) -> list[str]:

@@ -35,6 +35,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
+from alerts import send_alert
 from api_values import finite_number, int_or_none
 from errors import TraderError
 from persistence import TRADE_SEQ_COUNTER
@@ -577,16 +578,7 @@ class Reconciler:
         return True
 
     def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
-        if level == "CRITICAL":
-            logger.critical("%s: %s", kind, message)
-        else:
-            logger.warning("%s: %s", kind, message)
-        if self.alerts is None:
-            return
-        try:
-            self.alerts.alert(level, kind, message, **detail)
-        except Exception:  # noqa: BLE001 - an alert sink never blocks trading
-            logger.exception("alert sink failed for %s", kind)
+        send_alert(self.alerts, logger, level, kind, message, **detail)
 
     def _journal(self, report: ReconcileReport) -> None:
         if self.journal is None:

@@ -21,6 +21,7 @@ from datetime import date, datetime, timezone
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from alerts import send_alert
 from api_values import finite_number
 from conditions import (
     ConditionHealth,
@@ -1416,16 +1417,7 @@ class LifecycleManager:
             logger.exception("trade %s: %s callback raised", trade.id, name)
 
     def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
-        if level == "CRITICAL":
-            logger.critical("%s: %s", kind, message)
-        else:
-            logger.warning("%s: %s", kind, message)
-        if self.alerts is None:
-            return
-        try:
-            self.alerts.alert(level, kind, message, **detail)
-        except Exception:  # noqa: BLE001 - an alert sink never blocks trading
-            logger.exception("alert sink failed for %s", kind)
+        send_alert(self.alerts, logger, level, kind, message, **detail)
 
     def _condition_alert(self, kind: str, detail: str) -> None:
         self._alert("WARNING", kind, detail)
