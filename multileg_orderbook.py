@@ -679,8 +679,20 @@ class SmartExecutionJob(ExecutionJob):
                          " (larger quantity allowed)" if grows else "")
         return moved or grows
 
+    def _late_fill_settled(self, leg: _Leg, now: float, budget: _StepBudget) -> bool:
+        """Before a replacement: the previous order, once final, gets one more poll after
+        ``grace_seconds`` so a fill reported late is counted, never bought twice (API.md 11.16)."""
+        order = leg.order
+        if order is None or not self._ledger.late_fill_possible(order):
+            return True
+        if now - float(order.updated_at) < self.config.grace_seconds:
+            return False
+        budget.spend()
+        self._ledger.recheck_final(order)
+        return True
+
     def _place_passive(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
-        if leg.total < LOT or self._blocked(leg):
+        if leg.total < LOT or self._blocked(leg) or not self._late_fill_settled(leg, now, budget):
             return
         if not self._ensure_instrument(leg, budget) or self._frozen_now(leg, now):
             return
@@ -749,6 +761,8 @@ class SmartExecutionJob(ExecutionJob):
         if leg.total < LOT or self._blocked(leg) or leg.attempts >= self.config.aggressive_attempts:
             return
         if leg.retry_at is not None and now < leg.retry_at:
+            return
+        if not self._late_fill_settled(leg, now, budget):
             return
         if leg.tick is not None and self._frozen_now(leg, now):
             return

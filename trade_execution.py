@@ -227,6 +227,9 @@ class OrderStatus(str, Enum):
         return self in _FINAL_STATUSES
 
 
+# Final statuses whose order may still report a fill for a few seconds (API.md 11.16).
+LATE_FILL_STATUSES = frozenset({OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.INVALID})
+
 _FINAL_STATUSES = frozenset({
     OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED,
     OrderStatus.NOT_PLACED, OrderStatus.EXPIRED, OrderStatus.INVALID,
@@ -347,6 +350,7 @@ class OrderLedger:
         self._orders: dict[int, LedgerOrder] = {}
         self._attempts: dict[tuple[int, int], int] = {}
         self._blocked: dict[str, str] = {}   # symbol -> why no order may go there (reconciliation)
+        self._rechecked: set[int] = set()    # final orders polled once more after the late-fill grace
 
     def __repr__(self) -> str:
         return f"OrderLedger(prefix={self.prefix}, orders={len(self._orders)})"
@@ -487,6 +491,29 @@ class OrderLedger:
         logger.warning("order %d on %s: outcome unknown (%s); resolving by clientOrderId",
                        order.client_order_id, order.symbol, msg)
         self._update(order, status=OrderStatus.UNKNOWN, error_code=code, error_msg=msg)
+
+    # ---- late fills (API.md 11.16) -------------------------------------------------------
+
+    def late_fill_possible(self, order: LedgerOrder) -> bool:
+        """A final, not fully filled order that has not been polled again since it turned final.
+
+        The exchange can show a cancelled order with ``fillQty`` 0 and report its fill a few
+        seconds later; whatever replaces it must wait for one more poll after a grace.
+        """
+        return (order.status in LATE_FILL_STATUSES and order.filled_qty < order.qty - FILL_EPSILON
+                and order.client_order_id not in self._rechecked)
+
+    def recheck_final(self, order: LedgerOrder) -> float:
+        """Poll a final order once more (late fill adopted); returns the quantity that appeared."""
+        before = order.filled_qty
+        self.poll(order)
+        with self._lock:
+            self._rechecked.add(order.client_order_id)
+        gained = order.filled_qty - before
+        if gained > FILL_EPSILON:
+            logger.warning("order %d on %s: a fill of %s was reported after it turned final (adopted)",
+                           order.client_order_id, order.symbol, round(gained, 8))
+        return gained
 
     # ---- symbol blocks (BEHAVIOUR 4.7: an opposite-side position stops orders there) ------
 
@@ -1487,6 +1514,7 @@ class LimitFillJob(ExecutionJob):
         if not self._cancel_until_final(leg, budget):
             return
         leg.repricing = False
+        leg.replace_now = True    # placed now, or on the next tick once the late-fill grace is over
         if not self._leg_complete(leg):
             self._place(leg, now, budget)
 
@@ -1517,7 +1545,20 @@ class LimitFillJob(ExecutionJob):
         self._ledger.poll(order)
         return order.status.is_final
 
+    def _late_fill_settled(self, leg: _LegWork, now: float, budget: _Budget) -> bool:
+        """Before a replacement: the previous order, once final, gets one more poll after
+        ``grace_seconds`` so a fill reported late is counted, never bought twice (API.md 11.16)."""
+        order = leg.order
+        if order is None or not self._ledger.late_fill_possible(order):
+            return True
+        if now - float(order.updated_at) < self.params.grace_seconds or not budget.take():
+            return False
+        self._ledger.recheck_final(order)
+        return True
+
     def _place(self, leg: _LegWork, now: float, budget: _Budget) -> None:
+        if not self._late_fill_settled(leg, now, budget):
+            return
         remaining = self._remaining(leg)
         if remaining < LOT:
             leg.wants_order = False

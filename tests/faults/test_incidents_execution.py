@@ -96,12 +96,12 @@ def test_incident_04_close_leg_without_bids_never_builds_a_naked_reverse_positio
 
 
 def _partial_open_legs(rig: LifecycleRig):
-    """A long strangle whose put asks for 1 BTC more than the book offers within the 2 % buffer."""
+    """A long strangle whose put asks for 50 BTC more than the book offers within the 2 % buffer."""
     legs = resolve_legs(strangle(0.1, side=1, dte=1), rig.market)
     put = legs[1]
     book = rig.market.order_book(put.symbol)
     reachable = sum(size for price, size in book.asks if price <= book.best_ask * 1.02)
-    return [legs[0], dataclasses.replace(put, qty=snap_qty(reachable + 1.0))]
+    return [legs[0], dataclasses.replace(put, qty=snap_qty(reachable + 50.0))]
 
 
 def test_incident_05_every_close_unwind_and_kill_order_is_reduce_only(rig):
@@ -115,11 +115,14 @@ def test_incident_05_every_close_unwind_and_kill_order_is_reduce_only(rig):
     assert rig.manager.force_close(killed.id, "kill_switch")
     assert rig.drive(900, until=lambda: killed.state is TradeState.CLOSED), killed.state
 
-    unwound = rig.manager.create("incident", _partial_open_legs(rig),
+    partial_legs = _partial_open_legs(rig)
+    unwound = rig.manager.create("incident", partial_legs,
                                  execution_params=ExecutionParams(fill_timeout_seconds=6.0, max_requote_rounds=0,
                                                                   grace_seconds=2.0))
+    rig.sim.market.set_empty_side(partial_legs[1].symbol, "ask")   # the put's rest can never fill now
     assert rig.drive(120, until=lambda: unwound.state is not TradeState.OPENING), unwound.state
     assert unwound.state is TradeState.UNWINDING
+    rig.sim.market.set_empty_side(partial_legs[1].symbol, None)
     assert rig.drive(900, until=lambda: unwound.state is TradeState.FAILED), unwound.state
 
     sent = creates(rig.sim, accepted_only=True)
