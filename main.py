@@ -681,6 +681,9 @@ def _pause_if_unsafe(ctx: Any, runners: Sequence[Any], recovered: bool) -> None:
     reconciler = getattr(ctx, "reconciler", None)
     if reconciler is not None:
         reconciler.attach_runners(runners)
+    for trade in ctx.lifecycle_manager.unmanaged_trades():
+        logger.warning("trade %s belongs to strategy %r, which is not running: no exit rule applies (expiry "
+                       "still does; `python main.py kill` can close it)", trade.id, trade.strategy)
 
 
 def _build_context(settings: Settings, clock: Clock, *, state_dir: Any = None) -> Any:

@@ -40,7 +40,7 @@ from api_values import finite_number, int_or_none
 from errors import TraderError
 from persistence import TRADE_SEQ_COUNTER
 from rfq import AMBIGUOUS_RESOLVE_SECONDS, adopt_block_trade
-from trade_execution import BLOCK_ACCEPT_EVENT, BUY, SELL, parse_client_order_id
+from trade_execution import BLOCK_ACCEPT_EVENT, BUY, LATE_FILL_STATUSES, SELL, parse_client_order_id
 from trade_lifecycle import TradeState
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ SEQ_RESEED_LOOKBACK_SECONDS = 89 * 24 * 3600.0  # the history range limit is 90 
 # with a new one.
 SEQ_RESEED_MARGIN = 1000
 STARTUP_FAILURE_ALERT_AFTER = 3
+# Orders cancelled or expired in this window are polled once more by the periodic run: a fill
+# reported later than the engines' grace is still adopted (API.md 11.16).
+LATE_FILL_WATCH_SECONDS = 600.0
 
 VERDICT_OK = "ok"
 VERDICT_EXTERNAL = "external_position"
@@ -84,6 +87,7 @@ class ReconcileReport:
     orders_checked: int = 0
     orders_missing: list[int] = field(default_factory=list)
     orphans_cancelled: list[int] = field(default_factory=list)
+    late_fills: list[int] = field(default_factory=list)
     block_fills_adopted: int = 0
     symbols: list[SymbolCheck] = field(default_factory=list)
     external_closes: list[str] = field(default_factory=list)
@@ -103,6 +107,8 @@ class ReconcileReport:
             parts.append(f"missing orders {self.orders_missing}")
         if self.orphans_cancelled:
             parts.append(f"orphans cancelled {self.orphans_cancelled}")
+        if self.late_fills:
+            parts.append(f"late fills adopted on {self.late_fills}")
         if self.external_closes:
             parts.append(f"external closes {self.external_closes}")
         if self.blocked_symbols:
@@ -116,7 +122,8 @@ class ReconcileReport:
     def to_event(self) -> dict:
         return {
             "kind": self.kind, "orders_checked": self.orders_checked, "orders_missing": self.orders_missing,
-            "orphans_cancelled": self.orphans_cancelled, "block_fills_adopted": self.block_fills_adopted,
+            "orphans_cancelled": self.orphans_cancelled, "late_fills": self.late_fills,
+            "block_fills_adopted": self.block_fills_adopted,
             "symbols": [check.__dict__ for check in self.symbols if check.verdict != VERDICT_OK],
             "external_closes": self.external_closes, "blocked_symbols": self.blocked_symbols,
             "paused": self.paused, "quarantine": self.quarantine,
@@ -176,6 +183,7 @@ class Reconciler:
         self._startup_failures = 0
         self._seen_external: set[str] = set()
         self._alerted_missing: set[int] = set()
+        self._late_checked: set[int] = set()
         self._suspects: dict[str, tuple[str, float, float]] = {}
         self._pending_markers: list[tuple[float, dict]] = []
         lifecycle.hold("start-up reconciliation: positions not read yet")
@@ -261,6 +269,7 @@ class Reconciler:
         report = ReconcileReport("periodic", now)
         unsettled = self._adopt_block_accepts(report, now, startup=False)
         self._reconcile_orders(report, now)
+        self._recheck_recent_finals(report, now)
         unsettled |= {order.symbol for order in self.ledger.live_orders()}
         snapshot_ts = float(getattr(snapshot, "timestamp", now))
         unsettled |= {order.symbol for order in self.ledger.orders() if float(order.updated_at) >= snapshot_ts}
@@ -268,7 +277,7 @@ class Reconciler:
             if self.lifecycle.has_job(trade.id):
                 unsettled |= {leg.symbol for leg in trade.legs}
         self._compare_positions(snapshot, report, unsettled, confirm=True)
-        if any((report.orders_missing, report.orphans_cancelled, report.block_fills_adopted,
+        if any((report.orders_missing, report.orphans_cancelled, report.block_fills_adopted, report.late_fills,
                 report.external_closes, report.blocked_symbols)):
             logger.warning("reconciliation %s", report.summary())
             self._journal(report)
@@ -340,6 +349,30 @@ class Reconciler:
                 self._alert("WARNING", "order_missing",
                             f"order {order.client_order_id} ({order.symbol}, trade {order.trade_id}) is live in "
                             f"our ledger but unknown to the exchange", client_order_id=order.client_order_id)
+
+    def _recheck_recent_finals(self, report: ReconcileReport, now: float) -> None:
+        """Poll once more every order that ended unfilled in the last minutes (late fill reports)."""
+        for order in self.ledger.orders():
+            if order.status not in LATE_FILL_STATUSES or order.filled_qty >= order.qty - QTY_EPSILON:
+                continue
+            age = now - float(order.updated_at)
+            if order.client_order_id in self._late_checked or not (
+                    self.order_min_age_seconds <= age <= LATE_FILL_WATCH_SECONDS):
+                continue
+            self._late_checked.add(order.client_order_id)
+            report.orders_checked += 1
+            if self.ledger.recheck_final(order) <= QTY_EPSILON:
+                continue
+            report.late_fills.append(order.client_order_id)
+            trade = self.lifecycle.get(order.trade_id)
+            if trade is not None and trade.is_active:
+                self.lifecycle.refresh_fills(trade.id)
+                continue
+            self._alert("CRITICAL", "late_fill_after_close",
+                        f"order {order.client_order_id} of trade {order.trade_id} reported a fill of "
+                        f"{order.filled_qty:g} {order.symbol} after the trade ended: that position is not managed "
+                        f"by any trade; close it (`python main.py kill --all-positions --yes`) or by hand",
+                        client_order_id=order.client_order_id, symbol=order.symbol)
 
     def _is_ours(self, client_order_id: int) -> bool:
         try:

@@ -276,6 +276,7 @@ class LedgerOrder:
     exchange_state: int | None = None
     error_code: int | None = None
     error_msg: str = ""
+    last_fill_at: float | None = None   # the exchange's time of the latest fill we saw (updateTime)
 
     def to_record(self) -> dict:
         """A JSON-safe dict (ids stay ints) for the state store."""
@@ -634,6 +635,10 @@ class OrderLedger:
         fill = finite_number(data.get("fillQty")) or 0.0
         if fill > order.filled_qty + FILL_EPSILON:
             changes["filled_qty"] = fill
+            # When it filled, not when we heard of it: a restart may learn of fills hours later.
+            update_ms = finite_number(data.get("updateTime"))
+            now = self._clock.now()
+            changes["last_fill_at"] = min(update_ms / 1000.0, now) if update_ms and update_ms > 0 else now
             avg = finite_number(data.get("avgPrice"))
             if avg is not None and avg > 0:
                 changes["avg_price"] = avg
@@ -746,7 +751,7 @@ class OrderLedger:
                 qty=fill_qty, price=fill_price, reduce_only=False,  # a block trade carries no reduce-only flag
                 status=OrderStatus.FILLED, order_id=None if order_id is None else int(order_id),
                 filled_qty=fill_qty, avg_price=fill_price, fee=fill_fee,
-                sent_at=filled_at, updated_at=filled_at, exchange_state=1,
+                sent_at=filled_at, updated_at=filled_at, exchange_state=1, last_fill_at=filled_at,
             )
             self._attempts[key] = attempt
             self._orders[coid] = order

@@ -1099,7 +1099,7 @@ class LifecycleManager:
         UNWINDING and SETTLING trades carry on as they were. Reconciliation against the
         exchange's positions is the recovery issue's work.
         """
-        report: dict[str, Any] = {"restored": 0, "active": [], "abandoned": [], "unmanaged": []}
+        report: dict[str, Any] = {"restored": 0, "active": [], "abandoned": []}
         if self.store is None:
             return report
         with self._lock:
@@ -1129,12 +1129,9 @@ class LifecycleManager:
                         report["abandoned"].append(trade.id)
                         continue
                     self._set_state(trade, TradeState.OPENING)
+                # Runners attach their rules right after recovery; unmanaged_trades() then says
+                # which trades stay without one (logged at start-up and in every health line).
                 report["active"].append(f"{trade.id} {trade.strategy} {trade.state.value}")
-                if hooks is None:
-                    report["unmanaged"].append(trade.id)
-                    logger.warning("trade %s belongs to strategy %r, which is not running: no exit rule "
-                                   "applies (expiry still does; the kill switch can close it)",
-                                   trade.id, trade.strategy)
             logger.info("recovered %d trades from the store; active: %s", report["restored"],
                         ", ".join(report["active"]) or "none")
             return report
@@ -1355,7 +1352,8 @@ class LifecycleManager:
 
     def _last_fill_time(self, trade: TradeLifecycle, family: Intent, default: float) -> float:
         try:
-            times = [float(o.updated_at) for o in self.ledger.orders(trade.id, family=family)
+            times = [float(getattr(o, "last_fill_at", None) or o.updated_at)
+                     for o in self.ledger.orders(trade.id, family=family)
                      if float(getattr(o, "filled_qty", 0.0)) > 0 and getattr(o, "updated_at", 0.0)]
         except Exception:  # noqa: BLE001
             logger.exception("trade %s: reading fill times failed", trade.id)

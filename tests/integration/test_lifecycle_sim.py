@@ -221,7 +221,7 @@ def test_an_open_interrupted_by_a_restart_is_decided_on_fills_then_managed_by_it
     after.manager.attach_strategy("sim-strat", exit_conditions=[conditions.max_hold_hours(1)],
                                   on_opened=after.opened.append, on_closed=after.closed.append)
     report = after.manager.recover()
-    assert report["restored"] == 1 and report["unmanaged"] == []
+    assert report["restored"] == 1 and after.manager.unmanaged_trades() == []
     reloaded = after.manager.get(trade.id)
     assert after.drive(60, until=lambda: reloaded.state is TradeState.OPEN), reloaded.state
     assert len(after.creates()) == sent  # nothing re-sent: the open was decided on the fills
