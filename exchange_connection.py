@@ -86,13 +86,19 @@ class ExchangeConnection:
         self.close()
 
 
-def client_settings_for(settings: Settings, base_url: str) -> ClientSettings:
-    """The HTTP client's settings derived from the daemon's ``Settings``."""
+def client_settings_for(settings: Settings, base_url: str, *, get_retries: int | None = None) -> ClientSettings:
+    """The HTTP client's settings derived from the daemon's ``Settings``.
+
+    ``get_retries`` overrides how often a failed GET is retried inside the call (the
+    client's default otherwise); the daemon passes 0, see ``build_context``.
+    """
+    extra = {} if get_retries is None else {"max_retries": int(get_retries)}
     return ClientSettings(
         base_url=base_url,
         ts_diff_ms=settings.ts_diff_ms,
         timeout_seconds=settings.request_timeout_seconds,
         rfq_body_encoding=settings.rfq_body_encoding,
+        **extra,
     )
 
 
@@ -101,6 +107,7 @@ def open_exchange(
     clock: Clock,
     *,
     sim_config: SimulatorConfig | None = None,
+    get_retries: int | None = None,
 ) -> ExchangeConnection:
     """Connect to the exchange that ``settings`` names.
 
@@ -110,19 +117,21 @@ def open_exchange(
     * otherwise: a client for ``settings.base_url`` with the configured credentials.
 
     ``sim_config`` lets tests choose simulator behaviour (faults, seeds); it is ignored
-    when no simulator is embedded.
+    when no simulator is embedded. ``get_retries``: see ``client_settings_for``.
     """
     if settings.embeds_simulator:
-        return _open_embedded(settings, clock, sim_config)
+        return _open_embedded(settings, clock, sim_config, get_retries)
     if settings.base_url is None or settings.credentials is None:
         # load_settings() never builds this; a hand-made Settings might.
         raise ValueError(f"{settings.environment} needs a base URL and credentials; build Settings with load_settings()")
-    client = CoincallClient(client_settings_for(settings, settings.base_url), settings.credentials, clock)
+    client = CoincallClient(client_settings_for(settings, settings.base_url, get_retries=get_retries),
+                            settings.credentials, clock)
     logger.info("connecting to %s (%s)", settings.base_url, settings.environment)
     return ExchangeConnection(client=client, base_url=settings.base_url)
 
 
-def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig | None) -> ExchangeConnection:
+def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig | None,
+                   get_retries: int | None = None) -> ExchangeConnection:
     from simulator import SimulatorConfig, start_simulator  # lazy: see module docstring
 
     config = sim_config if sim_config is not None else SimulatorConfig(seed=settings.sim_seed)
@@ -130,7 +139,8 @@ def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig
     handle = start_simulator(config, clock=clock, state_file=str(settings.sim_state_file))
     try:
         credentials = Credentials(handle.api_key, handle.api_secret, source=EMBEDDED_SOURCE)
-        client = CoincallClient(client_settings_for(settings, handle.base_url), credentials, clock)
+        client = CoincallClient(client_settings_for(settings, handle.base_url, get_retries=get_retries), credentials,
+                                clock)
     except BaseException:
         handle.stop()
         raise

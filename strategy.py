@@ -361,7 +361,9 @@ def build_context(
     connection = None
     if client is None:
         from exchange_connection import open_exchange
-        connection = open_exchange(config, clock)
+        # No GET is retried inside a call: a retry would wait inside the tick and delay every
+        # other trade's exits (BEHAVIOUR 6.0). Every reader tries again on its next tick.
+        connection = open_exchange(config, clock, get_retries=0)
         client = connection.client
     if state_dir is None:
         state_dir = getattr(config, "state_dir", "state")
