@@ -84,7 +84,7 @@ def _snapshot(rig):
     return SimpleNamespace(timestamp=rig.sim.clock.now(), positions=())
 
 
-def test_a_fill_reported_after_the_grace_is_adopted_by_the_periodic_run(rig):
+def test_row_o7_a_fill_reported_after_the_grace_is_adopted_by_the_periodic_run(rig):
     order = _cancelled_with_a_late_fill(rig)
     lifecycle = OneTradeLifecycle(active=True)
     reconciler = _reconciler(rig, lifecycle)
@@ -105,7 +105,7 @@ def test_a_fill_reported_after_the_grace_is_adopted_by_the_periodic_run(rig):
     assert len(rig.sim.requests_for("query_order")) == queries   # each order is re-polled once
 
 
-def test_a_late_fill_on_a_trade_that_already_ended_raises_a_critical_alert(rig):
+def test_row_o7_a_late_fill_on_a_trade_that_already_ended_raises_a_critical_alert(rig):
     order = _cancelled_with_a_late_fill(rig)
     alerts = AlertSink(None, rig.sim.clock)
     reconciler = _reconciler(rig, OneTradeLifecycle(active=False), alerts)
