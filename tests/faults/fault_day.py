@@ -49,7 +49,7 @@ POLL_INTERVAL_SECONDS = 60.0
 COOLDOWN_SECONDS = 3600.0
 CLIENT_TIMEOUT_SECONDS = 0.3
 TIMEOUT_HOLD_SECONDS = 1.0
-GLOBAL_FAULT_RATE = 0.04
+GLOBAL_FAULT_RATE = 0.045  # with the aimed faults below, about 5 % of all requests fail
 GLOBAL_MODES = ("http_5xx", "code_10000", "http_429", "drop", "lost_response")
 HEALTH_INTERVAL_SECONDS = 300.0
 DAEMON_PREFIX = 101
@@ -107,7 +107,7 @@ def default_windows(*, fill_report_lag: bool = INCLUDE_FILL_REPORT_LAG) -> list[
 
 
 def install_http_faults(handle: Any, seed: int) -> None:
-    """About 5 % of all requests fail: 4 % across every mode and endpoint, plus aimed faults."""
+    """About 5 % of all requests fail: 4.5 % across every mode and endpoint, plus aimed faults."""
     from simulator.faults import DROP, LOST_RESPONSE, TIMEOUT, FaultRule
 
     plan = handle.faults
