@@ -747,6 +747,9 @@ class StrategyRunner:
             resolved = resolve_legs(self.config.legs, self.ctx.market_data)
         except TraderError as exc:
             return f"leg selection failed: {exc}"
+        conflict = self._netting_conflict(resolved, snapshot)
+        if conflict is not None:
+            return conflict
         index_price = resolved[0].index_price
         targets = [LegTarget(leg.index, leg.symbol, int(leg.side), leg.qty) for leg in resolved]
         mode = self.ctx.executor.route(self.config.execution_mode, targets, index_price)
@@ -768,6 +771,30 @@ class StrategyRunner:
         logger.info("strategy %s: trade %s created (%s, index %.2f): %s", self.name, trade.id, mode, index_price,
                     ", ".join(f"{'BUY' if int(leg.side) == 1 else 'SELL'} {leg.qty:g} {leg.symbol}"
                               for leg in resolved))
+        return None
+
+    def _netting_conflict(self, resolved: list[Any], snapshot: AccountSnapshot) -> str | None:
+        """No leg on the opposite side of a position the account already holds on that symbol.
+
+        The account is one-way netted: a long for this trade and a short for another (or for
+        somebody else) on one symbol leave one net position, and the reduce-only close of the
+        smaller side would be refused (10536) until the other is gone. Skipping the entry is
+        the only safe answer; the next check may pick other strikes.
+        """
+        held: dict[str, list[tuple[int, str]]] = {}
+        for trade in self.ctx.lifecycle_manager.active_trades():
+            for leg in getattr(trade, "legs", ()):
+                held.setdefault(leg.symbol, []).append((int(leg.side), trade.id))
+        for leg in resolved:
+            sign = 1 if int(leg.side) == 1 else -1
+            for side, trade_id in held.get(leg.symbol, ()):
+                if side != int(leg.side):
+                    return (f"leg {leg.index} {leg.symbol} would net against the opposite side held by trade "
+                            f"{trade_id} (one-way account: a reduce-only close would be refused)")
+            position = snapshot.get_position(leg.symbol) if hasattr(snapshot, "get_position") else None
+            if position is not None and position.signed_qty * sign < 0:
+                return (f"leg {leg.index} {leg.symbol} would net against the account's {position.signed_qty:+g} "
+                        f"position (one-way account: a reduce-only close would be refused)")
         return None
 
     def _missing_engine(self, mode: str) -> str | None:

@@ -104,12 +104,14 @@ def limit_strangle_config(entries: bool = True, cooldown_seconds: float = COOLDO
         exit_conditions=_common_exits(2.0, 11.0),
         execution_mode="limit",
         execution_params=params,
-        max_concurrent_trades=1,
-        max_trades_per_day=0,
-        cooldown_seconds=cooldown_seconds,
-        check_interval_seconds=CHECK_INTERVAL_SECONDS,
-        max_open_failures_per_day=OPEN_FAILURES_PER_DAY,
+        **_cycle_limits(cooldown_seconds),
     )
+
+
+def _cycle_limits(cooldown_seconds: float) -> dict:
+    """One trade at a time, back to back: the limits every campaign strategy shares."""
+    return {"max_concurrent_trades": 1, "max_trades_per_day": 0, "cooldown_seconds": cooldown_seconds,
+            "check_interval_seconds": CHECK_INTERVAL_SECONDS, "max_open_failures_per_day": OPEN_FAILURES_PER_DAY}
 
 
 def rfq_strangle_config(entries: bool = True, cooldown_seconds: float = COOLDOWN_SECONDS) -> StrategyConfig:
@@ -124,11 +126,7 @@ def rfq_strangle_config(entries: bool = True, cooldown_seconds: float = COOLDOWN
                              open_fallback=None, close_fallback="limit"),
         execution_params=ExecutionParams(fill_timeout_seconds=10.0, aggressive_buffer_pct=3.0,
                                          max_requote_rounds=10, grace_seconds=2.0),
-        max_concurrent_trades=1,
-        max_trades_per_day=0,
-        cooldown_seconds=cooldown_seconds,
-        check_interval_seconds=CHECK_INTERVAL_SECONDS,
-        max_open_failures_per_day=OPEN_FAILURES_PER_DAY,
+        **_cycle_limits(cooldown_seconds),
     )
 
 
@@ -145,11 +143,7 @@ def smart_strangle_config(entries: bool = True, cooldown_seconds: float = COOLDO
                                      aggressive_wait_seconds=4.0),
         execution_params=ExecutionParams(fill_timeout_seconds=10.0, aggressive_buffer_pct=3.0,
                                          max_requote_rounds=10, grace_seconds=2.0),
-        max_concurrent_trades=1,
-        max_trades_per_day=0,
-        cooldown_seconds=cooldown_seconds,
-        check_interval_seconds=CHECK_INTERVAL_SECONDS,
-        max_open_failures_per_day=OPEN_FAILURES_PER_DAY,
+        **_cycle_limits(cooldown_seconds),
     )
 
 

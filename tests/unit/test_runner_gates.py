@@ -637,3 +637,39 @@ def test_a_failed_state_write_stops_entries_until_a_restart():
     h.advance(POLL)
     h.tick()
     assert len(h.created) == 1
+
+
+def _position(symbol: str, signed_qty: float):
+    from account_manager import PositionSnapshot
+
+    return PositionSnapshot(position_id=1, symbol=symbol, qty=abs(signed_qty),
+                            side="long" if signed_qty > 0 else "short", signed_qty=signed_qty, entry_price=100.0,
+                            mark_price=100.0, unrealized_pnl=0.0, roi=0.0, delta=0.0, gamma=0.0, theta=0.0,
+                            vega=0.0, timestamp=START)
+
+
+def test_no_entry_nets_against_another_trades_opposite_side_on_one_symbol():
+    """A one-way account nets a long and a short into one position: the smaller side's
+    reduce-only close would be refused, so such an entry is skipped."""
+    sell = config(legs=strangle(0.1, side=2))              # the fake resolution: 9 0000-C and 9 1000-P
+    other = FakeTrade(id="T000000007", strategy="other", state=TradeState.OPEN,
+                      legs=[SimpleNamespace(symbol="BTCUSD-4MAR26-90000-C", side=1)])
+    h = Harness(sell, lifecycle=FakeLifecycle(SimulatedClock(start=START, speed=0), [other]))
+    h.tick()
+    assert h.created == []
+    assert "T000000007" in h.runner.status()["blocked_by"]
+
+    same_side = FakeTrade(id="T000000008", strategy="other", state=TradeState.OPEN,
+                          legs=[SimpleNamespace(symbol="BTCUSD-4MAR26-90000-C", side=2)])
+    ok = Harness(sell, lifecycle=FakeLifecycle(SimulatedClock(start=START, speed=0), [same_side]))
+    ok.tick()
+    assert len(ok.created) == 1
+
+
+def test_no_entry_nets_against_an_opposite_position_of_the_account():
+    h = Harness(config(legs=strangle(0.1, side=1)))
+    snapshot = AccountSnapshot.build(equity=100_000.0, available_margin=90_000.0, initial_margin=0.0,
+                                     maintenance_margin=0.0, unrealized_pnl=0.0,
+                                     positions=(_position("BTCUSD-4MAR26-91000-P", -0.5),), timestamp=START)
+    h.tick(snapshot)
+    assert h.created == [] and "-0.5 position" in h.runner.status()["blocked_by"]
