@@ -714,6 +714,7 @@ def run(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFl
 
 def _run_locked(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFlag,
                 configs: Sequence[Any]) -> int:
+    from operations import TradesSnapshotExporter
     from strategy import StrategyRunner
 
     logger.info("%s", banner(settings))
@@ -744,7 +745,13 @@ def _run_locked(args: argparse.Namespace, settings: Settings, clock: Clock, stop
         for runner in runners:
             ctx.position_monitor.register(runner)
         ctx.position_monitor.register(StatusReporter(ctx, runners))
-        daemon_loop(ctx, runners, stop, args.run_for, on_wake=ctx.connection.checkpoint)
+        exporter = TradesSnapshotExporter(settings.state_dir)
+
+        def on_wake(now: float) -> None:
+            ctx.connection.checkpoint(now)
+            exporter.maybe_export(now)
+
+        daemon_loop(ctx, runners, stop, args.run_for, on_wake=on_wake)
         logger.info("stopping: %s", stop.reason or "requested")
         log_shutdown_state(ctx)
         for runner in runners:

@@ -14,7 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from alerts import iso_utc
 from api_values import finite_number
+from atomic_file import write_text_atomically
 from config import Settings
 from commands import describe_command
 from persistence import OPEN_COMMAND_STATUSES, StateStore
@@ -25,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 STATE_DB_NAME = "trader.db"
 TERMINAL = ("CLOSED", "FAILED")
+SNAPSHOT_FILE_NAME = "trades_snapshot.json"
+SNAPSHOT_INTERVAL_SECONDS = 60.0
 
 
 def status_report(settings: Settings, clock: Any) -> dict:
@@ -163,3 +167,34 @@ def format_status(report: dict) -> str:
 
 def status_json(report: dict) -> str:
     return json.dumps(report, indent=2, sort_keys=True, default=str)
+
+
+class TradesSnapshotExporter:
+    """``<state>/trades_snapshot.json`` every 60 s: the store's view, for people (BEHAVIOUR 4.6).
+
+    Why a file when the store exists: an operator on a VPS can ``cat`` it with no tool and no
+    lock. It is written atomically (temp file, fsync, rename) and never read back by the
+    daemon, so a stale or damaged copy can never steer trading. A failed export is logged
+    and retried at the next interval.
+    """
+
+    def __init__(self, state_dir: str | Path, *, interval_seconds: float = SNAPSHOT_INTERVAL_SECONDS) -> None:
+        self.db_path = Path(state_dir) / STATE_DB_NAME
+        self.path = Path(state_dir) / SNAPSHOT_FILE_NAME
+        self.interval_seconds = float(interval_seconds)
+        self._last: float | None = None
+
+    def maybe_export(self, now: float) -> bool:
+        """Export when the interval has passed (at once the first time); True when written."""
+        if self._last is not None and now - self._last < self.interval_seconds:
+            return False
+        self._last = now
+        try:
+            document = {"exported_at": iso_utc(now), "note": "written every 60 s for people; never read back",
+                        **_store_view(self.db_path)}
+            write_text_atomically(self.path, json.dumps(document, indent=1, sort_keys=True, default=str) + "\n",
+                                  mode=0o644)
+        except Exception:  # noqa: BLE001 - a courtesy file must never stop trading
+            logger.exception("could not export %s; retrying in %.0f s", self.path, self.interval_seconds)
+            return False
+        return True

@@ -14,6 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from atomic_file import write_text_atomically
 from clock import Clock
 
 if TYPE_CHECKING:  # imported lazily at runtime: config imports the models
@@ -51,40 +52,9 @@ def capture_state(clock: Clock, market: MarketModel, exchange: SimExchange, seed
 
 def save_state_file(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically: temp file in the same dir, fsync, replace."""
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    temp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.tmp")
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-    logger.debug("simulator state saved to %s (%d bytes)", target, len(text))
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (best effort; not every platform allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_text_atomically(path, text, mode=0o600)
+    logger.debug("simulator state saved to %s (%d bytes)", os.fspath(path), len(text))
 
 
 def load_state_file(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:

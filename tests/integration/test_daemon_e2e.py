@@ -78,6 +78,8 @@ def test_micro_strangle_round_trip_in_thirty_simulated_minutes(tmp_path):
 
     trade = next(t for t in stored_trades(tmp_path) if t["id"] == trade_id)
     assert trade["state"] == "CLOSED" and trade["strategy"] == "micro_strangle"
+    snapshot = json.loads((tmp_path / "state" / "trades_snapshot.json").read_text(encoding="utf-8"))
+    assert snapshot["strategies"]["micro_strangle"]["closed"] >= 1   # the human-readable copy follows the store
     # The event journal: every order and trade event, in the store and as JSON lines.
     lines = [json.loads(line) for line in (tmp_path / "logs" / "events.jsonl").read_text().splitlines()]
     kinds = {line["kind"] for line in lines}
