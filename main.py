@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", type=str.upper, default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
         help="overrides LOG_LEVEL",
     )
+    run.add_argument(
+        "--cancel-open-orders-on-exit", action="store_true",
+        help="at SIGINT/SIGTERM, cancel our working open (entry) orders one by one, each logged; "
+             "closes and positions are never touched (default: leave every order working)",
+    )
     _add_strategy_option(run)
     check = commands.add_parser(
         "check", help="validate every strategy, resolve its legs against the exchange and print them; no order",
@@ -627,6 +632,28 @@ def log_shutdown_state(ctx: Any) -> None:
                    "(recovery resolves them at the next start):\n  %s", len(orders), len(trades), "\n  ".join(lines))
 
 
+def cancel_open_orders_at_exit(ctx: Any) -> None:
+    """``--cancel-open-orders-on-exit``: our working entry orders only, one by one, each logged.
+
+    Close, unwind and kill orders stay working: cancelling them could leave exposure
+    unmanaged until the next start. Fills seen while cancelling are recorded; the next
+    start decides each trade on its fills as usual.
+    """
+    from trade_execution import Intent
+
+    for order in [o for o in ctx.ledger.live_orders() if o.intent.family() is Intent.OPEN]:
+        logger.warning("shutdown: cancelling open order %d (%s %s %g @ %g, trade %s)", order.client_order_id,
+                       order.symbol, "BUY" if int(order.side) == 1 else "SELL", order.qty, order.price,
+                       order.trade_id)
+        try:
+            ctx.ledger.cancel_until_final(order)
+        except Exception:  # noqa: BLE001 - the next start resolves whatever is left
+            logger.exception("shutdown: cancelling order %d failed", order.client_order_id)
+            continue
+        logger.warning("shutdown: order %d is %s, filled %g", order.client_order_id, order.status.value,
+                       order.filled_qty)
+
+
 def daemon_loop(ctx: Any, runners: Sequence[Any], stop: StopFlag, run_for: float | None,
                 on_wake: Callable[[float], Any] | None = None) -> None:
     """The monitor loop on this thread until a signal (or ``--run-for`` simulated seconds).
@@ -753,6 +780,8 @@ def _run_locked(args: argparse.Namespace, settings: Settings, clock: Clock, stop
 
         daemon_loop(ctx, runners, stop, args.run_for, on_wake=on_wake)
         logger.info("stopping: %s", stop.reason or "requested")
+        if getattr(args, "cancel_open_orders_on_exit", False):
+            cancel_open_orders_at_exit(ctx)
         log_shutdown_state(ctx)
         for runner in runners:
             logger.info("strategy %s: %s", runner.name, runner.stats)

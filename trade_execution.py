@@ -694,6 +694,21 @@ class OrderLedger:
         self._update(order, status=OrderStatus.CANCEL_REQUESTED)
         return order
 
+    def cancel_until_final(self, order: LedgerOrder, max_requests: int = 8) -> LedgerOrder:
+        """Poll → cancel → poll until the order is final, within ``max_requests`` requests.
+
+        For one-off use outside a job (shutdown with ``--cancel-open-orders-on-exit``): no
+        waiting, fills are adopted on every poll; an order still not final is left to the
+        next start's recovery.
+        """
+        for _ in range(max(1, max_requests) // 2):
+            if order.status.is_final:
+                break
+            if order.status in (OrderStatus.LIVE, OrderStatus.PARTIAL) or order.order_id is None:
+                self.cancel(order)
+            self.poll(order)
+        return order
+
     # ---- bookkeeping ----------------------------------------------------------------
 
     def _update(self, order: LedgerOrder, **changes: Any) -> None:
