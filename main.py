@@ -608,6 +608,11 @@ def health_state(ctx: Any, runners: Sequence[Any], started_at: float) -> dict[st
     hold = ctx.lifecycle_manager.hold_reason
     if hold is not None:
         warnings.append(f"lifecycle on hold: {hold}")
+    reconciler = getattr(ctx, "reconciler", None)
+    report = getattr(reconciler, "last_report", None)
+    if report is not None:
+        state["reconciliation"] = {"kind": report.kind, "age_seconds": round(now - report.at, 3),
+                                   "summary": report.summary()}
     blocked = ctx.ledger.blocked_symbols()
     if blocked:
         state["blocked_symbols"] = blocked

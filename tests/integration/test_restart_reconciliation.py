@@ -499,6 +499,7 @@ def test_row_t11_trades_of_a_strategy_no_longer_configured_are_unmanaged(make_ri
     for _check in range(2):                                          # a warning at every health check
         health = main_module.health_state(again.ctx, [], again.started_at)
         assert any(killed.id in w and expiring.id in w for w in health.get("warnings", [])), health
+        assert health["reconciliation"]["kind"] in ("startup", "periodic")     # the last check is visible
         again.run(30)
 
     killed_at = rig.clock.now()
