@@ -103,20 +103,10 @@ class ReconcileReport:
                  "symbols " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none")]
         if self.block_fills_adopted:
             parts.append(f"{self.block_fills_adopted} block fill(s) adopted")
-        if self.orders_missing:
-            parts.append(f"missing orders {self.orders_missing}")
-        if self.orphans_cancelled:
-            parts.append(f"orphans cancelled {self.orphans_cancelled}")
-        if self.late_fills:
-            parts.append(f"late fills adopted on {self.late_fills}")
-        if self.external_closes:
-            parts.append(f"external closes {self.external_closes}")
-        if self.blocked_symbols:
-            parts.append(f"blocked {self.blocked_symbols}")
-        if self.paused:
-            parts.append(f"paused {self.paused}")
-        if self.quarantine is not None:
-            parts.append(f"quarantine {self.quarantine}")
+        noteworthy = (("missing orders", self.orders_missing), ("orphans cancelled", self.orphans_cancelled),
+                      ("late fills adopted on", self.late_fills), ("external closes", self.external_closes),
+                      ("blocked", self.blocked_symbols), ("paused", self.paused), ("quarantine", self.quarantine))
+        parts += [f"{label} {value}" for label, value in noteworthy if value]
         return "; ".join(parts)
 
     def to_event(self) -> dict:
