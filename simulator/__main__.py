@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Sequence
 
 from simulator.config import RFQ_BODY_MODES, ServerConfig, SimulatorConfig
+from simulator.faults import DEFAULT_GLOBAL_MODES, FAULT_MODES
 from simulator.server import SimulatorHandle, start_simulator
 
 logger = logging.getLogger("simulator")
@@ -53,8 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rfq-body", choices=RFQ_BODY_MODES, default="both")
     parser.add_argument("--no-rate-limits", action="store_true",
                         help="serve without the API.md 3.4 rate limits (load tests, benchmarks)")
+    parser.add_argument("--fault-rate", type=float, default=0.0, metavar="P",
+                        help="make this share (0-1) of requests fail, seeded by --seed (fault campaigns)")
+    parser.add_argument("--fault-modes", type=_fault_modes, default=DEFAULT_GLOBAL_MODES, metavar="M,M",
+                        help=f"modes for --fault-rate, comma separated, among {', '.join(sorted(FAULT_MODES))} "
+                             f"(default {','.join(DEFAULT_GLOBAL_MODES)})")
     parser.add_argument("--log-level", default="INFO")
     return parser
+
+
+def _fault_modes(text: str) -> tuple[str, ...]:
+    modes = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(modes) - FAULT_MODES)
+    if not modes or unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault modes {unknown or text!r}; use {sorted(FAULT_MODES)}")
+    return modes
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
@@ -91,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.api_key is None) != (args.api_secret is None):
         parser.error("--api-key and --api-secret go together")
+    if not 0.0 <= args.fault_rate <= 1.0:
+        parser.error("--fault-rate is a share of requests: 0 to 1")
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         stream=sys.stderr,
@@ -105,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     handle = start_simulator(config_from_args(args), state_file=args.state)
+    if args.fault_rate > 0:
+        handle.faults.set_global(rate=args.fault_rate, modes=args.fault_modes)
+        logger.warning("fault injection: %.1f %% of requests fail (%s)", args.fault_rate * 100,
+                       ", ".join(args.fault_modes))
     try:
         announce(handle)
         serve_until_signalled(handle, stop)

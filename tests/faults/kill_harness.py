@@ -74,6 +74,7 @@ class CampaignConfig:
     speed: float = 60.0
     start: str = SIM_START
     rate_limits: bool = True
+    http_fault_rate: float = 0.0          # share of requests the simulator fails (5xx, 429, 10000, drop, lost)
     max_kill_delay_real: float = 0.5
     target_timeout_real: float = 10.0
     startup_timeout_real: float = 30.0
@@ -109,6 +110,9 @@ class SimulatorProcess:
                 "--log-level", "WARNING"]
         if not config.rate_limits:
             args.append("--no-rate-limits")
+        if config.http_fault_rate > 0:
+            args += ["--fault-rate", f"{config.http_fault_rate:g}",
+                     "--fault-modes", "http_5xx,code_10000,http_429,drop,lost_response"]
         self.process = subprocess.Popen(args, cwd=REPO_ROOT, env=_python_env({}), stdout=subprocess.PIPE,
                                         stderr=self._stderr)
         self.lines: dict[str, str] = {}
@@ -419,7 +423,8 @@ class CampaignReport:
         tally = self.tally
         lines = [
             f"kill campaign: seed {self.config.seed}, speed {self.config.speed:g}x, "
-            f"rate limits {'on' if self.config.rate_limits else 'off'}",
+            f"rate limits {'on' if self.config.rate_limits else 'off'}, "
+            f"HTTP faults {self.config.http_fault_rate * 100:g} %",
             f"  kills: {len(self.kills)} (aimed hits {sum(k.hit for k in self.kills)}, "
             f"fallback delays {sum(not k.hit for k in self.kills)}); restarts {self.restarts}",
             "  kills per target: " + ", ".join(f"{t} {n}" for t, n in self.kills_per_target().items()),

@@ -26,6 +26,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (<= 60)")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a new temporary directory")
     parser.add_argument("--no-rate-limits", action="store_true", help="run the simulator without rate limits")
+    parser.add_argument("--fault-rate", type=float, default=0.0,
+                        help="also fail this share (0-1) of requests: 5xx, 429, 10000, drops, lost responses")
     parser.add_argument("--json", action="store_true", help="print a JSON summary after the report")
     parser.add_argument("--quiet", action="store_true", help="no line per kill")
     args = parser.parse_args(argv)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{workdir} is not empty: give a new directory", file=sys.stderr)
         return 2
     config = CampaignConfig(workdir=workdir, kills=args.kills, seed=args.seed, speed=args.speed,
-                            rate_limits=not args.no_rate_limits)
+                            rate_limits=not args.no_rate_limits, http_fault_rate=args.fault_rate)
     print(f"work directory: {workdir}", flush=True)
     report = run_campaign(config, progress=None if args.quiet else (lambda line: print(line, flush=True)))
     print(report.format())

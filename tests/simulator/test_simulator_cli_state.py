@@ -229,3 +229,33 @@ def test_cli_announces_serves_signed_calls_and_exits_cleanly_on_sigterm(tmp_path
     assert load_state_file(state_file)["saved_at_ms"] == SIM_START_MS
     proc.stdout.close()
     proc.stderr.close()
+
+
+def test_cli_fault_rate_fails_that_share_of_requests_with_the_chosen_modes(tmp_path):
+    """``--fault-rate 1 --fault-modes http_5xx``: every routed request answers 5xx (campaigns use ~3 %)."""
+    command = [sys.executable, "-m", "simulator", "--port", "0", "--seed", "7", "--speed", "0",
+               "--start", "2026-03-02T06:00:00Z", "--fault-rate", "1", "--fault-modes", "http_5xx",
+               "--log-level", "WARNING"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        base = read_announcement(proc)["COINCALL_BASE_URL"]
+        answers = [requests.get(base + "/time", timeout=5).status_code for _ in range(5)]
+        assert all(status >= 500 for status in answers), answers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("argv", [["--fault-rate", "1.5"], ["--fault-modes", "http_5xx,nonsense"]])
+def test_cli_refuses_a_fault_rate_outside_0_1_and_unknown_modes(argv):
+    from simulator.__main__ import main as simulator_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        simulator_main(argv)
+    assert exit_info.value.code == 2
