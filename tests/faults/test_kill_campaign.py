@@ -5,7 +5,8 @@ killed with SIGKILL at seeded moments aimed at every lifecycle state (mid-open, 
 filled, mid-requote, mid-RFQ, open, mid-close) and restarted at once. The verdict comes from
 the exchange's records after a drain run; see ``kill_harness`` and ``campaign_invariants``.
 
-``CAMPAIGN_KILLS`` / ``CAMPAIGN_SEED`` scale it up (default 30 kills, seed 17);
+``CAMPAIGN_KILLS`` / ``CAMPAIGN_SEED`` / ``CAMPAIGN_FAULT_RATE`` scale it up (default 30 kills,
+seed 17, 3 % of requests failing as well);
 ``python tests/faults/run_kill_campaign.py --kills N --seed S`` runs it outside pytest.
 The verdict never depends on machine speed: a slow machine gets fewer trades and more
 fallback-timed kills, and every invariant must hold all the same.
@@ -23,13 +24,16 @@ logger = logging.getLogger(__name__)
 
 CI_KILLS = 30
 CI_SEED = 17
+CI_HTTP_FAULT_RATE = 0.03   # the kills come on top of failing requests (5xx, 429, 10000, drops, lost answers)
 
 
 @pytest.mark.slow
 def test_incident_17_sigkill_during_a_busy_run_never_corrupts_the_store(tmp_path):
     kills = int(os.environ.get("CAMPAIGN_KILLS", CI_KILLS))
     seed = int(os.environ.get("CAMPAIGN_SEED", CI_SEED))
-    report = run_campaign(CampaignConfig(workdir=tmp_path / "campaign", kills=kills, seed=seed))
+    fault_rate = float(os.environ.get("CAMPAIGN_FAULT_RATE", CI_HTTP_FAULT_RATE))
+    report = run_campaign(CampaignConfig(workdir=tmp_path / "campaign", kills=kills, seed=seed,
+                                         http_fault_rate=fault_rate))
     summary = report.format()
     logger.info("%s", summary)
 
