@@ -680,16 +680,12 @@ class SmartExecutionJob(ExecutionJob):
         return moved or grows
 
     def _late_fill_settled(self, leg: _Leg, now: float, budget: _StepBudget) -> bool:
-        """Before a replacement: the previous order, once final, gets one more poll after
-        ``grace_seconds`` so a fill reported late is counted, never bought twice (API.md 11.16)."""
-        order = leg.order
-        if order is None or not self._ledger.late_fill_possible(order):
+        """A fill of the previous order reported late is counted before any replacement (API.md 11.16)."""
+        def grant() -> bool:
+            budget.spend()   # raises _OutOfBudget when the step has no request left
             return True
-        if now - float(order.updated_at) < self.config.grace_seconds:
-            return False
-        budget.spend()
-        self._ledger.recheck_final(order)
-        return True
+
+        return self._ledger.settled_for_replacement(leg.order, now, self.config.grace_seconds, grant)
 
     def _place_passive(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
         if leg.total < LOT or self._blocked(leg) or not self._late_fill_settled(leg, now, budget):

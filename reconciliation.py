@@ -244,9 +244,10 @@ class Reconciler:
             report.orders_checked += 1
         unsettled |= self._adopt_block_accepts(report, now, startup=True)
         self._refresh_active_trades()
+        listed = self.client.all_pending_orders()
         if self.quarantined is not None:
-            report.quarantine = self._quarantine_start(snapshot)
-        self._reconcile_orders(report, now)
+            report.quarantine = self._quarantine_start(snapshot, listed)
+        self._reconcile_orders(report, now, listed)
         self._compare_positions(snapshot, report, unsettled, confirm=False)
         self._journal(report)
         self.last_report = report
@@ -312,9 +313,10 @@ class Reconciler:
 
     # ---- orders ----------------------------------------------------------------------------
 
-    def _reconcile_orders(self, report: ReconcileReport, now: float) -> None:
-        """All pages of open orders vs the ledger (BEHAVIOUR 6.1)."""
-        listed = self.client.all_pending_orders()
+    def _reconcile_orders(self, report: ReconcileReport, now: float, listed: list | None = None) -> None:
+        """All pages of open orders vs the ledger (BEHAVIOUR 6.1); ``listed`` if already read."""
+        if listed is None:
+            listed = self.client.all_pending_orders()
         listed_ids: set[int] = set()
         for item in listed:
             if not isinstance(item, Mapping):
@@ -520,11 +522,11 @@ class Reconciler:
 
     # ---- quarantined store -------------------------------------------------------------------
 
-    def _quarantine_start(self, snapshot: Any) -> dict:
+    def _quarantine_start(self, snapshot: Any, listed: list) -> dict:
         """A fresh store after a quarantine: pause everything if the exchange shows anything of ours."""
         now = self.clock.now()
         positions = [p.symbol for p in getattr(snapshot, "positions", ()) or ()]
-        prefixed_open = [int_or_none(item.get("clientOrderId")) for item in self.client.all_pending_orders()
+        prefixed_open = [int_or_none(item.get("clientOrderId")) for item in listed
                          if isinstance(item, Mapping) and self._coid_is_ours(item)]
         history = self._prefixed_history(now - SEQ_RESEED_LOOKBACK_SECONDS)
         recent = [coid for coid, created in history if created >= now - QUARANTINE_PROBE_SECONDS]

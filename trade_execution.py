@@ -504,6 +504,21 @@ class OrderLedger:
         return (order.status in LATE_FILL_STATUSES and order.filled_qty < order.qty - FILL_EPSILON
                 and order.client_order_id not in self._rechecked)
 
+    def settled_for_replacement(self, order: LedgerOrder | None, now: float, grace_seconds: float,
+                                may_request: Callable[[], bool]) -> bool:
+        """True once ``order`` can no longer report a fill we have not seen, so its replacement
+        may be sized; both execution engines ask this before replacing an order.
+
+        A final, not fully filled order is polled once more ``grace_seconds`` after it
+        turned final (``may_request`` grants that request from the caller's budget).
+        """
+        if order is None or not self.late_fill_possible(order):
+            return True
+        if now - float(order.updated_at) < grace_seconds or not may_request():
+            return False
+        self.recheck_final(order)
+        return True
+
     def recheck_final(self, order: LedgerOrder) -> float:
         """Poll a final order once more (late fill adopted); returns the quantity that appeared."""
         before = order.filled_qty
@@ -1565,19 +1580,9 @@ class LimitFillJob(ExecutionJob):
         self._ledger.poll(order)
         return order.status.is_final
 
-    def _late_fill_settled(self, leg: _LegWork, now: float, budget: _Budget) -> bool:
-        """Before a replacement: the previous order, once final, gets one more poll after
-        ``grace_seconds`` so a fill reported late is counted, never bought twice (API.md 11.16)."""
-        order = leg.order
-        if order is None or not self._ledger.late_fill_possible(order):
-            return True
-        if now - float(order.updated_at) < self.params.grace_seconds or not budget.take():
-            return False
-        self._ledger.recheck_final(order)
-        return True
-
     def _place(self, leg: _LegWork, now: float, budget: _Budget) -> None:
-        if not self._late_fill_settled(leg, now, budget):
+        # A fill of the previous order reported late must be counted first (API.md 11.16).
+        if not self._ledger.settled_for_replacement(leg.order, now, self.params.grace_seconds, budget.take):
             return
         remaining = self._remaining(leg)
         if remaining < LOT:
