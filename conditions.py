@@ -34,7 +34,7 @@ import logging
 import math
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from enum import Enum
 from fnmatch import fnmatchcase
@@ -51,6 +51,8 @@ CONDITION_KINDS: tuple[str, ...] = (ENTRY, EXIT)
 
 VALUATION_MODES: tuple[str, ...] = ("mark", "mid", "fair", "executable")
 DEFAULT_VALUATION_MODE = "fair"
+# Stop-type exits must fire on this many consecutive sane snapshots before a loss is realised.
+STOP_CONFIRMATIONS = 2
 GREEKS: tuple[str, ...] = ("delta", "gamma", "vega", "theta", "rho")
 GREEK_SCALES: tuple[str, ...] = ("contract", "position")
 
@@ -192,6 +194,17 @@ def _choice(factory: str, argument: str, value: Any, allowed: tuple[str, ...], f
     raise _refuse(factory, argument, value, f"must be one of {', '.join(allowed)}", fix)
 
 
+def _confirmations(factory: str, value: Any) -> int:
+    return _integer(factory, "confirmations", value, 1, 20,
+                    f"give how many consecutive sane snapshots must agree, e.g. {factory}(..., confirmations=2)")
+
+
+def _without_default_confirmations(condition: Any) -> Sequence[tuple[str, Any]]:
+    """Name arguments without ``confirmations`` at its default, so exit reasons stay short."""
+    return tuple((f.name, getattr(condition, f.name)) for f in dataclasses.fields(condition)
+                 if f.name != "confirmations" or getattr(condition, f.name) != STOP_CONFIRMATIONS)
+
+
 def _mode(factory: str, mode: Any) -> str:
     return _choice(
         factory, "mode", mode, VALUATION_MODES,
@@ -302,9 +315,15 @@ class EntryCondition(Condition):
 
 
 class ExitCondition(Condition):
-    """``cond(snapshot, trade) -> bool``: should this open trade close now?"""
+    """``cond(snapshot, trade) -> bool``: should this open trade close now?
+
+    ``confirmations`` is how many consecutive evaluations (each on its own sane snapshot) must
+    fire before the lifecycle acts: 1 for most exits; stop-type exits (``max_loss*``) default
+    to 2, so a single glitched quote can never realise a loss the market did not have.
+    """
 
     kind: ClassVar[str] = EXIT
+    confirmations: int = 1
 
     def __call__(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return bool(self._fires(snapshot, trade))
@@ -567,17 +586,23 @@ def profit_target(usd: float, mode: str = DEFAULT_VALUATION_MODE) -> ProfitTarge
 class MaxLoss(ExitCondition):
     usd: float
     mode: str = DEFAULT_VALUATION_MODE
+    confirmations: int = field(default=STOP_CONFIRMATIONS, kw_only=True)
     factory: ClassVar[str] = "max_loss"
+
+    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
+        return _without_default_confirmations(self)
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return _pnl(trade, self.mode) <= -self.usd
 
 
-def max_loss(usd: float, mode: str = DEFAULT_VALUATION_MODE) -> MaxLoss:
-    """Fire when the trade's PnL falls to ``-usd`` or below."""
+def max_loss(usd: float, mode: str = DEFAULT_VALUATION_MODE, *,
+             confirmations: int = STOP_CONFIRMATIONS) -> MaxLoss:
+    """Fire when the trade's PnL falls to ``-usd`` or below on ``confirmations`` consecutive
+    sane snapshots."""
     amount = _number("max_loss", "usd", usd, minimum=0, strictly_above=True,
                      fix="give the loss as a positive USD amount, e.g. max_loss(100)")
-    return MaxLoss(amount, _mode("max_loss", mode))
+    return MaxLoss(amount, _mode("max_loss", mode), confirmations=_confirmations("max_loss", confirmations))
 
 
 def _pnl_pct(trade: TradeLike, mode: str) -> float | None:
@@ -610,18 +635,25 @@ def profit_target_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE) -> ProfitT
 class MaxLossPct(ExitCondition):
     pct: float
     mode: str = DEFAULT_VALUATION_MODE
+    confirmations: int = field(default=STOP_CONFIRMATIONS, kw_only=True)
     factory: ClassVar[str] = "max_loss_pct"
+
+    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
+        return _without_default_confirmations(self)
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         pct = _pnl_pct(trade, self.mode)
         return pct is not None and pct <= -self.pct
 
 
-def max_loss_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE) -> MaxLossPct:
-    """Fire when the loss reaches ``pct`` % of the absolute entry premium (never when it is 0)."""
+def max_loss_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE, *,
+                 confirmations: int = STOP_CONFIRMATIONS) -> MaxLossPct:
+    """Fire when the loss reaches ``pct`` % of the absolute entry premium (never when it is 0),
+    on ``confirmations`` consecutive sane snapshots."""
     value = _number("max_loss_pct", "pct", pct, minimum=0, strictly_above=True,
                     fix="give the loss as a positive percentage, e.g. max_loss_pct(100)")
-    return MaxLossPct(value, _mode("max_loss_pct", mode))
+    return MaxLossPct(value, _mode("max_loss_pct", mode),
+                      confirmations=_confirmations("max_loss_pct", confirmations))
 
 
 @dataclass(frozen=True, repr=False)
