@@ -682,6 +682,9 @@ class StrategyRunner:
         hold = getattr(self.ctx.lifecycle_manager, "hold_reason", None)
         if isinstance(hold, str):
             return f"lifecycle on hold: {hold}"
+        entry_holds = self.ctx.lifecycle_manager.entry_holds
+        if entry_holds:
+            return "entries held: " + "; ".join(f"{key}: {reason}" for key, reason in sorted(entry_holds.items()))
         write_errors = int(getattr(self.ctx.store, "write_errors", 0) or 0) + int(
             getattr(self.ctx.lifecycle_manager, "persistence_errors", 0) or 0)
         if write_errors:

@@ -577,6 +577,8 @@ class LifecycleManager:
         self.persistence_errors = 0
         self.breaker_trips = 0
         self._hold_reason: str | None = None
+        self._entry_holds: dict[str, str] = {}
+        self._entry_holds_lock = threading.Lock()
         self._hold_logged = False
 
     def __repr__(self) -> str:
@@ -996,6 +998,32 @@ class LifecycleManager:
     @property
     def hold_reason(self) -> str | None:
         return self._hold_reason
+
+    # ---- entry holds: no new trade, exits and closes go on -----------------------------------
+
+    def hold_entries(self, key: str, reason: str) -> bool:
+        """Stop every strategy's entries for ``key`` (e.g. a suspect positions read, a lost store)
+        until ``release_entries(key)``; exits, closes and settlement go on. True if newly held."""
+        with self._entry_holds_lock:
+            new = key not in self._entry_holds
+            self._entry_holds[key] = reason
+        if new:
+            logger.warning("entries held (%s): %s", key, reason)
+        return new
+
+    def release_entries(self, key: str) -> bool:
+        """Lift the entry hold ``key``; True if it was held."""
+        with self._entry_holds_lock:
+            reason = self._entry_holds.pop(key, None)
+        if reason is not None:
+            logger.warning("entry hold lifted (%s; was: %s)", key, reason)
+        return reason is not None
+
+    @property
+    def entry_holds(self) -> dict[str, str]:
+        """The active entry holds, key -> reason (a copy)."""
+        with self._entry_holds_lock:
+            return dict(self._entry_holds)
 
     def _on_hold(self) -> bool:
         if self._hold_reason is None:

@@ -54,6 +54,7 @@ class FakeLifecycle:
         self.forced: list[tuple[str, str]] = []
         self.raise_on_create: Exception | None = None
         self.hooks: list[Any] = []
+        self.entry_holds: dict[str, str] = {}
 
     def create(self, strategy, resolved_legs, **kwargs):
         if self.raise_on_create is not None:
@@ -622,6 +623,17 @@ def test_entries_wait_while_the_lifecycle_is_held_for_the_start_up_reconciliatio
     h.tick()
     assert h.created == [] and h.market.index_reads == []
     h.lifecycle.hold_reason = None
+    h.advance(POLL)
+    h.tick()
+    assert len(h.created) == 1
+
+
+def test_an_entry_hold_stops_entries_until_it_is_lifted():
+    h = Harness(config())
+    h.lifecycle.entry_holds = {"suspect_positions": "the account reads flat while our trades hold exposure"}
+    h.tick()
+    assert h.created == [] and h.market.index_reads == []
+    h.lifecycle.entry_holds = {}
     h.advance(POLL)
     h.tick()
     assert len(h.created) == 1
