@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "FaultPlan",
     "FaultRule",
+    "Mutation",
+    "MutationPlan",
     "ServerConfig",
     "SimulatorConfig",
     "SimulatorHandle",
@@ -22,6 +24,8 @@ __all__ = [
 _EXPORTS: dict[str, str] = {
     "FaultPlan": "simulator.faults",
     "FaultRule": "simulator.faults",
+    "Mutation": "simulator.mutations",
+    "MutationPlan": "simulator.mutations",
     "ServerConfig": "simulator.config",
     "SimulatorConfig": "simulator.config",
     "SimulatorHandle": "simulator.server",
@@ -31,6 +35,7 @@ _EXPORTS: dict[str, str] = {
 if TYPE_CHECKING:
     from simulator.config import ServerConfig, SimulatorConfig
     from simulator.faults import FaultPlan, FaultRule
+    from simulator.mutations import Mutation, MutationPlan
     from simulator.server import SimulatorHandle, start_simulator
 
 

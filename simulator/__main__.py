@@ -17,6 +17,16 @@ from typing import Sequence
 
 from simulator.config import RFQ_BODY_MODES, ServerConfig, SimulatorConfig
 from simulator.faults import DEFAULT_GLOBAL_MODES, FAULT_MODES
+from simulator.mutations import (
+    DEFAULT_SCHEDULE_KINDS,
+    MUTATION_KINDS,
+    SPEC_SYNTAX,
+    MutationSpec,
+    MutationSpecError,
+    parse_mutation_kinds,
+    parse_mutation_spec,
+)
+from simulator.routes import ROUTES
 from simulator.server import SimulatorHandle, start_simulator
 
 logger = logging.getLogger("simulator")
@@ -59,8 +69,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault-modes", type=_fault_modes, default=DEFAULT_GLOBAL_MODES, metavar="M,M",
                         help=f"modes for --fault-rate, comma separated, among {', '.join(sorted(FAULT_MODES))} "
                              f"(default {','.join(DEFAULT_GLOBAL_MODES)})")
+    parser.add_argument("--mutate", type=_mutation_spec, action="append", default=[], metavar="SPEC",
+                        help=f"answer code 0 but wrongly (repeatable): {SPEC_SYNTAX}; "
+                             f"e.g. positions:empty_list:start=+300:duration=180 (docs/SIMULATOR.md)")
+    parser.add_argument("--mutation-rate", type=float, default=0.0, metavar="R",
+                        help="open R random mutation windows per simulated hour (seeded; campaigns)")
+    parser.add_argument("--mutation-kinds", type=_mutation_kinds, default=DEFAULT_SCHEDULE_KINDS, metavar="K,K",
+                        help=f"kinds for --mutation-rate among {', '.join(sorted(MUTATION_KINDS))} "
+                             f"(default {','.join(DEFAULT_SCHEDULE_KINDS)})")
+    parser.add_argument("--mutation-seed", type=int, default=None, metavar="N",
+                        help="seed of the random mutation schedule (default: --seed)")
     parser.add_argument("--log-level", default="INFO")
     return parser
+
+
+def _mutation_spec(text: str) -> MutationSpec:
+    try:
+        return parse_mutation_spec(text, (route.handler for route in ROUTES))
+    except MutationSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _mutation_kinds(text: str) -> tuple[str, ...]:
+    try:
+        return parse_mutation_kinds(text)
+    except MutationSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fault_modes(text: str) -> tuple[str, ...]:
@@ -81,6 +115,19 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         api_key=args.api_key,
         api_secret=args.api_secret,
     )
+
+
+def install_mutations(handle: SimulatorHandle, args: argparse.Namespace) -> None:
+    """The ``--mutate`` windows (``+N`` counted from now, the simulator's start) and the schedule."""
+    origin = handle.clock.now()
+    for spec in args.mutate:
+        mutation = handle.mutations.add(spec.to_mutation(origin))
+        logger.warning("response mutation: %s", mutation.describe())
+    if args.mutation_rate > 0:
+        seed = args.seed if args.mutation_seed is None else args.mutation_seed
+        handle.mutations.set_schedule(args.mutation_rate, args.mutation_kinds, seed=seed, origin=origin)
+        logger.warning("random response mutations: %g windows per simulated hour (%s), seed %d",
+                       args.mutation_rate, ", ".join(args.mutation_kinds), seed)
 
 
 def announce(handle: SimulatorHandle) -> None:
@@ -107,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--api-key and --api-secret go together")
     if not 0.0 <= args.fault_rate <= 1.0:
         parser.error("--fault-rate is a share of requests: 0 to 1")
+    if not 0.0 <= args.mutation_rate < float("inf"):
+        parser.error("--mutation-rate is a number of windows per simulated hour: 0 or more")
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         stream=sys.stderr,
@@ -125,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handle.faults.set_global(rate=args.fault_rate, modes=args.fault_modes)
         logger.warning("fault injection: %.1f %% of requests fail (%s)", args.fault_rate * 100,
                        ", ".join(args.fault_modes))
+    install_mutations(handle, args)
     try:
         announce(handle)
         serve_until_signalled(handle, stop)

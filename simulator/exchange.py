@@ -124,6 +124,11 @@ EXERCISE_MAX_PAGE = 50
 HISTORY_MAX_RANGE_MS = 90 * DAY_MS
 STATE_VERSION = 1
 
+# Restarts without state (docs/SIMULATOR.md "Response mutations"): what a reset forgets.
+RESET_ORDERS = "orders"   # open orders, order history and ids; positions, balances, fills survive
+RESET_ALL = "all"         # a fresh account: orders, fills, positions, balances, RFQs, settlements
+RESET_SCOPES: tuple[str, ...] = (RESET_ORDERS, RESET_ALL)
+
 
 # =============================================================================== config
 
@@ -279,6 +284,16 @@ class Fill:
     realized: float
     report_price: float
     block_trade_id: int | None = None
+
+
+@dataclass
+class _ScheduledReset:
+    """A restart without state, due at ``at_ms`` on the simulated clock."""
+
+    token: int
+    at_ms: int
+    scope: str
+    on_fired: Callable[[], None] | None = None
 
 
 @dataclass
@@ -511,6 +526,12 @@ class SimExchange:
         self._last_step = self._now // self._step_ms
         self._pending_expiries: set[int] = set()
         self._settled_expiries: list[int] = []
+        self._resets: list[_ScheduledReset] = []
+        self._reset_tokens = 0
+        # What restarts without state forgot: invisible to the API, kept for the exchange's own
+        # records (campaign invariants) and so trade history still names a forgotten order.
+        self._forgotten_orders: dict[int, Order] = {}
+        self._forgotten_fills: dict[int, Fill] = {}
         self._desk = RfqDesk(self._maker_settings(), config.seed, self._ids.next)
         for account in accounts or []:
             self._register(account)
@@ -614,12 +635,15 @@ class SimExchange:
             candidates.append(rfq_event)
         if self._pending_expiries:
             candidates.append(min(self._pending_expiries))
+        if self._resets:
+            candidates.append(min(reset.at_ms for reset in self._resets))
         if not candidates:
             return None
         moment = max(min(candidates), self._now)
         return moment if moment <= target else None
 
     def _run_events_at(self, moment: int) -> None:
+        self._run_resets(moment)
         self._apply_transitions(moment)
         if self._passive_candidates() and (self._last_step + 1) * self._step_ms <= moment:
             self._last_step += 1
@@ -630,6 +654,87 @@ class SimExchange:
             self._settle_expiry(expiry)
         if due:
             self._refresh_expiries()   # expiries listed at this roll may pass within the same sync
+
+    # ------------------------------------------------------------------ restarts without state
+
+    @_locked
+    def schedule_reset(self, at_ms: int, scope: str, on_fired: Callable[[], None] | None = None) -> int:
+        """Make the exchange restart without state (``scope``) at ``at_ms``; returns a token.
+
+        The reset is an event of the engine's loop, so it happens at exactly ``at_ms``
+        (fills due before it still happen, none after it touch forgotten orders), on the
+        first ``sync`` that reaches that time; a time already past fires on the next sync.
+        ``on_fired`` runs under the exchange lock when it happens.
+        """
+        if scope not in RESET_SCOPES:
+            raise ValueError(f"reset scope must be one of {RESET_SCOPES}, got {scope!r}")
+        self._reset_tokens += 1
+        self._resets.append(_ScheduledReset(self._reset_tokens, int(at_ms), scope, on_fired))
+        return self._reset_tokens
+
+    @_locked
+    def cancel_reset(self, token: int) -> bool:
+        """Withdraw a scheduled reset; False when it already happened (or never existed)."""
+        kept = [reset for reset in self._resets if reset.token != token]
+        found = len(kept) != len(self._resets)
+        self._resets = kept
+        return found
+
+    @_locked
+    def forget_orders(self) -> int:
+        """Restart now without order state (``RESET_ORDERS``); returns how many orders were forgotten."""
+        self._sync_now()
+        return self._forget_orders()
+
+    @_locked
+    def forget_everything(self) -> None:
+        """Restart now as a fresh exchange with the same accounts (``RESET_ALL``)."""
+        self._sync_now()
+        self._forget_everything()
+
+    def _run_resets(self, moment: int) -> None:
+        due = sorted((r for r in self._resets if r.at_ms <= moment), key=lambda r: (r.at_ms, r.token))
+        if not due:
+            return
+        self._resets = [r for r in self._resets if r.at_ms > moment]
+        for reset in due:
+            if reset.scope == RESET_ALL:
+                self._forget_everything()
+            else:
+                self._forget_orders()
+            if reset.on_fired is not None:
+                reset.on_fired()
+
+    def _forget_orders(self) -> int:
+        """Drop every order (open or final) and its id; positions, balances and fills stay.
+
+        Resting orders leave the book with them (the book overlay reads ``_live``). Fills
+        keep naming their order's clientOrderId in trade history: the execution ledger is
+        what the surviving positions were built from.
+        """
+        self._forgotten_orders.update(self._orders)
+        forgotten = len(self._orders)
+        self._orders = {}
+        self._live = set()
+        log.warning("simulated exchange restarted without its order state: %d orders forgotten", forgotten)
+        return forgotten
+
+    def _forget_everything(self) -> None:
+        """A fresh account on every key: no orders, fills, positions, settlements or RFQs; the
+        starting balance. Accounts (keys, secrets, ids, permissions), the market, the clock,
+        the id sequence (ids are never reused) and exchange-level faults survive."""
+        self._forgotten_orders.update(self._orders)
+        self._forgotten_fills.update(self._fills)
+        self._orders = {}
+        self._live = set()
+        self._fills = {}
+        self._exercises = []
+        self._block_trades = []
+        self._desk.load_state({})
+        for account in self._accounts_by_uid.values():
+            account.positions.clear()
+            account.cash = float(self.config.starting_balance_usd)
+        log.warning("simulated exchange restarted with nothing: every account is fresh")
 
     def _refresh_expiries(self) -> None:
         settled = set(self._settled_expiries)
@@ -1174,15 +1279,20 @@ class SimExchange:
 
     # ------------------------------------------------------------------ views
 
+    def _fill_record(self, trade_id: int) -> Fill:
+        """A fill by id, also one a ``forget_all`` erased (views of forgotten orders need it)."""
+        fill = self._fills.get(trade_id)
+        return fill if fill is not None else self._forgotten_fills[trade_id]
+
     def _visible_fills(self, order: Order) -> list[Fill]:
         lag_ms = int(round(self.faults.fill_report_lag_seconds * 1000))
-        fills = [self._fills[t] for t in order.fill_ids]
+        fills = [self._fill_record(t) for t in order.fill_ids]
         if lag_ms <= 0:
             return fills
         return [f for f in fills if f.time_ms <= self._now - lag_ms]
 
     def _order_view(self, order: Order, *, lagged: bool = True) -> dict[str, Any]:
-        fills = self._visible_fills(order) if lagged else [self._fills[t] for t in order.fill_ids]
+        fills = self._visible_fills(order) if lagged else [self._fill_record(t) for t in order.fill_ids]
         filled = sum(f.lots for f in fills)
         notional = sum(f.price * f.lots for f in fills) / LOTS_PER_BTC
         state = order.state
@@ -1214,7 +1324,7 @@ class SimExchange:
 
     def _fill_view(self, fill: Fill) -> dict[str, Any]:
         instrument = self.market.instrument(fill.symbol)
-        order = self._orders.get(fill.order_id)
+        order = self._orders.get(fill.order_id) or self._forgotten_orders.get(fill.order_id)
         return {
             "id": fill.trade_id,
             "optionId": instrument.option_id if instrument else 0,
@@ -2223,6 +2333,30 @@ class SimExchange:
         return out
 
     @_locked
+    def forgotten_orders(self, account: Account | None = None) -> list[dict]:
+        """Orders a restart without state made the exchange forget (true views, oldest first).
+
+        Not reachable over the API: the exchange's own record, for invariants such as
+        "no clientOrderId reused" that must hold across a forget_orders/forget_all.
+        """
+        account = self._account_arg(account)
+        return [self._order_view(o, lagged=False) for o in sorted(self._forgotten_orders.values(),
+                                                                  key=lambda o: o.order_id)
+                if o.user_id == account.user_id]
+
+    @_locked
+    def forgotten_fills(self, account: Account | None = None) -> list[dict]:
+        """Fills a ``forget_all`` erased (views with ``fillPrice``, oldest first); see ``forgotten_orders``."""
+        account = self._account_arg(account)
+        out = []
+        for fill in sorted(self._forgotten_fills.values(), key=lambda f: f.trade_id):
+            if fill.user_id == account.user_id:
+                view = self._fill_view(fill)
+                view["fillPrice"] = fill.price
+                out.append(view)
+        return out
+
+    @_locked
     def position_of(self, account: Account | None, symbol: str) -> float:
         """Signed position in BTC (+ long, - short, 0 flat)."""
         self._sync_now()
@@ -2308,6 +2442,8 @@ class SimExchange:
             "settled_expiries": list(self._settled_expiries),
             "faults": asdict(self.faults),
             "rfq": self._desk.to_state(),
+            "forgotten_orders": [asdict(o) for o in self._forgotten_orders.values()],
+            "forgotten_fills": [asdict(f) for f in self._forgotten_fills.values()],
         }
 
     @classmethod
@@ -2342,4 +2478,6 @@ class SimExchange:
                 if hasattr(exchange.faults, name):
                     setattr(exchange.faults, name, value)
             exchange._desk.load_state(state.get("rfq", {}))
+            exchange._forgotten_orders = {o["order_id"]: Order(**o) for o in state.get("forgotten_orders", [])}
+            exchange._forgotten_fills = {f["trade_id"]: Fill(**f) for f in state.get("forgotten_fills", [])}
         return exchange

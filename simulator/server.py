@@ -11,7 +11,8 @@ Per request (``_SimRequestHandler._serve``):
 3. authenticate (API key, timestamp window, signature; API.md §2);
 4. rate-limit per user or IP on the SIMULATED clock (API.md §3.4);
 5. apply injected faults (``faults.FaultPlan``);
-6. ``exchange.sync()``, call the handler, wrap the envelope (API.md §3.1);
+6. ``exchange.sync()``, call the handler, rewrite a successful answer when a response
+   mutation is active (``mutations.MutationPlan``), wrap the envelope (API.md §3.1);
 7. record the request (``RequestLog``).
 
 The module also holds ``SimulatorHandle``/``start_simulator``: the in-process way to
@@ -48,6 +49,7 @@ from simulator.faults import (
     FaultPlan,
 )
 from simulator.market import MarketModel
+from simulator.mutations import MutationPlan, freeze_key
 from simulator.routes import PUBLIC, RATE_LIMITS, Route, find_route
 from simulator import state as state_io
 
@@ -169,7 +171,8 @@ class RequestRecord:
     """One request as the server saw it; never holds the API secret.
 
     ``http_status`` is None when no response was written (drop / lost_response /
-    timeout faults); ``code`` is the envelope code when there was an envelope.
+    timeout faults); ``code`` is the envelope code when there was an envelope;
+    ``mutation`` names the response mutations that rewrote the answer ("a+b"), if any.
     """
 
     time_ms: int
@@ -182,6 +185,7 @@ class RequestRecord:
     http_status: int | None
     code: int | None
     fault: str | None
+    mutation: str | None = None
 
 
 UNROUTED = "<unrouted>"
@@ -231,6 +235,7 @@ class _Outcome:
     code: int | None = None
     fault: str | None = None
     hold_seconds: float = 0.0          # timeout fault: real seconds to stay silent
+    mutation: str | None = None        # response mutations applied to the body
 
 
 @dataclass
@@ -298,11 +303,13 @@ class SimulatorHttpServer(ThreadingHTTPServer):
         clock: Clock,
         faults: FaultPlan,
         log: RequestLog,
+        mutations: MutationPlan,
     ) -> None:
         self.config = config
         self.exchange = exchange
         self.clock = clock
         self.faults = faults
+        self.mutations = mutations
         self.request_log = log
         self.rate_limiter = RateLimiter(clock)
         self._connections: set[socket.socket] = set()
@@ -418,14 +425,28 @@ class SimulatorHttpServer(ThreadingHTTPServer):
             raise _Rejection(_Outcome(status=429, body=_envelope(CODE_TRY_AGAIN, "Try again later"), code=CODE_TRY_AGAIN))
         raise _Rejection(_error_outcome(CODE_TRY_AGAIN, "Try again later"))
 
-    def execute(self, route: Route, account: Account | None, params: dict[str, Any]) -> _Outcome:
-        """Run the exchange handler and wrap its result in the Coincall envelope."""
+    def execute(
+        self, route: Route, account: Account | None, params: dict[str, Any], *, mutate: bool = False
+    ) -> _Outcome:
+        """Run the exchange handler and wrap its result in the Coincall envelope.
+
+        ``mutate``: the answer will be written, so active response mutations may rewrite
+        a successful one (an answer nobody receives is never mutated, nor counted).
+        """
         # A "<handler>_wire" variant returns the same data pre-serialized (RawJSON).
         handler: Callable[[Account | None, dict[str, Any]], Any] | None = (
             getattr(self.exchange, route.handler + "_wire", None) or getattr(self.exchange, route.handler, None))
         if handler is None:
             logger.warning("route %s %s has no exchange handler %r", route.method, route.path, route.handler)
             return _not_found(route.path, self.clock.now_ms())
+        mutations = self.mutations
+        selected: tuple = ()
+        key: tuple = ()
+        if mutations.engaged:
+            now = self.clock.now()
+            mutations.prepare(now)
+            selected = mutations.select(route.handler, params, now) if mutate else ()
+            key = freeze_key(account.user_id if account else None, route.handler, params) if selected else ()
         try:
             self.exchange.sync()
             data = handler(account, params)
@@ -436,7 +457,10 @@ class SimulatorHttpServer(ThreadingHTTPServer):
                 # (404) is not in the exchange's code table (§3.3).
                 return _not_found(route.path, self.clock.now_ms())
             return _error_outcome(err.code, err.msg, err.http_status)
-        return _Outcome(status=200, body=_envelope(0, "Success", data), code=0)
+        label = None
+        if selected:
+            data, label = mutations.apply(selected, data, key)
+        return _Outcome(status=200, body=_envelope(0, "Success", data), code=0, mutation=label or None)
 
 
 class _SimRequestHandler(BaseHTTPRequestHandler):
@@ -529,7 +553,7 @@ class _SimRequestHandler(BaseHTTPRequestHandler):
         rule = decision.rule
         label = decision.label
         if rule is None:
-            outcome = server.execute(route, account, params)
+            outcome = server.execute(route, account, params, mutate=True)
             outcome.fault = label
             return outcome
         if rule.mode == HTTP_5XX:
@@ -565,6 +589,7 @@ class _SimRequestHandler(BaseHTTPRequestHandler):
                 http_status=outcome.status,
                 code=outcome.code,
                 fault=outcome.fault,
+                mutation=outcome.mutation,
             )
         )
 
@@ -604,7 +629,7 @@ class _SimRequestHandler(BaseHTTPRequestHandler):
 # The in-process simulator
 # ------------------------------------------------------------------------------------
 class SimulatorHandle:
-    """A running simulator: its clock, market, exchange, fault plan and HTTP server.
+    """A running simulator: its clock, market, exchange, fault and mutation plans, HTTP server.
 
     ``api_secret`` is available to the test that started the simulator but is never
     part of ``repr``. ``stop()`` is idempotent and saves state to ``state_file``.
@@ -618,6 +643,7 @@ class SimulatorHandle:
         market: MarketModel,
         exchange: SimExchange,
         faults: FaultPlan,
+        mutations: MutationPlan,
         server: SimulatorHttpServer,
         request_log: RequestLog,
         state_file: str | None,
@@ -627,6 +653,7 @@ class SimulatorHandle:
         self.market = market
         self.exchange = exchange
         self.faults = faults
+        self.mutations = mutations
         self.state_file = state_file
         self._server = server
         self._log = request_log
@@ -771,14 +798,17 @@ def start_simulator(
     clock = clock if clock is not None else _default_clock(config)
     market, exchange = _build_models(config, clock, state_file)
     faults = FaultPlan(seed=config.seed)
+    # Not part of the saved state: a restored simulator starts with no mutation active.
+    mutations = MutationPlan(clock, exchange, seed=config.seed)
     request_log = RequestLog(config.server.request_log_limit)
-    server = SimulatorHttpServer(config.server, exchange, clock, faults, request_log)
+    server = SimulatorHttpServer(config.server, exchange, clock, faults, request_log, mutations)
     handle = SimulatorHandle(
         config=config,
         clock=clock,
         market=market,
         exchange=exchange,
         faults=faults,
+        mutations=mutations,
         server=server,
         request_log=request_log,
         state_file=state_file,

@@ -5,6 +5,8 @@ the simulator too; balances, positions, open orders and RFQs must still be there
 time must continue rather than jump back. The file is written atomically (temporary
 file, fsync, ``os.replace``) so a crash mid-save leaves the previous state intact.
 The file holds the accounts' API secrets: it is created readable by its owner only.
+Active response mutations (``mutations.py``) are deliberately not saved: a restored
+simulator serves honest answers until they are armed again (docs/SIMULATOR.md).
 """
 from __future__ import annotations
 
