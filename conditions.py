@@ -194,6 +194,38 @@ def _choice(factory: str, argument: str, value: Any, allowed: tuple[str, ...], f
     raise _refuse(factory, argument, value, f"must be one of {', '.join(allowed)}", fix)
 
 
+def _percentage(factory: str, argument: str, value: Any, fraction: Any, *, minimum: float,
+                strictly_above: bool = False, maximum: float | None = None, example: float) -> float:
+    """A percentage written in percent (30 means 30 %), or as a fraction when ``fraction=True``.
+
+    Why: ``profit_target_pct(0.3)`` meant as 30 % silently becomes 0.3 %, a target reached by
+    the first tick of noise (issue 9). A value strictly between 0 and 1 is therefore refused
+    unless the strategy says explicitly that it writes fractions; 0 stays allowed where it
+    means something (``min_available_margin_pct(0)``). The value is returned in percent, so
+    the condition's ``name`` always shows percent (``pct=30.0``).
+    """
+    if not isinstance(fraction, bool):
+        raise _refuse(factory, "fraction", fraction, "must be True or False",
+                      f"leave it out (percent, {factory}({example:g}) is {example:g} %) or pass fraction=True "
+                      f"to write {example / 100:g} for {example:g} %")
+    if fraction:
+        high = None if maximum is None else maximum / 100.0
+        as_fraction = _number(factory, argument, value, minimum=minimum / 100.0, strictly_above=strictly_above,
+                              maximum=high, fix=f"with fraction=True write {example / 100:g} for {example:g} %")
+        return round(as_fraction * 100.0, 9)
+    percent = _number(factory, argument, value, minimum=minimum, strictly_above=strictly_above, maximum=maximum,
+                      fix=f"give a percentage, e.g. {factory}({example:g}) for {example:g} %")
+    if 0.0 < percent < 1.0:
+        scaled = round(percent * 100.0, 9)
+        raise _refuse(
+            factory, argument, value,
+            f"percentages are written in percent ({scaled:g} means {scaled:g} %), so {value!r} would mean "
+            f"{value!r} %, less than one percent",
+            f"write {factory}({scaled:g}) for {scaled:g} %, or {factory}({value!r}, fraction=True) to mark "
+            f"{value!r} as a fraction (a true {value!r} % is {factory}({percent / 100.0:g}, fraction=True))")
+    return percent
+
+
 def _confirmations(factory: str, value: Any) -> int:
     return _integer(factory, "confirmations", value, 1, 20,
                     f"give how many consecutive sane snapshots must agree, e.g. {factory}(..., confirmations=2)")
@@ -464,11 +496,13 @@ class MinAvailableMarginPct(EntryCondition):
         return equity > 0 and float(snapshot.available_margin) / equity * 100.0 >= self.pct
 
 
-def min_available_margin_pct(pct: float) -> MinAvailableMarginPct:
-    """Pass when equity > 0 and available margin is at least ``pct`` % of equity."""
-    return MinAvailableMarginPct(_number(
-        "min_available_margin_pct", "pct", pct, minimum=0, maximum=100,
-        fix="give a percentage from 0 to 100, e.g. min_available_margin_pct(50)"))
+def min_available_margin_pct(pct: float, *, fraction: bool = False) -> MinAvailableMarginPct:
+    """Pass when equity > 0 and available margin is at least ``pct`` % of equity.
+
+    ``pct`` is in percent (50 means 50 %); ``fraction=True`` reads it as a fraction (0.5).
+    """
+    return MinAvailableMarginPct(_percentage("min_available_margin_pct", "pct", pct, fraction,
+                                             minimum=0, maximum=100, example=50))
 
 
 @dataclass(frozen=True, repr=False)
@@ -511,11 +545,13 @@ class MaxMarginUtilization(EntryCondition):
         return equity > 0 and float(snapshot.initial_margin) / equity * 100.0 <= self.pct
 
 
-def max_margin_utilization(pct: float) -> MaxMarginUtilization:
-    """Pass when equity > 0 and initial margin is at most ``pct`` % of equity."""
-    return MaxMarginUtilization(_number(
-        "max_margin_utilization", "pct", pct, minimum=0, maximum=100,
-        fix="give a percentage from 0 to 100, e.g. max_margin_utilization(60)"))
+def max_margin_utilization(pct: float, *, fraction: bool = False) -> MaxMarginUtilization:
+    """Pass when equity > 0 and initial margin is at most ``pct`` % of equity.
+
+    ``pct`` is in percent (60 means 60 %); ``fraction=True`` reads it as a fraction (0.6).
+    """
+    return MaxMarginUtilization(_percentage("max_margin_utilization", "pct", pct, fraction,
+                                            minimum=0, maximum=100, example=60))
 
 
 @dataclass(frozen=True, repr=False)
@@ -624,10 +660,12 @@ class ProfitTargetPct(ExitCondition):
         return pct is not None and pct >= self.pct
 
 
-def profit_target_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE) -> ProfitTargetPct:
-    """Fire when PnL reaches ``pct`` % of the absolute entry premium (never when it is 0)."""
-    value = _number("profit_target_pct", "pct", pct, minimum=0, strictly_above=True,
-                    fix="give a positive percentage of the entry premium, e.g. profit_target_pct(50)")
+def profit_target_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE, *, fraction: bool = False) -> ProfitTargetPct:
+    """Fire when PnL reaches ``pct`` % of the absolute entry premium (never when it is 0).
+
+    ``pct`` is in percent (50 means 50 %); ``fraction=True`` reads it as a fraction (0.5).
+    """
+    value = _percentage("profit_target_pct", "pct", pct, fraction, minimum=0, strictly_above=True, example=50)
     return ProfitTargetPct(value, _mode("profit_target_pct", mode))
 
 
@@ -647,11 +685,13 @@ class MaxLossPct(ExitCondition):
 
 
 def max_loss_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE, *,
-                 confirmations: int = STOP_CONFIRMATIONS) -> MaxLossPct:
+                 confirmations: int = STOP_CONFIRMATIONS, fraction: bool = False) -> MaxLossPct:
     """Fire when the loss reaches ``pct`` % of the absolute entry premium (never when it is 0),
-    on ``confirmations`` consecutive sane snapshots."""
-    value = _number("max_loss_pct", "pct", pct, minimum=0, strictly_above=True,
-                    fix="give the loss as a positive percentage, e.g. max_loss_pct(100)")
+    on ``confirmations`` consecutive sane snapshots.
+
+    ``pct`` is in percent (100 means 100 %); ``fraction=True`` reads it as a fraction (1.0).
+    """
+    value = _percentage("max_loss_pct", "pct", pct, fraction, minimum=0, strictly_above=True, example=100)
     return MaxLossPct(value, _mode("max_loss_pct", mode),
                       confirmations=_confirmations("max_loss_pct", confirmations))
 

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
 from errors import ConfigError, LedgerCapError, TraderError
+from price_sanity import InsanePriceError, PriceBand, band_of, mark_problem
 from trade_execution import (
     BOOK_MAX_AGE_SECONDS,
     BUY,
@@ -318,7 +319,7 @@ class SmartExecutionJob(ExecutionJob):
         self._rotation = 0
         self._books: dict[str, Any] = {}
         self._own_in_book: dict[str, tuple[float | None, float]] = {}
-        self._marks: dict[str, float | None] = {}
+        self._marks: dict[str, tuple[PriceBand, float | None] | None] = {}   # symbol -> (band, sane mark)
 
     def __repr__(self) -> str:
         return (f"SmartExecutionJob({self.trade_id}, {self.intent.name}, chunk {self._chunk}/"
@@ -447,44 +448,71 @@ class SmartExecutionJob(ExecutionJob):
             self._own_in_book[symbol] = (None, 0.0) if book is None else self._own_resting(leg, book.as_of)
         return self._books[symbol]
 
-    def _mark(self, leg: _Leg, budget: _StepBudget) -> float | None:
-        """The real mark from the chain (≤ 30 s); the order book has none (API.md §11 #8)."""
+    def _reference(self, leg: _Leg, budget: _StepBudget) -> tuple[PriceBand, float | None] | None:
+        """The leg's sanity band and sane mark from the chain (≤ 30 s), read once per step and symbol.
+
+        Every price this job sends is checked against the band (``price_sanity``, issue 9):
+        a touch outside it is never priced from and the final price stays inside it. No row,
+        or a row whose own underlying or IV is insane, means no band: the leg does not quote.
+        """
         symbol = leg.target.symbol
         if symbol not in self._marks:
-            budget.spend()
+            # Not charged to the step budget: one chain call per expiry serves every symbol of
+            # it for 30 s (MarketData's cache), so charging each leg would starve the books.
+            reference: tuple[PriceBand, float | None] | None = None
             try:
-                mark = _usable(self._market.quote(symbol, max_age=MARK_MAX_AGE_SECONDS).mark)
+                row = self._market.quote(symbol, max_age=MARK_MAX_AGE_SECONDS)
+                band = band_of(row, symbol)
+            except InsanePriceError as exc:
+                leg.last_no_price = f"no sane reference for {symbol}: {exc}"
             except TraderError as exc:
-                leg.last_no_price = f"no fresh mark: {exc}"
-                mark = None
+                leg.last_no_price = f"no fresh chain row for {symbol}: {exc}"
             else:
-                if mark is None:
-                    leg.last_no_price = f"no usable mark on {symbol}"
-            self._marks[symbol] = mark
+                problem = mark_problem(row.mark, band)
+                reference = (band, None if problem else float(row.mark))
+                if problem is not None:
+                    leg.last_no_price = f"no sane mark on {symbol}: {problem}"
+            self._marks[symbol] = reference
         return self._marks[symbol]
+
+    @staticmethod
+    def _inside(band: PriceBand, price: float | None) -> float | None:
+        """A touch the band believes, or None (an insane side is treated as empty)."""
+        return price if price is not None and band.contains(price) else None
+
+    @staticmethod
+    def _keep_inside(band: PriceBand, price: float | None, side: int, tick: float) -> float | None:
+        """A buy never above the band, a sell never below it, snapped on the safe side."""
+        if price is None:
+            return None
+        return snap_price(band.clamp_buy(price) if side == BUY else band.clamp_sell(price), tick, side)
 
     def _passive_price(self, leg: _Leg, budget: _StepBudget) -> float | None:
         if not self._ensure_instrument(leg, budget):
             return None
+        reference = self._reference(leg, budget)
+        if reference is None:
+            return None
+        band, sane_mark = reference
         side = leg.target.side
         strategy = self.config.quoting_strategy
         if strategy == "mark":
-            mark = self._mark(leg, budget)
+            mark = sane_mark
             bid = ask = None
         else:
             book = self._book(leg, budget)
             if book is None:
                 return None
             own_price, own_qty = self._own_in_book[leg.target.symbol]
-            bid = touch_without_own(book.bids, own_price if side == BUY else None, own_qty)
-            ask = touch_without_own(book.asks, own_price if side == SELL else None, own_qty)
+            bid = self._inside(band, touch_without_own(book.bids, own_price if side == BUY else None, own_qty))
+            ask = self._inside(band, touch_without_own(book.asks, own_price if side == SELL else None, own_qty))
             mark = None
         price = passive_price(strategy, side, bid=bid, ask=ask, mark=mark, tick=leg.tick,  # type: ignore[arg-type]
                               offset_pct=self.config.offset_pct)
         if price is None and strategy != "mark":
             needed = "bid and ask" if strategy == "mid" else ("bid" if side == BUY else "ask")
-            leg.last_no_price = f"no {needed} on {leg.target.symbol} to quote {strategy}"
-        return price
+            leg.last_no_price = f"no {needed} on {leg.target.symbol} to quote {strategy} (an insane one counts as none)"
+        return self._keep_inside(band, price, side, leg.tick)  # type: ignore[arg-type]
 
     @staticmethod
     def _own_resting(leg: _Leg, book_as_of: float) -> tuple[float | None, float]:
@@ -503,14 +531,20 @@ class SmartExecutionJob(ExecutionJob):
     def _aggressive_price(self, leg: _Leg, budget: _StepBudget) -> float | None:
         if not self._ensure_instrument(leg, budget):
             return None
+        reference = self._reference(leg, budget)
+        if reference is None:
+            return None
+        band = reference[0]
         book = self._book(leg, budget)
         if book is None:
             return None
         side = leg.target.side
-        price = aggressive_price(side, bid=book.best_bid, ask=book.best_ask, tick=leg.tick)  # type: ignore[arg-type]
+        price = aggressive_price(side, bid=self._inside(band, book.best_bid), ask=self._inside(band, book.best_ask),
+                                 tick=leg.tick)  # type: ignore[arg-type]
         if price is None:
-            leg.last_no_price = f"no {'ask' if side == BUY else 'bid'} on {leg.target.symbol} to cross"
-        return price
+            leg.last_no_price = (f"no {'ask' if side == BUY else 'bid'} on {leg.target.symbol} to cross "
+                                 f"(an insane one counts as none)")
+        return self._keep_inside(band, price, side, leg.tick)  # type: ignore[arg-type]
 
     # ---- order plumbing ----------------------------------------------------------------
 

@@ -16,10 +16,11 @@ Why this module is shaped the way it is:
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -106,12 +107,42 @@ def _fail(field_name: str, value: Any, fix: str) -> ConfigError:
     return ConfigError(f"{field_name}={value!r} is invalid: {fix}")
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'value'?)`` for a near miss among ``choices``, else an empty string.
+
+    A misspelled key or keyword is the commonest configuration typo; naming the intended
+    spelling turns a puzzle into a one-character fix (issue 9).
+    """
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _check_keys(field_name: str, given: Mapping[str, Any], allowed: Sequence[str]) -> None:
     unknown = sorted(str(key) for key in given if key not in allowed)
     if unknown:
+        hints = "".join(did_you_mean(key, allowed) for key in unknown)
         raise ConfigError(
-            f"{field_name} has unknown key(s) {unknown}; allowed keys: {', '.join(allowed)}"
+            f"{field_name} has unknown key(s) {unknown}{hints}; allowed keys: {', '.join(allowed)}"
         )
+
+
+def refuse_unknown_keywords(owner: str, names: Sequence[str], args: tuple, kwargs: Mapping[str, Any]) -> None:
+    """Refuse keywords a dataclass does not have, with "did you mean", before ``__init__`` runs.
+
+    The dataclass ``__init__`` would raise a bare ``TypeError`` ("unexpected keyword argument")
+    that names neither the intended field nor the fix; ``StrategyConfig`` and ``LegSpec`` call
+    this from ``__new__`` so a typo such as ``exit_condition=`` is a ``ConfigError``.
+    """
+    for key in kwargs:
+        if key not in names:
+            raise ConfigError(f"{owner}: {key}={kwargs[key]!r} is not an argument{did_you_mean(key, names)}; "
+                              f"the arguments are {', '.join(names)}")
+    if len(args) > len(names):
+        raise ConfigError(f"{owner}: {len(args)} positional arguments given, at most {len(names)} "
+                          f"({', '.join(names)}); pass the others by keyword")
+    for key in names[:len(args)]:
+        if key in kwargs:
+            raise ConfigError(f"{owner}: {key} is given twice (by position and as {key}=); keep one")
 
 
 def _check_option_type(field_name: str, option_type: Any) -> str:
@@ -367,6 +398,12 @@ class LegSpec:
     strike_criteria: dict | OptionQuery
     expiry_criteria: dict = field(default_factory=_default_expiry)
     underlying: str = "BTC"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "LegSpec":
+        # Keyword typos become a ConfigError with "did you mean" (see refuse_unknown_keywords).
+        if args or kwargs:
+            refuse_unknown_keywords("LegSpec", [f.name for f in fields(cls)], args, kwargs)
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         option_type = _check_option_type("option_type", self.option_type)

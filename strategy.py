@@ -20,13 +20,15 @@ conditions.profit_target``.
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import json
+import linecache
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -59,7 +61,7 @@ from conditions import (
 )
 from errors import ConfigError, TraderError
 from market_data import MarketData
-from option_selection import LegSpec, resolve_legs
+from option_selection import LegSpec, did_you_mean, refuse_unknown_keywords, resolve_legs
 from events import EventJournal
 from multileg_orderbook import SmartOrderbookExecutor
 from reconciliation import Reconciler
@@ -79,6 +81,15 @@ RECOGNISED_METADATA: tuple[tuple[str, str, str], ...] = (
     ("smart_config", "multileg_orderbook", "SmartExecConfig"),
     ("rfq_params", "rfq", "RFQParams"),
 )
+
+# Size caps (issue 9): a quantity like 1e9 BTC is a typo, never a trade. Each strategy may set
+# its own caps; the ceilings bound the caps themselves so that a cap cannot be switched off.
+DEFAULT_MAX_LEG_QTY = 10.0                      # BTC per leg
+DEFAULT_MAX_STRUCTURE_QTY = 20.0                # BTC, the sum of |qty| over the legs
+DEFAULT_MAX_STRUCTURE_NOTIONAL_USD = 2_000_000.0  # USD, sum of qty x index when the trade is created
+QTY_CAP_CEILING = 1_000.0
+NOTIONAL_CAP_CEILING_USD = 1_000_000_000.0
+MIN_CHECK_INTERVAL_SECONDS = 1.0
 
 STATE_DB_NAME = "trader.db"
 INDEX_MAX_AGE_SECONDS = 15.0          # section 7.2: entries need an index <= 15 s old
@@ -125,6 +136,18 @@ def _json_problem(value: Any) -> str | None:
     return None
 
 
+class StrategyConfigError(ConfigError):
+    """A ``ConfigError`` raised by ``StrategyConfig``: its message already names the strategy.
+
+    ``build_strategy_configs`` passes it through unchanged; any other error raised inside a
+    strategy's factory is attributed to the strategy by ``factory_failure``.
+    """
+
+    def __init__(self, strategy: str | None, message: str) -> None:
+        super().__init__(message)
+        self.strategy = strategy
+
+
 @dataclass(eq=False)
 class StrategyConfig:
     """One strategy: what to trade, when to enter, when to leave, how to execute (section 1.2).
@@ -151,26 +174,72 @@ class StrategyConfig:
     rfq_params: Any = None
     on_trade_opened: Callable[[Any, Any], None] | None = None
     max_open_failures_per_day: int = 3
+    hold_to_expiry: bool = False
+    max_leg_qty: float = DEFAULT_MAX_LEG_QTY
+    max_structure_qty: float = DEFAULT_MAX_STRUCTURE_QTY
+    max_structure_notional_usd: float = DEFAULT_MAX_STRUCTURE_NOTIONAL_USD
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "StrategyConfig":
+        # A misspelled field (``exit_condition=``) would otherwise be a bare TypeError from the
+        # dataclass __init__ that names neither the strategy nor the intended field.
+        if args or kwargs:
+            name = kwargs.get("name", args[0] if args else None)
+            owner = f"strategy {name!r}" if isinstance(name, str) else "StrategyConfig"
+            names = [f.name for f in fields(cls)]
+            strategy = name if isinstance(name, str) else None
+            try:
+                refuse_unknown_keywords(owner, names, args, kwargs)
+            except ConfigError as exc:
+                raise StrategyConfigError(strategy, str(exc)) from None
+            missing = [key for key in names[:2] if key not in kwargs and names.index(key) >= len(args)]
+            if missing:
+                raise StrategyConfigError(strategy, f"{owner}: {', '.join(missing)} missing: every strategy needs "
+                                                    f"a name and legs, e.g. StrategyConfig(name=\"my_strategy\", "
+                                                    f"legs=strangle(0.1), ...)")
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
-        self._check_name()
-        self._check_legs()
-        self._check_conditions()
-        self._check_choices_and_limits()
-        self._check_callbacks()
-        self._lift_metadata()
+        try:
+            self._check_name()
+            self._check_size_caps()
+            self._check_legs()
+            self._check_conditions()
+            self._check_exit_policy()
+            self._check_choices_and_limits()
+            self._check_callbacks()
+            self._lift_metadata()
+        except StrategyConfigError:
+            raise
+        except ConfigError as exc:  # e.g. check_condition's: already prefixed with the strategy
+            label = self.name if isinstance(self.name, str) else "?"
+            text = str(exc)
+            prefix = f"strategy {label!r}"
+            raise StrategyConfigError(label, text if text.startswith(prefix) else f"{prefix}: {text}") from None
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _refuse(self, field_name: str, value: Any, fix: str) -> ConfigError:
+    def _refuse(self, field_name: str, value: Any, fix: str) -> StrategyConfigError:
         label = self.name if isinstance(self.name, str) else "?"
-        return ConfigError(f"strategy {label!r}: {field_name}={value!r} is invalid: {fix}")
+        return StrategyConfigError(label, f"strategy {label!r}: {field_name}={value!r} is invalid: {fix}")
 
     def _check_name(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
-            raise ConfigError(
-                f"strategy name={self.name!r} is invalid: use 1-64 characters among letters, digits, '_', '.', '-'"
-            )
+            raise StrategyConfigError(
+                None, f"strategy name={self.name!r} is invalid: use 1-64 characters among letters, digits, '_', "
+                      f"'.', '-'")
+
+    def _check_size_caps(self) -> None:
+        """The caps themselves: positive, finite, and below a ceiling that keeps them caps."""
+        for field_name, minimum, ceiling, unit in (
+                ("max_leg_qty", 0.01, QTY_CAP_CEILING, "BTC"),
+                ("max_structure_qty", 0.01, QTY_CAP_CEILING * MAX_LEGS, "BTC"),
+                ("max_structure_notional_usd", 1.0, NOTIONAL_CAP_CEILING_USD, "USD")):
+            value = getattr(self, field_name)
+            if not _is_number(value) or not minimum <= value <= ceiling:
+                default = getattr(type(self), field_name)
+                raise self._refuse(field_name, value, f"use a number of {unit} from {minimum:g} to {ceiling:g} "
+                                                      f"(default {default:g}), or leave it out")
+            setattr(self, field_name, float(value))
 
     def _check_legs(self) -> None:
         if isinstance(self.legs, LegSpec) or not isinstance(self.legs, (list, tuple)):
@@ -187,6 +256,16 @@ class StrategyConfig:
             if source is not None and (source >= len(legs) or source == index):
                 raise self._refuse(f"legs[{index}].strike_criteria['from_leg']", source,
                                    f"use the index of another leg (0..{len(legs) - 1})")
+            if leg.qty > self.max_leg_qty:
+                raise self._refuse(f"legs[{index}].qty", leg.qty,
+                                   f"it is above max_leg_qty={self.max_leg_qty:g} BTC per leg; use a smaller "
+                                   f"quantity, or raise max_leg_qty if this size is deliberate")
+        total = math.fsum(abs(leg.qty) for leg in legs)
+        if total > self.max_structure_qty + 1e-9:
+            raise self._refuse("legs", f"<{len(legs)} legs, {total:g} BTC in total>",
+                               f"the structure's quantity (sum of |qty| over its legs) is above "
+                               f"max_structure_qty={self.max_structure_qty:g} BTC; use smaller legs, or raise "
+                               f"max_structure_qty if this size is deliberate")
         self.legs = legs
 
     def _check_conditions(self) -> None:
@@ -205,6 +284,25 @@ class StrategyConfig:
                                    f"it refers to leg {highest} but the strategy has {len(self.legs)} "
                                    f"leg(s) (indexes 0..{len(self.legs) - 1})")
 
+    def _check_exit_policy(self) -> None:
+        """A trade must have a way out: exits, or an explicit decision to hold it to expiry.
+
+        Why: a strategy that forgot its exits would leave every position (a naked short
+        strangle included) unmanaged until expiry. Saying ``hold_to_expiry=True`` makes that a
+        decision instead of an omission; exits *and* hold_to_expiry contradict each other.
+        """
+        if not isinstance(self.hold_to_expiry, bool):
+            raise self._refuse("hold_to_expiry", self.hold_to_expiry, "use True or False")
+        if self.hold_to_expiry and self.exit_conditions:
+            raise self._refuse("hold_to_expiry", True,
+                               f"it contradicts exit_conditions={[condition_name(c) for c in self.exit_conditions]}; "
+                               f"remove the exit conditions to hold every trade to expiry, or remove hold_to_expiry")
+        if not self.hold_to_expiry and not self.exit_conditions:
+            raise self._refuse("exit_conditions", self.exit_conditions,
+                               "a strategy with no exit condition holds every trade until expiry (or a kill); add "
+                               "one, e.g. exit_conditions=[max_hold_hours(24)], or say hold_to_expiry=True if "
+                               "that is what you mean")
+
     def _check_choices_and_limits(self) -> None:
         if self.execution_mode not in EXECUTION_MODES:
             raise self._refuse("execution_mode", self.execution_mode, f"use one of {', '.join(EXECUTION_MODES)}")
@@ -213,11 +311,16 @@ class StrategyConfig:
             value = getattr(self, field_name)
             if not _is_int(value) or value < minimum:
                 raise self._refuse(field_name, value, f"use a whole number >= {minimum}")
-        for field_name in ("cooldown_seconds", "check_interval_seconds"):
-            value = getattr(self, field_name)
-            if not _is_number(value) or value < 0:
-                raise self._refuse(field_name, value, "use a number of seconds >= 0")
-            setattr(self, field_name, float(value))
+        if not _is_number(self.cooldown_seconds) or self.cooldown_seconds < 0:
+            raise self._refuse("cooldown_seconds", self.cooldown_seconds, "use a number of seconds >= 0")
+        self.cooldown_seconds = float(self.cooldown_seconds)
+        interval = self.check_interval_seconds
+        if not _is_number(interval) or interval < MIN_CHECK_INTERVAL_SECONDS:
+            # 0 used to mean "every poll"; a poll is at least a second apart, so say so with a number.
+            raise self._refuse("check_interval_seconds", interval,
+                               f"use a number of seconds >= {MIN_CHECK_INTERVAL_SECONDS:g}, e.g. 10, or the poll "
+                               f"interval (POLL_INTERVAL_SECONDS, 10 by default) to consider an entry on every poll")
+        self.check_interval_seconds = float(interval)
 
     def _check_callbacks(self) -> None:
         for field_name in ("on_trade_opened", "on_trade_closed"):
@@ -275,6 +378,151 @@ def check_unique_names(configs: Iterable[StrategyConfig]) -> None:
         if config.name in seen:
             raise ConfigError(f"strategy name {config.name!r} is used twice: give every strategy its own name")
         seen.add(config.name)
+
+
+# --------------------------------------------------------------------------------------------
+# Naming the strategy of a failing factory
+# --------------------------------------------------------------------------------------------
+#
+# A condition factory or a LegSpec raises while the strategy's factory is still evaluating the
+# arguments of its StrategyConfig, so the error cannot name the strategy by itself (used on
+# their own, they must keep raising plain ConfigErrors). The strategy's name is still knowable:
+# the traceback holds the factory's frame and the line it was executing; the factory's source
+# holds the StrategyConfig call(s) it makes. When the failing line lies inside one call (or
+# the factory makes only one), and that call's ``name=`` is a string literal or a variable
+# the frame can read, that is the strategy the error belongs to. Anything less certain (names
+# built by expressions, several strategies in one factory) falls back to the factory function
+# and its file and line, and says so.
+
+
+@dataclass(frozen=True)
+class FactorySite:
+    """Where a strategy factory failed: its label, ``file:line``, and the strategy if known."""
+
+    factory: str
+    location: str
+    strategy: str | None
+
+
+def factory_failure(factory: Callable[[], Any], exc: BaseException) -> ConfigError:
+    """The ``ConfigError`` to report for ``exc``, raised while calling ``factory``.
+
+    A ``StrategyConfigError`` already names its strategy and is returned unchanged; anything
+    else is prefixed with the strategy's name (or the factory and its location) and, for a
+    misspelled keyword argument, gets "did you mean".
+    """
+    if isinstance(exc, StrategyConfigError) and exc.strategy is not None:
+        return exc
+    site = locate_factory_failure(factory, exc)
+    detail = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}{_keyword_hint(exc)}"
+    verb = "" if isinstance(exc, ConfigError) else " failed"
+    if site.strategy is not None:
+        return StrategyConfigError(site.strategy, f"strategy {site.strategy!r} (factory {site.factory}, "
+                                                  f"{site.location}){verb}: {detail}")
+    return ConfigError(f"in the factory for {site.factory} ({site.location}; the strategy's name could not be "
+                       f"read there){verb}: {detail}")
+
+
+def locate_factory_failure(factory: Callable[[], Any], exc: BaseException) -> FactorySite:
+    """Find the factory's frame in ``exc``'s traceback and read the strategy's name there."""
+    label = getattr(factory, "__qualname__", None) or repr(factory)
+    code = getattr(inspect.unwrap(factory), "__code__", None)
+    frame, line = _factory_frame(exc, code)
+    if frame is None or code is None:
+        return FactorySite(label, _where(code.co_filename if code else "?", code.co_firstlineno if code else 0), None)
+    names = _strategy_names_at(code, line, frame)
+    strategy = names.pop() if len(names) == 1 else None
+    return FactorySite(label, _where(code.co_filename, line), strategy)
+
+
+def _factory_frame(exc: BaseException, code: Any) -> tuple[Any, int]:
+    """The innermost traceback entry that runs ``code``: its frame and line."""
+    found: tuple[Any, int] = (None, 0)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            found = (tb.tb_frame, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+def _where(filename: str, line: int) -> str:
+    path = Path(filename)
+    try:
+        path = path.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        pass
+    return f"{path}:{line}"
+
+
+def _strategy_names_at(code: Any, line: int, frame: Any) -> set[str]:
+    """The names of the StrategyConfig calls that ``line`` belongs to, when all are readable."""
+    try:
+        tree = ast.parse("".join(linecache.getlines(code.co_filename)))
+    except (SyntaxError, ValueError):
+        return set()
+    calls = [call for node in ast.walk(tree) if _is_function_at(node, code.co_firstlineno)
+             for call in ast.walk(node) if _is_strategy_config_call(call)]
+    enclosing = [call for call in calls if call.lineno <= line <= (call.end_lineno or call.lineno)]
+    chosen = enclosing[-1:] if enclosing else calls   # the innermost enclosing call, else every call
+    names = [_read_name(call, frame) for call in chosen]
+    if not names or any(name is None for name in names):
+        return set()
+    return {name for name in names if name is not None}
+
+
+def _is_function_at(node: Any, first_line: int) -> bool:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        starts = [node.lineno, *(decorator.lineno for decorator in node.decorator_list[:1])]
+        return first_line in starts
+    return isinstance(node, ast.Lambda) and node.lineno == first_line
+
+
+def _is_strategy_config_call(node: Any) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id == "StrategyConfig") or (
+        isinstance(func, ast.Attribute) and func.attr == "StrategyConfig")
+
+
+def _read_name(call: Any, frame: Any) -> str | None:
+    """The value of the call's ``name`` argument: a literal, or a variable the frame can see."""
+    expression = next((keyword.value for keyword in call.keywords if keyword.arg == "name"),
+                      call.args[0] if call.args else None)
+    if isinstance(expression, ast.Constant):
+        value = expression.value
+    elif isinstance(expression, ast.Name):
+        scopes = (frame.f_locals, frame.f_globals)
+        value = next((scope[expression.id] for scope in scopes if expression.id in scope), None)
+    else:
+        return None
+    return value if isinstance(value, str) and NAME_PATTERN.match(value) else None
+
+
+_UNEXPECTED_KEYWORD = re.compile(r"^([\w.]+)\(\) got an unexpected keyword argument '(\w+)'$")
+
+
+def _keyword_hint(exc: BaseException) -> str:
+    """" (did you mean 'call_delta'?)" for ``strangle(calldelta=...)``, read from the callee."""
+    if not isinstance(exc, TypeError):
+        return ""
+    match = _UNEXPECTED_KEYWORD.match(str(exc))
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if match is None or tb is None:
+        return ""
+    parts = match.group(1).split(".")
+    frame = tb.tb_frame
+    target = frame.f_locals.get(parts[0], frame.f_globals.get(parts[0]))
+    for part in parts[1:]:
+        target = inspect.getattr_static(target, part, None) if target is not None else None
+    try:
+        parameters = list(inspect.signature(target).parameters) if callable(target) else []
+    except (TypeError, ValueError):
+        return ""
+    return did_you_mean(match.group(2), [p for p in parameters if p != "self"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -750,6 +998,9 @@ class StrategyRunner:
             resolved = resolve_legs(self.config.legs, self.ctx.market_data)
         except TraderError as exc:
             return f"leg selection failed: {exc}"
+        too_big = self._notional_refusal(resolved)
+        if too_big is not None:
+            return too_big
         conflict = self._netting_conflict(resolved, snapshot)
         if conflict is not None:
             return conflict
@@ -775,6 +1026,27 @@ class StrategyRunner:
                     ", ".join(f"{'BUY' if int(leg.side) == 1 else 'SELL'} {leg.qty:g} {leg.symbol}"
                               for leg in resolved))
         return None
+
+    def _notional_refusal(self, resolved: list[Any]) -> str | None:
+        """No trade whose USD notional (sum of qty x index) exceeds ``max_structure_notional_usd``.
+
+        The quantities are capped at configuration time; the index is only known here, right
+        after leg resolution, so this is where a structure that grew expensive with the market
+        is refused: no trade, no order. The reason returned is stable (it does not carry the
+        moving index), so the runner logs it once per change; the numbers are logged with it.
+        """
+        cap = self.config.max_structure_notional_usd
+        quantity = math.fsum(abs(float(leg.qty)) for leg in resolved)
+        index_price = float(resolved[0].index_price)
+        notional = quantity * index_price
+        if math.isfinite(notional) and index_price > 0 and notional <= cap:
+            return None
+        reason = f"structure notional above max_structure_notional_usd={cap:,.0f} USD"
+        if reason != self._last_block:
+            logger.warning("strategy %s: no trade: %g BTC x index %s = %s USD is above max_structure_notional_usd="
+                           "%s USD; reduce the legs' qty or raise max_structure_notional_usd", self.name, quantity,
+                           f"{index_price:,.2f}", f"{notional:,.0f}", f"{cap:,.0f}")
+        return reason
 
     def _netting_conflict(self, resolved: list[Any], snapshot: AccountSnapshot) -> str | None:
         """No leg on the opposite side of a position the account already holds on that symbol.
@@ -915,6 +1187,7 @@ class StrategyRunner:
 __all__ = [
     "StrategyConfig", "StrategyRunner", "TradingContext", "build_context", "RunnerState", "RunnerStats",
     "check_unique_names", "alert_hook", "utc_day", "next_utc_midnight", "EXECUTION_MODES",
+    "StrategyConfigError", "factory_failure", "FactorySite",
     "time_window", "utc_time_window", "weekday_filter", "min_available_margin_pct", "min_equity",
     "max_account_delta", "max_margin_utilization", "no_existing_position_in",
     "profit_target", "max_loss", "profit_target_pct", "max_loss_pct", "max_hold_hours", "time_exit",

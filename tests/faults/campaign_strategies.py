@@ -52,7 +52,7 @@ CAMPAIGN_STRATEGY_NAMES: tuple[str, ...] = (LIMIT_STRATEGY, RFQ_STRATEGY, SMART_
 
 HOLD_HOURS = 0.05              # three simulated minutes: every opened trade leaves soon
 COOLDOWN_SECONDS = 20.0
-CHECK_INTERVAL_SECONDS = 0.0   # entries considered on every poll
+CHECK_INTERVAL_SECONDS = 1.0   # entries considered on every poll (polls are >= 1 s apart)
 # Kills mid-open make FAILED trades on purpose; the default daily cap (3) would pause entries.
 OPEN_FAILURES_PER_DAY = 100_000
 

@@ -47,8 +47,8 @@ DAY_START = datetime(2026, 3, 3, 9, 0, 0, tzinfo=timezone.utc).timestamp()
 DRAIN_SECONDS = 3 * 3600.0
 POLL_INTERVAL_SECONDS = 60.0
 COOLDOWN_SECONDS = 3600.0
-CLIENT_TIMEOUT_SECONDS = 0.3
-TIMEOUT_HOLD_SECONDS = 1.0
+CLIENT_TIMEOUT_SECONDS = 1.0   # the shortest the configuration accepts (issue 9)
+TIMEOUT_HOLD_SECONDS = 1.5     # longer than the client timeout, so the client times out first
 GLOBAL_FAULT_RATE = 0.045  # with the aimed faults below, about 5 % of all requests fail
 GLOBAL_MODES = ("http_5xx", "code_10000", "http_429", "drop", "lost_response")
 HEALTH_INTERVAL_SECONDS = 300.0

@@ -35,7 +35,7 @@ def held_strangle() -> StrategyConfig:
         execution_mode="limit",
         max_concurrent_trades=1,
         max_trades_per_day=1,
-        check_interval_seconds=0.0,
+        check_interval_seconds=1.0,
         execution_params=ExecutionParams(fill_timeout_seconds=10.0, aggressive_buffer_pct=3.0),
     )
 

@@ -45,7 +45,7 @@ def eager(name: str, *, entry: list | None = None, exits: list | None = None, le
         max_concurrent_trades=2,
         max_trades_per_day=0,
         cooldown_seconds=0.0,
-        check_interval_seconds=0.0,
+        check_interval_seconds=1.0,
         execution_params=QUICK,
     )
 

@@ -139,7 +139,7 @@ def round_trip(tmp_path_factory):
     def strategy() -> StrategyConfig:
         return StrategyConfig(name="callbacks", legs=strangle(0.1, dte="next", side=1),
                               exit_conditions=[max_hold_hours(0.25)], execution_mode="limit",
-                              max_concurrent_trades=1, max_trades_per_day=1, check_interval_seconds=0.0,
+                              max_concurrent_trades=1, max_trades_per_day=1, check_interval_seconds=1.0,
                               execution_params=FAST, on_trade_opened=on_opened, on_trade_closed=on_closed)
 
     try:

@@ -47,7 +47,7 @@ def windowed_strangle() -> StrategyConfig:
         max_concurrent_trades=2,
         max_trades_per_day=1,
         cooldown_seconds=0.0,
-        check_interval_seconds=0.0,
+        check_interval_seconds=1.0,
         execution_params=QUICK,
     )
 
@@ -135,7 +135,7 @@ def long_hold_strangle() -> StrategyConfig:
         exit_conditions=[max_hold_hours(24)],
         execution_mode="limit",
         max_concurrent_trades=1,
-        check_interval_seconds=0.0,
+        check_interval_seconds=1.0,
         execution_params=QUICK,
     )
 

@@ -18,7 +18,7 @@ def resting_strangle() -> StrategyConfig:
     """Bids at the touch for an hour: with no passive fills on this simulator, nothing fills."""
     return StrategyConfig(name="resting", legs=strangle(0.01, dte="next", side=1),
                           exit_conditions=[max_hold_hours(24)], execution_mode="limit", max_trades_per_day=1,
-                          check_interval_seconds=0.0, execution_params=RESTING)
+                          check_interval_seconds=1.0, execution_params=RESTING)
 
 
 def test_sigterm_with_the_flag_cancels_our_working_open_orders_and_nothing_else(tmp_path, sim_factory):

@@ -61,7 +61,7 @@ def strangle_config(name: str = STRATEGY, qty: float = 0.01, *, hold_hours: floa
         execution_mode=execution_mode,
         max_concurrent_trades=max_concurrent_trades,
         cooldown_seconds=cooldown_seconds,
-        check_interval_seconds=0.0,
+        check_interval_seconds=1.0,
         execution_params=execution_params,
         **extra,
     )

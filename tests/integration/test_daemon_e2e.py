@@ -151,7 +151,8 @@ def test_check_exits_2_when_a_strategy_cannot_resolve(tmp_path, sim, capsys):
     from strategy import StrategyConfig
 
     def impossible() -> StrategyConfig:
-        return StrategyConfig(name="impossible", legs=[LegSpec("C", 1, 0.01, {"type": "strike", "value": 1.0})])
+        return StrategyConfig(name="impossible", legs=[LegSpec("C", 1, 0.01, {"type": "strike", "value": 1.0})],
+                              hold_to_expiry=True)
 
     env = env_for(tmp_path, COINCALL_BASE_URL=sim.base_url, COINCALL_API_KEY_SIM=sim.api_key,
                   COINCALL_API_SECRET_SIM=sim.api_secret)

@@ -352,7 +352,8 @@ def alpha_strategy():
     from option_selection import strangle
     from strategy import StrategyConfig
 
-    return StrategyConfig(name="alpha", legs=strangle(0.01, call_delta=0.25, put_delta=-0.25, dte="next", side=1))
+    return StrategyConfig(name="alpha", legs=strangle(0.01, call_delta=0.25, put_delta=-0.25, dte="next", side=1),
+                          hold_to_expiry=True)
 
 
 def run_cli(tmp_path: Path, *argv: str, clock: Any = None) -> int:

@@ -639,3 +639,24 @@ def test_name_override_keeps_two_lambdas_apart():
     assert health.consecutive_failures("s", "entry_conditions[0]") == 2
     assert health.consecutive_failures("s", "entry_conditions[1]") == 2
     assert health.consecutive_failures("s", "<lambda>") == 0
+
+
+# ------------------------------------------------------------------ issue 9: percent, not fractions
+
+
+@pytest.mark.parametrize("factory", [profit_target_pct, max_loss_pct, min_available_margin_pct,
+                                     max_margin_utilization])
+def test_pct_arguments_below_one_are_refused_unless_marked_as_fractions(factory):
+    with pytest.raises(ConfigError) as caught:
+        factory(0.3)
+    assert "30 means 30 %" in str(caught.value) and "fraction=True" in str(caught.value)
+    assert factory(0.3, fraction=True).pct == 30.0
+    assert "pct=30.0" in factory(0.3, fraction=True).name
+    assert factory(30).name == factory(0.3, fraction=True).name
+    with pytest.raises(ConfigError, match="argument fraction=1"):
+        factory(30, fraction=1)
+
+
+def test_zero_keeps_its_meaning_where_it_had_one():
+    assert min_available_margin_pct(0).pct == 0.0 and max_margin_utilization(0).pct == 0.0
+    assert min_available_margin_pct(0, fraction=True).pct == 0.0

@@ -371,3 +371,34 @@ def test_every_variable_is_documented_in_env_example_and_readme():
     for name in sorted(KNOWN_VARIABLES):
         assert f"\n{name}=" in example, f"{name} missing from .env.example"
         assert f"`{name}`" in readme, f"{name} missing from README.md"
+
+
+# --- issue 9: near misses, one-second floors, usable directories ------------------------
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("POLL_INTERVAL_SECOND", "POLL_INTERVAL_SECONDS"), ("LOGDIR", "LOG_DIR"),
+                                             ("TRADING_ENVIROMENT", "TRADING_ENVIRONMENT"), ("STATEDIR", "STATE_DIR")])
+def test_a_near_miss_of_a_known_variable_is_refused_with_a_suggestion(typo, meant):
+    message = config_error({typo: "x"})
+    assert message.startswith(f"{typo} is not a known setting") and f"did you mean {meant}?" in message
+
+
+@pytest.mark.parametrize(("name", "value"), [("POLL_INTERVAL_SECONDS", "0.999"), ("COINCALL_TIMEOUT_SECONDS", "0.3")])
+def test_sub_second_poll_and_timeout_are_refused_and_one_second_is_accepted(name, value):
+    assert "from 1 to" in config_error({name: value})
+    settings = load({"POLL_INTERVAL_SECONDS": "1", "COINCALL_TIMEOUT_SECONDS": "1"})
+    assert settings.poll_interval_seconds == 1.0 and settings.request_timeout_seconds == 1.0
+
+
+def test_directory_problem_walks_up_to_the_nearest_existing_directory(tmp_path, monkeypatch):
+    from config import directory_problem
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plain").write_text("x")
+    assert directory_problem(Path("new/deeper/state")) is None          # created later, parent writable
+    assert directory_problem(Path("state")) is None
+    assert directory_problem(tmp_path) is None                           # exists, writable
+    assert directory_problem(Path("plain")) == "it is a file, not a directory"
+    assert directory_problem(Path("plain/x/y")) == "its parent plain is a file, not a directory"
+    assert "not expanded" in directory_problem(Path("~/state"))
+    assert not (tmp_path / "new").exists() and not (tmp_path / "state").exists()   # no side effects

@@ -179,7 +179,7 @@ class Harness:
 
 def config(**overrides) -> StrategyConfig:
     fields: dict[str, Any] = {"name": "gates", "legs": strangle(0.1), "exit_conditions": [max_hold_hours(1)],
-                              "check_interval_seconds": 0.0, "execution_mode": "limit"}
+                              "check_interval_seconds": 1.0, "execution_mode": "limit"}
     fields.update(overrides)
     return StrategyConfig(**fields)
 
@@ -606,7 +606,7 @@ def test_a_past_utc_datetime_exit_is_refused_when_the_runner_starts():
 
 def test_no_exit_conditions_warns_at_start(caplog):
     with caplog.at_level(logging.WARNING):
-        Harness(config(exit_conditions=[]))
+        Harness(config(exit_conditions=[], hold_to_expiry=True))  # issue 9: no exits must be said explicitly
     assert any("closes only at expiry or by kill" in r.getMessage() or "only at expiry or by kill" in r.getMessage()
                for r in caplog.records)
 

@@ -18,14 +18,17 @@ from trade_execution import ExecutionParams
 
 
 def make(**overrides) -> StrategyConfig:
-    fields = {"name": "unit", "legs": strangle(0.1)}
+    fields = {"name": "unit", "legs": strangle(0.1), "exit_conditions": [conditions.max_hold_hours(24)]}
     fields.update(overrides)
     return StrategyConfig(**fields)
 
 
 def test_defaults_match_the_spec():
-    config = make()
+    config = StrategyConfig(name="unit", legs=strangle(0.1), hold_to_expiry=True)
     assert config.entry_conditions == [] and config.exit_conditions == []
+    assert config.hold_to_expiry is True and make().hold_to_expiry is False
+    assert config.max_leg_qty == 10.0 and config.max_structure_qty == 20.0
+    assert config.max_structure_notional_usd == 2_000_000.0
     assert config.execution_mode == "auto"
     assert config.max_concurrent_trades == 1 and config.max_trades_per_day == 0
     assert config.cooldown_seconds == 0.0 and config.check_interval_seconds == 60.0
