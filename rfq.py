@@ -31,6 +31,7 @@ from enum import Enum
 from typing import Any, Iterable, Mapping, Sequence
 
 from api_values import finite_number, int_or_none
+from price_sanity import InsanePriceError, PriceBand, band_of, side_problem
 from errors import (
     ConfigError,
     EndpointNotFound,
@@ -44,6 +45,7 @@ from trade_execution import (
     BOOK_MAX_AGE_SECONDS,
     BUY,
     LOT,
+    MARK_MAX_AGE_SECONDS,
     SELL,
     ExecutionJob,
     ExecutionParams,
@@ -137,12 +139,18 @@ def leg_baseline(side: int, qty: float, best_bid: float | None, best_ask: float 
     raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
 
 
-def structure_baseline(legs: Sequence[LegTarget], books: Mapping[str, Any]) -> float | None:
-    """B = sum of the legs' screen costs; None as soon as one needed side (or book) is missing."""
+def structure_baseline(legs: Sequence[LegTarget], books: Mapping[str, Any],
+                       bands: Mapping[str, PriceBand]) -> float | None:
+    """B = sum of the legs' screen costs; None as soon as one needed side (or book) is missing,
+    or a needed touch is not believable (no sane band, or outside it): a glitched screen must
+    never make a maker's quote look like an improvement."""
     parts: list[float] = []
     for leg in legs:
-        book = books.get(leg.symbol)
-        if book is None:
+        book, band = books.get(leg.symbol), bands.get(leg.symbol)
+        if book is None or band is None:
+            return None
+        touch = book.best_ask if leg.side == BUY else book.best_bid
+        if side_problem("ask" if leg.side == BUY else "bid", touch, band) is not None:
             return None
         part = leg_baseline(leg.side, snap_qty(leg.qty), book.best_bid, book.best_ask)
         if part is None:
@@ -224,8 +232,10 @@ def improvement_pct(baseline: float | None, cost: float) -> float | None:
     return (baseline - cost) / abs(baseline) * 100.0
 
 
-def quote_problem(quote: Quote, legs: Sequence[LegTarget], now: float, min_life_seconds: float) -> str | None:
-    """Why the quote cannot be taken, or None if it is well-formed for our legs and alive long enough."""
+def quote_problem(quote: Quote, legs: Sequence[LegTarget], now: float, min_life_seconds: float,
+                  bands: Mapping[str, PriceBand]) -> str | None:
+    """Why the quote cannot be taken, or None if it is well-formed for our legs, alive long enough,
+    and every leg price is believable (inside that leg's sanity band; no band, no accept)."""
     if quote.state != "OPEN":
         return f"state {quote.state or '?'}"
     if quote.expiry_time is not None and quote.expiry_time - now < min_life_seconds:
@@ -242,6 +252,12 @@ def quote_problem(quote: Quote, legs: Sequence[LegTarget], now: float, min_life_
         maker_wanted = "SELL" if ours.side == BUY else "BUY"
         if quote_leg.maker_side != maker_wanted:
             return f"{quote_leg.symbol}: maker {quote_leg.maker_side} would trade us the wrong way"
+        band = bands.get(quote_leg.symbol)
+        if band is None:
+            return f"{quote_leg.symbol}: no sane reference price to check the quote against"
+        if quote_leg.price <= 0 or not band.contains(quote_leg.price):
+            return f"{quote_leg.symbol}: " + (band.problem("quoted price", quote_leg.price)
+                                               or f"quoted price {quote_leg.price:g} is not positive")
     if seen != set(wanted):
         return f"missing legs {sorted(set(wanted) - seen)}"
     return None
@@ -257,14 +273,15 @@ class Candidate:
 
 
 def rank_candidates(quotes: Iterable[Quote], legs: Sequence[LegTarget], baseline: float | None,
-                    params: RFQParams, now: float, exclude: Iterable[str] = ()) -> list[Candidate]:
+                    params: RFQParams, now: float, exclude: Iterable[str] = (), *,
+                    bands: Mapping[str, PriceBand]) -> list[Candidate]:
     """Kept quotes that pass the gate, cheapest debit / largest credit first (Q ascending)."""
     skip = set(exclude)
     out: list[Candidate] = []
     for quote in quotes:
         if quote.quote_id in skip:
             continue
-        problem = quote_problem(quote, legs, now, params.min_quote_life_seconds)
+        problem = quote_problem(quote, legs, now, params.min_quote_life_seconds, bands)
         if problem is not None:
             logger.debug("quote %s discarded: %s", quote.quote_id, problem)
             continue
@@ -410,6 +427,7 @@ class RFQJob(ExecutionJob):
         self._stop_reason: str | None = None
         self._validated: set[str] = set()
         self._books: dict[str, Any] = {}
+        self._bands: dict[str, PriceBand] = {}
         self.baseline: float | None = None
         self.request_id: str | None = None
         self.rfq_expiry: float | None = None
@@ -511,7 +529,8 @@ class RFQJob(ExecutionJob):
                                    leg.symbol, exc)
                     return
         if self.params.min_improvement_pct is not None:
-            self.baseline = structure_baseline(self.legs, self._books)
+            self._read_bands()
+            self.baseline = structure_baseline(self.legs, self._books, self._bands)
             if self.baseline is None:
                 logger.warning("rfq job %s: a needed book side is empty; no baseline, no quote can pass the "
                                "%.2f %% gate", self.trade_id, self.params.min_improvement_pct)
@@ -587,7 +606,8 @@ class RFQJob(ExecutionJob):
         if quotes and not self._refresh_baseline(budget):
             self._next_poll_at = now  # out of requests: rank on the next tick, with fresh books
             return
-        candidates = rank_candidates(quotes, self.legs, self.baseline, self.params, now, self.tried_quote_ids)
+        candidates = rank_candidates(quotes, self.legs, self.baseline, self.params, now, self.tried_quote_ids,
+                                     bands=self._bands)
         logger.debug("rfq job %s: %d quotes, %d candidates", self.trade_id, len(quotes), len(candidates))
         if candidates and not self._never_accept:
             self._accept_best(candidates, now, budget)
@@ -600,6 +620,7 @@ class RFQJob(ExecutionJob):
         look bad and a bad one good. A book that cannot be read keeps its previous value.
         """
         if self.params.min_improvement_pct is None:
+            self._read_bands()  # no gate, but every quoted leg price must still be believable
             return True
         for leg in self.legs:
             if not budget.take():
@@ -609,8 +630,21 @@ class RFQJob(ExecutionJob):
             except TraderError as exc:
                 logger.warning("rfq job %s: order book of %s unavailable (%s); keeping the previous one",
                                self.trade_id, leg.symbol, exc)
-        self.baseline = structure_baseline(self.legs, self._books)
+        self._read_bands()
+        self.baseline = structure_baseline(self.legs, self._books, self._bands)
         return True
+
+    def _read_bands(self) -> None:
+        """Each leg's sanity band from its chain row (≤ 30 s); a leg without a sane row has none,
+        so no quote for it can pass (``quote_problem``) and there is no baseline."""
+        for leg in self.legs:
+            try:
+                self._bands[leg.symbol] = band_of(self._market.quote(leg.symbol, max_age=MARK_MAX_AGE_SECONDS),
+                                                  leg.symbol)
+            except (TraderError, InsanePriceError) as exc:
+                self._bands.pop(leg.symbol, None)
+                logger.warning("rfq job %s: no sane reference price for %s (%s); no quote can be accepted",
+                               self.trade_id, leg.symbol, exc)
 
     def _accept_best(self, candidates: list[Candidate], now: float, budget: _Budget) -> None:
         """Accept in rank order; a coded rejection moves on to the next candidate, no answer stops everything."""

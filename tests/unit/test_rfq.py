@@ -6,6 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from price_sanity import PriceBand
+
 from clock import SimulatedClock
 from errors import ConfigError, ExchangeError, OrderOutcomeUnknown
 from rfq import (
@@ -38,6 +40,9 @@ def book(bid, ask):
 CONDOR_BOOKS = {C95: book(440.0, 600.0), P85: book(490.0, 670.0), C96: book(300.0, 410.0), P84: book(350.0, 480.0)}
 CONDOR = [LegTarget(0, C95, SELL, 1.0), LegTarget(1, P85, SELL, 1.0), LegTarget(2, C96, BUY, 1.0),
           LegTarget(3, P84, BUY, 1.0)]
+
+# Every leg's sanity band wide open: these tests are about the gate, not about price sanity.
+WIDE = {symbol: PriceBand(symbol, 0.0, 1e9, None, 90_000.0, 0.5) for symbol in (C95, P85, C96, P84)}
 
 
 def quote(quote_id, legs, *, state="OPEN", life=300.0):
@@ -91,14 +96,14 @@ def test_leg_baseline_uses_the_side_we_take():
 
 def test_iron_condor_baseline_equals_the_hand_computation():
     # sell 95C at its bid 440, sell 85P at its bid 490, buy 96C at its ask 410, buy 84P at its ask 480
-    assert structure_baseline(CONDOR, CONDOR_BOOKS) == pytest.approx(-440 - 490 + 410 + 480)  # -40: a credit
+    assert structure_baseline(CONDOR, CONDOR_BOOKS, WIDE) == pytest.approx(-440 - 490 + 410 + 480)  # -40: a credit
 
 
 def test_a_missing_needed_side_means_no_baseline_but_the_other_side_does_not_matter():
     books = dict(CONDOR_BOOKS, **{C95: book(440.0, None)})     # the ask of a leg we SELL is irrelevant
-    assert structure_baseline(CONDOR, books) == pytest.approx(-40.0)
+    assert structure_baseline(CONDOR, books, WIDE) == pytest.approx(-40.0)
     books = dict(CONDOR_BOOKS, **{C95: book(None, 600.0)})     # no bid for the leg we sell
-    assert structure_baseline(CONDOR, books) is None
+    assert structure_baseline(CONDOR, books, WIDE) is None
 
 
 def test_request_legs_keep_our_sides_and_send_a_single_sell_as_buy():
@@ -142,20 +147,20 @@ def test_gate_keeps_only_quotes_at_or_above_the_minimum_row_28():
     quotes = [quote("minus2", as_asked(legs, [510.0, 510.0])),   # cost 1020: -2 %
               quote("minus1", as_asked(legs, [505.0, 505.0])),   # cost 1010: -1 %
               quote("plus1", as_asked(legs, [495.0, 495.0]))]    # cost  990: +1 %
-    picked = rank_candidates(quotes, legs, baseline, RFQParams(min_improvement_pct=0.5), NOW)
+    picked = rank_candidates(quotes, legs, baseline, RFQParams(min_improvement_pct=0.5), NOW, bands=WIDE)
     assert [c.quote.quote_id for c in picked] == ["plus1"]
     assert picked[0].improvement == pytest.approx(1.0)
-    assert rank_candidates(quotes, legs, baseline, RFQParams(min_improvement_pct=0.5), NOW, exclude=["plus1"]) == []
-    ungated = rank_candidates(quotes, legs, None, RFQParams(min_improvement_pct=None), NOW)
+    assert rank_candidates(quotes, legs, baseline, RFQParams(min_improvement_pct=0.5), NOW, exclude=["plus1"], bands=WIDE) == []
+    ungated = rank_candidates(quotes, legs, None, RFQParams(min_improvement_pct=None), NOW, bands=WIDE)
     assert [c.quote.quote_id for c in ungated] == ["plus1", "minus1", "minus2"]   # Q ascending
-    assert rank_candidates(quotes, legs, None, RFQParams(), NOW) == []               # no baseline: gate closed
+    assert rank_candidates(quotes, legs, None, RFQParams(), NOW, bands=WIDE) == []               # no baseline: gate closed
 
 
 def test_credit_structures_rank_the_largest_credit_first():
-    baseline = structure_baseline(CONDOR, CONDOR_BOOKS)    # -40
+    baseline = structure_baseline(CONDOR, CONDOR_BOOKS, WIDE)    # -40
     small = quote("small", as_asked(CONDOR, [440.0, 490.0, 410.0, 480.0]))   # credit 40: 0 %
     large = quote("large", as_asked(CONDOR, [450.0, 500.0, 405.0, 475.0]))   # credit 70: +75 %
-    picked = rank_candidates([small, large], CONDOR, baseline, RFQParams(), NOW)
+    picked = rank_candidates([small, large], CONDOR, baseline, RFQParams(), NOW, bands=WIDE)
     assert [c.quote.quote_id for c in picked] == ["large", "small"]
     assert picked[0].improvement == pytest.approx(75.0)
 
@@ -165,9 +170,9 @@ def test_a_quote_with_one_mirrored_leg_is_discarded_row_29():
     mirrored = list(good)
     mirrored[2] = (C96, "BUY", 405.0, 1.0)     # the maker would buy our long wing: we would sell it
     q = quote("mixed", mirrored)
-    assert "wrong way" in quote_problem(q, CONDOR, NOW, 1.0)
+    assert "wrong way" in quote_problem(q, CONDOR, NOW, 1.0, WIDE)
     fully = quote("two-way", [(s, "BUY" if side == "SELL" else "SELL", p, qty) for s, side, p, qty in good])
-    assert rank_candidates([q, fully], CONDOR, -40.0, RFQParams(min_improvement_pct=None), NOW) == []
+    assert rank_candidates([q, fully], CONDOR, -40.0, RFQParams(min_improvement_pct=None), NOW, bands=WIDE) == []
 
 
 @pytest.mark.parametrize("make, why", [
@@ -179,13 +184,13 @@ def test_a_quote_with_one_mirrored_leg_is_discarded_row_29():
 ])
 def test_quotes_that_do_not_match_exactly_are_discarded(make, why):
     legs = [LegTarget(0, C95, BUY, 1.0), LegTarget(1, P85, BUY, 1.0)]
-    assert why in quote_problem(make(legs), legs, NOW, 1.0)
+    assert why in quote_problem(make(legs), legs, NOW, 1.0, WIDE)
 
 
 def test_single_leg_sell_takes_a_maker_buy_quote():
     legs = [LegTarget(0, C95, SELL, 0.6)]
-    assert quote_problem(quote("b", [(C95, "BUY", 450.0, 0.6)]), legs, NOW, 1.0) is None
-    assert quote_problem(quote("s", [(C95, "SELL", 450.0, 0.6)]), legs, NOW, 1.0) is not None
+    assert quote_problem(quote("b", [(C95, "BUY", 450.0, 0.6)]), legs, NOW, 1.0, WIDE) is None
+    assert quote_problem(quote("s", [(C95, "SELL", 450.0, 0.6)]), legs, NOW, 1.0, WIDE) is not None
 
 
 # ------------------------------------------------------------------ the ledger method
@@ -227,6 +232,11 @@ class FakeMarket:
 
     def order_book(self, symbol, *, max_age=3.0):
         return CONDOR_BOOKS.get(symbol, book(100.0, 120.0))
+
+    def quote(self, symbol, *, max_age=30.0):
+        """A chain row without a mark IV: its sanity band spans every believable volatility."""
+        return SimpleNamespace(option_type="C", strike=100_000.0, expiry_ms=int((NOW + 86400 * 4) * 1000),
+                               underlying_price=90_000.0, mark_iv=None, as_of=NOW, mark=100.0, bid=100.0, ask=120.0)
 
 
 class FakeClient:
@@ -317,3 +327,25 @@ def test_start_refuses_foreign_params_and_repeated_instruments():
         executor.start(trade, [LegTarget(0, C95, BUY, 0.5)], Intent.OPEN, object())
     with pytest.raises(ValueError):
         executor.start(trade, [LegTarget(0, C95, BUY, 0.5), LegTarget(1, C95, SELL, 0.5)], Intent.OPEN, None)
+
+
+# ------------------------------------------------------------------ price sanity (issue 9)
+
+def test_a_touch_outside_its_sanity_band_means_no_baseline():
+    tight = dict(WIDE, **{C95: PriceBand(C95, 300.0, 600.0, 450.0, 90_000.0, 0.3)})
+    assert structure_baseline(CONDOR, CONDOR_BOOKS, tight) == pytest.approx(-40.0)   # bid 440 is inside
+    glitched = dict(CONDOR_BOOKS, **{C95: book(44_000.0, 44_500.0)})                 # a x100 screen
+    assert structure_baseline(CONDOR, glitched, tight) is None
+    assert structure_baseline(CONDOR, CONDOR_BOOKS, {k: v for k, v in WIDE.items() if k != P84}) is None
+
+
+def test_a_quote_leg_outside_its_band_or_without_a_band_is_never_a_candidate_even_ungated():
+    legs = [LegTarget(0, C95, BUY, 1.0), LegTarget(1, P85, BUY, 1.0)]
+    bands = dict(WIDE, **{C95: PriceBand(C95, 300.0, 600.0, 450.0, 90_000.0, 0.3)})
+    sane = quote("sane", as_asked(legs, [495.0, 495.0]))
+    insane = quote("insane", as_asked(legs, [1.0, 495.0]))          # a maker "gift" far below the model
+    ungated = RFQParams(min_improvement_pct=None)
+    assert [c.quote.quote_id for c in rank_candidates([sane, insane], legs, None, ungated, NOW, bands=bands)] \
+        == ["sane"]
+    no_band = {k: v for k, v in bands.items() if k != P85}
+    assert rank_candidates([sane], legs, None, ungated, NOW, bands=no_band) == []
