@@ -36,6 +36,8 @@ from errors import (
     TraderError,
     TransportError,
 )
+from log_throttle import RepeatLimiter
+from price_sanity import InsanePriceError, PriceBand, band_of, mark_problem, side_problem
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,15 @@ BUY = 1
 SELL = 2
 HALT_BEFORE_EXPIRY_SECONDS = 15 * 60
 UNKNOWN_RESOLVE_SECONDS = 30.0
+# An order younger than this is never judged missing: the exchange's lists and lookups lag
+# fresh orders (incident 38), so a not-found answer right after a send is normal.
+VANISH_MIN_AGE_SECONDS = 30.0
+# The order-history search of a vanish verification: pages of 500 (API.md 8.6), from a
+# minute before the order was sent (clock skew) to now.
+VANISH_HISTORY_PAGE_SIZE = 500
+VANISH_HISTORY_MAX_PAGES = 20
+VANISH_HISTORY_MARGIN_SECONDS = 60.0
+ORDER_VANISHED_EVENT = "order_vanished"
 # Store event written before an RFQ accept is sent (see OrderLedger.note_block_accept).
 BLOCK_ACCEPT_EVENT = "rfq_accept_sent"
 BOOK_MAX_AGE_SECONDS = 3.0
@@ -221,18 +232,24 @@ class OrderStatus(str, Enum):
     NOT_PLACED = "NOT_PLACED"
     EXPIRED = "EXPIRED"
     INVALID = "INVALID"
+    # The exchange does not know the order any more (by orderId, by clientOrderId, nor in its
+    # order history): settled as not working, its known fills kept (docs/RECOVERY.md O8).
+    VANISHED = "VANISHED"
 
     @property
     def is_final(self) -> bool:
         return self in _FINAL_STATUSES
 
 
-# Final statuses whose order may still report a fill for a few seconds (API.md 11.16).
-LATE_FILL_STATUSES = frozenset({OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.INVALID})
+# Final statuses whose order may still report a fill for a few seconds (API.md 11.16). A
+# vanished order is among them: the verdict rests on missing data, so it is polled once more
+# later, and an exchange that shows it again is believed (``OrderLedger._status_for``).
+LATE_FILL_STATUSES = frozenset({OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.INVALID,
+                                OrderStatus.VANISHED})
 
 _FINAL_STATUSES = frozenset({
     OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED,
-    OrderStatus.NOT_PLACED, OrderStatus.EXPIRED, OrderStatus.INVALID,
+    OrderStatus.NOT_PLACED, OrderStatus.EXPIRED, OrderStatus.INVALID, OrderStatus.VANISHED,
 })
 
 # Exchange ``state`` -> status (API.md §8.4). 4 and 5 keep the order non-final.
@@ -352,6 +369,7 @@ class OrderLedger:
         self._attempts: dict[tuple[int, int], int] = {}
         self._blocked: dict[str, str] = {}   # symbol -> why no order may go there (reconciliation)
         self._rechecked: set[int] = set()    # final orders polled once more after the late-fill grace
+        self._repeats = RepeatLimiter(clock)  # one line per condition and interval, with a count
 
     def __repr__(self) -> str:
         return f"OrderLedger(prefix={self.prefix}, orders={len(self._orders)})"
@@ -581,28 +599,101 @@ class OrderLedger:
         logger.info("trade %s: accept of RFQ %s quote %s recorded before sending", trade_id, request_id, quote_id)
 
     def verify(self, order: LedgerOrder) -> str:
-        """Ask the exchange about one order (reconciliation): "final", "live", "missing" or "error".
+        """Ask the exchange about one order (reconciliation): "final", "live", "vanished",
+        "missing" or "error".
 
-        "missing" means the exchange says the order does not exist although we hold its
-        orderId: that is an alert, not a state change (a lagging view must never finalize it).
+        An order we hold an orderId for that the exchange answers "not found" is looked up
+        again by clientOrderId and in the order history (API.md 8.4, 8.6); only when all
+        three say the exchange does not know it, and it is at least
+        ``VANISH_MIN_AGE_SECONDS`` old, is it settled VANISHED ("vanished": the caller alerts
+        once). A younger one is "missing" (the lookups lag fresh orders); any failed request
+        is "error" and decides nothing (a timeout is not "not found").
         """
         try:
             data = self._client.query_order(order_id=order.order_id) if order.order_id is not None \
                 else self._client.query_order(client_order_id=order.client_order_id)
         except ExchangeError as exc:
-            if exc.is_not_found:
-                if order.order_id is None:
-                    self._not_found(order)
-                    return "final" if order.status.is_final else "missing"
-                return "missing"
-            logger.warning("verify of order %d failed: %s", order.client_order_id, exc)
-            return "error"
+            if not exc.is_not_found:
+                self._repeats.warning(logger, (order.client_order_id, "verify"), "verify of order %d failed: %s",
+                                      order.client_order_id, exc)
+                return "error"
+            if order.order_id is None:
+                self._not_found(order)
+                return "final" if order.status.is_final else "missing"
+            return self._verify_vanished(order)
         except (TransportError, EndpointNotFound) as exc:
-            logger.warning("verify of order %d failed: %s", order.client_order_id, exc)
+            self._repeats.warning(logger, (order.client_order_id, "verify"), "verify of order %d failed: %s",
+                                  order.client_order_id, exc)
             return "error"
         if isinstance(data, dict):
             self._apply_view(order, data)
         return "final" if order.status.is_final else "live"
+
+    def _verify_vanished(self, order: LedgerOrder) -> str:
+        """Not found by orderId: by clientOrderId, then the order history, then the verdict."""
+        if order.status is OrderStatus.VANISHED:
+            return "vanished"
+        if self._clock.now() - float(order.sent_at) < VANISH_MIN_AGE_SECONDS:
+            return "missing"
+        try:
+            data = self._client.query_order(client_order_id=order.client_order_id)
+        except ExchangeError as exc:
+            if not exc.is_not_found:
+                logger.warning("verify of order %d by clientOrderId failed: %s", order.client_order_id, exc)
+                return "error"
+            data = None
+        except (TransportError, EndpointNotFound) as exc:
+            logger.warning("verify of order %d by clientOrderId failed: %s", order.client_order_id, exc)
+            return "error"
+        if data is None:
+            try:
+                data = self._find_in_history(order)
+            except (TraderError, OSError) as exc:
+                logger.warning("order history lookup of order %d failed: %s", order.client_order_id, exc)
+                return "error"
+        if isinstance(data, dict):
+            known_as = int_or_none(data.get("orderId"))
+            if known_as is not None and known_as != order.order_id:
+                logger.warning("order %d is known to the exchange as orderId %d, not %s: corrected",
+                               order.client_order_id, known_as, order.order_id)
+                self._update(order, order_id=known_as)
+            self._apply_view(order, data)
+            return "final" if order.status.is_final else "live"
+        self._settle_vanished(order)
+        return "vanished"
+
+    def _find_in_history(self, order: LedgerOrder) -> dict | None:
+        """The order's row in the order history since it was sent (every page), or None."""
+        params: dict[str, Any] = {
+            "pageSize": VANISH_HISTORY_PAGE_SIZE,
+            "startTime": int((float(order.sent_at) - VANISH_HISTORY_MARGIN_SECONDS) * 1000),
+            "endTime": self._clock.now_ms(),
+        }
+        for _page in range(VANISH_HISTORY_MAX_PAGES):
+            data = self._client.order_history(**params)
+            items = data.get("list") if isinstance(data, dict) else data
+            items = [item for item in items or [] if isinstance(item, dict)]
+            for item in items:
+                if int_or_none(item.get("orderId")) == order.order_id or \
+                        int_or_none(item.get("clientOrderId")) == order.client_order_id:
+                    return item
+            last_id = int_or_none(items[-1].get("orderId")) if items else None
+            if not (isinstance(data, dict) and data.get("hasNext")) or last_id is None:
+                return None
+            params = {**params, "fromId": last_id, "direction": "NEXT"}
+        raise TransportError("GET order history", f"more than {VANISH_HISTORY_MAX_PAGES} pages since the order "
+                                                  f"was sent: not searched to the end")
+
+    def _settle_vanished(self, order: LedgerOrder) -> None:
+        """The exchange does not know the order: final, its known fills kept, journaled."""
+        logger.warning("order %d (orderId %s, %s, trade %s) is unknown to the exchange by orderId, by clientOrderId "
+                       "and in its order history: settled VANISHED with %s filled", order.client_order_id,
+                       order.order_id, order.symbol, order.trade_id, round(order.filled_qty, 8))
+        self._update(order, status=OrderStatus.VANISHED,
+                     error_msg="unknown to the exchange by orderId, clientOrderId and order history")
+        with self._lock:
+            self._rechecked.discard(order.client_order_id)
+        self._emit(ORDER_VANISHED_EVENT, order.to_record())
 
     # ---- poll / cancel ---------------------------------------------------------------
 
@@ -623,10 +714,12 @@ class OrderLedger:
             if exc.is_not_found:
                 self._not_found(order)
             else:
-                logger.warning("poll of order %d failed: %s", order.client_order_id, exc)
+                self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",
+                                      order.client_order_id, exc)
             return order
         except (TransportError, EndpointNotFound) as exc:
-            logger.warning("poll of order %d failed: %s", order.client_order_id, exc)
+            self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",
+                                  order.client_order_id, exc)
             return order
         if isinstance(data, dict):
             self._apply_view(order, data)
@@ -634,7 +727,11 @@ class OrderLedger:
 
     def _not_found(self, order: LedgerOrder) -> None:
         if order.order_id is not None:
-            logger.warning("order %d (orderId %d) is unknown to the exchange", order.client_order_id, order.order_id)
+            # Decided by ``verify`` (the reconciliation's check of orders the open list does not
+            # show); a poll only notes it, once per interval: it used to write this every tick.
+            self._repeats.warning(logger, (order.client_order_id, "not_found"),
+                                  "order %d (orderId %d) is unknown to the exchange", order.client_order_id,
+                                  order.order_id)
             return
         deadline = order.sent_at + self._ts_diff_seconds + UNKNOWN_RESOLVE_SECONDS
         if self._clock.now() >= deadline:
@@ -678,6 +775,8 @@ class OrderLedger:
         if mapped is None:
             logger.warning("order %d: unknown exchange state %r", order.client_order_id, state)
             return None
+        if order.status is OrderStatus.VANISHED:
+            return mapped  # the exchange shows it again: evidence beats the verdict on missing data
         if order.status.is_final and not mapped.is_final:
             return None  # a lagging view never reopens a final order
         if order.status is OrderStatus.CANCEL_REQUESTED and not mapped.is_final:
@@ -701,10 +800,12 @@ class OrderLedger:
                     # The exchange says it is final but the view lags: stop cancelling, keep polling.
                     self._update(order, status=OrderStatus.CANCEL_REQUESTED)
             else:
-                logger.warning("cancel of order %d failed: %s", order.client_order_id, exc)
+                self._repeats.warning(logger, (order.client_order_id, "cancel"), "cancel of order %d failed: %s",
+                                      order.client_order_id, exc)
             return order
         except (OrderOutcomeUnknown, TransportError, EndpointNotFound) as exc:
-            logger.warning("cancel of order %d has no answer (%s); polling next", order.client_order_id, exc)
+            self._repeats.warning(logger, (order.client_order_id, "cancel"),
+                                  "cancel of order %d has no answer (%s); polling next", order.client_order_id, exc)
             return order
         self._update(order, status=OrderStatus.CANCEL_REQUESTED)
         return order
@@ -1151,6 +1252,29 @@ _PHASE_GRACE = "grace"          # wait grace_seconds, then poll every order once
 _PHASE_DONE = "done"
 
 
+@dataclass(frozen=True)
+class _PriceReference:
+    """What a leg's prices are checked against: its sanity band and its mark when that is sane."""
+
+    band: PriceBand
+    mark: float | None
+    mark_problem: str | None
+
+    def sane_sides(self, book: Any) -> Any:
+        """The book without a top side outside the band: an insane side is never priced from."""
+        bids = book.bids if book.best_bid is None or self.band.contains(book.best_bid) else ()
+        asks = book.asks if book.best_ask is None or self.band.contains(book.best_ask) else ()
+        if bids is book.bids and asks is book.asks:
+            return book
+        logger.debug("%s: book side outside the sanity band [%.2f, %.2f] ignored (bid %s, ask %s)",
+                    book.symbol, self.band.low, self.band.high, book.best_bid, book.best_ask)
+        return replace(book, bids=tuple(bids), asks=tuple(asks))
+
+    def keep_inside(self, price: float, side: int) -> float:
+        """A buy never above the band, a sell never below it (then snapped on the safe side)."""
+        return self.band.clamp_buy(price) if side == BUY else self.band.clamp_sell(price)
+
+
 class LimitFillJob(ExecutionJob):
     """BEHAVIOUR.md §6.2 as a tick-driven state machine: the basic algorithm, or phased
     pricing when ``params.phases`` is set (the phase clock starts when the orders go out)."""
@@ -1241,7 +1365,7 @@ class LimitFillJob(ExecutionJob):
         return now >= leg.expiry_ms / 1000.0 - HALT_BEFORE_EXPIRY_SECONDS
 
     def _price(self, leg: _LegWork, now: float, budget: _Budget) -> float | None:
-        """A fresh aggressive limit price for the leg, or None (never an invented one)."""
+        """A fresh aggressive limit price for the leg, or None (never an invented or insane one)."""
         if leg.priced_at == now and leg.price is not None:
             return leg.price
         if self._phases is not None:
@@ -1256,40 +1380,65 @@ class LimitFillJob(ExecutionJob):
         except TraderError as exc:
             leg.last_no_price = f"order book unavailable: {exc}"
             return None
+        reference = self._reference(leg)
+        if reference is None:
+            return None
         buffer = self.params.aggressive_buffer_pct / 100.0
         touch = book.best_ask if side == BUY else book.best_bid
         if touch is None or not touch > 0:
             leg.last_no_price = f"no {'ask' if side == BUY else 'bid'} on {leg.target.symbol}"
             return None
+        insane = side_problem("ask" if side == BUY else "bid", touch, reference.band)
+        if insane is not None:
+            leg.last_no_price = f"{leg.target.symbol}: {insane}"
+            return None
         raw = touch * (1 + buffer) if side == BUY else touch * (1 - buffer)
-        guarded = self._apply_floor_and_cap(leg, raw, book)
+        guarded = self._apply_floor_and_cap(leg, raw, book, reference)
         if guarded is None:
             return None
         try:
-            price = snap_price(guarded, leg.tick, side)  # type: ignore[arg-type]
+            price = snap_price(reference.keep_inside(guarded, side), leg.tick, side)  # type: ignore[arg-type]
         except ValueError as exc:
             leg.last_no_price = str(exc)
             return None
         leg.price, leg.priced_at = price, now
         return price
 
-    def _apply_floor_and_cap(self, leg: _LegWork, price: float, book: Any) -> float | None:
-        """Sell floors and buy caps of §6.2; needs the mark only when a fair-based limit is set."""
+    def _reference(self, leg: _LegWork) -> "_PriceReference | None":
+        """The leg's sanity band and sane mark from its chain row (≤ 30 s); None = wait.
+
+        Every price this job sends is checked against it (``price_sanity``): a book side
+        outside the band is never priced from, the mark only when it is sane, and the final
+        price stays inside the band. No row, or a row whose underlying or IV is itself
+        insane, means no band: the leg waits exactly as it does for a missing price.
+        """
+        symbol = leg.target.symbol
+        try:
+            row = self._market.quote(symbol, max_age=MARK_MAX_AGE_SECONDS)
+        except TraderError as exc:
+            leg.last_no_price = f"no fresh chain row for {symbol} to check prices against: {exc}"
+            return None
+        try:
+            band = band_of(row, symbol)
+        except InsanePriceError as exc:
+            leg.last_no_price = f"no sane reference for {symbol}: {exc}"
+            return None
+        problem = mark_problem(row.mark, band)
+        return _PriceReference(band, None if problem else float(row.mark), problem)
+
+    def _apply_floor_and_cap(self, leg: _LegWork, price: float, book: Any,
+                             reference: "_PriceReference") -> float | None:
+        """Sell floors and buy caps of §6.2; needs a sane mark only when a fair-based limit is set."""
         params = self.params
         side = leg.target.side
         needs_fair = (side == SELL and params.min_price_pct_of_fair is not None) or \
                      (side == BUY and params.max_price_pct_of_fair is not None)
         fair = None
         if needs_fair:
-            try:
-                row = self._market.quote(leg.target.symbol, max_age=MARK_MAX_AGE_SECONDS)
-            except TraderError as exc:
-                leg.last_no_price = f"no fresh mark for the price guard: {exc}"
+            if reference.mark is None:
+                leg.last_no_price = f"no sane mark on {leg.target.symbol} for the price guard: {reference.mark_problem}"
                 return None
-            if not row.mark or row.mark <= 0:
-                leg.last_no_price = f"no usable mark on {leg.target.symbol}"
-                return None
-            fair = fair_value(book.best_bid, book.best_ask, row.mark)
+            fair = fair_value(book.best_bid, book.best_ask, reference.mark)
         if side == SELL:
             floor = 0.0
             if params.min_floor_price is not None:
@@ -1317,7 +1466,7 @@ class LimitFillJob(ExecutionJob):
         return None
 
     def _phased_leg_price(self, leg: _LegWork, now: float, budget: _Budget) -> float | None:
-        """The leg's price in the current phase (floors, caps, snap and guard applied), or None."""
+        """The leg's price in the current phase (floors, caps, snap, guard and sanity band applied), or None."""
         assert self._phases is not None
         index = self._phase_at(now)
         if index is None or not self._instrument(leg):
@@ -1332,17 +1481,21 @@ class LimitFillJob(ExecutionJob):
         except TraderError as exc:
             leg.last_no_price = f"order book unavailable: {exc}"
             return None
-        mark = None
-        if self._needs_mark(phase, side, book):
-            try:
-                mark = self._market.quote(leg.target.symbol, max_age=MARK_MAX_AGE_SECONDS).mark
-            except TraderError as exc:
-                leg.last_no_price = f"no fresh mark on {leg.target.symbol}: {exc}"
+        reference = self._reference(leg)
+        if reference is None:
+            return None
+        book = reference.sane_sides(book)
+        if reference.mark is None and self._needs_mark(phase, side, book):
+            if self.intent not in (Intent.KILL, Intent.UNWIND) or phase.pricing not in ("mark", "fair", "mid"):
+                leg.last_no_price = f"no sane mark on {leg.target.symbol}: {reference.mark_problem}"
                 return None
+            # Kill and unwind must get out: with only the mark insane they cross the sane book.
+            phase = replace(phase, pricing="aggressive", buffer_pct=0.0, fair_aggression=0.0)
         previous = leg.phase_ref if leg.phase_index == index else None
         try:
-            price = phased_price(phase, side, book.best_bid, book.best_ask, mark, self.params,
+            price = phased_price(phase, side, book.best_bid, book.best_ask, reference.mark, self.params,
                                  leg.tick, previous)  # type: ignore[arg-type]
+            price = snap_price(reference.keep_inside(price, side), leg.tick, side)  # type: ignore[arg-type]
         except ValueError as exc:
             leg.last_no_price = f"{leg.target.symbol}: {exc}"
             return None

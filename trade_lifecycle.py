@@ -25,6 +25,7 @@ from alerts import send_alert
 from api_values import finite_number
 from conditions import (
     ConditionHealth,
+    ExitCondition,
     ExitVerdict,
     account_delta_limit,
     condition_name,
@@ -40,6 +41,7 @@ from conditions import (
     utc_datetime_exit,
 )
 from errors import StaleDataError, TraderError
+from price_sanity import InsanePriceError, quote_problems
 from trade_execution import ExecutionParams, Intent, JobStatus, LegTarget, OrderStatus
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,10 @@ EXIT_REASON_EXPIRY = "expiry"
 EXIT_REASON_MANUAL = "manual"
 EXIT_REASON_KILL = "kill_switch"
 EXIT_REASON_EXTERNAL = "external_close"
-FLAG_PNL_ESTIMATED = "pnl_estimated"
+FLAG_PNL_ESTIMATED = "pnl_estimated"     # written by older versions only: an external close with no fill
+FLAG_EXTERNAL_REVERSED = "external_close_reversed"
+# An external close an older version booked without evidence is reversible this long (RECOVERY.md X1).
+REVERSAL_LOOKBACK_SECONDS = 7 * 24 * 3600.0
 
 
 class TradeState(str, Enum):
@@ -195,8 +200,8 @@ class TradeLeg:
 
     ``close_*`` sums every reducing family (close, unwind, kill). ``adopted_qty`` is exposure
     that did not come from our open fills (positions adopted by the kill switch).
-    ``external_qty`` is what the exchange shows was closed by someone else (found by
-    reconciliation, BEHAVIOUR 4.7); ``external_price`` is its estimated average price.
+    ``external_qty`` is what somebody else closed (found by reconciliation on fills that are
+    not ours, docs/RECOVERY.md S3); ``external_price`` is the average price of those fills.
     """
 
     index: int
@@ -260,7 +265,7 @@ class TradeLeg:
 
     @property
     def external_cash(self) -> float:
-        """Estimated cash of the part closed outside the daemon (same sign rule as a close)."""
+        """Cash of the part closed outside the daemon, at its fills' price (same sign rule as a close)."""
         return self.sign * self.external_price * self.external_qty
 
     @property
@@ -416,15 +421,21 @@ class TradeLifecycle:
         return float(self._clock.now()) if self._clock is not None else None
 
     def _fresh_quote(self, leg: TradeLeg, now: float | None) -> Any:
+        """The leg's quote when it is fresh and believable, else ``StaleDataError``.
+
+        An insane quote (a mark of 0, a price outside the sanity band of ``price_sanity``)
+        raises ``InsanePriceError``, a ``StaleDataError``: that snapshot of the leg is "no
+        valuation" and PnL exits wait for a sane one (issue 9, finding 4).
+        """
         quote = leg.quote
         if quote is None:
             raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: no quote")
-        mark = getattr(quote, "mark", None)
-        if mark is None or isinstance(mark, bool) or not math.isfinite(float(mark)) or float(mark) < 0:
-            raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: no usable mark ({mark!r})")
         if now is not None and now - float(quote.as_of) > QUOTE_MAX_AGE_SECONDS:
             raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: quote is {now - float(quote.as_of):.1f} s "
                                  f"old (> {QUOTE_MAX_AGE_SECONDS:.0f} s)")
+        problems = quote_problems(quote, leg.symbol)
+        if problems:
+            raise InsanePriceError(f"{self.id} leg {leg.index} {leg.symbol}: no valuation: " + "; ".join(problems))
         return quote
 
     def valuation(self, mode: str = "fair", *, now: float | None = None) -> Valuation:
@@ -514,6 +525,35 @@ def urgent_execution_params() -> ExecutionParams:
 
 
 @dataclass
+class _Streak:
+    """One exit condition's run of consecutive sane evaluations that returned True.
+
+    ``stamps`` are the quotes' ``as_of`` of the legs we held at the last counted evaluation,
+    so the same quotes seen on two polls count once; ``seen`` goes into the exit detail (I3).
+    """
+
+    condition: Any
+    stamps: tuple = ()
+    seen: list = field(default_factory=list)
+
+
+def _confirmations_of(cond: Any) -> int:
+    """How many consecutive sane True results ``cond`` needs; a plain callable needs one."""
+    return int(cond.confirmations) if isinstance(cond, ExitCondition) else 1
+
+
+def _quote_stamps(trade: TradeLifecycle) -> tuple:
+    return tuple(float(leg.quote.as_of) for leg in trade.legs if not _zero(leg.net_qty) and leg.quote is not None)
+
+
+def _newer(stamps: tuple, previous: tuple) -> bool:
+    """Every held leg's quote is newer than at the last counted evaluation (a leg set changed counts)."""
+    if len(stamps) != len(previous):
+        return True
+    return all(now > before for now, before in zip(stamps, previous))
+
+
+@dataclass
 class _Runtime:
     """Per-trade state that lives only in memory (jobs, callbacks, conditions)."""
 
@@ -528,6 +568,8 @@ class _Runtime:
     kill: bool = False
     unevaluable_since: float | None = None
     unevaluable_alerted: bool = False
+    insane_since: float | None = None       # an episode of insane quotes (logged once, at its start)
+    exit_streaks: dict = field(default_factory=dict)    # condition position -> _Streak (confirmations)
     next_settlement_check: float = 0.0
     delivery_warned: bool = False
 
@@ -942,22 +984,95 @@ class LifecycleManager:
                 logger.warning("trade %s: quote refresh of %s failed: %s", trade.id, leg.symbol, error)
 
     def _evaluate_exits(self, trade: TradeLifecycle, runtime: _Runtime, snapshot: Any, now: float) -> None:
-        """Row 9: the first exit that fires decides; its close starts in this very tick (row 35)."""
+        """Row 9: the first exit confirmed on enough snapshots decides; its close starts in this tick (row 35).
+
+        A condition decides only once it has returned True on ``confirmations`` consecutive
+        evaluations, each on quotes newer than the last counted one (``ExitCondition.confirmations``:
+        1, and 2 for ``max_loss*``; a plain callable has 1). A False or an error resets its streak.
+        An unevaluable snapshot (stale or insane quotes) neither counts nor resets it: two sane
+        readings that both show the loss are both real evidence, and resetting on every glitch
+        would let a flapping feed postpone a genuine stop for ever (issue 9, ``price_sanity``).
+        While a leg we hold has an insane quote, plain callables are not called at all: they may
+        read quote fields directly, around the valuation's sanity rule.
+        """
+        insane = self._insane_legs(trade, now)
+        self._note_insane(trade, runtime, insane, now)
         unevaluable = False
         for position, cond in enumerate(runtime.exit_conditions):
             name = condition_name(cond)
-            verdict = judge_exit(cond, snapshot, trade, health=self.health, strategy=trade.strategy,
-                                 name=f"exit_conditions[{position}]:{name}")
+            if insane and not isinstance(cond, ExitCondition):
+                verdict = ExitVerdict.UNEVALUABLE
+            else:
+                verdict = judge_exit(cond, snapshot, trade, health=self.health, strategy=trade.strategy,
+                                     name=f"exit_conditions[{position}]:{name}")
             if verdict is ExitVerdict.UNEVALUABLE:
                 unevaluable = True
-            elif verdict is ExitVerdict.FIRED:
-                self._decide_exit(trade, name, self._exit_detail(trade, cond, snapshot), now)
-                self._set_state(trade, TradeState.PENDING_CLOSE)
-                runtime.unevaluable_since = None
-                return
+                continue
+            if verdict is not ExitVerdict.FIRED:
+                runtime.exit_streaks.pop(position, None)
+                continue
+            streak = self._confirm(trade, runtime, position, cond, snapshot)
+            required = _confirmations_of(cond)
+            if len(streak.seen) < required:
+                logger.info("trade %s: exit %s fired on %d of %d consecutive sane snapshots; waiting for the next",
+                            trade.id, name, len(streak.seen), required)
+                continue
+            self._decide_exit(trade, name, self._exit_detail(trade, cond, snapshot, streak, required), now)
+            self._set_state(trade, TradeState.PENDING_CLOSE)
+            runtime.unevaluable_since = None
+            runtime.exit_streaks.clear()
+            return
         self._track_unevaluable(trade, runtime, unevaluable, now)
 
-    def _exit_detail(self, trade: TradeLifecycle, cond: Any, snapshot: Any) -> dict:
+    @staticmethod
+    def _insane_legs(trade: TradeLifecycle, now: float) -> list[str]:
+        """Why the quotes of legs we hold are not believable (``price_sanity``); empty when all are."""
+        found = []
+        for leg in trade.legs:
+            if _zero(leg.net_qty) or leg.is_expired(now) or leg.quote is None:
+                continue
+            problems = quote_problems(leg.quote, leg.symbol)
+            if problems:
+                found.append(f"leg {leg.index} {leg.symbol}: " + ", ".join(problems))
+        return found
+
+    @staticmethod
+    def _note_insane(trade: TradeLifecycle, runtime: _Runtime, insane: list[str], now: float) -> None:
+        """One WARNING when an episode of insane quotes starts and one INFO when it ends, not one per tick."""
+        if insane:
+            if runtime.insane_since is None:
+                runtime.insane_since = now
+                logger.warning("trade %s (%s): no valuation on this snapshot (%s); PnL exits wait for a sane one",
+                               trade.id, trade.strategy, "; ".join(insane))
+            return
+        if runtime.insane_since is not None:
+            logger.info("trade %s: quotes sane again after %.0f s; exits are evaluated again",
+                        trade.id, now - runtime.insane_since)
+            runtime.insane_since = None
+
+    def _confirm(self, trade: TradeLifecycle, runtime: _Runtime, position: int, cond: Any, snapshot: Any) -> "_Streak":
+        """Count this True toward ``cond``'s confirmations, unless its quotes are the ones already counted."""
+        streak = runtime.exit_streaks.get(position)
+        if streak is None or streak.condition is not cond:
+            streak = _Streak(cond)
+            runtime.exit_streaks[position] = streak
+        stamps = _quote_stamps(trade)
+        if streak.seen and not _newer(stamps, streak.stamps):
+            logger.debug("trade %s: exit %s fired again on the same quotes; not a new confirmation",
+                         trade.id, condition_name(cond))
+            return streak
+        streak.stamps = stamps
+        mode = getattr(cond, "mode", None) or "fair"
+        try:
+            pnl: float | None = trade.valuation(mode).value
+        except (StaleDataError, ValueError):
+            pnl = None
+        streak.seen.append({"snapshot_ts": getattr(snapshot, "timestamp", None),
+                            "quotes_as_of": min(stamps) if stamps else None, "mode": mode, "pnl": pnl})
+        return streak
+
+    def _exit_detail(self, trade: TradeLifecycle, cond: Any, snapshot: Any, streak: "_Streak | None" = None,
+                     required: int = 1) -> dict:
         mode = getattr(cond, "mode", None) or "fair"
         detail: dict[str, Any] = {"condition": condition_name(cond), "snapshot_ts": getattr(snapshot, "timestamp", None)}
         try:
@@ -966,6 +1081,8 @@ class LifecycleManager:
             detail.update({"mode": mode, "pnl": None, "valuation_error": str(error)})
         detail["index"] = next((float(leg.quote.underlying_price) for leg in trade.legs
                                 if leg.quote is not None and getattr(leg.quote, "underlying_price", None)), None)
+        detail["confirmations"] = {"required": required, "seen": len(streak.seen) if streak is not None else 1,
+                                   "evaluations": list(streak.seen) if streak is not None else []}
         return detail
 
     def _track_unevaluable(self, trade: TradeLifecycle, runtime: _Runtime, unevaluable: bool, now: float) -> None:
@@ -981,7 +1098,7 @@ class LifecycleManager:
             runtime.unevaluable_alerted = True
             self._alert("WARNING", "exit_unevaluable",
                         f"trade {trade.id} ({trade.strategy}): exits unevaluable for "
-                        f"{now - runtime.unevaluable_since:.0f} s (stale or missing quotes)", trade_id=trade.id)
+                        f"{now - runtime.unevaluable_since:.0f} s (stale, missing or insane quotes)", trade_id=trade.id)
 
     # ---- start-up hold and reconciliation support (reconciliation.py drives these) ---------
 
@@ -1057,9 +1174,11 @@ class LifecycleManager:
                 self._persist(trade, "fills_reconciled")
 
     def record_external_close(self, trade_id: str, leg_index: int, qty: float, price: float, *,
-                              estimated: bool, detail: str) -> TradeLifecycle | None:
+                              detail: str) -> TradeLifecycle | None:
         """Part of a leg was closed outside the daemon (BEHAVIOUR 4.7): reduce it, account it, alert.
 
+        Only called on evidence: ``price`` is the average of the fills, not ours, that closed
+        it (reconciliation never books a missing position on an empty answer alone).
         ``qty`` is never more than the leg holds. Once no exposure is left the trade ends:
         CLOSED with reason ``external_close`` (unless a reason was already decided), or
         FAILED if it never opened. Working jobs of the trade are asked to stop first.
@@ -1077,14 +1196,12 @@ class LifecycleManager:
             total = leg.external_qty + qty
             leg.external_price = (leg.external_price * leg.external_qty + price * qty) / total
             leg.external_qty = _clean_qty(total)
-            if estimated and FLAG_PNL_ESTIMATED not in trade.flags:
-                trade.flags.append(FLAG_PNL_ESTIMATED)
             now = self.clock.now()
-            self._persist(trade, "external_close", leg=leg_index, qty=qty, price=price, estimated=estimated)
+            self._persist(trade, "external_close", leg=leg_index, qty=qty, price=price)
             self._alert("CRITICAL", "external_close",
                         f"trade {trade.id} ({trade.strategy}): {qty:g} {leg.symbol} closed outside the daemon "
-                        f"(at ~{price:g}{', estimated from the mark' if estimated else ''}); {detail}",
-                        trade_id=trade.id, symbol=leg.symbol, qty=qty, price=price, estimated=estimated)
+                        f"at {price:g} (fills that are not ours); {detail}",
+                        trade_id=trade.id, symbol=leg.symbol, qty=qty, price=price)
             if not trade.has_exposure:
                 runtime = self._runtime_of(trade)
                 if runtime.job is not None:
@@ -1092,6 +1209,71 @@ class LifecycleManager:
                     return trade  # the job ends on a later tick; _drive then finishes the trade flat
                 self._decide_exit(trade, EXIT_REASON_EXTERNAL, {"source": "reconciliation", "detail": detail}, now)
                 self._finish_flat(trade, runtime, now)
+            return trade
+
+    def reversible_external_closes(self) -> list[TradeLifecycle]:
+        """Trades an older version ended as ``external_close`` without evidence (``pnl_estimated``).
+
+        Only recent ones (``REVERSAL_LOOKBACK_SECONDS``) whose externally closed legs have not
+        expired: their positions may show again, and then they are reopened (docs/RECOVERY.md X1).
+        """
+        now = self.clock.now()
+        found = []
+        for trade in self.trades():
+            if trade.is_active or trade.exit_reason != EXIT_REASON_EXTERNAL or FLAG_PNL_ESTIMATED not in trade.flags:
+                continue
+            ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
+            if ended is None or now - float(ended) > REVERSAL_LOOKBACK_SECONDS:
+                continue
+            legs = [leg for leg in trade.legs if leg.external_qty > QTY_EPSILON]
+            if legs and not any(leg.is_expired(now) for leg in legs):
+                found.append(trade)
+        return found
+
+    def reverse_external_close(self, trade_id: str, detail: str) -> TradeLifecycle | None:
+        """Undo an external close booked without evidence: the position showed again (X1).
+
+        The legs get their exposure back (``external_qty`` cleared), the close decision is
+        forgotten (kept in ``metadata["external_close_reversed"]`` for the record) and the
+        trade is managed again: OPEN with its own exit rules if it had opened; OPENING if it
+        never had, so that the next tick decides it on its fills like an interrupted open
+        (OPEN, or an unwind of a partial open). Its strategy stays paused for entries until
+        an operator resumes it. Returns None when the trade is not such a trade.
+        """
+        with self._lock:
+            trade = self._trades.get(trade_id)
+            if trade is None or trade.is_active or trade.exit_reason != EXIT_REASON_EXTERNAL \
+                    or FLAG_PNL_ESTIMATED not in trade.flags:
+                return None
+            now = self.clock.now()
+            restored = {leg.symbol: leg.sign * leg.external_qty for leg in trade.legs if leg.external_qty > QTY_EPSILON}
+            trade.metadata["external_close_reversed"] = {
+                "at": now, "detail": detail, "legs": restored, "was": {
+                    "state": trade.state.value, "closed_at": trade.closed_at, "failed_at": trade.failed_at,
+                    "realized_pnl": trade.realized_pnl, "exit_detail": trade.exit_detail,
+                    "external_prices": {leg.symbol: leg.external_price for leg in trade.legs
+                                        if leg.external_qty > QTY_EPSILON}}}
+            for leg in trade.legs:
+                leg.external_qty = 0.0
+                leg.external_price = 0.0
+            trade.flags = [flag for flag in trade.flags if flag != FLAG_PNL_ESTIMATED] + [FLAG_EXTERNAL_REVERSED]
+            trade.exit_reason = trade.exit_decided_at = trade.closed_at = trade.realized_pnl = None
+            trade.exit_detail = {}
+            opened = trade.opened_at is not None
+            if not opened:
+                trade.failed_at = trade.failure_reason = None
+            runtime = self._runtime_of(trade)
+            runtime.pending_close_reason = None
+            self._sync_fills(trade)
+            self._set_state(trade, TradeState.OPEN if opened else TradeState.OPENING)
+            managed = "" if trade.strategy in self._hooks or trade.seq == 0 else \
+                " (its strategy is not running: it stays unmanaged, see `python main.py status`)"
+            self._alert("CRITICAL", "external_close_reversed",
+                        f"trade {trade.id} ({trade.strategy}) had been booked closed outside the daemon at an "
+                        f"estimated price, with no fill to prove it; {detail}: the trade is "
+                        f"{'OPEN' if opened else 'decided again on its fills'} and managed by its own exit rules "
+                        f"again{managed}. Its strategy stays paused for new entries: check the account, then "
+                        f"`python main.py resume {trade.strategy}`", trade_id=trade.id, legs=restored)
             return trade
 
     # ---- restart ----------------------------------------------------------------------

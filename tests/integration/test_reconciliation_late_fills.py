@@ -48,6 +48,12 @@ class OneTradeLifecycle:
     def has_job(self, trade_id: str) -> bool:
         return False
 
+    def trades(self) -> list:
+        return []
+
+    def reversible_external_closes(self) -> list:
+        return []
+
 
 @pytest.fixture
 def rig(sim_factory):

@@ -6,6 +6,7 @@ journal so that ordering rules (I5: persist before the next request) can be asse
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 import conditions
+import price_sanity
 import trade_lifecycle
 from clock import SimulatedClock
 from errors import StaleDataError
@@ -132,11 +134,27 @@ class FakeExecutor:
         return self.jobs[-1]
 
 
+def implied_vol(option_type: str, index: float, strike: float, expiry_ms: int, as_of: float, mark: float) -> float:
+    """The vol that prices ``mark`` (bisection), so a fixture row is self-consistent for the
+    price sanity rule; NaN (the exchange's "no IV") when no vol in the sane range does."""
+    t_years = price_sanity.time_to_expiry_years(expiry_ms, as_of)
+    low, high = price_sanity.MIN_SANE_IV, price_sanity.MAX_SANE_IV
+    value = lambda vol: price_sanity.black_scholes(option_type, index, strike, t_years, vol)  # noqa: E731
+    if not value(low) <= mark <= value(high):
+        return math.nan
+    for _ in range(80):
+        middle = (low + high) / 2.0
+        low, high = (middle, high) if value(middle) < mark else (low, middle)
+    return (low + high) / 2.0
+
+
 def make_row(symbol: str, *, bid: float, ask: float, mark: float, as_of: float, delta: float | None = 0.3,
              index: float = 85_000.0) -> OptionRow:
-    return OptionRow(symbol=symbol, option_type=symbol[-1], strike=float(symbol.split("-")[2]),
+    strike = float(symbol.split("-")[2])
+    iv = implied_vol(symbol[-1], index, strike, FRIDAY_EXPIRY_MS, as_of, mark)
+    return OptionRow(symbol=symbol, option_type=symbol[-1], strike=strike,
                      expiry_ms=FRIDAY_EXPIRY_MS, bid=bid, ask=ask, bid_size=1.0, ask_size=1.0, mark=mark,
-                     mark_iv=0.5, bid_iv=0.5, ask_iv=0.5, delta=delta, gamma=0.0001, vega=10.0, theta=-5.0,
+                     mark_iv=iv, bid_iv=0.5, ask_iv=0.5, delta=delta, gamma=0.0001, vega=10.0, theta=-5.0,
                      rho=1.0, underlying_price=index, as_of=as_of)
 
 
