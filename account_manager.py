@@ -13,9 +13,14 @@ Why it looks the way it does:
   them to position level (already x qty x sign) whatever the configured payload mode, so
   every consumer reads one meaning and the net greeks are a plain sum.
 * ``PositionMonitor`` is the one thread of the daemon. It never sleeps inside a tick; it
-  waits between ticks on the injected clock in short slices so ``stop()`` is noticed
-  quickly, and it isolates every callback so one broken strategy cannot starve the
+  waits between ticks on the injected clock in short slices so ``stop()`` or the daemon's
+  stop flag (``set_stop_check``: a signal handler only sets a plain flag, main.StopFlag) is
+  noticed quickly, and it isolates every callback so one broken strategy cannot starve the
   others.
+* An exchange that stays unreachable is an operator's problem: ``AccountManager.alert_on_outages``
+  turns the client's ``Reachability`` outage events into the ``exchange_unreachable``
+  (CRITICAL) and ``exchange_recovered`` alerts. The monitor keeps polling while the exchange
+  is down (backed off), which is what measures the outage when no trade is active.
 """
 from __future__ import annotations
 
@@ -25,7 +30,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from alerts import iso_utc, send_alert
 from clock import Clock
+from coincall_client import Reachability, ReachabilityEvent
 from errors import ConfigError, SnapshotError
 
 logger = logging.getLogger(__name__)
@@ -318,6 +325,18 @@ class AccountManager:
         """The client's UP/DOWN tracker, or None when the client has none."""
         return getattr(self._client, "reachability", None)
 
+    def alert_on_outages(self, alerts: Any) -> None:
+        """Send the client's outage events to the alert sink ``alerts`` (an ``AlertSink``).
+
+        ``Reachability`` measured outages all along, but nothing listened: the DOWN/UP
+        transitions only reached the log, so minutes without an exchange raised no alert
+        (issue 9, finding 6). A client without a tracker (a replay in a benchmark) has no
+        outages to report.
+        """
+        reach = self.reachability
+        if reach is not None:
+            reach.add_listener(OutageAlerts(alerts))
+
     def snapshot(self) -> AccountSnapshot:
         """Summary + positions, both fetched and valid, or ``SnapshotError``.
 
@@ -356,6 +375,46 @@ class AccountManager:
 
     def __repr__(self) -> str:
         return f"AccountManager(position_greeks={self.position_greeks!r})"
+
+
+class OutageAlerts:
+    """A ``Reachability`` listener that raises the operator alerts of an exchange outage.
+
+    ``exchange_unreachable`` (CRITICAL) comes once per outage, when it has lasted
+    ``EXCHANGE_OUTAGE_ALERT_SECONDS`` from its first failed request; ``exchange_recovered``
+    follows the first answer after it, with the outage's length. Shorter outages (the
+    DOWN/UP transitions after a few failures) stay in the log: they are routine. Both alerts
+    carry the numbers in their detail so ``alerts.log`` can be read by a machine.
+    """
+
+    def __init__(self, alerts: Any) -> None:
+        self._alerts = alerts
+
+    def __call__(self, event: ReachabilityEvent) -> None:
+        if event.kind == Reachability.UNREACHABLE:
+            send_alert(self._alerts, logger, "CRITICAL", "exchange_unreachable",
+                       f"Coincall unreachable for {event.outage_seconds:.0f} s (since "
+                       f"{_when(event.outage_started_at)}, {event.failures} failed requests in a row, last: "
+                       f"{event.last_error or 'unknown'}): positions are not managed until it answers; check "
+                       f"the network and the exchange's status page",
+                       **self._detail(event))
+        elif event.kind == Reachability.RECOVERED:
+            send_alert(self._alerts, logger, "WARNING", "exchange_recovered",
+                       f"Coincall reachable again after an outage of {event.outage_seconds:.0f} s (since "
+                       f"{_when(event.outage_started_at)}, {event.failures} failed requests)",
+                       **self._detail(event))
+
+    @staticmethod
+    def _detail(event: ReachabilityEvent) -> dict[str, Any]:
+        return {"outage_seconds": round(event.outage_seconds, 3), "since": _when(event.outage_started_at),
+                "failures": event.failures, "last_error": event.last_error}
+
+    def __repr__(self) -> str:
+        return f"OutageAlerts({self._alerts!r})"
+
+
+def _when(epoch_seconds: float | None) -> str:
+    return iso_utc(epoch_seconds) if epoch_seconds is not None else "unknown"
 
 
 # --------------------------------------------------------------------------------------
@@ -430,6 +489,7 @@ class PositionMonitor:
         self.last_error_at: float | None = None
         self.ticks = 0
         self._stop_event = threading.Event()
+        self._stop_check: Callable[[], bool] | None = None
         self._thread: threading.Thread | None = None
 
     # ---- configuration -------------------------------------------------------------
@@ -444,6 +504,22 @@ class PositionMonitor:
     def set_busy(self, busy: Callable[[], bool] | None) -> None:
         """``busy()`` True (execution jobs active) → wake every ``exec_tick_interval``."""
         self._busy = busy
+
+    def set_stop_check(self, check: Callable[[], bool] | None) -> None:
+        """``check()`` True ends the wait between ticks at the next slice (None: only ``stop()``).
+
+        The daemon's signal handlers may only set a plain flag (no ``Event``, whose lock a
+        re-entered handler deadlocks on), so the wait reads that flag itself, every
+        ``wait_slice`` of clock time; a tick in progress is always finished.
+        """
+        self._stop_check = check
+
+    def stop_requested(self) -> bool:
+        """True once ``stop()`` was called or the stop check says so."""
+        if self._stop_event.is_set():
+            return True
+        check = self._stop_check
+        return check is not None and bool(check())
 
     # ---- state for health and callers ---------------------------------------------
 
@@ -596,7 +672,7 @@ class PositionMonitor:
 
     def _wait_until_next_wake(self, tick_started: float) -> None:
         """Sleep on the clock in slices, re-reading the interval so a new job shortens it."""
-        while not self._stop_event.is_set():
+        while not self.stop_requested():
             remaining = tick_started + self.current_interval() - self._clock.monotonic()
             if remaining <= _SCHEDULE_EPSILON:
                 return
@@ -605,7 +681,7 @@ class PositionMonitor:
     def _loop(self) -> None:
         logger.info("position monitor started (poll %.1f s, exec tick %.1f s)",
                     self.poll_interval, self.exec_tick_interval)
-        while not self._stop_event.is_set():
+        while not self.stop_requested():
             try:
                 self.run_once()
             except Exception:

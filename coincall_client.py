@@ -186,6 +186,11 @@ class Credentials:
     __str__ = __repr__
 
 
+# An outage lasting this long (clock seconds from its first failed request) is reported
+# (EXCHANGE_OUTAGE_ALERT_SECONDS; issue 9, finding 6).
+DEFAULT_OUTAGE_ALERT_SECONDS = 120.0
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """Tunables of the client; defaults are those of API.md / BEHAVIOUR.md."""
@@ -200,6 +205,7 @@ class ClientSettings:
     rfq_body_encoding: str = "form"
     order_actions_per_second: float = 15.0
     down_after_failures: int = 3
+    outage_alert_seconds: float = DEFAULT_OUTAGE_ALERT_SECONDS
     rebuild_session_after_failures: int = 5
     user_agent: str = "CoincallTrader"
     time_sync_interval_seconds: float = 600.0
@@ -218,6 +224,8 @@ class ClientSettings:
         self._require(0 <= self.backoff_jitter < 1, "backoff_jitter", "must be in [0, 1)")
         self._require(self.order_actions_per_second > 0, "order_actions_per_second", "must be > 0")
         self._require(self.down_after_failures >= 1, "down_after_failures", "must be >= 1")
+        self._require(math.isfinite(self.outage_alert_seconds) and self.outage_alert_seconds >= 1,
+                      "outage_alert_seconds", "must be a number of seconds >= 1")
         self._require(self.rebuild_session_after_failures >= 1, "rebuild_session_after_failures", "must be >= 1")
         self._require(self.time_sync_interval_seconds > 0, "time_sync_interval_seconds", "must be > 0")
 
@@ -230,21 +238,56 @@ class ClientSettings:
 # Reachability (BEHAVIOUR.md 7.3)
 # --------------------------------------------------------------------------------------
 
-ReachabilityListener = Callable[[str, str], None]
+@dataclass(frozen=True)
+class ReachabilityEvent:
+    """One transition of ``Reachability``, as its listeners receive it.
+
+    ``at`` is the clock time of the request outcome that caused it; ``outage_started_at``
+    the time of the first failed request of the outage (None when no failure was seen);
+    ``failures`` the failed requests of the outage so far (for UP/RECOVERED: in total).
+    """
+
+    kind: str
+    detail: str
+    at: float
+    outage_started_at: float | None
+    failures: int
+    last_error: str
+
+    @property
+    def outage_seconds(self) -> float:
+        """How long the outage has lasted (UNREACHABLE) or lasted (UP, RECOVERED)."""
+        return self.at - self.outage_started_at if self.outage_started_at is not None else 0.0
+
+
+ReachabilityListener = Callable[[ReachabilityEvent], None]
 
 
 class Reachability:
     """UP/DOWN state of the exchange from consecutive request outcomes.
 
     A failure is "no usable answer or throttled"; anything else proves the exchange is
-    there. Listeners get ``("DOWN", detail)`` and ``("UP", detail)`` on transitions only.
+    there. Listeners get a ``ReachabilityEvent`` on transitions only:
+
+    * ``DOWN`` after ``down_after_failures`` consecutive failures (the monitor backs off),
+      ``UP`` at the first success after it;
+    * ``UNREACHABLE`` once per outage, at the first failure recorded at least
+      ``outage_alert_seconds`` after the outage's first failure (time, not a count: a poll
+      backed off to 30 s needs minutes of failures either way), ``RECOVERED`` at the first
+      success after it, with the outage's length.
+
+    An outage is the run of consecutive failures: one success ends it.
     """
 
     DOWN = "DOWN"
     UP = "UP"
+    UNREACHABLE = "UNREACHABLE"
+    RECOVERED = "RECOVERED"
 
-    def __init__(self, down_after_failures: int = 3) -> None:
+    def __init__(self, down_after_failures: int = 3,
+                 outage_alert_seconds: float = DEFAULT_OUTAGE_ALERT_SECONDS) -> None:
         self._threshold = down_after_failures
+        self.outage_alert_seconds = float(outage_alert_seconds)
         self._lock = threading.Lock()
         self._listeners: list[ReachabilityListener] = []
         self.is_up = True
@@ -252,6 +295,8 @@ class Reachability:
         self.down_since: float | None = None
         self.last_success: float | None = None
         self.failing_since: float | None = None
+        self.last_error = ""
+        self.outage_reported = False
 
     def add_listener(self, listener: ReachabilityListener) -> None:
         self._listeners.append(listener)
@@ -262,39 +307,54 @@ class Reachability:
     def record_success(self, now: float) -> None:
         with self._lock:
             recovered = not self.is_up
-            outage_start = self.failing_since
+            reported = self.outage_reported
+            outage_start, failures, last_error = self.failing_since, self.consecutive_failures, self.last_error
             self.is_up = True
             self.consecutive_failures = 0
             self.down_since = None
             self.failing_since = None
+            self.outage_reported = False
             self.last_success = now
+        if not (recovered or reported):
+            return
+        seconds = now - outage_start if outage_start is not None else 0.0
         if recovered:
-            seconds = now - outage_start if outage_start is not None else 0.0
             detail = f"Coincall reachable again: recovered after {seconds:.0f} s"
             logger.warning(detail)
-            self._notify(self.UP, detail)
+            self._notify(ReachabilityEvent(self.UP, detail, now, outage_start, failures, last_error))
+        if reported:
+            detail = f"Coincall outage over after {seconds:.0f} s ({failures} failed requests)"
+            self._notify(ReachabilityEvent(self.RECOVERED, detail, now, outage_start, failures, last_error))
 
     def record_failure(self, now: float, reason: str = "") -> None:
         with self._lock:
             self.consecutive_failures += 1
+            self.last_error = reason
             if self.failing_since is None:
                 self.failing_since = now
             went_down = self.is_up and self.consecutive_failures >= self._threshold
             if went_down:
                 self.is_up = False
                 self.down_since = now
-            count = self.consecutive_failures
+            report = not self.outage_reported and now - self.failing_since >= self.outage_alert_seconds
+            if report:
+                self.outage_reported = True
+            count, outage_start = self.consecutive_failures, self.failing_since
         if went_down:
             detail = f"Coincall unreachable: {count} consecutive failures (last: {reason or 'unknown'})"
             logger.warning(detail)
-            self._notify(self.DOWN, detail)
+            self._notify(ReachabilityEvent(self.DOWN, detail, now, outage_start, count, reason))
+        if report:
+            detail = (f"Coincall unreachable for {now - outage_start:.0f} s: {count} consecutive failures "
+                      f"(last: {reason or 'unknown'})")
+            self._notify(ReachabilityEvent(self.UNREACHABLE, detail, now, outage_start, count, reason))
 
-    def _notify(self, event: str, detail: str) -> None:
+    def _notify(self, event: ReachabilityEvent) -> None:
         for listener in list(self._listeners):
             try:
-                listener(event, detail)
+                listener(event)
             except Exception:  # a broken listener must never break a request
-                logger.exception("reachability listener failed on %s", event)
+                logger.exception("reachability listener failed on %s", event.kind)
 
     def __repr__(self) -> str:
         state = "UP" if self.is_up else "DOWN"
@@ -521,7 +581,7 @@ class CoincallClient:
         self._rfq_encoding = settings.rfq_body_encoding
         self._offset_ms = 0
         self._last_time_sync: float | None = None
-        self.reachability = Reachability(settings.down_after_failures)
+        self.reachability = Reachability(settings.down_after_failures, settings.outage_alert_seconds)
 
     # ---- generic requests -------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -630,7 +629,7 @@ def _kill_without_daemon(request: KillRequest, configs: list[Any], run: Operator
         logger.exception("kill: could not open the exchange connection or the state store")
         run.complain("kill: could not open the exchange connection or the state store (see the log); nothing sent")
         return EXIT_NOT_DONE
-    stop = app.StopFlag(threading.Event())
+    stop = app.StopFlag()
     undo_signals = app.install_signal_handlers(stop)
     try:
         recovered = app._recover(ctx)
@@ -645,9 +644,10 @@ def _kill_without_daemon(request: KillRequest, configs: list[Any], run: Operator
         run.say(f"no daemon is running: executing kill command {command_id} ({request.describe()}) in this process")
         monitor = ctx.position_monitor
         monitor.register(CommandProcessor(ctx, runners))
-        stop.listeners.append(monitor.stop)
+        monitor.set_stop_check(lambda: stop.is_set)   # a signal cuts the wait short, never a tick
         command = _tick_until_finished(ctx, command_id, stop, app.wait_until)
     finally:
+        ctx.position_monitor.set_stop_check(None)
         undo_signals()
         ctx.close()
     if command["status"] not in FINISHED:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -62,10 +63,19 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
         "SIM_SEED",
         "SIM_STATE_FILE",
         "CLIENT_ORDER_PREFIX",
+        "EXCHANGE_OUTAGE_ALERT_SECONDS",
     }
     | {name for pair in KEY_VARIABLES.values() for name in pair}
 )
 CHECKED_PREFIX = "COINCALL_"
+# Any other name this close to a known one (difflib ratio) is a typo, not somebody else's
+# variable: POLL_INTERVAL_SECOND, LOGDIR, TRADING_ENVIROMENT. High enough that unrelated
+# variables of the process environment (PATH, HOME, LOGNAME...) are never refused.
+NEAR_MISS_CUTOFF = 0.9
+# Shortest client timeout and poll interval: below a second a timeout fires on a healthy
+# exchange and a poll loop hammers it (issue 9).
+MIN_TIMEOUT_SECONDS = 1.0
+MIN_POLL_INTERVAL_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -100,6 +110,8 @@ class Settings:
     sim_state_file: Path = Path("state") / "simulator.json"
     client_order_prefix: int = 101
     rfq_body_encoding: str = "form"
+    # An exchange unreachable this long raises the exchange_unreachable alert (issue 9).
+    exchange_outage_alert_seconds: float = 120.0
 
     @property
     def is_sim(self) -> bool:
@@ -170,11 +182,24 @@ def _merge_sources(env: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[st
 
 
 def _reject_unknown(values: Mapping[str, str]) -> None:
+    """Refuse a misspelled setting rather than silently running on its default.
+
+    Every ``COINCALL_*`` name must be known; any other name is refused only when it is a near
+    miss of a known one (``NEAR_MISS_CUTOFF``), since the process environment holds plenty of
+    variables that are not ours.
+    """
+    known = sorted(KNOWN_VARIABLES)
     for name in sorted(values):
-        if name.startswith(CHECKED_PREFIX) and name not in KNOWN_VARIABLES:
-            close = difflib.get_close_matches(name, sorted(KNOWN_VARIABLES), n=1)
+        if name in KNOWN_VARIABLES:
+            continue
+        if name.startswith(CHECKED_PREFIX):
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "see .env.example for the known variables"
             raise ConfigError(f"{name} is not a known setting: {hint} (remove or rename it)")
+        near = difflib.get_close_matches(name, known, n=1, cutoff=NEAR_MISS_CUTOFF)
+        if near:
+            raise ConfigError(f"{name} is not a known setting: did you mean {near[0]}? (rename it, or remove it "
+                              f"to use the default)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,11 +330,11 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv_path: str | os
         ),
         request_timeout_seconds=_parse_number(
             values, "COINCALL_TIMEOUT_SECONDS", 30.0, float,
-            minimum=0, maximum=300, exclusive_minimum=True, kind="a number of seconds",
+            minimum=MIN_TIMEOUT_SECONDS, maximum=300, kind="a number of seconds (e.g. 30)",
         ),
         poll_interval_seconds=_parse_number(
             values, "POLL_INTERVAL_SECONDS", 10.0, float,
-            minimum=0, maximum=3600, exclusive_minimum=True, kind="a number of seconds",
+            minimum=MIN_POLL_INTERVAL_SECONDS, maximum=3600, kind="a number of seconds (e.g. 10)",
         ),
         log_dir=Path(values.get("LOG_DIR", "logs")),
         state_dir=state_dir,
@@ -320,4 +345,99 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv_path: str | os
             values, "CLIENT_ORDER_PREFIX", 101, _parse_int_text, minimum=100, maximum=899, kind="a whole number",
         ),
         rfq_body_encoding=_parse_choice(values, "COINCALL_RFQ_BODY_ENCODING", "form", RFQ_BODY_ENCODINGS),
+        exchange_outage_alert_seconds=_parse_number(
+            values, "EXCHANGE_OUTAGE_ALERT_SECONDS", 120.0, float,
+            minimum=1, maximum=86400, kind="a number of seconds (e.g. 120)",
+        ),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Directories: usable before anything is opened (issue 9)
+# ---------------------------------------------------------------------------------------
+
+
+def directory_problem(path: Path, subject: str = "it") -> str | None:
+    """Why ``path`` cannot serve as a directory we create and write in, or None when it can.
+
+    Checked without side effects (nothing is created): a directory that exists must be a
+    writable directory; one that does not exist needs its nearest existing ancestor to be a
+    writable directory, since the daemon creates the rest. The answer is one phrase that fits
+    in one line of an error message; ``subject`` is how it refers to ``path`` itself.
+    """
+    text = str(path)
+    if "\0" in text:
+        return "it contains a NUL character"
+    if text.startswith("~"):
+        return "it starts with '~', which is not expanded (a directory literally named '~' would be used)"
+    current = path
+    while True:
+        problem, exists = _existing_directory_problem(current, subject if current == path else None)
+        if problem is not None:
+            return problem
+        if exists:
+            return None
+        parent = current.parent
+        if parent == current:  # a root that does not exist: nothing to create it in
+            return f"{current} does not exist"
+        current = parent
+
+
+def _existing_directory_problem(path: Path, subject: str | None) -> tuple[str | None, bool]:
+    """(problem, exists) for one step of the walk up; ``subject`` None means an ancestor."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"{path} is a broken symbolic link", True
+        return None, False
+    except NotADirectoryError:  # a file further up: the walk reaches it and names it
+        return None, False
+    except OSError as exc:
+        return f"{path} cannot be inspected ({exc.strerror or exc})", True
+    what = subject if subject is not None else f"its parent {path}"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{what} is a file, not a directory", True
+    if not os.access(path, os.W_OK | os.X_OK):
+        action = "write in it" if subject is not None else "create the directory in it"
+        return f"{what} is not writable by this user (cannot {action})", True
+    return None, True
+
+
+def check_directories(settings: Settings, *, embedded_state: bool) -> None:
+    """Refuse an unusable ``STATE_DIR``, ``LOG_DIR`` (or ``SIM_STATE_FILE``) with one message.
+
+    Runs before the lock, the log files, the store and the exchange are opened, so that a
+    mistyped directory is a configuration error (exit 2) naming the variable, the value, the
+    reason and the fix, never a traceback halfway through start-up. ``embedded_state``: the
+    embedded simulator will write ``SIM_STATE_FILE``, so its directory is checked too.
+    """
+    checks: list[tuple[str, Path, Path]] = [("STATE_DIR", settings.state_dir, settings.state_dir),
+                                            ("LOG_DIR", settings.log_dir, settings.log_dir)]
+    if embedded_state:
+        checks.append(("SIM_STATE_FILE", settings.sim_state_file, settings.sim_state_file.parent))
+    for name, value, directory in checks:
+        subject = f"its directory {directory}" if name == "SIM_STATE_FILE" else "it"
+        problem = directory_problem(directory, subject)
+        if problem is None and name == "SIM_STATE_FILE":
+            problem = _file_problem(value)
+        if problem is not None:
+            target = "a file path in a writable directory" if name == "SIM_STATE_FILE" else "a writable directory"
+            raise ConfigError(f"{name}={str(value)!r} is not usable: {problem}. Fix: set {name} to {target} "
+                              f"(missing directories are created), or repair the path")
+    log_file = settings.log_dir / "trading.log"
+    problem = _file_problem(log_file)
+    if problem is not None:
+        raise ConfigError(f"LOG_DIR={str(settings.log_dir)!r} is not usable: {problem}. Fix: set LOG_DIR to "
+                          f"another directory, or move {log_file} away")
+
+
+def _file_problem(path: Path) -> str | None:
+    """A file we will append to: absent, or a writable regular file."""
+    if not os.path.lexists(path):
+        return None
+    if not os.path.isfile(path):
+        return f"{path} exists and is not a regular file"
+    if not os.access(path, os.W_OK):
+        return f"{path} is not writable by this user"
+    return None

@@ -98,6 +98,7 @@ def client_settings_for(settings: Settings, base_url: str, *, get_retries: int |
         ts_diff_ms=settings.ts_diff_ms,
         timeout_seconds=settings.request_timeout_seconds,
         rfq_body_encoding=settings.rfq_body_encoding,
+        outage_alert_seconds=settings.exchange_outage_alert_seconds,
         **extra,
     )
 

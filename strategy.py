@@ -627,6 +627,7 @@ def build_context(
                      f"the state database was unusable and moved to {quarantined}; started with a fresh store")
     market = MarketData(client, clock, on_alert=on_alert)
     account_manager = AccountManager(client, clock)
+    account_manager.alert_on_outages(alerts)   # exchange_unreachable / exchange_recovered (issue 9)
     journal = EventJournal(clock, store=store, log_dir=log_path)
     ledger = OrderLedger(client, clock, prefix=prefix, ts_diff_ms=ts_diff_ms, store=store, on_event=journal)
     limit_executor = LimitFillManager(ledger, market, clock)

@@ -212,7 +212,7 @@ class FlakyClient:
 def test_errors_inside_the_loop_are_logged_and_the_loop_keeps_polling(caplog):
     clock = SimulatedClock(start=START, speed=0)
     settings = load_settings({"POLL_INTERVAL_SECONDS": "10"}, dotenv_path=None)
-    stop = main_module.StopFlag(threading.Event())
+    stop = main_module.StopFlag()
 
     with caplog.at_level("INFO"):
         main_module.run_loop(FlakyClient(), clock, settings, stop, run_for=100)
@@ -227,7 +227,7 @@ def test_errors_inside_the_loop_are_logged_and_the_loop_keeps_polling(caplog):
 
 def test_stop_flag_interrupts_the_wait_between_polls():
     clock = SimulatedClock(start=START, speed=0)
-    stop = main_module.StopFlag(threading.Event())
+    stop = main_module.StopFlag()
     stop.request("SIGINT")
     main_module.wait_until(clock, START + 3600, stop)
     assert clock.now() == START

@@ -519,7 +519,7 @@ def test_path_segments_must_be_plain_tokens(client, rsps):
 def test_reachability_down_after_three_failures_and_up_after_success(clock, rsps):
     client = make_client(clock, max_retries=0)
     events = []
-    client.reachability.add_listener(lambda event, detail: events.append((event, detail)))
+    client.reachability.add_listener(lambda event: events.append((event.kind, event.detail)))
     rsps.add(responses.GET, url(POSITIONS), body=requests.exceptions.ConnectTimeout("no route"))
     for expected_up in (True, True, False):
         with pytest.raises(TransportError):
@@ -556,7 +556,7 @@ def test_definitive_errors_prove_reachability_but_throttling_does_not(clock, rsp
 def test_broken_listener_does_not_break_requests(clock, rsps):
     client = make_client(clock, max_retries=0, down_after_failures=1)
 
-    def broken(event, detail):
+    def broken(event):
         raise RuntimeError("sink down")
 
     client.reachability.add_listener(broken)
@@ -588,7 +588,7 @@ def test_session_is_rebuilt_after_five_consecutive_failures(clock, rsps):
 def test_reachability_standalone_transitions():
     reach = Reachability(down_after_failures=2)
     events = []
-    reach.add_listener(lambda e, d: events.append(e))
+    reach.add_listener(lambda e: events.append(e.kind))
     reach.record_failure(100.0, "x")
     reach.record_success(101.0)
     reach.record_failure(102.0)
