@@ -31,7 +31,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from api_values import finite_number
 from clock import Clock, RealClock, SimulatedClock
 from commands import CommandProcessor, OperatorRun, run_operator_command
-from config import Settings, load_settings
+from config import Settings, check_directories, load_settings
 from errors import AuthError, ConfigError, TraderError
 from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
 
@@ -62,8 +61,10 @@ LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUP_COUNT = 5
 LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(name)s: %(message)s"
 LOG_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
-# The longest single clock.sleep() of the main loop: bounds how long a signal waits.
-MAX_SLEEP_SLICE_SECONDS = 1.0
+# The longest single clock.sleep() of the main loop's waits: a signal only sets a flag
+# (StopFlag), so this bounds how long the loop takes to notice it (half a second of real time
+# on the real clock, less on a faster simulated one).
+MAX_SLEEP_SLICE_SECONDS = 0.5
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,41 +216,76 @@ def setup_logging(log_dir: Path, level: str) -> Callable[[], None]:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass
 class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop checks it between (never during) polls."""
+    """Whether (and why) the daemon should stop: written by signal handlers, read by the loop.
 
-    event: threading.Event
-    reason: str = ""
-    listeners: list[Callable[[], None]] = field(default_factory=list)
+    A Python signal handler runs in the main thread between two bytecodes, so it can start
+    inside another handler or while that thread holds any lock. ``threading.Event.set()``
+    takes the event's lock: a second SIGTERM arriving while the first handler held it
+    re-entered ``set()`` and deadlocked the daemon with its state lock held (issue 9,
+    finding 3). So the handler's side, ``signalled``, is one plain attribute store: no lock,
+    no logging, no I/O, no listener. The reason text and the "stopping: SIGTERM" line are
+    produced by normal code after the loop has noticed the flag; waits notice it within one
+    clock slice (``wait_until``, ``PositionMonitor.set_stop_check``).
+    """
+
+    __slots__ = ("signal_number", "requested")
+
+    def __init__(self) -> None:
+        self.signal_number = 0      # the first stop signal; written by the handler only
+        self.requested = ""         # a stop asked for by normal code (``--run-for``)
+
+    def signalled(self, signum: int) -> None:
+        """The whole of a signal handler's work; safe to re-enter at any point."""
+        if not self.signal_number:
+            self.signal_number = signum
 
     def request(self, reason: str) -> None:
-        if not self.event.is_set():
-            self.reason = reason
-        self.event.set()
-        for listener in list(self.listeners):
-            listener()
+        """Stop from normal code; the first reason (signal or request) is the one reported."""
+        if not self.is_set:
+            self.requested = reason
 
     @property
     def is_set(self) -> bool:
-        return self.event.is_set()
+        return bool(self.signal_number) or bool(self.requested)
+
+    @property
+    def reason(self) -> str:
+        """``SIGTERM``, ``SIGINT`` or the requested reason; empty while not set."""
+        if self.requested:
+            return self.requested
+        if self.signal_number:
+            return signal.Signals(self.signal_number).name
+        return ""
+
+    def __repr__(self) -> str:
+        return f"StopFlag(is_set={self.is_set}, reason={self.reason!r})"
 
 
-def install_signal_handlers(stop: StopFlag) -> Callable[[], None]:
-    """Route SIGINT/SIGTERM to ``stop``; returns the undo. No-op outside the main thread."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def install_signal_handlers(stop: StopFlag, *, ignore_on_undo: bool = False) -> Callable[[], None]:
+    """Route SIGINT/SIGTERM to ``stop.signalled``; returns the undo. No-op outside the main thread.
+
+    The undo restores the previous handlers (tests run ``main()`` in-process), or with
+    ``ignore_on_undo`` ignores further stop signals: the process entry point uses it so that
+    the second or third signal of a burst arriving after the shutdown is done cannot kill a
+    process that is about to exit 0 (or print a KeyboardInterrupt traceback).
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous: dict[int, Any] = {}
 
     def handle(signum: int, _frame: object) -> None:
-        stop.request(signal.Signals(signum).name)
+        stop.signalled(signum)   # nothing else here: see StopFlag
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         previous[signum] = signal.signal(signum, handle)
 
     def undo() -> None:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if ignore_on_undo else handler)
 
     return undo
 
@@ -366,22 +402,22 @@ def build_strategy_configs(factories: Sequence[Callable[[], Any]]) -> list[Any]:
 
     Raises ``ConfigError`` for the first invalid strategy, a factory returning something
     else, or two strategies with one name. Runs before any request (BEHAVIOUR.md 7.5).
+    Every message names the strategy by its ``name``: an error raised inside a factory
+    before its ``StrategyConfig`` exists is attributed by ``strategy.factory_failure``.
     """
-    from strategy import StrategyConfig, check_unique_names
+    from strategy import StrategyConfig, check_unique_names, factory_failure
 
     configs: list[Any] = []
     for factory in factories:
         label = getattr(factory, "__name__", repr(factory))
         try:
             built = factory()
-        except ConfigError as exc:
-            raise ConfigError(f"strategy factory {label}: {exc}") from None
         except Exception as exc:  # a bug in a strategy file is a configuration error too
-            raise ConfigError(f"strategy factory {label} failed: {type(exc).__name__}: {exc}") from None
+            raise factory_failure(factory, exc) from None
         items = built if isinstance(built, (list, tuple)) else [built]
         for item in items:
             if not isinstance(item, StrategyConfig):
-                raise ConfigError(f"strategy factory {label} returned {type(item).__name__}: "
+                raise ConfigError(f"the factory {label} returned {type(item).__name__} instead of a strategy: "
                                   f"return a StrategyConfig or a list of them")
             configs.append(item)
     check_unique_names(configs)
@@ -397,6 +433,23 @@ def select_strategies(configs: Sequence[Any], names: Sequence[str] | None) -> li
     if unknown:
         raise ConfigError(f"--strategy {', '.join(unknown)}: no such strategy; known: {', '.join(known)}")
     return [known[name] for name in dict.fromkeys(names)]
+
+
+def check_start_directories(settings: Settings, command: str) -> int | None:
+    """Exit 2 with one line when STATE_DIR or LOG_DIR cannot be used; None when they can.
+
+    Before the lock, the logs, the store and the exchange: an unusable directory is a
+    configuration error, not a traceback halfway through start-up (issue 9). ``status``
+    only reads, so it is not refused for a directory it would never write.
+    """
+    if command == "status":
+        return None
+    try:
+        check_directories(settings, embedded_state=settings.embeds_simulator)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -442,7 +495,13 @@ def remote_simulator_time(settings: Settings) -> float:
 
 
 def wait_until(clock: Clock, wake_at: float, stop: StopFlag) -> None:
-    """Sleep until clock time ``wake_at`` in short slices, returning early once ``stop`` is set."""
+    """Sleep until clock time ``wake_at`` in short slices, returning early once ``stop`` is set.
+
+    Slices rather than a blocking wait on something the handler signals: the handler may
+    only set a plain flag (``StopFlag``), so the sleeper has to look at it; a slice of
+    ``MAX_SLEEP_SLICE_SECONDS`` keeps that look frequent, and on a speed-0 simulated
+    clock each slice only moves simulated time.
+    """
     while not stop.is_set:
         remaining = wake_at - clock.now()
         if remaining <= 0:
@@ -670,21 +729,26 @@ def daemon_loop(ctx: Any, runners: Sequence[Any], stop: StopFlag, run_for: float
     clock, monitor = ctx.clock, ctx.position_monitor
     started_at = clock.now()
     deadline = started_at + run_for if run_for is not None else None
-    stop.listeners.append(monitor.stop)  # cut the monitor's wait short on a signal
-    while not stop.is_set:
-        try:
-            monitor.run_once()
-        except Exception:
-            logger.exception("monitor iteration failed; retrying after one poll interval")
-            wait_until(clock, clock.now() + monitor.poll_interval, stop)
-        try:
-            ctx.health.maybe_report(health_state(ctx, runners, started_at))
-            if on_wake is not None:
-                on_wake(clock.now())
-        except Exception:
-            logger.exception("health report or checkpoint failed; continuing")
-        if deadline is not None and clock.now() >= deadline and not stop.is_set:
-            stop.request(f"--run-for {run_for:g}s of simulated time elapsed")
+    # The monitor's wait between ticks looks at the flag in every slice: a signal cuts it
+    # short, never a tick (the handler itself only sets the flag).
+    monitor.set_stop_check(lambda: stop.is_set)
+    try:
+        while not stop.is_set:
+            try:
+                monitor.run_once()
+            except Exception:
+                logger.exception("monitor iteration failed; retrying after one poll interval")
+                wait_until(clock, clock.now() + monitor.poll_interval, stop)
+            try:
+                ctx.health.maybe_report(health_state(ctx, runners, started_at))
+                if on_wake is not None:
+                    on_wake(clock.now())
+            except Exception:
+                logger.exception("health report or checkpoint failed; continuing")
+            if deadline is not None and clock.now() >= deadline and not stop.is_set:
+                stop.request(f"--run-for {run_for:g}s of simulated time elapsed")
+    finally:
+        monitor.set_stop_check(None)
 
 
 def _recover(ctx: Any) -> bool:
@@ -744,9 +808,112 @@ def run(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFl
         lock.release()
 
 
+class StateIdentityGate:
+    """The state directory belongs to one exchange and account (docs/RECOVERY.md row E1).
+
+    ``verify_at_start`` reads the account (the key's ``userId``) and compares it, with the
+    environment and the exchange, to ``<STATE_DIR>/exchange_identity.json`` (written on the
+    first start; adopted, and logged, for a directory that has none). Another exchange or
+    account → exit 2 with one line, before anything is reconciled or traded. When the
+    exchange cannot be read at start the daemon does not exit (README, exit codes): the gate
+    becomes a start-up check of the reconciler, so nothing is reconciled, released or
+    traded until it has passed; a mismatch found then stops the daemon with exit 2.
+    """
+
+    def __init__(self, ctx: Any, settings: Settings, stop: StopFlag) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self._stop = stop
+        self.verified = False
+        self.refusal: str | None = None
+
+    def verify_at_start(self) -> int | None:
+        from state_identity import StateIdentityError
+
+        try:
+            self._verify()
+        except StateIdentityError as exc:
+            return self.refuse(str(exc))
+        except TraderError as exc:
+            logger.warning("could not read the account to check which exchange %s belongs to (%s): nothing is "
+                           "reconciled or traded until it can", self._settings.state_dir, exc)
+            self._ctx.reconciler.add_startup_check(self)
+        return None
+
+    def __call__(self) -> None:
+        """The reconciler's start-up check: raises ``TraderError`` until verified."""
+        from state_identity import StateIdentityError
+
+        if self.verified:
+            return
+        try:
+            self._verify()
+        except StateIdentityError as exc:
+            self.refusal = str(exc)
+            self._stop.request("the state directory belongs to another exchange")
+            raise
+
+    def refuse(self, message: str) -> int:
+        logger.error("%s", message)
+        print(f"configuration error: {message}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    def _verify(self) -> None:
+        from state_identity import check_state_identity, exchange_identity
+
+        connection = self._ctx.connection
+        current = exchange_identity(self._settings.environment, self._settings.base_url,
+                                    embedded=connection.is_embedded, account_id=self._account_id(connection.client))
+        result = check_state_identity(self._settings.state_dir, current)
+        self.verified = True
+        if not result.adopted:
+            return
+        if self._ctx.store.created:
+            self._ctx.reconciler.note_new_state_dir()
+        else:
+            logger.warning("state directory %s had no exchange record: adopted %s", self._settings.state_dir,
+                           current.describe())
+
+    @staticmethod
+    def _account_id(client: Any) -> Any:
+        """The account's userId (the key query, else the user info); refused when neither has one."""
+        from state_identity import StateIdentityError
+
+        for read in (client.query_api_key, client.user_info):
+            info = read()
+            if isinstance(info, Mapping) and info.get("userId") not in (None, ""):
+                return info["userId"]
+        raise StateIdentityError("the exchange reported no account id (userId) for this key, so the state "
+                                 "directory's exchange cannot be checked: check the key and COINCALL_BASE_URL")
+
+
+def store_lost_reaction(ctx: Any) -> Callable[[str, Path | None], None]:
+    """What the daemon does when its store file is lost while it runs (row L1): once."""
+    from alerts import send_alert
+
+    def react(problem: str, copy: Path | None) -> None:
+        path = ctx.store.relocated_from or ctx.store.path
+        ctx.lifecycle_manager.hold_entries("state_store_lost", f"state store {path}: {problem}")
+        if copy is not None:
+            fix = (f"everything the daemon knew is in {copy}, where it writes from now on: stop the daemon "
+                   f"(SIGTERM) when convenient, move whatever is at {path} aside, move {copy} to {path}, and start "
+                   f"again; the start compares it with the exchange's order history")
+        else:
+            fix = (f"no copy could be made: stop the daemon when its exits allow; the next start quarantines or "
+                   f"replaces {path}, starts every strategy paused and moves the trade sequence past every order "
+                   f"of ours on the exchange")
+        send_alert(ctx.alerts, logger, "CRITICAL", "state_store_lost",
+                   f"state store {path}: {problem} while the daemon runs. No new trade is opened; exits and closes "
+                   f"go on from memory. What to do: {fix}", problem=problem,
+                   recovery_copy=str(copy) if copy is not None else None)
+
+    return react
+
+
 def _run_locked(args: argparse.Namespace, settings: Settings, clock: Clock, stop: StopFlag,
                 configs: Sequence[Any]) -> int:
     from operations import TradesSnapshotExporter
+    from persistence import StoreWatch
     from strategy import StrategyRunner
 
     logger.info("%s", banner(settings))
@@ -771,8 +938,14 @@ def _run_locked(args: argparse.Namespace, settings: Settings, clock: Clock, stop
         refused = check_key(ctx.connection, settings)
         if refused is not None:
             return refused
+        identity = StateIdentityGate(ctx, settings, stop)
+        refused = identity.verify_at_start()
+        if refused is not None:
+            return refused
         log_startup_summary(ctx.http, clock)
         _pause_if_unsafe(ctx, runners, recovered)
+        # Before the runners: a store lost under us stops entries in the same wake (row L1).
+        ctx.position_monitor.register(StoreWatch(ctx.store, clock, store_lost_reaction(ctx)))
         ctx.position_monitor.register(CommandProcessor(ctx, runners))  # kill/resume queued by the command line
         for runner in runners:
             ctx.position_monitor.register(runner)
@@ -781,9 +954,13 @@ def _run_locked(args: argparse.Namespace, settings: Settings, clock: Clock, stop
 
         def on_wake(now: float) -> None:
             ctx.connection.checkpoint(now)
-            exporter.maybe_export(now)
+            if ctx.store.check_file() is None and ctx.store.relocated_from is None:
+                # The exporter opens STATE_DIR/trader.db by name: never a file that is not ours (row L1).
+                exporter.maybe_export(now)
 
         daemon_loop(ctx, runners, stop, args.run_for, on_wake=on_wake)
+        if identity.refusal is not None:
+            return identity.refuse(identity.refusal)
         logger.info("stopping: %s", stop.reason or "requested")
         if getattr(args, "cancel_open_orders_on_exit", False):
             cancel_open_orders_at_exit(ctx)
@@ -871,9 +1048,15 @@ def main(
     env: Mapping[str, str] | None = None,
     dotenv_path: str | None = ".env",
     strategies: Sequence[Callable[[], Any]] | None = None,
+    ignore_late_signals: bool = False,
 ) -> int:
     """Entry point; returns the exit code. Tests call it in-process with their own clock and env
-    (and may replace ``STRATEGIES`` with ``strategies=``)."""
+    (and may replace ``STRATEGIES`` with ``strategies=``).
+
+    ``ignore_late_signals`` (the ``python main.py`` process only): once the run is over, a
+    SIGINT/SIGTERM is ignored instead of restoring the default handlers, which would let the
+    tail of a signal burst kill the exiting process or print a KeyboardInterrupt traceback.
+    """
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
@@ -883,6 +1066,9 @@ def main(
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    refused = check_start_directories(settings, args.command)
+    if refused is not None:
+        return refused
     speed, run_for = getattr(args, "speed", None), getattr(args, "run_for", None)
     if not settings.is_sim and (speed is not None or run_for is not None):
         print(
@@ -912,8 +1098,8 @@ def main(
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    stop = StopFlag(threading.Event())
-    undo_signals = install_signal_handlers(stop)
+    stop = StopFlag()
+    undo_signals = install_signal_handlers(stop, ignore_on_undo=ignore_late_signals)
     try:
         chosen_clock = choose_clock(settings, speed, clock)
         if args.command == "check":
@@ -925,4 +1111,4 @@ def main(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(ignore_late_signals=True))

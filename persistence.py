@@ -25,14 +25,27 @@ Why it looks the way it does:
   it, ``active`` while a kill runs (so a restart resumes it), then ``done`` or ``failed``.
 * One connection (``check_same_thread=False``) behind one lock: the monitor thread, the
   command line and the tests may all call in; SQLite serialises nothing for us here.
+* The file can be lost under a running daemon (deleted, replaced, truncated). SQLite keeps
+  writing to the inode it opened and notices nothing, so the next start would find an
+  empty store and trade as if nothing had happened (issue 9, finding 2). ``check_file``
+  compares the path with the file opened (device, inode, size: one ``os.stat`` each of the
+  database and its WAL) so the daemon can stop its entries at once. While our own inode is
+  intact, ``relocate`` copies everything it holds, through SQLite's backup API, to
+  ``<name>.recovered.<time>`` and moves this connection onto that copy, so every later write
+  lands in a file that survives a restart, for the operator to put back (docs/RECOVERY.md,
+  row L1). Staying on the lost inode is not safe: the WAL and shared-memory files are found
+  by name, and the next connection opened on a replacement at our path (``status``, the
+  snapshot exporter) would replay our WAL into that file and delete it from under us.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -43,6 +56,11 @@ logger = logging.getLogger(__name__)
 
 MEMORY_PATH = ":memory:"
 TRADE_SEQ_COUNTER = "trade_seq"
+# Until when (epoch ms) the exchange's order history has been read for orders carrying our
+# prefix; written by the reconciler after each read. A store that never had it set has never
+# finished a start-up reconciliation (docs/RECOVERY.md, rows L2 and L4).
+ORDER_HISTORY_WATERMARK = "order_history_checked_ms"
+RECOVERED_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 # Operator command statuses: pending -> active (a kill being executed; survives restarts)
 # -> done | failed. A command may also go straight from pending to done or failed.
@@ -119,6 +137,32 @@ class StoreVersionError(StoreError):
 
 class StoreWriteError(StoreError):
     """A write did not reach the disk. BEHAVIOUR.md 4.6: entries pause, exits go on."""
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a path names and how long it is (one ``os.stat``).
+
+    Device and inode tell "the same file" from "another file at the same path" (a restore,
+    a copy moved over it); the size tells a truncation (our database never shrinks: no
+    VACUUM, no auto_vacuum).
+    """
+
+    device: int
+    inode: int
+    size: int
+
+    def same_file(self, other: "FileIdentity") -> bool:
+        return (self.device, self.inode) == (other.device, other.inode)
+
+
+def file_identity(path: str | Path) -> FileIdentity | None:
+    """The identity of the file at ``path`` now, or None when nothing is there."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return FileIdentity(stat.st_dev, stat.st_ino, stat.st_size)
 
 
 # --------------------------------------------------------------------------------------
@@ -225,6 +269,15 @@ class StateStore:
         self._closed = False
         self.write_errors = 0
         self.last_write_error = ""
+        before = None if self._path == MEMORY_PATH else file_identity(self._path)
+        # True when this open created the database (no file, or an empty one, was there).
+        self.created = before is None or before.size == 0
+        self._opened_file: FileIdentity | None = None
+        self._opened_wal: FileIdentity | None = None
+        self._largest_size = 0
+        self._lost: str | None = None
+        self.losses: list[str] = []          # every loss seen by check_file, oldest first
+        self.relocated_from: str | None = None
         try:
             self._conn = sqlite3.connect(
                 self._path, check_same_thread=False, isolation_level=None
@@ -238,6 +291,9 @@ class StateStore:
             self._conn.close()
             self._closed = True
             raise
+        if self._path != MEMORY_PATH:
+            self._opened_file = file_identity(self._path)
+            self._largest_size = self._opened_file.size if self._opened_file is not None else 0
 
     # ---------------------------------------------------------------- opening
 
@@ -252,6 +308,7 @@ class StateStore:
             return cls(MEMORY_PATH, clock=clock), None
         file_path = Path(path)
         file_path.parent.mkdir(parents=True, exist_ok=True)
+        cls._set_aside_stale_sidecars(file_path, clock)
         header_problem = foreign_header(file_path)
         if header_problem is not None:
             # Decided before SQLite opens it: SQLite would delete the WAL sidecars on close.
@@ -273,6 +330,29 @@ class StateStore:
             reason = "; ".join(problems[:5])
         quarantined = cls._quarantine(file_path, clock, reason)
         return cls(file_path, clock=clock), quarantined
+
+    @staticmethod
+    def _set_aside_stale_sidecars(path: Path, clock: Clock) -> None:
+        """A WAL or journal left by a database that is gone belongs to nothing: move it aside.
+
+        Left in place, SQLite could replay pages of the lost database into the fresh one
+        (a half database). They are kept, renamed, for a human.
+        """
+        current = file_identity(path)
+        if current is not None and current.size > 0:
+            return
+        stamp = to_utc_datetime(clock.now()).strftime(QUARANTINE_STAMP_FORMAT)
+        for suffix in _SIDECAR_SUFFIXES:
+            sidecar = path.with_name(path.name + suffix)
+            if not sidecar.exists():
+                continue
+            target = sidecar.with_name(f"{sidecar.name}.orphaned.{stamp}")
+            try:
+                sidecar.rename(target)
+            except OSError as exc:
+                raise StoreError(f"cannot move the stale {sidecar} aside: {exc}") from exc
+            logger.warning("state store %s is missing or empty but %s was left behind; moved to %s",
+                           path, sidecar.name, target)
 
     @staticmethod
     def _quarantine(path: Path, clock: Clock, reason: str) -> Path:
@@ -669,6 +749,121 @@ class StateStore:
         assert updated is not None
         return updated
 
+    def holds_nothing(self) -> bool:
+        """True when the store has no trade and no ledger order (fresh, or emptied)."""
+        trades = self._read("SELECT 1 FROM trades LIMIT 1")
+        orders = self._read("SELECT 1 FROM orders LIMIT 1")
+        return not trades and not orders
+
+    # ---------------------------------------------------------------- the file under us
+
+    @property
+    def wal_path(self) -> Path:
+        return Path(self._path + "-wal")
+
+    @property
+    def lost(self) -> str | None:
+        """What happened to the file we write, once ``check_file`` has seen it lost, else None.
+
+        Sticky for that file: our writes go to an inode nobody will open again, even if
+        something reappears at the path. ``relocate`` moves us to a new file and clears it.
+        """
+        return self._lost
+
+    def check_file(self) -> str | None:
+        """Is the file we write still the one at our path? None if so, else what happened.
+
+        Cheap enough for every tick: one ``os.stat`` of the database and one of its WAL.
+        An in-memory or closed store has no file to lose.
+        """
+        if self._opened_file is None or self._closed or self._lost is not None:
+            return self._lost
+        problem = self._database_problem() or self._wal_problem()
+        if problem is not None:
+            self._lost = problem
+            self.losses.append(problem)
+            logger.critical("state store %s: %s", self._path, problem)
+        return self._lost
+
+    def _database_problem(self) -> str | None:
+        opened = self._opened_file
+        assert opened is not None
+        now = file_identity(self._path)
+        if now is None:
+            return "the database file was deleted"
+        if not now.same_file(opened):
+            return "the database file was replaced by another file"
+        if now.size < self._largest_size:
+            return f"the database file was truncated ({self._largest_size} -> {now.size} bytes)"
+        self._largest_size = now.size
+        return None
+
+    def _wal_problem(self) -> str | None:
+        """The WAL holds committed transactions not yet copied into the database."""
+        now = file_identity(self.wal_path)
+        if self._opened_wal is None:
+            self._opened_wal = now   # SQLite creates it at the first write, then keeps it
+            return None
+        if now is None:
+            return f"its write-ahead log {self.wal_path.name} was deleted"
+        if not now.same_file(self._opened_wal):
+            return f"its write-ahead log {self.wal_path.name} was replaced by another file"
+        return None
+
+    def relocate(self) -> Path | None:
+        """After a loss: copy everything to ``<name>.recovered.<time>`` and write there from now on.
+
+        Only while our inode is intact (deleted or replaced, not truncated: a truncated
+        inode lost its pages). SQLite's backup API reads through our open connection, WAL
+        included, so the copy is a consistent database with every committed transaction;
+        it is written under a temporary name and renamed. Returns the new path, or None
+        (logged CRITICAL) when it cannot be done: the daemon then goes on from memory.
+        """
+        with self._lock:
+            if self._lost is None or "truncated" in self._lost or self._closed:
+                return None
+            target = self._recovered_name()
+            temp = target.with_name(f".{target.name}.tmp")
+            try:
+                destination = sqlite3.connect(str(temp))
+                try:
+                    self._conn.backup(destination)
+                finally:
+                    destination.close()
+                os.replace(temp, target)
+                fresh = sqlite3.connect(str(target), check_same_thread=False, isolation_level=None)
+            except (OSError, sqlite3.Error) as exc:
+                logger.critical("could not copy the lost state store %s to %s: %s", self._path, target, exc)
+                try:
+                    temp.unlink()
+                except OSError:
+                    pass
+                return None
+            old, origin = self._conn, self._path
+            self._conn, self._path = fresh, str(target)
+            self._configure()
+            old.close()
+            self.relocated_from = self.relocated_from or origin
+            self._lost = None
+            self._opened_file = file_identity(target)
+            self._largest_size = self._opened_file.size if self._opened_file is not None else 0
+            self._opened_wal = None
+        logger.critical("state store %s was lost; everything it held is in %s, where the daemon now writes",
+                        origin, target)
+        return target
+
+    def _recovered_name(self) -> Path:
+        base = Path(self.relocated_from or self._path)
+        stamp = ""
+        if self._clock is not None:
+            stamp = "." + to_utc_datetime(self._clock.now()).strftime(RECOVERED_STAMP_FORMAT)
+        candidate = base.with_name(f"{base.name}.recovered{stamp}")
+        serial = 1
+        while candidate.exists():
+            candidate = base.with_name(f"{base.name}.recovered{stamp}.{serial}")
+            serial += 1
+        return candidate
+
     # ---------------------------------------------------------------- life
 
     @property
@@ -695,3 +890,57 @@ class StateStore:
 
     def __repr__(self) -> str:
         return f"StateStore({self._path!r}, closed={self._closed})"
+
+
+# --------------------------------------------------------------------------------------
+# Watching the file under a running daemon
+# --------------------------------------------------------------------------------------
+
+
+class StoreWatch:
+    """A monitor callback: is the store's file still ours? (docs/RECOVERY.md row L1).
+
+    Runs on every wake, snapshot or not (``on_snapshot_error`` too), before the runners:
+    one ``os.stat`` of the database and one of its WAL. When the file is found lost it
+    moves the store onto a recovery copy (``StateStore.relocate``) and calls
+    ``on_lost(problem, new_path_or_None)`` once per lost file; a relocation that failed is
+    tried again every ``retry_seconds``. The reaction (alert, entry hold) is the caller's:
+    this module knows nothing of trading.
+    """
+
+    def __init__(self, store: StateStore, clock: Clock, on_lost: Any, *, retry_seconds: float = 60.0) -> None:
+        self.__qualname__ = "StoreWatch"   # how the monitor names this callback
+        self._store = store
+        self._clock = clock
+        self._on_lost = on_lost
+        self._retry_seconds = float(retry_seconds)
+        self._reported: str | None = None
+        self._tried_at: float | None = None
+
+    def __repr__(self) -> str:
+        return f"StoreWatch({self._store.path!r}, lost={self._store.lost!r})"
+
+    def __call__(self, _snapshot: Any) -> None:
+        self.check()
+
+    def on_snapshot_error(self, _error: Exception) -> None:
+        self.check()
+
+    def check(self) -> str | None:
+        """The problem with the file we write now, or None while it is the one we opened."""
+        problem = self._store.check_file()
+        if problem is None:
+            return None
+        now = self._clock.now()
+        if self._reported is None:
+            self._reported = problem
+            self._tried_at = now
+            moved = self._store.relocate()
+            self._on_lost(problem, moved)
+            if moved is not None:
+                self._reported = None   # the copy is watched like the original from now on
+        elif self._tried_at is not None and now - self._tried_at >= self._retry_seconds:
+            self._tried_at = now
+            if self._store.relocate() is not None:
+                self._reported = None
+        return problem

@@ -10,17 +10,35 @@ compares the two and applies the decision table of docs/RECOVERY.md:
   answer a crash may have lost are looked up in the block-trade list; then every symbol we
   hold is compared with the positions. Until this has succeeded the lifecycle is on hold:
   no order, no exit, no entry (a failed positions read is retried on the next poll, forever).
-* **Every 60 s**: all pages of open orders against the ledger (orphans carrying our
-  prefix are cancelled, live orders the list does not show are verified once they are
-  30 s old), then the positions again.
+* **Every 60 s**: all pages of open orders against the ledger (live orders the list does
+  not show are verified once they are 30 s old), the order history since the last check,
+  then the positions again.
+
+Memory and ownership (issue 9; docs/RECOVERY.md rows L1-L4, O2):
+
+* the ledger records every order before it is sent, so an order on the exchange carrying
+  our prefix that the ledger does not know was not sent by this store's daemon: another
+  daemon with the same prefix, or a store restored from an older backup. It is never
+  cancelled (not provably ours; incident 40): CRITICAL ``prefix_conflict`` naming it, every
+  strategy paused, the trade sequence moved past it;
+* at every start the order history since the store's last check (89 days for a store that
+  never had one) is read for our prefix: the trade sequence is re-seeded above anything seen,
+  so no clientOrderId is ever sent twice; unknown orders there mean the store is behind;
+* a store that is missing (new or empty, never reconciled) or quarantined is a lost
+  memory: if the exchange shows anything of ours, every strategy starts paused.
 
 What the comparison decides, per symbol (signed quantities, ours = the active trades'):
 
 * exchange covers ours on the same side: fine; anything beyond ours is somebody else's
   position, logged once and never touched;
-* exchange short of ours: the missing part was closed outside the daemon; it is booked
-  as an external close (price from fills that are not ours, else the mark, flagged
-  ``pnl_estimated``), CRITICAL alert, the strategy is paused;
+* exchange short of ours: a disappearing position is not a close. Only the part that
+  fills which are not ours explain (the exchange's trade history) is booked as an external
+  close, at their price, CRITICAL alert, the strategy paused; the rest is a *suspect read*
+  (an empty answer is not evidence): the trades stay as they are, entries are held, one
+  CRITICAL alert, re-checked every minute until the positions show again or the evidence
+  arrives;
+* a position that shows again exactly as an older version's estimated external close took
+  it away reopens that trade under its own exit rules (docs/RECOVERY.md X1);
 * exchange on the opposite side: CRITICAL alert, the strategy is paused and no order goes
   to that symbol until an operator resumes it.
 
@@ -33,14 +51,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
 
 from alerts import send_alert
 from api_values import finite_number, int_or_none
 from errors import TraderError
-from persistence import TRADE_SEQ_COUNTER
+from log_throttle import RepeatLimiter
+from persistence import ORDER_HISTORY_WATERMARK, TRADE_SEQ_COUNTER
 from rfq import AMBIGUOUS_RESOLVE_SECONDS, adopt_block_trade
-from trade_execution import BLOCK_ACCEPT_EVENT, BUY, LATE_FILL_STATUSES, SELL, parse_client_order_id
+from trade_execution import BLOCK_ACCEPT_EVENT, BUY, LATE_FILL_STATUSES, SELL, OrderStatus, parse_client_order_id
 from trade_lifecycle import TradeState
 
 logger = logging.getLogger(__name__)
@@ -57,9 +77,20 @@ SEQ_RESEED_LOOKBACK_SECONDS = 89 * 24 * 3600.0  # the history range limit is 90 
 # with a new one.
 SEQ_RESEED_MARGIN = 1000
 STARTUP_FAILURE_ALERT_AFTER = 3
+# The history is read again this far before the last check: an order the history lists late
+# (or stamped by a clock slightly behind ours) is not missed.
+HISTORY_OVERLAP_SECONDS = 120.0
+# The event that remembers orders with our prefix that are not ours (so one is reported once).
+FOREIGN_ORDERS_EVENT = "foreign_orders"
+# How many unknown orders an alert names (the journal keeps them all).
+ALERT_NAMES_AT_MOST = 10
 # Orders cancelled or expired in this window are polled once more by the periodic run: a fill
 # reported later than the engines' grace is still adopted (API.md 11.16).
 LATE_FILL_WATCH_SECONDS = 600.0
+# A suspect positions read (docs/RECOVERY.md S6) holds every strategy's entries under this key.
+SUSPECT_HOLD_KEY = "suspect_positions"
+# Trade-history pages read per symbol when looking for the fills that explain a shortfall.
+EVIDENCE_MAX_PAGES = 20
 
 VERDICT_OK = "ok"
 VERDICT_EXTERNAL = "external_position"
@@ -86,11 +117,14 @@ class ReconcileReport:
     at: float
     orders_checked: int = 0
     orders_missing: list[int] = field(default_factory=list)
-    orphans_cancelled: list[int] = field(default_factory=list)
+    foreign_orders: list[int] = field(default_factory=list)
     late_fills: list[int] = field(default_factory=list)
+    orders_vanished: list[int] = field(default_factory=list)
     block_fills_adopted: int = 0
     symbols: list[SymbolCheck] = field(default_factory=list)
     external_closes: list[str] = field(default_factory=list)
+    suspect: list[str] = field(default_factory=list)
+    reversed: list[str] = field(default_factory=list)
     blocked_symbols: list[str] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)
     quarantine: dict | None = None
@@ -103,20 +137,22 @@ class ReconcileReport:
                  "symbols " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none")]
         if self.block_fills_adopted:
             parts.append(f"{self.block_fills_adopted} block fill(s) adopted")
-        noteworthy = (("missing orders", self.orders_missing), ("orphans cancelled", self.orphans_cancelled),
+        noteworthy = (("missing orders", self.orders_missing), ("unknown orders with our prefix", self.foreign_orders),
                       ("late fills adopted on", self.late_fills), ("external closes", self.external_closes),
-                      ("blocked", self.blocked_symbols), ("paused", self.paused), ("quarantine", self.quarantine))
+                      ("vanished orders", self.orders_vanished), ("suspect positions", self.suspect),
+                      ("external closes reversed", self.reversed), ("blocked", self.blocked_symbols), ("paused", self.paused), ("quarantine", self.quarantine))
         parts += [f"{label} {value}" for label, value in noteworthy if value]
         return "; ".join(parts)
 
     def to_event(self) -> dict:
         return {
             "kind": self.kind, "orders_checked": self.orders_checked, "orders_missing": self.orders_missing,
-            "orphans_cancelled": self.orphans_cancelled, "late_fills": self.late_fills,
+            "foreign_orders": self.foreign_orders, "late_fills": self.late_fills,
             "block_fills_adopted": self.block_fills_adopted,
             "symbols": [check.__dict__ for check in self.symbols if check.verdict != VERDICT_OK],
             "external_closes": self.external_closes, "blocked_symbols": self.blocked_symbols,
             "paused": self.paused, "quarantine": self.quarantine,
+            "orders_vanished": self.orders_vanished, "suspect": self.suspect, "reversed": self.reversed,
         }
 
 
@@ -143,6 +179,18 @@ def judge(ours: float, exchange: float) -> str:
     return VERDICT_EXTERNAL if abs(exchange) > abs(ours) + QTY_EPSILON else VERDICT_OK
 
 
+def _vwap_of_newest(fills: list[tuple[float, float]], qty: float) -> float:
+    """VWAP of the first ``qty`` of ``fills`` ((qty, price), newest first)."""
+    remaining, value = qty, 0.0
+    for fill_qty, price in fills:
+        take = min(remaining, fill_qty)
+        value += take * price
+        remaining -= take
+        if remaining <= QTY_EPSILON:
+            break
+    return value / qty
+
+
 class Reconciler:
     """Start-up and periodic reconciliation; registered on the monitor before the lifecycle.
 
@@ -154,7 +202,8 @@ class Reconciler:
     def __init__(self, *, client: Any, ledger: Any, lifecycle: Any, store: Any, clock: Any, alerts: Any = None,
                  journal: Any = None, quarantined: Any = None,
                  interval_seconds: float = RECONCILE_INTERVAL_SECONDS,
-                 order_min_age_seconds: float = ORDER_MIN_AGE_SECONDS) -> None:
+                 order_min_age_seconds: float = ORDER_MIN_AGE_SECONDS,
+                 evidence_interval_seconds: float | None = None) -> None:
         self.client = client
         self.ledger = ledger
         self.lifecycle = lifecycle
@@ -165,6 +214,9 @@ class Reconciler:
         self.quarantined = quarantined
         self.interval_seconds = float(interval_seconds)
         self.order_min_age_seconds = float(order_min_age_seconds)
+        # The trade history of a symbol is read at most once per reconciliation interval.
+        self.evidence_interval_seconds = float(self.interval_seconds if evidence_interval_seconds is None
+                                               else evidence_interval_seconds)
         self.__qualname__ = "Reconciler"   # how the monitor names this callback
         self._runners: dict[str, Any] = {}
         self.started = False
@@ -174,8 +226,16 @@ class Reconciler:
         self._seen_external: set[str] = set()
         self._alerted_missing: set[int] = set()
         self._late_checked: set[int] = set()
-        self._suspects: dict[str, tuple[str, float, float]] = {}
+        self._suspects: dict[str, tuple[str, float, float]] = {}   # mismatches awaiting confirmation
+        self._suspect: dict[str, tuple[float, float]] = {}   # symbol -> (ours, exchange) read short, no evidence
+        self._evidence_cache: dict[tuple[str, int, float], tuple[float, list[tuple[float, float, float]]]] = {}
+        self._reversals_pending: dict[str, tuple] = {}
+        self._unmatched_reported: set[str] = set()
+        self._repeats = RepeatLimiter(clock)
         self._pending_markers: list[tuple[float, dict]] = []
+        self._foreign: set[int] | None = None      # orders with our prefix known not to be ours
+        self._new_state_dir = False
+        self._startup_checks: list[Callable[[], None]] = []
         lifecycle.hold("start-up reconciliation: positions not read yet")
 
     def __repr__(self) -> str:
@@ -183,6 +243,20 @@ class Reconciler:
 
     def attach_runners(self, runners: Iterable[Any]) -> None:
         self._runners = {runner.name: runner for runner in runners}
+
+    def add_startup_check(self, check: Callable[[], None]) -> None:
+        """Run ``check()`` before the start-up reconciliation; a ``TraderError`` from it means
+        "not yet": nothing is reconciled or released, and it is tried again on the next poll.
+        ``main`` uses it when the state directory's exchange could not be verified at start."""
+        self._startup_checks.append(check)
+
+    def note_new_state_dir(self) -> None:
+        """This start is the state directory's first (no exchange record before it).
+
+        A new, empty store then has lost nothing: positions on the account are only
+        evidence of a lost store when orders of ours show in the history too.
+        """
+        self._new_state_dir = True
 
     # ---- monitor callbacks ---------------------------------------------------------------
 
@@ -236,6 +310,8 @@ class Reconciler:
 
     def startup(self, snapshot: Any) -> ReconcileReport:
         """Apply the decision table once; raises ``TraderError`` (nothing decided) to be retried."""
+        for check in self._startup_checks:
+            check()
         now = self.clock.now()
         report = ReconcileReport("startup", now)
         unsettled = {order.symbol for order in self.ledger.live_orders()}
@@ -245,8 +321,7 @@ class Reconciler:
         unsettled |= self._adopt_block_accepts(report, now, startup=True)
         self._refresh_active_trades()
         listed = self.client.all_pending_orders()
-        if self.quarantined is not None:
-            report.quarantine = self._quarantine_start(snapshot, listed)
+        report.quarantine = self._memory_check(snapshot, listed, report, now)
         self._reconcile_orders(report, now, listed)
         self._compare_positions(snapshot, report, unsettled, confirm=False)
         self._journal(report)
@@ -260,6 +335,7 @@ class Reconciler:
         report = ReconcileReport("periodic", now)
         unsettled = self._adopt_block_accepts(report, now, startup=False)
         self._reconcile_orders(report, now)
+        self._watch_history(report, now)
         self._recheck_recent_finals(report, now)
         unsettled |= {order.symbol for order in self.ledger.live_orders()}
         snapshot_ts = float(getattr(snapshot, "timestamp", now))
@@ -268,8 +344,8 @@ class Reconciler:
             if self.lifecycle.has_job(trade.id):
                 unsettled |= {leg.symbol for leg in trade.legs}
         self._compare_positions(snapshot, report, unsettled, confirm=True)
-        if any((report.orders_missing, report.orphans_cancelled, report.block_fills_adopted, report.late_fills,
-                report.external_closes, report.blocked_symbols)):
+        if any((report.orders_missing, report.foreign_orders, report.block_fills_adopted, report.late_fills,
+                report.external_closes, report.blocked_symbols, report.orders_vanished, report.reversed)):
             logger.warning("reconciliation %s", report.summary())
             self._journal(report)
         else:
@@ -318,6 +394,7 @@ class Reconciler:
         if listed is None:
             listed = self.client.all_pending_orders()
         listed_ids: set[int] = set()
+        unknown: list[Mapping[str, Any]] = []
         for item in listed:
             if not isinstance(item, Mapping):
                 continue
@@ -327,7 +404,18 @@ class Reconciler:
                 listed_ids.add(order_id)
             if coid is None or not self._is_ours(coid) or self.ledger.get(coid) is not None:
                 continue
-            self._cancel_orphan(item, coid, order_id, report)
+            unknown.append(item)
+        self._unknown_orders(unknown, report, source="open")
+        self._verify_unlisted(report, now, listed_ids)
+
+    def _verify_unlisted(self, report: ReconcileReport, now: float, listed_ids: set[int]) -> None:
+        """Rows O4, O5, O8: ledger orders the open list does not show, and vanished ones it shows again."""
+        for order in self.ledger.orders():
+            if order.status is OrderStatus.VANISHED and order.order_id in listed_ids:
+                logger.warning("order %d, settled VANISHED, is listed open again: adopting the exchange's view",
+                               order.client_order_id)
+                self.ledger.poll(order)
+                self.lifecycle.refresh_fills(order.trade_id)
         for order in self.ledger.live_orders():
             if order.order_id is None or order.order_id in listed_ids:
                 continue
@@ -335,12 +423,29 @@ class Reconciler:
                 continue  # the list lags behind fresh orders (incident 38)
             report.orders_checked += 1
             verdict = self.ledger.verify(order)
-            if verdict == "missing" and order.client_order_id not in self._alerted_missing:
+            if verdict == "vanished":
+                self._order_vanished(order, report)
+            elif verdict == "missing" and order.client_order_id not in self._alerted_missing:
                 self._alerted_missing.add(order.client_order_id)
                 report.orders_missing.append(order.client_order_id)
                 self._alert("WARNING", "order_missing",
                             f"order {order.client_order_id} ({order.symbol}, trade {order.trade_id}) is live in "
                             f"our ledger but unknown to the exchange", client_order_id=order.client_order_id)
+
+    def _order_vanished(self, order: Any, report: ReconcileReport) -> None:
+        """The exchange forgot the order (the ledger settled it VANISHED): alert once, let the trade move on."""
+        report.orders_vanished.append(order.client_order_id)
+        self.lifecycle.refresh_fills(order.trade_id)
+        if order.client_order_id in self._alerted_missing:
+            return
+        self._alerted_missing.add(order.client_order_id)
+        self._alert("WARNING", "order_vanished",
+                    f"order {order.client_order_id} ({order.symbol}, trade {order.trade_id}) is unknown to the "
+                    f"exchange by orderId, by clientOrderId and in its order history: settled as not working with "
+                    f"{order.filled_qty:g} of {order.qty:g} filled; its trade moves on (a close is sent again for "
+                    f"what the trade still holds, under a new clientOrderId)",
+                    client_order_id=order.client_order_id, order_id=order.order_id, symbol=order.symbol,
+                    trade_id=order.trade_id, filled_qty=order.filled_qty)
 
     def _recheck_recent_finals(self, report: ReconcileReport, now: float) -> None:
         """Poll once more every order that ended unfilled in the last minutes (late fill reports)."""
@@ -372,26 +477,131 @@ class Reconciler:
         except (ValueError, TypeError):
             return False
 
-    def _cancel_orphan(self, item: Mapping[str, Any], coid: int, order_id: int | None,
-                       report: ReconcileReport) -> None:
-        """An order with our prefix that the ledger never recorded: recorded, cancelled, alerted."""
-        detail = {"client_order_id": coid, "order_id": order_id, "symbol": item.get("symbol"),
-                  "qty": item.get("qty"), "fill_qty": item.get("fillQty"), "price": item.get("price"),
-                  "side": item.get("tradeSide"), "reduce_only": item.get("reduceOnly")}
-        if self.journal is not None:
-            self.journal("orphan_order", detail)
-        try:
-            if order_id is not None:
-                self.client.cancel_order(order_id=order_id)
-            else:
-                self.client.cancel_order(client_order_id=coid)
-        except TraderError as exc:
-            logger.warning("cancel of orphan order %d failed (%s); retried at the next reconciliation", coid, exc)
+    def _unknown_orders(self, items: list[Mapping[str, Any]], report: ReconcileReport, *, source: str) -> None:
+        """Orders with our prefix that the ledger never recorded: reported once, never touched.
+
+        The ledger records every order before sending it, so such an order was not sent by
+        this store's daemon: another daemon with our prefix, or a restored older store. It is
+        not provably ours, so it is not cancelled (incident 40); entries stop instead, and the
+        operator is told which orders and what to do (docs/RECOVERY.md row O2).
+        """
+        new = self._not_yet_reported(items)
+        if not new:
             return
-        report.orphans_cancelled.append(coid)
-        self._alert("CRITICAL", "orphan_order",
-                    f"order {coid} on {item.get('symbol')} carries our prefix but is not in our ledger: cancelled",
-                    **detail)
+        coids = [coid for coid, _item in new]
+        report.foreign_orders.extend(coids)
+        self._remember_foreign(new, source)
+        highest = max(parse_client_order_id(coid).trade_seq for coid in coids)
+        reseeded = self._reseed([highest], margin=True)
+        reason = f"orders with our clientOrderId prefix {self.ledger.prefix} that are not ours on the exchange"
+        for name in self._strategy_names():
+            if self._pause(name, reason):
+                report.paused.append(name)
+        blocked = self._block_symbols(new, report, reason, every_symbol=False)
+        block_text = (f"; no order of ours goes to {', '.join(blocked)} (one of our trade sequences is in use "
+                      f"there) until a resume" if blocked else "")
+        sequence = reseeded if reseeded is not None else self._counter(TRADE_SEQ_COUNTER)
+        self._alert("CRITICAL", "prefix_conflict",
+                    f"{len(coids)} {source} order(s) on the exchange carry our clientOrderId prefix "
+                    f"{self.ledger.prefix} but are not in our ledger: {self._describe(new)}. Another daemon uses "
+                    f"prefix {self.ledger.prefix} on this account, or this state directory was restored from an "
+                    f"older copy. They are left untouched (not provably ours); every strategy is paused and our "
+                    f"trade sequence continues above {sequence}{block_text}. Fix: give each daemon on the account "
+                    f"its own CLIENT_ORDER_PREFIX (100-899), or, if an older state was restored, stop this daemon and "
+                    f"start it on the newest state directory; cancel those orders by hand if they are yours; then "
+                    f"`python main.py resume`",
+                    client_order_ids=coids[:ALERT_NAMES_AT_MOST], count=len(coids), source=source,
+                    highest_trade_seq=highest)
+
+    def _block_symbols(self, unknown: list[tuple[int, Mapping[str, Any]]], report: ReconcileReport, reason: str,
+                       *, every_symbol: bool) -> list[str]:
+        """No order of ours where an unknown order could be mistaken for ours, until an operator resumes.
+
+        A trade sequence we used ourselves means its next clientOrderIds may equal the
+        unknown ones (an exchange lookup by clientOrderId would then find the wrong order);
+        ``every_symbol`` (a store behind the exchange) also blocks symbols whose picture is
+        stale, so a reduce-only exit cannot close a position some unknown trade holds.
+        """
+        ours = {parse_client_order_id(order.client_order_id).trade_seq for order in self.ledger.orders()}
+        blocked: list[str] = []
+        for coid, item in unknown:
+            symbol = item.get("symbol")
+            if not isinstance(symbol, str) or not symbol or symbol in blocked:
+                continue
+            if every_symbol or parse_client_order_id(coid).trade_seq in ours:
+                blocked.append(symbol)
+                if self.ledger.block_symbol(symbol, reason):
+                    report.blocked_symbols.append(symbol)
+        return blocked
+
+    def _copies_text(self) -> str:
+        copies = self._recovery_copies()
+        return f" (a recovery copy exists: {', '.join(str(c) for c in copies)})" if copies else ""
+
+    def _recovery_copies(self) -> list[Path]:
+        path = Path(self.store.path)
+        return sorted(path.parent.glob(path.name + ".recovered*"))
+
+    def _not_yet_reported(self, items: Iterable[Mapping[str, Any]]) -> list[tuple[int, Mapping[str, Any]]]:
+        """(clientOrderId, item) of the unknown orders of ours not reported before, in order."""
+        known = self._foreign_orders()
+        found: dict[int, Mapping[str, Any]] = {}
+        for item in items:
+            coid = int_or_none(item.get("clientOrderId"))
+            if coid is None or coid in known or coid in found or not self._is_ours(coid):
+                continue
+            if self.ledger.get(coid) is None:
+                found[coid] = item
+        return list(found.items())
+
+    def _foreign_orders(self) -> set[int]:
+        """Orders already reported as not ours: this life's, and earlier lives' from the journal."""
+        if self._foreign is None:
+            self._foreign = set()
+            if self.store is not None:
+                for event in self.store.events(FOREIGN_ORDERS_EVENT):
+                    ids = (event.get("payload") or {}).get("client_order_ids") or []
+                    self._foreign.update(int(coid) for coid in ids if isinstance(coid, int))
+        return self._foreign
+
+    def _remember_foreign(self, new: list[tuple[int, Mapping[str, Any]]], source: str,
+                          keep: set[int] | None = None) -> None:
+        """Reported once: in memory for this life, in the journal for the next ones.
+
+        ``keep`` limits what the journal keeps to the orders a later start can see again
+        (open ones, and history inside the re-read overlap); None keeps them all.
+        """
+        coids = [coid for coid, _item in new]
+        self._foreign_orders().update(coids)
+        kept = [coid for coid in coids if keep is None or coid in keep]
+        if self.journal is not None and kept:
+            self.journal(FOREIGN_ORDERS_EVENT, {
+                "source": source, "client_order_ids": kept,
+                "orders": [self._order_detail(coid, item) for coid, item in new[:ALERT_NAMES_AT_MOST]]})
+
+    def _seen_again(self, new: list[tuple[int, Mapping[str, Any]]], now: float) -> set[int]:
+        """The orders a later start may see again: open ones and those inside the history overlap."""
+        open_states = {None, -1, 0, 2, 4, 5}   # not final (PRE, NEW, PARTIAL, cancelling), or no state
+        recent = now - 2 * HISTORY_OVERLAP_SECONDS
+        return {coid for coid, item in new
+                if int_or_none(item.get("state")) in open_states or self._created(item) >= recent}
+
+    @staticmethod
+    def _order_detail(coid: int, item: Mapping[str, Any]) -> dict:
+        return {"client_order_id": coid, "order_id": int_or_none(item.get("orderId")),
+                "symbol": item.get("symbol"), "side": item.get("tradeSide"), "qty": item.get("qty"),
+                "fill_qty": item.get("fillQty"), "price": item.get("price"), "state": item.get("state"),
+                "reduce_only": item.get("reduceOnly")}
+
+    @staticmethod
+    def _describe(new: list[tuple[int, Mapping[str, Any]]]) -> str:
+        parts = []
+        for coid, item in new[:ALERT_NAMES_AT_MOST]:
+            side = {BUY: "BUY", SELL: "SELL"}.get(int_or_none(item.get("tradeSide")) or 0, "?")
+            parts.append(f"{coid} ({item.get('symbol', '?')} {side} {item.get('qty', '?')} @ {item.get('price', '?')}, "
+                         f"orderId {item.get('orderId', '?')})")
+        more = f" and {len(new) - ALERT_NAMES_AT_MOST} more" if len(new) > ALERT_NAMES_AT_MOST else ""
+        return ", ".join(parts) + more
 
     # ---- positions -------------------------------------------------------------------------
 
@@ -419,17 +629,30 @@ class Reconciler:
 
     def _compare_positions(self, snapshot: Any, report: ReconcileReport, unsettled: set[str], *,
                            confirm: bool) -> None:
+        """The per-symbol table (docs/RECOVERY.md S1-S6, X1-X2) on one positions read.
+
+        ``confirm``: a shortfall, an opposite side or a reappearing old estimate acts only
+        when the previous check saw the same quantities (periodic runs); the start-up acts at
+        once. A shortfall books an external close only for the part that fills which are not
+        ours explain; the rest is a suspect read (``_update_suspicion``).
+        """
         now = self.clock.now()
-        holdings = self._holdings(now)
         positions = self._positions(snapshot)
-        suspects: dict[str, tuple[str, float, float]] = {}
+        self._reverse_old_estimates(self._holdings(now), positions, unsettled, report, confirm=confirm)
+        holdings = self._holdings(now)
+        pending: dict[str, tuple[str, float, float]] = {}
+        unexplained: dict[str, tuple[float, float]] = {}
+        carried: set[str] = set()
         for symbol in sorted(set(holdings) | set(positions)):
             ours = holdings[symbol].signed if symbol in holdings else 0.0
-            exchange, position = positions.get(symbol, (0.0, None))
+            exchange, _position = positions.get(symbol, (0.0, None))
             verdict = judge(ours, exchange)
             if symbol in unsettled and verdict in (VERDICT_SHORTFALL, VERDICT_OPPOSITE):
                 verdict = VERDICT_DEFERRED
             report.symbols.append(SymbolCheck(symbol, round(ours, 8), round(exchange, 8), verdict))
+            if verdict == VERDICT_DEFERRED:
+                carried.add(symbol)   # not judged now: a suspicion on it stands
+                continue
             if verdict == VERDICT_EXTERNAL:
                 if symbol not in self._seen_external:
                     self._seen_external.add(symbol)
@@ -438,16 +661,21 @@ class Reconciler:
                 continue
             if verdict not in (VERDICT_SHORTFALL, VERDICT_OPPOSITE):
                 continue
-            if confirm and self._suspects.get(symbol) != (verdict, round(ours, 8), round(exchange, 8)):
-                suspects[symbol] = (verdict, round(ours, 8), round(exchange, 8))
+            key = (verdict, round(ours, 8), round(exchange, 8))
+            pending[symbol] = key
+            if confirm and self._suspects.get(symbol) != key:
+                carried.add(symbol)
                 logger.warning("reconciliation: %s %s (ours %+g, exchange %+g); acting if the next check agrees",
                                symbol, verdict, ours, exchange)
                 continue
             if verdict == VERDICT_OPPOSITE:
                 self._opposite_side(symbol, holdings[symbol], exchange, report)
-            else:
-                self._shortfall(symbol, holdings[symbol], exchange, position, report)
-        self._suspects = suspects
+                continue
+            left = self._shortfall(symbol, holdings[symbol], exchange, report)
+            if left > QTY_EPSILON:   # what our trades still hold there after what evidence booked
+                unexplained[symbol] = (round(exchange + _sign(ours) * left, 8), round(exchange, 8))
+        self._suspects = pending
+        self._update_suspicion(unexplained, carried, holdings, positions, report)
 
     def _opposite_side(self, symbol: str, holding: _Holding, exchange: float, report: ReconcileReport) -> None:
         strategies = sorted({trade.strategy for trade, _leg in holding.legs})
@@ -461,111 +689,405 @@ class Reconciler:
             if self._pause(name, f"opposite-side position on {symbol}"):
                 report.paused.append(name)
 
-    def _shortfall(self, symbol: str, holding: _Holding, exchange: float, position: Any,
-                   report: ReconcileReport) -> None:
-        """Book the part the exchange no longer shows as closed outside the daemon, newest trade first."""
+    # ---- shortfalls: evidence before belief ----------------------------------------------------
+
+    def _shortfall(self, symbol: str, holding: _Holding, exchange: float, report: ReconcileReport) -> float:
+        """Book the part of a shortfall that fills which are not ours explain; returns the rest.
+
+        A position that disappears is not a close: only fills on the closing side that no
+        order of ours made (the exchange's trade history, since the trade opened) prove that
+        somebody closed it. That part is booked on the legs, newest trade first, at the price
+        of those fills; what no fill explains is left as it is (a suspect read).
+        """
         missing = abs(holding.signed) - max(0.0, abs(exchange))
         direction = _sign(holding.signed)
         legs = sorted((pair for pair in holding.legs if pair[1].sign == direction),
                       key=lambda pair: pair[0].seq, reverse=True)
         since = min(float(trade.opened_at or trade.created_at) for trade, _leg in legs)
-        price, estimated = self._external_price(symbol, direction, missing, since, position)
+        fills = self._evidence(symbol, direction, since)
+        evidenced = min(missing, sum(qty for qty, _price in fills))
+        if evidenced <= QTY_EPSILON:
+            return missing
+        price = _vwap_of_newest(fills, evidenced)
+        todo = evidenced
         for trade, leg in legs:
-            if missing <= QTY_EPSILON:
+            if todo <= QTY_EPSILON:
                 break
-            qty = min(missing, leg.net_qty)
+            qty = min(todo, leg.net_qty)
             self.lifecycle.record_external_close(
-                trade.id, leg.index, qty, price, estimated=estimated,
-                detail=f"exchange shows {exchange:+g} on {symbol} against our {holding.signed:+g}")
-            missing -= qty
+                trade.id, leg.index, qty, price,
+                detail=f"exchange shows {exchange:+g} on {symbol} against our {holding.signed:+g}; "
+                       f"{evidenced:g} explained by fills that are not ours at {price:g}")
+            todo -= qty
             report.external_closes.append(f"{trade.id}:{symbol}:{qty:g}")
             if self._pause(trade.strategy, f"position on {symbol} closed outside the daemon"):
                 report.paused.append(trade.strategy)
+        for key in [key for key in self._evidence_cache if key[0] == symbol]:
+            del self._evidence_cache[key]        # read again next time: what was booked is discounted
+        return max(0.0, missing - evidenced)
 
-    def _external_price(self, symbol: str, direction: int, qty: float, since: float,
-                        position: Any) -> tuple[float, bool]:
-        """VWAP of fills on ``symbol`` that are not ours, on the closing side; else the mark (estimated)."""
+    def _evidence(self, symbol: str, direction: int, since: float) -> list[tuple[float, float]]:
+        """(qty, price) of fills on ``symbol`` not made by us, on the closing side, newest first.
+
+        Fills since ``since`` (the oldest trade holding the symbol opened), minus the oldest
+        ones already used to book external closes of our trades since then. Read at most
+        once per symbol per ``evidence_interval_seconds``; an unreadable history is no
+        evidence (retried on the next check).
+        """
+        key = (symbol, direction, round(since, 3))
+        cached = self._evidence_cache.get(key)
+        now = self.clock.now()
+        if cached is not None and now - cached[0] < self.evidence_interval_seconds:
+            fills = cached[1]
+        else:
+            try:
+                fills = self._foreign_closing_fills(symbol, direction, since)
+            except TraderError as exc:
+                self._repeats.warning(logger, ("history", symbol), "fill history of %s unavailable (%s): no "
+                                      "evidence of a close this time", symbol, exc)
+                fills = []
+            self._evidence_cache[key] = (now, fills)
+        oldest_first = sorted(fills, key=lambda fill: fill[0])
+        skip = self._already_booked(symbol, since)
+        usable: list[tuple[float, float]] = []
+        for _time, qty, price in oldest_first:
+            used = min(skip, qty)
+            skip -= used
+            if qty - used > QTY_EPSILON:
+                usable.append((qty - used, price))
+        usable.reverse()
+        return usable
+
+    def _foreign_closing_fills(self, symbol: str, direction: int, since: float) -> list[tuple[float, float, float]]:
+        """(time, qty, price) of every fill in the trade history of ``symbol`` since ``since``
+        (all pages) on the closing side whose order is not ours (by orderId or by prefix)."""
         closing_side = SELL if direction > 0 else BUY
         ours = {o.order_id for o in self.ledger.orders() if o.order_id is not None}
-        try:
-            data = self.client.trade_history(symbol=symbol, startTime=int(since * 1000), pageSize=HISTORY_PAGE_SIZE)
-        except TraderError as exc:
-            logger.warning("fill history of %s unavailable (%s): external close priced at the mark", symbol, exc)
-            data = None
-        fills = data.get("list") if isinstance(data, Mapping) else data
-        remaining, value = qty, 0.0
-        for fill in sorted((f for f in fills or [] if isinstance(f, Mapping)),
-                           key=lambda f: -(finite_number(f.get("time")) or 0.0)):
-            if str(fill.get("symbol")) != symbol or int_or_none(fill.get("orderId")) in ours:
-                continue
-            if int_or_none(fill.get("tradeSide")) != closing_side:
-                continue
-            fill_qty, fill_price = finite_number(fill.get("qty")), finite_number(fill.get("price"))
-            if not fill_qty or fill_price is None or fill_qty <= 0 or fill_price < 0:
-                continue
-            take = min(remaining, fill_qty)
-            value += take * fill_price
-            remaining -= take
-            if remaining <= QTY_EPSILON:
-                return value / qty, False
-        mark = finite_number(getattr(position, "mark_price", None)) if position is not None else None
-        if mark is None:
-            mark = self._mark_of(symbol)
-        return (mark if mark is not None else 0.0), True
+        params: dict[str, Any] = {"symbol": symbol, "startTime": int(since * 1000), "endTime": self.clock.now_ms(),
+                                  "pageSize": HISTORY_PAGE_SIZE}
+        found: list[tuple[float, float, float]] = []
+        for _page in range(EVIDENCE_MAX_PAGES):
+            data = self.client.trade_history(**params)
+            items = data.get("list") if isinstance(data, Mapping) else data
+            items = [item for item in items or [] if isinstance(item, Mapping)]
+            for fill in items:
+                if str(fill.get("symbol")) != symbol or int_or_none(fill.get("tradeSide")) != closing_side:
+                    continue
+                if int_or_none(fill.get("orderId")) in ours or self._coid_is_ours(fill):
+                    continue
+                when = (finite_number(fill.get("time")) or 0.0) / 1000.0
+                qty, price = finite_number(fill.get("qty")), finite_number(fill.get("price"))
+                if when < since or qty is None or price is None or qty <= 0 or price < 0:
+                    continue
+                found.append((when, qty, price))
+            cursor = int_or_none(items[-1].get("id", items[-1].get("tradeId"))) if items else None
+            if not (isinstance(data, Mapping) and data.get("hasNext")) or cursor is None:
+                break
+            params = {**params, "fromId": cursor, "direction": "NEXT"}
+        return found
 
-    def _mark_of(self, symbol: str) -> float | None:
-        try:
-            detail = self.client.option_detail(symbol)
-        except TraderError:
+    def _already_booked(self, symbol: str, since: float) -> float:
+        """External quantity booked on ``symbol`` by trades active or ended since ``since``."""
+        total = 0.0
+        for trade in self.lifecycle.trades():
+            ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
+            if trade.is_active or (ended is not None and float(ended) >= since):
+                total += sum(leg.external_qty for leg in trade.legs if leg.symbol == symbol)
+        return total
+
+    def _update_suspicion(self, unexplained: dict[str, tuple[float, float]], carried: set[str],
+                          holdings: dict[str, _Holding], positions: dict[str, tuple[float, Any]],
+                          report: ReconcileReport) -> None:
+        """Start, extend or end a suspect-read episode (docs/RECOVERY.md row S6).
+
+        Our trades are kept exactly as they are (exits and closes go on); entries are held
+        while any symbol we hold reads short without evidence; the operator hears once when
+        it starts and once when it ends.
+        """
+        before = self._suspect
+        now_suspect = {symbol: value for symbol, value in before.items() if symbol in carried}
+        now_suspect.update(unexplained)
+        report.suspect = sorted(now_suspect)
+        if now_suspect and not before:
+            self._start_suspicion(now_suspect, positions)
+        elif now_suspect and set(now_suspect) - set(before):
+            added = sorted(set(now_suspect) - set(before))
+            logger.warning("suspect positions read now also on %s", ", ".join(added))
+            self.lifecycle.hold_entries(SUSPECT_HOLD_KEY, self._suspect_reason(now_suspect))
+        elif before and not now_suspect:
+            self._end_suspicion(before, holdings, positions)
+        self._suspect = now_suspect
+
+    def _start_suspicion(self, suspect: dict[str, tuple[float, float]], positions: dict[str, tuple[float, Any]]) -> None:
+        reason = self._suspect_reason(suspect)
+        self.lifecycle.hold_entries(SUSPECT_HOLD_KEY, reason)
+        flat = "the account reads flat" if not positions else "positions read short"
+        listing = "; ".join(f"{symbol}: exchange {exchange:+g}, our trades {ours:+g}"
+                            for symbol, (ours, exchange) in sorted(suspect.items()))
+        self._alert("CRITICAL", "suspect_positions_read",
+                    f"{flat} while our trades hold exposure, and no fill that is not ours explains it ({listing}). "
+                    f"Nothing is booked as closed: the trades stay as they are and keep their exit rules; new "
+                    f"entries are held until the positions show again. Check the positions on the exchange "
+                    f"(web UI or `python main.py status`); if they are really gone, find out who closed them: a "
+                    f"close is booked as soon as its fills appear in the trade history",
+                    symbols={symbol: {"ours": ours, "exchange": exchange}
+                             for symbol, (ours, exchange) in sorted(suspect.items())})
+
+    def _end_suspicion(self, before: dict[str, tuple[float, float]], holdings: dict[str, _Holding],
+                       positions: dict[str, tuple[float, Any]]) -> None:
+        self.lifecycle.release_entries(SUSPECT_HOLD_KEY)
+        how: dict[str, str] = {}
+        for symbol in sorted(before):
+            if symbol not in holdings:
+                how[symbol] = "no longer held by our trades"
+            elif symbol in positions:
+                how[symbol] = f"shows {positions[symbol][0]:+g} again"
+            else:
+                how[symbol] = "resolved"
+        shown = [symbol for symbol, text in how.items() if text.startswith("shows")]
+        text = "; ".join(f"{symbol} {value}" for symbol, value in how.items())
+        if shown:
+            self._alert("WARNING", "positions_reappeared",
+                        f"the positions read as missing show again ({text}): suspicion cleared, entries resume",
+                        symbols=how)
+        else:
+            self._alert("WARNING", "suspect_positions_resolved",
+                        f"the suspect positions read is over ({text}): entries resume", symbols=how)
+
+    @staticmethod
+    def _suspect_reason(suspect: dict[str, tuple[float, float]]) -> str:
+        return "positions read short of our trades without evidence on " + ", ".join(sorted(suspect))
+
+    # ---- reversal of external closes booked without evidence (older versions) -----------------
+
+    def _reverse_old_estimates(self, holdings: dict[str, _Holding], positions: dict[str, tuple[float, Any]],
+                               unsettled: set[str], report: ReconcileReport, *, confirm: bool) -> None:
+        """A position that shows again exactly as an old estimated external close took it away.
+
+        Older versions booked a missing position as closed at the mark (``pnl_estimated``)
+        with no fill to back it. When the exchange shows, beyond what our active trades hold,
+        exactly the quantities such a recent trade lost on every one of its legs, that trade
+        is reopened so that its own exit rules manage the position again (docs/RECOVERY.md
+        X1). Anything less than an exact match is only reported (X2): it could be somebody
+        else's position, and the daemon never takes over a position on a guess.
+        """
+        extra = {symbol: positions.get(symbol, (0.0, None))[0] - (holdings[symbol].signed if symbol in holdings
+                                                                   else 0.0)
+                 for symbol in set(positions) | set(holdings)}
+        pending: dict[str, tuple] = {}
+        for trade in sorted(self.lifecycle.reversible_external_closes(), key=lambda t: t.seq, reverse=True):
+            need = {}
+            for leg in trade.legs:
+                if leg.external_qty > QTY_EPSILON:
+                    need[leg.symbol] = need.get(leg.symbol, 0.0) + leg.sign * leg.external_qty
+            if not need or any(symbol in unsettled for symbol in need):
+                continue
+            if all(abs(extra.get(symbol, 0.0) - qty) <= QTY_EPSILON for symbol, qty in need.items()):
+                key = tuple(sorted((symbol, round(qty, 8)) for symbol, qty in need.items()))
+                pending[trade.id] = key
+                if confirm and self._reversals_pending.get(trade.id) != key:
+                    continue
+                if self.lifecycle.reverse_external_close(
+                        trade.id, f"the exchange shows {', '.join(f'{s} {q:+g}' for s, q in key)} beyond our "
+                                  f"active trades again") is not None:
+                    report.reversed.append(trade.id)
+                    for symbol, qty in need.items():
+                        extra[symbol] = extra.get(symbol, 0.0) - qty
+                continue
+            if any(_sign(extra.get(symbol, 0.0)) == _sign(qty) for symbol, qty in need.items()):
+                self._report_unmatched(trade, need, extra)
+        self._reversals_pending = pending
+
+    def _report_unmatched(self, trade: Any, need: dict[str, float], extra: dict[str, float]) -> None:
+        if trade.id in self._unmatched_reported:
+            return
+        self._unmatched_reported.add(trade.id)
+        shows = ", ".join(f"{symbol} {extra.get(symbol, 0.0):+g} (trade lost {qty:+g})" for symbol, qty in need.items())
+        self._alert("CRITICAL", "external_close_unmatched",
+                    f"trade {trade.id} ({trade.strategy}) was booked closed outside the daemon without evidence, and "
+                    f"the exchange shows positions on its symbols again beyond our trades ({shows}), but not exactly "
+                    f"what it lost: not reopened. Those positions are managed by no trade. Check them; close them "
+                    f"with `python main.py kill --all-positions --yes` or by hand", trade_id=trade.id,
+                    need=need, shows={symbol: extra.get(symbol, 0.0) for symbol in need})
+
+    # ---- lost memory: quarantined, missing or older store ---------------------------------------
+
+    def _memory_check(self, snapshot: Any, listed: list, report: ReconcileReport, now: float) -> dict | None:
+        """At every start: does the store remember everything the exchange shows of ours?
+
+        Reads our order history since the store's last check (89 days for a store that never
+        had one), re-seeds the trade sequence above every trade sequence seen (plus
+        ``SEQ_RESEED_MARGIN`` when some are unknown to the ledger), then decides:
+        a quarantined or missing store is rows Q1-Q3 / L2; unknown orders behind a store
+        that has a history are row L3 (store behind the exchange) or O2. Returns the probe
+        for the report (None when nothing was lost or unknown).
+        """
+        if self.store is None:
             return None
-        return finite_number(detail.get("markPrice")) if isinstance(detail, Mapping) else None
-
-    # ---- quarantined store -------------------------------------------------------------------
-
-    def _quarantine_start(self, snapshot: Any, listed: list) -> dict:
-        """A fresh store after a quarantine: pause everything if the exchange shows anything of ours."""
-        now = self.clock.now()
-        positions = [p.symbol for p in getattr(snapshot, "positions", ()) or ()]
-        prefixed_open = [int_or_none(item.get("clientOrderId")) for item in listed
-                         if isinstance(item, Mapping) and self._coid_is_ours(item)]
-        history = self._prefixed_history(now - SEQ_RESEED_LOOKBACK_SECONDS)
-        recent = [coid for coid, created in history if created >= now - QUARANTINE_PROBE_SECONDS]
-        seqs = [parse_client_order_id(coid).trade_seq for coid, _ in history]
-        seqs += [parse_client_order_id(coid).trade_seq for coid in prefixed_open if coid is not None]
-        if seqs:
-            reseeded = self.store.raise_counter_to(TRADE_SEQ_COUNTER, max(seqs) + SEQ_RESEED_MARGIN)
+        lost = self._lost_memory()
+        watermark = self._counter(ORDER_HISTORY_WATERMARK) / 1000.0
+        since = now - SEQ_RESEED_LOOKBACK_SECONDS
+        if lost is None and watermark > 0:
+            since = max(since, watermark - HISTORY_OVERLAP_SECONDS)
+        until_ms = self.clock.now_ms()
+        history = self._prefixed_history(since, until_ms)
+        prefixed_open = [item for item in listed if isinstance(item, Mapping) and self._coid_is_ours(item)]
+        seen = history + prefixed_open
+        seqs = [parse_client_order_id(int(item["clientOrderId"])).trade_seq for item in seen]
+        unknown = self._not_yet_reported(seen)
+        counter_before = self._counter(TRADE_SEQ_COUNTER)
+        reseeded = self._reseed(seqs, margin=bool(unknown))
+        self.store.raise_counter_to(ORDER_HISTORY_WATERMARK, until_ms)
+        if reseeded is not None:
             logger.warning("trade sequence re-seeded to %d from the exchange's order history", reseeded)
+        if lost is not None:
+            return self._lost_memory_start(lost, snapshot, prefixed_open, history, unknown, report, now)
+        if not unknown:
+            return None
+        highest = max(parse_client_order_id(coid).trade_seq for coid, _item in unknown)
+        if highest <= counter_before:
+            self._unknown_orders([item for _coid, item in unknown], report, source="start-up")
+            return {"unknown_orders": len(unknown), "max_trade_seq": highest}
+        return self._store_behind(unknown, report, counter_before, highest)
+
+    def _lost_memory(self) -> str | None:
+        """Why the store cannot be trusted to know our orders, or None."""
+        if self.quarantined is not None:
+            return "quarantined"
+        if self._counter(ORDER_HISTORY_WATERMARK) == 0 and self.store.holds_nothing():
+            return "missing"
+        return None
+
+    def _store_behind(self, unknown: list[tuple[int, Mapping[str, Any]]], report: ReconcileReport,
+                      counter_before: int, highest: int) -> dict:
+        """Row L3: the exchange shows our orders beyond the store's sequence (an older copy)."""
+        coids = [coid for coid, _item in unknown]
+        report.foreign_orders.extend(coids)
+        self._remember_foreign(unknown, "history", keep=self._seen_again(unknown, self.clock.now()))
+        for name in self._strategy_names():
+            if self._pause(name, "the state store is behind the exchange"):
+                report.paused.append(name)
+        blocked = self._block_symbols(unknown, report, "the state store is behind the exchange on this symbol",
+                                      every_symbol=True)
+        sequence = self._counter(TRADE_SEQ_COUNTER)
+        self._alert("CRITICAL", "store_behind",
+                    f"the exchange shows {len(coids)} order(s) with our prefix {self.ledger.prefix} that the state "
+                    f"store {self.store.path} does not know, up to trade sequence {highest} while the store had "
+                    f"reached {counter_before}: {self._describe(unknown)}. The store is older than the exchange "
+                    f"(restored from a backup?) or another daemon uses this prefix. Every strategy starts paused; "
+                    f"trades of the missing period are not managed and their positions count as external; the trade "
+                    f"sequence continues above {sequence}; no order goes to {', '.join(blocked) or 'their symbols'} "
+                    f"(our picture of them is stale). Fix: stop the daemon and start it on the newest state "
+                    f"directory if there is one{self._copies_text()}; otherwise check `python main.py status`, close "
+                    f"or keep what those orders opened by hand, then `python main.py resume` (lifts the pause and "
+                    f"the symbol block)",
+                    client_order_ids=coids[:ALERT_NAMES_AT_MOST], count=len(coids), store_trade_seq=counter_before,
+                    highest_trade_seq=highest)
+        return {"unknown_orders": len(coids), "max_trade_seq": highest, "store_trade_seq": counter_before}
+
+    def _lost_memory_start(self, lost: str, snapshot: Any, prefixed_open: list, history: list,
+                           unknown: list[tuple[int, Mapping[str, Any]]], report: ReconcileReport,
+                           now: float) -> dict:
+        """Rows Q1-Q3 and L2: a fresh store; pause everything if the exchange shows anything of ours."""
+        positions = [p.symbol for p in getattr(snapshot, "positions", ()) or ()]
+        recent = [item for item in history if self._created(item) >= now - QUARANTINE_PROBE_SECONDS]
+        seqs = [parse_client_order_id(int(item["clientOrderId"])).trade_seq for item in history + prefixed_open]
         probe = {"positions": len(positions), "open_orders": len(prefixed_open), "recent_orders": len(recent),
                  "max_trade_seq": max(seqs) if seqs else 0}
-        if positions or prefixed_open or recent:
-            self._alert("CRITICAL", "quarantine_start",
-                        f"the state store was quarantined ({self.quarantined}) and the exchange shows "
-                        f"{len(positions)} position(s), {len(prefixed_open)} open order(s) and {len(recent)} "
-                        f"recent order(s) of ours: every strategy starts paused; resume after checking", **probe)
-            for name in self._strategy_names():
-                self._pause(name, "state quarantined at start-up")
-        else:
-            logger.warning("state store quarantined (%s) but the exchange shows nothing of ours: normal start",
-                           self.quarantined)
+        if unknown:
+            report.foreign_orders.extend(coid for coid, _item in unknown)
+            self._remember_foreign(unknown, "start-up", keep=self._seen_again(unknown, now))
+        # A first start on an account with positions of its own has lost nothing.
+        positions_count = bool(positions) and (lost == "quarantined" or not self._new_state_dir or bool(history))
+        if not (positions_count or prefixed_open or recent):
+            level = logging.WARNING if lost == "quarantined" or history else logging.INFO
+            logger.log(level, "state store %s (%s) but the exchange shows nothing of ours: normal start",
+                       "quarantined" if lost == "quarantined" else "is new or empty", self.quarantined or lost)
+            return probe
+        what = (f"the state store was quarantined ({self.quarantined})" if lost == "quarantined" else
+                f"the state store {self.store.path} is new or empty (deleted or lost?)")
+        kind = "quarantine_start" if lost == "quarantined" else "missing_store_start"
+        self._alert("CRITICAL", kind,
+                    f"{what} and the exchange shows {len(positions)} position(s), {len(prefixed_open)} open order(s) "
+                    f"and {len(recent)} order(s) in the last 24 h with our prefix {self.ledger.prefix}: every strategy "
+                    f"starts paused; those positions and orders are not managed by any trade and are left untouched"
+                    f"{self._open_orders_text(prefixed_open)}. The trade sequence continues above "
+                    f"{self._counter(TRADE_SEQ_COUNTER)}, so no clientOrderId is sent twice. What to do: "
+                    f"{self._lost_memory_fix()}", **probe)
+        for name in self._strategy_names():
+            self._pause(name, f"state {'quarantined' if lost == 'quarantined' else 'store missing'} at start-up")
         return probe
+
+    def _open_orders_text(self, prefixed_open: list) -> str:
+        if not prefixed_open:
+            return ""
+        named = [(int(item["clientOrderId"]), item) for item in prefixed_open]
+        return f" (open: {self._describe(named)})"
+
+    def _lost_memory_fix(self) -> str:
+        copies = self._recovery_copies()
+        restore = (f"a recovery copy exists ({', '.join(str(c) for c in copies)}): stop the daemon, move the newest "
+                   f"one to {self.store.path} and start again; otherwise " if copies else "")
+        return (f"{restore}check `python main.py status`; close what you do not want with `python main.py kill "
+                f"--all-positions --yes` or by hand, cancel the open orders listed if they are yours, then "
+                f"`python main.py resume`")
+
+    def _reseed(self, seqs: Iterable[int], *, margin: bool) -> int | None:
+        """Raise the trade sequence above every one seen (never lowers it); the new value, or None."""
+        highest = max(seqs, default=0)
+        if highest <= 0:
+            return None
+        target = highest + (SEQ_RESEED_MARGIN if margin else 0)
+        if target <= self._counter(TRADE_SEQ_COUNTER):
+            return None
+        return self.store.raise_counter_to(TRADE_SEQ_COUNTER, target)
+
+    def _counter(self, name: str) -> int:
+        return int(self.store.counter(name)) if self.store is not None else 0
+
+    def _watch_history(self, report: ReconcileReport, now: float) -> None:
+        """While running: orders of ours created since the last check that the ledger does not know.
+
+        One history page per reconciliation as a rule (the read starts at the previous
+        check), so a foreign order that filled between two checks is still seen. A failed
+        read is retried at the next reconciliation from the same point.
+        """
+        if self.store is None:
+            return
+        watermark = self._counter(ORDER_HISTORY_WATERMARK) / 1000.0
+        since = max(now - SEQ_RESEED_LOOKBACK_SECONDS,
+                    (watermark if watermark > 0 else now - self.interval_seconds) - HISTORY_OVERLAP_SECONDS)
+        until_ms = self.clock.now_ms()
+        try:
+            history = self._prefixed_history(since, until_ms)
+        except TraderError as exc:
+            logger.warning("order history unavailable (%s): checked again at the next reconciliation", exc)
+            return
+        self._unknown_orders(history, report, source="history")
+        self.store.raise_counter_to(ORDER_HISTORY_WATERMARK, until_ms)
+
+    @staticmethod
+    def _created(item: Mapping[str, Any]) -> float:
+        return (finite_number(item.get("createTime")) or 0.0) / 1000.0
 
     def _coid_is_ours(self, item: Mapping[str, Any]) -> bool:
         coid = int_or_none(item.get("clientOrderId"))
         return coid is not None and self._is_ours(coid)
 
-    def _prefixed_history(self, since: float) -> list[tuple[int, float]]:
-        """(clientOrderId, created at) of every order of ours in the history window, all pages."""
-        found: list[tuple[int, float]] = []
+    def _prefixed_history(self, since: float, until_ms: int) -> list[Mapping[str, Any]]:
+        """Every order of ours in the history window ``[since, until_ms]``, all pages (cursor paging).
+
+        At most ``HISTORY_MAX_PAGES`` pages of ``HISTORY_PAGE_SIZE``: the cost of a start is
+        one request per 500 orders of ours since the last check.
+        """
+        found: list[Mapping[str, Any]] = []
         params: dict[str, Any] = {"pageSize": HISTORY_PAGE_SIZE, "startTime": int(since * 1000),
-                                  "endTime": self.clock.now_ms()}
+                                  "endTime": int(until_ms)}
         for _page in range(HISTORY_MAX_PAGES):
             data = self.client.order_history(**params)
             items = data.get("list") if isinstance(data, Mapping) else data
             items = [item for item in items or [] if isinstance(item, Mapping)]
-            for item in items:
-                if self._coid_is_ours(item):
-                    created = (finite_number(item.get("createTime")) or 0.0) / 1000.0
-                    found.append((int(item["clientOrderId"]), created))
+            found.extend(item for item in items if self._coid_is_ours(item))
             has_next = isinstance(data, Mapping) and bool(data.get("hasNext"))
             last_id = int_or_none(items[-1].get("orderId")) if items else None
             if not has_next or last_id is None:

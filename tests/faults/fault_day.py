@@ -106,6 +106,33 @@ def default_windows(*, fill_report_lag: bool = INCLUDE_FILL_REPORT_LAG) -> list[
     return windows
 
 
+# Code-0-but-wrong answers (issue 9, ``simulator/mutations.py``): aimed windows while trades
+# are likely open, plus a seeded random schedule over the whole day on every endpoint the
+# mutation layer knows. None of them may make the daemon book a close, realise a loss or
+# place an order on an insane price.
+MUTATION_WINDOWS: tuple[tuple[str, str, float, float, tuple[str, ...] | None], ...] = (
+    # (kind, endpoint, start after the day starts, duration, fields)
+    ("empty_list", "positions", 1 * 3600.0 + 90.0, 240.0, None),       # the account reads flat
+    ("zero_prices", "option_chain", 4 * 3600.0 + 60.0, 120.0, None),  # marks and quotes of 0
+    ("drop_fields", "option_chain", 6 * 3600.0 + 60.0, 180.0, ("markPrice", "delta")),
+    ("freeze", "positions", 8 * 3600.0 + 60.0, 180.0, None),
+    ("corrupt_prices", "orderbook", 11 * 3600.0 + 60.0, 120.0, None),  # books x1000
+    ("empty_list", "pending_orders", 13 * 3600.0 + 60.0, 240.0, None),
+)
+RANDOM_MUTATIONS_PER_HOUR = 1.0
+RANDOM_MUTATION_KINDS = ("empty_list", "drop_fields", "zero_prices", "corrupt_prices", "freeze")
+
+
+def install_response_mutations(handle: Any, day_start: float, seed: int) -> None:
+    """The aimed windows and the random schedule of code-0-but-wrong answers."""
+    from simulator import Mutation
+
+    for kind, endpoint, start, duration, fields in MUTATION_WINDOWS:
+        handle.mutations.add(Mutation(kind, endpoint=endpoint, start=day_start + start,
+                                      end=day_start + start + duration, fields=fields))
+    handle.mutations.set_schedule(RANDOM_MUTATIONS_PER_HOUR, RANDOM_MUTATION_KINDS, seed=seed, origin=day_start)
+
+
 def install_http_faults(handle: Any, seed: int) -> None:
     """About 5 % of all requests fail: 4.5 % across every mode and endpoint, plus aimed faults."""
     from simulator.faults import DROP, LOST_RESPONSE, TIMEOUT, FaultRule
@@ -170,6 +197,7 @@ class DayReport:
     requests: int = 0
     requests_by_endpoint: dict[str, int] = field(default_factory=dict)
     faults_by_mode: dict[str, int] = field(default_factory=dict)
+    mutations_by_kind: dict[str, int] = field(default_factory=dict)
     windows_fired: list[str] = field(default_factory=list)
     health_lines: int = 0
     largest_health_gap: float = 0.0
@@ -190,6 +218,8 @@ class DayReport:
             f"drain {self.drain_exit_code}, wall {self.wall_real:.1f} s",
             f"  requests {self.requests:,}, faults {self.fault_count:,} ({rate:.1f} %): "
             + ", ".join(f"{mode} {n}" for mode, n in sorted(self.faults_by_mode.items())),
+            f"  answers mutated (code 0 but wrong): "
+            + (", ".join(f"{kind} {n}" for kind, n in sorted(self.mutations_by_kind.items())) or "none"),
             f"  exchange-level windows: {'; '.join(self.windows_fired)}",
             f"  health lines {self.health_lines}, largest gap {self.largest_health_gap:.0f} s; logged ERROR/CRITICAL "
             f"lines {len(self.logged_errors)} kinds, unexpected {len(self.unexpected_errors)}",
@@ -230,6 +260,7 @@ def run_fault_day(handle: Any, clock: ScheduledClock, workdir: Path, *, seed: in
     report = DayReport()
     started_wall, started_sim = wall_seconds(), clock.now()
     install_http_faults(handle, seed)
+    install_response_mutations(handle, started_sim, seed)
     env = daemon_env(workdir, handle)
     report.day_exit_code = main.main(["run", "--run-for", f"{day_seconds:g}"], clock=clock, env=env,
                                      dotenv_path=None,
@@ -237,6 +268,8 @@ def run_fault_day(handle: Any, clock: ScheduledClock, workdir: Path, *, seed: in
     report.simulated_seconds = clock.now() - started_sim
     for window in default_windows():  # a day shorter than the schedule must not leave one on
         window.switch_off(handle)
+    report.mutations_by_kind = dict(handle.mutations.counts)
+    handle.mutations.clear()  # the drain judges the day's trades on truthful answers
     report.drain_exit_code = main.main(["run", "--run-for", f"{DRAIN_SECONDS:g}"], clock=clock, env=env,
                                        dotenv_path=None,
                                        strategies=campaign_factories(False, COOLDOWN_SECONDS))

@@ -75,6 +75,10 @@ class CampaignConfig:
     start: str = SIM_START
     rate_limits: bool = True
     http_fault_rate: float = 0.0          # share of requests the simulator fails (5xx, 429, 10000, drop, lost)
+    # Code-0-but-wrong answer windows per simulated hour (``--mutation-rate``: empty lists, dropped
+    # fields, zero or corrupt prices, frozen answers) drawn at random from the simulator's
+    # mutation layer; seeded by ``seed``.
+    mutation_rate: float = 0.0
     max_kill_delay_real: float = 0.5
     target_timeout_real: float = 10.0
     startup_timeout_real: float = 30.0
@@ -113,6 +117,9 @@ class SimulatorProcess:
         if config.http_fault_rate > 0:
             args += ["--fault-rate", f"{config.http_fault_rate:g}",
                      "--fault-modes", "http_5xx,code_10000,http_429,drop,lost_response"]
+        if config.mutation_rate > 0:
+            args += ["--mutation-rate", f"{config.mutation_rate:g}",
+                     "--mutation-kinds", "empty_list,drop_fields,zero_prices,corrupt_prices,freeze"]
         self.process = subprocess.Popen(args, cwd=REPO_ROOT, env=_python_env({}), stdout=subprocess.PIPE,
                                         stderr=self._stderr)
         self.lines: dict[str, str] = {}
@@ -425,6 +432,7 @@ class CampaignReport:
             f"kill campaign: seed {self.config.seed}, speed {self.config.speed:g}x, "
             f"rate limits {'on' if self.config.rate_limits else 'off'}, "
             f"HTTP faults {self.config.http_fault_rate * 100:g} %",
+            f"mutation windows {self.config.mutation_rate:g}/h",
             f"  kills: {len(self.kills)} (aimed hits {sum(k.hit for k in self.kills)}, "
             f"fallback delays {sum(not k.hit for k in self.kills)}); restarts {self.restarts}",
             "  kills per target: " + ", ".join(f"{t} {n}" for t, n in self.kills_per_target().items()),

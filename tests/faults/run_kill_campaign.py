@@ -28,6 +28,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-rate-limits", action="store_true", help="run the simulator without rate limits")
     parser.add_argument("--fault-rate", type=float, default=0.0,
                         help="also fail this share (0-1) of requests: 5xx, 429, 10000, drops, lost responses")
+    parser.add_argument("--mutation-rate", type=float, default=0.0,
+                        help="also open this many code-0-but-wrong answer windows per simulated hour (empty "
+                             "lists, dropped fields, zero or corrupt prices, frozen answers)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary after the report")
     parser.add_argument("--quiet", action="store_true", help="no line per kill")
     args = parser.parse_args(argv)
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{workdir} is not empty: give a new directory", file=sys.stderr)
         return 2
     config = CampaignConfig(workdir=workdir, kills=args.kills, seed=args.seed, speed=args.speed,
-                            rate_limits=not args.no_rate_limits, http_fault_rate=args.fault_rate)
+                            rate_limits=not args.no_rate_limits, http_fault_rate=args.fault_rate,
+                            mutation_rate=args.mutation_rate)
     print(f"work directory: {workdir}", flush=True)
     report = run_campaign(config, progress=None if args.quiet else (lambda line: print(line, flush=True)))
     print(report.format())

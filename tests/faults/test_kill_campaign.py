@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 CI_KILLS = 30
 CI_SEED = 17
 CI_HTTP_FAULT_RATE = 0.03   # the kills come on top of failing requests (5xx, 429, 10000, drops, lost answers)
+CI_MUTATION_RATE = 6.0      # and of code-0-but-wrong answer windows, per simulated hour (issue 9)
 
 
 @pytest.mark.slow
@@ -32,8 +33,9 @@ def test_incident_17_sigkill_during_a_busy_run_never_corrupts_the_store(tmp_path
     kills = int(os.environ.get("CAMPAIGN_KILLS", CI_KILLS))
     seed = int(os.environ.get("CAMPAIGN_SEED", CI_SEED))
     fault_rate = float(os.environ.get("CAMPAIGN_FAULT_RATE", CI_HTTP_FAULT_RATE))
+    mutation_rate = float(os.environ.get("CAMPAIGN_MUTATION_RATE", CI_MUTATION_RATE))
     report = run_campaign(CampaignConfig(workdir=tmp_path / "campaign", kills=kills, seed=seed,
-                                         http_fault_rate=fault_rate))
+                                         http_fault_rate=fault_rate, mutation_rate=mutation_rate))
     summary = report.format()
     logger.info("%s", summary)
 

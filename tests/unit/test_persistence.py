@@ -584,3 +584,115 @@ def test_finished_commands_never_change_and_nothing_goes_back_to_pending(store: 
     with pytest.raises(ValueError):
         store.add_command("kill", ["not", "a", "dict"])  # type: ignore[arg-type]
     assert store.command(command_id)["status"] == "done"
+
+
+# --------------------------------------------------------------------------------------
+# The file under a running daemon (docs/RECOVERY.md row L1)
+# --------------------------------------------------------------------------------------
+
+
+def test_a_store_knows_whether_this_open_created_it_and_whether_it_holds_anything(db_path, clock) -> None:
+    first, _ = StateStore.open(db_path, clock)
+    assert first.created and first.holds_nothing()
+    first.save_trade({"id": "T000000001", "state": "OPEN"})
+    first.close()
+    again, _ = StateStore.open(db_path, clock)
+    try:
+        assert not again.created and not again.holds_nothing()
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("deleted", "the database file was deleted"),
+    ("replaced", "the database file was replaced by another file"),
+    ("truncated", "the database file was truncated"),
+    ("wal_deleted", "its write-ahead log trader.db-wal was deleted"),
+])
+def test_check_file_tells_what_happened_to_the_file_and_stays_lost(store, db_path, how, expected) -> None:
+    store.save_trade({"id": "T000000001", "state": "OPEN"})
+    assert store.check_file() is None and store.lost is None       # the WAL is noted once it exists
+    if how == "deleted":
+        db_path.unlink()
+    elif how == "replaced":
+        other = db_path.with_name("other.db")
+        other.write_bytes(db_path.read_bytes())
+        other.replace(db_path)
+    elif how == "truncated":
+        store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")      # pages into the main file first
+        assert store.check_file() is None
+        with db_path.open("r+b") as handle:
+            handle.truncate(db_path.stat().st_size // 2)
+    else:
+        store.wal_path.unlink()
+
+    assert store.check_file().startswith(expected)
+    assert store.lost.startswith(expected) and store.check_file() == store.lost   # sticky
+    assert store.losses == [store.lost]
+
+
+def test_a_lost_store_moves_onto_a_complete_copy_and_keeps_writing_there(store, db_path, clock) -> None:
+    store.save_trade({"id": "T000000001", "state": "OPEN"})
+    store.next_trade_seq()
+    db_path.unlink()
+    assert store.check_file() == "the database file was deleted"
+
+    copy = store.relocate()
+
+    assert copy is not None and copy.name == f"trader.db.recovered.{STAMP}" and copy.parent == db_path.parent
+    assert store.path == str(copy) and store.relocated_from == str(db_path) and store.lost is None
+    store.save_trade({"id": "T000000002", "state": "OPEN"})
+    assert store.check_file() is None                               # the copy is watched from now on
+    store.close()
+    reopened = StateStore(copy)
+    try:
+        assert [t["id"] for t in reopened.load_trades()] == ["T000000001", "T000000002"]
+        assert reopened.counter("trade_seq") == 1 and reopened.integrity_problems() == []
+    finally:
+        reopened.close()
+
+
+def test_a_truncated_store_cannot_be_copied(store, db_path) -> None:
+    store.save_trade({"id": "T000000001", "state": "OPEN"})
+    store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.check_file()
+    with db_path.open("r+b") as handle:
+        handle.truncate(1024)
+    assert store.check_file().startswith("the database file was truncated")
+    assert store.relocate() is None and list(db_path.parent.glob("*.recovered*")) == []
+
+
+def test_the_store_watch_reports_a_loss_once_and_relocates(store, db_path, clock) -> None:
+    from persistence import StoreWatch
+
+    seen: list[tuple[str, Path | None]] = []
+    watch = StoreWatch(store, clock, lambda problem, copy: seen.append((problem, copy)))
+    store.save_trade({"id": "T000000001", "state": "OPEN"})
+    watch(None)
+    assert seen == []
+    db_path.unlink()
+    watch(None)
+    watch.on_snapshot_error(RuntimeError("exchange down"))
+
+    [(problem, copy)] = seen
+    assert problem == "the database file was deleted" and copy is not None and copy.exists()
+
+
+def test_a_wal_left_next_to_a_missing_database_is_moved_aside_before_opening(db_path, clock) -> None:
+    first, _ = StateStore.open(db_path, clock)
+    first.save_trade({"id": "T000000001", "state": "OPEN"})
+    wal = db_path.with_name("trader.db-wal")
+    kept = wal.read_bytes()
+    assert kept                                                     # committed pages live in the WAL
+    leftover = wal.with_name("saved-wal")
+    leftover.write_bytes(kept)
+    first.close()
+    db_path.unlink()
+    leftover.replace(wal)                                           # the database is gone, its WAL is not
+
+    fresh, quarantined = StateStore.open(db_path, clock)
+    try:
+        assert quarantined is None and fresh.holds_nothing() and fresh.integrity_problems() == []
+        assert (db_path.parent / f"trader.db-wal.orphaned.{STAMP}").read_bytes() == kept
+    finally:
+        fresh.close()

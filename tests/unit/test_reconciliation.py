@@ -17,6 +17,8 @@ import pytest
 from clock import SimulatedClock
 from errors import TransportError
 from reconciliation import (
+    FOREIGN_ORDERS_EVENT,
+    HISTORY_OVERLAP_SECONDS,
     ORDER_MIN_AGE_SECONDS,
     SEQ_RESEED_LOOKBACK_SECONDS,
     SEQ_RESEED_MARGIN,
@@ -31,7 +33,7 @@ from reconciliation import (
     judge,
 )
 from trade_execution import BLOCK_ACCEPT_EVENT, Intent, OrderStatus, build_client_order_id
-from trade_lifecycle import TradeLeg, TradeLifecycle, TradeState
+from trade_lifecycle import FLAG_PNL_ESTIMATED, TradeLeg, TradeLifecycle, TradeState
 
 T0 = 1_772_528_400.0           # 2026-03-03 09:00 UTC
 EXPIRY_MS = 1_772_611_200_000  # 2026-03-04 08:00 UTC
@@ -77,21 +79,21 @@ def test_report_summary_counts_verdicts_and_names_only_what_happened():
 
     assert summary == ("periodic: 3 order(s) checked; symbols external_position=2, ok=1, shortfall=1; "
                        "external closes ['T000000001:B:0.01']; paused ['s1']")
-    assert "orphans" not in summary and "missing" not in summary and "blocked" not in summary
+    assert "unknown" not in summary and "missing" not in summary and "blocked" not in summary
     assert ReconcileReport("startup", T0).summary() == "startup: 0 order(s) checked; symbols none"
 
 
 def test_report_event_keeps_every_symbol_but_the_ones_that_agree():
-    report = ReconcileReport("startup", T0, orders_missing=[7], orphans_cancelled=[8], block_fills_adopted=2)
+    report = ReconcileReport("startup", T0, orders_missing=[7], foreign_orders=[8], block_fills_adopted=2)
     report.symbols = [SymbolCheck("A", 0.01, 0.01, VERDICT_OK), SymbolCheck("B", 0.01, -0.01, VERDICT_OPPOSITE)]
     report.quarantine = {"positions": 1}
 
     event = report.to_event()
 
     assert event["symbols"] == [{"symbol": "B", "ours": 0.01, "exchange": -0.01, "verdict": VERDICT_OPPOSITE}]
-    assert event["orders_missing"] == [7] and event["orphans_cancelled"] == [8]
+    assert event["orders_missing"] == [7] and event["foreign_orders"] == [8]
     assert event["block_fills_adopted"] == 2 and event["quarantine"] == {"positions": 1}
-    assert "orphans cancelled [8]" in report.summary() and "2 block fill(s) adopted" in report.summary()
+    assert "unknown orders with our prefix [8]" in report.summary() and "2 block fill(s) adopted" in report.summary()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,8 +159,10 @@ class FakeClient:
         self.block_lookups = 0
         self.cancelled: list[dict] = []
         self.cancel_error: Exception | None = None
-        self.marks: dict[str, float] = {}
         self.fail_pending: Exception | None = None
+        self.fail_history: Exception | None = None
+        self.history_reads: dict[str, int] = {}                  # trade-history reads per symbol
+        self.history_error: Exception | None = None
 
     def all_pending_orders(self) -> list[dict]:
         if self.fail_pending is not None:
@@ -171,14 +175,18 @@ class FakeClient:
         self.cancelled.append({"order_id": order_id, "client_order_id": client_order_id})
 
     def trade_history(self, **params: Any) -> dict:
-        return {"list": [f for f in self.fills if f["symbol"] == params.get("symbol")]}
-
-    def option_detail(self, symbol: str) -> dict:
-        return {"markPrice": self.marks[symbol]}
+        symbol = params.get("symbol")
+        self.history_reads[symbol] = self.history_reads.get(symbol, 0) + 1
+        if self.history_error is not None:
+            raise self.history_error
+        return {"list": [f for f in self.fills if f["symbol"] == symbol]}
 
     def order_history(self, **params: Any) -> dict:
         self.history_calls.append(params)
-        return self.history_pages[len(self.history_calls) - 1]
+        if self.fail_history is not None:
+            raise self.fail_history
+        index = len(self.history_calls) - 1
+        return self.history_pages[index] if index < len(self.history_pages) else {"list": [], "hasNext": False}
 
     def blocktrade_orders(self, **params: Any) -> dict:
         self.block_lookups += 1
@@ -191,6 +199,8 @@ class FakeLifecycle:
         self.hold_reason: str | None = None
         self.external: list[tuple] = []
         self.jobs: set[str] = set()
+        self.entry_holds: dict[str, str] = {}
+        self.reversed: list[str] = []
 
     def hold(self, reason: str) -> None:
         self.hold_reason = reason
@@ -207,11 +217,34 @@ class FakeLifecycle:
     def has_job(self, trade_id: str) -> bool:
         return trade_id in self.jobs
 
-    def record_external_close(self, trade_id: str, leg_index: int, qty: float, price: float, *, estimated: bool,
+    def record_external_close(self, trade_id: str, leg_index: int, qty: float, price: float, *,
                               detail: str) -> None:
-        self.external.append((trade_id, leg_index, round(qty, 8), round(price, 8), estimated))
+        self.external.append((trade_id, leg_index, round(qty, 8), round(price, 8)))
         trade = next(t for t in self._trades if t.id == trade_id)
         trade.legs[leg_index].external_qty += qty
+
+    def trades(self) -> list[TradeLifecycle]:
+        return list(self._trades)
+
+    def hold_entries(self, key: str, reason: str) -> bool:
+        new = key not in self.entry_holds
+        self.entry_holds[key] = reason
+        return new
+
+    def release_entries(self, key: str) -> bool:
+        return self.entry_holds.pop(key, None) is not None
+
+    def reversible_external_closes(self) -> list[TradeLifecycle]:
+        return [t for t in self._trades if not t.is_active and FLAG_PNL_ESTIMATED in t.flags]
+
+    def reverse_external_close(self, trade_id: str, detail: str) -> TradeLifecycle | None:
+        trade = next(t for t in self._trades if t.id == trade_id)
+        self.reversed.append(trade_id)
+        for leg in trade.legs:
+            leg.external_qty = 0.0
+        trade.flags.remove(FLAG_PNL_ESTIMATED)
+        trade.state = TradeState.OPEN
+        return trade
 
 
 @dataclass
@@ -219,9 +252,20 @@ class FakeStore:
     marker_events: list[dict] = field(default_factory=list)
     runner_states: dict[str, dict] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    empty: bool = False                        # no trade and no order (a new or lost store)
+    foreign_events: list[dict] = field(default_factory=list)
+    path: str = "state/trader.db"
 
     def events(self, kind: str) -> list[dict]:
+        if kind == FOREIGN_ORDERS_EVENT:
+            return list(self.foreign_events)
         return [e for e in self.marker_events if kind == BLOCK_ACCEPT_EVENT]
+
+    def holds_nothing(self) -> bool:
+        return self.empty
+
+    def counter(self, name: str) -> int:
+        return self.counters.get(name, 0)
 
     def load_runner_state(self, name: str) -> dict | None:
         return self.runner_states.get(name)
@@ -248,9 +292,11 @@ class FakeRunner:
 class FakeAlerts:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, dict]] = []
+        self.messages: list[str] = []
 
     def alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
         self.sent.append((level, kind, detail))
+        self.messages.append(message)
 
     def kinds(self, level: str | None = None) -> list[str]:
         return [kind for lvl, kind, _ in self.sent if level is None or lvl == level]
@@ -285,9 +331,10 @@ class Harness:
 
 
 def harness(trades: list[TradeLifecycle] | None = None, *, ledger: FakeLedger | None = None,
-            runners: list[str] = ("s1",), quarantined: Any = None) -> Harness:
+            runners: list[str] = ("s1",), quarantined: Any = None, store: FakeStore | None = None) -> Harness:
     clock = SimulatedClock(start=T0, speed=0)
-    client, lifecycle, store, alerts = FakeClient(), FakeLifecycle(trades), FakeStore(), FakeAlerts()
+    client, lifecycle, alerts = FakeClient(), FakeLifecycle(trades), FakeAlerts()
+    store = store or FakeStore()
     ledger = ledger or FakeLedger()
     journal: list[tuple[str, dict]] = []
     reconciler = Reconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, clock=clock,
@@ -365,8 +412,14 @@ def start(h: Harness, snap: SimpleNamespace) -> None:
     assert h.reconciler.started
 
 
+def foreign_sell(qty: float, price: float, at: float, order_id: int = 700) -> dict:
+    """A fill on SYM_C that no order of ours made, on the closing side of a long."""
+    return {"symbol": SYM_C, "orderId": order_id, "tradeSide": SELL, "qty": qty, "price": price, "time": at * 1000}
+
+
 def test_a_periodic_shortfall_acts_only_when_two_consecutive_checks_agree():
     h = harness([long_trade(1, 0.02)])
+    h.client.fills = [foreign_sell(0.01, 300.0, T0 - 5)]
     start(h, snapshot(position(SYM_C, 0.02)))
 
     h.reconciler.periodic(snapshot(position(SYM_C, 0.01)))            # a lagging answer, perhaps
@@ -378,7 +431,7 @@ def test_a_periodic_shortfall_acts_only_when_two_consecutive_checks_agree():
     assert h.lifecycle.external == []
     h.reconciler.periodic(snapshot(position(SYM_C, 0.01)))            # the same twice in a row: act
 
-    assert h.lifecycle.external == [("T000000001", 0, 0.01, 410.0, True)]
+    assert h.lifecycle.external == [("T000000001", 0, 0.01, 300.0)]
     assert h.alerts.sent == []                                          # the lifecycle raises that alert
     assert h.reconciler._runners["s1"].is_paused
 
@@ -386,6 +439,7 @@ def test_a_periodic_shortfall_acts_only_when_two_consecutive_checks_agree():
 def test_the_start_up_check_acts_at_once_and_books_newest_trade_first():
     older, newer = long_trade(1, 0.02), long_trade(2, 0.01)
     h = harness([older, newer])
+    h.client.fills = [foreign_sell(0.02, 300.0, T0 - 5)]
 
     start(h, snapshot(position(SYM_C, 0.01)))                         # 0.02 of our 0.03 is gone
 
@@ -403,24 +457,98 @@ def test_an_external_close_is_priced_from_fills_that_are_not_ours_on_the_closing
         {"symbol": SYM_C, "orderId": 602, "tradeSide": SELL, "qty": 0.01, "price": 300.0, "time": (T0 - 30) * 1000},
         {"symbol": SYM_C, "orderId": 603, "tradeSide": SELL, "qty": 0.02, "price": 330.0, "time": (T0 - 40) * 1000},
         {"symbol": SYM_C, "orderId": 604, "tradeSide": SELL, "qty": 0.05, "price": 100.0, "time": (T0 - 50) * 1000},
+        {"symbol": SYM_C, "orderId": 605, "tradeSide": SELL, "qty": 0.01, "price": 777.0, "time": (T0 - 60) * 1000,
+         "clientOrderId": ours(9)},                                   # our prefix: ours, even unknown to the ledger
+        {"symbol": SYM_C, "orderId": 606, "tradeSide": SELL, "qty": 0.05, "price": 1.0, "time": (T0 - 900) * 1000},
     ]
 
     start(h, snapshot(position(SYM_C, 0.01)))                         # 0.02 closed outside
 
-    [(trade_id, _leg, qty, price, estimated)] = h.lifecycle.external
-    assert (trade_id, qty, estimated) == ("T000000001", 0.02, False)
-    assert price == pytest.approx((0.01 * 300.0 + 0.01 * 330.0) / 0.02)   # our fill and the buy ignored
+    [(trade_id, _leg, qty, price)] = h.lifecycle.external
+    assert (trade_id, qty) == ("T000000001", 0.02)
+    assert price == pytest.approx((0.01 * 300.0 + 0.01 * 330.0) / 0.02)   # our fills and the buy ignored
+    assert h.alerts.kinds() == [] and h.lifecycle.entry_holds == {}
 
 
-def test_without_enough_foreign_fills_an_external_close_is_estimated_at_the_mark():
+def test_s6_only_the_part_fills_explain_is_booked_the_rest_is_a_suspect_read():
     h = harness([long_trade(1, 0.02)])
-    h.client.fills = [{"symbol": SYM_C, "orderId": 700, "tradeSide": SELL, "qty": 0.01, "price": 300.0,
-                       "time": T0 * 1000}]
-    h.client.marks[SYM_C] = 415.0
+    h.client.fills = [foreign_sell(0.01, 300.0, T0),
+                      foreign_sell(0.05, 1.0, T0 - 3600, order_id=701)]   # before the trade opened: not evidence
 
-    start(h, snapshot())                                              # flat, and no position to read a mark from
+    start(h, snapshot())                                              # flat
 
-    assert h.lifecycle.external == [("T000000001", 0, 0.02, 415.0, True)]
+    assert h.lifecycle.external == [("T000000001", 0, 0.01, 300.0)]  # never anything at the mark
+    assert h.alerts.kinds("CRITICAL") == ["suspect_positions_read"]
+    assert h.alerts.sent[0][2]["symbols"] == {SYM_C: {"ours": 0.01, "exchange": 0.0}}
+    assert list(h.lifecycle.entry_holds) == ["suspect_positions"]
+    assert h.reconciler.last_report.suspect == [SYM_C]
+
+
+def test_s6_a_flat_read_books_nothing_alerts_once_holds_entries_and_clears_when_the_positions_show():
+    h = harness([long_trade(1, 0.02), long_trade(2, 0.01, symbol=SYM_P, strategy="s2")], runners=["s1", "s2"])
+    start(h, snapshot(position(SYM_C, 0.02), position(SYM_P, 0.01)))
+
+    for _check in range(5):                                           # "code 0, []" for five minutes
+        h.clock.advance(60)
+        h.reconciler.periodic(snapshot(at=h.clock.now()))
+
+    assert h.lifecycle.external == [] and all(t.state is TradeState.OPEN for t in h.lifecycle.active_trades())
+    assert h.alerts.kinds() == ["suspect_positions_read"]             # once for the episode, CRITICAL
+    assert h.alerts.sent[0][0] == "CRITICAL" and set(h.alerts.sent[0][2]["symbols"]) == {SYM_C, SYM_P}
+    assert "suspect_positions" in h.lifecycle.entry_holds
+    assert not any(runner.is_paused for runner in h.reconciler._runners.values())
+    assert h.client.history_reads == {SYM_C: 4, SYM_P: 4}             # re-checked once per symbol and check
+
+    h.clock.advance(60)
+    h.reconciler.periodic(snapshot(position(SYM_C, 0.02), position(SYM_P, 0.01), at=h.clock.now()))
+
+    assert h.lifecycle.entry_holds == {} and h.reconciler.last_report.suspect == []
+    assert h.alerts.kinds() == ["suspect_positions_read", "positions_reappeared"]
+    assert h.alerts.sent[1][0] == "WARNING"
+
+
+def test_s6_evidence_that_arrives_later_books_the_close_then():
+    h = harness([long_trade(1, 0.01)])
+    start(h, snapshot())                                              # flat, no fill yet: suspect
+    assert h.lifecycle.external == [] and h.alerts.kinds() == ["suspect_positions_read"]
+
+    h.client.fills = [foreign_sell(0.01, 320.0, T0 + 30)]            # the trade history catches up
+    h.clock.advance(60)
+    h.reconciler.periodic(snapshot(at=h.clock.now()))
+
+    assert h.lifecycle.external == [("T000000001", 0, 0.01, 320.0)]
+    assert h.lifecycle.entry_holds == {} and h.alerts.kinds()[-1] == "suspect_positions_resolved"
+
+
+def test_s6_fills_already_used_for_an_external_close_are_not_evidence_twice():
+    trade = long_trade(1, 0.02)
+    h = harness([trade])
+    h.client.fills = [foreign_sell(0.01, 300.0, T0 - 5)]
+    start(h, snapshot(position(SYM_C, 0.01)))
+    assert h.lifecycle.external == [("T000000001", 0, 0.01, 300.0)] and trade.legs[0].net_qty == 0.01
+
+    h.clock.advance(60)
+    h.reconciler.periodic(snapshot(at=h.clock.now()))                 # the other 0.01 goes, without a fill
+    h.clock.advance(60)
+    h.reconciler.periodic(snapshot(at=h.clock.now()))
+
+    assert len(h.lifecycle.external) == 1 and h.alerts.kinds() == ["suspect_positions_read"]
+
+
+def test_an_unreadable_trade_history_is_no_evidence_and_is_read_again_at_the_next_check():
+    h = harness([long_trade(1, 0.01)])
+    h.client.history_error = TransportError("GET /open/option/trade/history/v1", "timeout")
+    h.client.fills = [foreign_sell(0.01, 300.0, T0 - 5)]
+    start(h, snapshot())
+    assert h.lifecycle.external == [] and h.alerts.kinds() == ["suspect_positions_read"]
+
+    h.client.history_error = None
+    h.clock.advance(60)
+    h.reconciler.periodic(snapshot(at=h.clock.now()))
+    h.clock.advance(60)
+    h.reconciler.periodic(snapshot(at=h.clock.now()))
+
+    assert h.lifecycle.external == [("T000000001", 0, 0.01, 300.0)]
 
 
 def test_an_opposite_position_blocks_the_symbol_and_pauses_every_strategy_with_a_leg_there():
@@ -478,12 +606,13 @@ def test_positions_beyond_ours_are_external_and_never_booked():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_orphans_carry_our_prefix_and_are_journaled_then_cancelled_others_are_ignored():
+def test_row_o2_unknown_orders_with_our_prefix_are_reported_and_paused_on_never_cancelled_others_ignored():
     known = FakeOrder(ours(1), SYM_C, order_id=1)
-    h = harness([], ledger=FakeLedger([known]))
+    h = harness([], ledger=FakeLedger([known]), runners=["s1", "s2"], store=FakeStore(counters={"trade_seq": 20}))
     h.client.pending = [
         {"orderId": 1, "clientOrderId": ours(1), "symbol": SYM_C},                  # O1: in the ledger
-        {"orderId": 2, "clientOrderId": ours(9), "symbol": SYM_C, "qty": 0.01},     # O2: an orphan
+        {"orderId": 2, "clientOrderId": ours(9), "symbol": SYM_C, "qty": 0.01,      # O2: not ours to touch
+         "tradeSide": BUY, "price": 5.0},
         {"orderId": 3, "clientOrderId": 202000000001001001, "symbol": SYM_C},       # O3: another prefix
         {"orderId": 4, "clientOrderId": None, "symbol": SYM_C},                      # O3: no id
         {"orderId": 5, "clientOrderId": 42, "symbol": SYM_C},                        # O3: not our format
@@ -491,22 +620,32 @@ def test_orphans_carry_our_prefix_and_are_journaled_then_cancelled_others_are_ig
 
     start(h, snapshot())
 
-    assert h.client.cancelled == [{"order_id": 2, "client_order_id": None}]
-    assert h.reconciler.last_report.orphans_cancelled == [ours(9)]
-    assert [kind for kind, _ in h.journal][:1] == ["orphan_order"] and h.journal[0][1]["order_id"] == 2
-    assert h.alerts.kinds("CRITICAL") == ["orphan_order"]
+    assert h.client.cancelled == []
+    assert h.reconciler.last_report.foreign_orders == [ours(9)]
+    [(kind, payload)] = [(k, p) for k, p in h.journal if k == FOREIGN_ORDERS_EVENT]
+    assert payload["client_order_ids"] == [ours(9)] and payload["orders"][0]["order_id"] == 2
+    assert h.alerts.kinds("CRITICAL") == ["prefix_conflict"]
+    detail = h.alerts.sent[0][2]
+    assert detail["client_order_ids"] == [ours(9)] and detail["count"] == 1
+    assert all(runner.is_paused for runner in h.reconciler._runners.values())
+    assert h.store.counters["trade_seq"] == 9 + SEQ_RESEED_MARGIN          # our next ids stay clear of it
+    assert "CLIENT_ORDER_PREFIX" in h.alerts.messages[0] and "python main.py resume" in h.alerts.messages[0]
 
 
-def test_an_orphan_whose_cancel_fails_is_not_reported_cancelled_and_is_tried_again():
-    h = harness([])
+def test_row_o2_an_unknown_order_is_reported_once_in_this_life_and_the_next():
+    h = harness([], store=FakeStore(counters={"trade_seq": 20}))
     h.client.pending = [{"orderId": 2, "clientOrderId": ours(9), "symbol": SYM_C}]
-    h.client.cancel_error = TransportError("POST /open/option/order/cancel/v1", "timeout")
 
     start(h, snapshot())
-    assert h.reconciler.last_report.orphans_cancelled == [] and h.alerts.kinds("CRITICAL") == []
-    h.client.cancel_error = None
-    report = h.reconciler.periodic(snapshot())
-    assert report.orphans_cancelled == [ours(9)] and h.client.cancelled == [{"order_id": 2, "client_order_id": None}]
+    h.clock.advance(60)
+    again = h.reconciler.periodic(snapshot())
+
+    assert again.foreign_orders == [] and h.alerts.kinds("CRITICAL") == ["prefix_conflict"]
+    events = [{"payload": payload} for kind, payload in h.journal if kind == FOREIGN_ORDERS_EVENT]
+    restarted = harness([], store=FakeStore(foreign_events=events, counters=dict(h.store.counters)))
+    restarted.client.pending = list(h.client.pending)
+    start(restarted, snapshot())
+    assert restarted.alerts.sent == [] and not restarted.reconciler._runners["s1"].is_paused
 
 
 def test_a_live_order_missing_from_the_list_is_verified_only_once_old_and_alerted_once():
@@ -572,15 +711,125 @@ def test_after_a_quarantine_only_old_history_of_ours_is_a_normal_start_with_a_re
     assert h.alerts.sent == [] and not h.reconciler._runners["s1"].is_paused
 
 
-def test_after_a_quarantine_an_open_order_of_ours_counts_and_is_cancelled_as_an_orphan():
+def test_after_a_quarantine_an_open_order_of_ours_counts_and_is_named_not_cancelled():
     h = harness([], quarantined="state/trader.db.corrupt.x")
     h.client.pending = [{"orderId": 6, "clientOrderId": ours(31), "symbol": SYM_C}]
 
     start(h, snapshot())
 
     assert h.store.counters["trade_seq"] == 31 + SEQ_RESEED_MARGIN
-    assert sorted(h.alerts.kinds("CRITICAL")) == ["orphan_order", "quarantine_start"]
-    assert h.client.cancelled == [{"order_id": 6, "client_order_id": None}]
+    assert h.alerts.kinds("CRITICAL") == ["quarantine_start"]             # one alert naming it, no second one
+    assert str(ours(31)) in next(m for m in h.alerts.messages if "quarantined" in m)
+    assert h.client.cancelled == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Lost memory: a missing store, a store behind the exchange, the history watch
+# ---------------------------------------------------------------------------------------------
+
+
+def test_row_l2_a_missing_store_with_a_position_starts_everything_paused():
+    h = harness([], runners=["s1", "s2"], store=FakeStore(empty=True))
+
+    start(h, snapshot(position(SYM_C, 0.01)))
+
+    assert h.alerts.kinds("CRITICAL") == ["missing_store_start"]
+    assert all(runner.is_paused for runner in h.reconciler._runners.values())
+    assert h.store.counters["order_history_checked_ms"] == int(T0 * 1000)   # checked: the next start is normal
+
+
+def test_row_l2_a_first_start_with_positions_but_nothing_of_ours_in_the_history_is_normal():
+    h = harness([], store=FakeStore(empty=True))
+    h.reconciler.note_new_state_dir()
+
+    start(h, snapshot(position(SYM_C, 0.01)))
+
+    assert h.alerts.sent == [] and not h.reconciler._runners["s1"].is_paused
+
+
+def test_row_l2_a_first_start_with_orders_of_ours_in_the_history_is_a_lost_store():
+    h = harness([], store=FakeStore(empty=True))
+    h.reconciler.note_new_state_dir()
+    h.client.history_pages = [{"list": [{"orderId": 70, "clientOrderId": ours(17),
+                                         "createTime": (T0 - 40 * 86400) * 1000}], "hasNext": False}]
+
+    start(h, snapshot(position(SYM_C, 0.01)))
+
+    assert h.alerts.kinds("CRITICAL") == ["missing_store_start"]
+    assert h.store.counters["trade_seq"] == 17 + SEQ_RESEED_MARGIN
+
+
+def test_row_l3_orders_beyond_the_store_sequence_mean_the_store_is_behind():
+    store = FakeStore(counters={"trade_seq": 10, "order_history_checked_ms": int((T0 - 3600) * 1000)})
+    h = harness([], ledger=FakeLedger([FakeOrder(ours(10), SYM_C, order_id=1, live=False)]), store=store)
+    h.client.history_pages = [{"list": [
+        {"orderId": 1, "clientOrderId": ours(10), "createTime": (T0 - 3000) * 1000},       # known
+        {"orderId": 2, "clientOrderId": ours(12), "createTime": (T0 - 1800) * 1000, "state": 1},
+    ], "hasNext": False}]
+
+    start(h, snapshot())
+
+    assert h.client.history_calls[0]["startTime"] == int((T0 - 3600 - HISTORY_OVERLAP_SECONDS) * 1000)
+    assert h.alerts.kinds("CRITICAL") == ["store_behind"]
+    assert h.alerts.sent[0][2]["store_trade_seq"] == 10 and h.alerts.sent[0][2]["highest_trade_seq"] == 12
+    assert h.store.counters["trade_seq"] == 12 + SEQ_RESEED_MARGIN
+    assert h.reconciler._runners["s1"].is_paused
+
+
+def test_every_start_moves_the_sequence_past_our_known_orders_without_an_alert():
+    store = FakeStore(counters={"trade_seq": 3, "order_history_checked_ms": int((T0 - 60) * 1000)})
+    h = harness([], ledger=FakeLedger([FakeOrder(ours(7), SYM_C, order_id=1, live=False)]), store=store)
+    h.client.history_pages = [{"list": [{"orderId": 1, "clientOrderId": ours(7), "createTime": T0 * 1000}],
+                               "hasNext": False}]
+
+    start(h, snapshot())
+
+    assert h.store.counters["trade_seq"] == 7 and h.alerts.sent == []
+
+
+def test_the_history_since_the_last_check_is_read_every_reconciliation_for_fast_filled_foreign_orders():
+    h = harness([], store=FakeStore(counters={"order_history_checked_ms": int((T0 - 60) * 1000)}))
+    start(h, snapshot())
+    h.clock.advance(60)
+    h.client.history_pages = h.client.history_pages[:1] + [
+        {"list": [{"orderId": 8, "clientOrderId": ours(40), "createTime": (T0 + 30) * 1000, "state": 1}],
+         "hasNext": False}]
+
+    report = h.reconciler.periodic(snapshot())
+    h.clock.advance(60)
+    later = h.reconciler.periodic(snapshot())
+
+    assert h.client.history_calls[1]["startTime"] == int((T0 - HISTORY_OVERLAP_SECONDS) * 1000)
+    assert report.foreign_orders == [ours(40)] and later.foreign_orders == []
+    assert h.alerts.kinds("CRITICAL") == ["prefix_conflict"] and h.reconciler._runners["s1"].is_paused
+    assert h.store.counters["order_history_checked_ms"] == int((T0 + 120) * 1000)
+
+
+def test_a_failed_history_read_while_running_keeps_the_watermark_and_the_rest_of_the_check():
+    h = harness([], store=FakeStore(counters={"order_history_checked_ms": int((T0 - 60) * 1000)}))
+    start(h, snapshot())
+    h.clock.advance(60)
+    h.client.fail_history = TransportError("GET /open/option/order/history/v1", "timeout")
+
+    report = h.reconciler.periodic(snapshot())
+
+    assert report.kind == "periodic" and h.store.counters["order_history_checked_ms"] == int(T0 * 1000)
+
+
+def test_a_start_up_check_that_cannot_pass_yet_keeps_the_hold():
+    h = harness([])
+    attempts: list[float] = []
+
+    def not_yet() -> None:
+        attempts.append(h.clock.now())
+        raise TransportError("GET /open/auth/user/query-api", "connection refused")
+
+    h.reconciler.add_startup_check(not_yet)
+    h.reconciler(snapshot())
+    assert not h.reconciler.started and h.lifecycle.hold_reason is not None and h.client.history_calls == []
+    h.reconciler._startup_checks.clear()
+    h.reconciler(snapshot())
+    assert h.reconciler.started and attempts == [T0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,7 +845,6 @@ def marker(trade: TradeLifecycle, intent: Intent = Intent.CLOSE) -> dict:
 def test_an_accept_without_its_block_trade_defers_its_symbols_for_60_s_then_is_dropped():
     trade = long_trade(1, 0.01)
     h = harness([trade])
-    h.client.marks[SYM_C] = 410.0
     h.store.marker_events = [{"ts": T0 - 10, "payload": marker(trade)},
                              {"ts": T0 - 10, "payload": {**marker(trade), "trade_id": "T000000099"}}]  # not active
 
@@ -611,4 +859,78 @@ def test_an_accept_without_its_block_trade_defers_its_symbols_for_60_s_then_is_d
     h.reconciler.periodic(snapshot())                                   # 70 s: the accept did not happen
     h.reconciler.periodic(snapshot())
     assert h.client.block_lookups == 3                                  # looked up one last time, then dropped
-    assert h.lifecycle.external == [("T000000001", 0, 0.01, 410.0, True)]
+    assert h.lifecycle.external == []                                   # no block trade, no fill: nothing booked
+    assert h.alerts.kinds("CRITICAL") == ["suspect_positions_read"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Vanished orders (row O8) and old estimated external closes (rows X1, X2)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_o8_an_order_the_exchange_does_not_know_is_alerted_once_as_vanished():
+    order = FakeOrder(ours(1), SYM_C, order_id=1, sent_at=T0 - 100)
+    h = harness([], ledger=FakeLedger([order], verify_result="vanished"))
+
+    start(h, snapshot())
+    assert h.reconciler.last_report.orders_vanished == [ours(1)]
+    order.live = False                                                  # the ledger settled it VANISHED
+    order.status = OrderStatus.VANISHED
+    h.reconciler.periodic(snapshot())
+
+    assert h.reconciler.last_report.orders_vanished == []
+    assert h.ledger.verified == [ours(1)]
+    assert h.alerts.kinds() == ["order_vanished"] and h.alerts.sent[0][0] == "WARNING"
+    assert h.alerts.sent[0][2]["client_order_id"] == ours(1)
+
+
+def test_o8_a_vanished_order_the_open_list_shows_again_is_polled_and_believed():
+    order = FakeOrder(ours(1), SYM_C, order_id=11, live=False, status=OrderStatus.VANISHED)
+    h = harness([], ledger=FakeLedger([order]))
+    h.client.pending = [{"orderId": 11, "clientOrderId": ours(1), "symbol": SYM_C}]
+
+    start(h, snapshot())
+
+    assert h.ledger.polled == [ours(1)] and h.alerts.kinds("CRITICAL") == []
+
+
+def estimated_close(seq: int, qty: float, symbol: str = SYM_C) -> TradeLifecycle:
+    """A trade an older version booked as closed outside at the mark, with no fill."""
+    trade = long_trade(seq, qty, symbol=symbol, state=TradeState.CLOSED)
+    trade.legs[0].external_qty = qty
+    trade.exit_reason, trade.closed_at, trade.flags = "external_close", T0 - 300, [FLAG_PNL_ESTIMATED]
+    return trade
+
+
+def test_x1_an_old_estimate_whose_position_shows_again_exactly_is_reopened_at_once_at_start_up():
+    old = estimated_close(1, 0.02)
+    h = harness([old])
+
+    start(h, snapshot(position(SYM_C, 0.02)))
+
+    assert h.lifecycle.reversed == ["T000000001"] and old.state is TradeState.OPEN
+    assert h.reconciler.last_report.reversed == ["T000000001"]
+    assert [c.verdict for c in h.reconciler.last_report.symbols] == [VERDICT_OK]   # now ours again
+
+
+def test_x1_while_running_a_reversal_needs_two_consecutive_checks_that_agree():
+    old = estimated_close(1, 0.02)
+    h = harness([old])
+    start(h, snapshot())
+
+    h.reconciler.periodic(snapshot(position(SYM_C, 0.02)))
+    assert h.lifecycle.reversed == []
+    h.reconciler.periodic(snapshot(position(SYM_C, 0.02)))
+    assert h.lifecycle.reversed == ["T000000001"]
+
+
+def test_x2_an_inexact_match_is_reported_once_and_never_taken_over():
+    old = estimated_close(1, 0.02)
+    h = harness([old])
+
+    start(h, snapshot(position(SYM_C, 0.03)))
+    for _check in range(3):
+        h.reconciler.periodic(snapshot(position(SYM_C, 0.03)))
+
+    assert h.lifecycle.reversed == [] and old.state is TradeState.CLOSED
+    assert h.alerts.kinds() == ["external_close_unmatched"] and h.alerts.sent[0][0] == "CRITICAL"
