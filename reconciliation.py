@@ -456,9 +456,12 @@ class Reconciler:
             if order.client_order_id in self._late_checked or not (
                     self.order_min_age_seconds <= age <= LATE_FILL_WATCH_SECONDS):
                 continue
-            self._late_checked.add(order.client_order_id)
             report.orders_checked += 1
-            if self.ledger.recheck_final(order) <= QTY_EPSILON:
+            gained = self.ledger.recheck_final(order)
+            if gained is None:
+                continue  # no answer: asked again at the next reconciliation
+            self._late_checked.add(order.client_order_id)
+            if gained <= QTY_EPSILON:
                 continue
             report.late_fills.append(order.client_order_id)
             trade = self.lifecycle.get(order.trade_id)

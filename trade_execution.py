@@ -534,13 +534,16 @@ class OrderLedger:
             return True
         if now - float(order.updated_at) < grace_seconds or not may_request():
             return False
-        self.recheck_final(order)
-        return True
+        # Only an answer settles it: a failed poll proves nothing, and sizing the replacement
+        # from the fills seen before it would buy a late-reported fill twice.
+        return self.recheck_final(order) is not None
 
-    def recheck_final(self, order: LedgerOrder) -> float:
-        """Poll a final order once more (late fill adopted); returns the quantity that appeared."""
+    def recheck_final(self, order: LedgerOrder) -> float | None:
+        """Poll a final order once more (late fill adopted); returns the quantity that appeared,
+        or None when the exchange gave no answer (the order stays to be rechecked)."""
         before = order.filled_qty
-        self.poll(order)
+        if not self.refresh(order):
+            return None
         with self._lock:
             self._rechecked.add(order.client_order_id)
         gained = order.filled_qty - before
@@ -703,8 +706,14 @@ class OrderLedger:
         Also queries final orders, so a late-reported fill is still counted (API.md §11.16).
         Request failures are logged and leave the order unchanged (retried next tick).
         """
+        self.refresh(order)
+        return order
+
+    def refresh(self, order: LedgerOrder) -> bool:
+        """``poll``, telling whether the exchange answered with the order's state (True) or not
+        (a failed request or "not found": nothing learnt, the order unchanged)."""
         if order.status in (OrderStatus.REJECTED, OrderStatus.NOT_PLACED):
-            return order
+            return True
         try:
             if order.order_id is not None:
                 data = self._client.query_order(order_id=order.order_id)
@@ -716,14 +725,15 @@ class OrderLedger:
             else:
                 self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",
                                       order.client_order_id, exc)
-            return order
+            return False
         except (TransportError, EndpointNotFound) as exc:
             self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",
                                   order.client_order_id, exc)
-            return order
-        if isinstance(data, dict):
-            self._apply_view(order, data)
-        return order
+            return False
+        if not isinstance(data, dict):
+            return False
+        self._apply_view(order, data)
+        return True
 
     def _not_found(self, order: LedgerOrder) -> None:
         if order.order_id is not None:

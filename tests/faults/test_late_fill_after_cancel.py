@@ -109,3 +109,42 @@ def test_a_smart_reprice_never_overfills_when_the_cancelled_order_reports_its_fi
     assert sum(o.filled_qty for o in rig.ledger.orders(TRADE.id)) == pytest.approx(_exchange_filled(rig.sim, coids))
     assert all(o.status.is_final for o in rig.ledger.orders(TRADE.id))
     assert OrderStatus.CANCELED in {o.status for o in rig.ledger.orders(TRADE.id)}
+
+
+def test_a_failed_recheck_never_lets_a_replacement_be_sized_from_stale_fills(rig):
+    """Found by the fault day with issue 9's faults: the grace re-poll of the cancelled order hit
+    an HTTP failure, the ledger took "no answer" for "no late fill", and the replacement bought
+    the late-reported lots a second time (14 lots against a target of 10)."""
+    from simulator.faults import HTTP_5XX, FaultRule
+
+    params = ExecutionParams(max_requote_rounds=5, grace_seconds=LAG_SECONDS + 1, phases=(
+        ExecutionPhase("top_of_book", 20.0, 10.0),
+        ExecutionPhase("aggressive", 40.0, 10.0, buffer_pct=5.0),
+    ))
+    job = LimitFillManager(rig.ledger, rig.market, rig.sim.clock).start(
+        TRADE, [LegTarget(0, CALL, BUY, 1.0)], Intent.OPEN, params)
+    started = rig.sim.clock.now()
+    aimed: list[int] = []
+    armed_at: list[float] = []
+
+    def before_tick(_tick: int) -> None:
+        now = rig.sim.clock.now()
+        if now - started >= 18.0 and not armed_at:
+            armed_at.append(now)
+            _arm_late_fill_on_the_next_cancel(rig.sim)      # the phase change at 20 s cancels the resting bid
+        for order in rig.ledger.orders(TRADE.id):
+            due = now - float(order.updated_at) >= params.grace_seconds
+            late = bool(armed_at) and float(order.updated_at) >= armed_at[0]
+            if order.status is OrderStatus.CANCELED and due and late and order.order_id not in aimed:
+                aimed.append(order.order_id)   # the grace re-poll of this order fails twice
+                rig.sim.faults.add(FaultRule(HTTP_5XX, endpoint="query_order", count=2,
+                                             params_match={"orderId": order.order_id}))
+
+    _run_until_done(rig, job, before_tick)
+    rig.sim.clock.advance(LAG_SECONDS + 1)
+    coids = [o.client_order_id for o in rig.ledger.orders(TRADE.id)]
+    assert rig.sim.exchange.faults.fill_on_next_cancel_qty == 0.0, "the late fill was never injected"
+    assert aimed, "no recheck was aimed at"
+    assert rig.sim.faults.counts.get(HTTP_5XX, 0) >= 1, "the recheck never failed"
+    assert rig.sim.exchange.position_of(None, CALL) == pytest.approx(1.0)          # never opened beyond target
+    assert sum(o.filled_qty for o in rig.ledger.orders(TRADE.id)) == pytest.approx(_exchange_filled(rig.sim, coids))
