@@ -53,8 +53,10 @@ GLOBAL_FAULT_RATE = 0.045  # with the aimed faults below, about 5 % of all reque
 GLOBAL_MODES = ("http_5xx", "code_10000", "http_429", "drop", "lost_response")
 HEALTH_INTERVAL_SECONDS = 300.0
 DAEMON_PREFIX = 101
-# ERROR/CRITICAL lines the schedule provokes on purpose: the close breaker trips while bids are gone.
-EXPECTED_ERROR_KINDS = ("close_breaker",)
+# ERROR/CRITICAL lines the schedule provokes on purpose: the close breaker trips while bids are gone;
+# the flat positions window is a suspect read; and with ~5 % of requests failing, a run of failed
+# polls spanning the outage threshold (2 minutes) happens about once a day and is alerted.
+EXPECTED_ERROR_KINDS = ("close_breaker", "suspect_positions_read", "exchange_unreachable")
 # Fill reports lagging 5 s for an hour: the engines' late-fill grace must keep open legs from
 # over-filling (found by this campaign; pinned by test_late_fill_after_cancel.py).
 INCLUDE_FILL_REPORT_LAG = True
@@ -112,7 +114,7 @@ def default_windows(*, fill_report_lag: bool = INCLUDE_FILL_REPORT_LAG) -> list[
 # place an order on an insane price.
 MUTATION_WINDOWS: tuple[tuple[str, str, float, float, tuple[str, ...] | None], ...] = (
     # (kind, endpoint, start after the day starts, duration, fields)
-    ("empty_list", "positions", 1 * 3600.0 + 90.0, 240.0, None),       # the account reads flat
+    ("empty_list", "positions", 1 * 3600.0 + 60.0, 600.0, None),       # the account reads flat
     ("zero_prices", "option_chain", 4 * 3600.0 + 60.0, 120.0, None),  # marks and quotes of 0
     ("drop_fields", "option_chain", 6 * 3600.0 + 60.0, 180.0, ("markPrice", "delta")),
     ("freeze", "positions", 8 * 3600.0 + 60.0, 180.0, None),
