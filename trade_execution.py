@@ -710,8 +710,8 @@ class OrderLedger:
         return order
 
     def refresh(self, order: LedgerOrder) -> bool:
-        """``poll``, telling whether the exchange answered with the order's state (True) or not
-        (a failed request or "not found": nothing learnt, the order unchanged)."""
+        """``poll``, telling whether the exchange answered (True: its view adopted, or "not found")
+        or not (False: a failed request; nothing learnt, the order unchanged)."""
         if order.status in (OrderStatus.REJECTED, OrderStatus.NOT_PLACED):
             return True
         try:
@@ -722,9 +722,9 @@ class OrderLedger:
         except ExchangeError as exc:
             if exc.is_not_found:
                 self._not_found(order)
-            else:
-                self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",
-                                      order.client_order_id, exc)
+                return True  # an answer: the exchange does not know it (``verify`` decides what that means)
+            self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",
+                                  order.client_order_id, exc)
             return False
         except (TransportError, EndpointNotFound) as exc:
             self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",

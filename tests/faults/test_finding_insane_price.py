@@ -80,7 +80,7 @@ def no_valuation_lines(caplog, trade_id: str) -> list[str]:
             and "no valuation on this snapshot" in r.getMessage()]
 
 
-def test_zero_marks_over_several_polls_close_nothing_and_a_real_loss_held_over_two_sane_polls_fires(rig, caplog):
+def test_row_p1_zero_marks_over_several_polls_close_nothing_and_a_real_loss_held_over_two_sane_polls_fires(rig, caplog):
     caplog.set_level(logging.INFO)
     sim = rig.sim
     trade = rig.open(strangle(0.1, call_delta=0.25, put_delta=-0.25, dte=1, side=BUY), execution_params=FAST,
@@ -129,7 +129,7 @@ def test_zero_marks_over_several_polls_close_nothing_and_a_real_loss_held_over_t
     assert -premium - 1.0 < trade.realized_pnl < 0
 
 
-def test_prices_corrupted_x1000_never_close_a_short_strangle(rig, caplog):
+def test_row_p1_prices_corrupted_x1000_never_close_a_short_strangle(rig, caplog):
     caplog.set_level(logging.INFO)
     sim = rig.sim
     trade = rig.open(strangle(0.1, call_delta=0.25, put_delta=-0.25, dte=1, side=SELL), execution_params=FAST,
@@ -146,7 +146,7 @@ def test_prices_corrupted_x1000_never_close_a_short_strangle(rig, caplog):
     assert len(no_valuation_lines(caplog, trade.id)) == 1
 
 
-def test_a_kill_waits_while_the_chain_is_insane_and_goes_out_once_it_is_sane(rig):
+def test_row_p3_a_kill_waits_while_the_chain_is_insane_and_goes_out_once_it_is_sane(rig):
     sim = rig.sim
     trade = rig.open(strangle(0.1, call_delta=0.25, put_delta=-0.25, dte=1, side=BUY), execution_params=FAST,
                      exit_conditions=[max_loss_pct(STOP_PCT)])
@@ -165,7 +165,7 @@ def test_a_kill_waits_while_the_chain_is_insane_and_goes_out_once_it_is_sane(rig
     assert all(qty == 0 for qty in positions(sim, trade).values())
 
 
-def test_a_kill_with_only_the_mark_insane_crosses_the_sane_book_at_once(rig):
+def test_row_p3_a_kill_with_only_the_mark_insane_crosses_the_sane_book_at_once(rig):
     sim = rig.sim
     trade = rig.open(strangle(0.1, call_delta=0.25, put_delta=-0.25, dte=1, side=BUY), execution_params=FAST,
                      exit_conditions=[max_loss_pct(STOP_PCT)])

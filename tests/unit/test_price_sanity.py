@@ -237,7 +237,7 @@ def test_time_exits_still_fire_while_a_leg_is_insane(world):  # noqa: F811
 # ----------------------------------------------------------------------------- confirmations
 
 
-def test_a_stop_needs_two_consecutive_sane_snapshots(world):  # noqa: F811
+def test_row_p2_a_stop_needs_two_consecutive_sane_snapshots(world):  # noqa: F811
     trade = open_trade(world, exits=[conditions.max_loss(10.0)])
     losing_call(world)
     poll(world)
