@@ -431,8 +431,8 @@ class CampaignReport:
         lines = [
             f"kill campaign: seed {self.config.seed}, speed {self.config.speed:g}x, "
             f"rate limits {'on' if self.config.rate_limits else 'off'}, "
-            f"HTTP faults {self.config.http_fault_rate * 100:g} %",
-            f"mutation windows {self.config.mutation_rate:g}/h",
+            f"HTTP faults {self.config.http_fault_rate * 100:g} %, "
+            f"code-0-but-wrong answer windows {self.config.mutation_rate:g}/h",
             f"  kills: {len(self.kills)} (aimed hits {sum(k.hit for k in self.kills)}, "
             f"fallback delays {sum(not k.hit for k in self.kills)}); restarts {self.restarts}",
             "  kills per target: " + ", ".join(f"{t} {n}" for t, n in self.kills_per_target().items()),
