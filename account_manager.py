@@ -322,20 +322,17 @@ class AccountManager:
 
     @property
     def reachability(self) -> Any:
-        """The client's UP/DOWN tracker, or None when the client has none."""
-        return getattr(self._client, "reachability", None)
+        """The client's UP/DOWN tracker (every client has one: the entry gate reads it)."""
+        return self._client.reachability
 
     def alert_on_outages(self, alerts: Any) -> None:
         """Send the client's outage events to the alert sink ``alerts`` (an ``AlertSink``).
 
         ``Reachability`` measured outages all along, but nothing listened: the DOWN/UP
         transitions only reached the log, so minutes without an exchange raised no alert
-        (issue 9, finding 6). A client without a tracker (a replay in a benchmark) has no
-        outages to report.
+        (issue 9, finding 6).
         """
-        reach = self.reachability
-        if reach is not None:
-            reach.add_listener(OutageAlerts(alerts))
+        self.reachability.add_listener(OutageAlerts(alerts))
 
     def snapshot(self) -> AccountSnapshot:
         """Summary + positions, both fetched and valid, or ``SnapshotError``.
@@ -565,8 +562,7 @@ class PositionMonitor:
 
     def effective_poll_interval(self) -> float:
         """``poll_interval``, backed off while the exchange is DOWN (BEHAVIOUR.md 7.3)."""
-        reach = self._account_manager.reachability
-        if reach is not None and getattr(reach, "is_up", True) is False:
+        if not self._account_manager.reachability.is_up:
             return max(self.poll_interval, min(DOWN_POLL_FACTOR * self.poll_interval, DOWN_POLL_CAP_SECONDS))
         return self.poll_interval
 

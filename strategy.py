@@ -754,12 +754,12 @@ class StrategyRunner:
         if saved is None:
             # Trades that finished before this runner ever existed get no late callbacks.
             self._mark_history_delivered()
-        attach = getattr(ctx.lifecycle_manager, "attach_strategy", None)
-        if callable(attach):
-            # Exit rules and callbacks for this strategy's trades, including any reloaded at restart.
-            attach(self.name, exit_conditions=list(config.exit_conditions),
-                   execution_params=config.execution_params, on_opened=self._hook, on_closed=self._hook,
-                   smart_config=config.smart_config, rfq_params=config.rfq_params)
+        # Exit rules and callbacks for this strategy's trades, including any reloaded at restart
+        # (called, never probed: a lifecycle without it must fail here, not leave trades unmanaged).
+        ctx.lifecycle_manager.attach_strategy(
+            self.name, exit_conditions=list(config.exit_conditions), execution_params=config.execution_params,
+            on_opened=self._hook, on_closed=self._hook, smart_config=config.smart_config,
+            rfq_params=config.rfq_params)
         self._start(ctx.clock.now())
 
     # ---- start-up ----------------------------------------------------------------------
@@ -819,9 +819,7 @@ class StrategyRunner:
         self.state.pause_until = None
         self._unsupported = None
         self._persist()
-        release = getattr(self.ctx.lifecycle_manager, "release_blocks", None)
-        if callable(release):
-            release(self.name)
+        self.ctx.lifecycle_manager.release_blocks(self.name)
 
     @property
     def pause_reason(self) -> str:
@@ -928,19 +926,19 @@ class StrategyRunner:
         return None
 
     def _gate_data(self, snapshot: AccountSnapshot) -> str | None:
-        hold = getattr(self.ctx.lifecycle_manager, "hold_reason", None)
-        if isinstance(hold, str):
+        # Every gate reads its collaborator directly: a gate that cannot be evaluated must raise
+        # (the entry is then blocked and logged), never pass because an attribute was missing.
+        hold = self.ctx.lifecycle_manager.hold_reason
+        if hold is not None:
             return f"lifecycle on hold: {hold}"
         entry_holds = self.ctx.lifecycle_manager.entry_holds
         if entry_holds:
             return "entries held: " + "; ".join(f"{key}: {reason}" for key, reason in sorted(entry_holds.items()))
-        write_errors = int(getattr(self.ctx.store, "write_errors", 0) or 0) + int(
-            getattr(self.ctx.lifecycle_manager, "persistence_errors", 0) or 0)
+        write_errors = int(self.ctx.store.write_errors) + int(self.ctx.lifecycle_manager.persistence_errors)
         if write_errors:
             # BEHAVIOUR 4.6: a trade we could not record must never be opened; exits go on.
             return f"state store write failed ({write_errors} error(s)): entries stop until a restart"
-        reach = getattr(self.ctx.account_manager, "reachability", None)
-        if reach is not None and getattr(reach, "is_up", True) is False:
+        if not self.ctx.account_manager.reachability.is_up:
             return "exchange unreachable"
         limit = SNAPSHOT_MAX_AGE_POLLS * self.ctx.position_monitor.poll_interval
         age = self.ctx.clock.now() - float(snapshot.timestamp)

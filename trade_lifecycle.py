@@ -828,8 +828,7 @@ class LifecycleManager:
                 and not self._symbol_blocked(leg.symbol)]
 
     def _symbol_blocked(self, symbol: str) -> bool:
-        is_blocked = getattr(self.ledger, "is_blocked", None)
-        return bool(is_blocked(symbol)) if callable(is_blocked) else False
+        return bool(self.ledger.is_blocked(symbol))
 
     def _drive(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
         """Rows 8 and 11: start the next unwind or close round when nothing is working."""

@@ -618,6 +618,16 @@ class RecordingLifecycle:
     def __init__(self) -> None:
         self.created: list[tuple[str, list]] = []
         self.entry_holds: dict[str, str] = {}
+        self.attached: list[tuple[str, dict]] = []
+
+    hold_reason: str | None = None
+    persistence_errors = 0
+
+    def attach_strategy(self, strategy, **kwargs):
+        self.attached.append((strategy, kwargs))
+
+    def release_blocks(self, strategy=None):
+        return []
 
     def create(self, strategy: str, resolved: list, **kwargs: Any) -> Any:
         self.created.append((strategy, resolved))

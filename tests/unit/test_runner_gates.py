@@ -55,6 +55,16 @@ class FakeLifecycle:
         self.raise_on_create: Exception | None = None
         self.hooks: list[Any] = []
         self.entry_holds: dict[str, str] = {}
+        self.attached: list[tuple[str, dict]] = []
+
+    hold_reason: str | None = None
+    persistence_errors = 0
+
+    def attach_strategy(self, strategy, **kwargs):
+        self.attached.append((strategy, kwargs))
+
+    def release_blocks(self, strategy=None):
+        return []
 
     def create(self, strategy, resolved_legs, **kwargs):
         if self.raise_on_create is not None:

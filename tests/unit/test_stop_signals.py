@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -148,7 +149,7 @@ def test_wait_until_returns_within_one_slice_of_the_signal(restore_stop_handlers
 class Unreachable:
     """An account manager whose exchange never answers (the monitor only needs these two)."""
 
-    reachability = None
+    reachability = SimpleNamespace(is_up=True)  # a failed snapshot here is not an outage
 
     def snapshot(self):
         raise SnapshotError("no answer")

@@ -59,6 +59,15 @@ class FakeLedger:
         self.order_list: list[FakeOrder] = []
         self.live: list[Any] = []
         self.polled: list[Any] = []
+        self.blocked: set[str] = set()
+
+    def is_blocked(self, symbol: str) -> bool:
+        return symbol in self.blocked
+
+    def unblock(self, symbols=None) -> list[str]:
+        lifted = sorted(self.blocked if symbols is None else self.blocked & set(symbols))
+        self.blocked -= set(lifted)
+        return lifted
 
     def fill(self, trade_id: str, leg_index: int, intent: Intent, qty: float, price: float, fee: float,
              at: float = 0.0) -> None:
