@@ -91,6 +91,28 @@ class TradeState(str, Enum):
 
 TERMINAL_STATES = frozenset({TradeState.CLOSED, TradeState.FAILED})
 
+_S = TradeState
+# Every state change a trade may make (docs/RECOVERY.md and the lifecycle's docstrings give the
+# events). ``LifecycleManager._set_state`` refuses anything else: a transition missing here is a
+# bug, and failing loudly beats a trade silently in a state its rules do not cover.
+TRANSITIONS: dict[TradeState, frozenset[TradeState]] = {
+    _S.PENDING_OPEN: frozenset({_S.OPENING, _S.FAILED}),
+    _S.OPENING: frozenset({_S.OPEN, _S.UNWINDING, _S.FAILED, _S.SETTLING}),
+    _S.UNWINDING: frozenset({_S.FAILED, _S.SETTLING}),
+    _S.OPEN: frozenset({_S.PENDING_CLOSE, _S.SETTLING, _S.CLOSED}),        # CLOSED: an evidenced external close
+    _S.PENDING_CLOSE: frozenset({_S.CLOSING, _S.SETTLING, _S.CLOSED}),
+    _S.CLOSING: frozenset({_S.CLOSED, _S.PENDING_CLOSE, _S.SETTLING}),
+    _S.SETTLING: frozenset({_S.CLOSED, _S.FAILED}),
+    # Terminal, except for reopening a close an older version booked without evidence
+    # (RECOVERY.md X1): the trade goes back to where its fills put it.
+    _S.CLOSED: frozenset({_S.OPEN}),
+    _S.FAILED: frozenset({_S.OPENING}),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A trade state change the transition table does not allow (a bug, never an exchange event)."""
+
 
 def _zero(qty: float) -> bool:
     return abs(qty) < QTY_EPSILON
@@ -1578,6 +1600,9 @@ class LifecycleManager:
 
     def _set_state(self, trade: TradeLifecycle, state: TradeState) -> None:
         previous = trade.state
+        if state not in TRANSITIONS[previous]:
+            raise IllegalTransition(f"trade {trade.id} ({trade.strategy}): {previous.value} -> {state.value} is not "
+                                    f"a transition of the trade state machine")
         trade.state = state
         logger.info("trade %s (%s): %s -> %s", trade.id, trade.strategy, previous.value, state.value)
         self._persist(trade, "state", previous=previous.value)

@@ -878,3 +878,46 @@ def test_kill_all_with_external_positions_adopts_only_what_is_not_ours(world):
     assert [(leg.symbol, leg.side, leg.net_qty) for leg in external.legs] == [(CALL, 2, 0.2)]
     job = world.executor.last
     assert job.intent is Intent.KILL and [(t.symbol, t.side, t.qty) for t in job.legs] == [(CALL, 1, 0.2)]
+
+
+# ------------------------------------------------------------------ the transition table (issue 10)
+
+@pytest.mark.parametrize("before", list(TradeState))
+@pytest.mark.parametrize("after", list(TradeState))
+def test_set_state_allows_exactly_the_transition_table(before, after):
+    from trade_lifecycle import TRANSITIONS, IllegalTransition, LifecycleManager
+
+    manager = LifecycleManager.__new__(LifecycleManager)   # _set_state needs only _persist
+    persisted: list[tuple[str, dict]] = []
+    manager._persist = lambda trade, event, **extra: persisted.append((event, extra))
+    trade = SimpleNamespace(id="T000000001", strategy="walk", state=before)
+    if after in TRANSITIONS[before]:
+        manager._set_state(trade, after)
+        assert trade.state is after and persisted == [("state", {"previous": before.value})]
+    else:
+        with pytest.raises(IllegalTransition):
+            manager._set_state(trade, after)
+        assert trade.state is before and persisted == []
+
+
+def test_the_transition_table_reaches_every_state_and_ends_only_in_terminal_ones():
+    from trade_lifecycle import TRANSITIONS
+
+    reached, frontier = {TradeState.PENDING_OPEN}, [TradeState.PENDING_OPEN]
+    while frontier:
+        for nxt in TRANSITIONS[frontier.pop()]:
+            if nxt not in reached:
+                reached.add(nxt)
+                frontier.append(nxt)
+    assert reached == set(TradeState)
+    # Every non-terminal state can end in CLOSED or FAILED; the terminal ones leave only to reopen.
+    for state in TradeState:
+        seen, todo = {state}, [state]
+        while todo:
+            for nxt in TRANSITIONS[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        assert seen & {TradeState.CLOSED, TradeState.FAILED}, state
+    assert TRANSITIONS[TradeState.CLOSED] == {TradeState.OPEN}
+    assert TRANSITIONS[TradeState.FAILED] == {TradeState.OPENING}
