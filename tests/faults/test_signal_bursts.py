@@ -44,6 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from clock import wall_seconds
 from config import KNOWN_VARIABLES
 from instance_lock import InstanceLock
@@ -257,6 +259,7 @@ def run_chain(bursts: list[Burst], workdir: Path) -> tuple[list[str], list[tuple
     return problems, landings
 
 
+@pytest.mark.slow
 def test_bursts_of_stop_signals_always_end_in_a_clean_exit(tmp_path):
     bursts = plan_bursts(SEED, BURSTS)
     assert all(2 <= len(b.signals) <= 3 for b in bursts)
