@@ -384,7 +384,7 @@ class CommandProcessor:
         return [{"symbol": position.symbol, "qty": position.signed_qty} for position in snapshot.positions]
 
     def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
-        send_alert(getattr(self._ctx, "alerts", None), logger, level, kind, message, **detail)
+        send_alert(self._ctx.alerts, logger, level, kind, message, **detail)
 
 
 def resume_runners(store: Any, runners: Mapping[str, Any], name: str | None) -> list[str]:

@@ -1173,13 +1173,10 @@ class LifecycleManager:
 
     def release_blocks(self, strategy: str | None = None) -> list[str]:
         """Operator resume: lift symbol blocks on this strategy's legs (every block when None)."""
-        unblock = getattr(self.ledger, "unblock", None)
-        if not callable(unblock):
-            return []
         if strategy is None:
-            return list(unblock(None))
+            return list(self.ledger.unblock(None))
         symbols = {leg.symbol for trade in self.trades(strategy) for leg in trade.legs}
-        return list(unblock(symbols))
+        return list(self.ledger.unblock(symbols))
 
     def has_job(self, trade_id: str) -> bool:
         with self._lock:

@@ -1249,7 +1249,7 @@ class SimExchange:
         log.info("expiry %d settled at delivery price %.2f (%d symbols)", expiry, delivery, len(expired_symbols))
 
     def _delivery_price(self, expiry: int) -> float:
-        recorded = self.market.delivery_price(expiry) if hasattr(self.market, "delivery_price") else None
+        recorded = self.market.delivery_price(expiry)
         if recorded is not None:
             return float(recorded)
         window_ms = int(getattr(self.market.config, "delivery_window_seconds", 1800.0) * 1000)
