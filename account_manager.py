@@ -1,4 +1,5 @@
-"""Account snapshots and the monitor loop that drives the daemon (BEHAVIOUR.md 6.0, 7.1, 7.3).
+"""Account snapshots: the adapter from the exchange's account payloads to typed values
+(BEHAVIOUR.md 6.0, 7.3).
 
 Why it looks the way it does:
 
@@ -12,26 +13,21 @@ Why it looks the way it does:
 * Position greeks are ambiguous on the exchange (API.md 12 #4). The adapter normalises
   them to position level (already x qty x sign) whatever the configured payload mode, so
   every consumer reads one meaning and the net greeks are a plain sum.
-* ``PositionMonitor`` is the one thread of the daemon. It never sleeps inside a tick; it
-  waits between ticks on the injected clock in short slices so ``stop()`` or the daemon's
-  stop flag (``set_stop_check``: a signal handler only sets a plain flag, main.StopFlag) is
-  noticed quickly, and it isolates every callback so one broken strategy cannot starve the
-  others.
 * An exchange that stays unreachable is an operator's problem: ``AccountManager.alert_on_outages``
   turns the client's ``Reachability`` outage events into the ``exchange_unreachable``
-  (CRITICAL) and ``exchange_recovered`` alerts. The monitor keeps polling while the exchange
-  is down (backed off), which is what measures the outage when no trade is active.
+  (CRITICAL) and ``exchange_recovered`` alerts. The scheduler that polls these snapshots
+  (``position_monitor.PositionMonitor``) keeps polling while the exchange is down (backed
+  off), which is what measures the outage when no trade is active.
 """
 from __future__ import annotations
 
 import logging
 import math
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from alerts import iso_utc, send_alert
-from clock import Clock
+from alerts import send_alert
+from clock import Clock, iso_utc
 from coincall_client import Reachability, ReachabilityEvent
 from errors import ConfigError, SnapshotError
 
@@ -44,14 +40,6 @@ GREEK_NAMES = ("delta", "gamma", "theta", "vega")
 
 # tradeSide codes of API.md 0 #9 (1 = BUY/long, 2 = SELL/short).
 _TRADE_SIDES: dict[str, str] = {"1": LONG, "2": SHORT, "BUY": LONG, "SELL": SHORT}
-
-# Consecutive failures of one callback that raise a health warning (BEHAVIOUR.md 7.1).
-CALLBACK_FAILURE_WARN_AFTER = 3
-# Reachability back-off of BEHAVIOUR.md 7.3: poll every min(3 x poll interval, 60 s) while DOWN.
-DOWN_POLL_FACTOR = 3.0
-DOWN_POLL_CAP_SECONDS = 60.0
-# Float slack when comparing elapsed clock seconds with an interval.
-_SCHEDULE_EPSILON = 1e-6
 
 
 # --------------------------------------------------------------------------------------
@@ -412,302 +400,3 @@ class OutageAlerts:
 
 def _when(epoch_seconds: float | None) -> str:
     return iso_utc(epoch_seconds) if epoch_seconds is not None else "unknown"
-
-
-# --------------------------------------------------------------------------------------
-# PositionMonitor
-# --------------------------------------------------------------------------------------
-
-
-SnapshotCallback = Callable[[AccountSnapshot], Any]
-AlertHook = Callable[[str, str], None]
-
-
-def _callback_name(callback: Any) -> str:
-    """``LifecycleManager.tick`` for methods and functions, the class name for callable objects."""
-    name = getattr(callback, "__qualname__", None) or getattr(callback, "__name__", None)
-    if isinstance(name, str):
-        return name
-    return type(callback).__qualname__
-
-
-@dataclass
-class _Registration:
-    callback: SnapshotCallback
-    name: str
-    consecutive_failures: int = 0
-    warned: bool = field(default=False)
-
-
-class PositionMonitor:
-    """The daemon loop of BEHAVIOUR.md 6.0: wake, maybe poll, run callbacks, wait.
-
-    Every wake runs the registered callbacks, in registration order, with the current
-    state: the latest good snapshot, or - when the most recent poll failed - the error,
-    delivered to ``callback.on_snapshot_error(err)`` where a callback has that method (a
-    callback never receives a made-up snapshot). A poll (a fresh snapshot) happens when
-    ``poll_interval`` has passed since the previous one; between polls callbacks get the
-    same snapshot object again, so "is this a poll tick" is "did the snapshot change".
-
-    Wakes come every ``exec_tick_interval`` while ``busy()`` is True, else every
-    ``poll_interval``. While the exchange is DOWN the poll interval backs off to
-    min(3 x poll_interval, 60 s) (never below ``poll_interval``).
-    """
-
-    def __init__(
-        self,
-        account_manager: AccountManager,
-        clock: Clock,
-        *,
-        poll_interval: float = 10.0,
-        exec_tick_interval: float = 2.0,
-        wait_slice: float = 0.5,
-        on_alert: AlertHook | None = None,
-        join_timeout: float = 35.0,
-    ) -> None:
-        for name, value in (("poll_interval", poll_interval), ("exec_tick_interval", exec_tick_interval),
-                            ("wait_slice", wait_slice)):
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ConfigError(f"PositionMonitor.{name} = {value!r} is invalid: use a positive number of seconds")
-        self._account_manager = account_manager
-        self._clock = clock
-        self.poll_interval = float(poll_interval)
-        self.exec_tick_interval = float(exec_tick_interval)
-        self._wait_slice = float(wait_slice)
-        self._on_alert = on_alert
-        self._join_timeout = join_timeout
-        self._lock = threading.Lock()
-        self._registrations: list[_Registration] = []
-        self._busy: Callable[[], bool] | None = None
-        self._latest: AccountSnapshot | None = None
-        self._current_error: SnapshotError | None = None
-        self._last_poll_at: float | None = None
-        self.last_error: SnapshotError | None = None
-        self.last_error_at: float | None = None
-        self.ticks = 0
-        self._stop_event = threading.Event()
-        self._stop_check: Callable[[], bool] | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---- configuration -------------------------------------------------------------
-
-    def register(self, callback: SnapshotCallback) -> None:
-        """Add a callback; callbacks run in registration order."""
-        if not callable(callback):
-            raise TypeError(f"PositionMonitor.register needs a callable, got {callback!r}")
-        with self._lock:
-            self._registrations.append(_Registration(callback, _callback_name(callback)))
-
-    def set_busy(self, busy: Callable[[], bool] | None) -> None:
-        """``busy()`` True (execution jobs active) → wake every ``exec_tick_interval``."""
-        self._busy = busy
-
-    def set_stop_check(self, check: Callable[[], bool] | None) -> None:
-        """``check()`` True ends the wait between ticks at the next slice (None: only ``stop()``).
-
-        The daemon's signal handlers may only set a plain flag (no ``Event``, whose lock a
-        re-entered handler deadlocks on), so the wait reads that flag itself, every
-        ``wait_slice`` of clock time; a tick in progress is always finished.
-        """
-        self._stop_check = check
-
-    def stop_requested(self) -> bool:
-        """True once ``stop()`` was called or the stop check says so."""
-        if self._stop_event.is_set():
-            return True
-        check = self._stop_check
-        return check is not None and bool(check())
-
-    # ---- state for health and callers ---------------------------------------------
-
-    @property
-    def latest(self) -> AccountSnapshot | None:
-        """The last good snapshot (None before the first success)."""
-        return self._latest
-
-    @property
-    def current_error(self) -> SnapshotError | None:
-        """The error of the latest poll, None once a snapshot succeeded again (``last_error`` keeps it)."""
-        return self._current_error
-
-    @property
-    def failing_callbacks(self) -> dict[str, int]:
-        """Callbacks that failed at least 3 times in a row, with their failure counts."""
-        with self._lock:
-            return {r.name: r.consecutive_failures for r in self._registrations
-                    if r.consecutive_failures >= CALLBACK_FAILURE_WARN_AFTER}
-
-    @property
-    def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def snapshot(self) -> AccountSnapshot:
-        """Take a snapshot now (``SnapshotError`` on failure); a good one becomes ``latest``."""
-        snap = self._account_manager.snapshot()
-        self._latest = snap
-        return snap
-
-    # ---- scheduling ----------------------------------------------------------------
-
-    def is_busy(self) -> bool:
-        busy = self._busy
-        if busy is None:
-            return False
-        try:
-            return bool(busy())
-        except Exception:
-            # Guessing "busy" only costs extra wakes; guessing "idle" could stall a fill.
-            logger.exception("busy() predicate failed; assuming execution is active")
-            return True
-
-    def effective_poll_interval(self) -> float:
-        """``poll_interval``, backed off while the exchange is DOWN (BEHAVIOUR.md 7.3)."""
-        if not self._account_manager.reachability.is_up:
-            return max(self.poll_interval, min(DOWN_POLL_FACTOR * self.poll_interval, DOWN_POLL_CAP_SECONDS))
-        return self.poll_interval
-
-    def current_interval(self) -> float:
-        """Seconds between wakes right now."""
-        poll = self.effective_poll_interval()
-        return min(self.exec_tick_interval, poll) if self.is_busy() else poll
-
-    def _poll_due(self, now: float) -> bool:
-        last = self._last_poll_at
-        return last is None or now - last >= self.effective_poll_interval() - _SCHEDULE_EPSILON
-
-    # ---- the loop ------------------------------------------------------------------
-
-    def run_once(self) -> bool:
-        """One loop iteration: the tick, then the wait until the next wake.
-
-        Returns True when this tick took a fresh, good snapshot. The wait is measured
-        from the start of the tick (deadline based), so a slow tick does not drift the
-        schedule; on a speed-0 ``SimulatedClock`` the wait moves simulated time only.
-        """
-        started = self._clock.monotonic()
-        fresh = self._tick(started)
-        duration = self._clock.monotonic() - started
-        if duration > self.poll_interval:
-            logger.warning("monitor tick took %.1f s, longer than the poll interval of %.1f s",
-                           duration, self.poll_interval)
-        self._wait_until_next_wake(started)
-        return fresh
-
-    def _tick(self, now: float) -> bool:
-        self.ticks += 1
-        fresh = False
-        if self._poll_due(now):
-            self._last_poll_at = now
-            fresh = self._poll()
-        error, snap = self._current_error, self._latest
-        if error is not None:
-            self._dispatch_error(error)
-        elif snap is not None:
-            self._dispatch(snap)
-        return fresh
-
-    def _poll(self) -> bool:
-        try:
-            snap = self._account_manager.snapshot()
-        except SnapshotError as exc:
-            self._current_error = exc
-            self.last_error = exc
-            self.last_error_at = self._clock.now()
-            logger.warning("account snapshot failed, no decision this tick: %s", exc)
-            return False
-        self._latest = snap
-        self._current_error = None
-        logger.debug("snapshot: %s", snap.summary_str())
-        return True
-
-    def _registrations_copy(self) -> list[_Registration]:
-        with self._lock:
-            return list(self._registrations)
-
-    def _dispatch(self, snap: AccountSnapshot) -> None:
-        for registration in self._registrations_copy():
-            self._run_isolated(registration, registration.callback, snap)
-
-    def _dispatch_error(self, error: SnapshotError) -> None:
-        skipped = []
-        for registration in self._registrations_copy():
-            handler = getattr(registration.callback, "on_snapshot_error", None)
-            if callable(handler):
-                self._run_isolated(registration, handler, error)
-            else:
-                skipped.append(registration.name)
-        if skipped:
-            logger.info("snapshot unavailable; skipped callbacks: %s", ", ".join(skipped))
-
-    def _run_isolated(self, registration: _Registration, function: Callable[[Any], Any], argument: Any) -> None:
-        try:
-            function(argument)
-        except Exception:
-            registration.consecutive_failures += 1
-            logger.exception("monitor callback %s failed (%d in a row)", registration.name,
-                             registration.consecutive_failures)
-            if registration.consecutive_failures >= CALLBACK_FAILURE_WARN_AFTER and not registration.warned:
-                registration.warned = True
-                self._alert("callback_failing",
-                            f"monitor callback {registration.name} failed {registration.consecutive_failures} "
-                            f"times in a row")
-            return
-        if registration.warned:
-            logger.warning("monitor callback %s recovered after %d failures", registration.name,
-                           registration.consecutive_failures)
-        registration.consecutive_failures = 0
-        registration.warned = False
-
-    def _alert(self, kind: str, detail: str) -> None:
-        logger.warning("HEALTH WARNING: %s", detail)
-        if self._on_alert is not None:
-            try:
-                self._on_alert(kind, detail)
-            except Exception:
-                logger.exception("alert hook failed for %s", kind)
-
-    def _wait_until_next_wake(self, tick_started: float) -> None:
-        """Sleep on the clock in slices, re-reading the interval so a new job shortens it."""
-        while not self.stop_requested():
-            remaining = tick_started + self.current_interval() - self._clock.monotonic()
-            if remaining <= _SCHEDULE_EPSILON:
-                return
-            self._clock.sleep(min(self._wait_slice, remaining))
-
-    def _loop(self) -> None:
-        logger.info("position monitor started (poll %.1f s, exec tick %.1f s)",
-                    self.poll_interval, self.exec_tick_interval)
-        while not self.stop_requested():
-            try:
-                self.run_once()
-            except Exception:
-                # The loop is the daemon's heartbeat: log and keep going after one interval.
-                logger.exception("position monitor iteration failed")
-                self._wait_until_next_wake(self._clock.monotonic())
-        logger.info("position monitor stopped")
-
-    def start(self) -> None:
-        """Start the single daemon thread (no-op when it is already running)."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                logger.debug("position monitor already running")
-                return
-            self._stop_event.clear()
-            self._thread = threading.Thread(target=self._loop, name="position-monitor", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Ask the loop to stop and join it; a tick in progress is finished, not cut."""
-        self._stop_event.set()
-        thread = self._thread
-        if thread is None:
-            return
-        thread.join(self._join_timeout)
-        if thread.is_alive():
-            logger.warning("position monitor thread still busy %.0f s after stop()", self._join_timeout)
-        else:
-            self._thread = None
-
-    def __repr__(self) -> str:
-        return (f"PositionMonitor(poll_interval={self.poll_interval}, exec_tick_interval={self.exec_tick_interval}, "
-                f"running={self.is_running})")

@@ -7,24 +7,22 @@ Why it looks the way it does:
   level, so an operator reading either sees it.
 * An alert is raised exactly when something is already going wrong. If the sink itself
   fails (disk full, directory removed, an unprintable detail), raising would turn a
-  warning into a crashed tick, so ``alert`` never raises: a failing file write is logged
-  once, and logged again only after the file has worked in between.
+  warning into a crashed tick, so ``alert`` never raises; the file is a ``JsonLineFile``,
+  which logs a failing write once per failure streak.
 * Timestamps come from the injected clock, so a simulated 48-hour run writes simulated
   times and tests can assert them.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from clock import Clock, to_utc_datetime
+from clock import Clock, iso_utc
+from json_lines import JsonLineFile
 
 logger = logging.getLogger(__name__)
 
@@ -40,71 +38,6 @@ _LEVELS: dict[str, int] = {
     "ERROR": logging.ERROR,
     "CRITICAL": logging.CRITICAL,
 }
-
-
-# --------------------------------------------------------------------------------------
-# JSON lines (shared with health.py)
-# --------------------------------------------------------------------------------------
-
-
-def iso_utc(epoch_seconds: float) -> str:
-    """``2026-05-09T07:35:25.123Z`` for an epoch timestamp (milliseconds kept)."""
-    moment = to_utc_datetime(epoch_seconds)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-safe copy: enums by value, non-finite floats as null, containers walked."""
-    if isinstance(value, Enum):
-        return _plain(value.value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(item) for item in value]
-    return value
-
-
-def to_json_line(doc: Mapping[str, Any]) -> str:
-    """One line of strict JSON; anything unknown is written as its ``str``."""
-    return json.dumps(_plain(doc), default=str, allow_nan=False, separators=(",", ":"))
-
-
-class JsonLineFile:
-    """Appends JSON lines to one file and reports a broken file once per failure streak."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.failures = 0
-        self._broken = False
-        self._lock = threading.Lock()
-
-    def append(self, doc: Mapping[str, Any]) -> bool:
-        """Write one line; True on success. Never raises."""
-        try:
-            line = to_json_line(doc) + "\n"
-            with self._lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as handle:
-                    handle.write(line)
-        except Exception as exc:  # noqa: BLE001 - a log file must never break trading
-            self._note_failure(exc)
-            return False
-        if self._broken:
-            self._broken = False
-            logger.warning("%s is writable again", self.path)
-        return True
-
-    def _note_failure(self, exc: Exception) -> None:
-        self.failures += 1
-        if self._broken:
-            return
-        self._broken = True
-        try:
-            logger.error("cannot write %s (%s); further failures are not logged until it works", self.path, exc)
-        except Exception:  # noqa: BLE001 - even logging may fail on a broken handler
-            pass
 
 
 # --------------------------------------------------------------------------------------

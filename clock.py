@@ -44,6 +44,16 @@ def to_utc_datetime(epoch_seconds: float) -> datetime:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
 
 
+def iso_utc(epoch_seconds: float) -> str:
+    """``2026-05-09T07:35:25.123Z`` for an epoch timestamp (milliseconds kept).
+
+    The one spelling of an instant in every file the daemon writes for people or machines
+    (alerts, health and event lines, the trades snapshot).
+    """
+    moment = to_utc_datetime(epoch_seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 class RealClock:
     """The wall clock."""
 

@@ -26,7 +26,7 @@ import random
 import re
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, urlencode
@@ -35,6 +35,7 @@ import requests
 
 import auth
 from clock import Clock
+from config import Credentials
 from errors import (
     AUTH_CODES,
     TRANSIENT_CODES,
@@ -155,35 +156,8 @@ class Endpoints:
 
 
 # --------------------------------------------------------------------------------------
-# Values: credentials and settings
+# Values: settings
 # --------------------------------------------------------------------------------------
-
-
-def mask_key(api_key: str) -> str:
-    """A recognisable but useless form of an API key for logs: at most its first 4 characters."""
-    prefix = api_key[:4] if len(api_key) >= 12 else ""
-    return f"{prefix}…({len(api_key)} chars)"
-
-
-@dataclass(frozen=True, repr=False)
-class Credentials:
-    """An API key pair. ``source`` names where it came from (an env var name) for messages."""
-
-    api_key: str
-    api_secret: str = field(compare=False)
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        where = f" (set {self.source})" if self.source else ""
-        if not isinstance(self.api_key, str) or not self.api_key.strip():
-            raise ConfigError(f"Coincall API key is empty{where}")
-        if not isinstance(self.api_secret, str) or not self.api_secret.strip():
-            raise ConfigError(f"Coincall API secret is empty{where}")
-
-    def __repr__(self) -> str:
-        return f"Credentials(api_key={mask_key(self.api_key)!r}, api_secret=<hidden>, source={self.source!r})"
-
-    __str__ = __repr__
 
 
 # An outage lasting this long (clock seconds from its first failed request) is reported

@@ -7,7 +7,7 @@ Why it looks the way it does:
   line never trades next to a running daemon: it writes the command into the state store's
   queue, and the daemon's ``CommandProcessor`` runs it on its next wake. Without a running
   daemon, the command line takes the instance lock and becomes that daemon for as long as
-  the command needs (``run_operator_command``).
+  the command needs, through the daemon's own start-up (``operator_cli.py``, ``app.py``).
 * A kill is long (closing positions takes rounds of orders) and the daemon may die in the
   middle. The command is therefore ``active`` in the store until every trade it affects is
   terminal; kill mode itself lives only in the lifecycle's memory, so an ``active`` kill
@@ -21,23 +21,19 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from alerts import send_alert
-from errors import ConfigError
+from order_ledger import Intent, OrderStatus
 from persistence import (
     COMMAND_ACTIVE,
     COMMAND_DONE,
     COMMAND_FAILED,
     COMMAND_PENDING,
     OPEN_COMMAND_STATUSES,
-    StateStore,
-    StoreError,
 )
-from trade_execution import Intent, OrderStatus
+from strategy import RunnerState
 from trade_lifecycle import EXIT_REASON_KILL
 
 logger = logging.getLogger(__name__)
@@ -45,17 +41,10 @@ logger = logging.getLogger(__name__)
 KIND_KILL = "kill"
 KIND_RESUME = "resume"
 COMMAND_KINDS = (KIND_KILL, KIND_RESUME)
-STATE_DB_NAME = "trader.db"
-
-EXIT_OK = 0
-EXIT_NOT_DONE = 1
-EXIT_USAGE = 2
 
 # A command that raised this many wakes in a row (not a validation failure) is failed.
 MAX_COMMAND_ERRORS = 3
-# Waiting for a running daemon: a few of its poll intervals plus slack, polled this often.
-PICKUP_POLL_INTERVALS = 3
-PICKUP_SLACK_SECONDS = 30.0
+# Waiting for a running daemon to take a queued command: the store is read this often.
 PICKUP_CHECK_SECONDS = 0.5
 FINISHED = (COMMAND_DONE, COMMAND_FAILED)
 
@@ -133,8 +122,6 @@ def set_stored_pause(store: Any, name: str, reason: str | None) -> bool:
     For strategies that have no runner in this process: not in ``STRATEGIES``, or the
     command line acting while no daemon runs. False when the store has no state for it.
     """
-    from strategy import RunnerState
-
     saved = store.load_runner_state(name)
     if saved is None:
         return False
@@ -271,7 +258,7 @@ class CommandProcessor:
     def _may_trade(self, command_id: int, request: KillRequest, have_snapshot: bool) -> bool:
         """Closing waits while the lifecycle is held at start-up, and adopting other positions
         waits for an account snapshot (it must know what the account holds)."""
-        hold = getattr(self._ctx.lifecycle_manager, "hold_reason", None)
+        hold = self._ctx.lifecycle_manager.hold_reason
         waiting = (f"the lifecycle is on hold ({hold})" if hold
                    else "no account snapshot yet" if request.all_positions and not have_snapshot else None)
         if waiting is None:
@@ -442,7 +429,7 @@ def describe_command(command: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# The command line side
+# Handing a command to the running daemon (the store is the only channel)
 # ---------------------------------------------------------------------------------------
 
 
@@ -466,234 +453,8 @@ def queue_and_wait(store: Any, kind: str, payload: dict, clock: Any, *, timeout:
         clock.sleep(min(check_every, remaining))
 
 
-@dataclass
-class OperatorRun:
-    """What one ``kill``/``resume`` invocation needs from ``main`` (passed in, never imported:
-    ``main`` may be running as ``__main__``)."""
-
-    settings: Any
-    factories: Sequence[Callable[[], Any]]
-    app: Any                       # the main module: _build_context, _recover, check_key, ...
-    clock: Any = None              # injected by tests; None = the command line's real clock
-    out: Any = None
-    err: Any = None
-
-    def say(self, text: str) -> None:
-        print(text, file=self.out or sys.stdout)
-
-    def complain(self, text: str) -> None:
-        print(text, file=self.err or sys.stderr)
-
-    @property
-    def db_path(self) -> Path:
-        return Path(self.settings.state_dir) / STATE_DB_NAME
-
-
-def run_operator_command(args: Any, run: OperatorRun) -> int:
-    """``python main.py kill ...`` / ``resume ...``: validate, then queue or run in-process."""
-    if args.command == KIND_KILL:
-        if not args.yes:
-            run.complain("kill pauses strategies and closes positions with reduce-only orders: "
-                         "add --yes to confirm (nothing was done)")
-            return EXIT_USAGE
-        try:
-            request: KillRequest | ResumeRequest = KillRequest(args.strategy, bool(args.all_positions))
-        except CommandError as exc:
-            run.complain(f"kill: {exc}")
-            return EXIT_USAGE
-    else:
-        request = ResumeRequest(args.name)
-    configs = _strategy_configs(run)
-    if request.strategy is not None:
-        known = {config.name for config in configs} | _names_in_state(run.db_path)
-        if request.strategy not in known:
-            run.complain(f"{args.command}: no strategy {request.strategy!r}; known: "
-                         f"{', '.join(sorted(known)) or 'none'}")
-            return EXIT_USAGE
-    try:
-        undo_logging = run.app.setup_logging(run.settings.log_dir, getattr(args, "log_level", None)
-                                             or run.settings.log_level)
-    except OSError as exc:
-        run.complain(f"configuration error: LOG_DIR={str(run.settings.log_dir)!r} is not usable ({exc.strerror})")
-        return EXIT_USAGE
-    try:
-        return _dispatch(args.command, request, configs, run)
-    finally:
-        undo_logging()
-
-
-def _strategy_configs(run: OperatorRun) -> list[Any]:
-    """STRATEGIES built and validated; a broken one must not block a kill, so it is reported."""
-    try:
-        return list(run.app.build_strategy_configs(run.factories))
-    except ConfigError as exc:
-        run.complain(f"warning: STRATEGIES cannot be built ({exc}); acting on the stored runner state only")
-        return []
-
-
-def _names_in_state(db_path: Path) -> set[str]:
-    if not db_path.exists():
-        return set()
-    try:
-        store = StateStore(db_path)
-    except StoreError as exc:  # the daemon (or the in-process kill) deals with a bad file
-        logger.warning("cannot read strategy names from %s: %s", db_path, exc)
-        return set()
-    try:
-        return strategy_names_in_store(store)
-    finally:
-        store.close()
-
-
-def _dispatch(kind: str, request: Any, configs: list[Any], run: OperatorRun) -> int:
-    from instance_lock import InstanceLock
-
-    lock = InstanceLock(run.settings.state_dir)
-    if not lock.acquire():
-        return _queue_for_daemon(kind, request, run, lock.holder())
-    try:
-        if kind == KIND_RESUME:
-            return _resume_without_daemon(request, run)
-        return _kill_without_daemon(request, configs, run)
-    finally:
-        lock.release()
-
-
-def _pickup_timeout(settings: Any) -> float:
-    return PICKUP_POLL_INTERVALS * float(settings.poll_interval_seconds) + PICKUP_SLACK_SECONDS
-
-
-def _queue_for_daemon(kind: str, request: Any, run: OperatorRun, holder: str) -> int:
-    """A daemon holds the lock: hand it the command through the store and report its answer."""
-    from clock import RealClock
-
-    clock = run.clock if run.clock is not None else RealClock()
-    timeout = _pickup_timeout(run.settings)
-    try:
-        store = StateStore(run.db_path, clock=clock)
-    except StoreError as exc:
-        run.complain(f"{kind}: cannot open the daemon's state store {run.db_path}: {exc}; nothing was queued")
-        return EXIT_NOT_DONE
-    try:
-        run.say(f"a daemon (pid {holder or '?'}) holds {run.settings.state_dir}: queued the {kind} command for it; "
-                f"waiting up to {timeout:g} s for it to take it")
-        command_id, command = queue_and_wait(store, kind, request.to_payload(), clock, timeout=timeout)
-    finally:
-        store.close()
-    if command is None:
-        run.say(f"{kind} command {command_id} was not picked up within {timeout:g} s; it stays queued and runs on "
-                f"the daemon's next wake (or at its next start)")
-        return EXIT_NOT_DONE
-    run.say(describe_command(command))
-    return EXIT_NOT_DONE if command["status"] == COMMAND_FAILED else EXIT_OK
-
-
-def _resume_without_daemon(request: ResumeRequest, run: OperatorRun) -> int:
-    """No daemon: the pause lives in the store only, so resuming needs no exchange."""
-    from clock import RealClock
-
-    if not run.db_path.exists():
-        run.say("no state yet: nothing is paused")
-        return EXIT_OK
-    try:
-        store = StateStore(run.db_path, clock=run.clock if run.clock is not None else RealClock())
-    except StoreError as exc:
-        run.complain(f"resume: cannot open the state store {run.db_path}: {exc}; the daemon's next start "
-                     f"quarantines a corrupt file and starts every strategy paused")
-        return EXIT_NOT_DONE
-    try:
-        command_id = store.add_command(KIND_RESUME, request.to_payload())
-        resumed = resume_runners(store, {}, request.strategy)
-        command = store.update_command(command_id, COMMAND_DONE, {"resumed": resumed})
-        queued_kills = [c["id"] for c in store.commands(OPEN_COMMAND_STATUSES) if c["kind"] == KIND_KILL]
-    finally:
-        store.close()
-    run.say(describe_command(command))
-    if queued_kills:
-        run.say(f"note: kill command(s) {', '.join(map(str, queued_kills))} are still open; the daemon runs "
-                f"them at its next start")
-    return EXIT_OK
-
-
-def _kill_without_daemon(request: KillRequest, configs: list[Any], run: OperatorRun) -> int:
-    """No daemon: become one for this kill (same context, recovery and queue), until it is done.
-
-    SIGINT/SIGTERM stop it after the current wake; the command stays ``active`` and the
-    next daemon start finishes it.
-    """
-    app, settings = run.app, run.settings
-    clock = app.choose_clock(settings, None, run.clock)
-    try:
-        ctx = app._build_context(settings, clock)
-    except Exception:  # noqa: BLE001 - reported, exit 1 like the daemon
-        logger.exception("kill: could not open the exchange connection or the state store")
-        run.complain("kill: could not open the exchange connection or the state store (see the log); nothing sent")
-        return EXIT_NOT_DONE
-    stop = app.StopFlag()
-    undo_signals = app.install_signal_handlers(stop)
-    try:
-        recovered = app._recover(ctx)
-        if not recovered:
-            logger.warning("kill: recovery reported a problem; killing what was recovered")
-        runners = _runners_for(configs, ctx)
-        refused = app.check_key(ctx.connection, settings)
-        if refused is not None:
-            return refused
-        app._pause_if_unsafe(ctx, runners, recovered)   # as `run` does: start-up safety and reconciliation
-        command_id = ctx.store.add_command(KIND_KILL, request.to_payload())
-        run.say(f"no daemon is running: executing kill command {command_id} ({request.describe()}) in this process")
-        monitor = ctx.position_monitor
-        monitor.register(CommandProcessor(ctx, runners))
-        monitor.set_stop_check(lambda: stop.is_set)   # a signal cuts the wait short, never a tick
-        command = _tick_until_finished(ctx, command_id, stop, app.wait_until)
-    finally:
-        ctx.position_monitor.set_stop_check(None)
-        undo_signals()
-        ctx.close()
-    if command["status"] not in FINISHED:
-        run.say(f"interrupted ({stop.reason or 'stopped'}): {describe_command(command)}; the next daemon start "
-                f"finishes it")
-        return EXIT_NOT_DONE
-    run.say(describe_command(command))
-    return EXIT_OK if command["status"] == COMMAND_DONE else EXIT_NOT_DONE
-
-
-def _runners_for(configs: Sequence[Any], ctx: Any) -> list[Any]:
-    """Runners so the kill can pause them (persisted) and their trades keep their exit rules.
-
-    They are not registered on the monitor: no entry is considered during a kill.
-    """
-    from strategy import StrategyRunner
-
-    runners = []
-    for config in configs:
-        try:
-            runners.append(StrategyRunner(config, ctx))
-        except ConfigError as exc:
-            logger.warning("kill: strategy %s has no runner (%s); its stored state is used", config.name, exc)
-    return runners
-
-
-def _tick_until_finished(ctx: Any, command_id: int, stop: Any,
-                         wait_until: Callable[[Any, float, Any], None]) -> dict:
-    """The daemon loop, reduced to what a kill needs: monitor wakes until the command ends."""
-    monitor = ctx.position_monitor
-    while True:
-        try:
-            monitor.run_once()
-        except Exception:  # noqa: BLE001 - as the daemon: log, wait one poll interval, go on
-            logger.exception("monitor iteration failed during the kill; retrying after one poll interval")
-            wait_until(ctx.clock, ctx.clock.now() + monitor.poll_interval, stop)
-        connection = getattr(ctx, "connection", None)
-        if connection is not None:
-            connection.checkpoint(ctx.clock.now())   # the embedded paper account, as the daemon does
-        command = ctx.store.command(command_id)
-        if command["status"] in FINISHED or stop.is_set:
-            return command
-
-
 __all__ = [
-    "CommandProcessor", "CommandError", "KillRequest", "ResumeRequest", "OperatorRun", "run_operator_command",
+    "CommandProcessor", "CommandError", "KillRequest", "ResumeRequest", "FINISHED",
     "queue_and_wait", "resume_runners", "set_stored_pause", "describe_command", "kill_summary",
     "kill_pause_reason", "KIND_KILL", "KIND_RESUME",
 ]

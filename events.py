@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from alerts import JsonLineFile, iso_utc
+from clock import iso_utc
+from json_lines import JsonLineFile
 
 logger = logging.getLogger(__name__)
 

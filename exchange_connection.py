@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clock import Clock, RealClock
-from coincall_client import ClientSettings, CoincallClient, Credentials
-from config import Settings
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials, Settings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time here
     from simulator import SimulatorConfig
@@ -90,7 +90,7 @@ def client_settings_for(settings: Settings, base_url: str, *, get_retries: int |
     """The HTTP client's settings derived from the daemon's ``Settings``.
 
     ``get_retries`` overrides how often a failed GET is retried inside the call (the
-    client's default otherwise); the daemon passes 0, see ``build_context``.
+    client's default otherwise); the daemon passes 0, see ``app.build_context``.
     """
     extra = {} if get_retries is None else {"max_retries": int(get_retries)}
     return ClientSettings(

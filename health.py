@@ -10,7 +10,7 @@ Why it looks the way it does:
   so a fresh start is visible). A simulated clock therefore gates it in tests without
   any real waiting.
 * Writing the line must never disturb trading: a failed write is logged once per
-  failure streak (see ``alerts.JsonLineFile``) and reported as ``False``.
+  failure streak (see ``json_lines.JsonLineFile``) and reported as ``False``.
 * ``state["warnings"]`` (a list of strings, e.g. margin utilization above 80 %) is
   also logged at WARNING so it reaches the main log, not only the health file.
 """
@@ -21,8 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any, Mapping
 
-from alerts import JsonLineFile, iso_utc
-from clock import Clock
+from clock import Clock, iso_utc
+from json_lines import JsonLineFile
 
 logger = logging.getLogger(__name__)
 

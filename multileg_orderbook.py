@@ -26,32 +26,22 @@ import logging
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from errors import ConfigError, LedgerCapError, TraderError
-from price_sanity import InsanePriceError, PriceBand, band_of, mark_problem
-from trade_execution import (
+from execution_job import (
     BOOK_MAX_AGE_SECONDS,
-    BUY,
-    FILL_EPSILON,
-    HALT_BEFORE_EXPIRY_SECONDS,
-    LOT,
     MARK_MAX_AGE_SECONDS,
-    SELL,
-    ExecutionJob,
-    FillResult,
-    FillSummary,
-    Intent,
-    JobStatus,
-    LedgerOrder,
-    LegFill,
+    PHASE_PRICING,
     LegTarget,
-    OrderLedger,
-    OrderStatus,
-    snap_price,
-    snap_qty,
-    summarize_fills,
+    LegWork,
+    OrderBookJob,
+    OutOfBudget,
+    RequestBudget,
+    checked_legs,
 )
+from order_ledger import BUY, FILL_EPSILON, LOT, SELL, Intent, OrderLedger, OrderStatus, snap_price, snap_qty
+from price_sanity import InsanePriceError, PriceBand, band_of, mark_problem
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +52,6 @@ MAX_OFFSET_PCT = 50.0
 # A leg whose orders the exchange refuses this many times in a row stops placing, so a
 # systematic rejection (price band, margin) cannot burn the trade's order cap.
 MAX_CONSECUTIVE_REJECTIONS = 3
-# Cancel may cost two requests: the ledger resolves an UNKNOWN order (or re-polls after an
-# "already final" answer) inside ``cancel``; the budget counts the worst case.
-CANCEL_COST = 2
 
 
 # =====================================================================================
@@ -233,90 +220,45 @@ def touch_without_own(levels: Sequence[tuple[float, float]], own_price: float | 
 # =====================================================================================
 
 
-class _OutOfBudget(Exception):
-    """This step's request allowance is spent; the leg resumes on the next step."""
-
-
-class _StepBudget:
-    """At most ``limit`` requests in one ``advance`` (BEHAVIOUR.md §6.0)."""
-
-    def __init__(self, limit: int) -> None:
-        self.left = limit
-
-    def spend(self, count: int = 1) -> None:
-        if self.left < count:
-            raise _OutOfBudget
-        self.left -= count
-
-
 @dataclass
-class _Leg:
-    """Mutable progress of one leg."""
+class _Leg(LegWork):
+    """A leg of a smart job: its chunk targets and the state of its passive and aggressive orders."""
 
-    target: LegTarget
-    total: float
-    targets: list[float]
-    order: LedgerOrder | None = None
-    order_ids: list[int] = field(default_factory=list)
-    tick: float | None = None
-    expiry_ms: int | None = None
+    targets: list[float] = field(default_factory=list)
     aggressive: bool = False        # the current order crosses the spread (fallback round)
     replacing: bool = False         # a cancel is in progress; the replacement follows once final
     quoted_at: float | None = None  # last time the passive price was set or re-checked
-    polled_at: float | None = None  # step time of the last poll of the current order
     attempts: int = 0               # aggressive attempts used in the current chunk
     deadline: float | None = None   # aggressive order: cancel after this
     retry_at: float | None = None   # an unpriced aggressive attempt waits until this
     chunk_start_filled: float = 0.0  # fills when the current chunk began (progress check)
     rejections: int = 0
-    frozen: bool = False
-    last_no_price: str = ""
-
-    @property
-    def index(self) -> int:
-        return self.target.leg_index
-
-    @property
-    def live(self) -> bool:
-        return self.order is not None and not self.order.status.is_final
 
 
-_PRICING = "pricing"        # open: no order until every leg has a price
 _QUOTING = "quoting"        # passive quotes of chunk k
 _AGGRESSIVE = "aggressive"  # end of chunk k: cross the spread for the shortfall
-_FINISHING = "finishing"    # cancel everything live, confirm final
-_GRACE = "grace"            # wait grace_seconds, poll once more, then the verdict
-_DONE = "done"
-_ACTIVE = (_PRICING, _QUOTING, _AGGRESSIVE)
 
 
-class SmartExecutionJob(ExecutionJob):
+class SmartExecutionJob(OrderBookJob[_Leg]):
     """BEHAVIOUR.md §6.3 as a tick-driven state machine (see the module docstring)."""
 
     _label = "smart job"
+    _ACTIVE_PHASES = (PHASE_PRICING, _QUOTING, _AGGRESSIVE)
+    _POLL_BEFORE_CANCEL = True      # at most once per step (``_poll``): a filled order needs no cancel
+    _CONCLUDE_COMPLETE_BEFORE_GRACE = True   # grace is for an incomplete job's late fills (§8 row 9)
 
     def __init__(self, executor: "SmartOrderbookExecutor", trade: Any, legs: Sequence[LegTarget], intent: Intent,
                  config: SmartExecConfig, *, best_effort: bool, started_at: float) -> None:
-        self._ledger: OrderLedger = executor.ledger
-        self._market = executor.market
-        self._max_requests = executor.max_requests_per_step
-        self.trade_id = str(trade.id)
-        self.trade_seq = int(trade.seq)
-        self.intent = Intent(intent).family()
+        super().__init__(ledger=executor.ledger, market=executor.market, trade=trade, intent=intent,
+                         best_effort=best_effort, started_at=started_at,
+                         max_requests=executor.max_requests_per_step,
+                         legs=[_Leg(target=leg, total=snap_qty(leg.qty),
+                                    targets=chunk_targets(leg.qty, config.chunk_count)) for leg in legs],
+                         grace_seconds=config.grace_seconds)
         self.config = config
-        self.best_effort = best_effort
-        self.started_at = started_at
-        self._legs = [_Leg(target=leg, total=snap_qty(leg.qty), targets=chunk_targets(leg.qty, config.chunk_count))
-                      for leg in legs]
         self._chunk = 1
         self._chunk_started_at = started_at
-        self._phase = _QUOTING if best_effort else _PRICING
-        self._status = JobStatus.WORKING
-        self._reason = ""
-        self._stop_reason: str | None = None
-        self._grace_deadline: float | None = None
-        self._grace_queue: list[LedgerOrder] | None = None
-        self._rotation = 0
+        self._phase = _QUOTING if best_effort else PHASE_PRICING
         self._books: dict[str, Any] = {}
         self._own_in_book: dict[str, tuple[float | None, float]] = {}
         self._marks: dict[str, tuple[PriceBand, float | None] | None] = {}   # symbol -> (band, sane mark)
@@ -332,49 +274,26 @@ class SmartExecutionJob(ExecutionJob):
         """The chunk being worked (1-based)."""
         return self._chunk
 
-    def result(self) -> FillResult:
-        legs = []
-        for leg in self._legs:
-            summary = self._summary(leg)
-            legs.append(LegFill(leg.index, leg.target.symbol, leg.target.side, leg.total,
-                                summary.qty, summary.vwap, summary.fees, list(leg.order_ids)))
-        return FillResult(self._status, legs, self._reason)
+    # ---- the step ----------------------------------------------------------------------
 
-    def advance(self, now: float) -> JobStatus:
-        if self.done:
-            return self._status
-        budget = _StepBudget(self._max_requests)
+    def _begin_step(self) -> None:
+        """Books and chain rows are read at most once per step and symbol."""
         self._books = {}
         self._own_in_book = {}
         self._marks = {}
-        if self._stop_reason is not None and self._phase in _ACTIVE:
-            self._begin_finishing(self._stop_reason)
-        if self._phase == _PRICING:
+
+    def _step_active(self, now: float, budget: RequestBudget) -> None:
+        if self._phase == PHASE_PRICING:
             self._step_pricing(now, budget)
         if self._phase == _QUOTING:
             self._step_quoting(now, budget)
         if self._phase == _AGGRESSIVE:
             self._step_aggressive(now, budget)
-        if self._phase == _FINISHING:
-            self._step_finishing(now, budget)
-        if self._phase == _GRACE:
-            self._step_grace(now, budget)
-        return self._status
+
+    def _conclusion_detail(self) -> str:
+        return f" after chunk {self._chunk}/{self.config.chunk_count}"
 
     # ---- fills and quantities ----------------------------------------------------------
-
-    def _summary(self, leg: _Leg) -> FillSummary:
-        """This job's fills on the leg, from order status in the ledger (never positions)."""
-        return summarize_fills(o for o in (self._ledger.get(c) for c in leg.order_ids) if o is not None)
-
-    def _filled(self, leg: _Leg) -> float:
-        return self._summary(leg).qty
-
-    def _complete(self, leg: _Leg) -> bool:
-        return snap_qty(max(0.0, leg.total - self._filled(leg))) < LOT
-
-    def _all_complete(self) -> bool:
-        return all(self._complete(leg) for leg in self._legs)
 
     def _lowest_fraction(self) -> float:
         fractions = [filled_fraction(self._filled(leg), leg.total) for leg in self._legs if leg.total >= LOT]
@@ -413,27 +332,20 @@ class SmartExecutionJob(ExecutionJob):
 
     # ---- market data -------------------------------------------------------------------
 
-    def _ensure_instrument(self, leg: _Leg, budget: _StepBudget) -> bool:
-        """Tick and expiry of the leg's symbol, looked up once per job."""
+    def _ensure_instrument(self, leg: _Leg, budget: RequestBudget) -> bool:
+        """Tick and expiry of the leg's symbol, looked up once per job (the lookup is charged)."""
         if leg.tick is not None:
             return True
         budget.spend()
-        try:
-            instrument = self._market.instrument(leg.target.symbol)
-        except TraderError as exc:
-            leg.last_no_price = f"instrument lookup failed: {exc}"
-            return False
-        leg.tick = float(instrument.tick_size)
-        leg.expiry_ms = int(instrument.expiry_ms)
-        return True
+        return self._instrument(leg)
 
     def _frozen_now(self, leg: _Leg, now: float) -> bool:
-        """No order from expiry − 15 min (BEHAVIOUR.md §4.5)."""
-        if not leg.frozen and leg.expiry_ms is not None:
-            leg.frozen = now >= leg.expiry_ms / 1000.0 - HALT_BEFORE_EXPIRY_SECONDS
+        """No order from expiry − 15 min (BEHAVIOUR.md §4.5); once frozen, the leg stays frozen."""
+        if not leg.frozen:
+            leg.frozen = self._is_frozen(leg, now)
         return leg.frozen
 
-    def _book(self, leg: _Leg, budget: _StepBudget) -> Any:
+    def _book(self, leg: _Leg, budget: RequestBudget) -> Any:
         """A fresh book (≤ 3 s), read at most once per step and symbol; None when unavailable."""
         symbol = leg.target.symbol
         if symbol not in self._books:
@@ -448,7 +360,7 @@ class SmartExecutionJob(ExecutionJob):
             self._own_in_book[symbol] = (None, 0.0) if book is None else self._own_resting(leg, book.as_of)
         return self._books[symbol]
 
-    def _reference(self, leg: _Leg, budget: _StepBudget) -> tuple[PriceBand, float | None] | None:
+    def _reference(self, leg: _Leg, budget: RequestBudget) -> tuple[PriceBand, float | None] | None:
         """The leg's sanity band and sane mark from the chain (≤ 30 s), read once per step and symbol.
 
         Every price this job sends is checked against the band (``price_sanity``, issue 9):
@@ -487,7 +399,7 @@ class SmartExecutionJob(ExecutionJob):
             return None
         return snap_price(band.clamp_buy(price) if side == BUY else band.clamp_sell(price), tick, side)
 
-    def _passive_price(self, leg: _Leg, budget: _StepBudget) -> float | None:
+    def _passive_price(self, leg: _Leg, budget: RequestBudget) -> float | None:
         if not self._ensure_instrument(leg, budget):
             return None
         reference = self._reference(leg, budget)
@@ -528,7 +440,7 @@ class SmartExecutionJob(ExecutionJob):
             return None, 0.0
         return order.price, max(0.0, order.qty - order.filled_qty)
 
-    def _aggressive_price(self, leg: _Leg, budget: _StepBudget) -> float | None:
+    def _aggressive_price(self, leg: _Leg, budget: RequestBudget) -> float | None:
         if not self._ensure_instrument(leg, budget):
             return None
         reference = self._reference(leg, budget)
@@ -548,7 +460,7 @@ class SmartExecutionJob(ExecutionJob):
 
     # ---- order plumbing ----------------------------------------------------------------
 
-    def _poll(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
+    def _poll(self, leg: _Leg, now: float, budget: RequestBudget) -> None:
         """Poll the leg's order once per step (an order placed this step is not polled)."""
         order = leg.order
         if order is None or leg.polled_at == now:
@@ -557,48 +469,14 @@ class SmartExecutionJob(ExecutionJob):
         self._ledger.poll(order)
         leg.polled_at = now
 
-    def _cancel_until_final(self, leg: _Leg, now: float, budget: _StepBudget) -> bool:
-        """Poll → cancel → poll until final (several steps if needed); True once final."""
-        order = leg.order
-        if order is None or order.status.is_final:
-            return True
-        if order.status is not OrderStatus.CANCEL_REQUESTED:
-            self._poll(leg, now, budget)
-            if order.status.is_final:
-                return True
-            if order.status is not OrderStatus.CANCEL_REQUESTED:
-                budget.spend(CANCEL_COST)
-                self._ledger.cancel(order)
-                if order.status.is_final:
-                    return True
-        budget.spend()
-        self._ledger.poll(order)
-        leg.polled_at = now
-        return order.status.is_final
-
-    def _place(self, leg: _Leg, qty: float, price: float, now: float, budget: _StepBudget, *,
+    def _place(self, leg: _Leg, qty: float, price: float, now: float, budget: RequestBudget, *,
                aggressive: bool) -> bool:
-        """Place through the ledger: the first order of the leg with the job's intent, later ones
-        as requotes superseding the previous order (fills accumulate over the chain)."""
+        """Place through the ledger (see ``OrderBookJob._send_order``); False when nothing rests."""
         budget.spend()
-        previous = leg.order
-        intent = self.intent if previous is None else self.intent.requote()
-        try:
-            order = self._ledger.place(
-                trade_id=self.trade_id, trade_seq=self.trade_seq, leg_index=leg.index, intent=intent,
-                symbol=leg.target.symbol, side=leg.target.side, qty=qty, price=price,
-                tick_size=leg.tick,  # type: ignore[arg-type]
-                supersedes=None if previous is None else previous.client_order_id,
-                max_live_per_trade=len(self._legs),
-            )
-        except LedgerCapError:
-            raise
-        except (ValueError, TraderError) as exc:
-            logger.warning("smart job %s leg %d: order not placed: %s", self.trade_id, leg.index, exc)
+        order = self._send_order(leg, qty, price)
+        if order is None:
             leg.rejections += 1
             return False
-        leg.order = order
-        leg.order_ids.append(order.client_order_id)
         leg.aggressive = aggressive
         leg.polled_at = now
         leg.rejections = leg.rejections + 1 if order.status is OrderStatus.REJECTED else 0
@@ -610,18 +488,12 @@ class SmartExecutionJob(ExecutionJob):
     def _blocked(self, leg: _Leg) -> bool:
         return leg.rejections >= MAX_CONSECUTIVE_REJECTIONS
 
-    def _rotated(self) -> list[_Leg]:
-        """Legs from a rotating start, so a tight request budget serves every leg in turn."""
-        start = self._rotation % len(self._legs)
-        self._rotation += 1
-        return self._legs[start:] + self._legs[:start]
-
-    def _for_each_leg(self, now: float, budget: _StepBudget, work: Any) -> bool:
+    def _for_each_leg(self, now: float, budget: RequestBudget, work: Any) -> bool:
         """Run ``work(leg, now, budget)`` for every leg; False if the ledger cap stopped the job."""
         for leg in self._rotated():
             try:
                 work(leg, now, budget)
-            except _OutOfBudget:
+            except OutOfBudget:
                 continue
             except LedgerCapError as exc:
                 self._begin_finishing(f"ledger cap: {exc}")
@@ -630,7 +502,7 @@ class SmartExecutionJob(ExecutionJob):
 
     # ---- phases --------------------------------------------------------------------------
 
-    def _step_pricing(self, now: float, budget: _StepBudget) -> None:
+    def _step_pricing(self, now: float, budget: RequestBudget) -> None:
         """Open: no order until every leg can be quoted (§8 row 6); FAILED after one chunk's time."""
         unpriced: list[_Leg] = []
         for leg in self._legs:
@@ -642,7 +514,7 @@ class SmartExecutionJob(ExecutionJob):
                     return
                 if self._passive_price(leg, budget) is None:
                     unpriced.append(leg)
-            except _OutOfBudget:
+            except OutOfBudget:
                 unpriced.append(leg)
         if not unpriced:
             self._begin_chunk(1, now)
@@ -663,7 +535,7 @@ class SmartExecutionJob(ExecutionJob):
         logger.info("smart job %s %s: chunk %d/%d (targets %s)", self.trade_id, self.intent.name, chunk,
                     self.config.chunk_count, [leg.targets[chunk - 1] for leg in self._legs])
 
-    def _step_quoting(self, now: float, budget: _StepBudget) -> None:
+    def _step_quoting(self, now: float, budget: RequestBudget) -> None:
         if now >= self._chunk_started_at + self.config.time_per_chunk_seconds:
             self._phase = _AGGRESSIVE
             return
@@ -679,7 +551,7 @@ class SmartExecutionJob(ExecutionJob):
             if frozen:
                 self._begin_finishing(f"leg {frozen[0].index} ({frozen[0].target.symbol}) frozen before expiry")
 
-    def _quote_leg(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
+    def _quote_leg(self, leg: _Leg, now: float, budget: RequestBudget) -> None:
         order = leg.order
         if order is not None and not order.status.is_final:
             if not (leg.replacing or order.status is OrderStatus.CANCEL_REQUESTED):
@@ -692,7 +564,7 @@ class SmartExecutionJob(ExecutionJob):
             leg.replacing = False
         self._place_passive(leg, now, budget)
 
-    def _reprice_wanted(self, leg: _Leg, now: float, budget: _StepBudget) -> bool:
+    def _reprice_wanted(self, leg: _Leg, now: float, budget: RequestBudget) -> bool:
         """Every reprice interval: replace when the target moved ≥ threshold ticks, or when the
         balance cap now allows a larger working quantity than the order has left."""
         order = leg.order
@@ -713,15 +585,7 @@ class SmartExecutionJob(ExecutionJob):
                          " (larger quantity allowed)" if grows else "")
         return moved or grows
 
-    def _late_fill_settled(self, leg: _Leg, now: float, budget: _StepBudget) -> bool:
-        """A fill of the previous order reported late is counted before any replacement (API.md 11.16)."""
-        def grant() -> bool:
-            budget.spend()   # raises _OutOfBudget when the step has no request left
-            return True
-
-        return self._ledger.settled_for_replacement(leg.order, now, self.config.grace_seconds, grant)
-
-    def _place_passive(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
+    def _place_passive(self, leg: _Leg, now: float, budget: RequestBudget) -> None:
         if leg.total < LOT or self._blocked(leg) or not self._late_fill_settled(leg, now, budget):
             return
         if not self._ensure_instrument(leg, budget) or self._frozen_now(leg, now):
@@ -735,7 +599,7 @@ class SmartExecutionJob(ExecutionJob):
         if self._place(leg, qty, price, now, budget, aggressive=False):
             leg.quoted_at = now
 
-    def _step_aggressive(self, now: float, budget: _StepBudget) -> None:
+    def _step_aggressive(self, now: float, budget: RequestBudget) -> None:
         if not self._for_each_leg(now, budget, self._aggressive_leg):
             return
         if not all(self._settled(leg, now) for leg in self._legs):
@@ -775,7 +639,7 @@ class SmartExecutionJob(ExecutionJob):
         return (f"leg {leg.index} ({leg.target.symbol}) filled {self._filled(leg):.2f} of the chunk "
                 f"{self._chunk}/{self.config.chunk_count} target {self._chunk_target(leg):.2f} {why}{detail}")
 
-    def _aggressive_leg(self, leg: _Leg, now: float, budget: _StepBudget) -> None:
+    def _aggressive_leg(self, leg: _Leg, now: float, budget: RequestBudget) -> None:
         order = leg.order
         if order is not None and not order.status.is_final:
             resting = leg.aggressive and not leg.replacing and order.status is not OrderStatus.CANCEL_REQUESTED
@@ -800,7 +664,7 @@ class SmartExecutionJob(ExecutionJob):
         if qty < LOT:
             return
         if budget.left < (2 if leg.tick is not None else 3):
-            raise _OutOfBudget  # (instrument,) book and place: an attempt is never half spent
+            raise OutOfBudget  # (instrument,) book and place: an attempt is never half spent
         price = self._aggressive_price(leg, budget)
         leg.attempts += 1
         leg.retry_at = now + self.config.aggressive_wait_seconds
@@ -824,71 +688,6 @@ class SmartExecutionJob(ExecutionJob):
             return leg.retry_at is None or now >= leg.retry_at
         return False
 
-    # ---- finishing ------------------------------------------------------------------------
-
-    def _begin_finishing(self, reason: str) -> None:
-        if self._phase in (_FINISHING, _GRACE, _DONE):
-            return
-        logger.info("smart job %s %s finishing: %s", self.trade_id, self.intent.name, reason)
-        self._reason = reason
-        if not any(leg.order_ids for leg in self._legs):
-            self._finish_without_orders(reason)
-            return
-        self._phase = _FINISHING
-
-    def _finish_without_orders(self, reason: str) -> None:
-        logger.warning("smart job %s %s failed before any order: %s", self.trade_id, self.intent.name, reason)
-        self._reason = reason
-        self._phase = _DONE
-        self._status = JobStatus.FAILED
-
-    def _step_finishing(self, now: float, budget: _StepBudget) -> None:
-        all_final = True
-        for leg in self._rotated():
-            try:
-                if not self._cancel_until_final(leg, now, budget):
-                    all_final = False
-            except _OutOfBudget:
-                all_final = False
-        if not all_final:
-            return
-        if self._all_complete():
-            self._conclude("")
-            return
-        self._phase = _GRACE
-        self._grace_deadline = now + self.config.grace_seconds
-
-    def _step_grace(self, now: float, budget: _StepBudget) -> None:
-        """After the grace wait, poll once more every order that could still show a late fill."""
-        if self._grace_deadline is None or now < self._grace_deadline:
-            return
-        if self._grace_queue is None:
-            self._grace_queue = [o for leg in self._legs for o in self._orders_of(leg)
-                                 if o.order_id is not None and o.status is not OrderStatus.FILLED]
-        while self._grace_queue:
-            try:
-                budget.spend()
-            except _OutOfBudget:
-                return
-            self._ledger.poll(self._grace_queue.pop(0))
-        self._conclude(self._reason)
-
-    def _orders_of(self, leg: _Leg) -> Iterable[LedgerOrder]:
-        return [o for o in (self._ledger.get(c) for c in leg.order_ids) if o is not None]
-
-    def _conclude(self, reason: str) -> None:
-        if self._all_complete():
-            self._status, reason = JobStatus.FILLED, ""
-        elif any(self._filled(leg) > 0 for leg in self._legs):
-            self._status = JobStatus.PARTIAL
-        else:
-            self._status = JobStatus.FAILED
-        self._reason = reason
-        self._phase = _DONE
-        log = logger.info if self._status is JobStatus.FILLED else logger.warning
-        log("smart job %s %s ended %s after chunk %d/%d%s", self.trade_id, self.intent.name, self._status.value,
-            self._chunk, self.config.chunk_count, f": {reason}" if reason else "")
-
 
 class SmartOrderbookExecutor:
     """Starts smart jobs (BEHAVIOUR.md §6.3). ``start`` sends nothing; ``advance`` does the work.
@@ -911,11 +710,7 @@ class SmartOrderbookExecutor:
     def start(self, trade: Any, legs: list[LegTarget], intent: Intent, params: Any, *,
               best_effort: bool = False) -> SmartExecutionJob:
         """A job for ``legs``; ``params`` is a SmartExecConfig (anything else → the defaults)."""
-        if not legs:
-            raise ValueError("an execution job needs at least one leg")
-        indexes = [leg.leg_index for leg in legs]
-        if len(set(indexes)) != len(indexes):
-            raise ValueError(f"duplicate leg indexes in {indexes}")
+        legs = checked_legs(legs)
         if isinstance(params, SmartExecConfig):
             config = params
         else:

@@ -14,18 +14,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alerts import iso_utc
 from api_values import finite_number
 from atomic_file import write_text_atomically
-from config import Settings
+from clock import iso_utc
+from config import STATE_DB_NAME, Settings
 from commands import describe_command
+from order_ledger import LedgerOrder, parse_client_order_id
 from persistence import OPEN_COMMAND_STATUSES, StateStore
-from trade_execution import LedgerOrder, parse_client_order_id
 from trade_lifecycle import TradeLifecycle
 
 logger = logging.getLogger(__name__)
 
-STATE_DB_NAME = "trader.db"
 TERMINAL = ("CLOSED", "FAILED")
 SNAPSHOT_FILE_NAME = "trades_snapshot.json"
 SNAPSHOT_INTERVAL_SECONDS = 60.0
@@ -34,7 +33,7 @@ SNAPSHOT_INTERVAL_SECONDS = 60.0
 def status_report(settings: Settings, clock: Any) -> dict:
     """Everything ``status`` prints, as one JSON-serialisable dict."""
     report: dict[str, Any] = {"environment": settings.environment, "time": clock.now()}
-    report["store"] = _store_view(Path(settings.state_dir) / STATE_DB_NAME)
+    report["store"] = _store_view(settings.state_db_path)
     report["exchange"] = _exchange_view(settings, clock)
     return report
 

@@ -45,6 +45,7 @@ __all__ = [
     "straddle",
     "iron_condor",
     "butterfly",
+    "vertical_spread",
     "DEFAULT_MIN_MINUTES_TO_EXPIRY",
 ]
 
@@ -56,6 +57,7 @@ SECONDS_PER_DAY = 86_400.0
 OPTION_TYPES = ("C", "P")
 RANKINGS = ("delta_mid", "delta_target", "strike_atm", "strike_otm", "strike_itm")
 EXPIRY_TARGETS = ("near", "far", "mid")
+SPREAD_KINDS = ("debit", "credit")
 EXPIRY_KEYS = ("dte", "dte_min", "dte_max", "symbol", "min_days", "max_days", "target")
 STRIKE_TYPES = ("delta", "closestStrike", "spotdistance%", "strike", "offset", "compound")
 LEGACY_SPOTDISTANCE = "spotdistance %"
@@ -963,9 +965,9 @@ def _opposite(side: Side) -> Side:
     return Side.SELL if side == Side.BUY else Side.BUY
 
 
-def _check_wing(wing_width: Any) -> float:
+def _check_wing(wing_width: Any, field_name: str = "wing_width") -> float:
     if not _is_number(wing_width) or wing_width <= 0:
-        raise _fail("wing_width", wing_width, "use a strike distance > 0 (USD)")
+        raise _fail(field_name, wing_width, "use a strike distance > 0 (USD)")
     return float(wing_width)
 
 
@@ -1028,4 +1030,34 @@ def butterfly(qty: float, wing_width: float = 1000.0, option_type: str = "C", ce
         LegSpec(option_type, side, qty, {"type": "offset", "from_leg": 1, "value": -width}),
         LegSpec(option_type, _opposite(side), round(qty * 2, 2), body, expiry),
         LegSpec(option_type, side, qty, {"type": "offset", "from_leg": 1, "value": width}),
+    ]
+
+
+def vertical_spread(qty: float, option_type: str = "C", kind: str = "debit", near_delta: float | None = None,
+                    width: float = 1000.0, dte: Any = "next") -> list[LegSpec]:
+    """Two legs of one type and expiry: the leg nearer the money, and one ``width`` further out.
+
+    The near leg is ATM (strike nearest the index) or, with ``near_delta``, the strike at that
+    delta; the far leg is an offset from it, ``width`` USD above for calls and below for puts,
+    exactly like the iron condor's wings, so the two strikes can never coincide or cross
+    whatever the chain lists. ``kind="debit"`` buys the near leg and sells the far one (a call
+    debit spread buys the lower strike, a put debit spread the higher); ``"credit"`` sells the
+    near leg and buys the far one.
+    """
+    qty = _check_qty("qty", qty)
+    _check_option_type("option_type", option_type)
+    if not isinstance(kind, str) or kind not in SPREAD_KINDS:
+        raise _fail("kind", kind, "use 'debit' (buy the leg nearer the money, sell the far one) or "
+                                  "'credit' (sell the leg nearer the money, buy the far one)")
+    distance = _check_wing(width, "width")
+    expiry = _dte_criteria(dte)
+    if near_delta is None:
+        near = {"type": "closestStrike", "value": 0}
+    else:
+        near = {"type": "delta", "value": _check_delta_value("near_delta", near_delta, option_type)}
+    near_side = Side.BUY if kind == "debit" else Side.SELL
+    offset = distance if option_type == "C" else -distance
+    return [
+        LegSpec(option_type, near_side, qty, near, expiry),
+        LegSpec(option_type, _opposite(near_side), qty, {"type": "offset", "from_leg": 0, "value": offset}),
     ]

@@ -58,9 +58,9 @@ from alerts import send_alert
 from api_values import finite_number, int_or_none
 from errors import TraderError
 from log_throttle import RepeatLimiter
+from order_ledger import BLOCK_ACCEPT_EVENT, BUY, LATE_FILL_STATUSES, SELL, OrderStatus, parse_client_order_id
 from persistence import ORDER_HISTORY_WATERMARK, TRADE_SEQ_COUNTER
 from rfq import AMBIGUOUS_RESOLVE_SECONDS, adopt_block_trade
-from trade_execution import BLOCK_ACCEPT_EVENT, BUY, LATE_FILL_STATUSES, SELL, OrderStatus, parse_client_order_id
 from trade_lifecycle import TradeState
 
 logger = logging.getLogger(__name__)

@@ -41,24 +41,19 @@ from errors import (
     TraderError,
     TransportError,
 )
-from trade_execution import (
+from execution_job import (
     BOOK_MAX_AGE_SECONDS,
-    BUY,
-    LOT,
     MARK_MAX_AGE_SECONDS,
-    SELL,
     ExecutionJob,
-    ExecutionParams,
     FillResult,
-    Intent,
     JobStatus,
-    LedgerOrder,
     LegFill,
     LegTarget,
-    _Budget,
-    snap_qty,
-    summarize_fills,
+    RequestBudget,
+    checked_legs,
 )
+from order_ledger import BUY, LOT, SELL, Intent, LedgerOrder, snap_qty, summarize_fills
+from trade_execution import ExecutionParams
 
 logger = logging.getLogger(__name__)
 
@@ -398,9 +393,6 @@ class RFQPhase(str, Enum):
     FAILED = "FAILED"
 
 
-_FINAL_PHASES = frozenset({RFQPhase.DONE, RFQPhase.FAILED})
-
-
 class RFQJob(ExecutionJob):
     """BEHAVIOUR.md §6.4 as a tick-driven state machine (see the module docstring)."""
 
@@ -408,23 +400,16 @@ class RFQJob(ExecutionJob):
 
     def __init__(self, executor: "RFQExecutor", trade: Any, legs: Sequence[LegTarget], intent: Intent,
                  params: RFQParams, *, best_effort: bool, started_at: float) -> None:
+        super().__init__(ledger=executor.ledger, market=executor.market, trade=trade, intent=intent,
+                         best_effort=best_effort, started_at=started_at,
+                         max_requests=executor.max_requests_per_step)
         self._executor = executor
         self._client = executor.client
-        self._ledger = executor.ledger
-        self._market = executor.market
         self._trade = trade
-        self.trade_id = str(trade.id)
-        self.trade_seq = int(trade.seq)
-        self.intent = Intent(intent).family()
         self.params = params
-        self.best_effort = best_effort
-        self.started_at = started_at
         self.legs = [LegTarget(leg.leg_index, leg.symbol, leg.side, snap_qty(leg.qty)) for leg in legs]
         self._by_symbol = {leg.symbol: leg for leg in self.legs}
         self._phase = RFQPhase.BASELINE
-        self._status = JobStatus.WORKING
-        self._reason = ""
-        self._stop_reason: str | None = None
         self._validated: set[str] = set()
         self._books: dict[str, Any] = {}
         self._bands: dict[str, PriceBand] = {}
@@ -448,22 +433,9 @@ class RFQJob(ExecutionJob):
     def __repr__(self) -> str:
         return f"RFQJob({self.trade_id}, {self.intent.name}, {self._phase.value}, {self._status.value})"
 
-    # ---- public -----------------------------------------------------------------------
+    # ---- the step -------------------------------------------------------------------
 
-
-    @property
-    def fallback_job(self) -> ExecutionJob | None:
-        return self._inner
-
-    def _on_stop(self) -> None:
-        """Nothing more is accepted; the RFQ is cancelled (after resolving an ambiguity); no fallback."""
-        if self._inner is not None:
-            self._inner.request_stop(self._stop_reason)
-
-    def advance(self, now: float) -> JobStatus:
-        if self.done:
-            return self._status
-        budget = _Budget(self._executor.max_requests_per_step)
+    def _step(self, now: float, budget: RequestBudget) -> None:
         if self._stop_reason is not None:
             self._apply_stop()
         if self._phase is RFQPhase.BASELINE:
@@ -474,9 +446,8 @@ class RFQJob(ExecutionJob):
             self._step_ambiguous(now, budget)
         if self._phase is RFQPhase.CANCELLING:
             self._step_cancelling(now, budget)
-        if self._phase is RFQPhase.FALLBACK and budget.left == self._executor.max_requests_per_step:
+        if self._phase is RFQPhase.FALLBACK and budget.left == self._max_requests:
             self._step_fallback(now)
-        return self._status
 
     def result(self) -> FillResult:
         inner = self._inner.result() if self._inner is not None else None
@@ -495,6 +466,11 @@ class RFQJob(ExecutionJob):
 
     # ---- stop -----------------------------------------------------------------------
 
+    def _on_stop(self, reason: str) -> None:
+        """Nothing more is accepted; the RFQ is cancelled (after resolving an ambiguity); no fallback."""
+        if self._inner is not None:
+            self._inner.request_stop(reason)
+
     def _apply_stop(self) -> None:
         if self._phase is RFQPhase.BASELINE:
             self._finish(JobStatus.FAILED, f"stopped before the RFQ was created: {self._stop_reason}")
@@ -503,7 +479,7 @@ class RFQJob(ExecutionJob):
 
     # ---- BASELINE ---------------------------------------------------------------------
 
-    def _step_baseline(self, now: float, budget: _Budget) -> None:
+    def _step_baseline(self, now: float, budget: RequestBudget) -> None:
         """Validate every leg and read the screen (over several ticks if the budget is short), then create."""
         if now - self.started_at >= self.params.timeout_seconds:
             self._reason = f"no screen baseline / leg data within {self.params.timeout_seconds:.0f} s"
@@ -587,7 +563,7 @@ class RFQJob(ExecutionJob):
 
     # ---- WAITING / ACCEPTING ------------------------------------------------------------
 
-    def _step_waiting(self, now: float, budget: _Budget) -> None:
+    def _step_waiting(self, now: float, budget: RequestBudget) -> None:
         assert self._deadline is not None
         if now >= self._deadline:
             self._begin_cancelling(f"no acceptable quote within {now - self.started_at:.0f} s")
@@ -612,7 +588,7 @@ class RFQJob(ExecutionJob):
         if candidates and not self._never_accept:
             self._accept_best(candidates, now, budget)
 
-    def _refresh_baseline(self, budget: _Budget) -> bool:
+    def _refresh_baseline(self, budget: RequestBudget) -> bool:
         """Re-read the screen (books at most 3 s old) before judging quotes; False if out of budget.
 
         Quotes arrive seconds after the RFQ, and a cheap option's touch moves by more than the
@@ -646,7 +622,7 @@ class RFQJob(ExecutionJob):
                 logger.warning("rfq job %s: no sane reference price for %s (%s); no quote can be accepted",
                                self.trade_id, leg.symbol, exc)
 
-    def _accept_best(self, candidates: list[Candidate], now: float, budget: _Budget) -> None:
+    def _accept_best(self, candidates: list[Candidate], now: float, budget: RequestBudget) -> None:
         """Accept in rank order; a coded rejection moves on to the next candidate, no answer stops everything."""
         self._phase = RFQPhase.ACCEPTING
         for candidate in candidates:
@@ -706,7 +682,7 @@ class RFQJob(ExecutionJob):
         self._next_lookup_at = now
         self._phase = RFQPhase.AMBIGUOUS
 
-    def _step_ambiguous(self, now: float, budget: _Budget) -> None:
+    def _step_ambiguous(self, now: float, budget: RequestBudget) -> None:
         assert self._ambiguous_since is not None
         if now >= self._next_lookup_at and budget.take():
             self._next_lookup_at = now + self.params.poll_interval_seconds
@@ -724,7 +700,7 @@ class RFQJob(ExecutionJob):
                        self._ambiguous_quote_id, AMBIGUOUS_RESOLVE_SECONDS)
         self._begin_cancelling(f"accept of quote {self._ambiguous_quote_id} unresolved: treated as not accepted")
 
-    def _lookup_block_trade(self, now: float, budget: _Budget) -> None:
+    def _lookup_block_trade(self, now: float, budget: RequestBudget) -> None:
         """Our block trade from the private list; the fill history if that list is unavailable."""
         try:
             record = find_block_trade(self._client, str(self.request_id), self._ambiguous_quote_id)
@@ -738,7 +714,7 @@ class RFQJob(ExecutionJob):
             self._record_block_legs(legs if isinstance(legs, list) else [], now,
                                     f"block trade {record.get('blockTradeId')}")
 
-    def _lookup_fill_history(self, now: float, budget: _Budget) -> None:
+    def _lookup_fill_history(self, now: float, budget: RequestBudget) -> None:
         """Block fills (tradeType 14) on our symbols since the accept; the price is the order's avgPrice."""
         if not budget.take():
             return
@@ -818,7 +794,7 @@ class RFQJob(ExecutionJob):
         self._reason = reason
         self._phase = RFQPhase.CANCELLING
 
-    def _step_cancelling(self, now: float, budget: _Budget) -> None:
+    def _step_cancelling(self, now: float, budget: RequestBudget) -> None:
         if self._block_orders:
             self._finish_with_fills(self._reason)  # never cancel after a fill
             return
@@ -920,12 +896,8 @@ class RFQExecutor:
             params = RFQParams()
         if not isinstance(params, RFQParams):
             raise ConfigError(f"RFQExecutor.start params = {type(params).__name__} is invalid: pass RFQParams or None")
-        if not legs:
-            raise ValueError("an execution job needs at least one leg")
-        indexes = [leg.leg_index for leg in legs]
+        legs = checked_legs(legs)
         symbols = [leg.symbol for leg in legs]
-        if len(set(indexes)) != len(indexes):
-            raise ValueError(f"duplicate leg indexes in {indexes}")
         if len(set(symbols)) != len(symbols):
             raise ValueError(f"an RFQ cannot carry the same instrument twice: {symbols}")
         return RFQJob(self, trade, legs, Intent(intent), params, best_effort=best_effort,

@@ -1,19 +1,20 @@
-"""Strategies: their configuration, the service container, and the runner that opens trades.
+"""Strategies: their configuration and the runner that opens their trades.
 
 Why it looks the way it does (BEHAVIOUR.md 1.2, 1.7, 5):
 
 * ``StrategyConfig`` refuses every mistake at construction, before any request: a strategy
   file that is wrong must stop the daemon at start-up (exit 2), never misbehave at 09:00 on
   a trading day. The condition signatures are checked there too (incident 21).
-* ``build_context`` is the one place that wires the services together. No service builds its
-  own collaborators, so a test can build the very same container around a simulated clock and
-  the simulator's URL. It sends no request and starts no thread.
+  ``build_strategy_configs`` calls the factories of ``main.STRATEGIES`` and names the
+  strategy of any error raised inside one.
 * ``StrategyRunner`` only ever *opens* trades (and force-closes them on ``kill``). Exits belong
   to the lifecycle, which evaluates them on every poll tick. The runner's gates run in the
   order of section 5; the counters that decide whether another trade may open today are
   derived from the trades themselves *and* persisted, so a restart inside an entry window
   cannot open a second trade (incident 1), and a daily quota blocks until 00:00 UTC only,
   never for good (incident 2).
+* The runner receives the daemon's services (``RunnerServices``, provided by
+  ``app.TradingContext``); it builds none of them. The wiring lives in ``app.py``.
 
 The condition factories are re-exported from ``conditions``: ``strategy.profit_target is
 conditions.profit_target``.
@@ -21,7 +22,6 @@ conditions.profit_target``.
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 import json
 import linecache
@@ -31,10 +31,11 @@ import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from account_manager import AccountManager, AccountSnapshot, PositionMonitor
-from clock import Clock, RealClock
+from account_manager import AccountManager, AccountSnapshot
+from alerts import AlertSink
+from clock import Clock
 from conditions import (
     ConditionHealth,
     account_delta_limit,
@@ -60,13 +61,14 @@ from conditions import (
     weekday_filter,
 )
 from errors import ConfigError, TraderError
+from execution_job import LegTarget
 from market_data import MarketData
+from multileg_orderbook import SmartExecConfig, SmartOrderbookExecutor
 from option_selection import LegSpec, did_you_mean, refuse_unknown_keywords, resolve_legs
-from events import EventJournal
-from multileg_orderbook import SmartOrderbookExecutor
-from reconciliation import Reconciler
-from rfq import RFQExecutor
-from trade_execution import ExecutionParams, LegTarget, LimitFillManager, OrderLedger, TradeExecutor
+from persistence import StateStore
+from position_monitor import PositionMonitor
+from rfq import RFQExecutor, RFQParams
+from trade_execution import ExecutionParams, TradeExecutor
 from trade_lifecycle import LifecycleManager, TradeState
 
 logger = logging.getLogger(__name__)
@@ -74,12 +76,12 @@ logger = logging.getLogger(__name__)
 EXECUTION_MODES: tuple[str, ...] = ("auto", "limit", "rfq", "smart")
 MAX_LEGS = 8
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# The metadata keys lifted into typed fields: (key, module, class name). The classes of the
-# execution-engines issue may not exist yet; a value for them is then refused, not ignored.
-RECOGNISED_METADATA: tuple[tuple[str, str, str], ...] = (
-    ("execution_params", "trade_execution", "ExecutionParams"),
-    ("smart_config", "multileg_orderbook", "SmartExecConfig"),
-    ("rfq_params", "rfq", "RFQParams"),
+# The metadata keys lifted into typed fields, with the class each value must be and where
+# that class lives (for the message).
+RECOGNISED_METADATA: tuple[tuple[str, type, str], ...] = (
+    ("execution_params", ExecutionParams, "trade_execution.ExecutionParams"),
+    ("smart_config", SmartExecConfig, "multileg_orderbook.SmartExecConfig"),
+    ("rfq_params", RFQParams, "rfq.RFQParams"),
 )
 
 # Size caps (issue 9): a quantity like 1e9 BTC is a typo, never a trade. Each strategy may set
@@ -91,10 +93,8 @@ QTY_CAP_CEILING = 1_000.0
 NOTIONAL_CAP_CEILING_USD = 1_000_000_000.0
 MIN_CHECK_INTERVAL_SECONDS = 1.0
 
-STATE_DB_NAME = "trader.db"
 INDEX_MAX_AGE_SECONDS = 15.0          # section 7.2: entries need an index <= 15 s old
 SNAPSHOT_MAX_AGE_POLLS = 2.0          # ... and a snapshot <= 2 poll intervals old
-HEALTH_INTERVAL_SECONDS = 300.0
 OPENING_STATES = frozenset({TradeState.PENDING_OPEN, TradeState.OPENING, TradeState.UNWINDING})
 TERMINAL_STATES = frozenset({TradeState.CLOSED, TradeState.FAILED})
 # Pause reasons that the runner sets by itself and lifts at 00:00 UTC.
@@ -115,17 +115,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _optional_class(module_name: str, class_name: str) -> type | None:
-    """The class if its module exists (engines arrive in later issues), else None."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None
-        raise
-    return getattr(module, class_name, None)
 
 
 def _json_problem(value: Any) -> str | None:
@@ -170,8 +159,8 @@ class StrategyConfig:
     on_trade_closed: Callable[[Any, Any], None] | None = None
     metadata: dict = field(default_factory=dict)
     execution_params: ExecutionParams | None = None
-    smart_config: Any = None
-    rfq_params: Any = None
+    smart_config: SmartExecConfig | None = None
+    rfq_params: RFQParams | None = None
     on_trade_opened: Callable[[Any, Any], None] | None = None
     max_open_failures_per_day: int = 3
     hold_to_expiry: bool = False
@@ -339,20 +328,15 @@ class StrategyConfig:
         if not isinstance(self.metadata, Mapping):
             raise self._refuse("metadata", self.metadata, "use a dict")
         metadata = dict(self.metadata)
-        for key, module_name, class_name in RECOGNISED_METADATA:
+        for key, expected, where in RECOGNISED_METADATA:
             given = getattr(self, key)
             if key in metadata:
                 lifted = metadata.pop(key)
                 if given is not None:
                     raise self._refuse(key, given, f"it is also given as metadata[{key!r}]; keep one of the two")
                 given = lifted
-            if given is not None:
-                expected = _optional_class(module_name, class_name)
-                if expected is None:
-                    raise self._refuse(key, given, f"{module_name}.{class_name} is not available in this "
-                                                   f"version; remove {key}")
-                if not isinstance(given, expected):
-                    raise self._refuse(key, given, f"use a {module_name}.{class_name}")
+            if given is not None and not isinstance(given, expected):
+                raise self._refuse(key, given, f"use a {where}")
             setattr(self, key, given)
         for key, value in metadata.items():
             if not isinstance(key, str):
@@ -378,6 +362,31 @@ def check_unique_names(configs: Iterable[StrategyConfig]) -> None:
         if config.name in seen:
             raise ConfigError(f"strategy name {config.name!r} is used twice: give every strategy its own name")
         seen.add(config.name)
+
+
+def build_strategy_configs(factories: Sequence[Callable[[], Any]]) -> list[StrategyConfig]:
+    """Call every factory; each returns a StrategyConfig or a list of them.
+
+    Raises ``ConfigError`` for the first invalid strategy, a factory returning something
+    else, or two strategies with one name. Runs before any request (BEHAVIOUR.md 7.5).
+    Every message names the strategy by its ``name``: an error raised inside a factory
+    before its ``StrategyConfig`` exists is attributed by ``factory_failure``.
+    """
+    configs: list[StrategyConfig] = []
+    for factory in factories:
+        label = getattr(factory, "__name__", repr(factory))
+        try:
+            built = factory()
+        except Exception as exc:  # a bug in a strategy file is a configuration error too
+            raise factory_failure(factory, exc) from None
+        items = built if isinstance(built, (list, tuple)) else [built]
+        for item in items:
+            if not isinstance(item, StrategyConfig):
+                raise ConfigError(f"the factory {label} returned {type(item).__name__} instead of a strategy: "
+                                  f"return a StrategyConfig or a list of them")
+            configs.append(item)
+    check_unique_names(configs)
+    return configs
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,141 +535,6 @@ def _keyword_hint(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# TradingContext and build_context
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TradingContext:
-    """Every service of one daemon, built once by ``build_context`` (section 1.7)."""
-
-    config: Any
-    clock: Clock
-    http: Any
-    market_data: MarketData
-    account_manager: AccountManager
-    ledger: OrderLedger
-    executor: TradeExecutor
-    limit_executor: LimitFillManager
-    lifecycle_manager: LifecycleManager
-    position_monitor: PositionMonitor
-    store: Any
-    alerts: Any
-    health: Any
-    smart_executor: Any = None
-    rfq_executor: Any = None
-    condition_health: ConditionHealth = field(default_factory=ConditionHealth)
-    connection: Any = None               # the ExchangeConnection when build_context opened it
-    store_quarantined: Path | None = None
-    reconciler: Any = None
-
-    def close(self) -> None:
-        """Commit and close the store, then the connection we opened (never any position)."""
-        try:
-            self.store.close()
-        finally:
-            if self.connection is not None:
-                self.connection.close()
-
-
-def alert_hook(alerts: Any, level: str = "WARNING") -> Callable[[str, str], None]:
-    """Adapt ``AlertSink.alert`` to the ``(kind, detail)`` hooks of the data layer."""
-
-    def hook(kind: str, detail: str) -> None:
-        alerts.alert(level, kind, detail)
-
-    return hook
-
-
-def _state_path(state_dir: str | Path) -> str | Path:
-    if str(state_dir) == ":memory:":
-        return ":memory:"
-    return Path(state_dir) / STATE_DB_NAME
-
-
-def build_context(
-    config: Any = None,
-    *,
-    clock: Clock | None = None,
-    client: Any = None,
-    poll_interval: float = 10.0,
-    rfq_notional_threshold: float = 50_000.0,
-    smart_notional_threshold: float = 10_000.0,
-    state_dir: str | Path | None = None,
-    log_dir: str | Path | None = None,
-) -> TradingContext:
-    """Build the services once and wire them (no request, no thread of our own).
-
-    ``config`` is a ``config.Settings``; ``None`` loads ``.env`` and the environment now.
-    ``client`` lets tests pass a ready ``CoincallClient``; otherwise the exchange is opened
-    with ``exchange_connection.open_exchange`` (in ``sim`` that starts the embedded simulator)
-    and the connection is kept on the context so ``ctx.close()`` releases it.
-    ``state_dir`` defaults to the settings' ``STATE_DIR`` (``":memory:"`` keeps nothing);
-    ``log_dir`` None means alerts and health lines go to the log only.
-    """
-    from alerts import AlertSink
-    from health import HealthReporter
-    from persistence import StateStore
-
-    if config is None:
-        from config import load_settings
-        config = load_settings()
-    clock = clock if clock is not None else RealClock()
-    connection = None
-    if client is None:
-        from exchange_connection import open_exchange
-        # No GET is retried inside a call: a retry would wait inside the tick and delay every
-        # other trade's exits (BEHAVIOUR 6.0). Every reader tries again on its next tick.
-        connection = open_exchange(config, clock, get_retries=0)
-        client = connection.client
-    if state_dir is None:
-        state_dir = getattr(config, "state_dir", "state")
-    log_path = Path(log_dir) if log_dir is not None else None
-    prefix = int(getattr(config, "client_order_prefix", 101))
-    ts_diff_ms = int(getattr(config, "ts_diff_ms", 5000))
-
-    alerts = AlertSink(log_path, clock)
-    on_alert = alert_hook(alerts)
-    store, quarantined = StateStore.open(_state_path(state_dir), clock)
-    if quarantined is not None:
-        alerts.alert("CRITICAL", "state_quarantined",
-                     f"the state database was unusable and moved to {quarantined}; started with a fresh store")
-    market = MarketData(client, clock, on_alert=on_alert)
-    account_manager = AccountManager(client, clock)
-    account_manager.alert_on_outages(alerts)   # exchange_unreachable / exchange_recovered (issue 9)
-    journal = EventJournal(clock, store=store, log_dir=log_path)
-    ledger = OrderLedger(client, clock, prefix=prefix, ts_diff_ms=ts_diff_ms, store=store, on_event=journal)
-    limit_executor = LimitFillManager(ledger, market, clock)
-    smart_executor = SmartOrderbookExecutor(ledger, market, clock)
-    rfq_executor = RFQExecutor(client, ledger, market, clock, limit=limit_executor, smart=smart_executor)
-    executor = TradeExecutor(limit_executor, smart=smart_executor, rfq=rfq_executor,
-                             rfq_notional_threshold=rfq_notional_threshold,
-                             smart_notional_threshold=smart_notional_threshold)
-    condition_health = ConditionHealth(on_alert=on_alert)
-    lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
-                                 store=store, alerts=alerts, health=condition_health, journal=journal)
-    monitor = PositionMonitor(account_manager, clock, poll_interval=poll_interval, on_alert=on_alert)
-    # The reconciler first: the lifecycle is on hold until the start-up reconciliation has
-    # compared our trades with the positions, and each wake sees its corrections.
-    reconciler = Reconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, clock=clock,
-                            alerts=alerts, journal=journal, quarantined=quarantined)
-    monitor.register(reconciler)
-    # The manager itself (its __call__ is tick) so the monitor also finds on_snapshot_error.
-    # Then the lifecycle: executions and exits run before any runner considers an entry.
-    monitor.register(lifecycle)
-    monitor.set_busy(lifecycle.has_active_jobs)
-    health = HealthReporter(clock, log_path, interval_seconds=HEALTH_INTERVAL_SECONDS)
-    return TradingContext(
-        config=config, clock=clock, http=client, market_data=market, account_manager=account_manager,
-        ledger=ledger, executor=executor, limit_executor=limit_executor, smart_executor=smart_executor,
-        rfq_executor=rfq_executor, lifecycle_manager=lifecycle,
-        position_monitor=monitor, store=store, alerts=alerts, health=health,
-        condition_health=condition_health, connection=connection,
-        store_quarantined=quarantined, reconciler=reconciler,
-    )
-
-
-# --------------------------------------------------------------------------------------------
 # StrategyRunner
 # --------------------------------------------------------------------------------------------
 
@@ -728,6 +602,26 @@ class RunnerStats:
     fees: float = 0.0
 
 
+class RunnerServices(Protocol):
+    """The daemon's services a runner reads; ``app.TradingContext`` provides them.
+
+    A runner builds none of them (``app.build_context`` wires them once), so this module
+    depends only on what lies below it.
+    """
+
+    clock: Clock
+    store: StateStore
+    alerts: AlertSink
+    market_data: MarketData
+    account_manager: AccountManager
+    position_monitor: PositionMonitor
+    executor: TradeExecutor
+    lifecycle_manager: LifecycleManager
+    condition_health: ConditionHealth
+    smart_executor: SmartOrderbookExecutor | None
+    rfq_executor: RFQExecutor | None
+
+
 class StrategyRunner:
     """Opens the trades of one strategy; registered on the monitor after the lifecycle.
 
@@ -737,7 +631,7 @@ class StrategyRunner:
     ``kill``.
     """
 
-    def __init__(self, config: StrategyConfig, ctx: TradingContext) -> None:
+    def __init__(self, config: StrategyConfig, ctx: RunnerServices) -> None:
         if not isinstance(config, StrategyConfig):
             raise ConfigError(f"StrategyRunner needs a StrategyConfig, got {type(config).__name__}")
         self.config = config
@@ -745,7 +639,7 @@ class StrategyRunner:
         self.name = config.name
         self._last_snapshot: Any = None
         self._last_block: str | None = None
-        self._unsupported: str | None = None      # an execution engine this version lacks
+        self._unsupported: str | None = None      # an execution engine this context lacks
         self._pending_callbacks: set[str] = set()
         self.__qualname__ = f"StrategyRunner[{self.name}]"   # how the monitor names this callback
         saved = self._load_state()
@@ -1057,7 +951,7 @@ class StrategyRunner:
         """
         held: dict[str, list[tuple[int, str]]] = {}
         for trade in self.ctx.lifecycle_manager.active_trades():
-            for leg in getattr(trade, "legs", ()):
+            for leg in trade.legs:
                 held.setdefault(leg.symbol, []).append((int(leg.side), trade.id))
         for leg in resolved:
             sign = 1 if int(leg.side) == 1 else -1
@@ -1065,17 +959,18 @@ class StrategyRunner:
                 if side != int(leg.side):
                     return (f"leg {leg.index} {leg.symbol} would net against the opposite side held by trade "
                             f"{trade_id} (one-way account: a reduce-only close would be refused)")
-            position = snapshot.get_position(leg.symbol) if hasattr(snapshot, "get_position") else None
+            position = snapshot.get_position(leg.symbol)
             if position is not None and position.signed_qty * sign < 0:
                 return (f"leg {leg.index} {leg.symbol} would net against the account's {position.signed_qty:+g} "
                         f"position (one-way account: a reduce-only close would be refused)")
         return None
 
     def _missing_engine(self, mode: str) -> str | None:
+        """A context built without the engine for ``mode`` (a partial one, as tests build)."""
         if mode == "rfq" and self.ctx.rfq_executor is None:
-            return "execution mode 'rfq' arrives with the execution-engines issue"
+            return "execution mode 'rfq' has no engine in this context"
         if mode == "smart" and self.ctx.smart_executor is None:
-            return "execution mode 'smart' arrives with the execution-engines issue"
+            return "execution mode 'smart' has no engine in this context"
         return None
 
     def _mark_unsupported(self, exc: NotImplementedError) -> str:
@@ -1088,7 +983,7 @@ class StrategyRunner:
 
     def _hook(self, trade: Any, *_: Any) -> None:
         """Given to the lifecycle: marks a transition; delivery happens in this runner's tick."""
-        self._pending_callbacks.add(getattr(trade, "id", ""))
+        self._pending_callbacks.add(trade.id)
 
     def _deliver_callbacks(self, trades: list[Any], snapshot: AccountSnapshot) -> None:
         opened_sent, closed_sent = set(self.state.opened_sent), set(self.state.closed_sent)
@@ -1184,8 +1079,8 @@ class StrategyRunner:
 
 
 __all__ = [
-    "StrategyConfig", "StrategyRunner", "TradingContext", "build_context", "RunnerState", "RunnerStats",
-    "check_unique_names", "alert_hook", "utc_day", "next_utc_midnight", "EXECUTION_MODES",
+    "StrategyConfig", "StrategyRunner", "RunnerServices", "RunnerState", "RunnerStats", "build_strategy_configs",
+    "check_unique_names", "utc_day", "next_utc_midnight", "EXECUTION_MODES",
     "StrategyConfigError", "factory_failure", "FactorySite",
     "time_window", "utc_time_window", "weekday_filter", "min_available_margin_pct", "min_equity",
     "max_account_delta", "max_margin_utilization", "no_existing_position_in",

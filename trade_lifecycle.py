@@ -41,8 +41,10 @@ from conditions import (
     utc_datetime_exit,
 )
 from errors import StaleDataError, TraderError
+from execution_job import JobStatus, LegTarget
+from order_ledger import Intent, OrderStatus
 from price_sanity import InsanePriceError, quote_problems
-from trade_execution import ExecutionParams, Intent, JobStatus, LegTarget, OrderStatus
+from trade_execution import ExecutionParams, fair_value
 
 logger = logging.getLogger(__name__)
 
@@ -347,9 +349,9 @@ def _value_of_contract(mode: str, leg: TradeLeg, quote: Any) -> tuple[float, boo
     if mode == "mid":
         if bid > 0 and ask > 0:
             return (bid + ask) / 2.0, False
-        return _fair(bid, ask, mark), True
+        return fair_value(bid, ask, mark), True
     if mode == "fair":
-        return _fair(bid, ask, mark), False
+        return fair_value(bid, ask, mark), False
     if mode == "executable":
         if leg.sign > 0:
             return (bid if bid > 0 else 0.0), False
@@ -357,16 +359,6 @@ def _value_of_contract(mode: str, leg: TradeLeg, quote: Any) -> tuple[float, boo
             return ask, False
         return mark, True
     raise ValueError(f"unknown valuation mode {mode!r}; use mark, mid, fair or executable")
-
-
-def _fair(bid: float, ask: float, mark: float) -> float:
-    if bid > 0 and ask > 0:
-        return mark if bid <= mark <= ask else (bid + ask) / 2.0
-    if bid > 0:
-        return max(mark, bid)
-    if ask > 0:
-        return min(mark, ask)
-    return mark
 
 
 @dataclass

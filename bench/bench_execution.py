@@ -39,21 +39,15 @@ from typing import Any, Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from clock import SimulatedClock  # noqa: E402
-from coincall_client import ClientSettings, CoincallClient, Credentials  # noqa: E402
+from coincall_client import ClientSettings, CoincallClient  # noqa: E402
+from config import Credentials  # noqa: E402
 from market_data import MarketData  # noqa: E402
 from multileg_orderbook import SmartExecConfig, SmartOrderbookExecutor  # noqa: E402
 from rfq import RFQExecutor, RFQParams  # noqa: E402
 from simulator import SimulatorConfig, start_simulator  # noqa: E402
-from trade_execution import (  # noqa: E402
-    BUY,
-    SELL,
-    ExecutionParams,
-    Intent,
-    JobStatus,
-    LegTarget,
-    LimitFillManager,
-    OrderLedger,
-)
+from execution_job import JobStatus, LegTarget  # noqa: E402
+from order_ledger import BUY, SELL, Intent, OrderLedger  # noqa: E402
+from trade_execution import ExecutionParams, LimitFillManager  # noqa: E402
 
 # Tuesday 2026-03-03 10:30 UTC: the next daily expiry is almost a day away.
 START = datetime(2026, 3, 3, 10, 30, tzinfo=timezone.utc).timestamp()

@@ -28,13 +28,15 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from clock import SimulatedClock, process_cpu_seconds  # noqa: E402
-from coincall_client import ClientSettings, CoincallClient, Credentials  # noqa: E402
+from coincall_client import ClientSettings, CoincallClient  # noqa: E402
+from config import Credentials  # noqa: E402
 from config import load_settings  # noqa: E402
 from market_data import MarketData  # noqa: E402
 from option_selection import resolve_legs  # noqa: E402
 from simulator import SimulatorConfig, start_simulator  # noqa: E402
 from strategies import daily_short_strangle, iron_condor, micro_strangle  # noqa: E402
-from strategy import StrategyRunner, build_context  # noqa: E402
+from app import build_context  # noqa: E402
+from strategy import StrategyRunner  # noqa: E402
 from trade_lifecycle import TradeState  # noqa: E402
 
 # Tuesday 2026-03-03 10:30 UTC: inside every strategy's entry window.

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from trade_execution import parse_client_order_id
+from order_ledger import parse_client_order_id
 
 LOTS_PER_BTC = 100
 QTY_TOLERANCE = 1e-9

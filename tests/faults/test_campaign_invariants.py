@@ -12,6 +12,7 @@ from dataclasses import replace
 import pytest
 
 from clock import SimulatedClock
+from order_ledger import build_client_order_id
 from persistence import StateStore
 from tests.faults.campaign_invariants import (
     ExchangeExercise,
@@ -22,7 +23,6 @@ from tests.faults.campaign_invariants import (
     check_campaign_invariants,
 )
 from tests.faults.kill_harness import FileFollower, TargetWatcher
-from trade_execution import build_client_order_id
 
 PREFIX = 101
 CALL = "BTCUSD-4MAR26-92000-C"

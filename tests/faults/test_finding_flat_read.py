@@ -25,9 +25,10 @@ from datetime import datetime, timezone
 import pytest
 
 from option_selection import strangle
+from order_ledger import parse_client_order_id
 from simulator import Mutation
 from strategy import StrategyConfig, max_hold_hours, utc_time_window
-from trade_execution import ExecutionParams, parse_client_order_id
+from trade_execution import ExecutionParams
 
 from tests.faults.test_incident_rig import (
     OPEN_INTENTS,

@@ -25,8 +25,9 @@ import pytest
 
 from conditions import max_loss_pct
 from option_selection import strangle
+from order_ledger import parse_client_order_id
 from simulator import Mutation
-from trade_execution import ExecutionParams, parse_client_order_id
+from trade_execution import ExecutionParams
 from trade_lifecycle import EXIT_REASON_KILL, TradeState
 
 from tests.faults.test_incident_rig import (

@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 
 from option_selection import strangle
+from order_ledger import parse_client_order_id
 from persistence import StateStore
 from strategy import StrategyConfig, max_hold_hours
-from trade_execution import ExecutionParams, parse_client_order_id
+from trade_execution import ExecutionParams
 
 from tests.faults.test_incident_rig import (
     OPEN_INTENTS,
@@ -252,7 +253,7 @@ def test_row_l4_every_start_reads_our_history_since_its_last_check_one_page_per_
     downtime only, one page as a rule; a running daemon one page a minute.
     """
     from tests.integration.restart_rig import Lives, pick_legs
-    from trade_execution import Intent, build_client_order_id
+    from order_ledger import Intent, build_client_order_id
 
     clock = ScriptedClock(START - 7200)
     sim = sim_factory(clock=clock)

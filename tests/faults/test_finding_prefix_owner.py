@@ -23,9 +23,10 @@ import pytest
 import main as main_module
 from clock import SimulatedClock
 from option_selection import strangle
+from order_ledger import Intent, build_client_order_id, parse_client_order_id
 from state_identity import EMBEDDED_EXCHANGE, IDENTITY_FILE, normalize_base_url
 from strategy import StrategyConfig, max_hold_hours
-from trade_execution import ExecutionParams, Intent, build_client_order_id, parse_client_order_id
+from trade_execution import ExecutionParams
 
 from tests.faults.test_incident_rig import (
     OPEN_INTENTS,

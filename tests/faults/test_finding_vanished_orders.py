@@ -14,10 +14,11 @@ from __future__ import annotations
 import pytest
 
 from option_selection import strangle
+from order_ledger import parse_client_order_id
 from persistence import StateStore
 from simulator.exchange import ExchangeConfig
 from strategy import StrategyConfig, max_hold_hours
-from trade_execution import ExecutionParams, ExecutionPhase, parse_client_order_id
+from trade_execution import ExecutionParams, ExecutionPhase
 
 from tests.faults.test_incident_rig import (
     REDUCING_INTENTS,
@@ -160,8 +161,9 @@ def test_a_close_order_forgotten_while_the_daemon_is_down_is_settled_at_the_rest
 def ledger_rig(sim_factory):
     from types import SimpleNamespace
 
-    from coincall_client import ClientSettings, CoincallClient, Credentials
-    from trade_execution import OrderLedger
+    from coincall_client import ClientSettings, CoincallClient
+    from config import Credentials
+    from order_ledger import OrderLedger
 
     sim = sim_factory(exchange=ExchangeConfig(seed=7, passive_fill_prob_per_min_at_touch=0.0))
     client = CoincallClient(ClientSettings(base_url=sim.base_url, max_retries=0),
@@ -175,7 +177,7 @@ def ledger_rig(sim_factory):
 
 def _resting(rig, seq: int = 7):
     from tests.conftest import resting_bid_params
-    from trade_execution import Intent, OrderStatus
+    from order_ledger import Intent, OrderStatus
 
     params = resting_bid_params(rig.sim, 0, qty=0.1)
     order = rig.ledger.place(trade_id=f"T{seq:09d}", trade_seq=seq, leg_index=0, intent=Intent.OPEN,
@@ -190,7 +192,7 @@ def _requests(sim, handler: str, since_ms: int) -> list:
 
 def test_an_order_is_settled_vanished_only_when_old_enough_and_unknown_by_id_by_client_id_and_in_history(ledger_rig):
     from simulator import FaultRule
-    from trade_execution import OrderStatus
+    from order_ledger import OrderStatus
 
     rig = ledger_rig
     order = _resting(rig)
@@ -218,7 +220,7 @@ def test_an_order_is_settled_vanished_only_when_old_enough_and_unknown_by_id_by_
 
 
 def test_an_order_not_found_by_its_order_id_but_found_by_client_order_id_is_not_vanished(ledger_rig):
-    from trade_execution import LedgerOrder, OrderStatus
+    from order_ledger import LedgerOrder, OrderStatus
 
     rig = ledger_rig
     real = _resting(rig)
@@ -234,7 +236,7 @@ def test_an_order_not_found_by_its_order_id_but_found_by_client_order_id_is_not_
 
 
 def test_a_vanished_order_the_exchange_shows_again_is_believed(ledger_rig):
-    from trade_execution import OrderStatus
+    from order_ledger import OrderStatus
 
     rig = ledger_rig
     order = _resting(rig)

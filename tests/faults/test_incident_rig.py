@@ -25,11 +25,13 @@ from typing import Any, Callable, Iterable, Sequence
 import main as main_module
 from alerts import AlertSink
 from clock import SimulatedClock
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from market_data import MarketData
 from option_selection import resolve_legs
+from order_ledger import OrderLedger, parse_client_order_id
 from persistence import StateStore
-from trade_execution import LimitFillManager, OrderLedger, TradeExecutor, parse_client_order_id
+from trade_execution import LimitFillManager, TradeExecutor
 from trade_lifecycle import LifecycleManager, TradeState
 
 DAY = 86_400.0

@@ -13,14 +13,17 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from errors import ExchangeError
+from execution_job import JobStatus, LegTarget
 from option_selection import LegSpec, iron_condor, resolve_legs, straddle, strangle
+from order_ledger import Intent, OrderStatus, snap_qty
 from rfq import RFQExecutor, RFQParams
 from simulator import FaultRule
 from simulator.errors import SimError
 from simulator.exchange import ExchangeConfig
-from trade_execution import ExecutionParams, Intent, JobStatus, LegTarget, OrderStatus, snap_qty
+from trade_execution import ExecutionParams
 from trade_lifecycle import TradeState
 
 from tests.faults.test_incident_rig import (

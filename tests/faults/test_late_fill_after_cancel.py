@@ -13,21 +13,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
+from execution_job import JobStatus, LegTarget
 from market_data import MarketData
 from multileg_orderbook import SmartExecConfig, SmartOrderbookExecutor
+from order_ledger import Intent, OrderLedger, OrderStatus
 from persistence import StateStore
 from simulator.exchange import ExchangeConfig
-from trade_execution import (
-    ExecutionParams,
-    ExecutionPhase,
-    Intent,
-    JobStatus,
-    LegTarget,
-    LimitFillManager,
-    OrderLedger,
-    OrderStatus,
-)
+from trade_execution import ExecutionParams, ExecutionPhase, LimitFillManager
 
 BUY = 1
 CALL = "BTCUSD-3MAR26-90000-C"   # seed 7: a liquid at-the-money call with both book sides

@@ -6,10 +6,11 @@ from __future__ import annotations
 import signal
 
 from option_selection import strangle
+from order_ledger import parse_client_order_id
 from simulator.exchange import ExchangeConfig
 from strategy import StrategyConfig, max_hold_hours
 from tests.faults.test_incident_rig import DaemonFiles, ScriptedClock, creates, daemon_env, run_daemon, utc
-from trade_execution import ExecutionParams, ExecutionPhase, parse_client_order_id
+from trade_execution import ExecutionParams, ExecutionPhase
 
 RESTING = ExecutionParams(max_requote_rounds=0, phases=(ExecutionPhase("top_of_book", 3600.0, 3600.0),))
 

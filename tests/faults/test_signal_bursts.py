@@ -60,10 +60,10 @@ CHAINS = 2                      # daemons running at once, each on its own state
 PHASES = ("startup", "tick", "sleep")
 EXIT_DEADLINE_SECONDS = 10.0    # from the burst's first signal
 OUTPUT_BOUND_SECONDS = 60.0     # a start-up on a loaded machine; only ever a bound, never a wait
-STATUS_LINE = re.compile(r" main: status ")
+STATUS_LINE = re.compile(r" app: status ")
 REQUEST_LINE = re.compile(r" coincall_client: GET .* attempt \d+:")
-STOPPING_LINE = re.compile(r" main: stopping: (SIGINT|SIGTERM)\b")
-STOPPED_LINE = re.compile(r" main: stopped cleanly")
+STOPPING_LINE = re.compile(r" app: stopping: (SIGINT|SIGTERM)\b")
+STOPPED_LINE = re.compile(r" app: stopped cleanly")
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def run_burst(burst: Burst, workdir: Path) -> tuple[list[str], str, int]:
 
 def where_it_landed(text: str) -> str:
     """``startup`` when the daemon stopped before its first status line, else ``running``."""
-    before_stop = text.split(" main: stopping:", 1)[0]
+    before_stop = text.split(" app: stopping:", 1)[0]
     return "running" if STATUS_LINE.search(before_stop) else "startup"
 
 

@@ -4,7 +4,7 @@ Why it exists: every row of the recovery decision table needs the same three mov
 daemon until the store holds the state the row is about, let it die without any shutdown
 logic, change the exchange "behind its back", then start a new daemon on the same state
 directory and the same simulator. ``DaemonLife`` wires one life exactly like
-``main._run_locked`` (context, ``recover()``, runners, ``attach_runners``, runners on the
+``app.run_locked`` (context, ``recover()``, runners, ``attach_runners``, runners on the
 monitor) and drives it with ``PositionMonitor.run_once()`` on the simulator's speed-0 clock,
 so every wait moves simulated time only. ``Outside`` is somebody else trading on the same
 account over signed HTTP: orders without a clientOrderId, or with a chosen one.
@@ -19,18 +19,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import requests
 
+from app import build_context
 from config import load_settings
 from option_selection import strangle
+from order_ledger import Intent, LedgerOrder, OrderStatus, build_client_order_id, parse_client_order_id
 from persistence import StateStore
-from strategy import StrategyConfig, StrategyRunner, build_context, max_hold_hours
-from trade_execution import (
-    ExecutionParams,
-    Intent,
-    LedgerOrder,
-    OrderStatus,
-    build_client_order_id,
-    parse_client_order_id,
-)
+from strategy import StrategyConfig, StrategyRunner, max_hold_hours
+from trade_execution import ExecutionParams
 from trade_lifecycle import TradeLeg, TradeLifecycle, TradeState
 
 PREFIX = 101
@@ -81,7 +76,7 @@ class Killed(BaseException):
 
 
 class DaemonLife:
-    """One daemon process on ``root/state`` talking to ``sim``: built like ``main._run_locked``.
+    """One daemon process on ``root/state`` talking to ``sim``: built like ``app.run_locked``.
 
     ``crash()`` closes the store and the connection and nothing else: every write was
     already committed, so that is all a SIGKILL leaves behind.

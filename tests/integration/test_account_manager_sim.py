@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from account_manager import AccountManager, PositionMonitor
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from account_manager import AccountManager
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from errors import SnapshotError, TransportError
+from position_monitor import PositionMonitor
 from simulator import FaultRule
 
 

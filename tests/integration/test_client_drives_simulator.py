@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from errors import ExchangeError, OrderOutcomeUnknown
 
 

@@ -19,9 +19,10 @@ import requests
 import main as main_module
 from clock import SimulatedClock
 from option_selection import strangle
+from order_ledger import parse_client_order_id
 from persistence import StateStore
 from strategy import StrategyConfig, max_hold_hours, min_available_margin_pct
-from trade_execution import ExecutionParams, parse_client_order_id
+from trade_execution import ExecutionParams
 
 # Tuesday 2026-03-03 09:00 UTC.
 START = datetime(2026, 3, 3, 9, 0, 0, tzinfo=timezone.utc).timestamp()

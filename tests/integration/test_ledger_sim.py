@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from errors import LedgerCapError
 from market_data import MarketData
+from order_ledger import Intent, OrderLedger, OrderStatus, parse_client_order_id
 from simulator import FaultRule
-from trade_execution import Intent, OrderLedger, OrderStatus, parse_client_order_id
 
 BUY, SELL = 1, 2
 

@@ -13,11 +13,13 @@ import pytest
 
 import conditions
 from alerts import AlertSink
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from market_data import MarketData
 from option_selection import resolve_legs, straddle, strangle
+from order_ledger import OrderLedger, parse_client_order_id
 from persistence import StateStore
-from trade_execution import ExecutionParams, LimitFillManager, OrderLedger, TradeExecutor, parse_client_order_id
+from trade_execution import ExecutionParams, LimitFillManager, TradeExecutor
 from trade_lifecycle import LifecycleManager, TradeState
 
 FAST_CLOSE = ExecutionParams(fill_timeout_seconds=6.0, max_requote_rounds=2, grace_seconds=2.0)

@@ -5,20 +5,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
+from execution_job import JobStatus, LegTarget
 from market_data import MarketData
+from order_ledger import Intent, OrderLedger, OrderStatus, parse_client_order_id, snap_price
 from simulator.exchange import ExchangeConfig
-from trade_execution import (
-    ExecutionParams,
-    Intent,
-    JobStatus,
-    LegTarget,
-    LimitFillManager,
-    OrderLedger,
-    OrderStatus,
-    parse_client_order_id,
-    snap_price,
-)
+from trade_execution import ExecutionParams, LimitFillManager
 
 BUY, SELL = 1, 2
 CALL = "BTCUSD-3MAR26-90000-C"   # seed 7: best ask 4.26 BTC deep, next level > 2 % away

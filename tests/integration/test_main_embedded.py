@@ -5,14 +5,16 @@ import signal
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import app
 import exchange_connection
 import main as main_module
 from clock import SimulatedClock
 from config import load_settings
-from errors import TransportError
+from stop_flag import StopFlag
 
 # Tuesday 2026-03-03 10:00 UTC: a normal trading hour, away from the 08:00 expiry.
 START = datetime(2026, 3, 3, 10, 0, 0, tzinfo=timezone.utc).timestamp()
@@ -175,61 +177,57 @@ def test_missing_subcommand_means_run(argv, speed, run_for):
 def test_choose_clock_uses_simulated_time_only_in_sim():
     sim_settings = load_settings({}, dotenv_path=None)
     prod_settings = load_settings(PROD_ENV, dotenv_path=None)
-    sim_clock = main_module.choose_clock(sim_settings, 60.0, None)
+    sim_clock = app.choose_clock(sim_settings, 60.0, None)
     assert isinstance(sim_clock, SimulatedClock) and sim_clock.speed == 60.0
-    assert main_module.choose_clock(sim_settings, None, None).speed == 1.0
-    assert not isinstance(main_module.choose_clock(prod_settings, None, None), SimulatedClock)
+    assert app.choose_clock(sim_settings, None, None).speed == 1.0
+    assert not isinstance(app.choose_clock(prod_settings, None, None), SimulatedClock)
 
 
-class FlakyClient:
-    """Stands in for CoincallClient: every other poll, every read fails."""
+class FlakyMonitor:
+    """Stands in for PositionMonitor: every other iteration raises; the others take one poll."""
 
-    def __init__(self) -> None:
+    poll_interval = 10.0
+
+    def __init__(self, clock: SimulatedClock) -> None:
+        self.clock = clock
         self.calls = 0
-        self.reachability = type("R", (), {"is_up": True})()
+        self.stop_check = None
 
-    def _maybe_fail(self) -> None:
+    def set_stop_check(self, check) -> None:
+        self.stop_check = check
+
+    def run_once(self) -> bool:
         self.calls += 1
-        if (self.calls // 4) % 2 == 1:
-            raise TransportError("GET /open/account/summary/v1", "connection refused")
-
-    def sync_time_if_due(self) -> None:
-        self._maybe_fail()
-
-    def index_price(self) -> float:
-        self._maybe_fail()
-        return 65000.0
-
-    def account_summary(self) -> dict:
-        self._maybe_fail()
-        return {"equity": "100000", "availableMargin": "90000"}
-
-    def positions(self) -> list:
-        self._maybe_fail()
-        raise RuntimeError("a bug, not an exchange error")
+        if self.calls % 2 == 0:
+            raise RuntimeError("a bug, not an exchange error")
+        self.clock.advance(self.poll_interval)
+        return True
 
 
-def test_errors_inside_the_loop_are_logged_and_the_loop_keeps_polling(caplog):
+def test_errors_inside_the_loop_are_logged_and_the_loop_keeps_polling(caplog, monkeypatch):
     clock = SimulatedClock(start=START, speed=0)
-    settings = load_settings({"POLL_INTERVAL_SECONDS": "10"}, dotenv_path=None)
-    stop = main_module.StopFlag()
+    monitor = FlakyMonitor(clock)
+    reports: list[dict] = []
+    ctx = SimpleNamespace(clock=clock, position_monitor=monitor, health=SimpleNamespace(maybe_report=reports.append))
+    monkeypatch.setattr(app, "health_state", lambda ctx, runners, started_at: {"at": ctx.clock.now()})
+    stop = StopFlag()
 
-    with caplog.at_level("INFO"):
-        main_module.run_loop(FlakyClient(), clock, settings, stop, run_for=100)
+    with caplog.at_level("ERROR"):
+        app.daemon_loop(ctx, [], stop, run_for=100)
 
-    status = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status ")]
-    assert len(status) == 11  # t = 0..100: no poll was skipped
-    assert any("could not read" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
-    bug = [r for r in caplog.records if "unexpected error while reading positions" in r.getMessage()]
-    assert bug and bug[0].exc_info is not None  # logged with its traceback
-    assert any("index=n/a" in line for line in status) and any("index=65,000.00" in line for line in status)
+    assert monitor.calls == 10  # t = 0..100: a failed iteration waits one poll interval, then goes on
+    failures = [r for r in caplog.records if "monitor iteration failed" in r.getMessage()]
+    assert len(failures) == 5 and failures[0].exc_info is not None  # logged with its traceback
+    assert len(reports) == 10  # the health line is offered after every wake, failed ones included
+    assert clock.now() == START + 100 and stop.reason == "--run-for 100s of simulated time elapsed"
+    assert monitor.stop_check is None  # the wait's stop check is removed on the way out
 
 
 def test_stop_flag_interrupts_the_wait_between_polls():
     clock = SimulatedClock(start=START, speed=0)
-    stop = main_module.StopFlag()
+    stop = StopFlag()
     stop.request("SIGINT")
-    main_module.wait_until(clock, START + 3600, stop)
+    app.wait_until(clock, START + 3600, stop)
     assert clock.now() == START
     assert stop.reason == "SIGINT"
 

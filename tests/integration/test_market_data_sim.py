@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from errors import SelectionError, TransportError
 from market_data import MarketData
 from simulator import FaultRule

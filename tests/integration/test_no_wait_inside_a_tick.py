@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from app import build_context
 from config import load_settings
 from errors import SnapshotError
 from simulator.faults import FaultRule
-from strategy import build_context
 
 
 def test_a_failed_positions_read_returns_at_once_and_the_next_tick_reads_again(sim, tmp_path):

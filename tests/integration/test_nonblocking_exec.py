@@ -9,15 +9,17 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import conditions
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from market_data import MarketData
 from multileg_orderbook import SmartOrderbookExecutor
 from option_selection import resolve_legs, strangle
+from order_ledger import Intent, OrderLedger
 from persistence import StateStore
 from rfq import RFQExecutor, RFQParams
 from simulator import FaultRule
 from simulator.exchange import ExchangeConfig
-from trade_execution import Intent, LimitFillManager, OrderLedger, TradeExecutor
+from trade_execution import LimitFillManager, TradeExecutor
 from trade_lifecycle import LifecycleManager, TradeState
 
 

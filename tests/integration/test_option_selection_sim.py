@@ -9,7 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
 from errors import SelectionError
 from market_data import MarketData
 from option_selection import LegSpec, SelectedOption, Side, find_option, iron_condor, resolve_legs, strangle

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 
-from alerts import iso_utc
+from app import build_context
+from clock import iso_utc
 from config import load_settings
 from simulator.faults import FaultRule
-from strategy import build_context
 
 
 def outage_alerts(ctx, kind):

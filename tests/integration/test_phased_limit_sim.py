@@ -6,21 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
+from execution_job import JobStatus, LegTarget
 from market_data import MarketData
+from order_ledger import Intent, OrderLedger, parse_client_order_id, snap_price
 from simulator.exchange import ExchangeConfig
-from trade_execution import (
-    ExecutionParams,
-    ExecutionPhase,
-    Intent,
-    JobStatus,
-    LegTarget,
-    LimitFillManager,
-    OrderLedger,
-    fair_value,
-    parse_client_order_id,
-    snap_price,
-)
+from trade_execution import ExecutionParams, ExecutionPhase, LimitFillManager, fair_value
 
 BUY, SELL = 1, 2
 CALL = "BTCUSD-3MAR26-90000-C"   # seed 7 at start: bid 1056, ask 1249, mark 1140.4

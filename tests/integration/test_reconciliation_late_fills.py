@@ -11,12 +11,13 @@ from types import SimpleNamespace
 import pytest
 
 from alerts import AlertSink
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
+from order_ledger import Intent, OrderLedger, OrderStatus
 from persistence import StateStore
 from reconciliation import Reconciler
 from simulator.exchange import ExchangeConfig
 from tests.conftest import resting_bid_params
-from trade_execution import Intent, OrderLedger, OrderStatus
 
 LAG_SECONDS = 40.0
 LATE_FILL = 0.3

@@ -3,7 +3,7 @@
 Every test meets the real simulator over loopback HTTP on a speed-0 simulated clock, with a
 real on-disk state store. A "crash" closes the store and the connection and nothing else
 (every write is committed as it happens); a "restart" builds a new daemon on the same state
-directory and simulator, wired like ``main._run_locked`` (see ``restart_rig``). Between the
+directory and simulator, wired like ``app.run_locked`` (see ``restart_rig``). Between the
 two lives the test changes the exchange the way the row describes: orders sent with no
 clientOrderId (somebody else on the account), positions that vanish, time that passes an
 expiry. States that a live run cannot stop in are written as the daemon writes them
@@ -20,13 +20,10 @@ from typing import Any
 
 import pytest
 
+import app
 import main as main_module
 from clock import SimulatedClock
-from rfq import RFQParams
-from reconciliation import FOREIGN_ORDERS_EVENT, VERDICT_DEFERRED, VERDICT_EXTERNAL, VERDICT_OK, VERDICT_SHORTFALL
-from simulator.exchange import ExchangeConfig
-from simulator.faults import FaultRule
-from trade_execution import (
+from order_ledger import (
     BLOCK_ACCEPT_EVENT,
     Intent,
     LedgerOrder,
@@ -34,6 +31,10 @@ from trade_execution import (
     build_client_order_id,
     parse_client_order_id,
 )
+from rfq import RFQParams
+from reconciliation import FOREIGN_ORDERS_EVENT, VERDICT_DEFERRED, VERDICT_EXTERNAL, VERDICT_OK, VERDICT_SHORTFALL
+from simulator.exchange import ExchangeConfig
+from simulator.faults import FaultRule
 from trade_lifecycle import EXIT_REASON_EXTERNAL, EXIT_REASON_KILL, FLAG_PNL_ESTIMATED, TradeState
 
 from tests.integration.restart_rig import (
@@ -475,7 +476,7 @@ def test_row_t11_trades_of_a_running_strategy_are_not_reported_unmanaged_at_rest
     trade = first_life_crashed_open(rig)
     caplog.set_level(logging.WARNING, logger="trade_lifecycle")
 
-    again = rig.lives.start([strangle_config()])                     # wired in main._run_locked's order
+    again = rig.lives.start([strangle_config()])                     # wired in app.run_locked's order
 
     assert again.lifecycle.unmanaged_trades() == []
     assert not [r for r in caplog.records if "which is not running" in r.getMessage() and trade.id in r.getMessage()]
@@ -497,7 +498,7 @@ def test_row_t11_trades_of_a_strategy_no_longer_configured_are_unmanaged(make_ri
     assert [t.state for t in again.trades()] == [TradeState.OPEN, TradeState.OPEN]
     assert creates_since(rig.sim, restarted) == []
     for _check in range(2):                                          # a warning at every health check
-        health = main_module.health_state(again.ctx, [], again.started_at)
+        health = app.health_state(again.ctx, [], again.started_at)
         assert any(killed.id in w and expiring.id in w for w in health.get("warnings", [])), health
         assert health["reconciliation"]["kind"] in ("startup", "periodic")     # the last check is visible
         again.run(30)

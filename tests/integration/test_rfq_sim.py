@@ -10,13 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
+from execution_job import JobStatus, LegTarget
 from market_data import MarketData
+from order_ledger import Intent, OrderLedger
 from persistence import StateStore
 from rfq import RFQExecutor, RFQParams, RFQPhase
 from simulator import FaultRule
 from simulator.exchange import ExchangeConfig
-from trade_execution import ExecutionParams, Intent, JobStatus, LegTarget, LimitFillManager, OrderLedger
+from trade_execution import ExecutionParams, LimitFillManager
 
 BUY, SELL = 1, 2
 CALL = "BTCUSD-6MAR26-95000-C"

@@ -9,13 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient, Credentials
+from coincall_client import ClientSettings, CoincallClient
+from config import Credentials
+from execution_job import JobStatus, LegTarget
 from market_data import MarketData
 from multileg_orderbook import SmartExecConfig, SmartOrderbookExecutor, chunk_targets
+from order_ledger import Intent, OrderLedger, OrderStatus, parse_client_order_id, snap_price
 from persistence import StateStore
 from simulator import FaultRule
 from simulator.exchange import ExchangeConfig
-from trade_execution import Intent, JobStatus, LegTarget, OrderLedger, OrderStatus, parse_client_order_id, snap_price
 
 BUY, SELL = 1, 2
 EXPIRY = "3MAR26"            # seed 7: liquid books on both sides around the 90,000 index

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from alerts import ALERTS_FILE_NAME, AlertSink, iso_utc, normalize_level, to_json_line
-from clock import SimulatedClock
+from alerts import ALERTS_FILE_NAME, AlertSink, normalize_level
+from clock import SimulatedClock, iso_utc
 from health import HEALTH_FILE_NAME, HealthReporter
+from json_lines import to_json_line
 
 # 2026-03-14T15:09:26Z
 START = 1_773_500_966.0

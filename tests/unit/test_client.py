@@ -16,7 +16,8 @@ import responses
 
 import auth
 from clock import SimulatedClock
-from coincall_client import ClientSettings, CoincallClient, Credentials, Reachability
+from coincall_client import ClientSettings, CoincallClient, Reachability
+from config import Credentials
 from errors import (
     AuthError,
     ConfigError,

@@ -37,6 +37,7 @@ import exchange_connection
 import main as main_module
 import strategy as strategy_module
 from account_manager import AccountSnapshot
+from app import TradingContext
 from clock import SimulatedClock
 from conditions import (
     leg_greek_limit,
@@ -59,7 +60,7 @@ from multileg_orderbook import SmartExecConfig
 from option_selection import LegSpec, find_option, iron_condor, strangle
 from persistence import StateStore
 from rfq import RFQParams
-from strategy import StrategyConfig, StrategyRunner, TradingContext
+from strategy import StrategyConfig, StrategyRunner
 from trade_execution import ExecutionParams
 
 CLOSED_URL = "http://127.0.0.1:9"
@@ -604,7 +605,7 @@ def test_meaningful_values_next_to_the_refusals_are_accepted():
 
 
 def test_shipped_strategies_still_build():
-    configs = main_module.build_strategy_configs(main_module.STRATEGIES)
+    configs = strategy_module.build_strategy_configs(main_module.STRATEGIES)
     assert len(configs) == 5
     assert all(config.exit_conditions and not config.hold_to_expiry for config in configs)
 

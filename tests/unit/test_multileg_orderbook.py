@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from errors import ConfigError
+from execution_job import JobStatus, LegTarget
 from multileg_orderbook import (
     SmartExecConfig,
     SmartOrderbookExecutor,
@@ -19,7 +20,8 @@ from multileg_orderbook import (
     passive_price,
     touch_without_own,
 )
-from trade_execution import ExecutionParams, Intent, JobStatus, LegTarget, snap_qty
+from order_ledger import Intent, snap_qty
+from trade_execution import ExecutionParams
 
 BUY, SELL = 1, 2
 

@@ -16,13 +16,14 @@ import re
 import pytest
 import responses
 
-from account_manager import AccountManager, PositionMonitor
-from alerts import AlertSink, iso_utc
-from clock import SimulatedClock
-from coincall_client import ClientSettings, CoincallClient, Credentials, Reachability
-from config import load_settings
+from account_manager import AccountManager
+from alerts import AlertSink
+from clock import SimulatedClock, iso_utc
+from coincall_client import ClientSettings, CoincallClient, Reachability
+from config import Credentials, load_settings
 from errors import ConfigError
 from exchange_connection import client_settings_for
+from position_monitor import PositionMonitor
 
 BASE = "http://127.0.0.1:18081"
 START = 1767225600.0          # 2026-01-01 00:00:00 UTC

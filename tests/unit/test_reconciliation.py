@@ -16,6 +16,7 @@ import pytest
 
 from clock import SimulatedClock
 from errors import TransportError
+from order_ledger import BLOCK_ACCEPT_EVENT, Intent, OrderStatus, build_client_order_id
 from reconciliation import (
     FOREIGN_ORDERS_EVENT,
     HISTORY_OVERLAP_SECONDS,
@@ -32,7 +33,6 @@ from reconciliation import (
     SymbolCheck,
     judge,
 )
-from trade_execution import BLOCK_ACCEPT_EVENT, Intent, OrderStatus, build_client_order_id
 from trade_lifecycle import FLAG_PNL_ESTIMATED, TradeLeg, TradeLifecycle, TradeState
 
 T0 = 1_772_528_400.0           # 2026-03-03 09:00 UTC

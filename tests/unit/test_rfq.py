@@ -10,6 +10,8 @@ from price_sanity import PriceBand
 
 from clock import SimulatedClock
 from errors import ConfigError, ExchangeError, OrderOutcomeUnknown
+from execution_job import JobStatus, LegTarget
+from order_ledger import Intent, OrderLedger, OrderStatus, build_client_order_id
 from rfq import (
     Quote,
     QuoteLeg,
@@ -24,7 +26,6 @@ from rfq import (
     request_legs,
     structure_baseline,
 )
-from trade_execution import Intent, JobStatus, LegTarget, OrderLedger, OrderStatus, build_client_order_id
 
 BUY, SELL = 1, 2
 NOW = 1_772_431_200.0

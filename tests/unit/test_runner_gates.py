@@ -15,12 +15,13 @@ import pytest
 
 import strategy as strategy_module
 from account_manager import AccountSnapshot
+from app import TradingContext
 from clock import SimulatedClock
 from conditions import max_hold_hours, time_window, utc_datetime_exit
 from errors import ConfigError, SelectionError, TransportError
 from option_selection import strangle
 from persistence import StateStore
-from strategy import StrategyConfig, StrategyRunner, TradingContext
+from strategy import StrategyConfig, StrategyRunner
 from trade_lifecycle import TradeState
 
 # Tuesday 2026-03-03 09:00 UTC.

@@ -72,7 +72,7 @@ def test_an_unreadable_record_is_refused_not_replaced(tmp_path: Path, text):
 
 
 # ---------------------------------------------------------------------------------------------
-# main.StateIdentityGate: when the exchange cannot be read at start
+# app.StateIdentityGate: when the exchange cannot be read at start
 # ---------------------------------------------------------------------------------------------
 
 
@@ -106,7 +106,8 @@ def _gate(tmp_path: Path, answers: list):
     from types import SimpleNamespace
 
     from config import load_settings
-    from main import StateIdentityGate, StopFlag
+    from app import StateIdentityGate
+    from stop_flag import StopFlag
 
     settings = load_settings({"TRADING_ENVIRONMENT": "sim", "COINCALL_BASE_URL": "http://127.0.0.1:8765",
                               "COINCALL_API_KEY_SIM": "k" * 44, "COINCALL_API_SECRET_SIM": "s" * 32,

@@ -18,10 +18,12 @@ from types import SimpleNamespace
 
 import pytest
 
-import main as app
-from account_manager import PositionMonitor
+import app
+import main
 from clock import SimulatedClock
 from errors import SnapshotError
+from position_monitor import PositionMonitor
+from stop_flag import StopFlag
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START = 1767225600.0
@@ -32,10 +34,11 @@ START = 1767225600.0
 # including wherever the outer one could hold a lock.
 REENTRY_SCRIPT = r"""
 import signal, sys
-import main as app
+import main
+from stop_flag import StopFlag
 
-stop = app.StopFlag()
-undo = app.install_signal_handlers(stop)
+stop = StopFlag()
+undo = main.install_signal_handlers(stop)
 handler = signal.getsignal(signal.SIGTERM)
 raised = []
 
@@ -70,14 +73,14 @@ def test_the_handler_re_entered_at_every_opcode_returns():
 
 
 def test_the_first_signal_is_the_reason_and_later_ones_change_nothing():
-    stop = app.StopFlag()
+    stop = StopFlag()
     assert not stop.is_set and stop.reason == ""
     stop.signalled(signal.SIGTERM)
     stop.signalled(signal.SIGINT)
     stop.request("--run-for 10s of simulated time elapsed")
     assert stop.is_set and stop.reason == "SIGTERM"
 
-    run_for = app.StopFlag()
+    run_for = StopFlag()
     run_for.request("--run-for 10s of simulated time elapsed")
     run_for.signalled(signal.SIGINT)
     assert run_for.reason == "--run-for 10s of simulated time elapsed"
@@ -85,20 +88,20 @@ def test_the_first_signal_is_the_reason_and_later_ones_change_nothing():
 
 def test_the_old_constructor_is_refused_rather_than_read_as_a_reason():
     with pytest.raises(TypeError):
-        app.StopFlag(threading.Event())  # type: ignore[call-arg]
+        StopFlag(threading.Event())  # type: ignore[call-arg]
 
 
 @pytest.fixture
 def restore_stop_handlers():
-    previous = {signum: signal.getsignal(signum) for signum in app.STOP_SIGNALS}
+    previous = {signum: signal.getsignal(signum) for signum in main.STOP_SIGNALS}
     yield
     for signum, handler in previous.items():
         signal.signal(signum, handler)
 
 
 def test_real_signals_only_set_the_flag_and_log_nothing(caplog, restore_stop_handlers):
-    stop = app.StopFlag()
-    undo = app.install_signal_handlers(stop)
+    stop = StopFlag()
+    undo = main.install_signal_handlers(stop)
     with caplog.at_level(logging.DEBUG):
         signal.raise_signal(signal.SIGTERM)
         signal.raise_signal(signal.SIGINT)        # no KeyboardInterrupt either
@@ -110,10 +113,10 @@ def test_real_signals_only_set_the_flag_and_log_nothing(caplog, restore_stop_han
 
 
 def test_the_process_entry_point_ignores_signals_once_its_run_is_over(restore_stop_handlers):
-    stop = app.StopFlag()
-    undo = app.install_signal_handlers(stop, ignore_on_undo=True)
+    stop = StopFlag()
+    undo = main.install_signal_handlers(stop, ignore_on_undo=True)
     undo()
-    assert all(signal.getsignal(signum) is signal.SIG_IGN for signum in app.STOP_SIGNALS)
+    assert all(signal.getsignal(signum) is signal.SIG_IGN for signum in main.STOP_SIGNALS)
     signal.raise_signal(signal.SIGTERM)            # would kill this process with the default handler
     assert not stop.is_set
 
@@ -135,8 +138,8 @@ class SignalAt(SimulatedClock):
 
 def test_wait_until_returns_within_one_slice_of_the_signal(restore_stop_handlers):
     clock = SignalAt(START + 7.2)
-    stop = app.StopFlag()
-    undo = app.install_signal_handlers(stop)
+    stop = StopFlag()
+    undo = main.install_signal_handlers(stop)
     try:
         app.wait_until(clock, START + 3600, stop)
     finally:
@@ -158,9 +161,9 @@ class Unreachable:
 def test_the_monitor_wait_ends_at_the_next_slice_once_the_stop_check_says_so(restore_stop_handlers):
     clock = SignalAt(START + 4.3)
     monitor = PositionMonitor(Unreachable(), clock, poll_interval=600.0, wait_slice=0.5)
-    stop = app.StopFlag()
+    stop = StopFlag()
     monitor.set_stop_check(lambda: stop.is_set)
-    undo = app.install_signal_handlers(stop)
+    undo = main.install_signal_handlers(stop)
     try:
         monitor.run_once()                         # would otherwise wait 600 s
     finally:

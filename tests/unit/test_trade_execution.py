@@ -1,117 +1,18 @@
-"""Pure parts of trade_execution: client order ids, snapping, parameter validation, results."""
+"""Pure parts of trade_execution: the fair value, execution parameters and routing."""
 from __future__ import annotations
 
-import random
-from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 
+import trade_lifecycle
 from errors import ConfigError
-from trade_execution import (
-    ClientOrderIdParts,
-    ExecutionParams,
-    ExecutionPhase,
-    FillResult,
-    Intent,
-    JobStatus,
-    LedgerOrder,
-    LegFill,
-    LegTarget,
-    OrderStatus,
-    TradeExecutor,
-    build_client_order_id,
-    fair_value,
-    parse_client_order_id,
-    snap_price,
-    snap_qty,
-    summarize_fills,
-)
+from execution_job import LegTarget
+from order_ledger import Intent
+from trade_execution import ExecutionParams, ExecutionPhase, TradeExecutor, fair_value, phase_raw_price
 
 
-# ---- client order ids ---------------------------------------------------------------
-
-def test_documented_example_id():
-    assert build_client_order_id(101, 42, 1, Intent.CLOSE, 7) == 101000000042013007
-    assert parse_client_order_id(101000000042013007) == ClientOrderIdParts(101, 42, 1, 3, 7)
-
-
-@pytest.mark.parametrize("parts", [(100, 0, 0, 1, 0), (899, 999_999_999, 99, 8, 999), (101, 7, 3, 5, 12)])
-def test_id_round_trip_and_int64(parts):
-    coid = build_client_order_id(*parts)
-    assert isinstance(coid, int) and len(str(coid)) == 18 and coid < 2**63
-    assert parse_client_order_id(coid) == ClientOrderIdParts(*parts)
-
-
-def test_ids_differ_by_intent_and_attempt():
-    ids = {build_client_order_id(101, 1, 0, intent, attempt) for intent in Intent for attempt in (1, 2)}
-    assert len(ids) == 16
-
-
-@pytest.mark.parametrize("bad", [(99, 1, 1, 1, 1), (900, 1, 1, 1, 1), (101, 10**9, 1, 1, 1),
-                                 (101, 1, 100, 1, 1), (101, 1, 1, 0, 1), (101, 1, 1, 9, 1), (101, 1, 1, 1, 1000),
-                                 (101, 1.0, 1, 1, 1)])
-def test_build_refuses_out_of_range(bad):
-    with pytest.raises(ValueError):
-        build_client_order_id(*bad)
-
-
-@pytest.mark.parametrize("bad", [12345, 10100000004201300, 101000000042019007, 101000000042010007, 10100000004201300.0, True])
-def test_parse_refuses_foreign_ids(bad):
-    with pytest.raises(ValueError):
-        parse_client_order_id(bad)
-
-
-def test_intent_families_requotes_and_reduce_only():
-    assert Intent.OPEN_REQUOTE.family() is Intent.OPEN
-    assert Intent.CLOSE.requote() is Intent.CLOSE_REQUOTE
-    assert Intent.KILL_REQUOTE.requote() is Intent.KILL_REQUOTE
-    assert [i.reduce_only for i in Intent] == [False, False] + [True] * 6
-
-
-# ---- snapping -----------------------------------------------------------------------
-
-def test_float_residue_is_snapped_to_the_lot():
-    assert snap_qty(0.6 - 0.1 - 0.2) == 0.3
-    assert snap_qty(0.29999999999999993) == 0.3
-    assert snap_qty(0.0099) == 0.0
-    assert snap_qty(-0.5) == 0.0
-    assert snap_qty(1.239) == 1.23
-
-
-def test_random_fill_sequences_never_leave_off_lot_remainders():
-    rng = random.Random(1234)
-    for _ in range(1000):
-        target = rng.randint(1, 500) / 100
-        remaining = target
-        exact = Decimal(str(target))
-        while remaining >= 0.01:
-            fill = rng.randint(1, max(1, int(round(remaining * 100)))) / 100
-            remaining = snap_qty(remaining - fill)
-            exact -= Decimal(str(fill))
-            # the snapped float is exactly the decimal remainder, printable with 2 decimals
-            assert Decimal(repr(remaining)) == exact, (target, fill, remaining)
-            assert remaining == round(remaining, 2)
-
-
-def test_incident_24_sub_tick_prices_become_one_tick():
-    assert snap_price(0.4, 1.0, 2) == 1.0
-    assert snap_price(0.4, 1.0, 1) == 1.0
-    assert snap_price(0.04, 0.1, 1) == 0.1
-
-
-def test_prices_snap_buys_down_sells_up_with_tolerance():
-    assert snap_price(9.5, 1.0, 1) == 9.0
-    assert snap_price(9.5, 1.0, 2) == 10.0
-    assert snap_price(100.00000000001, 1.0, 2) == 100.0
-    assert snap_price(1274.98, 1.0, 1) == 1274.0
-    assert snap_price(12.34, 0.1, 2) == 12.4
-
-
-@pytest.mark.parametrize("price", [0.0, -1.0, float("nan"), None])
-def test_missing_prices_are_refused(price):
-    with pytest.raises(ValueError):
-        snap_price(price, 1.0, 1)
-
+# ---- the fair value ---------------------------------------------------------------------
 
 def test_fair_value_rule():
     assert fair_value(90, 110, 100) == 100
@@ -119,6 +20,21 @@ def test_fair_value_rule():
     assert fair_value(90, 0, 80) == 90
     assert fair_value(None, 110, 120) == 110
     assert fair_value(0, 0, 55) == 55
+
+
+@pytest.mark.parametrize("bid, ask, mark", [
+    (90, 110, 100), (90, 110, 120), (90, 110, 80), (90, 0, 80), (90, 0, 95), (0, 110, 120), (0, 110, 100),
+    (0, 0, 55), (None, 110, 120), (90, None, 80), (-5, 110, 120), (float("nan"), 110, 120), (90, float("nan"), 80),
+])
+def test_pnl_and_order_pricing_value_a_contract_by_the_same_fair_rule(bid, ask, mark):
+    """One rule (BEHAVIOUR.md §2.3): the lifecycle's ``fair`` PnL valuation and the ``fair`` pricing
+    phase of an order both give ``fair_value`` for every book shape, empty and unusable sides included."""
+    quote = SimpleNamespace(bid=bid, ask=ask, mark=mark)
+    for side in (1, 2):
+        value, degraded = trade_lifecycle._value_of_contract("fair", SimpleNamespace(sign=1 if side == 1 else -1),
+                                                             quote)
+        assert (value, degraded) == (fair_value(bid, ask, mark), False)
+        assert phase_raw_price(ExecutionPhase("fair", 60.0), side, bid, ask, mark) == value
 
 
 # ---- parameters ---------------------------------------------------------------------
@@ -154,29 +70,7 @@ def test_defaults_and_phased():
     assert all(p.reprice_interval_seconds == 15.0 for p in phased.phases)
 
 
-# ---- records, fills, results, routing -----------------------------------------------
-
-def _order(coid: int, filled: float, avg: float, fee: float) -> LedgerOrder:
-    return LedgerOrder(coid, "T000000001", 1, 0, Intent.OPEN, 1, None, "S", 1, 1.0, 100.0, False,
-                       OrderStatus.FILLED, order_id=1900000000000000001, filled_qty=filled, avg_price=avg, fee=fee)
-
-
-def test_record_round_trip_keeps_int_ids():
-    order = _order(101000000001001001, 0.5, 120.0, 0.1)
-    again = LedgerOrder.from_record(order.to_record())
-    assert again == order and isinstance(again.intent, Intent) and again.status is OrderStatus.FILLED
-
-
-def test_chain_vwap_and_fees():
-    summary = summarize_fills([_order(1, 0.2, 100, 0.01), _order(2, 0.3, 110, 0.02), _order(3, 0.5, 120, 0.03)])
-    assert (summary.qty, summary.vwap, summary.fees) == (1.0, 113.0, 0.06)
-
-
-def test_total_cash_signs():
-    result = FillResult(JobStatus.FILLED, [LegFill(0, "A", 2, 1.0, 1.0, 100.0, 1.0),
-                                           LegFill(1, "B", 1, 0.5, 0.5, 50.0, 0.5)])
-    assert result.total_cash == 100.0 - 25.0 - 1.5
-
+# ---- routing ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("qtys, expected", [((0.5, 0.5), "rfq"), ((0.06, 0.06), "smart"), ((0.05, 0.05), "limit"),
                                              ((5.0,), "limit")])

@@ -19,8 +19,9 @@ import price_sanity
 import trade_lifecycle
 from clock import SimulatedClock
 from errors import StaleDataError
+from execution_job import JobStatus
 from market_data import OptionRow
-from trade_execution import Intent, JobStatus
+from order_ledger import Intent
 from trade_lifecycle import LifecycleManager, TradeLeg, TradeLifecycle, TradeState
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc).timestamp()  # Monday 06:00 UTC

@@ -1,0 +1,833 @@
+"""The daemon's wiring, start-up and loop: the one place every run goes through.
+
+Why it looks the way it does (BEHAVIOUR.md 1.7, 6.0, 7.4, 7.5; docs/RECOVERY.md):
+
+* ``build_context`` is the one place that wires the services together. No service builds its
+  own collaborators, so a test (or a backtest, or a dashboard) builds the very same
+  ``TradingContext`` around a simulated clock and the simulator's URL. It sends no request
+  and starts no thread.
+* Start-up is one sequence, in one order, whatever asked for it: settings → lock →
+  exchange → store → recover → reconcile → loop (``run_locked``). The daemon (``python
+  main.py run``) and an operator's kill without a running daemon (``operator_cli.py``) both
+  go through it; a ``RunPlan`` says what differs (whether runners consider entries, what
+  to do before the loop, when the run is finished). Before anything trades, the first poll
+  reconciles the store with the exchange (``reconciliation.py``).
+* The loop is the scheduler's (``PositionMonitor.run_once``) on this thread. Each wake runs,
+  in registration order: the reconciler, the lifecycle (executions and exits), the store
+  watch, the operator command queue, the strategy runners (entries), the status line. A
+  failing iteration is logged and retried after one poll interval: the daemon never exits
+  by itself. A signal only sets the ``StopFlag``; the run stops after the current wake,
+  with no order sent and positions left as they are (each working order and each trade
+  with exposure is logged).
+
+The exit codes of a run (BEHAVIOUR.md 7.5): 0 after a signal, ``--run-for`` or a finished
+plan; 2 for an invalid strategy, a refused key or a state directory of another exchange, before
+any request that could trade; 1 when the exchange connection or the store cannot be opened
+at all; 3 when another daemon holds the state directory's lock (nothing is sent).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from account_manager import AccountManager
+from alerts import AlertSink, send_alert
+from api_values import finite_number
+from clock import Clock, RealClock, SimulatedClock
+from coincall_client import CoincallClient
+from commands import CommandProcessor
+from conditions import ConditionHealth
+from config import STATE_DB_NAME, Settings, load_settings
+from display import fmt, fmt_time
+from errors import AuthError, ConfigError, TraderError
+from events import EventJournal
+from exchange_connection import ExchangeConnection, open_exchange, read_server_time
+from health import HealthReporter
+from instance_lock import InstanceLock
+from market_data import MarketData
+from multileg_orderbook import SmartOrderbookExecutor
+from operations import TradesSnapshotExporter
+from order_ledger import Intent, OrderLedger
+from persistence import StateStore, StoreWatch
+from position_monitor import PositionMonitor
+from reconciliation import Reconciler
+from rfq import RFQExecutor
+from state_identity import StateIdentityError, check_state_identity, exchange_identity
+from stop_flag import StopFlag
+from strategy import StrategyConfig, StrategyRunner
+from trade_execution import LimitFillManager, TradeExecutor
+from trade_lifecycle import LifecycleManager
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3
+
+HEALTH_INTERVAL_SECONDS = 300.0
+# The longest single clock.sleep() of the loop's own waits: a signal only sets a flag
+# (StopFlag), so this bounds how long a wait takes to notice it (half a second of real time
+# on the real clock, less on a faster simulated one).
+MAX_SLEEP_SLICE_SECONDS = 0.5
+# The status line's index may come from the cache up to this old (the runners keep it fresh).
+STATUS_INDEX_MAX_AGE_SECONDS = 30.0
+MARGIN_UTILIZATION_WARNING_PCT = 80.0
+
+
+def complain(text: str) -> None:
+    """One line for the operator on the command line's stderr (a refusal at start-up)."""
+    print(text, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------
+# The services: TradingContext and build_context
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TradingContext:
+    """Every service of one daemon, built once by ``build_context`` (BEHAVIOUR.md 1.7).
+
+    ``connection`` is set when ``build_context`` opened the exchange itself (``ctx.close()``
+    then releases it); ``reconciler`` is set by ``build_context`` and missing only from the
+    partial contexts tests build by hand around a single runner.
+    """
+
+    config: Settings | None
+    clock: Clock
+    http: CoincallClient
+    market_data: MarketData
+    account_manager: AccountManager
+    ledger: OrderLedger
+    executor: TradeExecutor
+    limit_executor: LimitFillManager
+    lifecycle_manager: LifecycleManager
+    position_monitor: PositionMonitor
+    store: StateStore
+    alerts: AlertSink
+    health: HealthReporter
+    smart_executor: SmartOrderbookExecutor | None = None
+    rfq_executor: RFQExecutor | None = None
+    condition_health: ConditionHealth = field(default_factory=ConditionHealth)
+    connection: ExchangeConnection | None = None
+    store_quarantined: Path | None = None
+    reconciler: Reconciler | None = None
+
+    def close(self) -> None:
+        """Commit and close the store, then the connection we opened (never any position)."""
+        try:
+            self.store.close()
+        finally:
+            if self.connection is not None:
+                self.connection.close()
+
+
+def alert_hook(alerts: AlertSink, level: str = "WARNING") -> Callable[[str, str], None]:
+    """Adapt ``AlertSink.alert`` to the ``(kind, detail)`` hooks of the data layer."""
+
+    def hook(kind: str, detail: str) -> None:
+        alerts.alert(level, kind, detail)
+
+    return hook
+
+
+def _state_path(state_dir: str | Path) -> str | Path:
+    if str(state_dir) == ":memory:":
+        return ":memory:"
+    return Path(state_dir) / STATE_DB_NAME
+
+
+def build_context(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    client: CoincallClient | None = None,
+    poll_interval: float = 10.0,
+    rfq_notional_threshold: float = 50_000.0,
+    smart_notional_threshold: float = 10_000.0,
+    state_dir: str | Path | None = None,
+    log_dir: str | Path | None = None,
+) -> TradingContext:
+    """Build the services once and wire them (no request, no thread of our own).
+
+    ``settings`` None loads ``.env`` and the environment now. ``client`` lets tests pass a
+    ready ``CoincallClient``; otherwise the exchange is opened with
+    ``exchange_connection.open_exchange`` (in ``sim`` that starts the embedded simulator)
+    and the connection is kept on the context so ``ctx.close()`` releases it.
+    ``state_dir`` defaults to the settings' ``STATE_DIR`` (``":memory:"`` keeps nothing);
+    ``log_dir`` None means alerts and health lines go to the log only.
+    """
+    if settings is None:
+        settings = load_settings()
+    clock = clock if clock is not None else RealClock()
+    connection = None
+    if client is None:
+        # No GET is retried inside a call: a retry would wait inside the tick and delay every
+        # other trade's exits (BEHAVIOUR 6.0). Every reader tries again on its next tick.
+        connection = open_exchange(settings, clock, get_retries=0)
+        client = connection.client
+    if state_dir is None:
+        state_dir = settings.state_dir
+    log_path = Path(log_dir) if log_dir is not None else None
+
+    alerts = AlertSink(log_path, clock)
+    on_alert = alert_hook(alerts)
+    store, quarantined = StateStore.open(_state_path(state_dir), clock)
+    if quarantined is not None:
+        alerts.alert("CRITICAL", "state_quarantined",
+                     f"the state database was unusable and moved to {quarantined}; started with a fresh store")
+    market = MarketData(client, clock, on_alert=on_alert)
+    account_manager = AccountManager(client, clock)
+    account_manager.alert_on_outages(alerts)   # exchange_unreachable / exchange_recovered (issue 9)
+    journal = EventJournal(clock, store=store, log_dir=log_path)
+    ledger = OrderLedger(client, clock, prefix=int(settings.client_order_prefix), ts_diff_ms=int(settings.ts_diff_ms),
+                         store=store, on_event=journal)
+    limit_executor = LimitFillManager(ledger, market, clock)
+    smart_executor = SmartOrderbookExecutor(ledger, market, clock)
+    rfq_executor = RFQExecutor(client, ledger, market, clock, limit=limit_executor, smart=smart_executor)
+    executor = TradeExecutor(limit_executor, smart=smart_executor, rfq=rfq_executor,
+                             rfq_notional_threshold=rfq_notional_threshold,
+                             smart_notional_threshold=smart_notional_threshold)
+    condition_health = ConditionHealth(on_alert=on_alert)
+    lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
+                                 store=store, alerts=alerts, health=condition_health, journal=journal)
+    monitor = PositionMonitor(account_manager, clock, poll_interval=poll_interval, on_alert=on_alert)
+    # The reconciler first: the lifecycle is on hold until the start-up reconciliation has
+    # compared our trades with the positions, and each wake sees its corrections.
+    reconciler = Reconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, clock=clock,
+                            alerts=alerts, journal=journal, quarantined=quarantined)
+    monitor.register(reconciler)
+    # The manager itself (its __call__ is tick) so the monitor also finds on_snapshot_error.
+    # Then the lifecycle: executions and exits run before any runner considers an entry.
+    monitor.register(lifecycle)
+    monitor.set_busy(lifecycle.has_active_jobs)
+    health = HealthReporter(clock, log_path, interval_seconds=HEALTH_INTERVAL_SECONDS)
+    return TradingContext(
+        config=settings, clock=clock, http=client, market_data=market, account_manager=account_manager,
+        ledger=ledger, executor=executor, limit_executor=limit_executor, smart_executor=smart_executor,
+        rfq_executor=rfq_executor, lifecycle_manager=lifecycle,
+        position_monitor=monitor, store=store, alerts=alerts, health=health,
+        condition_health=condition_health, connection=connection,
+        store_quarantined=quarantined, reconciler=reconciler,
+    )
+
+
+def open_context(settings: Settings, clock: Clock, *, state_dir: str | Path | None = None) -> TradingContext:
+    """``build_context`` for a run of the command line: the settings' poll interval and directories."""
+    return build_context(
+        settings, clock=clock, poll_interval=settings.poll_interval_seconds,
+        state_dir=settings.state_dir if state_dir is None else state_dir, log_dir=settings.log_dir,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The clock of a run, and waiting on it
+# ---------------------------------------------------------------------------------------
+
+
+def choose_clock(settings: Settings, speed: float | None, injected: Clock | None) -> Clock:
+    """The clock of this run: the injected one (tests), simulated time in sim, else real time.
+
+    Against a simulator running in its own process (``COINCALL_BASE_URL`` in sim), the
+    simulated clock starts at the simulator's own time, so that a daemon restarted an
+    hour (of simulated time) later agrees with the exchange about what time it is; pass
+    the simulator's ``--speed`` to the daemon too.
+    """
+    if injected is not None:
+        if speed is not None and isinstance(injected, SimulatedClock):
+            injected.set_speed(speed)
+        return injected
+    if settings.is_sim:
+        start = RealClock().now() if settings.embeds_simulator else remote_simulator_time(settings)
+        return SimulatedClock(start=start, speed=speed or 1.0)
+    return RealClock()
+
+
+def remote_simulator_time(settings: Settings) -> float:
+    """The external simulator's clock (public ``/time``), or the wall clock if it is unreachable."""
+    try:
+        return read_server_time(settings)
+    except TraderError as exc:
+        logger.warning("could not read the simulator's time (%s): starting at the wall clock", exc)
+        return RealClock().now()
+
+
+def wait_until(clock: Clock, wake_at: float, stop: StopFlag) -> None:
+    """Sleep until clock time ``wake_at`` in short slices, returning early once ``stop`` is set.
+
+    Slices rather than a blocking wait on something the handler signals: the handler may
+    only set a plain flag (``StopFlag``), so the sleeper has to look at it; a slice of
+    ``MAX_SLEEP_SLICE_SECONDS`` keeps that look frequent, and on a speed-0 simulated
+    clock each slice only moves simulated time.
+    """
+    while not stop.is_set:
+        remaining = wake_at - clock.now()
+        if remaining <= 0:
+            return
+        clock.sleep(min(remaining, MAX_SLEEP_SLICE_SECONDS))
+
+
+# ---------------------------------------------------------------------------------------
+# Start-up steps
+# ---------------------------------------------------------------------------------------
+
+
+def banner(settings: Settings) -> str:
+    if settings.embeds_simulator:
+        return "CoincallTrader starting: environment=sim, PAPER TRADING on the embedded simulator"
+    if settings.is_sim:
+        return f"CoincallTrader starting: environment=sim, PAPER TRADING on the simulator at {settings.base_url}"
+    return f"CoincallTrader starting: environment={settings.environment}, REAL exchange at {settings.base_url}"
+
+
+def check_key(client: CoincallClient, settings: Settings) -> int | None:
+    """Start-up key check (API.md 1): a refused or read-only key stops us (exit 2).
+
+    An unreachable exchange does not: the daemon keeps running and reports it each poll.
+    """
+    key_name = settings.credentials.source if settings.credentials is not None else "the embedded simulator's key"
+    try:
+        info = client.query_api_key()
+    except AuthError as exc:
+        logger.error("the exchange refused %s (code %s): check the key and TRADING_ENVIRONMENT", key_name, exc.code)
+        return EXIT_CONFIG
+    except TraderError as exc:
+        logger.warning("could not verify the API key at start-up (%s); will keep trying", exc)
+        return None
+    if isinstance(info, Mapping) and str(info.get("readOnly")) == "1":
+        logger.error("%s is a read-only key: create a key with Trade permission and put it in .env", key_name)
+        return EXIT_CONFIG
+    return None
+
+
+class StateIdentityGate:
+    """The state directory belongs to one exchange and account (docs/RECOVERY.md row E1).
+
+    ``verify_at_start`` reads the account (the key's ``userId``) and compares it, with the
+    environment and the exchange, to ``<STATE_DIR>/exchange_identity.json`` (written on the
+    first start; adopted, and logged, for a directory that has none). Another exchange or
+    account → exit 2 with one line, before anything is reconciled or traded. When the
+    exchange cannot be read at start the run does not exit (README, exit codes): the gate
+    becomes a start-up check of the reconciler, so nothing is reconciled, released or
+    traded until it has passed; a mismatch found then stops the run with exit 2.
+    """
+
+    def __init__(self, ctx: Any, settings: Settings, stop: StopFlag) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self._stop = stop
+        self.verified = False
+        self.refusal: str | None = None
+
+    def verify_at_start(self) -> int | None:
+        try:
+            self._verify()
+        except StateIdentityError as exc:
+            return self.refuse(str(exc))
+        except TraderError as exc:
+            logger.warning("could not read the account to check which exchange %s belongs to (%s): nothing is "
+                           "reconciled or traded until it can", self._settings.state_dir, exc)
+            self._ctx.reconciler.add_startup_check(self)
+        return None
+
+    def __call__(self) -> None:
+        """The reconciler's start-up check: raises ``TraderError`` until verified."""
+        if self.verified:
+            return
+        try:
+            self._verify()
+        except StateIdentityError as exc:
+            self.refusal = str(exc)
+            self._stop.request("the state directory belongs to another exchange")
+            raise
+
+    def refuse(self, message: str) -> int:
+        logger.error("%s", message)
+        complain(f"configuration error: {message}")
+        return EXIT_CONFIG
+
+    def _verify(self) -> None:
+        connection = self._ctx.connection
+        current = exchange_identity(self._settings.environment, self._settings.base_url,
+                                    embedded=connection.is_embedded, account_id=self._account_id(connection.client))
+        result = check_state_identity(self._settings.state_dir, current)
+        self.verified = True
+        if not result.adopted:
+            return
+        if self._ctx.store.created:
+            self._ctx.reconciler.note_new_state_dir()
+        else:
+            logger.warning("state directory %s had no exchange record: adopted %s", self._settings.state_dir,
+                           current.describe())
+
+    @staticmethod
+    def _account_id(client: Any) -> Any:
+        """The account's userId (the key query, else the user info); refused when neither has one."""
+        for read in (client.query_api_key, client.user_info):
+            info = read()
+            if isinstance(info, Mapping) and info.get("userId") not in (None, ""):
+                return info["userId"]
+        raise StateIdentityError("the exchange reported no account id (userId) for this key, so the state "
+                                 "directory's exchange cannot be checked: check the key and COINCALL_BASE_URL")
+
+
+def recover(ctx: TradingContext) -> bool:
+    """Reload our trades and orders from the store before any runner exists; True if it worked."""
+    try:
+        report = ctx.lifecycle_manager.recover()
+    except Exception:
+        logger.exception("restart recovery failed: every strategy starts paused")
+        return False
+    logger.info("recovery: %s", report)
+    return True
+
+
+def start_runners(configs: Sequence[StrategyConfig], ctx: TradingContext, *, strict: bool) -> list[StrategyRunner]:
+    """One runner per strategy. ``strict``: a runner that cannot start is a ``ConfigError``
+    (the daemon exits 2); otherwise it is logged and left out (a kill must not be blocked by
+    a strategy that cannot run: its stored state is used)."""
+    runners = []
+    for config in configs:
+        try:
+            runners.append(StrategyRunner(config, ctx))
+        except ConfigError as exc:
+            if strict:
+                raise
+            logger.warning("strategy %s has no runner (%s); its stored state is used", config.name, exc)
+    return runners
+
+
+def pause_if_unsafe(ctx: TradingContext, runners: Sequence[StrategyRunner], recovered: bool) -> None:
+    """No new entries after a failed recovery (exits still run).
+
+    A quarantined store is judged by the start-up reconciliation on the first poll: every
+    strategy is paused only if the exchange shows positions or orders of ours.
+    """
+    if not recovered:
+        for runner in runners:
+            runner.pause("recovery failed at start-up")
+    if ctx.reconciler is None:  # the runners must be attached: the reconciler pauses them on a mismatch
+        raise ValueError("a context without a reconciler cannot start: build it with app.build_context")
+    ctx.reconciler.attach_runners(runners)
+    for trade in ctx.lifecycle_manager.unmanaged_trades():
+        logger.warning("trade %s belongs to strategy %r, which is not running: no exit rule applies (expiry "
+                       "still does; `python main.py kill` can close it)", trade.id, trade.strategy)
+
+
+def store_lost_reaction(ctx: TradingContext) -> Callable[[str, Path | None], None]:
+    """What the daemon does when its store file is lost while it runs (row L1): once."""
+
+    def react(problem: str, copy: Path | None) -> None:
+        path = ctx.store.relocated_from or ctx.store.path
+        ctx.lifecycle_manager.hold_entries("state_store_lost", f"state store {path}: {problem}")
+        if copy is not None:
+            fix = (f"everything the daemon knew is in {copy}, where it writes from now on: stop the daemon "
+                   f"(SIGTERM) when convenient, move whatever is at {path} aside, move {copy} to {path}, and start "
+                   f"again; the start compares it with the exchange's order history")
+        else:
+            fix = (f"no copy could be made: stop the daemon when its exits allow; the next start quarantines or "
+                   f"replaces {path}, starts every strategy paused and moves the trade sequence past every order "
+                   f"of ours on the exchange")
+        send_alert(ctx.alerts, logger, "CRITICAL", "state_store_lost",
+                   f"state store {path}: {problem} while the daemon runs. No new trade is opened; exits and closes "
+                   f"go on from memory. What to do: {fix}", problem=problem,
+                   recovery_copy=str(copy) if copy is not None else None)
+
+    return react
+
+
+# ---------------------------------------------------------------------------------------
+# The start-up summary (log only)
+# ---------------------------------------------------------------------------------------
+
+
+def account_line(summary: Mapping[str, Any]) -> str:
+    im_ratio = finite_number(summary.get("imRatio"))
+    ratio_text = "n/a" if im_ratio is None else f"{im_ratio * 100:.2f}%"
+    return (
+        f"equity={fmt(summary.get('equity'))} USD available_margin={fmt(summary.get('availableMargin'))} USD "
+        f"IM={fmt(summary.get('imAmount'))} MM={fmt(summary.get('mmAmount'))} IM_ratio={ratio_text} "
+        f"uPnL={fmt(summary.get('unrealizedPnL'))}"
+    )
+
+
+def _side_quote(side: Mapping[str, Any] | None) -> str:
+    if not side:
+        return "n/a"
+    return (
+        f"bid {fmt(side.get('bid'), 1)} / ask {fmt(side.get('ask'), 1)} / "
+        f"mark {fmt(side.get('markPrice'), 1)} / delta {fmt(side.get('delta'), 3)}"
+    )
+
+
+def nearest_expiry_ms(instruments: Sequence[Mapping[str, Any]], now_ms: int) -> int | None:
+    """The earliest listed expiry still in the future, or None."""
+    expiries = sorted({int(i["expirationTimestamp"]) for i in instruments if "expirationTimestamp" in i})
+    upcoming = [e for e in expiries if e > now_ms]
+    return upcoming[0] if upcoming else None
+
+
+def atm_row(chain: Sequence[Mapping[str, Any]], index_price: float) -> Mapping[str, Any] | None:
+    """The chain row whose strike is closest to the index."""
+    rows = [row for row in chain if finite_number(row.get("strike")) is not None]
+    if not rows:
+        return None
+    return min(rows, key=lambda row: abs(float(row["strike"]) - index_price))
+
+
+def chain_summary_lines(client: CoincallClient, clock: Clock) -> Iterator[str]:
+    """A few log lines about the BTC option market, from one instruments and one chain call."""
+    index = finite_number(client.index_price())
+    instruments = client.instruments("BTC")
+    expiries = {int(i["expirationTimestamp"]) for i in instruments if "expirationTimestamp" in i}
+    yield (
+        f"market: BTC index={fmt(index)} instruments={len(instruments)} "
+        f"(active {sum(1 for i in instruments if i.get('isActive', True))}) expiries={len(expiries)}"
+    )
+    nearest = nearest_expiry_ms(instruments, clock.now_ms())
+    if nearest is None:
+        yield "chain: no upcoming expiry is listed"
+        return
+    chain = client.option_chain(end_time_ms=nearest)
+    row = atm_row(chain, index) if index is not None else None
+    if row is None:
+        yield f"chain: nearest expiry {fmt_time(nearest / 1000)} has {len(chain)} strikes; no ATM row (index or strikes missing)"
+        return
+    yield (
+        f"chain: nearest expiry {fmt_time(nearest / 1000)} ({len(chain)} strikes) ATM strike {fmt(row.get('strike'), 0)}: "
+        f"CALL {_side_quote(row.get('callOption'))}; PUT {_side_quote(row.get('putOption'))}"
+    )
+
+
+def log_startup_summary(client: CoincallClient, clock: Clock) -> None:
+    """The exchange clock offset, the account and the nearest chain, logged once at start-up."""
+    try:
+        offset = client.sync_time()
+        logger.info("exchange clock offset %+.3f s", offset)
+    except TraderError as exc:
+        logger.warning("could not read the exchange time at start-up: %s", exc)
+    except Exception:
+        logger.exception("reading the exchange time failed at start-up")
+    try:
+        logger.info("account: %s", account_line(client.account_summary()))
+    except TraderError as exc:
+        logger.warning("account summary unavailable at start-up: %s", exc)
+    except Exception:
+        logger.exception("account summary failed at start-up")
+    try:
+        for line in chain_summary_lines(client, clock):
+            logger.info("%s", line)
+    except TraderError as exc:
+        logger.warning("chain summary unavailable at start-up: %s", exc)
+    except Exception:
+        logger.exception("chain summary failed at start-up")
+
+
+# ---------------------------------------------------------------------------------------
+# What the loop reports: the status line, the health line, the shutdown state
+# ---------------------------------------------------------------------------------------
+
+
+class StatusReporter:
+    """Registered last on the monitor: one status line per poll, from data already fetched.
+
+    It sends no request of its own except an index read that the cache usually answers
+    (the runners' data gate keeps it fresh).
+    """
+
+    def __init__(self, ctx: TradingContext, runners: Sequence[StrategyRunner]) -> None:
+        self.__qualname__ = "StatusReporter"   # how the monitor names this callback
+        self._ctx = ctx
+        self._runners = runners
+        self._last_snapshot: Any = None
+
+    def __call__(self, snapshot: Any) -> None:
+        if snapshot is self._last_snapshot:
+            return
+        self._last_snapshot = snapshot
+        try:
+            index = fmt(self._ctx.market_data.index_price(max_age=STATUS_INDEX_MAX_AGE_SECONDS))
+        except TraderError:
+            index = "n/a"
+        trades = self._ctx.lifecycle_manager.trades()
+        active = [t for t in trades if t.is_active]
+        logger.info(
+            "status %s index=%s equity=%s available_margin=%s positions=%d exchange=%s trades_active=%d "
+            "trades_total=%d paused=%s",
+            fmt_time(snapshot.timestamp), index, fmt(snapshot.equity), fmt(snapshot.available_margin),
+            snapshot.position_count, _reachability_text(self._ctx), len(active), len(trades),
+            ",".join(r.name for r in self._runners if r.is_paused) or "-",
+        )
+
+    def on_snapshot_error(self, error: Exception) -> None:
+        logger.info("status %s snapshot unavailable: %s exchange=%s", fmt_time(self._ctx.clock.now()), error,
+                    _reachability_text(self._ctx))
+
+
+def _reachability_text(ctx: TradingContext) -> str:
+    return "UP" if ctx.account_manager.reachability.is_up else "DOWN"
+
+
+def health_state(ctx: TradingContext, runners: Sequence[StrategyRunner], started_at: float) -> dict[str, Any]:
+    """What the health line shows (BEHAVIOUR.md 7.4), from data we already hold: no request."""
+    now = ctx.clock.now()
+    snap = ctx.position_monitor.latest
+    lifecycle = ctx.lifecycle_manager
+    trades = lifecycle.trades()
+    per_state: dict[str, int] = {}
+    for trade in trades:
+        per_state[trade.state.value] = per_state.get(trade.state.value, 0) + 1
+    current_error = ctx.position_monitor.current_error
+    state: dict[str, Any] = {
+        "uptime_seconds": round(now - started_at, 3),
+        "trades_per_state": per_state,
+        "index_age_seconds": ctx.market_data.index_age(),
+        "index_frozen": ctx.market_data.index_frozen,
+        "exchange": _reachability_text(ctx),
+        "live_orders": len(ctx.ledger.live_orders()),
+        "paused_runners": {r.name: r.pause_reason for r in runners if r.is_paused},
+        "breaker_trips": lifecycle.breaker_trips,
+        "failing_conditions": [f"{f.strategy}:{f.condition} x{f.consecutive}"
+                               for f in ctx.condition_health.unhealthy()],
+        "failing_callbacks": ctx.position_monitor.failing_callbacks,
+        "persistence_errors": ctx.store.write_errors + lifecycle.persistence_errors,
+        "snapshot_error": str(current_error) if current_error else None,
+    }
+    warnings: list[str] = []
+    if snap is not None:
+        state.update(
+            equity=snap.equity, available_margin=snap.available_margin,
+            margin_utilization=round(snap.margin_utilization, 3), net_delta=round(snap.net_delta, 6),
+            position_count=snap.position_count, snapshot_age_seconds=round(now - snap.timestamp, 3),
+        )
+        if snap.margin_utilization > MARGIN_UTILIZATION_WARNING_PCT:
+            warnings.append(f"margin utilization {snap.margin_utilization:.1f}% is above "
+                            f"{MARGIN_UTILIZATION_WARNING_PCT:g}%")
+    else:
+        state["snapshot_age_seconds"] = None
+    if state["index_frozen"]:
+        warnings.append("index frozen: entries blocked")
+    unmanaged = [f"{t.id} ({t.strategy})" for t in lifecycle.unmanaged_trades()]
+    state["unmanaged_trades"] = unmanaged
+    if unmanaged:
+        warnings.append(f"unmanaged trades (strategy not running; no exit rule): {', '.join(unmanaged)}")
+    hold = lifecycle.hold_reason
+    if hold is not None:
+        warnings.append(f"lifecycle on hold: {hold}")
+    report = ctx.reconciler.last_report if ctx.reconciler is not None else None
+    if report is not None:
+        state["reconciliation"] = {"kind": report.kind, "age_seconds": round(now - report.at, 3),
+                                   "summary": report.summary()}
+    blocked = ctx.ledger.blocked_symbols()
+    if blocked:
+        state["blocked_symbols"] = blocked
+        warnings.append(f"symbols blocked until an operator resumes: {', '.join(blocked)}")
+    state["warnings"] = warnings
+    return state
+
+
+def log_shutdown_state(ctx: TradingContext) -> None:
+    """Say what stays behind: every working order and every trade holding exposure (7.5)."""
+    orders = ctx.ledger.live_orders()
+    trades = [t for t in ctx.lifecycle_manager.trades() if t.is_active and t.has_exposure]
+    if not orders and not trades:
+        logger.info("shutdown: no working order and no trade with exposure")
+        return
+    lines = [f"{o.symbol} {'BUY' if int(o.side) == 1 else 'SELL'} {o.qty:g} @ {o.price:g} "
+             f"clientOrderId={o.client_order_id} ({o.status.value}, trade {o.trade_id})" for o in orders]
+    lines += [f"trade {t.id} ({t.strategy}, {t.state.value}) exposure "
+              + ", ".join(f"{t.legs[i].symbol} {qty:+g}" for i, qty in sorted(t.exposure().items()))
+              for t in trades]
+    logger.warning("shutdown leaves %d working order(s) and %d trade(s) with exposure, untouched "
+                   "(recovery resolves them at the next start):\n  %s", len(orders), len(trades), "\n  ".join(lines))
+
+
+def cancel_open_orders_at_exit(ctx: TradingContext) -> None:
+    """``--cancel-open-orders-on-exit``: our working entry orders only, one by one, each logged.
+
+    Close, unwind and kill orders stay working: cancelling them could leave exposure
+    unmanaged until the next start. Fills seen while cancelling are recorded; the next
+    start decides each trade on its fills as usual.
+    """
+    for order in [o for o in ctx.ledger.live_orders() if o.intent.family() is Intent.OPEN]:
+        logger.warning("shutdown: cancelling open order %d (%s %s %g @ %g, trade %s)", order.client_order_id,
+                       order.symbol, "BUY" if int(order.side) == 1 else "SELL", order.qty, order.price,
+                       order.trade_id)
+        try:
+            ctx.ledger.cancel_until_final(order)
+        except Exception:  # noqa: BLE001 - the next start resolves whatever is left
+            logger.exception("shutdown: cancelling order %d failed", order.client_order_id)
+            continue
+        logger.warning("shutdown: order %d is %s, filled %g", order.client_order_id, order.status.value,
+                       order.filled_qty)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+
+
+def daemon_loop(ctx: TradingContext, runners: Sequence[StrategyRunner], stop: StopFlag, run_for: float | None,
+                on_wake: Callable[[float], Any] | None = None,
+                finished: Callable[[], str | None] | None = None) -> None:
+    """The monitor loop on this thread until a signal, ``--run-for`` simulated seconds, or
+    ``finished()`` returning the reason the run is over.
+
+    ``monitor.run_once()`` ticks and then waits on the clock until the next wake, so on a
+    speed-0 simulated clock nothing sleeps for real. A failing iteration is logged and
+    retried after one poll interval: the loop never exits by itself.
+    """
+    clock, monitor = ctx.clock, ctx.position_monitor
+    started_at = clock.now()
+    deadline = started_at + run_for if run_for is not None else None
+    # The monitor's wait between ticks looks at the flag in every slice: a signal cuts it
+    # short, never a tick (the handler itself only sets the flag).
+    monitor.set_stop_check(lambda: stop.is_set)
+    try:
+        while not stop.is_set:
+            try:
+                monitor.run_once()
+            except Exception:
+                logger.exception("monitor iteration failed; retrying after one poll interval")
+                wait_until(clock, clock.now() + monitor.poll_interval, stop)
+            try:
+                ctx.health.maybe_report(health_state(ctx, runners, started_at))
+                if on_wake is not None:
+                    on_wake(clock.now())
+            except Exception:
+                logger.exception("health report or checkpoint failed; continuing")
+            done = finished() if finished is not None else None
+            if done is not None:
+                stop.request(done)
+            if deadline is not None and clock.now() >= deadline and not stop.is_set:
+                stop.request(f"--run-for {run_for:g}s of simulated time elapsed")
+    finally:
+        monitor.set_stop_check(None)
+
+
+# ---------------------------------------------------------------------------------------
+# One run: the start-up sequence and the loop
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run does beyond the start-up every run shares: the daemon's, or a kill's.
+
+    * ``entries``: the daemon's runners consider entries, and a strategy whose runner cannot
+      start is a configuration error (exit 2). An operator's kill without a daemon
+      (``entries=False``) registers no runner on the monitor, so nothing opens during a
+      kill, and a strategy that cannot start is logged and left out: a kill must never be
+      blocked by a broken strategy.
+    * ``before_loop(ctx)``: runs once everything is registered, before the first wake (the
+      kill queues its command there).
+    * ``finished(ctx)``: asked after every wake; a reason (text) ends the run like a signal.
+    """
+
+    run_for: float | None = None
+    cancel_open_orders_on_exit: bool = False
+    entries: bool = True
+    before_loop: Callable[[TradingContext], None] | None = None
+    finished: Callable[[TradingContext], str | None] | None = None
+
+
+def run_daemon(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[StrategyConfig],
+               plan: RunPlan) -> int:
+    """One daemon per state directory: the lock comes before any request or store write."""
+    lock = InstanceLock(settings.state_dir)
+    if not lock.acquire():
+        message = (f"another CoincallTrader daemon (pid {lock.holder() or '?'}) holds {lock.path}: "
+                   f"stop it first, or give this one its own STATE_DIR")
+        logger.error("%s", message)
+        complain(message)
+        return EXIT_LOCKED
+    try:
+        return run_locked(settings, clock, stop, configs, plan)
+    finally:
+        lock.release()
+
+
+def run_locked(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[StrategyConfig],
+               plan: RunPlan) -> int:
+    """The start-up sequence and the loop, with the state directory's lock held by the caller.
+
+    exchange and store (``open_context``) → recover → runners → key check → state directory
+    identity → pause what is unsafe → callbacks on the monitor (store watch, command queue,
+    runners, status) → loop. Returns the exit code; ``ctx.close()`` always runs.
+    """
+    logger.info("%s", banner(settings))
+    logger.info("settings: %s", settings.describe())
+    logger.info("strategies: %s", ", ".join(config.name for config in configs) or "none")
+    try:
+        ctx = open_context(settings, clock)
+    except Exception:
+        logger.exception("could not open the exchange connection or the state store")
+        return EXIT_STARTUP_FAILURE
+    if settings.is_sim:
+        # After open_exchange: a restored paper account may have moved the clock forward.
+        speed = clock.speed if isinstance(clock, SimulatedClock) else "n/a"
+        logger.info("simulated time %s, speed %s", fmt_time(clock.now()), speed)
+    try:
+        code = _start_and_loop(ctx, settings, stop, configs, plan)
+    finally:
+        ctx.close()
+    if code == EXIT_OK:
+        logger.info("stopped cleanly")
+    return code
+
+
+def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, configs: Sequence[StrategyConfig],
+                    plan: RunPlan) -> int:
+    """Everything after the context is open; the refusals (exit 2) come before any callback
+    is registered, so a refused start sends nothing that could trade."""
+    recovered = recover(ctx)
+    try:
+        runners = start_runners(configs, ctx, strict=plan.entries)
+    except ConfigError as exc:
+        logger.error("configuration error: %s", exc)
+        complain(f"configuration error: {exc}")
+        return EXIT_CONFIG
+    refused = check_key(ctx.http, settings)
+    if refused is not None:
+        return refused
+    identity = StateIdentityGate(ctx, settings, stop)
+    refused = identity.verify_at_start()
+    if refused is not None:
+        return refused
+    log_startup_summary(ctx.http, ctx.clock)
+    pause_if_unsafe(ctx, runners, recovered)
+    monitor = ctx.position_monitor
+    # Before the runners: a store lost under us stops entries in the same wake (row L1).
+    monitor.register(StoreWatch(ctx.store, ctx.clock, store_lost_reaction(ctx)))
+    monitor.register(CommandProcessor(ctx, runners))  # kill/resume queued by the command line
+    if plan.entries:
+        for runner in runners:
+            monitor.register(runner)
+    monitor.register(StatusReporter(ctx, runners))
+    if plan.before_loop is not None:
+        plan.before_loop(ctx)
+    exporter = TradesSnapshotExporter(settings.state_dir)
+
+    def on_wake(now: float) -> None:
+        if ctx.connection is not None:   # the embedded paper account is saved now and then
+            ctx.connection.checkpoint(now)
+        if ctx.store.check_file() is None and ctx.store.relocated_from is None:
+            # The exporter opens STATE_DIR/trader.db by name: never a file that is not ours (row L1).
+            exporter.maybe_export(now)
+
+    plan_finished = plan.finished
+    finished = (lambda: plan_finished(ctx)) if plan_finished is not None else None
+    daemon_loop(ctx, runners, stop, plan.run_for, on_wake=on_wake, finished=finished)
+    if identity.refusal is not None:
+        return identity.refuse(identity.refusal)
+    logger.info("stopping: %s", stop.reason or "requested")
+    if plan.cancel_open_orders_on_exit:
+        cancel_open_orders_at_exit(ctx)
+    log_shutdown_state(ctx)
+    for runner in runners:
+        logger.info("strategy %s: %s", runner.name, runner.stats)
+    return EXIT_OK

@@ -1,0 +1,252 @@
+"""``python main.py kill ...`` and ``resume ...``: the operator's side of the command queue.
+
+Why it looks the way it does (BEHAVIOUR.md 7.6, 7.8; docs/OPERATIONS.md):
+
+* Only the process holding the state directory's lock may send orders for its trades. So the
+  command line first tries the lock: when a daemon holds it, the command goes into the
+  store's queue and the command line waits (a few of the daemon's poll intervals) for the
+  daemon to take it; it never trades next to a running daemon.
+* With the lock, a ``resume`` only changes the stored runner state (no exchange is needed),
+  and a ``kill`` becomes the daemon for as long as the kill needs: the very same start-up
+  and loop as ``run`` (``app.run_locked``), with no runner considering entries, finished
+  when the command is. SIGINT/SIGTERM stop it after the current wake; the command stays
+  ``active`` and the next daemon start finishes it.
+* What the command line owns (setting up logging, the signal handlers) is handed in as
+  plain callables by ``main``: this module never reaches back into the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from app import EXIT_OK, EXIT_STARTUP_FAILURE, RunPlan, TradingContext, choose_clock, run_locked
+from clock import Clock, RealClock
+from commands import (
+    FINISHED,
+    KIND_KILL,
+    KIND_RESUME,
+    CommandError,
+    KillRequest,
+    ResumeRequest,
+    describe_command,
+    queue_and_wait,
+    resume_runners,
+    strategy_names_in_store,
+)
+from config import Settings
+from errors import ConfigError
+from instance_lock import InstanceLock
+from persistence import COMMAND_DONE, COMMAND_FAILED, OPEN_COMMAND_STATUSES, StateStore, StoreError
+from stop_flag import StopFlag
+from strategy import StrategyConfig, build_strategy_configs
+
+logger = logging.getLogger(__name__)
+
+EXIT_NOT_DONE = 1
+EXIT_USAGE = 2
+
+# Waiting for a running daemon to take a command: a few of its poll intervals plus slack.
+PICKUP_POLL_INTERVALS = 3
+PICKUP_SLACK_SECONDS = 30.0
+
+
+@dataclass
+class OperatorRun:
+    """What one ``kill``/``resume`` invocation is given by the command line: values and callables."""
+
+    settings: Settings
+    factories: Sequence[Callable[[], Any]]
+    setup_logging: Callable[[Path, str], Callable[[], None]]          # returns its undo
+    install_signal_handlers: Callable[[StopFlag], Callable[[], None]]  # returns its undo
+    clock: Clock | None = None     # injected by tests; None = the command line's real clock
+
+    def say(self, text: str) -> None:
+        print(text, file=sys.stdout)
+
+    def complain(self, text: str) -> None:
+        print(text, file=sys.stderr)
+
+    @property
+    def db_path(self) -> Path:
+        return self.settings.state_db_path
+
+
+def run_operator_command(args: argparse.Namespace, run: OperatorRun) -> int:
+    """``python main.py kill ...`` / ``resume ...``: validate, then queue or run in-process."""
+    if args.command == KIND_KILL:
+        if not args.yes:
+            run.complain("kill pauses strategies and closes positions with reduce-only orders: "
+                         "add --yes to confirm (nothing was done)")
+            return EXIT_USAGE
+        try:
+            request: KillRequest | ResumeRequest = KillRequest(args.strategy, bool(args.all_positions))
+        except CommandError as exc:
+            run.complain(f"kill: {exc}")
+            return EXIT_USAGE
+    else:
+        request = ResumeRequest(args.name)
+    configs = _strategy_configs(run)
+    if request.strategy is not None:
+        known = {config.name for config in configs} | _names_in_state(run.db_path)
+        if request.strategy not in known:
+            run.complain(f"{args.command}: no strategy {request.strategy!r}; known: "
+                         f"{', '.join(sorted(known)) or 'none'}")
+            return EXIT_USAGE
+    try:
+        undo_logging = run.setup_logging(run.settings.log_dir, args.log_level or run.settings.log_level)
+    except OSError as exc:
+        run.complain(f"configuration error: LOG_DIR={str(run.settings.log_dir)!r} is not usable ({exc.strerror})")
+        return EXIT_USAGE
+    try:
+        return _dispatch(args.command, request, configs, run)
+    finally:
+        undo_logging()
+
+
+def _strategy_configs(run: OperatorRun) -> list[StrategyConfig]:
+    """STRATEGIES built and validated; a broken one must not block a kill, so it is reported."""
+    try:
+        return build_strategy_configs(run.factories)
+    except ConfigError as exc:
+        run.complain(f"warning: STRATEGIES cannot be built ({exc}); acting on the stored runner state only")
+        return []
+
+
+def _names_in_state(db_path: Path) -> set[str]:
+    if not db_path.exists():
+        return set()
+    try:
+        store = StateStore(db_path)
+    except StoreError as exc:  # the daemon (or the in-process kill) deals with a bad file
+        logger.warning("cannot read strategy names from %s: %s", db_path, exc)
+        return set()
+    try:
+        return strategy_names_in_store(store)
+    finally:
+        store.close()
+
+
+def _dispatch(kind: str, request: Any, configs: list[StrategyConfig], run: OperatorRun) -> int:
+    lock = InstanceLock(run.settings.state_dir)
+    if not lock.acquire():
+        return _queue_for_daemon(kind, request, run, lock.holder())
+    try:
+        if kind == KIND_RESUME:
+            return _resume_without_daemon(request, run)
+        return _kill_without_daemon(request, configs, run)
+    finally:
+        lock.release()
+
+
+def _pickup_timeout(settings: Settings) -> float:
+    return PICKUP_POLL_INTERVALS * float(settings.poll_interval_seconds) + PICKUP_SLACK_SECONDS
+
+
+def _queue_for_daemon(kind: str, request: Any, run: OperatorRun, holder: str) -> int:
+    """A daemon holds the lock: hand it the command through the store and report its answer."""
+    clock = run.clock if run.clock is not None else RealClock()
+    timeout = _pickup_timeout(run.settings)
+    try:
+        store = StateStore(run.db_path, clock=clock)
+    except StoreError as exc:
+        run.complain(f"{kind}: cannot open the daemon's state store {run.db_path}: {exc}; nothing was queued")
+        return EXIT_NOT_DONE
+    try:
+        run.say(f"a daemon (pid {holder or '?'}) holds {run.settings.state_dir}: queued the {kind} command for it; "
+                f"waiting up to {timeout:g} s for it to take it")
+        command_id, command = queue_and_wait(store, kind, request.to_payload(), clock, timeout=timeout)
+    finally:
+        store.close()
+    if command is None:
+        run.say(f"{kind} command {command_id} was not picked up within {timeout:g} s; it stays queued and runs on "
+                f"the daemon's next wake (or at its next start)")
+        return EXIT_NOT_DONE
+    run.say(describe_command(command))
+    return EXIT_NOT_DONE if command["status"] == COMMAND_FAILED else EXIT_OK
+
+
+def _resume_without_daemon(request: ResumeRequest, run: OperatorRun) -> int:
+    """No daemon: the pause lives in the store only, so resuming needs no exchange."""
+    if not run.db_path.exists():
+        run.say("no state yet: nothing is paused")
+        return EXIT_OK
+    try:
+        store = StateStore(run.db_path, clock=run.clock if run.clock is not None else RealClock())
+    except StoreError as exc:
+        run.complain(f"resume: cannot open the state store {run.db_path}: {exc}; the daemon's next start "
+                     f"quarantines a corrupt file and starts every strategy paused")
+        return EXIT_NOT_DONE
+    try:
+        command_id = store.add_command(KIND_RESUME, request.to_payload())
+        resumed = resume_runners(store, {}, request.strategy)
+        command = store.update_command(command_id, COMMAND_DONE, {"resumed": resumed})
+        queued_kills = [c["id"] for c in store.commands(OPEN_COMMAND_STATUSES) if c["kind"] == KIND_KILL]
+    finally:
+        store.close()
+    run.say(describe_command(command))
+    if queued_kills:
+        run.say(f"note: kill command(s) {', '.join(map(str, queued_kills))} are still open; the daemon runs "
+                f"them at its next start")
+    return EXIT_OK
+
+
+class KillHere:
+    """The kill this process runs as the daemon: queued once everything is started, followed
+    after every wake until it is done or failed."""
+
+    def __init__(self, request: KillRequest, run: OperatorRun) -> None:
+        self._request = request
+        self._run = run
+        self.command_id: int | None = None
+        self.command: dict | None = None
+
+    def queue(self, ctx: TradingContext) -> None:
+        """``RunPlan.before_loop``: the command goes through the daemon's own queue."""
+        self.command_id = ctx.store.add_command(KIND_KILL, self._request.to_payload())
+        self.command = ctx.store.command(self.command_id)
+        self._run.say(f"no daemon is running: executing kill command {self.command_id} "
+                      f"({self._request.describe()}) in this process")
+
+    def finished(self, ctx: TradingContext) -> str | None:
+        """``RunPlan.finished``: the reason to stop once the command is done or failed."""
+        if self.command_id is None:
+            return None
+        command = ctx.store.command(self.command_id)
+        if command is None:
+            return None
+        self.command = command
+        if command["status"] in FINISHED:
+            return f"kill command {self.command_id} {command['status']}"
+        return None
+
+
+def _kill_without_daemon(request: KillRequest, configs: list[StrategyConfig], run: OperatorRun) -> int:
+    """No daemon: become one for this kill (``app.run_locked``), until the kill is finished.
+
+    SIGINT/SIGTERM stop it after the current wake; the command stays ``active`` and the
+    next daemon start finishes it.
+    """
+    clock = choose_clock(run.settings, None, run.clock)
+    kill = KillHere(request, run)
+    stop = StopFlag()
+    undo_signals = run.install_signal_handlers(stop)
+    try:
+        code = run_locked(run.settings, clock, stop, configs,
+                          RunPlan(entries=False, before_loop=kill.queue, finished=kill.finished))
+    finally:
+        undo_signals()
+    if code == EXIT_STARTUP_FAILURE:
+        run.complain("kill: could not open the exchange connection or the state store (see the log); nothing sent")
+        return EXIT_NOT_DONE
+    if code != EXIT_OK or kill.command is None:
+        return code
+    if kill.command["status"] not in FINISHED:
+        run.say(f"interrupted ({stop.reason or 'stopped'}): {describe_command(kill.command)}; the next daemon "
+                f"start finishes it")
+        return EXIT_NOT_DONE
+    run.say(describe_command(kill.command))
+    return EXIT_OK if kill.command["status"] == COMMAND_DONE else EXIT_NOT_DONE
