@@ -1,4 +1,4 @@
-"""Account snapshots: the adapter from the exchange's account payloads to typed values
+"""Account snapshots: the account summary and the positions as one typed value, or none at all
 (BEHAVIOUR.md 6.0, 7.3).
 
 Why it looks the way it does:
@@ -8,8 +8,9 @@ Why it looks the way it does:
   strategy that believes it is flat opens a second trade, an exit that sees no position
   never fires. Any failure therefore raises ``SnapshotError`` and no snapshot exists.
 * The exchange speaks camelCase with numbers that are sometimes JSON strings (API.md 7).
-  Exactly one adapter (``AccountManager``) turns those payloads into the frozen values
-  below; nothing else in the product reads raw position dictionaries.
+  ``coincall_payloads`` (the one adapter) reads those payloads into frozen values
+  (``PositionSnapshot``, ``AccountSummary``); this module composes them into the snapshot,
+  and nothing in the product reads raw position dictionaries.
 * Position greeks are ambiguous on the exchange (API.md 12 #4). The adapter normalises
   them to position level (already x qty x sign) whatever the configured payload mode, so
   every consumer reads one meaning and the net greeks are a plain sum.
@@ -24,52 +25,23 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from alerts import send_alert
 from clock import Clock, iso_utc
 from coincall_client import Reachability, ReachabilityEvent
-from errors import ConfigError, SnapshotError
+from coincall_payloads import PositionSnapshot, parse_account_summary, parse_positions, positions_missing_greeks
+from errors import ConfigError, PayloadError, SnapshotError
+from seams import AccountClient, AlertSender, require
 
 logger = logging.getLogger(__name__)
 
 POSITION_GREEK_MODES = ("per_position", "per_contract")
-LONG = "long"
-SHORT = "short"
-GREEK_NAMES = ("delta", "gamma", "theta", "vega")
-
-# tradeSide codes of API.md 0 #9 (1 = BUY/long, 2 = SELL/short).
-_TRADE_SIDES: dict[str, str] = {"1": LONG, "2": SHORT, "BUY": LONG, "SELL": SHORT}
 
 
 # --------------------------------------------------------------------------------------
 # Values
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PositionSnapshot:
-    """One exchange position at snapshot time.
-
-    ``qty`` is the magnitude (>= 0) and ``side`` the direction, taken from ``tradeSide``
-    only (API.md 7.2). ``unrealized_pnl`` and ``roi`` are mark based. Greeks are position
-    level: per-contract greek x ``signed_qty``.
-    """
-
-    position_id: int
-    symbol: str
-    qty: float
-    side: str
-    signed_qty: float
-    entry_price: float
-    mark_price: float
-    unrealized_pnl: float
-    roi: float
-    delta: float
-    gamma: float
-    theta: float
-    vega: float
-    timestamp: float
 
 
 @dataclass(frozen=True)
@@ -149,137 +121,26 @@ def margin_utilization_pct(initial_margin: float, equity: float) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# The one adapter from API payloads (API.md 7.1, 7.2)
+# Payloads -> snapshot (the payloads are read by coincall_payloads, API.md 7.1, 7.2)
 # --------------------------------------------------------------------------------------
-
-
-class _PayloadError(ValueError):
-    """A payload field is missing or unusable; becomes a SnapshotError."""
-
-
-def _parse_number(value: Any, name: str) -> float:
-    """A finite float from a JSON number or numeric string (the exchange sends both)."""
-    if isinstance(value, bool) or value is None:
-        raise _PayloadError(f"{name} is {value!r}, not a number")
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise _PayloadError(f"{name} is {value!r}, not a number") from None
-    else:
-        raise _PayloadError(f"{name} is a {type(value).__name__}, not a number")
-    if not math.isfinite(number):
-        raise _PayloadError(f"{name} is {value!r}, not a finite number")
-    return number
-
-
-def _first_number(payload: Mapping[str, Any], *keys: str) -> float | None:
-    """The first of ``keys`` present with a non-null value, parsed; None when all absent."""
-    for key in keys:
-        if payload.get(key) is not None:
-            return _parse_number(payload[key], key)
-    return None
-
-
-def _required_number(payload: Mapping[str, Any], *keys: str) -> float:
-    number = _first_number(payload, *keys)
-    if number is None:
-        raise _PayloadError(f"field {' / '.join(keys)} is missing")
-    return number
-
-
-def _parse_id(value: Any, name: str) -> int:
-    """An int64 id from a JSON integer or a digit string; never through float."""
-    if isinstance(value, bool):
-        raise _PayloadError(f"{name} is {value!r}, not an id")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise _PayloadError(f"{name} is {value!r}, not an integer id")
-
-
-def _parse_side(value: Any) -> str:
-    side = _TRADE_SIDES.get(str(value).strip().upper()) if value is not None else None
-    if side is None:
-        raise _PayloadError(f"tradeSide is {value!r}, expected 1 (long) or 2 (short)")
-    return side
-
-
-def parse_position(
-    payload: Mapping[str, Any], *, timestamp: float, position_greeks: str = "per_position"
-) -> PositionSnapshot:
-    """Normalise one position of API.md 7.2.
-
-    Direction comes only from ``tradeSide``; ``qty`` is taken as a magnitude. The
-    mark-based PnL pair (``upnlByMarkPrice``/``roiByMarkPrice``) is optional: without it
-    PnL is recomputed from mark and entry (``upnl``/``roi`` are last-trade based and
-    deliberately not used). ``position_greeks`` says how the payload's greeks are meant:
-    "per_position" (already x qty x sign) or "per_contract" (multiplied by signed qty here).
-    """
-    if not isinstance(payload, Mapping):
-        raise _PayloadError(f"position entry is a {type(payload).__name__}, not an object")
-    symbol = payload.get("symbol")
-    if not isinstance(symbol, str) or not symbol:
-        raise _PayloadError(f"position symbol is {symbol!r}")
-    raw_id = payload.get("positionId", payload.get("id"))
-    position_id = _parse_id(raw_id, f"positionId of {symbol}")
-    side = _parse_side(payload.get("tradeSide"))
-    sign = 1.0 if side == LONG else -1.0
-    qty = abs(_required_number(payload, "qty"))
-    signed_qty = qty * sign
-    entry = _required_number(payload, "avgPrice")
-    mark = _required_number(payload, "markPrice")
-    upnl = _first_number(payload, "upnlByMarkPrice")
-    if upnl is None:
-        upnl = (mark - entry) * signed_qty
-    roi = _first_number(payload, "roiByMarkPrice")
-    if roi is None:
-        cost = entry * qty
-        roi = upnl / cost if cost > 0 else 0.0
-    factor = 1.0 if position_greeks == "per_position" else signed_qty
-    # A null greek counts as 0 (the caller warns): failing the whole snapshot over it
-    # would also block every PnL exit, which is the worse outcome.
-    greeks = {name: (_first_number(payload, name) or 0.0) * factor for name in GREEK_NAMES}
-    return PositionSnapshot(
-        position_id=position_id,
-        symbol=symbol,
-        qty=qty,
-        side=side,
-        signed_qty=signed_qty,
-        entry_price=entry,
-        mark_price=mark,
-        unrealized_pnl=upnl,
-        roi=roi,
-        delta=greeks["delta"],
-        gamma=greeks["gamma"],
-        theta=greeks["theta"],
-        vega=greeks["vega"],
-        timestamp=timestamp,
-    )
 
 
 def parse_account(
     summary: Any, positions: Any, *, timestamp: float, position_greeks: str = "per_position"
 ) -> AccountSnapshot:
-    """Normalise the summary (API.md 7.1) and the positions list (7.2) into one snapshot.
+    """The summary (API.md 7.1) and the positions list (7.2) as one snapshot.
 
     Zero-quantity rows are dropped: they carry no exposure and would inflate the
-    position count. Anything malformed raises ``_PayloadError``; nothing is defaulted.
+    position count. Anything malformed raises ``PayloadError``; nothing is defaulted.
     """
-    if not isinstance(summary, Mapping):
-        raise _PayloadError(f"account summary is a {type(summary).__name__}, not an object")
-    if not isinstance(positions, list):
-        raise _PayloadError(f"positions answer is a {type(positions).__name__}, not a list")
-    parsed = [parse_position(p, timestamp=timestamp, position_greeks=position_greeks) for p in positions]
+    parsed = parse_positions(positions, timestamp=timestamp, position_greeks=position_greeks)
+    figures = parse_account_summary(summary)
     return AccountSnapshot.build(
-        equity=_required_number(summary, "equity", "equityAmount"),
-        available_margin=_required_number(summary, "availableMargin", "availableBalance"),
-        initial_margin=_required_number(summary, "imAmount"),
-        maintenance_margin=_required_number(summary, "mmAmount"),
-        unrealized_pnl=_required_number(summary, "unrealizedPnL", "unrealizedAmount"),
+        equity=figures.equity,
+        available_margin=figures.available_margin,
+        initial_margin=figures.initial_margin,
+        maintenance_margin=figures.maintenance_margin,
+        unrealized_pnl=figures.unrealized_pnl,
         positions=tuple(p for p in parsed if p.qty > 0),
         timestamp=timestamp,
     )
@@ -293,11 +154,13 @@ def parse_account(
 class AccountManager:
     """Takes account snapshots through the exchange client.
 
-    ``client`` needs ``account_summary()`` and ``positions()`` (``CoincallClient``); its
-    ``reachability`` (if any) is exposed for the monitor's back-off.
+    ``client`` needs ``account_summary()``, ``positions()`` and ``reachability`` (an
+    ``AccountClient``: ``CoincallClient``); its ``reachability`` is exposed for the
+    monitor's back-off and the entry gate.
     """
 
-    def __init__(self, client: Any, clock: Clock, *, position_greeks: str = "per_position") -> None:
+    def __init__(self, client: AccountClient, clock: Clock, *, position_greeks: str = "per_position") -> None:
+        require("AccountManager client", client, AccountClient)
         if position_greeks not in POSITION_GREEK_MODES:
             raise ConfigError(
                 f"position_greeks = {position_greeks!r} is invalid: use 'per_position' (greeks already "
@@ -309,11 +172,11 @@ class AccountManager:
         self._warned_missing_greeks: set[str] = set()
 
     @property
-    def reachability(self) -> Any:
+    def reachability(self) -> Reachability:
         """The client's UP/DOWN tracker (every client has one: the entry gate reads it)."""
         return self._client.reachability
 
-    def alert_on_outages(self, alerts: Any) -> None:
+    def alert_on_outages(self, alerts: AlertSender) -> None:
         """Send the client's outage events to the alert sink ``alerts`` (an ``AlertSink``).
 
         ``Reachability`` measured outages all along, but nothing listened: the DOWN/UP
@@ -334,19 +197,13 @@ class AccountManager:
         self._warn_missing_greeks(positions)
         try:
             return parse_account(summary, positions, timestamp=timestamp, position_greeks=self.position_greeks)
-        except _PayloadError as exc:
+        except PayloadError as exc:
             raise SnapshotError(f"account snapshot unusable: {exc}") from exc
 
     def _warn_missing_greeks(self, positions: Any) -> None:
         """Log once per symbol when the exchange sends a position without its greeks."""
-        if not isinstance(positions, list):
-            return
-        for entry in positions:
-            if not isinstance(entry, Mapping):
-                continue
-            missing = [name for name in GREEK_NAMES if entry.get(name) is None]
-            symbol = str(entry.get("symbol"))
-            if missing and symbol not in self._warned_missing_greeks:
+        for symbol, missing in positions_missing_greeks(positions):
+            if symbol not in self._warned_missing_greeks:
                 self._warned_missing_greeks.add(symbol)
                 logger.warning("position %s has no %s; counted as 0 in the net greeks", symbol, "/".join(missing))
 
@@ -372,7 +229,8 @@ class OutageAlerts:
     carry the numbers in their detail so ``alerts.log`` can be read by a machine.
     """
 
-    def __init__(self, alerts: Any) -> None:
+    def __init__(self, alerts: AlertSender) -> None:
+        require("OutageAlerts alerts", alerts, AlertSender)
         self._alerts = alerts
 
     def __call__(self, event: ReachabilityEvent) -> None:

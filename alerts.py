@@ -23,6 +23,7 @@ from typing import Any
 
 from clock import Clock, iso_utc
 from json_lines import JsonLineFile
+from seams import AlertSender
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class AlertSink:
         return f"AlertSink(path={self.path}, count={self.count})"
 
 
-def send_alert(sink: Any, log: logging.Logger, level: str, kind: str, message: str, **detail: Any) -> None:
+def send_alert(sink: AlertSender | None, log: logging.Logger, level: str, kind: str, message: str, **detail: Any) -> None:
     """Log an alert on the caller's logger, then hand it to ``sink`` (may be None); never raises.
 
     The one way product modules raise an alert: the module's own log line says where it came

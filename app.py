@@ -31,13 +31,21 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from account_manager import AccountManager
 from alerts import AlertSink, send_alert
 from api_values import finite_number
 from clock import Clock, RealClock, SimulatedClock
-from coincall_client import CoincallClient
+from coincall_payloads import (
+    ChainLine,
+    ListedInstrument,
+    SideFigures,
+    parse_api_key,
+    read_account_figures,
+    read_chain_lines,
+    read_listing,
+)
 from commands import CommandProcessor
 from conditions import ConditionHealth
 from config import STATE_DB_NAME, Settings, load_settings
@@ -55,6 +63,16 @@ from persistence import StateStore, StoreWatch
 from position_monitor import PositionMonitor
 from reconciliation import Reconciler
 from rfq import RFQExecutor
+from seams import (
+    AlertSender,
+    ExchangeClient,
+    ExecutionEngine,
+    ExecutionRouter,
+    Ledger,
+    Lifecycle,
+    MarketDataSource,
+    Store,
+)
 from state_identity import StateIdentityError, check_state_identity, exchange_identity
 from stop_flag import StopFlag
 from strategy import StrategyConfig, StrategyRunner
@@ -99,19 +117,19 @@ class TradingContext:
 
     config: Settings | None
     clock: Clock
-    http: CoincallClient
-    market_data: MarketData
+    http: ExchangeClient
+    market_data: MarketDataSource
     account_manager: AccountManager
-    ledger: OrderLedger
-    executor: TradeExecutor
-    limit_executor: LimitFillManager
-    lifecycle_manager: LifecycleManager
+    ledger: Ledger
+    executor: ExecutionRouter
+    limit_executor: ExecutionEngine
+    lifecycle_manager: Lifecycle
     position_monitor: PositionMonitor
-    store: StateStore
-    alerts: AlertSink
+    store: Store
+    alerts: AlertSender
     health: HealthReporter
-    smart_executor: SmartOrderbookExecutor | None = None
-    rfq_executor: RFQExecutor | None = None
+    smart_executor: ExecutionEngine | None = None
+    rfq_executor: ExecutionEngine | None = None
     condition_health: ConditionHealth = field(default_factory=ConditionHealth)
     connection: ExchangeConnection | None = None
     store_quarantined: Path | None = None
@@ -126,7 +144,7 @@ class TradingContext:
                 self.connection.close()
 
 
-def alert_hook(alerts: AlertSink, level: str = "WARNING") -> Callable[[str, str], None]:
+def alert_hook(alerts: AlertSender, level: str = "WARNING") -> Callable[[str, str], None]:
     """Adapt ``AlertSink.alert`` to the ``(kind, detail)`` hooks of the data layer."""
 
     def hook(kind: str, detail: str) -> None:
@@ -145,7 +163,7 @@ def build_context(
     settings: Settings | None = None,
     *,
     clock: Clock | None = None,
-    client: CoincallClient | None = None,
+    client: ExchangeClient | None = None,
     poll_interval: float = 10.0,
     rfq_notional_threshold: float = 50_000.0,
     smart_notional_threshold: float = 10_000.0,
@@ -284,7 +302,7 @@ def banner(settings: Settings) -> str:
     return f"CoincallTrader starting: environment={settings.environment}, REAL exchange at {settings.base_url}"
 
 
-def check_key(client: CoincallClient, settings: Settings) -> int | None:
+def check_key(client: ExchangeClient, settings: Settings) -> int | None:
     """Start-up key check (API.md 1): a refused or read-only key stops us (exit 2).
 
     An unreachable exchange does not: the daemon keeps running and reports it each poll.
@@ -298,7 +316,7 @@ def check_key(client: CoincallClient, settings: Settings) -> int | None:
     except TraderError as exc:
         logger.warning("could not verify the API key at start-up (%s); will keep trying", exc)
         return None
-    if isinstance(info, Mapping) and str(info.get("readOnly")) == "1":
+    if parse_api_key(info).read_only:
         logger.error("%s is a read-only key: create a key with Trade permission and put it in .env", key_name)
         return EXIT_CONFIG
     return None
@@ -316,8 +334,13 @@ class StateIdentityGate:
     traded until it has passed; a mismatch found then stops the run with exit 2.
     """
 
-    def __init__(self, ctx: Any, settings: Settings, stop: StopFlag) -> None:
-        self._ctx = ctx
+    def __init__(self, ctx: TradingContext, settings: Settings, stop: StopFlag) -> None:
+        if ctx.connection is None or ctx.reconciler is None:
+            raise ValueError("the state directory check needs a context opened by app.build_context "
+                             "(its exchange connection and its reconciler)")
+        self._connection = ctx.connection
+        self._reconciler = ctx.reconciler
+        self._store = ctx.store
         self._settings = settings
         self._stop = stop
         self.verified = False
@@ -331,7 +354,7 @@ class StateIdentityGate:
         except TraderError as exc:
             logger.warning("could not read the account to check which exchange %s belongs to (%s): nothing is "
                            "reconciled or traded until it can", self._settings.state_dir, exc)
-            self._ctx.reconciler.add_startup_check(self)
+            self._reconciler.add_startup_check(self)
         return None
 
     def __call__(self) -> None:
@@ -351,26 +374,26 @@ class StateIdentityGate:
         return EXIT_CONFIG
 
     def _verify(self) -> None:
-        connection = self._ctx.connection
+        connection = self._connection
         current = exchange_identity(self._settings.environment, self._settings.base_url,
                                     embedded=connection.is_embedded, account_id=self._account_id(connection.client))
         result = check_state_identity(self._settings.state_dir, current)
         self.verified = True
         if not result.adopted:
             return
-        if self._ctx.store.created:
-            self._ctx.reconciler.note_new_state_dir()
+        if self._store.created:
+            self._reconciler.note_new_state_dir()
         else:
             logger.warning("state directory %s had no exchange record: adopted %s", self._settings.state_dir,
                            current.describe())
 
     @staticmethod
-    def _account_id(client: Any) -> Any:
+    def _account_id(client: ExchangeClient) -> str:
         """The account's userId (the key query, else the user info); refused when neither has one."""
         for read in (client.query_api_key, client.user_info):
-            info = read()
-            if isinstance(info, Mapping) and info.get("userId") not in (None, ""):
-                return info["userId"]
+            user_id = parse_api_key(read()).user_id
+            if user_id is not None:
+                return user_id
         raise StateIdentityError("the exchange reported no account id (userId) for this key, so the state "
                                  "directory's exchange cannot be checked: check the key and COINCALL_BASE_URL")
 
@@ -445,65 +468,65 @@ def store_lost_reaction(ctx: TradingContext) -> Callable[[str, Path | None], Non
 # ---------------------------------------------------------------------------------------
 
 
-def account_line(summary: Mapping[str, Any]) -> str:
-    im_ratio = finite_number(summary.get("imRatio"))
-    ratio_text = "n/a" if im_ratio is None else f"{im_ratio * 100:.2f}%"
+def account_line(summary: Any) -> str:
+    figures = read_account_figures(summary)
+    ratio_text = "n/a" if figures.im_ratio is None else f"{figures.im_ratio * 100:.2f}%"
     return (
-        f"equity={fmt(summary.get('equity'))} USD available_margin={fmt(summary.get('availableMargin'))} USD "
-        f"IM={fmt(summary.get('imAmount'))} MM={fmt(summary.get('mmAmount'))} IM_ratio={ratio_text} "
-        f"uPnL={fmt(summary.get('unrealizedPnL'))}"
+        f"equity={fmt(figures.equity)} USD available_margin={fmt(figures.available_margin)} USD "
+        f"IM={fmt(figures.initial_margin)} MM={fmt(figures.maintenance_margin)} IM_ratio={ratio_text} "
+        f"uPnL={fmt(figures.unrealized_pnl)}"
     )
 
 
-def _side_quote(side: Mapping[str, Any] | None) -> str:
-    if not side:
+def _side_quote(side: SideFigures | None) -> str:
+    if side is None:
         return "n/a"
     return (
-        f"bid {fmt(side.get('bid'), 1)} / ask {fmt(side.get('ask'), 1)} / "
-        f"mark {fmt(side.get('markPrice'), 1)} / delta {fmt(side.get('delta'), 3)}"
+        f"bid {fmt(side.bid, 1)} / ask {fmt(side.ask, 1)} / "
+        f"mark {fmt(side.mark, 1)} / delta {fmt(side.delta, 3)}"
     )
 
 
-def nearest_expiry_ms(instruments: Sequence[Mapping[str, Any]], now_ms: int) -> int | None:
+def nearest_expiry_ms(instruments: Sequence[ListedInstrument], now_ms: int) -> int | None:
     """The earliest listed expiry still in the future, or None."""
-    expiries = sorted({int(i["expirationTimestamp"]) for i in instruments if "expirationTimestamp" in i})
+    expiries = sorted({i.expiry_ms for i in instruments if i.expiry_ms is not None})
     upcoming = [e for e in expiries if e > now_ms]
     return upcoming[0] if upcoming else None
 
 
-def atm_row(chain: Sequence[Mapping[str, Any]], index_price: float) -> Mapping[str, Any] | None:
-    """The chain row whose strike is closest to the index."""
-    rows = [row for row in chain if finite_number(row.get("strike")) is not None]
-    if not rows:
+def atm_row(chain: Sequence[ChainLine], index_price: float) -> ChainLine | None:
+    """The chain line whose strike is closest to the index."""
+    struck = [(line.strike, line) for line in chain if line.strike is not None]
+    if not struck:
         return None
-    return min(rows, key=lambda row: abs(float(row["strike"]) - index_price))
+    return min(struck, key=lambda pair: abs(pair[0] - index_price))[1]
 
 
-def chain_summary_lines(client: CoincallClient, clock: Clock) -> Iterator[str]:
+def chain_summary_lines(client: ExchangeClient, clock: Clock) -> Iterator[str]:
     """A few log lines about the BTC option market, from one instruments and one chain call."""
     index = finite_number(client.index_price())
-    instruments = client.instruments("BTC")
-    expiries = {int(i["expirationTimestamp"]) for i in instruments if "expirationTimestamp" in i}
+    instruments = read_listing(client.instruments("BTC"))
+    expiries = {i.expiry_ms for i in instruments if i.expiry_ms is not None}
     yield (
         f"market: BTC index={fmt(index)} instruments={len(instruments)} "
-        f"(active {sum(1 for i in instruments if i.get('isActive', True))}) expiries={len(expiries)}"
+        f"(active {sum(1 for i in instruments if i.is_active)}) expiries={len(expiries)}"
     )
     nearest = nearest_expiry_ms(instruments, clock.now_ms())
     if nearest is None:
         yield "chain: no upcoming expiry is listed"
         return
-    chain = client.option_chain(end_time_ms=nearest)
+    chain = read_chain_lines(client.option_chain(end_time_ms=nearest))
     row = atm_row(chain, index) if index is not None else None
     if row is None:
         yield f"chain: nearest expiry {fmt_time(nearest / 1000)} has {len(chain)} strikes; no ATM row (index or strikes missing)"
         return
     yield (
-        f"chain: nearest expiry {fmt_time(nearest / 1000)} ({len(chain)} strikes) ATM strike {fmt(row.get('strike'), 0)}: "
-        f"CALL {_side_quote(row.get('callOption'))}; PUT {_side_quote(row.get('putOption'))}"
+        f"chain: nearest expiry {fmt_time(nearest / 1000)} ({len(chain)} strikes) ATM strike {fmt(row.strike, 0)}: "
+        f"CALL {_side_quote(row.call)}; PUT {_side_quote(row.put)}"
     )
 
 
-def log_startup_summary(client: CoincallClient, clock: Clock) -> None:
+def log_startup_summary(client: ExchangeClient, clock: Clock) -> None:
     """The exchange clock offset, the account and the nearest chain, logged once at start-up."""
     try:
         offset = client.sync_time()
@@ -539,8 +562,9 @@ class StatusReporter:
     (the runners' data gate keeps it fresh).
     """
 
+    callback_name = "StatusReporter"   # how the monitor names this callback
+
     def __init__(self, ctx: TradingContext, runners: Sequence[StrategyRunner]) -> None:
-        self.__qualname__ = "StatusReporter"   # how the monitor names this callback
         self._ctx = ctx
         self._runners = runners
         self._last_snapshot: Any = None
@@ -637,7 +661,7 @@ def log_shutdown_state(ctx: TradingContext) -> None:
     if not orders and not trades:
         logger.info("shutdown: no working order and no trade with exposure")
         return
-    lines = [f"{o.symbol} {'BUY' if int(o.side) == 1 else 'SELL'} {o.qty:g} @ {o.price:g} "
+    lines = [f"{o.symbol} {o.side.name} {o.qty:g} @ {o.price:g} "
              f"clientOrderId={o.client_order_id} ({o.status.value}, trade {o.trade_id})" for o in orders]
     lines += [f"trade {t.id} ({t.strategy}, {t.state.value}) exposure "
               + ", ".join(f"{t.legs[i].symbol} {qty:+g}" for i, qty in sorted(t.exposure().items()))
@@ -655,7 +679,7 @@ def cancel_open_orders_at_exit(ctx: TradingContext) -> None:
     """
     for order in [o for o in ctx.ledger.live_orders() if o.intent.family() is Intent.OPEN]:
         logger.warning("shutdown: cancelling open order %d (%s %s %g @ %g, trade %s)", order.client_order_id,
-                       order.symbol, "BUY" if int(order.side) == 1 else "SELL", order.qty, order.price,
+                       order.symbol, order.side.name, order.qty, order.price,
                        order.trade_id)
         try:
             ctx.ledger.cancel_until_final(order)

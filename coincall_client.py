@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote, urlencode
 
 import requests
@@ -36,6 +36,7 @@ import requests
 import auth
 from clock import Clock
 from config import Credentials
+from contracts import Side
 from errors import (
     AUTH_CODES,
     TRANSIENT_CODES,
@@ -49,6 +50,7 @@ from errors import (
     TraderError,
     TransportError,
 )
+from validation import invalid
 
 logger = logging.getLogger(__name__)
 
@@ -186,9 +188,7 @@ class ClientSettings:
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://[^/\s]+", self.base_url or ""):
-            raise ConfigError(
-                f"ClientSettings.base_url = {self.base_url!r} is invalid: use e.g. https://api.coincall.com"
-            )
+            raise invalid("ClientSettings", "base_url", self.base_url, "use e.g. https://api.coincall.com")
         self._require(self.rfq_body_encoding in ENCODINGS, "rfq_body_encoding", "must be 'form' or 'json'")
         self._require(0 < self.ts_diff_ms <= 60_000, "ts_diff_ms", "must be in (0, 60000]")
         self._require(self.timeout_seconds > 0, "timeout_seconds", "must be > 0")
@@ -205,7 +205,7 @@ class ClientSettings:
 
     def _require(self, ok: bool, name: str, rule: str) -> None:
         if not ok:
-            raise ConfigError(f"ClientSettings.{name} = {getattr(self, name)!r} is invalid: {rule}")
+            raise invalid("ClientSettings", name, getattr(self, name), rule)
 
 
 # --------------------------------------------------------------------------------------
@@ -454,11 +454,10 @@ def _as_str_id(value: Any, name: str) -> str:
 
 
 def _side_code(side: Any) -> int:
-    mapping = {1: 1, 2: 2, "BUY": 1, "SELL": 2}
-    key = side.upper() if isinstance(side, str) else side
-    if isinstance(side, bool) or key not in mapping:
+    """The wire's ``tradeSide`` for a ``Side``, its code, or its name (``ValueError`` otherwise)."""
+    if isinstance(side, bool):
         raise ValueError(f"side must be 1/'BUY' or 2/'SELL', got {side!r}")
-    return mapping[key]
+    return int(Side.from_text(side) if isinstance(side, str) else Side.of(side))
 
 
 def _plain_decimal_text(value: Any, name: str) -> str:
@@ -798,7 +797,7 @@ class CoincallClient:
 
     # ---- endpoints: RFQ (taker) ----------------------------------------------------
 
-    def rfq_create(self, legs: list[Mapping[str, Any]]) -> dict:
+    def rfq_create(self, legs: Sequence[Mapping[str, Any]]) -> dict:
         """Create an RFQ. Leg ``qty`` is sent as a plain decimal string (API.md 10.1). Sent exactly once."""
         if not legs:
             raise ValueError("an RFQ needs at least one leg")

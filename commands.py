@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 from alerts import send_alert
+from clock import Clock
 from order_ledger import Intent, OrderStatus
 from persistence import (
     COMMAND_ACTIVE,
@@ -33,6 +34,7 @@ from persistence import (
     COMMAND_PENDING,
     OPEN_COMMAND_STATUSES,
 )
+from seams import AccountSource, AlertSender, CommandLifecycle, LedgerOrders, RunnerControl, Store, require
 from strategy import RunnerState
 from trade_lifecycle import EXIT_REASON_KILL
 
@@ -116,7 +118,7 @@ class ResumeRequest:
 # ---------------------------------------------------------------------------------------
 
 
-def set_stored_pause(store: Any, name: str, reason: str | None) -> bool:
+def set_stored_pause(store: Store, name: str, reason: str | None) -> bool:
     """Pause (``reason``) or resume (None) a runner through its persisted state only.
 
     For strategies that have no runner in this process: not in ``STRATEGIES``, or the
@@ -133,13 +135,13 @@ def set_stored_pause(store: Any, name: str, reason: str | None) -> bool:
     return True
 
 
-def stored_pause_reason(store: Any, name: str) -> str | None:
+def stored_pause_reason(store: Store, name: str) -> str | None:
     """The persisted pause reason of a runner, or None when it is not paused."""
     saved = store.load_runner_state(name) or {}
     return str(saved.get("pause_reason") or "paused") if saved.get("paused") else None
 
 
-def strategy_names_in_store(store: Any) -> set[str]:
+def strategy_names_in_store(store: Store) -> set[str]:
     """Every strategy the store knows: runner state and trades (unmanaged ones included)."""
     names = set(store.runner_names())
     names.update(str(record.get("strategy")) for record in store.load_trades() if record.get("strategy"))
@@ -152,6 +154,28 @@ def strategy_names_in_store(store: Any) -> set[str]:
 # ---------------------------------------------------------------------------------------
 
 
+class CommandServices(Protocol):
+    """The daemon's services the command processor uses; ``app.TradingContext`` provides them."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def ledger(self) -> LedgerOrders: ...
+
+    @property
+    def lifecycle_manager(self) -> CommandLifecycle: ...
+
+    @property
+    def account_manager(self) -> AccountSource: ...
+
+    @property
+    def alerts(self) -> AlertSender: ...
+
+
 class CommandProcessor:
     """Executes queued operator commands, in id order, on every monitor wake.
 
@@ -160,9 +184,20 @@ class CommandProcessor:
     close at once; the lifecycle steps it on the following wakes (every 2 s while it works).
     """
 
-    def __init__(self, ctx: Any, runners: Iterable[Any]) -> None:
+    callback_name = "CommandProcessor"   # how the monitor names this callback
+
+    def __init__(self, ctx: CommandServices, runners: Iterable[RunnerControl]) -> None:
+        require("CommandProcessor store", ctx.store, Store)
+        require("CommandProcessor clock", ctx.clock, Clock)
+        require("CommandProcessor ledger", ctx.ledger, LedgerOrders)
+        require("CommandProcessor lifecycle_manager", ctx.lifecycle_manager, CommandLifecycle)
+        require("CommandProcessor account_manager", ctx.account_manager, AccountSource)
+        require("CommandProcessor alerts", ctx.alerts, AlertSender)
         self._ctx = ctx
-        self._runners = {runner.name: runner for runner in runners}
+        self._runners: dict[str, RunnerControl] = {}
+        for runner in runners:
+            require("CommandProcessor runner", runner, RunnerControl)
+            self._runners[runner.name] = runner
         self._applied: dict[int, set[str]] = {}     # kill id -> trades force-closed by this process
         self._errors: dict[int, int] = {}
         self._waiting_logged: set[int] = set()
@@ -374,7 +409,7 @@ class CommandProcessor:
         send_alert(self._ctx.alerts, logger, level, kind, message, **detail)
 
 
-def resume_runners(store: Any, runners: Mapping[str, Any], name: str | None) -> list[str]:
+def resume_runners(store: Store, runners: Mapping[str, RunnerControl], name: str | None) -> list[str]:
     """Lift the pause of one strategy or of every paused one; returns the names resumed."""
     names = [name] if name else sorted(set(runners) | set(store.runner_names()))
     resumed: list[str] = []
@@ -433,7 +468,7 @@ def describe_command(command: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def queue_and_wait(store: Any, kind: str, payload: dict, clock: Any, *, timeout: float,
+def queue_and_wait(store: Store, kind: str, payload: dict, clock: Clock, *, timeout: float,
                    check_every: float = PICKUP_CHECK_SECONDS) -> tuple[int, dict | None]:
     """Queue a command for the running daemon and wait (on ``clock``) until it takes it.
 

@@ -41,7 +41,9 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 from clock import to_utc_datetime
+from contracts import Side, parse_symbol
 from errors import ConfigError, StaleDataError
+from validation import invalid, is_int, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +70,8 @@ _WEEKDAY_NUMBERS: dict[str, int] = {
     **{full: number for number, full in enumerate(_FULL_WEEKDAYS)},
 }
 
-# An exact position symbol: an option (API.md section 5, day not zero-padded) or a perpetual.
-_OPTION_SYMBOL = re.compile(
-    r"^[A-Z0-9]+USD-\d{1,2}(JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)\d{2}-\d+(\.\d+)?-[CP]$"
-)
+# An exact position symbol: an option (contracts.parse_symbol, API.md section 5) or a perpetual.
 _PERPETUAL_SYMBOL = re.compile(r"^[A-Z0-9]+USD$")
-
-_BUY_SIDE = 1
-_SELL_SIDE = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,7 +116,7 @@ class LegLike(Protocol):
     def index(self) -> int: ...
 
     @property
-    def side(self) -> int: ...  # 1 BUY (long), 2 SELL (short)
+    def side(self) -> Side: ...  # BUY: a long leg, SELL: a short one
 
     @property
     def net_qty(self) -> float: ...  # our quantity, a magnitude
@@ -146,12 +142,9 @@ class TradeLike(Protocol):
 
 
 # --------------------------------------------------------------------------------------------
-# Argument validation (one message shape: factory, argument, bad value, rule, fix).
+# Argument validation: validation.invalid's one message shape, with the rule the value broke
+# ("max_loss.usd = 0 is invalid: must be > 0. Fix: max_loss(100)").
 # --------------------------------------------------------------------------------------------
-
-
-def _refuse(factory: str, argument: str, value: Any, rule: str, fix: str) -> ConfigError:
-    return ConfigError(f"{factory}: argument {argument}={value!r} is invalid: {rule}. Fix: {fix}")
 
 
 def _number(
@@ -165,25 +158,24 @@ def _number(
     fix: str,
 ) -> float:
     """A finite real number within bounds, returned as float; bool is not a number here."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _refuse(factory, argument, value, "must be a number", fix)
-    if not math.isfinite(value):
-        raise _refuse(factory, argument, value, "must be finite", fix)
+    if not is_number(value):
+        real = isinstance(value, (int, float)) and not isinstance(value, bool)   # so: not finite
+        raise invalid(factory, argument, value, rule="must be finite" if real else "must be a number", fix=fix)
     if strictly_above and value <= minimum:
-        raise _refuse(factory, argument, value, f"must be > {minimum:g}", fix)
+        raise invalid(factory, argument, value, rule=f"must be > {minimum:g}", fix=fix)
     if not strictly_above and value < minimum:
-        raise _refuse(factory, argument, value, f"must be >= {minimum:g}", fix)
+        raise invalid(factory, argument, value, rule=f"must be >= {minimum:g}", fix=fix)
     if maximum is not None and value > maximum:
-        raise _refuse(factory, argument, value, f"must be <= {maximum:g}", fix)
+        raise invalid(factory, argument, value, rule=f"must be <= {maximum:g}", fix=fix)
     return float(value)
 
 
 def _integer(factory: str, argument: str, value: Any, low: int, high: int, fix: str) -> int:
     """An int (not bool, not float) in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _refuse(factory, argument, value, f"must be an int from {low} to {high}", fix)
+    if not is_int(value):
+        raise invalid(factory, argument, value, rule=f"must be an int from {low} to {high}", fix=fix)
     if not low <= value <= high:
-        raise _refuse(factory, argument, value, f"must be from {low} to {high}", fix)
+        raise invalid(factory, argument, value, rule=f"must be from {low} to {high}", fix=fix)
     return value
 
 
@@ -191,7 +183,7 @@ def _choice(factory: str, argument: str, value: Any, allowed: tuple[str, ...], f
     """One of ``allowed``, any case; returned lower-cased."""
     if isinstance(value, str) and value.strip().lower() in allowed:
         return value.strip().lower()
-    raise _refuse(factory, argument, value, f"must be one of {', '.join(allowed)}", fix)
+    raise invalid(factory, argument, value, rule=f"must be one of {', '.join(allowed)}", fix=fix)
 
 
 def _percentage(factory: str, argument: str, value: Any, fraction: Any, *, minimum: float,
@@ -205,9 +197,9 @@ def _percentage(factory: str, argument: str, value: Any, fraction: Any, *, minim
     the condition's ``name`` always shows percent (``pct=30.0``).
     """
     if not isinstance(fraction, bool):
-        raise _refuse(factory, "fraction", fraction, "must be True or False",
-                      f"leave it out (percent, {factory}({example:g}) is {example:g} %) or pass fraction=True "
-                      f"to write {example / 100:g} for {example:g} %")
+        raise invalid(factory, "fraction", fraction, rule="must be True or False",
+                      fix=f"leave it out (percent, {factory}({example:g}) is {example:g} %) or pass fraction=True "
+                          f"to write {example / 100:g} for {example:g} %")
     if fraction:
         high = None if maximum is None else maximum / 100.0
         as_fraction = _number(factory, argument, value, minimum=minimum / 100.0, strictly_above=strictly_above,
@@ -217,12 +209,12 @@ def _percentage(factory: str, argument: str, value: Any, fraction: Any, *, minim
                       fix=f"give a percentage, e.g. {factory}({example:g}) for {example:g} %")
     if 0.0 < percent < 1.0:
         scaled = round(percent * 100.0, 9)
-        raise _refuse(
+        raise invalid(
             factory, argument, value,
-            f"percentages are written in percent ({scaled:g} means {scaled:g} %), so {value!r} would mean "
-            f"{value!r} %, less than one percent",
-            f"write {factory}({scaled:g}) for {scaled:g} %, or {factory}({value!r}, fraction=True) to mark "
-            f"{value!r} as a fraction (a true {value!r} % is {factory}({percent / 100.0:g}, fraction=True))")
+            rule=f"percentages are written in percent ({scaled:g} means {scaled:g} %), so {value!r} would mean "
+                 f"{value!r} %, less than one percent",
+            fix=f"write {factory}({scaled:g}) for {scaled:g} %, or {factory}({value!r}, fraction=True) to mark "
+                f"{value!r} as a fraction (a true {value!r} % is {factory}({percent / 100.0:g}, fraction=True))")
     return percent
 
 
@@ -247,7 +239,7 @@ def _mode(factory: str, mode: Any) -> str:
 def _as_utc_datetime(factory: str, argument: str, value: Any, fix: str) -> datetime:
     """A datetime in UTC: naive means UTC, aware is converted."""
     if not isinstance(value, datetime):
-        raise _refuse(factory, argument, value, "must be a datetime.datetime", fix)
+        raise invalid(factory, argument, value, rule="must be a datetime.datetime", fix=fix)
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
@@ -289,18 +281,9 @@ def _now(snapshot: SnapshotLike) -> float:
 def _pnl(trade: TradeLike, mode: str) -> float:
     """``trade.pnl(mode)``; a non-finite value is as unevaluable as a stale one."""
     value = trade.pnl(mode)
-    if value is None or isinstance(value, bool) or not math.isfinite(value):
+    if not is_number(value):
         raise StaleDataError(f"trade pnl({mode}) is not a finite number: {value!r}")
     return float(value)
-
-
-def _leg_sign(side: int) -> int:
-    """+1 for a long (BUY) leg, -1 for a short (SELL) leg."""
-    if int(side) == _BUY_SIDE:
-        return 1
-    if int(side) == _SELL_SIDE:
-        return -1
-    raise ValueError(f"leg side must be 1 (BUY) or 2 (SELL), got {side!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,6 +297,8 @@ class Condition:
     kind: ClassVar[str]
     factory: ClassVar[str]
     max_leg_index: ClassVar[int | None] = None
+    # Declared for the type checker: every concrete condition is a @dataclass, which sets it.
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     def _name_arguments(self) -> Sequence[tuple[str, Any]]:
         """The factory's arguments as shown in ``name``: by default the dataclass fields."""
@@ -388,8 +373,8 @@ def time_window(start_hour: int, end_hour: int) -> TimeWindow:
     start = _integer("time_window", "start_hour", start_hour, 0, 23, fix)
     end = _integer("time_window", "end_hour", end_hour, 0, 24, fix)
     if start == end:
-        raise _refuse("time_window", "end_hour", end_hour,
-                      f"must differ from start_hour={start} (the window would be empty)", fix)
+        raise invalid("time_window", "end_hour", end_hour,
+                      rule=f"must differ from start_hour={start} (the window would be empty)", fix=fix)
     return TimeWindow(start, end)
 
 
@@ -419,11 +404,9 @@ class UtcTimeWindow(EntryCondition):
     def validate_at_start(self, now: float) -> None:
         """An absolute window that has already ended can never pass (incident 41)."""
         if isinstance(self.end, datetime) and self.end <= to_utc_datetime(now):
-            raise ConfigError(
-                f"{self.name}: argument end={self.end.isoformat()} is already in the past "
-                f"(now {to_utc_datetime(now).isoformat()}). Fix: give a future window, or a daily "
-                f"window with datetime.time values"
-            )
+            raise invalid("utc_time_window", "end", self.end.isoformat(),
+                          rule=f"it is already in the past (now {to_utc_datetime(now).isoformat()})",
+                          fix="give a future window, or a daily window with datetime.time values")
 
 
 def _naive(value: time | datetime) -> time:
@@ -439,19 +422,19 @@ def utc_time_window(start: time | datetime, end: time | datetime) -> UtcTimeWind
         start_utc = _as_utc_datetime(factory, "start", start, fix)
         end_utc = _as_utc_datetime(factory, "end", end, fix)
         if end_utc <= start_utc:
-            raise _refuse(factory, "end", end, f"must be after start={start_utc.isoformat()}", fix)
+            raise invalid(factory, "end", end, rule=f"must be after start={start_utc.isoformat()}", fix=fix)
         return UtcTimeWindow(start_utc, end_utc)
     for argument, value in (("start", start), ("end", end)):
         if not isinstance(value, (time, datetime)):
-            raise _refuse(factory, argument, value, "must be a datetime.time or datetime.datetime", fix)
+            raise invalid(factory, argument, value, rule="must be a datetime.time or datetime.datetime", fix=fix)
     if isinstance(start, datetime) or isinstance(end, datetime):
-        raise _refuse(factory, "end", end, f"must be the same type as start={start!r}", fix)
+        raise invalid(factory, "end", end, rule=f"must be the same type as start={start!r}", fix=fix)
     for argument, value in (("start", start), ("end", end)):
         if not _is_utc_tzinfo(value):
-            raise _refuse(factory, argument, value, "a time of day must be naive or UTC",
-                          "express the window in UTC (all times are UTC)")
+            raise invalid(factory, argument, value, rule="a time of day must be naive or UTC",
+                          fix="express the window in UTC (all times are UTC)")
     if _naive(start) == _naive(end):
-        raise _refuse(factory, "end", end, "must differ from start (the window would be empty)", fix)
+        raise invalid(factory, "end", end, rule="must differ from start (the window would be empty)", fix=fix)
     return UtcTimeWindow(_naive(start), _naive(end))
 
 
@@ -475,13 +458,13 @@ def weekday_filter(days: Iterable[str] | str) -> WeekdayFilter:
     try:
         names = list(items)
     except TypeError:
-        raise _refuse(factory, "days", days, "must be a list of weekday names", fix) from None
+        raise invalid(factory, "days", days, rule="must be a list of weekday names", fix=fix) from None
     if not names:
-        raise _refuse(factory, "days", days, "must not be empty", fix)
+        raise invalid(factory, "days", days, rule="must not be empty", fix=fix)
     unknown = [name for name in names if not isinstance(name, str) or name.strip().lower() not in _WEEKDAY_NUMBERS]
     if unknown:
-        raise _refuse(factory, "days", days,
-                      f"unknown weekday name(s) {', '.join(repr(name) for name in unknown)}", fix)
+        raise invalid(factory, "days", days,
+                      rule=f"unknown weekday name(s) {', '.join(repr(name) for name in unknown)}", fix=fix)
     numbers = sorted({_WEEKDAY_NUMBERS[name.strip().lower()] for name in names})
     return WeekdayFilter(tuple(numbers))
 
@@ -573,6 +556,15 @@ def _is_pattern(entry: str) -> bool:
     return "*" in entry or "?" in entry
 
 
+def _is_option_symbol(entry: str) -> bool:
+    """An exact option symbol, written as the exchange writes it (upper case)."""
+    try:
+        parse_symbol(entry)
+    except ValueError:
+        return False
+    return entry == entry.upper()
+
+
 def no_existing_position_in(symbols: Iterable[str] | str) -> NoExistingPositionIn:
     """Pass when no held position matches any of ``symbols`` (exact symbols or fnmatch patterns)."""
     factory = "no_existing_position_in"
@@ -581,18 +573,18 @@ def no_existing_position_in(symbols: Iterable[str] | str) -> NoExistingPositionI
     try:
         entries = list(items)
     except TypeError:
-        raise _refuse(factory, "symbols", symbols, "must be a list of symbols or patterns", fix) from None
+        raise invalid(factory, "symbols", symbols, rule="must be a list of symbols or patterns", fix=fix) from None
     if not entries:
-        raise _refuse(factory, "symbols", symbols, "must not be empty", fix)
-    invalid = [
+        raise invalid(factory, "symbols", symbols, rule="must not be empty", fix=fix)
+    unusable = [
         entry for entry in entries
         if not isinstance(entry, str) or not entry or any(ch.isspace() for ch in entry)
-        or not (_is_pattern(entry) or _OPTION_SYMBOL.match(entry) or _PERPETUAL_SYMBOL.match(entry))
+        or not (_is_pattern(entry) or _is_option_symbol(entry) or _PERPETUAL_SYMBOL.match(entry))
     ]
-    if invalid:
-        raise _refuse(factory, "symbols", symbols,
-                      f"not a symbol or pattern: {', '.join(repr(entry) for entry in invalid)} "
-                      f"(symbols are upper case, day not zero-padded)", fix)
+    if unusable:
+        raise invalid(factory, "symbols", symbols,
+                      rule=f"not a symbol or pattern: {', '.join(repr(entry) for entry in unusable)} "
+                           f"(symbols are upper case, day not zero-padded)", fix=fix)
     return NoExistingPositionIn(tuple(dict.fromkeys(entries)))
 
 
@@ -754,10 +746,9 @@ class UtcDatetimeExit(ExitCondition):
     def validate_at_start(self, now: float) -> None:
         """A deadline already passed when the runner starts is a configuration error (incident 41)."""
         if self.at.timestamp() <= now:
-            raise ConfigError(
-                f"{self.name}: argument dt={self.at.isoformat()} is already in the past "
-                f"(now {to_utc_datetime(now).isoformat()}). Fix: give a future UTC datetime"
-            )
+            raise invalid("utc_datetime_exit", "dt", self.at.isoformat(),
+                          rule=f"it is already in the past (now {to_utc_datetime(now).isoformat()})",
+                          fix="give a future UTC datetime")
 
 
 def utc_datetime_exit(dt: datetime) -> UtcDatetimeExit:
@@ -809,6 +800,7 @@ class LegGreekLimit(ExitCondition):
     factory: ClassVar[str] = "leg_greek_limit"
 
 
+    # A class constant elsewhere; here the leg it reads is the instance's own (so a property).
     @property
     def max_leg_index(self) -> int | None:  # type: ignore[override]
         return self.leg
@@ -818,7 +810,7 @@ class LegGreekLimit(ExitCondition):
         if greek is None or not math.isfinite(greek):
             return None
         if self.scale == "position":
-            return _leg_sign(leg.side) * float(leg.net_qty) * float(greek)
+            return Side.of(leg.side).sign * float(leg.net_qty) * float(greek)
         return float(greek)
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
@@ -965,8 +957,8 @@ class ConditionHealth:
 
     def __init__(self, *, threshold: int = DEFAULT_FAILURE_THRESHOLD,
                  on_alert: Callable[[str, str], None] | None = None) -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-            raise ConfigError(f"ConditionHealth: threshold={threshold!r} must be an int >= 1")
+        if not is_int(threshold) or threshold < 1:
+            raise invalid("ConditionHealth", "threshold", threshold, "use an int >= 1")
         self.threshold = threshold
         self._on_alert = on_alert
         self._lock = threading.Lock()

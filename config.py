@@ -14,7 +14,6 @@ are shown masked (first four characters) together with the variable they came fr
 """
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from urllib.parse import urlparse
 from dotenv import dotenv_values
 
 from errors import ConfigError
+from validation import closest
 
 ENVIRONMENTS: tuple[str, ...] = ("sim", "testnet", "production")
 
@@ -79,7 +79,7 @@ NEAR_MISS_CUTOFF = 0.9
 MIN_TIMEOUT_SECONDS = 1.0
 MIN_POLL_INTERVAL_SECONDS = 1.0
 
-T = TypeVar("T")
+T = TypeVar("T", int, float)   # a number setting: the comparisons below need one
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,22 +227,24 @@ def _reject_unknown(values: Mapping[str, str]) -> None:
     miss of a known one (``NEAR_MISS_CUTOFF``), since the process environment holds plenty of
     variables that are not ours.
     """
-    known = sorted(KNOWN_VARIABLES)
     for name in sorted(values):
         if name in KNOWN_VARIABLES:
             continue
         if name.startswith(CHECKED_PREFIX):
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else "see .env.example for the known variables"
+            close = closest(name, KNOWN_VARIABLES)
+            hint = f"did you mean {close}?" if close is not None else "see .env.example for the known variables"
             raise ConfigError(f"{name} is not a known setting: {hint} (remove or rename it)")
-        near = difflib.get_close_matches(name, known, n=1, cutoff=NEAR_MISS_CUTOFF)
-        if near:
-            raise ConfigError(f"{name} is not a known setting: did you mean {near[0]}? (rename it, or remove it "
+        near = closest(name, KNOWN_VARIABLES, cutoff=NEAR_MISS_CUTOFF)
+        if near is not None:
+            raise ConfigError(f"{name} is not a known setting: did you mean {near}? (rename it, or remove it "
                               f"to use the default)")
 
 
 # ---------------------------------------------------------------------------------------
-# Parsing single values: each error names the variable, the bad value and the fix
+# Parsing single values: each error names the variable, the bad value and the fix.
+# Their form is the one a shell line has, NAME='raw as written', rather than
+# validation.invalid's "owner.field = value": a variable has no owner, and the value is
+# text that has not been parsed into a Python value yet.
 # ---------------------------------------------------------------------------------------
 
 

@@ -118,6 +118,15 @@ class StaleDataError(TraderError):
     """Market data is missing, too old or frozen: no decision may be taken from it."""
 
 
+class PayloadError(TraderError, ValueError):
+    """An exchange answer lacks a field the product cannot do without, or carries it in a form
+    that cannot be read (``coincall_payloads``); ``field`` names it. Never a ``KeyError``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 class SnapshotError(TraderError):
     """An account snapshot could not be taken (a failed call is never an empty account)."""
 

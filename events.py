@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from clock import iso_utc
+from clock import Clock, iso_utc
 from json_lines import JsonLineFile
+from seams import EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ EVENTS_FILE = "events.jsonl"
 class EventJournal:
     """``record(kind, payload)``: the store's event table plus ``<log_dir>/events.jsonl``."""
 
-    def __init__(self, clock: Any, *, store: Any = None, log_dir: str | Path | None = None) -> None:
+    def __init__(self, clock: Clock, *, store: EventStore | None = None, log_dir: str | Path | None = None) -> None:
         self.clock = clock
         self.store = store
         self.file = JsonLineFile(Path(log_dir) / EVENTS_FILE) if log_dir is not None else None

@@ -12,12 +12,13 @@ never even loads the simulator's modules.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from clock import Clock, RealClock
 from coincall_client import ClientSettings, CoincallClient
 from config import Credentials, Settings
+from seams import EmbeddedSimulator
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time here
     from simulator import SimulatorConfig
@@ -37,7 +38,7 @@ class ExchangeConnection:
 
     client: CoincallClient
     base_url: str
-    simulator: Any | None = None
+    simulator: EmbeddedSimulator | None = None
     checkpoint_interval_seconds: float = 60.0
     _closed: bool = field(default=False, repr=False)
     _last_checkpoint: float | None = field(default=None, repr=False)
@@ -92,15 +93,14 @@ def client_settings_for(settings: Settings, base_url: str, *, get_retries: int |
     ``get_retries`` overrides how often a failed GET is retried inside the call (the
     client's default otherwise); the daemon passes 0, see ``app.build_context``.
     """
-    extra = {} if get_retries is None else {"max_retries": int(get_retries)}
-    return ClientSettings(
+    derived = ClientSettings(
         base_url=base_url,
         ts_diff_ms=settings.ts_diff_ms,
         timeout_seconds=settings.request_timeout_seconds,
         rfq_body_encoding=settings.rfq_body_encoding,
         outage_alert_seconds=settings.exchange_outage_alert_seconds,
-        **extra,
     )
+    return derived if get_retries is None else replace(derived, max_retries=int(get_retries))
 
 
 def open_exchange(

@@ -27,20 +27,19 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar, Generic, Iterable, Sequence, TypeVar
 
+from contracts import Side
 from errors import LedgerCapError, TraderError
 from order_ledger import (
-    BUY,
     LOT,
-    SELL,
     FillSummary,
     Intent,
     LedgerOrder,
-    OrderLedger,
     OrderStatus,
     require_finite,
     snap_qty,
     summarize_fills,
 )
+from seams import Ledger, PriceSource, TradeRef
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +64,14 @@ class LegTarget:
 
     leg_index: int
     symbol: str
-    side: int
+    side: Side
     qty: float
 
     def __post_init__(self) -> None:
-        if self.side not in (BUY, SELL):
-            raise ValueError(f"LegTarget.side must be 1 (buy) or 2 (sell), got {self.side!r}")
+        try:
+            object.__setattr__(self, "side", Side.of(self.side))
+        except ValueError:
+            raise ValueError(f"LegTarget.side must be 1 (buy) or 2 (sell), got {self.side!r}") from None
         require_finite("LegTarget.qty", self.qty)
         if self.qty < 0:
             raise ValueError(f"LegTarget.qty must be >= 0, got {self.qty!r}")
@@ -89,7 +90,7 @@ class LegFill:
 
     leg_index: int
     symbol: str
-    side: int
+    side: Side
     target_qty: float
     filled_qty: float
     vwap: float
@@ -109,7 +110,7 @@ class FillResult:
         total = Decimal(0)
         for leg in self.legs:
             cash = Decimal(repr(float(leg.vwap))) * Decimal(repr(float(leg.filled_qty)))
-            total += cash if leg.side == SELL else -cash
+            total += cash if leg.side == Side.SELL else -cash
             total -= Decimal(repr(float(leg.fees)))
         return float(total)
 
@@ -163,7 +164,7 @@ class ExecutionJob(ABC):
 
     _label: ClassVar[str] = "job"       # how the engine names its jobs in the log
 
-    def __init__(self, *, ledger: OrderLedger, market: Any, trade: Any, intent: Intent, best_effort: bool,
+    def __init__(self, *, ledger: Ledger, market: PriceSource, trade: TradeRef, intent: Intent, best_effort: bool,
                  started_at: float, max_requests: int) -> None:
         self._ledger = ledger
         self._market = market
@@ -271,7 +272,7 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
     # When finishing leaves every leg complete: the verdict at once, or only after the grace poll.
     _CONCLUDE_COMPLETE_BEFORE_GRACE: ClassVar[bool]
 
-    def __init__(self, *, ledger: OrderLedger, market: Any, trade: Any, intent: Intent, best_effort: bool,
+    def __init__(self, *, ledger: Ledger, market: PriceSource, trade: TradeRef, intent: Intent, best_effort: bool,
                  started_at: float, max_requests: int, legs: Sequence[LegT], grace_seconds: float) -> None:
         super().__init__(ledger=ledger, market=market, trade=trade, intent=intent, best_effort=best_effort,
                          started_at=started_at, max_requests=max_requests)
@@ -375,6 +376,7 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
             order = self._ledger.place(
                 trade_id=self.trade_id, trade_seq=self.trade_seq, leg_index=leg.index, intent=intent,
                 symbol=leg.target.symbol, side=leg.target.side, qty=qty, price=price,
+                # leg.tick is set: an order is priced only after its instrument was read.
                 tick_size=leg.tick,  # type: ignore[arg-type]
                 supersedes=None if previous is None else previous.client_order_id,
                 max_live_per_trade=len(self._legs),
@@ -402,7 +404,8 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
                 leg.polled_at = now
                 if order.status.is_final:
                     return True
-            if order.status is not OrderStatus.CANCEL_REQUESTED:
+            # poll() above may have changed order.status; mypy keeps its narrowing from the first test.
+            if order.status is not OrderStatus.CANCEL_REQUESTED:  # type: ignore[comparison-overlap]
                 if not budget.take(CANCEL_COST):
                     return False
                 self._ledger.cancel(order)

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Hashable
 
+from clock import Clock
+
 DEFAULT_REPEAT_INTERVAL_SECONDS = 300.0
 MAX_KEYS = 2000   # a bound on memory: the oldest keys are forgotten first
 
@@ -31,7 +33,7 @@ class RepeatLimiter:
     ``forget(key)`` ends an episode (the condition cleared), so its next occurrence is new.
     """
 
-    def __init__(self, clock: Any, *, interval_seconds: float = DEFAULT_REPEAT_INTERVAL_SECONDS) -> None:
+    def __init__(self, clock: Clock, *, interval_seconds: float = DEFAULT_REPEAT_INTERVAL_SECONDS) -> None:
         if not interval_seconds > 0:
             raise ValueError(f"interval_seconds must be > 0, got {interval_seconds!r}")
         self._clock = clock

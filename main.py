@@ -52,13 +52,12 @@ from clock import Clock, RealClock
 from config import Settings, check_directories, load_settings
 from display import fmt, fmt_time
 from errors import ConfigError, TraderError
-from execution_job import LegTarget
 from operator_cli import OperatorRun, run_operator_command
 from operations import format_status, status_json, status_report
 from option_selection import resolve_legs
 from stop_flag import StopFlag
 from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
-from strategy import StrategyConfig, build_strategy_configs
+from strategy import StrategyConfig, build_strategy_configs, route_trade
 
 # The strategies the daemon runs: factories returning a StrategyConfig or a list of them.
 # Built and validated (names unique) before the first request of every start.
@@ -186,7 +185,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 class UtcFormatter(logging.Formatter):
     """Formats each record's own timestamp in UTC (the converter only formats, never reads time)."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
 
 def setup_logging(log_dir: Path, level: str) -> Callable[[], None]:
@@ -320,14 +319,13 @@ def _check_strategy(config: StrategyConfig, ctx: TradingContext) -> int:
     except (ConfigError, TraderError) as exc:
         print(f"{config.name}: FAILED: {exc}")
         return 1
-    targets = [LegTarget(leg.index, leg.symbol, int(leg.side), leg.qty) for leg in legs]
-    mode = ctx.executor.route(config.execution_mode, targets, legs[0].index_price)
+    mode = route_trade(config, legs, ctx.executor)   # the runner's own routing call
     print(f"{config.name}: {len(legs)} legs at index {legs[0].index_price:,.2f}, execution {config.execution_mode}"
           f" -> {mode}")
     for leg in legs:
-        row = leg.row
-        print(f"  leg {leg.index}: {'BUY' if int(leg.side) == 1 else 'SELL'} {leg.qty:g} {leg.symbol} "
-              f"(strike {leg.strike:,.0f}, expiry {fmt_time(leg.expiry_ms / 1000)}) bid {fmt(row.bid)} "
+        row, contract = leg.row, leg.contract
+        print(f"  leg {leg.index}: {leg.side.name} {leg.qty:g} {leg.symbol} "
+              f"(strike {contract.strike:,.0f}, expiry {fmt_time(contract.expiry_seconds)}) bid {fmt(row.bid)} "
               f"ask {fmt(row.ask)} mark {fmt(row.mark)} delta {fmt(row.delta, 3)}")
     print(f"  entry: {[getattr(c, 'name', repr(c)) for c in config.entry_conditions]}")
     print(f"  exit:  {[getattr(c, 'name', repr(c)) for c in config.exit_conditions] or 'none (expiry or kill)'}")

@@ -9,8 +9,9 @@ Why this module exists (BEHAVIOUR.md §3.1, §7.2; API.md §6, §11.8-11, 19, 21
   (``ExchangeError`` / ``TransportError`` / ``StaleDataError``); nothing returns empty.
 * Greeks, IV and top of book come from the option chain: **one call per expiry**, never one
   option-detail call per strike.
-* The exchange speaks camelCase with numbers sometimes as strings; exactly one adapter
-  (the ``_*_from_api`` functions below) turns payloads into the dataclasses of this module.
+* The exchange speaks camelCase with numbers sometimes as strings; the payloads become
+  values (``Instrument``, ``OptionRow``, ``OrderBook``) in ``coincall_payloads``, the one
+  adapter, so this module never reads a field name.
 * A frozen index (same value on >= 3 fresh reads spanning >= 60 s) is flagged, logged as a
   WARNING and alerted, until the value changes.
 
@@ -22,27 +23,26 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterable, Mapping, TypeGuard, TypeVar
 
-from api_values import finite_number
 from clock import Clock
+from coincall_payloads import (
+    Instrument,
+    OptionRow,
+    OrderBook,
+    chain_rows_from_api,
+    instrument_from_api,
+    order_book_from_api,
+)
+from contracts import parse_symbol
 from errors import SelectionError, StaleDataError, TraderError
+from seams import MarketDataClient, require
 
 logger = logging.getLogger(__name__)
-
-# The exchange fills an unknown IV with Double.MAX (API.md §6.2, ``lastPriceIv``).
-_IV_SENTINEL_FLOOR = 1e300
-_EXPIRY_HOUR_UTC = 8
-_MONTHS = {name: number for number, name in enumerate(
-    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), start=1)}
-_SYMBOL_RE = re.compile(r"^(?P<base>[A-Z0-9]+)USD-(?P<day>\d{1,2})(?P<mon>[A-Z]{3})(?P<yy>\d{2})-"
-                        r"(?P<strike>[0-9]+(?:\.[0-9]+)?)-(?P<type>[CP])$")
 
 # Endpoint names used in ``MarketData.stats``; they equal the simulator's handler names so a
 # benchmark can compare both sides.
@@ -51,78 +51,12 @@ EP_CHAIN = "option_chain"
 EP_INDEX = "futures_symbols"
 EP_ORDERBOOK = "orderbook"
 
-AlertSink = Callable[[str, str], None]
+AlertHook = Callable[[str, str], None]
 
 
 # ---------------------------------------------------------------------------------------
-# Values
+# Values (one payload's values, Instrument, OptionRow and OrderBook, are coincall_payloads')
 # ---------------------------------------------------------------------------------------
-
-def _utc(expiry_ms: int) -> datetime:
-    return datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc)
-
-
-@dataclass(frozen=True)
-class Instrument:
-    """One listed option (API.md §6.1)."""
-
-    symbol: str
-    base: str
-    strike: float
-    option_type: str  # "C" | "P"
-    expiry_ms: int
-    tick_size: float
-    min_qty: float
-    is_active: bool
-
-    @property
-    def expiry(self) -> datetime:
-        """The expiry instant as an aware UTC datetime."""
-        return _utc(self.expiry_ms)
-
-
-@dataclass(frozen=True)
-class OptionRow:
-    """One option of a chain (API.md §6.2), normalised.
-
-    ``bid``/``ask`` and their sizes are 0.0 when that book side is empty (the exchange's own
-    convention). Greeks are ``None`` when the exchange did not send a usable number: a missing
-    greek is never replaced by a made-up one. ``as_of`` is the clock time of the fetch.
-    """
-
-    symbol: str
-    option_type: str
-    strike: float
-    expiry_ms: int
-    bid: float
-    ask: float
-    bid_size: float
-    ask_size: float
-    mark: float
-    mark_iv: float
-    bid_iv: float
-    ask_iv: float
-    delta: float | None
-    gamma: float | None
-    vega: float | None
-    theta: float | None
-    rho: float | None
-    underlying_price: float
-    as_of: float
-    last_price_iv: float | None = None  # None when the exchange sent its Double.MAX sentinel
-
-    @property
-    def expiry(self) -> datetime:
-        return _utc(self.expiry_ms)
-
-    @property
-    def has_bid(self) -> bool:
-        return self.bid > 0
-
-    @property
-    def has_ask(self) -> bool:
-        return self.ask > 0
-
 
 @dataclass(frozen=True)
 class ChainSnapshot:
@@ -159,240 +93,6 @@ class ChainSnapshot:
         return now - self.as_of
 
 
-@dataclass(frozen=True)
-class OrderBook:
-    """Depth of one option (API.md §6.4). An empty side is an empty tuple; there is no mark."""
-
-    symbol: str
-    bids: tuple[tuple[float, float], ...]  # (price, size), best (highest) first
-    asks: tuple[tuple[float, float], ...]  # (price, size), best (lowest) first
-    as_of: float
-
-    @property
-    def best_bid(self) -> float | None:
-        return self.bids[0][0] if self.bids else None
-
-    @property
-    def best_ask(self) -> float | None:
-        return self.asks[0][0] if self.asks else None
-
-
-@dataclass(frozen=True)
-class ParsedSymbol:
-    """The parts of an option symbol (API.md §5); ``strike_text`` is the opaque identity token."""
-
-    base: str
-    expiry_ms: int
-    strike_text: str
-    strike: float
-    option_type: str
-
-
-def parse_symbol(symbol: str) -> ParsedSymbol:
-    """Parse ``BTCUSD-5FEB26-80000-C`` style symbols; the day may have 1 or 2 digits.
-
-    Raises ``ValueError`` for anything else. The expiry is the symbol date at 08:00 UTC; the
-    exchange's ``expirationTimestamp`` stays authoritative when both are known.
-    """
-    match = _SYMBOL_RE.match(symbol.strip().upper()) if isinstance(symbol, str) else None
-    if match is None or match["mon"] not in _MONTHS:
-        raise ValueError(f"not an option symbol: {symbol!r}")
-    when = datetime(2000 + int(match["yy"]), _MONTHS[match["mon"]], int(match["day"]),
-                    _EXPIRY_HOUR_UTC, tzinfo=timezone.utc)
-    return ParsedSymbol(
-        base=match["base"],
-        expiry_ms=int(when.timestamp() * 1000),
-        strike_text=match["strike"],
-        strike=float(match["strike"]),
-        option_type=match["type"],
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# The one adapter: camelCase payloads -> values
-# ---------------------------------------------------------------------------------------
-
-def _required(raw: Mapping[str, Any], key: str, what: str) -> float:
-    value = finite_number(raw.get(key))
-    if value is None:
-        raise StaleDataError(f"{what}: field {key!r} is missing or not a number ({raw.get(key)!r})")
-    return value
-
-
-def _side_value(raw: Mapping[str, Any], key: str) -> float:
-    """Bid/ask price or size: absent or non-positive means the side is empty (0.0)."""
-    value = finite_number(raw.get(key))
-    return value if value is not None and value > 0 else 0.0
-
-
-def _iv(raw: Any) -> float | None:
-    """An implied vol, ignoring the Double.MAX sentinel."""
-    value = finite_number(raw)
-    if value is None or abs(value) >= _IV_SENTINEL_FLOOR:
-        return None
-    return value
-
-
-def _option_type(raw: Mapping[str, Any], symbol: str) -> str:
-    from_symbol = symbol.rsplit("-", 1)[-1].upper() if "-" in symbol else ""
-    code = raw.get("type")
-    from_code = {1: "C", 2: "P", "1": "C", "2": "P"}.get(code) if not isinstance(code, bool) else None
-    if from_symbol in ("C", "P"):
-        if from_code is not None and from_code != from_symbol:
-            raise StaleDataError(f"{symbol}: type {code!r} contradicts the symbol suffix")
-        return from_symbol
-    if from_code is None:
-        raise StaleDataError(f"{symbol!r}: cannot tell call from put")
-    return from_code
-
-
-def _int_ms(raw: Any) -> int | None:
-    if raw is None or isinstance(raw, bool):
-        return None
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        value = finite_number(raw)
-        return int(value) if value is not None else None
-
-
-def instrument_from_api(raw: Mapping[str, Any]) -> Instrument:
-    """One entry of ``getInstruments`` (API.md §6.1) -> ``Instrument``."""
-    if not isinstance(raw, Mapping):
-        raise StaleDataError(f"instrument entry is not an object: {raw!r}")
-    symbol = raw.get("symbolName")
-    if not isinstance(symbol, str) or not symbol:
-        raise StaleDataError(f"instrument without symbolName: {raw!r}")
-    what = f"instrument {symbol}"
-    expiry_ms = _int_ms(raw.get("expirationTimestamp"))
-    parsed: ParsedSymbol | None
-    try:
-        parsed = parse_symbol(symbol)
-    except ValueError:
-        parsed = None
-    if expiry_ms is None:
-        if parsed is None:
-            raise StaleDataError(f"{what}: no expirationTimestamp and an unparseable symbol")
-        expiry_ms = parsed.expiry_ms
-    elif parsed is not None and parsed.expiry_ms != expiry_ms:
-        logger.warning("%s: symbol date says %d, exchange says %d; using the exchange value",
-                       symbol, parsed.expiry_ms, expiry_ms)
-    base = raw.get("baseCurrency")
-    if not isinstance(base, str) or not base:
-        base = parsed.base if parsed is not None else ""
-    return Instrument(
-        symbol=symbol,
-        base=base.upper(),
-        strike=_required(raw, "strike", what),
-        option_type=_option_type(raw, symbol),
-        expiry_ms=expiry_ms,
-        tick_size=_required(raw, "tickSize", what),
-        min_qty=_required(raw, "minQty", what),
-        is_active=bool(raw.get("isActive", False)),
-    )
-
-
-def option_row_from_api(raw: Mapping[str, Any], *, as_of: float, expiry_hint: int | None = None,
-                        index_name: str | None = None) -> OptionRow:
-    """One side object of a chain row (API.md §6.2) -> ``OptionRow``.
-
-    ``index_name`` (e.g. ``BTCUSD``), when given, must match the row's ``index`` or
-    ``underlying`` key (the key name differs between API examples).
-    """
-    if not isinstance(raw, Mapping):
-        raise StaleDataError(f"chain entry is not an object: {raw!r}")
-    symbol = raw.get("symbol")
-    if not isinstance(symbol, str) or not symbol:
-        raise StaleDataError(f"chain entry without symbol: {raw!r}")
-    what = f"chain row {symbol}"
-    row_index = raw.get("index", raw.get("underlying"))
-    if index_name is not None and row_index is not None and str(row_index).upper() != index_name.upper():
-        raise StaleDataError(f"{what}: belongs to index {row_index!r}, expected {index_name!r}")
-    expiry_ms = _int_ms(raw.get("endTime"))
-    if expiry_ms is None:
-        expiry_ms = expiry_hint
-    if expiry_ms is None:
-        raise StaleDataError(f"{what}: no endTime")
-    mark_iv = _iv(raw.get("markIv"))
-    return OptionRow(
-        symbol=symbol,
-        option_type=_option_type(raw, symbol),
-        strike=_required(raw, "strike", what),
-        expiry_ms=expiry_ms,
-        bid=_side_value(raw, "bid"),
-        ask=_side_value(raw, "ask"),
-        bid_size=_side_value(raw, "bidSize"),
-        ask_size=_side_value(raw, "askSize"),
-        mark=_required(raw, "markPrice", what),
-        mark_iv=mark_iv if mark_iv is not None else math.nan,
-        bid_iv=_iv(raw.get("bidIv")) or 0.0,
-        ask_iv=_iv(raw.get("askIv")) or 0.0,
-        delta=finite_number(raw.get("delta")),
-        gamma=finite_number(raw.get("gamma")),
-        vega=finite_number(raw.get("vega")),
-        theta=finite_number(raw.get("theta")),
-        rho=finite_number(raw.get("rho")),
-        underlying_price=_required(raw, "underlyingPrice", what),
-        as_of=as_of,
-        last_price_iv=_iv(raw.get("lastPriceIv")),
-    )
-
-
-def chain_rows_from_api(data: Any, *, as_of: float, expiry_ms: int, index_name: str) -> tuple[OptionRow, ...]:
-    """A chain payload ``[{strike, callOption, putOption}, ...]`` -> rows of ``expiry_ms``.
-
-    Rows of other expiries are dropped: the docs now mark ``endTime`` optional, so an
-    exchange that ignores it must not leak other expiries into this one.
-    """
-    if not isinstance(data, list):
-        raise StaleDataError(f"option chain for {expiry_ms} is not a list: {type(data).__name__}")
-    rows: list[OptionRow] = []
-    for entry in data:
-        if not isinstance(entry, Mapping):
-            raise StaleDataError(f"option chain entry is not an object: {entry!r}")
-        for key in ("callOption", "putOption"):
-            side = entry.get(key)
-            if side is None:
-                continue
-            row = option_row_from_api(side, as_of=as_of, expiry_hint=expiry_ms, index_name=index_name)
-            if row.expiry_ms == expiry_ms:
-                rows.append(row)
-    return tuple(sorted(rows, key=lambda r: (r.strike, r.option_type)))
-
-
-def _book_side(levels: Any, symbol: str, descending: bool) -> tuple[tuple[float, float], ...]:
-    if levels is None:
-        return ()
-    if not isinstance(levels, list):
-        raise StaleDataError(f"order book {symbol}: a side is not a list")
-    parsed: list[tuple[float, float]] = []
-    for level in levels:
-        if isinstance(level, Mapping):
-            price, size = finite_number(level.get("price")), finite_number(level.get("size"))
-        elif isinstance(level, (list, tuple)) and len(level) >= 2:
-            price, size = finite_number(level[0]), finite_number(level[1])
-        else:
-            raise StaleDataError(f"order book {symbol}: unreadable level {level!r}")
-        if price is None or size is None:
-            raise StaleDataError(f"order book {symbol}: unreadable level {level!r}")
-        if price > 0 and size > 0:
-            parsed.append((price, size))
-    parsed.sort(key=lambda pair: pair[0], reverse=descending)
-    return tuple(parsed)
-
-
-def order_book_from_api(data: Any, *, symbol: str, as_of: float) -> OrderBook:
-    """An order-book payload (API.md §6.4; price/size as strings) -> ``OrderBook``."""
-    if not isinstance(data, Mapping):
-        raise StaleDataError(f"order book {symbol} is not an object")
-    return OrderBook(
-        symbol=symbol,
-        bids=_book_side(data.get("bids"), symbol, descending=True),
-        asks=_book_side(data.get("asks"), symbol, descending=False),
-        as_of=as_of,
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # The service
 # ---------------------------------------------------------------------------------------
@@ -406,7 +106,7 @@ class _Entry(Generic[T]):
     fetched_at: float
 
 
-def _is_fresh(entry: _Entry[Any] | None, now: float, limit: float) -> bool:
+def _is_fresh(entry: _Entry[T] | None, now: float, limit: float) -> TypeGuard[_Entry[T]]:
     """Fresh = fetched no longer than ``limit`` ago (and not in the future: a clock jump)."""
     if entry is None or limit <= 0:
         return False
@@ -423,17 +123,18 @@ def _store_if_newer(cache: dict[Any, _Entry[Any]], key: Any, entry: _Entry[Any])
 class MarketData:
     """Cached, TTL-enforced access to Coincall market data for one base currency.
 
-    ``client`` is a ``CoincallClient`` (or anything with the same market-data methods);
+    ``client`` is a ``MarketDataClient`` (``CoincallClient``, or a test's fake of those endpoints);
     ``clock`` stamps every fetch. ``stats`` counts REST calls per endpoint name.
     """
 
-    def __init__(self, client: Any, clock: Clock, *, ttl_seconds: float = 30.0,
+    def __init__(self, client: MarketDataClient, clock: Clock, *, ttl_seconds: float = 30.0,
                  frozen_after_seconds: float = 60.0, frozen_min_reads: int = 3,
-                 on_alert: AlertSink | None = None, base: str = "BTC") -> None:
+                 on_alert: AlertHook | None = None, base: str = "BTC") -> None:
         if ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
         if frozen_min_reads < 2:
             raise ValueError(f"frozen_min_reads must be >= 2, got {frozen_min_reads!r}")
+        require("MarketData client", client, MarketDataClient)
         self._client = client
         self._clock = clock
         self._ttl = float(ttl_seconds)
@@ -489,7 +190,7 @@ class MarketData:
         with self._lock:
             entry = self._instruments.get(key)
             if _is_fresh(entry, self._clock.now(), self._ttl):
-                return list(entry.value)  # type: ignore[union-attr]
+                return list(entry.value)
         self._count(EP_INSTRUMENTS)
         data = self._client.instruments(key)
         fetched_at = self._clock.now()
@@ -505,7 +206,7 @@ class MarketData:
     def instrument(self, symbol: str) -> Instrument:
         """The listed instrument ``symbol``; ``SelectionError`` if the exchange does not list it."""
         try:
-            base = parse_symbol(symbol).base
+            base = parse_symbol(symbol).underlying
         except ValueError:
             base = self._base
         for item in self.instruments(base):
@@ -531,7 +232,7 @@ class MarketData:
         limit = self._limit(max_age)
         with self._lock:
             if _is_fresh(self._index, self._clock.now(), limit):
-                return self._index.value  # type: ignore[union-attr]
+                return self._index.value
         return self._fetch_index().value
 
     def _fetch_index(self) -> _Entry[float]:
@@ -601,7 +302,7 @@ class MarketData:
         with self._lock:
             entry = self._chains.get(key)
             if _is_fresh(entry, self._clock.now(), limit):
-                return entry.value  # type: ignore[union-attr]
+                return entry.value
         return self._fetch_chain(key).value
 
     def _fetch_chain(self, expiry_ms: int) -> _Entry[tuple[OptionRow, ...]]:
@@ -692,7 +393,7 @@ class MarketData:
         with self._lock:
             entry = self._books.get(symbol)
             if _is_fresh(entry, self._clock.now(), limit):
-                return entry.value  # type: ignore[union-attr]
+                return entry.value
         self._count(EP_ORDERBOOK)
         data = self._client.orderbook(symbol)
         fetched_at = self._clock.now()

@@ -23,12 +23,13 @@ Why it is built this way:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Sequence
 
-from errors import ConfigError, LedgerCapError, TraderError
+from clock import Clock
+from contracts import Side
+from errors import LedgerCapError, TraderError
 from execution_job import (
     BOOK_MAX_AGE_SECONDS,
     MARK_MAX_AGE_SECONDS,
@@ -40,8 +41,10 @@ from execution_job import (
     RequestBudget,
     checked_legs,
 )
-from order_ledger import BUY, FILL_EPSILON, LOT, SELL, Intent, OrderLedger, OrderStatus, snap_price, snap_qty
+from order_ledger import FILL_EPSILON, LOT, Intent, OrderStatus, snap_price, snap_qty
 from price_sanity import InsanePriceError, PriceBand, band_of, mark_problem
+from seams import Ledger, PriceSource, TradeRef, require
+from validation import invalid, is_int, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +62,7 @@ MAX_CONSECUTIVE_REJECTIONS = 3
 # =====================================================================================
 
 
-def _config_error(name: str, value: Any, rule: str) -> ConfigError:
-    return ConfigError(f"SmartExecConfig.{name} = {value!r} is invalid: {rule}")
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+SMART_CONFIG = "SmartExecConfig"
 
 
 def _on_lot(qty: float) -> bool:
@@ -96,28 +90,30 @@ class SmartExecConfig:
     grace_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if not _is_int(self.chunk_count) or not 1 <= self.chunk_count <= MAX_CHUNKS:
-            raise _config_error("chunk_count", self.chunk_count, f"use an int within 1..{MAX_CHUNKS}")
+        owner = SMART_CONFIG
+        if not is_int(self.chunk_count) or not 1 <= self.chunk_count <= MAX_CHUNKS:
+            raise invalid(owner, "chunk_count", self.chunk_count, f"use an int within 1..{MAX_CHUNKS}")
         for name in ("time_per_chunk_seconds", "reprice_interval_seconds"):
             value = getattr(self, name)
-            if not _is_number(value) or value < MIN_INTERVAL_SECONDS:
-                raise _config_error(name, value, f"use a number of seconds >= {MIN_INTERVAL_SECONDS:.0f}")
+            if not is_number(value) or value < MIN_INTERVAL_SECONDS:
+                raise invalid(owner, name, value, f"use a number of seconds >= {MIN_INTERVAL_SECONDS:.0f}")
         if self.quoting_strategy not in QUOTING_STRATEGIES:
-            raise _config_error("quoting_strategy", self.quoting_strategy,
-                                f"use one of {', '.join(QUOTING_STRATEGIES)}")
-        if not _is_number(self.offset_pct) or not 0 <= self.offset_pct <= MAX_OFFSET_PCT:
-            raise _config_error("offset_pct", self.offset_pct, f"use a percentage within 0..{MAX_OFFSET_PCT:.0f}")
-        if not _is_int(self.reprice_threshold_ticks) or self.reprice_threshold_ticks < 1:
-            raise _config_error("reprice_threshold_ticks", self.reprice_threshold_ticks, "use an int >= 1")
-        if not _is_int(self.aggressive_attempts) or self.aggressive_attempts < 0:
-            raise _config_error("aggressive_attempts", self.aggressive_attempts,
-                                "use an int >= 0 (0 disables the aggressive fallback)")
-        if not _is_number(self.aggressive_wait_seconds) or self.aggressive_wait_seconds <= 0:
-            raise _config_error("aggressive_wait_seconds", self.aggressive_wait_seconds, "use a number of seconds > 0")
-        if not _is_number(self.min_order_qty) or self.min_order_qty < LOT or not _on_lot(self.min_order_qty):
-            raise _config_error("min_order_qty", self.min_order_qty, f"use a multiple of the {LOT} lot, >= {LOT}")
-        if not _is_number(self.grace_seconds) or self.grace_seconds < 0:
-            raise _config_error("grace_seconds", self.grace_seconds, "use a number of seconds >= 0")
+            raise invalid(owner, "quoting_strategy", self.quoting_strategy,
+                          f"use one of {', '.join(QUOTING_STRATEGIES)}")
+        if not is_number(self.offset_pct) or not 0 <= self.offset_pct <= MAX_OFFSET_PCT:
+            raise invalid(owner, "offset_pct", self.offset_pct, f"use a percentage within 0..{MAX_OFFSET_PCT:.0f}")
+        if not is_int(self.reprice_threshold_ticks) or self.reprice_threshold_ticks < 1:
+            raise invalid(owner, "reprice_threshold_ticks", self.reprice_threshold_ticks, "use an int >= 1")
+        if not is_int(self.aggressive_attempts) or self.aggressive_attempts < 0:
+            raise invalid(owner, "aggressive_attempts", self.aggressive_attempts,
+                          "use an int >= 0 (0 disables the aggressive fallback)")
+        if not is_number(self.aggressive_wait_seconds) or self.aggressive_wait_seconds <= 0:
+            raise invalid(owner, "aggressive_wait_seconds", self.aggressive_wait_seconds,
+                          "use a number of seconds > 0")
+        if not is_number(self.min_order_qty) or self.min_order_qty < LOT or not _on_lot(self.min_order_qty):
+            raise invalid(owner, "min_order_qty", self.min_order_qty, f"use a multiple of the {LOT} lot, >= {LOT}")
+        if not is_number(self.grace_seconds) or self.grace_seconds < 0:
+            raise invalid(owner, "grace_seconds", self.grace_seconds, "use a number of seconds >= 0")
 
 
 # =====================================================================================
@@ -127,7 +123,7 @@ class SmartExecConfig:
 
 def chunk_targets(total: float, chunk_count: int) -> list[float]:
     """Cumulative per-chunk targets: ``floor_lot(total × k / N)`` for k < N, then exactly the total."""
-    if not _is_int(chunk_count) or chunk_count < 1:
+    if not is_int(chunk_count) or chunk_count < 1:
         raise ValueError(f"chunk_count must be an int >= 1, got {chunk_count!r}")
     whole = snap_qty(total)
     exact = Decimal(repr(whole))
@@ -147,14 +143,14 @@ def balance_cap(total: float, lowest_fraction: float, chunk_count: int) -> float
 
     ``floor_lot(total × min(1, lowest + 1/N))``; floored so the cap is never exceeded.
     """
-    if not _is_int(chunk_count) or chunk_count < 1:
+    if not is_int(chunk_count) or chunk_count < 1:
         raise ValueError(f"chunk_count must be an int >= 1, got {chunk_count!r}")
     fraction = min(1.0, max(0.0, lowest_fraction) + 1.0 / chunk_count)
     return min(snap_qty(total), snap_qty(total * fraction))
 
 
 def _usable(price: float | None) -> float | None:
-    return price if price is not None and math.isfinite(price) and price > 0 else None
+    return price if is_number(price) and price > 0 else None
 
 
 def passive_price(strategy: str, side: int, *, bid: float | None, ask: float | None, mark: float | None,
@@ -166,8 +162,7 @@ def passive_price(strategy: str, side: int, *, bid: float | None, ask: float | N
     far-side bound applies when that side exists). ``mid``: both sides needed. ``mark``: the
     chain mark only; the book is not consulted.
     """
-    if side not in (BUY, SELL):
-        raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+    side = Side.of(side)
     if strategy not in QUOTING_STRATEGIES:
         raise ValueError(f"unknown quoting strategy {strategy!r}")
     b, a, m = _usable(bid), _usable(ask), _usable(mark)
@@ -177,8 +172,8 @@ def passive_price(strategy: str, side: int, *, bid: float | None, ask: float | N
     elif strategy == "mid":
         raw = (b + a) / 2.0 if b is not None and a is not None else None
     elif strategy == "top_of_book":
-        raw = b if side == BUY else a
-    elif side == BUY:
+        raw = b if side is Side.BUY else a
+    elif side is Side.BUY:
         raw = None if b is None else b * (1.0 + offset_pct / 100.0)
         if raw is not None and a is not None:
             raw = min(raw, a - tick)
@@ -186,16 +181,16 @@ def passive_price(strategy: str, side: int, *, bid: float | None, ask: float | N
         raw = None if a is None else a * (1.0 - offset_pct / 100.0)
         if raw is not None and b is not None:
             raw = max(raw, b + tick)
-    if _usable(raw) is None:
+    usable = _usable(raw)
+    if usable is None:
         return None
-    return snap_price(raw, tick, side)  # type: ignore[arg-type]
+    return snap_price(usable, tick, side)
 
 
 def aggressive_price(side: int, *, bid: float | None, ask: float | None, tick: float) -> float | None:
     """Cross the spread: buy at the best ask, sell at the best bid; None when that side is empty."""
-    if side not in (BUY, SELL):
-        raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
-    touch = _usable(ask if side == BUY else bid)
+    side = Side.of(side)
+    touch = _usable(ask if side is Side.BUY else bid)
     return None if touch is None else snap_price(touch, tick, side)
 
 
@@ -247,7 +242,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
     _POLL_BEFORE_CANCEL = True      # at most once per step (``_poll``): a filled order needs no cancel
     _CONCLUDE_COMPLETE_BEFORE_GRACE = True   # grace is for an incomplete job's late fills (§8 row 9)
 
-    def __init__(self, executor: "SmartOrderbookExecutor", trade: Any, legs: Sequence[LegTarget], intent: Intent,
+    def __init__(self, executor: "SmartOrderbookExecutor", trade: TradeRef, legs: Sequence[LegTarget], intent: Intent,
                  config: SmartExecConfig, *, best_effort: bool, started_at: float) -> None:
         super().__init__(ledger=executor.ledger, market=executor.market, trade=trade, intent=intent,
                          best_effort=best_effort, started_at=started_at,
@@ -397,7 +392,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         """A buy never above the band, a sell never below it, snapped on the safe side."""
         if price is None:
             return None
-        return snap_price(band.clamp_buy(price) if side == BUY else band.clamp_sell(price), tick, side)
+        return snap_price(band.clamp_buy(price) if side == Side.BUY else band.clamp_sell(price), tick, side)
 
     def _passive_price(self, leg: _Leg, budget: RequestBudget) -> float | None:
         if not self._ensure_instrument(leg, budget):
@@ -416,13 +411,14 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
             if book is None:
                 return None
             own_price, own_qty = self._own_in_book[leg.target.symbol]
-            bid = self._inside(band, touch_without_own(book.bids, own_price if side == BUY else None, own_qty))
-            ask = self._inside(band, touch_without_own(book.asks, own_price if side == SELL else None, own_qty))
+            bid = self._inside(band, touch_without_own(book.bids, own_price if side == Side.BUY else None, own_qty))
+            ask = self._inside(band, touch_without_own(book.asks, own_price if side == Side.SELL else None, own_qty))
             mark = None
+        # The ignores below: leg.tick is set by _ensure_instrument above (mypy cannot see it).
         price = passive_price(strategy, side, bid=bid, ask=ask, mark=mark, tick=leg.tick,  # type: ignore[arg-type]
                               offset_pct=self.config.offset_pct)
         if price is None and strategy != "mark":
-            needed = "bid and ask" if strategy == "mid" else ("bid" if side == BUY else "ask")
+            needed = "bid and ask" if strategy == "mid" else ("bid" if side == Side.BUY else "ask")
             leg.last_no_price = f"no {needed} on {leg.target.symbol} to quote {strategy} (an insane one counts as none)"
         return self._keep_inside(band, price, side, leg.tick)  # type: ignore[arg-type]
 
@@ -451,10 +447,11 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         if book is None:
             return None
         side = leg.target.side
+        # The ignores below: leg.tick is set by _ensure_instrument above (mypy cannot see it).
         price = aggressive_price(side, bid=self._inside(band, book.best_bid), ask=self._inside(band, book.best_ask),
                                  tick=leg.tick)  # type: ignore[arg-type]
         if price is None:
-            leg.last_no_price = (f"no {'ask' if side == BUY else 'bid'} on {leg.target.symbol} to cross "
+            leg.last_no_price = (f"no {'ask' if side == Side.BUY else 'bid'} on {leg.target.symbol} to cross "
                                  f"(an insane one counts as none)")
         return self._keep_inside(band, price, side, leg.tick)  # type: ignore[arg-type]
 
@@ -482,7 +479,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         leg.rejections = leg.rejections + 1 if order.status is OrderStatus.REJECTED else 0
         logger.debug("smart job %s leg %d chunk %d: %s %s %.2f @ %s", self.trade_id, leg.index, self._chunk,
                      "aggressive" if aggressive else self.config.quoting_strategy,
-                     "buy" if leg.target.side == BUY else "sell", qty, price)
+                     leg.target.side.name.lower(), qty, price)
         return order.status is not OrderStatus.REJECTED
 
     def _blocked(self, leg: _Leg) -> bool:
@@ -577,6 +574,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         leg.quoted_at = now
         if price is None:
             return False  # keep the order priced on valid data; no new price is invented
+        # leg.tick is set: a price was computed, which needs the instrument (mypy cannot see it).
         moved = abs(price - order.price) >= self.config.reprice_threshold_ticks * leg.tick - 1e-9  # type: ignore[operator]
         open_qty = snap_qty(max(0.0, order.qty - order.filled_qty))
         grows = self._placeable_qty(leg) - open_qty >= LOT - FILL_EPSILON
@@ -696,8 +694,11 @@ class SmartOrderbookExecutor:
     reduce-only comes from the intent through the ledger.
     """
 
-    def __init__(self, ledger: OrderLedger, market: Any, clock: Any, *, max_requests_per_step: int = 6) -> None:
-        if not _is_int(max_requests_per_step) or max_requests_per_step < 3:
+    def __init__(self, ledger: Ledger, market: PriceSource, clock: Clock, *, max_requests_per_step: int = 6) -> None:
+        require("SmartOrderbookExecutor ledger", ledger, Ledger)
+        require("SmartOrderbookExecutor market", market, PriceSource)
+        require("SmartOrderbookExecutor clock", clock, Clock)
+        if not is_int(max_requests_per_step) or max_requests_per_step < 3:
             raise ValueError("max_requests_per_step must be an int >= 3 (book, price and place in one step)")
         self.ledger = ledger
         self.market = market
@@ -707,7 +708,7 @@ class SmartOrderbookExecutor:
     def __repr__(self) -> str:
         return f"SmartOrderbookExecutor(max_requests_per_step={self.max_requests_per_step})"
 
-    def start(self, trade: Any, legs: list[LegTarget], intent: Intent, params: Any, *,
+    def start(self, trade: TradeRef, legs: list[LegTarget], intent: Intent, params: Any, *,
               best_effort: bool = False) -> SmartExecutionJob:
         """A job for ``legs``; ``params`` is a SmartExecConfig (anything else → the defaults)."""
         legs = checked_legs(legs)

@@ -14,10 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from api_values import finite_number
 from atomic_file import write_text_atomically
-from clock import iso_utc
+from clock import Clock, iso_utc
+from coincall_payloads import parse_orders, read_account_figures, read_position_rows
 from config import STATE_DB_NAME, Settings
+from contracts import Side
 from commands import describe_command
 from order_ledger import LedgerOrder, parse_client_order_id
 from persistence import OPEN_COMMAND_STATUSES, StateStore
@@ -30,7 +31,7 @@ SNAPSHOT_FILE_NAME = "trades_snapshot.json"
 SNAPSHOT_INTERVAL_SECONDS = 60.0
 
 
-def status_report(settings: Settings, clock: Any) -> dict:
+def status_report(settings: Settings, clock: Clock) -> dict:
     """Everything ``status`` prints, as one JSON-serialisable dict."""
     report: dict[str, Any] = {"environment": settings.environment, "time": clock.now()}
     report["store"] = _store_view(settings.state_db_path)
@@ -68,12 +69,12 @@ def _store_view(path: Path) -> dict:
             "id": t.id, "strategy": t.strategy, "state": t.state.value, "mode": t.execution_mode,
             "exit_reason": t.exit_reason, "entry_premium": round(t.entry_premium, 2),
             "fees": round(float(t.fees_paid or 0.0), 4),
-            "exposure": {leg.symbol: leg.net_qty if leg.side == 1 else -leg.net_qty for leg in t.legs
+            "exposure": {leg.symbol: leg.side.sign * leg.net_qty for leg in t.legs
                          if abs(leg.net_qty) > 1e-9},
         } for t in active],
         "working_orders": [{
             "client_order_id": o.client_order_id, "order_id": o.order_id, "trade_id": o.trade_id,
-            "symbol": o.symbol, "side": "BUY" if o.side == 1 else "SELL", "qty": o.qty, "price": o.price,
+            "symbol": o.symbol, "side": Side.of(o.side).name, "qty": o.qty, "price": o.price,
             "filled": o.filled_qty, "status": o.status.value, "reduce_only": o.reduce_only,
         } for o in orders if not o.status.is_final],
         "strategies": {name: {**per_strategy.get(name, {}), "paused": bool((state or {}).get("paused")),
@@ -86,7 +87,7 @@ def _store_view(path: Path) -> dict:
     }
 
 
-def _exchange_view(settings: Settings, clock: Any) -> dict:
+def _exchange_view(settings: Settings, clock: Clock) -> dict:
     if settings.embeds_simulator:
         return {"available": False,
                 "note": "the embedded simulator lives inside the daemon's process; run `python -m simulator` "
@@ -106,23 +107,24 @@ def _exchange_view(settings: Settings, clock: Any) -> dict:
         return {"available": False, "note": f"exchange request failed: {exc}"}
     finally:
         connection.close()
+    figures = read_account_figures(summary)
     return {
         "available": True,
-        "equity": finite_number(summary.get("equity")),
-        "available_margin": finite_number(summary.get("availableMargin")),
-        "unrealized_pnl": finite_number(summary.get("unrealizedPnL")),
-        "positions": [{"symbol": p.get("symbol"), "side": "long" if p.get("tradeSide") == 1 else "short",
-                       "qty": finite_number(p.get("qty")), "avg_price": finite_number(p.get("avgPrice")),
-                       "mark": finite_number(p.get("markPrice"))} for p in positions],
-        "open_orders": [{"order_id": o.get("orderId"), "client_order_id": o.get("clientOrderId"),
-                         "symbol": o.get("symbol"), "ours": _is_ours(o.get("clientOrderId"), settings)}
-                        for o in pending],
+        "equity": figures.equity,
+        "available_margin": figures.available_margin,
+        "unrealized_pnl": figures.unrealized_pnl,
+        "positions": [{"symbol": p.symbol, "side": "long" if p.side == 1 else "short", "qty": p.qty,
+                       "avg_price": p.avg_price, "mark": p.mark_price} for p in read_position_rows(positions)],
+        "open_orders": [{"order_id": o.order_id, "client_order_id": o.client_order_id, "symbol": o.symbol,
+                         "ours": _is_ours(o.client_order_id, settings)} for o in parse_orders(pending)],
     }
 
 
-def _is_ours(client_order_id: Any, settings: Settings) -> bool:
+def _is_ours(client_order_id: int | None, settings: Settings) -> bool:
+    if client_order_id is None:
+        return False
     try:
-        return parse_client_order_id(int(client_order_id)).prefix == settings.client_order_prefix
+        return parse_client_order_id(client_order_id).prefix == settings.client_order_prefix
     except (TypeError, ValueError):
         return False
 

@@ -16,24 +16,24 @@ Why this module is shaped the way it is:
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import math
-import re
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
-from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
+from contracts import Contract, Side, parse_date_token
 from errors import ConfigError, SelectionError, TraderError
+from validation import invalid, is_int, is_number, refuse_unknown_keys, refuse_unknown_keywords
 
-if TYPE_CHECKING:  # imported for type hints only: selection works on any duck-typed market
-    from market_data import ChainSnapshot, Instrument, MarketData, OptionRow
+if TYPE_CHECKING:  # imported for type hints only: selection works on any seams.ChainSource
+    from coincall_payloads import Instrument, OptionRow
+    from market_data import ChainSnapshot
+    from seams import ChainSource
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Side",
     "LegSpec",
     "OptionQuery",
     "SelectedOption",
@@ -80,15 +80,10 @@ STRIKE_FILTER_KEYS = (
     "max_otm_pct",
 )
 DELTA_FILTER_KEYS = ("min", "max", "target")
-MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
-_DATE_TOKEN = re.compile(r"^(\d{1,2})([A-Z]{3})(\d{2})$")
-
-
-class Side(IntEnum):
-    """Trade side as the exchange numbers it (``tradeSide``)."""
-
-    BUY = 1
-    SELL = 2
+# Who is refusing: the prefix of every ConfigError this module raises (validation.invalid).
+LEG_SPEC = "LegSpec"
+FIND_OPTION = "find_option"
+RESOLVE_LEGS = "resolve_legs"
 
 
 def _default_expiry() -> dict:
@@ -96,120 +91,56 @@ def _default_expiry() -> dict:
 
 
 # --------------------------------------------------------------------------- validation helpers
-def _is_number(value: Any) -> bool:
-    """A real, finite number; ``bool`` is refused because ``True`` silently means 1."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _fail(field_name: str, value: Any, fix: str) -> ConfigError:
-    return ConfigError(f"{field_name}={value!r} is invalid: {fix}")
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'value'?)`` for a near miss among ``choices``, else an empty string.
-
-    A misspelled key or keyword is the commonest configuration typo; naming the intended
-    spelling turns a puzzle into a one-character fix (issue 9).
-    """
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _check_keys(field_name: str, given: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    unknown = sorted(str(key) for key in given if key not in allowed)
-    if unknown:
-        hints = "".join(did_you_mean(key, allowed) for key in unknown)
-        raise ConfigError(
-            f"{field_name} has unknown key(s) {unknown}{hints}; allowed keys: {', '.join(allowed)}"
-        )
-
-
-def refuse_unknown_keywords(owner: str, names: Sequence[str], args: tuple, kwargs: Mapping[str, Any]) -> None:
-    """Refuse keywords a dataclass does not have, with "did you mean", before ``__init__`` runs.
-
-    The dataclass ``__init__`` would raise a bare ``TypeError`` ("unexpected keyword argument")
-    that names neither the intended field nor the fix; ``StrategyConfig`` and ``LegSpec`` call
-    this from ``__new__`` so a typo such as ``exit_condition=`` is a ``ConfigError``.
-    """
-    for key in kwargs:
-        if key not in names:
-            raise ConfigError(f"{owner}: {key}={kwargs[key]!r} is not an argument{did_you_mean(key, names)}; "
-                              f"the arguments are {', '.join(names)}")
-    if len(args) > len(names):
-        raise ConfigError(f"{owner}: {len(args)} positional arguments given, at most {len(names)} "
-                          f"({', '.join(names)}); pass the others by keyword")
-    for key in names[:len(args)]:
-        if key in kwargs:
-            raise ConfigError(f"{owner}: {key} is given twice (by position and as {key}=); keep one")
-
-
-def _check_option_type(field_name: str, option_type: Any) -> str:
+def _check_option_type(owner: str, field_name: str, option_type: Any) -> str:
     if option_type not in OPTION_TYPES:
-        raise _fail(field_name, option_type, "use 'C' (call) or 'P' (put)")
+        raise invalid(owner, field_name, option_type, "use 'C' (call) or 'P' (put)")
     return option_type
 
 
-def _check_side(field_name: str, side: Any) -> Side:
-    if not _is_int(side) or side not in (1, 2):
-        raise _fail(field_name, side, "use 1 (BUY) or 2 (SELL) (Side.BUY / Side.SELL)")
+def _check_side(owner: str, field_name: str, side: Any) -> Side:
+    if not is_int(side) or side not in (1, 2):
+        raise invalid(owner, field_name, side, "use 1 (BUY) or 2 (SELL) (Side.BUY / Side.SELL)")
     return Side(side)
 
 
-def _check_qty(field_name: str, qty: Any) -> float:
+def _check_qty(owner: str, field_name: str, qty: Any) -> float:
     """Quantities are BTC in 0.01 steps (exchange minimum 0.01); never rounded silently."""
-    if not _is_number(qty) or qty < 0.01 - 1e-12:
-        raise _fail(field_name, qty, "use a quantity >= 0.01 BTC")
+    if not is_number(qty) or qty < 0.01 - 1e-12:
+        raise invalid(owner, field_name, qty, "use a quantity >= 0.01 BTC")
     hundredths = qty * 100.0
     if abs(hundredths - round(hundredths)) > 1e-6:
-        raise _fail(field_name, qty, "use a multiple of 0.01 BTC")
+        raise invalid(owner, field_name, qty, "use a multiple of 0.01 BTC")
     return float(qty)
 
 
-def _check_delta_value(field_name: str, value: Any, option_type: str) -> float:
+def _check_delta_value(owner: str, field_name: str, value: Any, option_type: str) -> float:
     """Call deltas live in (0, 1), put deltas in (-1, 0): a sign slip picks the wrong wing."""
-    if not _is_number(value):
-        raise _fail(field_name, value, "use a number")
+    if not is_number(value):
+        raise invalid(owner, field_name, value, "use a number")
     if option_type == "C" and not 0.0 < value < 1.0:
-        raise _fail(field_name, value, "a call delta must be in (0, 1)")
+        raise invalid(owner, field_name, value, "a call delta must be in (0, 1)")
     if option_type == "P" and not -1.0 < value < 0.0:
-        raise _fail(field_name, value, "a put delta must be in (-1, 0)")
+        raise invalid(owner, field_name, value, "a put delta must be in (-1, 0)")
     return float(value)
 
 
-def parse_date_token(token: str) -> date:
-    """``5FEB26``/``05FEB26`` -> date(2026, 2, 5); ``ValueError`` when it is not a date."""
-    match = _DATE_TOKEN.match(token.strip().upper())
-    if not match:
-        raise ValueError(f"not a date token: {token!r}")
-    day, month, year = match.groups()
-    if month not in MONTHS:
-        raise ValueError(f"unknown month in {token!r}")
-    return date(2000 + int(year), MONTHS.index(month) + 1, int(day))
-
-
-def validate_expiry_criteria(criteria: Any, field_name: str = "expiry_criteria") -> dict:
+def validate_expiry_criteria(criteria: Any, field_name: str = "expiry_criteria", owner: str = LEG_SPEC) -> dict:
     """Check one of the three expiry forms of §3.2 and return a private copy."""
     if not isinstance(criteria, Mapping):
-        raise _fail(field_name, criteria, "use a dict such as {'dte': 'next'}")
-    _check_keys(field_name, criteria, EXPIRY_KEYS)
+        raise invalid(owner, field_name, criteria, "use a dict such as {'dte': 'next'}")
+    refuse_unknown_keys(f"{owner}.{field_name}", criteria, EXPIRY_KEYS)
     forms = [name for name, keys in (
         ("dte", ("dte", "dte_min", "dte_max")),
         ("symbol", ("symbol",)),
         ("days", ("min_days", "max_days", "target")),
     ) if any(key in criteria for key in keys)]
     if len(forms) != 1:
-        raise ConfigError(
-            f"{field_name}={dict(criteria)!r} must use exactly one form: "
-            "{'dte': 'next'|N[, 'dte_min', 'dte_max']}, {'symbol': '28MAR26'} "
-            "or {'min_days', 'max_days', 'target': near|far|mid}"
-        )
+        raise invalid(owner, field_name, dict(criteria),
+                      "use exactly one form: {'dte': 'next'|N[, 'dte_min', 'dte_max']}, {'symbol': '28MAR26'} "
+                      "or {'min_days', 'max_days', 'target': near|far|mid}")
     form = forms[0]
     if form == "dte":
-        _validate_dte_form(criteria, field_name)
+        _validate_dte_form(criteria, field_name, owner)
     elif form == "symbol":
         token = criteria["symbol"]
         try:
@@ -217,81 +148,83 @@ def validate_expiry_criteria(criteria: Any, field_name: str = "expiry_criteria")
                 raise ValueError(token)
             parse_date_token(token)
         except ValueError:
-            raise _fail(f"{field_name}['symbol']", token, "use a date token like '28MAR26' or '5FEB26'") from None
+            raise invalid(owner, f"{field_name}['symbol']", token,
+                          "use a date token like '28MAR26' or '5FEB26'") from None
     else:
-        _validate_days_form(criteria, field_name)
+        _validate_days_form(criteria, field_name, owner)
     return dict(criteria)
 
 
-def _validate_dte_form(criteria: Mapping[str, Any], field_name: str) -> None:
+def _validate_dte_form(criteria: Mapping[str, Any], field_name: str, owner: str) -> None:
     if "dte" not in criteria:
-        raise ConfigError(f"{field_name}: 'dte_min'/'dte_max' need 'dte': N (int >= 0)")
+        raise invalid(owner, field_name, dict(criteria), "'dte_min'/'dte_max' need 'dte': N (int >= 0)")
     dte = criteria["dte"]
     if dte == "next":
         if "dte_min" in criteria or "dte_max" in criteria:
-            raise ConfigError(f"{field_name}: 'dte_min'/'dte_max' only apply to an integer 'dte'")
+            raise invalid(owner, field_name, dict(criteria), "'dte_min'/'dte_max' only apply to an integer 'dte'")
         return
-    if not _is_int(dte) or dte < 0:
-        raise _fail(f"{field_name}['dte']", dte, "use 'next' or an int >= 0")
+    if not is_int(dte) or dte < 0:
+        raise invalid(owner, f"{field_name}['dte']", dte, "use 'next' or an int >= 0")
     for key in ("dte_min", "dte_max"):
-        if key in criteria and (not _is_int(criteria[key]) or criteria[key] < 0):
-            raise _fail(f"{field_name}[{key!r}]", criteria[key], "use an int >= 0")
+        if key in criteria and (not is_int(criteria[key]) or criteria[key] < 0):
+            raise invalid(owner, f"{field_name}[{key!r}]", criteria[key], "use an int >= 0")
     if criteria.get("dte_min", 0) > criteria.get("dte_max", math.inf):
-        raise ConfigError(f"{field_name}: dte_min must be <= dte_max")
+        raise invalid(owner, field_name, dict(criteria), "dte_min must be <= dte_max")
 
 
-def _validate_days_form(criteria: Mapping[str, Any], field_name: str) -> None:
+def _validate_days_form(criteria: Mapping[str, Any], field_name: str, owner: str) -> None:
     for key in ("min_days", "max_days"):
-        if key in criteria and (not _is_number(criteria[key]) or criteria[key] < 0):
-            raise _fail(f"{field_name}[{key!r}]", criteria[key], "use a number >= 0")
+        if key in criteria and (not is_number(criteria[key]) or criteria[key] < 0):
+            raise invalid(owner, f"{field_name}[{key!r}]", criteria[key], "use a number >= 0")
     if criteria.get("min_days", 0) > criteria.get("max_days", 3650):
-        raise ConfigError(f"{field_name}: min_days must be <= max_days")
+        raise invalid(owner, field_name, dict(criteria), "min_days must be <= max_days")
     target = criteria.get("target", "near")
     if target not in EXPIRY_TARGETS:
-        raise _fail(f"{field_name}['target']", target, f"use one of {', '.join(EXPIRY_TARGETS)}")
+        raise invalid(owner, f"{field_name}['target']", target, f"use one of {', '.join(EXPIRY_TARGETS)}")
 
 
-def _validate_strike_filter(strike: Any, field_name: str = "strike") -> dict:
+def _validate_strike_filter(strike: Any, field_name: str = "strike", owner: str = FIND_OPTION) -> dict:
     if strike is None:
         return {}
     if not isinstance(strike, Mapping):
-        raise _fail(field_name, strike, f"use a dict with keys among {', '.join(STRIKE_FILTER_KEYS)}")
-    _check_keys(field_name, strike, STRIKE_FILTER_KEYS)
+        raise invalid(owner, field_name, strike, f"use a dict with keys among {', '.join(STRIKE_FILTER_KEYS)}")
+    refuse_unknown_keys(f"{owner}.{field_name}", strike, STRIKE_FILTER_KEYS)
     for key in ("below_atm", "above_atm"):
         if key in strike and not isinstance(strike[key], bool):
-            raise _fail(f"{field_name}[{key!r}]", strike[key], "use True or False")
+            raise invalid(owner, f"{field_name}[{key!r}]", strike[key], "use True or False")
     if strike.get("below_atm") and strike.get("above_atm"):
-        raise ConfigError(f"{field_name}: below_atm and above_atm together match nothing; use one")
+        raise invalid(owner, field_name, dict(strike), "below_atm and above_atm together match nothing; use one")
     for key in STRIKE_FILTER_KEYS[2:]:
-        if key in strike and not _is_number(strike[key]):
-            raise _fail(f"{field_name}[{key!r}]", strike[key], "use a number")
+        if key in strike and not is_number(strike[key]):
+            raise invalid(owner, f"{field_name}[{key!r}]", strike[key], "use a number")
     for low, high in (("min_strike", "max_strike"), ("min_distance_pct", "max_distance_pct"),
                       ("min_otm_pct", "max_otm_pct")):
         if low in strike and high in strike and strike[low] > strike[high]:
-            raise ConfigError(f"{field_name}: {low} must be <= {high}")
+            raise invalid(owner, field_name, dict(strike), f"{low} must be <= {high}")
     return dict(strike)
 
 
-def _validate_delta_filter(delta: Any, option_type: str, field_name: str = "delta") -> dict:
+def _validate_delta_filter(delta: Any, option_type: str, field_name: str = "delta", owner: str = FIND_OPTION) -> dict:
     if delta is None:
         return {}
     if not isinstance(delta, Mapping):
-        raise _fail(field_name, delta, f"use a dict with keys among {', '.join(DELTA_FILTER_KEYS)}")
-    _check_keys(field_name, delta, DELTA_FILTER_KEYS)
+        raise invalid(owner, field_name, delta, f"use a dict with keys among {', '.join(DELTA_FILTER_KEYS)}")
+    refuse_unknown_keys(f"{owner}.{field_name}", delta, DELTA_FILTER_KEYS)
     low_limit, high_limit = (0.0, 1.0) if option_type == "C" else (-1.0, 0.0)
     for key in DELTA_FILTER_KEYS:
         if key not in delta:
             continue
         value = delta[key]
-        if not _is_number(value) or not low_limit <= value <= high_limit:
+        if not is_number(value) or not low_limit <= value <= high_limit:
             sign = "in [0, 1] for calls" if option_type == "C" else "in [-1, 0] for puts (negative)"
-            raise _fail(f"{field_name}[{key!r}]", value, f"use a delta {sign}")
+            raise invalid(owner, f"{field_name}[{key!r}]", value, f"use a delta {sign}")
     if "min" in delta and "max" in delta and delta["min"] > delta["max"]:
-        raise ConfigError(f"{field_name}: min ({delta['min']}) must be <= max ({delta['max']})")
+        raise invalid(owner, field_name, dict(delta), "min must be <= max")
     return dict(delta)
 
 
-def _effective_rank(rank_by: Any, delta: Mapping[str, Any], field_name: str = "rank_by") -> str:
+def _effective_rank(rank_by: Any, delta: Mapping[str, Any], field_name: str = "rank_by",
+                    owner: str = FIND_OPTION) -> str:
     """``None`` picks delta_mid / delta_target / strike_atm from what the delta filter gives (§1.5)."""
     if rank_by is None:
         if "min" in delta and "max" in delta:
@@ -300,11 +233,11 @@ def _effective_rank(rank_by: Any, delta: Mapping[str, Any], field_name: str = "r
             return "delta_target"
         return "strike_atm"
     if rank_by not in RANKINGS:
-        raise _fail(field_name, rank_by, f"use one of {', '.join(RANKINGS)}")
+        raise invalid(owner, field_name, rank_by, f"use one of {', '.join(RANKINGS)}")
     if rank_by == "delta_mid" and not ("min" in delta and "max" in delta):
-        raise ConfigError(f"{field_name}='delta_mid' needs both delta min and max")
+        raise invalid(owner, field_name, rank_by, "'delta_mid' needs both delta min and max")
     if rank_by == "delta_target" and "target" not in delta:
-        raise ConfigError(f"{field_name}='delta_target' needs a delta target")
+        raise invalid(owner, field_name, rank_by, "'delta_target' needs a delta target")
     return rank_by
 
 
@@ -351,12 +284,12 @@ class OptionQuery:
     underlying: str = "BTC"
 
     def __post_init__(self) -> None:
-        option_type = _check_option_type("option_type", self.option_type)
-        object.__setattr__(self, "expiry", validate_expiry_criteria(self.expiry, "expiry"))
+        option_type = _check_option_type(FIND_OPTION, "option_type", self.option_type)
+        object.__setattr__(self, "expiry", validate_expiry_criteria(self.expiry, "expiry", FIND_OPTION))
         object.__setattr__(self, "strike", _validate_strike_filter(self.strike))
         object.__setattr__(self, "delta", _validate_delta_filter(self.delta, option_type))
         object.__setattr__(self, "rank_by", _effective_rank(self.rank_by, self.delta))
-        _check_underlying("underlying", self.underlying)
+        _check_underlying(FIND_OPTION, "underlying", self.underlying)
 
     def select(self, snapshot: "ChainSnapshot", expiry_ms: int, *, now: float, side: int | None = None,
                min_minutes_to_expiry: float = DEFAULT_MIN_MINUTES_TO_EXPIRY) -> "OptionRow | None":
@@ -364,7 +297,7 @@ class OptionQuery:
         rows = _selectable_rows(snapshot, expiry_ms, self.option_type, now, side, min_minutes_to_expiry)
         return _run_pipeline(self, rows, snapshot.index_price)
 
-    def resolve(self, market: "MarketData", *, now: float | None = None, side: int | None = None,
+    def resolve(self, market: "ChainSource", *, now: float | None = None, side: int | None = None,
                 min_minutes_to_expiry: float = DEFAULT_MIN_MINUTES_TO_EXPIRY) -> SelectedOption | None:
         """Fetch instruments and one fresh chain snapshot, then select; ``None`` = nothing matches."""
         current = _market_now(market) if now is None else now
@@ -379,14 +312,14 @@ class OptionQuery:
                              min_minutes_to_expiry=min_minutes_to_expiry)
 
 
-def _market_now(market: "MarketData") -> float:
+def _market_now(market: "ChainSource") -> float:
     """"Now" comes from the market's injected clock, so selection and data share one time."""
     return float(market.clock.now())
 
 
-def _check_underlying(field_name: str, underlying: Any) -> str:
+def _check_underlying(owner: str, field_name: str, underlying: Any) -> str:
     if not isinstance(underlying, str) or not underlying.isalnum() or underlying.upper() != underlying:
-        raise _fail(field_name, underlying, "use an upper-case base currency such as 'BTC'")
+        raise invalid(owner, field_name, underlying, "use an upper-case base currency such as 'BTC'")
     return underlying
 
 
@@ -395,7 +328,7 @@ class LegSpec:
     """One leg of a structure, described by criteria and resolved at trade time (§1.4)."""
 
     option_type: str
-    side: int
+    side: Side
     qty: float
     strike_criteria: dict | OptionQuery
     expiry_criteria: dict = field(default_factory=_default_expiry)
@@ -404,14 +337,14 @@ class LegSpec:
     def __new__(cls, *args: Any, **kwargs: Any) -> "LegSpec":
         # Keyword typos become a ConfigError with "did you mean" (see refuse_unknown_keywords).
         if args or kwargs:
-            refuse_unknown_keywords("LegSpec", [f.name for f in fields(cls)], args, kwargs)
+            refuse_unknown_keywords(LEG_SPEC, [f.name for f in fields(cls)], args, kwargs)
         return super().__new__(cls)
 
     def __post_init__(self) -> None:
-        option_type = _check_option_type("option_type", self.option_type)
-        object.__setattr__(self, "side", _check_side("side", self.side))
-        object.__setattr__(self, "qty", _check_qty("qty", self.qty))
-        _check_underlying("underlying", self.underlying)
+        option_type = _check_option_type(LEG_SPEC, "option_type", self.option_type)
+        object.__setattr__(self, "side", _check_side(LEG_SPEC, "side", self.side))
+        object.__setattr__(self, "qty", _check_qty(LEG_SPEC, "qty", self.qty))
+        _check_underlying(LEG_SPEC, "underlying", self.underlying)
         expiry = validate_expiry_criteria(self.expiry_criteria)
         object.__setattr__(self, "expiry_criteria", expiry)
         criteria = self.strike_criteria
@@ -420,28 +353,23 @@ class LegSpec:
             return
         normalised = validate_strike_criteria(criteria, option_type)
         if normalised["type"] == "offset" and expiry != _default_expiry():
-            raise ConfigError(
-                f"expiry_criteria={expiry!r} is invalid for an offset leg: it uses the expiry of "
-                f"leg {normalised['from_leg']}; leave expiry_criteria at its default"
-            )
+            raise invalid(LEG_SPEC, "expiry_criteria", expiry,
+                          f"an offset leg uses the expiry of leg {normalised['from_leg']}; leave "
+                          f"expiry_criteria at its default")
         object.__setattr__(self, "strike_criteria", normalised)
 
     def _check_query(self, query: OptionQuery, expiry: dict) -> None:
         if query.option_type != self.option_type:
-            raise ConfigError(
-                f"strike_criteria is an OptionQuery for option_type={query.option_type!r} but the "
-                f"leg has option_type={self.option_type!r}; make them equal"
-            )
+            raise invalid(LEG_SPEC, "strike_criteria", query,
+                          f"it is an OptionQuery for option_type={query.option_type!r} but the leg has "
+                          f"option_type={self.option_type!r}; make them equal")
         if expiry != _default_expiry():
-            raise ConfigError(
-                f"expiry_criteria={expiry!r} is invalid with an OptionQuery: the query carries its "
-                "own expiry; leave expiry_criteria at its default"
-            )
+            raise invalid(LEG_SPEC, "expiry_criteria", expiry,
+                          "an OptionQuery carries its own expiry; leave expiry_criteria at its default")
         if query.underlying != self.underlying:
-            raise ConfigError(
-                f"strike_criteria is an OptionQuery on {query.underlying!r} but the leg trades "
-                f"{self.underlying!r}; make them equal"
-            )
+            raise invalid(LEG_SPEC, "strike_criteria", query,
+                          f"it is an OptionQuery on {query.underlying!r} but the leg trades "
+                          f"{self.underlying!r}; make them equal")
 
     @property
     def strike_type(self) -> str:
@@ -454,62 +382,77 @@ class LegSpec:
     def depends_on(self) -> int | None:
         """Index of the leg an offset leg is measured from, else ``None``."""
         if self.strike_type == "offset":
+            # An offset strike's criteria is a dict (only "query" is an OptionQuery); mypy cannot see it.
             return int(self.strike_criteria["from_leg"])  # type: ignore[index]
         return None
 
 
-def validate_strike_criteria(criteria: Any, option_type: str, field_name: str = "strike_criteria") -> dict:
+def validate_strike_criteria(criteria: Any, option_type: str, field_name: str = "strike_criteria",
+                             owner: str = LEG_SPEC) -> dict:
     """Check one strike criterion of §3.3 and return a normalised private copy."""
     if not isinstance(criteria, Mapping):
-        raise _fail(field_name, criteria, "use a dict with a 'type' or an OptionQuery from find_option()")
+        raise invalid(owner, field_name, criteria, "use a dict with a 'type' or an OptionQuery from find_option()")
     kind = criteria.get("type")
     if kind == LEGACY_SPOTDISTANCE:
         kind = "spotdistance%"
     if kind not in STRIKE_TYPES:
-        raise _fail(f"{field_name}['type']", kind, f"use one of {', '.join(STRIKE_TYPES)}")
-    _check_keys(field_name, criteria, STRIKE_KEYS_BY_TYPE[kind])
+        raise invalid(owner, f"{field_name}['type']", kind, f"use one of {', '.join(STRIKE_TYPES)}")
+    refuse_unknown_keys(f"{owner}.{field_name}", criteria, STRIKE_KEYS_BY_TYPE[kind])
     result = dict(criteria)
     result["type"] = kind
     value = criteria.get("value")
+    value_field = f"{field_name}['value']"
     if kind == "delta":
-        result["value"] = _check_delta_value(f"{field_name}['value']", value, option_type)
+        result["value"] = _check_delta_value(owner, value_field, value, option_type)
     elif kind == "closestStrike":
-        if value is not None and (not _is_number(value) or value < 0):
-            raise _fail(f"{field_name}['value']", value, "use a strike >= 0 (0 or absent = ATM)")
+        if value is not None and (not is_number(value) or value < 0):
+            raise invalid(owner, value_field, value, "use a strike >= 0 (0 or absent = ATM)")
         result["value"] = float(value or 0.0)
     elif kind == "spotdistance%":
-        if not _is_number(value) or value <= -100:
-            raise _fail(f"{field_name}['value']", value, "use a percentage > -100")
+        if not is_number(value) or value <= -100:
+            raise invalid(owner, value_field, value, "use a percentage > -100")
     elif kind == "strike":
-        if not _is_number(value) or value <= 0:
-            raise _fail(f"{field_name}['value']", value, "use a listed strike > 0")
+        if not is_number(value) or value <= 0:
+            raise invalid(owner, value_field, value, "use a listed strike > 0")
     elif kind == "offset":
-        if not _is_int(criteria.get("from_leg")) or criteria["from_leg"] < 0:
-            raise _fail(f"{field_name}['from_leg']", criteria.get("from_leg"), "use the index (int >= 0) of another leg")
-        if not _is_number(value):
-            raise _fail(f"{field_name}['value']", value, "use a strike distance in USD (0 = same strike)")
+        if not is_int(criteria.get("from_leg")) or criteria["from_leg"] < 0:
+            raise invalid(owner, f"{field_name}['from_leg']", criteria.get("from_leg"),
+                          "use the index (int >= 0) of another leg")
+        if not is_number(value):
+            raise invalid(owner, value_field, value, "use a strike distance in USD (0 = same strike)")
     else:  # compound: validated by building the query it stands for
-        _validate_strike_filter(criteria.get("strike"), f"{field_name}['strike']")
-        delta = _validate_delta_filter(criteria.get("delta"), option_type, f"{field_name}['delta']")
-        _effective_rank(criteria.get("rank_by"), delta, f"{field_name}['rank_by']")
+        _validate_strike_filter(criteria.get("strike"), f"{field_name}['strike']", owner)
+        delta = _validate_delta_filter(criteria.get("delta"), option_type, f"{field_name}['delta']", owner)
+        _effective_rank(criteria.get("rank_by"), delta, f"{field_name}['rank_by']", owner)
     return result
 
 
 @dataclass(frozen=True)
 class ResolvedLeg:
-    """A leg bound to one instrument of one chain snapshot."""
+    """A leg bound to one contract of one chain snapshot: the spec, the contract, the row it was chosen on.
+
+    Side and quantity are the spec's (read through, never copied); ``index_price`` and
+    ``as_of`` are the snapshot's, the same for every leg of the structure.
+    """
 
     index: int
     spec: LegSpec
-    symbol: str
-    option_type: str
-    strike: float
-    expiry_ms: int
-    side: int
-    qty: float
+    contract: Contract
     row: "OptionRow"
     index_price: float
     as_of: float
+
+    @property
+    def symbol(self) -> str:
+        return self.contract.symbol
+
+    @property
+    def side(self) -> Side:
+        return self.spec.side
+
+    @property
+    def qty(self) -> float:
+        return self.spec.qty
 
 
 # --------------------------------------------------------------------------- expiry choice
@@ -654,7 +597,8 @@ def _passes_strike_filter(row: "OptionRow", strike: Mapping[str, Any], index_pri
     return True
 
 
-def _rank_key(rank_by: str, delta: Mapping[str, Any], index_price: float):
+def _rank_key(rank_by: str | None, delta: Mapping[str, Any],
+              index_price: float) -> Callable[[Any], tuple[float, float]]:
     if rank_by == "delta_mid":
         middle = (delta["min"] + delta["max"]) / 2.0
         return lambda r: (_tie(abs(r.delta - middle)), r.strike)
@@ -737,7 +681,7 @@ def select_option(snapshot: "ChainSnapshot", query: OptionQuery, *, now: float, 
 
 def find_option(option_type: str, expiry: dict | None = None, strike: dict | None = None,
                 delta: dict | None = None, rank_by: str | None = None, underlying: str = "BTC",
-                *, market: "MarketData | None" = None) -> OptionQuery | SelectedOption | None:
+                *, market: "ChainSource | None" = None) -> OptionQuery | SelectedOption | None:
     """Validate a selector; without ``market`` return it as an ``OptionQuery``, with it resolve now.
 
     There is no global market-data object, so the declarative form is what a strategy
@@ -764,20 +708,21 @@ def _dependency_order(specs: Sequence[LegSpec]) -> list[int]:
         if ref is None:
             continue
         if ref == index or ref >= len(specs):
-            raise ConfigError(
-                f"legs[{index}].strike_criteria['from_leg']={ref} is invalid: reference another "
-                f"leg, 0..{len(specs) - 1} except {index}"
-            )
+            raise invalid(RESOLVE_LEGS, f"legs[{index}].strike_criteria['from_leg']", ref,
+                          f"reference another leg, 0..{len(specs) - 1} except {index}")
         if specs[ref].underlying != spec.underlying:
-            raise ConfigError(f"legs[{index}] is an offset from legs[{ref}] on another underlying")
+            raise invalid(RESOLVE_LEGS, f"legs[{index}].underlying", spec.underlying,
+                          f"it is an offset from legs[{ref}], which is on {specs[ref].underlying!r}: use the same "
+                          f"underlying")
     order: list[int] = []
     placed: set[int] = set()
     while len(order) < len(specs):
         ready = [i for i, s in enumerate(specs) if i not in placed and (s.depends_on is None or s.depends_on in placed)]
         if not ready:
             stuck = sorted(set(range(len(specs))) - placed)
-            raise ConfigError(f"offset legs {stuck} reference each other in a cycle; anchor one of them "
-                              "with a non-offset strike criterion")
+            raise invalid(RESOLVE_LEGS, "legs", f"<offset legs {stuck}>",
+                          "they reference each other in a cycle; anchor one of them with a non-offset strike "
+                          "criterion")
         order.extend(ready)
         placed.update(ready)
     return order
@@ -792,6 +737,8 @@ def _resolve_strike(index: int, spec: LegSpec, snapshot: "ChainSnapshot", expiry
     if kind == "query" or kind == "compound":
         query = criteria if isinstance(criteria, OptionQuery) else _compound_query(spec)
         row = _run_pipeline(query, rows, index_price)
+    elif isinstance(criteria, OptionQuery):   # cannot happen: a query's kind is "query"
+        raise TypeError(f"strike kind {kind!r} needs its criteria as a dict, got an OptionQuery")
     elif kind == "delta":
         target = criteria["value"]
         row = min((r for r in rows if r.delta is not None), key=lambda r: (_tie(abs(r.delta - target)), r.strike),
@@ -803,11 +750,10 @@ def _resolve_strike(index: int, spec: LegSpec, snapshot: "ChainSnapshot", expiry
     elif kind == "strike":
         row = next((r for r in rows if abs(r.strike - criteria["value"]) <= STRIKE_EPSILON), None)
     else:
-        row = _resolve_offset(criteria, rows, resolved[criteria["from_leg"]].strike)
+        row = _resolve_offset(criteria, rows, resolved[criteria["from_leg"]].contract.strike)
     if row is None:
-        side = Side(spec.side).name
         raise SelectionError(
-            f"leg {index} ({spec.option_type} {side}) has no selectable option for {_describe(criteria)} "
+            f"leg {index} ({spec.option_type} {spec.side.name}) has no selectable option for {_describe(criteria)} "
             f"on expiry {datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc):%Y-%m-%d} "
             f"({len(rows)} selectable rows, index {index_price:g})"
         )
@@ -828,6 +774,8 @@ def _resolve_offset(criteria: Mapping[str, Any], rows: list["OptionRow"], ref_st
 
 def _compound_query(spec: LegSpec) -> OptionQuery:
     criteria = spec.strike_criteria
+    if isinstance(criteria, OptionQuery):   # cannot happen: a compound strike is a dict
+        return criteria
     return OptionQuery(option_type=spec.option_type, expiry=spec.expiry_criteria,
                        strike=criteria.get("strike") or {}, delta=criteria.get("delta") or {},
                        rank_by=criteria.get("rank_by"), underlying=spec.underlying)
@@ -845,7 +793,7 @@ def _leg_expiry_criteria(spec: LegSpec) -> Mapping[str, Any]:
     return spec.expiry_criteria
 
 
-def resolve_legs(specs: Sequence[LegSpec], market: "MarketData", *, now: float | None = None,
+def resolve_legs(specs: Sequence[LegSpec], market: "ChainSource", *, now: float | None = None,
                  min_minutes_to_expiry: float = DEFAULT_MIN_MINUTES_TO_EXPIRY) -> list[ResolvedLeg]:
     """Resolve every leg against ONE chain snapshot, all or nothing (§3.1).
 
@@ -868,33 +816,33 @@ def resolve_legs(specs: Sequence[LegSpec], market: "MarketData", *, now: float |
     for index in order:
         spec = specs[index]
         row = _resolve_strike(index, spec, snapshot, expiries[index], current, resolved, min_minutes_to_expiry)
-        resolved[index] = ResolvedLeg(
-            index=index, spec=spec, symbol=row.symbol, option_type=row.option_type, strike=row.strike,
-            expiry_ms=row.expiry_ms, side=spec.side, qty=spec.qty, row=row,
-            index_price=snapshot.index_price, as_of=snapshot.as_of,
-        )
+        contract = Contract(symbol=row.symbol, underlying=spec.underlying, option_type=row.option_type,
+                            strike=row.strike, expiry_ms=row.expiry_ms)
+        resolved[index] = ResolvedLeg(index=index, spec=spec, contract=contract, row=row,
+                                      index_price=snapshot.index_price, as_of=snapshot.as_of)
     legs = [resolved[i] for i in range(len(specs))]
     check_structure(legs)
     logger.info("resolved %d legs at index %.2f: %s", len(legs), snapshot.index_price,
-                ", ".join(f"{Side(leg.side).name} {leg.qty:g} {leg.symbol}" for leg in legs))
+                ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in legs))
     return legs
 
 
 def _check_specs(specs: list[LegSpec], min_minutes_to_expiry: float) -> None:
     if not specs:
-        raise ConfigError("legs=[] is invalid: give at least one LegSpec")
+        raise invalid(RESOLVE_LEGS, "legs", [], "give at least one LegSpec")
     for index, spec in enumerate(specs):
         if not isinstance(spec, LegSpec):
-            raise _fail(f"legs[{index}]", spec, "use a LegSpec")
-    if not _is_number(min_minutes_to_expiry) or min_minutes_to_expiry < EXCHANGE_PRE_EXPIRY_HALT_MINUTES:
-        raise _fail("min_minutes_to_expiry", min_minutes_to_expiry,
-                    f"use >= {EXCHANGE_PRE_EXPIRY_HALT_MINUTES:g} (the exchange halts trading before expiry)")
+            raise invalid(RESOLVE_LEGS, f"legs[{index}]", spec, "use a LegSpec")
+    if not is_number(min_minutes_to_expiry) or min_minutes_to_expiry < EXCHANGE_PRE_EXPIRY_HALT_MINUTES:
+        raise invalid(RESOLVE_LEGS, "min_minutes_to_expiry", min_minutes_to_expiry,
+                      f"use >= {EXCHANGE_PRE_EXPIRY_HALT_MINUTES:g} (the exchange halts trading before expiry)")
     underlyings = {spec.underlying for spec in specs}
     if len(underlyings) > 1:
-        raise ConfigError(f"legs span underlyings {sorted(underlyings)}; one structure trades one underlying")
+        raise invalid(RESOLVE_LEGS, "legs", f"<legs on {', '.join(sorted(underlyings))}>",
+                      "one structure trades one underlying")
 
 
-def _choose_leg_expiries(specs: list[LegSpec], order: list[int], market: "MarketData", now: float,
+def _choose_leg_expiries(specs: list[LegSpec], order: list[int], market: "ChainSource", now: float,
                          min_minutes: float) -> dict[int, int]:
     """Expiry of every leg from the instrument list alone (offset legs inherit theirs)."""
     try:
@@ -925,12 +873,12 @@ def check_structure(legs: Sequence[ResolvedLeg]) -> None:
     duplicates = sorted({s for s in symbols if symbols.count(s) > 1})
     if duplicates:
         raise SelectionError(f"legs resolve to the same symbol twice: {duplicates}")
-    if len({leg.expiry_ms for leg in legs}) != 1:
+    if len({leg.contract.expiry_ms for leg in legs}) != 1:
         return
-    types = [leg.option_type for leg in legs]
+    types = [leg.contract.option_type for leg in legs]
     sides = [leg.side for leg in legs]
     qtys = [leg.qty for leg in legs]
-    strikes = [leg.strike for leg in legs]
+    strikes = [leg.contract.strike for leg in legs]
     if types == ["C", "P"] and sides[0] == sides[1] and math.isclose(qtys[0], qtys[1]):
         is_straddle = legs[1].spec.strike_type == "offset" or math.isclose(strikes[0], strikes[1])
         if not is_straddle and not strikes[0] > strikes[1]:
@@ -951,34 +899,31 @@ def check_structure(legs: Sequence[ResolvedLeg]) -> None:
 
 
 # --------------------------------------------------------------------------- templates
-def _dte_criteria(dte: Any) -> dict:
+def _dte_criteria(owner: str, dte: Any) -> dict:
     if dte == "next":
         return {"dte": "next"}
-    if _is_int(dte):
-        return validate_expiry_criteria({"dte": dte}, "dte")
+    if is_int(dte):
+        return validate_expiry_criteria({"dte": dte}, "dte", owner)
     if isinstance(dte, Mapping):
-        return validate_expiry_criteria(dte, "dte")
-    raise _fail("dte", dte, "use 'next', an int >= 0 or an expiry_criteria dict")
+        return validate_expiry_criteria(dte, "dte", owner)
+    raise invalid(owner, "dte", dte, "use 'next', an int >= 0 or an expiry_criteria dict")
 
 
-def _opposite(side: Side) -> Side:
-    return Side.SELL if side == Side.BUY else Side.BUY
-
-
-def _check_wing(wing_width: Any, field_name: str = "wing_width") -> float:
-    if not _is_number(wing_width) or wing_width <= 0:
-        raise _fail(field_name, wing_width, "use a strike distance > 0 (USD)")
+def _check_wing(owner: str, wing_width: Any, field_name: str = "wing_width") -> float:
+    if not is_number(wing_width) or wing_width <= 0:
+        raise invalid(owner, field_name, wing_width, "use a strike distance > 0 (USD)")
     return float(wing_width)
 
 
 def strangle(qty: float, call_delta: float = 0.25, put_delta: float = -0.25, dte: Any = "next",
              side: int = 2) -> list[LegSpec]:
     """Call and put at the given deltas, same side; ``side=2`` sells it (credit)."""
-    qty = _check_qty("qty", qty)
-    side = _check_side("side", side)
-    _check_delta_value("call_delta", call_delta, "C")
-    _check_delta_value("put_delta", put_delta, "P")
-    expiry = _dte_criteria(dte)
+    owner = "strangle"
+    qty = _check_qty(owner, "qty", qty)
+    side = _check_side(owner, "side", side)
+    _check_delta_value(owner, "call_delta", call_delta, "C")
+    _check_delta_value(owner, "put_delta", put_delta, "P")
+    expiry = _dte_criteria(owner, dte)
     return [
         LegSpec("C", side, qty, {"type": "delta", "value": call_delta}, dict(expiry)),
         LegSpec("P", side, qty, {"type": "delta", "value": put_delta}, dict(expiry)),
@@ -987,9 +932,10 @@ def strangle(qty: float, call_delta: float = 0.25, put_delta: float = -0.25, dte
 
 def straddle(qty: float, dte: Any = "next", side: int = 1) -> list[LegSpec]:
     """ATM call, and the put at the very same strike (offset 0 from the call)."""
-    qty = _check_qty("qty", qty)
-    side = _check_side("side", side)
-    expiry = _dte_criteria(dte)
+    owner = "straddle"
+    qty = _check_qty(owner, "qty", qty)
+    side = _check_side(owner, "side", side)
+    expiry = _dte_criteria(owner, dte)
     return [
         LegSpec("C", side, qty, {"type": "closestStrike", "value": 0}, expiry),
         LegSpec("P", side, qty, {"type": "offset", "from_leg": 0, "value": 0}),
@@ -999,13 +945,14 @@ def straddle(qty: float, dte: Any = "next", side: int = 1) -> list[LegSpec]:
 def iron_condor(qty: float, call_delta: float = 0.20, put_delta: float = -0.20, wing_width: float = 1000.0,
                 dte: Any = "next", side: int = 2) -> list[LegSpec]:
     """Short (side=2) or reverse (side=1) iron condor; wings are offsets from the inner legs."""
-    qty = _check_qty("qty", qty)
-    side = _check_side("side", side)
-    _check_delta_value("call_delta", call_delta, "C")
-    _check_delta_value("put_delta", put_delta, "P")
-    width = _check_wing(wing_width)
-    expiry = _dte_criteria(dte)
-    wing_side = _opposite(side)
+    owner = "iron_condor"
+    qty = _check_qty(owner, "qty", qty)
+    side = _check_side(owner, "side", side)
+    _check_delta_value(owner, "call_delta", call_delta, "C")
+    _check_delta_value(owner, "put_delta", put_delta, "P")
+    width = _check_wing(owner, wing_width)
+    expiry = _dte_criteria(owner, dte)
+    wing_side = side.opposite
     return [
         LegSpec("C", side, qty, {"type": "delta", "value": call_delta}, dict(expiry)),
         LegSpec("P", side, qty, {"type": "delta", "value": put_delta}, dict(expiry)),
@@ -1017,18 +964,19 @@ def iron_condor(qty: float, call_delta: float = 0.20, put_delta: float = -0.20, 
 def butterfly(qty: float, wing_width: float = 1000.0, option_type: str = "C", center_delta: float | None = None,
               dte: Any = "next", side: int = 1) -> list[LegSpec]:
     """Wings on ``side``, body (2x qty) on the opposite side; ``side=1`` is the long butterfly."""
-    qty = _check_qty("qty", qty)
-    side = _check_side("side", side)
-    width = _check_wing(wing_width)
-    _check_option_type("option_type", option_type)
-    expiry = _dte_criteria(dte)
+    owner = "butterfly"
+    qty = _check_qty(owner, "qty", qty)
+    side = _check_side(owner, "side", side)
+    width = _check_wing(owner, wing_width)
+    _check_option_type(owner, "option_type", option_type)
+    expiry = _dte_criteria(owner, dte)
     if center_delta is None:
         body = {"type": "closestStrike", "value": 0}
     else:
-        body = {"type": "delta", "value": _check_delta_value("center_delta", center_delta, option_type)}
+        body = {"type": "delta", "value": _check_delta_value(owner, "center_delta", center_delta, option_type)}
     return [
         LegSpec(option_type, side, qty, {"type": "offset", "from_leg": 1, "value": -width}),
-        LegSpec(option_type, _opposite(side), round(qty * 2, 2), body, expiry),
+        LegSpec(option_type, side.opposite, round(qty * 2, 2), body, expiry),
         LegSpec(option_type, side, qty, {"type": "offset", "from_leg": 1, "value": width}),
     ]
 
@@ -1044,20 +992,21 @@ def vertical_spread(qty: float, option_type: str = "C", kind: str = "debit", nea
     debit spread buys the lower strike, a put debit spread the higher); ``"credit"`` sells the
     near leg and buys the far one.
     """
-    qty = _check_qty("qty", qty)
-    _check_option_type("option_type", option_type)
+    owner = "vertical_spread"
+    qty = _check_qty(owner, "qty", qty)
+    _check_option_type(owner, "option_type", option_type)
     if not isinstance(kind, str) or kind not in SPREAD_KINDS:
-        raise _fail("kind", kind, "use 'debit' (buy the leg nearer the money, sell the far one) or "
-                                  "'credit' (sell the leg nearer the money, buy the far one)")
-    distance = _check_wing(width, "width")
-    expiry = _dte_criteria(dte)
+        raise invalid(owner, "kind", kind, "use 'debit' (buy the leg nearer the money, sell the far one) or "
+                                           "'credit' (sell the leg nearer the money, buy the far one)")
+    distance = _check_wing(owner, width, "width")
+    expiry = _dte_criteria(owner, dte)
     if near_delta is None:
         near = {"type": "closestStrike", "value": 0}
     else:
-        near = {"type": "delta", "value": _check_delta_value("near_delta", near_delta, option_type)}
+        near = {"type": "delta", "value": _check_delta_value(owner, "near_delta", near_delta, option_type)}
     near_side = Side.BUY if kind == "debit" else Side.SELL
     offset = distance if option_type == "C" else -distance
     return [
         LegSpec(option_type, near_side, qty, near, expiry),
-        LegSpec(option_type, _opposite(near_side), qty, {"type": "offset", "from_leg": 0, "value": offset}),
+        LegSpec(option_type, near_side.opposite, qty, {"type": "offset", "from_leg": 0, "value": offset}),
     ]

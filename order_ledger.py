@@ -41,7 +41,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum, IntEnum
 from typing import Any, Callable, Iterable, Sequence
 
-from api_values import finite_number, int_or_none
+from clock import Clock
+from coincall_payloads import ExchangeOrder, history_filters, next_page_filters, parse_order, parse_order_page
+from contracts import Side
 from errors import (
     EndpointNotFound,
     ExchangeError,
@@ -52,6 +54,7 @@ from errors import (
     TransportError,
 )
 from log_throttle import RepeatLimiter
+from seams import LedgerClient, LedgerStore, require
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +62,6 @@ LOT = 0.01
 QTY_TOLERANCE = Decimal("1e-9")
 TICK_TOLERANCE = Decimal("1e-9")
 MAX_ATTEMPT = 999
-BUY = 1
-SELL = 2
 UNKNOWN_RESOLVE_SECONDS = 30.0
 # An order younger than this is never judged missing: the exchange's lists and lookups lag
 # fresh orders (incident 38), so a not-found answer right after a send is normal.
@@ -201,11 +202,10 @@ def snap_price(price: float, tick: float, side: int) -> float:
         raise ValueError(f"price must be > 0, got {price!r}")
     if tick_value <= 0:
         raise ValueError(f"tick must be > 0, got {tick!r}")
-    if side not in (BUY, SELL):
-        raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+    side = Side.of(side)
     tick_d = Decimal(repr(tick_value))
     units = Decimal(value) / tick_d
-    if side == BUY:
+    if side is Side.BUY:
         ticks = (units + TICK_TOLERANCE).to_integral_value(rounding=ROUND_FLOOR)
     else:
         ticks = (units - TICK_TOLERANCE).to_integral_value(rounding=ROUND_CEILING)
@@ -278,7 +278,7 @@ class LedgerOrder:
     attempt: int
     supersedes: int | None
     symbol: str
-    side: int
+    side: Side
     qty: float
     price: float
     reduce_only: bool
@@ -294,10 +294,14 @@ class LedgerOrder:
     error_msg: str = ""
     last_fill_at: float | None = None   # the exchange's time of the latest fill we saw (updateTime)
 
+    def __post_init__(self) -> None:
+        self.side = Side.of(self.side)   # stored records carry the plain code
+
     def to_record(self) -> dict:
-        """A JSON-safe dict (ids stay ints) for the state store."""
+        """A JSON-safe dict (ids and the side stay ints) for the state store."""
         record = asdict(self)
         record["intent"] = int(self.intent)
+        record["side"] = int(self.side)
         record["status"] = self.status.value
         return record
 
@@ -351,10 +355,14 @@ class OrderLedger:
     ``order_updated``, ``ledger_cap``). Thread-safe bookkeeping; requests run outside the lock.
     """
 
-    def __init__(self, client: Any, clock: Any, *, prefix: int = 101, ts_diff_ms: int = 5000, store: Any = None,
-                 on_event: EventSink | None = None, max_orders_per_trade: int = 300,
+    def __init__(self, client: LedgerClient, clock: Clock, *, prefix: int = 101, ts_diff_ms: int = 5000,
+                 store: LedgerStore | None = None, on_event: EventSink | None = None, max_orders_per_trade: int = 300,
                  max_live_per_symbol: int = 4) -> None:
         _check_int("prefix", prefix, 100, 899)
+        require("OrderLedger client", client, LedgerClient)
+        require("OrderLedger clock", clock, Clock)
+        if store is not None:
+            require("OrderLedger store", store, LedgerStore)
         self._client = client
         self._clock = clock
         self.prefix = prefix
@@ -422,8 +430,7 @@ class OrderLedger:
         the same (trade, leg).
         """
         intent = Intent(intent)
-        if side not in (BUY, SELL):
-            raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+        side = Side.of(side)
         snapped_qty = snap_qty(qty)
         if snapped_qty < LOT:
             raise ValueError(f"quantity {qty!r} is below the {LOT} lot: nothing to send")
@@ -627,8 +634,9 @@ class OrderLedger:
             self._repeats.warning(logger, (order.client_order_id, "verify"), "verify of order %d failed: %s",
                                   order.client_order_id, exc)
             return "error"
-        if isinstance(data, dict):
-            self._apply_view(order, data)
+        view = parse_order(data)
+        if view is not None:
+            self._apply_view(order, view)
         return "final" if order.status.is_final else "live"
 
     def _verify_vanished(self, order: LedgerOrder) -> str:
@@ -647,42 +655,40 @@ class OrderLedger:
         except (TransportError, EndpointNotFound) as exc:
             logger.warning("verify of order %d by clientOrderId failed: %s", order.client_order_id, exc)
             return "error"
+        view: ExchangeOrder | None
         if data is None:
             try:
-                data = self._find_in_history(order)
+                view = self._find_in_history(order)
             except (TraderError, OSError) as exc:
                 logger.warning("order history lookup of order %d failed: %s", order.client_order_id, exc)
                 return "error"
-        if isinstance(data, dict):
-            known_as = int_or_none(data.get("orderId"))
+        else:
+            view = parse_order(data)
+        if view is not None:
+            known_as = view.order_id
             if known_as is not None and known_as != order.order_id:
                 logger.warning("order %d is known to the exchange as orderId %d, not %s: corrected",
                                order.client_order_id, known_as, order.order_id)
                 self._update(order, order_id=known_as)
-            self._apply_view(order, data)
+            self._apply_view(order, view)
             return "final" if order.status.is_final else "live"
         self._settle_vanished(order)
         return "vanished"
 
-    def _find_in_history(self, order: LedgerOrder) -> dict | None:
+    def _find_in_history(self, order: LedgerOrder) -> ExchangeOrder | None:
         """The order's row in the order history since it was sent (every page), or None."""
-        params: dict[str, Any] = {
-            "pageSize": VANISH_HISTORY_PAGE_SIZE,
-            "startTime": int((float(order.sent_at) - VANISH_HISTORY_MARGIN_SECONDS) * 1000),
-            "endTime": self._clock.now_ms(),
-        }
+        filters = history_filters(page_size=VANISH_HISTORY_PAGE_SIZE,
+                                  start_ms=int((float(order.sent_at) - VANISH_HISTORY_MARGIN_SECONDS) * 1000),
+                                  end_ms=self._clock.now_ms())
         for _page in range(VANISH_HISTORY_MAX_PAGES):
-            data = self._client.order_history(**params)
-            items = data.get("list") if isinstance(data, dict) else data
-            items = [item for item in items or [] if isinstance(item, dict)]
-            for item in items:
-                if int_or_none(item.get("orderId")) == order.order_id or \
-                        int_or_none(item.get("clientOrderId")) == order.client_order_id:
-                    return item
-            last_id = int_or_none(items[-1].get("orderId")) if items else None
-            if not (isinstance(data, dict) and data.get("hasNext")) or last_id is None:
+            page = parse_order_page(self._client.order_history(**filters))
+            for row in page.rows:
+                if row.order_id == order.order_id or row.client_order_id == order.client_order_id:
+                    return row
+            cursor = page.next_cursor
+            if not page.has_next or cursor is None:
                 return None
-            params = {**params, "fromId": last_id, "direction": "NEXT"}
+            filters = next_page_filters(filters, cursor)
         raise TransportError("GET order history", f"more than {VANISH_HISTORY_MAX_PAGES} pages since the order "
                                                   f"was sent: not searched to the end")
 
@@ -729,9 +735,10 @@ class OrderLedger:
             self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",
                                   order.client_order_id, exc)
             return False
-        if not isinstance(data, dict):
+        view = parse_order(data)
+        if view is None:
             return False
-        self._apply_view(order, data)
+        self._apply_view(order, view)
         return True
 
     def _not_found(self, order: LedgerOrder) -> None:
@@ -747,29 +754,29 @@ class OrderLedger:
             logger.warning("order %d never reached the exchange: NOT_PLACED", order.client_order_id)
             self._update(order, status=OrderStatus.NOT_PLACED, error_msg="not found by clientOrderId")
 
-    def _apply_view(self, order: LedgerOrder, data: dict) -> None:
+    def _apply_view(self, order: LedgerOrder, view: ExchangeOrder) -> None:
         """Adopt the exchange's view: ids, cumulative fills (never decreasing), status."""
         changes: dict[str, Any] = {}
-        order_id = int_or_none(data.get("orderId"))
+        order_id = view.order_id
         if order_id is not None and order.order_id is None:
             changes["order_id"] = order_id
-        fill = finite_number(data.get("fillQty")) or 0.0
+        fill = view.fill_qty or 0.0
         if fill > order.filled_qty + FILL_EPSILON:
             changes["filled_qty"] = fill
             # When it filled, not when we heard of it: a restart may learn of fills hours later.
-            update_ms = finite_number(data.get("updateTime"))
+            update_ms = view.update_time_ms
             now = self._clock.now()
             changes["last_fill_at"] = min(update_ms / 1000.0, now) if update_ms and update_ms > 0 else now
-            avg = finite_number(data.get("avgPrice"))
+            avg = view.avg_price
             if avg is not None and avg > 0:
                 changes["avg_price"] = avg
-            fee = finite_number(data.get("fee"))
+            fee = view.fee
             if fee is not None:
                 changes["fee"] = fee
         elif fill < order.filled_qty - FILL_EPSILON:
-            logger.warning("order %d: exchange reports fillQty %s below the recorded %s; keeping ours",
+            logger.warning("order %d: exchange reports a filled quantity of %s, below the recorded %s; keeping ours",
                            order.client_order_id, fill, order.filled_qty)
-        state = int_or_none(data.get("state"))
+        state = view.state
         if state is not None:
             changes["exchange_state"] = state
             status = self._status_for(order, state)
@@ -871,8 +878,7 @@ class OrderLedger:
         reported quantity and price are kept as reported: a fill is a fact, not an order to snap.
         """
         intent = Intent(intent)
-        if side not in (BUY, SELL):
-            raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+        side = Side.of(side)
         fill_qty = require_finite("qty", qty)
         fill_price = require_finite("price", price)
         fill_fee = require_finite("fee", fee)

@@ -47,10 +47,11 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from clock import Clock, to_utc_datetime
 from errors import TraderError
+from seams import Store
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,14 @@ def _trade_id(record: dict) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"trade record needs a non-empty str id, got {value!r}")
     return value
+
+
+def _inserted_row_id(cursor: sqlite3.Cursor, what: str) -> int:
+    """The id SQLite gave the row an INSERT just wrote (it always gives one)."""
+    row_id = cursor.lastrowid
+    if row_id is None:
+        raise StoreError(f"{what}: SQLite reported no id for the inserted row")
+    return int(row_id)
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -647,8 +656,8 @@ class StateStore:
             cursor = conn.execute(
                 "INSERT INTO events (ts, kind, doc) VALUES (?, ?, ?)", (float(ts), kind, doc)
             )
-            event_id = cursor.lastrowid
-        return int(event_id)
+            event_id = _inserted_row_id(cursor, "append_event")
+        return event_id
 
     def events(
         self,
@@ -699,8 +708,8 @@ class StateStore:
                 "INSERT INTO commands (kind, status, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
                 (kind, COMMAND_PENDING, doc, now, now),
             )
-            command_id = cursor.lastrowid
-        return int(command_id)
+            command_id = _inserted_row_id(cursor, "add_command")
+        return command_id
 
     def commands(self, status: str | Iterable[str] | None = None) -> list[dict]:
         """Commands in id order as ``{"id", "kind", "status", "payload", "result", "created_at",
@@ -908,8 +917,10 @@ class StoreWatch:
     this module knows nothing of trading.
     """
 
-    def __init__(self, store: StateStore, clock: Clock, on_lost: Any, *, retry_seconds: float = 60.0) -> None:
-        self.__qualname__ = "StoreWatch"   # how the monitor names this callback
+    callback_name = "StoreWatch"   # how the monitor names this callback
+
+    def __init__(self, store: Store, clock: Clock, on_lost: Callable[[str, Path | None], None], *,
+                 retry_seconds: float = 60.0) -> None:
         self._store = store
         self._clock = clock
         self._on_lost = on_lost

@@ -12,7 +12,9 @@ Why it looks the way it does:
   after three in a row) and the others still run, so one broken strategy cannot starve
   the exits of the others.
 * A callback never receives a made-up snapshot: when the latest poll failed it gets the
-  error, through its ``on_snapshot_error`` where it has one.
+  error, through its ``on_snapshot_error``. Every callback is a ``seams.MonitorCallback``
+  (a ``callback_name``, ``__call__`` and ``on_snapshot_error``), checked when it is
+  registered, so a callback without an error path fails at start-up, not in an outage.
 * While the exchange is DOWN the poll interval backs off (min(3 x poll interval, 60 s)),
   and while executions are active (``set_busy``) the wakes come every exec tick, so fills
   are followed closely without polling the account more often.
@@ -20,14 +22,15 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from account_manager import AccountManager, AccountSnapshot
+from account_manager import AccountSnapshot
 from clock import Clock
-from errors import ConfigError, SnapshotError
+from errors import SnapshotError
+from seams import AccountSource, MonitorCallback, require
+from validation import invalid, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +43,12 @@ DOWN_POLL_CAP_SECONDS = 60.0
 _SCHEDULE_EPSILON = 1e-6
 
 
-SnapshotCallback = Callable[[AccountSnapshot], Any]
 AlertHook = Callable[[str, str], None]
-
-
-def _callback_name(callback: Any) -> str:
-    """``LifecycleManager.tick`` for methods and functions, the class name for callable objects."""
-    name = getattr(callback, "__qualname__", None) or getattr(callback, "__name__", None)
-    if isinstance(name, str):
-        return name
-    return type(callback).__qualname__
 
 
 @dataclass
 class _Registration:
-    callback: SnapshotCallback
+    callback: MonitorCallback
     name: str
     consecutive_failures: int = 0
     warned: bool = field(default=False)
@@ -65,8 +59,8 @@ class PositionMonitor:
 
     Every wake runs the registered callbacks, in registration order, with the current
     state: the latest good snapshot, or - when the most recent poll failed - the error,
-    delivered to ``callback.on_snapshot_error(err)`` where a callback has that method (a
-    callback never receives a made-up snapshot). A poll (a fresh snapshot) happens when
+    delivered to ``callback.on_snapshot_error(err)`` (a callback never receives a made-up
+    snapshot). A poll (a fresh snapshot) happens when
     ``poll_interval`` has passed since the previous one; between polls callbacks get the
     same snapshot object again, so "is this a poll tick" is "did the snapshot change".
 
@@ -77,7 +71,7 @@ class PositionMonitor:
 
     def __init__(
         self,
-        account_manager: AccountManager,
+        account_manager: AccountSource,
         clock: Clock,
         *,
         poll_interval: float = 10.0,
@@ -88,8 +82,9 @@ class PositionMonitor:
     ) -> None:
         for name, value in (("poll_interval", poll_interval), ("exec_tick_interval", exec_tick_interval),
                             ("wait_slice", wait_slice)):
-            if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-                raise ConfigError(f"PositionMonitor.{name} = {value!r} is invalid: use a positive number of seconds")
+            if not (is_number(value) and value > 0):
+                raise invalid("PositionMonitor", name, value, "use a positive number of seconds")
+        require("PositionMonitor account_manager", account_manager, AccountSource)
         self._account_manager = account_manager
         self._clock = clock
         self.poll_interval = float(poll_interval)
@@ -112,12 +107,12 @@ class PositionMonitor:
 
     # ---- configuration -------------------------------------------------------------
 
-    def register(self, callback: SnapshotCallback) -> None:
-        """Add a callback; callbacks run in registration order."""
-        if not callable(callback):
-            raise TypeError(f"PositionMonitor.register needs a callable, got {callback!r}")
+    def register(self, callback: MonitorCallback) -> None:
+        """Add a callback; callbacks run in registration order. ``TypeError`` if it is not a
+        ``MonitorCallback`` (no name or no ``on_snapshot_error``)."""
+        require("PositionMonitor.register callback", callback, MonitorCallback)
         with self._lock:
-            self._registrations.append(_Registration(callback, _callback_name(callback)))
+            self._registrations.append(_Registration(callback, str(callback.callback_name)))
 
     def set_busy(self, busy: Callable[[], bool] | None) -> None:
         """``busy()`` True (execution jobs active) → wake every ``exec_tick_interval``."""
@@ -250,15 +245,8 @@ class PositionMonitor:
             self._run_isolated(registration, registration.callback, snap)
 
     def _dispatch_error(self, error: SnapshotError) -> None:
-        skipped = []
         for registration in self._registrations_copy():
-            handler = getattr(registration.callback, "on_snapshot_error", None)
-            if callable(handler):
-                self._run_isolated(registration, handler, error)
-            else:
-                skipped.append(registration.name)
-        if skipped:
-            logger.info("snapshot unavailable; skipped callbacks: %s", ", ".join(skipped))
+            self._run_isolated(registration, registration.callback.on_snapshot_error, error)
 
     def _run_isolated(self, registration: _Registration, function: Callable[[Any], Any], argument: Any) -> None:
         try:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from errors import StaleDataError
+from validation import is_number
 
 SECONDS_PER_YEAR = 365.0 * 24 * 3600
 CALL = "C"
@@ -68,17 +69,34 @@ class InsanePriceError(StaleDataError):
 
 
 class QuoteLike(Protocol):
-    """What the rule reads from a chain row (``market_data.OptionRow``)."""
+    """What the rule reads from a chain row (``market_data.OptionRow``); read only."""
 
-    option_type: str
-    strike: float
-    expiry_ms: int
-    bid: float
-    ask: float
-    mark: float
-    mark_iv: float
-    underlying_price: float
-    as_of: float
+    @property
+    def option_type(self) -> str: ...
+
+    @property
+    def strike(self) -> float: ...
+
+    @property
+    def expiry_ms(self) -> int: ...
+
+    @property
+    def bid(self) -> float: ...
+
+    @property
+    def ask(self) -> float: ...
+
+    @property
+    def mark(self) -> float: ...
+
+    @property
+    def mark_iv(self) -> float: ...
+
+    @property
+    def underlying_price(self) -> float: ...
+
+    @property
+    def as_of(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -159,10 +177,7 @@ def black_scholes_delta(option_type: str, underlying: float, strike: float, t_ye
 
 def _number(value: object) -> float | None:
     """A finite float, or None for anything else (None, bool, text, NaN, inf)."""
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    return float(value) if is_number(value) else None
 
 
 def time_to_expiry_years(expiry_ms: int, as_of: float) -> float:
@@ -189,8 +204,8 @@ def sanity_band(option_type: str, strike: float, expiry_ms: int, underlying: flo
     if iv is not None and not MIN_SANE_IV <= iv <= MAX_SANE_IV:
         raise InsanePriceError(f"{what}: mark IV {iv:g} is outside [{MIN_SANE_IV:g}, {MAX_SANE_IV:g}]")
     if iv is not None:
-        model: float | None = black_scholes(kind, s, k, t_years, iv)
-        model_low = model_high = model
+        model_low = model_high = black_scholes(kind, s, k, t_years, iv)
+        model: float | None = model_low
         delta = abs(black_scholes_delta(kind, s, k, t_years, iv))
     else:
         model = None

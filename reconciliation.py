@@ -54,13 +54,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from account_manager import AccountSnapshot
 from alerts import send_alert
-from api_values import finite_number, int_or_none
+from clock import Clock
+from coincall_payloads import (
+    ExchangeOrder,
+    history_filters,
+    next_page_filters,
+    parse_fill_page,
+    parse_order_page,
+    parse_orders,
+)
 from errors import TraderError
 from log_throttle import RepeatLimiter
-from order_ledger import BLOCK_ACCEPT_EVENT, BUY, LATE_FILL_STATUSES, SELL, OrderStatus, parse_client_order_id
+from contracts import Side
+from order_ledger import BLOCK_ACCEPT_EVENT, LATE_FILL_STATUSES, OrderStatus, parse_client_order_id
 from persistence import ORDER_HISTORY_WATERMARK, TRADE_SEQ_COUNTER
 from rfq import AMBIGUOUS_RESOLVE_SECONDS, adopt_block_trade
+from seams import (
+    AlertSender,
+    ReconcilerClient,
+    ReconcilerLedger,
+    ReconcilerLifecycle,
+    ReconcilerStore,
+    RunnerControl,
+    require,
+)
 from trade_lifecycle import TradeState
 
 logger = logging.getLogger(__name__)
@@ -179,6 +198,17 @@ def judge(ours: float, exchange: float) -> str:
     return VERDICT_EXTERNAL if abs(exchange) > abs(ours) + QTY_EPSILON else VERDICT_OK
 
 
+def _shown(value: object) -> str:
+    """A value of an exchange order as an alert shows it: ``?`` when the exchange did not give it."""
+    return "?" if value is None else str(value)
+
+
+def _trade_seqs(orders: Iterable[ExchangeOrder]) -> list[int]:
+    """The trade sequences encoded in the clientOrderIds of ``orders`` (orders without one have none)."""
+    return [parse_client_order_id(order.client_order_id).trade_seq for order in orders
+            if order.client_order_id is not None]
+
+
 def _vwap_of_newest(fills: list[tuple[float, float]], qty: float) -> float:
     """VWAP of the first ``qty`` of ``fills`` ((qty, price), newest first)."""
     remaining, value = qty, 0.0
@@ -199,11 +229,22 @@ class Reconciler:
     runner get the pause written to their stored runner state).
     """
 
-    def __init__(self, *, client: Any, ledger: Any, lifecycle: Any, store: Any, clock: Any, alerts: Any = None,
-                 journal: Any = None, quarantined: Any = None,
+    callback_name = "Reconciler"   # how the monitor names this callback
+
+    def __init__(self, *, client: ReconcilerClient, ledger: ReconcilerLedger, lifecycle: ReconcilerLifecycle,
+                 store: ReconcilerStore | None, clock: Clock, alerts: AlertSender | None = None,
+                 journal: Callable[[str, Mapping[str, Any]], None] | None = None, quarantined: Path | None = None,
                  interval_seconds: float = RECONCILE_INTERVAL_SECONDS,
                  order_min_age_seconds: float = ORDER_MIN_AGE_SECONDS,
                  evidence_interval_seconds: float | None = None) -> None:
+        require("Reconciler client", client, ReconcilerClient)
+        require("Reconciler ledger", ledger, ReconcilerLedger)
+        require("Reconciler lifecycle", lifecycle, ReconcilerLifecycle)
+        if store is not None:
+            require("Reconciler store", store, ReconcilerStore)
+        require("Reconciler clock", clock, Clock)
+        if alerts is not None:
+            require("Reconciler alerts", alerts, AlertSender)
         self.client = client
         self.ledger = ledger
         self.lifecycle = lifecycle
@@ -217,8 +258,7 @@ class Reconciler:
         # The trade history of a symbol is read at most once per reconciliation interval.
         self.evidence_interval_seconds = float(self.interval_seconds if evidence_interval_seconds is None
                                                else evidence_interval_seconds)
-        self.__qualname__ = "Reconciler"   # how the monitor names this callback
-        self._runners: dict[str, Any] = {}
+        self._runners: dict[str, RunnerControl] = {}
         self.started = False
         self.last_report: ReconcileReport | None = None
         self._next_run_at: float | None = None
@@ -241,8 +281,11 @@ class Reconciler:
     def __repr__(self) -> str:
         return f"Reconciler(started={self.started})"
 
-    def attach_runners(self, runners: Iterable[Any]) -> None:
-        self._runners = {runner.name: runner for runner in runners}
+    def attach_runners(self, runners: Iterable[RunnerControl]) -> None:
+        attached = list(runners)
+        for runner in attached:
+            require("Reconciler runner", runner, RunnerControl)
+        self._runners = {runner.name: runner for runner in attached}
 
     def add_startup_check(self, check: Callable[[], None]) -> None:
         """Run ``check()`` before the start-up reconciliation; a ``TraderError`` from it means
@@ -260,7 +303,7 @@ class Reconciler:
 
     # ---- monitor callbacks ---------------------------------------------------------------
 
-    def __call__(self, snapshot: Any) -> None:
+    def __call__(self, snapshot: AccountSnapshot) -> None:
         now = self.clock.now()
         if not self.started:
             self._try_startup(snapshot, now)
@@ -280,7 +323,7 @@ class Reconciler:
 
     # ---- start-up ------------------------------------------------------------------------
 
-    def _try_startup(self, snapshot: Any, now: float) -> None:
+    def _try_startup(self, snapshot: AccountSnapshot, now: float) -> None:
         try:
             report = self.startup(snapshot)
         except TraderError as exc:
@@ -308,7 +351,7 @@ class Reconciler:
         self._next_run_at = now + self.interval_seconds
         self.lifecycle.release()
 
-    def startup(self, snapshot: Any) -> ReconcileReport:
+    def startup(self, snapshot: AccountSnapshot) -> ReconcileReport:
         """Apply the decision table once; raises ``TraderError`` (nothing decided) to be retried."""
         for check in self._startup_checks:
             check()
@@ -320,7 +363,7 @@ class Reconciler:
             report.orders_checked += 1
         unsettled |= self._adopt_block_accepts(report, now, startup=True)
         self._refresh_active_trades()
-        listed = self.client.all_pending_orders()
+        listed = parse_orders(self.client.all_pending_orders())
         report.quarantine = self._memory_check(snapshot, listed, report, now)
         self._reconcile_orders(report, now, listed)
         self._compare_positions(snapshot, report, unsettled, confirm=False)
@@ -330,7 +373,7 @@ class Reconciler:
 
     # ---- periodic ------------------------------------------------------------------------
 
-    def periodic(self, snapshot: Any) -> ReconcileReport:
+    def periodic(self, snapshot: AccountSnapshot) -> ReconcileReport:
         now = self.clock.now()
         report = ReconcileReport("periodic", now)
         unsettled = self._adopt_block_accepts(report, now, startup=False)
@@ -338,7 +381,7 @@ class Reconciler:
         self._watch_history(report, now)
         self._recheck_recent_finals(report, now)
         unsettled |= {order.symbol for order in self.ledger.live_orders()}
-        snapshot_ts = float(getattr(snapshot, "timestamp", now))
+        snapshot_ts = float(snapshot.timestamp)
         unsettled |= {order.symbol for order in self.ledger.orders() if float(order.updated_at) >= snapshot_ts}
         for trade in self.lifecycle.active_trades():
             if self.lifecycle.has_job(trade.id):
@@ -389,19 +432,17 @@ class Reconciler:
 
     # ---- orders ----------------------------------------------------------------------------
 
-    def _reconcile_orders(self, report: ReconcileReport, now: float, listed: list | None = None) -> None:
+    def _reconcile_orders(self, report: ReconcileReport, now: float,
+                          listed: list[ExchangeOrder] | None = None) -> None:
         """All pages of open orders vs the ledger (BEHAVIOUR 6.1); ``listed`` if already read."""
         if listed is None:
-            listed = self.client.all_pending_orders()
+            listed = parse_orders(self.client.all_pending_orders())
         listed_ids: set[int] = set()
-        unknown: list[Mapping[str, Any]] = []
+        unknown: list[ExchangeOrder] = []
         for item in listed:
-            if not isinstance(item, Mapping):
-                continue
-            coid = int_or_none(item.get("clientOrderId"))
-            order_id = int_or_none(item.get("orderId"))
-            if order_id is not None:
-                listed_ids.add(order_id)
+            coid = item.client_order_id
+            if item.order_id is not None:
+                listed_ids.add(item.order_id)
             if coid is None or not self._is_ours(coid) or self.ledger.get(coid) is not None:
                 continue
             unknown.append(item)
@@ -480,7 +521,7 @@ class Reconciler:
         except (ValueError, TypeError):
             return False
 
-    def _unknown_orders(self, items: list[Mapping[str, Any]], report: ReconcileReport, *, source: str) -> None:
+    def _unknown_orders(self, items: list[ExchangeOrder], report: ReconcileReport, *, source: str) -> None:
         """Orders with our prefix that the ledger never recorded: reported once, never touched.
 
         The ledger records every order before sending it, so such an order was not sent by
@@ -516,7 +557,7 @@ class Reconciler:
                     client_order_ids=coids[:ALERT_NAMES_AT_MOST], count=len(coids), source=source,
                     highest_trade_seq=highest)
 
-    def _block_symbols(self, unknown: list[tuple[int, Mapping[str, Any]]], report: ReconcileReport, reason: str,
+    def _block_symbols(self, unknown: list[tuple[int, ExchangeOrder]], report: ReconcileReport, reason: str,
                        *, every_symbol: bool) -> list[str]:
         """No order of ours where an unknown order could be mistaken for ours, until an operator resumes.
 
@@ -528,8 +569,8 @@ class Reconciler:
         ours = {parse_client_order_id(order.client_order_id).trade_seq for order in self.ledger.orders()}
         blocked: list[str] = []
         for coid, item in unknown:
-            symbol = item.get("symbol")
-            if not isinstance(symbol, str) or not symbol or symbol in blocked:
+            symbol = item.symbol
+            if not symbol or symbol in blocked:
                 continue
             if every_symbol or parse_client_order_id(coid).trade_seq in ours:
                 blocked.append(symbol)
@@ -541,16 +582,22 @@ class Reconciler:
         copies = self._recovery_copies()
         return f" (a recovery copy exists: {', '.join(str(c) for c in copies)})" if copies else ""
 
+    def _store(self) -> ReconcilerStore:
+        """The store, for the steps that run only when there is one (the start-up memory check)."""
+        if self.store is None:
+            raise ValueError("this reconciliation step needs the state store")
+        return self.store
+
     def _recovery_copies(self) -> list[Path]:
-        path = Path(self.store.path)
+        path = Path(self._store().path)
         return sorted(path.parent.glob(path.name + ".recovered*"))
 
-    def _not_yet_reported(self, items: Iterable[Mapping[str, Any]]) -> list[tuple[int, Mapping[str, Any]]]:
+    def _not_yet_reported(self, items: Iterable[ExchangeOrder]) -> list[tuple[int, ExchangeOrder]]:
         """(clientOrderId, item) of the unknown orders of ours not reported before, in order."""
         known = self._foreign_orders()
-        found: dict[int, Mapping[str, Any]] = {}
+        found: dict[int, ExchangeOrder] = {}
         for item in items:
-            coid = int_or_none(item.get("clientOrderId"))
+            coid = item.client_order_id
             if coid is None or coid in known or coid in found or not self._is_ours(coid):
                 continue
             if self.ledger.get(coid) is None:
@@ -567,7 +614,7 @@ class Reconciler:
                     self._foreign.update(int(coid) for coid in ids if isinstance(coid, int))
         return self._foreign
 
-    def _remember_foreign(self, new: list[tuple[int, Mapping[str, Any]]], source: str,
+    def _remember_foreign(self, new: list[tuple[int, ExchangeOrder]], source: str,
                           keep: set[int] | None = None) -> None:
         """Reported once: in memory for this life, in the journal for the next ones.
 
@@ -582,27 +629,26 @@ class Reconciler:
                 "source": source, "client_order_ids": kept,
                 "orders": [self._order_detail(coid, item) for coid, item in new[:ALERT_NAMES_AT_MOST]]})
 
-    def _seen_again(self, new: list[tuple[int, Mapping[str, Any]]], now: float) -> set[int]:
+    def _seen_again(self, new: list[tuple[int, ExchangeOrder]], now: float) -> set[int]:
         """The orders a later start may see again: open ones and those inside the history overlap."""
         open_states = {None, -1, 0, 2, 4, 5}   # not final (PRE, NEW, PARTIAL, cancelling), or no state
         recent = now - 2 * HISTORY_OVERLAP_SECONDS
         return {coid for coid, item in new
-                if int_or_none(item.get("state")) in open_states or self._created(item) >= recent}
+                if item.state in open_states or self._created(item) >= recent}
 
     @staticmethod
-    def _order_detail(coid: int, item: Mapping[str, Any]) -> dict:
-        return {"client_order_id": coid, "order_id": int_or_none(item.get("orderId")),
-                "symbol": item.get("symbol"), "side": item.get("tradeSide"), "qty": item.get("qty"),
-                "fill_qty": item.get("fillQty"), "price": item.get("price"), "state": item.get("state"),
-                "reduce_only": item.get("reduceOnly")}
+    def _order_detail(coid: int, item: ExchangeOrder) -> dict:
+        return {"client_order_id": coid, "order_id": item.order_id, "symbol": item.symbol, "side": item.side,
+                "qty": item.qty, "fill_qty": item.fill_qty, "price": item.price, "state": item.state,
+                "reduce_only": item.reduce_only}
 
     @staticmethod
-    def _describe(new: list[tuple[int, Mapping[str, Any]]]) -> str:
+    def _describe(new: list[tuple[int, ExchangeOrder]]) -> str:
         parts = []
         for coid, item in new[:ALERT_NAMES_AT_MOST]:
-            side = {BUY: "BUY", SELL: "SELL"}.get(int_or_none(item.get("tradeSide")) or 0, "?")
-            parts.append(f"{coid} ({item.get('symbol', '?')} {side} {item.get('qty', '?')} @ {item.get('price', '?')}, "
-                         f"orderId {item.get('orderId', '?')})")
+            side = item.side.name if item.side is not None else "?"
+            parts.append(f"{coid} ({_shown(item.symbol)} {side} {_shown(item.qty)} @ {_shown(item.price)}, "
+                         f"orderId {_shown(item.order_id)})")
         more = f" and {len(new) - ALERT_NAMES_AT_MOST} more" if len(new) > ALERT_NAMES_AT_MOST else ""
         return ", ".join(parts) + more
 
@@ -622,15 +668,15 @@ class Reconciler:
         return holdings
 
     @staticmethod
-    def _positions(snapshot: Any) -> dict[str, tuple[float, Any]]:
+    def _positions(snapshot: AccountSnapshot) -> dict[str, tuple[float, Any]]:
         positions: dict[str, tuple[float, Any]] = {}
-        for position in getattr(snapshot, "positions", ()) or ():
-            signed = float(getattr(position, "signed_qty", 0.0))
+        for position in snapshot.positions:
+            signed = float(position.signed_qty)
             previous = positions.get(position.symbol, (0.0, position))[0]
             positions[position.symbol] = (previous + signed, position)
         return positions
 
-    def _compare_positions(self, snapshot: Any, report: ReconcileReport, unsettled: set[str], *,
+    def _compare_positions(self, snapshot: AccountSnapshot, report: ReconcileReport, unsettled: set[str], *,
                            confirm: bool) -> None:
         """The per-symbol table (docs/RECOVERY.md S1-S6, X1-X2) on one positions read.
 
@@ -764,29 +810,27 @@ class Reconciler:
     def _foreign_closing_fills(self, symbol: str, direction: int, since: float) -> list[tuple[float, float, float]]:
         """(time, qty, price) of every fill in the trade history of ``symbol`` since ``since``
         (all pages) on the closing side whose order is not ours (by orderId or by prefix)."""
-        closing_side = SELL if direction > 0 else BUY
+        closing_side = Side.SELL if direction > 0 else Side.BUY
         ours = {o.order_id for o in self.ledger.orders() if o.order_id is not None}
-        params: dict[str, Any] = {"symbol": symbol, "startTime": int(since * 1000), "endTime": self.clock.now_ms(),
-                                  "pageSize": HISTORY_PAGE_SIZE}
+        filters = history_filters(page_size=HISTORY_PAGE_SIZE, symbol=symbol, start_ms=int(since * 1000),
+                                  end_ms=self.clock.now_ms())
         found: list[tuple[float, float, float]] = []
         for _page in range(EVIDENCE_MAX_PAGES):
-            data = self.client.trade_history(**params)
-            items = data.get("list") if isinstance(data, Mapping) else data
-            items = [item for item in items or [] if isinstance(item, Mapping)]
-            for fill in items:
-                if str(fill.get("symbol")) != symbol or int_or_none(fill.get("tradeSide")) != closing_side:
+            page = parse_fill_page(self.client.trade_history(**filters))
+            for fill in page.rows:
+                if fill.symbol != symbol or fill.side != closing_side:
                     continue
-                if int_or_none(fill.get("orderId")) in ours or self._coid_is_ours(fill):
+                if fill.order_id in ours or self._coid_is_ours(fill.client_order_id):
                     continue
-                when = (finite_number(fill.get("time")) or 0.0) / 1000.0
-                qty, price = finite_number(fill.get("qty")), finite_number(fill.get("price"))
+                when = (fill.time_ms or 0.0) / 1000.0
+                qty, price = fill.qty, fill.price
                 if when < since or qty is None or price is None or qty <= 0 or price < 0:
                     continue
                 found.append((when, qty, price))
-            cursor = int_or_none(items[-1].get("id", items[-1].get("tradeId"))) if items else None
-            if not (isinstance(data, Mapping) and data.get("hasNext")) or cursor is None:
+            cursor = page.next_cursor
+            if not page.has_next or cursor is None:
                 break
-            params = {**params, "fromId": cursor, "direction": "NEXT"}
+            filters = next_page_filters(filters, cursor)
         return found
 
     def _already_booked(self, symbol: str, since: float) -> float:
@@ -879,7 +923,7 @@ class Reconciler:
                  for symbol in set(positions) | set(holdings)}
         pending: dict[str, tuple] = {}
         for trade in sorted(self.lifecycle.reversible_external_closes(), key=lambda t: t.seq, reverse=True):
-            need = {}
+            need: dict[str, float] = {}
             for leg in trade.legs:
                 if leg.external_qty > QTY_EPSILON:
                     need[leg.symbol] = need.get(leg.symbol, 0.0) + leg.sign * leg.external_qty
@@ -915,7 +959,8 @@ class Reconciler:
 
     # ---- lost memory: quarantined, missing or older store ---------------------------------------
 
-    def _memory_check(self, snapshot: Any, listed: list, report: ReconcileReport, now: float) -> dict | None:
+    def _memory_check(self, snapshot: AccountSnapshot, listed: list[ExchangeOrder], report: ReconcileReport,
+                      now: float) -> dict | None:
         """At every start: does the store remember everything the exchange shows of ours?
 
         Reads our order history since the store's last check (89 days for a store that never
@@ -934,9 +979,9 @@ class Reconciler:
             since = max(since, watermark - HISTORY_OVERLAP_SECONDS)
         until_ms = self.clock.now_ms()
         history = self._prefixed_history(since, until_ms)
-        prefixed_open = [item for item in listed if isinstance(item, Mapping) and self._coid_is_ours(item)]
+        prefixed_open = [item for item in listed if self._coid_is_ours(item.client_order_id)]
         seen = history + prefixed_open
-        seqs = [parse_client_order_id(int(item["clientOrderId"])).trade_seq for item in seen]
+        seqs = _trade_seqs(seen)
         unknown = self._not_yet_reported(seen)
         counter_before = self._counter(TRADE_SEQ_COUNTER)
         reseeded = self._reseed(seqs, margin=bool(unknown))
@@ -957,11 +1002,11 @@ class Reconciler:
         """Why the store cannot be trusted to know our orders, or None."""
         if self.quarantined is not None:
             return "quarantined"
-        if self._counter(ORDER_HISTORY_WATERMARK) == 0 and self.store.holds_nothing():
+        if self._counter(ORDER_HISTORY_WATERMARK) == 0 and self._store().holds_nothing():
             return "missing"
         return None
 
-    def _store_behind(self, unknown: list[tuple[int, Mapping[str, Any]]], report: ReconcileReport,
+    def _store_behind(self, unknown: list[tuple[int, ExchangeOrder]], report: ReconcileReport,
                       counter_before: int, highest: int) -> dict:
         """Row L3: the exchange shows our orders beyond the store's sequence (an older copy)."""
         coids = [coid for coid, _item in unknown]
@@ -975,7 +1020,7 @@ class Reconciler:
         sequence = self._counter(TRADE_SEQ_COUNTER)
         self._alert("CRITICAL", "store_behind",
                     f"the exchange shows {len(coids)} order(s) with our prefix {self.ledger.prefix} that the state "
-                    f"store {self.store.path} does not know, up to trade sequence {highest} while the store had "
+                    f"store {self._store().path} does not know, up to trade sequence {highest} while the store had "
                     f"reached {counter_before}: {self._describe(unknown)}. The store is older than the exchange "
                     f"(restored from a backup?) or another daemon uses this prefix. Every strategy starts paused; "
                     f"trades of the missing period are not managed and their positions count as external; the trade "
@@ -988,13 +1033,13 @@ class Reconciler:
                     highest_trade_seq=highest)
         return {"unknown_orders": len(coids), "max_trade_seq": highest, "store_trade_seq": counter_before}
 
-    def _lost_memory_start(self, lost: str, snapshot: Any, prefixed_open: list, history: list,
-                           unknown: list[tuple[int, Mapping[str, Any]]], report: ReconcileReport,
-                           now: float) -> dict:
+    def _lost_memory_start(self, lost: str, snapshot: AccountSnapshot, prefixed_open: list[ExchangeOrder],
+                           history: list[ExchangeOrder], unknown: list[tuple[int, ExchangeOrder]],
+                           report: ReconcileReport, now: float) -> dict:
         """Rows Q1-Q3 and L2: a fresh store; pause everything if the exchange shows anything of ours."""
-        positions = [p.symbol for p in getattr(snapshot, "positions", ()) or ()]
+        positions = [p.symbol for p in snapshot.positions]
         recent = [item for item in history if self._created(item) >= now - QUARANTINE_PROBE_SECONDS]
-        seqs = [parse_client_order_id(int(item["clientOrderId"])).trade_seq for item in history + prefixed_open]
+        seqs = _trade_seqs(history + prefixed_open)
         probe = {"positions": len(positions), "open_orders": len(prefixed_open), "recent_orders": len(recent),
                  "max_trade_seq": max(seqs) if seqs else 0}
         if unknown:
@@ -1008,7 +1053,7 @@ class Reconciler:
                        "quarantined" if lost == "quarantined" else "is new or empty", self.quarantined or lost)
             return probe
         what = (f"the state store was quarantined ({self.quarantined})" if lost == "quarantined" else
-                f"the state store {self.store.path} is new or empty (deleted or lost?)")
+                f"the state store {self._store().path} is new or empty (deleted or lost?)")
         kind = "quarantine_start" if lost == "quarantined" else "missing_store_start"
         self._alert("CRITICAL", kind,
                     f"{what} and the exchange shows {len(positions)} position(s), {len(prefixed_open)} open order(s) "
@@ -1021,16 +1066,16 @@ class Reconciler:
             self._pause(name, f"state {'quarantined' if lost == 'quarantined' else 'store missing'} at start-up")
         return probe
 
-    def _open_orders_text(self, prefixed_open: list) -> str:
+    def _open_orders_text(self, prefixed_open: list[ExchangeOrder]) -> str:
         if not prefixed_open:
             return ""
-        named = [(int(item["clientOrderId"]), item) for item in prefixed_open]
+        named = [(item.client_order_id, item) for item in prefixed_open if item.client_order_id is not None]
         return f" (open: {self._describe(named)})"
 
     def _lost_memory_fix(self) -> str:
         copies = self._recovery_copies()
         restore = (f"a recovery copy exists ({', '.join(str(c) for c in copies)}): stop the daemon, move the newest "
-                   f"one to {self.store.path} and start again; otherwise " if copies else "")
+                   f"one to {self._store().path} and start again; otherwise " if copies else "")
         return (f"{restore}check `python main.py status`; close what you do not want with `python main.py kill "
                 f"--all-positions --yes` or by hand, cancel the open orders listed if they are yours, then "
                 f"`python main.py resume`")
@@ -1043,7 +1088,7 @@ class Reconciler:
         target = highest + (SEQ_RESEED_MARGIN if margin else 0)
         if target <= self._counter(TRADE_SEQ_COUNTER):
             return None
-        return self.store.raise_counter_to(TRADE_SEQ_COUNTER, target)
+        return self._store().raise_counter_to(TRADE_SEQ_COUNTER, target)
 
     def _counter(self, name: str) -> int:
         return int(self.store.counter(name)) if self.store is not None else 0
@@ -1070,32 +1115,27 @@ class Reconciler:
         self.store.raise_counter_to(ORDER_HISTORY_WATERMARK, until_ms)
 
     @staticmethod
-    def _created(item: Mapping[str, Any]) -> float:
-        return (finite_number(item.get("createTime")) or 0.0) / 1000.0
+    def _created(item: ExchangeOrder) -> float:
+        return (item.create_time_ms or 0.0) / 1000.0
 
-    def _coid_is_ours(self, item: Mapping[str, Any]) -> bool:
-        coid = int_or_none(item.get("clientOrderId"))
-        return coid is not None and self._is_ours(coid)
+    def _coid_is_ours(self, client_order_id: int | None) -> bool:
+        return client_order_id is not None and self._is_ours(client_order_id)
 
-    def _prefixed_history(self, since: float, until_ms: int) -> list[Mapping[str, Any]]:
+    def _prefixed_history(self, since: float, until_ms: int) -> list[ExchangeOrder]:
         """Every order of ours in the history window ``[since, until_ms]``, all pages (cursor paging).
 
         At most ``HISTORY_MAX_PAGES`` pages of ``HISTORY_PAGE_SIZE``: the cost of a start is
         one request per 500 orders of ours since the last check.
         """
-        found: list[Mapping[str, Any]] = []
-        params: dict[str, Any] = {"pageSize": HISTORY_PAGE_SIZE, "startTime": int(since * 1000),
-                                  "endTime": int(until_ms)}
+        found: list[ExchangeOrder] = []
+        filters = history_filters(page_size=HISTORY_PAGE_SIZE, start_ms=int(since * 1000), end_ms=int(until_ms))
         for _page in range(HISTORY_MAX_PAGES):
-            data = self.client.order_history(**params)
-            items = data.get("list") if isinstance(data, Mapping) else data
-            items = [item for item in items or [] if isinstance(item, Mapping)]
-            found.extend(item for item in items if self._coid_is_ours(item))
-            has_next = isinstance(data, Mapping) and bool(data.get("hasNext"))
-            last_id = int_or_none(items[-1].get("orderId")) if items else None
-            if not has_next or last_id is None:
+            page = parse_order_page(self.client.order_history(**filters))
+            found.extend(item for item in page.rows if self._coid_is_ours(item.client_order_id))
+            cursor = page.next_cursor
+            if not page.has_next or cursor is None:
                 break
-            params = {**params, "fromId": last_id, "direction": "NEXT"}
+            filters = next_page_filters(filters, cursor)
         return found
 
     # ---- pausing, alerts, journal ----------------------------------------------------------------

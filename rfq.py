@@ -26,14 +26,27 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Iterable, Mapping, Sequence
 
-from api_values import finite_number, int_or_none
+from clock import Clock
+from coincall_payloads import (
+    BlockLeg,
+    BlockTrade,
+    Quote,
+    history_filters,
+    parse_accept_legs,
+    parse_block_trades,
+    parse_fill_page,
+    parse_order,
+    parse_quotes,
+    parse_rfq_created,
+    rfq_leg,
+)
+from contracts import Side
 from price_sanity import InsanePriceError, PriceBand, band_of, side_problem
 from errors import (
-    ConfigError,
     EndpointNotFound,
     ExchangeError,
     OrderOutcomeUnknown,
@@ -52,8 +65,19 @@ from execution_job import (
     RequestBudget,
     checked_legs,
 )
-from order_ledger import BUY, LOT, SELL, Intent, LedgerOrder, snap_qty, summarize_fills
+from order_ledger import LOT, Intent, LedgerOrder, snap_qty, summarize_fills
+from seams import (
+    ExecutionEngine,
+    Ledger,
+    PriceSource,
+    ReconcilerClient,
+    ReconcilerLedger,
+    RfqClient,
+    TradeRef,
+    require,
+)
 from trade_execution import ExecutionParams
+from validation import invalid, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -64,21 +88,12 @@ BLOCKTRADE_PAGE_SIZE = 50
 HISTORY_SLACK_SECONDS = 5.0
 MAX_CANCEL_ATTEMPTS = 3
 BLOCK_TRADE_TYPE = 14
-RFQ_SIDE_NAMES = {BUY: "BUY", SELL: "SELL"}
-RFQ_SIDE_CODES = {"BUY": BUY, "SELL": SELL}
+RFQ_PARAMS = "RFQParams"
 
 
 # =====================================================================================
 # Parameters
 # =====================================================================================
-
-
-def _bad(name: str, value: Any, rule: str) -> ConfigError:
-    return ConfigError(f"RFQParams.{name} = {value!r} is invalid: {rule}")
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -98,19 +113,21 @@ class RFQParams:
     close_fallback: str | None = "limit"
 
     def __post_init__(self) -> None:
-        if not _is_number(self.timeout_seconds) or self.timeout_seconds <= 0:
-            raise _bad("timeout_seconds", self.timeout_seconds, "must be a number > 0 (seconds)")
-        if not _is_number(self.poll_interval_seconds) or self.poll_interval_seconds <= 0:
-            raise _bad("poll_interval_seconds", self.poll_interval_seconds, "must be a number > 0 (seconds)")
-        if self.min_improvement_pct is not None and not _is_number(self.min_improvement_pct):
-            raise _bad("min_improvement_pct", self.min_improvement_pct,
-                       "must be a finite number (percent) or None to disable the gate")
-        if not _is_number(self.min_quote_life_seconds) or self.min_quote_life_seconds < 0:
-            raise _bad("min_quote_life_seconds", self.min_quote_life_seconds, "must be a number >= 0 (seconds)")
+        owner = RFQ_PARAMS
+        if not is_number(self.timeout_seconds) or self.timeout_seconds <= 0:
+            raise invalid(owner, "timeout_seconds", self.timeout_seconds, "must be a number > 0 (seconds)")
+        if not is_number(self.poll_interval_seconds) or self.poll_interval_seconds <= 0:
+            raise invalid(owner, "poll_interval_seconds", self.poll_interval_seconds, "must be a number > 0 (seconds)")
+        if self.min_improvement_pct is not None and not is_number(self.min_improvement_pct):
+            raise invalid(owner, "min_improvement_pct", self.min_improvement_pct,
+                          "must be a finite number (percent) or None to disable the gate")
+        if not is_number(self.min_quote_life_seconds) or self.min_quote_life_seconds < 0:
+            raise invalid(owner, "min_quote_life_seconds", self.min_quote_life_seconds,
+                          "must be a number >= 0 (seconds)")
         for name in ("open_fallback", "close_fallback"):
             value = getattr(self, name)
             if value not in FALLBACK_MODES:
-                raise _bad(name, value, "use None, 'limit' or 'smart'")
+                raise invalid(owner, name, value, "use None, 'limit' or 'smart'")
 
     def fallback_for(self, intent: Intent) -> str | None:
         """Opens use ``open_fallback``; closes, unwinds and kills use ``close_fallback``."""
@@ -127,11 +144,9 @@ def leg_baseline(side: int, qty: float, best_bid: float | None, best_ask: float 
 
     A buy pays the best ask (+ask x qty), a sell receives the best bid (-bid x qty) (API.md §11.7).
     """
-    if side == BUY:
+    if Side.of(side) is Side.BUY:
         return qty * best_ask if best_ask is not None and best_ask > 0 else None
-    if side == SELL:
-        return -qty * best_bid if best_bid is not None and best_bid > 0 else None
-    raise ValueError(f"side must be 1 (buy) or 2 (sell), got {side!r}")
+    return -qty * best_bid if best_bid is not None and best_bid > 0 else None
 
 
 def structure_baseline(legs: Sequence[LegTarget], books: Mapping[str, Any],
@@ -144,8 +159,9 @@ def structure_baseline(legs: Sequence[LegTarget], books: Mapping[str, Any],
         book, band = books.get(leg.symbol), bands.get(leg.symbol)
         if book is None or band is None:
             return None
-        touch = book.best_ask if leg.side == BUY else book.best_bid
-        if side_problem("ask" if leg.side == BUY else "bid", touch, band) is not None:
+        buying = leg.side == Side.BUY
+        touch = book.best_ask if buying else book.best_bid
+        if side_problem("ask" if buying else "bid", touch, band) is not None:
             return None
         part = leg_baseline(leg.side, snap_qty(leg.qty), book.best_bid, book.best_ask)
         if part is None:
@@ -159,8 +175,8 @@ def request_legs(legs: Sequence[LegTarget]) -> list[dict[str, str]]:
     single = len(legs) == 1
     out = []
     for leg in legs:
-        side = BUY if single else leg.side
-        out.append({"instrumentName": leg.symbol, "side": RFQ_SIDE_NAMES[side], "qty": qty_text(snap_qty(leg.qty))})
+        side = Side.BUY if single else Side.of(leg.side)
+        out.append(rfq_leg(leg.symbol, side, qty_text(snap_qty(leg.qty))))
     return out
 
 
@@ -168,56 +184,6 @@ def qty_text(qty: float) -> str:
     """A lot quantity as the plain decimal string RFQ legs use ("0.5", "1", "10")."""
     text = format(qty, ".2f").rstrip("0").rstrip(".")
     return text or "0"
-
-
-@dataclass(frozen=True)
-class QuoteLeg:
-    """One quote leg; ``maker_side`` is the MAKER's side ("BUY"/"SELL")."""
-
-    symbol: str
-    maker_side: str
-    price: float
-    qty: float
-
-
-@dataclass(frozen=True)
-class Quote:
-    """A maker quote as received (API.md §10.2); ``expiry_time`` in epoch seconds, None if absent."""
-
-    quote_id: str
-    state: str
-    expiry_time: float | None
-    legs: tuple[QuoteLeg, ...]
-
-    @property
-    def cost(self) -> float:
-        """Q, taker view (+ = we pay): maker-SELL legs we pay for, maker-BUY legs pay us."""
-        return math.fsum(leg.price * leg.qty if leg.maker_side == "SELL" else -leg.price * leg.qty
-                         for leg in self.legs)
-
-
-def parse_quote(raw: Any) -> Quote | None:
-    """A ``Quote`` from the wire (string numbers parsed), or None if it is not usable as one."""
-    if not isinstance(raw, Mapping):
-        return None
-    quote_id = raw.get("quoteId")
-    legs_raw = raw.get("legs")
-    if quote_id is None or isinstance(quote_id, (bool, float)) or not isinstance(legs_raw, list) or not legs_raw:
-        return None
-    legs = []
-    for item in legs_raw:
-        if not isinstance(item, Mapping):
-            return None
-        symbol = item.get("instrumentName")
-        side = str(item.get("side") or "").upper()
-        price = finite_number(item.get("price"))
-        qty = finite_number(item.get("quantity", item.get("qty")))
-        if not symbol or side not in RFQ_SIDE_CODES or price is None or price <= 0 or qty is None or qty <= 0:
-            return None
-        legs.append(QuoteLeg(str(symbol), side, price, qty))
-    expiry_ms = finite_number(raw.get("expiryTime"))
-    return Quote(str(quote_id), str(raw.get("state") or "").upper(),
-                 None if expiry_ms is None else expiry_ms / 1000.0, tuple(legs))
 
 
 def improvement_pct(baseline: float | None, cost: float) -> float | None:
@@ -244,9 +210,8 @@ def quote_problem(quote: Quote, legs: Sequence[LegTarget], now: float, min_life_
         seen.add(quote_leg.symbol)
         if abs(quote_leg.qty - snap_qty(ours.qty)) > QTY_MATCH_TOLERANCE:
             return f"{quote_leg.symbol} quantity {quote_leg.qty} != {snap_qty(ours.qty)}"
-        maker_wanted = "SELL" if ours.side == BUY else "BUY"
-        if quote_leg.maker_side != maker_wanted:
-            return f"{quote_leg.symbol}: maker {quote_leg.maker_side} would trade us the wrong way"
+        if quote_leg.maker_side != Side.of(ours.side).opposite:
+            return f"{quote_leg.symbol}: maker {quote_leg.maker_side.name} would trade us the wrong way"
         band = bands.get(quote_leg.symbol)
         if band is None:
             return f"{quote_leg.symbol}: no sane reference price to check the quote against"
@@ -300,52 +265,18 @@ def rank_candidates(quotes: Iterable[Quote], legs: Sequence[LegTarget], baseline
 # =====================================================================================
 
 
-@dataclass(frozen=True)
-class BlockLeg:
-    """One taker-side leg of a block trade (accept answer or block-trade record), parsed."""
-
-    symbol: str
-    side: int | None
-    qty: float | None
-    price: float | None
-    fee: float
-    order_id: int | None
-    created_at: float | None
-
-
-def parse_block_legs(legs: Any) -> list[BlockLeg]:
-    """Legs are matched by ``instrumentName`` later, never by position; values may be strings."""
-    parsed: list[BlockLeg] = []
-    for raw in legs if isinstance(legs, list) else []:
-        if not isinstance(raw, Mapping):
-            continue
-        created_ms = finite_number(raw.get("createTime"))
-        parsed.append(BlockLeg(
-            symbol=str(raw.get("instrumentName") or ""),
-            side=RFQ_SIDE_CODES.get(str(raw.get("side") or "").upper()),
-            qty=finite_number(raw.get("quantity", raw.get("qty"))),
-            price=finite_number(raw.get("price")),
-            fee=finite_number(raw.get("fee")) or 0.0,
-            order_id=int_or_none(raw.get("orderId")),
-            created_at=None if created_ms is None else created_ms / 1000.0,
-        ))
-    return parsed
-
-
-def find_block_trade(client: Any, request_id: str, quote_id: str | None) -> Mapping[str, Any] | None:
+def find_block_trade(client: RfqClient | ReconcilerClient, request_id: str,
+                     quote_id: str | None) -> BlockTrade | None:
     """Our block trade for this RFQ (or quote) from the private block-trade list, or None."""
-    data = client.blocktrade_orders(pageSize=BLOCKTRADE_PAGE_SIZE)
-    records = data.get("list") if isinstance(data, Mapping) else data
-    for record in records or []:
-        if not isinstance(record, Mapping):
-            continue
-        if str(record.get("requestId") or "") == str(request_id) or (
-                quote_id is not None and str(record.get("quoteId") or "") == str(quote_id)):
+    data = client.blocktrade_orders(**history_filters(page_size=BLOCKTRADE_PAGE_SIZE))
+    for record in parse_block_trades(data):
+        if record.request_id == str(request_id) or (quote_id is not None and record.quote_id == str(quote_id)):
             return record
     return None
 
 
-def adopt_block_trade(client: Any, ledger: Any, marker: Mapping[str, Any], now: float) -> tuple[bool, int]:
+def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker: Mapping[str, Any],
+                      now: float) -> tuple[bool, int]:
     """Recovery: record the fills of an RFQ accept whose answer a crash may have lost.
 
     ``marker`` is the payload ``OrderLedger.note_block_accept`` committed before the accept
@@ -358,7 +289,7 @@ def adopt_block_trade(client: Any, ledger: Any, marker: Mapping[str, Any], now: 
     ours = {str(symbol): (int(index), int(side)) for index, symbol, side in marker.get("legs") or []}
     known = {o.order_id for o in ledger.orders() if o.order_id is not None}
     recorded = 0
-    for leg in parse_block_legs(record.get("legs")):
+    for leg in record.legs:
         if leg.symbol not in ours:
             logger.critical("block trade of RFQ %s has a leg on %r, which is not ours", marker["request_id"],
                             leg.symbol)
@@ -376,7 +307,7 @@ def adopt_block_trade(client: Any, ledger: Any, marker: Mapping[str, Any], now: 
                                  filled_at=now if leg.created_at is None else leg.created_at)
         recorded += 1
         logger.warning("trade %s: adopted block fill %s %s %s @ %s of RFQ %s (accept answer lost at a restart)",
-                       marker["trade_id"], RFQ_SIDE_NAMES.get(leg.side, leg.side), leg.qty, leg.symbol, leg.price,
+                       marker["trade_id"], leg.side.name, leg.qty, leg.symbol, leg.price,
                        marker["request_id"])
     return True, recorded
 
@@ -398,7 +329,7 @@ class RFQJob(ExecutionJob):
 
     _label = "rfq job"
 
-    def __init__(self, executor: "RFQExecutor", trade: Any, legs: Sequence[LegTarget], intent: Intent,
+    def __init__(self, executor: "RFQExecutor", trade: TradeRef, legs: Sequence[LegTarget], intent: Intent,
                  params: RFQParams, *, best_effort: bool, started_at: float) -> None:
         super().__init__(ledger=executor.ledger, market=executor.market, trade=trade, intent=intent,
                          best_effort=best_effort, started_at=started_at,
@@ -407,7 +338,7 @@ class RFQJob(ExecutionJob):
         self._client = executor.client
         self._trade = trade
         self.params = params
-        self.legs = [LegTarget(leg.leg_index, leg.symbol, leg.side, snap_qty(leg.qty)) for leg in legs]
+        self.legs = [replace(leg, qty=snap_qty(leg.qty)) for leg in legs]
         self._by_symbol = {leg.symbol: leg for leg in self.legs}
         self._phase = RFQPhase.BASELINE
         self._validated: set[str] = set()
@@ -432,6 +363,14 @@ class RFQJob(ExecutionJob):
 
     def __repr__(self) -> str:
         return f"RFQJob({self.trade_id}, {self.intent.name}, {self._phase.value}, {self._status.value})"
+
+    @property
+    def _created_id(self) -> str:
+        """The id of the RFQ this job created; a ``ValueError`` (as the client gives for a
+        missing id) when it has none, which no step after the create can meet."""
+        if self.request_id is None:
+            raise ValueError("request_id must be an id (int or string), got None")
+        return self.request_id
 
     # ---- the step -------------------------------------------------------------------
 
@@ -544,14 +483,13 @@ class RFQJob(ExecutionJob):
             self._reason = f"RFQ create failed: {exc}"
             self._begin_fallback(now)
             return
-        request_id = data.get("requestId") if isinstance(data, Mapping) else None
-        if request_id is None or isinstance(request_id, (bool, float)) or not str(request_id).strip():
+        created = parse_rfq_created(data)
+        if created.request_id is None:
             self._reason = "RFQ create answered without a requestId"
             self._begin_fallback(now)
             return
-        self.request_id = str(request_id).strip()
-        expiry_ms = finite_number(data.get("expiryTime"))
-        self.rfq_expiry = None if expiry_ms is None else expiry_ms / 1000.0
+        self.request_id = created.request_id
+        self.rfq_expiry = None if created.expiry_ms is None else created.expiry_ms / 1000.0
         self._deadline = now + self.params.timeout_seconds
         if self.rfq_expiry is not None:
             self._deadline = min(self._deadline, self.rfq_expiry)
@@ -573,12 +511,12 @@ class RFQJob(ExecutionJob):
         self._phase = RFQPhase.WAITING
         self._next_poll_at = now + self.params.poll_interval_seconds
         try:
-            raw = self._client.rfq_quotes(self.request_id)
+            raw = self._client.rfq_quotes(self._created_id)
         except (TraderError, ValueError) as exc:
             logger.warning("rfq job %s: quote poll failed (%s); next poll in %.0f s", self.trade_id, exc,
                            self.params.poll_interval_seconds)
             return
-        quotes = [q for q in (parse_quote(item) for item in raw or []) if q is not None]
+        quotes = parse_quotes(raw)
         if quotes and not self._refresh_baseline(budget):
             self._next_poll_at = now  # out of requests: rank on the next tick, with fresh books
             return
@@ -643,7 +581,7 @@ class RFQJob(ExecutionJob):
             logger.info("rfq job %s: accepting quote %s, cost %.2f, improvement %s", self.trade_id, quote_id,
                         candidate.cost, "n/a" if candidate.improvement is None else f"{candidate.improvement:.2f} %")
             try:
-                data = self._client.rfq_accept(self.request_id, quote_id)
+                data = self._client.rfq_accept(self._created_id, quote_id)
             except ExchangeError as exc:
                 if exc.outcome_unknown:
                     self._begin_ambiguous(quote_id, now, f"code {exc.code} {exc.msg}")
@@ -659,8 +597,7 @@ class RFQJob(ExecutionJob):
                 continue
             self.accepted_quote_id = quote_id
             self._never_accept = True
-            legs = data.get("legs") if isinstance(data, Mapping) else None
-            self._record_block_legs(legs if isinstance(legs, list) else [], now, f"accept of {quote_id}")
+            self._record_block_legs(parse_accept_legs(data), now, f"accept of {quote_id}")
             if self._all_legs_recorded():
                 self._finish_with_fills("")
             else:
@@ -710,45 +647,46 @@ class RFQJob(ExecutionJob):
             self._lookup_fill_history(now, budget)
             return
         if record is not None:
-            legs = record.get("legs")
-            self._record_block_legs(legs if isinstance(legs, list) else [], now,
-                                    f"block trade {record.get('blockTradeId')}")
+            self._record_block_legs(record.legs, now, f"block trade {record.block_trade_id}")
 
     def _lookup_fill_history(self, now: float, budget: RequestBudget) -> None:
         """Block fills (tradeType 14) on our symbols since the accept; the price is the order's avgPrice."""
         if not budget.take():
             return
+        # _ambiguous_since is set by _begin_ambiguous, the only way into this phase (mypy cannot see it).
         since_ms = int((self._ambiguous_since - HISTORY_SLACK_SECONDS) * 1000)  # type: ignore[operator]
         try:
-            data = self._client.trade_history(startTime=since_ms)
+            fills = parse_fill_page(self._client.trade_history(**history_filters(start_ms=since_ms))).rows
         except (TraderError, ValueError) as exc:
             logger.warning("rfq job %s: fill history unavailable (%s)", self.trade_id, exc)
             return
-        fills = data.get("list") if isinstance(data, Mapping) else data
         known = {o.order_id for o in self._ledger.orders() if o.order_id is not None}
-        for fill in fills or []:
-            if not isinstance(fill, Mapping) or int_or_none(fill.get("tradeType")) != BLOCK_TRADE_TYPE:
+        for fill in fills:
+            if fill.trade_type != BLOCK_TRADE_TYPE:
                 continue
-            leg = self._by_symbol.get(str(fill.get("symbol")))
-            order_id = int_or_none(fill.get("orderId"))
+            leg = self._by_symbol.get(str(fill.symbol))
+            order_id = fill.order_id
             if leg is None or order_id is None or order_id in known or leg.leg_index in self._block_orders:
                 continue
             if not budget.take():
                 return
             try:
-                order = self._client.query_order(order_id=order_id)
+                order = parse_order(self._client.query_order(order_id=order_id))
             except (TraderError, ValueError) as exc:
                 logger.warning("rfq job %s: block order %d unreadable (%s)", self.trade_id, order_id, exc)
                 continue
-            side = int_or_none(order.get("tradeSide"))
-            self._record_leg(leg, side, finite_number(order.get("fillQty")), finite_number(order.get("avgPrice")),
-                             finite_number(order.get("fee")) or 0.0, order_id, now, f"fill history order {order_id}")
+            if order is None:
+                logger.warning("rfq job %s: block order %d unreadable (the answer is not an order)", self.trade_id,
+                               order_id)
+                continue
+            self._record_leg(leg, order.side, order.fill_qty, order.avg_price, order.fee or 0.0, order_id, now,
+                             f"fill history order {order_id}")
 
     # ---- fills ------------------------------------------------------------------------
 
-    def _record_block_legs(self, legs: list, now: float, source: str) -> None:
+    def _record_block_legs(self, legs: Iterable[BlockLeg], now: float, source: str) -> None:
         """Taker-side legs (accept answer or block-trade record) into the ledger, matched by instrumentName."""
-        for block_leg in parse_block_legs(legs):
+        for block_leg in legs:
             leg = self._by_symbol.get(block_leg.symbol)
             if leg is None:
                 logger.critical("rfq job %s: %s has a leg on %r, which is not one of ours", self.trade_id, source,
@@ -757,7 +695,7 @@ class RFQJob(ExecutionJob):
             self._record_leg(leg, block_leg.side, block_leg.qty, block_leg.price, block_leg.fee, block_leg.order_id,
                              now if block_leg.created_at is None else block_leg.created_at, source)
 
-    def _record_leg(self, leg: LegTarget, side: int | None, qty: float | None, price: float | None, fee: float,
+    def _record_leg(self, leg: LegTarget, side: Side | None, qty: float | None, price: float | None, fee: float,
                     order_id: int | None, filled_at: float, source: str) -> None:
         if leg.leg_index in self._block_orders:
             return  # one block trade per job: each leg is recorded once
@@ -767,13 +705,13 @@ class RFQJob(ExecutionJob):
             return
         if side != leg.side:
             logger.critical("rfq job %s: %s filled %s as %s but we wanted %s", self.trade_id, source, leg.symbol,
-                            RFQ_SIDE_NAMES[side], RFQ_SIDE_NAMES[leg.side])
+                            side.name, leg.side.name)
         order: LedgerOrder = self._ledger.record_block_fill(
             trade_id=self.trade_id, trade_seq=self.trade_seq, leg_index=leg.leg_index, intent=self.intent,
             symbol=leg.symbol, side=side, qty=qty, price=price, fee=fee, order_id=order_id, filled_at=filled_at)
         self._block_orders[leg.leg_index] = order.client_order_id
         logger.info("rfq job %s: %s leg %d %s %s %s @ %s (fee %s)", self.trade_id, source, leg.leg_index,
-                    RFQ_SIDE_NAMES[side], qty, leg.symbol, price, fee)
+                    side.name, qty, leg.symbol, price, fee)
 
     def _all_legs_recorded(self) -> bool:
         return all(leg.leg_index in self._block_orders for leg in self.legs)
@@ -804,7 +742,7 @@ class RFQJob(ExecutionJob):
                 return
             self._cancel_attempts += 1
             try:
-                self._client.rfq_cancel(self.request_id)
+                self._client.rfq_cancel(self._created_id)
             except ExchangeError as exc:
                 logger.info("rfq job %s: RFQ %s not cancelled (%s %s): no longer active", self.trade_id,
                             self.request_id, exc.code, exc.msg)
@@ -872,11 +810,20 @@ class RFQExecutor:
     and ``smart_params`` (default None = the smart engine's defaults) configure them.
     """
 
-    def __init__(self, client: Any, ledger: Any, market: Any, clock: Any, *, limit: Any = None, smart: Any = None,
+    def __init__(self, client: RfqClient, ledger: Ledger, market: PriceSource, clock: Clock, *,
+                 limit: ExecutionEngine | None = None, smart: ExecutionEngine | None = None,
                  limit_params: ExecutionParams | None = None, smart_params: Any = None,
                  max_requests_per_step: int = 6) -> None:
         if max_requests_per_step < 2:
             raise ValueError("max_requests_per_step must be >= 2")
+        require("RFQExecutor client", client, RfqClient)
+        require("RFQExecutor ledger", ledger, Ledger)
+        require("RFQExecutor market", market, PriceSource)
+        require("RFQExecutor clock", clock, Clock)
+        if limit is not None:
+            require("RFQExecutor limit", limit, ExecutionEngine)
+        if smart is not None:
+            require("RFQExecutor smart", smart, ExecutionEngine)
         self.client = client
         self.ledger = ledger
         self.market = market
@@ -890,12 +837,12 @@ class RFQExecutor:
     def __repr__(self) -> str:
         return f"RFQExecutor(limit={self.limit is not None}, smart={self.smart is not None})"
 
-    def start(self, trade: Any, legs: list[LegTarget], intent: Intent, params: RFQParams | None, *,
+    def start(self, trade: TradeRef, legs: list[LegTarget], intent: Intent, params: RFQParams | None, *,
               best_effort: bool = False) -> RFQJob:
         if params is None:
             params = RFQParams()
         if not isinstance(params, RFQParams):
-            raise ConfigError(f"RFQExecutor.start params = {type(params).__name__} is invalid: pass RFQParams or None")
+            raise invalid("RFQExecutor.start", "params", params, "pass RFQParams or None")
         legs = checked_legs(legs)
         symbols = [leg.symbol for leg in legs]
         if len(set(symbols)) != len(symbols):

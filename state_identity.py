@@ -57,7 +57,7 @@ class ExchangeIdentity:
         missing = [name for name, value in values.items() if not isinstance(value, str) or not value]
         if missing:
             raise ValueError(f"missing or empty field(s) {', '.join(missing)}")
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**{name: str(value) for name, value in values.items()})
 
 
 @dataclass(frozen=True)

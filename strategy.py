@@ -31,10 +31,9 @@ import re
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeGuard
 
-from account_manager import AccountManager, AccountSnapshot
-from alerts import AlertSink
+from account_manager import AccountSnapshot
 from clock import Clock
 from conditions import (
     ConditionHealth,
@@ -60,16 +59,25 @@ from conditions import (
     utc_time_window,
     weekday_filter,
 )
+from contracts import Side
 from errors import ConfigError, TraderError
-from execution_job import LegTarget
-from market_data import MarketData
-from multileg_orderbook import SmartExecConfig, SmartOrderbookExecutor
-from option_selection import LegSpec, did_you_mean, refuse_unknown_keywords, resolve_legs
-from persistence import StateStore
+from multileg_orderbook import SmartExecConfig
+from option_selection import LegSpec, ResolvedLeg, resolve_legs
 from position_monitor import PositionMonitor
-from rfq import RFQExecutor, RFQParams
-from trade_execution import ExecutionParams, TradeExecutor
-from trade_lifecycle import LifecycleManager, TradeState
+from rfq import RFQParams
+from seams import (
+    AccountSource,
+    AlertSender,
+    ExecutionEngine,
+    MarketDataSource,
+    ModeRouter,
+    RunnerLifecycle,
+    Store,
+    require,
+)
+from trade_execution import ExecutionParams
+from trade_lifecycle import TradeState
+from validation import did_you_mean, invalid, is_int, is_number, refuse_unknown_keywords
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +115,6 @@ WARNING_BLOCKS: tuple[str, ...] = ("leg selection failed", "trade creation faile
 # --------------------------------------------------------------------------------------------
 # StrategyConfig
 # --------------------------------------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _json_problem(value: Any) -> str | None:
@@ -199,23 +199,24 @@ class StrategyConfig:
             self._lift_metadata()
         except StrategyConfigError:
             raise
-        except ConfigError as exc:  # e.g. check_condition's: already prefixed with the strategy
+        except ConfigError as exc:  # ours (validation.invalid with this strategy as owner), check_condition's
             label = self.name if isinstance(self.name, str) else "?"
             text = str(exc)
-            prefix = f"strategy {label!r}"
+            prefix = self._owner
             raise StrategyConfigError(label, text if text.startswith(prefix) else f"{prefix}: {text}") from None
 
     # ---- helpers -----------------------------------------------------------------------
 
-    def _refuse(self, field_name: str, value: Any, fix: str) -> StrategyConfigError:
-        label = self.name if isinstance(self.name, str) else "?"
-        return StrategyConfigError(label, f"strategy {label!r}: {field_name}={value!r} is invalid: {fix}")
+    @property
+    def _owner(self) -> str:
+        """How refusals name this strategy: ``strategy 'name'`` (``validation.invalid``'s owner)."""
+        return f"strategy {self.name if isinstance(self.name, str) else '?'!r}"
 
     def _check_name(self) -> None:
         if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
-            raise StrategyConfigError(
-                None, f"strategy name={self.name!r} is invalid: use 1-64 characters among letters, digits, '_', "
-                      f"'.', '-'")
+            # No strategy to attribute it to: the name itself is what is wrong.
+            raise StrategyConfigError(None, str(invalid("StrategyConfig", "name", self.name,
+                                                        "use 1-64 characters among letters, digits, '_', '.', '-'")))
 
     def _check_size_caps(self) -> None:
         """The caps themselves: positive, finite, and below a ceiling that keeps them caps."""
@@ -224,54 +225,55 @@ class StrategyConfig:
                 ("max_structure_qty", 0.01, QTY_CAP_CEILING * MAX_LEGS, "BTC"),
                 ("max_structure_notional_usd", 1.0, NOTIONAL_CAP_CEILING_USD, "USD")):
             value = getattr(self, field_name)
-            if not _is_number(value) or not minimum <= value <= ceiling:
+            if not is_number(value) or not minimum <= value <= ceiling:
                 default = getattr(type(self), field_name)
-                raise self._refuse(field_name, value, f"use a number of {unit} from {minimum:g} to {ceiling:g} "
-                                                      f"(default {default:g}), or leave it out")
+                raise invalid(self._owner, field_name, value, f"use a number of {unit} from {minimum:g} to "
+                                                              f"{ceiling:g} (default {default:g}), or leave it out")
             setattr(self, field_name, float(value))
 
     def _check_legs(self) -> None:
+        owner = self._owner
         if isinstance(self.legs, LegSpec) or not isinstance(self.legs, (list, tuple)):
-            raise self._refuse("legs", self.legs, "use a list of LegSpec (e.g. strangle(0.1))")
+            raise invalid(owner, "legs", self.legs, "use a list of LegSpec (e.g. strangle(0.1))")
         legs = list(self.legs)
         if not legs:
-            raise self._refuse("legs", legs, "give at least one LegSpec")
+            raise invalid(owner, "legs", legs, "give at least one LegSpec")
         if len(legs) > MAX_LEGS:
-            raise self._refuse("legs", f"<{len(legs)} legs>", f"use at most {MAX_LEGS} legs")
+            raise invalid(owner, "legs", f"<{len(legs)} legs>", f"use at most {MAX_LEGS} legs")
         for index, leg in enumerate(legs):
             if not isinstance(leg, LegSpec):
-                raise self._refuse(f"legs[{index}]", leg, "use a LegSpec")
+                raise invalid(owner, f"legs[{index}]", leg, "use a LegSpec")
             source = leg.depends_on
             if source is not None and (source >= len(legs) or source == index):
-                raise self._refuse(f"legs[{index}].strike_criteria['from_leg']", source,
-                                   f"use the index of another leg (0..{len(legs) - 1})")
+                raise invalid(owner, f"legs[{index}].strike_criteria['from_leg']", source,
+                              f"use the index of another leg (0..{len(legs) - 1})")
             if leg.qty > self.max_leg_qty:
-                raise self._refuse(f"legs[{index}].qty", leg.qty,
-                                   f"it is above max_leg_qty={self.max_leg_qty:g} BTC per leg; use a smaller "
-                                   f"quantity, or raise max_leg_qty if this size is deliberate")
+                raise invalid(owner, f"legs[{index}].qty", leg.qty,
+                              f"it is above max_leg_qty={self.max_leg_qty:g} BTC per leg; use a smaller "
+                              f"quantity, or raise max_leg_qty if this size is deliberate")
         total = math.fsum(abs(leg.qty) for leg in legs)
         if total > self.max_structure_qty + 1e-9:
-            raise self._refuse("legs", f"<{len(legs)} legs, {total:g} BTC in total>",
-                               f"the structure's quantity (sum of |qty| over its legs) is above "
-                               f"max_structure_qty={self.max_structure_qty:g} BTC; use smaller legs, or raise "
-                               f"max_structure_qty if this size is deliberate")
+            raise invalid(owner, "legs", f"<{len(legs)} legs, {total:g} BTC in total>",
+                          f"the structure's quantity (sum of |qty| over its legs) is above "
+                          f"max_structure_qty={self.max_structure_qty:g} BTC; use smaller legs, or raise "
+                          f"max_structure_qty if this size is deliberate")
         self.legs = legs
 
     def _check_conditions(self) -> None:
         for list_name, kind in (("entry_conditions", "entry"), ("exit_conditions", "exit")):
             conditions = getattr(self, list_name)
             if not isinstance(conditions, (list, tuple)):
-                raise self._refuse(list_name, conditions, f"use a list of {kind} conditions")
+                raise invalid(self._owner, list_name, conditions, f"use a list of {kind} conditions")
             conditions = list(conditions)
             for index, cond in enumerate(conditions):
                 check_condition(cond, kind, f"strategy {self.name!r}: {list_name}[{index}]")
             setattr(self, list_name, conditions)
         for index, cond in enumerate(self.exit_conditions):
             highest = getattr(cond, "max_leg_index", None)
-            if _is_int(highest) and highest >= len(self.legs):
-                raise self._refuse(f"exit_conditions[{index}]", condition_name(cond),
-                                   f"it refers to leg {highest} but the strategy has {len(self.legs)} "
-                                   f"leg(s) (indexes 0..{len(self.legs) - 1})")
+            if is_int(highest) and highest >= len(self.legs):
+                raise invalid(self._owner, f"exit_conditions[{index}]", condition_name(cond),
+                              f"it refers to leg {highest} but the strategy has {len(self.legs)} "
+                              f"leg(s) (indexes 0..{len(self.legs) - 1})")
 
     def _check_exit_policy(self) -> None:
         """A trade must have a way out: exits, or an explicit decision to hold it to expiry.
@@ -280,35 +282,37 @@ class StrategyConfig:
         strangle included) unmanaged until expiry. Saying ``hold_to_expiry=True`` makes that a
         decision instead of an omission; exits *and* hold_to_expiry contradict each other.
         """
+        owner = self._owner
         if not isinstance(self.hold_to_expiry, bool):
-            raise self._refuse("hold_to_expiry", self.hold_to_expiry, "use True or False")
+            raise invalid(owner, "hold_to_expiry", self.hold_to_expiry, "use True or False")
         if self.hold_to_expiry and self.exit_conditions:
-            raise self._refuse("hold_to_expiry", True,
-                               f"it contradicts exit_conditions={[condition_name(c) for c in self.exit_conditions]}; "
-                               f"remove the exit conditions to hold every trade to expiry, or remove hold_to_expiry")
+            raise invalid(owner, "hold_to_expiry", True,
+                          f"it contradicts exit_conditions={[condition_name(c) for c in self.exit_conditions]}; "
+                          f"remove the exit conditions to hold every trade to expiry, or remove hold_to_expiry")
         if not self.hold_to_expiry and not self.exit_conditions:
-            raise self._refuse("exit_conditions", self.exit_conditions,
-                               "a strategy with no exit condition holds every trade until expiry (or a kill); add "
-                               "one, e.g. exit_conditions=[max_hold_hours(24)], or say hold_to_expiry=True if "
-                               "that is what you mean")
+            raise invalid(owner, "exit_conditions", self.exit_conditions,
+                          "a strategy with no exit condition holds every trade until expiry (or a kill); add "
+                          "one, e.g. exit_conditions=[max_hold_hours(24)], or say hold_to_expiry=True if "
+                          "that is what you mean")
 
     def _check_choices_and_limits(self) -> None:
+        owner = self._owner
         if self.execution_mode not in EXECUTION_MODES:
-            raise self._refuse("execution_mode", self.execution_mode, f"use one of {', '.join(EXECUTION_MODES)}")
+            raise invalid(owner, "execution_mode", self.execution_mode, f"use one of {', '.join(EXECUTION_MODES)}")
         for field_name, minimum in (("max_concurrent_trades", 1), ("max_trades_per_day", 0),
                                     ("max_open_failures_per_day", 1)):
             value = getattr(self, field_name)
-            if not _is_int(value) or value < minimum:
-                raise self._refuse(field_name, value, f"use a whole number >= {minimum}")
-        if not _is_number(self.cooldown_seconds) or self.cooldown_seconds < 0:
-            raise self._refuse("cooldown_seconds", self.cooldown_seconds, "use a number of seconds >= 0")
+            if not is_int(value) or value < minimum:
+                raise invalid(owner, field_name, value, f"use a whole number >= {minimum}")
+        if not is_number(self.cooldown_seconds) or self.cooldown_seconds < 0:
+            raise invalid(owner, "cooldown_seconds", self.cooldown_seconds, "use a number of seconds >= 0")
         self.cooldown_seconds = float(self.cooldown_seconds)
         interval = self.check_interval_seconds
-        if not _is_number(interval) or interval < MIN_CHECK_INTERVAL_SECONDS:
+        if not is_number(interval) or interval < MIN_CHECK_INTERVAL_SECONDS:
             # 0 used to mean "every poll"; a poll is at least a second apart, so say so with a number.
-            raise self._refuse("check_interval_seconds", interval,
-                               f"use a number of seconds >= {MIN_CHECK_INTERVAL_SECONDS:g}, e.g. 10, or the poll "
-                               f"interval (POLL_INTERVAL_SECONDS, 10 by default) to consider an entry on every poll")
+            raise invalid(owner, "check_interval_seconds", interval,
+                          f"use a number of seconds >= {MIN_CHECK_INTERVAL_SECONDS:g}, e.g. 10, or the poll "
+                          f"interval (POLL_INTERVAL_SECONDS, 10 by default) to consider an entry on every poll")
         self.check_interval_seconds = float(interval)
 
     def _check_callbacks(self) -> None:
@@ -317,33 +321,34 @@ class StrategyConfig:
             if callback is None:
                 continue
             if not callable(callback):
-                raise self._refuse(field_name, callback, "use a function (trade, snapshot) -> None, or None")
+                raise invalid(self._owner, field_name, callback, "use a function (trade, snapshot) -> None, or None")
             try:
                 inspect.signature(callback).bind("trade", "snapshot")
             except (TypeError, ValueError):
-                raise self._refuse(field_name, getattr(callback, "__name__", callback),
-                                   "it must accept two arguments (trade, snapshot)") from None
+                raise invalid(self._owner, field_name, getattr(callback, "__name__", callback),
+                              "it must accept two arguments (trade, snapshot)") from None
 
     def _lift_metadata(self) -> None:
+        owner = self._owner
         if not isinstance(self.metadata, Mapping):
-            raise self._refuse("metadata", self.metadata, "use a dict")
+            raise invalid(owner, "metadata", self.metadata, "use a dict")
         metadata = dict(self.metadata)
         for key, expected, where in RECOGNISED_METADATA:
             given = getattr(self, key)
             if key in metadata:
                 lifted = metadata.pop(key)
                 if given is not None:
-                    raise self._refuse(key, given, f"it is also given as metadata[{key!r}]; keep one of the two")
+                    raise invalid(owner, key, given, f"it is also given as metadata[{key!r}]; keep one of the two")
                 given = lifted
             if given is not None and not isinstance(given, expected):
-                raise self._refuse(key, given, f"use a {where}")
+                raise invalid(owner, key, given, f"use a {where}")
             setattr(self, key, given)
         for key, value in metadata.items():
             if not isinstance(key, str):
-                raise self._refuse("metadata", key, "use string keys (metadata is stored as JSON)")
+                raise invalid(owner, "metadata", key, "use string keys (metadata is stored as JSON)")
             problem = _json_problem(value)
             if problem is not None:
-                raise self._refuse(f"metadata[{key!r}]", value, f"metadata must be JSON-serialisable ({problem})")
+                raise invalid(owner, f"metadata[{key!r}]", value, f"metadata must be JSON-serialisable ({problem})")
         self.metadata = metadata
 
     def all_conditions(self) -> list[Any]:
@@ -487,7 +492,7 @@ def _is_function_at(node: Any, first_line: int) -> bool:
     return isinstance(node, ast.Lambda) and node.lineno == first_line
 
 
-def _is_strategy_config_call(node: Any) -> bool:
+def _is_strategy_config_call(node: Any) -> TypeGuard[ast.Call]:
     if not isinstance(node, ast.Call):
         return False
     func = node.func
@@ -549,6 +554,16 @@ def next_utc_midnight(epoch_seconds: float) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
 
 
+def route_trade(config: StrategyConfig, resolved: Sequence[ResolvedLeg], executor: ModeRouter) -> str:
+    """The execution mode of one trade of ``config``: its ``execution_mode`` routed once, on the resolved legs.
+
+    The one place a strategy's mode is decided (``auto`` by the notional at the snapshot's
+    index): the runner passes the answer to ``LifecycleManager.create``, which stores it and
+    never routes again, and ``main.py check`` prints it through this same call.
+    """
+    return executor.route(config.execution_mode, resolved, resolved[0].index_price)
+
+
 @dataclass
 class RunnerState:
     """What a runner must remember across a restart (section 5, last paragraph)."""
@@ -576,7 +591,7 @@ class RunnerState:
     def from_dict(cls, data: Mapping[str, Any]) -> "RunnerState":
         def number(key: str) -> float | None:
             value = data.get(key)
-            return float(value) if _is_number(value) else None
+            return float(value) if is_number(value) else None
 
         def ids(key: str) -> list[str]:
             value = data.get(key) or []
@@ -609,17 +624,38 @@ class RunnerServices(Protocol):
     depends only on what lies below it.
     """
 
-    clock: Clock
-    store: StateStore
-    alerts: AlertSink
-    market_data: MarketData
-    account_manager: AccountManager
-    position_monitor: PositionMonitor
-    executor: TradeExecutor
-    lifecycle_manager: LifecycleManager
-    condition_health: ConditionHealth
-    smart_executor: SmartOrderbookExecutor | None
-    rfq_executor: RFQExecutor | None
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def alerts(self) -> AlertSender: ...
+
+    @property
+    def market_data(self) -> MarketDataSource: ...
+
+    @property
+    def account_manager(self) -> AccountSource: ...
+
+    @property
+    def position_monitor(self) -> PositionMonitor: ...
+
+    @property
+    def executor(self) -> ModeRouter: ...
+
+    @property
+    def lifecycle_manager(self) -> RunnerLifecycle: ...
+
+    @property
+    def condition_health(self) -> ConditionHealth: ...
+
+    @property
+    def smart_executor(self) -> ExecutionEngine | None: ...
+
+    @property
+    def rfq_executor(self) -> ExecutionEngine | None: ...
 
 
 class StrategyRunner:
@@ -634,6 +670,12 @@ class StrategyRunner:
     def __init__(self, config: StrategyConfig, ctx: RunnerServices) -> None:
         if not isinstance(config, StrategyConfig):
             raise ConfigError(f"StrategyRunner needs a StrategyConfig, got {type(config).__name__}")
+        require("StrategyRunner lifecycle_manager", ctx.lifecycle_manager, RunnerLifecycle)
+        require("StrategyRunner market_data", ctx.market_data, MarketDataSource)
+        require("StrategyRunner executor", ctx.executor, ModeRouter)
+        require("StrategyRunner store", ctx.store, Store)
+        require("StrategyRunner alerts", ctx.alerts, AlertSender)
+        require("StrategyRunner clock", ctx.clock, Clock)
         self.config = config
         self.ctx = ctx
         self.name = config.name
@@ -641,7 +683,7 @@ class StrategyRunner:
         self._last_block: str | None = None
         self._unsupported: str | None = None      # an execution engine this context lacks
         self._pending_callbacks: set[str] = set()
-        self.__qualname__ = f"StrategyRunner[{self.name}]"   # how the monitor names this callback
+        self.callback_name = f"StrategyRunner[{self.name}]"   # how the monitor names this callback
         saved = self._load_state()
         self.state = RunnerState.from_dict(saved) if saved is not None else RunnerState()
         self._saved = self.state.to_dict() if saved is not None else None
@@ -898,8 +940,7 @@ class StrategyRunner:
         if conflict is not None:
             return conflict
         index_price = resolved[0].index_price
-        targets = [LegTarget(leg.index, leg.symbol, int(leg.side), leg.qty) for leg in resolved]
-        mode = self.ctx.executor.route(self.config.execution_mode, targets, index_price)
+        mode = route_trade(self.config, resolved, self.ctx.executor)
         missing = self._missing_engine(mode)
         if missing is not None:
             return self._mark_unsupported(NotImplementedError(missing))
@@ -916,11 +957,10 @@ class StrategyRunner:
             logger.exception("strategy %s: creating the trade failed", self.name)
             return "trade creation failed"
         logger.info("strategy %s: trade %s created (%s, index %.2f): %s", self.name, trade.id, mode, index_price,
-                    ", ".join(f"{'BUY' if int(leg.side) == 1 else 'SELL'} {leg.qty:g} {leg.symbol}"
-                              for leg in resolved))
+                    ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in resolved))
         return None
 
-    def _notional_refusal(self, resolved: list[Any]) -> str | None:
+    def _notional_refusal(self, resolved: list[ResolvedLeg]) -> str | None:
         """No trade whose USD notional (sum of qty x index) exceeds ``max_structure_notional_usd``.
 
         The quantities are capped at configuration time; the index is only known here, right
@@ -941,7 +981,7 @@ class StrategyRunner:
                            f"{index_price:,.2f}", f"{notional:,.0f}", f"{cap:,.0f}")
         return reason
 
-    def _netting_conflict(self, resolved: list[Any], snapshot: AccountSnapshot) -> str | None:
+    def _netting_conflict(self, resolved: list[ResolvedLeg], snapshot: AccountSnapshot) -> str | None:
         """No leg on the opposite side of a position the account already holds on that symbol.
 
         The account is one-way netted: a long for this trade and a short for another (or for
@@ -949,14 +989,14 @@ class StrategyRunner:
         smaller side would be refused (10536) until the other is gone. Skipping the entry is
         the only safe answer; the next check may pick other strikes.
         """
-        held: dict[str, list[tuple[int, str]]] = {}
+        held: dict[str, list[tuple[Side, str]]] = {}
         for trade in self.ctx.lifecycle_manager.active_trades():
-            for leg in trade.legs:
-                held.setdefault(leg.symbol, []).append((int(leg.side), trade.id))
+            for trade_leg in trade.legs:
+                held.setdefault(trade_leg.symbol, []).append((Side.of(trade_leg.side), trade.id))
         for leg in resolved:
-            sign = 1 if int(leg.side) == 1 else -1
+            sign = leg.side.sign
             for side, trade_id in held.get(leg.symbol, ()):
-                if side != int(leg.side):
+                if side != leg.side:
                     return (f"leg {leg.index} {leg.symbol} would net against the opposite side held by trade "
                             f"{trade_id} (one-way account: a reduce-only close would be refused)")
             position = snapshot.get_position(leg.symbol)
@@ -1010,7 +1050,7 @@ class StrategyRunner:
             logger.exception("strategy %s: %s raised for trade %s (ignored)", self.name, what, trade.id)
 
     def _log_opened(self, trade: Any) -> None:
-        fills = ", ".join(f"{'BUY' if int(leg.side) == 1 else 'SELL'} {leg.open_filled:g} {leg.symbol} "
+        fills = ", ".join(f"{Side.of(leg.side).name} {leg.open_filled:g} {leg.symbol} "
                           f"@ {leg.open_vwap:.2f}" for leg in trade.legs)
         logger.info("strategy %s: trade %s OPEN: %s; fees %.4f USD; entry premium %.2f USD", self.name, trade.id,
                     fills, trade.fees_paid or 0.0, trade.entry_premium)
@@ -1080,7 +1120,7 @@ class StrategyRunner:
 
 __all__ = [
     "StrategyConfig", "StrategyRunner", "RunnerServices", "RunnerState", "RunnerStats", "build_strategy_configs",
-    "check_unique_names", "utc_day", "next_utc_midnight", "EXECUTION_MODES",
+    "check_unique_names", "utc_day", "next_utc_midnight", "route_trade", "EXECUTION_MODES",
     "StrategyConfigError", "factory_failure", "FactorySite",
     "time_window", "utc_time_window", "weekday_filter", "min_available_margin_pct", "min_equity",
     "max_account_delta", "max_margin_utilization", "no_existing_position_in",

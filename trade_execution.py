@@ -17,11 +17,12 @@ Why it is built this way (BEHAVIOUR.md §2.3, §6.2, §6.5; API.md §9, §11):
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Protocol, Sequence
 
-from errors import ConfigError, LedgerCapError, TraderError
+from clock import Clock
+from contracts import Side
+from errors import LedgerCapError, TraderError
 from execution_job import (
     BOOK_MAX_AGE_SECONDS,
     MARK_MAX_AGE_SECONDS,
@@ -34,18 +35,17 @@ from execution_job import (
     checked_legs,
 )
 from order_ledger import (
-    BUY,
     FILL_EPSILON,
     LOT,
-    SELL,
     Intent,
     LedgerOrder,
-    OrderLedger,
     require_finite,
     snap_price,
     snap_qty,
 )
 from price_sanity import InsanePriceError, PriceBand, band_of, mark_problem, side_problem
+from seams import ExecutionEngine, Ledger, PriceSource, TradeRef, require
+from validation import invalid, is_int, is_number, require_number
 
 
 logger = logging.getLogger(__name__)
@@ -77,15 +77,6 @@ def fair_value(bid: float | None, ask: float | None, mark: float) -> float:
 PRICINGS = ("fair", "mid", "mark", "top_of_book", "aggressive")
 
 
-def _bad(owner: str, name: str, value: Any, rule: str) -> ConfigError:
-    return ConfigError(f"{owner}.{name} = {value!r} is invalid: {rule}")
-
-
-def _require_number(owner: str, name: str, value: Any, ok: Callable[[float], bool], rule: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
-        raise _bad(owner, name, value, rule)
-
-
 @dataclass(frozen=True)
 class ExecutionPhase:
     """One pricing phase of a phased limit execution (BEHAVIOUR.md §1.3, §6.2)."""
@@ -99,13 +90,13 @@ class ExecutionPhase:
     def __post_init__(self) -> None:
         owner = "ExecutionPhase"
         if self.pricing not in PRICINGS:
-            raise _bad(owner, "pricing", self.pricing, f"use one of {', '.join(PRICINGS)}")
-        _require_number(owner, "duration_seconds", self.duration_seconds, lambda v: v > 0, "must be > 0")
-        _require_number(owner, "reprice_interval_seconds", self.reprice_interval_seconds, lambda v: v >= 10,
-                        "must be >= 10 seconds")
-        _require_number(owner, "buffer_pct", self.buffer_pct, lambda v: 0 <= v <= 50, "must be within 0..50")
-        _require_number(owner, "fair_aggression", self.fair_aggression, lambda v: 0 <= v <= 1,
-                        "must be within 0..1")
+            raise invalid(owner, "pricing", self.pricing, f"use one of {', '.join(PRICINGS)}")
+        require_number(owner, "duration_seconds", self.duration_seconds, lambda v: v > 0, "must be > 0")
+        require_number(owner, "reprice_interval_seconds", self.reprice_interval_seconds, lambda v: v >= 10,
+                       "must be >= 10 seconds")
+        require_number(owner, "buffer_pct", self.buffer_pct, lambda v: 0 <= v <= 50, "must be within 0..50")
+        require_number(owner, "fair_aggression", self.fair_aggression, lambda v: 0 <= v <= 1,
+                       "must be within 0..1")
 
 
 @dataclass(frozen=True)
@@ -124,28 +115,27 @@ class ExecutionParams:
 
     def __post_init__(self) -> None:
         owner = "ExecutionParams"
-        _require_number(owner, "fill_timeout_seconds", self.fill_timeout_seconds, lambda v: v > 0, "must be > 0")
-        _require_number(owner, "aggressive_buffer_pct", self.aggressive_buffer_pct, lambda v: 0 <= v <= 50,
-                        "must be within 0..50")
-        if isinstance(self.max_requote_rounds, bool) or not isinstance(self.max_requote_rounds, int) \
-                or self.max_requote_rounds < 0:
-            raise _bad(owner, "max_requote_rounds", self.max_requote_rounds, "must be an int >= 0")
+        require_number(owner, "fill_timeout_seconds", self.fill_timeout_seconds, lambda v: v > 0, "must be > 0")
+        require_number(owner, "aggressive_buffer_pct", self.aggressive_buffer_pct, lambda v: 0 <= v <= 50,
+                       "must be within 0..50")
+        if not is_int(self.max_requote_rounds) or self.max_requote_rounds < 0:
+            raise invalid(owner, "max_requote_rounds", self.max_requote_rounds, "must be an int >= 0")
         if self.phases is not None:
             if not isinstance(self.phases, (tuple, list)) or not self.phases \
                     or not all(isinstance(p, ExecutionPhase) for p in self.phases):
-                raise _bad(owner, "phases", self.phases, "must be None or a non-empty tuple of ExecutionPhase")
+                raise invalid(owner, "phases", self.phases, "must be None or a non-empty tuple of ExecutionPhase")
             object.__setattr__(self, "phases", tuple(self.phases))
         if self.min_price_pct_of_fair is not None:
-            _require_number(owner, "min_price_pct_of_fair", self.min_price_pct_of_fair, lambda v: 0 <= v <= 1,
-                            "must be None or within 0..1 (a fraction of fair value)")
+            require_number(owner, "min_price_pct_of_fair", self.min_price_pct_of_fair, lambda v: 0 <= v <= 1,
+                           "must be None or within 0..1 (a fraction of fair value)")
         if self.max_price_pct_of_fair is not None:
-            _require_number(owner, "max_price_pct_of_fair", self.max_price_pct_of_fair, lambda v: v >= 1,
-                            "must be None or >= 1 (a multiple of fair value)")
+            require_number(owner, "max_price_pct_of_fair", self.max_price_pct_of_fair, lambda v: v >= 1,
+                           "must be None or >= 1 (a multiple of fair value)")
         if self.min_floor_price is not None:
-            _require_number(owner, "min_floor_price", self.min_floor_price, lambda v: v >= 0,
-                            "must be None or >= 0 (USD)")
-        _require_number(owner, "grace_seconds", self.grace_seconds, lambda v: v >= 0, "must be >= 0")
-        _require_number(owner, "price_wait_seconds", self.price_wait_seconds, lambda v: v > 0, "must be > 0")
+            require_number(owner, "min_floor_price", self.min_floor_price, lambda v: v >= 0,
+                           "must be None or >= 0 (USD)")
+        require_number(owner, "grace_seconds", self.grace_seconds, lambda v: v >= 0, "must be >= 0")
+        require_number(owner, "price_wait_seconds", self.price_wait_seconds, lambda v: v > 0, "must be > 0")
 
     @classmethod
     def phased(cls, **overrides: Any) -> "ExecutionParams":
@@ -184,13 +174,9 @@ class NoPriceError(ValueError):
 
 def _present(value: float | None) -> float | None:
     """A usable positive finite number, or None (0 means the side is empty)."""
-    if value is None or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+    if not is_number(value) or value <= 0:
         return None
     return float(value)
-
-
-def _side_name(side: int) -> str:
-    return "buy" if side == BUY else "sell"
 
 
 def phase_raw_price(phase: ExecutionPhase, side: int, bid: float | None, ask: float | None,
@@ -200,18 +186,20 @@ def phase_raw_price(phase: ExecutionPhase, side: int, bid: float | None, ask: fl
     Each pricing mode needs only the inputs it uses, so a close with one empty side can
     still rest a passive order where that is meaningful, and nothing is ever invented.
     """
+    side = Side.of(side)
+    buying = side is Side.BUY
     b, a, m = _present(bid), _present(ask), _present(mark)
     pricing = phase.pricing
     if pricing == "aggressive":
-        far = a if side == BUY else b
+        far = a if buying else b
         if far is None:
-            raise NoPriceError(f"no {'ask' if side == BUY else 'bid'} to cross for the aggressive {_side_name(side)}")
+            raise NoPriceError(f"no {'ask' if buying else 'bid'} to cross for the aggressive {side.name.lower()}")
         buffer = phase.buffer_pct / 100.0
-        return far * (1 + buffer) if side == BUY else far * (1 - buffer)
+        return far * (1 + buffer) if buying else far * (1 - buffer)
     if pricing == "top_of_book":
-        near = b if side == BUY else a
+        near = b if buying else a
         if near is None:
-            raise NoPriceError(f"no {'bid' if side == BUY else 'ask'} to join for the {_side_name(side)}")
+            raise NoPriceError(f"no {'bid' if buying else 'ask'} to join for the {side.name.lower()}")
         return near
     if pricing == "mid" and b is not None and a is not None:
         return (b + a) / 2.0
@@ -225,16 +213,16 @@ def phase_raw_price(phase: ExecutionPhase, side: int, bid: float | None, ask: fl
     aggression = phase.fair_aggression
     if aggression == 0:
         return fair
-    far = a if side == BUY else b
+    far = a if buying else b
     if far is None:
-        raise NoPriceError(f"no {'ask' if side == BUY else 'bid'} to move the fair {_side_name(side)} toward")
+        raise NoPriceError(f"no {'ask' if buying else 'bid'} to move the fair {side.name.lower()} toward")
     return fair + aggression * (far - fair)
 
 
 def apply_price_limits(price: float, side: int, params: ExecutionParams, fair: float | None) -> float:
     """Sells never below max(min_floor_price, min_price_pct_of_fair × f); buys never above
     max_price_pct_of_fair × f. A floor that stops a sell from crossing leaves it resting there."""
-    if side == SELL:
+    if side == Side.SELL:
         floor = params.min_floor_price or 0.0
         if params.min_price_pct_of_fair is not None:
             if fair is None:
@@ -252,7 +240,7 @@ def guard_price(price: float, side: int, previous: float | None) -> float:
     """Directional guard: within one phase a sell never goes lower, a buy never higher."""
     if previous is None:
         return price
-    return max(price, previous) if side == SELL else min(price, previous)
+    return max(price, previous) if side == Side.SELL else min(price, previous)
 
 
 def phased_price(phase: ExecutionPhase, side: int, bid: float | None, ask: float | None, mark: float | None,
@@ -317,7 +305,7 @@ class _PriceReference:
 
     def keep_inside(self, price: float, side: int) -> float:
         """A buy never above the band, a sell never below it (then snapped on the safe side)."""
-        return self.band.clamp_buy(price) if side == BUY else self.band.clamp_sell(price)
+        return self.band.clamp_buy(price) if side == Side.BUY else self.band.clamp_sell(price)
 
 
 class LimitFillJob(OrderBookJob[_LegWork]):
@@ -330,7 +318,7 @@ class LimitFillJob(OrderBookJob[_LegWork]):
     # A job whose legs all completed while finishing still waits for the grace poll.
     _CONCLUDE_COMPLETE_BEFORE_GRACE = False
 
-    def __init__(self, manager: "LimitFillManager", trade: Any, legs: Sequence[LegTarget], intent: Intent,
+    def __init__(self, manager: "LimitFillManager", trade: TradeRef, legs: Sequence[LegTarget], intent: Intent,
                  params: ExecutionParams, *, best_effort: bool, started_at: float) -> None:
         super().__init__(ledger=manager.ledger, market=manager.market, trade=trade, intent=intent,
                          best_effort=best_effort, started_at=started_at,
@@ -374,19 +362,21 @@ class LimitFillJob(OrderBookJob[_LegWork]):
         if reference is None:
             return None
         buffer = self.params.aggressive_buffer_pct / 100.0
-        touch = book.best_ask if side == BUY else book.best_bid
+        buying = side == Side.BUY
+        touch = book.best_ask if buying else book.best_bid
         if touch is None or not touch > 0:
-            leg.last_no_price = f"no {'ask' if side == BUY else 'bid'} on {leg.target.symbol}"
+            leg.last_no_price = f"no {'ask' if buying else 'bid'} on {leg.target.symbol}"
             return None
-        insane = side_problem("ask" if side == BUY else "bid", touch, reference.band)
+        insane = side_problem("ask" if buying else "bid", touch, reference.band)
         if insane is not None:
             leg.last_no_price = f"{leg.target.symbol}: {insane}"
             return None
-        raw = touch * (1 + buffer) if side == BUY else touch * (1 - buffer)
+        raw = touch * (1 + buffer) if buying else touch * (1 - buffer)
         guarded = self._apply_floor_and_cap(leg, raw, book, reference)
         if guarded is None:
             return None
         try:
+            # leg.tick is set: the leg's instrument is read before any price (mypy cannot see it).
             price = snap_price(reference.keep_inside(guarded, side), leg.tick, side)  # type: ignore[arg-type]
         except ValueError as exc:
             leg.last_no_price = str(exc)
@@ -421,18 +411,19 @@ class LimitFillJob(OrderBookJob[_LegWork]):
         """Sell floors and buy caps of §6.2; needs a sane mark only when a fair-based limit is set."""
         params = self.params
         side = leg.target.side
-        needs_fair = (side == SELL and params.min_price_pct_of_fair is not None) or \
-                     (side == BUY and params.max_price_pct_of_fair is not None)
+        needs_fair = (side == Side.SELL and params.min_price_pct_of_fair is not None) or \
+                     (side == Side.BUY and params.max_price_pct_of_fair is not None)
         fair = None
         if needs_fair:
             if reference.mark is None:
                 leg.last_no_price = f"no sane mark on {leg.target.symbol} for the price guard: {reference.mark_problem}"
                 return None
             fair = fair_value(book.best_bid, book.best_ask, reference.mark)
-        if side == SELL:
+        if side == Side.SELL:
             floor = 0.0
             if params.min_floor_price is not None:
                 floor = max(floor, params.min_floor_price)
+            # The ignores below: fair is read only when this side's pct_of_fair is set (needs_fair).
             if fair is not None:
                 floor = max(floor, params.min_price_pct_of_fair * fair)  # type: ignore[operator]
             return max(price, floor)
@@ -483,6 +474,7 @@ class LimitFillJob(OrderBookJob[_LegWork]):
             phase = replace(phase, pricing="aggressive", buffer_pct=0.0, fair_aggression=0.0)
         previous = leg.phase_ref if leg.phase_index == index else None
         try:
+            # The ignores below: leg.tick is set, the instrument is read before any price.
             price = phased_price(phase, side, book.best_bid, book.best_ask, reference.mark, self.params,
                                  leg.tick, previous)  # type: ignore[arg-type]
             price = snap_price(reference.keep_inside(price, side), leg.tick, side)  # type: ignore[arg-type]
@@ -498,7 +490,7 @@ class LimitFillJob(OrderBookJob[_LegWork]):
             return True
         if phase.pricing == "mid" and (book.best_bid is None or book.best_ask is None):
             return True
-        if side == SELL:
+        if side == Side.SELL:
             return self.params.min_price_pct_of_fair is not None
         return self.params.max_price_pct_of_fair is not None
 
@@ -509,10 +501,10 @@ class LimitFillJob(OrderBookJob[_LegWork]):
         order = leg.order
         if order is None or order.status.is_final or order.order_id is None or leg.tick is None:
             return book
-        if getattr(book, "as_of", 0.0) < order.sent_at:
+        if book.as_of < order.sent_at:
             return book  # read before the order existed: it cannot contain it
         own_qty = max(0.0, order.qty - order.filled_qty)
-        levels = list(book.bids if order.side == BUY else book.asks)
+        levels = list(book.bids if order.side == Side.BUY else book.asks)
         for position, (price, size) in enumerate(levels):
             if abs(price - order.price) < leg.tick / 2:
                 left = size - own_qty
@@ -523,7 +515,7 @@ class LimitFillJob(OrderBookJob[_LegWork]):
                 break
         else:
             return book
-        if order.side == BUY:
+        if order.side == Side.BUY:
             return replace(book, bids=tuple(levels))
         return replace(book, asks=tuple(levels))
 
@@ -657,6 +649,7 @@ class LimitFillJob(OrderBookJob[_LegWork]):
         leg.phase_index = index
         leg.next_reprice_at = now + self._phases[index].reprice_interval_seconds
         current = leg.order.price
+        # leg.tick is set: a price was computed, which needs the instrument (mypy cannot see it).
         if abs(price - current) < leg.tick * (1 - 1e-9):  # type: ignore[operator]
             leg.phase_ref = current   # the resting price is this phase's reference
             return
@@ -726,15 +719,18 @@ class LimitFillJob(OrderBookJob[_LegWork]):
 class LimitFillManager:
     """Starts limit-order jobs (BEHAVIOUR.md §6.2). ``start`` sends nothing; ``advance`` does the work."""
 
-    def __init__(self, ledger: OrderLedger, market: Any, clock: Any, *, max_requests_per_step: int = 6) -> None:
+    def __init__(self, ledger: Ledger, market: PriceSource, clock: Clock, *, max_requests_per_step: int = 6) -> None:
         if max_requests_per_step < 2:
             raise ValueError("max_requests_per_step must be >= 2")
+        require("LimitFillManager ledger", ledger, Ledger)
+        require("LimitFillManager market", market, PriceSource)
+        require("LimitFillManager clock", clock, Clock)
         self.ledger = ledger
         self.market = market
         self.clock = clock
         self.max_requests_per_step = max_requests_per_step
 
-    def start(self, trade: Any, legs: list[LegTarget], intent: Intent, params: ExecutionParams, *,
+    def start(self, trade: TradeRef, legs: list[LegTarget], intent: Intent, params: ExecutionParams, *,
               best_effort: bool = False) -> ExecutionJob:
         return LimitFillJob(self, trade, checked_legs(legs), Intent(intent), params, best_effort=best_effort,
                             started_at=self.clock.now())
@@ -748,19 +744,37 @@ class LimitFillManager:
 MODES = ("limit", "smart", "rfq")
 
 
+class Quantity(Protocol):
+    """What routing reads of a leg: its quantity (a resolved leg, or a job's leg target)."""
+
+    @property
+    def qty(self) -> float: ...
+
+
 class TradeExecutor:
     """Routes a trade to an execution engine (BEHAVIOUR.md §6.5) and starts its job."""
 
-    def __init__(self, limit: LimitFillManager, *, smart: Any = None, rfq: Any = None,
-                 rfq_notional_threshold: float = 50_000.0, smart_notional_threshold: float = 10_000.0) -> None:
+    def __init__(self, limit: ExecutionEngine, *, smart: ExecutionEngine | None = None,
+                 rfq: ExecutionEngine | None = None, rfq_notional_threshold: float = 50_000.0,
+                 smart_notional_threshold: float = 10_000.0) -> None:
+        require("TradeExecutor limit", limit, ExecutionEngine)
+        if smart is not None:
+            require("TradeExecutor smart", smart, ExecutionEngine)
+        if rfq is not None:
+            require("TradeExecutor rfq", rfq, ExecutionEngine)
         self.limit = limit
         self.smart = smart
         self.rfq = rfq
         self.rfq_notional_threshold = float(rfq_notional_threshold)
         self.smart_notional_threshold = float(smart_notional_threshold)
 
-    def route(self, mode: str, legs: list[LegTarget], index_price: float) -> str:
-        """The engine for ``mode``; ``auto`` uses the underlying notional Σ qty × index (never a mark)."""
+    def route(self, mode: str, legs: Sequence[Quantity], index_price: float) -> str:
+        """The engine for ``mode``; ``auto`` uses the underlying notional Σ qty × index (never a mark).
+
+        The strategy runner calls this once per trade, on the resolved legs, and its answer is
+        final: the lifecycle stores it and starts every job of the trade with it (a close after
+        failed rounds falls back to ``limit``, a decision of its own).
+        """
         if mode in MODES:
             return mode
         if mode != "auto":
@@ -783,10 +797,10 @@ class TradeExecutor:
             return "limit"
         return chosen
 
-    def _engine(self, mode: str) -> Any:
+    def _engine(self, mode: str) -> ExecutionEngine | None:
         return {"limit": self.limit, "smart": self.smart, "rfq": self.rfq}.get(mode)
 
-    def start(self, mode: str, trade: Any, legs: list[LegTarget], intent: Intent, params: Any, *,
+    def start(self, mode: str, trade: TradeRef, legs: list[LegTarget], intent: Intent, params: Any, *,
               best_effort: bool = False) -> ExecutionJob:
         if mode == "limit":
             return self.limit.start(trade, legs, intent, params, best_effort=best_effort)

@@ -17,12 +17,19 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from alerts import send_alert
-from api_values import finite_number
+from clock import Clock
+from coincall_payloads import (
+    ExerciseRecord,
+    history_filters,
+    parse_delivery_prices,
+    parse_estimated_expiration_price,
+    parse_exercise_records,
+)
 from conditions import (
     ConditionHealth,
     ExitCondition,
@@ -40,16 +47,25 @@ from conditions import (
     time_exit,
     utc_datetime_exit,
 )
+from contracts import Contract, Side
 from errors import StaleDataError, TraderError
 from execution_job import JobStatus, LegTarget
+from option_selection import ResolvedLeg
 from order_ledger import Intent, OrderStatus
 from price_sanity import InsanePriceError, quote_problems
-from trade_execution import ExecutionParams, fair_value
+from seams import (
+    AlertSender,
+    JobStarter,
+    LifecycleLedger,
+    LifecycleStore,
+    PriceSource,
+    SettlementClient,
+    require,
+)
+from trade_execution import MODES, ExecutionParams, fair_value
 
 logger = logging.getLogger(__name__)
 
-BUY = 1
-SELL = 2
 QTY_EPSILON = 1e-9               # below this a quantity is zero (fills are 0.01 lots)
 QUOTE_MAX_AGE_SECONDS = 15.0     # exit valuation quotes (BEHAVIOUR 7.2)
 HALT_SECONDS_BEFORE_EXPIRY = 15 * 60
@@ -124,15 +140,6 @@ def _clean_qty(qty: float) -> float:
     """Sum of 0.01 lots without float residue; never negative."""
     value = round(float(qty), 8)
     return 0.0 if value < QTY_EPSILON else value
-
-
-def leg_sign(side: int) -> int:
-    """+1 for a long (BUY) leg, -1 for a short (SELL) leg."""
-    return 1 if int(side) == BUY else -1
-
-
-def opposite_side(side: int) -> int:
-    return SELL if int(side) == BUY else BUY
 
 
 def is_daily_expiry(expiry_ms: int) -> bool:
@@ -226,14 +233,12 @@ class TradeLeg:
     that did not come from our open fills (positions adopted by the kill switch).
     ``external_qty`` is what somebody else closed (found by reconciliation on fills that are
     not ours, docs/RECOVERY.md S3); ``external_price`` is the average price of those fills.
+    The option it trades is its ``contract`` (one value, never re-listed field by field).
     """
 
     index: int
-    symbol: str
-    option_type: str
-    strike: float
-    expiry_ms: int
-    side: int
+    contract: Contract
+    side: Side
     qty: float
     open_filled: float = 0.0
     open_vwap: float = 0.0
@@ -247,17 +252,42 @@ class TradeLeg:
     external_price: float = 0.0
     quote: Any = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        self.side = Side.of(self.side)
+
+    # The leg's documented read interface (BEHAVIOUR.md §4.1, what strategy callbacks see),
+    # read through the contract: the identity is held once.
     @property
-    def expiry(self) -> datetime:
-        return datetime.fromtimestamp(self.expiry_ms / 1000.0, tz=timezone.utc)
+    def symbol(self) -> str:
+        return self.contract.symbol
 
     @property
-    def expiry_seconds(self) -> float:
-        return self.expiry_ms / 1000.0
+    def option_type(self) -> str:
+        return self.contract.option_type
+
+    @property
+    def strike(self) -> float:
+        return self.contract.strike
+
+    @property
+    def expiry_ms(self) -> int:
+        return self.contract.expiry_ms
+
+    @property
+    def expiry(self) -> datetime:
+        return self.contract.expiry
 
     @property
     def sign(self) -> int:
-        return leg_sign(self.side)
+        return self.side.sign
+
+    def open_target(self) -> LegTarget:
+        """What the open job must do on this leg: the leg's own side and quantity."""
+        return LegTarget(self.index, self.symbol, self.side, self.qty)
+
+    def reducing_target(self) -> LegTarget:
+        """What a close, unwind or kill must do: the opposite side, for what we still hold (4.4)."""
+        return LegTarget(self.index, self.symbol, self.side.opposite, self.net_qty)
 
     @property
     def settled_qty(self) -> float:
@@ -298,10 +328,10 @@ class TradeLeg:
 
     def is_frozen(self, now: float) -> bool:
         """Inside the pre-expiry halt: no new order on this symbol (BEHAVIOUR 4.5)."""
-        return now >= self.expiry_seconds - HALT_SECONDS_BEFORE_EXPIRY
+        return now >= self.contract.expiry_seconds - HALT_SECONDS_BEFORE_EXPIRY
 
     def is_expired(self, now: float) -> bool:
-        return now >= self.expiry_seconds
+        return now >= self.contract.expiry_seconds
 
     def greek(self, name: str) -> float | None:
         """Per-contract greek of the last quote refresh; None when unknown."""
@@ -314,9 +344,9 @@ class TradeLeg:
         return value if math.isfinite(value) else None
 
     def to_record(self) -> dict:
+        """The stored form: the contract's fields flat beside the leg's, as records have always been."""
         return {
-            "index": self.index, "symbol": self.symbol, "option_type": self.option_type,
-            "strike": self.strike, "expiry_ms": int(self.expiry_ms), "side": int(self.side), "qty": self.qty,
+            "index": self.index, **self.contract.to_record(), "side": int(self.side), "qty": self.qty,
             "open_filled": self.open_filled, "open_vwap": self.open_vwap, "open_fees": self.open_fees,
             "close_filled": self.close_filled, "close_vwap": self.close_vwap, "close_fees": self.close_fees,
             "fees": self.fees, "net_qty": self.net_qty, "adopted_qty": self.adopted_qty,
@@ -328,8 +358,7 @@ class TradeLeg:
     def from_record(cls, data: Mapping[str, Any]) -> "TradeLeg":
         settlement = data.get("settlement")
         return cls(
-            index=int(data["index"]), symbol=str(data["symbol"]), option_type=str(data["option_type"]),
-            strike=float(data["strike"]), expiry_ms=int(data["expiry_ms"]), side=int(data["side"]),
+            index=int(data["index"]), contract=Contract.from_record(data), side=Side.of(int(data["side"])),
             qty=float(data["qty"]), open_filled=float(data.get("open_filled", 0.0)),
             open_vwap=float(data.get("open_vwap", 0.0)), open_fees=float(data.get("open_fees", 0.0)),
             close_filled=float(data.get("close_filled", 0.0)), close_vwap=float(data.get("close_vwap", 0.0)),
@@ -391,11 +420,11 @@ class TradeLifecycle:
     opened_notified: bool = False
     closed_notified: bool = False
     exit_condition_names: list[str] = field(default_factory=list)
-    _clock: Any = field(default=None, repr=False, compare=False)
+    _clock: Clock | None = field(default=None, repr=False, compare=False)
 
     # ---- exposure -----------------------------------------------------------------
 
-    def bind_clock(self, clock: Any) -> None:
+    def bind_clock(self, clock: Clock) -> None:
         """The clock that ``pnl`` measures quote age against (set by the manager)."""
         self._clock = clock
 
@@ -468,7 +497,7 @@ class TradeLifecycle:
             price, degraded = _value_of_contract(mode, leg, quote)
             fee = 0.0
             if mode == "executable":
-                index = float(getattr(quote, "underlying_price", 0.0) or 0.0)
+                index = float(quote.underlying_price or 0.0)
                 fee = min(qty * index * TAKER_FEE_RATE, qty * price * FEE_CAP_OF_PREMIUM)
             value += leg.sign * qty * price - fee
             legs.append(LegValue(leg.index, leg.symbol, price, fee, degraded, float(quote.bid or 0.0),
@@ -607,10 +636,22 @@ class StrategyHooks:
 class LifecycleManager:
     """Owns every trade and drives it through BEHAVIOUR 4.2 one non-blocking step per tick."""
 
-    def __init__(self, *, ledger: Any, executor: Any, market: Any, client: Any, clock: Any, store: Any = None,
-                 alerts: Any = None, exec_params_default: ExecutionParams | None = None,
+    callback_name = "LifecycleManager"   # how the monitor names this callback
+
+    def __init__(self, *, ledger: LifecycleLedger, executor: JobStarter, market: PriceSource,
+                 client: SettlementClient, clock: Clock, store: LifecycleStore | None = None,
+                 alerts: AlertSender | None = None, exec_params_default: ExecutionParams | None = None,
                  urgent_params: ExecutionParams | None = None, quote_max_age: float = 5.0,
                  health: ConditionHealth | None = None, journal: Callable[[str, dict], Any] | None = None) -> None:
+        require("LifecycleManager ledger", ledger, LifecycleLedger)
+        require("LifecycleManager executor", executor, JobStarter)
+        require("LifecycleManager market", market, PriceSource)
+        require("LifecycleManager client", client, SettlementClient)
+        require("LifecycleManager clock", clock, Clock)
+        if store is not None:
+            require("LifecycleManager store", store, LifecycleStore)
+        if alerts is not None:
+            require("LifecycleManager alerts", alerts, AlertSender)
         self.ledger = ledger
         self.executor = executor
         self.market = market
@@ -678,20 +719,27 @@ class LifecycleManager:
 
     # ---- creation -------------------------------------------------------------------
 
-    def create(self, strategy: str, resolved_legs: Sequence[Any], *, execution_mode: str = "limit",
+    def create(self, strategy: str, resolved_legs: Sequence[ResolvedLeg], *, execution_mode: str = "limit",
                exit_conditions: Iterable[Any] = (), execution_params: ExecutionParams | None = None,
                metadata: dict | None = None, on_opened: Callable[[TradeLifecycle], Any] | None = None,
                on_closed: Callable[[TradeLifecycle], Any] | None = None, smart_config: Any = None,
                rfq_params: Any = None) -> TradeLifecycle:
-        """Rows 1-2: persist PENDING_OPEN, start the open job, persist OPENING, take its first step."""
+        """Rows 1-2: persist PENDING_OPEN, start the open job, persist OPENING, take its first step.
+
+        ``execution_mode`` is the runner's routing decision (``StrategyRunner`` asks
+        ``TradeExecutor.route`` once, on the resolved legs) and is final: the trade stores it
+        and every job of the trade uses it. ``auto`` is refused here: it is not a decision.
+        """
         if not resolved_legs:
             raise ValueError("a trade needs at least one resolved leg")
+        if execution_mode not in MODES:
+            raise ValueError(f"execution_mode must be a routed mode, one of {', '.join(MODES)}; got "
+                             f"{execution_mode!r} (the strategy runner routes 'auto' before creating the trade)")
         with self._lock:
             now = self.clock.now()
             seq = self._allocate_seq()
-            legs = [TradeLeg(index=int(r.index), symbol=str(r.symbol), option_type=str(r.option_type),
-                             strike=float(r.strike), expiry_ms=int(r.expiry_ms), side=int(r.side), qty=float(r.qty),
-                             quote=getattr(r, "row", None)) for r in resolved_legs]
+            legs = [TradeLeg(index=r.index, contract=r.contract, side=r.side, qty=float(r.qty), quote=r.row)
+                    for r in resolved_legs]
             conditions = tuple(exit_conditions)
             trade = TradeLifecycle(id=f"T{seq:09d}", seq=seq, strategy=strategy, state=TradeState.PENDING_OPEN,
                                    legs=legs, execution_mode=execution_mode, created_at=now,
@@ -703,8 +751,7 @@ class LifecycleManager:
                                on_opened=on_opened, on_closed=on_closed)
             self._trades[trade.id] = trade
             self._runtime[trade.id] = runtime
-            targets = [LegTarget(leg.index, leg.symbol, leg.side, leg.qty) for leg in legs]
-            trade.execution_mode = self._resolve_mode(execution_mode, targets, resolved_legs)
+            targets = [leg.open_target() for leg in legs]
             self._persist(trade, "created")
             try:
                 runtime.job = self.executor.start(trade.execution_mode, trade, targets, Intent.OPEN,
@@ -725,13 +772,6 @@ class LifecycleManager:
         seq = self._next_seq
         self._next_seq += 1
         return seq
-
-    def _resolve_mode(self, mode: str, targets: list[LegTarget], resolved_legs: Sequence[Any]) -> str:
-        """``auto`` is resolved once, at creation (the trade never stores "auto")."""
-        if mode != "auto":
-            return mode
-        index_price = float(getattr(resolved_legs[0], "index_price", 0.0) or 0.0)
-        return str(self.executor.route(mode, targets, index_price))
 
     # ---- the tick -------------------------------------------------------------------
 
@@ -795,19 +835,19 @@ class LifecycleManager:
         except Exception:  # noqa: BLE001 - retried on the next tick
             logger.exception("trade %s: %s job step failed", trade.id, runtime.job_kind)
             return
-        if status == JobStatus.WORKING and not getattr(job, "done", False):
+        if status == JobStatus.WORKING and not job.done:
             return
         kind = runtime.job_kind
         runtime.job = None
         runtime.job_kind = None
         try:
             result = job.result()
-            reason = getattr(result, "reason", "") or ""
+            reason = result.reason or ""
         except Exception:  # noqa: BLE001 - fills come from the ledger anyway
             logger.exception("trade %s: reading the %s job result failed", trade.id, kind)
             reason = ""
         self._sync_fills(trade)
-        logger.info("trade %s: %s job ended %s %s", trade.id, kind, getattr(status, "value", status), reason)
+        logger.info("trade %s: %s job ended %s %s", trade.id, kind, status.value, reason)
         if kind == "open":
             self._on_open_end(trade, runtime, now, reason)
         elif kind == "unwind":
@@ -837,7 +877,7 @@ class LifecycleManager:
 
     def _reducing_targets(self, trade: TradeLifecycle, now: float) -> list[LegTarget]:
         """One target per leg with exposure outside the halt: qty recomputed from fills (4.4)."""
-        return [LegTarget(leg.index, leg.symbol, opposite_side(leg.side), leg.net_qty)
+        return [leg.reducing_target()
                 for leg in trade.legs if not _zero(leg.net_qty) and not leg.is_frozen(now)
                 and not self._symbol_blocked(leg.symbol)]
 
@@ -886,13 +926,12 @@ class LifecycleManager:
             return True
         for order in live:
             try:
-                if getattr(order, "status", None) in (OrderStatus.LIVE, OrderStatus.PARTIAL):
+                if order.status in (OrderStatus.LIVE, OrderStatus.PARTIAL):
                     self.ledger.cancel(order)
                 else:
                     self.ledger.poll(order)
             except Exception:  # noqa: BLE001 - polled again next tick
-                logger.exception("trade %s: polling stray order %s failed", trade.id,
-                                 getattr(order, "client_order_id", "?"))
+                logger.exception("trade %s: polling stray order %s failed", trade.id, order.client_order_id)
         if live:
             self._sync_fills(trade)
         return bool(live)
@@ -1080,20 +1119,20 @@ class LifecycleManager:
             pnl: float | None = trade.valuation(mode).value
         except (StaleDataError, ValueError):
             pnl = None
-        streak.seen.append({"snapshot_ts": getattr(snapshot, "timestamp", None),
+        streak.seen.append({"snapshot_ts": snapshot.timestamp,
                             "quotes_as_of": min(stamps) if stamps else None, "mode": mode, "pnl": pnl})
         return streak
 
     def _exit_detail(self, trade: TradeLifecycle, cond: Any, snapshot: Any, streak: "_Streak | None" = None,
                      required: int = 1) -> dict:
         mode = getattr(cond, "mode", None) or "fair"
-        detail: dict[str, Any] = {"condition": condition_name(cond), "snapshot_ts": getattr(snapshot, "timestamp", None)}
+        detail: dict[str, Any] = {"condition": condition_name(cond), "snapshot_ts": snapshot.timestamp}
         try:
             detail.update(trade.valuation(mode).to_detail())
         except (StaleDataError, ValueError) as error:
             detail.update({"mode": mode, "pnl": None, "valuation_error": str(error)})
         detail["index"] = next((float(leg.quote.underlying_price) for leg in trade.legs
-                                if leg.quote is not None and getattr(leg.quote, "underlying_price", None)), None)
+                                if leg.quote is not None and leg.quote.underlying_price), None)
         detail["confirmations"] = {"required": required, "seen": len(streak.seen) if streak is not None else 1,
                                    "evaluations": list(streak.seen) if streak is not None else []}
         return detail
@@ -1421,8 +1460,8 @@ class LifecycleManager:
         existing = self._trades.get(EXTERNAL_TRADE_ID)
         legs: list[TradeLeg] = list(existing.legs) if existing is not None and existing.is_active else []
         now = self.clock.now()
-        for position in getattr(snapshot, "positions", ()):
-            signed = float(getattr(position, "signed_qty", 0.0))
+        for position in snapshot.positions:
+            signed = float(position.signed_qty)
             extra = _clean_qty(abs(signed - ours.get(position.symbol, 0.0)))
             if _zero(extra) or (signed - ours.get(position.symbol, 0.0)) * signed <= 0:
                 continue
@@ -1433,9 +1472,11 @@ class LifecycleManager:
                 continue
             if now >= instrument.expiry_ms / 1000.0:
                 continue
-            legs.append(TradeLeg(index=len(legs), symbol=position.symbol, option_type=instrument.option_type,
-                                 strike=float(instrument.strike), expiry_ms=int(instrument.expiry_ms),
-                                 side=BUY if signed > 0 else SELL, qty=extra, adopted_qty=extra))
+            contract = Contract(symbol=position.symbol, underlying=instrument.base,
+                                option_type=instrument.option_type, strike=float(instrument.strike),
+                                expiry_ms=int(instrument.expiry_ms))
+            legs.append(TradeLeg(index=len(legs), contract=contract, side=Side.BUY if signed > 0 else Side.SELL,
+                                 qty=extra, adopted_qty=extra))
         if not legs or (existing is not None and existing.is_active and len(legs) == len(existing.legs)):
             return existing if existing is not None and existing.is_active else None
         trade = TradeLifecycle(id=EXTERNAL_TRADE_ID, seq=0, strategy="external", state=TradeState.OPEN, legs=legs,
@@ -1479,21 +1520,22 @@ class LifecycleManager:
 
     def _settle_leg(self, trade: TradeLifecycle, runtime: _Runtime, leg: TradeLeg, now: float) -> None:
         qty = leg.net_qty
-        delivery, estimated = self._delivery_price(leg.expiry_ms, now, trade, runtime)
+        contract = leg.contract
+        delivery, estimated = self._delivery_price(contract.expiry_ms, now, trade, runtime)
         record = self._exercise_record(leg, qty)
         if delivery is None and record is not None:
-            delivery = finite_number(record.get("exercisePrice"))
+            delivery = record.exercise_price
         if delivery is None:
             return
-        intrinsic = intrinsic_value(leg.option_type, leg.strike, delivery)
+        intrinsic = intrinsic_value(contract.option_type, contract.strike, delivery)
         cash = round(leg.sign * intrinsic * qty, 8)
-        if record is not None and finite_number(record.get("fees")) is not None:
-            fee, fee_estimated = float(record["fees"]), False
-            exact_cash = finite_number(record.get("settlementCashFlow"))
+        if record is not None and record.fees is not None:
+            fee, fee_estimated = record.fees, False
+            exact_cash = record.settlement_cash_flow
             if exact_cash is not None:
                 cash = exact_cash
         else:
-            fee, fee_estimated = estimated_delivery_fee(leg.expiry_ms, qty, delivery, intrinsic), True
+            fee, fee_estimated = estimated_delivery_fee(contract.expiry_ms, qty, delivery, intrinsic), True
         leg.settlement = Settlement(delivery_price=delivery, qty=qty, intrinsic=intrinsic, cash=cash, fee=fee,
                                     fee_estimated=fee_estimated, price_estimated=estimated, settled_at=now)
         for flag, on in (("fee_estimated", fee_estimated), ("settlement_estimated", estimated)):
@@ -1525,8 +1567,7 @@ class LifecycleManager:
                         trade_id=trade.id, expiry_ms=expiry_ms)
         if waited >= DELIVERY_ESTIMATE_SECONDS:
             try:
-                rows = self.client.estimated_expiration_price(expiry_ms)
-                estimate = finite_number((rows[0] if isinstance(rows, list) and rows else {}).get("estimatedExpirationPrice"))
+                estimate = parse_estimated_expiration_price(self.client.estimated_expiration_price(expiry_ms))
             except Exception as error:  # noqa: BLE001
                 logger.warning("estimated expiration price unavailable: %s", error)
                 estimate = None
@@ -1534,22 +1575,19 @@ class LifecycleManager:
                 return estimate, True
         return None, False
 
-    def _exercise_record(self, leg: TradeLeg, qty: float) -> dict | None:
+    def _exercise_record(self, leg: TradeLeg, qty: float) -> ExerciseRecord | None:
         """The exchange's settlement record when it describes exactly our quantity (no pro-rating)."""
         try:
-            data = self.client.exercise_history(symbol=leg.symbol)
+            data = self.client.exercise_history(**history_filters(symbol=leg.symbol))
         except Exception as error:  # noqa: BLE001 - the computed settlement is used instead
             logger.info("exercise history for %s unavailable: %s", leg.symbol, error)
             return None
-        items = data.get("list") if isinstance(data, Mapping) else data
-        for item in items or []:
-            if not isinstance(item, Mapping) or item.get("symbol") != leg.symbol:
+        for record in parse_exercise_records(data):
+            if record.symbol != leg.symbol:
                 continue
-            record_qty = finite_number(item.get("qty"))
-            side = item.get("tradeSide")
-            if record_qty is not None and abs(record_qty - qty) < QTY_EPSILON and (
-                    side is None or int(side) == leg.side):
-                return dict(item)
+            if record.qty is not None and abs(record.qty - qty) < QTY_EPSILON and (
+                    record.side is None or record.side == leg.side):
+                return record
         return None
 
     # ---- fills, persistence, notifications ------------------------------------------------------
@@ -1572,9 +1610,9 @@ class LifecycleManager:
 
     def _last_fill_time(self, trade: TradeLifecycle, family: Intent, default: float) -> float:
         try:
-            times = [float(getattr(o, "last_fill_at", None) or o.updated_at)
+            times = [float(o.last_fill_at or o.updated_at)
                      for o in self.ledger.orders(trade.id, family=family)
-                     if float(getattr(o, "filled_qty", 0.0)) > 0 and getattr(o, "updated_at", 0.0)]
+                     if float(o.filled_qty) > 0 and o.updated_at]
         except Exception:  # noqa: BLE001
             logger.exception("trade %s: reading fill times failed", trade.id)
             times = []
@@ -1582,7 +1620,7 @@ class LifecycleManager:
 
     def _orders_placed(self, trade: TradeLifecycle) -> bool:
         try:
-            return any(getattr(o, "order_id", None) is not None or str(getattr(o, "status", "")).endswith("UNKNOWN")
+            return any(o.order_id is not None or str(o.status).endswith("UNKNOWN")
                        for o in self.ledger.orders(trade.id))
         except Exception:  # noqa: BLE001
             return True
@@ -1645,35 +1683,12 @@ class LifecycleManager:
 
 
 def find_delivery_price(data: Any, expiry_ms: int) -> float | None:
-    """The delivery price of ``expiry_ms`` in a ``get-delivery-prices`` answer (API.md 6.5).
+    """The delivery price of ``expiry_ms`` in a ``get-delivery-prices`` answer (API.md 6.5), or None.
 
-    ``date`` is matched as epoch ms, or as a calendar date string of the expiry's UTC day.
+    A row's date is matched as epoch ms, or as a calendar date of the expiry's UTC day
+    (``DeliveryPrice.covers``).
     """
-    items = data.get("list") if isinstance(data, Mapping) else data
-    expiry_day = datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc).date()
-    for item in items or []:
-        if not isinstance(item, Mapping):
-            continue
-        price = finite_number(item.get("delivery_price", item.get("deliveryPrice")))
-        if price is None or price <= 0:
-            continue
-        if _same_expiry(item.get("date"), expiry_ms, expiry_day):
-            return price
-    return None
-
-
-def _same_expiry(raw: Any, expiry_ms: int, expiry_day: date) -> bool:
-    if isinstance(raw, bool) or raw is None:
-        return False
-    if isinstance(raw, (int, float)):
-        return int(raw) == int(expiry_ms)
-    text = str(raw).strip()
-    if text.isdigit():
-        return int(text) == int(expiry_ms)
-    try:
-        return date.fromisoformat(text[:10]) == expiry_day
-    except ValueError:
-        return False
+    return next((row.price for row in parse_delivery_prices(data) if row.covers(expiry_ms)), None)
 
 
 __all__ = [

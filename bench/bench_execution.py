@@ -46,7 +46,10 @@ from multileg_orderbook import SmartExecConfig, SmartOrderbookExecutor  # noqa: 
 from rfq import RFQExecutor, RFQParams  # noqa: E402
 from simulator import SimulatorConfig, start_simulator  # noqa: E402
 from execution_job import JobStatus, LegTarget  # noqa: E402
-from order_ledger import BUY, SELL, Intent, OrderLedger  # noqa: E402
+from contracts import Side  # noqa: E402
+from order_ledger import Intent, OrderLedger  # noqa: E402
+
+BUY, SELL = Side.BUY, Side.SELL
 from trade_execution import ExecutionParams, LimitFillManager  # noqa: E402
 
 # Tuesday 2026-03-03 10:30 UTC: the next daily expiry is almost a day away.

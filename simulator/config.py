@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 from simulator.exchange import ExchangeConfig
 from simulator.market import MarketConfig
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Config = TypeVar("_Config", bound="DataclassInstance")
 
 RFQ_BODY_MODES: tuple[str, ...] = ("both", "form_only", "json_only")
 THROTTLE_MODES: tuple[str, ...] = ("code", "http429")
@@ -87,7 +93,7 @@ class SimulatorConfig:
         return _with_seed(ExchangeConfig(), self.seed)
 
 
-def _with_seed(config, seed: int):
+def _with_seed(config: _Config, seed: int) -> _Config:
     """``config`` with its ``seed`` field replaced, if it has one."""
     if any(f.name == "seed" for f in dataclasses.fields(config)):
         return dataclasses.replace(config, seed=seed)

@@ -545,7 +545,7 @@ class SimExchange:
         cfg = self.config
         return MakerSettings(
             maker_count=cfg.rfq_maker_count,
-            delay_range_s=tuple(cfg.rfq_quote_delay_seconds),
+            delay_range_s=(cfg.rfq_quote_delay_seconds[0], cfg.rfq_quote_delay_seconds[1]),
             edge_pct=cfg.rfq_quote_edge_pct,
             maker_edges_pct=tuple(cfg.rfq_maker_edges_pct) if cfg.rfq_maker_edges_pct else None,
             edge_jitter_pct=cfg.rfq_edge_jitter_pct,
@@ -1030,14 +1030,14 @@ class SimExchange:
             synthetic = [(p, l, None) for p, l in asks if p <= order.price + eps]
             others = [(o.price, o.remaining_lots, o) for o in self._resting_orders(order.symbol, SIDE_SELL)
                       if o.user_id != order.user_id and o.price <= order.price + eps]
-            merged = synthetic + others
+            merged: list[tuple[float, int, Order | None]] = [*synthetic, *others]
             merged.sort(key=lambda lvl: (lvl[0], 0 if lvl[2] is not None else 1,
                                          lvl[2].order_id if lvl[2] is not None else 0))
         else:
             synthetic = [(p, l, None) for p, l in bids if p >= order.price - eps]
             others = [(o.price, o.remaining_lots, o) for o in self._resting_orders(order.symbol, SIDE_BUY)
                       if o.user_id != order.user_id and o.price >= order.price - eps]
-            merged = synthetic + others
+            merged = [*synthetic, *others]
             merged.sort(key=lambda lvl: (-lvl[0], 0 if lvl[2] is not None else 1,
                                          lvl[2].order_id if lvl[2] is not None else 0))
         return merged
@@ -2015,7 +2015,7 @@ class SimExchange:
     # =========================================================================== handlers: histories
 
     def _time_window(self, params: dict, default_ms: int | None = DAY_MS) -> tuple[int, int]:
-        end = _opt_int(params, "endTime", self._now)
+        end = parse_int(params["endTime"], "endTime") if _present(params, "endTime") else self._now
         start = _opt_int(params, "startTime", None)
         if start is None:
             start = end - default_ms if default_ms is not None else 0
@@ -2163,7 +2163,7 @@ class SimExchange:
             request_ids = [self._parse_rfq_id(params, "requestId")]
         else:
             request_ids = [r.request_id for r in self._desk.rfqs_of(account.user_id)]
-        out = []
+        out: list[dict[str, Any]] = []
         for request_id in request_ids:
             rfq = self._desk.rfq(request_id)
             if rfq is None or rfq.user_id != account.user_id:

@@ -222,6 +222,10 @@ class MarketModel:
     scripted price.
     """
 
+    # Set by ``_setup`` (shared with ``from_state``); declared here, where the type checker reads first.
+    _script: _ScriptedPath | None
+    _history: list[float]
+
     def __init__(self, config: MarketConfig, start_ms: int) -> None:
         self._setup(config, int(start_ms))
         script = self._script
@@ -253,7 +257,7 @@ class MarketModel:
         self._walk = float(config.start_index)
         self._frozen_value: float | None = None
         self._script = _ScriptedPath(config.scripted_path) if config.scripted_path else None
-        self._history: list[float] = []
+        self._history = []
         self._history_k0 = 0
         self._instruments: dict[str, Instrument] = {}
         self._expiry_kind: dict[int, str] = {}
@@ -393,7 +397,7 @@ class MarketModel:
                 if high < low:
                     low = high = max(1, round(spot / step))
                 if bounds is None:
-                    new_range = range(low, high + 1)
+                    new_range: Sequence[int] = range(low, high + 1)
                     bounds_by_kind[kind] = (low, high)
                 else:
                     old_low, old_high = bounds
@@ -566,7 +570,9 @@ class MarketModel:
         """
         with self._lock:
             self._refresh_caches()
-            return self._cache_stamp
+            stamp = self._cache_stamp
+            assert stamp is not None, "set by _refresh_caches"
+            return stamp
 
     def _refresh_caches(self) -> None:
         stamp = (self._quote_time_ms(), self.index_price(), self._fault_version)

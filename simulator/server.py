@@ -29,7 +29,8 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from email.message import Message
+from typing import Any, Callable, Mapping, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
 import auth
@@ -70,7 +71,11 @@ _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unav
 # ------------------------------------------------------------------------------------
 # Signature verification (pure)
 # ------------------------------------------------------------------------------------
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+# Request headers: a dict in tests, the HTTP server's ``email.message.Message`` when serving.
+Headers: TypeAlias = "Mapping[str, str] | Message[str, str]"
+
+
+def _header(headers: Headers, name: str) -> str | None:
     """Case-insensitive header lookup that works for dicts and ``email.message`` objects."""
     value = headers.get(name)
     if value is not None:
@@ -91,7 +96,7 @@ def verify_signature(
     method: str,
     path: str,
     params: Mapping[str, Any] | None,
-    headers: Mapping[str, str],
+    headers: Headers,
     secret: str,
     default_diff_ms: int = auth.DEFAULT_TS_DIFF_MS,
 ) -> bool:
@@ -385,7 +390,7 @@ class SimulatorHttpServer(ThreadingHTTPServer):
             raise SimError(CODE_BAD_CONTENT_TYPE, "Invalid content_type")
 
     def authenticate(
-        self, route: Route, method: str, path: str, params: Mapping[str, Any], headers: Mapping[str, str], now_ms: int
+        self, route: Route, method: str, path: str, params: Mapping[str, Any], headers: Headers, now_ms: int
     ) -> Account | None:
         """The calling account, None for an unsigned public call; SimError otherwise."""
         key = _header(headers, auth.HEADER_API_KEY)

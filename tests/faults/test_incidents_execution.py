@@ -104,7 +104,8 @@ def _partial_open_legs(rig: LifecycleRig):
     put = legs[1]
     book = rig.market.order_book(put.symbol)
     reachable = sum(size for price, size in book.asks if price <= book.best_ask * 1.02)
-    return [legs[0], dataclasses.replace(put, qty=snap_qty(reachable + 50.0))]
+    # A resolved leg's quantity is its spec's (read through, never copied): grow the spec.
+    return [legs[0], dataclasses.replace(put, spec=dataclasses.replace(put.spec, qty=snap_qty(reachable + 50.0)))]
 
 
 def test_incident_05_every_close_unwind_and_kill_order_is_reduce_only(rig):

@@ -21,6 +21,7 @@ import requests
 
 from app import build_context
 from config import load_settings
+from contracts import Contract
 from option_selection import strangle
 from order_ledger import Intent, LedgerOrder, OrderStatus, build_client_order_id, parse_client_order_id
 from persistence import StateStore
@@ -339,8 +340,9 @@ class SeedLeg:
         return cls(leg.index, leg.symbol, leg.option_type, leg.strike, leg.expiry_ms, leg.side, leg.qty)
 
     def to_leg(self) -> TradeLeg:
-        return TradeLeg(index=self.index, symbol=self.symbol, option_type=self.option_type, strike=self.strike,
-                        expiry_ms=self.expiry_ms, side=self.side, qty=self.qty)
+        contract = Contract(symbol=self.symbol, underlying="BTC", option_type=self.option_type, strike=self.strike,
+                            expiry_ms=self.expiry_ms)
+        return TradeLeg(index=self.index, contract=contract, side=self.side, qty=self.qty)
 
 
 def pick_legs(sim: Any, qty: float = 0.01, side: int = BUY, count: int = 2) -> list[SeedLeg]:

@@ -23,6 +23,9 @@ class RecordingStore:
     def save_order(self, record: dict) -> None:
         self.saved.append((record["status"], len(self.sim.requests_for("create_order"))))
 
+    def append_event(self, kind: str, payload: dict, ts: float) -> int:
+        raise AssertionError("not used by this test")   # only RFQ accepts write an event
+
 
 @pytest.fixture
 def client(sim):

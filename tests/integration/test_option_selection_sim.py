@@ -11,9 +11,10 @@ import pytest
 
 from coincall_client import ClientSettings, CoincallClient
 from config import Credentials
+from contracts import Side
 from errors import SelectionError
 from market_data import MarketData
-from option_selection import LegSpec, SelectedOption, Side, find_option, iron_condor, resolve_legs, strangle
+from option_selection import LegSpec, SelectedOption, find_option, iron_condor, resolve_legs, strangle
 
 
 @pytest.fixture
@@ -35,11 +36,12 @@ def test_iron_condor_by_delta_one_chain_call_no_detail(sim, market):
     counts = sim.counts
     assert counts["option_chain"] == 1
     assert counts["option_detail"] == 0
-    assert len(legs) == 4 and {leg.expiry_ms for leg in legs} == {expiry_on(3)}
+    assert len(legs) == 4 and {leg.contract.expiry_ms for leg in legs} == {expiry_on(3)}
     short_call, short_put, long_call, long_put = legs
     assert [l.side for l in legs] == [Side.SELL, Side.SELL, Side.BUY, Side.BUY]
-    assert long_put.strike < short_put.strike < short_call.strike < long_call.strike
-    assert long_call.strike - short_call.strike >= 1000 and short_put.strike - long_put.strike >= 1000
+    sc, sp, lc, lp = (leg.contract.strike for leg in legs)
+    assert lp < sp < sc < lc
+    assert lc - sc >= 1000 and sp - lp >= 1000
     assert short_call.row.delta == pytest.approx(0.2, abs=0.05)
     assert short_put.row.delta == pytest.approx(-0.2, abs=0.05)
     assert len({l.as_of for l in legs}) == 1 and len({l.index_price for l in legs}) == 1
@@ -51,7 +53,7 @@ def test_two_expiries_cost_two_chain_calls(sim, market):
     specs = [LegSpec("C", 2, 0.1, {"type": "delta", "value": 0.3}, {"dte": 1}),
              LegSpec("C", 1, 0.1, {"type": "delta", "value": 0.3}, {"dte": 4})]
     legs = resolve_legs(specs, market, now=sim.clock.now())
-    assert [l.expiry_ms for l in legs] == [expiry_on(3), expiry_on(6)]
+    assert [l.contract.expiry_ms for l in legs] == [expiry_on(3), expiry_on(6)]
     assert sim.counts["option_chain"] == 2 and sim.counts["option_detail"] == 0
 
 
@@ -62,10 +64,11 @@ def test_incident_42_low_delta_leg_one_chain_call_no_detail_far_otm_strike(sim, 
                         now=sim.clock.now())
     assert sim.counts["option_chain"] == 1 and sim.counts["option_detail"] == 0
     picked = legs[0]
-    rows = [r for r in market.chain(picked.expiry_ms) if r.option_type == "C" and r.delta is not None and r.bid > 0]
+    contract = picked.contract
+    rows = [r for r in market.chain(contract.expiry_ms) if r.option_type == "C" and r.delta is not None and r.bid > 0]
     best = min(rows, key=lambda r: (abs(r.delta - 0.05), r.strike))
-    assert picked.strike == best.strike
-    assert picked.strike > picked.index_price * 1.04  # far out of the money
+    assert contract.strike == best.strike
+    assert contract.strike > picked.index_price * 1.04  # far out of the money
     assert picked.row.delta == pytest.approx(0.05, abs=0.02)
 
 
@@ -99,4 +102,4 @@ def test_missing_expiry_is_selection_error_before_any_chain_call(sim, market):
 def test_now_defaults_to_the_market_clock(sim, market):
     sim.clock.advance(3600 + 1800)  # 07:30: today's 08:00 expiry is inside the 60-minute guard
     legs = resolve_legs(strangle(0.1), market)
-    assert {l.expiry_ms for l in legs} == {expiry_on(3)}
+    assert {l.contract.expiry_ms for l in legs} == {expiry_on(3)}

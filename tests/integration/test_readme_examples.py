@@ -20,8 +20,9 @@ import pytest
 import option_selection
 from coincall_client import ClientSettings, CoincallClient
 from config import Credentials
+from contracts import Side
 from market_data import MarketData
-from option_selection import LegSpec, OptionQuery, SelectedOption, Side, find_option, strangle
+from option_selection import LegSpec, OptionQuery, SelectedOption, find_option, strangle
 from strategy import StrategyConfig
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -15,11 +15,11 @@ import responses
 from account_manager import (
     AccountManager,
     AccountSnapshot,
-    PositionSnapshot,
     margin_utilization_pct,
 )
 from clock import SimulatedClock
 from coincall_client import ClientSettings, CoincallClient
+from coincall_payloads import PositionSnapshot
 from config import Credentials
 from errors import ConfigError, ExchangeError, SnapshotError, TransportError
 

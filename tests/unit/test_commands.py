@@ -126,7 +126,8 @@ def make_ctx(store: StateStore, clock: SimulatedClock, trades: list[FakeTrade]) 
     return SimpleNamespace(
         store=store, clock=clock, lifecycle_manager=FakeLifecycle(trades),
         ledger=SimpleNamespace(orders=lambda: []),
-        account_manager=SimpleNamespace(snapshot=lambda: SimpleNamespace(positions=positions)),
+        account_manager=SimpleNamespace(snapshot=lambda: SimpleNamespace(positions=positions),
+                                        reachability=SimpleNamespace(is_up=True)),
         alerts=SimpleNamespace(sent=[], alert=lambda level, kind, message, **d: None),
     )
 

@@ -106,7 +106,7 @@ def test_time_window_refuses_bad_hours_naming_the_argument(args, argument):
     with pytest.raises(ConfigError) as caught:
         time_window(*args)
     message = str(caught.value)
-    assert f"argument {argument}=" in message and "Fix:" in message
+    assert f"time_window.{argument} = " in message and "Fix:" in message
 
 
 # ------------------------------------------------------------------ utc_time_window
@@ -153,7 +153,7 @@ def test_utc_time_window_accepts_an_explicit_utc_time():
 def test_utc_time_window_validation(start, end, argument, words):
     with pytest.raises(ConfigError) as caught:
         utc_time_window(start, end)
-    assert f"argument {argument}=" in str(caught.value) and words in str(caught.value)
+    assert f"utc_time_window.{argument} = " in str(caught.value) and words in str(caught.value)
 
 
 def test_absolute_window_already_over_is_refused_at_start_daily_window_never():
@@ -185,12 +185,12 @@ def test_weekday_filter_lists_every_unknown_name():
     with pytest.raises(ConfigError) as caught:
         weekday_filter(["mon", "Tues", "funday"])
     message = str(caught.value)
-    assert "'Tues'" in message and "'funday'" in message and "argument days=" in message
+    assert "'Tues'" in message and "'funday'" in message and "weekday_filter.days = " in message
 
 
 @pytest.mark.parametrize("days", [[], None, [3]])
 def test_weekday_filter_refuses_empty_or_non_names(days):
-    with pytest.raises(ConfigError, match="argument days="):
+    with pytest.raises(ConfigError, match=r"weekday_filter\.days = "):
         weekday_filter(days)
 
 
@@ -230,7 +230,7 @@ def test_min_equity_and_max_account_delta_boundaries():
 def test_account_filters_validate_arguments(factory, value, argument):
     with pytest.raises(ConfigError) as caught:
         factory(value)
-    assert f"argument {argument}={value!r}" in str(caught.value)
+    assert f"{factory.__name__}.{argument} = {value!r}" in str(caught.value)
 
 
 # ------------------------------------------------------------------ no_existing_position_in
@@ -324,7 +324,7 @@ def test_pnl_exits_need_a_positive_amount(factory, value):
 def test_pnl_exits_refuse_unknown_mode(factory):
     with pytest.raises(ConfigError) as caught:
         factory(10, mode="last")
-    assert "argument mode='last'" in str(caught.value) and "executable" in str(caught.value)
+    assert f"{factory.__name__}.mode = 'last'" in str(caught.value) and "executable" in str(caught.value)
 
 
 # ------------------------------------------------------------------ time based exits
@@ -336,7 +336,7 @@ def test_max_hold_hours_boundary_and_unopened_trade():
     assert cond(FakeSnapshot(timestamp=opened + 5399.999), FakeTrade(opened_at=opened)) is False
     assert cond(FakeSnapshot(timestamp=opened + 5400), FakeTrade(opened_at=opened)) is True
     assert cond(FakeSnapshot(timestamp=opened + 1e6), FakeTrade(opened_at=None)) is False
-    with pytest.raises(ConfigError, match="argument hours=0"):
+    with pytest.raises(ConfigError, match=r"max_hold_hours\.hours = 0"):
         max_hold_hours(0)
 
 
@@ -368,7 +368,7 @@ def test_time_exit_across_month_end_and_unopened():
 @pytest.mark.parametrize("args, argument", [((24,), "hour"), ((-1,), "hour"), ((1, 60), "minute"),
                                             ((16.5,), "hour"), ((16, 1.0), "minute")])
 def test_time_exit_validation(args, argument):
-    with pytest.raises(ConfigError, match=f"argument {argument}="):
+    with pytest.raises(ConfigError, match=rf"time_exit\.{argument} = "):
         time_exit(*args)
 
 
@@ -387,8 +387,8 @@ def test_utc_datetime_exit_in_the_past_is_refused_at_start_incident_41():
     cond.validate_at_start(at("2026-03-05T07:59:59"))
     with pytest.raises(ConfigError) as caught:
         cond.validate_at_start(at("2026-03-05T08:00:01"))
-    assert "dt=2026-03-05T08:00:00+00:00" in str(caught.value) and "past" in str(caught.value)
-    with pytest.raises(ConfigError, match="argument dt="):
+    assert "utc_datetime_exit.dt = '2026-03-05T08:00:00+00:00'" in str(caught.value) and "past" in str(caught.value)
+    with pytest.raises(ConfigError, match=r"utc_datetime_exit\.dt = "):
         utc_datetime_exit("2026-03-05")
 
 
@@ -401,7 +401,7 @@ def test_account_and_structure_delta_limits_are_strictly_greater():
     assert structure_delta_limit(0.3)(FakeSnapshot(), FakeTrade(delta=0.3)) is False
     assert structure_delta_limit(0.3)(FakeSnapshot(), FakeTrade(delta=-0.31)) is True
     assert judge_exit(structure_delta_limit(0.3), FakeSnapshot(), FakeTrade(delta=None)) is ExitVerdict.UNEVALUABLE
-    with pytest.raises(ConfigError, match="argument limit=-1"):
+    with pytest.raises(ConfigError, match=r"structure_delta_limit\.limit = -1"):
         structure_delta_limit(-1)
 
 
@@ -447,7 +447,7 @@ def test_leg_greek_limit_validation_and_max_leg_index():
                              ({"greek": "delta", "limit": 1, "leg": 8}, "leg"),
                              ({"greek": "delta", "limit": 1, "leg": 1.0}, "leg"),
                              ({"greek": "delta", "limit": 1, "scale": "notional"}, "scale")):
-        with pytest.raises(ConfigError, match=f"argument {argument}="):
+        with pytest.raises(ConfigError, match=rf"leg_greek_limit\.{argument} = "):
             leg_greek_limit(**kwargs)
 
 
@@ -653,7 +653,7 @@ def test_pct_arguments_below_one_are_refused_unless_marked_as_fractions(factory)
     assert factory(0.3, fraction=True).pct == 30.0
     assert "pct=30.0" in factory(0.3, fraction=True).name
     assert factory(30).name == factory(0.3, fraction=True).name
-    with pytest.raises(ConfigError, match="argument fraction=1"):
+    with pytest.raises(ConfigError, match=rf"{factory.__name__}\.fraction = 1"):
         factory(30, fraction=1)
 
 

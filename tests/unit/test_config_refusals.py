@@ -236,7 +236,7 @@ STRATEGY_CASES: list[Case] = [
          "give a percentage"),
     Case("profit_pct_zero", lambda: {"exit_conditions": [profit_target_pct(0)]}, "pct", "0", "give a percentage"),
     # 4. check interval
-    Case("check_zero", lambda: {"check_interval_seconds": 0}, "check_interval_seconds", "=0 ", INTERVAL_FIX),
+    Case("check_zero", lambda: {"check_interval_seconds": 0}, "check_interval_seconds", "= 0 ", INTERVAL_FIX),
     Case("check_half_second", lambda: {"check_interval_seconds": 0.5}, "check_interval_seconds", "0.5",
          INTERVAL_FIX),
     Case("check_nano", lambda: {"check_interval_seconds": 1e-9}, "check_interval_seconds", "1e-09", INTERVAL_FIX),
@@ -423,11 +423,11 @@ def two_strategies() -> list[StrategyConfig]:
 
 
 OTHER_STRATEGY_CASES = [
-    ("invalid_name", [bad_name], ("name=", "'has space'", "use 1-64 characters")),
+    ("invalid_name", [bad_name], ("StrategyConfig.name = ", "'has space'", "use 1-64 characters")),
     ("duplicate_names", [twin_a, twin_b], ("'twin'", "used twice", "give every strategy its own name")),
     ("factory_returns_dict", [returns_a_dict], ("returns_a_dict", "returned dict", "return a StrategyConfig")),
     ("name_not_readable", [built_by_expression],
-     ("in the factory for built_by_expression", "test_config_refusals.py:", "hours=0", "max_hold_hours(24)")),
+     ("in the factory for built_by_expression", "test_config_refusals.py:", "max_hold_hours.hours = 0", "max_hold_hours(24)")),
     ("error_before_the_config", [legs_built_first],
      ("'legs_first'", "call_delta", "1.5", "a call delta must be in (0, 1)")),
     ("second_of_two_in_one_factory", [two_strategies], ("'pair_b'", "pct", "0.2", "20 means 20 %")),
@@ -640,13 +640,25 @@ class RecordingLifecycle:
     def active_trades(self, strategy: str | None = None) -> list:
         return []
 
+    def force_close(self, trade_id: str, reason: str = "manual") -> bool:
+        raise AssertionError("not used by this test")
+
+
+def _unused(self, *args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("not used by this test")
+
 
 class FixedIndexMarket:
+    """``seams.MarketDataSource`` with a fixed index; selection is replaced in these tests."""
+
     def __init__(self) -> None:
         self.index_frozen = False
 
     def index_price(self, *, max_age: float | None = None) -> float:
         return 90_000.0
+
+    clock = property(_unused)
+    index_age = instruments = chain_snapshot = quote = order_book = instrument = _unused
 
 
 class RecordingExecutor:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from clock import SimulatedClock
+from contracts import Side
 from errors import ExchangeError, TransportError
 from execution_job import (
     PHASE_DONE,
@@ -30,7 +31,7 @@ from execution_job import (
     checked_legs,
 )
 from multileg_orderbook import SmartExecutionJob
-from order_ledger import BUY, Intent, OrderLedger, OrderStatus
+from order_ledger import Intent, OrderLedger, OrderStatus
 from rfq import RFQJob
 from trade_execution import LimitFillJob
 
@@ -84,6 +85,9 @@ class ScriptedExchange:
             row["fillQty"], row["avgPrice"] = self.fill_on_cancel, 100.0
         row["state"] = FILLED if row["fillQty"] >= row["qty"] else CANCELED
 
+    def order_history(self, **filters: Any) -> Any:
+        raise AssertionError("not used by this test")
+
 
 class OneOrderJob(OrderBookJob[LegWork]):
     """The smallest engine: one order for one leg, then finishing when asked to stop."""
@@ -94,7 +98,7 @@ class OneOrderJob(OrderBookJob[LegWork]):
 
     def __init__(self, ledger: OrderLedger, clock: SimulatedClock, *, max_requests: int = 6,
                  grace_seconds: float = 5.0) -> None:
-        leg = LegWork(target=LegTarget(0, SYMBOL, BUY, 1.0), total=1.0, tick=1.0)
+        leg = LegWork(target=LegTarget(0, SYMBOL, Side.BUY, 1.0), total=1.0, tick=1.0)
         super().__init__(ledger=ledger, market=None, trade=TRADE, intent=Intent.OPEN, best_effort=True,
                          started_at=clock.now(), max_requests=max_requests, legs=[leg],
                          grace_seconds=grace_seconds)
@@ -138,8 +142,8 @@ def test_legs_are_refused_when_empty_or_repeated():
     with pytest.raises(ValueError, match="at least one leg"):
         checked_legs([])
     with pytest.raises(ValueError, match="duplicate leg indexes"):
-        checked_legs([LegTarget(0, "A", BUY, 1.0), LegTarget(0, "B", BUY, 1.0)])
-    legs = (LegTarget(0, "A", BUY, 1.0), LegTarget(1, "B", BUY, 1.0))
+        checked_legs([LegTarget(0, "A", Side.BUY, 1.0), LegTarget(0, "B", Side.BUY, 1.0)])
+    legs = (LegTarget(0, "A", Side.BUY, 1.0), LegTarget(1, "B", Side.BUY, 1.0))
     assert checked_legs(iter(legs)) == list(legs)
 
 

@@ -9,16 +9,10 @@ from typing import Any
 import pytest
 
 from clock import SimulatedClock
+from coincall_payloads import OptionRow, chain_rows_from_api, instrument_from_api, order_book_from_api
+from contracts import parse_symbol
 from errors import ExchangeError, SelectionError, StaleDataError, TransportError
-from market_data import (
-    ChainSnapshot,
-    MarketData,
-    OptionRow,
-    chain_rows_from_api,
-    instrument_from_api,
-    order_book_from_api,
-    parse_symbol,
-)
+from market_data import ChainSnapshot, MarketData
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc).timestamp()
 EXP1 = int(datetime(2026, 3, 3, 8, tzinfo=timezone.utc).timestamp() * 1000)   # 3MAR26

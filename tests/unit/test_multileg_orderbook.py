@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from clock import SimulatedClock
 from errors import ConfigError
 from execution_job import JobStatus, LegTarget
 from multileg_orderbook import (
@@ -21,6 +22,7 @@ from multileg_orderbook import (
     touch_without_own,
 )
 from order_ledger import Intent, snap_qty
+from seams import Ledger, PriceSource, protocol_members
 from trade_execution import ExecutionParams
 
 BUY, SELL = 1, 2
@@ -192,16 +194,23 @@ def test_own_resting_quantity_is_removed_from_the_touch():
 # ---- executor entry point -----------------------------------------------------------------
 
 
-class _Untouchable:
-    """A collaborator that fails the test if anything is called on it."""
+def _untouchable(protocol: type):
+    """A collaborator implementing ``protocol`` that fails the test if anything is used on it."""
 
-    def __getattr__(self, name):
-        raise AssertionError(f"start() must not touch {name}")
+    def refuse(name: str):
+        def member(self, *args, **kwargs):
+            raise AssertionError(f"start() must not touch {name}")
+        return member
+
+    methods, attributes = protocol_members(protocol)
+    body = {name: refuse(name) for name in methods}
+    body.update({name: property(refuse(name)) for name in attributes})
+    return type(f"Untouchable{protocol.__name__}", (), body)()
 
 
 def _executor():
-    clock = SimpleNamespace(now=lambda: 1_000.0)
-    return SmartOrderbookExecutor(_Untouchable(), _Untouchable(), clock)
+    clock = SimulatedClock(start=1_000.0, speed=0)
+    return SmartOrderbookExecutor(_untouchable(Ledger), _untouchable(PriceSource), clock)
 
 
 def test_start_sends_nothing_and_falls_back_to_default_config():

@@ -8,8 +8,9 @@ from datetime import datetime, timezone
 import pytest
 
 from clock import SimulatedClock
+from coincall_payloads import Instrument, OptionRow
 from errors import ConfigError, SelectionError
-from market_data import ChainSnapshot, Instrument, OptionRow
+from market_data import ChainSnapshot
 from option_selection import (
     LegSpec,
     OptionQuery,
@@ -209,7 +210,7 @@ class TestLegSpecValidation:
 # ------------------------------------------------------------------ expiry criteria
 class TestExpiryCriteria:
     def expiry_of(self, expiry, now=NOW, snapshot=None):
-        return resolve_one(leg(expiry=expiry), snapshot, now).expiry_ms
+        return resolve_one(leg(expiry=expiry), snapshot, now).contract.expiry_ms
 
     def test_next_is_earliest_selectable(self):
         assert self.expiry_of({"dte": "next"}) == E0
@@ -280,7 +281,7 @@ class TestExpiryCriteria:
 # ------------------------------------------------------------------ strike criteria
 class TestStrikeCriteria:
     def strike_of(self, option_type, strike, side=2, snapshot=None):
-        return resolve_one(leg(option_type, side, strike=strike, expiry={"dte": 1}), snapshot).strike
+        return resolve_one(leg(option_type, side, strike=strike, expiry={"dte": 1}), snapshot).contract.strike
 
     def test_delta_call_and_put(self):
         # call delta 0.5 - (K-90k)/40k: 0.25 -> K=100k; put -0.25 -> K=80k
@@ -330,7 +331,7 @@ class TestStrikeCriteria:
     def test_option_query_as_criteria_uses_its_own_expiry(self):
         query = find_option("C", expiry={"dte": 4}, strike={"above_atm": True}, rank_by="strike_atm")
         resolved = resolve_one(LegSpec("C", 2, 0.1, query))
-        assert resolved.expiry_ms == E4 and resolved.strike == 92_000
+        assert resolved.contract.expiry_ms == E4 and resolved.contract.strike == 92_000
 
 
 # ------------------------------------------------------------------ selectable rows
@@ -338,17 +339,17 @@ class TestSelectableRows:
     def test_inactive_row_skipped(self):
         snap = make_snapshot(inactive={symbol_for(E1, 90_000, "C")})
         r = resolve_one(leg("C", 2, strike={"type": "closestStrike"}, expiry={"dte": 1}), snap)
-        assert r.strike == 88_000
+        assert r.contract.strike == 88_000
 
     def test_buy_leg_needs_ask_sell_leg_needs_bid(self):
         sym = symbol_for(E1, 90_000, "C")
         no_ask = make_snapshot(changes={sym: {"ask": 0.0, "ask_size": 0.0}})
         no_bid = make_snapshot(changes={sym: {"bid": 0.0, "bid_size": 0.0}})
         atm = {"type": "closestStrike"}
-        assert resolve_one(leg("C", 1, strike=atm, expiry={"dte": 1}), no_ask).strike == 88_000
-        assert resolve_one(leg("C", 2, strike=atm, expiry={"dte": 1}), no_ask).strike == 90_000
-        assert resolve_one(leg("C", 2, strike=atm, expiry={"dte": 1}), no_bid).strike == 88_000
-        assert resolve_one(leg("C", 1, strike=atm, expiry={"dte": 1}), no_bid).strike == 90_000
+        assert resolve_one(leg("C", 1, strike=atm, expiry={"dte": 1}), no_ask).contract.strike == 88_000
+        assert resolve_one(leg("C", 2, strike=atm, expiry={"dte": 1}), no_ask).contract.strike == 90_000
+        assert resolve_one(leg("C", 2, strike=atm, expiry={"dte": 1}), no_bid).contract.strike == 88_000
+        assert resolve_one(leg("C", 1, strike=atm, expiry={"dte": 1}), no_bid).contract.strike == 90_000
 
     def test_min_minutes_below_exchange_halt_refused(self):
         with pytest.raises(ConfigError, match="min_minutes_to_expiry"):
@@ -357,7 +358,7 @@ class TestSelectableRows:
     def test_min_minutes_configurable(self):
         market = FakeMarket(make_snapshot())
         legs = resolve_legs([leg()], market, now=NOW, min_minutes_to_expiry=180)
-        assert legs[0].expiry_ms == E1
+        assert legs[0].contract.expiry_ms == E1
 
 
 # ------------------------------------------------------------------ find_option pipeline
@@ -505,22 +506,22 @@ class TestResolveLegs:
                  leg("C", 1, strike={"type": "offset", "from_leg": 0, "value": 2000})]
         legs = resolve_legs(specs, market, now=NOW)
         assert market.snapshot_calls == [[E1, E4]]
-        assert [l.expiry_ms for l in legs] == [E1, E4, E1]
+        assert [l.contract.expiry_ms for l in legs] == [E1, E4, E1]
         assert [l.index for l in legs] == [0, 1, 2]
-        assert legs[2].strike == 100_000 and legs[2].side == Side.BUY
+        assert legs[2].contract.strike == 100_000 and legs[2].side == Side.BUY
         assert all(l.index_price == INDEX and l.as_of == NOW for l in legs)
         assert legs[1].row.symbol == legs[1].symbol == "BTCUSD-6MAR26-82000-P"
         assert legs[0].spec is specs[0] and legs[0].qty == 0.1
 
     def test_now_defaults_to_market_clock(self):
         market = FakeMarket(make_snapshot(), now=ts(2026, 3, 2, 7, 30))
-        assert resolve_legs([leg()], market)[0].expiry_ms == E1
+        assert resolve_legs([leg()], market)[0].contract.expiry_ms == E1
 
     def test_offset_leg_before_its_reference(self):
         specs = [leg("C", 1, strike={"type": "offset", "from_leg": 1, "value": 1000}),
                  leg("C", 2, strike={"type": "strike", "value": 90_000}, expiry={"dte": 4})]
         legs = resolve_legs(specs, FakeMarket(make_snapshot()), now=NOW)
-        assert legs[0].strike == 92_000 and legs[0].expiry_ms == E4
+        assert legs[0].contract.strike == 92_000 and legs[0].contract.expiry_ms == E4
 
     def test_offset_strictly_beyond_and_same_strike(self):
         base = leg("C", 2, strike={"type": "strike", "value": 90_000}, expiry={"dte": 1})
@@ -528,7 +529,7 @@ class TestResolveLegs:
         for distance, expected in cases:
             specs = [base, leg("P", 2, strike={"type": "offset", "from_leg": 0, "value": distance})]
             legs = resolve_legs(specs, FakeMarket(make_snapshot()), now=NOW)
-            assert legs[1].strike == expected, distance
+            assert legs[1].contract.strike == expected, distance
 
     def test_offset_beyond_last_strike_fails(self):
         specs = [leg("C", 2, strike={"type": "strike", "value": 100_000}, expiry={"dte": 1}),
@@ -585,7 +586,7 @@ class TestResolveLegs:
         specs = iron_condor(0.1, call_delta=0.45, put_delta=-0.45, wing_width=2000, dte=1)
         # call 0.45 -> 92k, put -0.45 -> 88k: a valid condor
         legs = resolve_legs(specs, FakeMarket(make_snapshot()), now=NOW)
-        assert [l.strike for l in legs] == [92_000, 88_000, 94_000, 86_000]
+        assert [l.contract.strike for l in legs] == [92_000, 88_000, 94_000, 86_000]
         crossed = [leg("C", 2, strike={"type": "strike", "value": 86_000}, expiry={"dte": 1}),
                    leg("P", 2, strike={"type": "strike", "value": 94_000}, expiry={"dte": 1}),
                    leg("C", 1, strike={"type": "offset", "from_leg": 0, "value": 2000}),
@@ -595,7 +596,7 @@ class TestResolveLegs:
 
     def test_butterfly_order_checked(self):
         legs = resolve_legs(butterfly(0.1, wing_width=4000, dte=1), FakeMarket(make_snapshot()), now=NOW)
-        assert [l.strike for l in legs] == [86_000, 90_000, 94_000]
+        assert [l.contract.strike for l in legs] == [86_000, 90_000, 94_000]
         assert [l.qty for l in legs] == [0.1, 0.2, 0.1]
         bad = [leg("C", 1, strike={"type": "strike", "value": 94_000}),
                leg("C", 2, 0.2, strike={"type": "strike", "value": 90_000}),
@@ -622,7 +623,7 @@ class TestTemplates:
         assert legs[0].strike_criteria == {"type": "closestStrike", "value": 0.0}
         assert legs[1].strike_criteria == {"type": "offset", "from_leg": 0, "value": 0}
         resolved = resolve_legs(legs, FakeMarket(make_snapshot(index=91_500)), now=NOW)
-        assert [r.strike for r in resolved] == [92_000, 92_000] and resolved[1].expiry_ms == E4
+        assert [r.contract.strike for r in resolved] == [92_000, 92_000] and resolved[1].contract.expiry_ms == E4
 
     def test_iron_condor_layout(self):
         legs = iron_condor(0.1)

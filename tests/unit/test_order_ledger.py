@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts import Side
 from order_ledger import (
     ClientOrderIdParts,
     Intent,
@@ -117,6 +118,19 @@ def test_record_round_trip_keeps_int_ids():
     order = _order(101000000001001001, 0.5, 120.0, 0.1)
     again = LedgerOrder.from_record(order.to_record())
     assert again == order and isinstance(again.intent, Intent) and again.status is OrderStatus.FILLED
+
+
+def test_an_order_record_written_before_side_was_a_side_loads_unchanged():
+    # As the store held it before issue 10: the side a plain int code.
+    record = {"client_order_id": 101000000007013002, "trade_id": "T000000007", "trade_seq": 7, "leg_index": 1,
+              "intent": 3, "attempt": 2, "supersedes": 101000000007013001, "symbol": "BTCUSD-6MAR26-80000-P",
+              "side": 1, "qty": 0.1, "price": 55.0, "reduce_only": True, "status": "FILLED",
+              "order_id": 1900000000000000007, "filled_qty": 0.1, "avg_price": 55.0, "fee": 0.01, "sent_at": 1.0,
+              "updated_at": 2.0, "exchange_state": 1, "error_code": None, "error_msg": "", "last_fill_at": 2.0}
+    order = LedgerOrder.from_record(record)
+    assert order.side is Side.BUY and order.intent is Intent.CLOSE and order.status is OrderStatus.FILLED
+    again = order.to_record()
+    assert again == record and type(again["side"]) is int
 
 
 def test_chain_vwap_and_fees():

@@ -60,8 +60,11 @@ class ScriptedAccountManager:
 
 
 class Recorder:
+    """A monitor callback (``seams.MonitorCallback``) that logs each snapshot and ignores errors."""
+
     def __init__(self, name, log, fail_times=0):
         self.name, self.log, self.fail_times = name, log, fail_times
+        self.callback_name = f"Recorder[{name}]"
 
     def __call__(self, snap):
         self.log.append((self.name, snap))
@@ -69,10 +72,27 @@ class Recorder:
             self.fail_times -= 1
             raise RuntimeError(f"{self.name} broke")
 
+    def on_snapshot_error(self, err):
+        pass
+
 
 class ErrorAware(Recorder):
     def on_snapshot_error(self, err):
         self.log.append((self.name + ".error", err))
+
+
+class Callback:
+    """A plain function as a monitor callback, named after it; a failed poll is ignored."""
+
+    def __init__(self, function):
+        self.function = function
+        self.callback_name = function.__name__
+
+    def __call__(self, snap):
+        self.function(snap)
+
+    def on_snapshot_error(self, err):
+        pass
 
 
 @pytest.fixture
@@ -149,7 +169,7 @@ def test_warning_names_the_failing_callback(clock, manager):
         raise ValueError("bad strategy")
 
     monitor = PositionMonitor(manager, clock, on_alert=lambda kind, detail: alerts.append(detail))
-    monitor.register(strategy_tick)
+    monitor.register(Callback(strategy_tick))
     for _ in range(3):
         monitor.run_once()
     assert len(alerts) == 1 and "strategy_tick" in alerts[0]
@@ -194,7 +214,7 @@ def test_busy_cadence_wakes_every_exec_tick_and_polls_every_poll_interval(clock,
     busy = {"on": True}
     monitor = PositionMonitor(manager, clock, poll_interval=10.0, exec_tick_interval=2.0)
     monitor.set_busy(lambda: busy["on"])
-    monitor.register(lambda snap: seen.append((clock.now(), snap)))
+    monitor.register(Callback(lambda snap: seen.append((clock.now(), snap))))
 
     fresh = [monitor.run_once() for _ in range(6)]
 
@@ -266,7 +286,7 @@ def test_invalid_intervals_are_config_errors(clock, manager):
 def test_start_runs_one_daemon_thread_and_stop_joins_it(clock, manager):
     seen = threading.Event()
     monitor = PositionMonitor(manager, clock)
-    monitor.register(lambda snap: seen.set())
+    monitor.register(Callback(lambda snap: seen.set()))
 
     monitor.start()
     monitor.start()  # second start is a no-op: still one thread

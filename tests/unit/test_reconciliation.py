@@ -8,13 +8,14 @@ against the simulator in tests/integration/test_restart_reconciliation.py.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from clock import SimulatedClock
+from contracts import Contract
 from errors import TransportError
 from order_ledger import BLOCK_ACCEPT_EVENT, Intent, OrderStatus, build_client_order_id
 from reconciliation import (
@@ -148,6 +149,12 @@ class FakeLedger:
         self.blocked[symbol] = reason
         return True
 
+    def recheck_final(self, order: FakeOrder) -> float | None:
+        raise AssertionError("not used by this test")
+
+    def record_block_fill(self, **fill: Any) -> FakeOrder:
+        raise AssertionError("not used by this test")
+
 
 class FakeClient:
     def __init__(self) -> None:
@@ -226,6 +233,9 @@ class FakeLifecycle:
     def trades(self) -> list[TradeLifecycle]:
         return list(self._trades)
 
+    def get(self, trade_id: str) -> TradeLifecycle | None:
+        raise AssertionError("not used by this test")
+
     def hold_entries(self, key: str, reason: str) -> bool:
         new = key not in self.entry_holds
         self.entry_holds[key] = reason
@@ -288,6 +298,13 @@ class FakeRunner:
         self.is_paused = True
         self.reasons.append(reason)
 
+    @property
+    def pause_reason(self) -> str:
+        return self.reasons[-1] if self.reasons else ""
+
+    def resume(self) -> None:
+        raise AssertionError("not used by this test")
+
 
 class FakeAlerts:
     def __init__(self) -> None:
@@ -304,8 +321,8 @@ class FakeAlerts:
 
 def long_trade(seq: int, qty: float, *, symbol: str = SYM_C, strategy: str = "s1",
                state: TradeState = TradeState.OPEN, opened_at: float | None = T0 - 600) -> TradeLifecycle:
-    leg = TradeLeg(index=0, symbol=symbol, option_type=symbol[-1], strike=92000.0, expiry_ms=EXPIRY_MS, side=BUY,
-                   qty=qty, open_filled=qty, open_vwap=400.0)
+    contract = Contract(symbol=symbol, underlying="BTC", option_type=symbol[-1], strike=92000.0, expiry_ms=EXPIRY_MS)
+    leg = TradeLeg(index=0, contract=contract, side=BUY, qty=qty, open_filled=qty, open_vwap=400.0)
     return TradeLifecycle(id=f"T{seq:09d}", seq=seq, strategy=strategy, state=state, legs=[leg],
                           created_at=T0 - 700, opened_at=opened_at)
 
@@ -570,7 +587,7 @@ def test_an_opposite_position_blocks_the_symbol_and_pauses_every_strategy_with_a
 def test_legs_of_settling_trades_and_expired_legs_are_not_compared():
     settling = long_trade(1, 0.01, state=TradeState.SETTLING)
     expired = long_trade(2, 0.01, symbol=SYM_P)
-    expired.legs[0].expiry_ms = int((T0 - 60) * 1000)
+    expired.legs[0].contract = replace(expired.legs[0].contract, expiry_ms=int((T0 - 60) * 1000))
     h = harness([settling, expired])
 
     start(h, snapshot())

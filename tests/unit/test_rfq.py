@@ -9,25 +9,24 @@ import pytest
 from price_sanity import PriceBand
 
 from clock import SimulatedClock
+from coincall_payloads import Quote, QuoteLeg, parse_quote
+from contracts import Side
 from errors import ConfigError, ExchangeError, OrderOutcomeUnknown
 from execution_job import JobStatus, LegTarget
 from order_ledger import Intent, OrderLedger, OrderStatus, build_client_order_id
 from rfq import (
-    Quote,
-    QuoteLeg,
     RFQExecutor,
     RFQParams,
     RFQPhase,
     improvement_pct,
     leg_baseline,
-    parse_quote,
     quote_problem,
     rank_candidates,
     request_legs,
     structure_baseline,
 )
 
-BUY, SELL = 1, 2
+BUY, SELL = Side.BUY, Side.SELL
 NOW = 1_772_431_200.0
 C95, P85, C96, P84 = ("BTCUSD-6MAR26-95000-C", "BTCUSD-6MAR26-85000-P",
                       "BTCUSD-6MAR26-96000-C", "BTCUSD-6MAR26-84000-P")
@@ -47,7 +46,9 @@ WIDE = {symbol: PriceBand(symbol, 0.0, 1e9, None, 90_000.0, 0.5) for symbol in (
 
 
 def quote(quote_id, legs, *, state="OPEN", life=300.0):
-    return Quote(quote_id, state, NOW + life, tuple(QuoteLeg(*leg) for leg in legs))
+    """Legs as (symbol, maker side name, price, qty): the maker's side written as the wire writes it."""
+    return Quote(quote_id, state, NOW + life, tuple(QuoteLeg(symbol, Side.from_text(maker), price, qty)
+                                                   for symbol, maker, price, qty in legs))
 
 
 def as_asked(legs, prices):
@@ -137,7 +138,7 @@ def test_parse_quote_reads_string_values():
     raw = {"quoteId": "2004417790113628161", "state": "OPEN", "expiryTime": 1767225904500,
            "legs": [{"instrumentName": C95, "side": "SELL", "price": "2105", "quantity": "0.5"}]}
     parsed = parse_quote(raw)
-    assert parsed == Quote("2004417790113628161", "OPEN", 1767225904.5, (QuoteLeg(C95, "SELL", 2105.0, 0.5),))
+    assert parsed == Quote("2004417790113628161", "OPEN", 1767225904.5, (QuoteLeg(C95, Side.SELL, 2105.0, 0.5),))
     assert parse_quote({"quoteId": "1", "legs": [{"instrumentName": C95, "side": "SELL", "price": "x",
                                                   "quantity": "0.5"}]}) is None
 
@@ -203,10 +204,23 @@ class MemoryStore:
     def save_order(self, record):
         self.saved.append(record)
 
+    def append_event(self, kind, payload, ts):
+        raise AssertionError("not used by this test")
+
+
+class NoExchange:
+    """An exchange client these tests never reach (``seams.LedgerClient`` and ``seams.RfqClient``)."""
+
+    def _unused(self, *args, **kwargs):
+        raise AssertionError("not used by this test")
+
+    create_order = cancel_order = query_order = order_history = _unused
+    rfq_create = rfq_quotes = rfq_accept = rfq_cancel = trade_history = blocktrade_orders = _unused
+
 
 def test_record_block_fill_is_a_filled_ledger_order_with_a_fresh_attempt():
     store = MemoryStore()
-    ledger = OrderLedger(client=None, clock=SimulatedClock(start=NOW, speed=0), store=store)
+    ledger = OrderLedger(client=NoExchange(), clock=SimulatedClock(start=NOW, speed=0), store=store)
     first = ledger.record_block_fill(trade_id="T000000042", trade_seq=42, leg_index=1, intent=Intent.OPEN,
                                      symbol=C95, side=SELL, qty=0.5, price=582.12, fee=13.5,
                                      order_id=1990000000000032768, filled_at=NOW)
@@ -272,6 +286,12 @@ class FakeClient:
         self.calls.append(("blocktrades", filters))
         return {"list": []}
 
+    def _unused(self, *args, **kwargs):
+        raise AssertionError("not used by this test")
+
+    # The rest of seams.LedgerClient and seams.RfqClient: no order is placed or queried here.
+    create_order = cancel_order = query_order = order_history = trade_history = _unused
+
     def kinds(self):
         return [c[0] for c in self.calls]
 
@@ -322,7 +342,7 @@ def test_stop_before_the_first_step_sends_nothing():
 
 def test_start_refuses_foreign_params_and_repeated_instruments():
     clock = SimulatedClock(start=NOW, speed=0)
-    executor = RFQExecutor(None, OrderLedger(None, clock), FakeMarket(), clock)
+    executor = RFQExecutor(NoExchange(), OrderLedger(NoExchange(), clock), FakeMarket(), clock)
     trade = SimpleNamespace(id="T000000001", seq=1)
     with pytest.raises(ConfigError):
         executor.start(trade, [LegTarget(0, C95, BUY, 0.5)], Intent.OPEN, object())

@@ -110,6 +110,13 @@ class FakeMarket:
             raise self.index_error
         return 90_000.0
 
+    def _unused(self, *args, **kwargs):
+        raise AssertionError("not used by this test")
+
+    # The rest of seams.MarketDataSource: selection is replaced by ``fake_resolution`` here.
+    clock = property(_unused)
+    index_age = instruments = chain_snapshot = quote = order_book = instrument = _unused
+
 
 class FakeExecutor:
     def __init__(self) -> None:
@@ -223,9 +230,9 @@ def test_the_first_check_happens_at_once_and_creates_the_trade(fake_resolution):
     assert trade.kwargs["execution_params"] is params
     assert trade.kwargs["metadata"] == {"tag": "x"}
     assert [c.name for c in trade.kwargs["exit_conditions"]] == ["max_hold_hours(hours=1.0)"]
-    mode, targets, index_price = h.executor.routed[0]
+    mode, routed_legs, index_price = h.executor.routed[0]
     assert mode == "limit" and index_price == 90_000.0
-    assert [(t.leg_index, t.side, t.qty) for t in targets] == [(0, 2, 0.1), (1, 2, 0.1)]
+    assert [(leg.index, leg.side, leg.qty) for leg in routed_legs] == [(0, 2, 0.1), (1, 2, 0.1)]
 
 
 def test_auto_mode_is_routed_by_the_executor_and_the_result_is_used():
@@ -663,7 +670,7 @@ def test_a_failed_state_write_stops_entries_until_a_restart():
 
 
 def _position(symbol: str, signed_qty: float):
-    from account_manager import PositionSnapshot
+    from coincall_payloads import PositionSnapshot
 
     return PositionSnapshot(position_id=1, symbol=symbol, qty=abs(signed_qty),
                             side="long" if signed_qty > 0 else "short", signed_qty=signed_qty, entry_price=100.0,

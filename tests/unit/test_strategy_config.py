@@ -91,7 +91,7 @@ def test_each_bad_field_is_refused_naming_field_and_value(field_name, value, nam
 def test_messages_give_value_and_fix():
     with pytest.raises(ConfigError) as caught:
         make(max_trades_per_day=-1)
-    assert str(caught.value) == "strategy 'unit': max_trades_per_day=-1 is invalid: use a whole number >= 0"
+    assert str(caught.value) == "strategy 'unit'.max_trades_per_day = -1 is invalid: use a whole number >= 0"
 
 
 def test_exit_shaped_lambda_in_entry_conditions_is_refused():

@@ -72,10 +72,18 @@ def test_defaults_and_phased():
 
 # ---- routing ----------------------------------------------------------------------------
 
+
+class IdleEngine:
+    """An execution engine routing may name but never starts (``seams.ExecutionEngine``)."""
+
+    def start(self, trade, legs, intent, params, *, best_effort=False):
+        raise AssertionError("not used by this test")
+
+
 @pytest.mark.parametrize("qtys, expected", [((0.5, 0.5), "rfq"), ((0.06, 0.06), "smart"), ((0.05, 0.05), "limit"),
                                              ((5.0,), "limit")])
 def test_incident_32_auto_routing_uses_underlying_notional(qtys, expected):
-    executor = TradeExecutor(limit=object(), smart=object(), rfq=object())  # type: ignore[arg-type]
+    executor = TradeExecutor(limit=IdleEngine(), smart=IdleEngine(), rfq=IdleEngine())
     legs = [LegTarget(i, f"S{i}", 1, q) for i, q in enumerate(qtys)]
     assert executor.route("auto", legs, 90_000.0) == expected
     assert executor.route("limit", legs, 90_000.0) == "limit"
@@ -84,7 +92,7 @@ def test_incident_32_auto_routing_uses_underlying_notional(qtys, expected):
 def test_auto_routing_needs_an_index_and_falls_back_without_engine():
     legs = [LegTarget(0, "A", 1, 0.5), LegTarget(1, "B", 1, 0.5)]
     with pytest.raises(ValueError):
-        TradeExecutor(limit=object(), rfq=object()).route("auto", legs, 0.0)  # type: ignore[arg-type]
-    assert TradeExecutor(limit=object()).route("auto", legs, 90_000.0) == "limit"  # type: ignore[arg-type]
+        TradeExecutor(limit=IdleEngine(), rfq=IdleEngine()).route("auto", legs, 0.0)
+    assert TradeExecutor(limit=IdleEngine()).route("auto", legs, 90_000.0) == "limit"
     with pytest.raises(NotImplementedError):
-        TradeExecutor(limit=object()).start("rfq", None, legs, Intent.OPEN, None)  # type: ignore[arg-type]
+        TradeExecutor(limit=IdleEngine()).start("rfq", None, legs, Intent.OPEN, None)

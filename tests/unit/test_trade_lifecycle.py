@@ -18,10 +18,11 @@ import conditions
 import price_sanity
 import trade_lifecycle
 from clock import SimulatedClock
+from coincall_payloads import OptionRow
+from contracts import Contract, Side
 from errors import StaleDataError
 from execution_job import JobStatus
-from market_data import OptionRow
-from order_ledger import Intent
+from order_ledger import Intent, OrderStatus
 from trade_lifecycle import LifecycleManager, TradeLeg, TradeLifecycle, TradeState
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc).timestamp()  # Monday 06:00 UTC
@@ -51,6 +52,7 @@ class FakeOrder:
     updated_at: float
     order_id: int | None = 1
     status: str = "FILLED"
+    last_fill_at: float | None = None
 
 
 class FakeLedger:
@@ -91,6 +93,12 @@ class FakeLedger:
     def poll(self, order):
         self.polled.append(order)
         return order
+
+    def cancel(self, order):
+        raise AssertionError("not used by this test")
+
+    def restore(self, records) -> None:
+        raise AssertionError("not used by this test")
 
 
 class FakeJob:
@@ -184,6 +192,12 @@ class FakeMarket:
             raise StaleDataError("chain unavailable")
         return make_row(symbol, as_of=self.clock.now(), **self.prices[symbol])
 
+    def order_book(self, symbol: str, *, max_age: float = 3.0):
+        raise AssertionError("not used by this test")
+
+    def instrument(self, symbol: str):
+        raise AssertionError("not used by this test")
+
 
 class FakeClient:
     def __init__(self) -> None:
@@ -218,6 +232,12 @@ class FakeStore:
 
     def append_event(self, kind: str, payload: dict, ts: float) -> None:
         self.journal.append(("event", kind, payload.get("event")))
+
+    def load_trades(self, strategy=None):
+        raise AssertionError("not used by this test")
+
+    def load_orders(self, trade_id=None):
+        raise AssertionError("not used by this test")
 
 
 class FakeAlerts:
@@ -267,10 +287,15 @@ def world() -> World:
     return World(clock, journal, ledger, executor, market, client, store, alerts, manager)
 
 
+def contract(symbol: str, expiry_ms: int = FRIDAY_EXPIRY_MS) -> Contract:
+    return Contract(symbol=symbol, underlying="BTC", option_type=symbol[-1], strike=float(symbol.split("-")[2]),
+                    expiry_ms=expiry_ms)
+
+
 def resolved(symbol: str, index: int, side: int, qty: float = 0.1, expiry_ms: int = FRIDAY_EXPIRY_MS):
-    strike = float(symbol.split("-")[2])
-    return SimpleNamespace(index=index, symbol=symbol, option_type=symbol[-1], strike=strike, expiry_ms=expiry_ms,
-                           side=side, qty=qty, row=None, index_price=85_000.0)
+    """A resolved leg as option_selection.resolve_legs gives it: the contract, side, qty, the row."""
+    return SimpleNamespace(index=index, symbol=symbol, contract=contract(symbol, expiry_ms), side=Side(side),
+                           qty=qty, row=None, index_price=85_000.0)
 
 
 def create_strangle(world: World, *, side: int = 2, exits=(), expiry_ms: int = FRIDAY_EXPIRY_MS, **kwargs):
@@ -312,9 +337,19 @@ def test_create_persists_pending_open_then_starts_the_open_job(world):
     assert trade.state is TradeState.OPENING
 
 
-def test_auto_mode_is_resolved_at_creation(world):
-    trade = create_strangle(world, execution_mode="auto")
+def test_the_runners_mode_is_final_the_lifecycle_never_routes(world):
+    world.executor.route = lambda *args: pytest.fail("the lifecycle routed again")   # route once (issue 10)
+    trade = create_strangle(world, execution_mode="smart")
     assert trade.execution_mode == "smart" and world.executor.last.mode == "smart"
+    saved = [r["execution_mode"] for r in world.store.saved if r["id"] == trade.id]
+    assert saved and set(saved) == {"smart"}   # stored as routed, from the first write on
+
+
+@pytest.mark.parametrize("mode", ["auto", "fast", ""])
+def test_an_unrouted_mode_is_refused_before_anything_is_written(world, mode):
+    with pytest.raises(ValueError, match="routed mode"):
+        create_strangle(world, execution_mode=mode)
+    assert world.store.saved == [] and world.executor.jobs == [] and world.manager.trades() == []
 
 
 def test_job_that_cannot_start_fails_the_trade_without_exposure(world):
@@ -610,7 +645,7 @@ def test_close_in_smart_mode_falls_back_to_limit_after_a_failed_round(world):
 
 def test_stray_live_orders_are_polled_before_a_new_round(world):
     trade = open_trade(world)
-    world.ledger.live.append(SimpleNamespace(client_order_id=1))
+    world.ledger.live.append(SimpleNamespace(client_order_id=1, status=OrderStatus.UNKNOWN))
     jobs = len(world.executor.jobs)
     world.manager.force_close(trade.id)
     assert len(world.executor.jobs) == jobs and world.ledger.polled
@@ -750,10 +785,8 @@ def valued_trade(clock, *, long_bid=100.0, long_ask=120.0, long_mark=110.0, shor
                  short_mark=55.0, as_of=None) -> TradeLifecycle:
     """Long 0.2 call bought at 100 (fee 1), short 0.1 put sold at 70 (fee 0.5)."""
     stamp = clock.now() if as_of is None else as_of
-    long_leg = TradeLeg(0, CALL, "C", 90000.0, FRIDAY_EXPIRY_MS, 1, 0.2, open_filled=0.2, open_vwap=100.0,
-                        open_fees=1.0)
-    short_leg = TradeLeg(1, PUT, "P", 80000.0, FRIDAY_EXPIRY_MS, 2, 0.1, open_filled=0.1, open_vwap=70.0,
-                         open_fees=0.5)
+    long_leg = TradeLeg(0, contract(CALL), Side.BUY, 0.2, open_filled=0.2, open_vwap=100.0, open_fees=1.0)
+    short_leg = TradeLeg(1, contract(PUT), Side.SELL, 0.1, open_filled=0.1, open_vwap=70.0, open_fees=0.5)
     long_leg.quote = make_row(CALL, bid=long_bid, ask=long_ask, mark=long_mark, as_of=stamp, delta=0.4)
     short_leg.quote = make_row(PUT, bid=short_bid, ask=short_ask, mark=short_mark, as_of=stamp, delta=-0.3)
     trade = TradeLifecycle(id="T000000009", seq=9, strategy="s", state=TradeState.OPEN, legs=[long_leg, short_leg])
@@ -851,6 +884,49 @@ def test_record_round_trip_keeps_every_decision():
     assert again.state is TradeState.OPEN and again.legs[0].net_qty == 0.0 and again.legs[1].net_qty == 0.1
 
 
+# A trade record exactly as the store held it before legs carried a Contract and a Side
+# (issue 10): flat contract fields, the side as a plain int, no "underlying" key.
+RECORD_BEFORE_CONTRACTS = {
+    "id": "T000000007", "seq": 7, "strategy": "short_strangle", "state": "OPEN", "execution_mode": "limit",
+    "legs": [
+        {"index": 0, "symbol": CALL, "option_type": "C", "strike": 90000.0, "expiry_ms": FRIDAY_EXPIRY_MS,
+         "side": 2, "qty": 0.1, "open_filled": 0.1, "open_vwap": 120.0, "open_fees": 0.03, "close_filled": 0.0,
+         "close_vwap": 0.0, "close_fees": 0.0, "fees": 0.03, "net_qty": 0.1, "adopted_qty": 0.0,
+         "external_qty": 0.0, "external_price": 0.0, "settlement": None},
+        {"index": 1, "symbol": PUT, "option_type": "P", "strike": 80000.0, "expiry_ms": FRIDAY_EXPIRY_MS,
+         "side": 2, "qty": 0.1, "open_filled": 0.1, "open_vwap": 95.0, "open_fees": 0.03, "close_filled": 0.04,
+         "close_vwap": 60.0, "close_fees": 0.01, "fees": 0.04, "net_qty": 0.06, "adopted_qty": 0.0,
+         "external_qty": 0.0, "external_price": 0.0,
+         "settlement": {"delivery_price": 79000.0, "qty": 0.0, "intrinsic": 1000.0, "cash": 0.0, "fee": 0.0}},
+    ],
+    "created_at": START, "opened_at": START + 30, "exit_decided_at": None, "closed_at": None, "failed_at": None,
+    "exit_reason": None, "exit_detail": {}, "failure_reason": None, "realized_pnl": None, "fees_paid": 0.07,
+    "metadata": {"tag": "x"}, "entry_premium": 21.5, "close_rounds": 1, "failed_rounds": 1, "unwind_rounds": 0,
+    "breaker_trips": 0, "breaker_until": None, "flags": [], "opened_notified": True, "closed_notified": False,
+    "exit_condition_names": ["max_hold_hours(hours=24.0)"],
+}
+
+
+def test_a_trade_record_written_before_contracts_loads_unchanged():
+    trade = TradeLifecycle.from_record(RECORD_BEFORE_CONTRACTS)
+    call, put = trade.legs
+    assert call.contract == Contract(symbol=CALL, underlying="BTC", option_type="C", strike=90000.0,
+                                     expiry_ms=FRIDAY_EXPIRY_MS)
+    assert put.contract.strike == 80000.0 and put.symbol == PUT
+    assert call.side is Side.SELL and put.side is Side.SELL and call.sign == -1
+    assert (call.net_qty, put.net_qty) == (0.1, 0.06)
+    assert trade.execution_mode == "limit" and trade.close_rounds == 1 and trade.metadata == {"tag": "x"}
+    # Written back, every key it had keeps its value (the side stays the int 2); "underlying" is new.
+    again = trade.to_record()
+    for old, new in zip(RECORD_BEFORE_CONTRACTS["legs"], again["legs"]):
+        assert {key: new[key] for key in old if key != "settlement"} == \
+               {key: value for key, value in old.items() if key != "settlement"}
+        assert type(new["side"]) is int and new["underlying"] == "BTC"
+    assert {key: again[key] for key in RECORD_BEFORE_CONTRACTS if key != "legs"} == \
+           {key: value for key, value in RECORD_BEFORE_CONTRACTS.items() if key != "legs"}
+    assert TradeLifecycle.from_record(again).to_record() == again
+
+
 def test_exit_factories_are_reexported_as_the_same_objects():
     for name in ("profit_target", "max_loss", "profit_target_pct", "max_loss_pct", "max_hold_hours", "time_exit",
                  "utc_datetime_exit", "account_delta_limit", "structure_delta_limit", "leg_greek_limit"):
@@ -869,7 +945,7 @@ def test_persistence_failure_alerts_critical_and_trading_goes_on(world):
 
 def test_kill_all_with_external_positions_adopts_only_what_is_not_ours(world):
     trade = open_trade(world)  # short 0.1 call, short 0.1 put
-    world.market.instrument = lambda symbol: SimpleNamespace(option_type=symbol[-1], strike=90000.0,
+    world.market.instrument = lambda symbol: SimpleNamespace(base="BTC", option_type=symbol[-1], strike=90000.0,
                                                              expiry_ms=FRIDAY_EXPIRY_MS)
     positions = (SimpleNamespace(symbol=CALL, signed_qty=-0.3), SimpleNamespace(symbol=PUT, signed_qty=-0.1))
     world.manager.tick(SimpleNamespace(timestamp=world.clock.now(), net_delta=0.0, positions=positions))

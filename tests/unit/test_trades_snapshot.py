@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from contracts import Contract
 from operations import TradesSnapshotExporter
 from persistence import StateStore
 from trade_lifecycle import TradeLeg, TradeLifecycle, TradeState
@@ -11,8 +12,9 @@ T0 = 1_772_524_800.0  # 2026-03-03 08:00 UTC
 
 
 def _store_with_an_open_trade(state_dir) -> None:
-    leg = TradeLeg(index=0, symbol="BTCUSD-4MAR26-90000-C", option_type="C", strike=90_000.0,
-                   expiry_ms=1_772_611_200_000, side=1, qty=0.1, open_filled=0.1, open_vwap=500.0)
+    contract = Contract(symbol="BTCUSD-4MAR26-90000-C", underlying="BTC", option_type="C", strike=90_000.0,
+                        expiry_ms=1_772_611_200_000)
+    leg = TradeLeg(index=0, contract=contract, side=1, qty=0.1, open_filled=0.1, open_vwap=500.0)
     trade = TradeLifecycle(id="T000000001", seq=1, strategy="snap", state=TradeState.OPEN, legs=[leg],
                            created_at=T0, opened_at=T0)
     with StateStore(state_dir / "trader.db") as store:

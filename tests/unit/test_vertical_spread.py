@@ -11,9 +11,11 @@ from datetime import datetime, timezone
 
 import pytest
 
+from coincall_payloads import Instrument, OptionRow
+from contracts import Side
 from errors import ConfigError
-from market_data import ChainSnapshot, Instrument, OptionRow
-from option_selection import LegSpec, Side, resolve_legs, vertical_spread
+from market_data import ChainSnapshot
+from option_selection import LegSpec, resolve_legs, vertical_spread
 from strategy import factory_failure
 
 NOW = datetime(2026, 3, 2, 6, tzinfo=timezone.utc).timestamp()          # Monday 06:00 UTC
@@ -79,14 +81,15 @@ def test_layout_of_each_variant(option_type, kind):
 def test_each_variant_resolves_to_the_right_strike_order_and_sides(option_type, kind):
     near_side, far_side, far_above = VARIANTS[(option_type, kind)]
     near, far = resolve_legs(vertical_spread(0.1, option_type, kind, width=3000, dte=1), OneSnapshotMarket(), now=NOW)
-    assert near.strike == INDEX and far.strike == (INDEX + 3000 if far_above else INDEX - 3000)
+    assert near.contract.strike == INDEX and far.contract.strike == (INDEX + 3000 if far_above else INDEX - 3000)
     bought, sold = (near, far) if near_side == Side.BUY else (far, near)
     assert (bought.side, sold.side) == (Side.BUY, Side.SELL) and far.side == far_side
+    bought_strike, sold_strike = bought.contract.strike, sold.contract.strike
     if kind == "debit":  # a debit spread buys the more expensive leg: lower call strike, higher put strike
-        assert bought.strike < sold.strike if option_type == "C" else bought.strike > sold.strike
+        assert bought_strike < sold_strike if option_type == "C" else bought_strike > sold_strike
     else:
-        assert sold.strike < bought.strike if option_type == "C" else sold.strike > bought.strike
-    assert near.expiry_ms == far.expiry_ms == EXPIRY_MS
+        assert sold_strike < bought_strike if option_type == "C" else sold_strike > bought_strike
+    assert near.contract.expiry_ms == far.contract.expiry_ms == EXPIRY_MS
 
 
 @pytest.mark.parametrize("option_type,near_delta,expected_near", [("C", 0.30, 98_000.0), ("P", -0.30, 82_000.0)])
@@ -94,25 +97,28 @@ def test_near_delta_anchors_the_near_leg(option_type, near_delta, expected_near)
     specs = vertical_spread(0.1, option_type, "credit", near_delta=near_delta, width=1000, dte=1)
     assert specs[0].strike_criteria == {"type": "delta", "value": near_delta}
     near, far = resolve_legs(specs, OneSnapshotMarket(), now=NOW)
-    assert near.strike == expected_near
-    assert far.strike == (expected_near + 1000 if option_type == "C" else expected_near - 1000)
+    assert near.contract.strike == expected_near
+    assert far.contract.strike == (expected_near + 1000 if option_type == "C" else expected_near - 1000)
 
 
 def test_a_width_between_listed_strikes_takes_the_nearest_strike_strictly_beyond():
     near, far = resolve_legs(vertical_spread(0.1, "C", "debit", width=400, dte=1), OneSnapshotMarket(), now=NOW)
-    assert (near.strike, far.strike) == (INDEX, INDEX + 1000)
+    assert (near.contract.strike, far.contract.strike) == (INDEX, INDEX + 1000)
 
 
 @pytest.mark.parametrize("build,fragments", [
-    (lambda: vertical_spread(0.1, kind="debt"), ("kind='debt'", "'debit'", "'credit'")),
-    (lambda: vertical_spread(0.1, kind=None), ("kind=None", "'debit'")),
-    (lambda: vertical_spread(0.1, option_type="X"), ("option_type='X'", "'C' (call) or 'P' (put)")),
-    (lambda: vertical_spread(0.1, width=0), ("width=0", "> 0 (USD)")),
-    (lambda: vertical_spread(0.1, width=True), ("width=True", "> 0 (USD)")),
-    (lambda: vertical_spread(0.1, option_type="P", near_delta=0.3), ("near_delta=0.3", "put delta")),
-    (lambda: vertical_spread(0.1, option_type="C", near_delta=-0.3), ("near_delta=-0.3", "call delta")),
-    (lambda: vertical_spread(0.015), ("qty=0.015", "0.01")),
-    (lambda: vertical_spread(0.1, dte="soon"), ("dte='soon'", "'next'")),
+    (lambda: vertical_spread(0.1, kind="debt"), ("vertical_spread.kind = 'debt'", "'debit'", "'credit'")),
+    (lambda: vertical_spread(0.1, kind=None), ("vertical_spread.kind = None", "'debit'")),
+    (lambda: vertical_spread(0.1, option_type="X"), ("vertical_spread.option_type = 'X'",
+                                                     "'C' (call) or 'P' (put)")),
+    (lambda: vertical_spread(0.1, width=0), ("vertical_spread.width = 0", "> 0 (USD)")),
+    (lambda: vertical_spread(0.1, width=True), ("vertical_spread.width = True", "> 0 (USD)")),
+    (lambda: vertical_spread(0.1, option_type="P", near_delta=0.3), ("vertical_spread.near_delta = 0.3",
+                                                                     "put delta")),
+    (lambda: vertical_spread(0.1, option_type="C", near_delta=-0.3), ("vertical_spread.near_delta = -0.3",
+                                                                      "call delta")),
+    (lambda: vertical_spread(0.015), ("vertical_spread.qty = 0.015", "0.01")),
+    (lambda: vertical_spread(0.1, dte="soon"), ("vertical_spread.dte = 'soon'", "'next'")),
 ])
 def test_refusals_name_the_argument_the_value_and_the_fix(build, fragments):
     with pytest.raises(ConfigError) as refused:

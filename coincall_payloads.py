@@ -1,0 +1,1043 @@
+"""Coincall payloads <-> typed values: with ``coincall_client.py``, the only module that knows
+Coincall's field names.
+
+Why it exists: the exchange speaks camelCase, sends numbers as JSON numbers or strings, and
+names the same thing differently on different routes (``qty`` / ``quantity``, ``id`` /
+``tradeId``, ``delivery_price`` / ``deliveryPrice``). Read in many places, those names and
+quirks are re-learnt in each, and one reading drifts from the next. Here every answer the
+product reads becomes a frozen value, and every request filter it sends is built, in one
+place; the rest of the product reads attributes (``tests/unit/test_field_names_stay_at_the_adapter.py``
+keeps it so).
+
+How values are read (API.md 0, 7.1: numbers may be strings):
+
+* Optional fields are optional here too: an absent or unreadable number, id or code is
+  ``None`` (``api_values``' lenient readers), so the caller decides what a missing value means.
+  Nothing is defaulted to a made-up number, and nothing absent becomes a positive answer.
+* Fields a value cannot exist without raise a typed error naming the field, never a
+  ``KeyError``: ``PayloadError`` for account, position and settlement payloads,
+  ``StaleDataError`` for market data (no decision may be taken from it).
+* The HTTP client returns the exchange's JSON as it came; parsing happens here, so a test
+  fake that returns plain dicts goes through the same code as the real exchange.
+
+Sections: market data (API.md 5, 6), what the start-up summary and ``status`` show, the
+account (7), orders, fills and history pages (8), settlement (6.5, 8.6), RFQ and block
+trades (10).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+
+from api_values import finite_number, int_or_none
+from contracts import Contract, Side, parse_symbol
+from errors import PayloadError, StaleDataError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------------------
+# Market data (API.md 6): instruments, chain rows, order books (symbols: contracts.parse_symbol)
+# ---------------------------------------------------------------------------------------
+
+# The exchange fills an unknown IV with Double.MAX (API.md §6.2, ``lastPriceIv``).
+_IV_SENTINEL_FLOOR = 1e300
+
+
+def _utc(expiry_ms: int) -> datetime:
+    return datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One listed option (API.md §6.1)."""
+
+    symbol: str
+    base: str
+    strike: float
+    option_type: str  # "C" | "P"
+    expiry_ms: int
+    tick_size: float
+    min_qty: float
+    is_active: bool
+
+    @property
+    def expiry(self) -> datetime:
+        """The expiry instant as an aware UTC datetime."""
+        return _utc(self.expiry_ms)
+
+
+@dataclass(frozen=True)
+class OptionRow:
+    """One option of a chain (API.md §6.2), normalised.
+
+    ``bid``/``ask`` and their sizes are 0.0 when that book side is empty (the exchange's own
+    convention). Greeks are ``None`` when the exchange did not send a usable number: a missing
+    greek is never replaced by a made-up one. ``as_of`` is the clock time of the fetch.
+    """
+
+    symbol: str
+    option_type: str
+    strike: float
+    expiry_ms: int
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    mark: float
+    mark_iv: float
+    bid_iv: float
+    ask_iv: float
+    delta: float | None
+    gamma: float | None
+    vega: float | None
+    theta: float | None
+    rho: float | None
+    underlying_price: float
+    as_of: float
+    last_price_iv: float | None = None  # None when the exchange sent its Double.MAX sentinel
+
+    @property
+    def expiry(self) -> datetime:
+        return _utc(self.expiry_ms)
+
+    @property
+    def has_bid(self) -> bool:
+        return self.bid > 0
+
+    @property
+    def has_ask(self) -> bool:
+        return self.ask > 0
+
+
+@dataclass(frozen=True)
+class OrderBook:
+    """Depth of one option (API.md §6.4). An empty side is an empty tuple; there is no mark."""
+
+    symbol: str
+    bids: tuple[tuple[float, float], ...]  # (price, size), best (highest) first
+    asks: tuple[tuple[float, float], ...]  # (price, size), best (lowest) first
+    as_of: float
+
+    @property
+    def best_bid(self) -> float | None:
+        return self.bids[0][0] if self.bids else None
+
+    @property
+    def best_ask(self) -> float | None:
+        return self.asks[0][0] if self.asks else None
+
+
+# Market payloads -> the values above: numbers may be strings; a required field that is
+# missing or unreadable is a StaleDataError (no decision may be taken from such data).
+
+
+def _required(raw: Mapping[str, Any], key: str, what: str) -> float:
+    value = finite_number(raw.get(key))
+    if value is None:
+        raise StaleDataError(f"{what}: field {key!r} is missing or not a number ({raw.get(key)!r})")
+    return value
+
+
+def _side_value(raw: Mapping[str, Any], key: str) -> float:
+    """Bid/ask price or size: absent or non-positive means the side is empty (0.0)."""
+    value = finite_number(raw.get(key))
+    return value if value is not None and value > 0 else 0.0
+
+
+def _iv(raw: Any) -> float | None:
+    """An implied vol, ignoring the Double.MAX sentinel."""
+    value = finite_number(raw)
+    if value is None or abs(value) >= _IV_SENTINEL_FLOOR:
+        return None
+    return value
+
+
+def _option_type(raw: Mapping[str, Any], symbol: str) -> str:
+    from_symbol = symbol.rsplit("-", 1)[-1].upper() if "-" in symbol else ""
+    code = raw.get("type")
+    from_code = {1: "C", 2: "P", "1": "C", "2": "P"}.get(code) if not isinstance(code, bool) else None
+    if from_symbol in ("C", "P"):
+        if from_code is not None and from_code != from_symbol:
+            raise StaleDataError(f"{symbol}: type {code!r} contradicts the symbol suffix")
+        return from_symbol
+    if from_code is None:
+        raise StaleDataError(f"{symbol!r}: cannot tell call from put")
+    return from_code
+
+
+def _int_ms(raw: Any) -> int | None:
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        value = finite_number(raw)
+        return int(value) if value is not None else None
+
+
+def instrument_from_api(raw: Mapping[str, Any]) -> Instrument:
+    """One entry of ``getInstruments`` (API.md §6.1) -> ``Instrument``."""
+    if not isinstance(raw, Mapping):
+        raise StaleDataError(f"instrument entry is not an object: {raw!r}")
+    symbol = raw.get("symbolName")
+    if not isinstance(symbol, str) or not symbol:
+        raise StaleDataError(f"instrument without symbolName: {raw!r}")
+    what = f"instrument {symbol}"
+    expiry_ms = _int_ms(raw.get("expirationTimestamp"))
+    parsed: Contract | None
+    try:
+        parsed = parse_symbol(symbol)
+    except ValueError:
+        parsed = None
+    if expiry_ms is None:
+        if parsed is None:
+            raise StaleDataError(f"{what}: no expirationTimestamp and an unparseable symbol")
+        expiry_ms = parsed.expiry_ms
+    elif parsed is not None and parsed.expiry_ms != expiry_ms:
+        logger.warning("%s: symbol date says %d, exchange says %d; using the exchange value",
+                       symbol, parsed.expiry_ms, expiry_ms)
+    base = raw.get("baseCurrency")
+    if not isinstance(base, str) or not base:
+        base = parsed.underlying if parsed is not None else ""
+    return Instrument(
+        symbol=symbol,
+        base=base.upper(),
+        strike=_required(raw, "strike", what),
+        option_type=_option_type(raw, symbol),
+        expiry_ms=expiry_ms,
+        tick_size=_required(raw, "tickSize", what),
+        min_qty=_required(raw, "minQty", what),
+        is_active=bool(raw.get("isActive", False)),
+    )
+
+
+def option_row_from_api(raw: Mapping[str, Any], *, as_of: float, expiry_hint: int | None = None,
+                        index_name: str | None = None) -> OptionRow:
+    """One side object of a chain row (API.md §6.2) -> ``OptionRow``.
+
+    ``index_name`` (e.g. ``BTCUSD``), when given, must match the row's ``index`` or
+    ``underlying`` key (the key name differs between API examples).
+    """
+    if not isinstance(raw, Mapping):
+        raise StaleDataError(f"chain entry is not an object: {raw!r}")
+    symbol = raw.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise StaleDataError(f"chain entry without symbol: {raw!r}")
+    what = f"chain row {symbol}"
+    row_index = raw.get("index", raw.get("underlying"))
+    if index_name is not None and row_index is not None and str(row_index).upper() != index_name.upper():
+        raise StaleDataError(f"{what}: belongs to index {row_index!r}, expected {index_name!r}")
+    expiry_ms = _int_ms(raw.get("endTime"))
+    if expiry_ms is None:
+        expiry_ms = expiry_hint
+    if expiry_ms is None:
+        raise StaleDataError(f"{what}: no endTime")
+    mark_iv = _iv(raw.get("markIv"))
+    return OptionRow(
+        symbol=symbol,
+        option_type=_option_type(raw, symbol),
+        strike=_required(raw, "strike", what),
+        expiry_ms=expiry_ms,
+        bid=_side_value(raw, "bid"),
+        ask=_side_value(raw, "ask"),
+        bid_size=_side_value(raw, "bidSize"),
+        ask_size=_side_value(raw, "askSize"),
+        mark=_required(raw, "markPrice", what),
+        mark_iv=mark_iv if mark_iv is not None else math.nan,
+        bid_iv=_iv(raw.get("bidIv")) or 0.0,
+        ask_iv=_iv(raw.get("askIv")) or 0.0,
+        delta=finite_number(raw.get("delta")),
+        gamma=finite_number(raw.get("gamma")),
+        vega=finite_number(raw.get("vega")),
+        theta=finite_number(raw.get("theta")),
+        rho=finite_number(raw.get("rho")),
+        underlying_price=_required(raw, "underlyingPrice", what),
+        as_of=as_of,
+        last_price_iv=_iv(raw.get("lastPriceIv")),
+    )
+
+
+def chain_rows_from_api(data: Any, *, as_of: float, expiry_ms: int, index_name: str) -> tuple[OptionRow, ...]:
+    """A chain payload ``[{strike, callOption, putOption}, ...]`` -> rows of ``expiry_ms``.
+
+    Rows of other expiries are dropped: the docs now mark ``endTime`` optional, so an
+    exchange that ignores it must not leak other expiries into this one.
+    """
+    if not isinstance(data, list):
+        raise StaleDataError(f"option chain for {expiry_ms} is not a list: {type(data).__name__}")
+    rows: list[OptionRow] = []
+    for entry in data:
+        if not isinstance(entry, Mapping):
+            raise StaleDataError(f"option chain entry is not an object: {entry!r}")
+        for key in ("callOption", "putOption"):
+            side = entry.get(key)
+            if side is None:
+                continue
+            row = option_row_from_api(side, as_of=as_of, expiry_hint=expiry_ms, index_name=index_name)
+            if row.expiry_ms == expiry_ms:
+                rows.append(row)
+    return tuple(sorted(rows, key=lambda r: (r.strike, r.option_type)))
+
+
+def _book_side(levels: Any, symbol: str, descending: bool) -> tuple[tuple[float, float], ...]:
+    if levels is None:
+        return ()
+    if not isinstance(levels, list):
+        raise StaleDataError(f"order book {symbol}: a side is not a list")
+    parsed: list[tuple[float, float]] = []
+    for level in levels:
+        if isinstance(level, Mapping):
+            price, size = finite_number(level.get("price")), finite_number(level.get("size"))
+        elif isinstance(level, (list, tuple)) and len(level) >= 2:
+            price, size = finite_number(level[0]), finite_number(level[1])
+        else:
+            raise StaleDataError(f"order book {symbol}: unreadable level {level!r}")
+        if price is None or size is None:
+            raise StaleDataError(f"order book {symbol}: unreadable level {level!r}")
+        if price > 0 and size > 0:
+            parsed.append((price, size))
+    parsed.sort(key=lambda pair: pair[0], reverse=descending)
+    return tuple(parsed)
+
+
+def order_book_from_api(data: Any, *, symbol: str, as_of: float) -> OrderBook:
+    """An order-book payload (API.md §6.4; price/size as strings) -> ``OrderBook``."""
+    if not isinstance(data, Mapping):
+        raise StaleDataError(f"order book {symbol} is not an object")
+    return OrderBook(
+        symbol=symbol,
+        bids=_book_side(data.get("bids"), symbol, descending=True),
+        asks=_book_side(data.get("asks"), symbol, descending=False),
+        as_of=as_of,
+    )
+
+
+
+# ---------------------------------------------------------------------------------------
+# What the start-up summary and ``status`` show (display only: missing is "n/a")
+# ---------------------------------------------------------------------------------------
+# These readers are lenient on purpose: a log line or a status report shows what the
+# exchange gave and ``n/a`` for the rest. Trading decisions never read them; they read the
+# strict parsers of the account and market-data sections.
+
+
+def _object(raw: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise PayloadError(what, f"{what} is a {type(raw).__name__}, not an object")
+    return raw
+
+
+def _objects(raw: Any, what: str) -> list[Mapping[str, Any]]:
+    """Every entry of a list answer, each an object (an entry that is not is a ``PayloadError``)."""
+    if not isinstance(raw, (list, tuple)):
+        raise PayloadError(what, f"{what} is a {type(raw).__name__}, not a list")
+    return [_object(entry, f"{what} entry") for entry in raw]
+
+
+def _text(raw: Any) -> str | None:
+    return raw if isinstance(raw, str) else None
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What the key query (API.md 1) or the user info tells about our key and account.
+
+    ``user_id`` is the account's id as text (None when the answer has none); ``read_only``
+    is True only when the answer says so (``readOnly`` 1).
+    """
+
+    read_only: bool
+    user_id: str | None
+
+
+def parse_api_key(raw: Any) -> ApiKeyInfo:
+    """The key query or user info answer; an answer that is not an object tells nothing."""
+    if not isinstance(raw, Mapping):
+        return ApiKeyInfo(read_only=False, user_id=None)
+    user = raw.get("userId")
+    return ApiKeyInfo(read_only=str(raw.get("readOnly")) == "1",
+                      user_id=None if user is None or isinstance(user, bool) or user == "" else str(user))
+
+
+@dataclass(frozen=True)
+class AccountFigures:
+    """The account summary's figures as shown to people (API.md 7.1); None = not given."""
+
+    equity: float | None
+    available_margin: float | None
+    initial_margin: float | None
+    maintenance_margin: float | None
+    im_ratio: float | None
+    unrealized_pnl: float | None
+
+
+def read_account_figures(raw: Any) -> AccountFigures:
+    summary = _object(raw, "account summary")
+    return AccountFigures(
+        equity=finite_number(summary.get("equity")),
+        available_margin=finite_number(summary.get("availableMargin")),
+        initial_margin=finite_number(summary.get("imAmount")),
+        maintenance_margin=finite_number(summary.get("mmAmount")),
+        im_ratio=finite_number(summary.get("imRatio")),
+        unrealized_pnl=finite_number(summary.get("unrealizedPnL")),
+    )
+
+
+@dataclass(frozen=True)
+class PositionRow:
+    """One position as ``status`` shows it (API.md 7.2); None = not given or unreadable."""
+
+    symbol: str | None
+    side: int | None          # tradeSide: 1 long, 2 short
+    qty: float | None
+    avg_price: float | None
+    mark_price: float | None
+
+
+def read_position_rows(raw: Any) -> list[PositionRow]:
+    return [PositionRow(symbol=_text(p.get("symbol")), side=int_or_none(p.get("tradeSide")),
+                        qty=finite_number(p.get("qty")), avg_price=finite_number(p.get("avgPrice")),
+                        mark_price=finite_number(p.get("markPrice")))
+            for p in _objects(raw or [], "positions answer")]
+
+
+@dataclass(frozen=True)
+class ListedInstrument:
+    """An instrument as the start-up summary counts it: its expiry (None when the entry
+    has none) and whether it trades (an entry without ``isActive`` counts as active)."""
+
+    expiry_ms: int | None
+    is_active: bool
+
+
+def read_listing(raw: Any) -> list[ListedInstrument]:
+    listed = []
+    for entry in _objects(raw, "instruments answer"):
+        expiry: int | None = None
+        if "expirationTimestamp" in entry:
+            value = entry["expirationTimestamp"]
+            try:
+                expiry = int(value)
+            except (TypeError, ValueError):
+                raise PayloadError("expirationTimestamp",
+                                   f"instrument expirationTimestamp is {value!r}, not a time") from None
+        listed.append(ListedInstrument(expiry_ms=expiry, is_active=bool(entry.get("isActive", True))))
+    return listed
+
+
+@dataclass(frozen=True)
+class SideFigures:
+    """One side (call or put) of a chain line as shown to people; None = not given."""
+
+    bid: float | None
+    ask: float | None
+    mark: float | None
+    delta: float | None
+
+
+@dataclass(frozen=True)
+class ChainLine:
+    """One strike of a chain answer (API.md 6.2) as the start-up summary shows it."""
+
+    strike: float | None
+    call: SideFigures | None
+    put: SideFigures | None
+
+
+def _side_figures(raw: Any) -> SideFigures | None:
+    if not raw:
+        return None
+    side = _object(raw, "chain side")
+    return SideFigures(bid=finite_number(side.get("bid")), ask=finite_number(side.get("ask")),
+                       mark=finite_number(side.get("markPrice")), delta=finite_number(side.get("delta")))
+
+
+def read_chain_lines(raw: Any) -> list[ChainLine]:
+    return [ChainLine(strike=finite_number(entry.get("strike")), call=_side_figures(entry.get("callOption")),
+                      put=_side_figures(entry.get("putOption")))
+            for entry in _objects(raw, "option chain answer")]
+
+
+# ---------------------------------------------------------------------------------------
+# The account (API.md 7.1, 7.2): strict, a snapshot is never guessed
+# ---------------------------------------------------------------------------------------
+
+LONG = "long"
+SHORT = "short"
+GREEK_NAMES = ("delta", "gamma", "theta", "vega")
+
+# tradeSide codes of API.md 0 #9 (1 = BUY/long, 2 = SELL/short).
+_TRADE_SIDES: dict[str, str] = {"1": LONG, "2": SHORT, "BUY": LONG, "SELL": SHORT}
+
+
+@dataclass(frozen=True)
+class PositionSnapshot:
+    """One exchange position at snapshot time.
+
+    ``qty`` is the magnitude (>= 0) and ``side`` the direction, taken from ``tradeSide``
+    only (API.md 7.2). ``unrealized_pnl`` and ``roi`` are mark based. Greeks are position
+    level: per-contract greek x ``signed_qty``.
+    """
+
+    position_id: int
+    symbol: str
+    qty: float
+    side: str
+    signed_qty: float
+    entry_price: float
+    mark_price: float
+    unrealized_pnl: float
+    roi: float
+    delta: float
+    gamma: float
+    theta: float
+    vega: float
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class AccountSummary:
+    """The account summary's numbers (API.md 7.1), every one of them present and finite."""
+
+    equity: float
+    available_margin: float
+    initial_margin: float
+    maintenance_margin: float
+    unrealized_pnl: float
+
+
+def _parse_number(value: Any, name: str) -> float:
+    """A finite float from a JSON number or numeric string (the exchange sends both)."""
+    if isinstance(value, bool) or value is None:
+        raise PayloadError(name, f"{name} is {value!r}, not a number")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise PayloadError(name, f"{name} is {value!r}, not a number") from None
+    else:
+        raise PayloadError(name, f"{name} is a {type(value).__name__}, not a number")
+    if not math.isfinite(number):
+        raise PayloadError(name, f"{name} is {value!r}, not a finite number")
+    return number
+
+
+def _first_number(payload: Mapping[str, Any], *keys: str) -> float | None:
+    """The first of ``keys`` present with a non-null value, parsed; None when all absent."""
+    for key in keys:
+        if payload.get(key) is not None:
+            return _parse_number(payload[key], key)
+    return None
+
+
+def _required_number(payload: Mapping[str, Any], *keys: str) -> float:
+    number = _first_number(payload, *keys)
+    if number is None:
+        raise PayloadError(keys[0], f"field {' / '.join(keys)} is missing")
+    return number
+
+
+def _parse_id(value: Any, name: str) -> int:
+    """An int64 id from a JSON integer or a digit string; never through float."""
+    if isinstance(value, bool):
+        raise PayloadError(name, f"{name} is {value!r}, not an id")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise PayloadError(name, f"{name} is {value!r}, not an integer id")
+
+
+def _parse_side(value: Any) -> str:
+    side = _TRADE_SIDES.get(str(value).strip().upper()) if value is not None else None
+    if side is None:
+        raise PayloadError("tradeSide", f"tradeSide is {value!r}, expected 1 (long) or 2 (short)")
+    return side
+
+
+def parse_position(
+    payload: Mapping[str, Any], *, timestamp: float, position_greeks: str = "per_position"
+) -> PositionSnapshot:
+    """Normalise one position of API.md 7.2.
+
+    Direction comes only from ``tradeSide``; ``qty`` is taken as a magnitude. The
+    mark-based PnL pair (``upnlByMarkPrice``/``roiByMarkPrice``) is optional: without it
+    PnL is recomputed from mark and entry (``upnl``/``roi`` are last-trade based and
+    deliberately not used). ``position_greeks`` says how the payload's greeks are meant:
+    "per_position" (already x qty x sign) or "per_contract" (multiplied by signed qty here).
+    """
+    if not isinstance(payload, Mapping):
+        raise PayloadError("positions", f"position entry is a {type(payload).__name__}, not an object")
+    symbol = payload.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise PayloadError("symbol", f"position symbol is {symbol!r}")
+    raw_id = payload.get("positionId", payload.get("id"))
+    position_id = _parse_id(raw_id, f"positionId of {symbol}")
+    side = _parse_side(payload.get("tradeSide"))
+    sign = 1.0 if side == LONG else -1.0
+    qty = abs(_required_number(payload, "qty"))
+    signed_qty = qty * sign
+    entry = _required_number(payload, "avgPrice")
+    mark = _required_number(payload, "markPrice")
+    upnl = _first_number(payload, "upnlByMarkPrice")
+    if upnl is None:
+        upnl = (mark - entry) * signed_qty
+    roi = _first_number(payload, "roiByMarkPrice")
+    if roi is None:
+        cost = entry * qty
+        roi = upnl / cost if cost > 0 else 0.0
+    factor = 1.0 if position_greeks == "per_position" else signed_qty
+    # A null greek counts as 0 (the caller warns): failing the whole snapshot over it
+    # would also block every PnL exit, which is the worse outcome.
+    greeks = {name: (_first_number(payload, name) or 0.0) * factor for name in GREEK_NAMES}
+    return PositionSnapshot(
+        position_id=position_id,
+        symbol=symbol,
+        qty=qty,
+        side=side,
+        signed_qty=signed_qty,
+        entry_price=entry,
+        mark_price=mark,
+        unrealized_pnl=upnl,
+        roi=roi,
+        delta=greeks["delta"],
+        gamma=greeks["gamma"],
+        theta=greeks["theta"],
+        vega=greeks["vega"],
+        timestamp=timestamp,
+    )
+
+
+def parse_positions(payload: Any, *, timestamp: float,
+                    position_greeks: str = "per_position") -> tuple[PositionSnapshot, ...]:
+    """Every position of the positions answer (API.md 7.2), zero quantities included."""
+    if not isinstance(payload, list):
+        raise PayloadError("positions", f"positions answer is a {type(payload).__name__}, not a list")
+    return tuple(parse_position(p, timestamp=timestamp, position_greeks=position_greeks) for p in payload)
+
+
+def parse_account_summary(payload: Any) -> AccountSummary:
+    """The summary of API.md 7.1; the older flat shape's names are read when the new ones are absent."""
+    if not isinstance(payload, Mapping):
+        raise PayloadError("account summary", f"account summary is a {type(payload).__name__}, not an object")
+    return AccountSummary(
+        equity=_required_number(payload, "equity", "equityAmount"),
+        available_margin=_required_number(payload, "availableMargin", "availableBalance"),
+        initial_margin=_required_number(payload, "imAmount"),
+        maintenance_margin=_required_number(payload, "mmAmount"),
+        unrealized_pnl=_required_number(payload, "unrealizedPnL", "unrealizedAmount"),
+    )
+
+
+def positions_missing_greeks(payload: Any) -> list[tuple[str, list[str]]]:
+    """(symbol, greeks the entry lacks) for each position entry sent without some greeks."""
+    if not isinstance(payload, list):
+        return []
+    missing = []
+    for entry in payload:
+        if not isinstance(entry, Mapping):
+            continue
+        names = [name for name in GREEK_NAMES if entry.get(name) is None]
+        if names:
+            missing.append((str(entry.get("symbol")), names))
+    return missing
+
+
+# ---------------------------------------------------------------------------------------
+# Orders, fills and history pages (API.md 8.4-8.6)
+# ---------------------------------------------------------------------------------------
+
+HISTORY_NEXT = "NEXT"   # cursor paging towards older rows (id < fromId)
+
+
+def _trade_side(raw: Any) -> Side | None:
+    """``tradeSide`` 1 or 2 as a ``Side``; None when absent or anything else."""
+    code = int_or_none(raw)
+    return Side(code) if code in (1, 2) else None
+
+
+def _flag(raw: Any) -> int | None:
+    """A 0/1 flag sent as a number, a digit string or a boolean; None if absent or unreadable."""
+    if isinstance(raw, bool):
+        return int(raw)
+    return int_or_none(raw)
+
+
+@dataclass(frozen=True)
+class ExchangeOrder:
+    """One order as the exchange shows it: a single query (API.md 8.4), an open order (8.5)
+    or an order-history row (8.6).
+
+    Every field may be absent on some route, so every field is optional: None means the
+    answer did not carry it in a readable form (ids and codes are exact integers, never read
+    through a float). ``side`` is ``tradeSide`` (1 BUY, 2 SELL); times are epoch ms.
+    """
+
+    order_id: int | None
+    client_order_id: int | None
+    symbol: str | None
+    side: Side | None
+    qty: float | None
+    price: float | None
+    fill_qty: float | None
+    avg_price: float | None
+    fee: float | None
+    state: int | None
+    reduce_only: int | None
+    create_time_ms: float | None
+    update_time_ms: float | None
+
+
+def _order_from(raw: Mapping[str, Any]) -> ExchangeOrder:
+    return ExchangeOrder(
+        order_id=int_or_none(raw.get("orderId")),
+        client_order_id=int_or_none(raw.get("clientOrderId")),
+        symbol=_text(raw.get("symbol")),
+        side=_trade_side(raw.get("tradeSide")),
+        qty=finite_number(raw.get("qty")),
+        price=finite_number(raw.get("price")),
+        fill_qty=finite_number(raw.get("fillQty")),
+        avg_price=finite_number(raw.get("avgPrice")),
+        fee=finite_number(raw.get("fee")),
+        state=int_or_none(raw.get("state")),
+        reduce_only=_flag(raw.get("reduceOnly")),
+        create_time_ms=finite_number(raw.get("createTime")),
+        update_time_ms=finite_number(raw.get("updateTime")),
+    )
+
+
+def parse_order(raw: Any) -> ExchangeOrder | None:
+    """A single-order answer; None when it is not an object (no view of the order at all)."""
+    return _order_from(raw) if isinstance(raw, Mapping) else None
+
+
+def parse_orders(raw: Iterable[Any] | None) -> list[ExchangeOrder]:
+    """The orders of a list answer (open orders); entries that are not objects are skipped."""
+    return [_order_from(item) for item in raw or [] if isinstance(item, Mapping)]
+
+
+@dataclass(frozen=True)
+class ExchangeFill:
+    """One fill of the trade history (API.md 8.6). ``trade_type`` 14 marks a block (RFQ) fill;
+    ``client_order_id`` is read when a row carries one; ``time_ms`` is epoch ms."""
+
+    order_id: int | None
+    client_order_id: int | None
+    symbol: str | None
+    side: Side | None
+    trade_type: int | None
+    qty: float | None
+    price: float | None
+    time_ms: float | None
+    cursor: int | None      # the row's ``id`` (``tradeId`` when it has no ``id``): where the next page starts
+
+
+def _fill_from(raw: Mapping[str, Any]) -> ExchangeFill:
+    return ExchangeFill(
+        order_id=int_or_none(raw.get("orderId")),
+        client_order_id=int_or_none(raw.get("clientOrderId")),
+        symbol=_text(raw.get("symbol")),
+        side=_trade_side(raw.get("tradeSide")),
+        trade_type=int_or_none(raw.get("tradeType")),
+        qty=finite_number(raw.get("qty")),
+        price=finite_number(raw.get("price")),
+        time_ms=finite_number(raw.get("time")),
+        cursor=int_or_none(raw.get("id", raw.get("tradeId"))),
+    )
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a cursor-paged history (API.md 8.6).
+
+    ``next_cursor`` is the last row's id (None on an empty page or a row without one): there
+    is a next page to read only when ``has_next`` and a cursor are both there.
+    """
+
+    rows: tuple[T, ...]
+    has_next: bool
+    next_cursor: int | None
+
+
+def _page(raw: Any, parse: Callable[[Mapping[str, Any]], T], cursor: Callable[[T], int | None]) -> Page[T]:
+    """Rows of ``{list, hasNext}`` (or of a bare list: no next page); rows that are not objects are skipped."""
+    items = raw.get("list") if isinstance(raw, Mapping) else raw
+    if items is not None and not isinstance(items, Iterable):
+        raise PayloadError("list", f"history page list is a {type(items).__name__}, not a list")
+    rows = tuple(parse(item) for item in items or [] if isinstance(item, Mapping))
+    return Page(rows=rows, has_next=isinstance(raw, Mapping) and bool(raw.get("hasNext")),
+                next_cursor=cursor(rows[-1]) if rows else None)
+
+
+def parse_order_page(raw: Any) -> Page[ExchangeOrder]:
+    """A page of the order history; the cursor is the last row's ``orderId``."""
+    return _page(raw, _order_from, lambda order: order.order_id)
+
+
+def parse_fill_page(raw: Any) -> Page[ExchangeFill]:
+    """A page of the trade (fill) history; the cursor is the last row's ``id`` / ``tradeId``."""
+    return _page(raw, _fill_from, lambda fill: fill.cursor)
+
+
+def history_filters(*, page_size: int | None = None, symbol: str | None = None, start_ms: int | None = None,
+                    end_ms: int | None = None) -> dict[str, Any]:
+    """The query of a history read (order, trade, exercise or block-trade history); None = not sent."""
+    filters = {"pageSize": page_size, "symbol": symbol, "startTime": start_ms, "endTime": end_ms}
+    return {key: value for key, value in filters.items() if value is not None}
+
+
+def next_page_filters(filters: Mapping[str, Any], cursor: int) -> dict[str, Any]:
+    """``filters`` moved to the page after the row ``cursor`` (older rows)."""
+    return {**filters, "fromId": cursor, "direction": HISTORY_NEXT}
+
+
+# ---------------------------------------------------------------------------------------
+# Settlement (API.md 6.5, 8.6): delivery prices, estimates, exercise records
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExerciseRecord:
+    """One settlement record of the exercise history (API.md 8.6).
+
+    ``side`` is None only when the record has no ``tradeSide``; one it cannot read as an
+    integer is a ``PayloadError`` (an unreadable side never passes for "any side").
+    """
+
+    symbol: str | None
+    qty: float | None
+    side: int | None
+    exercise_price: float | None
+    fees: float | None
+    settlement_cash_flow: float | None
+
+
+def _exercise_from(raw: Mapping[str, Any]) -> ExerciseRecord:
+    side = raw.get("tradeSide")
+    if side is not None:
+        try:
+            side = int(side)
+        except (TypeError, ValueError):
+            raise PayloadError("tradeSide", f"exercise record tradeSide is {side!r}, not 1 or 2") from None
+    return ExerciseRecord(
+        symbol=_text(raw.get("symbol")),
+        qty=finite_number(raw.get("qty")),
+        side=side,
+        exercise_price=finite_number(raw.get("exercisePrice")),
+        fees=finite_number(raw.get("fees")),
+        settlement_cash_flow=finite_number(raw.get("settlementCashFlow")),
+    )
+
+
+def parse_exercise_records(raw: Any) -> list[ExerciseRecord]:
+    """The records of an exercise-history answer (``{list}`` or a bare list)."""
+    return list(_page(raw, _exercise_from, lambda record: None).rows)
+
+
+@dataclass(frozen=True)
+class DeliveryPrice:
+    """One row of the delivery prices (API.md 6.5): a positive price and the expiry it is for.
+
+    The row's ``date`` is epoch ms (a number or digit text: ``date_ms``) or a calendar date
+    text (``day``, the expiry's UTC day); a row with neither matches no expiry.
+    """
+
+    price: float
+    date_ms: int | None
+    day: date | None
+
+    def covers(self, expiry_ms: int) -> bool:
+        if self.date_ms is not None:
+            return self.date_ms == int(expiry_ms)
+        if self.day is not None:
+            return self.day == datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc).date()
+        return False
+
+
+def _delivery_date(raw: Any) -> tuple[int | None, date | None]:
+    if isinstance(raw, bool) or raw is None:
+        return None, None
+    if isinstance(raw, (int, float)):
+        return int(raw), None
+    text = str(raw).strip()
+    if text.isdigit():
+        return int(text), None
+    try:
+        return None, date.fromisoformat(text[:10])
+    except ValueError:
+        return None, None
+
+
+def parse_delivery_prices(raw: Any) -> list[DeliveryPrice]:
+    """Rows with a usable (finite, positive) price; the snake_case name is the documented one."""
+    rows = []
+    for item in _page(raw, lambda item: item, lambda item: None).rows:
+        price = finite_number(item.get("delivery_price", item.get("deliveryPrice")))
+        if price is None or price <= 0:
+            continue
+        date_ms, day = _delivery_date(item.get("date"))
+        rows.append(DeliveryPrice(price=price, date_ms=date_ms, day=day))
+    return rows
+
+
+def parse_estimated_expiration_price(raw: Any) -> float | None:
+    """The first row's estimated settlement price (API.md 6.5), None when there is none."""
+    first = raw[0] if isinstance(raw, list) and raw else None
+    return finite_number(first.get("estimatedExpirationPrice")) if isinstance(first, Mapping) else None
+
+
+# ---------------------------------------------------------------------------------------
+# RFQ and block trades (API.md 10): sides are "BUY"/"SELL" text, ids come back as text
+# ---------------------------------------------------------------------------------------
+
+def _side_named(raw: Any) -> Side | None:
+    """The side an RFQ answer names ("BUY"/"SELL"), or None when it names none."""
+    try:
+        return Side.from_text(raw)
+    except ValueError:
+        return None
+
+
+def rfq_leg(symbol: str, side: Side, qty_text: str) -> dict[str, str]:
+    """One leg of a create-RFQ body (API.md 10.1): the side by name, qty as plain decimal text."""
+    return {"instrumentName": symbol, "side": side.name, "qty": qty_text}
+
+
+@dataclass(frozen=True)
+class RfqCreated:
+    """The create-RFQ answer: the request's id (None when the answer has no usable one) and
+    its expiry in epoch ms (None if absent)."""
+
+    request_id: str | None
+    expiry_ms: float | None
+
+
+def parse_rfq_created(raw: Any) -> RfqCreated:
+    if not isinstance(raw, Mapping):
+        return RfqCreated(request_id=None, expiry_ms=None)
+    request_id = raw.get("requestId")
+    usable = request_id is not None and not isinstance(request_id, (bool, float)) and str(request_id).strip()
+    return RfqCreated(request_id=str(request_id).strip() if usable else None,
+                      expiry_ms=finite_number(raw.get("expiryTime")))
+
+
+@dataclass(frozen=True)
+class QuoteLeg:
+    """One quote leg; ``maker_side`` is the MAKER's side (we take the opposite)."""
+
+    symbol: str
+    maker_side: Side
+    price: float
+    qty: float
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A maker quote as received (API.md §10.2); ``expiry_time`` in epoch seconds, None if absent."""
+
+    quote_id: str
+    state: str
+    expiry_time: float | None
+    legs: tuple[QuoteLeg, ...]
+
+    @property
+    def cost(self) -> float:
+        """Q, taker view (+ = we pay): maker-SELL legs we pay for, maker-BUY legs pay us."""
+        return math.fsum(leg.price * leg.qty if leg.maker_side == Side.SELL else -leg.price * leg.qty
+                         for leg in self.legs)
+
+
+def parse_quote(raw: Any) -> Quote | None:
+    """A ``Quote`` from the wire (string numbers parsed), or None if it is not usable as one."""
+    if not isinstance(raw, Mapping):
+        return None
+    quote_id = raw.get("quoteId")
+    legs_raw = raw.get("legs")
+    if quote_id is None or isinstance(quote_id, (bool, float)) or not isinstance(legs_raw, list) or not legs_raw:
+        return None
+    legs = []
+    for item in legs_raw:
+        if not isinstance(item, Mapping):
+            return None
+        symbol = item.get("instrumentName")
+        side = _side_named(item.get("side"))
+        price = finite_number(item.get("price"))
+        qty = finite_number(item.get("quantity", item.get("qty")))
+        if not symbol or side is None or price is None or price <= 0 or qty is None or qty <= 0:
+            return None
+        legs.append(QuoteLeg(str(symbol), side, price, qty))
+    expiry_ms = finite_number(raw.get("expiryTime"))
+    return Quote(str(quote_id), str(raw.get("state") or "").upper(),
+                 None if expiry_ms is None else expiry_ms / 1000.0, tuple(legs))
+
+
+def parse_quotes(raw: Iterable[Any] | None) -> list[Quote]:
+    """The usable quotes of a quotes-received answer (unusable ones are dropped)."""
+    return [quote for quote in (parse_quote(item) for item in raw or []) if quote is not None]
+
+
+@dataclass(frozen=True)
+class BlockLeg:
+    """One taker-side leg of a block trade (accept answer or block-trade record), parsed."""
+
+    symbol: str
+    side: Side | None
+    qty: float | None
+    price: float | None
+    fee: float
+    order_id: int | None
+    created_at: float | None
+
+
+def parse_block_legs(legs: Any) -> list[BlockLeg]:
+    """Legs are matched by ``instrumentName`` later, never by position; values may be strings."""
+    parsed: list[BlockLeg] = []
+    for raw in legs if isinstance(legs, list) else []:
+        if not isinstance(raw, Mapping):
+            continue
+        created_ms = finite_number(raw.get("createTime"))
+        parsed.append(BlockLeg(
+            symbol=str(raw.get("instrumentName") or ""),
+            side=_side_named(raw.get("side")),
+            qty=finite_number(raw.get("quantity", raw.get("qty"))),
+            price=finite_number(raw.get("price")),
+            fee=finite_number(raw.get("fee")) or 0.0,
+            order_id=int_or_none(raw.get("orderId")),
+            created_at=None if created_ms is None else created_ms / 1000.0,
+        ))
+    return parsed
+
+
+def parse_accept_legs(raw: Any) -> list[BlockLeg]:
+    """The taker-side legs of an accept answer (API.md 10.3); none when it has no leg list."""
+    return parse_block_legs(raw.get("legs") if isinstance(raw, Mapping) else None)
+
+
+@dataclass(frozen=True)
+class BlockTrade:
+    """One record of the private block-trade list (API.md 10.6); ids as text ("" when absent)."""
+
+    block_trade_id: str | None
+    request_id: str
+    quote_id: str
+    legs: tuple[BlockLeg, ...]
+
+
+def parse_block_trades(raw: Any) -> list[BlockTrade]:
+    """The records of a block-trade list answer (``{list}`` or a bare list)."""
+    return list(_page(raw, _block_trade_from, lambda trade: None).rows)
+
+
+def _block_trade_from(record: Mapping[str, Any]) -> BlockTrade:
+    block_id = record.get("blockTradeId")
+    return BlockTrade(block_trade_id=None if block_id is None else str(block_id),
+                      request_id=str(record.get("requestId") or ""), quote_id=str(record.get("quoteId") or ""),
+                      legs=tuple(parse_block_legs(record.get("legs"))))
