@@ -122,14 +122,11 @@ class TradingContext:
     account_manager: AccountManager
     ledger: Ledger
     executor: ExecutionRouter
-    limit_executor: ExecutionEngine
     lifecycle_manager: Lifecycle
     position_monitor: PositionMonitor
     store: Store
     alerts: AlertSender
     health: HealthReporter
-    smart_executor: ExecutionEngine | None = None
-    rfq_executor: ExecutionEngine | None = None
     condition_health: ConditionHealth = field(default_factory=ConditionHealth)
     connection: ExchangeConnection | None = None
     store_quarantined: Path | None = None
@@ -157,6 +154,21 @@ def _state_path(state_dir: str | Path) -> str | Path:
     if str(state_dir) == ":memory:":
         return ":memory:"
     return Path(state_dir) / STATE_DB_NAME
+
+
+def build_engines(client: ExchangeClient, ledger: Ledger, market: MarketDataSource, clock: Clock, *,
+                  rfq_notional_threshold: float = 50_000.0,
+                  smart_notional_threshold: float = 10_000.0) -> TradeExecutor:
+    """The three execution engines and the router over them, wired once.
+
+    Every execution mode always has its engine, so a strategy's ``execution_mode`` can never
+    meet a missing one at 09:00 on a trading day; the RFQ engine falls back to the other two.
+    """
+    limit = LimitFillManager(ledger, market, clock)
+    smart = SmartOrderbookExecutor(ledger, market, clock)
+    rfq = RFQExecutor(client, ledger, market, clock, limit=limit, smart=smart)
+    return TradeExecutor(limit, smart=smart, rfq=rfq, rfq_notional_threshold=rfq_notional_threshold,
+                         smart_notional_threshold=smart_notional_threshold)
 
 
 def build_context(
@@ -204,11 +216,7 @@ def build_context(
     journal = EventJournal(clock, store=store, log_dir=log_path)
     ledger = OrderLedger(client, clock, prefix=int(settings.client_order_prefix), ts_diff_ms=int(settings.ts_diff_ms),
                          store=store, on_event=journal)
-    limit_executor = LimitFillManager(ledger, market, clock)
-    smart_executor = SmartOrderbookExecutor(ledger, market, clock)
-    rfq_executor = RFQExecutor(client, ledger, market, clock, limit=limit_executor, smart=smart_executor)
-    executor = TradeExecutor(limit_executor, smart=smart_executor, rfq=rfq_executor,
-                             rfq_notional_threshold=rfq_notional_threshold,
+    executor = build_engines(client, ledger, market, clock, rfq_notional_threshold=rfq_notional_threshold,
                              smart_notional_threshold=smart_notional_threshold)
     condition_health = ConditionHealth(on_alert=on_alert)
     lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
@@ -226,8 +234,7 @@ def build_context(
     health = HealthReporter(clock, log_path, interval_seconds=HEALTH_INTERVAL_SECONDS)
     return TradingContext(
         config=settings, clock=clock, http=client, market_data=market, account_manager=account_manager,
-        ledger=ledger, executor=executor, limit_executor=limit_executor, smart_executor=smart_executor,
-        rfq_executor=rfq_executor, lifecycle_manager=lifecycle,
+        ledger=ledger, executor=executor, lifecycle_manager=lifecycle,
         position_monitor=monitor, store=store, alerts=alerts, health=health,
         condition_health=condition_health, connection=connection,
         store_quarantined=quarantined, reconciler=reconciler,

@@ -13,9 +13,9 @@ Why it looks the way it does (API.md sections 2, 3, 8, 10, 12; BEHAVIOUR.md 6.0,
   injected clock instead of provoking code 10000.
 * ``Reachability`` turns the stream of request outcomes into an UP/DOWN signal.
 
-Response payloads are returned as parsed JSON with the exchange's own field names; a
-separate adapter normalises them. JSON is parsed with the standard library so 64-bit ids
-stay exact Python ints.
+Response payloads are returned as parsed JSON with the exchange's own field names; the
+adapter, ``coincall_payloads.py``, turns them into typed values. JSON is parsed with the
+standard library so 64-bit ids stay exact Python ints.
 """
 from __future__ import annotations
 

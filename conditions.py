@@ -17,10 +17,10 @@ construction, before any request) and returns a small frozen, callable object wi
 snapshot gives the same answer, in production, in a replay and in a test.
 
 The module also holds what the runner needs to *use* conditions safely: ``check_condition`` (the
-``inspect.signature`` check of section 2.1, incident 21), and ``evaluate_entry`` / ``evaluate_exit``
+``inspect.signature`` check of BEHAVIOUR.md §2.1, incident 21), and ``evaluate_entry`` / ``evaluate_exit``
 / ``judge_exit`` with ``ConditionHealth`` (errors never pass silently, incident 22).
 
-The PnL of a trade is computed by the trade (``trade.pnl(mode)``, section 2.3); conditions only
+The PnL of a trade is computed by the trade (``trade.pnl(mode)``, BEHAVIOUR.md §2.3); conditions only
 compare it. ``trade.pnl`` raising ``StaleDataError`` means "unevaluable this tick": the PnL
 condition lets it propagate so that ``judge_exit`` can report ``ExitVerdict.UNEVALUABLE`` (the
 lifecycle tracks how long PnL exits stay unevaluable) and ``evaluate_exit`` returns False.
@@ -58,7 +58,7 @@ STOP_CONFIRMATIONS = 2
 GREEKS: tuple[str, ...] = ("delta", "gamma", "vega", "theta", "rho")
 GREEK_SCALES: tuple[str, ...] = ("contract", "position")
 
-# Consecutive failures of one condition before a health warning (section 2.1).
+# Consecutive failures of one condition before a health warning (BEHAVIOUR.md §2.1).
 DEFAULT_FAILURE_THRESHOLD = 3
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -350,7 +350,7 @@ class ExitCondition(Condition):
 
 
 # --------------------------------------------------------------------------------------------
-# Entry conditions (section 2.2).
+# Entry conditions (BEHAVIOUR.md §2.2).
 # --------------------------------------------------------------------------------------------
 
 
@@ -589,7 +589,7 @@ def no_existing_position_in(symbols: Iterable[str] | str) -> NoExistingPositionI
 
 
 # --------------------------------------------------------------------------------------------
-# Exit conditions (section 2.4).
+# Exit conditions (BEHAVIOUR.md §2.4).
 # --------------------------------------------------------------------------------------------
 
 
@@ -843,7 +843,7 @@ def leg_greek_limit(greek: str, limit: float, leg: int | None = None, scale: str
 
 
 # --------------------------------------------------------------------------------------------
-# Signature check (section 2.1, incident 21).
+# Signature check (BEHAVIOUR.md §2.1, incident 21).
 # --------------------------------------------------------------------------------------------
 
 _EXPECTED_ARGUMENTS: dict[str, tuple[str, ...]] = {ENTRY: ("snapshot",), EXIT: ("snapshot", "trade")}
@@ -931,7 +931,7 @@ def _accepts(signature: inspect.Signature, count: int) -> bool:
 
 
 # --------------------------------------------------------------------------------------------
-# Safe evaluation and condition health (section 2.1, incident 22).
+# Safe evaluation and condition health (BEHAVIOUR.md §2.1, incident 22).
 # --------------------------------------------------------------------------------------------
 
 
@@ -1043,7 +1043,7 @@ def judge_exit(cond: Callable[[Any, Any], Any], snapshot: Any, trade: Any, *,
     """Run one exit condition safely and say what happened.
 
     ``UNEVALUABLE`` (stale data) neither counts as a failure nor resets the streak: staleness has
-    its own 60 s rule in the lifecycle (section 2.3). ``name`` as in ``evaluate_entry``.
+    its own 60 s rule in the lifecycle (BEHAVIOUR.md §2.3). ``name`` as in ``evaluate_entry``.
     """
     name = name or condition_name(cond)
     try:

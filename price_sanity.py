@@ -69,7 +69,7 @@ class InsanePriceError(StaleDataError):
 
 
 class QuoteLike(Protocol):
-    """What the rule reads from a chain row (``market_data.OptionRow``); read only."""
+    """What the rule reads from a chain row (``coincall_payloads.OptionRow``); read only."""
 
     @property
     def option_type(self) -> str: ...

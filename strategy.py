@@ -68,7 +68,6 @@ from rfq import RFQParams
 from seams import (
     AccountSource,
     AlertSender,
-    ExecutionEngine,
     MarketDataSource,
     ModeRouter,
     RunnerLifecycle,
@@ -651,12 +650,6 @@ class RunnerServices(Protocol):
     @property
     def condition_health(self) -> ConditionHealth: ...
 
-    @property
-    def smart_executor(self) -> ExecutionEngine | None: ...
-
-    @property
-    def rfq_executor(self) -> ExecutionEngine | None: ...
-
 
 class StrategyRunner:
     """Opens the trades of one strategy; registered on the monitor after the lifecycle.
@@ -681,7 +674,6 @@ class StrategyRunner:
         self.name = config.name
         self._last_snapshot: Any = None
         self._last_block: str | None = None
-        self._unsupported: str | None = None      # an execution engine this context lacks
         self._pending_callbacks: set[str] = set()
         self.callback_name = f"StrategyRunner[{self.name}]"   # how the monitor names this callback
         saved = self._load_state()
@@ -736,7 +728,7 @@ class StrategyRunner:
 
     @property
     def is_paused(self) -> bool:
-        return self.state.paused or self._unsupported is not None
+        return self.state.paused
 
     def pause(self, reason: str, *, until: float | None = None) -> None:
         """Stop opening trades (open trades keep their exits). Persisted."""
@@ -753,13 +745,12 @@ class StrategyRunner:
         self.state.paused = False
         self.state.pause_reason = ""
         self.state.pause_until = None
-        self._unsupported = None
         self._persist()
         self.ctx.lifecycle_manager.release_blocks(self.name)
 
     @property
     def pause_reason(self) -> str:
-        return self._unsupported or self.state.pause_reason
+        return self.state.pause_reason
 
     def kill(self, reason: str = "kill_switch") -> list[str]:
         """Pause, then force-close every active trade of this strategy; returns their ids."""
@@ -941,9 +932,6 @@ class StrategyRunner:
             return conflict
         index_price = resolved[0].index_price
         mode = route_trade(self.config, resolved, self.ctx.executor)
-        missing = self._missing_engine(mode)
-        if missing is not None:
-            return self._mark_unsupported(NotImplementedError(missing))
         try:
             trade = self.ctx.lifecycle_manager.create(
                 self.name, resolved, execution_mode=mode, exit_conditions=list(self.config.exit_conditions),
@@ -951,8 +939,6 @@ class StrategyRunner:
                 on_opened=self._hook, on_closed=self._hook, smart_config=self.config.smart_config,
                 rfq_params=self.config.rfq_params,
             )
-        except NotImplementedError as exc:
-            return self._mark_unsupported(exc)
         except Exception:
             logger.exception("strategy %s: creating the trade failed", self.name)
             return "trade creation failed"
@@ -1004,20 +990,6 @@ class StrategyRunner:
                 return (f"leg {leg.index} {leg.symbol} would net against the account's {position.signed_qty:+g} "
                         f"position (one-way account: a reduce-only close would be refused)")
         return None
-
-    def _missing_engine(self, mode: str) -> str | None:
-        """A context built without the engine for ``mode`` (a partial one, as tests build)."""
-        if mode == "rfq" and self.ctx.rfq_executor is None:
-            return "execution mode 'rfq' has no engine in this context"
-        if mode == "smart" and self.ctx.smart_executor is None:
-            return "execution mode 'smart' has no engine in this context"
-        return None
-
-    def _mark_unsupported(self, exc: NotImplementedError) -> str:
-        """Log once and stop trying; not persisted, so a newer version simply trades."""
-        self._unsupported = f"unsupported execution: {exc}"
-        logger.error("strategy %s cannot trade: %s; entries paused for this run", self.name, exc)
-        return self._unsupported
 
     # ---- callbacks and counters --------------------------------------------------------
 

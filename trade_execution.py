@@ -754,14 +754,12 @@ class Quantity(Protocol):
 class TradeExecutor:
     """Routes a trade to an execution engine (BEHAVIOUR.md §6.5) and starts its job."""
 
-    def __init__(self, limit: ExecutionEngine, *, smart: ExecutionEngine | None = None,
-                 rfq: ExecutionEngine | None = None, rfq_notional_threshold: float = 50_000.0,
-                 smart_notional_threshold: float = 10_000.0) -> None:
+    def __init__(self, limit: ExecutionEngine, *, smart: ExecutionEngine, rfq: ExecutionEngine,
+                 rfq_notional_threshold: float = 50_000.0, smart_notional_threshold: float = 10_000.0) -> None:
+        # Every mode has its engine: a strategy's execution_mode can never meet a missing one.
         require("TradeExecutor limit", limit, ExecutionEngine)
-        if smart is not None:
-            require("TradeExecutor smart", smart, ExecutionEngine)
-        if rfq is not None:
-            require("TradeExecutor rfq", rfq, ExecutionEngine)
+        require("TradeExecutor smart", smart, ExecutionEngine)
+        require("TradeExecutor rfq", rfq, ExecutionEngine)
         self.limit = limit
         self.smart = smart
         self.rfq = rfq
@@ -791,23 +789,11 @@ class TradeExecutor:
             chosen = "smart"
         else:
             chosen = "limit"
-        if chosen != "limit" and self._engine(chosen) is None:
-            logger.warning("auto routing chose %s (notional %.0f USD) but no %s executor is configured; "
-                           "using limit", chosen, notional, chosen)
-            return "limit"
         return chosen
-
-    def _engine(self, mode: str) -> ExecutionEngine | None:
-        return {"limit": self.limit, "smart": self.smart, "rfq": self.rfq}.get(mode)
 
     def start(self, mode: str, trade: TradeRef, legs: list[LegTarget], intent: Intent, params: Any, *,
               best_effort: bool = False) -> ExecutionJob:
-        if mode == "limit":
-            return self.limit.start(trade, legs, intent, params, best_effort=best_effort)
-        if mode not in MODES:
+        engines = {"limit": self.limit, "smart": self.smart, "rfq": self.rfq}
+        if mode not in engines:
             raise ValueError(f"execution mode must be resolved to one of {MODES}, got {mode!r}")
-        engine = self._engine(mode)
-        if engine is None:
-            # The lifecycle catches this and works the trade with the limit engine instead.
-            raise NotImplementedError(f"no {mode} executor is configured")
-        return engine.start(trade, legs, intent, params, best_effort=best_effort)
+        return engines[mode].start(trade, legs, intent, params, best_effort=best_effort)

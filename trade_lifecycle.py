@@ -724,7 +724,7 @@ class LifecycleManager:
                metadata: dict | None = None, on_opened: Callable[[TradeLifecycle], Any] | None = None,
                on_closed: Callable[[TradeLifecycle], Any] | None = None, smart_config: Any = None,
                rfq_params: Any = None) -> TradeLifecycle:
-        """Rows 1-2: persist PENDING_OPEN, start the open job, persist OPENING, take its first step.
+        """§4.2 rows 1-2: persist PENDING_OPEN, start the open job, persist OPENING, take its first step.
 
         ``execution_mode`` is the runner's routing decision (``StrategyRunner`` asks
         ``TradeExecutor.route`` once, on the resolved legs) and is final: the trade stores it
@@ -857,14 +857,7 @@ class LifecycleManager:
 
     def _start_job(self, trade: TradeLifecycle, runtime: _Runtime, kind: str, intent: Intent,
                    targets: list[LegTarget], params: Any, mode: str) -> bool:
-        try:
-            job = self.executor.start(mode, trade, targets, intent, params, best_effort=True)
-        except NotImplementedError:
-            if mode == "limit":
-                raise
-            logger.warning("trade %s: %s in mode %s is not available; using limit", trade.id, kind, mode)
-            job = self.executor.start("limit", trade, targets, intent, runtime.params, best_effort=True)
-        runtime.job = job
+        runtime.job = self.executor.start(mode, trade, targets, intent, params, best_effort=True)
         runtime.job_kind = kind
         return True
 
@@ -885,7 +878,7 @@ class LifecycleManager:
         return bool(self.ledger.is_blocked(symbol))
 
     def _drive(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
-        """Rows 8 and 11: start the next unwind or close round when nothing is working."""
+        """§4.2 rows 8 and 11: start the next unwind or close round when nothing is working."""
         if runtime.job is not None or trade.state not in (TradeState.PENDING_CLOSE, TradeState.UNWINDING):
             return
         if not trade.has_exposure:
@@ -939,7 +932,7 @@ class LifecycleManager:
     # ---- transitions ------------------------------------------------------------------
 
     def _on_open_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float, reason: str) -> None:
-        """Rows 3-5 decided on our fills, whatever the job reported (cancel + grace already done)."""
+        """§4.2 rows 3-5 decided on our fills, whatever the job reported (cancel + grace already done)."""
         if all(leg.open_filled >= leg.qty - QTY_EPSILON for leg in trade.legs):
             trade.opened_at = self._last_fill_time(trade, Intent.OPEN, now)
             self._set_state(trade, TradeState.OPEN)
@@ -999,7 +992,7 @@ class LifecycleManager:
         return trade.breaker_until is not None and now < trade.breaker_until
 
     def _finish_flat(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
-        """Zero exposure: CLOSED if the trade ever opened (row 12/16), else FAILED (row 7/16)."""
+        """Zero exposure: CLOSED if the trade ever opened (§4.2 rows 12/16), else FAILED (§4.2 rows 7/16)."""
         trade.realized_pnl = trade.realized()
         if trade.opened_at is None:
             self._fail(trade, now, trade.failure_reason or "open incomplete; unwound")
@@ -1036,7 +1029,7 @@ class LifecycleManager:
                 logger.warning("trade %s: quote refresh of %s failed: %s", trade.id, leg.symbol, error)
 
     def _evaluate_exits(self, trade: TradeLifecycle, runtime: _Runtime, snapshot: Any, now: float) -> None:
-        """Row 9: the first exit confirmed on enough snapshots decides; its close starts in this tick (row 35).
+        """§4.2 row 9: the first exit confirmed on enough snapshots decides; its close starts in this tick (incident 35).
 
         A condition decides only once it has returned True on ``confirmations`` consecutive
         evaluations, each on quotes newer than the last counted one (``ExitCondition.confirmations``:
@@ -1412,7 +1405,7 @@ class LifecycleManager:
             self._set_state(trade, TradeState.PENDING_CLOSE)
 
     def force_close(self, trade_id: str, reason: str = EXIT_REASON_MANUAL) -> bool:
-        """Rows 10/10b: close now (kill: urgent, breaker ignored). False if nothing to close."""
+        """§4.2 rows 10/10b: close now (kill: urgent, breaker ignored). False if nothing to close."""
         with self._lock:
             trade = self._trades.get(trade_id)
             if trade is None or not trade.is_active:
@@ -1490,7 +1483,7 @@ class LifecycleManager:
     # ---- expiry and settlement --------------------------------------------------------------
 
     def _handle_expiry(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> bool:
-        """Rows 15-16: settle expired legs; SETTLING once every leg we hold has expired.
+        """§4.2 rows 15-16: settle expired legs; SETTLING once every leg we hold has expired.
 
         Returns True when the trade is done for this tick (settling or just finished).
         """

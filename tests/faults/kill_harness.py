@@ -14,7 +14,7 @@ Why this shape (issue 5 acceptance, BEHAVIOUR.md 8 row 17):
   seeded random delay anyway, so a slow machine gives fewer targeted kills, never a hang.
 * Right after each kill, before the restart, a copy of the store is opened the way the
   daemon opens it (``StateStore.open``): it must pass the integrity check, never be
-  quarantined (row 17), and the trade states it holds are recorded.
+  quarantined (incident 17), and the trade states it holds are recorded.
 * At the end the daemon restarts with entries off and runs until every trade is terminal,
   is stopped with SIGTERM (exit 0 required), then the simulator is stopped (it saves its
   state file) and ``campaign_invariants`` judges the exchange's records against the store.

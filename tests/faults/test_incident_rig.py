@@ -31,7 +31,7 @@ from market_data import MarketData
 from option_selection import resolve_legs
 from order_ledger import OrderLedger, parse_client_order_id
 from persistence import StateStore
-from trade_execution import LimitFillManager, TradeExecutor
+from app import build_engines
 from trade_lifecycle import LifecycleManager, TradeState
 
 DAY = 86_400.0
@@ -236,7 +236,7 @@ class LifecycleRig:
         self.store = StateStore(":memory:")
         self.alerts = AlertSink(None, sim.clock)
         self.ledger = OrderLedger(self.client, sim.clock, store=self.store)
-        self.executor = TradeExecutor(LimitFillManager(self.ledger, self.market, sim.clock))
+        self.executor = build_engines(self.client, self.ledger, self.market, sim.clock)
         self.manager = LifecycleManager(ledger=self.ledger, executor=self.executor, market=self.market,
                                         client=self.client, clock=sim.clock, store=self.store, alerts=self.alerts)
         self.snapshot: Any = None

@@ -41,7 +41,7 @@ def test_incident_17_sigkill_during_a_busy_run_never_corrupts_the_store(tmp_path
 
     assert len(report.kills) == kills and not report.self_exits, summary     # killed every time, never died alone
     assert {kill.target for kill in report.kills} == set(TARGETS)          # every lifecycle state was aimed at
-    assert not report.store_failures, summary                               # row 17: the store always opens
+    assert not report.store_failures, summary                               # incident 17: the store always opens
     assert report.drained and report.final_exit_code == 0, summary          # all terminal, clean SIGTERM exit
     assert report.tally is not None and report.tally.trades_opened >= 1, summary
     assert report.violations == [], summary

@@ -19,7 +19,8 @@ from market_data import MarketData
 from option_selection import resolve_legs, straddle, strangle
 from order_ledger import OrderLedger, parse_client_order_id
 from persistence import StateStore
-from trade_execution import ExecutionParams, LimitFillManager, TradeExecutor
+from app import build_engines
+from trade_execution import ExecutionParams
 from trade_lifecycle import LifecycleManager, TradeState
 
 FAST_CLOSE = ExecutionParams(fill_timeout_seconds=6.0, max_requote_rounds=2, grace_seconds=2.0)
@@ -37,7 +38,7 @@ class Rig:
         self.store = StateStore(":memory:")
         self.alerts = AlertSink(None, sim.clock)
         self.ledger = OrderLedger(self.client, sim.clock, store=self.store)
-        self.executor = TradeExecutor(LimitFillManager(self.ledger, self.market, sim.clock))
+        self.executor = build_engines(self.client, self.ledger, self.market, sim.clock)
         self.manager = LifecycleManager(ledger=self.ledger, executor=self.executor, market=self.market,
                                         client=self.client, clock=sim.clock, store=self.store, alerts=self.alerts)
         self.snapshot = None
@@ -206,7 +207,7 @@ def restarted(rig: Rig) -> Rig:
     again.sim, again.clock, again.client, again.market = rig.sim, rig.clock, rig.client, rig.market
     again.store, again.alerts = rig.store, rig.alerts
     again.ledger = OrderLedger(rig.client, rig.clock, store=rig.store)
-    again.executor = TradeExecutor(LimitFillManager(again.ledger, again.market, rig.clock))
+    again.executor = build_engines(again.client, again.ledger, again.market, rig.clock)
     again.manager = LifecycleManager(ledger=again.ledger, executor=again.executor, market=again.market,
                                      client=again.client, clock=rig.clock, store=rig.store, alerts=rig.alerts)
     again.snapshot, again.last_poll, again.opened, again.closed = None, None, [], []

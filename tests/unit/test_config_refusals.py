@@ -682,7 +682,7 @@ def runner_with_index(monkeypatch, index: float, **fields: Any) -> tuple[Strateg
     ctx = TradingContext(
         config=None, clock=clock, http=None, market_data=FixedIndexMarket(),
         account_manager=SimpleNamespace(reachability=SimpleNamespace(is_up=True)), ledger=None, executor=executor,
-        limit_executor=None, lifecycle_manager=lifecycle, position_monitor=SimpleNamespace(poll_interval=10.0),
+        lifecycle_manager=lifecycle, position_monitor=SimpleNamespace(poll_interval=10.0),
         store=StateStore(":memory:"), alerts=SimpleNamespace(alert=lambda *a, **k: None), health=None,
     )
     config = StrategyConfig(name="notional", legs=strangle(5), exit_conditions=[max_hold_hours(1)],

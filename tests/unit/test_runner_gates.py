@@ -170,7 +170,7 @@ class Harness:
         self.ctx = TradingContext(
             config=None, clock=self.clock, http=None, market_data=self.market,
             account_manager=SimpleNamespace(reachability=self.reach), ledger=None, executor=self.executor,
-            limit_executor=None, lifecycle_manager=self.lifecycle,
+            lifecycle_manager=self.lifecycle,
             position_monitor=SimpleNamespace(poll_interval=POLL), store=self.store, alerts=self.alerts, health=None,
         )
         self.runner = StrategyRunner(config, self.ctx)
@@ -557,27 +557,8 @@ def test_runner_state_is_persisted_under_the_strategy_name():
 
 
 # ---------------------------------------------------------------------------------------------
-# Engines this version lacks, kill, stats, start-up checks
+# Kill, stats, start-up checks
 # ---------------------------------------------------------------------------------------------
-
-
-def test_rfq_mode_without_an_rfq_engine_pauses_once_without_creating(caplog):
-    h = Harness(config(execution_mode="rfq"))
-    with caplog.at_level(logging.ERROR):
-        for _ in range(5):
-            h.tick()
-            h.advance(POLL)
-    assert h.created == [] and h.runner.is_paused
-    assert len([r for r in caplog.records if "cannot trade" in r.getMessage()]) == 1
-    # Not persisted: a version with the engine trades after a restart.
-    assert not Harness(config(execution_mode="rfq"), store=h.store).runner.state.paused
-
-
-def test_not_implemented_from_the_lifecycle_also_pauses_the_strategy():
-    h = Harness(config())
-    h.lifecycle.raise_on_create = NotImplementedError("phased pricing arrives later")
-    h.tick()
-    assert h.runner.is_paused and "phased pricing" in h.runner.pause_reason
 
 
 def test_kill_pauses_and_force_closes_every_active_trade_of_the_strategy():

@@ -62,7 +62,7 @@ def config() -> StrategyConfig:
 
 def _runner_ctx(parts: dict[str, Any]) -> SimpleNamespace:
     return SimpleNamespace(clock=clock(), account_manager=None, position_monitor=None, condition_health=None,
-                           smart_executor=None, rfq_executor=None, **parts)
+                           **parts)
 
 
 def _command_ctx(parts: dict[str, Any]) -> SimpleNamespace:
@@ -213,9 +213,9 @@ def test_the_wired_services_satisfy_every_protocol_they_are_used_through(ctx: Tr
         (ctx.account_manager, [seams.AccountSource]),
         (ctx.market_data, [seams.MarketDataSource, seams.PriceSource, seams.ChainSource]),
         (ctx.ledger, [seams.Ledger, seams.LedgerOrders, seams.LifecycleLedger, seams.ReconcilerLedger]),
-        (ctx.limit_executor, [seams.ExecutionEngine]),
-        (ctx.smart_executor, [seams.ExecutionEngine]),
-        (ctx.rfq_executor, [seams.ExecutionEngine]),
+        (ctx.executor.limit, [seams.ExecutionEngine]),
+        (ctx.executor.smart, [seams.ExecutionEngine]),
+        (ctx.executor.rfq, [seams.ExecutionEngine]),
         (ctx.executor, [seams.ExecutionRouter, seams.ModeRouter, seams.JobStarter]),
         (ctx.lifecycle_manager, [seams.Lifecycle, seams.RunnerLifecycle, seams.CommandLifecycle,
                                  seams.ReconcilerLifecycle, seams.MonitorCallback]),

@@ -89,10 +89,12 @@ def test_incident_32_auto_routing_uses_underlying_notional(qtys, expected):
     assert executor.route("limit", legs, 90_000.0) == "limit"
 
 
-def test_auto_routing_needs_an_index_and_falls_back_without_engine():
+def test_auto_routing_needs_an_index_and_every_mode_has_its_engine():
     legs = [LegTarget(0, "A", 1, 0.5), LegTarget(1, "B", 1, 0.5)]
+    executor = TradeExecutor(limit=IdleEngine(), smart=IdleEngine(), rfq=IdleEngine())
     with pytest.raises(ValueError):
-        TradeExecutor(limit=IdleEngine(), rfq=IdleEngine()).route("auto", legs, 0.0)
-    assert TradeExecutor(limit=IdleEngine()).route("auto", legs, 90_000.0) == "limit"
-    with pytest.raises(NotImplementedError):
-        TradeExecutor(limit=IdleEngine()).start("rfq", None, legs, Intent.OPEN, None)
+        executor.route("auto", legs, 0.0)
+    with pytest.raises(ValueError, match="resolved"):
+        executor.start("auto", None, legs, Intent.OPEN, None)
+    with pytest.raises(TypeError):
+        TradeExecutor(limit=IdleEngine())  # type: ignore[call-arg]  # the point: smart and rfq are required

@@ -138,7 +138,7 @@ class FakeExecutor:
 
     def start(self, mode, trade, legs, intent, params, *, best_effort=False):
         if self.fail_start:
-            raise NotImplementedError("smart arrives later")
+            raise RuntimeError("the engine refused the job")
         job = FakeJob(self.journal, trade, list(legs), intent, mode, params, best_effort)
         self.journal.append(("start", trade.id, intent))
         self.jobs.append(job)
