@@ -57,7 +57,8 @@ from operations import format_status, status_json, status_report
 from option_selection import resolve_legs
 from stop_flag import StopFlag
 from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
-from strategy import StrategyConfig, build_strategy_configs, route_trade
+from strategy import StrategyConfig, route_trade
+from strategy_factories import build_strategy_configs
 
 # The strategies the daemon runs: factories returning a StrategyConfig or a list of them.
 # Built and validated (names unique) before the first request of every start.

@@ -42,7 +42,8 @@ from errors import ConfigError
 from instance_lock import InstanceLock
 from persistence import COMMAND_DONE, COMMAND_FAILED, OPEN_COMMAND_STATUSES, StateStore, StoreError
 from stop_flag import StopFlag
-from strategy import StrategyConfig, build_strategy_configs
+from strategy import StrategyConfig
+from strategy_factories import build_strategy_configs
 
 logger = logging.getLogger(__name__)
 

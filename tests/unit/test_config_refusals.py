@@ -36,6 +36,7 @@ import responses
 import exchange_connection
 import main as main_module
 import strategy as strategy_module
+import strategy_factories
 from account_manager import AccountSnapshot
 from app import TradingContext
 from clock import SimulatedClock
@@ -605,7 +606,7 @@ def test_meaningful_values_next_to_the_refusals_are_accepted():
 
 
 def test_shipped_strategies_still_build():
-    configs = strategy_module.build_strategy_configs(main_module.STRATEGIES)
+    configs = strategy_factories.build_strategy_configs(main_module.STRATEGIES)
     assert len(configs) == 5
     assert all(config.exit_conditions and not config.hold_to_expiry for config in configs)
 

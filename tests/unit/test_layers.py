@@ -39,7 +39,9 @@ LAYERS: list[set[str]] = [
     {"trade_lifecycle"},
     # 10: what decides: reconciliation and the strategies
     {"reconciliation", "strategy"},
-    # 11: the operator's services inside the daemon
+    # 11: building the strategies from their factories
+    {"strategy_factories"},
+    # 12: the operator's services inside the daemon
     {"commands", "operations"},
     # 12: wiring and start-up
     {"app"},

@@ -13,7 +13,9 @@ import strategy
 from errors import ConfigError
 from option_selection import LegSpec, iron_condor, strangle
 from strategies import daily_short_strangle, iron_condor as iron_condor_strategy, micro_strangle, rfq_endurance, smart_strangle
-from strategy import StrategyConfig, check_unique_names
+import strategy_factories
+from strategy import StrategyConfig
+from strategy_factories import check_unique_names
 from trade_execution import ExecutionParams
 
 
@@ -187,7 +189,7 @@ def test_names_must_be_unique():
 def test_shipped_strategies_build_and_are_the_default_list():
     assert main_module.STRATEGIES == [micro_strangle, daily_short_strangle, iron_condor_strategy, rfq_endurance,
                                       smart_strangle]
-    configs = strategy.build_strategy_configs(main_module.STRATEGIES)
+    configs = strategy_factories.build_strategy_configs(main_module.STRATEGIES)
     assert [c.name for c in configs] == ["micro_strangle", "daily_short_strangle", "iron_condor", "rfq_endurance",
                                          "smart_strangle"]
     by_name = {c.name: c for c in configs}
@@ -202,11 +204,11 @@ def test_shipped_strategies_build_and_are_the_default_list():
 
 def test_factories_may_return_lists_and_other_values_are_refused():
     pair = lambda: [make(name="a"), make(name="b")]  # noqa: E731
-    assert [c.name for c in strategy.build_strategy_configs([pair])] == ["a", "b"]
+    assert [c.name for c in strategy_factories.build_strategy_configs([pair])] == ["a", "b"]
     with pytest.raises(ConfigError, match="returned dict"):
-        strategy.build_strategy_configs([lambda: {"name": "x"}])
+        strategy_factories.build_strategy_configs([lambda: {"name": "x"}])
     with pytest.raises(ConfigError, match="used twice"):
-        strategy.build_strategy_configs([pair, lambda: make(name="a")])
+        strategy_factories.build_strategy_configs([pair, lambda: make(name="a")])
 
 
 def test_selecting_an_unknown_strategy_is_refused():

@@ -16,7 +16,7 @@ from contracts import Side
 from errors import ConfigError
 from market_data import ChainSnapshot
 from option_selection import LegSpec, resolve_legs, vertical_spread
-from strategy import factory_failure
+from strategy_factories import factory_failure
 
 NOW = datetime(2026, 3, 2, 6, tzinfo=timezone.utc).timestamp()          # Monday 06:00 UTC
 EXPIRY_MS = int(datetime(2026, 3, 3, 8, tzinfo=timezone.utc).timestamp() * 1000)  # dte 1
