@@ -49,6 +49,7 @@ from app import (
     run_daemon,
 )
 from clock import Clock, RealClock
+from conditions import condition_name
 from config import Settings, check_directories, load_settings
 from display import fmt, fmt_time
 from errors import ConfigError, TraderError
@@ -312,10 +313,7 @@ def check(settings: Settings, clock: Clock, configs: Sequence[StrategyConfig]) -
 def _check_strategy(config: StrategyConfig, ctx: TradingContext) -> int:
     """Print one strategy's resolution; returns 1 when it cannot trade as configured."""
     try:
-        for cond in config.all_conditions():
-            cond_check = getattr(cond, "validate_at_start", None)
-            if callable(cond_check):
-                cond_check(ctx.clock.now())
+        config.validate_at_start(ctx.clock.now())
         legs = resolve_legs(config.legs, ctx.market_data)
     except (ConfigError, TraderError) as exc:
         print(f"{config.name}: FAILED: {exc}")
@@ -328,8 +326,8 @@ def _check_strategy(config: StrategyConfig, ctx: TradingContext) -> int:
         print(f"  leg {leg.index}: {leg.side.name} {leg.qty:g} {leg.symbol} "
               f"(strike {contract.strike:,.0f}, expiry {fmt_time(contract.expiry_seconds)}) bid {fmt(row.bid)} "
               f"ask {fmt(row.ask)} mark {fmt(row.mark)} delta {fmt(row.delta, 3)}")
-    print(f"  entry: {[getattr(c, 'name', repr(c)) for c in config.entry_conditions]}")
-    print(f"  exit:  {[getattr(c, 'name', repr(c)) for c in config.exit_conditions] or 'none (expiry or kill)'}")
+    print(f"  entry: {[condition_name(c) for c in config.entry_conditions]}")
+    print(f"  exit:  {[condition_name(c) for c in config.exit_conditions] or 'none (expiry or kill)'}")
     return 0
 
 

@@ -18,7 +18,7 @@ Why it looks the way it does:
   healthy database aside would lose its state.
 * The schema is versioned: ``MIGRATIONS`` is an ordered list of ``(version, statements)``
   steps, each applied in its own transaction together with the new version number, so
-  a later issue adds a step without touching the ones already shipped.
+  a new version adds a step without touching the ones already shipped.
 * Operator commands (``kill``, ``resume``) are a queue in the same file (schema step 2):
   the command line may run while the daemon holds the instance lock, and the database is
   the one thing both processes may open. A command is ``pending`` until the daemon takes

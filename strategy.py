@@ -350,6 +350,20 @@ class StrategyConfig:
     def all_conditions(self) -> list[Any]:
         return [*self.entry_conditions, *self.exit_conditions]
 
+    def validate_at_start(self, now: float) -> None:
+        """The checks that need the clock (a ``utc_datetime_exit`` already in the past).
+
+        A condition may define ``validate_at_start(now)``; user-written conditions need not,
+        so its absence is not an error. A refusal names this strategy.
+        """
+        for cond in self.all_conditions():
+            validate = getattr(cond, "validate_at_start", None)
+            if callable(validate):
+                try:
+                    validate(now)
+                except ConfigError as exc:
+                    raise StrategyConfigError(self.name, f"strategy {self.name!r}: {exc}") from None
+
     def __repr__(self) -> str:
         return (f"StrategyConfig(name={self.name!r}, legs={len(self.legs)}, execution_mode={self.execution_mode!r}, "
                 f"entry={[condition_name(c) for c in self.entry_conditions]}, "
@@ -512,13 +526,7 @@ class StrategyRunner:
 
     def _start(self, now: float) -> None:
         """Clock-dependent checks (a past ``utc_datetime_exit``) and start-up warnings."""
-        for cond in self.config.all_conditions():
-            validate = getattr(cond, "validate_at_start", None)
-            if callable(validate):
-                try:
-                    validate(now)
-                except ConfigError as exc:
-                    raise ConfigError(f"strategy {self.name!r}: {exc}") from None
+        self.config.validate_at_start(now)
         if not self.config.exit_conditions:
             logger.warning("strategy %s has no exit conditions: its trades close only at expiry or by kill",
                            self.name)
