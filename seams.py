@@ -134,7 +134,8 @@ class ReconcilerClient(Protocol):
 
 
 class SettlementClient(Protocol):
-    """The settlement reads of ``trade_lifecycle.LifecycleManager`` (delivery price, exercises).
+    """The settlement reads (delivery price, exercises) of ``settlement.Settler``, which the
+    ``trade_lifecycle.LifecycleManager`` builds from the client it receives.
 
     Implementations: ``CoincallClient``; ``FakeClient`` in tests/unit/test_trade_lifecycle.py.
     """

@@ -1,6 +1,14 @@
-"""Trade lifecycle: states, PnL from our own fills, exits, closes, breaker and settlement.
+"""Trade lifecycle: the trade, its state machine, and the manager that drives every trade through it.
 
-BEHAVIOUR.md section 4 is the contract. Three ideas carry the whole module:
+BEHAVIOUR.md section 4 is the contract. This module holds the values (``TradeLeg``,
+``TradeLifecycle``, PnL from our own fills), the transition table, and ``LifecycleManager``,
+the coordinator: creation, the tick, jobs, close rounds, the kill switch, restart recovery,
+the expiry halt, and the one state setter. Each other job has a module of its own, which
+the manager owns and hands exactly what it needs: ``trade_fills`` (our fills from the ledger),
+``trade_recorder`` (the I5 writes and the strategy callbacks), ``exit_evaluation`` (the exit
+rules), ``close_rounds`` (what a round sends, the breaker), ``settlement`` (what expiry paid),
+``external_closes`` (closes made outside the daemon) and ``lifecycle_holds`` (the start-up
+and entry holds). Three ideas carry the whole lifecycle:
 
 * **Our ledger is the only truth about exposure and PnL.** A leg's ``net_qty`` is its open
   fills minus its close/unwind/kill fills minus what was settled, all read from the
@@ -16,27 +24,19 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from alerts import send_alert
 from clock import Clock
-from coincall_payloads import (
-    ExerciseRecord,
-    history_filters,
-    parse_delivery_prices,
-    parse_estimated_expiration_price,
-    parse_exercise_records,
-)
+from close_rounds import CloseRounds
+from coincall_payloads import PositionSnapshot
 from conditions import (
     ConditionHealth,
-    ExitCondition,
-    ExitVerdict,
     account_delta_limit,
     condition_name,
-    judge_exit,
     leg_greek_limit,
     max_hold_hours,
     max_loss,
@@ -48,10 +48,13 @@ from conditions import (
     utc_datetime_exit,
 )
 from contracts import Contract, Side
-from errors import StaleDataError, TraderError
+from errors import StaleDataError
 from execution_job import JobStatus, LegTarget
+from exit_evaluation import ExitEvaluator, ExitWatch
+from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without_evidence
+from lifecycle_holds import LifecycleHolds
 from option_selection import ResolvedLeg
-from order_ledger import Intent, OrderStatus
+from order_ledger import Intent
 from price_sanity import InsanePriceError, quote_problems
 from seams import (
     AlertSender,
@@ -62,33 +65,21 @@ from seams import (
     SettlementClient,
     require,
 )
+from settlement import FEE_CAP_OF_PREMIUM, DeliveryWatch, Settlement, Settler
 from trade_execution import MODES, ExecutionParams, fair_value
+from trade_fills import QTY_EPSILON, TradeFills, clean_qty, is_zero
+from trade_recorder import TradeRecorder
 
 logger = logging.getLogger(__name__)
 
-QTY_EPSILON = 1e-9               # below this a quantity is zero (fills are 0.01 lots)
 QUOTE_MAX_AGE_SECONDS = 15.0     # exit valuation quotes (BEHAVIOUR 7.2)
 HALT_SECONDS_BEFORE_EXPIRY = 15 * 60
 TAKER_FEE_RATE = 0.0003          # estimated close fee of the executable valuation (2.3)
-FEE_CAP_OF_PREMIUM = 0.125
-DELIVERY_FEE_RATE = 0.00015      # API.md 4, none for daily options
-BREAKER_ROUNDS = 10
-BREAKER_FIRST_DELAY = 300.0
-BREAKER_MAX_DELAY = 3600.0
-UNEVALUABLE_ALERT_SECONDS = 60.0
-DELIVERY_WARN_SECONDS = 3600.0
-DELIVERY_ESTIMATE_SECONDS = 24 * 3600.0
-DELIVERY_RETRY_SECONDS = 10.0
 EXTERNAL_TRADE_ID = "T000000000"
 
 EXIT_REASON_EXPIRY = "expiry"
 EXIT_REASON_MANUAL = "manual"
 EXIT_REASON_KILL = "kill_switch"
-EXIT_REASON_EXTERNAL = "external_close"
-FLAG_PNL_ESTIMATED = "pnl_estimated"     # written by older versions only: an external close with no fill
-FLAG_EXTERNAL_REVERSED = "external_close_reversed"
-# An external close an older version booked without evidence is reversible this long (RECOVERY.md X1).
-REVERSAL_LOOKBACK_SECONDS = 7 * 24 * 3600.0
 
 
 class TradeState(str, Enum):
@@ -132,59 +123,9 @@ class IllegalTransition(RuntimeError):
     """A trade state change the transition table does not allow (a bug, never an exchange event)."""
 
 
-def _zero(qty: float) -> bool:
-    return abs(qty) < QTY_EPSILON
-
-
-def _clean_qty(qty: float) -> float:
-    """Sum of 0.01 lots without float residue; never negative."""
-    value = round(float(qty), 8)
-    return 0.0 if value < QTY_EPSILON else value
-
-
-def is_daily_expiry(expiry_ms: int) -> bool:
-    """Weeklies, monthlies and quarterlies expire on Fridays; every other expiry is a daily."""
-    return datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc).weekday() != 4
-
-
-def intrinsic_value(option_type: str, strike: float, delivery: float) -> float:
-    if option_type.upper().startswith("C"):
-        return max(0.0, delivery - strike)
-    return max(0.0, strike - delivery)
-
-
-def estimated_delivery_fee(expiry_ms: int, qty: float, delivery: float, intrinsic: float) -> float:
-    """API.md 4: min(qty x index x 0.015 %, qty x |settle - strike| x 12.5 %); dailies pay none."""
-    if is_daily_expiry(expiry_ms):
-        return 0.0
-    return round(min(qty * delivery * DELIVERY_FEE_RATE, qty * intrinsic * FEE_CAP_OF_PREMIUM), 8)
-
-
 # --------------------------------------------------------------------------------------------
 # Legs and trades
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Settlement:
-    """What expiry paid a leg: cash = sign x intrinsic x qty, fee per API.md 4."""
-
-    delivery_price: float
-    qty: float
-    intrinsic: float
-    cash: float
-    fee: float
-    fee_estimated: bool = False
-    price_estimated: bool = False
-    settled_at: float = 0.0
-
-    def to_record(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_record(cls, data: Mapping[str, Any]) -> "Settlement":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass
@@ -296,8 +237,8 @@ class TradeLeg:
     @property
     def net_qty(self) -> float:
         """Open fills (+ adopted) - reducing fills - settled - closed externally."""
-        return _clean_qty(self.open_filled + self.adopted_qty - self.close_filled - self.settled_qty
-                          - self.external_qty)
+        return clean_qty(self.open_filled + self.adopted_qty - self.close_filled - self.settled_qty
+                         - self.external_qty)
 
     @property
     def fees(self) -> float:
@@ -430,11 +371,11 @@ class TradeLifecycle:
 
     def exposure(self) -> dict[int, float]:
         """Signed net quantity per leg index (+ long, - short), legs with exposure only."""
-        return {leg.index: leg.sign * leg.net_qty for leg in self.legs if not _zero(leg.net_qty)}
+        return {leg.index: leg.sign * leg.net_qty for leg in self.legs if not is_zero(leg.net_qty)}
 
     @property
     def has_exposure(self) -> bool:
-        return any(not _zero(leg.net_qty) for leg in self.legs)
+        return any(not is_zero(leg.net_qty) for leg in self.legs)
 
     @property
     def is_active(self) -> bool:
@@ -491,7 +432,7 @@ class TradeLifecycle:
         legs: list[LegValue] = []
         for leg in self.legs:
             qty = leg.net_qty
-            if _zero(qty):
+            if is_zero(qty):
                 continue
             quote = self._fresh_quote(leg, now)
             price, degraded = _value_of_contract(mode, leg, quote)
@@ -513,7 +454,7 @@ class TradeLifecycle:
         now = self._now(None)
         total = 0.0
         for leg in self.legs:
-            if _zero(leg.net_qty):
+            if is_zero(leg.net_qty):
                 continue
             self._fresh_quote(leg, now)
             delta = leg.greek("delta")
@@ -561,39 +502,39 @@ class TradeLifecycle:
 # --------------------------------------------------------------------------------------------
 
 
+def positions_beyond_ours(positions: Iterable[PositionSnapshot], ours: Mapping[str, float], market: PriceSource,
+                          now: float, *, first_index: int) -> list[TradeLeg]:
+    """The account's positions beyond our trades' exposure, as adopted legs (kill switch, BEHAVIOUR 7.6).
+
+    Only what lies beyond our exposure on the account's own side is adopted; a contract that
+    has expired or that the market does not know is left alone. Legs are numbered from
+    ``first_index`` (after the legs the external trade already has).
+    """
+    legs: list[TradeLeg] = []
+    for position in positions:
+        signed = float(position.signed_qty)
+        extra = clean_qty(abs(signed - ours.get(position.symbol, 0.0)))
+        if is_zero(extra) or (signed - ours.get(position.symbol, 0.0)) * signed <= 0:
+            continue
+        try:
+            instrument = market.instrument(position.symbol)
+        except Exception:  # noqa: BLE001
+            logger.exception("external position %s: instrument unknown; not adopted", position.symbol)
+            continue
+        if now >= instrument.expiry_ms / 1000.0:
+            continue
+        contract = Contract(symbol=position.symbol, underlying=instrument.base,
+                            option_type=instrument.option_type, strike=float(instrument.strike),
+                            expiry_ms=int(instrument.expiry_ms))
+        legs.append(TradeLeg(index=first_index + len(legs), contract=contract,
+                             side=Side.BUY if signed > 0 else Side.SELL, qty=extra, adopted_qty=extra))
+    return legs
+
+
 def urgent_execution_params() -> ExecutionParams:
     """The urgent profile for unwind and kill (BEHAVIOUR 4.3): mark for 60 s repricing every
     15 s, then aggressive with a 5 % buffer for 120 s repricing every 10 s."""
     return ExecutionParams.urgent()
-
-
-@dataclass
-class _Streak:
-    """One exit condition's run of consecutive sane evaluations that returned True.
-
-    ``stamps`` are the quotes' ``as_of`` of the legs we held at the last counted evaluation,
-    so the same quotes seen on two polls count once; ``seen`` goes into the exit detail (I3).
-    """
-
-    condition: Any
-    stamps: tuple = ()
-    seen: list = field(default_factory=list)
-
-
-def _confirmations_of(cond: Any) -> int:
-    """How many consecutive sane True results ``cond`` needs; a plain callable needs one."""
-    return int(cond.confirmations) if isinstance(cond, ExitCondition) else 1
-
-
-def _quote_stamps(trade: TradeLifecycle) -> tuple:
-    return tuple(float(leg.quote.as_of) for leg in trade.legs if not _zero(leg.net_qty) and leg.quote is not None)
-
-
-def _newer(stamps: tuple, previous: tuple) -> bool:
-    """Every held leg's quote is newer than at the last counted evaluation (a leg set changed counts)."""
-    if len(stamps) != len(previous):
-        return True
-    return all(now > before for now, before in zip(stamps, previous))
 
 
 @dataclass
@@ -609,12 +550,22 @@ class _Runtime:
     job_kind: str | None = None
     pending_close_reason: str | None = None
     kill: bool = False
-    unevaluable_since: float | None = None
-    unevaluable_alerted: bool = False
-    insane_since: float | None = None       # an episode of insane quotes (logged once, at its start)
-    exit_streaks: dict = field(default_factory=dict)    # condition position -> _Streak (confirmations)
-    next_settlement_check: float = 0.0
-    delivery_warned: bool = False
+    exits: ExitWatch = field(default_factory=ExitWatch)            # confirmations, unevaluable/insane episodes
+    delivery: DeliveryWatch = field(default_factory=DeliveryWatch)   # settlement retries
+
+    def params_for(self, mode: str) -> Any:
+        """The engine's own configuration (None = that engine's defaults); limit gets ExecutionParams."""
+        if mode == "limit":
+            return self.params
+        return self.engine_params.get(mode)
+
+    def apply(self, hooks: StrategyHooks, default_params: ExecutionParams) -> None:
+        """Take the rules of the trade's strategy (attached by its runner, also after a restart)."""
+        self.exit_conditions = hooks.exit_conditions
+        self.params = hooks.execution_params or default_params
+        self.engine_params = {"smart": hooks.smart_config, "rfq": hooks.rfq_params}
+        self.on_opened = hooks.on_opened
+        self.on_closed = hooks.on_closed
 
 
 @dataclass(frozen=True)
@@ -634,7 +585,18 @@ class StrategyHooks:
 
 
 class LifecycleManager:
-    """Owns every trade and drives it through BEHAVIOUR 4.2 one non-blocking step per tick."""
+    """Owns every trade and drives it through BEHAVIOUR 4.2 one non-blocking step per tick.
+
+    The coordinator: it keeps the trades and their in-memory runtime and the one state setter
+    (``_set_state``, which enforces ``TRANSITIONS``); it runs the jobs and the close rounds,
+    the kill switch, restart recovery and the expiry halt, and decides what every part's
+    answer does to a trade's state. Its parts do one job each and are handed exactly what
+    they need: ``TradeFills`` reads our fills from the ledger, ``TradeRecorder`` writes every
+    change before the next request (I5) and calls the strategy back once, ``ExitEvaluator``
+    judges the exit rules, ``CloseRounds`` plans each reducing round and keeps the breaker,
+    ``Settler`` says what expiry paid a leg, ``ExternalCloses`` books (and un-books) closes
+    made outside the daemon, ``LifecycleHolds`` keeps the start-up hold and the entry holds.
+    """
 
     callback_name = "LifecycleManager"   # how the monitor names this callback
 
@@ -663,20 +625,19 @@ class LifecycleManager:
         self.exec_params_default = exec_params_default or ExecutionParams()
         self.urgent_params = urgent_params or urgent_execution_params()
         self.quote_max_age = float(quote_max_age)
-        self.health = health or ConditionHealth(on_alert=self._condition_alert)
+        self.fills = TradeFills(ledger)
+        self.rounds = CloseRounds(ledger=ledger, urgent_params=self.urgent_params, alerts=alerts)
+        self.recorder = TradeRecorder(store=store, clock=clock, alerts=alerts, journal=journal)
+        self.exits = ExitEvaluator(market=market, alerts=alerts, quote_max_age=self.quote_max_age, health=health)
+        self.settler = Settler(client, alerts)
+        self.holds = LifecycleHolds()
+        self.external = ExternalCloses(recorder=self.recorder, alerts=alerts)
         self._lock = threading.RLock()
         self._trades: dict[str, TradeLifecycle] = {}
         self._runtime: dict[str, _Runtime] = {}
         self._hooks: dict[str, StrategyHooks] = {}
         self._next_seq = 1
         self._last_snapshot: Any = None
-        self._delivery_prices: dict[int, float] = {}
-        self.persistence_errors = 0
-        self.breaker_trips = 0
-        self._hold_reason: str | None = None
-        self._entry_holds: dict[str, str] = {}
-        self._entry_holds_lock = threading.Lock()
-        self._hold_logged = False
 
     def __repr__(self) -> str:
         return f"LifecycleManager(trades={len(self._trades)})"
@@ -684,6 +645,16 @@ class LifecycleManager:
     def __call__(self, snapshot: Any) -> None:
         """So that ``monitor.register(manager)`` also finds ``on_snapshot_error``."""
         self.tick(snapshot)
+
+    @property
+    def persistence_errors(self) -> int:
+        """State writes that failed (the runners pause entries on them; exits go on)."""
+        return self.recorder.errors
+
+    @property
+    def breaker_trips(self) -> int:
+        """Circuit-breaker trips since start-up, every trade together (the health line shows them)."""
+        return self.rounds.trips
 
     # ---- queries --------------------------------------------------------------------
 
@@ -712,8 +683,10 @@ class LifecycleManager:
                 runtime = self._runtime.get(trade.id)
                 if runtime is not None and runtime.job is not None:
                     return True
+                kill = runtime is not None and runtime.kill
                 if (trade.state in (TradeState.PENDING_CLOSE, TradeState.UNWINDING)
-                        and not self._breaker_active(trade, runtime, now) and self._reducing_targets(trade, now)):
+                        and not self.rounds.breaker_active(trade, kill=kill, now=now)
+                        and self.rounds.targets(trade, now)):
                     return True
             return False
 
@@ -755,7 +728,7 @@ class LifecycleManager:
             self._persist(trade, "created")
             try:
                 runtime.job = self.executor.start(trade.execution_mode, trade, targets, Intent.OPEN,
-                                                  self._params_for(runtime, trade.execution_mode),
+                                                  runtime.params_for(trade.execution_mode),
                                                   best_effort=False)
                 runtime.job_kind = "open"
             except Exception as error:  # noqa: BLE001 - an unstartable open is a failed trade, not a crash
@@ -777,7 +750,7 @@ class LifecycleManager:
 
     def tick(self, snapshot: Any) -> None:
         """One wake: advance jobs, settle, evaluate exits on poll ticks, start closes at once."""
-        if self._on_hold():
+        if self.holds.on_hold():
             return
         with self._lock:
             poll_tick = snapshot is not None and snapshot is not self._last_snapshot
@@ -787,7 +760,7 @@ class LifecycleManager:
 
     def on_snapshot_error(self, error: Exception) -> None:
         """No snapshot this wake: jobs keep advancing, no exit is evaluated (incident 13)."""
-        if self._on_hold():
+        if self.holds.on_hold():
             return
         logger.info("lifecycle tick without a snapshot (%s): jobs advance, exits wait", error)
         with self._lock:
@@ -808,13 +781,13 @@ class LifecycleManager:
             return
         if runtime.job is not None:
             self._step_job(trade, runtime, now)
-        self._sync_fills(trade)
+        self.fills.sync(trade)
         if not trade.is_active:
             return
         if self._handle_expiry(trade, runtime, now):
             return
         if trade.state is TradeState.OPEN and poll_snapshot is not None and runtime.job is None:
-            self._refresh_quotes(trade, now)
+            self.exits.refresh_quotes(trade, now)
             self._evaluate_exits(trade, runtime, poll_snapshot, now)
         self._drive(trade, runtime, now)
 
@@ -846,7 +819,7 @@ class LifecycleManager:
         except Exception:  # noqa: BLE001 - fills come from the ledger anyway
             logger.exception("trade %s: reading the %s job result failed", trade.id, kind)
             reason = ""
-        self._sync_fills(trade)
+        self.fills.sync(trade)
         logger.info("trade %s: %s job ended %s %s", trade.id, kind, status.value, reason)
         if kind == "open":
             self._on_open_end(trade, runtime, now, reason)
@@ -861,22 +834,6 @@ class LifecycleManager:
         runtime.job_kind = kind
         return True
 
-    @staticmethod
-    def _params_for(runtime: _Runtime, mode: str) -> Any:
-        """The engine's own configuration (None = that engine's defaults); limit gets ExecutionParams."""
-        if mode == "limit":
-            return runtime.params
-        return runtime.engine_params.get(mode)
-
-    def _reducing_targets(self, trade: TradeLifecycle, now: float) -> list[LegTarget]:
-        """One target per leg with exposure outside the halt: qty recomputed from fills (4.4)."""
-        return [leg.reducing_target()
-                for leg in trade.legs if not _zero(leg.net_qty) and not leg.is_frozen(now)
-                and not self._symbol_blocked(leg.symbol)]
-
-    def _symbol_blocked(self, symbol: str) -> bool:
-        return bool(self.ledger.is_blocked(symbol))
-
     def _drive(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
         """§4.2 rows 8 and 11: start the next unwind or close round when nothing is working."""
         if runtime.job is not None or trade.state not in (TradeState.PENDING_CLOSE, TradeState.UNWINDING):
@@ -884,71 +841,42 @@ class LifecycleManager:
         if not trade.has_exposure:
             self._finish_flat(trade, runtime, now)
             return
-        if self._resolve_stray_orders(trade):
+        if self.fills.resolve_stray_orders(trade):
             return
-        if self._breaker_active(trade, runtime, now):
+        if self.rounds.breaker_active(trade, kill=runtime.kill, now=now):
             return
-        targets = self._reducing_targets(trade, now)
+        targets = self.rounds.targets(trade, now)
         if not targets:
             return  # every leg with exposure is frozen: wait for settlement
-        if trade.state is TradeState.UNWINDING:
-            intent = Intent.KILL if runtime.kill else Intent.UNWIND
-            self._start_job(trade, runtime, "unwind", intent, targets, self.urgent_params, "limit")
+        unwinding = trade.state is TradeState.UNWINDING
+        plan = self.rounds.next_round(trade, unwinding=unwinding, kill=runtime.kill, params_for=runtime.params_for)
+        self._start_job(trade, runtime, plan.kind, plan.intent, targets, plan.params, plan.mode)
+        if unwinding:
             self._persist(trade, "unwind_round")
         else:
-            if runtime.kill:
-                kind, intent, params, mode = "kill", Intent.KILL, self.urgent_params, "limit"
-            else:
-                mode = trade.execution_mode if trade.failed_rounds == 0 else "limit"  # close fallback (4.4)
-                kind, intent, params = "close", Intent.CLOSE, self._params_for(runtime, mode)
-            self._start_job(trade, runtime, kind, intent, targets, params, mode)
             self._set_state(trade, TradeState.CLOSING)
         self._step_job(trade, runtime, now)
-
-    def _resolve_stray_orders(self, trade: TradeLifecycle) -> bool:
-        """Non-final orders with no job (left by a restart): make them final before a new round.
-
-        A working order (LIVE/PARTIAL) is cancelled; anything else (cancel requested, unknown,
-        recorded but maybe unsent) is polled until the exchange gives its final state. True
-        while any remains, so no new order goes out on a leg that still has one.
-        """
-        try:
-            live = list(self.ledger.live_orders(trade.id))
-        except Exception:  # noqa: BLE001
-            logger.exception("trade %s: reading live orders failed", trade.id)
-            return True
-        for order in live:
-            try:
-                if order.status in (OrderStatus.LIVE, OrderStatus.PARTIAL):
-                    self.ledger.cancel(order)
-                else:
-                    self.ledger.poll(order)
-            except Exception:  # noqa: BLE001 - polled again next tick
-                logger.exception("trade %s: polling stray order %s failed", trade.id, order.client_order_id)
-        if live:
-            self._sync_fills(trade)
-        return bool(live)
 
     # ---- transitions ------------------------------------------------------------------
 
     def _on_open_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float, reason: str) -> None:
         """§4.2 rows 3-5 decided on our fills, whatever the job reported (cancel + grace already done)."""
         if all(leg.open_filled >= leg.qty - QTY_EPSILON for leg in trade.legs):
-            trade.opened_at = self._last_fill_time(trade, Intent.OPEN, now)
+            trade.opened_at = self.fills.last_fill_time(trade, Intent.OPEN, now)
             self._set_state(trade, TradeState.OPEN)
-            self._notify_opened(trade, runtime)
+            self.recorder.notify_opened(trade, runtime.on_opened)
             if runtime.pending_close_reason is not None:
                 self._decide_exit(trade, runtime.pending_close_reason, {"source": runtime.pending_close_reason}, now)
                 self._set_state(trade, TradeState.PENDING_CLOSE)
             return
         if not trade.has_exposure:
-            placed = self._orders_placed(trade)
+            placed = self.fills.orders_placed(trade)
             self._fail(trade, now, reason or "open failed with no fill")
             if placed:
                 self._alert("WARNING", "open_failed", f"trade {trade.id} ({trade.strategy}) failed to open: "
                             f"{trade.failure_reason}", trade_id=trade.id)
             return
-        partial = {leg.symbol: leg.net_qty for leg in trade.legs if not _zero(leg.net_qty)}
+        partial = {leg.symbol: leg.net_qty for leg in trade.legs if not is_zero(leg.net_qty)}
         self._set_state(trade, TradeState.UNWINDING)
         self._alert("WARNING", "open_partial_unwind",
                     f"trade {trade.id} ({trade.strategy}) opened partially; unwinding "
@@ -960,7 +888,7 @@ class LifecycleManager:
             self._finish_flat(trade, runtime, now)
             return
         trade.unwind_rounds += 1
-        self._after_failed_round(trade, runtime, now)
+        self.rounds.after_failed_round(trade, kill=runtime.kill, now=now)
         self._persist(trade, "unwind_round_ended")
 
     def _on_close_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
@@ -968,28 +896,8 @@ class LifecycleManager:
             self._finish_flat(trade, runtime, now)
             return
         trade.close_rounds += 1
-        self._after_failed_round(trade, runtime, now)
+        self.rounds.after_failed_round(trade, kill=runtime.kill, now=now)
         self._set_state(trade, TradeState.PENDING_CLOSE)
-
-    def _after_failed_round(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
-        """Circuit breaker (4.4): 10 failed rounds trip it; after that every failed round does."""
-        trade.failed_rounds += 1
-        if trade.failed_rounds < BREAKER_ROUNDS and trade.breaker_trips == 0:
-            return
-        delay = min(BREAKER_FIRST_DELAY * (2 ** trade.breaker_trips), BREAKER_MAX_DELAY)
-        trade.breaker_trips += 1
-        trade.breaker_until = now + delay
-        self.breaker_trips += 1
-        remaining = {leg.symbol: leg.net_qty for leg in trade.legs if not _zero(leg.net_qty)}
-        self._alert("CRITICAL", "close_breaker",
-                    f"trade {trade.id} ({trade.strategy}): {trade.failed_rounds} rounds without reaching zero "
-                    f"exposure; next round in {delay:.0f} s" + (" (kill switch overrides)" if runtime.kill else ""),
-                    trade_id=trade.id, remaining=remaining, delay_seconds=delay, trips=trade.breaker_trips)
-
-    def _breaker_active(self, trade: TradeLifecycle, runtime: _Runtime | None, now: float) -> bool:
-        if runtime is not None and runtime.kill:
-            return False
-        return trade.breaker_until is not None and now < trade.breaker_until
 
     def _finish_flat(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
         """Zero exposure: CLOSED if the trade ever opened (§4.2 rows 12/16), else FAILED (§4.2 rows 7/16)."""
@@ -999,7 +907,7 @@ class LifecycleManager:
             return
         trade.closed_at = now
         self._set_state(trade, TradeState.CLOSED)
-        self._notify_closed(trade, runtime)
+        self.recorder.notify_closed(trade, runtime.on_closed)
 
     def _fail(self, trade: TradeLifecycle, now: float, reason: str) -> None:
         trade.failed_at = now
@@ -1016,184 +924,41 @@ class LifecycleManager:
         trade.exit_detail = detail
         return True
 
-    # ---- exits ------------------------------------------------------------------------
-
-    def _refresh_quotes(self, trade: TradeLifecycle, now: float) -> None:
-        """Once per poll, quotes for legs we hold (the chain cache makes it one call per expiry)."""
-        for leg in trade.legs:
-            if _zero(leg.net_qty) or leg.is_expired(now):
-                continue
-            try:
-                leg.quote = self.market.quote(leg.symbol, max_age=self.quote_max_age)
-            except (TraderError, OSError) as error:
-                logger.warning("trade %s: quote refresh of %s failed: %s", trade.id, leg.symbol, error)
+    # ---- exits --------------------------------------------------------------------------------
 
     def _evaluate_exits(self, trade: TradeLifecycle, runtime: _Runtime, snapshot: Any, now: float) -> None:
-        """§4.2 row 9: the first exit confirmed on enough snapshots decides; its close starts in this tick (incident 35).
-
-        A condition decides only once it has returned True on ``confirmations`` consecutive
-        evaluations, each on quotes newer than the last counted one (``ExitCondition.confirmations``:
-        1, and 2 for ``max_loss*``; a plain callable has 1). A False or an error resets its streak.
-        An unevaluable snapshot (stale or insane quotes) neither counts nor resets it: two sane
-        readings that both show the loss are both real evidence, and resetting on every glitch
-        would let a flapping feed postpone a genuine stop for ever (issue 9, ``price_sanity``).
-        While a leg we hold has an insane quote, plain callables are not called at all: they may
-        read quote fields directly, around the valuation's sanity rule.
-        """
-        insane = self._insane_legs(trade, now)
-        self._note_insane(trade, runtime, insane, now)
-        unevaluable = False
-        for position, cond in enumerate(runtime.exit_conditions):
-            name = condition_name(cond)
-            if insane and not isinstance(cond, ExitCondition):
-                verdict = ExitVerdict.UNEVALUABLE
-            else:
-                verdict = judge_exit(cond, snapshot, trade, health=self.health, strategy=trade.strategy,
-                                     name=f"exit_conditions[{position}]:{name}")
-            if verdict is ExitVerdict.UNEVALUABLE:
-                unevaluable = True
-                continue
-            if verdict is not ExitVerdict.FIRED:
-                runtime.exit_streaks.pop(position, None)
-                continue
-            streak = self._confirm(trade, runtime, position, cond, snapshot)
-            required = _confirmations_of(cond)
-            if len(streak.seen) < required:
-                logger.info("trade %s: exit %s fired on %d of %d consecutive sane snapshots; waiting for the next",
-                            trade.id, name, len(streak.seen), required)
-                continue
-            self._decide_exit(trade, name, self._exit_detail(trade, cond, snapshot, streak, required), now)
+        """§4.2 row 9: the first exit confirmed on enough snapshots decides; its close starts in this
+        tick (incident 35). ``ExitEvaluator`` judges; the decision and the state change are made here."""
+        decision = self.exits.evaluate(trade, runtime.exit_conditions, runtime.exits, snapshot, now)
+        if decision is not None:
+            self._decide_exit(trade, decision.reason, decision.detail, now)
             self._set_state(trade, TradeState.PENDING_CLOSE)
-            runtime.unevaluable_since = None
-            runtime.exit_streaks.clear()
-            return
-        self._track_unevaluable(trade, runtime, unevaluable, now)
 
-    @staticmethod
-    def _insane_legs(trade: TradeLifecycle, now: float) -> list[str]:
-        """Why the quotes of legs we hold are not believable (``price_sanity``); empty when all are."""
-        found = []
-        for leg in trade.legs:
-            if _zero(leg.net_qty) or leg.is_expired(now) or leg.quote is None:
-                continue
-            problems = quote_problems(leg.quote, leg.symbol)
-            if problems:
-                found.append(f"leg {leg.index} {leg.symbol}: " + ", ".join(problems))
-        return found
-
-    @staticmethod
-    def _note_insane(trade: TradeLifecycle, runtime: _Runtime, insane: list[str], now: float) -> None:
-        """One WARNING when an episode of insane quotes starts and one INFO when it ends, not one per tick."""
-        if insane:
-            if runtime.insane_since is None:
-                runtime.insane_since = now
-                logger.warning("trade %s (%s): no valuation on this snapshot (%s); PnL exits wait for a sane one",
-                               trade.id, trade.strategy, "; ".join(insane))
-            return
-        if runtime.insane_since is not None:
-            logger.info("trade %s: quotes sane again after %.0f s; exits are evaluated again",
-                        trade.id, now - runtime.insane_since)
-            runtime.insane_since = None
-
-    def _confirm(self, trade: TradeLifecycle, runtime: _Runtime, position: int, cond: Any, snapshot: Any) -> "_Streak":
-        """Count this True toward ``cond``'s confirmations, unless its quotes are the ones already counted."""
-        streak = runtime.exit_streaks.get(position)
-        if streak is None or streak.condition is not cond:
-            streak = _Streak(cond)
-            runtime.exit_streaks[position] = streak
-        stamps = _quote_stamps(trade)
-        if streak.seen and not _newer(stamps, streak.stamps):
-            logger.debug("trade %s: exit %s fired again on the same quotes; not a new confirmation",
-                         trade.id, condition_name(cond))
-            return streak
-        streak.stamps = stamps
-        mode = getattr(cond, "mode", None) or "fair"
-        try:
-            pnl: float | None = trade.valuation(mode).value
-        except (StaleDataError, ValueError):
-            pnl = None
-        streak.seen.append({"snapshot_ts": snapshot.timestamp,
-                            "quotes_as_of": min(stamps) if stamps else None, "mode": mode, "pnl": pnl})
-        return streak
-
-    def _exit_detail(self, trade: TradeLifecycle, cond: Any, snapshot: Any, streak: "_Streak | None" = None,
-                     required: int = 1) -> dict:
-        mode = getattr(cond, "mode", None) or "fair"
-        detail: dict[str, Any] = {"condition": condition_name(cond), "snapshot_ts": snapshot.timestamp}
-        try:
-            detail.update(trade.valuation(mode).to_detail())
-        except (StaleDataError, ValueError) as error:
-            detail.update({"mode": mode, "pnl": None, "valuation_error": str(error)})
-        detail["index"] = next((float(leg.quote.underlying_price) for leg in trade.legs
-                                if leg.quote is not None and leg.quote.underlying_price), None)
-        detail["confirmations"] = {"required": required, "seen": len(streak.seen) if streak is not None else 1,
-                                   "evaluations": list(streak.seen) if streak is not None else []}
-        return detail
-
-    def _track_unevaluable(self, trade: TradeLifecycle, runtime: _Runtime, unevaluable: bool, now: float) -> None:
-        if not unevaluable:
-            if runtime.unevaluable_alerted:
-                logger.info("trade %s: exits evaluable again", trade.id)
-            runtime.unevaluable_since = None
-            runtime.unevaluable_alerted = False
-            return
-        if runtime.unevaluable_since is None:
-            runtime.unevaluable_since = now
-        if not runtime.unevaluable_alerted and now - runtime.unevaluable_since >= UNEVALUABLE_ALERT_SECONDS:
-            runtime.unevaluable_alerted = True
-            self._alert("WARNING", "exit_unevaluable",
-                        f"trade {trade.id} ({trade.strategy}): exits unevaluable for "
-                        f"{now - runtime.unevaluable_since:.0f} s (stale, missing or insane quotes)", trade_id=trade.id)
-
-    # ---- start-up hold and reconciliation support (reconciliation.py drives these) ---------
+    # ---- the holds (lifecycle_holds.LifecycleHolds) -------------------------------------------
 
     def hold(self, reason: str) -> None:
         """No order, no exit, no job step until ``release()`` (start-up, before positions are known)."""
-        self._hold_reason = reason
-        self._hold_logged = False
+        self.holds.hold(reason)
 
     def release(self) -> None:
-        if self._hold_reason is not None:
-            logger.info("lifecycle released (was held: %s)", self._hold_reason)
-        self._hold_reason = None
+        self.holds.release()
 
     @property
     def hold_reason(self) -> str | None:
-        return self._hold_reason
-
-    # ---- entry holds: no new trade, exits and closes go on -----------------------------------
+        return self.holds.reason
 
     def hold_entries(self, key: str, reason: str) -> bool:
-        """Stop every strategy's entries for ``key`` (e.g. a suspect positions read, a lost store)
-        until ``release_entries(key)``; exits, closes and settlement go on. True if newly held."""
-        with self._entry_holds_lock:
-            new = key not in self._entry_holds
-            self._entry_holds[key] = reason
-        if new:
-            logger.warning("entries held (%s): %s", key, reason)
-        return new
+        """No new trade for any strategy until ``release_entries(key)``; exits go on. True if newly held."""
+        return self.holds.hold_entries(key, reason)
 
     def release_entries(self, key: str) -> bool:
-        """Lift the entry hold ``key``; True if it was held."""
-        with self._entry_holds_lock:
-            reason = self._entry_holds.pop(key, None)
-        if reason is not None:
-            logger.warning("entry hold lifted (%s; was: %s)", key, reason)
-        return reason is not None
+        return self.holds.release_entries(key)
 
     @property
     def entry_holds(self) -> dict[str, str]:
-        """The active entry holds, key -> reason (a copy)."""
-        with self._entry_holds_lock:
-            return dict(self._entry_holds)
+        return self.holds.entry_holds
 
-    def _on_hold(self) -> bool:
-        if self._hold_reason is None:
-            return False
-        if not self._hold_logged:
-            self._hold_logged = True
-            logger.warning("lifecycle on hold (%s): no order and no exit until it is lifted", self._hold_reason)
-        return True
+    # ---- reconciliation support (reconciliation.py drives these) ---------------------------
 
     def release_blocks(self, strategy: str | None = None) -> list[str]:
         """Operator resume: lift symbol blocks on this strategy's legs (every block when None)."""
@@ -1212,7 +977,7 @@ class LifecycleManager:
         with self._lock:
             trade = self._trades.get(trade_id)
             if trade is not None:
-                self._sync_fills(trade)
+                self.fills.sync(trade)
                 self._persist(trade, "fills_reconciled")
 
     def record_external_close(self, trade_id: str, leg_index: int, qty: float, price: float, *,
@@ -1232,18 +997,9 @@ class LifecycleManager:
             leg = next((item for item in trade.legs if item.index == leg_index), None)
             if leg is None:
                 return None
-            qty = min(_clean_qty(qty), leg.net_qty)
-            if _zero(qty):
-                return trade
-            total = leg.external_qty + qty
-            leg.external_price = (leg.external_price * leg.external_qty + price * qty) / total
-            leg.external_qty = _clean_qty(total)
             now = self.clock.now()
-            self._persist(trade, "external_close", leg=leg_index, qty=qty, price=price)
-            self._alert("CRITICAL", "external_close",
-                        f"trade {trade.id} ({trade.strategy}): {qty:g} {leg.symbol} closed outside the daemon "
-                        f"at {price:g} (fills that are not ours); {detail}",
-                        trade_id=trade.id, symbol=leg.symbol, qty=qty, price=price)
+            if not self.external.book(trade, leg, qty, price, detail):
+                return trade
             if not trade.has_exposure:
                 runtime = self._runtime_of(trade)
                 if runtime.job is not None:
@@ -1259,18 +1015,7 @@ class LifecycleManager:
         Only recent ones (``REVERSAL_LOOKBACK_SECONDS``) whose externally closed legs have not
         expired: their positions may show again, and then they are reopened (docs/RECOVERY.md X1).
         """
-        now = self.clock.now()
-        found = []
-        for trade in self.trades():
-            if trade.is_active or trade.exit_reason != EXIT_REASON_EXTERNAL or FLAG_PNL_ESTIMATED not in trade.flags:
-                continue
-            ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
-            if ended is None or now - float(ended) > REVERSAL_LOOKBACK_SECONDS:
-                continue
-            legs = [leg for leg in trade.legs if leg.external_qty > QTY_EPSILON]
-            if legs and not any(leg.is_expired(now) for leg in legs):
-                found.append(trade)
-        return found
+        return self.external.reversible(self.trades(), self.clock.now())
 
     def reverse_external_close(self, trade_id: str, detail: str) -> TradeLifecycle | None:
         """Undo an external close booked without evidence: the position showed again (X1).
@@ -1284,38 +1029,15 @@ class LifecycleManager:
         """
         with self._lock:
             trade = self._trades.get(trade_id)
-            if trade is None or trade.is_active or trade.exit_reason != EXIT_REASON_EXTERNAL \
-                    or FLAG_PNL_ESTIMATED not in trade.flags:
+            if trade is None or not booked_without_evidence(trade):
                 return None
-            now = self.clock.now()
-            restored = {leg.symbol: leg.sign * leg.external_qty for leg in trade.legs if leg.external_qty > QTY_EPSILON}
-            trade.metadata["external_close_reversed"] = {
-                "at": now, "detail": detail, "legs": restored, "was": {
-                    "state": trade.state.value, "closed_at": trade.closed_at, "failed_at": trade.failed_at,
-                    "realized_pnl": trade.realized_pnl, "exit_detail": trade.exit_detail,
-                    "external_prices": {leg.symbol: leg.external_price for leg in trade.legs
-                                        if leg.external_qty > QTY_EPSILON}}}
-            for leg in trade.legs:
-                leg.external_qty = 0.0
-                leg.external_price = 0.0
-            trade.flags = [flag for flag in trade.flags if flag != FLAG_PNL_ESTIMATED] + [FLAG_EXTERNAL_REVERSED]
-            trade.exit_reason = trade.exit_decided_at = trade.closed_at = trade.realized_pnl = None
-            trade.exit_detail = {}
-            opened = trade.opened_at is not None
-            if not opened:
-                trade.failed_at = trade.failure_reason = None
+            restored = self.external.unbook(trade, detail, self.clock.now())
             runtime = self._runtime_of(trade)
             runtime.pending_close_reason = None
-            self._sync_fills(trade)
-            self._set_state(trade, TradeState.OPEN if opened else TradeState.OPENING)
-            managed = "" if trade.strategy in self._hooks or trade.seq == 0 else \
-                " (its strategy is not running: it stays unmanaged, see `python main.py status`)"
-            self._alert("CRITICAL", "external_close_reversed",
-                        f"trade {trade.id} ({trade.strategy}) had been booked closed outside the daemon at an "
-                        f"estimated price, with no fill to prove it; {detail}: the trade is "
-                        f"{'OPEN' if opened else 'decided again on its fills'} and managed by its own exit rules "
-                        f"again{managed}. Its strategy stays paused for new entries: check the account, then "
-                        f"`python main.py resume {trade.strategy}`", trade_id=trade.id, legs=restored)
+            self.fills.sync(trade)
+            self._set_state(trade, TradeState.OPEN if trade.opened_at is not None else TradeState.OPENING)
+            self.external.alert_reversed(trade, detail, restored,
+                                         managed=trade.strategy in self._hooks or trade.seq == 0)
             return trade
 
     # ---- restart ----------------------------------------------------------------------
@@ -1332,14 +1054,7 @@ class LifecycleManager:
             self._hooks[strategy] = hooks
             for trade in self._trades.values():
                 if trade.strategy == strategy:
-                    self._apply_hooks(self._runtime_of(trade), hooks)
-
-    def _apply_hooks(self, runtime: _Runtime, hooks: StrategyHooks) -> None:
-        runtime.exit_conditions = hooks.exit_conditions
-        runtime.params = hooks.execution_params or self.exec_params_default
-        runtime.engine_params = {"smart": hooks.smart_config, "rfq": hooks.rfq_params}
-        runtime.on_opened = hooks.on_opened
-        runtime.on_closed = hooks.on_closed
+                    self._runtime_of(trade).apply(hooks, self.exec_params_default)
 
     def recover(self) -> dict:
         """Reload our trades and orders from the store after a restart (part of BEHAVIOUR 4.7).
@@ -1367,14 +1082,14 @@ class LifecycleManager:
                 runtime = self._runtime_of(trade)
                 hooks = self._hooks.get(trade.strategy)
                 if hooks is not None:
-                    self._apply_hooks(runtime, hooks)
+                    runtime.apply(hooks, self.exec_params_default)
                 # Kill mode lives in memory: a trade the kill switch was closing keeps its
                 # urgent, breaker-free kill orders after a restart.
                 runtime.kill = runtime.kill or trade.exit_reason == EXIT_REASON_KILL or trade.seq == 0
                 report["restored"] += 1
                 if not trade.is_active:
                     continue
-                self._sync_fills(trade)
+                self.fills.sync(trade)
                 if trade.state is TradeState.PENDING_OPEN:
                     if not self.ledger.orders(trade.id):
                         self._fail(trade, now, "abandoned at restart")
@@ -1394,9 +1109,9 @@ class LifecycleManager:
         Cancel what is still working, then decide on our fills exactly as if the job had
         just ended: never re-sends the filled quantity, never leaves a partial open as is.
         """
-        if self._resolve_stray_orders(trade):
+        if self.fills.resolve_stray_orders(trade):
             return
-        self._sync_fills(trade)
+        self.fills.sync(trade)
         if trade.state is TradeState.OPENING:
             self._on_open_end(trade, runtime, now, "open interrupted by a restart")
         elif not trade.has_exposure:
@@ -1453,23 +1168,7 @@ class LifecycleManager:
         existing = self._trades.get(EXTERNAL_TRADE_ID)
         legs: list[TradeLeg] = list(existing.legs) if existing is not None and existing.is_active else []
         now = self.clock.now()
-        for position in snapshot.positions:
-            signed = float(position.signed_qty)
-            extra = _clean_qty(abs(signed - ours.get(position.symbol, 0.0)))
-            if _zero(extra) or (signed - ours.get(position.symbol, 0.0)) * signed <= 0:
-                continue
-            try:
-                instrument = self.market.instrument(position.symbol)
-            except Exception:  # noqa: BLE001
-                logger.exception("external position %s: instrument unknown; not adopted", position.symbol)
-                continue
-            if now >= instrument.expiry_ms / 1000.0:
-                continue
-            contract = Contract(symbol=position.symbol, underlying=instrument.base,
-                                option_type=instrument.option_type, strike=float(instrument.strike),
-                                expiry_ms=int(instrument.expiry_ms))
-            legs.append(TradeLeg(index=len(legs), contract=contract, side=Side.BUY if signed > 0 else Side.SELL,
-                                 qty=extra, adopted_qty=extra))
+        legs += positions_beyond_ours(snapshot.positions, ours, self.market, now, first_index=len(legs))
         if not legs or (existing is not None and existing.is_active and len(legs) == len(existing.legs)):
             return existing if existing is not None and existing.is_active else None
         trade = TradeLifecycle(id=EXTERNAL_TRADE_ID, seq=0, strategy="external", state=TradeState.OPEN, legs=legs,
@@ -1487,7 +1186,7 @@ class LifecycleManager:
 
         Returns True when the trade is done for this tick (settling or just finished).
         """
-        held = [leg for leg in trade.legs if not _zero(leg.net_qty)]
+        held = [leg for leg in trade.legs if not is_zero(leg.net_qty)]
         expired = [leg for leg in held if leg.is_expired(now)]
         if not expired:
             if trade.state is TradeState.SETTLING and runtime.job is None and not trade.has_exposure:
@@ -1502,121 +1201,16 @@ class LifecycleManager:
             self._decide_exit(trade, EXIT_REASON_EXPIRY, {"source": EXIT_REASON_EXPIRY,
                                                            "legs": [leg.symbol for leg in expired]}, now)
             self._set_state(trade, TradeState.SETTLING)
-        if now >= runtime.next_settlement_check:
-            runtime.next_settlement_check = now + DELIVERY_RETRY_SECONDS
+        if self.settler.due(runtime.delivery, now):
             for leg in expired:
-                self._settle_leg(trade, runtime, leg, now)
+                if self.settler.settle_leg(trade, leg, runtime.delivery, now):
+                    self._persist(trade, "leg_settled")
         if not trade.has_exposure:
             self._finish_flat(trade, runtime, now)
             return True
         return all_expired
 
-    def _settle_leg(self, trade: TradeLifecycle, runtime: _Runtime, leg: TradeLeg, now: float) -> None:
-        qty = leg.net_qty
-        contract = leg.contract
-        delivery, estimated = self._delivery_price(contract.expiry_ms, now, trade, runtime)
-        record = self._exercise_record(leg, qty)
-        if delivery is None and record is not None:
-            delivery = record.exercise_price
-        if delivery is None:
-            return
-        intrinsic = intrinsic_value(contract.option_type, contract.strike, delivery)
-        cash = round(leg.sign * intrinsic * qty, 8)
-        if record is not None and record.fees is not None:
-            fee, fee_estimated = record.fees, False
-            exact_cash = record.settlement_cash_flow
-            if exact_cash is not None:
-                cash = exact_cash
-        else:
-            fee, fee_estimated = estimated_delivery_fee(contract.expiry_ms, qty, delivery, intrinsic), True
-        leg.settlement = Settlement(delivery_price=delivery, qty=qty, intrinsic=intrinsic, cash=cash, fee=fee,
-                                    fee_estimated=fee_estimated, price_estimated=estimated, settled_at=now)
-        for flag, on in (("fee_estimated", fee_estimated), ("settlement_estimated", estimated)):
-            if on and flag not in trade.flags:
-                trade.flags.append(flag)
-        trade.fees_paid = trade.total_fees()
-        logger.info("trade %s leg %d %s settled: %s x %.2f intrinsic at delivery %.2f, fee %.2f", trade.id,
-                    leg.index, leg.symbol, qty, intrinsic, delivery, fee)
-        self._persist(trade, "leg_settled")
-
-    def _delivery_price(self, expiry_ms: int, now: float, trade: TradeLifecycle,
-                        runtime: _Runtime) -> tuple[float | None, bool]:
-        """Delivery price of ``expiry_ms`` (cached); after 24 h, the estimated expiration price."""
-        if expiry_ms in self._delivery_prices:
-            return self._delivery_prices[expiry_ms], False
-        try:
-            price = find_delivery_price(self.client.delivery_prices(), expiry_ms)
-        except Exception as error:  # noqa: BLE001 - retried later
-            logger.warning("delivery prices unavailable: %s", error)
-            price = None
-        if price is not None:
-            self._delivery_prices[expiry_ms] = price
-            return price, False
-        waited = now - expiry_ms / 1000.0
-        if waited >= DELIVERY_WARN_SECONDS and not runtime.delivery_warned:
-            runtime.delivery_warned = True
-            self._alert("WARNING", "delivery_price_missing",
-                        f"trade {trade.id}: no delivery price {waited / 60:.0f} min after expiry {expiry_ms}",
-                        trade_id=trade.id, expiry_ms=expiry_ms)
-        if waited >= DELIVERY_ESTIMATE_SECONDS:
-            try:
-                estimate = parse_estimated_expiration_price(self.client.estimated_expiration_price(expiry_ms))
-            except Exception as error:  # noqa: BLE001
-                logger.warning("estimated expiration price unavailable: %s", error)
-                estimate = None
-            if estimate is not None and estimate > 0:
-                return estimate, True
-        return None, False
-
-    def _exercise_record(self, leg: TradeLeg, qty: float) -> ExerciseRecord | None:
-        """The exchange's settlement record when it describes exactly our quantity (no pro-rating)."""
-        try:
-            data = self.client.exercise_history(**history_filters(symbol=leg.symbol))
-        except Exception as error:  # noqa: BLE001 - the computed settlement is used instead
-            logger.info("exercise history for %s unavailable: %s", leg.symbol, error)
-            return None
-        for record in parse_exercise_records(data):
-            if record.symbol != leg.symbol:
-                continue
-            if record.qty is not None and abs(record.qty - qty) < QTY_EPSILON and (
-                    record.side is None or record.side == leg.side):
-                return record
-        return None
-
-    # ---- fills, persistence, notifications ------------------------------------------------------
-
-    def _sync_fills(self, trade: TradeLifecycle) -> None:
-        """Legs' fills from the ledger: open family, and close + unwind + kill together."""
-        for leg in trade.legs:
-            qty, vwap, fees = self.ledger.leg_fill(trade.id, leg.index, Intent.OPEN)
-            leg.open_filled, leg.open_vwap, leg.open_fees = _clean_qty(qty), float(vwap or 0.0), float(fees or 0.0)
-            total_qty = total_value = total_fees = 0.0
-            for family in (Intent.CLOSE, Intent.UNWIND, Intent.KILL):
-                qty, vwap, fees = self.ledger.leg_fill(trade.id, leg.index, family)
-                total_qty += qty
-                total_value += qty * (vwap or 0.0)
-                total_fees += fees or 0.0
-            leg.close_filled = _clean_qty(total_qty)
-            leg.close_vwap = total_value / total_qty if total_qty > QTY_EPSILON else 0.0
-            leg.close_fees = total_fees
-        trade.fees_paid = trade.total_fees()
-
-    def _last_fill_time(self, trade: TradeLifecycle, family: Intent, default: float) -> float:
-        try:
-            times = [float(o.last_fill_at or o.updated_at)
-                     for o in self.ledger.orders(trade.id, family=family)
-                     if float(o.filled_qty) > 0 and o.updated_at]
-        except Exception:  # noqa: BLE001
-            logger.exception("trade %s: reading fill times failed", trade.id)
-            times = []
-        return max(times) if times else default
-
-    def _orders_placed(self, trade: TradeLifecycle) -> bool:
-        try:
-            return any(o.order_id is not None or str(o.status).endswith("UNKNOWN")
-                       for o in self.ledger.orders(trade.id))
-        except Exception:  # noqa: BLE001
-            return True
+    # ---- state and persistence ----------------------------------------------------------------
 
     def _set_state(self, trade: TradeLifecycle, state: TradeState) -> None:
         previous = trade.state
@@ -1628,65 +1222,16 @@ class LifecycleManager:
         self._persist(trade, "state", previous=previous.value)
 
     def _persist(self, trade: TradeLifecycle, event: str, **extra: Any) -> None:
-        """I5: committed before the next request for this trade; a failed write is CRITICAL."""
-        if self.store is None:
-            return
-        payload = {"trade_id": trade.id, "strategy": trade.strategy, "event": event, "state": trade.state.value,
-                   **extra}
-        try:
-            self.store.save_trade(trade.to_record())
-            if self.journal is not None:
-                self.journal("trade", payload)
-            else:
-                self.store.append_event("trade", payload, self.clock.now())
-        except Exception as error:  # noqa: BLE001 - exits go on; entries pause elsewhere
-            self.persistence_errors += 1
-            logger.critical("trade %s: persisting %s failed: %s", trade.id, event, error)
-            self._alert("CRITICAL", "persistence_failed", f"trade {trade.id}: state write failed: {error}",
-                        trade_id=trade.id)
-
-    def _notify_opened(self, trade: TradeLifecycle, runtime: _Runtime) -> None:
-        if trade.opened_notified:
-            return
-        trade.opened_notified = True
-        self._persist(trade, "opened_notified")
-        self._call_back(runtime.on_opened, trade, "on_opened")
-
-    def _notify_closed(self, trade: TradeLifecycle, runtime: _Runtime) -> None:
-        if trade.closed_notified:
-            return
-        trade.closed_notified = True
-        self._persist(trade, "closed_notified")
-        self._call_back(runtime.on_closed, trade, "on_closed")
-
-    @staticmethod
-    def _call_back(callback: Callable[[TradeLifecycle], Any] | None, trade: TradeLifecycle, name: str) -> None:
-        if callback is None:
-            return
-        try:
-            callback(trade)
-        except Exception:  # noqa: BLE001 - a strategy callback never breaks the lifecycle
-            logger.exception("trade %s: %s callback raised", trade.id, name)
+        """I5: committed before the next request for this trade (``TradeRecorder.persist``)."""
+        self.recorder.persist(trade, event, **extra)
 
     def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
         send_alert(self.alerts, logger, level, kind, message, **detail)
 
-    def _condition_alert(self, kind: str, detail: str) -> None:
-        self._alert("WARNING", kind, detail)
-
-
-def find_delivery_price(data: Any, expiry_ms: int) -> float | None:
-    """The delivery price of ``expiry_ms`` in a ``get-delivery-prices`` answer (API.md 6.5), or None.
-
-    A row's date is matched as epoch ms, or as a calendar date of the expiry's UTC day
-    (``DeliveryPrice.covers``).
-    """
-    return next((row.price for row in parse_delivery_prices(data) if row.covers(expiry_ms)), None)
-
 
 __all__ = [
-    "TradeState", "TradeLeg", "TradeLifecycle", "LifecycleManager", "Settlement", "Valuation", "LegValue",
-    "urgent_execution_params", "find_delivery_price", "estimated_delivery_fee", "intrinsic_value",
+    "TradeState", "TradeLeg", "TradeLifecycle", "LifecycleManager", "Valuation", "LegValue",
+    "urgent_execution_params",
     "profit_target", "max_loss", "profit_target_pct", "max_loss_pct", "max_hold_hours", "time_exit",
     "utc_datetime_exit", "account_delta_limit", "structure_delta_limit", "leg_greek_limit",
 ]

@@ -77,7 +77,7 @@ def positions(sim, trade) -> dict[str, float]:
 
 def no_valuation_lines(caplog, trade_id: str) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "trade_lifecycle" and r.getMessage().startswith(f"trade {trade_id} ")
+            if r.name == "exit_evaluation" and r.getMessage().startswith(f"trade {trade_id} ")
             and "no valuation on this snapshot" in r.getMessage()]
 
 

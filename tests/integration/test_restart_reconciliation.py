@@ -23,6 +23,7 @@ import pytest
 import app
 import main as main_module
 from clock import SimulatedClock
+from external_closes import EXIT_REASON_EXTERNAL, FLAG_PNL_ESTIMATED
 from order_ledger import (
     BLOCK_ACCEPT_EVENT,
     Intent,
@@ -31,11 +32,12 @@ from order_ledger import (
     build_client_order_id,
     parse_client_order_id,
 )
+from prefix_ownership import FOREIGN_ORDERS_EVENT
+from reconciliation_report import VERDICT_DEFERRED, VERDICT_EXTERNAL, VERDICT_OK, VERDICT_SHORTFALL
 from rfq import RFQParams
-from reconciliation import FOREIGN_ORDERS_EVENT, VERDICT_DEFERRED, VERDICT_EXTERNAL, VERDICT_OK, VERDICT_SHORTFALL
 from simulator.exchange import ExchangeConfig
 from simulator.faults import FaultRule
-from trade_lifecycle import EXIT_REASON_EXTERNAL, EXIT_REASON_KILL, FLAG_PNL_ESTIMATED, TradeState
+from trade_lifecycle import EXIT_REASON_KILL, TradeState
 
 from tests.integration.restart_rig import (
     BUY,
@@ -550,7 +552,7 @@ def test_row_s2_positions_beyond_ours_are_external_logged_once_and_never_touched
     foreign = rig.outside.resting(other, BUY, 0.01)
     rig.clock.advance(300)
     restarted = rig.clock.now()
-    caplog.set_level(logging.INFO, logger="reconciliation")
+    caplog.set_level(logging.INFO, logger="position_reconciliation")
 
     again = rig.lives.start([strangle_config()])
     again.wake()
@@ -1004,7 +1006,7 @@ def test_row_q2_quarantine_with_nothing_of_ours_starts_normally(rig, caplog):
     rig.clock.advance(600)
     nul_state_file(rig)
     restarted = rig.clock.now()
-    caplog.set_level(logging.WARNING, logger="reconciliation")
+    caplog.set_level(logging.WARNING, logger="prefix_ownership")
 
     life = rig.lives.start([strangle_config()])
     trade = life.run_until_open(120)

@@ -36,7 +36,13 @@ LAYERS: list[set[str]] = [
     {"multileg_orderbook", "rfq"},
     # 8: selection, conditions, the lifecycle and the scheduler
     {"option_selection", "conditions", "position_monitor"},
+    # the lifecycle's parts, one job each (the manager owns them; none imports the lifecycle)
+    {"trade_fills", "trade_recorder", "exit_evaluation", "close_rounds", "settlement", "external_closes",
+     "lifecycle_holds"},
     {"trade_lifecycle"},
+    # the reconciler's collaborators, one decision table each, and what they share
+    {"reconciliation_report", "strategy_pauses", "prefix_ownership", "order_reconciliation", "close_evidence",
+     "position_reconciliation"},
     # 10: what decides: reconciliation and the strategies
     {"reconciliation", "strategy"},
     # 11: building the strategies from their factories

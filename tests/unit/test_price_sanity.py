@@ -187,7 +187,7 @@ def test_an_insane_leg_is_no_valuation(world):  # noqa: F811
 
 
 def test_zero_marks_never_fire_a_stop_and_are_logged_once_per_episode(world, caplog):  # noqa: F811
-    caplog.set_level(logging.INFO, logger="trade_lifecycle")
+    caplog.set_level(logging.INFO, logger="exit_evaluation")
     trade = open_trade(world, side=1, exits=[conditions.max_loss(10.0)])  # long: worth 0 would be a loss
     insane_call(world)
     world.market.set(PUT, bid=0.0, ask=0.0, mark=0.0)

@@ -17,24 +17,27 @@ import pytest
 from clock import SimulatedClock
 from contracts import Contract
 from errors import TransportError
+from external_closes import FLAG_PNL_ESTIMATED
 from order_ledger import BLOCK_ACCEPT_EVENT, Intent, OrderStatus, build_client_order_id
-from reconciliation import (
+from order_reconciliation import ORDER_MIN_AGE_SECONDS
+from position_reconciliation import judge
+from prefix_ownership import (
     FOREIGN_ORDERS_EVENT,
     HISTORY_OVERLAP_SECONDS,
-    ORDER_MIN_AGE_SECONDS,
     SEQ_RESEED_LOOKBACK_SECONDS,
     SEQ_RESEED_MARGIN,
+)
+from reconciliation import Reconciler
+from reconciliation_report import (
     VERDICT_DEFERRED,
     VERDICT_EXTERNAL,
     VERDICT_OK,
     VERDICT_OPPOSITE,
     VERDICT_SHORTFALL,
     ReconcileReport,
-    Reconciler,
     SymbolCheck,
-    judge,
 )
-from trade_lifecycle import FLAG_PNL_ESTIMATED, TradeLeg, TradeLifecycle, TradeState
+from trade_lifecycle import TradeLeg, TradeLifecycle, TradeState
 
 T0 = 1_772_528_400.0           # 2026-03-03 09:00 UTC
 EXPIRY_MS = 1_772_611_200_000  # 2026-03-04 08:00 UTC
@@ -345,6 +348,7 @@ class Harness:
     alerts: FakeAlerts
     journal: list[tuple[str, dict]]
     reconciler: Reconciler
+    runners: dict[str, FakeRunner]                # the runners attached to the reconciler, by name
 
 
 def harness(trades: list[TradeLifecycle] | None = None, *, ledger: FakeLedger | None = None,
@@ -357,8 +361,9 @@ def harness(trades: list[TradeLifecycle] | None = None, *, ledger: FakeLedger | 
     reconciler = Reconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, clock=clock,
                             alerts=alerts, journal=lambda kind, payload: journal.append((kind, payload)),
                             quarantined=quarantined)
-    reconciler.attach_runners([FakeRunner(name) for name in runners])
-    return Harness(clock, client, ledger, lifecycle, store, alerts, journal, reconciler)
+    attached = {name: FakeRunner(name) for name in runners}
+    reconciler.attach_runners(attached.values())
+    return Harness(clock, client, ledger, lifecycle, store, alerts, journal, reconciler, attached)
 
 
 def ours(seq: int, leg: int = 0, intent: Intent = Intent.OPEN, attempt: int = 1) -> int:
@@ -403,7 +408,7 @@ def test_a_crash_inside_the_start_up_pauses_every_strategy_and_lifts_the_hold():
 
     assert h.reconciler.started and h.lifecycle.hold_reason is None     # exits keep running
     assert h.alerts.kinds("CRITICAL") == ["reconciliation_failed"]
-    assert all(runner.is_paused for runner in h.reconciler._runners.values())
+    assert all(runner.is_paused for runner in h.runners.values())
     assert h.store.runner_states["gone"]["paused"] is True             # a strategy with no runner: in the store
 
 
@@ -450,7 +455,7 @@ def test_a_periodic_shortfall_acts_only_when_two_consecutive_checks_agree():
 
     assert h.lifecycle.external == [("T000000001", 0, 0.01, 300.0)]
     assert h.alerts.sent == []                                          # the lifecycle raises that alert
-    assert h.reconciler._runners["s1"].is_paused
+    assert h.runners["s1"].is_paused
 
 
 def test_the_start_up_check_acts_at_once_and_books_newest_trade_first():
@@ -513,7 +518,7 @@ def test_s6_a_flat_read_books_nothing_alerts_once_holds_entries_and_clears_when_
     assert h.alerts.kinds() == ["suspect_positions_read"]             # once for the episode, CRITICAL
     assert h.alerts.sent[0][0] == "CRITICAL" and set(h.alerts.sent[0][2]["symbols"]) == {SYM_C, SYM_P}
     assert "suspect_positions" in h.lifecycle.entry_holds
-    assert not any(runner.is_paused for runner in h.reconciler._runners.values())
+    assert not any(runner.is_paused for runner in h.runners.values())
     assert h.client.history_reads == {SYM_C: 4, SYM_P: 4}             # re-checked once per symbol and check
 
     h.clock.advance(60)
@@ -576,7 +581,7 @@ def test_an_opposite_position_blocks_the_symbol_and_pauses_every_strategy_with_a
 
     assert list(h.ledger.blocked) == [SYM_C]
     assert h.alerts.kinds("CRITICAL") == ["opposite_position"]
-    assert h.reconciler._runners["s1"].is_paused and not h.reconciler._runners["s2"].is_paused
+    assert h.runners["s1"].is_paused and not h.runners["s2"].is_paused
     assert h.store.runner_states["gone"]["paused"] is True
     assert h.lifecycle.external == []
     h.reconciler.periodic(snapshot(position(SYM_C, -0.02), position(SYM_P, 0.01)))
@@ -644,7 +649,7 @@ def test_row_o2_unknown_orders_with_our_prefix_are_reported_and_paused_on_never_
     assert h.alerts.kinds("CRITICAL") == ["prefix_conflict"]
     detail = h.alerts.sent[0][2]
     assert detail["client_order_ids"] == [ours(9)] and detail["count"] == 1
-    assert all(runner.is_paused for runner in h.reconciler._runners.values())
+    assert all(runner.is_paused for runner in h.runners.values())
     assert h.store.counters["trade_seq"] == 9 + SEQ_RESEED_MARGIN          # our next ids stay clear of it
     assert "CLIENT_ORDER_PREFIX" in h.alerts.messages[0] and "python main.py resume" in h.alerts.messages[0]
 
@@ -662,7 +667,7 @@ def test_row_o2_an_unknown_order_is_reported_once_in_this_life_and_the_next():
     restarted = harness([], store=FakeStore(foreign_events=events, counters=dict(h.store.counters)))
     restarted.client.pending = list(h.client.pending)
     start(restarted, snapshot())
-    assert restarted.alerts.sent == [] and not restarted.reconciler._runners["s1"].is_paused
+    assert restarted.alerts.sent == [] and not restarted.runners["s1"].is_paused
 
 
 def test_a_live_order_missing_from_the_list_is_verified_only_once_old_and_alerted_once():
@@ -711,7 +716,7 @@ def test_after_a_quarantine_our_recent_history_pauses_everything_and_reseeds_the
     assert 89 * 86400 <= SEQ_RESEED_LOOKBACK_SECONDS <= 90 * 86400      # the exchange's history limit
     assert h.store.counters["trade_seq"] == 4242 + SEQ_RESEED_MARGIN
     assert h.alerts.kinds("CRITICAL") == ["quarantine_start"]
-    assert all(runner.is_paused for runner in h.reconciler._runners.values())
+    assert all(runner.is_paused for runner in h.runners.values())
     assert h.reconciler.last_report.quarantine == {"positions": 0, "open_orders": 0, "recent_orders": 1,
                                                    "max_trade_seq": 4242}
 
@@ -725,7 +730,7 @@ def test_after_a_quarantine_only_old_history_of_ours_is_a_normal_start_with_a_re
     start(h, snapshot())
 
     assert h.store.counters["trade_seq"] == 17 + SEQ_RESEED_MARGIN
-    assert h.alerts.sent == [] and not h.reconciler._runners["s1"].is_paused
+    assert h.alerts.sent == [] and not h.runners["s1"].is_paused
 
 
 def test_after_a_quarantine_an_open_order_of_ours_counts_and_is_named_not_cancelled():
@@ -751,7 +756,7 @@ def test_row_l2_a_missing_store_with_a_position_starts_everything_paused():
     start(h, snapshot(position(SYM_C, 0.01)))
 
     assert h.alerts.kinds("CRITICAL") == ["missing_store_start"]
-    assert all(runner.is_paused for runner in h.reconciler._runners.values())
+    assert all(runner.is_paused for runner in h.runners.values())
     assert h.store.counters["order_history_checked_ms"] == int(T0 * 1000)   # checked: the next start is normal
 
 
@@ -761,7 +766,7 @@ def test_row_l2_a_first_start_with_positions_but_nothing_of_ours_in_the_history_
 
     start(h, snapshot(position(SYM_C, 0.01)))
 
-    assert h.alerts.sent == [] and not h.reconciler._runners["s1"].is_paused
+    assert h.alerts.sent == [] and not h.runners["s1"].is_paused
 
 
 def test_row_l2_a_first_start_with_orders_of_ours_in_the_history_is_a_lost_store():
@@ -790,7 +795,7 @@ def test_row_l3_orders_beyond_the_store_sequence_mean_the_store_is_behind():
     assert h.alerts.kinds("CRITICAL") == ["store_behind"]
     assert h.alerts.sent[0][2]["store_trade_seq"] == 10 and h.alerts.sent[0][2]["highest_trade_seq"] == 12
     assert h.store.counters["trade_seq"] == 12 + SEQ_RESEED_MARGIN
-    assert h.reconciler._runners["s1"].is_paused
+    assert h.runners["s1"].is_paused
 
 
 def test_every_start_moves_the_sequence_past_our_known_orders_without_an_alert():
@@ -818,7 +823,7 @@ def test_the_history_since_the_last_check_is_read_every_reconciliation_for_fast_
 
     assert h.client.history_calls[1]["startTime"] == int((T0 - HISTORY_OVERLAP_SECONDS) * 1000)
     assert report.foreign_orders == [ours(40)] and later.foreign_orders == []
-    assert h.alerts.kinds("CRITICAL") == ["prefix_conflict"] and h.reconciler._runners["s1"].is_paused
+    assert h.alerts.kinds("CRITICAL") == ["prefix_conflict"] and h.runners["s1"].is_paused
     assert h.store.counters["order_history_checked_ms"] == int((T0 + 120) * 1000)
 
 

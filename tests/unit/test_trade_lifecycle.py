@@ -16,6 +16,7 @@ import pytest
 
 import conditions
 import price_sanity
+import settlement
 import trade_lifecycle
 from clock import SimulatedClock
 from coincall_payloads import OptionRow
@@ -878,7 +879,7 @@ def test_net_qty_counts_every_reducing_family_and_settlement_without_float_resid
 def test_record_round_trip_keeps_every_decision():
     trade = valued_trade(SimulatedClock(start=START))
     trade.exit_reason, trade.exit_decided_at, trade.exit_detail = "manual", START, {"source": "manual"}
-    trade.legs[0].settlement = trade_lifecycle.Settlement(82000.0, 0.2, 2000.0, 400.0, 1.0, True)
+    trade.legs[0].settlement = settlement.Settlement(82000.0, 0.2, 2000.0, 400.0, 1.0, True)
     again = TradeLifecycle.from_record(trade.to_record())
     assert again.to_record() == trade.to_record()
     assert again.state is TradeState.OPEN and again.legs[0].net_qty == 0.0 and again.legs[1].net_qty == 0.1

@@ -1,0 +1,134 @@
+"""Evidence before belief: the fills that prove somebody else closed our position (docs/RECOVERY.md S3, S6).
+
+Why it exists: a position that disappears is not a close. An exchange answers ``code 0`` with
+an empty positions list during maintenance and failovers (issue 9, finding 1), and a daemon
+that booked that as a close would leave a naked leg unmanaged. The evidence is the exchange's
+trade history for the symbol since the oldest trade holding it opened: fills on the closing
+side whose order is not ours (not in the ledger by ``orderId``, no clientOrderId with our
+prefix). Fills already used for an earlier external close of our trades on that symbol are
+discounted (oldest first), so one fill never proves two closes. An unreadable history is no
+evidence, and is read again at the next check.
+"""
+from __future__ import annotations
+
+import logging
+
+from clock import Clock
+from coincall_payloads import history_filters, next_page_filters, parse_fill_page
+from contracts import Side
+from errors import TraderError
+from log_throttle import RepeatLimiter
+from prefix_ownership import HISTORY_PAGE_SIZE, carries_prefix
+from reconciliation_report import QTY_EPSILON
+from seams import ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle
+
+logger = logging.getLogger(__name__)
+
+# Trade-history pages read per symbol when looking for the fills that explain a shortfall.
+EVIDENCE_MAX_PAGES = 20
+
+
+def vwap_of_newest(fills: list[tuple[float, float]], qty: float) -> float:
+    """VWAP of the first ``qty`` of ``fills`` ((qty, price), newest first)."""
+    remaining, value = qty, 0.0
+    for fill_qty, price in fills:
+        take = min(remaining, fill_qty)
+        value += take * price
+        remaining -= take
+        if remaining <= QTY_EPSILON:
+            break
+    return value / qty
+
+
+class CloseEvidence:
+    """The fills that are not ours on the closing side of a symbol, read at most once per interval.
+
+    Built and used by ``position_reconciliation.PositionReconciler`` (its collaborators were
+    checked against their Protocols by ``reconciliation.Reconciler``).
+    """
+
+    def __init__(self, *, client: ReconcilerClient, ledger: ReconcilerLedger, lifecycle: ReconcilerLifecycle,
+                 clock: Clock, interval_seconds: float) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.lifecycle = lifecycle
+        self.clock = clock
+        # The trade history of a symbol is read at most once per reconciliation interval.
+        self.interval_seconds = float(interval_seconds)
+        self._cache: dict[tuple[str, int, float], tuple[float, list[tuple[float, float, float]]]] = {}
+        self._repeats = RepeatLimiter(clock)
+
+    def __repr__(self) -> str:
+        return f"CloseEvidence(cached={len(self._cache)})"
+
+    def forget(self, symbol: str) -> None:
+        """Read ``symbol``'s history again next time: what was just booked is discounted then."""
+        for key in [key for key in self._cache if key[0] == symbol]:
+            del self._cache[key]
+
+    def fills(self, symbol: str, direction: int, since: float) -> list[tuple[float, float]]:
+        """(qty, price) of fills on ``symbol`` not made by us, on the closing side, newest first.
+
+        Fills since ``since`` (the oldest trade holding the symbol opened), minus the oldest
+        ones already used to book external closes of our trades since then. Read at most
+        once per symbol per ``interval_seconds``; an unreadable history is no
+        evidence (retried on the next check).
+        """
+        key = (symbol, direction, round(since, 3))
+        cached = self._cache.get(key)
+        now = self.clock.now()
+        if cached is not None and now - cached[0] < self.interval_seconds:
+            fills = cached[1]
+        else:
+            try:
+                fills = self._foreign_closing_fills(symbol, direction, since)
+            except TraderError as exc:
+                self._repeats.warning(logger, ("history", symbol), "fill history of %s unavailable (%s): no "
+                                      "evidence of a close this time", symbol, exc)
+                fills = []
+            self._cache[key] = (now, fills)
+        oldest_first = sorted(fills, key=lambda fill: fill[0])
+        skip = self._already_booked(symbol, since)
+        usable: list[tuple[float, float]] = []
+        for _time, qty, price in oldest_first:
+            used = min(skip, qty)
+            skip -= used
+            if qty - used > QTY_EPSILON:
+                usable.append((qty - used, price))
+        usable.reverse()
+        return usable
+
+    def _foreign_closing_fills(self, symbol: str, direction: int, since: float) -> list[tuple[float, float, float]]:
+        """(time, qty, price) of every fill in the trade history of ``symbol`` since ``since``
+        (all pages) on the closing side whose order is not ours (by orderId or by prefix)."""
+        closing_side = Side.SELL if direction > 0 else Side.BUY
+        ours = {o.order_id for o in self.ledger.orders() if o.order_id is not None}
+        filters = history_filters(page_size=HISTORY_PAGE_SIZE, symbol=symbol, start_ms=int(since * 1000),
+                                  end_ms=self.clock.now_ms())
+        found: list[tuple[float, float, float]] = []
+        for _page in range(EVIDENCE_MAX_PAGES):
+            page = parse_fill_page(self.client.trade_history(**filters))
+            for fill in page.rows:
+                if fill.symbol != symbol or fill.side != closing_side:
+                    continue
+                if fill.order_id in ours or carries_prefix(fill.client_order_id, self.ledger.prefix):
+                    continue
+                when = (fill.time_ms or 0.0) / 1000.0
+                qty, price = fill.qty, fill.price
+                if when < since or qty is None or price is None or qty <= 0 or price < 0:
+                    continue
+                found.append((when, qty, price))
+            cursor = page.next_cursor
+            if not page.has_next or cursor is None:
+                break
+            filters = next_page_filters(filters, cursor)
+        return found
+
+    def _already_booked(self, symbol: str, since: float) -> float:
+        """External quantity booked on ``symbol`` by trades active or ended since ``since``."""
+        total = 0.0
+        for trade in self.lifecycle.trades():
+            ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
+            if trade.is_active or (ended is not None and float(ended) >= since):
+                total += sum(leg.external_qty for leg in trade.legs if leg.symbol == symbol)
+        return total

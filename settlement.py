@@ -1,0 +1,187 @@
+"""Expiry settlement: what expiry paid a leg we held at its expiry (BEHAVIOUR.md 4.5, incident 19).
+
+Why this module exists: the lifecycle manager decides *when* a trade settles (the pre-expiry
+halt, SETTLING once every leg it holds has expired); this module says *what* a leg was paid:
+the delivery price (the exchange's ``get-delivery-prices``, API.md 6.5; its estimated expiration
+price after 24 hours without one), the exchange's exercise record when it describes exactly our
+quantity (never pro-rated), and otherwise intrinsic value with the delivery fee of API.md 4.
+Everything it computes is flagged when it is an estimate.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Mapping
+
+from alerts import send_alert
+from coincall_payloads import (
+    ExerciseRecord,
+    history_filters,
+    parse_delivery_prices,
+    parse_estimated_expiration_price,
+    parse_exercise_records,
+)
+from seams import AlertSender, SettlementClient
+from trade_fills import QTY_EPSILON
+
+if TYPE_CHECKING:
+    from trade_lifecycle import TradeLeg, TradeLifecycle
+
+logger = logging.getLogger(__name__)
+
+FEE_CAP_OF_PREMIUM = 0.125
+DELIVERY_FEE_RATE = 0.00015      # API.md 4, none for daily options
+DELIVERY_WARN_SECONDS = 3600.0
+DELIVERY_ESTIMATE_SECONDS = 24 * 3600.0
+DELIVERY_RETRY_SECONDS = 10.0
+
+
+@dataclass
+class Settlement:
+    """What expiry paid a leg: cash = sign x intrinsic x qty, fee per API.md 4."""
+
+    delivery_price: float
+    qty: float
+    intrinsic: float
+    cash: float
+    fee: float
+    fee_estimated: bool = False
+    price_estimated: bool = False
+    settled_at: float = 0.0
+
+    def to_record(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> "Settlement":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def is_daily_expiry(expiry_ms: int) -> bool:
+    """Weeklies, monthlies and quarterlies expire on Fridays; every other expiry is a daily."""
+    return datetime.fromtimestamp(expiry_ms / 1000.0, tz=timezone.utc).weekday() != 4
+
+
+def intrinsic_value(option_type: str, strike: float, delivery: float) -> float:
+    if option_type.upper().startswith("C"):
+        return max(0.0, delivery - strike)
+    return max(0.0, strike - delivery)
+
+
+def estimated_delivery_fee(expiry_ms: int, qty: float, delivery: float, intrinsic: float) -> float:
+    """API.md 4: min(qty x index x 0.015 %, qty x |settle - strike| x 12.5 %); dailies pay none."""
+    if is_daily_expiry(expiry_ms):
+        return 0.0
+    return round(min(qty * delivery * DELIVERY_FEE_RATE, qty * intrinsic * FEE_CAP_OF_PREMIUM), 8)
+
+
+def find_delivery_price(data: Any, expiry_ms: int) -> float | None:
+    """The delivery price of ``expiry_ms`` in a ``get-delivery-prices`` answer (API.md 6.5), or None.
+
+    A row's date is matched as epoch ms, or as a calendar date of the expiry's UTC day
+    (``DeliveryPrice.covers``).
+    """
+    return next((row.price for row in parse_delivery_prices(data) if row.covers(expiry_ms)), None)
+
+
+@dataclass
+class DeliveryWatch:
+    """One trade's settlement retries, in memory: when to ask again, and whether a missing price was alerted."""
+
+    next_check: float = 0.0
+    warned: bool = False
+
+
+class Settler:
+    """Settles expired legs from the exchange's delivery prices and exercise records."""
+
+    def __init__(self, client: SettlementClient, alerts: AlertSender | None) -> None:
+        self.client = client
+        self.alerts = alerts
+        self._delivery_prices: dict[int, float] = {}
+
+    @staticmethod
+    def due(watch: DeliveryWatch, now: float) -> bool:
+        """Whether to try this trade's settlement now (every ``DELIVERY_RETRY_SECONDS`` until it is done)."""
+        if now < watch.next_check:
+            return False
+        watch.next_check = now + DELIVERY_RETRY_SECONDS
+        return True
+
+    def settle_leg(self, trade: TradeLifecycle, leg: TradeLeg, watch: DeliveryWatch, now: float) -> bool:
+        """Book what expiry paid ``leg`` on its trade; False while the delivery price is unknown.
+
+        The caller persists the trade when this returns True.
+        """
+        qty = leg.net_qty
+        contract = leg.contract
+        delivery, estimated = self._delivery_price(contract.expiry_ms, now, trade, watch)
+        record = self._exercise_record(leg, qty)
+        if delivery is None and record is not None:
+            delivery = record.exercise_price
+        if delivery is None:
+            return False
+        intrinsic = intrinsic_value(contract.option_type, contract.strike, delivery)
+        cash = round(leg.sign * intrinsic * qty, 8)
+        if record is not None and record.fees is not None:
+            fee, fee_estimated = record.fees, False
+            exact_cash = record.settlement_cash_flow
+            if exact_cash is not None:
+                cash = exact_cash
+        else:
+            fee, fee_estimated = estimated_delivery_fee(contract.expiry_ms, qty, delivery, intrinsic), True
+        leg.settlement = Settlement(delivery_price=delivery, qty=qty, intrinsic=intrinsic, cash=cash, fee=fee,
+                                    fee_estimated=fee_estimated, price_estimated=estimated, settled_at=now)
+        for flag, on in (("fee_estimated", fee_estimated), ("settlement_estimated", estimated)):
+            if on and flag not in trade.flags:
+                trade.flags.append(flag)
+        trade.fees_paid = trade.total_fees()
+        logger.info("trade %s leg %d %s settled: %s x %.2f intrinsic at delivery %.2f, fee %.2f", trade.id,
+                    leg.index, leg.symbol, qty, intrinsic, delivery, fee)
+        return True
+
+    def _delivery_price(self, expiry_ms: int, now: float, trade: TradeLifecycle,
+                        watch: DeliveryWatch) -> tuple[float | None, bool]:
+        """Delivery price of ``expiry_ms`` (cached); after 24 h, the estimated expiration price."""
+        if expiry_ms in self._delivery_prices:
+            return self._delivery_prices[expiry_ms], False
+        try:
+            price = find_delivery_price(self.client.delivery_prices(), expiry_ms)
+        except Exception as error:  # noqa: BLE001 - retried later
+            logger.warning("delivery prices unavailable: %s", error)
+            price = None
+        if price is not None:
+            self._delivery_prices[expiry_ms] = price
+            return price, False
+        waited = now - expiry_ms / 1000.0
+        if waited >= DELIVERY_WARN_SECONDS and not watch.warned:
+            watch.warned = True
+            send_alert(self.alerts, logger, "WARNING", "delivery_price_missing",
+                       f"trade {trade.id}: no delivery price {waited / 60:.0f} min after expiry {expiry_ms}",
+                       trade_id=trade.id, expiry_ms=expiry_ms)
+        if waited >= DELIVERY_ESTIMATE_SECONDS:
+            try:
+                estimate = parse_estimated_expiration_price(self.client.estimated_expiration_price(expiry_ms))
+            except Exception as error:  # noqa: BLE001
+                logger.warning("estimated expiration price unavailable: %s", error)
+                estimate = None
+            if estimate is not None and estimate > 0:
+                return estimate, True
+        return None, False
+
+    def _exercise_record(self, leg: TradeLeg, qty: float) -> ExerciseRecord | None:
+        """The exchange's settlement record when it describes exactly our quantity (no pro-rating)."""
+        try:
+            data = self.client.exercise_history(**history_filters(symbol=leg.symbol))
+        except Exception as error:  # noqa: BLE001 - the computed settlement is used instead
+            logger.info("exercise history for %s unavailable: %s", leg.symbol, error)
+            return None
+        for record in parse_exercise_records(data):
+            if record.symbol != leg.symbol:
+                continue
+            if record.qty is not None and abs(record.qty - qty) < QTY_EPSILON and (
+                    record.side is None or record.side == leg.side):
+                return record
+        return None
