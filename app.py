@@ -257,18 +257,28 @@ def open_context(settings: Settings, clock: Clock, *, state_dir: str | Path | No
 def choose_clock(settings: Settings, speed: float | None, injected: Clock | None) -> Clock:
     """The clock of this run: the injected one (tests), simulated time in sim, else real time.
 
-    Against a simulator running in its own process (``COINCALL_BASE_URL`` in sim), the
-    simulated clock starts at the simulator's own time, so that a daemon restarted an
-    hour (of simulated time) later agrees with the exchange about what time it is; pass
-    the simulator's ``--speed`` to the daemon too.
+    With the embedded simulator the clock is lock-step: simulated time moves only while the
+    daemon waits, and ``--speed N`` paces those waits (``1/N`` real seconds per simulated
+    second). The daemon's own work then costs no simulated time, so the same seed gives the
+    same trades at any speed, on any machine (a chain snapshot can no longer "take" longer
+    than its consistency window because the CPU was slow).
+
+    Against a simulator running in its own process (``COINCALL_BASE_URL`` in sim), the two
+    processes cannot share one lock-step clock: the clock follows the wall clock scaled by
+    ``--speed`` and starts at the simulator's own time, so that a daemon restarted an hour
+    (of simulated time) later agrees with the exchange; pass the simulator's ``--speed`` too.
     """
     if injected is not None:
         if speed is not None and isinstance(injected, SimulatedClock):
-            injected.set_speed(speed)
+            if injected.lockstep:
+                injected.set_pace(speed)
+            else:
+                injected.set_speed(speed)
         return injected
     if settings.is_sim:
-        start = RealClock().now() if settings.embeds_simulator else remote_simulator_time(settings)
-        return SimulatedClock(start=start, speed=speed or 1.0)
+        if settings.embeds_simulator:
+            return SimulatedClock(start=RealClock().now(), pace=speed or 1.0)
+        return SimulatedClock(start=remote_simulator_time(settings), speed=speed or 1.0)
     return RealClock()
 
 
@@ -800,8 +810,11 @@ def run_locked(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequen
         return EXIT_STARTUP_FAILURE
     if settings.is_sim:
         # After open_exchange: a restored paper account may have moved the clock forward.
-        speed = clock.speed if isinstance(clock, SimulatedClock) else "n/a"
-        logger.info("simulated time %s, speed %s", fmt_time(clock.now()), speed)
+        if isinstance(clock, SimulatedClock) and clock.lockstep:
+            pacing = f"lock-step, paced at {clock.pace:g}x" if clock.pace > 0 else "lock-step, unpaced"
+        else:
+            pacing = f"speed {clock.speed:g}x" if isinstance(clock, SimulatedClock) else "n/a"
+        logger.info("simulated time %s, %s", fmt_time(clock.now()), pacing)
     try:
         code = _start_and_loop(ctx, settings, stop, configs, plan)
     finally:

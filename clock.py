@@ -7,9 +7,12 @@ lets a 48-hour paper-trading run finish in minutes and lets tests move time by h
 Two implementations:
 
 * ``RealClock``      - the wall clock (production, testnet).
-* ``SimulatedClock`` - starts at a chosen instant and runs ``speed`` times faster than
-  the wall clock; ``speed=0`` freezes it so that only ``advance()``/``sleep()`` move it
-  (deterministic tests).
+* ``SimulatedClock`` - starts at a chosen instant. Lock-step (``speed=0``, the default):
+  time moves only when someone waits (``sleep()``) or moves it (``advance()``), so the
+  daemon's own work costs no simulated time and a run's decisions never depend on how fast
+  the machine is; ``pace=N`` additionally makes each wait take ``1/N`` of its length in real
+  seconds (``--speed N`` with the embedded simulator). Wall-coupled (``speed=N``): time
+  follows the wall clock scaled by N, for a simulator running in a process of its own.
 """
 from __future__ import annotations
 
@@ -94,12 +97,16 @@ class SimulatedClock:
     Thread-safe: the simulator's HTTP threads and the daemon's monitor read it at once.
     """
 
-    def __init__(self, start: float | None = None, speed: float = 0.0) -> None:
+    def __init__(self, start: float | None = None, speed: float = 0.0, *, pace: float = 0.0) -> None:
         if speed < 0:
             raise ValueError(f"SimulatedClock speed must be >= 0, got {speed!r}")
+        if pace < 0 or (pace > 0 and speed > 0):
+            raise ValueError(f"SimulatedClock pace must be >= 0 and only paces a lock-step clock (speed 0), "
+                             f"got pace={pace!r} speed={speed!r}")
         self._lock = threading.Lock()
         self._start = float(start if start is not None else _time.time())
         self._speed = float(speed)
+        self._pace = float(pace)
         self._anchor_real = _time.monotonic()
         self._offset = 0.0
         self._last = self._start
@@ -108,6 +115,22 @@ class SimulatedClock:
     @property
     def speed(self) -> float:
         return self._speed
+
+    @property
+    def pace(self) -> float:
+        """Simulated seconds per real second of waiting, on a lock-step clock (0: no waiting)."""
+        return self._pace
+
+    @property
+    def lockstep(self) -> bool:
+        """True when time moves only by ``sleep``/``advance`` (``speed`` 0)."""
+        return self._speed == 0
+
+    def set_pace(self, pace: float) -> None:
+        """Pace the waits of a lock-step clock: ``sleep(s)`` also waits ``s / pace`` real seconds."""
+        if pace < 0 or self._speed != 0:
+            raise ValueError(f"only a lock-step clock (speed 0) is paced, with pace >= 0; got pace={pace!r}")
+        self._pace = float(pace)
 
     def _read(self) -> float:
         elapsed = (_time.monotonic() - self._anchor_real) * self._speed
@@ -161,11 +184,15 @@ class SimulatedClock:
             self._offset = 0.0
             self._anchor_real = _time.monotonic()
             self._speed = float(speed)
+            if self._speed > 0:
+                self._pace = 0.0
 
     def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
         if self._speed == 0:
+            if self._pace > 0:
+                _time.sleep(seconds / self._pace)   # pacing only: the same instants, just later
             self.advance(seconds)
             return
         _time.sleep(seconds / self._speed)
@@ -175,7 +202,8 @@ class SimulatedClock:
         return _time.time()
 
     def __repr__(self) -> str:
-        return f"SimulatedClock(now={self.now():.3f}, speed={self._speed})"
+        mode = f"pace={self._pace}" if self._speed == 0 else f"speed={self._speed}"
+        return f"SimulatedClock(now={self.now():.3f}, {mode})"
 
 
 def wall_seconds() -> float:

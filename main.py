@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon until SIGINT/SIGTERM (the default)")
     run.add_argument(
         "--speed", type=_positive_float, default=None,
-        help="simulated seconds per real second (sim only; default 1)",
+        help="simulated seconds per real second of waiting (sim only; default 1; lock-step with the embedded simulator)",
     )
     run.add_argument(
         "--run-for", type=_positive_float, default=None, metavar="SECONDS",

@@ -178,8 +178,8 @@ def test_choose_clock_uses_simulated_time_only_in_sim():
     sim_settings = load_settings({}, dotenv_path=None)
     prod_settings = load_settings(PROD_ENV, dotenv_path=None)
     sim_clock = app.choose_clock(sim_settings, 60.0, None)
-    assert isinstance(sim_clock, SimulatedClock) and sim_clock.speed == 60.0
-    assert app.choose_clock(sim_settings, None, None).speed == 1.0
+    assert isinstance(sim_clock, SimulatedClock) and sim_clock.lockstep and sim_clock.pace == 60.0
+    assert app.choose_clock(sim_settings, None, None).pace == 1.0
     assert not isinstance(app.choose_clock(prod_settings, None, None), SimulatedClock)
 
 
