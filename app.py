@@ -767,6 +767,7 @@ class RunPlan:
     * ``before_loop(ctx)``: runs once everything is registered, before the first wake (the
       kill queues its command there).
     * ``finished(ctx)``: asked after every wake; a reason (text) ends the run like a signal.
+    * ``on_wake(ctx, now)``: called after every wake (a backtest's progress line).
     """
 
     run_for: float | None = None
@@ -774,6 +775,7 @@ class RunPlan:
     entries: bool = True
     before_loop: Callable[[TradingContext], None] | None = None
     finished: Callable[[TradingContext], str | None] | None = None
+    on_wake: Callable[[TradingContext, float], None] | None = None
 
 
 def run_daemon(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[StrategyConfig],
@@ -862,6 +864,8 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
         if ctx.store.check_file() is None and ctx.store.relocated_from is None:
             # The exporter opens STATE_DIR/trader.db by name: never a file that is not ours (row L1).
             exporter.maybe_export(now)
+        if plan.on_wake is not None:
+            plan.on_wake(ctx, now)
 
     plan_finished = plan.finished
     finished = (lambda: plan_finished(ctx)) if plan_finished is not None else None

@@ -48,6 +48,15 @@ from app import (
     open_context,
     run_daemon,
 )
+from backtest import (
+    DEFAULT_DAYS,
+    DEFAULT_POLL_SECONDS,
+    DEFAULT_SEED,
+    choose_period,
+    default_out_dir,
+    refuse_used_out_dir,
+    run_backtest,
+)
 from clock import Clock, RealClock
 from conditions import condition_name
 from config import Settings, check_directories, load_settings
@@ -123,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides LOG_LEVEL",
     )
     _add_strategy_option(check)
+    backtest = commands.add_parser(
+        "backtest", help="run the strategies over a simulated period on the embedded simulator, as fast as possible",
+        description="Runs the configured strategies (or --strategy) through the daemon's own code against the "
+                    "embedded simulator on lock-step simulated time, with no pacing. Everything is written under "
+                    "--out: the state, the log, trades.csv and summary.json. Never touches a live account.",
+    )
+    backtest.add_argument("--days", type=_positive_float, default=None,
+                          help=f"length of the period (default {DEFAULT_DAYS:g}; with neither --from nor --to the "
+                               f"period ends today 00:00 UTC)")
+    backtest.add_argument("--from", dest="start", default=None, metavar="DATE",
+                          help="start, YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
+    backtest.add_argument("--to", dest="end", default=None, metavar="DATE", help="end, same forms as --from")
+    backtest.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"the simulated market's seed "
+                                                                         f"(default {DEFAULT_SEED})")
+    backtest.add_argument("--poll", type=_positive_float, default=DEFAULT_POLL_SECONDS,
+                          help=f"seconds between two account polls (default {DEFAULT_POLL_SECONDS:g})")
+    backtest.add_argument("--out", type=Path, default=None, metavar="DIR",
+                          help="where to write the run (default backtests/<start>-<days>d-seed<seed>); must be empty")
+    _add_log_level_option(backtest)
+    _add_strategy_option(backtest)
     status = commands.add_parser(
         "status", help="trades, working orders, positions and PnL from the store and the exchange; no order",
     )
@@ -190,8 +219,11 @@ class UtcFormatter(logging.Formatter):
     converter = staticmethod(time.gmtime)
 
 
-def setup_logging(log_dir: Path, level: str) -> Callable[[], None]:
+def setup_logging(log_dir: Path, level: str, console_level: str | None = None) -> Callable[[], None]:
     """Send logs to ``<log_dir>/trading.log`` (rotating) and stderr; returns the undo.
+
+    ``console_level`` raises the bar for stderr only (a backtest keeps stderr for its
+    progress line and warnings, and the whole log in the file).
 
     The undo matters because tests run ``main()`` in-process several times: each run
     removes exactly the handlers it added and restores the root level.
@@ -207,6 +239,8 @@ def setup_logging(log_dir: Path, level: str) -> Callable[[], None]:
     for handler in (file_handler, stderr_handler):
         handler.setFormatter(formatter)
         root.addHandler(handler)
+    if console_level is not None:
+        stderr_handler.setLevel(console_level)
     root.setLevel(level)
 
     def undo() -> None:
@@ -343,6 +377,26 @@ def status(settings: Settings, clock: Clock, *, as_json: bool = False) -> int:
     return EXIT_OK
 
 
+def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], Any]]) -> int:
+    """``python main.py backtest``: validate, choose the period, run, print the summary."""
+    try:
+        configs = select_strategies(build_strategy_configs(factories), args.strategy)
+        period = choose_period(args.start, args.end, args.days, RealClock().now())
+        out_dir = args.out if args.out is not None else default_out_dir(period, args.seed)
+        refuse_used_out_dir(out_dir)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    level = args.log_level or "INFO"
+    stop = StopFlag()
+    undo_signals = install_signal_handlers(stop)
+    try:
+        return run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=stop,
+                            setup_logging=lambda log_dir: setup_logging(log_dir, level, console_level="WARNING"))
+    finally:
+        undo_signals()
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -363,6 +417,8 @@ def main(
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+    if args.command == "backtest":   # its own settings: never the environment's exchange or state
+        return backtest_command(args, STRATEGIES if strategies is None else strategies)
     try:
         settings = load_settings(env, dotenv_path=dotenv_path)
     except ConfigError as exc:

@@ -51,8 +51,8 @@ LAYERS: list[set[str]] = [
     {"commands", "operations"},
     # 12: wiring and start-up
     {"app"},
-    # 13: the command line
-    {"operator_cli"},
+    # 13: the command line and what it runs through app
+    {"operator_cli", "backtest"},
     {"main"},
 ]
 LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -1,0 +1,250 @@
+"""``python main.py backtest``: the daemon's own code over a past period, as fast as the CPU allows.
+
+Why it is built this way (issue 11, first slice):
+
+* **The same code as live.** A backtest is the daemon: the same start-up (``app.run_daemon``),
+  runner, lifecycle, engines, ledger and signed HTTP client, against the embedded simulator. Only
+  the clock differs: lock-step and unpaced (``SimulatedClock(speed=0)``), so simulated time moves
+  only when the daemon waits and a run's decisions never depend on how fast the machine is.
+* **Its own world.** Everything a run writes (state store, simulator state, logs, results) goes
+  under ``--out``, and the environment is built here, not read from ``.env``: a backtest can never
+  touch a live account or a live state directory, whatever the user's configuration says. An
+  ``--out`` that already holds a run is refused: a run resumed on old state would not be the
+  period asked for.
+* **Deterministic results.** The same command twice gives byte-identical ``trades.csv`` and
+  ``summary.json`` (same seed, same start instant, lock-step time; rows in trade-id order,
+  numbers rounded once, keys sorted).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TextIO
+
+from app import EXIT_OK, RunPlan, TradingContext, run_daemon
+from clock import SimulatedClock, iso_utc, wall_seconds
+from config import Settings, load_settings
+from errors import ConfigError
+from persistence import StateStore
+from stop_flag import StopFlag
+from strategy import StrategyConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DAYS = 7.0
+DEFAULT_SEED = 7
+DEFAULT_POLL_SECONDS = 10.0
+PROGRESS_EVERY_SIMULATED_SECONDS = 6 * 3600.0
+TRADES_FILE = "trades.csv"
+SUMMARY_FILE = "summary.json"
+MONEY_DIGITS = 6
+TRADE_COLUMNS = ("id", "strategy", "state", "created_at", "opened_at", "closed_at", "exit_reason",
+                 "failure_reason", "legs", "entry_premium", "fees", "realized_pnl")
+
+
+@dataclass(frozen=True)
+class BacktestPeriod:
+    """The simulated period: ``start`` and ``end`` in epoch seconds (UTC)."""
+
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def parse_instant(text: str, option: str) -> float:
+    """``2026-03-03`` (midnight UTC) or ``2026-03-03T10:00`` (UTC) as epoch seconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def choose_period(start_text: str | None, end_text: str | None, days: float | None, now: float) -> BacktestPeriod:
+    """``--from``/``--to``/``--days``: any two of them, or ``--days`` alone (ending today 00:00 UTC)."""
+    if days is not None and not days > 0:
+        raise ConfigError(f"--days {days!r} must be a positive number of days")
+    given = sum(value is not None for value in (start_text, end_text, days))
+    if given == 3:
+        raise ConfigError("--from, --to and --days all given: give two of them (or --days alone)")
+    start = parse_instant(start_text, "--from") if start_text is not None else None
+    end = parse_instant(end_text, "--to") if end_text is not None else None
+    length = (days if days is not None else DEFAULT_DAYS) * 86400.0
+    if start is None and end is None:
+        today = datetime.fromtimestamp(now, tz=timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = today.timestamp()
+    if start is None:
+        assert end is not None
+        start = end - length
+    if end is None:
+        end = start + length
+    if not end > start:
+        raise ConfigError(f"--to must come after --from (from {iso_utc(start)}, to {iso_utc(end)})")
+    return BacktestPeriod(start, end)
+
+
+def default_out_dir(period: BacktestPeriod, seed: int) -> Path:
+    start = datetime.fromtimestamp(period.start, tz=timezone.utc).strftime("%Y%m%dT%H%M")
+    return Path("backtests") / f"{start}-{period.seconds / 86400:g}d-seed{seed}"
+
+
+def backtest_settings(out_dir: Path, seed: int, poll: float) -> Settings:
+    """Settings of a backtest, built here: the embedded simulator and ``out_dir``, never ``.env``."""
+    env = {
+        "TRADING_ENVIRONMENT": "sim",
+        "STATE_DIR": str(out_dir / "state"),
+        "LOG_DIR": str(out_dir / "logs"),
+        "SIM_SEED": str(seed),
+        "POLL_INTERVAL_SECONDS": f"{poll:g}",
+    }
+    return load_settings(env, dotenv_path=None)
+
+
+def refuse_used_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"--out {str(out_dir)!r} already holds files (a previous run?): choose another --out "
+                          f"or delete it; a backtest always starts from an empty account")
+
+
+class Progress:
+    """One line on stderr every few simulated hours: simulated date, trades, PnL, speed-up."""
+
+    def __init__(self, period: BacktestPeriod, stream: TextIO) -> None:
+        self._period = period
+        self._stream = stream
+        self._started_wall = wall_seconds()
+        self._next_at = period.start + PROGRESS_EVERY_SIMULATED_SECONDS
+
+    def __call__(self, ctx: TradingContext, now: float) -> None:
+        if now < self._next_at:
+            return
+        self._next_at = now + PROGRESS_EVERY_SIMULATED_SECONDS
+        trades = ctx.lifecycle_manager.trades()
+        pnl = sum(float(t.realized_pnl or 0.0) for t in trades)
+        elapsed = max(wall_seconds() - self._started_wall, 1e-9)
+        done = min(1.0, (now - self._period.start) / self._period.seconds)
+        speed_up = (now - self._period.start) / elapsed
+        self._stream.write(f"backtest {iso_utc(now)[:16]}Z {done:6.1%}  trades {len(trades):4d}  "
+                           f"realized PnL {pnl:+10.2f} USD  {speed_up:,.0f}x\n")
+        self._stream.flush()
+
+
+def _money(value: Any) -> float:
+    return round(float(value or 0.0), MONEY_DIGITS)
+
+
+def _when(epoch_seconds: Any) -> str:
+    return iso_utc(float(epoch_seconds)) if epoch_seconds is not None else ""
+
+
+def _side_name(side: Any) -> str:
+    return "BUY" if int(side) == 1 else "SELL"
+
+
+def trade_row(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``trades.csv`` row from a stored trade document."""
+    legs = "; ".join(
+        f"{_side_name(leg['side'])} {float(leg['qty']):g} {leg['symbol']} open {float(leg.get('open_filled') or 0):g}"
+        f"@{_money(leg.get('open_vwap')):g} close {float(leg.get('close_filled') or 0):g}@{_money(leg.get('close_vwap')):g}"
+        for leg in doc.get("legs", []))
+    return {
+        "id": doc["id"], "strategy": doc.get("strategy", ""), "state": doc.get("state", ""),
+        "created_at": _when(doc.get("created_at")), "opened_at": _when(doc.get("opened_at")),
+        "closed_at": _when(doc.get("closed_at")), "exit_reason": doc.get("exit_reason") or "",
+        "failure_reason": doc.get("failure_reason") or "", "legs": legs,
+        "entry_premium": _money(doc.get("entry_premium")), "fees": _money(doc.get("fees_paid")),
+        "realized_pnl": _money(doc.get("realized_pnl")),
+    }
+
+
+def trades_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=TRADE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], period: BacktestPeriod, seed: int, poll: float,
+              strategies: Sequence[str]) -> dict[str, Any]:
+    """Per strategy and in total: trades by outcome, wins and losses, realized PnL and fees."""
+    def figures(selected: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        closed = [r for r in selected if r["state"] == "CLOSED"]
+        return {
+            "trades": len(selected),
+            "closed": len(closed),
+            "failed": sum(1 for r in selected if r["state"] == "FAILED"),
+            "open_at_end": sum(1 for r in selected if r["state"] not in ("CLOSED", "FAILED")),
+            "wins": sum(1 for r in closed if r["realized_pnl"] > 0),
+            "losses": sum(1 for r in closed if r["realized_pnl"] <= 0),
+            "realized_pnl": _money(sum(r["realized_pnl"] for r in selected)),
+            "fees": _money(sum(r["fees"] for r in selected)),
+        }
+    return {
+        "period": {"from": iso_utc(period.start), "to": iso_utc(period.end), "days": round(period.seconds / 86400, 6)},
+        "seed": seed,
+        "poll_seconds": poll,
+        "strategies": {name: figures([r for r in rows if r["strategy"] == name]) for name in strategies},
+        "total": figures(rows),
+    }
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    lines = [f"{'strategy':<24} {'trades':>6} {'closed':>6} {'failed':>6} {'wins':>5} {'losses':>6} "
+             f"{'PnL USD':>11} {'fees USD':>9}"]
+    rows = [*summary["strategies"].items(), ("total", summary["total"])]
+    for name, f in rows:
+        lines.append(f"{name:<24} {f['trades']:>6} {f['closed']:>6} {f['failed']:>6} {f['wins']:>5} "
+                     f"{f['losses']:>6} {f['realized_pnl']:>+11.2f} {f['fees']:>9.2f}")
+    return "\n".join(lines)
+
+
+def write_results(out_dir: Path, period: BacktestPeriod, seed: int, poll: float,
+                  strategies: Sequence[str]) -> dict[str, Any]:
+    """``trades.csv`` and ``summary.json`` from the run's state store; returns the summary."""
+    store, _ = StateStore.open(out_dir / "state" / "trader.db", SimulatedClock(start=period.end, speed=0))
+    try:
+        rows = [trade_row(doc) for doc in store.load_trades()]
+    finally:
+        store.close()
+    (out_dir / TRADES_FILE).write_text(trades_csv(rows), encoding="utf-8")
+    summary = summarize(rows, period, seed, poll, strategies)
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return summary
+
+
+def run_backtest(configs: Sequence[StrategyConfig], period: BacktestPeriod, *, seed: int, poll: float,
+                 out_dir: Path, stop: StopFlag, progress_stream: TextIO = sys.stderr,
+                 setup_logging: Callable[[Path], Callable[[], None]] | None = None) -> int:
+    """One backtest; returns the exit code. Results are written even when a signal cut it short."""
+    refuse_used_out_dir(out_dir)
+    settings = backtest_settings(out_dir, seed, poll)
+    clock = SimulatedClock(start=period.start, speed=0)
+    undo_logging = setup_logging(settings.log_dir) if setup_logging is not None else None
+    try:
+        code = run_daemon(settings, clock, stop, configs,
+                          RunPlan(run_for=period.seconds, on_wake=Progress(period, progress_stream)))
+    finally:
+        if undo_logging is not None:
+            undo_logging()
+    if code != EXIT_OK:
+        return code
+    summary = write_results(out_dir, period, seed, poll, [config.name for config in configs])
+    print(summary_table(summary))
+    print(f"results: {out_dir / TRADES_FILE}, {out_dir / SUMMARY_FILE} (log: {settings.log_dir / 'trading.log'})")
+    if stop.is_set and clock.now() < period.end:
+        print(f"interrupted at {iso_utc(clock.now())}: the results cover the period up to there")
+    return EXIT_OK
+
