@@ -61,26 +61,47 @@ class ReplayClient:
         self.misses: Counter[str] = Counter()
         self._nudge = 0
 
-    def __getattr__(self, name: str) -> Any:
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         target = getattr(self._client, name)
-        if name not in READ_METHODS or not callable(target):
-            return target
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            key = (name, args, tuple(sorted(kwargs.items())))
-            if self.replaying and key in self._recorded:
-                value = self._recorded[key]
-                if name == "index_price":
-                    self._nudge += 1
-                    return value + self._nudge * 0.01
-                return value
-            if self.replaying:
-                self.misses[name] += 1
-            value = target(*args, **kwargs)
-            self._recorded[key] = value
+        if name not in READ_METHODS:
+            return target(*args, **kwargs)
+        key = (name, args, tuple(sorted(kwargs.items())))
+        if self.replaying and key in self._recorded:
+            value = self._recorded[key]
+            if name == "index_price":
+                self._nudge += 1
+                return value + self._nudge * 0.01
             return value
+        if self.replaying:
+            self.misses[name] += 1
+        value = target(*args, **kwargs)
+        self._recorded[key] = value
+        return value
 
-        return call
+    @property
+    def reachability(self) -> Any:
+        return self._client.reachability
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)   # any other plain attribute of the wrapped client
+
+
+def _forwarding(name: str) -> Any:
+    def method(self: ReplayClient, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, *args, **kwargs)
+    method.__name__ = name
+    return method
+
+
+# Real methods and properties (not only __getattr__), so the services' construction-time
+# Protocol checks (seams.require) see every member the client has.
+for _name, _member in vars(CoincallClient).items():
+    if _name.startswith("_"):
+        continue
+    if isinstance(_member, property):
+        setattr(ReplayClient, _name, property(lambda self, _n=_name: getattr(self._client, _n)))
+    elif callable(_member):
+        setattr(ReplayClient, _name, _forwarding(_name))
 
 
 def build(ticks_to_open: int = 200) -> tuple[Any, Any, ReplayClient, list[StrategyRunner]]:
