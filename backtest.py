@@ -18,6 +18,7 @@ Why it is built this way (issue 11, first slice):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -31,6 +32,7 @@ from app import EXIT_OK, RunPlan, TradingContext, run_daemon
 from clock import SimulatedClock, iso_utc, wall_seconds
 from config import Settings, load_settings
 from errors import ConfigError
+from exchange_connection import scenario_names
 from persistence import StateStore
 from stop_flag import StopFlag
 from strategy import StrategyConfig
@@ -99,8 +101,14 @@ def default_out_dir(period: BacktestPeriod, seed: int) -> Path:
     return Path("backtests") / f"{start}-{period.seconds / 86400:g}d-seed{seed}"
 
 
-def backtest_settings(out_dir: Path, seed: int, poll: float) -> Settings:
+def check_scenario(scenario: str | None) -> None:
+    if scenario is not None and scenario not in scenario_names():
+        raise ConfigError(f"--scenario {scenario!r} is not a scenario: use one of {', '.join(scenario_names())}")
+
+
+def backtest_settings(out_dir: Path, seed: int, poll: float, scenario: str | None = None) -> Settings:
     """Settings of a backtest, built here: the embedded simulator and ``out_dir``, never ``.env``."""
+    check_scenario(scenario)
     env = {
         "TRADING_ENVIRONMENT": "sim",
         "STATE_DIR": str(out_dir / "state"),
@@ -108,7 +116,7 @@ def backtest_settings(out_dir: Path, seed: int, poll: float) -> Settings:
         "SIM_SEED": str(seed),
         "POLL_INTERVAL_SECONDS": f"{poll:g}",
     }
-    return load_settings(env, dotenv_path=None)
+    return dataclasses.replace(load_settings(env, dotenv_path=None), sim_scenario=scenario)
 
 
 def refuse_used_out_dir(out_dir: Path) -> None:
@@ -178,7 +186,7 @@ def trades_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], period: BacktestPeriod, seed: int, poll: float,
-              strategies: Sequence[str]) -> dict[str, Any]:
+              strategies: Sequence[str], scenario: str | None = None) -> dict[str, Any]:
     """Per strategy and in total: trades by outcome, wins and losses, realized PnL and fees."""
     def figures(selected: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         closed = [r for r in selected if r["state"] == "CLOSED"]
@@ -195,6 +203,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], period: BacktestPeriod, seed: i
     return {
         "period": {"from": iso_utc(period.start), "to": iso_utc(period.end), "days": round(period.seconds / 86400, 6)},
         "seed": seed,
+        "scenario": scenario or "synthetic",
         "poll_seconds": poll,
         "strategies": {name: figures([r for r in rows if r["strategy"] == name]) for name in strategies},
         "total": figures(rows),
@@ -212,7 +221,7 @@ def summary_table(summary: Mapping[str, Any]) -> str:
 
 
 def write_results(out_dir: Path, period: BacktestPeriod, seed: int, poll: float,
-                  strategies: Sequence[str]) -> dict[str, Any]:
+                  strategies: Sequence[str], scenario: str | None = None) -> dict[str, Any]:
     """``trades.csv`` and ``summary.json`` from the run's state store; returns the summary."""
     store, _ = StateStore.open(out_dir / "state" / "trader.db", SimulatedClock(start=period.end, speed=0))
     try:
@@ -220,17 +229,17 @@ def write_results(out_dir: Path, period: BacktestPeriod, seed: int, poll: float,
     finally:
         store.close()
     (out_dir / TRADES_FILE).write_text(trades_csv(rows), encoding="utf-8")
-    summary = summarize(rows, period, seed, poll, strategies)
+    summary = summarize(rows, period, seed, poll, strategies, scenario)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return summary
 
 
 def run_backtest(configs: Sequence[StrategyConfig], period: BacktestPeriod, *, seed: int, poll: float,
-                 out_dir: Path, stop: StopFlag, progress_stream: TextIO = sys.stderr,
+                 out_dir: Path, stop: StopFlag, scenario: str | None = None, progress_stream: TextIO = sys.stderr,
                  setup_logging: Callable[[Path], Callable[[], None]] | None = None) -> int:
     """One backtest; returns the exit code. Results are written even when a signal cut it short."""
     refuse_used_out_dir(out_dir)
-    settings = backtest_settings(out_dir, seed, poll)
+    settings = backtest_settings(out_dir, seed, poll, scenario)
     clock = SimulatedClock(start=period.start, speed=0)
     undo_logging = setup_logging(settings.log_dir) if setup_logging is not None else None
     try:
@@ -241,7 +250,7 @@ def run_backtest(configs: Sequence[StrategyConfig], period: BacktestPeriod, *, s
             undo_logging()
     if code != EXIT_OK:
         return code
-    summary = write_results(out_dir, period, seed, poll, [config.name for config in configs])
+    summary = write_results(out_dir, period, seed, poll, [config.name for config in configs], scenario)
     print(summary_table(summary))
     print(f"results: {out_dir / TRADES_FILE}, {out_dir / SUMMARY_FILE} (log: {settings.log_dir / 'trading.log'})")
     if stop.is_set and clock.now() < period.end:

@@ -146,6 +146,9 @@ class Settings:
     rfq_body_encoding: str = "form"
     # An exchange unreachable this long raises the exchange_unreachable alert (issue 9).
     exchange_outage_alert_seconds: float = 120.0
+    # A market scenario of the embedded simulator (simulator/scenarios.py). Set by a backtest's
+    # --scenario, never read from the environment: a paper account keeps its own market.
+    sim_scenario: str | None = None
 
     @property
     def is_sim(self) -> bool:

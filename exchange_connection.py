@@ -135,7 +135,15 @@ def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig
                    get_retries: int | None = None) -> ExchangeConnection:
     from simulator import SimulatorConfig, start_simulator  # lazy: see module docstring
 
-    config = sim_config if sim_config is not None else SimulatorConfig(seed=settings.sim_seed)
+    if sim_config is not None:
+        config = sim_config
+    elif settings.sim_scenario is not None:
+        from simulator.scenarios import scenario_market  # lazy, as above
+        market = scenario_market(settings.sim_scenario, settings.sim_seed, clock.now_ms())
+        config = SimulatorConfig(seed=settings.sim_seed, market=market)
+        logger.info("embedded simulator market: scenario %s", settings.sim_scenario)
+    else:
+        config = SimulatorConfig(seed=settings.sim_seed)
     settings.sim_state_file.parent.mkdir(parents=True, exist_ok=True)
     handle = start_simulator(config, clock=clock, state_file=str(settings.sim_state_file))
     try:
@@ -147,6 +155,12 @@ def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig
         raise
     logger.info("embedded simulator listening on %s (state file %s)", handle.base_url, settings.sim_state_file)
     return ExchangeConnection(client=client, base_url=handle.base_url, simulator=handle)
+
+
+def scenario_names() -> tuple[str, ...]:
+    """The market scenarios the embedded simulator knows (for a backtest's ``--scenario``)."""
+    from simulator.scenarios import SCENARIOS  # lazy: a production process never loads the simulator
+    return SCENARIOS
 
 
 def read_server_time(settings: Settings) -> float:

@@ -52,6 +52,7 @@ from backtest import (
     DEFAULT_DAYS,
     DEFAULT_POLL_SECONDS,
     DEFAULT_SEED,
+    check_scenario,
     choose_period,
     default_out_dir,
     refuse_used_out_dir,
@@ -148,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                          f"(default {DEFAULT_SEED})")
     backtest.add_argument("--poll", type=_positive_float, default=DEFAULT_POLL_SECONDS,
                           help=f"seconds between two account polls (default {DEFAULT_POLL_SECONDS:g})")
+    backtest.add_argument("--scenario", default=None, metavar="NAME",
+                          help="a market scenario instead of the plain synthetic market: crash-day, vol-spike, "
+                               "expiry-gap or quiet-week")
     backtest.add_argument("--out", type=Path, default=None, metavar="DIR",
                           help="where to write the run (default backtests/<start>-<days>d-seed<seed>); must be empty")
     _add_log_level_option(backtest)
@@ -384,6 +388,7 @@ def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], 
         period = choose_period(args.start, args.end, args.days, RealClock().now())
         out_dir = args.out if args.out is not None else default_out_dir(period, args.seed)
         refuse_used_out_dir(out_dir)
+        check_scenario(args.scenario)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -392,6 +397,7 @@ def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], 
     undo_signals = install_signal_handlers(stop)
     try:
         return run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=stop,
+                            scenario=args.scenario,
                             setup_logging=lambda log_dir: setup_logging(log_dir, level, console_level="WARNING"))
     finally:
         undo_signals()
