@@ -236,15 +236,26 @@ def write_results(out_dir: Path, period: BacktestPeriod, seed: int, poll: float,
 
 def run_backtest(configs: Sequence[StrategyConfig], period: BacktestPeriod, *, seed: int, poll: float,
                  out_dir: Path, stop: StopFlag, scenario: str | None = None, progress_stream: TextIO = sys.stderr,
-                 setup_logging: Callable[[Path], Callable[[], None]] | None = None) -> int:
-    """One backtest; returns the exit code. Results are written even when a signal cut it short."""
+                 setup_logging: Callable[[Path], Callable[[], None]] | None = None,
+                 observer: Callable[[TradingContext, float], None] | None = None) -> int:
+    """One backtest; returns the exit code. Results are written even when a signal cut it short.
+
+    ``observer(ctx, now)`` is called after every wake, after the progress line (a benchmark
+    samples memory and CPU there).
+    """
     refuse_used_out_dir(out_dir)
     settings = backtest_settings(out_dir, seed, poll, scenario)
     clock = SimulatedClock(start=period.start, speed=0)
     undo_logging = setup_logging(settings.log_dir) if setup_logging is not None else None
     try:
-        code = run_daemon(settings, clock, stop, configs,
-                          RunPlan(run_for=period.seconds, on_wake=Progress(period, progress_stream)))
+        progress = Progress(period, progress_stream)
+
+        def on_wake(ctx: TradingContext, now: float) -> None:
+            progress(ctx, now)
+            if observer is not None:
+                observer(ctx, now)
+
+        code = run_daemon(settings, clock, stop, configs, RunPlan(run_for=period.seconds, on_wake=on_wake))
     finally:
         if undo_logging is not None:
             undo_logging()

@@ -1,0 +1,108 @@
+"""Benchmark of `python main.py backtest`: how fast, and whether cost grows with history.
+
+Run:  python bench/bench_backtest.py [--days 30] [--strategies micro_strangle|all] [--poll 10]
+
+Runs one backtest in this process (the daemon's own code against the embedded simulator on
+unpaced lock-step time) and prints:
+  * wall time, simulated days, speed-up (simulated seconds per wall second);
+  * CPU seconds per simulated day, for the first and the last simulated day (a growing figure
+    means per-tick cost grows with history);
+  * resident memory at the end of day 1 and at the end of the run, and the peak;
+  * trades and realized PnL from summary.json.
+The targets of issue 11 (30 days of micro_strangle in <= 5 minutes, all five in <= 15,
+RSS growth <= 20 MB from day 1 to day 30) are printed beside the figures. Asserts nothing
+(benchmarks are not tests).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from backtest import SUMMARY_FILE, BacktestPeriod, run_backtest  # noqa: E402
+from clock import process_cpu_seconds, wall_seconds  # noqa: E402
+from main import STRATEGIES, setup_logging  # noqa: E402
+from stop_flag import StopFlag  # noqa: E402
+from strategy_factories import build_strategy_configs  # noqa: E402
+
+START = datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp()   # a Monday, 00:00 UTC
+DAY = 86400.0
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc)."""
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        return int(handle.read().split()[1]) * PAGE_BYTES / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3   # kB on Linux
+
+
+class DailySamples:
+    """CPU seconds and RSS at the end of every simulated day."""
+
+    def __init__(self) -> None:
+        self.next_day = START + DAY
+        self.cpu: list[float] = [process_cpu_seconds()]
+        self.rss: list[float] = []
+
+    def __call__(self, _ctx: Any, now: float) -> None:
+        while now >= self.next_day:
+            self.cpu.append(process_cpu_seconds())
+            self.rss.append(rss_mb())
+            self.next_day += DAY
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=float, default=30.0)
+    parser.add_argument("--strategies", choices=("micro_strangle", "all"), default="micro_strangle")
+    parser.add_argument("--poll", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    configs = build_strategy_configs(STRATEGIES)
+    if args.strategies != "all":
+        configs = [c for c in configs if c.name == args.strategies]
+    period = BacktestPeriod(START, START + args.days * DAY)
+    samples = DailySamples()
+    out_dir = Path(tempfile.mkdtemp(prefix="bench-backtest-")) / "run"
+    started = wall_seconds()
+    code = run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=StopFlag(),
+                        setup_logging=lambda log_dir: setup_logging(log_dir, "INFO", console_level="WARNING"),
+                        observer=samples)
+    wall = wall_seconds() - started
+    if code != 0:
+        print(f"backtest exited {code}")
+        return code
+    summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    per_day = [b - a for a, b in zip(samples.cpu, samples.cpu[1:])]
+    target = 300.0 if args.strategies != "all" else 900.0
+    print(f"strategies: {', '.join(c.name for c in configs)}; {args.days:g} simulated days at a {args.poll:g} s poll")
+    print(f"wall time {wall:.1f} s, speed-up {period.seconds / wall:,.0f}x "
+          f"(issue-11 target for 30 days: <= {target:.0f} s, i.e. >= {30 * DAY / target:,.0f}x)")
+    if per_day:
+        print(f"CPU per simulated day: first {per_day[0]:.1f} s, last {per_day[-1]:.1f} s, "
+              f"mean {sum(per_day) / len(per_day):.1f} s over {len(per_day)} day(s)")
+    if samples.rss:
+        print(f"RSS: end of day 1 {samples.rss[0]:.1f} MB, end of run {samples.rss[-1]:.1f} MB "
+              f"(growth {samples.rss[-1] - samples.rss[0]:+.1f} MB; target <= +20 MB over 30 days), "
+              f"peak {peak_rss_mb():.1f} MB")
+    total = summary["total"]
+    print(f"trades {total['trades']} (closed {total['closed']}, failed {total['failed']}), "
+          f"realized PnL {total['realized_pnl']:+.2f} USD, fees {total['fees']:.2f} USD; results in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
