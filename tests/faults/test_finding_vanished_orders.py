@@ -245,3 +245,68 @@ def test_a_vanished_order_the_exchange_shows_again_is_believed(ledger_rig):
     rig.ledger.poll(order)                                   # the exchange answers with the order after all
 
     assert order.status is OrderStatus.LIVE
+
+
+# ---------------------------------------------------------------------------------------------
+# An OPENING trade whose open order the exchange forgets
+# ---------------------------------------------------------------------------------------------
+
+OPEN_INTENTS = frozenset({1, 2})   # Intent.OPEN and its requote
+
+
+class ForgetWhenAnOpenRests:
+    """The first time an open order of ours has rested 20 s, the exchange forgets every order."""
+
+    def __init__(self, sim, clock: ScriptedClock) -> None:
+        self.sim, self.clock = sim, clock
+        self.forgotten: list[dict] = []
+        self.at: float | None = None
+        for step in range(0, 3600, 5):
+            clock.at(START + step, self.check)
+
+    def _live_opens(self) -> list[dict]:
+        return [o for o in self.sim.exchange.orders()
+                if o.get("clientOrderId") and int(o["state"]) in (0, 2)
+                and parse_client_order_id(int(o["clientOrderId"])).intent in OPEN_INTENTS]
+
+    def check(self) -> None:
+        if self.at is not None:
+            return
+        now_ms = self.clock.now() * 1000
+        if not any(now_ms - int(o["createTime"]) >= 20_000 for o in self._live_opens()):
+            return
+        self.forgotten = self._live_opens()
+        self.at = self.clock.now()
+        self.sim.exchange.forget_orders()
+
+
+def test_an_open_order_the_exchange_forgets_is_settled_and_the_trade_is_never_stuck_opening(tmp_path, sim_factory):
+    clock = ScriptedClock(START)
+    sim = sim_factory(clock=clock, exchange=ExchangeConfig(seed=7, passive_fill_prob_per_min_at_touch=0.0))
+    files = DaemonFiles(tmp_path)
+    watcher = ForgetWhenAnOpenRests(sim, clock)
+
+    code = run_daemon(["--run-for", "3600"], clock=clock, env=daemon_env(tmp_path, sim), strategies=[resting_strangle])
+
+    assert code == 0
+    assert watcher.at is not None and watcher.forgotten, "no open order ever rested"
+    [trade] = files.trades()
+    # Never left OPENING: the forgotten opens are settled, fresh opens (new ids) fill, and the
+    # trade later closes on its own exit.
+    assert trade["state"] == "CLOSED" and trade["exit_reason"].startswith("max_hold_hours("), trade["state"]
+    assert trade["opened_at"] > watcher.at
+    symbols = [leg["symbol"] for leg in trade["legs"]]
+    assert all(sim.exchange.position_of(None, symbol) == 0 for symbol in symbols)   # the exchange's own view
+    sent = [int(r.params["clientOrderId"]) for r in our_creates(sim)]
+    assert len(sent) == len(set(sent))                                  # no clientOrderId ever reused
+    forgotten = {int(o["clientOrderId"]) for o in watcher.forgotten}
+    store = StateStore(files.state / "trader.db")
+    try:
+        statuses = {int(o["client_order_id"]): o["status"] for o in store.load_orders()}
+    finally:
+        store.close()
+    assert all(statuses[coid] == "VANISHED" for coid in forgotten)
+    vanished = [a for a in files.alerts() if a["kind"] == "order_vanished"]
+    assert sorted(a["detail"]["client_order_id"] for a in vanished) == sorted(forgotten)   # once each
+    # Every order after the forgetting that could add exposure was an open of this trade, sized from fills:
+    # the exchange's positions above are flat, so nothing was doubled and nothing was left behind.
