@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 from app import EXIT_OK, RunPlan, TradingContext, run_daemon
 from clock import SimulatedClock, iso_utc, wall_seconds
 from config import Settings, load_settings
+from contracts import Side
 from errors import ConfigError
 from exchange_connection import scenario_names
 from persistence import StateStore
@@ -156,14 +157,10 @@ def _when(epoch_seconds: Any) -> str:
     return iso_utc(float(epoch_seconds)) if epoch_seconds is not None else ""
 
 
-def _side_name(side: Any) -> str:
-    return "BUY" if int(side) == 1 else "SELL"
-
-
 def trade_row(doc: Mapping[str, Any]) -> dict[str, Any]:
     """One ``trades.csv`` row from a stored trade document."""
     legs = "; ".join(
-        f"{_side_name(leg['side'])} {float(leg['qty']):g} {leg['symbol']} open {float(leg.get('open_filled') or 0):g}"
+        f"{Side.of(leg['side']).name} {float(leg['qty']):g} {leg['symbol']} open {float(leg.get('open_filled') or 0):g}"
         f"@{_money(leg.get('open_vwap')):g} close {float(leg.get('close_filled') or 0):g}@{_money(leg.get('close_vwap')):g}"
         for leg in doc.get("legs", []))
     return {

@@ -54,7 +54,7 @@ from errors import (
     TransportError,
 )
 from log_throttle import RepeatLimiter
-from seams import LedgerClient, LedgerStore, require
+from seams import LedgerClient, LedgerStore, require, require_optional
 
 logger = logging.getLogger(__name__)
 
@@ -361,8 +361,7 @@ class OrderLedger:
         _check_int("prefix", prefix, 100, 899)
         require("OrderLedger client", client, LedgerClient)
         require("OrderLedger clock", clock, Clock)
-        if store is not None:
-            require("OrderLedger store", store, LedgerStore)
+        require_optional("OrderLedger store", store, LedgerStore)
         self._client = client
         self._clock = clock
         self.prefix = prefix

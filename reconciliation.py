@@ -58,6 +58,7 @@ from seams import (
     ReconcilerStore,
     RunnerControl,
     require,
+    require_optional,
 )
 from strategy_pauses import StrategyPauses
 
@@ -86,11 +87,9 @@ class Reconciler:
         require("Reconciler client", client, ReconcilerClient)
         require("Reconciler ledger", ledger, ReconcilerLedger)
         require("Reconciler lifecycle", lifecycle, ReconcilerLifecycle)
-        if store is not None:
-            require("Reconciler store", store, ReconcilerStore)
+        require_optional("Reconciler store", store, ReconcilerStore)
         require("Reconciler clock", clock, Clock)
-        if alerts is not None:
-            require("Reconciler alerts", alerts, AlertSender)
+        require_optional("Reconciler alerts", alerts, AlertSender)
         self.client = client
         self.ledger = ledger
         self.lifecycle = lifecycle

@@ -75,6 +75,7 @@ from seams import (
     RfqClient,
     TradeRef,
     require,
+    require_optional,
 )
 from trade_execution import ExecutionParams
 from validation import invalid, is_number
@@ -820,10 +821,8 @@ class RFQExecutor:
         require("RFQExecutor ledger", ledger, Ledger)
         require("RFQExecutor market", market, PriceSource)
         require("RFQExecutor clock", clock, Clock)
-        if limit is not None:
-            require("RFQExecutor limit", limit, ExecutionEngine)
-        if smart is not None:
-            require("RFQExecutor smart", smart, ExecutionEngine)
+        require_optional("RFQExecutor limit", limit, ExecutionEngine)
+        require_optional("RFQExecutor smart", smart, ExecutionEngine)
         self.client = client
         self.ledger = ledger
         self.market = market

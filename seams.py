@@ -718,6 +718,12 @@ def missing_members(obj: object, protocol: type) -> list[str]:
     return missing
 
 
+def require_optional(role: str, obj: object | None, protocol: type) -> None:
+    """``require`` for a collaborator a service may run without (``None``: nothing to check)."""
+    if obj is not None:
+        require(role, obj, protocol)
+
+
 def require(role: str, obj: object, protocol: type) -> None:
     """Refuse, with a ``TypeError`` naming what is missing, a collaborator that does not
     implement ``protocol``; called where a service receives it (its constructor)."""

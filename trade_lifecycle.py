@@ -64,6 +64,7 @@ from seams import (
     PriceSource,
     SettlementClient,
     require,
+    require_optional,
 )
 from settlement import FEE_CAP_OF_PREMIUM, DeliveryWatch, Settlement, Settler
 from trade_execution import MODES, ExecutionParams, fair_value
@@ -610,10 +611,8 @@ class LifecycleManager:
         require("LifecycleManager market", market, PriceSource)
         require("LifecycleManager client", client, SettlementClient)
         require("LifecycleManager clock", clock, Clock)
-        if store is not None:
-            require("LifecycleManager store", store, LifecycleStore)
-        if alerts is not None:
-            require("LifecycleManager alerts", alerts, AlertSender)
+        require_optional("LifecycleManager store", store, LifecycleStore)
+        require_optional("LifecycleManager alerts", alerts, AlertSender)
         self.ledger = ledger
         self.executor = executor
         self.market = market

@@ -21,6 +21,7 @@ from strategy import StrategyConfig, max_hold_hours
 from trade_execution import ExecutionParams, ExecutionPhase
 
 from tests.faults.test_incident_rig import (
+    OPEN_INTENTS,
     REDUCING_INTENTS,
     DaemonFiles,
     DaemonKilled,
@@ -48,22 +49,23 @@ def resting_strangle() -> StrategyConfig:
                           check_interval_seconds=60.0, execution_params=RESTING_FIRST)
 
 
-def our_live_closes(sim) -> list[dict]:
-    """Close orders of ours resting on the exchange (its own view)."""
+def our_live_orders(sim, intents: frozenset[int]) -> list[dict]:
+    """Orders of ours with one of ``intents``, resting on the exchange (its own view)."""
     live = []
     for order in sim.exchange.orders():
         coid = order.get("clientOrderId")
-        if coid and int(order["state"]) in (0, 2) and parse_client_order_id(int(coid)).intent in CLOSE_INTENTS:
+        if coid and int(order["state"]) in (0, 2) and parse_client_order_id(int(coid)).intent in intents:
             live.append(order)
     return live
 
 
-class ForgetWhenACloseRests:
-    """A scripted watcher: the first time a close of ours has rested 20 s, the exchange forgets
-    every order (and, with ``then``, something else happens right after, e.g. the daemon dies)."""
+class ForgetWhenOursRest:
+    """A scripted watcher: the first time an order of ours with one of ``intents`` has rested 20 s,
+    the exchange forgets every order (and, with ``then``, something else happens right after,
+    e.g. the daemon dies)."""
 
-    def __init__(self, sim, clock: ScriptedClock, *, then=None) -> None:
-        self.sim, self.clock, self.then = sim, clock, then
+    def __init__(self, sim, clock: ScriptedClock, intents: frozenset[int] = CLOSE_INTENTS, *, then=None) -> None:
+        self.sim, self.clock, self.intents, self.then = sim, clock, intents, then
         self.forgotten: list[dict] = []
         self.at: float | None = None
         for step in range(0, 3600, 5):
@@ -72,10 +74,10 @@ class ForgetWhenACloseRests:
     def check(self) -> None:
         if self.at is not None:
             return
-        resting = [o for o in our_live_closes(self.sim) if self.clock.now() * 1000 - int(o["createTime"]) >= 20_000]
-        if not resting:
+        now_ms = self.clock.now() * 1000
+        if not any(now_ms - int(o["createTime"]) >= 20_000 for o in our_live_orders(self.sim, self.intents)):
             return
-        self.forgotten = our_live_closes(self.sim)
+        self.forgotten = our_live_orders(self.sim, self.intents)
         self.at = self.clock.now()
         self.sim.exchange.forget_orders()
         if self.then is not None:
@@ -86,22 +88,16 @@ def our_creates(sim) -> list:
     return [r for r in creates(sim) if "clientOrderId" in r.params]
 
 
-def assert_closed_afresh_and_flat(sim, files: DaemonFiles, watcher: ForgetWhenACloseRests) -> dict:
-    assert watcher.at is not None and watcher.forgotten, "no close order ever rested"
+def assert_forgotten_settled_and_flat(sim, files: DaemonFiles, watcher: ForgetWhenOursRest) -> dict:
+    """What every forgetting must end in: the trade's legs flat on the exchange, no clientOrderId sent
+    twice, each forgotten order VANISHED in the store and alerted once. Returns the trade."""
+    assert watcher.at is not None and watcher.forgotten, "no order of ours ever rested"
     [trade] = files.trades()
-    assert trade["state"] == "CLOSED" and trade["exit_reason"].startswith("max_hold_hours("), trade
-    assert trade["closed_at"] > watcher.at
     symbols = [leg["symbol"] for leg in trade["legs"]]
     assert all(sim.exchange.position_of(None, symbol) == 0 for symbol in symbols)   # the exchange's own view
-
     sent = [int(r.params["clientOrderId"]) for r in our_creates(sim)]
     assert len(sent) == len(set(sent))                                  # no clientOrderId ever reused
     forgotten = {int(o["clientOrderId"]) for o in watcher.forgotten}
-    fresh = [r for r in our_creates(sim) if r.time_ms / 1000 > watcher.at]
-    assert fresh and all(reduce_only_flag(r) for r in fresh)
-    assert all(int(r.params["clientOrderId"]) not in forgotten for r in fresh)
-    assert {parse_client_order_id(int(r.params["clientOrderId"])).intent for r in fresh} <= CLOSE_INTENTS
-
     store = StateStore(files.state / "trader.db")
     try:
         statuses = {int(o["client_order_id"]): o["status"] for o in store.load_orders()}
@@ -110,6 +106,19 @@ def assert_closed_afresh_and_flat(sim, files: DaemonFiles, watcher: ForgetWhenAC
     assert all(statuses[coid] == "VANISHED" for coid in forgotten)
     vanished = [a for a in files.alerts() if a["kind"] == "order_vanished"]
     assert sorted(a["detail"]["client_order_id"] for a in vanished) == sorted(forgotten)   # once each
+    return trade
+
+
+def assert_closed_afresh_and_flat(sim, files: DaemonFiles, watcher: ForgetWhenOursRest) -> dict:
+    trade = assert_forgotten_settled_and_flat(sim, files, watcher)
+    assert trade["state"] == "CLOSED" and trade["exit_reason"].startswith("max_hold_hours("), trade
+    assert trade["closed_at"] > watcher.at
+    forgotten = {int(o["clientOrderId"]) for o in watcher.forgotten}
+    fresh = [r for r in our_creates(sim) if r.time_ms / 1000 > watcher.at]
+    assert fresh and all(reduce_only_flag(r) for r in fresh)
+    assert all(int(r.params["clientOrderId"]) not in forgotten for r in fresh)
+    assert {parse_client_order_id(int(r.params["clientOrderId"])).intent for r in fresh} <= CLOSE_INTENTS
+    vanished = [a for a in files.alerts() if a["kind"] == "order_vanished"]
     assert all(a["level"] == "WARNING" for a in vanished)
     polls = [line for line in files.log_text().splitlines()
              if ") is unknown to the exchange" in line and "settled" not in line]
@@ -121,7 +130,7 @@ def test_a_close_order_the_exchange_forgets_is_settled_and_a_fresh_close_goes_ou
     clock = ScriptedClock(START)
     sim = sim_factory(clock=clock, exchange=ExchangeConfig(seed=7, passive_fill_prob_per_min_at_touch=0.0))
     files = DaemonFiles(tmp_path)
-    watcher = ForgetWhenACloseRests(sim, clock)
+    watcher = ForgetWhenOursRest(sim, clock)
 
     code = run_daemon(["--run-for", "3600"], clock=clock, env=daemon_env(tmp_path, sim), strategies=[resting_strangle])
 
@@ -138,7 +147,7 @@ def test_a_close_order_forgotten_while_the_daemon_is_down_is_settled_at_the_rest
     def die() -> None:
         raise DaemonKilled("killed while the close order rests")
 
-    watcher = ForgetWhenACloseRests(sim, clock, then=die)
+    watcher = ForgetWhenOursRest(sim, clock, then=die)
     with pytest.raises(DaemonKilled):
         run_daemon([], clock=clock, env=daemon_env(tmp_path, sim), strategies=[resting_strangle])
     [before] = files.trades()
@@ -251,62 +260,17 @@ def test_a_vanished_order_the_exchange_shows_again_is_believed(ledger_rig):
 # An OPENING trade whose open order the exchange forgets
 # ---------------------------------------------------------------------------------------------
 
-OPEN_INTENTS = frozenset({1, 2})   # Intent.OPEN and its requote
-
-
-class ForgetWhenAnOpenRests:
-    """The first time an open order of ours has rested 20 s, the exchange forgets every order."""
-
-    def __init__(self, sim, clock: ScriptedClock) -> None:
-        self.sim, self.clock = sim, clock
-        self.forgotten: list[dict] = []
-        self.at: float | None = None
-        for step in range(0, 3600, 5):
-            clock.at(START + step, self.check)
-
-    def _live_opens(self) -> list[dict]:
-        return [o for o in self.sim.exchange.orders()
-                if o.get("clientOrderId") and int(o["state"]) in (0, 2)
-                and parse_client_order_id(int(o["clientOrderId"])).intent in OPEN_INTENTS]
-
-    def check(self) -> None:
-        if self.at is not None:
-            return
-        now_ms = self.clock.now() * 1000
-        if not any(now_ms - int(o["createTime"]) >= 20_000 for o in self._live_opens()):
-            return
-        self.forgotten = self._live_opens()
-        self.at = self.clock.now()
-        self.sim.exchange.forget_orders()
-
-
 def test_an_open_order_the_exchange_forgets_is_settled_and_the_trade_is_never_stuck_opening(tmp_path, sim_factory):
     clock = ScriptedClock(START)
     sim = sim_factory(clock=clock, exchange=ExchangeConfig(seed=7, passive_fill_prob_per_min_at_touch=0.0))
     files = DaemonFiles(tmp_path)
-    watcher = ForgetWhenAnOpenRests(sim, clock)
+    watcher = ForgetWhenOursRest(sim, clock, OPEN_INTENTS)
 
     code = run_daemon(["--run-for", "3600"], clock=clock, env=daemon_env(tmp_path, sim), strategies=[resting_strangle])
 
     assert code == 0
-    assert watcher.at is not None and watcher.forgotten, "no open order ever rested"
-    [trade] = files.trades()
+    trade = assert_forgotten_settled_and_flat(sim, files, watcher)
     # Never left OPENING: the forgotten opens are settled, fresh opens (new ids) fill, and the
     # trade later closes on its own exit.
     assert trade["state"] == "CLOSED" and trade["exit_reason"].startswith("max_hold_hours("), trade["state"]
     assert trade["opened_at"] > watcher.at
-    symbols = [leg["symbol"] for leg in trade["legs"]]
-    assert all(sim.exchange.position_of(None, symbol) == 0 for symbol in symbols)   # the exchange's own view
-    sent = [int(r.params["clientOrderId"]) for r in our_creates(sim)]
-    assert len(sent) == len(set(sent))                                  # no clientOrderId ever reused
-    forgotten = {int(o["clientOrderId"]) for o in watcher.forgotten}
-    store = StateStore(files.state / "trader.db")
-    try:
-        statuses = {int(o["client_order_id"]): o["status"] for o in store.load_orders()}
-    finally:
-        store.close()
-    assert all(statuses[coid] == "VANISHED" for coid in forgotten)
-    vanished = [a for a in files.alerts() if a["kind"] == "order_vanished"]
-    assert sorted(a["detail"]["client_order_id"] for a in vanished) == sorted(forgotten)   # once each
-    # Every order after the forgetting that could add exposure was an open of this trade, sized from fills:
-    # the exchange's positions above are flat, so nothing was doubled and nothing was left behind.

@@ -937,7 +937,9 @@ def nul_state_file(rig: Rig) -> Path:
     return path
 
 
-def test_row_o8_a_close_order_the_exchange_forgot_is_settled_vanished_and_closed_afresh(rig):
+def crashed_while_closing(rig: Rig) -> tuple[Any, list]:
+    """A first life that crashed OPEN, then close orders resting on the book for every leg, recorded
+    in the store as the daemon records them, and the trade rewritten to CLOSING."""
     trade = first_life_crashed_open(rig)
     with rig.lives.store() as store:
         used = {leg.index: max(int(o["attempt"]) for o in store.load_orders(trade.id) if o["leg_index"] == leg.index)
@@ -948,6 +950,11 @@ def test_row_o8_a_close_order_the_exchange_forgot_is_settled_vanished_and_closed
         for placed in closes:
             record_placed(store, placed, trade_seq=trade.seq, intent=Intent.CLOSE, attempt=used[placed.leg.index] + 1)
     rewrite_trade(rig, trade.id, state="CLOSING", exit_reason="max_hold_hours", exit_decided_at=rig.clock.now())
+    return trade, closes
+
+
+def test_row_o8_a_close_order_the_exchange_forgot_is_settled_vanished_and_closed_afresh(rig):
+    trade, closes = crashed_while_closing(rig)
     assert rig.sim.exchange.forget_orders() >= 4                     # the exchange restarts without its orders
     rig.clock.advance(60)
     restarted = rig.clock.now()
@@ -1298,17 +1305,7 @@ def _every_order_of_ours_is_reconciled(rig: Rig) -> None:
 
 def _an_order_held_in_canceling_then_filled_counts_and_is_not_replaced(rig: Rig) -> None:
     """A stray close order cancelled at the restart stays in state 5 for two polls, then fills."""
-    trade = first_life_crashed_open(rig)
-    with rig.lives.store() as store:
-        used = {leg.index: max(int(o["attempt"]) for o in store.load_orders(trade.id) if o["leg_index"] == leg.index)
-                for leg in trade.legs}
-    closes = [place_as_daemon(rig.outside, trade_seq=trade.seq, leg=SeedLeg.of(leg), intent=Intent.CLOSE,
-                              attempt=used[leg.index] + 1, side=SELL, qty=0.01, fill=False) for leg in trade.legs]
-    with rig.lives.store() as store:
-        for placed in closes:
-            record_placed(store, placed, trade_seq=trade.seq, intent=Intent.CLOSE,
-                          attempt=used[placed.leg.index] + 1)
-    rewrite_trade(rig, trade.id, state="CLOSING", exit_reason="max_hold_hours", exit_decided_at=rig.clock.now())
+    trade, closes = crashed_while_closing(rig)
     rig.sim.exchange.faults.hold_canceling_seconds = 120.0
     rig.clock.advance(60)
     restarted = rig.clock.now()
