@@ -65,8 +65,12 @@ def build_prehash(
 
 
 def sign(secret: str, prehash: str) -> str:
-    """Uppercase hex HMAC-SHA256 of ``prehash`` keyed by ``secret``."""
-    return hmac.new(secret.encode("utf-8"), prehash.encode("utf-8"), hashlib.sha256).hexdigest().upper()
+    """Uppercase hex HMAC-SHA256 of ``prehash`` keyed by ``secret``.
+
+    ``hmac.digest`` is the one-shot form of ``hmac.new(...).digest()`` (the same bytes,
+    without building an HMAC object): it runs twice per request, client and verifier.
+    """
+    return hmac.digest(secret.encode("utf-8"), prehash.encode("utf-8"), hashlib.sha256).hex().upper()
 
 
 def signed_headers(

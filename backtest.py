@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from app import EXIT_OK, RunPlan, TradingContext, run_daemon
+from backtest_report import ATTRIBUTION_COLUMNS, COST_COLUMNS, REPORT_FILE, metrics, trade_figures, write_report
 from clock import SimulatedClock, iso_utc, wall_seconds
 from config import Settings, load_settings
 from contracts import Side
 from errors import ConfigError
-from exchange_connection import scenario_names
+from exchange_connection import history_span_seconds, scenario_names
 from persistence import StateStore
 from stop_flag import StopFlag
 from strategy import StrategyConfig
@@ -47,8 +48,9 @@ PROGRESS_EVERY_SIMULATED_SECONDS = 6 * 3600.0
 TRADES_FILE = "trades.csv"
 SUMMARY_FILE = "summary.json"
 MONEY_DIGITS = 6
-TRADE_COLUMNS = ("id", "strategy", "state", "created_at", "opened_at", "closed_at", "exit_reason",
-                 "failure_reason", "legs", "entry_premium", "fees", "realized_pnl")
+TRADE_COLUMNS = ("id", "strategy", "state", "created_at", "opened_at", "closed_at", "failed_at", "exit_reason",
+                 "failure_reason", "legs", "entry_premium", "fees", "realized_pnl", "time_in_market_s",
+                 *COST_COLUMNS, *ATTRIBUTION_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,43 @@ def check_scenario(scenario: str | None) -> None:
         raise ConfigError(f"--scenario {scenario!r} is not a scenario: use one of {', '.join(scenario_names())}")
 
 
-def backtest_settings(out_dir: Path, seed: int, poll: float, scenario: str | None = None) -> Settings:
-    """Settings of a backtest, built here: the embedded simulator and ``out_dir``, never ``.env``."""
+def market_label(scenario: str | None, history: Path | None) -> str:
+    """What the simulator's market was: ``synthetic``, ``scenario:<name>`` or ``history:<file name>``."""
+    if history is not None:
+        return f"history:{history.name}"
+    return f"scenario:{scenario}" if scenario is not None else "synthetic"
+
+
+def check_history_period(history: Path, period: BacktestPeriod) -> None:
+    """A replay's period must lie inside the recording: outside it there is no market at all."""
+    first, last = history_span_seconds(history)
+    if period.start < first or period.end > last:
+        raise ConfigError(f"--market {str(history)!r} covers {iso_utc(first)} to {iso_utc(last)}; the period "
+                          f"{iso_utc(period.start)} to {iso_utc(period.end)} is not inside it: choose --from/--to "
+                          f"inside the recording, or leave them out to replay all of it")
+
+
+def history_period(history: Path, start_text: str | None, end_text: str | None, days: float | None) -> BacktestPeriod:
+    """``--from``/``--to``/``--days`` for a replay: the whole recording unless narrowed, always inside it."""
+    first, last = history_span_seconds(history)
+    if start_text is None and end_text is None and days is None:
+        period = BacktestPeriod(first, last)
+    elif start_text is None and end_text is None:
+        assert days is not None
+        period = choose_period(iso_utc(first), None, days, first)
+    else:
+        period = choose_period(start_text, end_text, days, first)
+    check_history_period(history, period)
+    return period
+
+
+def backtest_settings(out_dir: Path, seed: int, poll: float, scenario: str | None = None,
+                      transport: str = "inprocess", history: Path | None = None) -> Settings:
+    """Settings of a backtest, built here: the embedded simulator and ``out_dir``, never ``.env``.
+
+    ``transport``: how the client reaches the simulator; "inprocess" (the default) skips the
+    loopback socket, "wire" is the daemon's own path (a test compares the two).
+    """
     check_scenario(scenario)
     env = {
         "TRADING_ENVIRONMENT": "sim",
@@ -117,7 +154,10 @@ def backtest_settings(out_dir: Path, seed: int, poll: float, scenario: str | Non
         "SIM_SEED": str(seed),
         "POLL_INTERVAL_SECONDS": f"{poll:g}",
     }
-    return dataclasses.replace(load_settings(env, dotenv_path=None), sim_scenario=scenario)
+    if scenario is not None and history is not None:
+        raise ConfigError("--scenario and --market FILE both choose the market: give one of them")
+    return dataclasses.replace(load_settings(env, dotenv_path=None), sim_scenario=scenario, sim_transport=transport,
+                               sim_history_file=history, sim_checkpoint_seconds=None)
 
 
 def refuse_used_out_dir(out_dir: Path) -> None:
@@ -158,18 +198,19 @@ def _when(epoch_seconds: Any) -> str:
 
 
 def trade_row(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """One ``trades.csv`` row from a stored trade document."""
+    """One ``trades.csv`` row from a stored trade document (docs/BACKTESTING.md lists the columns)."""
     legs = "; ".join(
         f"{Side.of(leg['side']).name} {float(leg['qty']):g} {leg['symbol']} open {float(leg.get('open_filled') or 0):g}"
         f"@{_money(leg.get('open_vwap')):g} close {float(leg.get('close_filled') or 0):g}@{_money(leg.get('close_vwap')):g}"
         for leg in doc.get("legs", []))
+    realized_pnl = _money(doc.get("realized_pnl"))
     return {
         "id": doc["id"], "strategy": doc.get("strategy", ""), "state": doc.get("state", ""),
         "created_at": _when(doc.get("created_at")), "opened_at": _when(doc.get("opened_at")),
-        "closed_at": _when(doc.get("closed_at")), "exit_reason": doc.get("exit_reason") or "",
-        "failure_reason": doc.get("failure_reason") or "", "legs": legs,
+        "closed_at": _when(doc.get("closed_at")), "failed_at": _when(doc.get("failed_at")),
+        "exit_reason": doc.get("exit_reason") or "", "failure_reason": doc.get("failure_reason") or "", "legs": legs,
         "entry_premium": _money(doc.get("entry_premium")), "fees": _money(doc.get("fees_paid")),
-        "realized_pnl": _money(doc.get("realized_pnl")),
+        "realized_pnl": realized_pnl, **trade_figures(doc, realized_pnl),
     }
 
 
@@ -183,8 +224,10 @@ def trades_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], period: BacktestPeriod, seed: int, poll: float,
-              strategies: Sequence[str], scenario: str | None = None) -> dict[str, Any]:
-    """Per strategy and in total: trades by outcome, wins and losses, realized PnL and fees."""
+              strategies: Sequence[str], scenario: str | None = None, history: Path | None = None) -> dict[str, Any]:
+    """Per strategy and in total: trades by outcome, wins and losses, realized PnL and fees, and the
+    report's metrics (``backtest_report.metrics``: win rate, drawdown, Sharpe, Sortino, profit factor,
+    time in market, execution cost, attribution, daily PnL)."""
     def figures(selected: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         closed = [r for r in selected if r["state"] == "CLOSED"]
         return {
@@ -196,52 +239,68 @@ def summarize(rows: Sequence[Mapping[str, Any]], period: BacktestPeriod, seed: i
             "losses": sum(1 for r in closed if r["realized_pnl"] <= 0),
             "realized_pnl": _money(sum(r["realized_pnl"] for r in selected)),
             "fees": _money(sum(r["fees"] for r in selected)),
+            **metrics(selected, period.start, period.end),
         }
     return {
         "period": {"from": iso_utc(period.start), "to": iso_utc(period.end), "days": round(period.seconds / 86400, 6)},
         "seed": seed,
         "scenario": scenario or "synthetic",
+        "market": market_label(scenario, history),
         "poll_seconds": poll,
         "strategies": {name: figures([r for r in rows if r["strategy"] == name]) for name in strategies},
         "total": figures(rows),
     }
 
 
+def _figure(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "n/a"
+
+
 def summary_table(summary: Mapping[str, Any]) -> str:
     lines = [f"{'strategy':<24} {'trades':>6} {'closed':>6} {'failed':>6} {'wins':>5} {'losses':>6} "
-             f"{'PnL USD':>11} {'fees USD':>9}"]
+             f"{'PnL USD':>11} {'fees USD':>9} {'max DD':>9} {'Sharpe':>7} {'cost %':>7}"]
     rows = [*summary["strategies"].items(), ("total", summary["total"])]
     for name, f in rows:
         lines.append(f"{name:<24} {f['trades']:>6} {f['closed']:>6} {f['failed']:>6} {f['wins']:>5} "
-                     f"{f['losses']:>6} {f['realized_pnl']:>+11.2f} {f['fees']:>9.2f}")
+                     f"{f['losses']:>6} {f['realized_pnl']:>+11.2f} {f['fees']:>9.2f} {f['max_drawdown']:>9.2f} "
+                     f"{_figure(f['sharpe'], '.2f'):>7} {_figure(f['exec_cost_pct'], '.1f'):>7}")
     return "\n".join(lines)
 
 
 def write_results(out_dir: Path, period: BacktestPeriod, seed: int, poll: float,
-                  strategies: Sequence[str], scenario: str | None = None) -> dict[str, Any]:
-    """``trades.csv`` and ``summary.json`` from the run's state store; returns the summary."""
+                  strategies: Sequence[str], scenario: str | None = None,
+                  history: Path | None = None) -> dict[str, Any]:
+    """``trades.csv``, ``summary.json`` and ``report.html`` from the run's state store; returns the summary."""
     store, _ = StateStore.open(out_dir / "state" / "trader.db", SimulatedClock(start=period.end, speed=0))
     try:
         rows = [trade_row(doc) for doc in store.load_trades()]
     finally:
         store.close()
     (out_dir / TRADES_FILE).write_text(trades_csv(rows), encoding="utf-8")
-    summary = summarize(rows, period, seed, poll, strategies, scenario)
+    summary = summarize(rows, period, seed, poll, strategies, scenario, history)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_report(out_dir, summary, rows)
     return summary
 
 
 def run_backtest(configs: Sequence[StrategyConfig], period: BacktestPeriod, *, seed: int, poll: float,
                  out_dir: Path, stop: StopFlag, scenario: str | None = None, progress_stream: TextIO = sys.stderr,
                  setup_logging: Callable[[Path], Callable[[], None]] | None = None,
-                 observer: Callable[[TradingContext, float], None] | None = None) -> int:
+                 observer: Callable[[TradingContext, float], None] | None = None,
+                 transport: str = "inprocess", history: Path | None = None) -> int:
     """One backtest; returns the exit code. Results are written even when a signal cut it short.
+
+    ``transport``: "inprocess" (the default) or "wire", see ``backtest_settings``. ``history``:
+    a recorded market file to replay (docs/HISTORY.md) instead of the synthetic market; the
+    period must lie inside it (``history_period``).
 
     ``observer(ctx, now)`` is called after every wake, after the progress line (a benchmark
     samples memory and CPU there).
     """
     refuse_used_out_dir(out_dir)
-    settings = backtest_settings(out_dir, seed, poll, scenario)
+    settings = backtest_settings(out_dir, seed, poll, scenario, transport, history)
+    if history is not None:
+        check_history_period(history, period)
     clock = SimulatedClock(start=period.start, speed=0)
     undo_logging = setup_logging(settings.log_dir) if setup_logging is not None else None
     try:
@@ -258,9 +317,10 @@ def run_backtest(configs: Sequence[StrategyConfig], period: BacktestPeriod, *, s
             undo_logging()
     if code != EXIT_OK:
         return code
-    summary = write_results(out_dir, period, seed, poll, [config.name for config in configs], scenario)
+    summary = write_results(out_dir, period, seed, poll, [config.name for config in configs], scenario, history)
     print(summary_table(summary))
     print(f"results: {out_dir / TRADES_FILE}, {out_dir / SUMMARY_FILE} (log: {settings.log_dir / 'trading.log'})")
+    print(f"report: {out_dir / REPORT_FILE}")
     if stop.is_set and clock.now() < period.end:
         print(f"interrupted at {iso_utc(clock.now())}: the results cover the period up to there")
     return EXIT_OK

@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 from urllib.parse import quote, urlencode
 
 import requests
@@ -518,6 +518,20 @@ class _Call:
         return FORM_CONTENT_TYPE if self.encoding == "form" else JSON_CONTENT_TYPE
 
 
+class HttpSession(Protocol):
+    """What the client asks of its HTTP session: one request, and closing.
+
+    A ``requests.Session`` in the daemon; a backtest's in-process session
+    (``simulator.inprocess.InProcessSession``) reaches the embedded simulator without a
+    socket, preparing the same request.
+    """
+
+    def request(self, method: str, url: str, *, data: bytes | None, headers: dict[str, str],
+                timeout: tuple[float, float], allow_redirects: bool) -> requests.Response: ...
+
+    def close(self) -> None: ...
+
+
 def _is_retryable(exc: Exception) -> bool:
     if isinstance(exc, TransportError):
         return True
@@ -540,7 +554,7 @@ class CoincallClient:
         clock: Clock,
         *,
         rng: random.Random | None = None,
-        session_factory: Callable[[], requests.Session] = requests.Session,
+        session_factory: Callable[[], HttpSession] = requests.Session,
     ) -> None:
         self._settings = settings
         self._credentials = credentials
@@ -831,8 +845,11 @@ class CoincallClient:
 
     def _get(self, endpoint: Endpoint, params: Mapping[str, Any] | None = None, *,
              segments: Mapping[str, str] | None = None) -> Any:
+        # The endpoint is known, so its group is too: no search of the catalogue per request
+        # (``get`` would find this same endpoint for the rendered path).
         path = endpoint.render_path(**(segments or {}))
-        return self.get(path, params, signed=endpoint.signed, group=endpoint.group)
+        call = _Call("GET", path, clean_params(params), "query", endpoint.signed, endpoint.group)
+        return self._execute(call, idempotent=True)
 
     def _post(self, endpoint: Endpoint, body: Mapping[str, Any], *, encoding: str | None = None,
               client_order_id: int | None = None) -> Any:
@@ -1016,7 +1033,7 @@ class CoincallClient:
             logger.debug("closing the old HTTP session failed", exc_info=True)
         logger.warning("HTTP session rebuilt after %d consecutive failures", self.reachability.consecutive_failures)
 
-    def _current_session(self) -> requests.Session:
+    def _current_session(self) -> HttpSession:
         with self._session_lock:
             return self._session
 

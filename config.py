@@ -48,6 +48,10 @@ LOG_LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # open this one name, so it is defined once.
 STATE_DB_NAME = "trader.db"
 RFQ_BODY_ENCODINGS: tuple[str, ...] = ("form", "json")
+# How the client reaches the embedded simulator: "wire" (HTTP over a loopback socket, what
+# the daemon always uses) or "inprocess" (the same request pipeline called without a
+# socket, for backtests; simulator/inprocess.py).
+SIM_TRANSPORTS: tuple[str, ...] = ("wire", "inprocess")
 
 # Every variable this module understands. A COINCALL_* name outside this set is almost
 # certainly a typo (COINCALL_API_KEY_PRODUCTION...) and is refused rather than ignored.
@@ -149,6 +153,25 @@ class Settings:
     # A market scenario of the embedded simulator (simulator/scenarios.py). Set by a backtest's
     # --scenario, never read from the environment: a paper account keeps its own market.
     sim_scenario: str | None = None
+    # "wire" or "inprocess" (SIM_TRANSPORTS). Set by a backtest, never read from the
+    # environment: paper trading keeps exercising the real socket.
+    sim_transport: str = "wire"
+    # A recorded market (Tardis options_chain layout, docs/HISTORY.md) the embedded simulator
+    # replays instead of its synthetic one. Set by a backtest's --market FILE, never read from
+    # the environment.
+    sim_history_file: Path | None = None
+    # How often the embedded simulator's paper account is saved while running (None: only at
+    # a clean stop). A backtest never resumes, so it saves only at the end.
+    sim_checkpoint_seconds: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if self.sim_transport not in SIM_TRANSPORTS:
+            raise ConfigError(f"sim_transport {self.sim_transport!r} is not a transport: use "
+                              f"{' or '.join(SIM_TRANSPORTS)}")
+        if self.sim_scenario is not None and self.sim_history_file is not None:
+            raise ConfigError("a scenario and a recorded market cannot both shape the simulator: choose one")
+        if self.sim_checkpoint_seconds is not None and not self.sim_checkpoint_seconds > 0:
+            raise ConfigError(f"sim_checkpoint_seconds {self.sim_checkpoint_seconds!r} must be > 0 or None")
 
     @property
     def is_sim(self) -> bool:

@@ -5,6 +5,8 @@ This is the ONE place where product code touches the ``simulator`` package
 embedded default"). Everything above it receives a ``CoincallClient`` and cannot tell a
 paper account on the embedded simulator from testnet or production: the same signed HTTP
 requests go over a real socket either way, so paper trading exercises the real client.
+A backtest (``Settings.sim_transport == "inprocess"``) keeps the client and its signed
+requests but hands them to the simulator's request pipeline without the socket.
 
 ``simulator`` is imported lazily inside ``open_exchange`` so that a production process
 never even loads the simulator's modules.
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clock import Clock, RealClock
 from coincall_client import ClientSettings, CoincallClient
 from config import Credentials, Settings
+from errors import ConfigError
 from seams import EmbeddedSimulator
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time here
@@ -39,7 +43,7 @@ class ExchangeConnection:
     client: CoincallClient
     base_url: str
     simulator: EmbeddedSimulator | None = None
-    checkpoint_interval_seconds: float = 60.0
+    checkpoint_interval_seconds: float | None = 60.0
     _closed: bool = field(default=False, repr=False)
     _last_checkpoint: float | None = field(default=None, repr=False)
 
@@ -54,7 +58,7 @@ class ExchangeConnection:
         interval. Returns True when a save happened. A failed save is logged, never raised:
         paper-account persistence must not stop the daemon.
         """
-        if self.simulator is None or self._closed:
+        if self.simulator is None or self._closed or self.checkpoint_interval_seconds is None:
             return False
         if self._last_checkpoint is None:
             self._last_checkpoint = now
@@ -114,7 +118,9 @@ def open_exchange(
 
     * ``sim`` without ``base_url``: start the embedded simulator on a free loopback port,
       sharing ``clock`` (so ``--speed`` moves the exchange and the daemon together), with
-      its paper account persisted in ``settings.sim_state_file``.
+      its paper account persisted in ``settings.sim_state_file``; with
+      ``settings.sim_transport == "inprocess"`` it binds no port and the client's sessions
+      reach it through the in-process adapter.
     * otherwise: a client for ``settings.base_url`` with the configured credentials.
 
     ``sim_config`` lets tests choose simulator behaviour (faults, seeds); it is ignored
@@ -142,19 +148,43 @@ def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig
         market = scenario_market(settings.sim_scenario, settings.sim_seed, clock.now_ms())
         config = SimulatorConfig(seed=settings.sim_seed, market=market)
         logger.info("embedded simulator market: scenario %s", settings.sim_scenario)
+    elif settings.sim_history_file is not None:
+        config = SimulatorConfig(seed=settings.sim_seed, history_file=str(settings.sim_history_file))
+        logger.info("embedded simulator market: recorded history %s", settings.sim_history_file)
     else:
         config = SimulatorConfig(seed=settings.sim_seed)
     settings.sim_state_file.parent.mkdir(parents=True, exist_ok=True)
-    handle = start_simulator(config, clock=clock, state_file=str(settings.sim_state_file))
+    inprocess = settings.sim_transport == "inprocess"
+    handle = start_simulator(config, clock=clock, state_file=str(settings.sim_state_file), listen=not inprocess)
     try:
         credentials = Credentials(handle.api_key, handle.api_secret, source=EMBEDDED_SOURCE)
-        client = CoincallClient(client_settings_for(settings, handle.base_url, get_retries=get_retries), credentials,
-                                clock)
+        client_settings = client_settings_for(settings, handle.base_url, get_retries=get_retries)
+        if inprocess:
+            from simulator import inprocess_session_factory  # lazy, as above
+            client = CoincallClient(client_settings, credentials, clock,
+                                    session_factory=inprocess_session_factory(handle))
+        else:
+            client = CoincallClient(client_settings, credentials, clock)
     except BaseException:
         handle.stop()
         raise
-    logger.info("embedded simulator listening on %s (state file %s)", handle.base_url, settings.sim_state_file)
-    return ExchangeConnection(client=client, base_url=handle.base_url, simulator=handle)
+    if inprocess:
+        logger.info("embedded simulator serving in-process at %s (state file %s)", handle.base_url,
+                    settings.sim_state_file)
+    else:
+        logger.info("embedded simulator listening on %s (state file %s)", handle.base_url, settings.sim_state_file)
+    return ExchangeConnection(client=client, base_url=handle.base_url, simulator=handle,
+                              checkpoint_interval_seconds=settings.sim_checkpoint_seconds)
+
+
+def history_span_seconds(path: Path) -> tuple[float, float]:
+    """First and last instant (epoch seconds) of a recorded market file (for ``--market FILE``)."""
+    from simulator.history import history_span  # lazy: a production process never loads the simulator
+    try:
+        start_ms, end_ms = history_span(str(path))
+    except (OSError, ValueError) as exc:   # unreadable, or not the options_chain layout
+        raise ConfigError(f"--market {str(path)!r} cannot be replayed: {exc}") from None
+    return start_ms / 1000.0, end_ms / 1000.0
 
 
 def scenario_names() -> tuple[str, ...]:

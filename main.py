@@ -11,7 +11,9 @@ working order and each trade with exposure is logged).
 ``check`` validates the same configuration, resolves every strategy's legs against the
 exchange and prints them, and sends no order. ``status`` prints a read-only report;
 ``kill`` and ``resume`` queue an operator command for the running daemon, or run it in this
-process when none runs (``operator_cli.py``, docs/OPERATIONS.md).
+process when none runs (``operator_cli.py``, docs/OPERATIONS.md). ``record`` appends the
+exchange's option chain to a history file every ``--interval`` seconds (``recorder.py``,
+docs/HISTORY.md) and sends no order.
 
 This module owns what is the command line's alone: the arguments, the log handlers, the
 signal handlers and what is printed; it hands the rest plain values and callables.
@@ -55,6 +57,7 @@ from backtest import (
     check_scenario,
     choose_period,
     default_out_dir,
+    history_period,
     refuse_used_out_dir,
     run_backtest,
 )
@@ -66,10 +69,13 @@ from errors import ConfigError, TraderError
 from operator_cli import OperatorRun, run_operator_command
 from operations import format_status, status_json, status_report
 from option_selection import resolve_legs
+from recorder import RecordPlan, run_record
 from stop_flag import StopFlag
 from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
 from strategy import StrategyConfig, route_trade
 from strategy_factories import build_strategy_configs
+from sweep import default_sweep_out, run_sweep
+from sweep_spec import load_sweep
 
 # The strategies the daemon runs: factories returning a StrategyConfig or a list of them.
 # Built and validated (names unique) before the first request of every start.
@@ -96,6 +102,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
 
 
@@ -152,10 +168,38 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--scenario", default=None, metavar="NAME",
                           help="a market scenario instead of the plain synthetic market: crash-day, vol-spike, "
                                "expiry-gap or quiet-week")
+    backtest.add_argument("--market", default="synthetic", metavar="synthetic|FILE",
+                          help="the market: the simulator's synthetic one (default) or a recorded option-chain file "
+                               "(Tardis options_chain CSV, .gz allowed; docs/HISTORY.md) replayed with fills only "
+                               "against its recorded quotes; the period defaults to the whole recording")
     backtest.add_argument("--out", type=Path, default=None, metavar="DIR",
                           help="where to write the run (default backtests/<start>-<days>d-seed<seed>); must be empty")
     _add_log_level_option(backtest)
     _add_strategy_option(backtest)
+    record = commands.add_parser(
+        "record", help="append Coincall's option chain to a history file every --interval seconds, until stopped",
+        description="Polls the configured exchange's public market data (instruments, index, one chain call per "
+                    "expiry) and appends one row per option in the Tardis options_chain layout with exchange "
+                    "'coincall' (USD prices; docs/HISTORY.md), for replay with the simulator. Sends no order.",
+    )
+    record.add_argument("--out", type=Path, required=True, metavar="FILE", help="the CSV to append to")
+    record.add_argument("--interval", type=_positive_float, default=60.0, metavar="SECONDS",
+                        help="seconds between two polls (default 60)")
+    record.add_argument("--polls", type=int, default=None, metavar="N", help="stop after N polls (default: never)")
+    _add_log_level_option(record)
+    sweep = commands.add_parser(
+        "sweep", help="backtest one strategy over a grid of parameters (FILE.toml), locally or on a Dask cluster",
+        description="Runs one backtest per combination of the sweep file's parameters (docs/SWEEPS.md), on local "
+                    "processes or on a Dask cluster, and writes results.jsonl (one line per finished combination), "
+                    "ranking.csv, heatmap.svg and sweep.html under --out. Run it again to resume.",
+    )
+    sweep.add_argument("file", type=Path, metavar="FILE.toml", help="the sweep file")
+    sweep.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="the sweep's directory (default backtests/sweeps/<file name>); the same one resumes")
+    sweep.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="local processes (default: the CPU count)")
+    sweep.add_argument("--cluster", default=None, metavar="ADDRESS",
+                       help="run on this Dask scheduler instead, e.g. tcp://10.0.0.5:8786")
     status = commands.add_parser(
         "status", help="trades, working orders, positions and PnL from the store and the exchange; no order",
     )
@@ -385,7 +429,15 @@ def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], 
     """``python main.py backtest``: validate, choose the period, run, print the summary."""
     try:
         configs = select_strategies(build_strategy_configs(factories), args.strategy)
-        period = choose_period(args.start, args.end, args.days, RealClock().now())
+        history = None if args.market == "synthetic" else Path(args.market)
+        if history is not None and not history.is_file():
+            raise ConfigError(f"--market {args.market!r} is neither 'synthetic' nor a readable file")
+        if history is not None and args.scenario is not None:
+            raise ConfigError("--scenario and --market FILE both choose the market: give one of them")
+        if history is not None:
+            period = history_period(history, args.start, args.end, args.days)
+        else:
+            period = choose_period(args.start, args.end, args.days, RealClock().now())
         out_dir = args.out if args.out is not None else default_out_dir(period, args.seed)
         refuse_used_out_dir(out_dir)
         check_scenario(args.scenario)
@@ -397,8 +449,52 @@ def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], 
     undo_signals = install_signal_handlers(stop)
     try:
         return run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=stop,
-                            scenario=args.scenario,
+                            scenario=args.scenario, history=history,
                             setup_logging=lambda log_dir: setup_logging(log_dir, level, console_level="WARNING"))
+    finally:
+        undo_signals()
+
+
+def record_command(args: argparse.Namespace, settings: Settings, clock: Clock | None) -> int:
+    """``python main.py record``: poll the exchange's chain into ``--out`` until a signal (or ``--polls``)."""
+    try:
+        plan = RecordPlan(out=args.out, interval_seconds=args.interval, polls=args.polls)
+    except ValueError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level)
+    stop = StopFlag()
+    undo_signals = install_signal_handlers(stop)
+    try:
+        rows = run_record(settings, choose_clock(settings, None, clock), stop, plan)
+    except ConfigError as exc:   # an output the recorder may not append to
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        undo_signals()
+        undo_logging()
+    print(f"recorded {rows} rows to {plan.out}")
+    return EXIT_OK
+
+
+def sweep_command(args: argparse.Namespace, factories: Sequence[Callable[[], Any]]) -> int:
+    """``python main.py sweep FILE.toml``: validate the whole sweep, then run (or resume) it."""
+    try:
+        if args.workers is not None and args.cluster is not None:
+            raise ConfigError("--workers is for local processes; with --cluster the cluster's workers run: "
+                              "give one of the two")
+        spec = load_sweep(args.file, factories)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    stop = StopFlag()
+    undo_signals = install_signal_handlers(stop)
+    try:
+        return run_sweep(spec, args.out if args.out is not None else default_sweep_out(args.file),
+                         workers=args.workers, cluster=args.cluster, stop=stop, stdout=sys.stdout, stderr=sys.stderr)
+    except ConfigError as exc:   # the directory, a changed sweep file, the cluster's address
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     finally:
         undo_signals()
 
@@ -425,6 +521,8 @@ def main(
         return int(exc.code or 0)
     if args.command == "backtest":   # its own settings: never the environment's exchange or state
         return backtest_command(args, STRATEGIES if strategies is None else strategies)
+    if args.command == "sweep":   # like backtest: its runs build their own settings, never .env's
+        return sweep_command(args, STRATEGIES if strategies is None else strategies)
     try:
         settings = load_settings(env, dotenv_path=dotenv_path)
     except ConfigError as exc:
@@ -443,6 +541,8 @@ def main(
         return EXIT_CONFIG
     if args.command == "status":
         return status(settings, clock or RealClock(), as_json=args.json)
+    if args.command == "record":
+        return record_command(args, settings, clock)
     if args.command in ("kill", "resume"):  # operator_cli.py: queue for a running daemon, or act in-process
         return run_operator_command(args, OperatorRun(
             settings=settings, factories=STRATEGIES if strategies is None else strategies,

@@ -148,6 +148,9 @@ class MarketData:
         self._instruments: dict[str, _Entry[tuple[Instrument, ...]]] = {}
         self._index: _Entry[float] | None = None
         self._chains: dict[int, _Entry[tuple[OptionRow, ...]]] = {}
+        # Symbol -> item maps of the cached listings and chains, built once per fetched value
+        # (keyed by the value's identity), so one quote is a dict lookup, not a scan.
+        self._by_symbol: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._books: dict[str, _Entry[OrderBook]] = {}
         # Frozen-index tracker: value, first and last read time of the current run, run length.
         self._run_value: float | None = None
@@ -169,6 +172,23 @@ class MarketData:
     def _limit(self, max_age: float | None) -> float:
         return self._ttl if max_age is None else min(self._ttl, float(max_age))
 
+    def _symbol_map(self, items: tuple[Any, ...]) -> dict[str, Any]:
+        """``items`` (instruments or chain rows) by symbol, the first of a repeated symbol winning
+        as in a scan; built once per cached value and dropped with it."""
+        with self._lock:
+            known = self._by_symbol.get(id(items))
+            if known is not None and known[0] is items:
+                return known[1]
+            mapping: dict[str, Any] = {}
+            for item in items:
+                mapping.setdefault(item.symbol, item)
+            live = {id(entry.value) for entry in self._chains.values()}
+            live.update(id(entry.value) for entry in self._instruments.values())
+            for key in [key for key in self._by_symbol if key not in live]:
+                del self._by_symbol[key]
+            self._by_symbol[id(items)] = (items, mapping)
+            return mapping
+
     def _count(self, endpoint: str) -> None:
         with self._lock:
             self.stats[endpoint] += 1
@@ -186,11 +206,14 @@ class MarketData:
 
     def instruments(self, base: str = "BTC") -> list[Instrument]:
         """All listed options of ``base``, cached at most ``ttl_seconds``."""
+        return list(self._listing(base))
+
+    def _listing(self, base: str) -> tuple[Instrument, ...]:
         key = base.upper()
         with self._lock:
             entry = self._instruments.get(key)
             if _is_fresh(entry, self._clock.now(), self._ttl):
-                return list(entry.value)
+                return entry.value
         self._count(EP_INSTRUMENTS)
         data = self._client.instruments(key)
         fetched_at = self._clock.now()
@@ -201,7 +224,7 @@ class MarketData:
         parsed = tuple(instrument_from_api(raw) for raw in data)
         with self._lock:
             _store_if_newer(self._instruments, key, _Entry(parsed, fetched_at))
-        return list(parsed)
+        return parsed
 
     def instrument(self, symbol: str) -> Instrument:
         """The listed instrument ``symbol``; ``SelectionError`` if the exchange does not list it."""
@@ -209,20 +232,20 @@ class MarketData:
             base = parse_symbol(symbol).underlying
         except ValueError:
             base = self._base
-        for item in self.instruments(base):
-            if item.symbol == symbol:
-                return item
-        raise SelectionError(f"unknown instrument {symbol!r}")
+        found = self._symbol_map(self._listing(base)).get(symbol)
+        if found is None:
+            raise SelectionError(f"unknown instrument {symbol!r}")
+        return found
 
     def _cached_instrument(self, symbol: str) -> Instrument | None:
         """The instrument from a fresh cache entry, without any call."""
         now = self._clock.now()
         with self._lock:
-            for entry in self._instruments.values():
-                if _is_fresh(entry, now, self._ttl):
-                    for item in entry.value:
-                        if item.symbol == symbol:
-                            return item
+            fresh = [entry.value for entry in self._instruments.values() if _is_fresh(entry, now, self._ttl)]
+        for listing in fresh:
+            found = self._symbol_map(listing).get(symbol)
+            if found is not None:
+                return found
         return None
 
     # ---- index ---------------------------------------------------------------------
@@ -382,10 +405,12 @@ class MarketData:
             return self._row_in_chain(symbol, listed, max_age)
 
     def _row_in_chain(self, symbol: str, expiry_ms: int, max_age: float) -> OptionRow:
-        for row in self.chain(expiry_ms, max_age=max_age):
-            if row.symbol == symbol:
-                return row
-        raise SelectionError(f"{symbol!r} is not in the chain of expiry {expiry_ms}")
+        """``symbol``'s row in its (cached or refetched) chain: one dict lookup per quote, the
+        map built once per fetched chain and shared by every trade that polls it."""
+        row = self._symbol_map(self.chain(expiry_ms, max_age=max_age)).get(symbol)
+        if row is None:
+            raise SelectionError(f"{symbol!r} is not in the chain of expiry {expiry_ms}")
+        return row
 
     def order_book(self, symbol: str, *, max_age: float = 3.0) -> OrderBook:
         """The book of ``symbol``, no older than ``min(ttl, max_age)``."""

@@ -75,6 +75,7 @@ ORDER_VANISHED_EVENT = "order_vanished"
 # Store event written before an RFQ accept is sent (see OrderLedger.note_block_accept).
 BLOCK_ACCEPT_EVENT = "rfq_accept_sent"
 FILL_EPSILON = 1e-9
+FILL_MEMO_LIMIT = 4096   # remembered leg_fill answers (a cache: cleared, never wrong, when full)
 
 # Create-order answers that do not prove nothing happened (BEHAVIOUR.md §6.1).
 _UNKNOWN_CREATE_CODES = frozenset({500, 10000, 10582, 10577, 10576, 10583, 10537, 4005, 10605})
@@ -371,7 +372,20 @@ class OrderLedger:
         self._max_orders_per_trade = max_orders_per_trade
         self._max_live_per_symbol = max_live_per_symbol
         self._lock = threading.RLock()
+        # Every order, in the order it was recorded (``get`` and the unfiltered ``orders``).
         self._orders: dict[int, LedgerOrder] = {}
+        # The indexes every per-poll lookup reads, so its cost is that of one trade or leg and
+        # never grows with history: orders by trade and by (trade, leg), both in recorded
+        # order, and the non-final orders keyed by their recording position (``_position``).
+        self._by_trade: dict[str, list[LedgerOrder]] = {}
+        self._by_leg: dict[tuple[str, int], list[LedgerOrder]] = {}
+        self._live: dict[int, LedgerOrder] = {}
+        self._position: dict[int, int] = {}
+        # ``leg_fill`` answers, valid while their leg's version (bumped by every change to an
+        # order of the leg) is unchanged: a trade's fills are re-read on every tick, but only
+        # change when one of its orders does. Bounded: cleared when it grows past the limit.
+        self._leg_version: dict[tuple[str, int], int] = {}
+        self._fill_memo: dict[tuple[str, int, Intent], tuple[int, FillSummary]] = {}
         self._attempts: dict[tuple[int, int], int] = {}
         self._blocked: dict[str, str] = {}   # symbol -> why no order may go there (reconciliation)
         self._rechecked: set[int] = set()    # final orders polled once more after the late-fill grace
@@ -388,21 +402,52 @@ class OrderLedger:
 
     def orders(self, trade_id: str | None = None, leg_index: int | None = None,
                family: Intent | None = None) -> list[LedgerOrder]:
-        """Orders in the order they were recorded, optionally filtered."""
+        """Orders in the order they were recorded, optionally filtered.
+
+        With a trade (and leg) the answer comes from the indexes: the cost is that of the
+        trade's own orders, however many orders the ledger has seen.
+        """
         with self._lock:
-            return [o for o in self._orders.values()
-                    if (trade_id is None or o.trade_id == trade_id)
-                    and (leg_index is None or o.leg_index == leg_index)
-                    and (family is None or o.intent.family() is Intent(family).family())]
+            if trade_id is None:
+                candidates: Iterable[LedgerOrder] = self._orders.values()
+                if leg_index is not None:
+                    candidates = [o for o in candidates if o.leg_index == leg_index]
+            elif leg_index is None:
+                candidates = self._by_trade.get(trade_id, ())
+            else:
+                candidates = self._by_leg.get((trade_id, leg_index), ())
+            if family is None:
+                return list(candidates)
+            wanted = Intent(family).family()
+            return [o for o in candidates if o.intent.family() is wanted]
 
     def live_orders(self, trade_id: str | None = None) -> list[LedgerOrder]:
-        """Non-final orders (PENDING_SEND and UNKNOWN included: they may exist)."""
-        return [o for o in self.orders(trade_id) if not o.status.is_final]
+        """Non-final orders (PENDING_SEND and UNKNOWN included: they may exist), in recorded order."""
+        with self._lock:
+            live = [o for o in self._live.values() if trade_id is None or o.trade_id == trade_id]
+            position = self._position
+            live.sort(key=lambda o: position[o.client_order_id])
+            return live
 
     def leg_fill(self, trade_id: str, leg_index: int, family: Intent) -> tuple[float, float, float]:
         """(filled qty, VWAP, fees) summed over every order of that leg and intent family."""
-        summary = summarize_fills(self.orders(trade_id, leg_index, family))
+        key = (trade_id, leg_index, Intent(family).family())
+        with self._lock:
+            version = self._leg_version.get((trade_id, leg_index), 0)
+            known = self._fill_memo.get(key)
+            if known is not None and known[0] == version:
+                summary = known[1]
+            else:
+                summary = summarize_fills(self.orders(trade_id, leg_index, family))
+                if len(self._fill_memo) >= FILL_MEMO_LIMIT:
+                    self._fill_memo.clear()
+                self._fill_memo[key] = (version, summary)
         return summary.qty, summary.vwap, summary.fees
+
+    def _touch(self, order: LedgerOrder) -> None:
+        """An order of this leg was added or changed: its fill sums must be recomputed (lock held)."""
+        leg = (order.trade_id, order.leg_index)
+        self._leg_version[leg] = self._leg_version.get(leg, 0) + 1
 
     def attempts_used(self, trade_seq: int, leg_index: int) -> int:
         with self._lock:
@@ -413,9 +458,52 @@ class OrderLedger:
         with self._lock:
             for record in records:
                 order = LedgerOrder.from_record(record)
-                self._orders[order.client_order_id] = order
+                self._add(order)
                 key = (order.trade_seq, order.leg_index)
                 self._attempts[key] = max(self._attempts.get(key, 0), order.attempt)
+
+    def _add(self, order: LedgerOrder) -> None:
+        """Put ``order`` in the ledger and its indexes (lock held); a known id is replaced in place,
+        keeping its recorded position, as the plain dict of orders always did."""
+        coid = order.client_order_id
+        previous = self._orders.get(coid)
+        self._orders[coid] = order
+        if previous is None:
+            self._position[coid] = len(self._position)
+            self._by_trade.setdefault(order.trade_id, []).append(order)
+            self._by_leg.setdefault((order.trade_id, order.leg_index), []).append(order)
+        else:
+            self._touch(previous)
+            self._unindex(previous)
+            self._insert_at_position(self._by_trade.setdefault(order.trade_id, []), order)
+            self._insert_at_position(self._by_leg.setdefault((order.trade_id, order.leg_index), []), order)
+        self._track_live(order)
+        self._touch(order)
+
+    def _unindex(self, order: LedgerOrder) -> None:
+        """Take ``order`` out of the trade and leg indexes (it is being replaced)."""
+        coid = order.client_order_id
+        trade_bucket = self._by_trade.get(order.trade_id, [])
+        trade_bucket[:] = [o for o in trade_bucket if o.client_order_id != coid]
+        leg_key = (order.trade_id, order.leg_index)
+        leg_bucket = self._by_leg.get(leg_key, [])
+        leg_bucket[:] = [o for o in leg_bucket if o.client_order_id != coid]
+        if not trade_bucket:
+            self._by_trade.pop(order.trade_id, None)
+        if not leg_bucket:
+            self._by_leg.pop(leg_key, None)
+
+    def _insert_at_position(self, bucket: list[LedgerOrder], order: LedgerOrder) -> None:
+        position = self._position[order.client_order_id]
+        at = next((i for i, o in enumerate(bucket) if self._position[o.client_order_id] > position), len(bucket))
+        bucket.insert(at, order)
+
+    def _track_live(self, order: LedgerOrder) -> None:
+        """Keep the set of non-final orders in step with ``order``'s status (lock held)."""
+        if order.status.is_final:
+            self._live.pop(order.client_order_id, None)
+        else:
+            self._live[order.client_order_id] = order
 
     # ---- place ------------------------------------------------------------------------
 
@@ -449,7 +537,7 @@ class OrderLedger:
                 status=OrderStatus.PENDING_SEND, sent_at=now, updated_at=now,
             )
             self._attempts[key] = attempt
-            self._orders[coid] = order
+            self._add(order)
             self._record_before_send(order)
         self._send(order)
         return order
@@ -458,16 +546,16 @@ class OrderLedger:
         if symbol in self._blocked:
             self._cap_violation(trade_id, symbol, f"{symbol} is blocked ({self._blocked[symbol]}) until an "
                                                   f"operator resumes the strategy")
-        mine = [o for o in self._orders.values() if o.trade_id == trade_id]
-        if any(o.leg_index == leg_index and not o.status.is_final for o in mine):
+        mine = self._by_trade.get(trade_id, ())
+        if any(not o.status.is_final for o in self._by_leg.get((trade_id, leg_index), ())):
             self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} already has a non-final order")
         if len(mine) >= self._max_orders_per_trade:
             self._cap_violation(trade_id, symbol, f"{trade_id} reached {self._max_orders_per_trade} orders")
-        live_symbol = sum(1 for o in self._orders.values() if o.symbol == symbol and not o.status.is_final)
+        live_symbol = sum(1 for o in self._live.values() if o.symbol == symbol)
         if live_symbol >= self._max_live_per_symbol:
             self._cap_violation(trade_id, symbol, f"{symbol} already has {live_symbol} live orders")
         if max_live_per_trade is not None:
-            live_trade = sum(1 for o in mine if not o.status.is_final)
+            live_trade = sum(1 for o in self._live.values() if o.trade_id == trade_id)
             if live_trade >= max_live_per_trade:
                 self._cap_violation(trade_id, symbol, f"{trade_id} already has {live_trade} live orders")
 
@@ -484,6 +572,9 @@ class OrderLedger:
             except Exception as exc:
                 order.status = OrderStatus.NOT_PLACED
                 order.error_msg = f"state store write failed before send: {exc}"
+                with self._lock:
+                    self._track_live(order)
+                    self._touch(order)
                 logger.critical("order %d not sent: %s", order.client_order_id, order.error_msg)
                 raise
         self._emit("order_recorded", order.to_record())
@@ -847,6 +938,9 @@ class OrderLedger:
             for name, value in changes.items():
                 setattr(order, name, value)
             order.updated_at = self._clock.now()
+            if self._orders.get(order.client_order_id) is order:
+                self._track_live(order)
+            self._touch(order)
             record = order.to_record()
         if self._store is not None:
             try:
@@ -899,7 +993,7 @@ class OrderLedger:
                 sent_at=filled_at, updated_at=filled_at, exchange_state=1, last_fill_at=filled_at,
             )
             self._attempts[key] = attempt
-            self._orders[coid] = order
+            self._add(order)
             record = order.to_record()
         if self._store is not None:
             try:

@@ -99,6 +99,9 @@ class ExecutionPhase:
                        "must be within 0..1")
 
 
+LIMIT_PRICINGS = ("touch", "phased")
+
+
 @dataclass(frozen=True)
 class ExecutionParams:
     """Limit execution tunables (BEHAVIOUR.md §1.3); validated, never silently corrected."""
@@ -147,6 +150,20 @@ class ExecutionParams:
             ExecutionPhase("aggressive", 120.0, 15.0, buffer_pct=buffer),
         )
         return cls(**{**overrides, "phases": phases})
+
+    @classmethod
+    def with_pricing(cls, pricing: str, **overrides: Any) -> "ExecutionParams":
+        """A limit pricing by name, for strategy factories and sweeps (``LIMIT_PRICINGS``).
+
+        ``"touch"``: one aggressive phase (cross the touch by ``aggressive_buffer_pct``, requote
+        on ``fill_timeout_seconds``), the seed's behaviour. ``"phased"``: the recommended phases
+        (``phased``): work at fair value first, then cross.
+        """
+        if pricing == "touch":
+            return cls(**overrides)
+        if pricing == "phased":
+            return cls.phased(**overrides)
+        raise invalid("ExecutionParams", "pricing", pricing, f"must be one of {', '.join(LIMIT_PRICINGS)}")
 
     @classmethod
     def urgent(cls, **overrides: Any) -> "ExecutionParams":

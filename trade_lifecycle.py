@@ -21,6 +21,7 @@ and entry holds). Three ideas carry the whole lifecycle:
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -52,6 +53,7 @@ from errors import StaleDataError
 from execution_job import JobStatus, LegTarget
 from exit_evaluation import ExitEvaluator, ExitWatch
 from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without_evidence
+from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
 from option_selection import ResolvedLeg
 from order_ledger import Intent
@@ -176,6 +178,9 @@ class TradeLeg:
     ``external_qty`` is what somebody else closed (found by reconciliation on fills that are
     not ours, docs/RECOVERY.md S3); ``external_price`` is the average price of those fills.
     The option it trades is its ``contract`` (one value, never re-listed field by field).
+    ``entry_market`` is the market of the chain row the leg was chosen on; ``exit_market`` the
+    leg's last quote when the exit was decided (or when an unwind began): what the fills are
+    measured against afterwards (execution cost vs mid, the greeks' share of the PnL).
     """
 
     index: int
@@ -192,6 +197,8 @@ class TradeLeg:
     adopted_qty: float = 0.0
     external_qty: float = 0.0
     external_price: float = 0.0
+    entry_market: LegMarket | None = None
+    exit_market: LegMarket | None = None
     quote: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -285,6 +292,11 @@ class TradeLeg:
         value = float(value)
         return value if math.isfinite(value) else None
 
+    def note_exit_market(self) -> None:
+        """Keep the last quote known as the market the exit was judged on (nothing when there is none)."""
+        if self.quote is not None:
+            self.exit_market = LegMarket.of(self.quote)
+
     def to_record(self) -> dict:
         """The stored form: the contract's fields flat beside the leg's, as records have always been."""
         return {
@@ -294,6 +306,8 @@ class TradeLeg:
             "fees": self.fees, "net_qty": self.net_qty, "adopted_qty": self.adopted_qty,
             "external_qty": self.external_qty, "external_price": self.external_price,
             "settlement": self.settlement.to_record() if self.settlement is not None else None,
+            "entry_market": self.entry_market.to_record() if self.entry_market is not None else None,
+            "exit_market": self.exit_market.to_record() if self.exit_market is not None else None,
         }
 
     @classmethod
@@ -307,6 +321,8 @@ class TradeLeg:
             close_fees=float(data.get("close_fees", 0.0)), adopted_qty=float(data.get("adopted_qty", 0.0)),
             external_qty=float(data.get("external_qty", 0.0)), external_price=float(data.get("external_price", 0.0)),
             settlement=Settlement.from_record(settlement) if settlement else None,
+            entry_market=LegMarket.from_record(data.get("entry_market")),
+            exit_market=LegMarket.from_record(data.get("exit_market")),
         )
 
 
@@ -632,7 +648,15 @@ class LifecycleManager:
         self.holds = LifecycleHolds()
         self.external = ExternalCloses(recorder=self.recorder, alerts=alerts)
         self._lock = threading.RLock()
+        # Every trade, finished ones included (``get``, ``trades``, reports and status), also in
+        # sequence order overall and per strategy, so listing them needs no sort.
         self._trades: dict[str, TradeLifecycle] = {}
+        self._in_order: list[TradeLifecycle] = []
+        self._by_strategy: dict[str, list[TradeLifecycle]] = {}
+        # The hot set the tick walks: trades that were active when last seen. A trade that has
+        # ended leaves it (and its runtime) at the next look (``_active_locked``), so the cost
+        # of a tick is that of the open trades, not of the history.
+        self._active: dict[str, TradeLifecycle] = {}
         self._runtime: dict[str, _Runtime] = {}
         self._hooks: dict[str, StrategyHooks] = {}
         self._next_seq = 1
@@ -662,12 +686,46 @@ class LifecycleManager:
             return self._trades.get(trade_id)
 
     def trades(self, strategy: str | None = None) -> list[TradeLifecycle]:
+        """Every trade (finished ones included), in sequence order."""
         with self._lock:
-            return [t for t in sorted(self._trades.values(), key=lambda t: t.seq)
-                    if strategy is None or t.strategy == strategy]
+            return list(self._in_order if strategy is None else self._by_strategy.get(strategy, ()))
 
     def active_trades(self, strategy: str | None = None) -> list[TradeLifecycle]:
-        return [t for t in self.trades(strategy) if t.is_active]
+        with self._lock:
+            return [t for t in self._active_locked() if strategy is None or t.strategy == strategy]
+
+    def _active_locked(self) -> list[TradeLifecycle]:
+        """The active trades in sequence order; ended ones leave the hot set here (lock held).
+
+        An ended trade keeps its record (``trades``, ``get``, the store); only the per-tick
+        structures forget it. Its runtime goes too, unless the trade may still be reopened
+        (an external close booked without evidence, docs/RECOVERY.md X1) or a job is still
+        attached, so nothing a later step could need is dropped.
+        """
+        active: list[TradeLifecycle] = []
+        for trade in list(self._active.values()):
+            if trade.is_active:
+                active.append(trade)
+                continue
+            del self._active[trade.id]
+            runtime = self._runtime.get(trade.id)
+            if runtime is not None and runtime.job is None and not booked_without_evidence(trade):
+                del self._runtime[trade.id]
+        active.sort(key=lambda t: t.seq)
+        return active
+
+    def _register(self, trade: TradeLifecycle) -> None:
+        """Add ``trade`` (or replace the trade of that id) in every index (lock held)."""
+        previous = self._trades.get(trade.id)
+        if previous is not None:
+            self._in_order.remove(previous)
+            self._by_strategy[previous.strategy].remove(previous)
+            self._active.pop(previous.id, None)
+        self._trades[trade.id] = trade
+        for ordered in (self._in_order, self._by_strategy.setdefault(trade.strategy, [])):
+            ordered.insert(bisect.bisect_right(ordered, trade.seq, key=lambda t: t.seq), trade)
+        if trade.is_active:
+            self._active[trade.id] = trade
 
     def unmanaged_trades(self) -> list[TradeLifecycle]:
         """Active trades whose strategy is not running: no exit rule applies (BEHAVIOUR 4.7)."""
@@ -678,10 +736,10 @@ class LifecycleManager:
         """True while any job runs or a close/unwind waits for its next round (fast wakes)."""
         with self._lock:
             now = self.clock.now()
-            for trade in self._trades.values():
+            if any(runtime.job is not None for runtime in self._runtime.values()):
+                return True
+            for trade in self._active_locked():
                 runtime = self._runtime.get(trade.id)
-                if runtime is not None and runtime.job is not None:
-                    return True
                 kill = runtime is not None and runtime.kill
                 if (trade.state in (TradeState.PENDING_CLOSE, TradeState.UNWINDING)
                         and not self.rounds.breaker_active(trade, kill=kill, now=now)
@@ -710,7 +768,8 @@ class LifecycleManager:
         with self._lock:
             now = self.clock.now()
             seq = self._allocate_seq()
-            legs = [TradeLeg(index=r.index, contract=r.contract, side=r.side, qty=float(r.qty), quote=r.row)
+            legs = [TradeLeg(index=r.index, contract=r.contract, side=r.side, qty=float(r.qty), quote=r.row,
+                             entry_market=LegMarket.of(r.row) if r.row is not None else None)
                     for r in resolved_legs]
             conditions = tuple(exit_conditions)
             trade = TradeLifecycle(id=f"T{seq:09d}", seq=seq, strategy=strategy, state=TradeState.PENDING_OPEN,
@@ -721,7 +780,7 @@ class LifecycleManager:
             runtime = _Runtime(exit_conditions=conditions, params=execution_params or self.exec_params_default,
                                engine_params={"smart": smart_config, "rfq": rfq_params},
                                on_opened=on_opened, on_closed=on_closed)
-            self._trades[trade.id] = trade
+            self._register(trade)
             self._runtime[trade.id] = runtime
             targets = [leg.open_target() for leg in legs]
             self._persist(trade, "created")
@@ -767,7 +826,7 @@ class LifecycleManager:
 
     def _run(self, poll_snapshot: Any) -> None:
         now = self.clock.now()
-        for trade in [t for t in sorted(self._trades.values(), key=lambda t: t.seq) if t.is_active]:
+        for trade in self._active_locked():
             try:
                 self._tick_trade(trade, now, poll_snapshot)
             except Exception:  # one trade's bug never stops the others
@@ -876,6 +935,8 @@ class LifecycleManager:
                             f"{trade.failure_reason}", trade_id=trade.id)
             return
         partial = {leg.symbol: leg.net_qty for leg in trade.legs if not is_zero(leg.net_qty)}
+        for leg in trade.legs:   # an unwind has no exit decision: its fills are measured against the last quote
+            leg.note_exit_market()
         self._set_state(trade, TradeState.UNWINDING)
         self._alert("WARNING", "open_partial_unwind",
                     f"trade {trade.id} ({trade.strategy}) opened partially; unwinding "
@@ -921,6 +982,8 @@ class LifecycleManager:
         trade.exit_reason = reason
         trade.exit_decided_at = now
         trade.exit_detail = detail
+        for leg in trade.legs:
+            leg.note_exit_market()
         return True
 
     # ---- exits --------------------------------------------------------------------------------
@@ -1035,6 +1098,7 @@ class LifecycleManager:
             runtime.pending_close_reason = None
             self.fills.sync(trade)
             self._set_state(trade, TradeState.OPEN if trade.opened_at is not None else TradeState.OPENING)
+            self._active[trade.id] = trade   # managed again: back in the hot set the tick walks
             self.external.alert_reversed(trade, detail, restored,
                                          managed=trade.strategy in self._hooks or trade.seq == 0)
             return trade
@@ -1051,8 +1115,9 @@ class LifecycleManager:
                               rfq_params)
         with self._lock:
             self._hooks[strategy] = hooks
-            for trade in self._trades.values():
-                if trade.strategy == strategy:
+            for trade in self._by_strategy.get(strategy, ()):
+                # An ended trade that left the hot set has no runtime and needs none.
+                if trade.is_active or trade.id in self._runtime:
                     self._runtime_of(trade).apply(hooks, self.exec_params_default)
 
     def recover(self) -> dict:
@@ -1076,7 +1141,7 @@ class LifecycleManager:
                 if trade.id in self._trades:
                     continue
                 trade.bind_clock(self.clock)
-                self._trades[trade.id] = trade
+                self._register(trade)
                 self._next_seq = max(self._next_seq, trade.seq + 1)
                 runtime = self._runtime_of(trade)
                 hooks = self._hooks.get(trade.strategy)
@@ -1173,7 +1238,7 @@ class LifecycleManager:
         trade = TradeLifecycle(id=EXTERNAL_TRADE_ID, seq=0, strategy="external", state=TradeState.OPEN, legs=legs,
                                created_at=now, opened_at=now, metadata={"external": True})
         trade.bind_clock(self.clock)
-        self._trades[trade.id] = trade
+        self._register(trade)
         self._runtime[trade.id] = _Runtime(params=self.urgent_params, kill=True)
         self._persist(trade, "external_adopted")
         return trade

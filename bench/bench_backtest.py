@@ -1,10 +1,12 @@
 """Benchmark of `python main.py backtest`: how fast, and whether cost grows with history.
 
 Run:  python bench/bench_backtest.py [--days 30] [--strategies micro_strangle|all] [--poll 10]
+                                    [--transport inprocess|wire]
 
 Runs one backtest in this process (the daemon's own code against the embedded simulator on
 unpaced lock-step time) and prints:
-  * wall time, simulated days, speed-up (simulated seconds per wall second);
+  * wall time, simulated days, speed-up (simulated seconds per wall second), and the process's
+    CPU seconds in all (both transports: the simulator's server thread is in this process);
   * CPU seconds per simulated day, for the first and the last simulated day (a growing figure
     means per-tick cost grows with history);
   * resident memory at the end of day 1 and at the end of the run, and the peak;
@@ -69,6 +71,8 @@ def main() -> int:
     parser.add_argument("--strategies", choices=("micro_strangle", "all"), default="micro_strangle")
     parser.add_argument("--poll", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--transport", choices=("inprocess", "wire"), default="inprocess",
+                        help="how the client reaches the simulator (the backtest default: inprocess)")
     args = parser.parse_args()
 
     configs = build_strategy_configs(STRATEGIES)
@@ -78,19 +82,23 @@ def main() -> int:
     samples = DailySamples()
     out_dir = Path(tempfile.mkdtemp(prefix="bench-backtest-")) / "run"
     started = wall_seconds()
+    cpu_started = process_cpu_seconds()
     code = run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=StopFlag(),
                         setup_logging=lambda log_dir: setup_logging(log_dir, "INFO", console_level="WARNING"),
-                        observer=samples)
+                        observer=samples, transport=args.transport)
     wall = wall_seconds() - started
+    cpu = process_cpu_seconds() - cpu_started
     if code != 0:
         print(f"backtest exited {code}")
         return code
     summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
     per_day = [b - a for a, b in zip(samples.cpu, samples.cpu[1:])]
     target = 300.0 if args.strategies != "all" else 900.0
-    print(f"strategies: {', '.join(c.name for c in configs)}; {args.days:g} simulated days at a {args.poll:g} s poll")
+    print(f"strategies: {', '.join(c.name for c in configs)}; {args.days:g} simulated days at a {args.poll:g} s poll; "
+          f"transport {args.transport}")
     print(f"wall time {wall:.1f} s, speed-up {period.seconds / wall:,.0f}x "
           f"(issue-11 target for 30 days: <= {target:.0f} s, i.e. >= {30 * DAY / target:,.0f}x)")
+    print(f"CPU {cpu:.1f} s in all, {cpu / args.days:.1f} s per simulated day")
     if per_day:
         print(f"CPU per simulated day: first {per_day[0]:.1f} s, last {per_day[-1]:.1f} s, "
               f"mean {sum(per_day) / len(per_day):.1f} s over {len(per_day)} day(s)")

@@ -1,5 +1,8 @@
 """A Coincall-compatible exchange simulator spoken to over real HTTP on 127.0.0.1.
 
+Backtests may reach it in-process instead (``inprocess_session_factory``): the same
+request pipeline and bytes, without the socket (``simulator/inprocess.py``).
+
 Public names are resolved lazily (PEP 562): importing a submodule such as
 ``simulator.routes`` or ``simulator.errors`` must not drag in the whole exchange
 model, and the models' own imports of ``simulator.*`` must never meet a half-built
@@ -13,28 +16,33 @@ from typing import TYPE_CHECKING, Any
 __all__ = [
     "FaultPlan",
     "FaultRule",
+    "InProcessAdapter",
     "Mutation",
     "MutationPlan",
     "ServerConfig",
     "SimulatorConfig",
     "SimulatorHandle",
+    "inprocess_session_factory",
     "start_simulator",
 ]
 
 _EXPORTS: dict[str, str] = {
     "FaultPlan": "simulator.faults",
     "FaultRule": "simulator.faults",
+    "InProcessAdapter": "simulator.inprocess",
     "Mutation": "simulator.mutations",
     "MutationPlan": "simulator.mutations",
     "ServerConfig": "simulator.config",
     "SimulatorConfig": "simulator.config",
     "SimulatorHandle": "simulator.server",
+    "inprocess_session_factory": "simulator.inprocess",
     "start_simulator": "simulator.server",
 }
 
 if TYPE_CHECKING:
     from simulator.config import ServerConfig, SimulatorConfig
     from simulator.faults import FaultPlan, FaultRule
+    from simulator.inprocess import InProcessAdapter, inprocess_session_factory
     from simulator.mutations import Mutation, MutationPlan
     from simulator.server import SimulatorHandle, start_simulator
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from simulator.exchange import ExchangeConfig
+from simulator.history import DEFAULT_STALE_SECONDS, recorded_exchange_config
 from simulator.market import MarketConfig
 
 if TYPE_CHECKING:
@@ -63,6 +64,12 @@ class SimulatorConfig:
     and ``speed`` only matter when the simulator creates its own clock. ``api_key`` /
     ``api_secret`` pin the default account's credentials (otherwise random ones are
     generated); the secret never appears in the repr.
+
+    ``history_file``: replay a recorded ``options_chain`` CSV (docs/HISTORY.md) as the market
+    instead of the synthetic one; the clock must then start inside the recording
+    (``simulator.history.history_span``). ``history_stale_seconds``: a recorded quote older
+    than this shows no book. ``history_thin_seconds``: keep at most one row per option per
+    that many seconds when loading (memory; 0 keeps every row).
     """
 
     seed: int = 7
@@ -73,12 +80,21 @@ class SimulatorConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     api_key: str | None = None
     api_secret: str | None = field(default=None, repr=False)
+    history_file: str | None = None
+    history_stale_seconds: float = DEFAULT_STALE_SECONDS
+    history_thin_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.speed < 0:
             raise ValueError("speed must be >= 0")
         if (self.api_key is None) != (self.api_secret is None):
             raise ValueError("api_key and api_secret must be given together")
+        if self.history_file is not None and (not isinstance(self.history_file, str) or not self.history_file.strip()):
+            raise ValueError(f"history_file must be a path, got {self.history_file!r}")
+        if not self.history_stale_seconds > 0 or not self.history_thin_seconds >= 0:
+            raise ValueError("history_stale_seconds must be > 0 and history_thin_seconds >= 0")
+        if self.history_file is not None and self.market is not None and self.market.scripted_path:
+            raise ValueError("a scripted index path needs the synthetic market, not a history_file")
 
     def market_config(self) -> MarketConfig:
         """The market config to use: the explicit one, else the defaults with our seed."""
@@ -87,10 +103,13 @@ class SimulatorConfig:
         return _with_seed(MarketConfig(), self.seed)
 
     def exchange_config(self) -> ExchangeConfig:
-        """The exchange config to use: the explicit one, else the defaults with our seed."""
-        if self.exchange is not None:
-            return self.exchange
-        return _with_seed(ExchangeConfig(), self.seed)
+        """The exchange config to use: the explicit one, else the defaults with our seed.
+
+        With a ``history_file`` it is adjusted so that every fill comes from the recording
+        (``simulator.history.recorded_exchange_config``).
+        """
+        chosen = self.exchange if self.exchange is not None else _with_seed(ExchangeConfig(), self.seed)
+        return recorded_exchange_config(chosen) if self.history_file is not None else chosen
 
 
 def _with_seed(config: _Config, seed: int) -> _Config:

@@ -42,7 +42,9 @@ import random
 import re
 import secrets
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import Any, Callable, Iterable
 
 from simulator.errors import SimError
@@ -459,6 +461,51 @@ class _IdSource:
         return ID_BASE + self.counter * ID_STRIDE
 
 
+# ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` builds this encoder on every
+# call; a chain call renders one side per listed option, so it is built once here instead.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+class _TakerVolume:
+    """Taker lots per symbol over a sliding window of the fills of one fills dict.
+
+    Why: every chain call reports 24 h volume per symbol; scanning every fill ever made on
+    each call made a long backtest's chain calls grow with its history. New fills are read
+    once (the dict only grows; a reset replaces it, and then this is rebuilt) and leave the
+    window from the oldest end; a fill out of time order re-sorts the window, so the sums
+    are always those of a full scan.
+    """
+
+    def __init__(self, source: dict[int, "Fill"]) -> None:
+        self.source = source
+        self._seen = 0
+        self._window: deque[Fill] = deque()
+        self.lots: dict[str, int] = {}
+
+    def update(self, since_ms: int) -> dict[str, int]:
+        """The sums over taker fills with ``time_ms >= since_ms``."""
+        if len(self.source) > self._seen:
+            ordered = True
+            for fill in islice(self.source.values(), self._seen, None):
+                if not fill.is_taker or fill.time_ms < since_ms:
+                    continue
+                if self._window and fill.time_ms < self._window[-1].time_ms:
+                    ordered = False
+                self._window.append(fill)
+                self.lots[fill.symbol] = self.lots.get(fill.symbol, 0) + fill.lots
+            self._seen = len(self.source)
+            if not ordered:
+                self._window = deque(sorted(self._window, key=lambda f: f.time_ms))
+        while self._window and self._window[0].time_ms < since_ms:
+            fill = self._window.popleft()
+            left = self.lots[fill.symbol] - fill.lots
+            if left:
+                self.lots[fill.symbol] = left
+            else:
+                del self.lots[fill.symbol]
+        return self.lots
+
+
 def _locked(method: Callable) -> Callable:
     """Run a public method under the exchange lock (HTTP threads call concurrently)."""
 
@@ -521,6 +568,8 @@ class SimExchange:
         self._chain_base_cache: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._chain_base_stamp: Any = None
         self._chain_text_cache: dict[str, tuple[dict[str, Any], str]] = {}
+        self._chain_text_limit = 256
+        self._taker_volume: _TakerVolume | None = None
         self._step_ms = max(1, int(round(config.engine_step_seconds * 1000)))
         self._now = int(market.now_ms)
         self._last_step = self._now // self._step_ms
@@ -1627,10 +1676,9 @@ class SimExchange:
     def _symbol_stats(self) -> dict[str, tuple[float, float]]:
         """(24 h taker volume, open interest) in BTC per symbol, computed once per request."""
         since = self._now - DAY_MS
-        volume: dict[str, int] = {}
-        for fill in self._fills.values():
-            if fill.is_taker and fill.time_ms >= since:
-                volume[fill.symbol] = volume.get(fill.symbol, 0) + fill.lots
+        if self._taker_volume is None or self._taker_volume.source is not self._fills:
+            self._taker_volume = _TakerVolume(self._fills)
+        volume = self._taker_volume.update(since)
         longs: dict[str, int] = {}
         shorts: dict[str, int] = {}
         for account in self._accounts_by_uid.values():
@@ -1645,8 +1693,9 @@ class SimExchange:
     def _chain_instruments(self, params: dict) -> list[Any]:
         index = str(params.get("index") or "BTCUSD").upper()
         end_time = _opt_int(params, "endTime")
-        return [i for i in self.market.instruments()
-                if f"{i.base}USD" == index and (end_time is None or i.expiry_ms == end_time)]
+        # One expiry asked: only its instruments are read (the same set, in listing order).
+        listed = self.market.instruments() if end_time is None else self.market.instruments_for_expiry(end_time)
+        return [i for i in listed if f"{i.base}USD" == index and (end_time is None or i.expiry_ms == end_time)]
 
     @staticmethod
     def _chain_rows(instruments: list[Any], render: Callable[[Any], Any]) -> list[tuple[tuple[int, float], dict]]:
@@ -1676,9 +1725,15 @@ class SimExchange:
             cached = self._chain_text_cache.get(instrument.symbol)
             if cached is not None and cached[0] == side:
                 return cached[1]
-            text = json.dumps(side, separators=(",", ":"), ensure_ascii=False)
+            text = _COMPACT_JSON.encode(side)
             self._chain_text_cache[instrument.symbol] = (side, text)
             return text
+
+        if len(self._chain_text_cache) > self._chain_text_limit:
+            # Expired symbols would otherwise stay cached for ever (memory flat over a long run).
+            listed = {i.symbol for i in self.market.instruments()}
+            self._chain_text_cache = {k: v for k, v in self._chain_text_cache.items() if k in listed}
+            self._chain_text_limit = max(256, 2 * len(self._chain_text_cache))
 
         parts = []
         for (_expiry, strike), row in self._chain_rows(self._chain_instruments(params), side_text):

@@ -27,7 +27,7 @@ import math
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from simulator.calendar import (
     KINDS,
@@ -36,7 +36,7 @@ from simulator.calendar import (
     format_symbol,
     raw_expiry_schedule,
 )
-from simulator.pricing import bs_greeks, implied_vol, years_between
+from simulator.pricing import Greeks, bs_greeks, implied_vol, years_between
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,17 @@ class OptionQuote:
 Book = tuple[list[tuple[float, float]], list[tuple[float, float]]]
 
 
+class _Theory(NamedTuple):
+    """What an option's quote and book are both derived from, at one quote stamp."""
+
+    spot: float
+    quote_time_ms: int
+    t_years: float
+    forward: float
+    iv: float
+    greeks: Greeks
+
+
 class _ScriptedPath:
     """Piecewise-linear index path through (epoch_ms, price) points, flat outside them."""
 
@@ -272,6 +283,7 @@ class MarketModel:
         self._cache_stamp: tuple[Any, ...] | None = None
         self._quote_cache: dict[str, OptionQuote] = {}
         self._book_cache: dict[str, Book] = {}
+        self._theory_cache: dict[str, _Theory] = {}
 
     @property
     def config(self) -> MarketConfig:
@@ -580,6 +592,7 @@ class MarketModel:
             self._cache_stamp = stamp
             self._quote_cache.clear()
             self._book_cache.clear()
+            self._theory_cache.clear()
 
     def quote(self, symbol: str) -> OptionQuote:
         """Mark, IV, greeks and top of book now; ``KeyError`` for unknown or expired symbols."""
@@ -593,7 +606,12 @@ class MarketModel:
             self._quote_cache[symbol] = quote
             return quote
 
-    def _compute_quote(self, instrument: Instrument) -> OptionQuote:
+    def _theory(self, instrument: Instrument) -> _Theory:
+        """Index, forward, smile IV and Black-Scholes greeks of ``instrument`` for the current
+        quote stamp: computed once per simulated step, shared by its quote and its book."""
+        cached = self._theory_cache.get(instrument.symbol)
+        if cached is not None:
+            return cached
         cfg = self._config
         spot = self.index_price()
         quote_time = self._quote_time_ms()
@@ -601,6 +619,13 @@ class MarketModel:
         forward = spot * math.exp(cfg.rate * t_years)
         iv = self.surface_iv(instrument.strike, forward, t_years)
         greeks = bs_greeks(instrument.option_type, spot, instrument.strike, t_years, iv, cfg.rate)
+        theory = _Theory(spot, quote_time, t_years, forward, iv, greeks)
+        self._theory_cache[instrument.symbol] = theory
+        return theory
+
+    def _compute_quote(self, instrument: Instrument) -> OptionQuote:
+        cfg = self._config
+        spot, quote_time, t_years, forward, iv, greeks = self._theory(instrument)
         bids, asks = self._book_for(instrument, spot, forward, t_years, iv, greeks.price)
         bid, bid_size = bids[0] if bids else (0.0, 0.0)
         ask, ask_size = asks[0] if asks else (0.0, 0.0)
@@ -631,12 +656,7 @@ class MarketModel:
             return list(bids[:depth]), list(asks[:depth])
 
     def _fresh_book(self, instrument: Instrument) -> Book:
-        cfg = self._config
-        spot = self.index_price()
-        t_years = years_between(self._quote_time_ms(), instrument.expiry_ms)
-        forward = spot * math.exp(cfg.rate * t_years)
-        iv = self.surface_iv(instrument.strike, forward, t_years)
-        greeks = bs_greeks(instrument.option_type, spot, instrument.strike, t_years, iv, cfg.rate)
+        spot, _quote_time, t_years, forward, iv, greeks = self._theory(instrument)
         return self._book_for(instrument, spot, forward, t_years, iv, greeks.price)
 
     def _book_for(self, instrument: Instrument, spot: float, forward: float, t_years: float,

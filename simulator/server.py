@@ -4,7 +4,9 @@ Real HTTP on 127.0.0.1 with real signing is the point: the daemon's exchange cli
 talks to this server exactly as it talks to Coincall, so signing bugs, envelope
 handling, throttling, 404s and lost responses are exercised on the same code path.
 
-Per request (``_SimRequestHandler._serve``):
+Per request (``RequestPipeline.handle``, shared by both transports: the socket handler
+``_SimRequestHandler`` and the in-process adapter of ``simulator.inprocess``, which
+backtests use to skip the loopback round trip):
 
 1. route (``routes.find_route``); unknown → HTTP 404;
 2. parse the parameters actually sent (GET query, JSON top-level keys, form fields);
@@ -16,7 +18,8 @@ Per request (``_SimRequestHandler._serve``):
 7. record the request (``RequestLog``).
 
 The module also holds ``SimulatorHandle``/``start_simulator``: the in-process way to
-run the whole simulator (market + exchange + server thread) for tests and paper runs.
+run the whole simulator (market + exchange + server thread, or no thread and no socket
+with ``listen=False``) for tests, paper runs and backtests.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from email.message import Message
-from typing import Any, Callable, Mapping, TypeAlias
+from typing import Any, Callable, Iterable, Mapping, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
 import auth
@@ -49,7 +52,8 @@ from simulator.faults import (
     FaultDecision,
     FaultPlan,
 )
-from simulator.market import MarketModel
+from simulator.history import build_market
+from simulator.market_source import MarketSource
 from simulator.mutations import MutationPlan, freeze_key
 from simulator.routes import PUBLIC, RATE_LIMITS, Route, find_route
 from simulator import state as state_io
@@ -73,6 +77,25 @@ _REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unav
 # ------------------------------------------------------------------------------------
 # Request headers: a dict in tests, the HTTP server's ``email.message.Message`` when serving.
 Headers: TypeAlias = "Mapping[str, str] | Message[str, str]"
+
+
+class HeaderView(dict[str, str]):
+    """Request headers keyed by lower-case name, with a case-insensitive ``get`` at dict speed.
+
+    The in-process transport hands the pipeline its headers in this form; any other
+    mapping (a dict in tests, ``email.message.Message`` on the wire) works as well.
+    """
+
+    @classmethod
+    def of(cls, lines: Iterable[tuple[str, str]]) -> HeaderView:
+        """The view of ``(name, value)`` lines; the first of two lines with one name wins, as in ``Message.get``."""
+        view = cls()
+        for name, value in lines:
+            view.setdefault(name.lower(), value)
+        return view
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict.get(self, name.lower(), default)
 
 
 def _header(headers: Headers, name: str) -> str | None:
@@ -257,11 +280,15 @@ class _Context:
 
 
 class _Rejection(Exception):
-    """A response decided before the handler ran (auth, parse, throttle)."""
+    """A response decided before the handler ran (auth, parse, throttle).
 
-    def __init__(self, outcome: _Outcome) -> None:
+    ``close``: the connection is closed after the answer (a body too large to read).
+    """
+
+    def __init__(self, outcome: _Outcome, *, close: bool = False) -> None:
         super().__init__(outcome.code)
         self.outcome = outcome
+        self.close = close
 
 
 def _envelope(code: int, msg: str | None, data: Any = None) -> bytes:
@@ -293,13 +320,50 @@ def _plain(status: int, text: str) -> _Outcome:
 
 
 # ------------------------------------------------------------------------------------
-# The server
+# The answer to one request, as both transports deliver it
 # ------------------------------------------------------------------------------------
-class SimulatorHttpServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer bound to one ``SimExchange``; holds the HTTP-layer policies."""
+SERVER_VERSION = "CoincallSim/1.0"
+# Where a request's body comes from: ``read(n)`` returns the next ``n`` bytes (the socket's
+# ``rfile.read`` on the wire, a ``BytesIO.read`` in-process).
+BodyReader: TypeAlias = "Callable[[int], bytes]"
 
-    daemon_threads = True
-    allow_reuse_address = True
+
+@dataclass(frozen=True)
+class SimResponse:
+    """What the server answers to one request, before any transport carries it.
+
+    ``status`` None means "no answer": the connection is closed without a response,
+    after staying silent ``hold_seconds`` real seconds on the wire (drop, lost_response
+    and timeout faults). ``headers`` are the response headers in the order the wire
+    writes them; ``close`` is True when the server closes the connection afterwards.
+    """
+
+    status: int | None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    hold_seconds: float = 0.0
+    close: bool = False
+
+    @property
+    def reason(self) -> str:
+        """The status line's reason phrase, as ``http.server`` writes it."""
+        if self.status is None:
+            return ""
+        entry = BaseHTTPRequestHandler.responses.get(self.status)
+        return entry[0] if entry else ""
+
+
+# ------------------------------------------------------------------------------------
+# The request pipeline (no socket)
+# ------------------------------------------------------------------------------------
+class RequestPipeline:
+    """Every step of serving one request, from its parts to the answer's bytes.
+
+    One pipeline serves both transports: the socket handler (``_SimRequestHandler``)
+    and the in-process adapter (``simulator.inprocess``) call ``handle`` with the same
+    method, target, headers and body, so parsing, signature checks, rate limits, faults,
+    mutations, the request log and the response bytes cannot differ between them.
+    """
 
     def __init__(
         self,
@@ -317,43 +381,134 @@ class SimulatorHttpServer(ThreadingHTTPServer):
         self.mutations = mutations
         self.request_log = log
         self.rate_limiter = RateLimiter(clock)
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__((config.host, config.port), _SimRequestHandler)
+        # The last Date header and the clock reading it was made for: on a lock-step clock
+        # the requests of one wake share an instant, and formatting a date is not free.
+        self._date: tuple[float, str] = (float("nan"), "")
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can stall
-        # for seconds on a machine without DNS; loopback needs none of it.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
+    # --- the entry point ----------------------------------------------------------------
+    def handle(self, method: str, target: str, headers: Headers, read_body: BodyReader,
+               client_ip: str) -> SimResponse:
+        """Serve ``method target`` (path and query, as on the request line); never raises."""
+        split = urlsplit(target)
+        ctx = _Context(method=method, path=split.path, time_ms=self.clock.now_ms())
+        ctx.api_key = headers.get(auth.HEADER_API_KEY)
+        ctx.headers_ts = headers.get(auth.HEADER_TS)
+        close = False
+        try:
+            body = self._read_body(headers, read_body)
+            outcome = self._pipeline(ctx, split.query, headers, body, client_ip)
+        except _Rejection as rejection:
+            outcome = rejection.outcome
+            close = rejection.close
+        except Exception:  # never let a bug kill the connection thread silently
+            logger.exception("simulator failed on %s %s", ctx.method, ctx.path)
+            outcome = _Outcome(status=500, body=_envelope(500, "Internal server error"), code=500)
+        self._record(ctx, outcome)
+        if outcome.status is None:
+            return SimResponse(status=None, hold_seconds=outcome.hold_seconds, close=True)
+        return SimResponse(
+            status=outcome.status,
+            headers=self._headers(outcome, close),
+            body=outcome.body,
+            close=close,
+        )
 
-    # --- connection bookkeeping, so stop() can cut keep-alive clients loose -----------
-    def track(self, sock: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(sock)
+    def _headers(self, outcome: _Outcome, close: bool) -> tuple[tuple[str, str], ...]:
+        head = (
+            ("Server", SERVER_VERSION),
+            ("Date", self._date_header()),
+            ("Content-Type", outcome.content_type),
+            ("Content-Length", str(len(outcome.body))),
+        )
+        return head + (("Connection", "close"),) if close else head
 
-    def untrack(self, sock: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(sock)
+    def _date_header(self) -> str:
+        """The Date header follows the simulated clock, like everything else."""
+        now = self.clock.now()
+        at, text = self._date
+        if at != now:
+            text = email.utils.formatdate(now, usegmt=True)
+            self._date = (now, text)
+        return text
 
-    @property
-    def open_connections(self) -> int:
-        with self._connections_lock:
-            return len(self._connections)
+    @staticmethod
+    def _read_body(headers: Headers, read_body: BodyReader) -> bytes:
+        length_text = headers.get("Content-Length")
+        if not length_text:
+            return b""
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise _Rejection(_plain(400, "Bad Content-Length")) from None
+        if length < 0 or length > _MAX_BODY_BYTES:
+            raise _Rejection(_plain(413, "Payload Too Large"), close=True)
+        return read_body(length) if length else b""
 
-    def close_all_connections(self) -> None:
-        with self._connections_lock:
-            sockets = list(self._connections)
-            self._connections.clear()
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def _pipeline(self, ctx: _Context, query: str, headers: Headers, body: bytes, client_ip: str) -> _Outcome:
+        found = find_route(ctx.method, ctx.path)
+        if found is None:
+            return _not_found(ctx.path, ctx.time_ms)
+        route, path_params = found
+        ctx.handler = route.handler
+        try:
+            sent = self.parse_params(route, ctx.method, query, headers.get("Content-Type", ""), body)
+            ctx.params = {**sent, **path_params}
+            account = self.authenticate(route, ctx.method, ctx.path, sent, headers, ctx.time_ms)
+        except SimError as err:
+            return _error_outcome(err.code, err.msg, err.http_status)
+        self.throttle(route, account, client_ip)
+        decision = self.faults.decide(route.handler, ctx.path, ctx.params)
+        # The handler gets its own copy: whatever it does to it, the log keeps what was sent.
+        return self._run_with_faults(route, account, dict(ctx.params), decision)
 
-    # --- pipeline steps ---------------------------------------------------------------
+    def _run_with_faults(
+        self, route: Route, account: Account | None, params: dict[str, Any], decision: FaultDecision
+    ) -> _Outcome:
+        if decision.latency_seconds > 0:
+            self.clock.sleep(decision.latency_seconds)
+        rule = decision.rule
+        label = decision.label
+        if rule is None:
+            outcome = self.execute(route, account, params, mutate=True)
+            outcome.fault = label
+            return outcome
+        if rule.mode == HTTP_5XX:
+            outcome = _plain(rule.http_status, _REASONS.get(rule.http_status, "Server Error"))
+        elif rule.mode == CODE_10000:
+            outcome = _error_outcome(CODE_TRY_AGAIN, "Try again later")
+        elif rule.mode == HTTP_429:
+            outcome = _Outcome(status=429, body=_envelope(CODE_TRY_AGAIN, "Try again later"), code=CODE_TRY_AGAIN)
+        elif rule.mode == DROP:
+            outcome = _Outcome(status=None)
+        elif rule.mode == LOST_RESPONSE:
+            executed = self.execute(route, account, params)
+            outcome = _Outcome(status=None, code=executed.code)
+        elif rule.mode == TIMEOUT:
+            code = self.execute(route, account, params).code if rule.execute else None
+            outcome = _Outcome(status=None, code=code, hold_seconds=rule.seconds)
+        else:  # pragma: no cover - FaultRule validates its mode
+            raise AssertionError(rule.mode)
+        outcome.fault = label
+        return outcome
+
+    def _record(self, ctx: _Context, outcome: _Outcome) -> None:
+        self.request_log.append(
+            RequestRecord(
+                time_ms=ctx.time_ms,
+                method=ctx.method,
+                path=ctx.path,
+                handler=ctx.handler,
+                params=ctx.params,
+                headers_ts=ctx.headers_ts,
+                api_key=ctx.api_key,
+                http_status=outcome.status,
+                code=outcome.code,
+                fault=outcome.fault,
+                mutation=outcome.mutation,
+            )
+        )
+
+    # --- the steps ---------------------------------------------------------------
     def parse_params(self, route: Route, method: str, query: str, content_type: str, body: bytes) -> dict[str, Any]:
         """The parameters as sent (these, and only these, are in the prehash)."""
         if method == "GET" or route.body == "query":
@@ -468,11 +623,60 @@ class SimulatorHttpServer(ThreadingHTTPServer):
         return _Outcome(status=200, body=_envelope(0, "Success", data), code=0, mutation=label or None)
 
 
+# ------------------------------------------------------------------------------------
+# The wire: a threading HTTP server on 127.0.0.1
+# ------------------------------------------------------------------------------------
+class SimulatorHttpServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that hands every request to one ``RequestPipeline``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, pipeline: RequestPipeline) -> None:
+        self.pipeline = pipeline
+        self.clock = pipeline.clock
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__((pipeline.config.host, pipeline.config.port), _SimRequestHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn) that can stall
+        # for seconds on a machine without DNS; loopback needs none of it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    # --- connection bookkeeping, so stop() can cut keep-alive clients loose -----------
+    def track(self, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(sock)
+
+    def untrack(self, sock: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(sock)
+
+    @property
+    def open_connections(self) -> int:
+        with self._connections_lock:
+            return len(self._connections)
+
+    def close_all_connections(self) -> None:
+        with self._connections_lock:
+            sockets = list(self._connections)
+            self._connections.clear()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class _SimRequestHandler(BaseHTTPRequestHandler):
-    """One connection; each request goes through ``_serve``."""
+    """One connection; each request goes through the server's ``RequestPipeline``."""
 
     protocol_version = "HTTP/1.1"
-    server_version = "CoincallSim/1.0"
+    server_version = SERVER_VERSION
     sys_version = ""
     wbufsize = -1                    # one write per response (flushed by the base class)
     disable_nagle_algorithm = True
@@ -489,127 +693,34 @@ class _SimRequestHandler(BaseHTTPRequestHandler):
             self.server.untrack(self.connection)
 
     def do_GET(self) -> None:
-        self._serve()
+        response = self.server.pipeline.handle(self.command, self.path, self.headers, self.rfile.read,
+                                               self.client_address[0])
+        self._respond(response)
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base-class name
-        logger.debug("%s - %s", self.client_address[0], format % args)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s - %s", self.client_address[0], format % args)
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         # The Date header follows the simulated clock, like everything else.
         return email.utils.formatdate(self.server.clock.now() if timestamp is None else timestamp, usegmt=True)
 
-    # --- the pipeline ----------------------------------------------------------------------
-    def _serve(self) -> None:
-        server = self.server
-        split = urlsplit(self.path)
-        ctx = _Context(method=self.command, path=split.path, time_ms=server.clock.now_ms())
-        ctx.api_key = self.headers.get(auth.HEADER_API_KEY)
-        ctx.headers_ts = self.headers.get(auth.HEADER_TS)
-        try:
-            body = self._read_body()
-            outcome = self._pipeline(ctx, split.query, body)
-        except _Rejection as rejection:
-            outcome = rejection.outcome
-        except Exception:  # never let a bug kill the connection thread silently
-            logger.exception("simulator failed on %s %s", ctx.method, ctx.path)
-            outcome = _Outcome(status=500, body=_envelope(500, "Internal server error"), code=500)
-        self._record(ctx, outcome)
-        self._respond(outcome)
-
-    def _read_body(self) -> bytes:
-        length_text = self.headers.get("Content-Length")
-        if not length_text:
-            return b""
-        try:
-            length = int(length_text)
-        except ValueError:
-            raise _Rejection(_plain(400, "Bad Content-Length")) from None
-        if length < 0 or length > _MAX_BODY_BYTES:
-            self.close_connection = True
-            raise _Rejection(_plain(413, "Payload Too Large"))
-        return self.rfile.read(length) if length else b""
-
-    def _pipeline(self, ctx: _Context, query: str, body: bytes) -> _Outcome:
-        server = self.server
-        found = find_route(ctx.method, ctx.path)
-        if found is None:
-            return _not_found(ctx.path, ctx.time_ms)
-        route, path_params = found
-        ctx.handler = route.handler
-        try:
-            sent = server.parse_params(route, ctx.method, query, self.headers.get("Content-Type", ""), body)
-            ctx.params = {**sent, **path_params}
-            account = server.authenticate(route, ctx.method, ctx.path, sent, self.headers, ctx.time_ms)
-        except SimError as err:
-            return _error_outcome(err.code, err.msg, err.http_status)
-        server.throttle(route, account, self.client_address[0])
-        decision = server.faults.decide(route.handler, ctx.path, ctx.params)
-        # The handler gets its own copy: whatever it does to it, the log keeps what was sent.
-        return self._run_with_faults(route, account, dict(ctx.params), decision)
-
-    def _run_with_faults(
-        self, route: Route, account: Account | None, params: dict[str, Any], decision: FaultDecision
-    ) -> _Outcome:
-        server = self.server
-        if decision.latency_seconds > 0:
-            server.clock.sleep(decision.latency_seconds)
-        rule = decision.rule
-        label = decision.label
-        if rule is None:
-            outcome = server.execute(route, account, params, mutate=True)
-            outcome.fault = label
-            return outcome
-        if rule.mode == HTTP_5XX:
-            outcome = _plain(rule.http_status, _REASONS.get(rule.http_status, "Server Error"))
-        elif rule.mode == CODE_10000:
-            outcome = _error_outcome(CODE_TRY_AGAIN, "Try again later")
-        elif rule.mode == HTTP_429:
-            outcome = _Outcome(status=429, body=_envelope(CODE_TRY_AGAIN, "Try again later"), code=CODE_TRY_AGAIN)
-        elif rule.mode == DROP:
-            outcome = _Outcome(status=None)
-        elif rule.mode == LOST_RESPONSE:
-            executed = server.execute(route, account, params)
-            outcome = _Outcome(status=None, code=executed.code)
-        elif rule.mode == TIMEOUT:
-            code = server.execute(route, account, params).code if rule.execute else None
-            outcome = _Outcome(status=None, code=code, hold_seconds=rule.seconds)
-        else:  # pragma: no cover - FaultRule validates its mode
-            raise AssertionError(rule.mode)
-        outcome.fault = label
-        return outcome
-
-    # --- output ----------------------------------------------------------------------------
-    def _record(self, ctx: _Context, outcome: _Outcome) -> None:
-        self.server.request_log.append(
-            RequestRecord(
-                time_ms=ctx.time_ms,
-                method=ctx.method,
-                path=ctx.path,
-                handler=ctx.handler,
-                params=ctx.params,
-                headers_ts=ctx.headers_ts,
-                api_key=ctx.api_key,
-                http_status=outcome.status,
-                code=outcome.code,
-                fault=outcome.fault,
-                mutation=outcome.mutation,
-            )
-        )
-
-    def _respond(self, outcome: _Outcome) -> None:
-        if outcome.status is None:
-            self._hang_up(outcome.hold_seconds)
+    def _respond(self, response: SimResponse) -> None:
+        if response.status is None:
+            self._hang_up(response.hold_seconds)
             return
-        self.send_response(outcome.status)
-        self.send_header("Content-Type", outcome.content_type)
-        self.send_header("Content-Length", str(len(outcome.body)))
-        if self.close_connection:
+        asked_to_close = self.close_connection       # the client's "Connection: close"
+        self.log_request(response.status)
+        self.send_response_only(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)            # "Connection: close" also closes
+        if asked_to_close and not response.close:
             self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(outcome.body)
+            self.wfile.write(response.body)
 
     def _hang_up(self, hold_seconds: float) -> None:
         """Close without a response; first stay silent for ``hold_seconds`` real seconds.
@@ -633,11 +744,20 @@ class _SimRequestHandler(BaseHTTPRequestHandler):
 # ------------------------------------------------------------------------------------
 # The in-process simulator
 # ------------------------------------------------------------------------------------
-class SimulatorHandle:
-    """A running simulator: its clock, market, exchange, fault and mutation plans, HTTP server.
+# The base URL of a simulator that does not listen: a valid http URL the in-process
+# adapter is mounted for; no name resolution ever happens for it.
+INPROCESS_HOST = "inprocess.simulator"
+INPROCESS_PORT = 80
 
-    ``api_secret`` is available to the test that started the simulator but is never
-    part of ``repr``. ``stop()`` is idempotent and saves state to ``state_file``.
+
+class SimulatorHandle:
+    """A running simulator: its clock, market, exchange, fault and mutation plans, pipeline.
+
+    With an HTTP server (``server``) it listens on 127.0.0.1 and ``base_url`` is that
+    address; without one it serves only in-process (``simulator.inprocess``) and
+    ``base_url`` is ``http://inprocess.simulator``. ``api_secret`` is available to the
+    test that started the simulator but is never part of ``repr``. ``stop()`` is
+    idempotent and saves state to ``state_file``.
     """
 
     def __init__(
@@ -645,11 +765,12 @@ class SimulatorHandle:
         *,
         config: SimulatorConfig,
         clock: Clock,
-        market: MarketModel,
+        market: MarketSource,
         exchange: SimExchange,
         faults: FaultPlan,
         mutations: MutationPlan,
-        server: SimulatorHttpServer,
+        pipeline: RequestPipeline,
+        server: SimulatorHttpServer | None,
         request_log: RequestLog,
         state_file: str | None,
     ) -> None:
@@ -660,35 +781,52 @@ class SimulatorHandle:
         self.faults = faults
         self.mutations = mutations
         self.state_file = state_file
+        self.pipeline = pipeline
         self._server = server
         self._log = request_log
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"coincall-sim-{self.port}",
-            daemon=True,
+        self._thread = (
+            threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"coincall-sim-{self.port}",
+                daemon=True,
+            )
+            if server is not None
+            else None
         )
         self._stopped = False
         self._stop_lock = threading.Lock()
 
     def _start(self) -> None:
-        self._thread.start()
+        if self._thread is not None:
+            self._thread.start()
+
+    @property
+    def listening(self) -> bool:
+        """True when the simulator serves HTTP on a socket (False: in-process only)."""
+        return self._server is not None
 
     @property
     def host(self) -> str:
+        if self._server is None:
+            return INPROCESS_HOST
         return str(self._server.server_address[0])
 
     @property
     def port(self) -> int:
+        if self._server is None:
+            return INPROCESS_PORT
         return int(self._server.server_address[1])
 
     @property
     def base_url(self) -> str:
+        if self._server is None:
+            return f"http://{INPROCESS_HOST}"
         return f"http://{self.host}:{self.port}"
 
     @property
     def server_config(self) -> ServerConfig:
-        return self._server.config
+        return self.pipeline.config
 
     @property
     def api_key(self) -> str:
@@ -700,12 +838,12 @@ class SimulatorHandle:
 
     @property
     def open_connections(self) -> int:
-        """Client connections currently held open (keep-alive included)."""
-        return self._server.open_connections
+        """Client connections currently held open (keep-alive included; none in-process)."""
+        return self._server.open_connections if self._server is not None else 0
 
     @property
     def rate_limiter(self) -> RateLimiter:
-        return self._server.rate_limiter
+        return self.pipeline.rate_limiter
 
     # --- inspection -----------------------------------------------------------------
     @property
@@ -738,10 +876,11 @@ class SimulatorHandle:
             if self._stopped:
                 return
             self._stopped = True
-        self._server.shutdown()
-        self._server.close_all_connections()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        if self._server is not None and self._thread is not None:
+            self._server.shutdown()
+            self._server.close_all_connections()
+            self._server.server_close()
+            self._thread.join(timeout=5)
         if self.state_file:
             self.save_state(self.state_file)
 
@@ -777,7 +916,7 @@ def _fixed_accounts(config: SimulatorConfig) -> list[Account] | None:
 
 def _build_models(
     config: SimulatorConfig, clock: Clock, state_file: str | None
-) -> tuple[MarketModel, SimExchange]:
+) -> tuple[MarketSource, SimExchange]:
     """Fresh market and exchange, or the ones saved in ``state_file`` when it exists."""
     saved = state_io.load_state_file(state_file) if state_file else None
     if saved is not None:
@@ -787,7 +926,7 @@ def _build_models(
                            state_file)
         logger.info("simulator state restored from %s", state_file)
         return market, exchange
-    market = MarketModel(config.market_config(), clock.now_ms())
+    market = build_market(config, clock.now_ms())
     exchange = SimExchange(config.exchange_config(), market, clock, accounts=_fixed_accounts(config))
     return market, exchange
 
@@ -797,8 +936,13 @@ def start_simulator(
     *,
     clock: Clock | None = None,
     state_file: str | None = None,
+    listen: bool = True,
 ) -> SimulatorHandle:
-    """Build market + exchange (or restore them), start the HTTP thread, return the handle."""
+    """Build market + exchange (or restore them), start the HTTP thread, return the handle.
+
+    ``listen=False``: no socket and no thread; the simulator is reached only through the
+    in-process adapter (``simulator.inprocess``), which a backtest uses for speed.
+    """
     config = config or SimulatorConfig()
     clock = clock if clock is not None else _default_clock(config)
     market, exchange = _build_models(config, clock, state_file)
@@ -806,7 +950,8 @@ def start_simulator(
     # Not part of the saved state: a restored simulator starts with no mutation active.
     mutations = MutationPlan(clock, exchange, seed=config.seed)
     request_log = RequestLog(config.server.request_log_limit)
-    server = SimulatorHttpServer(config.server, exchange, clock, faults, request_log, mutations)
+    pipeline = RequestPipeline(config.server, exchange, clock, faults, request_log, mutations)
+    server = SimulatorHttpServer(pipeline) if listen else None
     handle = SimulatorHandle(
         config=config,
         clock=clock,
@@ -814,10 +959,14 @@ def start_simulator(
         exchange=exchange,
         faults=faults,
         mutations=mutations,
+        pipeline=pipeline,
         server=server,
         request_log=request_log,
         state_file=state_file,
     )
     handle._start()
-    logger.info("Coincall simulator listening on %s (seed %s)", handle.base_url, config.seed)
+    if listen:
+        logger.info("Coincall simulator listening on %s (seed %s)", handle.base_url, config.seed)
+    else:
+        logger.info("Coincall simulator serving in-process at %s (seed %s)", handle.base_url, config.seed)
     return handle

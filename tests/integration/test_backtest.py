@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 
 import main as main_module
 from backtest import TRADES_FILE, SUMMARY_FILE, choose_period
+from backtest_report import REPORT_FILE
 from errors import ConfigError
+from tests.unit.backtest_recompute import assert_matches, instant, recompute
 
 ARGS = ["backtest", "--strategy", "micro_strangle", "--from", "2026-03-03T10:00", "--to", "2026-03-03T12:00",
         "--seed", "5"]
@@ -50,7 +53,8 @@ def test_a_backtest_trades_on_the_embedded_simulator_and_writes_its_results_unde
 def test_the_same_command_twice_gives_byte_identical_results(first_run, tmp_path, capsys):
     code, out, _ = run(tmp_path / "second", capsys)
     assert code == 0 and "micro_strangle" in out and "results:" in out
-    for name in (TRADES_FILE, SUMMARY_FILE):
+    assert f"report: {tmp_path / 'second' / REPORT_FILE}" in out
+    for name in (TRADES_FILE, SUMMARY_FILE, REPORT_FILE):
         assert (tmp_path / "second" / name).read_bytes() == (first_run / name).read_bytes()
 
 
@@ -68,6 +72,33 @@ def test_the_summary_adds_up_from_trades_csv(first_run):
     assert summary["strategies"]["micro_strangle"] == total
     assert summary["period"] == {"from": "2026-03-03T10:00:00.000Z", "to": "2026-03-03T12:00:00.000Z",
                                  "days": pytest.approx(2 / 24, abs=1e-6)}
+
+
+def test_every_report_figure_is_recomputed_from_trades_csv_alone(first_run):
+    """The acceptance test of the reports: summary.json and report.html agree with an independent
+    recomputation from trades.csv (tests/unit/backtest_recompute.py), on a real run."""
+    rows = read_trades(first_run)
+    summary = json.loads((first_run / SUMMARY_FILE).read_text(encoding="utf-8"))
+    start, end = instant(summary["period"]["from"]), instant(summary["period"]["to"])
+    want = recompute(rows, start, end)
+    assert_matches(summary["total"], want)
+    assert_matches(summary["strategies"]["micro_strangle"], recompute(rows, start, end))
+    # the daemon recorded the markets it decided on: every trade that opened has a cost figure,
+    # every finished one an attribution whose parts add up to its realized PnL
+    opened = [row for row in rows if row["opened_at"]]
+    assert opened and all(row["exec_cost_open_pct"] != "" for row in opened)
+    for row in rows:
+        if row["state"] == "CLOSED":
+            parts = sum(float(row[name]) for name in ("pnl_delta", "pnl_gamma", "pnl_theta", "pnl_vega",
+                                                       "pnl_residual"))
+            assert parts == pytest.approx(float(row["realized_pnl"]), abs=1e-5)
+    page = (first_run / REPORT_FILE).read_text(encoding="utf-8")
+    cells = re.findall(r"<td>(.*?)</td>", re.search(r"<tr><td>total</td>(.*?)</tr>", page).group(1))
+    assert cells[4] == f"{want['realized_pnl']:,.2f}" and cells[5] == f"{want['fees']:,.2f}"
+    assert cells[7] == f"{want['max_drawdown']:,.2f}"
+    assert cells[11] == f"{want['time_in_market'] * 100:.1f} %"
+    assert cells[12] == ("n/a" if want["exec_cost_pct"] is None else f"{want['exec_cost_pct']:,.1f}")
+    assert page.count("<svg ") == 3 and "<script" not in page
 
 
 def test_an_out_directory_that_holds_a_run_is_refused_before_anything_runs(first_run, capsys):
@@ -103,3 +134,64 @@ def test_the_period_from_from_to_and_days(start, end, days, expected):
 def test_a_bad_period_is_refused_with_the_fix(start, end, days, fragment):
     with pytest.raises(ConfigError, match=fragment):
         choose_period(start, end, days, NOW)
+
+
+# ---- --market FILE: a recorded option chain replayed (docs/HISTORY.md) ----------------------
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "synthetic_deribit_options_chain_sample.csv.gz"
+LEG = re.compile(r"(BUY|SELL) [\d.]+ (\S+) open [\d.]+@([\d.]+) close [\d.]+@([\d.]+)")
+
+
+def recorded_sides(path: Path) -> tuple[dict[str, set[float]], dict[str, set[float]]]:
+    """Every recorded ask and bid of each option in USD, converted here as docs/HISTORY.md says
+    (BTC price x underlying price; asks rounded up and bids down to the 1 USD tick)."""
+    import gzip
+    import math
+    asks: dict[str, set[float]] = {}
+    bids: dict[str, set[float]] = {}
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(line for line in handle if not line.startswith("#")):
+            symbol = row["symbol"].replace("BTC-", "BTCUSD-", 1)
+            underlying = float(row["underlying_price"])
+            if row["ask_price"]:
+                asks.setdefault(symbol, set()).add(float(math.ceil(float(row["ask_price"]) * underlying)))
+            if row["bid_price"]:
+                bids.setdefault(symbol, set()).add(float(math.floor(float(row["bid_price"]) * underlying)))
+    return asks, bids
+
+
+def test_a_replay_of_a_recorded_chain_trades_only_at_recorded_quotes(tmp_path, capsys):
+    out = tmp_path / "replay"
+    code = main_module.main(["backtest", "--strategy", "micro_strangle", "--market", str(SAMPLE), "--days", "0.1",
+                             "--out", str(out)], env=LIVE_ENV, dotenv_path=None)
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    assert summary["market"] == f"history:{SAMPLE.name}"
+    assert summary["period"]["from"] == "2025-01-06T00:00:00.000Z"    # the recording's first row
+    rows = read_trades(out)
+    assert len(rows) >= 3
+    asks, bids = recorded_sides(SAMPLE)
+    fills = 0
+    for row in rows:
+        for side, symbol, opened, closed in LEG.findall(row["legs"]):
+            assert side == "BUY"                      # micro_strangle buys, then sells back
+            assert float(opened) in asks[symbol], (symbol, opened)    # bought at a recorded ask
+            if row["state"] == "CLOSED":
+                assert float(closed) in bids[symbol], (symbol, closed)  # sold at a recorded bid
+            fills += 1
+    assert fills >= 6
+
+
+def test_a_replay_refuses_a_period_outside_the_recording_and_a_scenario_beside_it(tmp_path, capsys):
+    outside = main_module.main(["backtest", "--market", str(SAMPLE), "--from", "2025-01-07", "--days", "1",
+                                "--out", str(tmp_path / "a")], env=LIVE_ENV, dotenv_path=None)
+    both = main_module.main(["backtest", "--market", str(SAMPLE), "--scenario", "crash-day",
+                             "--out", str(tmp_path / "b")], env=LIVE_ENV, dotenv_path=None)
+    missing = main_module.main(["backtest", "--market", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "c")],
+                               env=LIVE_ENV, dotenv_path=None)
+    err = capsys.readouterr().err
+    assert (outside, both, missing) == (2, 2, 2)
+    assert "covers 2025-01-06T00:00:00.000Z to 2025-01-06T11:59:57.000Z" in err
+    assert "--scenario and --market FILE both choose the market" in err
+    assert "is neither 'synthetic' nor a readable file" in err
+    assert not any((tmp_path / name).exists() for name in "abc")

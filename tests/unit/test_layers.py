@@ -20,9 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: list[set[str]] = [
     # 0: values and pure helpers that know nothing of the trading system
     {"errors", "api_values", "clock", "auth", "atomic_file", "json_lines", "log_throttle", "stop_flag",
-     "instance_lock", "display", "validation", "contracts", "seams"},
+     "instance_lock", "display", "validation", "contracts", "seams",
+     "leg_market"},
     # 1: configuration, records and operator outputs
-    {"config", "alerts", "events", "health", "persistence", "state_identity", "price_sanity"},
+    {"config", "alerts", "events", "health", "persistence", "state_identity", "price_sanity",
+     "backtest_report"},
     # 2: the HTTP edge and its adapter
     {"coincall_client", "coincall_payloads"},
     # 3: market and account data, the connection
@@ -52,7 +54,12 @@ LAYERS: list[set[str]] = [
     # 12: wiring and start-up
     {"app"},
     # 13: the command line and what it runs through app
-    {"operator_cli", "backtest"},
+    {"operator_cli", "backtest", "recorder"},
+    # 14: many backtests (a sweep): the sweep file, then its ranking and heat map, then the runs on local
+    # processes or a Dask cluster
+    {"sweep_spec"},
+    {"sweep_report"},
+    {"sweep"},
     {"main"},
 ]
 LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}
