@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import webbrowser
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -61,6 +62,7 @@ from backtest import (
     refuse_used_out_dir,
     run_backtest,
 )
+from backtest_report import REPORT_FILE
 from clock import Clock, RealClock
 from conditions import condition_name
 from config import Settings, check_directories, load_settings
@@ -174,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "against its recorded quotes; the period defaults to the whole recording")
     backtest.add_argument("--out", type=Path, default=None, metavar="DIR",
                           help="where to write the run (default backtests/<start>-<days>d-seed<seed>); must be empty")
+    backtest.add_argument("--open", action="store_true",
+                          help="open report.html in the default browser at the end (nothing happens without one)")
     _add_log_level_option(backtest)
     _add_strategy_option(backtest)
     record = commands.add_parser(
@@ -448,11 +452,20 @@ def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], 
     stop = StopFlag()
     undo_signals = install_signal_handlers(stop)
     try:
-        return run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=stop,
+        code = run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=stop,
                             scenario=args.scenario, history=history,
                             setup_logging=lambda log_dir: setup_logging(log_dir, level, console_level="WARNING"))
     finally:
         undo_signals()
+    if code == EXIT_OK and args.open:
+        open_in_browser(out_dir / REPORT_FILE)
+    return code
+
+
+def open_in_browser(page: Path) -> None:
+    """``--open``: the report in the user's browser; a machine without one (a VPS) only says so."""
+    if not webbrowser.open(page.resolve().as_uri()):
+        print(f"no browser to open {page} here: copy it to a machine with one (it is self-contained)")
 
 
 def record_command(args: argparse.Namespace, settings: Settings, clock: Clock | None) -> int:
