@@ -287,12 +287,14 @@ def run_backtest(configs: Sequence[StrategyConfig], period: BacktestPeriod, *, s
                  out_dir: Path, stop: StopFlag, scenario: str | None = None, progress_stream: TextIO = sys.stderr,
                  setup_logging: Callable[[Path], Callable[[], None]] | None = None,
                  observer: Callable[[TradingContext, float], None] | None = None,
-                 transport: str = "inprocess", history: Path | None = None) -> int:
+                 transport: str = "inprocess", history: Path | None = None, pace: float = 0.0) -> int:
     """One backtest; returns the exit code. Results are written even when a signal cut it short.
 
     ``transport``: "inprocess" (the default) or "wire", see ``backtest_settings``. ``history``:
     a recorded market file to replay (docs/HISTORY.md) instead of the synthetic market; the
-    period must lie inside it (``history_period``).
+    period must lie inside it (``history_period``). ``pace``: simulated seconds per real second
+    of waiting (0: unpaced); lock-step either way, so the trades do not depend on it (a benchmark
+    checks that a paced run gives the backtest's trades).
 
     ``observer(ctx, now)`` is called after every wake, after the progress line (a benchmark
     samples memory and CPU there).
@@ -301,7 +303,7 @@ def run_backtest(configs: Sequence[StrategyConfig], period: BacktestPeriod, *, s
     settings = backtest_settings(out_dir, seed, poll, scenario, transport, history)
     if history is not None:
         check_history_period(history, period)
-    clock = SimulatedClock(start=period.start, speed=0)
+    clock = SimulatedClock(start=period.start, speed=0, pace=pace)
     undo_logging = setup_logging(settings.log_dir) if setup_logging is not None else None
     try:
         progress = Progress(period, progress_stream)

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backtest import SUMMARY_FILE, BacktestPeriod, run_backtest  # noqa: E402
+from backtest import SUMMARY_FILE, TRADES_FILE, BacktestPeriod, run_backtest  # noqa: E402
 from clock import process_cpu_seconds, wall_seconds  # noqa: E402
 from main import STRATEGIES, setup_logging  # noqa: E402
 from stop_flag import StopFlag  # noqa: E402
@@ -73,7 +73,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--transport", choices=("inprocess", "wire"), default="inprocess",
                         help="how the client reaches the simulator (the backtest default: inprocess)")
+    parser.add_argument("--paced-check", type=float, default=0.0, metavar="MINUTES",
+                        help="instead: run MINUTES simulated minutes unpaced and paced at --speed 60 and compare "
+                             "the trades (issue 11: the same trades at --speed 60 as in the backtest)")
     args = parser.parse_args()
+    if args.paced_check > 0:
+        return paced_check(args.paced_check, args.seed, args.poll)
 
     configs = build_strategy_configs(STRATEGIES)
     if args.strategies != "all":
@@ -110,6 +115,28 @@ def main() -> int:
     print(f"trades {total['trades']} (closed {total['closed']}, failed {total['failed']}), "
           f"realized PnL {total['realized_pnl']:+.2f} USD, fees {total['fees']:.2f} USD; results in {out_dir}")
     return 0
+
+
+def paced_check(minutes: float, seed: int, poll: float) -> int:
+    """The same short window of micro_strangle unpaced and paced at 60x: identical trades.csv?"""
+    configs = [c for c in build_strategy_configs(STRATEGIES) if c.name == "micro_strangle"]
+    period = BacktestPeriod(START, START + minutes * 60.0)
+    root = Path(tempfile.mkdtemp(prefix="bench-paced-"))
+    outputs = {}
+    for label, pace in (("unpaced", 0.0), ("paced 60x", 60.0)):
+        started = wall_seconds()
+        code = run_backtest(configs, period, seed=seed, poll=poll, out_dir=root / label.replace(" ", "-"),
+                            stop=StopFlag(), pace=pace,
+                            setup_logging=lambda log_dir: setup_logging(log_dir, "INFO", console_level="WARNING"))
+        if code != 0:
+            print(f"{label}: backtest exited {code}")
+            return code
+        outputs[label] = (root / label.replace(" ", "-") / TRADES_FILE).read_bytes()
+        trades = len(outputs[label].splitlines()) - 1
+        print(f"{label}: {minutes:g} simulated minutes in {wall_seconds() - started:.1f} s wall, {trades} trades")
+    same = outputs["unpaced"] == outputs["paced 60x"]
+    print(f"trades.csv identical paced and unpaced: {same}")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
