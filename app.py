@@ -206,7 +206,7 @@ def build_context(
 
     alerts = AlertSink(log_path, clock)
     on_alert = alert_hook(alerts)
-    store, quarantined = StateStore.open(_state_path(state_dir), clock)
+    store, quarantined = StateStore.open(_state_path(state_dir), clock, durable=settings.durable_state)
     if quarantined is not None:
         alerts.alert("CRITICAL", "state_quarantined",
                      f"the state database was unusable and moved to {quarantined}; started with a fresh store")
@@ -861,7 +861,7 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
     def on_wake(now: float) -> None:
         if ctx.connection is not None:   # the embedded paper account is saved now and then
             ctx.connection.checkpoint(now)
-        if ctx.store.check_file() is None and ctx.store.relocated_from is None:
+        if settings.trades_snapshot_export and ctx.store.check_file() is None and ctx.store.relocated_from is None:
             # The exporter opens STATE_DIR/trader.db by name: never a file that is not ours (row L1).
             exporter.maybe_export(now)
         if plan.on_wake is not None:

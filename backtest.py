@@ -157,7 +157,8 @@ def backtest_settings(out_dir: Path, seed: int, poll: float, scenario: str | Non
     if scenario is not None and history is not None:
         raise ConfigError("--scenario and --market FILE both choose the market: give one of them")
     return dataclasses.replace(load_settings(env, dotenv_path=None), sim_scenario=scenario, sim_transport=transport,
-                               sim_history_file=history, sim_checkpoint_seconds=None)
+                               sim_history_file=history, sim_checkpoint_seconds=None, durable_state=False,
+                               trades_snapshot_export=False)
 
 
 def refuse_used_out_dir(out_dir: Path) -> None:

@@ -263,26 +263,101 @@ def option_row_from_api(raw: Mapping[str, Any], *, as_of: float, expiry_hint: in
     )
 
 
+def _row_order(row: OptionRow) -> tuple[float, str]:
+    return (row.strike, row.option_type)
+
+
+class ChainPayload:
+    """One fetched chain of one expiry, kept as the exchange sent it; a row is parsed when read.
+
+    Why: a poll values a handful of legs from a chain of hundreds of options, and parsing every
+    row of every fetch cost more than all the rest of the daemon's work per poll. The checks
+    are the same as a full parse (``option_row_from_api``), only applied where they matter:
+
+    * At construction (the fetch): the payload is a list of objects, every side present is an
+      object with a symbol, and at least one side belongs to ``expiry_ms``; otherwise
+      ``StaleDataError``, as before. Sides of other expiries are dropped unparsed.
+    * ``row(symbol)``: that symbol's side(s) parsed; a malformed one raises ``StaleDataError``
+      on every read (never a row with a made-up field). A malformed row nobody reads is never
+      parsed, so it no longer fails the quotes of the other symbols of its chain.
+    * ``rows()``: every side parsed (any malformed one raises), sorted by strike and type, as
+      ``chain_rows_from_api`` returns them; entries' snapshots are built from it.
+
+    Parsed rows are kept per side, so each side is parsed at most once per fetch. Two threads
+    may parse one side at the same time: both get equal rows, which is harmless.
+    """
+
+    __slots__ = ("as_of", "expiry_ms", "index_name", "_sides", "_by_symbol", "_parsed", "_rows")
+
+    def __init__(self, data: Any, *, as_of: float, expiry_ms: int, index_name: str) -> None:
+        if not isinstance(data, list):
+            raise StaleDataError(f"option chain for {expiry_ms} is not a list: {type(data).__name__}")
+        self.as_of = as_of
+        self.expiry_ms = expiry_ms
+        self.index_name = index_name
+        sides: list[Mapping[str, Any]] = []
+        by_symbol: dict[str, list[int]] = {}
+        for entry in data:
+            if not isinstance(entry, Mapping):
+                raise StaleDataError(f"option chain entry is not an object: {entry!r}")
+            for key in ("callOption", "putOption"):
+                side = entry.get(key)
+                if side is None:
+                    continue
+                if not isinstance(side, Mapping):
+                    raise StaleDataError(f"chain entry is not an object: {side!r}")
+                symbol = side.get("symbol")
+                if not isinstance(symbol, str) or not symbol:
+                    raise StaleDataError(f"chain entry without symbol: {side!r}")
+                end_time = side.get("endTime")
+                side_expiry = end_time if type(end_time) is int else _int_ms(end_time)   # the usual case first
+                if (expiry_ms if side_expiry is None else side_expiry) != expiry_ms:
+                    continue   # another expiry's row: never ours, never parsed
+                by_symbol.setdefault(symbol, []).append(len(sides))
+                sides.append(side)
+        self._sides: tuple[Mapping[str, Any], ...] = tuple(sides)
+        self._by_symbol = by_symbol
+        self._parsed: list[OptionRow | None] = [None] * len(sides)
+        self._rows: tuple[OptionRow, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self._sides)
+
+    def _parse(self, position: int) -> OptionRow:
+        row = self._parsed[position]
+        if row is None:
+            row = option_row_from_api(self._sides[position], as_of=self.as_of, expiry_hint=self.expiry_ms,
+                                      index_name=self.index_name)
+            self._parsed[position] = row
+        return row
+
+    def row(self, symbol: str) -> OptionRow | None:
+        """``symbol``'s row (``None`` when the chain has none); ``StaleDataError`` when it is malformed.
+
+        A symbol sent twice resolves as a full parse would: the first in strike and type order.
+        """
+        positions = self._by_symbol.get(symbol)
+        if not positions:
+            return None
+        if len(positions) == 1:
+            return self._parse(positions[0])
+        return min((self._parse(position) for position in positions), key=_row_order)
+
+    def rows(self) -> tuple[OptionRow, ...]:
+        """Every row, parsed (any malformed row raises), sorted by strike and type."""
+        if self._rows is None:
+            self._rows = tuple(sorted((self._parse(position) for position in range(len(self._sides))),
+                                      key=_row_order))
+        return self._rows
+
+
 def chain_rows_from_api(data: Any, *, as_of: float, expiry_ms: int, index_name: str) -> tuple[OptionRow, ...]:
     """A chain payload ``[{strike, callOption, putOption}, ...]`` -> rows of ``expiry_ms``.
 
     Rows of other expiries are dropped: the docs now mark ``endTime`` optional, so an
     exchange that ignores it must not leak other expiries into this one.
     """
-    if not isinstance(data, list):
-        raise StaleDataError(f"option chain for {expiry_ms} is not a list: {type(data).__name__}")
-    rows: list[OptionRow] = []
-    for entry in data:
-        if not isinstance(entry, Mapping):
-            raise StaleDataError(f"option chain entry is not an object: {entry!r}")
-        for key in ("callOption", "putOption"):
-            side = entry.get(key)
-            if side is None:
-                continue
-            row = option_row_from_api(side, as_of=as_of, expiry_hint=expiry_ms, index_name=index_name)
-            if row.expiry_ms == expiry_ms:
-                rows.append(row)
-    return tuple(sorted(rows, key=lambda r: (r.strike, r.option_type)))
+    return ChainPayload(data, as_of=as_of, expiry_ms=expiry_ms, index_name=index_name).rows()
 
 
 def _book_side(levels: Any, symbol: str, descending: bool) -> tuple[tuple[float, float], ...]:

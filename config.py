@@ -163,6 +163,11 @@ class Settings:
     # How often the embedded simulator's paper account is saved while running (None: only at
     # a clean stop). A backtest never resumes, so it saves only at the end.
     sim_checkpoint_seconds: float | None = 60.0
+    # Backtests only (never from the environment): commits without an fsync each (a crash of
+    # the process loses nothing, a power cut may), and no trades snapshot for people every
+    # minute (the backtest writes trades.csv instead).
+    durable_state: bool = True
+    trades_snapshot_export: bool = True
 
     def __post_init__(self) -> None:
         if self.sim_transport not in SIM_TRANSPORTS:

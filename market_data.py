@@ -8,7 +8,11 @@ Why this module exists (BEHAVIOUR.md §3.1, §7.2; API.md §6, §11.8-11, 19, 21
 * There is no constant or fallback price anywhere. A failed fetch raises
   (``ExchangeError`` / ``TransportError`` / ``StaleDataError``); nothing returns empty.
 * Greeks, IV and top of book come from the option chain: **one call per expiry**, never one
-  option-detail call per strike.
+  option-detail call per strike. A fetched chain is kept as sent (``ChainPayload``) and a row
+  is parsed when read, once per fetch: a poll values a few legs of a chain of hundreds. A
+  read row that is malformed raises ``StaleDataError`` and drops that fetch from the cache
+  (the next read refetches, as when a whole-chain parse failed); an entry's snapshot parses
+  every row, so any malformed row still fails it.
 * The exchange speaks camelCase with numbers sometimes as strings; the payloads become
   values (``Instrument``, ``OptionRow``, ``OrderBook``) in ``coincall_payloads``, the one
   adapter, so this module never reads a field name.
@@ -31,10 +35,10 @@ from typing import Any, Callable, Generic, Iterable, Mapping, TypeGuard, TypeVar
 
 from clock import Clock
 from coincall_payloads import (
+    ChainPayload,
     Instrument,
     OptionRow,
     OrderBook,
-    chain_rows_from_api,
     instrument_from_api,
     order_book_from_api,
 )
@@ -147,9 +151,10 @@ class MarketData:
         self.stats: Counter[str] = Counter()
         self._instruments: dict[str, _Entry[tuple[Instrument, ...]]] = {}
         self._index: _Entry[float] | None = None
-        self._chains: dict[int, _Entry[tuple[OptionRow, ...]]] = {}
-        # Symbol -> item maps of the cached listings and chains, built once per fetched value
-        # (keyed by the value's identity), so one quote is a dict lookup, not a scan.
+        self._chains: dict[int, _Entry[ChainPayload]] = {}
+        # Symbol -> instrument maps of the cached listings, built once per fetched value (keyed
+        # by the value's identity), so one lookup is a dict lookup, not a scan. (A chain keeps
+        # its own symbol index: ``ChainPayload.row``.)
         self._by_symbol: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._books: dict[str, _Entry[OrderBook]] = {}
         # Frozen-index tracker: value, first and last read time of the current run, run length.
@@ -173,8 +178,8 @@ class MarketData:
         return self._ttl if max_age is None else min(self._ttl, float(max_age))
 
     def _symbol_map(self, items: tuple[Any, ...]) -> dict[str, Any]:
-        """``items`` (instruments or chain rows) by symbol, the first of a repeated symbol winning
-        as in a scan; built once per cached value and dropped with it."""
+        """``items`` (instruments) by symbol, the first of a repeated symbol winning as in a
+        scan; built once per cached value and dropped with it."""
         with self._lock:
             known = self._by_symbol.get(id(items))
             if known is not None and known[0] is items:
@@ -182,8 +187,7 @@ class MarketData:
             mapping: dict[str, Any] = {}
             for item in items:
                 mapping.setdefault(item.symbol, item)
-            live = {id(entry.value) for entry in self._chains.values()}
-            live.update(id(entry.value) for entry in self._instruments.values())
+            live = {id(entry.value) for entry in self._instruments.values()}
             for key in [key for key in self._by_symbol if key not in live]:
                 del self._by_symbol[key]
             self._by_symbol[id(items)] = (items, mapping)
@@ -320,22 +324,39 @@ class MarketData:
 
     def chain(self, expiry_ms: int, *, max_age: float | None = None) -> tuple[OptionRow, ...]:
         """All options of one expiry, no older than ``min(ttl, max_age)`` (one call when refetched)."""
-        key = int(expiry_ms)
+        entry = self._chain_entry(int(expiry_ms), max_age)
+        return self._parsed(entry, lambda payload: payload.rows())
+
+    def _chain_entry(self, key: int, max_age: float | None) -> _Entry[ChainPayload]:
+        """The cached fetch of expiry ``key`` if no older than ``min(ttl, max_age)``, else a new one."""
         limit = self._limit(max_age)
         with self._lock:
             entry = self._chains.get(key)
             if _is_fresh(entry, self._clock.now(), limit):
-                return entry.value
-        return self._fetch_chain(key).value
+                return entry
+        return self._fetch_chain(key)
 
-    def _fetch_chain(self, expiry_ms: int) -> _Entry[tuple[OptionRow, ...]]:
+    def _parsed(self, entry: _Entry[ChainPayload], read: Callable[[ChainPayload], T]) -> T:
+        """``read(payload)``; a malformed row read raises and forgets this fetch, so the next read
+        refetches (as when the whole chain failed to parse at its fetch) instead of failing on
+        the same bytes until the entry expires."""
+        try:
+            return read(entry.value)
+        except StaleDataError:
+            with self._lock:
+                key = entry.value.expiry_ms
+                if self._chains.get(key) is entry:
+                    del self._chains[key]
+            raise
+
+    def _fetch_chain(self, expiry_ms: int) -> _Entry[ChainPayload]:
         self._count(EP_CHAIN)
         data = self._client.option_chain(expiry_ms, index=self._index_name)
         fetched_at = self._clock.now()
-        rows = chain_rows_from_api(data, as_of=fetched_at, expiry_ms=expiry_ms, index_name=self._index_name)
-        if not rows:
+        payload = ChainPayload(data, as_of=fetched_at, expiry_ms=expiry_ms, index_name=self._index_name)
+        if not len(payload):
             raise StaleDataError(f"the exchange returned no options for expiry {expiry_ms}")
-        entry = _Entry(rows, fetched_at)
+        entry = _Entry(payload, fetched_at)
         with self._lock:
             _store_if_newer(self._chains, expiry_ms, entry)
         return entry
@@ -355,6 +376,7 @@ class MarketData:
             listed = self.instruments(self._base)
             index = self._fetch_index()
             chains = [self._fetch_chain(expiry) for expiry in wanted]
+            parsed = [self._parsed(chain, lambda payload: payload.rows()) for chain in chains]
         except SelectionError:
             raise
         except TraderError as exc:
@@ -363,7 +385,7 @@ class MarketData:
         if span > max_build_seconds:
             raise SelectionError(f"chain snapshot took {span:.1f} s (> {max_build_seconds} s): not consistent")
         as_of = index.fetched_at
-        rows = tuple(replace(row, as_of=as_of) for chain in chains for row in chain.value)
+        rows = tuple(replace(row, as_of=as_of) for chain_rows in parsed for row in chain_rows)
         self._verify_snapshot(rows, as_of, wanted)
         return ChainSnapshot(
             index_price=index.value,
@@ -405,9 +427,10 @@ class MarketData:
             return self._row_in_chain(symbol, listed, max_age)
 
     def _row_in_chain(self, symbol: str, expiry_ms: int, max_age: float) -> OptionRow:
-        """``symbol``'s row in its (cached or refetched) chain: one dict lookup per quote, the
-        map built once per fetched chain and shared by every trade that polls it."""
-        row = self._symbol_map(self.chain(expiry_ms, max_age=max_age)).get(symbol)
+        """``symbol``'s row in its (cached or refetched) chain: one dict lookup per quote, the row
+        parsed once per fetched chain and shared by every trade that polls it."""
+        entry = self._chain_entry(int(expiry_ms), max_age)
+        row = self._parsed(entry, lambda payload: payload.row(symbol))
         if row is None:
             raise SelectionError(f"{symbol!r} is not in the chain of expiry {expiry_ms}")
         return row

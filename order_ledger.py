@@ -33,6 +33,7 @@ What the ledger guarantees, and why (BEHAVIOUR.md §4.7, §6.1, §8; API.md §8,
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -381,6 +382,13 @@ class OrderLedger:
         self._by_leg: dict[tuple[str, int], list[LedgerOrder]] = {}
         self._live: dict[int, LedgerOrder] = {}
         self._position: dict[int, int] = {}
+        # For the reconciler's once-a-minute questions, which would otherwise walk every order
+        # ever sent: the VANISHED orders, and every order's (updated_at, position, id) kept
+        # sorted, so "changed since t" is a bisection (whatever order the stamps came in: a
+        # block fill stamped in the past, a clock stepped back, a restored store).
+        self._vanished: dict[int, LedgerOrder] = {}
+        self._update_keys: list[tuple[float, int, int]] = []
+        self._update_key_of: dict[int, tuple[float, int, int]] = {}
         # ``leg_fill`` answers, valid while their leg's version (bumped by every change to an
         # order of the leg) is unchanged: a trade's fills are re-read on every tick, but only
         # change when one of its orders does. Bounded: cleared when it grows past the limit.
@@ -420,6 +428,42 @@ class OrderLedger:
                 return list(candidates)
             wanted = Intent(family).family()
             return [o for o in candidates if o.intent.family() is wanted]
+
+    def vanished_orders(self) -> list[LedgerOrder]:
+        """Orders settled VANISHED, in recorded order (the cost is theirs, not the history's)."""
+        with self._lock:
+            return self._in_recorded_order(self._vanished.values())
+
+    def orders_updated_since(self, since: float) -> list[LedgerOrder]:
+        """Every order whose ``updated_at`` is ``>= since``, in recorded order.
+
+        Why: "what changed lately" is asked every reconciliation, and the answer is a few
+        orders among all those ever sent: a bisection of the sorted stamps finds them. An
+        order stamped NaN is never ``>= since`` and is not indexed.
+        """
+        with self._lock:
+            first = bisect.bisect_left(self._update_keys, (float(since),))
+            return self._in_recorded_order(self._orders[coid] for _stamp, _position, coid in self._update_keys[first:])
+
+    def _in_recorded_order(self, orders: Iterable[LedgerOrder]) -> list[LedgerOrder]:
+        position = self._position
+        return sorted(orders, key=lambda o: position[o.client_order_id])
+
+    def _note_update(self, order: LedgerOrder) -> None:
+        """``order`` was added or its ``updated_at`` set (lock held): re-file it under its stamp."""
+        coid = order.client_order_id
+        keys = self._update_keys
+        old = self._update_key_of.pop(coid, None)
+        if old is not None:
+            at = bisect.bisect_left(keys, old)
+            if at < len(keys) and keys[at] == old:
+                del keys[at]
+        stamp = float(order.updated_at)
+        if math.isnan(stamp):
+            return
+        key = (stamp, self._position[coid], coid)
+        bisect.insort(keys, key)
+        self._update_key_of[coid] = key
 
     def live_orders(self, trade_id: str | None = None) -> list[LedgerOrder]:
         """Non-final orders (PENDING_SEND and UNKNOWN included: they may exist), in recorded order."""
@@ -479,6 +523,7 @@ class OrderLedger:
             self._insert_at_position(self._by_leg.setdefault((order.trade_id, order.leg_index), []), order)
         self._track_live(order)
         self._touch(order)
+        self._note_update(order)
 
     def _unindex(self, order: LedgerOrder) -> None:
         """Take ``order`` out of the trade and leg indexes (it is being replaced)."""
@@ -499,11 +544,15 @@ class OrderLedger:
         bucket.insert(at, order)
 
     def _track_live(self, order: LedgerOrder) -> None:
-        """Keep the set of non-final orders in step with ``order``'s status (lock held)."""
+        """Keep the sets of non-final and of VANISHED orders in step with ``order``'s status (lock held)."""
         if order.status.is_final:
             self._live.pop(order.client_order_id, None)
         else:
             self._live[order.client_order_id] = order
+        if order.status is OrderStatus.VANISHED:
+            self._vanished[order.client_order_id] = order
+        else:
+            self._vanished.pop(order.client_order_id, None)
 
     # ---- place ------------------------------------------------------------------------
 
@@ -940,6 +989,7 @@ class OrderLedger:
             order.updated_at = self._clock.now()
             if self._orders.get(order.client_order_id) is order:
                 self._track_live(order)
+                self._note_update(order)
             self._touch(order)
             record = order.to_record()
         if self._store is not None:

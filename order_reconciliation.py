@@ -111,7 +111,7 @@ class OrderReconciler:
         """Rows O4, O5, O8: ledger orders the open list (all pages, ``listed``) does not show, and
         vanished ones it shows again."""
         listed_ids = {item.order_id for item in listed if item.order_id is not None}
-        for order in self.ledger.orders():
+        for order in self.ledger.vanished_orders():
             if order.status is OrderStatus.VANISHED and order.order_id in listed_ids:
                 logger.warning("order %d, settled VANISHED, is listed open again: adopting the exchange's view",
                                order.client_order_id)
@@ -152,7 +152,8 @@ class OrderReconciler:
 
     def recheck_recent_finals(self, report: ReconcileReport, now: float) -> None:
         """Poll once more every order that ended unfilled in the last minutes (late fill reports)."""
-        for order in self.ledger.orders():
+        # Orders changed in the watch window (and a second more: the test below decides, exactly).
+        for order in self.ledger.orders_updated_since(now - LATE_FILL_WATCH_SECONDS - 1.0):
             if order.status not in LATE_FILL_STATUSES or order.filled_qty >= order.qty - QTY_EPSILON:
                 continue
             age = now - float(order.updated_at)

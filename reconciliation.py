@@ -232,7 +232,7 @@ class Reconciler:
         positions were read, or an execution job on a trade holding them (not judged this time)."""
         unsettled = {order.symbol for order in self.ledger.live_orders()}
         snapshot_ts = float(snapshot.timestamp)
-        unsettled |= {order.symbol for order in self.ledger.orders() if float(order.updated_at) >= snapshot_ts}
+        unsettled |= {order.symbol for order in self.ledger.orders_updated_since(snapshot_ts)}
         for trade in self.lifecycle.active_trades():
             if self.lifecycle.has_job(trade.id):
                 unsettled |= {leg.symbol for leg in trade.legs}

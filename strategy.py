@@ -507,10 +507,18 @@ class StrategyRunner:
         self._last_snapshot: Any = None
         self._last_block: str | None = None
         self._pending_callbacks: set[str] = set()
+        # The per-tick view (``_tick_trades``): the leading trades of this strategy that ended and
+        # were fully handled (callbacks delivered, counted) need no look until the day rolls.
+        self._settled = 0                       # how many leading trades are settled
+        self._settled_last: Any = None          # the last settled trade (the prefix still holds?)
+        self._settled_ids: set[str] = set()
+        self._opened_sent: set[str] = set()     # mirrors of the persisted lists, for lookups
+        self._closed_sent: set[str] = set()
         self.callback_name = f"StrategyRunner[{self.name}]"   # how the monitor names this callback
         saved = self._load_state()
         self.state = RunnerState.from_dict(saved) if saved is not None else RunnerState()
         self._saved = self.state.to_dict() if saved is not None else None
+        self._saved_fingerprint: tuple | None = None     # of the state last saved (``_persist``)
         if saved is None:
             # Trades that finished before this runner ever existed get no late callbacks.
             self._mark_history_delivered()
@@ -634,13 +642,49 @@ class StrategyRunner:
         poll_tick = snapshot is not self._last_snapshot
         self._last_snapshot = snapshot
         now = float(snapshot.timestamp)
-        trades = self._trades()
-        self._deliver_callbacks(trades, snapshot)                       # gate 1
+        trades, full = self._tick_trades(now)
+        self._deliver_callbacks(trades, snapshot, full=full)            # gate 1
         self._observe(trades, now)
+        self._settle(trades)
         if poll_tick:
             reason = self._entry(snapshot, trades, now)
             self._note_block(reason)
         self._persist()
+
+    def _tick_trades(self, now: float) -> tuple[list[Any], bool]:
+        """The trades this tick must look at, and whether that is every trade of the strategy.
+
+        Why: a tick that walks every trade ever made costs more each day (a month of a busy
+        strategy is thousands of trades). Every look at a trade that ended and was handled
+        (both callbacks delivered, counted in the day's counters and the cooldown) changes
+        nothing, so the trades before the first one that is not so (``_settled``) are skipped.
+        Everything else is looked at as before, in the same order, so the result is the same
+        as a walk of every trade. A full walk is made instead at the first tick (trades
+        reloaded at a restart), when the UTC day rolls (today's counters start from every
+        trade again, whatever a clock did), when the lifecycle's list no longer starts with
+        the settled trades (a trade replaced or inserted), and when a settled trade is active
+        again (a close reversed, docs/RECOVERY.md X1).
+        """
+        trades = self._trades()
+        settled = self._settled
+        full = (settled == 0 or self.state.day != utc_day(now) or len(trades) < settled
+                or trades[settled - 1] is not self._settled_last
+                or any(t.id in self._settled_ids for t in self.ctx.lifecycle_manager.active_trades(self.name)))
+        if full:
+            self._settled, self._settled_last = 0, None
+            self._settled_ids.clear()
+            return trades, True
+        return trades[settled:], False
+
+    def _settle(self, trades: list[Any]) -> None:
+        """Extend the settled prefix over the leading trades of ``trades`` that ended and were handled."""
+        for trade in trades:
+            if trade.state not in TERMINAL_STATES or trade.id not in self._closed_sent \
+                    or (trade.opened_at is not None and trade.id not in self._opened_sent):
+                return
+            self._settled += 1
+            self._settled_last = trade
+            self._settled_ids.add(trade.id)
 
     def _entry(self, snapshot: AccountSnapshot, trades: list[Any], now: float) -> str | None:
         """Gates 2-11; returns why no trade was created (None when one was)."""
@@ -823,21 +867,33 @@ class StrategyRunner:
         """Given to the lifecycle: marks a transition; delivery happens in this runner's tick."""
         self._pending_callbacks.add(trade.id)
 
-    def _deliver_callbacks(self, trades: list[Any], snapshot: AccountSnapshot) -> None:
-        opened_sent, closed_sent = set(self.state.opened_sent), set(self.state.closed_sent)
+    def _deliver_callbacks(self, trades: list[Any], snapshot: AccountSnapshot, *, full: bool) -> None:
+        """Deliver each trade's opened and closed callbacks once. ``trades`` is every trade of the
+        strategy when ``full`` (then ids of trades the lifecycle does not know are dropped from
+        the persisted lists), else the ones not settled (``_tick_trades``)."""
+        if full:
+            self._opened_sent, self._closed_sent = set(self.state.opened_sent), set(self.state.closed_sent)
+        opened_sent, closed_sent = self._opened_sent, self._closed_sent
         for trade in trades:
             if trade.opened_at is not None and trade.id not in opened_sent:
                 self.state.opened_sent.append(trade.id)
+                opened_sent.add(trade.id)
                 self._log_opened(trade)
                 self._call(self.config.on_trade_opened, "on_trade_opened", trade, snapshot)
             if trade.state in TERMINAL_STATES and trade.id not in closed_sent:
                 self.state.closed_sent.append(trade.id)
+                closed_sent.add(trade.id)
                 self._log_closed(trade)
                 self._call(self.config.on_trade_closed, "on_trade_closed", trade, snapshot)
         self._pending_callbacks.clear()
-        known = {t.id for t in trades}
-        self.state.opened_sent = [i for i in self.state.opened_sent if i in known]
-        self.state.closed_sent = [i for i in self.state.closed_sent if i in known]
+        if full:
+            # Trades never leave the lifecycle's list while it runs, so the ids it knows are
+            # settled by a full walk; ticks in between only append ids of trades it listed.
+            known = {t.id for t in trades}
+            self.state.opened_sent = [i for i in self.state.opened_sent if i in known]
+            self.state.closed_sent = [i for i in self.state.closed_sent if i in known]
+            self._opened_sent.intersection_update(known)
+            self._closed_sent.intersection_update(known)
 
     def _call(self, callback: Callable[[Any, Any], None] | None, what: str, trade: Any, snapshot: Any) -> None:
         if callback is None:
@@ -901,9 +957,27 @@ class StrategyRunner:
         except Exception:
             logger.exception("alert failed: %s", detail)
 
+    def _fingerprint(self) -> tuple:
+        """What says whether the state changed, without copying it: every scalar, and each list by
+        identity and length (this class only appends to its lists or replaces them)."""
+        state = self.state
+        return (state.last_entry_check, state.paused, state.pause_reason, state.pause_until,
+                state.cooldown_anchor, state.day,
+                state.opened_today, len(state.opened_today), state.failed_today, len(state.failed_today),
+                state.opened_sent, len(state.opened_sent), state.closed_sent, len(state.closed_sent))
+
     def _persist(self) -> None:
+        """Save the state when it changed (every tick asks; few ticks change it).
+
+        ``to_dict`` copies every delivered trade id, the whole history, so it is made only when
+        the fingerprint moved (a tuple compare: the same list object is equal at once).
+        """
+        fingerprint = self._fingerprint()
+        if fingerprint == self._saved_fingerprint:
+            return
         current = self.state.to_dict()
         if current == self._saved:
+            self._saved_fingerprint = fingerprint
             return
         try:
             self.ctx.store.save_runner_state(self.name, current)
@@ -911,6 +985,7 @@ class StrategyRunner:
             logger.exception("strategy %s: could not save its state (will retry next tick)", self.name)
             return
         self._saved = current
+        self._saved_fingerprint = fingerprint
 
     def __repr__(self) -> str:
         return f"StrategyRunner({self.name!r}, paused={self.is_paused})"

@@ -639,6 +639,10 @@ class LifecycleManager:
         self.journal = journal
         self.exec_params_default = exec_params_default or ExecutionParams()
         self.urgent_params = urgent_params or urgent_execution_params()
+        # 5 s, below the poll interval (10 s by default): each poll values the held legs on a
+        # chain fetched in that poll (one call per expiry, shared by every trade and by the engines' fair values, whose
+        # limit is 30 s), so exit confirmations count new quotes; 15 s (BEHAVIOUR 7.2) is the
+        # valuation's own refusal limit (QUOTE_MAX_AGE_SECONDS), not a reason to refetch less.
         self.quote_max_age = float(quote_max_age)
         self.fills = TradeFills(ledger)
         self.rounds = CloseRounds(ledger=ledger, urgent_params=self.urgent_params, alerts=alerts)

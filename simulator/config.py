@@ -42,7 +42,7 @@ class ServerConfig:
     max_ts_diff_ms: int = 60_000
     default_ts_diff_ms: int = 5_000
     future_tolerance_ms: int = 1_000
-    request_log_limit: int | None = 100_000
+    request_log_limit: int | None = 10_000
 
     def __post_init__(self) -> None:
         if self.rfq_body_mode not in RFQ_BODY_MODES:

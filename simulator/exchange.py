@@ -1739,7 +1739,8 @@ class SimExchange:
         for (_expiry, strike), row in self._chain_rows(self._chain_instruments(params), side_text):
             call = row["callOption"] if row["callOption"] is not None else "null"
             put = row["putOption"] if row["putOption"] is not None else "null"
-            parts.append(f'{{"strike":{json.dumps(float(strike))},"callOption":{call},"putOption":{put}}}')
+            # repr() is what json writes for a finite float (strikes always are), without its encoder.
+            parts.append(f'{{"strike":{float(strike)!r},"callOption":{call},"putOption":{put}}}')
         return RawJSON("[" + ",".join(parts) + "]")
 
     @_locked

@@ -27,6 +27,7 @@ import math
 import random
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, NamedTuple, Sequence
 
 from simulator.calendar import (
@@ -134,14 +135,17 @@ class Instrument:
     min_qty: float
     kind: str
 
-    @property
+    @cached_property
     def display_name(self) -> str:
         """``BTC-5FEB26-80000-C``: the symbol without ``USD`` (API.md 5)."""
         return self.symbol.replace(f"{self.base}USD-", f"{self.base}-", 1)
 
-    @property
+    @cached_property
     def option_id(self) -> int:
-        """A 19-digit int64 id derived from the symbol, stable across processes and restarts."""
+        """A 19-digit int64 id derived from the symbol, stable across processes and restarts.
+
+        Cached on the instance (a hash per chain row was a measurable share of a chain call).
+        """
         digest = hashlib.sha256(self.symbol.encode("utf-8")).digest()
         return 10**18 + int.from_bytes(digest[:8], "big") % (8 * 10**18)
 
@@ -181,6 +185,28 @@ class _Theory(NamedTuple):
     forward: float
     iv: float
     greeks: Greeks
+
+
+class _ExpiryTerms(NamedTuple):
+    """The strike-independent inputs of every quote of one expiry at one quote stamp."""
+
+    spot: float
+    quote_time_ms: int
+    t_years: float
+    forward: float
+    atm: float
+    moneyness_scale: float  # atm * sqrt(T): divides ln(K/F) into SSVI's z
+
+
+class _BookDraw(NamedTuple):
+    """One book's noise and best prices at one quote stamp (see ``MarketModel._book_draw``)."""
+
+    half: float              # half-spread
+    has_bids: bool           # False: no bid side (theo below empty_bid_below, or bid under a tick)
+    best_bid: float
+    best_ask: float
+    gaps: list[int]          # level gaps in gap units, bid side first
+    sizes: list[float]       # level sizes before lot rounding, bid side first
 
 
 class _ScriptedPath:
@@ -283,7 +309,9 @@ class MarketModel:
         self._cache_stamp: tuple[Any, ...] | None = None
         self._quote_cache: dict[str, OptionQuote] = {}
         self._book_cache: dict[str, Book] = {}
+        self._draw_cache: dict[str, _BookDraw] = {}
         self._theory_cache: dict[str, _Theory] = {}
+        self._expiry_terms_cache: dict[int, _ExpiryTerms] = {}
 
     @property
     def config(self) -> MarketConfig:
@@ -555,11 +583,23 @@ class MarketModel:
         would let a client "earn" money the real exchange never offers. Clamped to
         [iv_min, iv_max].
         """
+        atm, moneyness_scale = self._smile_terms(t_years)
+        return self._smile_iv(strike, forward, atm, moneyness_scale)
+
+    def _smile_terms(self, t_years: float) -> tuple[float, float]:
+        """The strike-independent part of ``surface_iv``: (ATM vol, ``atm * sqrt(T)``).
+
+        Split out so a chain computes it once per expiry and step, not once per strike.
+        """
         cfg = self._config
         term_t = max(t_years, _MIN_TERM_YEARS)
         atm = cfg.atm_vol * (1.0 + cfg.term_slope * math.log(term_t / _TERM_REFERENCE_YEARS))
         atm = max(atm, cfg.iv_min)
-        z = cfg.smile_curvature * math.log(strike / forward) / (atm * math.sqrt(max(t_years, 1e-12)))
+        return atm, atm * math.sqrt(max(t_years, 1e-12))
+
+    def _smile_iv(self, strike: float, forward: float, atm: float, moneyness_scale: float) -> float:
+        cfg = self._config
+        z = cfg.smile_curvature * math.log(strike / forward) / moneyness_scale
         rho = cfg.smile_skew
         total_variance_ratio = 0.5 * (1.0 + rho * z + math.sqrt((z + rho) ** 2 + 1.0 - rho * rho))
         iv = atm * math.sqrt(total_variance_ratio)
@@ -592,7 +632,9 @@ class MarketModel:
             self._cache_stamp = stamp
             self._quote_cache.clear()
             self._book_cache.clear()
+            self._draw_cache.clear()
             self._theory_cache.clear()
+            self._expiry_terms_cache.clear()
 
     def quote(self, symbol: str) -> OptionQuote:
         """Mark, IV, greeks and top of book now; ``KeyError`` for unknown or expired symbols."""
@@ -612,23 +654,32 @@ class MarketModel:
         cached = self._theory_cache.get(instrument.symbol)
         if cached is not None:
             return cached
-        cfg = self._config
-        spot = self.index_price()
-        quote_time = self._quote_time_ms()
-        t_years = years_between(quote_time, instrument.expiry_ms)
-        forward = spot * math.exp(cfg.rate * t_years)
-        iv = self.surface_iv(instrument.strike, forward, t_years)
-        greeks = bs_greeks(instrument.option_type, spot, instrument.strike, t_years, iv, cfg.rate)
+        terms = self._expiry_terms_cache.get(instrument.expiry_ms)
+        if terms is None:
+            terms = self._expiry_terms(instrument.expiry_ms)
+        spot, quote_time, t_years, forward, atm, moneyness_scale = terms
+        iv = self._smile_iv(instrument.strike, forward, atm, moneyness_scale)
+        greeks = bs_greeks(instrument.option_type, spot, instrument.strike, t_years, iv, self._config.rate)
         theory = _Theory(spot, quote_time, t_years, forward, iv, greeks)
         self._theory_cache[instrument.symbol] = theory
         return theory
 
+    def _expiry_terms(self, expiry_ms: int) -> _ExpiryTerms:
+        """Index, time to expiry, forward and smile level shared by every strike of one expiry
+        at the current quote stamp (computed once per expiry and step, cleared with the quotes)."""
+        spot = self.index_price()
+        quote_time = self._quote_time_ms()
+        t_years = years_between(quote_time, expiry_ms)
+        forward = spot * math.exp(self._config.rate * t_years)
+        atm, moneyness_scale = self._smile_terms(t_years)
+        terms = _ExpiryTerms(spot, quote_time, t_years, forward, atm, moneyness_scale)
+        self._expiry_terms_cache[expiry_ms] = terms
+        return terms
+
     def _compute_quote(self, instrument: Instrument) -> OptionQuote:
         cfg = self._config
         spot, quote_time, t_years, forward, iv, greeks = self._theory(instrument)
-        bids, asks = self._book_for(instrument, spot, forward, t_years, iv, greeks.price)
-        bid, bid_size = bids[0] if bids else (0.0, 0.0)
-        ask, ask_size = asks[0] if asks else (0.0, 0.0)
+        bid, bid_size, ask, ask_size = self._top_of_book(instrument)
 
         def iv_of(price: float) -> float:
             if price <= 0:
@@ -645,28 +696,25 @@ class MarketModel:
         )
 
     # ------------------------------------------------------------------ books
+    #
+    # A book is laid out from one _BookDraw (its noise and its best prices). A quote needs
+    # only the top of the book, which is read off the draw directly; the deeper levels
+    # (rounding every price and size) are built only when the order-book endpoint or the
+    # matching engine asks for them. Both read the same draw, so the top of a full book is
+    # always the quote's bid and ask.
 
     def book(self, symbol: str, depth: int = 100) -> Book:
         """Synthetic book now: (bids descending, asks ascending), at most ``depth`` levels a side."""
         with self._lock:
             self._refresh_caches()
             instrument = self._live_instrument(symbol)
-            bids, asks = self._book_cache.get(symbol) or self._fresh_book(instrument)
+            cached = self._book_cache.get(symbol)
+            if cached is None:
+                cached = self._apply_side_faults(symbol, self._draw_book(instrument))
+                self._book_cache[symbol] = cached
+            bids, asks = cached
             depth = max(0, int(depth))
             return list(bids[:depth]), list(asks[:depth])
-
-    def _fresh_book(self, instrument: Instrument) -> Book:
-        spot, _quote_time, t_years, forward, iv, greeks = self._theory(instrument)
-        return self._book_for(instrument, spot, forward, t_years, iv, greeks.price)
-
-    def _book_for(self, instrument: Instrument, spot: float, forward: float, t_years: float,
-                  iv: float, theo: float) -> Book:
-        cached = self._book_cache.get(instrument.symbol)
-        if cached is None:
-            cached = self._apply_side_faults(
-                instrument.symbol, self._draw_book(instrument, spot, forward, t_years, iv, theo))
-            self._book_cache[instrument.symbol] = cached
-        return cached
 
     def _half_spread(self, instrument: Instrument, spot: float, forward: float, t_years: float,
                      iv: float, theo: float) -> float:
@@ -682,49 +730,91 @@ class MarketModel:
         widen = 1.0 + cfg.otm_spread_widening * min(otm_sd, 4.0)
         return max(cfg.spread_pct / 100.0 * reference * widen, cfg.min_spread_ticks * cfg.tick_size)
 
-    def _draw_book(self, instrument: Instrument, spot: float, forward: float, t_years: float,
-                   iv: float, theo: float) -> Book:
-        """Both sides from (seed, symbol, bucket) noise; every draw is made whatever is shown."""
-        cfg = self._config
-        tick = cfg.tick_size
-        levels = cfg.depth_levels
-        bucket = self._now_ms // self._refresh_ms
-        rng = random.Random(_stable_seed(cfg.seed, instrument.symbol, bucket))
-        bid_scale, ask_scale = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
-        bid_gaps = [rng.randint(1, 3) for _ in range(levels)]
-        ask_gaps = [rng.randint(1, 3) for _ in range(levels)]
-        bid_sizes = [self._lot(rng.uniform(*cfg.level_size)) for _ in range(levels)]
-        ask_sizes = [self._lot(rng.uniform(*cfg.level_size)) for _ in range(levels)]
+    def _book_draw(self, instrument: Instrument) -> _BookDraw:
+        """The (seed, symbol, bucket) noise of a book and its best prices, once per quote stamp.
 
+        Every draw is made whatever is shown, in this order: two uniform(0.8, 1.25) scales,
+        2 x depth_levels randint(1, 3) gaps (bid side first), 2 x depth_levels
+        uniform(level_size) sizes. They are computed from random() and getrandbits() by
+        the formulas those methods are defined by (a + (b - a) * random(); 1 + the first
+        2-bit draw below 3): the same numbers without their per-call overhead.
+        """
+        symbol = instrument.symbol
+        cached = self._draw_cache.get(symbol)
+        if cached is not None:
+            return cached
+        cfg = self._config
+        spot, _quote_time, t_years, forward, iv, greeks = self._theory(instrument)
+        theo = greeks.price
+        rng = random.Random(_stable_seed(cfg.seed, symbol, self._now_ms // self._refresh_ms))
+        uniform01, bits = rng.random, rng.getrandbits
+        bid_scale = 0.8 + (1.25 - 0.8) * uniform01()
+        ask_scale = 0.8 + (1.25 - 0.8) * uniform01()
+        gaps = []
+        for _ in range(2 * cfg.depth_levels):
+            draw = bits(2)
+            while draw >= 3:
+                draw = bits(2)
+            gaps.append(1 + draw)
+        size_low, size_high = cfg.level_size
+        size_span = size_high - size_low
+        sizes = [size_low + size_span * uniform01() for _ in range(2 * cfg.depth_levels)]
+
+        tick = cfg.tick_size
         half = self._half_spread(instrument, spot, forward, t_years, iv, theo)
-        gap_unit = max(tick, self._floor_tick(0.2 * half))
-        bids: list[tuple[float, float]] = []
         best_bid = self._floor_tick(theo - half * bid_scale)
-        if theo >= cfg.empty_bid_below:
-            price = best_bid
-            for gap, size in zip(bid_gaps, bid_sizes):
+        has_bids = theo >= cfg.empty_bid_below and not best_bid < tick
+        best_ask = max(self._ceil_tick(theo + half * ask_scale), tick)
+        if has_bids:
+            best_ask = max(best_ask, self._snap(best_bid + tick))
+        result = _BookDraw(half, has_bids, best_bid, best_ask, gaps, sizes)
+        self._draw_cache[symbol] = result
+        return result
+
+    def _top_of_book(self, instrument: Instrument) -> tuple[float, float, float, float]:
+        """(bid, bid size, ask, ask size) of the book now, 0.0s for an empty side."""
+        draw = self._book_draw(instrument)
+        bid_empty, ask_empty = self._faulted_sides(instrument.symbol)
+        bid, bid_size = (draw.best_bid, self._lot(draw.sizes[0])) if draw.has_bids and not bid_empty \
+            else (0.0, 0.0)
+        ask, ask_size = (draw.best_ask, self._lot(draw.sizes[self._config.depth_levels])) if not ask_empty \
+            else (0.0, 0.0)
+        return bid, bid_size, ask, ask_size
+
+    def _draw_book(self, instrument: Instrument) -> Book:
+        """Every level of both sides, laid out from the draw (before side faults)."""
+        draw = self._book_draw(instrument)
+        cfg = self._config
+        tick, tick_dp, levels = cfg.tick_size, self._tick_dp, cfg.depth_levels
+        gap_unit = max(tick, self._floor_tick(0.2 * draw.half))
+        bids: list[tuple[float, float]] = []
+        if draw.has_bids:
+            price = draw.best_bid
+            for gap, size in zip(draw.gaps[:levels], draw.sizes[:levels]):
                 if price < tick:
                     break
-                bids.append((price, size))
-                price = self._snap(price - gap * gap_unit)
+                bids.append((price, self._lot(size)))
+                price = round(price - gap * gap_unit, tick_dp)
         asks: list[tuple[float, float]] = []
-        price = max(self._ceil_tick(theo + half * ask_scale), tick)
-        if bids:
-            price = max(price, self._snap(bids[0][0] + tick))
-        for gap, size in zip(ask_gaps, ask_sizes):
-            asks.append((price, size))
-            price = self._snap(price + gap * gap_unit)
+        price = draw.best_ask
+        for gap, size in zip(draw.gaps[levels:], draw.sizes[levels:]):
+            asks.append((price, self._lot(size)))
+            price = round(price + gap * gap_unit, tick_dp)
         return bids, asks
 
-    def _apply_side_faults(self, symbol: str, book: Book) -> Book:
-        bids, asks = book
+    def _faulted_sides(self, symbol: str) -> tuple[bool, bool]:
+        """(bid side emptied, ask side emptied) by the ``set_empty_side`` faults."""
+        bid_empty = ask_empty = False
         for pattern, side in self._empty_sides.items():
             if fnmatch.fnmatchcase(symbol, pattern):
-                if side in ("bid", "both"):
-                    bids = []
-                if side in ("ask", "both"):
-                    asks = []
-        return bids, asks
+                bid_empty = bid_empty or side in ("bid", "both")
+                ask_empty = ask_empty or side in ("ask", "both")
+        return bid_empty, ask_empty
+
+    def _apply_side_faults(self, symbol: str, book: Book) -> Book:
+        bid_empty, ask_empty = self._faulted_sides(symbol)
+        bids, asks = book
+        return ([] if bid_empty else bids), ([] if ask_empty else asks)
 
     def _snap(self, price: float) -> float:
         return round(price, self._tick_dp)

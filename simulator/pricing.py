@@ -29,6 +29,12 @@ _MIN_STDDEV = 1e-12
 _IV_LOW = 1e-4
 _IV_HIGH = 20.0
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
+_SQRT_2 = math.sqrt(2.0)
+# Module-level bindings: these run ~10^6 times per simulated hour of a backtest.
+_erfc = math.erfc
+_exp = math.exp
+_log = math.log
+_sqrt = math.sqrt
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,11 @@ def years_between(start_ms: int, end_ms: int) -> float:
 
 
 def norm_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+    return 0.5 * _erfc(-x / _SQRT_2)
 
 
 def norm_pdf(x: float) -> float:
-    return math.exp(-0.5 * x * x) / _SQRT_2PI
+    return _exp(-0.5 * x * x) / _SQRT_2PI
 
 
 def _check_type(option_type: str) -> bool:
@@ -97,23 +103,28 @@ def bs_greeks(option_type: str, spot: float, strike: float, t_years: float, vol:
         delta = (1.0 if is_call else -1.0) if in_money else 0.0
         return Greeks(price=price, delta=delta, gamma=0.0, vega=0.0, theta=0.0, rho=0.0)
 
-    sqrt_t = math.sqrt(t_years)
-    d1 = (math.log(spot / (strike * discount)) + 0.5 * stddev * stddev) / stddev
+    # Each normal CDF value is computed once and reused (the expressions are those of the
+    # textbook formulas term for term, so every result is bit-for-bit what they give).
+    sqrt_t = _sqrt(t_years)
+    d1 = (_log(spot / (strike * discount)) + 0.5 * stddev * stddev) / stddev
     d2 = d1 - stddev
-    pdf_d1 = norm_pdf(d1)
+    pdf_d1 = _exp(-0.5 * d1 * d1) / _SQRT_2PI
     gamma = pdf_d1 / (spot * stddev)
     vega = spot * pdf_d1 * sqrt_t / 100.0
     decay = -spot * pdf_d1 * vol / (2.0 * sqrt_t)
+    cdf_d1 = 0.5 * _erfc(-d1 / _SQRT_2)
     if is_call:
-        price = spot * norm_cdf(d1) - strike * discount * norm_cdf(d2)
-        delta = norm_cdf(d1)
-        theta_year = decay - rate * strike * discount * norm_cdf(d2)
-        rho = strike * t_years * discount * norm_cdf(d2) / 100.0
+        cdf_d2 = 0.5 * _erfc(-d2 / _SQRT_2)
+        price = spot * cdf_d1 - strike * discount * cdf_d2
+        delta = cdf_d1
+        theta_year = decay - rate * strike * discount * cdf_d2
+        rho = strike * t_years * discount * cdf_d2 / 100.0
     else:
-        price = strike * discount * norm_cdf(-d2) - spot * norm_cdf(-d1)
-        delta = norm_cdf(d1) - 1.0
-        theta_year = decay + rate * strike * discount * norm_cdf(-d2)
-        rho = -strike * t_years * discount * norm_cdf(-d2) / 100.0
+        cdf_minus_d2 = 0.5 * _erfc(d2 / _SQRT_2)
+        price = strike * discount * cdf_minus_d2 - spot * (0.5 * _erfc(d1 / _SQRT_2))
+        delta = cdf_d1 - 1.0
+        theta_year = decay + rate * strike * discount * cdf_minus_d2
+        rho = -strike * t_years * discount * cdf_minus_d2 / 100.0
     return Greeks(price=price, delta=delta, gamma=gamma, vega=vega,
                   theta=theta_year / DAYS_PER_YEAR, rho=rho)
 
@@ -138,28 +149,58 @@ def implied_vol(option_type: str, price: float, spot: float, strike: float, t_ye
     """
     if price is None or not price > 0 or t_years <= 0 or spot <= 0 or strike <= 0:
         return 0.0
-    lower, upper = price_bounds(option_type, spot, strike, t_years, rate)
+    is_call = _check_type(option_type)
+    discount = _exp(-rate * t_years)
+    lower = _intrinsic(is_call, spot, strike, discount)
+    upper = spot if is_call else strike * discount
     if price <= lower or price >= upper:
         return 0.0
-    if bs_price(option_type, spot, strike, t_years, _IV_HIGH, rate) < price:
+    # What does not depend on the volatility is computed once per solve, not once per step;
+    # each term is the same expression as in bs_price/bs_greeks, so every iterate is too.
+    sqrt_t = _sqrt(t_years)
+    strike_discount = strike * discount
+    log_moneyness = _log(spot / strike_discount)
+
+    def price_at(vol: float) -> float:
+        stddev = vol * sqrt_t
+        if stddev < _MIN_STDDEV:
+            return lower
+        d1 = (log_moneyness + 0.5 * stddev * stddev) / stddev
+        d2 = d1 - stddev
+        if is_call:
+            return spot * (0.5 * _erfc(-d1 / _SQRT_2)) - strike_discount * (0.5 * _erfc(-d2 / _SQRT_2))
+        return strike_discount * (0.5 * _erfc(d2 / _SQRT_2)) - spot * (0.5 * _erfc(d1 / _SQRT_2))
+
+    if price_at(_IV_HIGH) < price:
         return 0.0
     low, high = _IV_LOW, _IV_HIGH
-    if bs_price(option_type, spot, strike, t_years, low, rate) > price:
+    if price_at(low) > price:
         return 0.0  # needs a volatility below anything meaningful
     # Start Newton from a nearby volatility (e.g. the mark's) when the caller has one:
-    # a bid/ask IV is then found in two or three steps instead of a dozen.
+    # a bid/ask IV is then found in two or three steps instead of a dozen. A step needs
+    # only the price and vega, not the full greeks.
     vol = guess if guess is not None and low < guess < high else 0.5
     tolerance = 1e-10 * price  # relative: cheap wings must be solved as precisely as ATM
     for _ in range(200):
-        greeks = bs_greeks(option_type, spot, strike, t_years, vol, rate)
-        error = greeks.price - price
+        stddev = vol * sqrt_t
+        if stddev < _MIN_STDDEV:
+            model, vega_per_unit = lower, 0.0
+        else:
+            d1 = (log_moneyness + 0.5 * stddev * stddev) / stddev
+            d2 = d1 - stddev
+            if is_call:
+                model = spot * (0.5 * _erfc(-d1 / _SQRT_2)) - strike_discount * (0.5 * _erfc(-d2 / _SQRT_2))
+            else:
+                model = strike_discount * (0.5 * _erfc(d2 / _SQRT_2)) - spot * (0.5 * _erfc(d1 / _SQRT_2))
+            # Rounded through "USD per vol point" exactly as Greeks.vega is, then scaled back.
+            vega_per_unit = spot * (_exp(-0.5 * d1 * d1) / _SQRT_2PI) * sqrt_t / 100.0 * 100.0
+        error = model - price
         if abs(error) < tolerance:
             return vol
         if error > 0:
             high = vol
         else:
             low = vol
-        vega_per_unit = greeks.vega * 100.0
         candidate = vol - error / vega_per_unit if vega_per_unit > 1e-12 else -1.0
         # Newton when it stays inside the bracket, bisection otherwise: always converges.
         vol = candidate if low < candidate < high else 0.5 * (low + high)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
 
 from simulator.calendar import date_token, expiry_schedule, parse_symbol
-from simulator.market import MarketConfig, MarketModel
+from simulator.market import MarketConfig, MarketModel, _stable_seed
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -407,6 +408,37 @@ def test_books_move_between_refresh_buckets(model: MarketModel) -> None:
     assert [model.book(s) for s in symbols] == before     # same 5-s bucket
     model.advance_to(START + int(model.config.book_refresh_seconds * 1000))
     assert [model.book(s) for s in symbols] != before
+
+
+def test_books_are_laid_out_from_uniform_and_randint_draws(model: MarketModel) -> None:
+    """The book's noise is documented as uniform()/randint() draws of a (seed, symbol, bucket)
+    generator; the model draws them more cheaply, and must still give exactly these numbers."""
+    cfg = model.config
+    model.advance_to(START + 7 * MINUTE + 2_500)
+    bucket = model.now_ms // round(cfg.book_refresh_seconds * 1000)
+    checked = 0
+    for symbol in sample_symbols(model, every=11):
+        rng = random.Random(_stable_seed(cfg.seed, symbol, bucket))
+        scales = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
+        gaps = [rng.randint(1, 3) for _ in range(2 * cfg.depth_levels)]
+        sizes = [rng.uniform(*cfg.level_size) for _ in range(2 * cfg.depth_levels)]
+        lots = [round(max(0.01, math.floor(size / 0.01 + 1e-9) * 0.01), 2) for size in sizes]
+        bids, asks = model.book(symbol)
+        assert [size for _, size in bids] == lots[:len(bids)]
+        assert [size for _, size in asks] == lots[cfg.depth_levels:cfg.depth_levels + len(asks)]
+        for side, side_gaps in ((bids, gaps[:cfg.depth_levels]), (asks, gaps[cfg.depth_levels:])):
+            steps = [abs(a - b) for (a, _), (b, _) in zip(side, side[1:])]
+            unit = steps[0] / side_gaps[0] if steps else 1.0
+            assert steps == [pytest.approx(gap * unit) for gap in side_gaps[:len(steps)]]
+        instrument = model.instrument(symbol)
+        assert instrument is not None
+        theo = model._theory(instrument).greeks.price       # the unrounded mark
+        half = model._book_draw(instrument).half
+        if bids:   # the best bid is theo - half * scale rounded down to a tick
+            assert theo - half * scales[0] - cfg.tick_size < bids[0][0] <= theo - half * scales[0] + 1e-6
+        assert asks[0][0] >= theo + half * scales[1] - 1e-6
+        checked += 1
+    assert checked > 50
 
 
 def test_empty_side_fault(model: MarketModel) -> None:

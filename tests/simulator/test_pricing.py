@@ -127,3 +127,41 @@ def test_implied_vol_is_zero_for_missing_price_or_expired_option() -> None:
 def test_years_between_uses_a_365_day_year_and_never_goes_negative() -> None:
     assert years_between(0, 365 * 86_400_000) == pytest.approx(1.0)
     assert years_between(10, 5) == 0.0
+
+
+def _newton_on_full_greeks(option_type: str, price: float, strike: float, years: float,
+                           rate: float, guess: float) -> float:
+    """The solver as first written (each step from ``bs_greeks``): the reference the
+    price-and-vega-only solver must reproduce bit for bit, so no published IV moved."""
+    low, high = 1e-4, 20.0
+    lower, upper = price_bounds(option_type, SPOT, strike, years, rate)
+    if not lower < price < upper or bs_price(option_type, SPOT, strike, years, high, rate) < price \
+            or bs_price(option_type, SPOT, strike, years, low, rate) > price:
+        return 0.0
+    vol = guess
+    for _ in range(200):
+        greeks = bs_greeks(option_type, SPOT, strike, years, vol, rate)
+        error = greeks.price - price
+        if abs(error) < 1e-10 * price:
+            return vol
+        if error > 0:
+            high = vol
+        else:
+            low = vol
+        vega_per_unit = greeks.vega * 100.0
+        candidate = vol - error / vega_per_unit if vega_per_unit > 1e-12 else -1.0
+        vol = candidate if low < candidate < high else 0.5 * (low + high)
+        if high - low < 1e-12:
+            break
+    return vol
+
+
+@pytest.mark.parametrize("strike,years,vol,rate", CASES)
+@pytest.mark.parametrize("option_type", ["C", "P"])
+def test_implied_vol_iterates_exactly_as_a_full_greeks_newton(option_type: str, strike: float, years: float,
+                                                                vol: float, rate: float) -> None:
+    theo = bs_price(option_type, SPOT, strike, years, vol, rate)
+    for price in (theo, theo * 0.93, theo * 1.07, float(math.floor(theo * 0.9)), float(math.ceil(theo * 1.1))):
+        for guess in (vol, 0.5, 2.5):
+            assert implied_vol(option_type, price, SPOT, strike, years, rate, guess=guess) == \
+                _newton_on_full_greeks(option_type, price, strike, years, rate, guess)

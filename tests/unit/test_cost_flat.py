@@ -364,10 +364,11 @@ def test_a_quote_is_the_symbols_row_of_the_one_cached_chain():
     last = market.quote("BTCUSD-27MAR26-119900-C")
     assert client.chain_calls == 1
     assert first.mark == 500.0 and last.mark == 899.0
+    payload = market._chains[1774598400000].value            # the one fetch, indexed by symbol
+    assert payload.row("BTCUSD-27MAR26-80000-C") is first and payload.row("BTCUSD-27MAR26-119900-C") is last
     chain = market.chain(1774598400000)
+    assert len(chain) == 400 and client.chain_calls == 1
     assert last is next(row for row in chain if row.symbol == "BTCUSD-27MAR26-119900-C")
-    (mapping,) = [m for rows, m in market._by_symbol.values() if rows is chain]
-    assert len(mapping) == 400 and mapping["BTCUSD-27MAR26-80000-C"] is first
 
 
 def test_a_refetched_chain_gets_its_own_map_and_the_old_one_is_dropped():
@@ -378,9 +379,8 @@ def test_a_refetched_chain_gets_its_own_map_and_the_old_one_is_dropped():
     clock.advance(10.0)                                      # older than max_age: refetched
     after = market.quote("BTCUSD-27MAR26-80000-C", max_age=5.0)
     assert client.chain_calls == 2 and after is not before and after.as_of > before.as_of
-    chains = [rows for rows, _m in market._by_symbol.values() if rows and rows[0].symbol.endswith("-C")
-              and hasattr(rows[0], "mark")]
-    assert len(chains) == 1                                  # only the cached chain keeps a map
+    assert list(market._chains) == [1774598400000]          # only the new fetch is kept, with its index
+    assert market._chains[1774598400000].value.row("BTCUSD-27MAR26-80000-C") is after
     with pytest.raises(Exception, match="not in the chain"):
         market._row_in_chain("BTCUSD-27MAR26-1-C", 1774598400000, 5.0)
 

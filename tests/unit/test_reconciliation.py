@@ -135,6 +135,12 @@ class FakeLedger:
     def orders(self, trade_id: str | None = None) -> list[FakeOrder]:
         return list(self._orders)
 
+    def vanished_orders(self) -> list[FakeOrder]:
+        return [o for o in self.orders() if o.status is OrderStatus.VANISHED]
+
+    def orders_updated_since(self, since: float) -> list[FakeOrder]:
+        return [o for o in self.orders() if float(o.updated_at) >= since]
+
     def get(self, coid: int) -> FakeOrder | None:
         return next((o for o in self._orders if o.client_order_id == coid), None)
 
