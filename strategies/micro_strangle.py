@@ -6,8 +6,9 @@ few simulated minutes shows every stage in the log. The size (0.01 BTC per leg) 
 risk to a few dollars of premium even on a real account.
 
 The keyword parameters are the numbers a sweep varies (``python main.py sweep``,
-docs/SWEEPS.md); their defaults are the strategy the daemon runs, so ``micro_strangle()``
-builds exactly what it always built.
+docs/SWEEPS.md); their defaults are the strategy the daemon runs. Limit pricing is phased
+(fair value first, then across the touch): on the same seeds it cost 6 % of the half-spread
+instead of 100 % and halved the loss of the round trips (docs/EXECUTION_DEFAULTS.md).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def micro_strangle(*, qty: float = 0.01, call_delta: float = 0.25, put_delta: fl
                    min_available_margin_pct: float = 50, profit_target_pct: float = 30, max_loss_pct: float = 60,
                    max_hold_hours: float = 0.25, cooldown_seconds: float = 900.0, execution_mode: str = "limit",
                    fill_timeout_seconds: float = 30.0, aggressive_buffer_pct: float = 2.0,
-                   max_requote_rounds: int = 10, limit_pricing: str = "touch") -> StrategyConfig:
+                   max_requote_rounds: int = 10, limit_pricing: str = "phased") -> StrategyConfig:
     return StrategyConfig(
         name="micro_strangle",
         # Long (side=1) 0.25-delta call and put on the next daily expiry.

@@ -139,28 +139,31 @@ def test_a_bad_period_is_refused_with_the_fix(start, end, days, fragment):
 # ---- --market FILE: a recorded option chain replayed (docs/HISTORY.md) ----------------------
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "synthetic_deribit_options_chain_sample.csv.gz"
+STALE_SECONDS = 300           # a recorded row older than this shows no book (SimulatorConfig.history_stale_seconds)
 LEG = re.compile(r"(BUY|SELL) [\d.]+ (\S+) open [\d.]+@([\d.]+) close [\d.]+@([\d.]+)")
 
 
-def recorded_sides(path: Path) -> tuple[dict[str, set[float]], dict[str, set[float]]]:
-    """Every recorded ask and bid of each option in USD, converted here as docs/HISTORY.md says
-    (BTC price x underlying price; asks rounded up and bids down to the 1 USD tick)."""
+def recorded_quotes(path: Path) -> dict[str, list[tuple[float, float | None, float | None]]]:
+    """Per option: (time, bid, ask) of every recorded row, in USD, converted here as docs/HISTORY.md
+    says (BTC price x underlying price; asks rounded up and bids down to the 1 USD tick)."""
     import gzip
     import math
-    asks: dict[str, set[float]] = {}
-    bids: dict[str, set[float]] = {}
+    quotes: dict[str, list[tuple[float, float | None, float | None]]] = {}
     with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(line for line in handle if not line.startswith("#")):
-            symbol = row["symbol"].replace("BTC-", "BTCUSD-", 1)
             underlying = float(row["underlying_price"])
-            if row["ask_price"]:
-                asks.setdefault(symbol, set()).add(float(math.ceil(float(row["ask_price"]) * underlying)))
-            if row["bid_price"]:
-                bids.setdefault(symbol, set()).add(float(math.floor(float(row["bid_price"]) * underlying)))
-    return asks, bids
+            bid = float(math.floor(float(row["bid_price"]) * underlying)) if row["bid_price"] else None
+            ask = float(math.ceil(float(row["ask_price"]) * underlying)) if row["ask_price"] else None
+            quotes.setdefault(row["symbol"].replace("BTC-", "BTCUSD-", 1), []).append(
+                (int(row["timestamp"]) / 1e6, bid, ask))
+    return quotes
 
 
-def test_a_replay_of_a_recorded_chain_trades_only_at_recorded_quotes(tmp_path, capsys):
+def test_a_replay_of_a_recorded_chain_trades_only_against_recorded_quotes(tmp_path, capsys):
+    """Every fill is justified by the recording, never by a mid: a buy at p needs a recorded ask
+    <= p in force while the trade was opening, a sell at p a recorded bid >= p while it was open (a taker
+    fill is at the recorded price; a resting order fills at its own price when a later row
+    trades through it)."""
     out = tmp_path / "replay"
     code = main_module.main(["backtest", "--strategy", "micro_strangle", "--market", str(SAMPLE), "--days", "0.1",
                              "--out", str(out)], env=LIVE_ENV, dotenv_path=None)
@@ -170,14 +173,18 @@ def test_a_replay_of_a_recorded_chain_trades_only_at_recorded_quotes(tmp_path, c
     assert summary["period"]["from"] == "2025-01-06T00:00:00.000Z"    # the recording's first row
     rows = read_trades(out)
     assert len(rows) >= 3
-    asks, bids = recorded_sides(SAMPLE)
+    quotes = recorded_quotes(SAMPLE)
     fills = 0
     for row in rows:
+        created_at, opened_at = instant(row["created_at"]), instant(row["opened_at"])
+        closed_at = instant(row["closed_at"]) if row["closed_at"] else None
         for side, symbol, opened, closed in LEG.findall(row["legs"]):
             assert side == "BUY"                      # micro_strangle buys, then sells back
-            assert float(opened) in asks[symbol], (symbol, opened)    # bought at a recorded ask
-            if row["state"] == "CLOSED":
-                assert float(closed) in bids[symbol], (symbol, closed)  # sold at a recorded bid
+            assert any(ask is not None and ask <= float(opened) and created_at - STALE_SECONDS <= t <= opened_at
+                       for t, _bid, ask in quotes[symbol]), (symbol, opened)
+            if closed_at is not None:
+                assert any(bid is not None and bid >= float(closed) and opened_at <= t <= closed_at
+                           for t, bid, _ask in quotes[symbol]), (symbol, closed)
             fills += 1
     assert fills >= 6
 

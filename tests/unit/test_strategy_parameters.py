@@ -41,8 +41,9 @@ def old_micro_strangle() -> StrategyConfig:
         max_trades_per_day=12,
         cooldown_seconds=900.0,
         check_interval_seconds=60.0,
-        execution_params=ExecutionParams(fill_timeout_seconds=30.0, aggressive_buffer_pct=2.0,
-                                         max_requote_rounds=10),
+        # Phased limit pricing since issue 11's comparison (docs/EXECUTION_DEFAULTS.md).
+        execution_params=ExecutionParams.phased(fill_timeout_seconds=30.0, aggressive_buffer_pct=2.0,
+                                                max_requote_rounds=10),
         metadata={"purpose": "smoke round trip"},
     )
 
@@ -137,7 +138,8 @@ def test_the_comparison_sees_a_changed_number():
 
 CHANGED_STRINGS = {("execution_mode", "limit"): "auto", ("execution_mode", "auto"): "limit",
                    ("execution_mode", "smart"): "limit", ("quoting_strategy", "mid"): "top_of_book",
-                   ("limit_pricing", "touch"): "phased"}
+                   ("limit_pricing", "touch"): "phased",
+                   ("limit_pricing", "phased"): "touch"}
 
 
 def another_value(name: str, default: Any) -> Any:

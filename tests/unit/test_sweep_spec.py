@@ -43,8 +43,8 @@ def test_factory_keywords_and_config_fields_both_reach_the_strategy():
                                                              "execution_params.max_requote_rounds": 4})
     assert config.legs == micro_strangle(call_delta=0.3).legs
     assert config.max_concurrent_trades == 2
-    assert config.execution_params == ExecutionParams(fill_timeout_seconds=30.0, aggressive_buffer_pct=2.0,
-                                                      max_requote_rounds=4)
+    assert config.execution_params == ExecutionParams.phased(fill_timeout_seconds=30.0, aggressive_buffer_pct=2.0,
+                                                             max_requote_rounds=4)
 
 
 def test_a_sub_config_the_factory_left_unset_starts_from_its_defaults():
