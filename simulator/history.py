@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import csv
 import dataclasses
-import fnmatch
 import gzip
 import io
 import logging
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from simulator.calendar import FRIDAY, QUARTER_MONTHS, format_strike, format_symbol, last_friday_ms, parse_symbol
 from simulator.market import Book, Instrument, MarketConfig, MarketModel, OptionQuote
+from simulator.side_faults import EmptySides
 
 if TYPE_CHECKING:  # config imports the exchange, which must not import this module back
     from simulator.config import SimulatorConfig
@@ -377,7 +377,7 @@ class HistoryMarket:
         self._now_ms = int(start_ms)
         self._stale_ms = round(stale_seconds * 1000)
         self._frozen_value: float | None = None
-        self._empty_sides: dict[str, str] = {}
+        self._empty_sides = EmptySides()
         self._fault_version = 0
         self._rows = data.rows
         self._times = {symbol: [row.time_ms for row in rows] for symbol, rows in data.rows.items()}
@@ -629,13 +629,8 @@ class HistoryMarket:
             return [], []
         bids = [(row.bid, row.bid_size)] if row.bid > 0 and row.bid_size > 0 else []
         asks = [(row.ask, row.ask_size)] if row.ask > 0 and row.ask_size > 0 else []
-        for pattern, side in self._empty_sides.items():
-            if fnmatch.fnmatchcase(row.symbol, pattern):
-                if side in ("bid", "both"):
-                    bids = []
-                if side in ("ask", "both"):
-                    asks = []
-        return bids, asks
+        bid_empty, ask_empty = self._empty_sides.of(row.symbol)
+        return ([] if bid_empty else bids), ([] if ask_empty else asks)
 
     # ------------------------------------------------------------------ fault switches
 
@@ -654,16 +649,8 @@ class HistoryMarket:
 
     def set_empty_side(self, pattern: str, side: str | None) -> None:
         """Empty one recorded side of every symbol matching ``pattern`` (as ``MarketModel`` does)."""
-        if side not in ("bid", "ask", "both", None):
-            raise ValueError(f"side must be 'bid', 'ask', 'both' or None, got {side!r}")
         with self._lock:
-            if side is None:
-                if pattern == "*":
-                    self._empty_sides.clear()
-                else:
-                    self._empty_sides.pop(pattern, None)
-            else:
-                self._empty_sides[pattern] = side
+            self._empty_sides.set(pattern, side)
             self._fault_version += 1
 
     def set_scripted_path(self, points: Sequence[tuple[int, float]] | None) -> None:
@@ -686,7 +673,7 @@ class HistoryMarket:
                 "now_ms": self._now_ms,
                 "stale_ms": self._stale_ms,
                 "frozen_value": self._frozen_value,
-                "empty_sides": dict(self._empty_sides),
+                "empty_sides": self._empty_sides.to_state(),
             }
 
     @classmethod
@@ -700,7 +687,7 @@ class HistoryMarket:
         market = cls(data, config, int(state["now_ms"]), stale_seconds=int(state["stale_ms"]) / 1000)
         frozen = state.get("frozen_value")
         market._frozen_value = float(frozen) if frozen is not None else None
-        market._empty_sides = dict(state.get("empty_sides") or {})
+        market._empty_sides = EmptySides(state.get("empty_sides"))
         return market
 
 

@@ -20,7 +20,6 @@ that tests flip; they never consume the index RNG, so a fault does not shift the
 from __future__ import annotations
 
 import bisect
-import fnmatch
 import hashlib
 import logging
 import math
@@ -38,6 +37,7 @@ from simulator.calendar import (
     raw_expiry_schedule,
 )
 from simulator.pricing import Greeks, bs_greeks, implied_vol, years_between
+from simulator.side_faults import EmptySides
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ class MarketModel:
         self._strike_bounds: dict[int, dict[str, tuple[int, int] | None]] = {}
         self._delivery: dict[int, float] = {}
         self._next_roll_ms = start_ms
-        self._empty_sides: dict[str, str] = {}
+        self._empty_sides = EmptySides()
         self._fault_version = 0
         self._listing_version = 0
         self._sorted_cache: tuple[int, list[Instrument]] | None = None
@@ -804,12 +804,7 @@ class MarketModel:
 
     def _faulted_sides(self, symbol: str) -> tuple[bool, bool]:
         """(bid side emptied, ask side emptied) by the ``set_empty_side`` faults."""
-        bid_empty = ask_empty = False
-        for pattern, side in self._empty_sides.items():
-            if fnmatch.fnmatchcase(symbol, pattern):
-                bid_empty = bid_empty or side in ("bid", "both")
-                ask_empty = ask_empty or side in ("ask", "both")
-        return bid_empty, ask_empty
+        return self._empty_sides.of(symbol)
 
     def _apply_side_faults(self, symbol: str, book: Book) -> Book:
         bid_empty, ask_empty = self._faulted_sides(symbol)
@@ -852,16 +847,8 @@ class MarketModel:
         ``side`` is 'bid', 'ask' or 'both'; ``None`` removes that pattern's fault
         (``set_empty_side("*", None)`` removes all of them).
         """
-        if side not in ("bid", "ask", "both", None):
-            raise ValueError(f"side must be 'bid', 'ask', 'both' or None, got {side!r}")
         with self._lock:
-            if side is None:
-                if pattern == "*":
-                    self._empty_sides.clear()
-                else:
-                    self._empty_sides.pop(pattern, None)
-            else:
-                self._empty_sides[pattern] = side
+            self._empty_sides.set(pattern, side)
             self._fault_version += 1
 
     def set_scripted_path(self, points: Sequence[tuple[int, float]] | None) -> None:
@@ -905,7 +892,7 @@ class MarketModel:
                 },
                 "delivery_prices": {str(e): p for e, p in self._delivery.items()},
                 "next_roll_ms": self._next_roll_ms,
-                "empty_sides": dict(self._empty_sides),
+                "empty_sides": self._empty_sides.to_state(),
                 "scripted_path": self._script.points() if self._script else None,
             }
 
@@ -943,7 +930,7 @@ class MarketModel:
         }
         model._delivery = {int(e): float(p) for e, p in state["delivery_prices"].items()}
         model._next_roll_ms = int(state["next_roll_ms"])
-        model._empty_sides = dict(state.get("empty_sides") or {})
+        model._empty_sides = EmptySides(state.get("empty_sides"))
         points = state.get("scripted_path")
         model._script = _ScriptedPath([(int(t), float(p)) for t, p in points]) if points else None
         return model
