@@ -2,8 +2,9 @@
 
 Collects the overnight theta of the daily options. Entries only in the 09:00-12:00 UTC
 window and once per UTC day; the trade leaves on a USD profit target, a USD stop, or after
-20 hours (before the 08:00 expiry of the next day). Limit execution: at 0.1 BTC per leg the
-notional (about 2 x 0.1 x index) would route to the smart engine under ``auto``.
+20 hours (before the 08:00 expiry of the next day). Smart execution (the chunked multi-leg
+order-book engine): on the same seeds it beat limit orders on every seed (+65.40 USD mean
+against +62.38 phased and +44.87 crossing the touch; docs/EXECUTION_DEFAULTS.md).
 
 The keyword parameters are the numbers a sweep varies (docs/SWEEPS.md); their defaults are
 the strategy the daemon runs.
@@ -19,7 +20,7 @@ from trade_execution import ExecutionParams
 def daily_short_strangle(*, qty: float = 0.1, call_delta: float = 0.20, put_delta: float = -0.20,
                          entry_start_hour: int = 9, entry_end_hour: int = 12, min_available_margin_pct: float = 60,
                          profit_target_usd: float = 25.0, max_loss_usd: float = 100.0, max_hold_hours: float = 20,
-                         execution_mode: str = "limit", limit_pricing: str = "touch") -> StrategyConfig:
+                         execution_mode: str = "smart", limit_pricing: str = "touch") -> StrategyConfig:
     return StrategyConfig(
         name="daily_short_strangle",
         legs=strangle(qty, call_delta=call_delta, put_delta=put_delta, dte="next", side=2),
@@ -31,6 +32,7 @@ def daily_short_strangle(*, qty: float = 0.1, call_delta: float = 0.20, put_delt
         max_concurrent_trades=1,
         max_trades_per_day=1,
         check_interval_seconds=60.0,
-        # "touch": the engine's default parameters (cross the touch); "phased": work at fair first.
+        # With execution_mode="limit": "touch" is the engine's default parameters (cross the
+        # touch); "phased" works at fair value first.
         execution_params=None if limit_pricing == "touch" else ExecutionParams.with_pricing(limit_pricing),
     )
