@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "backtest", help="run the strategies over a simulated period on the embedded simulator, as fast as possible",
         description="Runs the configured strategies (or --strategy) through the daemon's own code against the "
                     "embedded simulator on lock-step simulated time, with no pacing. Everything is written under "
-                    "--out: the state, the log, trades.csv and summary.json. Never touches a live account.",
+                    "--out: the state, the log, trades.csv, summary.json and report.html. Never touches a live account.",
     )
     backtest.add_argument("--days", type=_positive_float, default=None,
                           help=f"length of the period (default {DEFAULT_DAYS:g}; with neither --from nor --to the "
