@@ -118,7 +118,10 @@ def market_label(scenario: str | None, history: Path | None) -> str:
 
 def check_history_period(history: Path, period: BacktestPeriod) -> None:
     """A replay's period must lie inside the recording: outside it there is no market at all."""
-    first, last = history_span_seconds(history)
+    _require_inside(history, period, *history_span_seconds(history))
+
+
+def _require_inside(history: Path, period: BacktestPeriod, first: float, last: float) -> None:
     if period.start < first or period.end > last:
         raise ConfigError(f"--market {str(history)!r} covers {iso_utc(first)} to {iso_utc(last)}; the period "
                           f"{iso_utc(period.start)} to {iso_utc(period.end)} is not inside it: choose --from/--to "
@@ -135,7 +138,7 @@ def history_period(history: Path, start_text: str | None, end_text: str | None, 
         period = choose_period(iso_utc(first), None, days, first)
     else:
         period = choose_period(start_text, end_text, days, first)
-    check_history_period(history, period)
+    _require_inside(history, period, first, last)   # the span read once: a recording can be gigabytes
     return period
 
 
