@@ -44,12 +44,12 @@ import secrets
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from typing import Any, Callable, Iterable
 
 from simulator.errors import SimError
 from simulator.payload import RawJSON
 from simulator.pricing import implied_vol, years_between
+from simulator.records import FillRecords, OrderRecords
 from simulator.rfq_makers import (
     BUY as RFQ_BUY,
     SELL as RFQ_SELL,
@@ -476,7 +476,7 @@ class _TakerVolume:
     are always those of a full scan.
     """
 
-    def __init__(self, source: dict[int, "Fill"]) -> None:
+    def __init__(self, source: FillRecords) -> None:
         self.source = source
         self._seen = 0
         self._window: deque[Fill] = deque()
@@ -486,7 +486,7 @@ class _TakerVolume:
         """The sums over taker fills with ``time_ms >= since_ms``."""
         if len(self.source) > self._seen:
             ordered = True
-            for fill in islice(self.source.values(), self._seen, None):
+            for fill in self.source.since(self._seen):
                 if not fill.is_taker or fill.time_ms < since_ms:
                     continue
                 if self._window and fill.time_ms < self._window[-1].time_ms:
@@ -558,9 +558,9 @@ class SimExchange:
         self._ids = _IdSource()
         self._accounts_by_key: dict[str, Account] = {}
         self._accounts_by_uid: dict[int, Account] = {}
-        self._orders: dict[int, Order] = {}
+        self._orders = OrderRecords()
         self._live: set[int] = set()
-        self._fills: dict[int, Fill] = {}
+        self._fills = FillRecords()
         self._exercises: list[ExerciseRecord] = []
         self._block_trades: list[BlockTrade] = []
         self._consumed: dict[str, dict[str, Any]] = {}
@@ -761,9 +761,9 @@ class SimExchange:
         keep naming their order's clientOrderId in trade history: the execution ledger is
         what the surviving positions were built from.
         """
-        self._forgotten_orders.update(self._orders)
+        self._forgotten_orders.update(self._orders.by_id)
         forgotten = len(self._orders)
-        self._orders = {}
+        self._orders = OrderRecords()
         self._live = set()
         log.warning("simulated exchange restarted without its order state: %d orders forgotten", forgotten)
         return forgotten
@@ -772,11 +772,11 @@ class SimExchange:
         """A fresh account on every key: no orders, fills, positions, settlements or RFQs; the
         starting balance. Accounts (keys, secrets, ids, permissions), the market, the clock,
         the id sequence (ids are never reused) and exchange-level faults survive."""
-        self._forgotten_orders.update(self._orders)
-        self._forgotten_fills.update(self._fills)
-        self._orders = {}
+        self._forgotten_orders.update(self._orders.by_id)
+        self._forgotten_fills.update(self._fills.by_id)
+        self._orders = OrderRecords()
         self._live = set()
-        self._fills = {}
+        self._fills = FillRecords()
         self._exercises = []
         self._block_trades = []
         self._desk.load_state({})
@@ -1051,7 +1051,7 @@ class SimExchange:
             iv=quote.iv if quote else 0.0, reduce_only=order.reduce_only, realized=_money(realized),
             report_price=price if report_price is None else report_price, block_trade_id=block_trade_id,
         )
-        self._fills[fill.trade_id] = fill
+        self._fills.add(fill)
         order.fill_ids.append(fill.trade_id)
         order.filled_lots += lots
         order.fee = _money(order.fee + fee)
@@ -1463,8 +1463,7 @@ class SimExchange:
             return order
         if _present(params, "clientOrderId"):
             client_id = parse_int(params["clientOrderId"], "clientOrderId")
-            matches = [o for o in self._orders.values()
-                       if o.user_id == account.user_id and o.client_order_id == client_id]
+            matches = self._orders.with_client_order_id(account.user_id, client_id)
             if not matches:
                 raise SimError(E_ORDER_NOT_FOUND, "Order does not exist")
             live = [o for o in matches if o.is_live]
@@ -1558,7 +1557,7 @@ class SimExchange:
     def _place(self, account: Account, params: dict) -> Order:
         order = self._build_order(account, params)
         order.order_id = self._ids.next()
-        self._orders[order.order_id] = order
+        self._orders.add(order)
         self._live.add(order.order_id)
         self._match_taker(order)
         return order
@@ -1804,8 +1803,12 @@ class SimExchange:
         instrument = self.market.instrument(symbol) if isinstance(symbol, str) else None
         if instrument is None:
             raise SimError(E_UNKNOWN_INSTRUMENT, "Instrument ID does not exist")
-        prints = [f for f in self._fills.values()
-                  if f.symbol == symbol and f.is_taker and f.trade_type != TT_BLOCK]
+        prints: list[Fill] = []
+        for f in reversed(self._fills.on_symbol(instrument.symbol)):   # newest first: ids grow with time
+            if f.is_taker and f.trade_type != TT_BLOCK:
+                prints.append(f)
+                if len(prints) == 100:
+                    break
         prints.sort(key=lambda f: f.trade_id, reverse=True)
         return [{"symbol": f.symbol, "displayName": instrument.display_name, "price": num_str(f.price),
                  "qty": num_str(_qty(f.lots), 2), "time": f.time_ms, "tradeSide": f.side} for f in prints[:100]]
@@ -1942,6 +1945,7 @@ class SimExchange:
         orders = self._account_live_orders(account)
         lag_ms = int(round(self.faults.fill_report_lag_seconds * 1000))
         if lag_ms > 0:
+            # Only under the fill-report-lag fault: a resting order filled now may be old, so scan.
             orders += [o for o in self._orders.values() if o.user_id == account.user_id and not o.is_live
                        and o.state == ST_FILLED and o.update_ms > self._now - lag_ms]
         return orders
@@ -2098,8 +2102,8 @@ class SimExchange:
         size, from_id, direction = self._cursor_args(params, HISTORY_MAX_PAGE)
         start, end = self._time_window(params)
         symbol = params.get("symbol") if _present(params, "symbol") else None
-        orders = [o for o in self._orders.values() if o.user_id == account.user_id
-                  and start <= o.create_ms <= end and (symbol is None or o.symbol == symbol)]
+        orders = [o for o in self._orders.created_between(account.user_id, start, end)
+                  if symbol is None or o.symbol == symbol]
         orders.sort(key=lambda o: o.order_id, reverse=True)
         page, has_next, has_pre = _cursor_page(orders, lambda o: o.order_id, from_id, direction, size)
         return {"list": [self._order_view(o) for o in page], "hasNext": has_next, "hasPre": has_pre}
@@ -2112,8 +2116,8 @@ class SimExchange:
         start, end = self._time_window(params)
         symbol = params.get("symbol") if _present(params, "symbol") else None
         lag_ms = int(round(self.faults.fill_report_lag_seconds * 1000))
-        fills = [f for f in self._fills.values() if f.user_id == account.user_id and start <= f.time_ms <= end
-                 and f.time_ms <= self._now - lag_ms and (symbol is None or f.symbol == symbol)]
+        fills = [f for f in self._fills.of_user_between(account.user_id, start, min(end, self._now - lag_ms))
+                 if symbol is None or f.symbol == symbol]
         fills.sort(key=lambda f: f.trade_id, reverse=True)
         page, has_next, has_pre = _cursor_page(fills, lambda f: f.trade_id, from_id, direction, size)
         return {"list": [self._fill_view(f) for f in page], "hasNext": has_next, "hasPre": has_pre}
@@ -2274,7 +2278,7 @@ class SimExchange:
                       trade_type=TT_BLOCK, time_in_force="GTC", price=quote.mark, lots=leg.lots, reduce_only=False,
                       client_order_id=None, create_ms=self._now, update_ms=self._now,
                       index_at_create=self.market.index_price())
-        self._orders[order.order_id] = order
+        self._orders.add(order)
         self._live.add(order.order_id)
         self._fill(order, leg.lots, leg.price, is_taker=True, fee_rate=self.config.block_taker_fee_rate,
                    report_price=quote.mark, block_trade_id=block_trade_id)
@@ -2519,9 +2523,9 @@ class SimExchange:
             exchange._now = max(int(state["now_ms"]), exchange._now)
             exchange._last_step = int(state["last_step"])
             exchange._ids.counter = int(state["id_counter"])
-            exchange._orders = {o["order_id"]: Order(**o) for o in state["orders"]}
-            exchange._live = {oid for oid, o in exchange._orders.items() if o.is_live}
-            exchange._fills = {f["trade_id"]: Fill(**f) for f in state["fills"]}
+            exchange._orders = OrderRecords(Order(**o) for o in state["orders"])
+            exchange._live = {o.order_id for o in exchange._orders.values() if o.is_live}
+            exchange._fills = FillRecords(Fill(**f) for f in state["fills"])
             exchange._exercises = [ExerciseRecord(**r) for r in state["exercises"]]
             exchange._block_trades = [BlockTrade(**t) for t in state["block_trades"]]
             exchange._consumed = {s: {"fp": u["fp"], "t": u["t"], "levels": dict(u["levels"])}

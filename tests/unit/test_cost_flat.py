@@ -390,16 +390,17 @@ def test_a_refetched_chain_gets_its_own_map_and_the_old_one_is_dropped():
 
 def test_the_incremental_taker_volume_equals_a_full_scan_as_time_and_fills_move():
     from simulator.exchange import DAY_MS, _TakerVolume
+    from simulator.records import FillRecords
 
     rng = random.Random(11)
-    fills: dict[int, Any] = {}
+    fills = FillRecords()
     volume = _TakerVolume(fills)
     now = 0
     for trade_id in range(600):
         now += rng.randint(0, 3 * 3_600_000)
         when = now - (rng.randint(0, 60_000) if rng.random() < 0.05 else 0)   # a few out of order
-        fills[trade_id] = SimpleNamespace(is_taker=rng.random() < 0.7, time_ms=when,
-                                          symbol=rng.choice("ABC"), lots=rng.randint(1, 9))
+        fills.add(SimpleNamespace(trade_id=trade_id, user_id=1, is_taker=rng.random() < 0.7,
+                                  time_ms=when, symbol=rng.choice("ABC"), lots=rng.randint(1, 9)))
         if rng.random() < 0.3:
             continue
         since = now - DAY_MS
