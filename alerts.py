@@ -11,6 +11,8 @@ Why it looks the way it does:
   which logs a failing write once per failure streak.
 * Timestamps come from the injected clock, so a simulated 48-hour run writes simulated
   times and tests can assert them.
+* Listeners (``add_listener``: the notifier, issue 12) are told of each alert after it is
+  written; a failing listener is logged and never reaches the caller, for the same reason.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from clock import Clock, iso_utc
+from display import fmt_fields
 from json_lines import JsonLineFile
 from seams import AlertSender
 
@@ -29,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 ALERTS_FILE_NAME = "alerts.log"
 RECENT_ALERTS_KEPT = 200
+
+AlertListener = Callable[["Alert"], object]
 
 # Accepted spellings of a level and the logging level each maps to.
 _LEVELS: dict[str, int] = {
@@ -87,7 +92,17 @@ class AlertSink:
         self._file = JsonLineFile(Path(log_dir) / ALERTS_FILE_NAME) if log_dir is not None else None
         self._recent: deque[Alert] = deque(maxlen=max(1, int(keep)))
         self._lock = threading.Lock()
+        self._listeners: list[AlertListener] = []
         self.count = 0
+
+    def add_listener(self, listener: AlertListener) -> None:
+        """Call ``listener(alert)`` after each alert is written (log and file).
+
+        It runs on the thread that raised the alert, so it must be quick (the notifier only
+        queues); whatever it raises is logged here and never reaches the alert's caller.
+        """
+        with self._lock:
+            self._listeners.append(listener)
 
     @property
     def path(self) -> Path | None:
@@ -118,11 +133,21 @@ class AlertSink:
             "ALERT %s: %s%s",
             record.kind,
             record.message,
-            f" {record.detail}" if record.detail else "",
+            f" ({fmt_fields(record.detail)})" if record.detail else "",
         )
         if self._file is not None:
             self._file.append(record.to_dict())
+        self._tell_listeners(record)
         return record
+
+    def _tell_listeners(self, record: Alert) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(record)
+            except Exception as exc:  # noqa: BLE001 - the sink never raises
+                self._log_safely(logging.ERROR, "alert listener failed on %s: %s", record.kind, exc)
 
     def recent(self, n: int = 20) -> list[Alert]:
         """The last ``n`` alerts, oldest first."""

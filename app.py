@@ -14,7 +14,8 @@ Why it looks the way it does (BEHAVIOUR.md 1.7, 6.0, 7.4, 7.5; docs/RECOVERY.md)
   reconciles the store with the exchange (``reconciliation.py``).
 * The loop is the scheduler's (``PositionMonitor.run_once``) on this thread. Each wake runs,
   in registration order: the reconciler, the lifecycle (executions and exits), the store
-  watch, the operator command queue, the strategy runners (entries), the status line. A
+  watch, the operator command queue, the strategy runners (entries), the status line, the
+  operator view (``operator_view.py``: the dashboard's data) and the daily summary. A
   failing iteration is logged and retried after one poll interval: the daemon never exits
   by itself. A signal only sets the ``StopFlag``; the run stops after the current wake,
   with no order sent and positions left as they are (each working order and each trade
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from account_manager import AccountManager
-from alerts import AlertSink, send_alert
+from alerts import Alert, AlertSink, send_alert
 from api_values import finite_number
 from clock import Clock, RealClock, SimulatedClock
 from coincall_payloads import (
@@ -47,9 +48,10 @@ from coincall_payloads import (
     read_listing,
 )
 from commands import CommandProcessor
+from dashboard import DashboardError, start_dashboard
 from conditions import ConditionHealth
 from config import STATE_DB_NAME, Settings, load_settings
-from display import fmt, fmt_time
+from display import fmt, fmt_qty, fmt_time
 from errors import AuthError, ConfigError, TraderError
 from events import EventJournal
 from exchange_connection import ExchangeConnection, open_exchange, read_server_time
@@ -57,7 +59,9 @@ from health import HealthReporter
 from instance_lock import InstanceLock
 from market_data import MarketData
 from multileg_orderbook import SmartOrderbookExecutor
+from notifications import Notifier, build_notifier
 from operations import TradesSnapshotExporter
+from operator_view import DailySummary, LogTail, RunningPnl, ViewBoard, ViewPublisher, ViewSources
 from order_ledger import Intent, OrderLedger
 from persistence import StateStore, StoreWatch
 from position_monitor import PositionMonitor
@@ -131,6 +135,12 @@ class TradingContext:
     connection: ExchangeConnection | None = None
     store_quarantined: Path | None = None
     reconciler: Reconciler | None = None
+    # Telegram / webhook notifications (docs/NOTIFICATIONS.md); None when none is configured.
+    # Built and subscribed here; its thread is started and stopped by run_locked.
+    notifier: Notifier | None = None
+    # The event journal every service writes to (set by build_context): the operator view's
+    # valuation and daily-summary events go through the same one (and its listeners).
+    journal: EventJournal | None = None
 
     def close(self) -> None:
         """Commit and close the store, then the connection we opened (never any position)."""
@@ -148,6 +158,26 @@ def alert_hook(alerts: AlertSender, level: str = "WARNING") -> Callable[[str, st
         alerts.alert(level, kind, detail)
 
     return hook
+
+
+def settings_notifier(settings: Settings, clock: Clock) -> Notifier | None:
+    """The notifier the settings ask for (not started), or None: then no thread at all.
+
+    The API key and secret are handed over as secrets to redact too: no message may carry one.
+    """
+    secrets = [settings.credentials.api_key, settings.credentials.api_secret] if settings.credentials else []
+    return build_notifier(clock, telegram_bot_token=settings.telegram_bot_token,
+                          telegram_chat_id=settings.telegram_chat_id, webhook_url=settings.notify_webhook_url,
+                          min_level=settings.notify_min_level, secrets=secrets)
+
+
+def notify_alerts(alerts: AlertSink, notifier: Notifier) -> None:
+    """Every alert, once written, is offered to the notifier (which only queues it)."""
+
+    def forward(alert: Alert) -> None:
+        notifier.handle_alert(alert.to_dict())
+
+    alerts.add_listener(forward)
 
 
 def _state_path(state_dir: str | Path) -> str | Path:
@@ -205,6 +235,9 @@ def build_context(
     log_path = Path(log_dir) if log_dir is not None else None
 
     alerts = AlertSink(log_path, clock)
+    notifier = settings_notifier(settings, clock)
+    if notifier is not None:
+        notify_alerts(alerts, notifier)
     on_alert = alert_hook(alerts)
     store, quarantined = StateStore.open(_state_path(state_dir), clock, durable=settings.durable_state)
     if quarantined is not None:
@@ -214,6 +247,8 @@ def build_context(
     account_manager = AccountManager(client, clock)
     account_manager.alert_on_outages(alerts)   # exchange_unreachable / exchange_recovered (issue 9)
     journal = EventJournal(clock, store=store, log_dir=log_path)
+    if notifier is not None:   # trades opened and closed, the daily summary
+        journal.add_listener(notifier.handle_event)
     ledger = OrderLedger(client, clock, prefix=int(settings.client_order_prefix), ts_diff_ms=int(settings.ts_diff_ms),
                          store=store, on_event=journal)
     executor = build_engines(client, ledger, market, clock, rfq_notional_threshold=rfq_notional_threshold,
@@ -237,7 +272,7 @@ def build_context(
         ledger=ledger, executor=executor, lifecycle_manager=lifecycle,
         position_monitor=monitor, store=store, alerts=alerts, health=health,
         condition_health=condition_health, connection=connection,
-        store_quarantined=quarantined, reconciler=reconciler,
+        store_quarantined=quarantined, reconciler=reconciler, notifier=notifier, journal=journal,
     )
 
 
@@ -422,7 +457,8 @@ def recover(ctx: TradingContext) -> bool:
     except Exception:
         logger.exception("restart recovery failed: every strategy starts paused")
         return False
-    logger.info("recovery: %s", report)
+    logger.info("recovery: %d trade(s) restored, %d active; abandoned at restart: %s", report["restored"],
+                len(report["active"]), ", ".join(report["abandoned"]) or "none")
     return True
 
 
@@ -573,10 +609,14 @@ def log_startup_summary(client: ExchangeClient, clock: Clock) -> None:
 
 
 class StatusReporter:
-    """Registered last on the monitor: one status line per poll, from data already fetched.
+    """Registered after the runners: one status line per poll, from data already fetched.
 
     It sends no request of its own except an index read that the cache usually answers
-    (the runners' data gate keeps it fresh).
+    (the runners' data gate keeps it fresh). The line has no time of its own (the log line's
+    stamp says when) and its figures are rounded. PnL is ``operator_view.RunningPnl`` (the sums of ``pnl_totals``), the
+    figures of ``status`` and the dashboard: realized over finished trades (CLOSED and FAILED),
+    unrealized on mark and on executable prices over the active ones (``n/a`` while a trade
+    cannot be valued, never a made-up 0).
     """
 
     callback_name = "StatusReporter"   # how the monitor names this callback
@@ -584,6 +624,7 @@ class StatusReporter:
     def __init__(self, ctx: TradingContext, runners: Sequence[StrategyRunner]) -> None:
         self._ctx = ctx
         self._runners = runners
+        self._pnl = RunningPnl(ctx.lifecycle_manager)
         self._last_snapshot: Any = None
 
     def __call__(self, snapshot: Any) -> None:
@@ -594,19 +635,31 @@ class StatusReporter:
             index = fmt(self._ctx.market_data.index_price(max_age=STATUS_INDEX_MAX_AGE_SECONDS))
         except TraderError:
             index = "n/a"
-        trades = self._ctx.lifecycle_manager.trades()
-        active = [t for t in trades if t.is_active]
+        totals = self._pnl.totals()
         logger.info(
-            "status %s index=%s equity=%s available_margin=%s positions=%d exchange=%s trades_active=%d "
-            "trades_total=%d paused=%s",
-            fmt_time(snapshot.timestamp), index, fmt(snapshot.equity), fmt(snapshot.available_margin),
-            snapshot.position_count, _reachability_text(self._ctx), len(active), len(trades),
+            "status index=%s equity=%s available_margin=%s positions=%d exchange=%s trades_active=%d "
+            "trades_total=%d realized=%s upnl_mark=%s upnl_exec=%s paused=%s",
+            index, fmt(snapshot.equity), fmt(snapshot.available_margin),
+            snapshot.position_count, _reachability_text(self._ctx), totals.trades_open, totals.trades_total,
+            fmt(totals.realized), fmt(totals.unrealized_mark), fmt(totals.unrealized_executable),
             ",".join(r.name for r in self._runners if r.is_paused) or "-",
         )
 
     def on_snapshot_error(self, error: Exception) -> None:
-        logger.info("status %s snapshot unavailable: %s exchange=%s", fmt_time(self._ctx.clock.now()), error,
-                    _reachability_text(self._ctx))
+        logger.info("status snapshot unavailable: %s exchange=%s", error, _reachability_text(self._ctx))
+
+
+def view_sources(ctx: TradingContext, settings: Settings, runners: Sequence[StrategyRunner],
+                 plan: RunPlan) -> ViewSources:
+    """What the operator view reads, from the context: services already built, no request."""
+    started_at = ctx.clock.now()
+    return ViewSources(
+        clock=ctx.clock, environment=settings.environment, simulated=settings.is_sim,
+        snapshots=ctx.position_monitor, exchange_up=lambda: ctx.account_manager.reachability.is_up,
+        lifecycle=ctx.lifecycle_manager, ledger=ctx.ledger, runners=runners,
+        alerts=ctx.alerts if isinstance(ctx.alerts, AlertSink) else None, reconciler=ctx.reconciler,
+        warnings=lambda: health_state(ctx, runners, started_at)["warnings"], entries=plan.entries,
+    )
 
 
 def _reachability_text(ctx: TradingContext) -> str:
@@ -681,10 +734,13 @@ def log_shutdown_state(ctx: TradingContext) -> None:
     lines = [f"{o.symbol} {o.side.name} {o.qty:g} @ {o.price:g} "
              f"clientOrderId={o.client_order_id} ({o.status.value}, trade {o.trade_id})" for o in orders]
     lines += [f"trade {t.id} ({t.strategy}, {t.state.value}) exposure "
-              + ", ".join(f"{t.legs[i].symbol} {qty:+g}" for i, qty in sorted(t.exposure().items()))
+              + ", ".join(f"{t.legs[i].symbol} {'+' if qty > 0 else ''}{fmt_qty(qty)}"
+                          for i, qty in sorted(t.exposure().items()))
               for t in trades]
     logger.warning("shutdown leaves %d working order(s) and %d trade(s) with exposure, untouched "
-                   "(recovery resolves them at the next start):\n  %s", len(orders), len(trades), "\n  ".join(lines))
+                   "(recovery resolves them at the next start):", len(orders), len(trades))
+    for line in lines:   # one record each: every line of the log starts with its time stamp
+        logger.warning("shutdown leaves %s", line)
 
 
 def cancel_open_orders_at_exit(ctx: TradingContext) -> None:
@@ -736,7 +792,8 @@ def daemon_loop(ctx: TradingContext, runners: Sequence[StrategyRunner], stop: St
                 logger.exception("monitor iteration failed; retrying after one poll interval")
                 wait_until(clock, clock.now() + monitor.poll_interval, stop)
             try:
-                ctx.health.maybe_report(health_state(ctx, runners, started_at))
+                if ctx.health.due():   # the state walks every trade: built only when a line is due
+                    ctx.health.maybe_report(health_state(ctx, runners, started_at))
                 if on_wake is not None:
                     on_wake(clock.now())
             except Exception:
@@ -776,6 +833,26 @@ class RunPlan:
     before_loop: Callable[[TradingContext], None] | None = None
     finished: Callable[[TradingContext], str | None] | None = None
     on_wake: Callable[[TradingContext, float], None] | None = None
+    # The operator view (the dashboard's data, STATE_DIR/operator_view.json, the valuation events):
+    # a backtest turns it off, nobody watches it there and it costs a third of a backtest's time.
+    operator_view: bool = True
+
+
+def started_text(settings: Settings, runners: Sequence[StrategyRunner], plan: RunPlan) -> str:
+    """The "daemon started" notification's body: where, what runs, whether it trades."""
+    where = "paper trading (sim)" if settings.is_sim else f"{settings.environment.upper()}, real money"
+    names = ", ".join(runner.name for runner in runners) or "none"
+    entries = "" if plan.entries else " (operator kill: no new entries)"
+    return f"{where}; strategies: {names}{entries}"
+
+
+def stop_text(code: int, stop: StopFlag) -> str:
+    """The "daemon stopped" notification's reason: the stop's own, or what the exit code means."""
+    if code == EXIT_OK:
+        return stop.reason or "requested"
+    meaning = {EXIT_CONFIG: "configuration refused", EXIT_STARTUP_FAILURE: "start-up failed",
+               EXIT_LOCKED: "another daemon holds the state directory"}.get(code, "error")
+    return f"exit code {code}: {meaning} (see the log)"
 
 
 def run_daemon(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[StrategyConfig],
@@ -816,11 +893,22 @@ def run_locked(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequen
             pacing = f"lock-step, paced at {clock.pace:g}x" if clock.pace > 0 else "lock-step, unpaced"
         else:
             pacing = f"speed {clock.speed:g}x" if isinstance(clock, SimulatedClock) else "n/a"
-        logger.info("simulated time %s, %s", fmt_time(clock.now()), pacing)
+        logger.info("simulated time %s, %s: every time stamp in this log is simulated time (UTC)",
+                    fmt_time(clock.now()), pacing)
+    notifier = ctx.notifier
+    if notifier is not None:
+        notifier.start()
+    ending = "stopped by an unexpected error (see the log)"
     try:
         code = _start_and_loop(ctx, settings, stop, configs, plan)
+        ending = stop_text(code, stop)
     finally:
-        ctx.close()
+        try:
+            ctx.close()
+        finally:
+            if notifier is not None:
+                notifier.daemon_stopped(ending)
+                notifier.stop()
     if code == EXIT_OK:
         logger.info("stopped cleanly")
     return code
@@ -854,6 +942,24 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
         for runner in runners:
             monitor.register(runner)
     monitor.register(StatusReporter(ctx, runners))
+    # The operator view (issue 12): built after the status line each poll, published to the board
+    # the dashboard reads, written to STATE_DIR/operator_view.json for `status`.
+    view_board = ViewBoard()
+    log_tail = LogTail()
+    if plan.operator_view:
+        monitor.register(ViewPublisher(view_sources(ctx, settings, runners, plan), view_board, log_tail=log_tail,
+                                       journal=ctx.journal, state_dir=settings.state_dir))
+    monitor.register(DailySummary(ctx.lifecycle_manager, ctx.journal))
+    # The dashboard (docs/DASHBOARD.md), on threads of its own: it reads the board and the log tail
+    # and writes only the command queue, through its own connection to the state db. The daemon's
+    # run only (not a command-line kill); a refused bind is a start-up error, before the loop.
+    try:
+        dashboard = (start_dashboard(settings, ctx.clock, view_board, log_tail, _state_path(settings.state_dir))
+                     if plan.entries else None)
+    except DashboardError as exc:
+        logger.error("configuration error: %s", exc)
+        complain(f"configuration error: {exc}")
+        return EXIT_CONFIG
     if plan.before_loop is not None:
         plan.before_loop(ctx)
     exporter = TradesSnapshotExporter(settings.state_dir)
@@ -869,7 +975,16 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
 
     plan_finished = plan.finished
     finished = (lambda: plan_finished(ctx)) if plan_finished is not None else None
-    daemon_loop(ctx, runners, stop, plan.run_for, on_wake=on_wake, finished=finished)
+    if ctx.notifier is not None:
+        ctx.notifier.daemon_started(started_text(settings, runners, plan))
+    if plan.operator_view:
+        log_tail.install(logging.getLogger())   # the dashboard's log tail, for this run only
+    try:
+        daemon_loop(ctx, runners, stop, plan.run_for, on_wake=on_wake, finished=finished)
+    finally:
+        log_tail.remove()
+        if dashboard is not None:
+            dashboard.stop()
     if identity.refusal is not None:
         return identity.refuse(identity.refusal)
     logger.info("stopping: %s", stop.reason or "requested")
@@ -877,5 +992,8 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
         cancel_open_orders_at_exit(ctx)
     log_shutdown_state(ctx)
     for runner in runners:
-        logger.info("strategy %s: %s", runner.name, runner.stats)
+        stats = runner.stats
+        logger.info("strategy %s: %d opened, %d closed (%d won, %d lost), %d failed; realized PnL %s USD, "
+                    "fees %s USD", runner.name, stats.opened, stats.closed, stats.wins, stats.losses, stats.failed,
+                    fmt(stats.realized_pnl), fmt(stats.fees))
     return EXIT_OK

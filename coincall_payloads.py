@@ -34,6 +34,7 @@ from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
 from api_values import finite_number, int_or_none
 from contracts import Contract, Side, parse_symbol
+from display import fmt_time
 from errors import PayloadError, StaleDataError
 
 logger = logging.getLogger(__name__)
@@ -200,8 +201,8 @@ def instrument_from_api(raw: Mapping[str, Any]) -> Instrument:
             raise StaleDataError(f"{what}: no expirationTimestamp and an unparseable symbol")
         expiry_ms = parsed.expiry_ms
     elif parsed is not None and parsed.expiry_ms != expiry_ms:
-        logger.warning("%s: symbol date says %d, exchange says %d; using the exchange value",
-                       symbol, parsed.expiry_ms, expiry_ms)
+        logger.warning("%s: symbol date says %s, exchange says %s; using the exchange value",
+                       symbol, fmt_time(parsed.expiry_ms / 1000.0), fmt_time(expiry_ms / 1000.0))
     base = raw.get("baseCurrency")
     if not isinstance(base, str) or not base:
         base = parsed.underlying if parsed is not None else ""

@@ -1,4 +1,4 @@
-"""Operator commands that act: ``kill`` and ``resume`` (BEHAVIOUR.md 7.6, 7.8).
+"""Operator commands that act: ``kill``, ``pause`` and ``resume`` (BEHAVIOUR.md 7.6, 7.8).
 
 Why it looks the way it does:
 
@@ -16,6 +16,10 @@ Why it looks the way it does:
   affected runners and force-closes their trades through ``LifecycleManager`` (reduce-only,
   intent kill, our client order ids). Other positions are closed only with
   ``--all-positions`` (trade sequence 0); orders that are not ours are never cancelled.
+* A ``pause`` stops a strategy's entries only: its open trades keep their exits, exactly
+  like any other pause. It comes from the command line or the dashboard, and its reason says
+  which, so the operator reading ``status`` knows who paused it. A strategy already paused
+  keeps its reason (a kill's pause is not overwritten by a later pause).
 * A broken or unknown command fails with a reason; it never stops the daemon.
 """
 from __future__ import annotations
@@ -42,7 +46,10 @@ logger = logging.getLogger(__name__)
 
 KIND_KILL = "kill"
 KIND_RESUME = "resume"
-COMMAND_KINDS = (KIND_KILL, KIND_RESUME)
+KIND_PAUSE = "pause"
+COMMAND_KINDS = (KIND_KILL, KIND_PAUSE, KIND_RESUME)
+# Where a pause came from; its reason names it ("paused from the dashboard").
+PAUSE_SOURCES = ("command line", "dashboard")
 
 # A command that raised this many wakes in a row (not a validation failure) is failed.
 MAX_COMMAND_ERRORS = 3
@@ -111,6 +118,32 @@ class ResumeRequest:
 
     def to_payload(self) -> dict:
         return {"strategy": self.strategy}
+
+
+@dataclass(frozen=True)
+class PauseRequest:
+    """``pause NAME`` (command line) or the dashboard's pause button: one strategy's entries stop."""
+
+    strategy: str
+    source: str = "command line"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.strategy, str) or not self.strategy:
+            raise CommandError(f"pause needs a strategy name, got {self.strategy!r}")
+        if self.source not in PAUSE_SOURCES:
+            raise CommandError(f"pause source must be one of {', '.join(PAUSE_SOURCES)}, got {self.source!r}")
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> "PauseRequest":
+        return cls(_strategy_of(payload) or "", str(payload.get("source") or "command line"))
+
+    def to_payload(self) -> dict:
+        return {"strategy": self.strategy, "source": self.source}
+
+    @property
+    def reason(self) -> str:
+        """The pause reason the runner keeps: it says who paused it."""
+        return f"paused from the {self.source}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -231,6 +264,8 @@ class CommandProcessor:
                 self._kill(command, have_snapshot)
             elif command["kind"] == KIND_RESUME:
                 self._resume(command)
+            elif command["kind"] == KIND_PAUSE:
+                self._pause(command)
             else:
                 raise CommandError(f"unknown command {command['kind']!r}; known: {', '.join(COMMAND_KINDS)}")
         except CommandError as exc:
@@ -245,7 +280,10 @@ class CommandProcessor:
             self._errors.pop(command_id, None)
 
     def _fail(self, command: dict, reason: str) -> None:
-        logger.error("command %d (%s %s) failed: %s", command["id"], command["kind"], command["payload"], reason)
+        payload = command["payload"]
+        asked = (", ".join(f"{key}={value}" for key, value in payload.items()) if isinstance(payload, Mapping)
+                 else str(payload))
+        logger.error("command %d (%s %s) failed: %s", command["id"], command["kind"], asked or "-", reason)
         try:
             self._ctx.store.update_command(command["id"], COMMAND_FAILED, {**(command["result"] or {}),
                                                                           "error": reason})
@@ -273,6 +311,17 @@ class CommandProcessor:
         resumed = resume_runners(self._ctx.store, self._runners, request.strategy)
         logger.warning("command %d: resumed %s", command["id"], ", ".join(resumed) or "nothing (none was paused)")
         self._ctx.store.update_command(command["id"], COMMAND_DONE, {"resumed": resumed})
+
+    # ---- pause --------------------------------------------------------------------------
+
+    def _pause(self, command: dict) -> None:
+        request = PauseRequest.from_payload(command["payload"])
+        self._require_known(request.strategy)
+        result = pause_runner(self._ctx.store, self._runners, request)
+        if result is None:
+            raise CommandError(f"strategy {request.strategy!r} has no runner here and no stored state to pause")
+        logger.warning("command %d: %s", command["id"], describe_pause(request.strategy, result))
+        self._ctx.store.update_command(command["id"], COMMAND_DONE, result)
 
     # ---- kill ---------------------------------------------------------------------------
 
@@ -425,6 +474,36 @@ def resume_runners(store: Store, runners: Mapping[str, RunnerControl], name: str
     return resumed
 
 
+def pause_runner(store: Store, runners: Mapping[str, RunnerControl], request: PauseRequest) -> dict | None:
+    """Pause one strategy's entries (its runner here, else its stored state).
+
+    A strategy already paused keeps its reason (a kill's pause stays a kill's pause); the
+    result says so. None when there is neither a runner nor stored state to pause.
+    """
+    name = request.strategy
+    runner = runners.get(name)
+    if runner is not None:
+        if runner.is_paused:
+            return {"paused": [], "already_paused": {name: runner.pause_reason}}
+        runner.pause(request.reason)
+        return {"paused": [name], "reason": request.reason}
+    already = stored_pause_reason(store, name)
+    if already is not None:
+        return {"paused": [], "already_paused": {name: already}}
+    if not set_stored_pause(store, name, request.reason):
+        return None
+    logger.warning("strategy %s paused (its runner state in the store): %s", name, request.reason)
+    return {"paused": [name], "reason": request.reason}
+
+
+def describe_pause(name: str, result: Mapping[str, Any]) -> str:
+    """What a pause did, in one phrase."""
+    if result.get("paused"):
+        return f"paused {name} ({result.get('reason') or 'paused'}); its open trades keep their exits"
+    already = (result.get("already_paused") or {}).get(name, "paused")
+    return f"{name} was already paused ({already}); nothing changed"
+
+
 # ---------------------------------------------------------------------------------------
 # Reporting
 # ---------------------------------------------------------------------------------------
@@ -452,6 +531,8 @@ def describe_command(command: Mapping[str, Any]) -> str:
     head = f"{command['kind']} command {command['id']} {command['status']}"
     if command["status"] == COMMAND_FAILED:
         return f"{head}: {result.get('error', 'no reason recorded')}"
+    if command["kind"] == KIND_PAUSE and command["status"] == COMMAND_DONE:
+        return f"{head}: {describe_pause(str((command.get('payload') or {}).get('strategy')), result)}"
     if command["kind"] == KIND_RESUME and command["status"] == COMMAND_DONE:
         return f"{head}: resumed {', '.join(result.get('resumed') or []) or 'nothing (none was paused)'}"
     if command["kind"] == KIND_KILL and command["status"] == COMMAND_DONE:
@@ -489,7 +570,7 @@ def queue_and_wait(store: Store, kind: str, payload: dict, clock: Clock, *, time
 
 
 __all__ = [
-    "CommandProcessor", "CommandError", "KillRequest", "ResumeRequest", "FINISHED",
-    "queue_and_wait", "resume_runners", "set_stored_pause", "describe_command", "kill_summary",
-    "kill_pause_reason", "KIND_KILL", "KIND_RESUME",
+    "CommandProcessor", "CommandError", "KillRequest", "PauseRequest", "ResumeRequest", "FINISHED",
+    "queue_and_wait", "pause_runner", "resume_runners", "set_stored_pause", "describe_command", "describe_pause",
+    "kill_summary", "kill_pause_reason", "KIND_KILL", "KIND_PAUSE", "KIND_RESUME", "PAUSE_SOURCES",
 ]

@@ -348,6 +348,53 @@ class ExitCondition(Condition):
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         raise NotImplementedError
 
+    def progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        """How close this rule is to firing: ``(fraction, detail)``, for people (the operator view).
+
+        ``fraction`` is 0 when far, 1 when the rule fires now (clamped to ``[0, 1]``), None when
+        it cannot be said; ``detail`` says why in words. Why it never raises: the view is built
+        on the monitor thread every poll, and a rule that cannot be judged (stale quotes, a
+        trade not open yet) must show as unknown, never break the view or pass for "far".
+        Display only: the lifecycle decides exits with ``__call__``, never with this.
+        """
+        try:
+            return self._progress(snapshot, trade)
+        except StaleDataError:
+            return None, "unevaluable: stale quotes"
+        except Exception as error:  # noqa: BLE001 - a display figure never raises
+            return None, f"unevaluable: {type(error).__name__}: {error}"
+
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        return None, "how close this rule is to firing is not measured"
+
+
+def _fraction(value: float, limit: float) -> float:
+    """``value / limit`` clamped to ``[0, 1]``; a zero limit is reached by any positive value."""
+    if limit <= 0:
+        return 1.0 if value > 0 else 0.0
+    return min(1.0, max(0.0, value / limit))
+
+
+def _elapsed_progress(start: float | None, deadline: float, now: float, what: str) -> tuple[float | None, str]:
+    """Elapsed share of ``start`` → ``deadline`` (a trade's time exits), with the time left in words."""
+    if start is None:
+        return None, "not open yet"
+    left = deadline - now
+    fraction = _fraction(now - start, deadline - start) if deadline > start else 1.0
+    if left <= 0:
+        return fraction, f"{what} reached"
+    return fraction, f"{left / 3600.0:.2f} h left until {what}"
+
+
+def exit_progress(cond: Any, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+    """``progress`` of any exit rule: a factory-made one measures itself, a plain function cannot.
+
+    Never raises, like ``ExitCondition.progress``.
+    """
+    if isinstance(cond, ExitCondition):
+        return cond.progress(snapshot, trade)
+    return None, "a custom rule: how close it is to firing cannot be said"
+
 
 # --------------------------------------------------------------------------------------------
 # Entry conditions (BEHAVIOUR.md §2.2).
@@ -602,6 +649,10 @@ class ProfitTarget(ExitCondition):
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return _pnl(trade, self.mode) >= self.usd
 
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        pnl = _pnl(trade, self.mode)
+        return _fraction(pnl, self.usd), f"PnL {pnl:+.2f} of a {self.usd:.2f} USD target ({self.mode})"
+
 
 def profit_target(usd: float, mode: str = DEFAULT_VALUATION_MODE) -> ProfitTarget:
     """Fire when the trade's PnL (``mode`` valuation) reaches ``usd``."""
@@ -622,6 +673,10 @@ class MaxLoss(ExitCondition):
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return _pnl(trade, self.mode) <= -self.usd
+
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        pnl = _pnl(trade, self.mode)
+        return _fraction(-pnl, self.usd), f"PnL {pnl:+.2f} against a {self.usd:.2f} USD loss limit ({self.mode})"
 
 
 def max_loss(usd: float, mode: str = DEFAULT_VALUATION_MODE, *,
@@ -651,6 +706,12 @@ class ProfitTargetPct(ExitCondition):
         pct = _pnl_pct(trade, self.mode)
         return pct is not None and pct >= self.pct
 
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        pct = _pnl_pct(trade, self.mode)
+        if pct is None:
+            return None, "entry premium is 0: no base for a percentage"
+        return _fraction(pct, self.pct), f"PnL {pct:+.1f}% of the premium, target {self.pct:g}% ({self.mode})"
+
 
 def profit_target_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE, *, fraction: bool = False) -> ProfitTargetPct:
     """Fire when PnL reaches ``pct`` % of the absolute entry premium (never when it is 0).
@@ -675,6 +736,12 @@ class MaxLossPct(ExitCondition):
         pct = _pnl_pct(trade, self.mode)
         return pct is not None and pct <= -self.pct
 
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        pct = _pnl_pct(trade, self.mode)
+        if pct is None:
+            return None, "entry premium is 0: no base for a percentage"
+        return _fraction(-pct, self.pct), f"PnL {pct:+.1f}% of the premium, loss limit {self.pct:g}% ({self.mode})"
+
 
 def max_loss_pct(pct: float, mode: str = DEFAULT_VALUATION_MODE, *,
                  confirmations: int = STOP_CONFIRMATIONS, fraction: bool = False) -> MaxLossPct:
@@ -697,6 +764,12 @@ class MaxHoldHours(ExitCondition):
         if trade.opened_at is None:
             return False
         return _now(snapshot) - float(trade.opened_at) >= self.hours * 3600.0
+
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        if trade.opened_at is None:
+            return None, "not open yet"
+        opened = float(trade.opened_at)
+        return _elapsed_progress(opened, opened + self.hours * 3600.0, _now(snapshot), f"{self.hours:g} h held")
 
 
 def max_hold_hours(hours: float) -> MaxHoldHours:
@@ -724,6 +797,12 @@ class TimeExit(ExitCondition):
             return False
         return _now(snapshot) >= self.deadline(trade.opened_at)
 
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        if trade.opened_at is None:
+            return None, "not open yet"
+        return _elapsed_progress(float(trade.opened_at), self.deadline(trade.opened_at), _now(snapshot),
+                                 f"{self.hour:02d}:{self.minute:02d} UTC")
+
 
 def time_exit(hour: int, minute: int = 0) -> TimeExit:
     """Fire at the first UTC ``hour:minute`` after the trade opened (opened 17:00, 16:00 → next day)."""
@@ -742,6 +821,11 @@ class UtcDatetimeExit(ExitCondition):
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return _now(snapshot) >= self.at.timestamp()
+
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        opened = float(trade.opened_at) if trade.opened_at is not None else None
+        return _elapsed_progress(opened, self.at.timestamp(), _now(snapshot),
+                                 f"{self.at:%Y-%m-%d %H:%M:%S} UTC")
 
     def validate_at_start(self, now: float) -> None:
         """A deadline already passed when the runner starts is a configuration error (incident 41)."""
@@ -766,6 +850,12 @@ class AccountDeltaLimit(ExitCondition):
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
         return abs(float(snapshot.net_delta)) > self.limit
 
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        delta = float(snapshot.net_delta)
+        if not math.isfinite(delta):
+            raise StaleDataError(f"account delta is not a number ({delta!r})")
+        return _fraction(abs(delta), self.limit), f"account delta {delta:+.4f}, limit {self.limit:g}"
+
 
 def account_delta_limit(limit: float) -> AccountDeltaLimit:
     """Fire when the account's absolute net delta exceeds ``limit``."""
@@ -783,6 +873,12 @@ class StructureDeltaLimit(ExitCondition):
         if delta is None or not math.isfinite(delta):
             raise StaleDataError(f"structure delta is unavailable ({delta!r})")
         return abs(float(delta)) > self.limit
+
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        delta = trade.structure_delta()
+        if delta is None or not math.isfinite(delta):
+            raise StaleDataError(f"structure delta is unavailable ({delta!r})")
+        return _fraction(abs(float(delta)), self.limit), f"trade delta {float(delta):+.4f}, limit {self.limit:g}"
 
 
 def structure_delta_limit(limit: float) -> StructureDeltaLimit:
@@ -827,6 +923,17 @@ class LegGreekLimit(ExitCondition):
         if unknown:
             raise StaleDataError(f"{self.name}: {self.greek} unavailable on {unknown} leg(s)")
         return False
+
+    def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
+        legs = [leg for leg in trade.legs if self.leg is None or leg.index == self.leg]
+        if not legs:
+            return None, f"the trade has no leg with index {self.leg}"
+        values = [self._leg_value(leg) for leg in legs]
+        known = [abs(value) for value in values if value is not None]
+        largest = max(known, default=0.0)
+        if len(known) < len(values) and largest <= self.limit:   # an unknown leg might be the one that fires
+            return None, f"unevaluable: {self.greek} unavailable on {len(values) - len(known)} leg(s)"
+        return _fraction(largest, self.limit), f"largest {self.greek} {largest:.4f} ({self.scale}), limit {self.limit:g}"
 
 
 def leg_greek_limit(greek: str, limit: float, leg: int | None = None, scale: str = "contract") -> LegGreekLimit:
@@ -1092,6 +1199,6 @@ __all__ = [
     "max_account_delta", "max_margin_utilization", "no_existing_position_in",
     "profit_target", "max_loss", "profit_target_pct", "max_loss_pct", "max_hold_hours", "time_exit",
     "utc_datetime_exit", "account_delta_limit", "structure_delta_limit", "leg_greek_limit",
-    "check_condition", "condition_name", "evaluate_entry", "evaluate_exit", "judge_exit",
+    "check_condition", "condition_name", "evaluate_entry", "evaluate_exit", "judge_exit", "exit_progress",
     "ExitVerdict", "ConditionHealth", "ConditionFailure", "ENTRY_FACTORIES", "EXIT_FACTORIES",
 ]

@@ -15,6 +15,7 @@ are shown masked (first four characters) together with the variable they came fr
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
+from dashboard_security import MIN_TOKEN_LENGTH, bind_problem
 from errors import ConfigError
+from notifications import DEFAULT_MIN_LEVEL, NOTIFY_LEVELS, mask_url
 from validation import closest
 
 ENVIRONMENTS: tuple[str, ...] = ("sim", "testnet", "production")
@@ -70,6 +73,15 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
         "SIM_STATE_FILE",
         "CLIENT_ORDER_PREFIX",
         "EXCHANGE_OUTAGE_ALERT_SECONDS",
+        "DASHBOARD_ENABLED",
+        "DASHBOARD_HOST",
+        "DASHBOARD_PORT",
+        "DASHBOARD_TOKEN",
+        "DASHBOARD_ALLOW_REMOTE",
+        "TELEGRAM_BOT_TOKEN",
+        "TELEGRAM_CHAT_ID",
+        "NOTIFY_WEBHOOK_URL",
+        "NOTIFY_MIN_LEVEL",
     }
     | {name for pair in KEY_VARIABLES.values() for name in pair}
 )
@@ -82,6 +94,17 @@ NEAR_MISS_CUTOFF = 0.9
 # exchange and a poll loop hammers it (issue 9).
 MIN_TIMEOUT_SECONDS = 1.0
 MIN_POLL_INTERVAL_SECONDS = 1.0
+# The dashboard (docs/DASHBOARD.md): off unless enabled, on the loopback interface unless a
+# remote bind is allowed explicitly (it can close positions).
+DEFAULT_DASHBOARD_HOST = "127.0.0.1"
+DEFAULT_DASHBOARD_PORT = 8780
+TRUE_WORDS: tuple[str, ...] = ("1", "true", "yes", "on")
+FALSE_WORDS: tuple[str, ...] = ("0", "false", "no", "off")
+
+# Notifications (docs/NOTIFICATIONS.md): what a bot token and a chat id look like. The token is
+# checked without ever being echoed; the chat id is a number (negative for groups) or @channel.
+TELEGRAM_TOKEN_PATTERN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
+TELEGRAM_CHAT_PATTERN = re.compile(r"^(-?\d+|@[A-Za-z][A-Za-z0-9_]{3,})$")
 
 T = TypeVar("T", int, float)   # a number setting: the comparisons below need one
 
@@ -168,8 +191,22 @@ class Settings:
     # minute (the backtest writes trades.csv instead).
     durable_state: bool = True
     trades_snapshot_export: bool = True
+    # The web dashboard (dashboard.py). The token is a secret: never in a repr or a log line.
+    dashboard_enabled: bool = False
+    dashboard_host: str = DEFAULT_DASHBOARD_HOST
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT
+    dashboard_token: str | None = field(default=None, repr=False, compare=False)
+    dashboard_allow_remote: bool = False
+    # Notifications (notifications.py), all opt-in. The token and the webhook URL (which often
+    # carries a token) are secrets: never in a repr or a log line.
+    telegram_bot_token: str | None = field(default=None, repr=False, compare=False)
+    telegram_chat_id: str | None = None
+    notify_webhook_url: str | None = field(default=None, repr=False, compare=False)
+    notify_min_level: str = DEFAULT_MIN_LEVEL
 
     def __post_init__(self) -> None:
+        self._check_dashboard()
+        self._check_notifications()
         if self.sim_transport not in SIM_TRANSPORTS:
             raise ConfigError(f"sim_transport {self.sim_transport!r} is not a transport: use "
                               f"{' or '.join(SIM_TRANSPORTS)}")
@@ -177,6 +214,73 @@ class Settings:
             raise ConfigError("a scenario and a recorded market cannot both shape the simulator: choose one")
         if self.sim_checkpoint_seconds is not None and not self.sim_checkpoint_seconds > 0:
             raise ConfigError(f"sim_checkpoint_seconds {self.sim_checkpoint_seconds!r} must be > 0 or None")
+
+    def _check_dashboard(self) -> None:
+        """An enabled dashboard needs a long token; a non-loopback bind needs the explicit setting.
+
+        Refused here, at start-up and before any request, because the dashboard can close
+        positions: a guessable token or an address reachable from the internet by mistake is
+        not a warning, it is a configuration error (exit 2).
+        """
+        if not self.dashboard_enabled:
+            return
+        token = self.dashboard_token or ""
+        if len(token.strip()) < MIN_TOKEN_LENGTH:
+            raise ConfigError(f"DASHBOARD_ENABLED=true needs DASHBOARD_TOKEN of at least {MIN_TOKEN_LENGTH} "
+                              f"characters (it is {'unset' if not token else f'{len(token)} characters'}): generate "
+                              f"one with `python -c \"import secrets; print(secrets.token_urlsafe(32))\"` and put "
+                              f"it in .env, or set DASHBOARD_ENABLED=false")
+        problem = bind_problem(self.dashboard_host, self.dashboard_allow_remote)
+        if problem is not None:
+            raise ConfigError(f"DASHBOARD_HOST={self.dashboard_host!r} is refused: {problem}")
+
+    def describe_dashboard(self) -> str:
+        """The dashboard's settings for the log: the token only as "set", never its value."""
+        if not self.dashboard_enabled:
+            return "dashboard=off"
+        remote = " (remote bind allowed)" if self.dashboard_allow_remote else ""
+        return f"dashboard=http://{self.dashboard_host}:{self.dashboard_port}{remote} token=<set>"
+
+    def _check_notifications(self) -> None:
+        """A bot token needs its chat (and the other way round); a webhook must be http(s).
+
+        Refused at start-up rather than discovered at the first CRITICAL alert, when nobody
+        would be told. The token and the URL are never part of the message.
+        """
+        token, chat = self.telegram_bot_token, self.telegram_chat_id
+        if token and not chat:
+            raise ConfigError("TELEGRAM_BOT_TOKEN is set but TELEGRAM_CHAT_ID is not: set TELEGRAM_CHAT_ID to the id "
+                              "of the chat to notify (docs/NOTIFICATIONS.md says how to find it), or remove "
+                              "TELEGRAM_BOT_TOKEN")
+        if chat and not token:
+            raise ConfigError("TELEGRAM_CHAT_ID is set but TELEGRAM_BOT_TOKEN is not: set TELEGRAM_BOT_TOKEN to the "
+                              "token BotFather gave you (docs/NOTIFICATIONS.md), or remove TELEGRAM_CHAT_ID")
+        if token and not TELEGRAM_TOKEN_PATTERN.match(token):
+            raise ConfigError("TELEGRAM_BOT_TOKEN is not a bot token (the value is not shown): BotFather gives one "
+                              "like 123456789:AAE…, digits, a colon, then 30-odd letters, digits, - and _; paste it "
+                              "again without quotes or spaces")
+        if chat and not TELEGRAM_CHAT_PATTERN.match(chat):
+            raise ConfigError(f"TELEGRAM_CHAT_ID={chat!r} is not a chat id: use the number Telegram gives the chat "
+                              f"(e.g. 123456789, or -100123456789 for a group) or @channelname")
+        url = self.notify_webhook_url
+        if url is not None:
+            parsed = urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ConfigError("NOTIFY_WEBHOOK_URL is not an http(s) URL (the value is not shown: it may hold a "
+                                  "token): use a URL such as https://hooks.example.com/…, or remove it")
+        if self.notify_min_level not in NOTIFY_LEVELS:
+            raise ConfigError(f"NOTIFY_MIN_LEVEL={self.notify_min_level!r} is not valid: use {_or_list(NOTIFY_LEVELS)}")
+
+    def describe_notifications(self) -> str:
+        """Where notifications go, for the log: ``notify=telegram+webhook(https://host/…)`` or off."""
+        targets = []
+        if self.telegram_bot_token and self.telegram_chat_id:
+            targets.append("telegram")
+        if self.notify_webhook_url:
+            targets.append(f"webhook({mask_url(self.notify_webhook_url)})")
+        if not targets:
+            return "notify=off"
+        return f"notify={'+'.join(targets)} min_level={self.notify_min_level}"
 
     @property
     def is_sim(self) -> bool:
@@ -200,7 +304,8 @@ class Settings:
             f"environment={self.environment}{mode} exchange={where} "
             f"credentials=[{describe_credentials(self.credentials)}] "
             f"poll={self.poll_interval_seconds:g}s timeout={self.request_timeout_seconds:g}s "
-            f"ts_diff={self.ts_diff_ms}ms log_dir={self.log_dir} state_dir={self.state_dir}"
+            f"ts_diff={self.ts_diff_ms}ms log_dir={self.log_dir} state_dir={self.state_dir} "
+            f"{self.describe_dashboard()} {self.describe_notifications()}"
         )
 
     def __repr__(self) -> str:
@@ -213,7 +318,10 @@ class Settings:
             f"poll_interval_seconds={self.poll_interval_seconds}, log_dir={str(self.log_dir)!r}, "
             f"state_dir={str(self.state_dir)!r}, log_level={self.log_level!r}, sim_seed={self.sim_seed}, "
             f"sim_state_file={str(self.sim_state_file)!r}, client_order_prefix={self.client_order_prefix}, "
-            f"rfq_body_encoding={self.rfq_body_encoding!r})"
+            f"rfq_body_encoding={self.rfq_body_encoding!r}, dashboard_enabled={self.dashboard_enabled}, "
+            f"dashboard_host={self.dashboard_host!r}, dashboard_port={self.dashboard_port}, dashboard_token="
+            f"{'<hidden>' if self.dashboard_token else None}, dashboard_allow_remote={self.dashboard_allow_remote}, "
+            f"notifications={self.describe_notifications()!r})"
         )
 
     __str__ = __repr__
@@ -333,6 +441,19 @@ def _parse_choice(values: Mapping[str, str], name: str, default: str, choices: t
     return candidate
 
 
+def _parse_flag(values: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting: true/false, yes/no, on/off or 1/0 (any case)."""
+    raw = values.get(name)
+    if raw is None:
+        return default
+    word = raw.lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not valid: use true or false")
+
+
 def _or_list(choices: tuple[str, ...]) -> str:
     return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
 
@@ -421,6 +542,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv_path: str | os
             values, "EXCHANGE_OUTAGE_ALERT_SECONDS", 120.0, float,
             minimum=1, maximum=86400, kind="a number of seconds (e.g. 120)",
         ),
+        dashboard_enabled=_parse_flag(values, "DASHBOARD_ENABLED", False),
+        dashboard_host=values.get("DASHBOARD_HOST", DEFAULT_DASHBOARD_HOST),
+        dashboard_port=_parse_number(values, "DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT, _parse_int_text,
+                                     minimum=1, maximum=65535, kind="a TCP port number"),
+        dashboard_token=values.get("DASHBOARD_TOKEN"),
+        dashboard_allow_remote=_parse_flag(values, "DASHBOARD_ALLOW_REMOTE", False),
+        telegram_bot_token=values.get("TELEGRAM_BOT_TOKEN"),
+        telegram_chat_id=values.get("TELEGRAM_CHAT_ID"),
+        notify_webhook_url=values.get("NOTIFY_WEBHOOK_URL"),
+        notify_min_level=_parse_choice(values, "NOTIFY_MIN_LEVEL", DEFAULT_MIN_LEVEL, NOTIFY_LEVELS, upper=True),
     )
 
 

@@ -10,8 +10,8 @@ working order and each trade with exposure is logged).
 
 ``check`` validates the same configuration, resolves every strategy's legs against the
 exchange and prints them, and sends no order. ``status`` prints a read-only report;
-``kill`` and ``resume`` queue an operator command for the running daemon, or run it in this
-process when none runs (``operator_cli.py``, docs/OPERATIONS.md). ``record`` appends the
+``kill``, ``pause`` and ``resume`` queue an operator command for the running daemon, or run it
+in this process when none runs (``operator_cli.py``, docs/OPERATIONS.md, docs/DASHBOARD.md). ``record`` appends the
 exchange's option chain to a history file every ``--interval`` seconds (``recorder.py``,
 docs/HISTORY.md) and sends no order.
 
@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-import time
 import webbrowser
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -66,7 +66,7 @@ from backtest_report import REPORT_FILE
 from clock import Clock, RealClock
 from conditions import condition_name
 from config import Settings, check_directories, load_settings
-from display import fmt, fmt_time
+from display import fmt, fmt_stamp, fmt_time
 from errors import ConfigError, TraderError
 from operator_cli import OperatorRun, run_operator_command
 from operations import format_status, status_json, status_report
@@ -89,8 +89,9 @@ logger = logging.getLogger("main")
 LOG_FILE_NAME = "trading.log"
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUP_COUNT = 5
-LOG_FORMAT = "%(asctime)s.%(msecs)03dZ %(levelname)-7s %(name)s: %(message)s"
-LOG_DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# Where a record keeps its stamp once the first handler formatted it (file and stderr agree).
+_STAMP_ATTRIBUTE = "clock_stamp"
 
 # ---------------------------------------------------------------------------------------
 # Command line
@@ -227,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("name", nargs="?", default=None, metavar="NAME", help="the strategy (default: all)")
     _add_log_level_option(resume)
+    pause = commands.add_parser(
+        "pause", help="stop one strategy's new entries (its open trades keep their exits)",
+        description="Pause strategy NAME: it opens no new trade until `resume NAME`; its open trades keep their "
+                    "exit rules. A running daemon applies it on its next tick; otherwise the stored state is updated.",
+    )
+    pause.add_argument("name", metavar="NAME", help="the strategy")
+    _add_log_level_option(pause)
     return parser
 
 
@@ -265,15 +273,37 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------
 
 
-class UtcFormatter(logging.Formatter):
-    """Formats each record's own timestamp in UTC (the converter only formats, never reads time)."""
+class ClockFormatter(logging.Formatter):
+    """Stamps every line with the run's own clock, in UTC: ``2026-03-02 10:00:00``.
 
-    converter = staticmethod(time.gmtime)
+    Why: a line must carry one time only. In sim the daemon lives on simulated time (a
+    backtest crosses days in seconds), and ``alerts.log``, the health line and the event
+    journal are stamped by the same clock; a wall-clock stamp in front of a simulated
+    instant made two clocks on one line. In testnet and production the clock is the wall
+    clock, so the stamp is real UTC time. Without a clock (nothing chose one yet) the
+    record's own creation time is used.
+
+    The stamp is read once per record and kept on it, so the file and stderr show the same
+    time even when a handler formats the record later than another.
+    """
+
+    def __init__(self, clock: Clock | None) -> None:
+        super().__init__(LOG_FORMAT)
+        self._clock = clock
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        stamp = record.__dict__.get(_STAMP_ATTRIBUTE)
+        if not isinstance(stamp, str):
+            stamp = fmt_stamp(record.created if self._clock is None else self._clock.now())
+            record.__dict__[_STAMP_ATTRIBUTE] = stamp
+        return stamp
 
 
-def setup_logging(log_dir: Path, level: str, console_level: str | None = None) -> Callable[[], None]:
+def setup_logging(log_dir: Path, level: str, clock: Clock | None = None, *,
+                  console_level: str | None = None) -> Callable[[], None]:
     """Send logs to ``<log_dir>/trading.log`` (rotating) and stderr; returns the undo.
 
+    ``clock`` stamps the lines (``ClockFormatter``): the run's own clock, simulated in sim.
     ``console_level`` raises the bar for stderr only (a backtest keeps stderr for its
     progress line and warnings, and the whole log in the file).
 
@@ -281,7 +311,7 @@ def setup_logging(log_dir: Path, level: str, console_level: str | None = None) -
     removes exactly the handlers it added and restores the root level.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    formatter = UtcFormatter(LOG_FORMAT, LOG_DATE_FORMAT)
+    formatter = ClockFormatter(clock)
     file_handler = RotatingFileHandler(
         log_dir / LOG_FILE_NAME, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUP_COUNT, encoding="utf-8",
     )
@@ -412,8 +442,8 @@ def _check_strategy(config: StrategyConfig, ctx: TradingContext) -> int:
         print(f"  leg {leg.index}: {leg.side.name} {leg.qty:g} {leg.symbol} "
               f"(strike {contract.strike:,.0f}, expiry {fmt_time(contract.expiry_seconds)}) bid {fmt(row.bid)} "
               f"ask {fmt(row.ask)} mark {fmt(row.mark)} delta {fmt(row.delta, 3)}")
-    print(f"  entry: {[condition_name(c) for c in config.entry_conditions]}")
-    print(f"  exit:  {[condition_name(c) for c in config.exit_conditions] or 'none (expiry or kill)'}")
+    print(f"  entry: {', '.join(condition_name(c) for c in config.entry_conditions) or 'none'}")
+    print(f"  exit:  {', '.join(condition_name(c) for c in config.exit_conditions) or 'none (expiry or kill)'}")
     return 0
 
 
@@ -427,6 +457,29 @@ def status(settings: Settings, clock: Clock, *, as_json: bool = False) -> int:
     report = status_report(settings, clock)
     print(status_json(report) if as_json else format_status(report))
     return EXIT_OK
+
+
+def quiet_on_closed_pipe(command: Callable[[], int]) -> int:
+    """Run a command that prints; when its reader has gone (``status | head``), end quietly.
+
+    Why: the reader closing the pipe is the reader's choice, not an error of ours, yet Python
+    raises ``BrokenPipeError`` at the next write and once more when it flushes stdout at
+    exit (a traceback and "Exception ignored" on the operator's terminal). On the first one
+    stdout is pointed at ``/dev/null`` (nothing more can be read anyway) and the command ends
+    with exit 0. Everything the command opened is closed by its own ``finally`` blocks on
+    the way out; only the printing stops.
+    """
+    try:
+        code = command()
+        sys.stdout.flush()   # a cut pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+        return EXIT_OK
 
 
 def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], Any]]) -> int:
@@ -454,7 +507,8 @@ def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], 
     try:
         code = run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=stop,
                             scenario=args.scenario, history=history,
-                            setup_logging=lambda log_dir: setup_logging(log_dir, level, console_level="WARNING"))
+                            setup_logging=lambda log_dir, clock: setup_logging(log_dir, level, clock,
+                                                                               console_level="WARNING"))
     finally:
         undo_signals()
     if code == EXIT_OK and args.open:
@@ -475,11 +529,12 @@ def record_command(args: argparse.Namespace, settings: Settings, clock: Clock | 
     except ValueError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level)
+    chosen_clock = choose_clock(settings, None, clock)
+    undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level, chosen_clock)
     stop = StopFlag()
     undo_signals = install_signal_handlers(stop)
     try:
-        rows = run_record(settings, choose_clock(settings, None, clock), stop, plan)
+        rows = run_record(settings, chosen_clock, stop, plan)
     except ConfigError as exc:   # an output the recorder may not append to
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -553,10 +608,10 @@ def main(
         )
         return EXIT_CONFIG
     if args.command == "status":
-        return status(settings, clock or RealClock(), as_json=args.json)
+        return quiet_on_closed_pipe(lambda: status(settings, clock or RealClock(), as_json=args.json))
     if args.command == "record":
         return record_command(args, settings, clock)
-    if args.command in ("kill", "resume"):  # operator_cli.py: queue for a running daemon, or act in-process
+    if args.command in ("kill", "resume", "pause"):  # operator_cli.py: queue for a running daemon, or act in-process
         return run_operator_command(args, OperatorRun(
             settings=settings, factories=STRATEGIES if strategies is None else strategies,
             setup_logging=setup_logging, install_signal_handlers=install_signal_handlers, clock=clock))
@@ -566,8 +621,10 @@ def main(
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    # The clock first: every log line is stamped with it (simulated time in sim).
+    chosen_clock = choose_clock(settings, speed, clock)
     try:
-        undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level)
+        undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level, chosen_clock)
     except OSError as exc:
         print(
             f"configuration error: LOG_DIR={str(settings.log_dir)!r} is not usable ({exc.strerror}): "
@@ -578,9 +635,8 @@ def main(
     stop = StopFlag()
     undo_signals = install_signal_handlers(stop, ignore_on_undo=ignore_late_signals)
     try:
-        chosen_clock = choose_clock(settings, speed, clock)
         if args.command == "check":
-            return check(settings, chosen_clock, configs)
+            return quiet_on_closed_pipe(lambda: check(settings, chosen_clock, configs))
         return run_daemon(settings, chosen_clock, stop, configs,
                           RunPlan(run_for=args.run_for, cancel_open_orders_on_exit=args.cancel_open_orders_on_exit))
     finally:

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from clock import Clock
 from contracts import Side
+from display import fmt_qty
 from errors import LedgerCapError, TraderError
 from execution_job import (
     BOOK_MAX_AGE_SECONDS,
@@ -530,7 +531,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
             leg.retry_at = None
             leg.chunk_start_filled = self._filled(leg)
         logger.info("smart job %s %s: chunk %d/%d (targets %s)", self.trade_id, self.intent.name, chunk,
-                    self.config.chunk_count, [leg.targets[chunk - 1] for leg in self._legs])
+                    self.config.chunk_count, ", ".join(fmt_qty(leg.targets[chunk - 1]) for leg in self._legs))
 
     def _step_quoting(self, now: float, budget: RequestBudget) -> None:
         if now >= self._chunk_started_at + self.config.time_per_chunk_seconds:

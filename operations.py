@@ -6,20 +6,30 @@ when the exchange is reachable from this process, the account, the positions and
 orders there. It takes no lock and sends no order, so it can run
 next to a live daemon. With the embedded simulator the exchange lives inside the daemon's
 process, so only the store is shown (a second embedded copy would be a different exchange).
+
+Realized PnL is ``operator_view.realized_total`` (CLOSED and FAILED trades: the daemon's own
+figure). Unrealized PnL cannot be computed here: valuing a trade needs the fresh quotes that
+only the daemon holds. The daemon writes its last valuation every poll to
+``<state>/operator_view.json`` (``operator_view.ViewPublisher``); ``status`` reads it and says
+when it was made. The text form rounds every figure for people and writes times as UTC text;
+the JSON keeps numbers (USD rounded to cents) and epoch times beside their text.
 """
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+from api_values import finite_number
 from atomic_file import write_text_atomically
 from clock import Clock, iso_utc
 from coincall_payloads import parse_orders, read_account_figures, read_position_rows
 from config import STATE_DB_NAME, Settings
 from contracts import Side
 from commands import describe_command
+from display import fmt
+from operator_view import VIEW_FILE_NAME, fees_total, realized_total, time_text
 from order_ledger import LedgerOrder, parse_client_order_id
 from persistence import OPEN_COMMAND_STATUSES, StateStore
 from trade_lifecycle import TradeLifecycle
@@ -29,14 +39,67 @@ logger = logging.getLogger(__name__)
 TERMINAL = ("CLOSED", "FAILED")
 SNAPSHOT_FILE_NAME = "trades_snapshot.json"
 SNAPSHOT_INTERVAL_SECONDS = 60.0
+USD_DIGITS = 2
+
+
+def _usd(value: Any) -> float | None:
+    number = finite_number(value)
+    return None if number is None else round(number, USD_DIGITS)
 
 
 def status_report(settings: Settings, clock: Clock) -> dict:
     """Everything ``status`` prints, as one JSON-serialisable dict."""
-    report: dict[str, Any] = {"environment": settings.environment, "time": clock.now()}
+    now = clock.now()
+    report: dict[str, Any] = {"environment": settings.environment, "time": now, "time_text": time_text(now)}
     report["store"] = _store_view(settings.state_db_path)
+    report["valuation"] = valuation_view(Path(settings.state_dir) / VIEW_FILE_NAME, now)
+    _merge_valuation(report["store"], report["valuation"])
     report["exchange"] = _exchange_view(settings, clock)
     return report
+
+
+def valuation_view(path: Path, now: float) -> dict[str, Any]:
+    """The daemon's last valuation (``operator_view.json``): unrealized PnL per trade and strategy.
+
+    ``age_seconds`` is measured on this process's clock; for a simulated run (whose view is
+    stamped in simulated time) it is None, and only the view's own time is shown.
+    """
+    if not path.exists():
+        return {"available": False, "note": f"no valuation yet ({path} is written by a running daemon every poll)"}
+    try:
+        view = json.loads(path.read_text(encoding="utf-8"))
+        generated_at = float(view["generated_at"])
+        simulated = bool(view.get("simulated"))
+        totals = dict(view["totals"])
+        trades = {t["id"]: {"unrealized_pnl_mark": t.get("unrealized_pnl_mark"),
+                            "unrealized_pnl_executable": t.get("unrealized_pnl_executable")}
+                  for t in view.get("trades") or []}
+        strategies = {s["name"]: {"unrealized_pnl_mark": s.get("unrealized_pnl_mark"),
+                                  "unrealized_pnl_executable": s.get("unrealized_pnl_executable")}
+                      for s in view.get("strategies") or []}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return {"available": False, "note": f"{path} is unreadable: {exc}"}
+    return {
+        "available": True, "path": str(path), "generated_at": generated_at,
+        "generated_at_text": time_text(generated_at), "simulated": simulated,
+        "age_seconds": None if simulated else round(now - generated_at, 1),
+        "unrealized_pnl_mark": totals.get("unrealized_pnl_mark"),
+        "unrealized_pnl_executable": totals.get("unrealized_pnl_executable"),
+        "realized_pnl": totals.get("realized_pnl"),
+        "trades": trades, "strategies": strategies,
+    }
+
+
+def _merge_valuation(store: dict[str, Any], valuation: Mapping[str, Any]) -> None:
+    """Put the daemon's unrealized PnL beside each active trade and strategy of the store view."""
+    if not store.get("available"):
+        return
+    trades = valuation.get("trades") or {}
+    strategies = valuation.get("strategies") or {}
+    for row in store["active_trades"]:
+        row.update(trades.get(row["id"]) or {"unrealized_pnl_mark": None, "unrealized_pnl_executable": None})
+    for name, row in store["strategies"].items():
+        row.update(strategies.get(name) or {"unrealized_pnl_mark": None, "unrealized_pnl_executable": None})
 
 
 def _store_view(path: Path) -> dict:
@@ -54,21 +117,22 @@ def _store_view(path: Path) -> dict:
     finally:
         store.close()
     active = [t for t in trades if t.state.value not in TERMINAL]
-    per_strategy: dict[str, dict[str, float]] = {}
+    by_strategy: dict[str, list[TradeLifecycle]] = {}
     for trade in trades:
-        row = per_strategy.setdefault(trade.strategy, {"trades": 0, "closed": 0, "realized_pnl": 0.0, "fees": 0.0})
-        row["trades"] += 1
-        row["fees"] += float(trade.fees_paid or 0.0)
-        if trade.state.value == "CLOSED":
-            row["closed"] += 1
-            row["realized_pnl"] += float(trade.realized_pnl or 0.0)
+        by_strategy.setdefault(trade.strategy, []).append(trade)
+    per_strategy = {name: {"trades": len(group), "closed": sum(1 for t in group if t.state.value == "CLOSED"),
+                           "failed": sum(1 for t in group if t.state.value == "FAILED"),
+                           "realized_pnl": _usd(realized_total(group)), "fees": _usd(fees_total(group))}
+                    for name, group in by_strategy.items()}
     return {
         "path": str(path),
         "available": True,
+        "realized_pnl": _usd(realized_total(trades)),
+        "fees": _usd(fees_total(trades)),
         "active_trades": [{
             "id": t.id, "strategy": t.strategy, "state": t.state.value, "mode": t.execution_mode,
-            "exit_reason": t.exit_reason, "entry_premium": round(t.entry_premium, 2),
-            "fees": round(float(t.fees_paid or 0.0), 4),
+            "exit_reason": t.exit_reason, "entry_premium": _usd(t.entry_premium),
+            "fees": _usd(t.fees_paid), "opened_at": t.opened_at, "opened_at_text": time_text(t.opened_at),
             "exposure": {leg.symbol: leg.side.sign * leg.net_qty for leg in t.legs
                          if abs(leg.net_qty) > 1e-9},
         } for t in active],
@@ -110,9 +174,9 @@ def _exchange_view(settings: Settings, clock: Clock) -> dict:
     figures = read_account_figures(summary)
     return {
         "available": True,
-        "equity": figures.equity,
-        "available_margin": figures.available_margin,
-        "unrealized_pnl": figures.unrealized_pnl,
+        "equity": _usd(figures.equity),
+        "available_margin": _usd(figures.available_margin),
+        "unrealized_pnl": _usd(figures.unrealized_pnl),
         "positions": [{"symbol": p.symbol, "side": "long" if p.side == 1 else "short", "qty": p.qty,
                        "avg_price": p.avg_price, "mark": p.mark_price} for p in read_position_rows(positions)],
         "open_orders": [{"order_id": o.order_id, "client_order_id": o.client_order_id, "symbol": o.symbol,
@@ -129,38 +193,66 @@ def _is_ours(client_order_id: int | None, settings: Settings) -> bool:
         return False
 
 
+def _signed(value: Any) -> str:
+    """``+12.30`` for a USD figure, ``n/a`` when unknown (never a made-up 0)."""
+    number = finite_number(value)
+    return "n/a" if number is None else f"{number:+,.2f}"
+
+
+def _pnl_pair(row: Mapping[str, Any]) -> str:
+    return f"mark {_signed(row.get('unrealized_pnl_mark'))} / executable {_signed(row.get('unrealized_pnl_executable'))}"
+
+
+def _valuation_line(valuation: Mapping[str, Any]) -> str:
+    if not valuation.get("available"):
+        return f"valuation: {valuation.get('note')}"
+    age = valuation.get("age_seconds")
+    when = f"{valuation['generated_at_text']}" + (" (simulated time)" if valuation.get("simulated")
+                                                   else f", {age:,.0f} s ago")
+    return f"valuation by the daemon at {when}: unrealized PnL {_pnl_pair(valuation)} USD"
+
+
 def format_status(report: dict) -> str:
-    """The human form: one block for the store, one for the exchange."""
-    lines = [f"CoincallTrader status ({report['environment']})"]
+    """The human form: one block for the store, one for the exchange; figures rounded, times in UTC."""
+    time_line = report.get("time_text") or ""
+    lines = [f"CoincallTrader status ({report['environment']})" + (f" at {time_line}" if time_line else "")]
     store = report["store"]
+    valuation = report.get("valuation") or {"available": False, "note": "not read"}
     if not store["available"]:
         lines.append(f"store {store['path']}: {store['note']}")
     else:
         lines.append(f"store {store['path']}: {len(store['active_trades'])} active trade(s), "
                      f"{len(store['working_orders'])} working order(s)")
+        lines.append(f"  realized PnL {_signed(store.get('realized_pnl'))} USD (closed and failed trades, fees "
+                     f"included), fees {fmt(store.get('fees'))} USD")
         for t in store["active_trades"]:
             exposure = ", ".join(f"{symbol} {qty:+g}" for symbol, qty in t["exposure"].items()) or "flat"
-            lines.append(f"  {t['id']} {t['strategy']} {t['state']} ({t['mode']}) entry {t['entry_premium']:+.2f} "
-                         f"fees {t['fees']:.2f}: {exposure}" + (f" exit: {t['exit_reason']}" if t["exit_reason"] else ""))
+            opened = f" opened {t['opened_at_text']}" if t.get("opened_at_text") else ""
+            lines.append(f"  {t['id']} {t['strategy']} {t['state']} ({t['mode']}){opened} entry "
+                         f"{_signed(t['entry_premium'])} fees {fmt(t['fees'])} uPnL {_pnl_pair(t)}: {exposure}"
+                         + (f" exit: {t['exit_reason']}" if t["exit_reason"] else ""))
         for o in store["working_orders"]:
             lines.append(f"  order {o['client_order_id']} {o['trade_id']} {o['side']} {o['qty']:g} {o['symbol']} "
                          f"@ {o['price']:g} filled {o['filled']:g} {o['status']}")
         for name, row in store["strategies"].items():
             lines.append(f"  strategy {name}: {int(row.get('trades', 0))} trades, {int(row.get('closed', 0))} closed, "
-                         f"realized {row.get('realized_pnl', 0.0):+.2f} USD, fees {row.get('fees', 0.0):.2f}"
+                         f"{int(row.get('failed', 0))} failed, realized {_signed(row.get('realized_pnl', 0.0))} USD, "
+                         f"unrealized {_pnl_pair(row)} USD, fees {fmt(row.get('fees', 0.0))}"
                          + (f", PAUSED ({row['pause_reason']})" if row["paused"] else ""))
         paused = store.get("paused_runners") or {}
         lines.append("  paused: " + (", ".join(f"{name} ({reason})" for name, reason in paused.items()) or "none"))
         for command in store.get("commands") or []:
             lines.append(f"  command {command['summary']}")
+    lines.append(_valuation_line(valuation))
     exchange = report["exchange"]
     if not exchange["available"]:
         lines.append(f"exchange: {exchange['note']}")
     else:
-        lines.append(f"exchange: equity {exchange['equity']} available margin {exchange['available_margin']} "
-                     f"uPnL {exchange['unrealized_pnl']}")
+        lines.append(f"exchange: equity {fmt(exchange['equity'])} available margin {fmt(exchange['available_margin'])} "
+                     f"uPnL {_signed(exchange['unrealized_pnl'])}")
         for p in exchange["positions"]:
-            lines.append(f"  position {p['symbol']} {p['side']} {p['qty']:g} avg {p['avg_price']} mark {p['mark']}")
+            lines.append(f"  position {p['symbol']} {p['side']} {p['qty']:g} avg {fmt(p['avg_price'])} "
+                         f"mark {fmt(p['mark'])}")
         for o in exchange["open_orders"]:
             lines.append(f"  open order {o['order_id']} {o['symbol']}" + ("" if o["ours"] else " (not ours)"))
     return "\n".join(lines)

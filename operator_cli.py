@@ -1,4 +1,4 @@
-"""``python main.py kill ...`` and ``resume ...``: the operator's side of the command queue.
+"""``python main.py kill ...``, ``pause NAME`` and ``resume ...``: the operator's side of the command queue.
 
 Why it looks the way it does (BEHAVIOUR.md 7.6, 7.8; docs/OPERATIONS.md):
 
@@ -6,7 +6,9 @@ Why it looks the way it does (BEHAVIOUR.md 7.6, 7.8; docs/OPERATIONS.md):
   command line first tries the lock: when a daemon holds it, the command goes into the
   store's queue and the command line waits (a few of the daemon's poll intervals) for the
   daemon to take it; it never trades next to a running daemon.
-* With the lock, a ``resume`` only changes the stored runner state (no exchange is needed),
+* With the lock, a ``resume`` or a ``pause`` only changes the stored runner state (no
+  exchange is needed; a strategy with no stored state yet is paused by the daemon's first
+  wake, before any entry),
   and a ``kill`` becomes the daemon for as long as the kill needs: the very same start-up
   and loop as ``run`` (``app.run_locked``), with no runner considering entries, finished
   when the command is. SIGINT/SIGTERM stop it after the current wake; the command stays
@@ -19,7 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,22 +30,28 @@ from clock import Clock, RealClock
 from commands import (
     FINISHED,
     KIND_KILL,
+    KIND_PAUSE,
     KIND_RESUME,
     CommandError,
     KillRequest,
+    PauseRequest,
     ResumeRequest,
     describe_command,
+    describe_pause,
+    pause_runner,
     queue_and_wait,
     resume_runners,
     strategy_names_in_store,
 )
 from config import Settings
+from display import fmt_duration
 from errors import ConfigError
 from instance_lock import InstanceLock
-from persistence import COMMAND_DONE, COMMAND_FAILED, OPEN_COMMAND_STATUSES, StateStore, StoreError
+from persistence import COMMAND_ACTIVE, COMMAND_DONE, COMMAND_FAILED, OPEN_COMMAND_STATUSES, StateStore, StoreError
 from stop_flag import StopFlag
 from strategy import StrategyConfig
 from strategy_factories import build_strategy_configs
+from trade_lifecycle import kill_progress
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +69,16 @@ class OperatorRun:
 
     settings: Settings
     factories: Sequence[Callable[[], Any]]
-    setup_logging: Callable[[Path, str], Callable[[], None]]          # returns its undo
+    setup_logging: Callable[[Path, str, Clock], Callable[[], None]]   # stamps with the clock; returns its undo
     install_signal_handlers: Callable[[StopFlag], Callable[[], None]]  # returns its undo
     clock: Clock | None = None     # injected by tests; None = the command line's real clock
 
     def say(self, text: str) -> None:
-        print(text, file=sys.stdout)
+        # Flushed: the operator reads it now, also through a pipe (``kill --yes | tee``).
+        print(text, file=sys.stdout, flush=True)
 
     def complain(self, text: str) -> None:
-        print(text, file=sys.stderr)
+        print(text, file=sys.stderr, flush=True)
 
     @property
     def db_path(self) -> Path:
@@ -84,10 +93,13 @@ def run_operator_command(args: argparse.Namespace, run: OperatorRun) -> int:
                          "add --yes to confirm (nothing was done)")
             return EXIT_USAGE
         try:
-            request: KillRequest | ResumeRequest = KillRequest(args.strategy, bool(args.all_positions))
+            request: KillRequest | ResumeRequest | PauseRequest = KillRequest(args.strategy,
+                                                                              bool(args.all_positions))
         except CommandError as exc:
             run.complain(f"kill: {exc}")
             return EXIT_USAGE
+    elif args.command == KIND_PAUSE:
+        request = PauseRequest(args.name, "command line")
     else:
         request = ResumeRequest(args.name)
     configs = _strategy_configs(run)
@@ -97,8 +109,13 @@ def run_operator_command(args: argparse.Namespace, run: OperatorRun) -> int:
             run.complain(f"{args.command}: no strategy {request.strategy!r}; known: "
                          f"{', '.join(sorted(known)) or 'none'}")
             return EXIT_USAGE
+    if args.command == KIND_KILL:
+        # A kill may run the daemon in this process, on the run's own clock (simulated in sim):
+        # the log is stamped with that clock, and the queue path waits on it too.
+        run = replace(run, clock=choose_clock(run.settings, None, run.clock))
+    log_clock = run.clock if run.clock is not None else RealClock()
     try:
-        undo_logging = run.setup_logging(run.settings.log_dir, args.log_level or run.settings.log_level)
+        undo_logging = run.setup_logging(run.settings.log_dir, args.log_level or run.settings.log_level, log_clock)
     except OSError as exc:
         run.complain(f"configuration error: LOG_DIR={str(run.settings.log_dir)!r} is not usable ({exc.strerror})")
         return EXIT_USAGE
@@ -138,6 +155,8 @@ def _dispatch(kind: str, request: Any, configs: list[StrategyConfig], run: Opera
     try:
         if kind == KIND_RESUME:
             return _resume_without_daemon(request, run)
+        if kind == KIND_PAUSE:
+            return _pause_without_daemon(request, run)
         return _kill_without_daemon(request, configs, run)
     finally:
         lock.release()
@@ -195,15 +214,43 @@ def _resume_without_daemon(request: ResumeRequest, run: OperatorRun) -> int:
     return EXIT_OK
 
 
+def _pause_without_daemon(request: PauseRequest, run: OperatorRun) -> int:
+    """No daemon: pause through the stored runner state; a strategy without one yet keeps the
+    command queued, and the daemon's first wake pauses it before its runner considers an entry."""
+    if not run.db_path.exists():
+        run.complain(f"pause: no state yet in {run.settings.state_dir}: start the daemon once (or pause it while "
+                     f"it runs); nothing was done")
+        return EXIT_NOT_DONE
+    try:
+        store = StateStore(run.db_path, clock=run.clock if run.clock is not None else RealClock())
+    except StoreError as exc:
+        run.complain(f"pause: cannot open the state store {run.db_path}: {exc}; nothing was done")
+        return EXIT_NOT_DONE
+    try:
+        command_id = store.add_command(KIND_PAUSE, request.to_payload())
+        result = pause_runner(store, {}, request)
+        if result is None:
+            run.say(f"pause command {command_id}: {request.strategy} has no stored state yet; the command stays "
+                    f"queued and the daemon's next start pauses it before any entry")
+            return EXIT_OK
+        store.update_command(command_id, COMMAND_DONE, result)
+    finally:
+        store.close()
+    run.say(f"pause command {command_id} done: {describe_pause(request.strategy, result)}")
+    return EXIT_OK
+
+
 class KillHere:
     """The kill this process runs as the daemon: queued once everything is started, followed
-    after every wake until it is done or failed."""
+    after every wake until it is done or failed, with a progress line on stdout every poll
+    (what is still open, what was sent): a kill can take minutes, and silence reads as a hang."""
 
     def __init__(self, request: KillRequest, run: OperatorRun) -> None:
         self._request = request
         self._run = run
         self.command_id: int | None = None
         self.command: dict | None = None
+        self._progress_at: float | None = None   # clock time of the last progress line
 
     def queue(self, ctx: TradingContext) -> None:
         """``RunPlan.before_loop``: the command goes through the daemon's own queue."""
@@ -222,7 +269,28 @@ class KillHere:
         self.command = command
         if command["status"] in FINISHED:
             return f"kill command {self.command_id} {command['status']}"
+        self._progress(ctx, command)
         return None
+
+    def _progress(self, ctx: TradingContext, command: dict) -> None:
+        """Once per poll interval of the run's clock: where the kill stands, trade by trade."""
+        now = ctx.clock.now()
+        if self._progress_at is not None and now - self._progress_at < ctx.position_monitor.poll_interval:
+            return
+        self._progress_at = now
+        result = command["result"] or {}
+        if command["status"] != COMMAND_ACTIVE:
+            hold = ctx.lifecycle_manager.hold_reason
+            self._run.say(f"kill command {self.command_id}: waiting to start"
+                          f"{f' (the lifecycle is on hold: {hold})' if hold else ''}")
+            return
+        trades = [trade for trade in (ctx.lifecycle_manager.get(trade_id) for trade_id in result.get("trades", []))
+                  if trade is not None and trade.is_active]
+        since = now - float(result.get("applied_at") or now)
+        self._run.say(f"kill command {self.command_id}: {len(trades)} trade(s) still closing after "
+                      f"{fmt_duration(since)}")
+        for trade in trades:
+            self._run.say(f"  {kill_progress(trade, ctx.ledger.orders(trade.id))}")
 
 
 def _kill_without_daemon(request: KillRequest, configs: list[StrategyConfig], run: OperatorRun) -> int:
@@ -231,6 +299,9 @@ def _kill_without_daemon(request: KillRequest, configs: list[StrategyConfig], ru
     SIGINT/SIGTERM stop it after the current wake; the command stays ``active`` and the
     next daemon start finishes it.
     """
+    run.say(f"no daemon holds {run.settings.state_dir}: this process runs the kill ({request.describe()}) itself; "
+            f"starting up first (exchange, state store, start-up reconciliation); Ctrl-C stops it and the next "
+            f"daemon start finishes it")
     clock = choose_clock(run.settings, None, run.clock)
     kill = KillHere(request, run)
     stop = StopFlag()

@@ -626,7 +626,7 @@ def _run_pipeline(query: OptionQuery, candidates: list["OptionRow"], index_price
     winner = min(rows, key=_rank_key(query.rank_by, query.delta, index_price), default=None)
     summary = ", ".join(f"{name}: {n}" for name, n in counts)
     if winner is None:
-        logger.info("find_option %s rank_by=%s: no match (%s)", query.option_type, query.rank_by, summary)
+        logger.debug("find_option %s rank_by=%s: no match (%s)", query.option_type, query.rank_by, summary)
     else:
         logger.debug("find_option %s rank_by=%s -> %s (%s)", query.option_type, query.rank_by,
                      winner.symbol, summary)
@@ -822,8 +822,9 @@ def resolve_legs(specs: Sequence[LegSpec], market: "ChainSource", *, now: float 
                                       index_price=snapshot.index_price, as_of=snapshot.as_of)
     legs = [resolved[i] for i in range(len(specs))]
     check_structure(legs)
-    logger.info("resolved %d legs at index %.2f: %s", len(legs), snapshot.index_price,
-                ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in legs))
+    # Debug: every entry check resolves; the runner logs the legs when they change.
+    logger.debug("resolved %d legs at index %.2f: %s", len(legs), snapshot.index_price,
+                 ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in legs))
     return legs
 
 

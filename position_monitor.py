@@ -18,6 +18,9 @@ Why it looks the way it does:
 * While the exchange is DOWN the poll interval backs off (min(3 x poll interval, 60 s)),
   and while executions are active (``set_busy``) the wakes come every exec tick, so fills
   are followed closely without polling the account more often.
+* A failing poll says so every time, with how long the polls have been failing, the last
+  error and when the next one comes: an operator watching an outage sees it go on, poll by
+  poll, instead of one line and then silence.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from typing import Any, Callable
 
 from account_manager import AccountSnapshot
 from clock import Clock
+from display import fmt_duration, fmt_stamp
 from errors import SnapshotError
 from seams import AccountSource, MonitorCallback, require
 from validation import invalid, is_number
@@ -100,6 +104,8 @@ class PositionMonitor:
         self._last_poll_at: float | None = None
         self.last_error: SnapshotError | None = None
         self.last_error_at: float | None = None
+        self._failing_since: float | None = None   # clock time of the first failed poll of a streak
+        self._failed_polls = 0
         self.ticks = 0
         self._stop_event = threading.Event()
         self._stop_check: Callable[[], bool] | None = None
@@ -229,12 +235,33 @@ class PositionMonitor:
             self._current_error = exc
             self.last_error = exc
             self.last_error_at = self._clock.now()
-            logger.warning("account snapshot failed, no decision this tick: %s", exc)
+            self._log_failed_poll(exc, self.last_error_at)
             return False
         self._latest = snap
         self._current_error = None
+        if self._failing_since is not None:
+            logger.info("account snapshot back after %s of failed polls (%d in a row)",
+                        fmt_duration(self._clock.now() - self._failing_since), self._failed_polls)
+            self._failing_since, self._failed_polls = None, 0
         logger.debug("snapshot: %s", snap.summary_str())
         return True
+
+    def _log_failed_poll(self, error: SnapshotError, now: float) -> None:
+        """One line per failed poll: the first a warning, the next ones the outage's progress.
+
+        How long the polls have failed, the last error and when the next poll comes (backed
+        off while the exchange is DOWN), so the log shows an outage going on, poll by poll.
+        """
+        retry = fmt_duration(self.effective_poll_interval())
+        if self._failing_since is None:
+            self._failing_since, self._failed_polls = now, 1
+            logger.warning("account snapshot failed, no decision this tick: %s; next poll in %s", error, retry)
+            return
+        self._failed_polls += 1
+        exchange = "UP" if self._account_manager.reachability.is_up else "DOWN"
+        logger.info("account snapshot failing for %s (since %s, %d polls in a row, exchange %s): %s; "
+                    "no decision this tick; next poll in %s", fmt_duration(now - self._failing_since),
+                    fmt_stamp(self._failing_since), self._failed_polls, exchange, error, retry)
 
     def _registrations_copy(self) -> list[_Registration]:
         with self._lock:

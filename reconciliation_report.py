@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from display import fmt_value
+
 # Below this a quantity is zero in every comparison (fills are 0.01 lots).
 QTY_EPSILON = 1e-9
 
@@ -63,8 +65,10 @@ class ReconcileReport:
                       ("late fills adopted on", self.late_fills), ("external closes", self.external_closes),
                       ("vanished orders", self.orders_vanished), ("suspect positions", self.suspect),
                       ("external closes reversed", self.reversed), ("blocked", self.blocked_symbols),
-                      ("paused", self.paused), ("quarantine", self.quarantine))
-        parts += [f"{label} {value}" for label, value in noteworthy if value]
+                      ("paused", self.paused))
+        parts += [f"{label} {fmt_value(value)}" for label, value in noteworthy if value]
+        if self.quarantine:   # what the quarantined store held, as counts for people
+            parts.append("quarantine " + ", ".join(f"{key}={fmt_value(value)}" for key, value in self.quarantine.items()))
         return "; ".join(parts)
 
     def to_event(self) -> dict:

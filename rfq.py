@@ -45,6 +45,7 @@ from coincall_payloads import (
     rfq_leg,
 )
 from contracts import Side
+from display import fmt, fmt_duration, fmt_qty
 from price_sanity import InsanePriceError, PriceBand, band_of, side_problem
 from errors import (
     EndpointNotFound,
@@ -496,9 +497,12 @@ class RFQJob(ExecutionJob):
             self._deadline = min(self._deadline, self.rfq_expiry)
         self._next_poll_at = now + self.params.poll_interval_seconds
         self._phase = RFQPhase.CREATED
-        logger.info("rfq job %s %s: RFQ %s created (%s), baseline %s, waiting until %.0f", self.trade_id,
-                    self.intent.name, self.request_id, legs,
-                    "none" if self.baseline is None else f"{self.baseline:.2f}", self._deadline)
+        single = len(self.legs) == 1   # asked as request_legs asks it: a single leg as BUY
+        asked = ", ".join(f"{(Side.BUY if single else Side.of(leg.side)).name} {fmt_qty(snap_qty(leg.qty))} "
+                          f"{leg.symbol}" for leg in self.legs)
+        logger.info("rfq job %s %s: RFQ %s created (%s), baseline %s, taking quotes for up to %s", self.trade_id,
+                    self.intent.name, self.request_id, asked,
+                    "none" if self.baseline is None else f"{self.baseline:.2f}", fmt_duration(self._deadline - now))
 
     # ---- WAITING / ACCEPTING ------------------------------------------------------------
 
@@ -712,7 +716,7 @@ class RFQJob(ExecutionJob):
             symbol=leg.symbol, side=side, qty=qty, price=price, fee=fee, order_id=order_id, filled_at=filled_at)
         self._block_orders[leg.leg_index] = order.client_order_id
         logger.info("rfq job %s: %s leg %d %s %s %s @ %s (fee %s)", self.trade_id, source, leg.leg_index,
-                    side.name, qty, leg.symbol, price, fee)
+                    side.name, fmt_qty(qty), leg.symbol, fmt(price), fmt(fee, 4))
 
     def _all_legs_recorded(self) -> bool:
         return all(leg.leg_index in self._block_orders for leg in self.legs)

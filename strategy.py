@@ -57,6 +57,7 @@ from conditions import (
     weekday_filter,
 )
 from contracts import Side
+from display import fmt_qty
 from errors import ConfigError, TraderError
 from multileg_orderbook import SmartExecConfig
 from option_selection import LegSpec, ResolvedLeg, resolve_legs
@@ -103,6 +104,9 @@ OPENING_STATES = frozenset({TradeState.PENDING_OPEN, TradeState.OPENING, TradeSt
 TERMINAL_STATES = frozenset({TradeState.CLOSED, TradeState.FAILED})
 # Pause reasons that the runner sets by itself and lifts at 00:00 UTC.
 DAILY_FAILURE_PAUSE = "daily_open_failures"
+# The free-standing figures of a block reason (an age, a price, a time; not the digits of a symbol,
+# a trade id, an index like [0] or a parameter like hour=9): a reason whose figures alone moved is no news.
+_FIGURES = re.compile(r"(?<![\w\[=.:\-])\d+(?:[.:]\d+)*(?![\w\]])")
 # Block reasons worth a WARNING rather than an INFO line.
 WARNING_BLOCKS: tuple[str, ...] = ("leg selection failed", "trade creation failed", "index unavailable",
                                    "index frozen", "exchange unreachable")
@@ -506,6 +510,7 @@ class StrategyRunner:
         self.name = config.name
         self._last_snapshot: Any = None
         self._last_block: str | None = None
+        self._last_resolution: str | None = None   # the legs last resolved, logged when they change
         self._pending_callbacks: set[str] = set()
         # The per-tick view (``_tick_trades``): the leading trades of this strategy that ended and
         # were fully handled (callbacks delivered, counted) need no look until the day rolls.
@@ -541,8 +546,9 @@ class StrategyRunner:
         if self.state.paused:
             logger.warning("strategy %s starts paused: %s", self.name, self.state.pause_reason)
         logger.info("strategy %s ready: %d legs, mode %s, entry %s, exit %s", self.name, len(self.config.legs),
-                    self.config.execution_mode, [condition_name(c) for c in self.config.entry_conditions],
-                    [condition_name(c) for c in self.config.exit_conditions])
+                    self.config.execution_mode,
+                    ", ".join(condition_name(c) for c in self.config.entry_conditions) or "none",
+                    ", ".join(condition_name(c) for c in self.config.exit_conditions) or "none")
 
     def _load_state(self) -> dict | None:
         try:
@@ -585,6 +591,15 @@ class StrategyRunner:
     @property
     def pause_reason(self) -> str:
         return self.state.pause_reason
+
+    @property
+    def no_entry_reason(self) -> str | None:
+        """Why the last entry check opened no trade (None: it opened one, or none ran yet).
+
+        The reason the log states once per change (``_note_block``), for the operator's view;
+        a check skipped by the strategy's own interval ("throttled") leaves the last one.
+        """
+        return self._last_block
 
     def kill(self, reason: str = "kill_switch") -> list[str]:
         """Pause, then force-close every active trade of this strategy; returns their ids."""
@@ -794,6 +809,7 @@ class StrategyRunner:
             resolved = resolve_legs(self.config.legs, self.ctx.market_data)
         except TraderError as exc:
             return f"leg selection failed: {exc}"
+        self._note_resolution(resolved)
         too_big = self._notional_refusal(resolved)
         if too_big is not None:
             return too_big
@@ -815,6 +831,19 @@ class StrategyRunner:
         logger.info("strategy %s: trade %s created (%s, index %.2f): %s", self.name, trade.id, mode, index_price,
                     ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in resolved))
         return None
+
+    def _note_resolution(self, resolved: list[ResolvedLeg]) -> None:
+        """Log the legs an entry check chose when they differ from the last check's.
+
+        A strategy blocked after resolution (netting, notional) resolves again at every check;
+        the same legs again are not news, other strikes are.
+        """
+        legs = ", ".join(f"{leg.side.name} {fmt_qty(leg.qty)} {leg.symbol}" for leg in resolved)
+        if legs == self._last_resolution:
+            return
+        self._last_resolution = legs
+        logger.info("strategy %s: resolved %d legs at index %.2f: %s", self.name, len(resolved),
+                    float(resolved[0].index_price), legs)
 
     def _notional_refusal(self, resolved: list[ResolvedLeg]) -> str | None:
         """No trade whose USD notional (sum of qty x index) exceeds ``max_structure_notional_usd``.
@@ -944,8 +973,14 @@ class StrategyRunner:
         return list(self.ctx.lifecycle_manager.trades(self.name))
 
     def _note_block(self, reason: str | None) -> None:
-        """Log why no trade opened, once per change of reason (a gate is not news every tick)."""
-        if reason != self._last_block and reason not in (None, "throttled"):
+        """Log why no trade opened, once per change of reason (a gate is not news every tick).
+
+        Two reasons that differ only in their figures (a snapshot's age, the index quoted in a
+        selection error) are the same news: the first is logged, ``no_entry_reason`` keeps the
+        latest.
+        """
+        if reason is not None and reason != "throttled" and (
+                self._last_block is None or _FIGURES.sub("#", reason) != _FIGURES.sub("#", self._last_block)):
             level = logging.WARNING if reason.startswith(WARNING_BLOCKS) else logging.INFO
             logger.log(level, "strategy %s: no entry: %s", self.name, reason)
         if reason != "throttled":

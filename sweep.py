@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
 
 from atomic_file import write_text_atomically
 from backtest import SUMMARY_FILE, BacktestPeriod, run_backtest
-from clock import wall_seconds
+from clock import Clock, wall_seconds
 from errors import ConfigError
 from instance_lock import InstanceLock
 from stop_flag import StopFlag
@@ -111,8 +111,9 @@ def run_combination(job: Job) -> dict[str, Any]:
     return result
 
 
-def _run_logging(log_dir: Path) -> Callable[[], None]:
-    """The run's whole log in its own file (INFO and above); returns the undo."""
+def _run_logging(log_dir: Path, _clock: Clock) -> Callable[[], None]:
+    """The run's whole log in its own file (INFO and above), without time stamps (a sweep
+    reads its runs' logs for their errors, not their times); returns the undo."""
     log_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_dir / RUN_LOG, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(levelname)-7s %(name)s: %(message)s"))

@@ -49,6 +49,7 @@ from conditions import (
     utc_datetime_exit,
 )
 from contracts import Contract, Side
+from display import fmt, fmt_qty
 from errors import StaleDataError
 from execution_job import JobStatus, LegTarget
 from exit_evaluation import ExitEvaluator, ExitWatch
@@ -56,7 +57,7 @@ from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without
 from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
 from option_selection import ResolvedLeg
-from order_ledger import Intent
+from order_ledger import Intent, LedgerOrder
 from price_sanity import InsanePriceError, quote_problems
 from seams import (
     AlertSender,
@@ -548,6 +549,26 @@ def positions_beyond_ours(positions: Iterable[PositionSnapshot], ours: Mapping[s
     return legs
 
 
+def kill_progress(trade: TradeLifecycle, orders: Sequence[LedgerOrder]) -> str:
+    """One line for people on a trade the kill switch is closing: what it still holds, what was sent.
+
+    Why: a kill runs rounds of reduce-only orders for as long as the books need (minutes on a
+    thin book); without a line per poll the operator cannot tell a kill at work from a hang.
+    ``orders`` are the trade's orders from the ledger (our own record, the truth on what was
+    sent); the holdings are the trade's net fills per leg.
+    """
+    held = ", ".join(f"{trade.legs[index].symbol} {'+' if qty > 0 else ''}{fmt_qty(qty)}"
+                     for index, qty in sorted(trade.exposure().items()))
+    kills = [order for order in orders if order.intent.family() is Intent.KILL]
+    working = [order for order in orders if not order.status.is_final]
+    text = (f"trade {trade.id} ({trade.strategy}) {trade.state.value}: still holds {held or 'nothing'}; "
+            f"{len(kills)} kill order(s) sent, {fmt_qty(math.fsum(order.filled_qty for order in kills))} filled")
+    if working:
+        text += "; working: " + ", ".join(f"{order.side.name} {fmt_qty(order.qty - order.filled_qty)} {order.symbol} "
+                                          f"@ {fmt(order.price)}" for order in working)
+    return text
+
+
 def urgent_execution_params() -> ExecutionParams:
     """The urgent profile for unwind and kill (BEHAVIOUR 4.3): mark for 60 s repricing every
     15 s, then aggressive with a 5 % buffer for 120 s repricing every 10 s."""
@@ -665,6 +686,7 @@ class LifecycleManager:
         self._hooks: dict[str, StrategyHooks] = {}
         self._next_seq = 1
         self._last_snapshot: Any = None
+        self._without_snapshot = False   # said once per stretch of wakes without a snapshot
 
     def __repr__(self) -> str:
         return f"LifecycleManager(trades={len(self._trades)})"
@@ -693,6 +715,11 @@ class LifecycleManager:
         """Every trade (finished ones included), in sequence order."""
         with self._lock:
             return list(self._in_order if strategy is None else self._by_strategy.get(strategy, ()))
+
+    def trade_count(self) -> int:
+        """How many trades there are, finished ones included (without copying the list)."""
+        with self._lock:
+            return len(self._in_order)
 
     def active_trades(self, strategy: str | None = None) -> list[TradeLifecycle]:
         with self._lock:
@@ -818,13 +845,17 @@ class LifecycleManager:
             poll_tick = snapshot is not None and snapshot is not self._last_snapshot
             if snapshot is not None:
                 self._last_snapshot = snapshot
+                self._without_snapshot = False
             self._run(snapshot if poll_tick else None)
 
     def on_snapshot_error(self, error: Exception) -> None:
         """No snapshot this wake: jobs keep advancing, no exit is evaluated (incident 13)."""
         if self.holds.on_hold():
             return
-        logger.info("lifecycle tick without a snapshot (%s): jobs advance, exits wait", error)
+        # Once per stretch without a snapshot: the monitor says every poll how the outage goes.
+        logger.log(logging.DEBUG if self._without_snapshot else logging.INFO,
+                   "lifecycle tick without a snapshot (%s): jobs advance, exits wait", error)
+        self._without_snapshot = True
         with self._lock:
             self._run(None)
 
@@ -833,6 +864,8 @@ class LifecycleManager:
         for trade in self._active_locked():
             try:
                 self._tick_trade(trade, now, poll_snapshot)
+                if poll_snapshot is not None and trade.is_active and self._runtime_of(trade).kill:
+                    logger.info("kill in progress: %s", kill_progress(trade, self.ledger.orders(trade.id)))
             except Exception:  # one trade's bug never stops the others
                 logger.exception("trade %s: tick failed in state %s", trade.id, trade.state.value)
 
@@ -882,7 +915,7 @@ class LifecycleManager:
             logger.exception("trade %s: reading the %s job result failed", trade.id, kind)
             reason = ""
         self.fills.sync(trade)
-        logger.info("trade %s: %s job ended %s %s", trade.id, kind, status.value, reason)
+        logger.info("trade %s: %s job ended %s%s", trade.id, kind, status.value, f" ({reason})" if reason else "")
         if kind == "open":
             self._on_open_end(trade, runtime, now, reason)
         elif kind == "unwind":

@@ -89,7 +89,8 @@ def main() -> int:
     started = wall_seconds()
     cpu_started = process_cpu_seconds()
     code = run_backtest(configs, period, seed=args.seed, poll=args.poll, out_dir=out_dir, stop=StopFlag(),
-                        setup_logging=lambda log_dir: setup_logging(log_dir, "INFO", console_level="WARNING"),
+                        setup_logging=lambda log_dir, clock: setup_logging(log_dir, "INFO", clock,
+                                                                           console_level="WARNING"),
                         observer=samples, transport=args.transport)
     wall = wall_seconds() - started
     cpu = process_cpu_seconds() - cpu_started
@@ -127,7 +128,8 @@ def paced_check(minutes: float, seed: int, poll: float) -> int:
         started = wall_seconds()
         code = run_backtest(configs, period, seed=seed, poll=poll, out_dir=root / label.replace(" ", "-"),
                             stop=StopFlag(), pace=pace,
-                            setup_logging=lambda log_dir: setup_logging(log_dir, "INFO", console_level="WARNING"))
+                            setup_logging=lambda log_dir, clock: setup_logging(log_dir, "INFO", clock,
+                                                                               console_level="WARNING"))
         if code != 0:
             print(f"{label}: backtest exited {code}")
             return code

@@ -302,7 +302,7 @@ def _read_logs(report: DayReport, log_dir: Path, day_start: float, day_end: floa
     report.health_lines = len(times)
     edges = [day_start, *times, day_end]
     report.largest_health_gap = max(b - a for a, b in zip(edges, edges[1:]))
-    pattern = re.compile(r"^\S+ (ERROR|CRITICAL) +(\S+): (.*)$")
+    pattern = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) +(\S+): (.*)$")   # "2026-03-02 10:00:00 ERROR name: ..."
     messages: Counter[str] = Counter()
     lines = [line for path in sorted(log_dir.glob("trading.log*"))
              for line in path.read_text(encoding="utf-8").splitlines()]

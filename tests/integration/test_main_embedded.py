@@ -40,7 +40,8 @@ def read_log(tmp_path: Path) -> str:
 
 
 def status_lines(log: str) -> list[str]:
-    return [line for line in log.splitlines() if " status 20" in line]
+    # The status line has no time of its own (issue 12): the log line's stamp is its time.
+    return [line for line in log.splitlines() if " app: status " in line]
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def test_main_runs_on_the_embedded_simulator_and_stops_after_run_for(tmp_path):
     lines = status_lines(log)
     # Polls at t = 0, 10, ..., 110 simulated seconds; the run ends when the clock reaches 120.
     assert len(lines) == 12
-    assert "2026-03-03 10:00:00Z" in lines[0] and "2026-03-03 10:01:50Z" in lines[-1]
+    assert lines[0].startswith("2026-03-03 10:00:00 ") and lines[-1].startswith("2026-03-03 10:01:50 ")
     assert all("exchange=UP" in line and "equity=n/a" not in line and "positions=0" in line for line in lines)
     assert "stopping: --run-for 120s of simulated time elapsed" in log
     assert "stopped cleanly" in log
@@ -87,9 +88,9 @@ def test_main_runs_on_the_embedded_simulator_and_stops_after_run_for(tmp_path):
 def test_log_lines_carry_utc_timestamps(tmp_path):
     main_module.main(["--run-for", "10"], clock=SimulatedClock(start=START, speed=0), env=sim_env(tmp_path), dotenv_path=None)
     first = read_log(tmp_path).splitlines()[0]
-    stamp = first.split(" ", 1)[0]
-    assert stamp.endswith("Z") and "T" in stamp
-    datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    stamp = " ".join(first.split(" ", 2)[:2])
+    # One time per line: the run's (simulated) clock, in UTC, "2026-03-03 10:00:00" (issue 12).
+    assert datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp() == START
 
 
 def test_a_second_start_restores_the_paper_account(tmp_path):
@@ -208,7 +209,8 @@ def test_errors_inside_the_loop_are_logged_and_the_loop_keeps_polling(caplog, mo
     clock = SimulatedClock(start=START, speed=0)
     monitor = FlakyMonitor(clock)
     reports: list[dict] = []
-    ctx = SimpleNamespace(clock=clock, position_monitor=monitor, health=SimpleNamespace(maybe_report=reports.append))
+    ctx = SimpleNamespace(clock=clock, position_monitor=monitor, health=SimpleNamespace(due=lambda: True,
+                                                                                  maybe_report=reports.append))
     monkeypatch.setattr(app, "health_state", lambda ctx, runners, started_at: {"at": ctx.clock.now()})
     stop = StopFlag()
 

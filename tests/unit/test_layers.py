@@ -21,10 +21,10 @@ LAYERS: list[set[str]] = [
     # 0: values and pure helpers that know nothing of the trading system
     {"errors", "api_values", "clock", "auth", "atomic_file", "json_lines", "log_throttle", "stop_flag",
      "instance_lock", "display", "validation", "contracts", "seams",
-     "leg_market"},
+     "leg_market", "dashboard_security", "dashboard_pages"},
     # 1: configuration, records and operator outputs
     {"config", "alerts", "events", "health", "persistence", "state_identity", "price_sanity",
-     "backtest_report"},
+     "backtest_report", "notifications"},
     # 2: the HTTP edge and its adapter
     {"coincall_client", "coincall_payloads"},
     # 3: market and account data, the connection
@@ -50,7 +50,9 @@ LAYERS: list[set[str]] = [
     # 11: building the strategies from their factories
     {"strategy_factories"},
     # 12: the operator's services inside the daemon
-    {"commands", "operations"},
+    {"commands", "operations", "operator_view"},
+    # the web dashboard: reads the published view, writes only the command queue
+    {"dashboard"},
     # 12: wiring and start-up
     {"app"},
     # 13: the command line and what it runs through app

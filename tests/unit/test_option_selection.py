@@ -433,7 +433,7 @@ class TestFindOption:
         assert self.pick(snap, delta={"min": 0.3, "max": 0.4}) == 94_000
 
     def test_no_match_returns_none_and_logs_counts(self, caplog):
-        with caplog.at_level(logging.INFO, logger="option_selection"):
+        with caplog.at_level(logging.DEBUG, logger="option_selection"):
             assert self.pick(delta={"min": 0.995, "max": 0.999}) is None
         assert "candidates: 11" in caplog.text and "delta filter: 0" in caplog.text
 
