@@ -685,21 +685,23 @@ class CoincallClient:
     def futures_symbols(self, symbol: str | None = "BTCUSD") -> Any:
         return self._get(Endpoints.FUTURES_SYMBOLS, {"symbol": symbol})
 
-    def index_price(self) -> float:
-        """The BTC index from the futures symbol endpoint (API.md 6.6): ``indexPrice`` only, never a fallback."""
-        data = self.futures_symbols("BTCUSD")
+    def index_price(self, underlying: str = "BTC") -> float:
+        """The ``underlying`` index (``BTC``, ``ETH``) from the futures symbol endpoint (API.md 6.6):
+        ``indexPrice`` of ``<UNDERLYING>USD`` only, never a fallback."""
+        symbol = f"{underlying.upper()}USD"
+        data = self.futures_symbols(symbol)
         entry = data
         if isinstance(data, list):
-            entry = next((e for e in data if isinstance(e, Mapping) and e.get("symbol") == "BTCUSD"), None)
-        if not isinstance(entry, Mapping):
-            raise StaleDataError("Coincall futures symbols carry no BTCUSD entry: no index price")
+            entry = next((e for e in data if isinstance(e, Mapping) and e.get("symbol") == symbol), None)
+        if not isinstance(entry, Mapping) or entry.get("symbol", symbol) != symbol:
+            raise StaleDataError(f"Coincall futures symbols carry no {symbol} entry: no index price")
         raw = entry.get("indexPrice")
         try:
             value = float(raw) if raw is not None and not isinstance(raw, bool) else math.nan
         except (TypeError, ValueError):
             value = math.nan
         if not math.isfinite(value) or value <= 0:
-            raise StaleDataError(f"Coincall BTCUSD indexPrice is unusable ({raw!r}): no index price")
+            raise StaleDataError(f"Coincall {symbol} indexPrice is unusable ({raw!r}): no index price")
         return value
 
     def delivery_prices(self, symbol: str = "BTCUSD") -> Any:
