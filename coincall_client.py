@@ -13,9 +13,16 @@ Why it looks the way it does (API.md sections 2, 3, 8, 10, 12; BEHAVIOUR.md 6.0,
   injected clock instead of provoking code 10000.
 * ``Reachability`` turns the stream of request outcomes into an UP/DOWN signal.
 
-Response payloads are returned as parsed JSON with the exchange's own field names; the
-adapter, ``coincall_payloads.py``, turns them into typed values. JSON is parsed with the
-standard library so 64-bit ids stay exact Python ints.
+Response payloads of the options routes are returned as parsed JSON with the exchange's own
+field names; the adapter, ``coincall_payloads.py``, turns them into typed values. JSON is
+parsed with the standard library so 64-bit ids stay exact Python ints.
+
+Perpetual futures (API.md 14) follow the same signing, retry and unknown-outcome rules. Their
+methods are named ``perp_*`` and return the adapter's typed values directly (``PerpOrder``,
+``PerpPosition``, ...): nothing above this layer ever reads a perp field name. Market-data
+reads are keyed by underlying (``"ETH"``), order and account calls by the perp's symbol
+(``"ETHUSD"``, ``coincall_payloads.perp_symbol``). Every perp call is signed, market data
+included (API.md 14.9 #1), and list answers are walked to their last page.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, TypeVar
 from urllib.parse import quote, urlencode
 
 import requests
@@ -45,10 +52,43 @@ from errors import (
     EndpointNotFound,
     ExchangeError,
     OrderOutcomeUnknown,
+    PayloadError,
     RateLimitedError,
     StaleDataError,
     TraderError,
     TransportError,
+)
+from coincall_payloads import (
+    PERP_QUOTE,
+    FundingPayment,
+    FundingRate,
+    NumberedPage,
+    OrderBook,
+    Page,
+    PerpCancelAck,
+    PerpFill,
+    PerpInstrument,
+    PerpOrder,
+    PerpOrderType,
+    PerpPosition,
+    PerpPublicTrade,
+    PerpSpec,
+    PerpTicker,
+    parse_funding_payment_page,
+    parse_funding_rates,
+    parse_perp_cancel_acks,
+    parse_perp_fill_page,
+    parse_perp_instruments,
+    parse_perp_leverage,
+    parse_perp_order_page,
+    parse_perp_pending_page,
+    parse_perp_positions,
+    parse_perp_public_trades,
+    parse_perp_specs,
+    perp_order_book_from_api,
+    perp_order_from_api,
+    perp_symbol,
+    perp_ticker_from_api,
 )
 from validation import invalid
 
@@ -73,8 +113,18 @@ GROUP_LIMITS: dict[str, tuple[int, float]] = {
     "history": (5, 1.0),
     "account": (2, 1.0),
     "orderbook": (30, 2.0),
+    "funding_rate": (10, 2.0),
 }
 ORDER_ACTION_GROUPS = frozenset({"place", "cancel"})
+
+# Perpetual futures (API.md 14). Page sizes: the open-order route's documented default, and
+# the funding-record route's documented maximum; the history routes document neither (API.md 14.9 #11).
+PERP_PENDING_PAGE_SIZE = 20
+PERP_HISTORY_PAGE_SIZE = 50
+PERP_FUNDING_PAGE_SIZE = 50
+PERP_MAX_PAGES = 200
+PERP_SENDABLE_TYPES = (PerpOrderType.LIMIT, PerpOrderType.MARKET, PerpOrderType.POST_ONLY)
+HISTORY_DIRECTIONS = (None, "NEXT", "PREV")
 
 _SAFE_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 _URL_QUERY = re.compile(r"\?[^\s'\")]*")
@@ -148,6 +198,29 @@ class Endpoints:
     RFQ_CANCEL = Endpoint("POST", "/open/option/blocktrade/request/cancel/v1", "cancel", idempotent=False, encoding="form")
     BLOCKTRADE_ORDERS = Endpoint("GET", "/open/option/blocktrade/orderList/v1", "history")
 
+    # Perpetual futures (API.md 14). Creates and amends share the options' "place" budget and
+    # cancels their "cancel" budget: one client-wide budget of order actions (API.md 14.9 #2).
+    PERP_INSTRUMENTS = Endpoint("GET", "/open/futures/market/instruments/v1")
+    PERP_ORDERBOOK = Endpoint("GET", "/open/futures/order/orderbook/v1/{symbol}", "orderbook")
+    PERP_LAST_TRADES = Endpoint("GET", "/open/futures/trade/lasttrade/v1/{symbol}")
+    FUNDING_RATE = Endpoint("GET", "/open/public/fundingRate/v1", "funding_rate")
+    PERP_CREATE_ORDER = Endpoint("POST", "/open/futures/order/create/v1", "place", idempotent=False, encoding="json")
+    PERP_AMEND_ORDER = Endpoint("POST", "/open/futures/order/modify/v1", "place", idempotent=False, encoding="json")
+    PERP_CANCEL_ORDER = Endpoint("POST", "/open/futures/order/cancel/v1", "cancel", idempotent=False, encoding="json")
+    PERP_BATCH_CANCEL = Endpoint("POST", "/open/futures/order/batchCancel/v1", "cancel", idempotent=False,
+                                 encoding="json")
+    PERP_QUERY_ORDER = Endpoint("GET", "/open/futures/order/singleQuery/v1", "pending")
+    PERP_PENDING_ORDERS = Endpoint("GET", "/open/futures/order/pending/v1", "pending")
+    PERP_ORDER_HISTORY = Endpoint("GET", "/open/futures/order/history/v1", "history")
+    PERP_TRADE_HISTORY = Endpoint("GET", "/open/futures/trade/history/v1", "history")
+    PERP_POSITIONS = Endpoint("GET", "/open/futures/position/get/v1", "positions")
+    PERP_LEVERAGE = Endpoint("GET", "/open/futures/leverage/current/v1")
+    # Setting a leverage is idempotent (the same value twice is the same state), so a lost
+    # answer may be re-sent like a GET; a refusal (40038) is definitive and is not.
+    PERP_SET_LEVERAGE = Endpoint("POST", "/open/futures/leverage/set/v1", encoding="json")
+    FUNDING_RECORDS = Endpoint("GET", "/open/settle/future/record/v1", "history")
+    LATEST_FUNDING_RECORDS = Endpoint("GET", "/open/settle/future/latestRecord/v1", "history")
+
     @classmethod
     def all(cls) -> tuple[Endpoint, ...]:
         return tuple(v for v in vars(cls).values() if isinstance(v, Endpoint))
@@ -185,6 +258,10 @@ class ClientSettings:
     rebuild_session_after_failures: int = 5
     user_agent: str = "CoincallTrader"
     time_sync_interval_seconds: float = 600.0
+    # Perpetual futures: the UNCERTAIN points of API.md 14.9, with their defaults.
+    perp_sign_market_data: bool = True        # 14.9 #1: sign the market-data reads too
+    perp_allow_fok: bool = False              # 14.9 #3: FOK may be refused (12012 lists GTC|IOC)
+    perp_history_direction: str | None = None  # 14.9 #6: send only fromId unless set ("NEXT"/"PREV")
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://[^/\s]+", self.base_url or ""):
@@ -202,6 +279,8 @@ class ClientSettings:
                       "outage_alert_seconds", "must be a number of seconds >= 1")
         self._require(self.rebuild_session_after_failures >= 1, "rebuild_session_after_failures", "must be >= 1")
         self._require(self.time_sync_interval_seconds > 0, "time_sync_interval_seconds", "must be > 0")
+        self._require(self.perp_history_direction in HISTORY_DIRECTIONS, "perp_history_direction",
+                      "must be None, 'NEXT' or 'PREV'")
 
     def _require(self, ok: bool, name: str, rule: str) -> None:
         if not ok:
@@ -468,6 +547,76 @@ def _plain_decimal_text(value: Any, name: str) -> str:
     if isinstance(checked, float) and checked.is_integer():
         return repr(checked)
     return str(checked)
+
+
+def _require_positive(name: str, number: Any) -> None:
+    """A positive finite number (int, float or Decimal), or ``ValueError`` before anything is sent."""
+    if isinstance(number, bool) or not isinstance(number, (int, float, Decimal)):
+        raise ValueError(f"{name} must be a positive number, got {number!r}")
+    finite = number.is_finite() if isinstance(number, Decimal) else math.isfinite(number)
+    if not finite or not number > 0:
+        raise ValueError(f"{name} must be a positive finite number, got {number!r}")
+
+
+def _perp_order_type(order_type: Any) -> PerpOrderType:
+    """A sendable perp order type (LIMIT, MARKET or POST_ONLY); conditional orders are never sent."""
+    if isinstance(order_type, bool):
+        raise ValueError(f"order_type must be a PerpOrderType, got {order_type!r}")
+    try:
+        kind = PerpOrderType(order_type)
+    except ValueError:
+        raise ValueError(f"order_type must be a PerpOrderType, got {order_type!r}") from None
+    if kind not in PERP_SENDABLE_TYPES:
+        raise ValueError(f"order_type must be LIMIT, MARKET or POST_ONLY, got {kind.name}")
+    return kind
+
+
+def _perp_symbol_arg(symbol: str) -> str:
+    """A perp symbol as the order routes take it (``BTCUSD``), checked before anything is sent."""
+    if (not isinstance(symbol, str) or not symbol.isalnum() or not symbol.isupper()
+            or not symbol.endswith(PERP_QUOTE) or symbol == PERP_QUOTE):
+        raise ValueError(f"symbol must be a perp symbol such as 'BTCUSD', got {symbol!r}")
+    return symbol
+
+
+def _order_id_or_unknown(data: Any, endpoint: Endpoint, client_order_id: int | None) -> int:
+    """The ``orderId`` of a create/amend answer; code 0 without a usable one is an unknown outcome."""
+    order_id = data.get("orderId") if isinstance(data, Mapping) else data
+    try:
+        return _as_int_id(order_id, "orderId")
+    except ValueError:
+        raise OrderOutcomeUnknown(endpoint.method + " " + endpoint.path, "code 0 without a usable orderId",
+                                  client_order_id) from None
+
+
+_Row = TypeVar("_Row")
+
+
+def _walk_cursor(read: Callable[[int | None], Page[_Row]], key: Callable[[_Row], int],
+                 endpoint: Endpoint) -> list[_Row]:
+    """Every row of a cursor-paged history (API.md 14.6). A page that brings nothing new while
+    claiming more, or more than ``PERP_MAX_PAGES`` pages, is a ``TransportError``: a partial
+    history is never passed off as the whole of it."""
+    rows: dict[int, _Row] = {}
+    cursor: int | None = None
+    for _ in range(PERP_MAX_PAGES):
+        page = read(cursor)
+        before = len(rows)
+        for row in page.rows:
+            rows.setdefault(key(row), row)
+        if not page.has_next or page.next_cursor is None:
+            return list(rows.values())
+        if len(rows) == before or page.next_cursor == cursor:
+            raise TransportError(endpoint.method + " " + endpoint.path,
+                                 f"history cursor {page.next_cursor} brought no new rows")
+        cursor = page.next_cursor
+    raise TransportError(endpoint.method + " " + endpoint.path, f"more than {PERP_MAX_PAGES} history pages")
+
+
+def _funding_key(payment: FundingPayment) -> tuple[Any, ...]:
+    if payment.record_id is not None:
+        return (payment.record_id,)
+    return (payment.symbol, payment.time_ms, payment.side, payment.qty, payment.fee)
 
 
 def _scrub(text: str) -> str:
@@ -843,14 +992,273 @@ class CoincallClient:
     def blocktrade_orders(self, **filters: Any) -> Any:
         return self._get(Endpoints.BLOCKTRADE_ORDERS, filters)
 
+    # ---- endpoints: perpetual futures, market data (API.md 14.3, 14.4) -------------
+    # Keyed by underlying ("BTC", "ETH"); every read is signed unless
+    # ``perp_sign_market_data`` is off (API.md 14.9 #1).
+
+    def _perp_market_get(self, endpoint: Endpoint, params: Mapping[str, Any] | None = None, *,
+                         segments: Mapping[str, str] | None = None) -> Any:
+        return self._get(endpoint, params, segments=segments, signed=self._settings.perp_sign_market_data)
+
+    def perp_specs(self) -> dict[str, PerpSpec]:
+        """Every perp's contract specification (``futuresConfig`` of the public config), by underlying."""
+        return parse_perp_specs(self._perp_market_get(Endpoints.PUBLIC_CONFIG))
+
+    def perp_spec(self, underlying: str) -> PerpSpec:
+        """``underlying``'s perp specification; ``PayloadError`` when the exchange lists none."""
+        base = perp_symbol(underlying)[: -len(PERP_QUOTE)]
+        specs = self.perp_specs()
+        if base not in specs:
+            raise PayloadError("futuresConfig", f"futuresConfig lists no perpetual for {base}")
+        return specs[base]
+
+    def perp_instruments(self) -> list[PerpInstrument]:
+        """The instruments feed: last, bid/ask, index and funding of every perp."""
+        return parse_perp_instruments(self._perp_market_get(Endpoints.PERP_INSTRUMENTS))
+
+    def perp_funding_rate(self, underlying: str) -> FundingRate:
+        """``underlying``'s current funding rate and next funding time (``StaleDataError`` if absent)."""
+        symbol = perp_symbol(underlying)
+        rates = parse_funding_rates(self._perp_market_get(Endpoints.FUNDING_RATE, {"symbol": symbol}))
+        if symbol not in rates:
+            raise StaleDataError(f"Coincall funding rates carry no {symbol} entry")
+        return rates[symbol]
+
+    def perp_ticker(self, underlying: str, *, with_funding: bool = True) -> PerpTicker:
+        """Last, mark and index of ``underlying``'s perp (the symbol route, list or object),
+        plus its funding rate (a second read) unless ``with_funding`` is False."""
+        symbol = perp_symbol(underlying)
+        data = self._perp_market_get(Endpoints.FUTURES_SYMBOLS, {"symbol": symbol})
+        funding = self.perp_funding_rate(underlying) if with_funding else None
+        return perp_ticker_from_api(data, symbol=symbol, as_of=self._clock.now(), funding=funding)
+
+    def perp_order_book(self, underlying: str) -> OrderBook:
+        """``underlying``'s perp book (``/open/futures/order/orderbook/v1/<SYMBOL>``), best first."""
+        symbol = perp_symbol(underlying)
+        data = self._perp_market_get(Endpoints.PERP_ORDERBOOK, segments={"symbol": symbol})
+        return perp_order_book_from_api(data, symbol=symbol, as_of=self._clock.now())
+
+    def perp_last_trades(self, underlying: str) -> list[PerpPublicTrade]:
+        symbol = perp_symbol(underlying)
+        data = self._perp_market_get(Endpoints.PERP_LAST_TRADES, segments={"symbol": symbol})
+        return parse_perp_public_trades(data, symbol=symbol)
+
+    # ---- endpoints: perpetual futures, orders (API.md 14.5, 14.6) ------------------
+
+    def perp_create_order(
+        self,
+        symbol: str,
+        qty: float | Decimal,
+        side: int | str,
+        client_order_id: int | str,
+        *,
+        order_type: PerpOrderType | int = PerpOrderType.LIMIT,
+        price: float | Decimal | None = None,
+        time_in_force: str = "GTC",
+        reduce_only: bool = False,
+    ) -> int:
+        """Place one perp order; returns the exchange ``orderId``. Sent exactly once.
+
+        LIMIT and POST_ONLY need a positive ``price``; MARKET carries neither price nor
+        ``timeInForce`` (12011/12013). ``timeInForce`` is GTC or IOC (FOK only with
+        ``perp_allow_fok``, API.md 14.9 #3); ``stp`` is never sent (14.9 #4); ``reduceOnly`` and the
+        integer ``clientOrderId`` always are. A lost answer raises ``OrderOutcomeUnknown``
+        carrying the clientOrderId: resolve it with ``perp_order_by_client_id``.
+        """
+        kind = _perp_order_type(order_type)
+        allowed = ("GTC", "IOC", "FOK") if self._settings.perp_allow_fok else ("GTC", "IOC")
+        if time_in_force not in allowed:
+            raise ValueError(f"time_in_force must be one of {allowed}, got {time_in_force!r}")
+        _require_positive("qty", qty)
+        if kind is PerpOrderType.MARKET:
+            if price is not None:
+                raise ValueError("a MARKET perp order carries no price")
+        else:
+            _require_positive("price", price)
+        coid = _as_int_id(client_order_id, "client_order_id")
+        body = {
+            "symbol": _perp_symbol_arg(symbol),
+            "qty": qty,
+            "tradeSide": _side_code(side),
+            "tradeType": int(kind),
+            "price": None if kind is PerpOrderType.MARKET else price,
+            "timeInForce": None if kind is PerpOrderType.MARKET else time_in_force,
+            "clientOrderId": coid,
+            "reduceOnly": 1 if reduce_only else 0,
+        }
+        data = self._post(Endpoints.PERP_CREATE_ORDER, body, client_order_id=coid)
+        return _order_id_or_unknown(data, Endpoints.PERP_CREATE_ORDER, coid)
+
+    def perp_amend_order(
+        self,
+        symbol: str,
+        *,
+        order_id: int | str | None = None,
+        client_order_id: int | str | None = None,
+        qty: float | Decimal | None = None,
+        price: float | Decimal | None = None,
+    ) -> int:
+        """Change an open perp order's qty and/or price; returns the ``orderId`` the answer gives.
+
+        Whether an amend issues a new orderId is UNCERTAIN (API.md 14.9 #5): keep tracking the
+        order by its clientOrderId and take the returned id. Sent exactly once; a lost answer
+        raises ``OrderOutcomeUnknown`` (with the clientOrderId when the order was named by it).
+        """
+        if qty is None and price is None:
+            raise ValueError("an amend changes qty, price or both: give at least one")
+        if qty is not None:
+            _require_positive("qty", qty)
+        if price is not None:
+            _require_positive("price", price)
+        ref, coid = self._order_ref(order_id, client_order_id)
+        body = {**ref, "symbol": _perp_symbol_arg(symbol), "qty": qty, "price": price}
+        data = self._post(Endpoints.PERP_AMEND_ORDER, body, client_order_id=coid)
+        return _order_id_or_unknown(data, Endpoints.PERP_AMEND_ORDER, coid)
+
+    def perp_cancel_order(self, *, order_id: int | str | None = None,
+                          client_order_id: int | str | None = None) -> None:
+        """Request a cancel (accepted, not done: poll the order). Sent exactly once."""
+        body, coid = self._order_ref(order_id, client_order_id)
+        self._post(Endpoints.PERP_CANCEL_ORDER, body, client_order_id=coid)
+
+    def perp_batch_cancel(self, *, order_ids: Sequence[int | str] = (),
+                          client_order_ids: Sequence[int | str] = ()) -> list[PerpCancelAck]:
+        """Request cancels of several orders named one way (ids or clientOrderIds); the answer
+        says which were accepted, not which are done. Sent exactly once."""
+        if bool(order_ids) == bool(client_order_ids):
+            raise ValueError("give order_ids or client_order_ids (one non-empty list)")
+        if order_ids:
+            body = {"orderIdList": [_as_int_id(value, "order_ids[]") for value in order_ids]}
+        else:
+            body = {"clientOrderIdList": [_as_int_id(value, "client_order_ids[]") for value in client_order_ids]}
+        return parse_perp_cancel_acks(self._post(Endpoints.PERP_BATCH_CANCEL, body))
+
+    def perp_order(self, *, order_id: int | str | None = None, client_order_id: int | str | None = None) -> PerpOrder:
+        """One perp order by orderId or clientOrderId (an unknown one: ``ExchangeError`` 10584)."""
+        params, _ = self._order_ref(order_id, client_order_id)
+        return perp_order_from_api(self._get(Endpoints.PERP_QUERY_ORDER, params))
+
+    def perp_order_by_client_id(self, client_order_id: int | str) -> PerpOrder:
+        """The order our ``client_order_id`` names: how an unknown create outcome is resolved."""
+        return self.perp_order(client_order_id=client_order_id)
+
+    def perp_pending_orders_page(self, page: int = 1, page_size: int = PERP_PENDING_PAGE_SIZE,
+                                 symbol: str | None = None) -> NumberedPage[PerpOrder]:
+        params = {"page": int(page), "pageSize": int(page_size),
+                  "symbol": None if symbol is None else _perp_symbol_arg(symbol)}
+        return parse_perp_pending_page(self._get(Endpoints.PERP_PENDING_ORDERS, params))
+
+    def perp_pending_orders(self, symbol: str | None = None) -> list[PerpOrder]:
+        """Every open perp order, every page walked (``pageTotal``, else ``total``, else a short
+        page ends it); an order seen on two pages (the list moved under us) is kept once."""
+        orders: dict[int, PerpOrder] = {}
+        for page in range(1, PERP_MAX_PAGES + 1):
+            answer = self.perp_pending_orders_page(page, PERP_PENDING_PAGE_SIZE, symbol)
+            for order in answer.rows:
+                orders.setdefault(order.order_id, order)
+            if answer.page_total is not None:
+                done = page >= answer.page_total
+            elif answer.total is not None:
+                done = page * PERP_PENDING_PAGE_SIZE >= answer.total
+            else:
+                done = len(answer.rows) < PERP_PENDING_PAGE_SIZE
+            if done:
+                return list(orders.values())
+        raise TransportError("GET " + Endpoints.PERP_PENDING_ORDERS.path,
+                             f"more than {PERP_MAX_PAGES} pages of open perp orders")
+
+    def perp_order_history_page(self, *, from_id: int | None = None, start_ms: int | None = None,
+                                end_ms: int | None = None,
+                                page_size: int = PERP_HISTORY_PAGE_SIZE) -> Page[PerpOrder]:
+        """One page of the order history (newest first; ``from_id`` = the previous page's cursor)."""
+        data = self._get(Endpoints.PERP_ORDER_HISTORY, self._history_params(from_id, start_ms, end_ms, page_size))
+        return parse_perp_order_page(data)
+
+    def perp_order_history(self, *, start_ms: int | None = None, end_ms: int | None = None,
+                           page_size: int = PERP_HISTORY_PAGE_SIZE) -> list[PerpOrder]:
+        """Every order of the window (the exchange's default: the last 24 h), every page walked."""
+        def read(cursor: int | None) -> Page[PerpOrder]:
+            return self.perp_order_history_page(from_id=cursor, start_ms=start_ms, end_ms=end_ms,
+                                                page_size=page_size)
+        return _walk_cursor(read, lambda order: order.order_id, Endpoints.PERP_ORDER_HISTORY)
+
+    def perp_fills_page(self, *, from_id: int | None = None, start_ms: int | None = None,
+                        end_ms: int | None = None, page_size: int = PERP_HISTORY_PAGE_SIZE) -> Page[PerpFill]:
+        """One page of our perp fills (join them to orders by ``order_id``)."""
+        data = self._get(Endpoints.PERP_TRADE_HISTORY, self._history_params(from_id, start_ms, end_ms, page_size))
+        return parse_perp_fill_page(data)
+
+    def perp_fills(self, *, start_ms: int | None = None, end_ms: int | None = None,
+                   page_size: int = PERP_HISTORY_PAGE_SIZE) -> list[PerpFill]:
+        """Every fill of the window, every page walked."""
+        def read(cursor: int | None) -> Page[PerpFill]:
+            return self.perp_fills_page(from_id=cursor, start_ms=start_ms, end_ms=end_ms, page_size=page_size)
+        return _walk_cursor(read, lambda fill: fill.trade_id, Endpoints.PERP_TRADE_HISTORY)
+
+    def _history_params(self, from_id: int | None, start_ms: int | None, end_ms: int | None,
+                        page_size: int) -> dict[str, Any]:
+        cursor = None if from_id is None else _as_int_id(from_id, "from_id")
+        direction = self._settings.perp_history_direction if cursor is not None else None
+        return {"pageSize": int(page_size), "fromId": cursor, "direction": direction,
+                "startTime": None if start_ms is None else int(start_ms),
+                "endTime": None if end_ms is None else int(end_ms)}
+
+    # ---- endpoints: perpetual futures, positions, leverage, funding (API.md 14.7) --
+
+    def perp_positions(self) -> list[PerpPosition]:
+        """Every perp position; the side comes from ``tradeSide``, never from ``delta``."""
+        return parse_perp_positions(self._get(Endpoints.PERP_POSITIONS))
+
+    def perp_leverage(self, symbol: str) -> float:
+        symbol = _perp_symbol_arg(symbol)
+        return parse_perp_leverage(self._get(Endpoints.PERP_LEVERAGE, {"symbol": symbol}), symbol=symbol)
+
+    def perp_set_leverage(self, symbol: str, leverage: int) -> None:
+        """Set ``symbol``'s leverage; refused with 40038 while positions or orders exist."""
+        if isinstance(leverage, bool) or not isinstance(leverage, int) or leverage < 1:
+            raise ValueError(f"leverage must be a whole number >= 1, got {leverage!r}")
+        self._post(Endpoints.PERP_SET_LEVERAGE, {"symbol": _perp_symbol_arg(symbol), "leverage": leverage})
+
+    def perp_funding_records(self, symbol: str, *, start_ms: int | None = None,
+                             end_ms: int | None = None) -> list[FundingPayment]:
+        """Our funding payments on ``symbol`` in the window, every page walked."""
+        payments: dict[tuple[Any, ...], FundingPayment] = {}
+        for page in range(1, PERP_MAX_PAGES + 1):
+            params = {"symbol": _perp_symbol_arg(symbol), "page": page, "pageSize": PERP_FUNDING_PAGE_SIZE,
+                      "startTime": None if start_ms is None else int(start_ms),
+                      "endTime": None if end_ms is None else int(end_ms)}
+            answer = parse_funding_payment_page(self._get(Endpoints.FUNDING_RECORDS, params))
+            for payment in answer.rows:
+                payments.setdefault(_funding_key(payment), payment)
+            if answer.page_total is not None:
+                done = page >= answer.page_total
+            elif answer.total is not None:
+                done = page * PERP_FUNDING_PAGE_SIZE >= answer.total
+            else:
+                done = len(answer.rows) < PERP_FUNDING_PAGE_SIZE
+            if done:
+                return list(payments.values())
+        raise TransportError("GET " + Endpoints.FUNDING_RECORDS.path,
+                             f"more than {PERP_MAX_PAGES} pages of funding records")
+
+    def perp_latest_funding_records(self, symbol: str | None = None, *,
+                                    start_ms: int | None = None) -> list[FundingPayment]:
+        """The latest funding payments (all symbols without ``symbol``; the exchange's window is
+        the last 8 h by default, and ``start_ms`` must lie within the last 24 h)."""
+        params = {"symbol": None if symbol is None else _perp_symbol_arg(symbol),
+                  "startTime": None if start_ms is None else int(start_ms)}
+        return list(parse_funding_payment_page(self._get(Endpoints.LATEST_FUNDING_RECORDS, params)).rows)
+
     # ---- plumbing: endpoint helpers ------------------------------------------------
 
     def _get(self, endpoint: Endpoint, params: Mapping[str, Any] | None = None, *,
-             segments: Mapping[str, str] | None = None) -> Any:
+             segments: Mapping[str, str] | None = None, signed: bool | None = None) -> Any:
         # The endpoint is known, so its group is too: no search of the catalogue per request
-        # (``get`` would find this same endpoint for the rendered path).
+        # (``get`` would find this same endpoint for the rendered path). ``signed`` overrides
+        # the endpoint's own flag (the perp market-data reads follow a setting).
         path = endpoint.render_path(**(segments or {}))
-        call = _Call("GET", path, clean_params(params), "query", endpoint.signed, endpoint.group)
+        sign = endpoint.signed if signed is None else signed
+        call = _Call("GET", path, clean_params(params), "query", sign, endpoint.group)
         return self._execute(call, idempotent=True)
 
     def _post(self, endpoint: Endpoint, body: Mapping[str, Any], *, encoding: str | None = None,

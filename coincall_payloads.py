@@ -17,12 +17,14 @@ How values are read (API.md 0, 7.1: numbers may be strings):
 * Fields a value cannot exist without raise a typed error naming the field, never a
   ``KeyError``: ``PayloadError`` for account, position and settlement payloads,
   ``StaleDataError`` for market data (no decision may be taken from it).
-* The HTTP client returns the exchange's JSON as it came; parsing happens here, so a test
-  fake that returns plain dicts goes through the same code as the real exchange.
+* The HTTP client returns the options routes' JSON as it came; parsing happens here, so a
+  test fake that returns plain dicts goes through the same code as the real exchange. The
+  perpetual-futures methods (``perp_*``) call the parsers of the last section themselves and
+  return typed values; those parsers are strict (see that section).
 
 Sections: market data (API.md 5, 6), what the start-up summary and ``status`` show, the
 account (7), orders, fills and history pages (8), settlement (6.5, 8.6), RFQ and block
-trades (10).
+trades (10), perpetual futures (14).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from enum import IntEnum
 from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
 from api_values import finite_number, int_or_none
@@ -40,6 +43,7 @@ from errors import PayloadError, StaleDataError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=IntEnum)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1117,3 +1121,752 @@ def _block_trade_from(record: Mapping[str, Any]) -> BlockTrade:
     return BlockTrade(block_trade_id=None if block_id is None else str(block_id),
                       request_id=str(record.get("requestId") or ""), quote_id=str(record.get("quoteId") or ""),
                       legs=tuple(parse_block_legs(record.get("legs"))))
+
+
+# ---------------------------------------------------------------------------------------
+# Perpetual futures (API.md 14): USDT-margined perps, one per underlying (``<BASE>USD``)
+# ---------------------------------------------------------------------------------------
+# Why the readers below are stricter than the options readers above: the perp values feed
+# a hedger that sends orders without a person in the loop, so a field that is present but
+# unreadable, or a code this adapter does not know, is never read as "absent" or as a
+# neighbouring value. Absent optional fields are None; a malformed one is a ``PayloadError``
+# naming the field. Market data (tickers, books, trades, funding rates, the instruments
+# feed) raises ``StaleDataError`` instead, chained to that ``PayloadError``, because no
+# decision may be taken from it (the convention of the options market data above).
+
+PERP_QUOTE = "USD"
+
+
+def perp_symbol(underlying: str) -> str:
+    """The perpetual's API symbol of an underlying: ``"ETH"`` -> ``"ETHUSD"`` (API.md 14.1)."""
+    base = underlying.strip().upper() if isinstance(underlying, str) else ""
+    if not base.isalnum():
+        raise ValueError(f"underlying must be a coin name such as 'BTC' or 'ETH', got {underlying!r}")
+    if base.endswith(PERP_QUOTE) and len(base) > len(PERP_QUOTE):
+        raise ValueError(f"underlying must be the coin ('BTC'), not the symbol ({underlying!r})")
+    return base + PERP_QUOTE
+
+
+class PerpOrderType(IntEnum):
+    """``tradeType`` of a perp order (API.md 14.8). The client sends only the first three."""
+
+    LIMIT = 1
+    MARKET = 2
+    POST_ONLY = 3
+    STOP_LIMIT = 4
+    STOP_MARKET = 5
+
+
+class PerpOrderState(IntEnum):
+    """``state`` of a perp order (API.md 14.8), by the exchange's own code."""
+
+    WAITING_EFFECT = -2     # an untriggered conditional order (we send none)
+    PRE = -1
+    NEW = 0
+    FILLED = 1
+    PARTIALLY_FILLED = 2
+    CANCELED = 3
+    PRE_CANCEL = 4          # cancel accepted, not done: fills may still land
+    CANCELING = 5
+    INVALID = 6
+
+
+# Each perp state as the order ledger's ``OrderStatus`` value (order_ledger.OrderStatus; the
+# ledger sits above this module, so the value is named here and a unit test keeps the two in
+# step). The codes -1 to 6 mean what they mean for options (API.md 8.4) and map the same way;
+# -2 (conditional, not yet triggered) is working, so LIVE. 4 and 5 are not final.
+PERP_STATE_STATUS: Mapping[PerpOrderState, str] = {
+    PerpOrderState.WAITING_EFFECT: "LIVE",
+    PerpOrderState.PRE: "LIVE",
+    PerpOrderState.NEW: "LIVE",
+    PerpOrderState.FILLED: "FILLED",
+    PerpOrderState.PARTIALLY_FILLED: "PARTIAL",
+    PerpOrderState.CANCELED: "CANCELED",
+    PerpOrderState.PRE_CANCEL: "CANCEL_REQUESTED",
+    PerpOrderState.CANCELING: "CANCEL_REQUESTED",
+    PerpOrderState.INVALID: "INVALID",
+}
+PERP_FINAL_STATES = frozenset({PerpOrderState.FILLED, PerpOrderState.CANCELED, PerpOrderState.INVALID})
+
+TIME_IN_FORCE_VALUES = ("GTC", "IOC", "FOK")
+
+
+# ---- strict field readers (PayloadError naming the field) ------------------------------
+
+def _perp_object(raw: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise PayloadError(what, f"{what} is a {type(raw).__name__}, not an object")
+    return raw
+
+
+def _perp_list(raw: Any, what: str) -> list[Any]:
+    if not isinstance(raw, list):
+        raise PayloadError(what, f"{what} is a {type(raw).__name__}, not a list")
+    return raw
+
+
+def _opt_number(raw: Mapping[str, Any], key: str, what: str) -> float | None:
+    """An optional number: None when absent or null (or ``""``), ``PayloadError`` when unreadable."""
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PayloadError(key, f"{what}: field {key!r} is {value!r}, not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise PayloadError(key, f"{what}: field {key!r} is {value!r}, not a number") from None
+    if not math.isfinite(number):
+        raise PayloadError(key, f"{what}: field {key!r} is {value!r}, not a finite number")
+    return number
+
+
+def _req_number(raw: Mapping[str, Any], key: str, what: str) -> float:
+    number = _opt_number(raw, key, what)
+    if number is None:
+        raise PayloadError(key, f"{what}: field {key!r} is missing")
+    return number
+
+
+def _req_positive(raw: Mapping[str, Any], key: str, what: str) -> float:
+    number = _req_number(raw, key, what)
+    if number <= 0:
+        raise PayloadError(key, f"{what}: field {key!r} is {raw.get(key)!r}, not a positive number")
+    return number
+
+
+def _opt_price(raw: Mapping[str, Any], key: str, what: str) -> float | None:
+    """A price that the exchange writes as 0 (or leaves out) when there is none: None then."""
+    number = _opt_number(raw, key, what)
+    if number is None or number == 0:
+        return None
+    if number < 0:
+        raise PayloadError(key, f"{what}: field {key!r} is {raw.get(key)!r}, a negative price")
+    return number
+
+
+def _opt_id(raw: Mapping[str, Any], key: str, what: str) -> int | None:
+    """A 64-bit id as an exact int (JSON integer or digit string, never a float); None when absent."""
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    raise PayloadError(key, f"{what}: field {key!r} is {value!r}, not an integer id")
+
+
+def _req_id(raw: Mapping[str, Any], key: str, what: str) -> int:
+    value = _opt_id(raw, key, what)
+    if value is None:
+        raise PayloadError(key, f"{what}: field {key!r} is missing")
+    return value
+
+
+def _opt_ms(raw: Mapping[str, Any], key: str, what: str) -> int | None:
+    """An epoch-ms time (an integer, or a float or string holding one); None when absent."""
+    number = _opt_number(raw, key, what)
+    if number is None:
+        return None
+    if not number.is_integer() or number < 0:
+        raise PayloadError(key, f"{what}: field {key!r} is {raw.get(key)!r}, not a time in ms")
+    return int(number)
+
+
+def _req_ms(raw: Mapping[str, Any], key: str, what: str) -> int:
+    value = _opt_ms(raw, key, what)
+    if value is None:
+        raise PayloadError(key, f"{what}: field {key!r} is missing")
+    return value
+
+
+def _req_text(raw: Mapping[str, Any], key: str, what: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise PayloadError(key, f"{what}: field {key!r} is {value!r}, not a name")
+    return value.strip()
+
+
+def _opt_text(raw: Mapping[str, Any], key: str, what: str) -> str | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PayloadError(key, f"{what}: field {key!r} is {value!r}, not text")
+    return value.strip()
+
+
+def _opt_code(raw: Mapping[str, Any], key: str, what: str) -> int | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        return None
+    code = int_or_none(value)
+    if code is None:
+        raise PayloadError(key, f"{what}: field {key!r} is {value!r}, not an integer code")
+    return code
+
+
+def _opt_flag(raw: Mapping[str, Any], key: str, what: str) -> bool | None:
+    """A 0/1 flag (number, digit string or boolean); None when absent; anything else is an error."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    code = int_or_none(value)
+    if code not in (0, 1):
+        raise PayloadError(key, f"{what}: field {key!r} is {value!r}, not 0 or 1")
+    return code == 1
+
+
+def _req_side(raw: Mapping[str, Any], key: str, what: str) -> Side:
+    value = raw.get(key)
+    code = int_or_none(value) if not isinstance(value, bool) else None
+    if code not in (1, 2):
+        raise PayloadError(key, f"{what}: field {key!r} is {value!r}, expected 1 or 2")
+    return Side(code)
+
+
+def _opt_enum(raw: Mapping[str, Any], key: str, what: str, enum: type[E]) -> E | None:
+    code = _opt_code(raw, key, what)
+    if code is None:
+        return None
+    try:
+        return enum(code)
+    except ValueError:
+        raise PayloadError(key, f"{what}: field {key!r} is {code}, not a known {enum.__name__}") from None
+
+
+def _market(parse: Callable[[], T]) -> T:
+    """Run a market-data parse; a ``PayloadError`` becomes ``StaleDataError`` (no decision on it)."""
+    try:
+        return parse()
+    except PayloadError as exc:
+        raise StaleDataError(str(exc)) from exc
+
+
+# ---- contract specification (API.md 14.3) -----------------------------------------------
+
+@dataclass(frozen=True)
+class PerpSpec:
+    """One perpetual's contract specification from ``futuresConfig`` of the public config.
+
+    Quantities are in the base coin; ``qty_step`` is ``10 ** -qty_decimals``. Limits and
+    fees the config leaves out are None, never a guessed default; so is ``max_leverage``,
+    which no documented field carries (API.md 14.9 #10).
+    """
+
+    symbol: str
+    base: str
+    tick_size: float
+    min_qty: float
+    qty_decimals: int
+    qty_step: float
+    max_limit_qty: float | None
+    max_market_qty: float | None
+    maker_fee: float | None
+    taker_fee: float | None
+    max_leverage: float | None
+    max_open_orders: int | None
+
+
+def perp_spec_from_api(raw: Any, *, symbol: str | None = None) -> PerpSpec:
+    """One entry of ``futuresConfig``; ``symbol`` is its key in the map (checked against the entry)."""
+    what = f"futuresConfig {symbol or '?'}"
+    entry = _perp_object(raw, what)
+    named = _opt_text(entry, "symbol", what)
+    if symbol is not None and named is not None and named != symbol:
+        raise PayloadError("symbol", f"{what}: entry names symbol {named!r}")
+    name = named or symbol
+    if not name:
+        raise PayloadError("symbol", f"{what}: no symbol")
+    what = f"futuresConfig {name}"
+    base = _opt_text(entry, "base", what)
+    if base is None:
+        if not name.endswith(PERP_QUOTE) or len(name) == len(PERP_QUOTE):
+            raise PayloadError("base", f"{what}: no base and the symbol does not end in {PERP_QUOTE}")
+        base = name[: -len(PERP_QUOTE)]
+    decimals = _req_number(entry, "qtyDecimal", what)
+    if not decimals.is_integer() or not 0 <= decimals <= 12:
+        raise PayloadError("qtyDecimal", f"{what}: field 'qtyDecimal' is {entry.get('qtyDecimal')!r}")
+    places = int(decimals)
+    max_orders = _opt_number(entry, "maxOrderNumber", what)
+    return PerpSpec(
+        symbol=name,
+        base=base.upper(),
+        tick_size=_req_positive(entry, "tickSize", what),
+        min_qty=_req_positive(entry, "minQty", what),
+        qty_decimals=places,
+        qty_step=round(10.0 ** -places, places),
+        max_limit_qty=_opt_number(entry, "limitMaxQty", what),
+        max_market_qty=_opt_number(entry, "marketMaxQty", what),
+        maker_fee=_opt_number(entry, "makerFee", what),
+        taker_fee=_opt_number(entry, "takerFee", what),
+        max_leverage=_opt_number(entry, "maxLeverage", what),
+        max_open_orders=None if max_orders is None else int(max_orders),
+    )
+
+
+def parse_perp_specs(public_config: Any) -> dict[str, PerpSpec]:
+    """Every perp of the public config (``data.futuresConfig``), keyed by underlying (``"BTC"``)."""
+    config = _perp_object(public_config, "public config")
+    futures = _perp_object(config.get("futuresConfig"), "futuresConfig")
+    specs: dict[str, PerpSpec] = {}
+    for symbol, entry in futures.items():
+        spec = perp_spec_from_api(entry, symbol=str(symbol))
+        if spec.base in specs:
+            raise PayloadError("futuresConfig", f"futuresConfig lists two perps for {spec.base}")
+        specs[spec.base] = spec
+    return specs
+
+
+# ---- market data (API.md 14.4) -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class PerpInstrument:
+    """One row of the instruments feed (API.md 14.4, all numbers strings there).
+
+    ``symbol`` is the API symbol (``BTCUSD``) built from the row's base and quote; the feed's
+    own ``ticker_id`` (``BTC-USD``) is kept as ``ticker_id``. Empty book sides are None.
+    """
+
+    symbol: str
+    ticker_id: str
+    base: str
+    last: float | None
+    bid: float | None
+    ask: float | None
+    index: float | None
+    funding_rate: float | None
+    next_funding_rate: float | None
+    next_funding_ms: int | None
+    open_interest: float | None
+
+
+def _perp_instrument(raw: Any) -> PerpInstrument:
+    entry = _perp_object(raw, "perp instrument")
+    ticker = _req_text(entry, "ticker_id", "perp instrument")
+    what = f"perp instrument {ticker}"
+    base = _req_text(entry, "base_currency", what).upper()
+    quote = (_opt_text(entry, "quote_currency", what) or PERP_QUOTE).upper()
+    return PerpInstrument(
+        symbol=base + quote,
+        ticker_id=ticker,
+        base=base,
+        last=_opt_price(entry, "last_price", what),
+        bid=_opt_price(entry, "bid", what),
+        ask=_opt_price(entry, "ask", what),
+        index=_opt_price(entry, "index_price", what),
+        funding_rate=_opt_number(entry, "funding_rate", what),
+        next_funding_rate=_opt_number(entry, "next_funding_rate", what),
+        next_funding_ms=_opt_ms(entry, "next_funding_rate_timestamp", what),
+        open_interest=_opt_number(entry, "open_interest", what),
+    )
+
+
+def parse_perp_instruments(raw: Any) -> list[PerpInstrument]:
+    """The instruments feed; a row that is not a perpetual (``product_type``) is left out."""
+    def parse() -> list[PerpInstrument]:
+        rows = []
+        for entry in _perp_list(raw, "perp instruments"):
+            kind = _opt_text(_perp_object(entry, "perp instrument"), "product_type", "perp instrument")
+            if kind is not None and kind.lower() != "perpetual":
+                continue
+            rows.append(_perp_instrument(entry))
+        return rows
+    return _market(parse)
+
+
+@dataclass(frozen=True)
+class FundingRate:
+    """The current funding rate of one perp (API.md 14.4): rate per 8 h period as a fraction."""
+
+    symbol: str
+    rate: float
+    next_funding_ms: int | None
+    as_of_ms: int | None
+
+
+def _funding_rate(raw: Any) -> FundingRate:
+    entry = _perp_object(raw, "funding rate")
+    symbol = _req_text(entry, "symbol", "funding rate")
+    what = f"funding rate {symbol}"
+    return FundingRate(symbol=symbol, rate=_req_number(entry, "rate", what),
+                       next_funding_ms=_opt_ms(entry, "nextFundingTime", what), as_of_ms=_opt_ms(entry, "ts", what))
+
+
+def parse_funding_rates(raw: Any) -> dict[str, FundingRate]:
+    """The funding-rate answer (a list, or one object), keyed by symbol."""
+    def parse() -> dict[str, FundingRate]:
+        entries = raw if isinstance(raw, list) else [_perp_object(raw, "funding rates")]
+        return {rate.symbol: rate for rate in map(_funding_rate, entries)}
+    return _market(parse)
+
+
+@dataclass(frozen=True)
+class PerpTicker:
+    """Last, mark and index of one perp (the symbol endpoint, API.md 14.4), with its funding.
+
+    ``mark`` and ``index`` are always positive numbers (a ticker without them is stale data);
+    ``last`` is None when the exchange sent none. ``funding_rate`` / ``next_funding_ms`` are
+    None when the ticker was read without the funding endpoint.
+    """
+
+    symbol: str
+    base: str
+    last: float | None
+    mark: float
+    index: float
+    funding_rate: float | None
+    next_funding_ms: int | None
+    as_of: float
+
+
+def _symbol_entries(raw: Any) -> list[Mapping[str, Any]]:
+    """The symbol endpoint's ``data``: a list of objects, or one object (API.md 14.9 #9)."""
+    entries = raw if isinstance(raw, list) else [raw]
+    return [_perp_object(entry, "perp symbol entry") for entry in entries]
+
+
+def perp_ticker_from_api(raw: Any, *, symbol: str, as_of: float, funding: FundingRate | None = None) -> PerpTicker:
+    """``symbol``'s entry of the symbol endpoint's answer (list or object) -> ``PerpTicker``."""
+    def parse() -> PerpTicker:
+        entry = next((e for e in _symbol_entries(raw) if e.get("symbol") == symbol), None)
+        if entry is None:
+            raise PayloadError("symbol", f"perp symbols carry no {symbol} entry")
+        what = f"perp ticker {symbol}"
+        base = _opt_text(entry, "baseToken", what) or symbol[: -len(PERP_QUOTE)]
+        if funding is not None and funding.symbol != symbol:
+            raise PayloadError("symbol", f"{what}: funding rate of {funding.symbol} given")
+        return PerpTicker(
+            symbol=symbol,
+            base=base.upper(),
+            last=_opt_price(entry, "price", what),
+            mark=_req_positive(entry, "markPrice", what),
+            index=_req_positive(entry, "indexPrice", what),
+            funding_rate=None if funding is None else funding.rate,
+            next_funding_ms=None if funding is None else funding.next_funding_ms,
+            as_of=as_of,
+        )
+    return _market(parse)
+
+
+def perp_order_book_from_api(raw: Any, *, symbol: str, as_of: float) -> OrderBook:
+    """A perp order book (``{symbol, bids:[{size, price}], asks}``) -> the shared ``OrderBook``."""
+    book = order_book_from_api(raw, symbol=symbol, as_of=as_of)
+    named = raw.get("symbol")
+    if named is not None and named != symbol:
+        raise StaleDataError(f"order book {symbol}: the answer is for {named!r}")
+    return book
+
+
+@dataclass(frozen=True)
+class PerpPublicTrade:
+    """One public trade of a perp (last trades, API.md 14.4); ``side`` is the taker's."""
+
+    symbol: str
+    price: float
+    qty: float
+    side: Side
+    time_ms: int
+
+
+def parse_perp_public_trades(raw: Any, *, symbol: str) -> list[PerpPublicTrade]:
+    def parse() -> list[PerpPublicTrade]:
+        trades = []
+        for entry in _perp_list(raw, f"last trades {symbol}"):
+            item = _perp_object(entry, f"last trade {symbol}")
+            what = f"last trade {symbol}"
+            trades.append(PerpPublicTrade(symbol=_opt_text(item, "symbol", what) or symbol,
+                                          price=_req_positive(item, "price", what),
+                                          qty=_req_positive(item, "qty", what),
+                                          side=_req_side(item, "tradeSide", what), time_ms=_req_ms(item, "time", what)))
+        return trades
+    return _market(parse)
+
+
+# ---- orders and fills (API.md 14.5, 14.6) -------------------------------------------------
+
+@dataclass(frozen=True)
+class PerpOrder:
+    """One perp order: a single query, an open-order row or an order-history row (API.md 14.5).
+
+    ``state`` is None on open-order rows (that route leaves it out: they are open by
+    definition); ``status`` is the ledger's ``OrderStatus`` value for the state
+    (``PERP_STATE_STATUS``). ``client_order_id`` is None when the order carries none (absent
+    or 0: our ids are never 0; API.md 14.9 #12). ``price`` is None for market orders and ``avg_price`` until
+    something fills (the exchange writes 0). ``fee`` is cumulative, as the exchange reports it.
+    """
+
+    order_id: int
+    client_order_id: int | None
+    symbol: str
+    side: Side
+    order_type: PerpOrderType
+    qty: float
+    filled_qty: float | None
+    remaining_qty: float | None
+    price: float | None
+    avg_price: float | None
+    fee: float | None
+    state: PerpOrderState | None
+    reduce_only: bool | None
+    time_in_force: str | None
+    leverage: float | None
+    create_time_ms: int | None
+    update_time_ms: int | None
+
+    @property
+    def status(self) -> str | None:
+        """The order ledger's ``OrderStatus`` value of ``state`` (None without a state)."""
+        return None if self.state is None else PERP_STATE_STATUS[self.state]
+
+    @property
+    def is_final(self) -> bool:
+        """True only for a state that never changes again (filled, canceled, invalid)."""
+        return self.state in PERP_FINAL_STATES
+
+
+def perp_order_from_api(raw: Any) -> PerpOrder:
+    entry = _perp_object(raw, "perp order")
+    order_id = _req_id(entry, "orderId", "perp order")
+    what = f"perp order {order_id}"
+    order_type = _opt_enum(entry, "tradeType", what, PerpOrderType)
+    if order_type is None:
+        raise PayloadError("tradeType", f"{what}: field 'tradeType' is missing")
+    tif = _opt_text(entry, "timeInForce", what)
+    if tif is not None:
+        tif = tif.upper()
+        if tif not in TIME_IN_FORCE_VALUES:
+            raise PayloadError("timeInForce", f"{what}: field 'timeInForce' is {entry.get('timeInForce')!r}")
+    coid = _opt_id(entry, "clientOrderId", what)
+    return PerpOrder(
+        order_id=order_id,
+        client_order_id=coid or None,
+        symbol=_req_text(entry, "symbol", what),
+        side=_req_side(entry, "tradeSide", what),
+        order_type=order_type,
+        qty=_req_positive(entry, "qty", what),
+        filled_qty=_opt_number(entry, "fillQty", what),
+        remaining_qty=_opt_number(entry, "remainQty", what),
+        price=_opt_price(entry, "price", what),
+        avg_price=_opt_price(entry, "avgPrice", what),
+        fee=_opt_number(entry, "fee", what),
+        state=_opt_enum(entry, "state", what, PerpOrderState),
+        reduce_only=_opt_flag(entry, "reduceOnly", what),
+        time_in_force=tif,
+        leverage=_opt_number(entry, "leverage", what),
+        create_time_ms=_opt_ms(entry, "createTime", what),
+        update_time_ms=_opt_ms(entry, "updateTime", what),
+    )
+
+
+def parse_perp_orders(raw: Any) -> list[PerpOrder]:
+    """The orders of a list answer (every entry must be a readable order)."""
+    return [perp_order_from_api(entry) for entry in _perp_list(raw, "perp orders")]
+
+
+@dataclass(frozen=True)
+class PerpFill:
+    """One fill of our perp orders (API.md 14.6). There is no ``clientOrderId`` on a fill:
+    join it to its order by ``order_id``. ``cursor`` is where the next history page starts."""
+
+    trade_id: int
+    order_id: int
+    symbol: str
+    side: Side
+    order_type: PerpOrderType | None
+    price: float
+    qty: float
+    fee: float | None
+    time_ms: int
+    is_taker: bool | None
+    mark_price: float | None
+    index_price: float | None
+    cursor: int
+
+
+def perp_fill_from_api(raw: Any) -> PerpFill:
+    entry = _perp_object(raw, "perp fill")
+    trade_id = _req_id(entry, "tradeId", "perp fill")
+    what = f"perp fill {trade_id}"
+    row_id = _opt_id(entry, "id", what)
+    return PerpFill(
+        trade_id=trade_id,
+        order_id=_req_id(entry, "orderId", what),
+        symbol=_req_text(entry, "symbol", what),
+        side=_req_side(entry, "tradeSide", what),
+        order_type=_opt_enum(entry, "tradeType", what, PerpOrderType),
+        price=_req_positive(entry, "price", what),
+        qty=_req_positive(entry, "qty", what),
+        fee=_opt_number(entry, "fee", what),
+        time_ms=_req_ms(entry, "time", what),
+        is_taker=_opt_flag(entry, "isTaker", what),
+        mark_price=_opt_price(entry, "markPrice", what),
+        index_price=_opt_price(entry, "indexPrice", what),
+        cursor=row_id if row_id is not None else trade_id,
+    )
+
+
+def _perp_history_page(raw: Any, parse: Callable[[Any], T], cursor: Callable[[T], int], what: str) -> Page[T]:
+    page = _perp_object(raw, what)
+    rows = tuple(parse(entry) for entry in _perp_list(page.get("list") or [], f"{what} list"))
+    has_next = _opt_flag(page, "hasNext", what)
+    return Page(rows=rows, has_next=bool(has_next), next_cursor=cursor(rows[-1]) if rows else None)
+
+
+def parse_perp_order_page(raw: Any) -> Page[PerpOrder]:
+    """A page of the perp order history (``{list, hasNext, hasPre}``); the cursor is the last
+    ``orderId`` (API.md 14.9 #7)."""
+    return _perp_history_page(raw, perp_order_from_api, lambda order: order.order_id, "perp order history")
+
+
+def parse_perp_fill_page(raw: Any) -> Page[PerpFill]:
+    """A page of the perp fill history; the cursor is the last row's ``id`` (its ``tradeId`` without one)."""
+    return _perp_history_page(raw, perp_fill_from_api, lambda fill: fill.cursor, "perp fill history")
+
+
+@dataclass(frozen=True)
+class PerpCancelAck:
+    """One row of a batch-cancel answer (API.md 14.5): accepted or not, never "done"."""
+
+    order_id: int | None
+    client_order_id: int | None
+    accepted: bool
+    message: str
+
+
+def parse_perp_cancel_acks(raw: Any) -> list[PerpCancelAck]:
+    acks = []
+    for entry in _perp_list(raw if raw is not None else [], "batch cancel answer"):
+        item = _perp_object(entry, "batch cancel row")
+        code = _opt_code(item, "scode", "batch cancel row")
+        if code is None:
+            raise PayloadError("scode", f"batch cancel row {item!r}: field 'scode' is missing")
+        coid = _opt_id(item, "clOrdId", "batch cancel row")
+        acks.append(PerpCancelAck(order_id=_opt_id(item, "ordId", "batch cancel row"), client_order_id=coid or None,
+                                  accepted=code == 0, message=_opt_text(item, "smsg", "batch cancel row") or ""))
+    return acks
+
+
+# ---- positions, leverage, funding payments (API.md 14.7) -----------------------------
+
+@dataclass(frozen=True)
+class PerpPosition:
+    """One perp position (API.md 14.7). One-way: ``qty`` is the magnitude, ``side`` comes from
+    ``tradeSide`` only (BUY = long, SELL = short; never from ``delta``), ``signed_qty`` is
+    + long / − short. ``liquidation_price`` is None when the exchange has none (null or ≤ 0).
+    ``avg_price`` is required of an open position; only a flat row (``qty`` 0) may lack it (None)."""
+
+    position_id: int | None
+    symbol: str
+    side: Side
+    qty: float
+    signed_qty: float
+    avg_price: float | None
+    mark_price: float | None
+    unrealized_pnl: float | None
+    initial_margin: float | None
+    maintenance_margin: float | None
+    leverage: float | None
+    liquidation_price: float | None
+    update_time_ms: int | None
+
+
+def perp_position_from_api(raw: Any) -> PerpPosition:
+    entry = _perp_object(raw, "perp position")
+    symbol = _req_text(entry, "symbol", "perp position")
+    what = f"perp position {symbol}"
+    side = _req_side(entry, "tradeSide", what)
+    qty = _req_number(entry, "qty", what)
+    if qty < 0:
+        raise PayloadError("qty", f"{what}: field 'qty' is {entry.get('qty')!r}; expected a magnitude")
+    position_id = _opt_id(entry, "positionId", what)
+    liquidation = _opt_number(entry, "elp", what)
+    return PerpPosition(
+        position_id=position_id if position_id is not None else _opt_id(entry, "id", what),
+        symbol=symbol,
+        side=side,
+        qty=qty,
+        signed_qty=qty * side.sign,
+        avg_price=_req_number(entry, "avgPrice", what) if qty > 0 else _opt_number(entry, "avgPrice", what),
+        mark_price=_opt_price(entry, "markPrice", what),
+        unrealized_pnl=_opt_number(entry, "upnl", what),
+        initial_margin=_opt_number(entry, "initMargin", what),
+        maintenance_margin=_opt_number(entry, "maintMargin", what),
+        leverage=_opt_number(entry, "leverage", what),
+        liquidation_price=liquidation if liquidation is not None and liquidation > 0 else None,
+        update_time_ms=_opt_ms(entry, "updateTime", what),
+    )
+
+
+def parse_perp_positions(raw: Any) -> list[PerpPosition]:
+    """Every position of the answer (a list; null means none)."""
+    return [perp_position_from_api(entry) for entry in _perp_list(raw if raw is not None else [], "perp positions")]
+
+
+def parse_perp_leverage(raw: Any, *, symbol: str) -> float:
+    """The current leverage of ``symbol`` (``{userId, symbol, currentLeverage}``)."""
+    entry = _perp_object(raw, f"leverage of {symbol}")
+    named = entry.get("symbol")
+    if named is not None and named != symbol:
+        raise PayloadError("symbol", f"leverage of {symbol}: the answer is for {named!r}")
+    return _req_positive(entry, "currentLeverage", f"leverage of {symbol}")
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    """One funding payment of our account (API.md 14.7). ``fee`` is signed as the exchange
+    reports it: < 0 paid, > 0 received. ``side`` is the position's (BUY = long)."""
+
+    record_id: int | None
+    symbol: str
+    side: Side
+    qty: float
+    rate: float
+    fee: float
+    time_ms: int
+
+
+def funding_payment_from_api(raw: Any) -> FundingPayment:
+    entry = _perp_object(raw, "funding record")
+    symbol = _req_text(entry, "symbol", "funding record")
+    what = f"funding record {symbol}"
+    return FundingPayment(
+        record_id=_opt_id(entry, "id", what),
+        symbol=symbol,
+        side=_req_side(entry, "tradeSide", what),
+        qty=_req_number(entry, "qty", what),
+        rate=_req_number(entry, "fundRate", what),
+        fee=_req_number(entry, "fundFee", what),
+        time_ms=_req_ms(entry, "ctime", what),
+    )
+
+
+@dataclass(frozen=True)
+class NumberedPage(Generic[T]):
+    """One page of a page-numbered list (``{list, pageTotal, total}``; API.md 14.5, 14.7).
+    ``page_total`` / ``total`` are None when the answer leaves them out."""
+
+    rows: tuple[T, ...]
+    page_total: int | None
+    total: int | None
+
+
+def _numbered_page(raw: Any, parse: Callable[[Any], T], what: str) -> NumberedPage[T]:
+    if isinstance(raw, list):   # a bare list: everything there is, on one page
+        return NumberedPage(rows=tuple(parse(entry) for entry in raw), page_total=1, total=len(raw))
+    page = _perp_object(raw if raw is not None else {}, what)
+    rows = tuple(parse(entry) for entry in _perp_list(page.get("list") or [], f"{what} list"))
+    return NumberedPage(rows=rows, page_total=_opt_code(page, "pageTotal", what), total=_opt_code(page, "total", what))
+
+
+def parse_perp_pending_page(raw: Any) -> NumberedPage[PerpOrder]:
+    """One page of the open perp orders."""
+    return _numbered_page(raw, perp_order_from_api, "perp open orders")
+
+
+def parse_funding_payment_page(raw: Any) -> NumberedPage[FundingPayment]:
+    """One page of funding payments (the latest-records route answers the same shape)."""
+    return _numbered_page(raw, funding_payment_from_api, "funding records")
