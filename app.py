@@ -51,6 +51,7 @@ from commands import CommandProcessor
 from dashboard import DashboardError, start_dashboard
 from conditions import ConditionHealth
 from config import STATE_DB_NAME, Settings, load_settings
+from contracts import DEFAULT_UNDERLYING
 from display import fmt, fmt_qty, fmt_time
 from errors import AuthError, ConfigError, TraderError
 from events import EventJournal
@@ -631,10 +632,7 @@ class StatusReporter:
         if snapshot is self._last_snapshot:
             return
         self._last_snapshot = snapshot
-        try:
-            index = fmt(self._ctx.market_data.index_price(max_age=STATUS_INDEX_MAX_AGE_SECONDS))
-        except TraderError:
-            index = "n/a"
+        index = self._index_text()
         totals = self._pnl.totals()
         logger.info(
             "status index=%s equity=%s available_margin=%s positions=%d exchange=%s trades_active=%d "
@@ -645,8 +643,28 @@ class StatusReporter:
             ",".join(r.name for r in self._runners if r.is_paused) or "-",
         )
 
+    def _index_text(self) -> str:
+        """``90,000.00`` when every strategy trades BTC (the line as it always was); one
+        ``U:price`` per underlying the strategies trade otherwise (``BTC:90,000.00/ETH:3,000.00``)."""
+        underlyings = runner_underlyings(self._runners)
+        texts = []
+        for underlying in underlyings:
+            try:
+                texts.append(fmt(self._ctx.market_data.index_price(underlying,
+                                                                   max_age=STATUS_INDEX_MAX_AGE_SECONDS)))
+            except TraderError:
+                texts.append("n/a")
+        if underlyings == [DEFAULT_UNDERLYING]:
+            return texts[0]
+        return "/".join(f"{underlying}:{text}" for underlying, text in zip(underlyings, texts))
+
     def on_snapshot_error(self, error: Exception) -> None:
         logger.info("status snapshot unavailable: %s exchange=%s", error, _reachability_text(self._ctx))
+
+
+def runner_underlyings(runners: Sequence[StrategyRunner]) -> list[str]:
+    """The underlyings the strategies trade, sorted; BTC when there is no strategy."""
+    return sorted({runner.config.underlying for runner in runners}) or [DEFAULT_UNDERLYING]
 
 
 def view_sources(ctx: TradingContext, settings: Settings, runners: Sequence[StrategyRunner],
@@ -679,8 +697,11 @@ def health_state(ctx: TradingContext, runners: Sequence[StrategyRunner], started
     state: dict[str, Any] = {
         "uptime_seconds": round(now - started_at, 3),
         "trades_per_state": per_state,
-        "index_age_seconds": ctx.market_data.index_age(),
-        "index_frozen": ctx.market_data.index_frozen,
+        "index_age_seconds": ctx.market_data.index_age(),          # BTC's (the default), as before
+        "index_ages_seconds": {u: ctx.market_data.index_age(u) for u in runner_underlyings(runners)},
+        "index_frozen": ctx.market_data.index_frozen,              # any underlying's
+        "index_frozen_underlyings": [u for u in runner_underlyings(runners)
+                                     if ctx.market_data.index_frozen_for(u)],
         "exchange": _reachability_text(ctx),
         "live_orders": len(ctx.ledger.live_orders()),
         "paused_runners": {r.name: r.pause_reason for r in runners if r.is_paused},
@@ -704,7 +725,8 @@ def health_state(ctx: TradingContext, runners: Sequence[StrategyRunner], started
     else:
         state["snapshot_age_seconds"] = None
     if state["index_frozen"]:
-        warnings.append("index frozen: entries blocked")
+        frozen = ", ".join(state["index_frozen_underlyings"]) or "an underlying no strategy trades"
+        warnings.append(f"index frozen ({frozen}): entries on it blocked")
     unmanaged = [f"{t.id} ({t.strategy})" for t in lifecycle.unmanaged_trades()]
     state["unmanaged_trades"] = unmanaged
     if unmanaged:

@@ -20,6 +20,13 @@ The module also holds what the runner needs to *use* conditions safely: ``check_
 ``inspect.signature`` check of BEHAVIOUR.md §2.1, incident 21), and ``evaluate_entry`` / ``evaluate_exit``
 / ``judge_exit`` with ``ConditionHealth`` (errors never pass silently, incident 22).
 
+Underlyings (issue 13): no condition reads an index or a chain itself. What a trade condition
+reads (its PnL, its legs' greeks, the structure delta) comes from the legs' own quotes, and
+every leg is quoted from its own underlying's chain, so an ETH trade is judged on ETH data.
+The account-level conditions (``max_account_delta``, ``account_delta_limit``, margin, equity)
+read the account snapshot and stay account-wide: the account's net delta adds the deltas of
+every position, whatever its underlying.
+
 The PnL of a trade is computed by the trade (``trade.pnl(mode)``, BEHAVIOUR.md §2.3); conditions only
 compare it. ``trade.pnl`` raising ``StaleDataError`` means "unevaluable this tick": the PnL
 condition lets it propagate so that ``judge_exit`` can report ``ExitVerdict.UNEVALUABLE`` (the
@@ -121,7 +128,7 @@ class LegLike(Protocol):
     @property
     def net_qty(self) -> float: ...  # our quantity, a magnitude
 
-    def greek(self, name: str) -> float | None: ...  # per 1-BTC contract, last quote refresh
+    def greek(self, name: str) -> float | None: ...  # per contract of 1 unit of the leg's underlying, last quote
 
 
 class TradeLike(Protocol):
@@ -945,7 +952,8 @@ def leg_greek_limit(greek: str, limit: float, leg: int | None = None, scale: str
     if leg is not None:
         leg = _integer(factory, "leg", leg, 0, 7, "give a leg index (0 = first leg) or None for any leg")
     chosen_scale = _choice(factory, "scale", scale, GREEK_SCALES,
-                           'use "contract" (per 1-BTC contract) or "position" (sign x our qty x greek)')
+                           'use "contract" (per contract of one unit of the underlying, e.g. 1 ETH) or '
+                           '"position" (sign x our qty x greek)')
     return LegGreekLimit(name, value, leg, chosen_scale)
 
 

@@ -15,6 +15,11 @@ needs them (the order ledger, leg selection) can import them without reaching up
   authoritative when both are known).
 * The option symbol grammar (API.md §5) is written here once: ``parse_symbol`` and
   ``parse_date_token``.
+* The underlyings the product trades options on, and their quantity rules, are one table
+  (``UNDERLYINGS``, issue 13): every module that needs "which underlyings exist" or "what
+  is the smallest ETH option order" reads it, so adding an underlying is one line here.
+  ``underlying_of`` names the underlying of any symbol the exchange lists (an option, or a
+  perpetual such as ``ETHUSD``) without assuming every instrument has a strike.
 """
 from __future__ import annotations
 
@@ -22,15 +27,71 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from enum import IntEnum
+from types import MappingProxyType
 from typing import Any, Mapping
 
-__all__ = ["Side", "Contract", "parse_symbol", "parse_date_token", "MONTHS", "EXPIRY_HOUR_UTC"]
+__all__ = ["Side", "Contract", "parse_symbol", "parse_date_token", "MONTHS", "EXPIRY_HOUR_UTC",
+           "UnderlyingSpec", "UNDERLYINGS", "DEFAULT_UNDERLYING", "underlying_spec", "underlying_of",
+           "index_name"]
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 EXPIRY_HOUR_UTC = 8
 _DATE_TOKEN = re.compile(r"^(?P<day>\d{1,2})(?P<mon>[A-Z]{3})(?P<yy>\d{2})$")
+_PERPETUAL = re.compile(r"^(?P<base>[A-Z0-9]+)USD$")
 _SYMBOL = re.compile(r"^(?P<base>[A-Z0-9]+)USD-(?P<date>\d{1,2}[A-Z]{3}\d{2})-"
                      r"(?P<strike>[0-9]+(?:\.[0-9]+)?)-(?P<type>[CP])$")
+
+
+@dataclass(frozen=True)
+class UnderlyingSpec:
+    """What the product knows of one underlying before asking the exchange anything.
+
+    ``option_min_qty`` and ``option_qty_step`` are the option order sizes, in units of the
+    underlying, that a strategy is validated against at start-up (no request is made then);
+    the listed instrument's ``minQty`` is checked again when a leg resolves. BTC options trade
+    from 0.01 BTC in 0.01 steps (API.md 0 #8, §4); ETH options are taken to trade from 0.1 ETH
+    in 0.1 steps, the default this project chose, which the listing's ``minQty`` overrides
+    upwards at resolution (a larger listed minimum refuses the leg, never rounds it).
+    """
+
+    name: str
+    option_min_qty: float
+    option_qty_step: float
+
+    @property
+    def index_name(self) -> str:
+        """The exchange's name of this underlying's index (and of its perpetual): ``ETHUSD``."""
+        return index_name(self.name)
+
+
+DEFAULT_UNDERLYING = "BTC"
+UNDERLYINGS: Mapping[str, UnderlyingSpec] = MappingProxyType({spec.name: spec for spec in (
+    UnderlyingSpec("BTC", option_min_qty=0.01, option_qty_step=0.01),
+    UnderlyingSpec("ETH", option_min_qty=0.1, option_qty_step=0.1),
+)})
+
+
+def underlying_spec(name: Any) -> UnderlyingSpec:
+    """The table entry of ``name``; ``ValueError`` naming the supported ones for anything else."""
+    spec = UNDERLYINGS.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ValueError(f"unsupported underlying {name!r}: use one of {', '.join(UNDERLYINGS)}")
+    return spec
+
+
+def index_name(underlying: str) -> str:
+    """``BTC`` -> ``BTCUSD``: the index (and chain ``index`` parameter) of an underlying."""
+    return f"{underlying.upper()}USD"
+
+
+def underlying_of(symbol: str) -> str | None:
+    """The underlying of an option symbol or a perpetual symbol (``ETHUSD``); None when it is neither."""
+    try:
+        return parse_symbol(symbol).underlying
+    except ValueError:
+        pass
+    match = _PERPETUAL.match(symbol.strip().upper()) if isinstance(symbol, str) else None
+    return match["base"] if match is not None else None
 
 
 class Side(IntEnum):

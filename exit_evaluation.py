@@ -8,6 +8,11 @@ exits that stay unevaluable for a minute raise one alert; the decision keeps its
 (I3). ``ExitEvaluator`` does all of that and returns an ``ExitDecision``; the lifecycle
 manager writes the decision and changes the trade's state, so the state machine stays in one
 place.
+
+Underlyings (issue 13): a leg's quote is ``market.quote(symbol)``, which reads the chain of the
+symbol's own underlying (an ETH option is never looked up in BTC's cache), and its sanity is
+judged against that row's own underlying price (``price_sanity``). The evidence names the
+underlying next to the index it shows.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from alerts import send_alert
 from conditions import ConditionHealth, ExitCondition, ExitVerdict, condition_name, judge_exit
+from contracts import underlying_of
 from errors import StaleDataError, TraderError
 from price_sanity import quote_problems
 from seams import AlertSender, PriceSource
@@ -196,8 +202,12 @@ class ExitEvaluator:
             detail.update(trade.valuation(mode).to_detail())
         except (StaleDataError, ValueError) as error:
             detail.update({"mode": mode, "pnl": None, "valuation_error": str(error)})
+        # The legs' own underlying price (each quote comes from its own underlying's chain), and
+        # which underlying that is: an ETH trade's evidence shows the ETH index, never BTC's.
         detail["index"] = next((float(leg.quote.underlying_price) for leg in trade.legs
                                 if leg.quote is not None and leg.quote.underlying_price), None)
+        detail["underlying"] = next((name for name in (underlying_of(leg.symbol) for leg in trade.legs)
+                                     if name is not None), None)
         detail["confirmations"] = {"required": required, "seen": len(streak.seen) if streak is not None else 1,
                                    "evaluations": list(streak.seen) if streak is not None else []}
         return detail

@@ -6,10 +6,13 @@ on the leg and in its record, it answers afterwards what the fills cost against 
 (execution cost vs mid) and how much of the PnL the greeks explain (the backtest report's
 attribution), live as in a backtest.
 
-Units are the exchange's (API.md 6.2/6.3): prices in USD per 1-BTC contract, ``mark_iv`` as a
-fraction (0.58 = 58 %), greeks per 1-BTC contract with ``theta`` in USD per calendar day and
-``vega`` in USD per vol point (IV +0.01). A greek the exchange did not send is None, never a
-made-up 0; an empty book side is 0.0, as on the wire.
+Units are the exchange's (API.md 6.2/6.3): prices in USD per contract on one unit of the
+option's underlying (1 BTC, 1 ETH), ``mark_iv`` as a fraction (0.58 = 58 %), greeks per such
+contract with ``theta`` in USD per calendar day and ``vega`` in USD per vol point (IV +0.01).
+``underlying_price`` is the index of the option's own underlying, as the chain row gave it
+(an ETH option's is ETH's): the value keeps no separate underlying name, the leg's contract
+has it. A greek the exchange did not send is None, never a made-up 0; an empty book side is
+0.0, as on the wire.
 """
 from __future__ import annotations
 

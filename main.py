@@ -436,7 +436,7 @@ def _check_strategy(config: StrategyConfig, ctx: TradingContext) -> int:
         return 1
     mode = route_trade(config, legs, ctx.executor)   # the runner's own routing call
     print(f"{config.name}: {len(legs)} legs at index {legs[0].index_price:,.2f}, execution {config.execution_mode}"
-          f" -> {mode}")
+          f" -> {mode}, underlying {config.underlying}")
     for leg in legs:
         row, contract = leg.row, leg.contract
         print(f"  leg {leg.index}: {leg.side.name} {leg.qty:g} {leg.symbol} "

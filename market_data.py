@@ -18,6 +18,12 @@ Why this module exists (BEHAVIOUR.md §3.1, §7.2; API.md §6, §11.8-11, 19, 21
   adapter, so this module never reads a field name.
 * A frozen index (same value on >= 3 fresh reads spanning >= 60 s) is flagged, logged as a
   WARNING and alerted, until the value changes.
+* Everything is keyed by underlying (issue 13): BTC and ETH options share expiry dates, so
+  a chain is cached per (underlying, expiry), an index and its frozen tracker per
+  underlying, a listing per base; a quote finds its chain from its symbol. A call that names
+  no underlying means the instance's ``base`` (BTC), so callers written for BTC alone are
+  unchanged. ``index_frozen`` is True while any underlying's index is frozen (the health
+  flag); ``index_frozen_for(underlying)`` is what an entry gate reads.
 
 Thread safety: one lock guards the caches, the counters and the frozen-index tracker; it is
 never held across an HTTP request (two threads may then fetch the same thing twice, which
@@ -42,7 +48,7 @@ from coincall_payloads import (
     instrument_from_api,
     order_book_from_api,
 )
-from contracts import parse_symbol
+from contracts import DEFAULT_UNDERLYING, index_name, parse_symbol, underlying_of
 from errors import SelectionError, StaleDataError, TraderError
 from seams import MarketDataClient, require
 
@@ -67,13 +73,16 @@ class ChainSnapshot:
     """Rows of one or more expiries that share ONE index price and ONE ``as_of``.
 
     Selection works on a snapshot so that every leg of a structure is measured against the
-    same index at the same moment (BEHAVIOUR.md §3.1).
+    same index at the same moment (BEHAVIOUR.md §3.1). A snapshot is of ONE ``underlying``:
+    its rows, its instruments and its ``index_price`` are that underlying's, and selection
+    refuses a snapshot of another underlying than the legs'.
     """
 
     index_price: float
     as_of: float
     rows: tuple[OptionRow, ...]
     instruments: Mapping[str, Instrument]
+    underlying: str = DEFAULT_UNDERLYING
     _by_symbol: Mapping[str, OptionRow] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -124,16 +133,34 @@ def _store_if_newer(cache: dict[Any, _Entry[Any]], key: Any, entry: _Entry[Any])
         cache[key] = entry
 
 
+@dataclass
+class _IndexRun:
+    """The frozen-index tracker of one underlying: the current run of equal fresh reads."""
+
+    value: float | None = None
+    started: float = 0.0
+    last: float = 0.0
+    reads: int = 0
+    frozen: bool = False
+
+
 class MarketData:
-    """Cached, TTL-enforced access to Coincall market data for one base currency.
+    """Cached, TTL-enforced access to Coincall market data, keyed by underlying (issue 13).
+
+    Every datum is kept per underlying: one index (and one frozen-index tracker) per
+    underlying, one instrument listing per base, one chain cache entry per (underlying,
+    expiry): two underlyings share expiry dates, so an expiry alone never names a chain.
+    ``base`` is the underlying a call means when it names none (``"BTC"``), which keeps every
+    caller written before ETH unchanged. ``quote`` and ``order_book`` read the underlying from
+    the symbol. The freshness rules are the same for every underlying.
 
     ``client`` is a ``MarketDataClient`` (``CoincallClient``, or a test's fake of those endpoints);
-    ``clock`` stamps every fetch. ``stats`` counts REST calls per endpoint name.
+    ``clock`` stamps every fetch. ``stats`` counts REST calls per endpoint name (all underlyings).
     """
 
     def __init__(self, client: MarketDataClient, clock: Clock, *, ttl_seconds: float = 30.0,
                  frozen_after_seconds: float = 60.0, frozen_min_reads: int = 3,
-                 on_alert: AlertHook | None = None, base: str = "BTC") -> None:
+                 on_alert: AlertHook | None = None, base: str = DEFAULT_UNDERLYING) -> None:
         if ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
         if frozen_min_reads < 2:
@@ -146,33 +173,40 @@ class MarketData:
         self._frozen_min_reads = int(frozen_min_reads)
         self._on_alert = on_alert
         self._base = base.upper()
-        self._index_name = f"{self._base}USD"
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
         self._instruments: dict[str, _Entry[tuple[Instrument, ...]]] = {}
-        self._index: _Entry[float] | None = None
-        self._chains: dict[int, _Entry[ChainPayload]] = {}
+        self._index: dict[str, _Entry[float]] = {}
+        self._chains: dict[tuple[str, int], _Entry[ChainPayload]] = {}
         # Symbol -> instrument maps of the cached listings, built once per fetched value (keyed
         # by the value's identity), so one lookup is a dict lookup, not a scan. (A chain keeps
         # its own symbol index: ``ChainPayload.row``.)
         self._by_symbol: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._books: dict[str, _Entry[OrderBook]] = {}
-        # Frozen-index tracker: value, first and last read time of the current run, run length.
-        self._run_value: float | None = None
-        self._run_started: float = 0.0
-        self._run_last: float = 0.0
-        self._run_reads = 0
-        self._frozen = False
-
+        self._runs: dict[str, _IndexRun] = {}
 
     @property
     def clock(self) -> Clock:
         """The clock every freshness decision is taken on (selection reads "now" from it)."""
         return self._clock
+
+    @property
+    def base(self) -> str:
+        """The underlying a call means when it names none."""
+        return self._base
+
     def __repr__(self) -> str:
         return f"MarketData(base={self._base!r}, ttl={self._ttl})"
 
     # ---- helpers -------------------------------------------------------------------
+
+    def _underlying(self, underlying: str | None) -> str:
+        """The cache key of ``underlying`` (``None``: this instance's ``base``)."""
+        return self._base if underlying is None else underlying.upper()
+
+    def _of_symbol(self, symbol: str) -> str:
+        """The underlying a symbol belongs to; ``base`` for a symbol outside the grammar."""
+        return underlying_of(symbol) or self._base
 
     def _limit(self, max_age: float | None) -> float:
         return self._ttl if max_age is None else min(self._ttl, float(max_age))
@@ -208,12 +242,11 @@ class MarketData:
 
     # ---- instruments ---------------------------------------------------------------
 
-    def instruments(self, base: str = "BTC") -> list[Instrument]:
-        """All listed options of ``base``, cached at most ``ttl_seconds``."""
-        return list(self._listing(base))
+    def instruments(self, base: str | None = None) -> list[Instrument]:
+        """All listed options of ``base`` (default: this instance's base), cached at most ``ttl_seconds``."""
+        return list(self._listing(self._underlying(base)))
 
-    def _listing(self, base: str) -> tuple[Instrument, ...]:
-        key = base.upper()
+    def _listing(self, key: str) -> tuple[Instrument, ...]:
         with self._lock:
             entry = self._instruments.get(key)
             if _is_fresh(entry, self._clock.now(), self._ttl):
@@ -223,20 +256,21 @@ class MarketData:
         fetched_at = self._clock.now()
         if not isinstance(data, list):
             raise StaleDataError(f"instruments for {key} is not a list: {type(data).__name__}")
-        if not data:
-            raise StaleDataError(f"the exchange lists no {key} instruments")
         parsed = tuple(instrument_from_api(raw) for raw in data)
+        # A listing of another base is never kept as this one's: selection would pick its strikes.
+        ours = tuple(item for item in parsed if item.base == key)
+        if len(ours) != len(parsed):
+            logger.warning("instruments for %s: dropped %d entries of other bases (%s)", key,
+                           len(parsed) - len(ours), ", ".join(sorted({i.base for i in parsed} - {key})))
+        if not ours:
+            raise StaleDataError(f"the exchange lists no {key} instruments")
         with self._lock:
-            _store_if_newer(self._instruments, key, _Entry(parsed, fetched_at))
-        return parsed
+            _store_if_newer(self._instruments, key, _Entry(ours, fetched_at))
+        return ours
 
     def instrument(self, symbol: str) -> Instrument:
         """The listed instrument ``symbol``; ``SelectionError`` if the exchange does not list it."""
-        try:
-            base = parse_symbol(symbol).underlying
-        except ValueError:
-            base = self._base
-        found = self._symbol_map(self._listing(base)).get(symbol)
+        found = self._symbol_map(self._listing(self._of_symbol(symbol))).get(symbol)
         if found is None:
             raise SelectionError(f"unknown instrument {symbol!r}")
         return found
@@ -254,49 +288,48 @@ class MarketData:
 
     # ---- index ---------------------------------------------------------------------
 
-    def index_price(self, *, max_age: float | None = None) -> float:
-        """The index price, no older than ``min(ttl, max_age)``; ``max_age=0`` always reads fresh."""
+    def index_price(self, underlying: str | None = None, *, max_age: float | None = None) -> float:
+        """``underlying``'s index (default: ``base``), no older than ``min(ttl, max_age)``;
+        ``max_age=0`` always reads fresh."""
+        key = self._underlying(underlying)
         limit = self._limit(max_age)
         with self._lock:
-            if _is_fresh(self._index, self._clock.now(), limit):
-                return self._index.value
-        return self._fetch_index().value
+            entry = self._index.get(key)
+            if _is_fresh(entry, self._clock.now(), limit):
+                return entry.value
+        return self._fetch_index(key).value
 
-    def _fetch_index(self) -> _Entry[float]:
+    def _fetch_index(self, key: str) -> _Entry[float]:
         self._count(EP_INDEX)
-        value = float(self._client.index_price())
+        value = float(self._client.index_price(key))
         if not math.isfinite(value) or value <= 0:
-            raise StaleDataError(f"unusable index price {value!r}")
+            raise StaleDataError(f"unusable {index_name(key)} index price {value!r}")
         entry = _Entry(value, self._clock.now())
         with self._lock:
-            if self._index is None or self._index.fetched_at <= entry.fetched_at:
-                self._index = entry
-            alert = self._track_index_locked(entry)
+            _store_if_newer(self._index, key, entry)
+            alert = self._track_index_locked(key, entry)
         if alert is not None:
             self._alert("index_frozen", alert)
         return entry
 
-    def _track_index_locked(self, entry: _Entry[float]) -> str | None:
-        """Update the frozen-index tracker with one fresh read; returns alert detail when it trips."""
-        if entry.fetched_at < self._run_last:
+    def _track_index_locked(self, key: str, entry: _Entry[float]) -> str | None:
+        """Update ``key``'s frozen-index tracker with one fresh read; returns alert detail when it trips."""
+        run = self._runs.setdefault(key, _IndexRun())
+        if entry.fetched_at < run.last:
             return None  # a late answer from a concurrent read: it proves nothing about now
-        if self._run_value is None or entry.value != self._run_value:
-            if self._frozen:
-                logger.info("index moved again (%.2f -> %.2f): index no longer frozen",
-                            self._run_value, entry.value)
-            self._run_value = entry.value
-            self._run_started = entry.fetched_at
-            self._run_reads = 1
-            self._run_last = entry.fetched_at
-            self._frozen = False
+        if run.value is None or entry.value != run.value:
+            if run.frozen:
+                logger.info("%s index moved again (%.2f -> %.2f): index no longer frozen",
+                            index_name(key), run.value, entry.value)
+            self._runs[key] = _IndexRun(value=entry.value, started=entry.fetched_at, last=entry.fetched_at, reads=1)
             return None
-        self._run_reads += 1
-        self._run_last = entry.fetched_at
-        span = self._run_last - self._run_started
-        if self._frozen or self._run_reads < self._frozen_min_reads or span < self._frozen_after:
+        run.reads += 1
+        run.last = entry.fetched_at
+        span = run.last - run.started
+        if run.frozen or run.reads < self._frozen_min_reads or span < self._frozen_after:
             return None
-        self._frozen = True
-        detail = (f"{self._index_name} index unchanged at {entry.value} on {self._run_reads} fresh reads "
+        run.frozen = True
+        detail = (f"{index_name(key)} index unchanged at {entry.value} on {run.reads} fresh reads "
                   f"over {span:.0f} s: entries blocked until it moves")
         logger.warning("index frozen: %s", detail)
         return detail
@@ -309,26 +342,38 @@ class MarketData:
         except Exception:  # an alert sink must never break market data
             logger.exception("alert sink failed for %s", kind)
 
-    def index_age(self) -> float | None:
-        """Seconds since the last successful index fetch; ``None`` if never fetched."""
+    def index_age(self, underlying: str | None = None) -> float | None:
+        """Seconds since ``underlying``'s last successful index fetch (default: ``base``); ``None`` if never."""
         with self._lock:
-            entry = self._index
+            entry = self._index.get(self._underlying(underlying))
         return None if entry is None else self._clock.now() - entry.fetched_at
 
     @property
     def index_frozen(self) -> bool:
+        """True while ANY underlying's index is frozen: the health line's flag (a frozen feed is
+        news whichever underlying it is). Entry gates use ``index_frozen_for`` instead, so a
+        frozen ETH index blocks ETH entries only."""
         with self._lock:
-            return self._frozen
+            return any(run.frozen for run in self._runs.values())
+
+    def index_frozen_for(self, underlying: str | None = None) -> bool:
+        """True while ``underlying``'s index (default: ``base``) is frozen."""
+        with self._lock:
+            run = self._runs.get(self._underlying(underlying))
+            return run is not None and run.frozen
 
     # ---- chains --------------------------------------------------------------------
 
-    def chain(self, expiry_ms: int, *, max_age: float | None = None) -> tuple[OptionRow, ...]:
-        """All options of one expiry, no older than ``min(ttl, max_age)`` (one call when refetched)."""
-        entry = self._chain_entry(int(expiry_ms), max_age)
-        return self._parsed(entry, lambda payload: payload.rows())
+    def chain(self, expiry_ms: int, *, underlying: str | None = None,
+              max_age: float | None = None) -> tuple[OptionRow, ...]:
+        """All options of one expiry of ``underlying`` (default: ``base``), no older than
+        ``min(ttl, max_age)`` (one call when refetched)."""
+        key = (self._underlying(underlying), int(expiry_ms))
+        entry = self._chain_entry(key, max_age)
+        return self._parsed(key, entry, lambda payload: payload.rows())
 
-    def _chain_entry(self, key: int, max_age: float | None) -> _Entry[ChainPayload]:
-        """The cached fetch of expiry ``key`` if no older than ``min(ttl, max_age)``, else a new one."""
+    def _chain_entry(self, key: tuple[str, int], max_age: float | None) -> _Entry[ChainPayload]:
+        """The cached fetch of chain ``key`` if no older than ``min(ttl, max_age)``, else a new one."""
         limit = self._limit(max_age)
         with self._lock:
             entry = self._chains.get(key)
@@ -336,7 +381,7 @@ class MarketData:
                 return entry
         return self._fetch_chain(key)
 
-    def _parsed(self, entry: _Entry[ChainPayload], read: Callable[[ChainPayload], T]) -> T:
+    def _parsed(self, key: tuple[str, int], entry: _Entry[ChainPayload], read: Callable[[ChainPayload], T]) -> T:
         """``read(payload)``; a malformed row read raises and forgets this fetch, so the next read
         refetches (as when the whole chain failed to parse at its fetch) instead of failing on
         the same bytes until the entry expires."""
@@ -344,64 +389,72 @@ class MarketData:
             return read(entry.value)
         except StaleDataError:
             with self._lock:
-                key = entry.value.expiry_ms
                 if self._chains.get(key) is entry:
                     del self._chains[key]
             raise
 
-    def _fetch_chain(self, expiry_ms: int) -> _Entry[ChainPayload]:
+    def _fetch_chain(self, key: tuple[str, int]) -> _Entry[ChainPayload]:
+        underlying, expiry_ms = key
+        index = index_name(underlying)
         self._count(EP_CHAIN)
-        data = self._client.option_chain(expiry_ms, index=self._index_name)
+        data = self._client.option_chain(expiry_ms, index=index)
         fetched_at = self._clock.now()
-        payload = ChainPayload(data, as_of=fetched_at, expiry_ms=expiry_ms, index_name=self._index_name)
+        payload = ChainPayload(data, as_of=fetched_at, expiry_ms=expiry_ms, index_name=index)
         if not len(payload):
-            raise StaleDataError(f"the exchange returned no options for expiry {expiry_ms}")
+            raise StaleDataError(f"the exchange returned no options for {underlying} expiry {expiry_ms}")
         entry = _Entry(payload, fetched_at)
         with self._lock:
-            _store_if_newer(self._chains, expiry_ms, entry)
+            _store_if_newer(self._chains, key, entry)
         return entry
 
-    def chain_snapshot(self, expiries: Iterable[int], *, max_build_seconds: float = 5.0) -> ChainSnapshot:
-        """One consistent snapshot: instruments (cache), a fresh index, one fresh chain call per expiry.
+    def chain_snapshot(self, expiries: Iterable[int], *, underlying: str | None = None,
+                       max_build_seconds: float = 5.0) -> ChainSnapshot:
+        """One consistent snapshot of ``underlying`` (default: ``base``): its instruments (cache),
+        a fresh index, one fresh chain call per expiry.
 
         All rows are stamped with the snapshot's ``as_of`` (the index fetch time, the oldest
         piece). Any failure, or a build spanning more than ``max_build_seconds``, raises
         ``SelectionError``: no partial snapshot is ever returned.
         """
+        key = self._underlying(underlying)
         wanted = sorted({int(e) for e in expiries})
         if not wanted:
             raise SelectionError("chain_snapshot needs at least one expiry")
         started = self._clock.monotonic()
         try:
-            listed = self.instruments(self._base)
-            index = self._fetch_index()
-            chains = [self._fetch_chain(expiry) for expiry in wanted]
-            parsed = [self._parsed(chain, lambda payload: payload.rows()) for chain in chains]
+            listed = self.instruments(key)
+            index = self._fetch_index(key)
+            chains = [((key, expiry), self._fetch_chain((key, expiry))) for expiry in wanted]
+            parsed = [self._parsed(chain_key, chain, lambda payload: payload.rows()) for chain_key, chain in chains]
         except SelectionError:
             raise
         except TraderError as exc:
-            raise SelectionError(f"chain snapshot failed: {exc}") from exc
+            raise SelectionError(f"{key} chain snapshot failed: {exc}") from exc
         span = self._clock.monotonic() - started
         if span > max_build_seconds:
             raise SelectionError(f"chain snapshot took {span:.1f} s (> {max_build_seconds} s): not consistent")
         as_of = index.fetched_at
         rows = tuple(replace(row, as_of=as_of) for chain_rows in parsed for row in chain_rows)
-        self._verify_snapshot(rows, as_of, wanted)
+        self._verify_snapshot(rows, as_of, wanted, key)
         return ChainSnapshot(
             index_price=index.value,
             as_of=as_of,
             rows=rows,
             instruments=MappingProxyType({item.symbol: item for item in listed}),
+            underlying=key,
         )
 
     @staticmethod
-    def _verify_snapshot(rows: tuple[OptionRow, ...], as_of: float, wanted: list[int]) -> None:
+    def _verify_snapshot(rows: tuple[OptionRow, ...], as_of: float, wanted: list[int], underlying: str) -> None:
         stamps = {row.as_of for row in rows}
         if stamps != {as_of}:
             raise SelectionError(f"chain snapshot rows carry {len(stamps)} different as_of values")
         symbols = [row.symbol for row in rows]
         if len(set(symbols)) != len(symbols):
             raise SelectionError("chain snapshot has duplicate symbols")
+        strangers = sorted({symbol for symbol in symbols if underlying_of(symbol) not in (underlying, None)})
+        if strangers:
+            raise SelectionError(f"{underlying} chain snapshot holds options of another underlying: {strangers[:3]}")
         missing = set(wanted) - {row.expiry_ms for row in rows}
         if missing:
             raise SelectionError(f"chain snapshot has no rows for expiries {sorted(missing)}")
@@ -409,34 +462,42 @@ class MarketData:
     # ---- quotes and books ----------------------------------------------------------
 
     def quote(self, symbol: str, *, max_age: float = 15.0) -> OptionRow:
-        """One option's row, taken from the chain of its expiry (one call serves all its symbols)."""
+        """One option's row, taken from the chain of its underlying and expiry (one call serves
+        all the symbols of that chain). The underlying is the symbol's own (``ETHUSD-...`` is
+        looked up in ETH's chain, never in BTC's cache)."""
         known = self._cached_instrument(symbol)
         if known is not None:
-            return self._row_in_chain(symbol, known.expiry_ms, max_age)
+            return self._row_in_chain(symbol, known.base or self._of_symbol(symbol), known.expiry_ms, max_age)
         try:
-            guessed = parse_symbol(symbol).expiry_ms
+            parsed = parse_symbol(symbol)
         except ValueError:
-            return self._row_in_chain(symbol, self.instrument(symbol).expiry_ms, max_age)
+            listed = self.instrument(symbol)
+            return self._row_in_chain(symbol, listed.base or self._base, listed.expiry_ms, max_age)
+        guessed = parsed.expiry_ms
         try:
-            return self._row_in_chain(symbol, guessed, max_age)
+            return self._row_in_chain(symbol, parsed.underlying, guessed, max_age)
         except (SelectionError, StaleDataError):
             # The symbol date is only a guess; the exchange's listing is authoritative.
-            listed = self.instrument(symbol).expiry_ms
-            if listed == guessed:
+            listed_expiry = self.instrument(symbol).expiry_ms
+            if listed_expiry == guessed:
                 raise
-            return self._row_in_chain(symbol, listed, max_age)
+            return self._row_in_chain(symbol, parsed.underlying, listed_expiry, max_age)
 
-    def _row_in_chain(self, symbol: str, expiry_ms: int, max_age: float) -> OptionRow:
+    def _row_in_chain(self, symbol: str, underlying: str, expiry_ms: int, max_age: float) -> OptionRow:
         """``symbol``'s row in its (cached or refetched) chain: one dict lookup per quote, the row
         parsed once per fetched chain and shared by every trade that polls it."""
-        entry = self._chain_entry(int(expiry_ms), max_age)
-        row = self._parsed(entry, lambda payload: payload.row(symbol))
+        key = (underlying.upper(), int(expiry_ms))
+        entry = self._chain_entry(key, max_age)
+        row = self._parsed(key, entry, lambda payload: payload.row(symbol))
         if row is None:
-            raise SelectionError(f"{symbol!r} is not in the chain of expiry {expiry_ms}")
+            raise SelectionError(f"{symbol!r} is not in the chain of {key[0]} expiry {expiry_ms}")
         return row
 
     def order_book(self, symbol: str, *, max_age: float = 3.0) -> OrderBook:
-        """The book of ``symbol``, no older than ``min(ttl, max_age)``."""
+        """The book of ``symbol``, no older than ``min(ttl, max_age)``.
+
+        Books are kept per symbol, and a symbol names its underlying (``contracts.underlying_of``),
+        so two underlyings' books can never share an entry."""
         limit = self._limit(max_age)
         with self._lock:
             entry = self._books.get(symbol)
@@ -454,6 +515,6 @@ class MarketData:
         """Forget every cached datum (the frozen-index tracker is kept: it is about fresh reads)."""
         with self._lock:
             self._instruments.clear()
-            self._index = None
+            self._index.clear()
             self._chains.clear()
             self._books.clear()

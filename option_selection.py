@@ -13,6 +13,12 @@ Why this module is shaped the way it is:
 * Configuration mistakes are found at construction (``ConfigError`` naming the field, the
   bad value and the allowed values); "the market has nothing that fits" is a
   ``SelectionError`` at trade time, all or nothing.
+* Every leg names its underlying (``LegSpec.underlying``, ``find_option(underlying=)``;
+  BTC by default) and resolves against that underlying's instruments, chain and index, in a
+  snapshot of that underlying only. One structure trades one underlying. Quantities are
+  checked at construction against the per-underlying table ``contracts.UNDERLYINGS`` (BTC
+  0.01 steps, ETH 0.1), and again at resolution against the listed instrument's ``minQty``
+  (a ``SelectionError``, never a silent rounding).
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from contracts import Contract, Side, parse_date_token
+from contracts import DEFAULT_UNDERLYING, UNDERLYINGS, Contract, Side, parse_date_token, underlying_spec
 from errors import ConfigError, SelectionError, TraderError
 from validation import invalid, is_int, is_number, refuse_unknown_keys, refuse_unknown_keywords
 
@@ -103,13 +109,19 @@ def _check_side(owner: str, field_name: str, side: Any) -> Side:
     return Side(side)
 
 
-def _check_qty(owner: str, field_name: str, qty: Any) -> float:
-    """Quantities are BTC in 0.01 steps (exchange minimum 0.01); never rounded silently."""
-    if not is_number(qty) or qty < 0.01 - 1e-12:
-        raise invalid(owner, field_name, qty, "use a quantity >= 0.01 BTC")
-    hundredths = qty * 100.0
-    if abs(hundredths - round(hundredths)) > 1e-6:
-        raise invalid(owner, field_name, qty, "use a multiple of 0.01 BTC")
+def _is_multiple(qty: float, step: float) -> bool:
+    units = qty / step
+    return abs(units - round(units)) <= 1e-6
+
+
+def _check_qty(owner: str, field_name: str, qty: Any, underlying: str = DEFAULT_UNDERLYING) -> float:
+    """Quantities are in units of the underlying, in its option steps (``contracts.UNDERLYINGS``:
+    BTC from 0.01 in 0.01 steps, ETH from 0.1 in 0.1 steps); never rounded silently."""
+    spec = underlying_spec(underlying)
+    if not is_number(qty) or qty < spec.option_min_qty - 1e-12:
+        raise invalid(owner, field_name, qty, f"use a quantity >= {spec.option_min_qty:g} {spec.name}")
+    if not _is_multiple(float(qty), spec.option_qty_step):
+        raise invalid(owner, field_name, qty, f"use a multiple of {spec.option_qty_step:g} {spec.name}")
     return float(qty)
 
 
@@ -307,7 +319,7 @@ class OptionQuery:
         except SelectionError as exc:
             logger.info("find_option %s: no expiry matches: %s", self.option_type, exc)
             return None
-        snapshot = market.chain_snapshot([expiry_ms])
+        snapshot = market.chain_snapshot([expiry_ms], underlying=self.underlying)
         return select_option(snapshot, self, expiry_ms=expiry_ms, now=current, side=side,
                              min_minutes_to_expiry=min_minutes_to_expiry)
 
@@ -318,8 +330,10 @@ def _market_now(market: "ChainSource") -> float:
 
 
 def _check_underlying(owner: str, field_name: str, underlying: Any) -> str:
-    if not isinstance(underlying, str) or not underlying.isalnum() or underlying.upper() != underlying:
-        raise invalid(owner, field_name, underlying, "use an upper-case base currency such as 'BTC'")
+    """One of the supported underlyings (``contracts.UNDERLYINGS``), spelt as the table spells it."""
+    if not isinstance(underlying, str) or underlying not in UNDERLYINGS:
+        raise invalid(owner, field_name, underlying,
+                      f"use one of {', '.join(repr(name) for name in UNDERLYINGS)} (upper case)")
     return underlying
 
 
@@ -343,8 +357,8 @@ class LegSpec:
     def __post_init__(self) -> None:
         option_type = _check_option_type(LEG_SPEC, "option_type", self.option_type)
         object.__setattr__(self, "side", _check_side(LEG_SPEC, "side", self.side))
-        object.__setattr__(self, "qty", _check_qty(LEG_SPEC, "qty", self.qty))
         _check_underlying(LEG_SPEC, "underlying", self.underlying)
+        object.__setattr__(self, "qty", _check_qty(LEG_SPEC, "qty", self.qty, self.underlying))
         expiry = validate_expiry_criteria(self.expiry_criteria)
         object.__setattr__(self, "expiry_criteria", expiry)
         criteria = self.strike_criteria
@@ -665,8 +679,10 @@ def select_option(snapshot: "ChainSnapshot", query: OptionQuery, *, now: float, 
     """Pure find_option on an existing snapshot.
 
     ``expiry_ms=None`` chooses the expiry from the snapshot's instruments with the query's
-    expiry criteria (``None`` when no expiry fits).
+    expiry criteria (``None`` when no expiry fits). A snapshot of another underlying than the
+    query's is refused (``SelectionError``): its strikes and index mean nothing for this query.
     """
+    _check_snapshot_underlying(snapshot, query.underlying)
     if expiry_ms is None:
         try:
             in_snapshot = set(snapshot.expiries())
@@ -806,16 +822,19 @@ def resolve_legs(specs: Sequence[LegSpec], market: "ChainSource", *, now: float 
     order = _dependency_order(specs)
     current = _market_now(market) if now is None else now
     expiries = _choose_leg_expiries(specs, order, market, current, min_minutes_to_expiry)
+    underlying = specs[0].underlying
     try:
-        snapshot = market.chain_snapshot(sorted(set(expiries.values())))
+        snapshot = market.chain_snapshot(sorted(set(expiries.values())), underlying=underlying)
     except (SelectionError, ConfigError):
         raise
     except TraderError as exc:
         raise SelectionError(f"chain snapshot failed: {exc}") from exc
+    _check_snapshot_underlying(snapshot, underlying)
     resolved: dict[int, ResolvedLeg] = {}
     for index in order:
         spec = specs[index]
         row = _resolve_strike(index, spec, snapshot, expiries[index], current, resolved, min_minutes_to_expiry)
+        _check_listed_qty(index, spec, snapshot.instruments.get(row.symbol), row.symbol)
         contract = Contract(symbol=row.symbol, underlying=spec.underlying, option_type=row.option_type,
                             strike=row.strike, expiry_ms=row.expiry_ms)
         resolved[index] = ResolvedLeg(index=index, spec=spec, contract=contract, row=row,
@@ -823,9 +842,37 @@ def resolve_legs(specs: Sequence[LegSpec], market: "ChainSource", *, now: float 
     legs = [resolved[i] for i in range(len(specs))]
     check_structure(legs)
     # Debug: every entry check resolves; the runner logs the legs when they change.
-    logger.debug("resolved %d legs at index %.2f: %s", len(legs), snapshot.index_price,
+    logger.debug("resolved %d legs at %s index %.2f: %s", len(legs), underlying, snapshot.index_price,
                  ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in legs))
     return legs
+
+
+def _check_snapshot_underlying(snapshot: "ChainSnapshot", underlying: str) -> None:
+    """A snapshot is of one underlying; legs of another are never resolved on it."""
+    if snapshot.underlying != underlying:
+        raise SelectionError(f"the chain snapshot is of {snapshot.underlying}, the legs trade {underlying}: "
+                             f"its strikes and index are not theirs")
+
+
+def _check_listed_qty(index: int, spec: LegSpec, instrument: "Instrument | None", symbol: str) -> None:
+    """The leg's quantity against the listed instrument, at resolution (the table was checked at start-up).
+
+    The listing gives ``minQty`` and no separate step; on Coincall an option's minimum order is
+    also its quantity step (BTC 0.01/0.01), so the quantity must be at least ``minQty`` and a
+    whole number of it. Anything else is a ``SelectionError``: never an order of a rounded size.
+    """
+    if instrument is None:
+        raise SelectionError(f"leg {index}: {symbol} is not in the instrument list of the snapshot")
+    minimum = float(instrument.min_qty)
+    if not math.isfinite(minimum) or minimum <= 0:
+        return   # no usable listed minimum: the table's rule (checked at start-up) stands alone
+    unit = spec.underlying
+    if spec.qty < minimum - 1e-12:
+        raise SelectionError(f"leg {index}: qty {spec.qty:g} {unit} is below the listed minimum {minimum:g} {unit} "
+                             f"of {symbol}")
+    if not _is_multiple(spec.qty, minimum):
+        raise SelectionError(f"leg {index}: qty {spec.qty:g} {unit} is not a multiple of the listed step "
+                             f"{minimum:g} {unit} of {symbol}")
 
 
 def _check_specs(specs: list[LegSpec], min_minutes_to_expiry: float) -> None:
@@ -917,37 +964,43 @@ def _check_wing(owner: str, wing_width: Any, field_name: str = "wing_width") -> 
 
 
 def strangle(qty: float, call_delta: float = 0.25, put_delta: float = -0.25, dte: Any = "next",
-             side: int = 2) -> list[LegSpec]:
+             side: int = 2, *, underlying: str = DEFAULT_UNDERLYING) -> list[LegSpec]:
     """Call and put at the given deltas, same side; ``side=2`` sells it (credit)."""
     owner = "strangle"
-    qty = _check_qty(owner, "qty", qty)
+    _check_underlying(owner, "underlying", underlying)
+    qty = _check_qty(owner, "qty", qty, underlying)
     side = _check_side(owner, "side", side)
     _check_delta_value(owner, "call_delta", call_delta, "C")
     _check_delta_value(owner, "put_delta", put_delta, "P")
     expiry = _dte_criteria(owner, dte)
     return [
-        LegSpec("C", side, qty, {"type": "delta", "value": call_delta}, dict(expiry)),
-        LegSpec("P", side, qty, {"type": "delta", "value": put_delta}, dict(expiry)),
+        LegSpec("C", side, qty, {"type": "delta", "value": call_delta}, dict(expiry), underlying=underlying),
+        LegSpec("P", side, qty, {"type": "delta", "value": put_delta}, dict(expiry), underlying=underlying),
     ]
 
 
-def straddle(qty: float, dte: Any = "next", side: int = 1) -> list[LegSpec]:
+def straddle(qty: float, dte: Any = "next", side: int = 1, *, underlying: str = DEFAULT_UNDERLYING) -> list[LegSpec]:
     """ATM call, and the put at the very same strike (offset 0 from the call)."""
     owner = "straddle"
-    qty = _check_qty(owner, "qty", qty)
+    _check_underlying(owner, "underlying", underlying)
+    qty = _check_qty(owner, "qty", qty, underlying)
     side = _check_side(owner, "side", side)
     expiry = _dte_criteria(owner, dte)
     return [
-        LegSpec("C", side, qty, {"type": "closestStrike", "value": 0}, expiry),
-        LegSpec("P", side, qty, {"type": "offset", "from_leg": 0, "value": 0}),
+        LegSpec("C", side, qty, {"type": "closestStrike", "value": 0}, expiry, underlying=underlying),
+        LegSpec("P", side, qty, {"type": "offset", "from_leg": 0, "value": 0}, underlying=underlying),
     ]
 
 
 def iron_condor(qty: float, call_delta: float = 0.20, put_delta: float = -0.20, wing_width: float = 1000.0,
-                dte: Any = "next", side: int = 2) -> list[LegSpec]:
-    """Short (side=2) or reverse (side=1) iron condor; wings are offsets from the inner legs."""
+                dte: Any = "next", side: int = 2, *, underlying: str = DEFAULT_UNDERLYING) -> list[LegSpec]:
+    """Short (side=2) or reverse (side=1) iron condor; wings are offsets (USD) from the inner legs.
+
+    ``wing_width`` is a strike distance in USD: 1000 suits BTC; an ETH condor needs a width on
+    ETH's strike grid (say 100)."""
     owner = "iron_condor"
-    qty = _check_qty(owner, "qty", qty)
+    _check_underlying(owner, "underlying", underlying)
+    qty = _check_qty(owner, "qty", qty, underlying)
     side = _check_side(owner, "side", side)
     _check_delta_value(owner, "call_delta", call_delta, "C")
     _check_delta_value(owner, "put_delta", put_delta, "P")
@@ -955,18 +1008,19 @@ def iron_condor(qty: float, call_delta: float = 0.20, put_delta: float = -0.20, 
     expiry = _dte_criteria(owner, dte)
     wing_side = side.opposite
     return [
-        LegSpec("C", side, qty, {"type": "delta", "value": call_delta}, dict(expiry)),
-        LegSpec("P", side, qty, {"type": "delta", "value": put_delta}, dict(expiry)),
-        LegSpec("C", wing_side, qty, {"type": "offset", "from_leg": 0, "value": width}),
-        LegSpec("P", wing_side, qty, {"type": "offset", "from_leg": 1, "value": -width}),
+        LegSpec("C", side, qty, {"type": "delta", "value": call_delta}, dict(expiry), underlying=underlying),
+        LegSpec("P", side, qty, {"type": "delta", "value": put_delta}, dict(expiry), underlying=underlying),
+        LegSpec("C", wing_side, qty, {"type": "offset", "from_leg": 0, "value": width}, underlying=underlying),
+        LegSpec("P", wing_side, qty, {"type": "offset", "from_leg": 1, "value": -width}, underlying=underlying),
     ]
 
 
 def butterfly(qty: float, wing_width: float = 1000.0, option_type: str = "C", center_delta: float | None = None,
-              dte: Any = "next", side: int = 1) -> list[LegSpec]:
+              dte: Any = "next", side: int = 1, *, underlying: str = DEFAULT_UNDERLYING) -> list[LegSpec]:
     """Wings on ``side``, body (2x qty) on the opposite side; ``side=1`` is the long butterfly."""
     owner = "butterfly"
-    qty = _check_qty(owner, "qty", qty)
+    _check_underlying(owner, "underlying", underlying)
+    qty = _check_qty(owner, "qty", qty, underlying)
     side = _check_side(owner, "side", side)
     width = _check_wing(owner, wing_width)
     _check_option_type(owner, "option_type", option_type)
@@ -976,14 +1030,15 @@ def butterfly(qty: float, wing_width: float = 1000.0, option_type: str = "C", ce
     else:
         body = {"type": "delta", "value": _check_delta_value(owner, "center_delta", center_delta, option_type)}
     return [
-        LegSpec(option_type, side, qty, {"type": "offset", "from_leg": 1, "value": -width}),
-        LegSpec(option_type, side.opposite, round(qty * 2, 2), body, expiry),
-        LegSpec(option_type, side, qty, {"type": "offset", "from_leg": 1, "value": width}),
+        LegSpec(option_type, side, qty, {"type": "offset", "from_leg": 1, "value": -width}, underlying=underlying),
+        LegSpec(option_type, side.opposite, round(qty * 2, 2), body, expiry, underlying=underlying),
+        LegSpec(option_type, side, qty, {"type": "offset", "from_leg": 1, "value": width}, underlying=underlying),
     ]
 
 
 def vertical_spread(qty: float, option_type: str = "C", kind: str = "debit", near_delta: float | None = None,
-                    width: float = 1000.0, dte: Any = "next") -> list[LegSpec]:
+                    width: float = 1000.0, dte: Any = "next", *,
+                    underlying: str = DEFAULT_UNDERLYING) -> list[LegSpec]:
     """Two legs of one type and expiry: the leg nearer the money, and one ``width`` further out.
 
     The near leg is ATM (strike nearest the index) or, with ``near_delta``, the strike at that
@@ -994,7 +1049,8 @@ def vertical_spread(qty: float, option_type: str = "C", kind: str = "debit", nea
     near leg and buys the far one.
     """
     owner = "vertical_spread"
-    qty = _check_qty(owner, "qty", qty)
+    _check_underlying(owner, "underlying", underlying)
+    qty = _check_qty(owner, "qty", qty, underlying)
     _check_option_type(owner, "option_type", option_type)
     if not isinstance(kind, str) or kind not in SPREAD_KINDS:
         raise invalid(owner, "kind", kind, "use 'debit' (buy the leg nearer the money, sell the far one) or "
@@ -1008,6 +1064,7 @@ def vertical_spread(qty: float, option_type: str = "C", kind: str = "debit", nea
     near_side = Side.BUY if kind == "debit" else Side.SELL
     offset = distance if option_type == "C" else -distance
     return [
-        LegSpec(option_type, near_side, qty, near, expiry),
-        LegSpec(option_type, near_side.opposite, qty, {"type": "offset", "from_leg": 0, "value": offset}),
+        LegSpec(option_type, near_side, qty, near, expiry, underlying=underlying),
+        LegSpec(option_type, near_side.opposite, qty, {"type": "offset", "from_leg": 0, "value": offset},
+                underlying=underlying),
     ]

@@ -21,6 +21,12 @@ stop-loss that never fires. What a wide band lets through (say a mark doubled fo
 snapshot) is caught by the other half of the rule: stop-type exits need the condition on two
 consecutive sane snapshots (``conditions.STOP_CONFIRMATIONS``).
 
+Underlyings (issue 13): the band is built from the row's OWN underlying price, and a row comes
+from the chain of its symbol's underlying (``market_data`` keys chains by underlying and
+refuses rows of another index), so an ETH option is always judged against ETH's index. An
+ETH option measured against BTC's index would sit far outside its no-arbitrage bounds and be
+refused as insane, never valued. Prices are per contract on one unit of the underlying.
+
 Nothing here reads the clock: the time to expiry is measured from the quote's own ``as_of``.
 The module imports nothing of the product but ``errors``, so market data, the lifecycle and
 every execution engine can share it. The simulator has its own pricing code; the product

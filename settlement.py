@@ -22,6 +22,7 @@ from coincall_payloads import (
     parse_estimated_expiration_price,
     parse_exercise_records,
 )
+from contracts import DEFAULT_UNDERLYING, index_name
 from seams import AlertSender, SettlementClient
 from trade_fills import QTY_EPSILON
 
@@ -100,7 +101,9 @@ class Settler:
     def __init__(self, client: SettlementClient, alerts: AlertSender | None) -> None:
         self.client = client
         self.alerts = alerts
-        self._delivery_prices: dict[int, float] = {}
+        # Keyed by (underlying, expiry): BTC and ETH options expire at the same instant at
+        # different delivery prices.
+        self._delivery_prices: dict[tuple[str, int], float] = {}
 
     @staticmethod
     def due(watch: DeliveryWatch, now: float) -> bool:
@@ -117,7 +120,8 @@ class Settler:
         """
         qty = leg.net_qty
         contract = leg.contract
-        delivery, estimated = self._delivery_price(contract.expiry_ms, now, trade, watch)
+        delivery, estimated = self._delivery_price(contract.underlying or DEFAULT_UNDERLYING, contract.expiry_ms,
+                                                   now, trade, watch)
         record = self._exercise_record(leg, qty)
         if delivery is None and record is not None:
             delivery = record.exercise_price
@@ -142,18 +146,20 @@ class Settler:
                     leg.index, leg.symbol, qty, intrinsic, delivery, fee)
         return True
 
-    def _delivery_price(self, expiry_ms: int, now: float, trade: TradeLifecycle,
+    def _delivery_price(self, underlying: str, expiry_ms: int, now: float, trade: TradeLifecycle,
                         watch: DeliveryWatch) -> tuple[float | None, bool]:
-        """Delivery price of ``expiry_ms`` (cached); after 24 h, the estimated expiration price."""
-        if expiry_ms in self._delivery_prices:
-            return self._delivery_prices[expiry_ms], False
+        """Delivery price of ``underlying`` at ``expiry_ms`` (cached); after 24 h, the estimated expiration price."""
+        key = (underlying, expiry_ms)
+        index = index_name(underlying)
+        if key in self._delivery_prices:
+            return self._delivery_prices[key], False
         try:
-            price = find_delivery_price(self.client.delivery_prices(), expiry_ms)
+            price = find_delivery_price(self.client.delivery_prices(index), expiry_ms)
         except Exception as error:  # noqa: BLE001 - retried later
             logger.warning("delivery prices unavailable: %s", error)
             price = None
         if price is not None:
-            self._delivery_prices[expiry_ms] = price
+            self._delivery_prices[key] = price
             return price, False
         waited = now - expiry_ms / 1000.0
         if waited >= DELIVERY_WARN_SECONDS and not watch.warned:
@@ -163,7 +169,8 @@ class Settler:
                        trade_id=trade.id, expiry_ms=expiry_ms)
         if waited >= DELIVERY_ESTIMATE_SECONDS:
             try:
-                estimate = parse_estimated_expiration_price(self.client.estimated_expiration_price(expiry_ms))
+                estimate = parse_estimated_expiration_price(self.client.estimated_expiration_price(expiry_ms,
+                                                                                                   index=index))
             except Exception as error:  # noqa: BLE001
                 logger.warning("estimated expiration price unavailable: %s", error)
                 estimate = None

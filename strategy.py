@@ -15,6 +15,10 @@ Why it looks the way it does (BEHAVIOUR.md 1.2, 1.7, 5):
   never for good (incident 2).
 * The runner receives the daemon's services (``RunnerServices``, provided by
   ``app.TradingContext``); it builds none of them. The wiring lives in ``app.py``.
+* A strategy trades one underlying (``StrategyConfig.underlying``, the legs' own; a structure
+  mixing BTC and ETH legs is refused at start-up). Its data gate reads that underlying's
+  index and frozen flag, its notional is qty x that index, and its quantity caps are in
+  units of that underlying; messages name it (issue 13).
 
 The condition factories are re-exported from ``conditions``: ``strategy.profit_target is
 conditions.profit_target``.
@@ -56,7 +60,7 @@ from conditions import (
     utc_time_window,
     weekday_filter,
 )
-from contracts import Side
+from contracts import DEFAULT_UNDERLYING, Side
 from display import fmt_qty
 from errors import ConfigError, TraderError
 from multileg_orderbook import SmartExecConfig
@@ -91,8 +95,10 @@ RECOGNISED_METADATA: tuple[tuple[str, type, str], ...] = (
 
 # Size caps (issue 9): a quantity like 1e9 BTC is a typo, never a trade. Each strategy may set
 # its own caps; the ceilings bound the caps themselves so that a cap cannot be switched off.
-DEFAULT_MAX_LEG_QTY = 10.0                      # BTC per leg
-DEFAULT_MAX_STRUCTURE_QTY = 20.0                # BTC, the sum of |qty| over the legs
+# Quantity caps are in units of the strategy's underlying (10 BTC, or 10 ETH for an ETH
+# strategy); the notional cap, in USD, is what compares sizes across underlyings.
+DEFAULT_MAX_LEG_QTY = 10.0                      # units of the underlying per leg
+DEFAULT_MAX_STRUCTURE_QTY = 20.0                # units of the underlying, the sum of |qty| over the legs
 DEFAULT_MAX_STRUCTURE_NOTIONAL_USD = 2_000_000.0  # USD, sum of qty x index when the trade is created
 QTY_CAP_CEILING = 1_000.0
 NOTIONAL_CAP_CEILING_USD = 1_000_000_000.0
@@ -218,11 +224,24 @@ class StrategyConfig:
             raise StrategyConfigError(None, str(invalid("StrategyConfig", "name", self.name,
                                                         "use 1-64 characters among letters, digits, '_', '.', '-'")))
 
+    @property
+    def underlying(self) -> str:
+        """The underlying every leg trades (validated: one per structure)."""
+        return self.legs[0].underlying
+
+    def _qty_unit(self) -> str:
+        """The unit of the quantity caps in messages: the legs' underlying once they say one
+        (the caps are checked before the legs, so this reads them without trusting them)."""
+        legs = self.legs if isinstance(self.legs, (list, tuple)) else []
+        named = {leg.underlying for leg in legs if isinstance(leg, LegSpec)}
+        return named.pop() if len(named) == 1 else DEFAULT_UNDERLYING
+
     def _check_size_caps(self) -> None:
         """The caps themselves: positive, finite, and below a ceiling that keeps them caps."""
+        unit_qty = self._qty_unit()
         for field_name, minimum, ceiling, unit in (
-                ("max_leg_qty", 0.01, QTY_CAP_CEILING, "BTC"),
-                ("max_structure_qty", 0.01, QTY_CAP_CEILING * MAX_LEGS, "BTC"),
+                ("max_leg_qty", 0.01, QTY_CAP_CEILING, unit_qty),
+                ("max_structure_qty", 0.01, QTY_CAP_CEILING * MAX_LEGS, unit_qty),
                 ("max_structure_notional_usd", 1.0, NOTIONAL_CAP_CEILING_USD, "USD")):
             value = getattr(self, field_name)
             if not is_number(value) or not minimum <= value <= ceiling:
@@ -243,19 +262,26 @@ class StrategyConfig:
         for index, leg in enumerate(legs):
             if not isinstance(leg, LegSpec):
                 raise invalid(owner, f"legs[{index}]", leg, "use a LegSpec")
+        unit = legs[0].underlying
+        for index, leg in enumerate(legs):
+            if leg.underlying != unit:
+                raise invalid(owner, f"legs[{index}].underlying", leg.underlying,
+                              f"one structure trades one underlying and legs[0] trades {unit!r}: give every leg "
+                              f"underlying={unit!r}, or put the {leg.underlying} legs in a strategy of their own")
+        for index, leg in enumerate(legs):
             source = leg.depends_on
             if source is not None and (source >= len(legs) or source == index):
                 raise invalid(owner, f"legs[{index}].strike_criteria['from_leg']", source,
                               f"use the index of another leg (0..{len(legs) - 1})")
             if leg.qty > self.max_leg_qty:
                 raise invalid(owner, f"legs[{index}].qty", leg.qty,
-                              f"it is above max_leg_qty={self.max_leg_qty:g} BTC per leg; use a smaller "
+                              f"it is above max_leg_qty={self.max_leg_qty:g} {unit} per leg; use a smaller "
                               f"quantity, or raise max_leg_qty if this size is deliberate")
         total = math.fsum(abs(leg.qty) for leg in legs)
         if total > self.max_structure_qty + 1e-9:
-            raise invalid(owner, "legs", f"<{len(legs)} legs, {total:g} BTC in total>",
+            raise invalid(owner, "legs", f"<{len(legs)} legs, {total:g} {unit} in total>",
                           f"the structure's quantity (sum of |qty| over its legs) is above "
-                          f"max_structure_qty={self.max_structure_qty:g} BTC; use smaller legs, or raise "
+                          f"max_structure_qty={self.max_structure_qty:g} {unit}; use smaller legs, or raise "
                           f"max_structure_qty if this size is deliberate")
         self.legs = legs
 
@@ -632,6 +658,7 @@ class StrategyRunner:
         stats = self.stats
         return {
             "strategy": self.name,
+            "underlying": self.config.underlying,
             "paused": self.is_paused,
             "pause_reason": self.pause_reason,
             "active_trades": [t.id for t in trades if t.state not in TERMINAL_STATES],
@@ -759,13 +786,15 @@ class StrategyRunner:
         return None
 
     def _gate_index(self) -> str | None:
-        """Data gate, second half: an index no older than 15 s and not frozen (incidents 14, 15)."""
+        """Data gate, second half: the strategy's own underlying's index no older than 15 s and
+        not frozen (incidents 14, 15). Another underlying's frozen index does not block it."""
+        underlying = self.config.underlying
         try:
-            self.ctx.market_data.index_price(max_age=INDEX_MAX_AGE_SECONDS)
+            self.ctx.market_data.index_price(underlying, max_age=INDEX_MAX_AGE_SECONDS)
         except Exception as exc:  # no index, no decision (incident 15)
-            return f"index unavailable: {exc}"
-        if self.ctx.market_data.index_frozen:
-            return "index frozen"
+            return f"index unavailable ({underlying}): {exc}"
+        if self.ctx.market_data.index_frozen_for(underlying):
+            return f"index frozen ({underlying})"
         return None
 
     @staticmethod
@@ -828,7 +857,8 @@ class StrategyRunner:
         except Exception:
             logger.exception("strategy %s: creating the trade failed", self.name)
             return "trade creation failed"
-        logger.info("strategy %s: trade %s created (%s, index %.2f): %s", self.name, trade.id, mode, index_price,
+        logger.info("strategy %s: trade %s created (%s, %s index %.2f): %s", self.name, trade.id, mode,
+                    self.config.underlying, index_price,
                     ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in resolved))
         return None
 
@@ -842,6 +872,7 @@ class StrategyRunner:
         if legs == self._last_resolution:
             return
         self._last_resolution = legs
+        # The symbols name the underlying (ETHUSD-...), and the index is that underlying's.
         logger.info("strategy %s: resolved %d legs at index %.2f: %s", self.name, len(resolved),
                     float(resolved[0].index_price), legs)
 
@@ -850,8 +881,10 @@ class StrategyRunner:
 
         The quantities are capped at configuration time; the index is only known here, right
         after leg resolution, so this is where a structure that grew expensive with the market
-        is refused: no trade, no order. The reason returned is stable (it does not carry the
-        moving index), so the runner logs it once per change; the numbers are logged with it.
+        is refused: no trade, no order. The index is the snapshot's the legs resolved on, i.e.
+        the structure's own underlying's (an ETH strangle is ETH qty x the ETH index). The
+        reason returned is stable (it does not carry the moving index), so the runner logs it
+        once per change; the numbers are logged with it.
         """
         cap = self.config.max_structure_notional_usd
         quantity = math.fsum(abs(float(leg.qty)) for leg in resolved)
@@ -861,9 +894,10 @@ class StrategyRunner:
             return None
         reason = f"structure notional above max_structure_notional_usd={cap:,.0f} USD"
         if reason != self._last_block:
-            logger.warning("strategy %s: no trade: %g BTC x index %s = %s USD is above max_structure_notional_usd="
+            unit = self.config.underlying
+            logger.warning("strategy %s: no trade: %g %s x %s index %s = %s USD is above max_structure_notional_usd="
                            "%s USD; reduce the legs' qty or raise max_structure_notional_usd", self.name, quantity,
-                           f"{index_price:,.2f}", f"{notional:,.0f}", f"{cap:,.0f}")
+                           unit, unit, f"{index_price:,.2f}", f"{notional:,.0f}", f"{cap:,.0f}")
         return reason
 
     def _netting_conflict(self, resolved: list[ResolvedLeg], snapshot: AccountSnapshot) -> str | None:

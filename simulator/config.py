@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, TypeVar
 from simulator.exchange import ExchangeConfig
 from simulator.history import DEFAULT_STALE_SECONDS, recorded_exchange_config
 from simulator.market import MarketConfig
+from simulator.perpetuals import PerpConfig, btc_perp_config, eth_perp_config
+from simulator.underlyings import eth_market_config, follow_scenario
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -70,6 +72,13 @@ class SimulatorConfig:
     (``simulator.history.history_span``). ``history_stale_seconds``: a recorded quote older
     than this shows no book. ``history_thin_seconds``: keep at most one row per option per
     that many seconds when loading (memory; 0 keeps every row).
+
+    ``eth_enabled``: list ETH options and the ETHUSD perpetual next to BTC (default; a history
+    replay is BTC-only whatever this says). ``eth_market``: ETH's market config (default
+    ``underlyings.eth_market_config(seed)``, shaped by the BTC market's scenario if it has one).
+    ``perpetuals``: the perpetual contracts listed (default BTCUSD and ETHUSD with the documented
+    contract values, ``perpetuals.btc_perp_config`` / ``eth_perp_config``); a perpetual whose
+    underlying is not listed is left out.
     """
 
     seed: int = 7
@@ -83,6 +92,9 @@ class SimulatorConfig:
     history_file: str | None = None
     history_stale_seconds: float = DEFAULT_STALE_SECONDS
     history_thin_seconds: float = 0.0
+    eth_enabled: bool = True
+    eth_market: MarketConfig | None = None
+    perpetuals: tuple[PerpConfig, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.speed < 0:
@@ -101,6 +113,20 @@ class SimulatorConfig:
         if self.market is not None:
             return self.market
         return _with_seed(MarketConfig(), self.seed)
+
+    def eth_market_config(self) -> MarketConfig | None:
+        """ETH's market config, or None when ETH is not listed (disabled, or a BTC history replay)."""
+        if not self.eth_enabled or self.history_file is not None:
+            return None
+        if self.eth_market is not None:
+            return self.eth_market
+        return follow_scenario(eth_market_config(self.seed), self.market_config(), self.seed)
+
+    def perp_configs(self) -> list[PerpConfig]:
+        """The perpetuals to list: the explicit ones, else BTCUSD and ETHUSD seeded with our seed."""
+        if self.perpetuals is not None:
+            return list(self.perpetuals)
+        return [btc_perp_config(self.seed), eth_perp_config(self.seed)]
 
     def exchange_config(self) -> ExchangeConfig:
         """The exchange config to use: the explicit one, else the defaults with our seed.

@@ -17,8 +17,12 @@ Design in brief
   each event instant first. Every random draw comes from ``random.Random`` seeded by a
   string of stable parts (seed, order id, grid step ...), so a run is a pure function of
   the seed and the requests, whatever the slicing of time.
-* Quantities are integer lots of 0.01 BTC internally (no float residue); prices and
-  money are floats rounded on output.
+* Quantities are integer lots of the instrument's quantity step internally (no float
+  residue): 0.01 BTC for BTC options, 0.1 ETH for ETH options, 0.001 BTC for BTCUSD and
+  0.01 ETH for ETHUSD (``_units``); prices and money are floats rounded on output.
+* Perpetuals (``BTCUSD``, ``ETHUSD``) share the orders, fills, positions, matching, passive
+  fills and margin of the options; their own handlers (``futures_*``) serve the futures
+  routes, and funding is an engine event at 00/08/16 UTC (``_run_funding``).
 * Accounting is futures-style (API.md 13 #18): premium stays in a position's average
   price; cash moves with realized PnL and fees, so ``equity = cash + sum(upnl at mark)``.
 * Matching: a limit order crosses the market model's synthetic book (depth consumed
@@ -47,7 +51,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from simulator.errors import SimError
+from simulator.markets import Markets, option_base
 from simulator.payload import RawJSON
+from simulator.perpetuals import (
+    FUNDING_INTERVAL_MS,
+    PerpMarket,
+    funding_boundary_at_or_before,
+    next_funding_after,
+)
 from simulator.pricing import implied_vol, years_between
 from simulator.records import FillRecords, OrderRecords
 from simulator.rfq_makers import (
@@ -111,9 +122,12 @@ E_ALREADY_CANCELLED = 11101
 E_ALREADY_FILLED = 11102
 E_BAD_TIME_IN_FORCE = 12012
 E_PRICE_ILLEGAL = 40035
+E_MARKET_NO_TIF = 12011
+E_MARKET_NO_PRICE = 12013
+E_LEVERAGE_LOCKED = 40038
 
-LOT = 0.01                    # qty step, BTC (qtyDecimal 2)
-LOTS_PER_BTC = 100
+LOT = 0.01                    # qty step of BTC options (qtyDecimal 2)
+LOTS_PER_BTC = 100            # lots per BTC of a BTC option; other instruments: ``SimExchange._units``
 ID_BASE = 1_990_000_000_000_000_000
 ID_STRIDE = 4096
 DAY_MS = 86_400_000
@@ -133,6 +147,35 @@ RESET_SCOPES: tuple[str, ...] = (RESET_ORDERS, RESET_ALL)
 
 
 # =============================================================================== config
+
+
+@dataclass
+class PerpSettings:
+    """How the perpetuals' UNCERTAIN behaviours are decided (docs/SIMULATOR.md, "Perpetual futures").
+
+    ``reduce_only_excess``: a reduce-only order larger than the position is refused with 10536
+    ("refuse", default) or cut to the position ("clip"). ``post_only_cross_code``: the code a
+    post-only order that would cross is refused with (10001 as for options). ``client_order_id_scope``:
+    a clientOrderId is refused (10577) when any order of the account's perpetuals ever carried it
+    ("ever", default) or only an open one ("open", the options' rule). ``allow_fok``: API.md §14.9
+    #3 (accepted by default). ``leverage_lock_scope``: a leverage change is refused (40038)
+    while the account holds any perpetual position or open order ("account", default) or only
+    one of that symbol ("symbol").
+    """
+
+    reduce_only_excess: str = "refuse"
+    post_only_cross_code: int = 10001
+    client_order_id_scope: str = "ever"
+    allow_fok: bool = True
+    leverage_lock_scope: str = "account"
+
+    def __post_init__(self) -> None:
+        if self.reduce_only_excess not in ("refuse", "clip"):
+            raise ValueError("reduce_only_excess must be 'refuse' or 'clip'")
+        if self.client_order_id_scope not in ("ever", "open"):
+            raise ValueError("client_order_id_scope must be 'ever' or 'open'")
+        if self.leverage_lock_scope not in ("account", "symbol"):
+            raise ValueError("leverage_lock_scope must be 'account' or 'symbol'")
 
 
 @dataclass
@@ -182,6 +225,7 @@ class ExchangeConfig:
     rfq_withdraw_prob: float = 0.0
     rfq_quotes_include_request_id: bool = True
     position_greeks: str = "per_position"     # API.md 12 #4; or "per_contract"
+    perp: PerpSettings = field(default_factory=PerpSettings)
     default_user_id: int = 1_695_796_692_000_001
     first_maker_user_id: int = 1_695_796_692_900_001
     seed: int = 7
@@ -289,6 +333,24 @@ class Fill:
 
 
 @dataclass
+class FundingRecord:
+    """One funding payment of one account in one perpetual (``settle/future/record``).
+
+    ``fund_fee`` is signed as the exchange shows it: < 0 paid, > 0 received.
+    """
+
+    record_id: int
+    user_id: int
+    symbol: str
+    trade_side: int
+    lots: int
+    fund_fee: float
+    fund_rate: float
+    mark: float
+    time_ms: int
+
+
+@dataclass
 class _ScheduledReset:
     """A restart without state, due at ``at_ms`` on the simulated clock."""
 
@@ -340,6 +402,7 @@ class Account:
     email: str = ""
     cash: float | None = None                 # None -> the exchange's starting balance
     positions: dict[str, Position] = field(default_factory=dict)
+    leverage: dict[str, int] = field(default_factory=dict)   # perpetual symbol -> leverage set
 
     def __repr__(self) -> str:
         key = (self.api_key[:4] + "...") if self.api_key else ""
@@ -433,8 +496,9 @@ def _money(value: float) -> float:
     return round(value, 8) + 0.0   # + 0.0 turns -0.0 into 0.0
 
 
-def _qty(lots: int) -> float:
-    return round(lots / LOTS_PER_BTC, 2)
+def _unit_places(units: int) -> int:
+    """Decimals of a quantity counted in lots of ``1 / units``: 100 -> 2, 10 -> 1, 1000 -> 3."""
+    return max(0, len(str(units)) - 1)
 
 
 def _decimals(step: float) -> int:
@@ -551,7 +615,7 @@ class SimExchange:
     def __init__(self, config: ExchangeConfig, market: Any, clock: Any,
                  accounts: list[Account] | None = None) -> None:
         self.config = config
-        self.market = market
+        self.market: Markets = Markets.of(market, config.seed)
         self.clock = clock
         self.faults = ExchangeFaults()
         self._lock = threading.RLock()
@@ -581,6 +645,9 @@ class SimExchange:
         # records (campaign invariants) and so trade history still names a forgotten order.
         self._forgotten_orders: dict[int, Order] = {}
         self._forgotten_fills: dict[int, Fill] = {}
+        self._units_cache: dict[str, int] = {}
+        self._funding: list[FundingRecord] = []
+        self._funding_done_ms = funding_boundary_at_or_before(self._now)
         self._desk = RfqDesk(self._maker_settings(), config.seed, self._ids.next)
         for account in accounts or []:
             self._register(account)
@@ -686,6 +753,8 @@ class SimExchange:
             candidates.append(min(self._pending_expiries))
         if self._resets:
             candidates.append(min(reset.at_ms for reset in self._resets))
+        if self.market.perps():
+            candidates.append(self._funding_done_ms + FUNDING_INTERVAL_MS)
         if not candidates:
             return None
         moment = max(min(candidates), self._now)
@@ -703,6 +772,42 @@ class SimExchange:
             self._settle_expiry(expiry)
         if due:
             self._refresh_expiries()   # expiries listed at this roll may pass within the same sync
+        self._run_funding(moment)
+
+    # ------------------------------------------------------------------ funding (perpetuals)
+
+    def _run_funding(self, moment: int) -> None:
+        """Settle every funding instant up to ``moment`` (00/08/16 UTC) for every perpetual position.
+
+        fee = qty x mark x rate; a positive rate makes longs pay and shorts receive. The
+        payment moves the account's cash (so its equity) and leaves a ``FundingRecord``.
+        """
+        while self._funding_done_ms + FUNDING_INTERVAL_MS <= moment:
+            instant = self._funding_done_ms + FUNDING_INTERVAL_MS
+            self._funding_done_ms = instant
+            for perp in self.market.perps():
+                self._settle_funding(perp, instant)
+
+    def _settle_funding(self, perp: PerpMarket, instant: int) -> None:
+        holders = [(uid, account) for uid, account in sorted(self._accounts_by_uid.items())
+                   if perp.symbol in account.positions]
+        if not holders:
+            return
+        rate = perp.funding_rate(instant)
+        mark = perp.mark_price()
+        units = perp.config.units
+        for _uid, account in holders:
+            position = account.positions[perp.symbol]
+            qty = abs(position.lots) / units
+            sign = 1 if position.lots > 0 else -1
+            fund_fee = _money(-sign * qty * mark * rate)
+            account.cash = float(account.cash or 0.0) + fund_fee
+            self._funding.append(FundingRecord(
+                record_id=self._ids.next(), user_id=account.user_id, symbol=perp.symbol,
+                trade_side=SIDE_BUY if sign > 0 else SIDE_SELL, lots=abs(position.lots), fund_fee=fund_fee,
+                fund_rate=rate, mark=mark, time_ms=instant))
+        log.info("funding %s at %d: rate %.8f, mark %.2f, %d positions", perp.symbol, instant, rate, mark,
+                 len(holders))
 
     # ------------------------------------------------------------------ restarts without state
 
@@ -779,6 +884,7 @@ class SimExchange:
         self._fills = FillRecords()
         self._exercises = []
         self._block_trades = []
+        self._funding = []
         self._desk.load_state({})
         for account in self._accounts_by_uid.values():
             account.positions.clear()
@@ -797,6 +903,39 @@ class SimExchange:
         return self._now
 
     # ------------------------------------------------------------------ instruments & market
+
+    def _units(self, symbol: str) -> int:
+        """Lots per unit of the underlying for ``symbol``: 100 for BTC options (0.01 BTC), 10 for
+        ETH options (0.1 ETH), 1000 for BTCUSD (0.001 BTC), 100 for ETHUSD (0.01 ETH).
+        A symbol the venue never listed counts in BTC option lots."""
+        units = self._units_cache.get(symbol)
+        if units is None:
+            perp = self.market.perp(symbol)
+            if perp is not None:
+                units = perp.config.units
+            else:
+                instrument = self.market.instrument(symbol)
+                units = instrument.units if instrument is not None else LOTS_PER_BTC
+            self._units_cache[symbol] = units
+        return units
+
+    def _qty_of(self, symbol: str, lots: int) -> float:
+        """``lots`` of ``symbol`` in units of its underlying (0.01 BTC steps -> 2 decimals ...)."""
+        units = self._units(symbol)
+        return round(lots / units, _unit_places(units))
+
+    def _qty_text(self, symbol: str, lots: int) -> str:
+        return num_str(self._qty_of(symbol, lots), _unit_places(self._units(symbol)))
+
+    def _lots_of(self, symbol: str, qty: float) -> int:
+        return int(round(qty * self._units(symbol)))
+
+    def _index_for(self, symbol: str) -> float:
+        """The index of ``symbol``'s underlying (BTC for a BTC option or BTCUSD, ETH for ETH)."""
+        return self.market.index_for(symbol)
+
+    def _is_perp(self, symbol: str) -> bool:
+        return self.market.perp(symbol) is not None
 
     def _instrument(self, symbol: Any) -> Any:
         """A listed, unexpired instrument or 10574."""
@@ -842,11 +981,12 @@ class SimExchange:
             del self._consumed[symbol]
             used = None
         taken = used["levels"] if used else {}
+        units = self._units(symbol)
 
         def side(levels: list, tag: str) -> list[tuple[float, int]]:
             out = []
             for price, size in levels:
-                lots = int(round(size * LOTS_PER_BTC)) - taken.get(f"{tag}|{price:.8f}", 0)
+                lots = int(round(size * units)) - taken.get(f"{tag}|{price:.8f}", 0)
                 if lots > 0:
                     out.append((float(price), lots))
             return out
@@ -893,9 +1033,10 @@ class SimExchange:
         if price <= 0:
             return 0.0
         try:
-            rate = getattr(self.market.config, "rate", 0.0)
+            market = self.market.market_of(instrument.symbol) or self.market.primary
+            rate = getattr(market.config, "rate", 0.0)
             t_years = years_between(self._now, instrument.expiry_ms)
-            return float(implied_vol(instrument.option_type, price, self.market.index_price(),
+            return float(implied_vol(instrument.option_type, price, market.index_price(),
                                      instrument.strike, t_years, rate, guess=fallback or None))
         except (ValueError, ArithmeticError):
             return fallback
@@ -903,7 +1044,7 @@ class SimExchange:
     # ------------------------------------------------------------------ margin & metrics
 
     def _short_margin_per_btc(self, instrument: Any, index: float, mark: float) -> float:
-        """SM initial margin of one short BTC: max(15% S - OTM, 10% S) + mark."""
+        """SM initial margin of one short unit (BTC or ETH): max(15% S - OTM, 10% S) + mark."""
         strike = instrument.strike
         otm = max(0.0, strike - index) if instrument.option_type == "C" else max(0.0, index - strike)
         return max(0.15 * index - otm, 0.10 * index) + mark
@@ -912,31 +1053,61 @@ class SimExchange:
         position = account.positions.get(symbol)
         return position.lots if position else 0
 
+    def _leverage(self, account: Account, perp: PerpMarket) -> int:
+        return account.leverage.get(perp.symbol, perp.config.default_leverage)
+
     def _order_reserve(self, account: Account, order: Order, extra_position: int = 0) -> float:
-        """Initial margin an open order reserves: premium for buys, short IM for opening sells."""
+        """Initial margin an open order reserves: premium for buys, short IM for opening sells;
+        for a perpetual, opening qty x price / leverage (API.md §14.7)."""
         if order.reduce_only or order.trade_type == TT_BLOCK:
             return 0.0
         remaining = order.remaining_lots
         position = self._position_lots(account, order.symbol) + extra_position
+        units = self._units(order.symbol)
         if order.side == SIDE_BUY:
             opening = max(0, remaining - max(0, -position))
-            return opening / LOTS_PER_BTC * order.price
-        opening = max(0, remaining - max(0, position))
+        else:
+            opening = max(0, remaining - max(0, position))
+        perp = self.market.perp(order.symbol)
+        if perp is not None:
+            return opening / units * order.price / self._leverage(account, perp) if opening else 0.0
+        if order.side == SIDE_BUY:
+            return opening / units * order.price
         if opening == 0:
             return 0.0
         instrument = self.market.instrument(order.symbol)
         quote = self._quote(order.symbol)
         if instrument is None or quote is None:
             return 0.0
-        index = self.market.index_price()
-        return opening / LOTS_PER_BTC * self._short_margin_per_btc(instrument, index, quote.mark)
+        index = self._index_for(order.symbol)
+        return opening / units * self._short_margin_per_btc(instrument, index, quote.mark)
+
+    def _perp_numbers(self, account: Account, position: Position, perp: PerpMarket) -> dict[str, float]:
+        """A perpetual position: value and margins from the entry price, uPnL from the mark (API.md §14.7)."""
+        cfg = perp.config
+        mark = perp.mark_price()
+        qty = abs(position.lots) / cfg.units
+        sign = 1 if position.lots > 0 else -1
+        leverage = self._leverage(account, perp)
+        value = qty * position.avg_price
+        upnl = (mark - position.avg_price) * qty * sign
+        mm = qty * (position.avg_price * cfg.mm_rate(value) + cfg.liquidation_fee_rate * mark)
+        return {
+            "mark": mark, "index": perp.index_price(), "qty": qty, "sign": sign,
+            "last": self._last_price.get(position.symbol, mark),
+            "upnl_mark": upnl, "upnl_last": upnl, "im": value / leverage, "mm": mm, "value": value,
+            "leverage": float(leverage),
+        }
 
     def _position_numbers(self, account: Account, position: Position) -> dict[str, float]:
+        perp = self.market.perp(position.symbol)
+        if perp is not None:
+            return self._perp_numbers(account, position, perp)
         instrument = self.market.instrument(position.symbol)
         quote = self._quote(position.symbol)
         mark = quote.mark if quote else position.avg_price
-        index = self.market.index_price()
-        qty = abs(position.lots) / LOTS_PER_BTC
+        index = self._index_for(position.symbol)
+        qty = abs(position.lots) / self._units(position.symbol)
         sign = 1 if position.lots > 0 else -1
         last = self._last_price.get(position.symbol, position.avg_price)
         im = mm = 0.0
@@ -966,10 +1137,12 @@ class SimExchange:
 
     # ------------------------------------------------------------------ fills & positions
 
-    def _fee(self, lots: int, price: float, rate: float) -> float:
-        """min(qty x index x rate, qty x price x cap%) (API.md 4)."""
-        qty = lots / LOTS_PER_BTC
-        index = self.market.index_price()
+    def _fee(self, symbol: str, lots: int, price: float, rate: float) -> float:
+        """Options: min(qty x index x rate, qty x price x cap%) (API.md 4); perpetuals: qty x price x rate."""
+        qty = lots / self._units(symbol)
+        if self._is_perp(symbol):
+            return _money(qty * price * rate)
+        index = self._index_for(symbol)
         cap = self.config.fee_cap_pct_of_premium / 100.0
         return _money(min(qty * index * rate, qty * price * cap))
 
@@ -991,7 +1164,7 @@ class SimExchange:
         else:
             closing = min(abs(position.lots), lots)
             direction = 1 if position.lots > 0 else -1
-            realized = (price - position.avg_price) * closing / LOTS_PER_BTC * direction
+            realized = (price - position.avg_price) * closing / self._units(symbol) * direction
             new_lots = position.lots + signed
             if new_lots != 0 and (new_lots > 0) != (position.lots > 0):
                 position.avg_price = price   # flipped: the new side opens at this price
@@ -1038,16 +1211,21 @@ class SimExchange:
         if lots <= 0:
             return 0
         account = self._accounts_by_uid[order.user_id]
-        quote = self._quote(order.symbol)
+        perp = self.market.perp(order.symbol)
+        quote = self._quote(order.symbol) if perp is None else None
         if fee_rate is None:
-            fee_rate = self.config.taker_fee_rate if is_taker else self.config.maker_fee_rate
-        fee = self._fee(lots, price, fee_rate)
+            if perp is not None:
+                fee_rate = perp.config.taker_fee_rate if is_taker else perp.config.maker_fee_rate
+            else:
+                fee_rate = self.config.taker_fee_rate if is_taker else self.config.maker_fee_rate
+        fee = self._fee(order.symbol, lots, price, fee_rate)
         realized = self._apply_to_position(account, order.symbol, order.side, lots, price, order.order_id)
         account.cash = float(account.cash or 0.0) + realized - fee
+        mark = perp.mark_price() if perp is not None else (quote.mark if quote else price)
         fill = Fill(
             trade_id=self._ids.next(), order_id=order.order_id, user_id=order.user_id, symbol=order.symbol,
             side=order.side, trade_type=order.trade_type, price=price, lots=lots, fee=fee, time_ms=self._now,
-            is_taker=is_taker, mark=quote.mark if quote else price, index=self.market.index_price(),
+            is_taker=is_taker, mark=mark, index=self._index_for(order.symbol),
             iv=quote.iv if quote else 0.0, reduce_only=order.reduce_only, realized=_money(realized),
             report_price=price if report_price is None else report_price, block_trade_id=block_trade_id,
         )
@@ -1141,9 +1319,10 @@ class SimExchange:
                 continue
             if order.trade_type not in (TT_LIMIT, TT_POST_ONLY):
                 continue
-            instrument = self.market.instrument(order.symbol)
-            if instrument is None or self._halted(instrument, moment) or moment >= instrument.expiry_ms:
-                continue
+            if not self._is_perp(order.symbol):
+                instrument = self.market.instrument(order.symbol)
+                if instrument is None or self._halted(instrument, moment) or moment >= instrument.expiry_ms:
+                    continue
             bids, asks = self._passive_book(order.symbol)
             lots = self._passive_fill_lots(order, bids, asks, step)
             if lots > 0:
@@ -1159,8 +1338,9 @@ class SimExchange:
             except KeyError:
                 return [], []
         lot_bids, lot_asks = self._synthetic_book(symbol)
-        return ([(price, lots / LOTS_PER_BTC) for price, lots in lot_bids],
-                [(price, lots / LOTS_PER_BTC) for price, lots in lot_asks])
+        units = self._units(symbol)
+        return ([(price, lots / units) for price, lots in lot_bids],
+                [(price, lots / units) for price, lots in lot_asks])
 
     def _consume_crossed(self, order: Order, lots: int) -> None:
         """Take a passive fill of ``lots`` out of the synthetic levels that traded through ``order``.
@@ -1195,11 +1375,12 @@ class SimExchange:
         remaining = order.remaining_lots
         price = order.price
         eps = 1e-9
+        units = self._units(order.symbol)
         if order.side == SIDE_BUY:
             if not asks:
                 return 0   # nobody sells at all
             if asks[0][0] <= price + eps:
-                through = sum(int(round(s * LOTS_PER_BTC)) for p, s in asks if p <= price + eps)
+                through = sum(int(round(s * units)) for p, s in asks if p <= price + eps)
                 return min(remaining, through)
             best = bids[0][0] if bids else None
             if best is not None and price < best - eps:
@@ -1210,7 +1391,7 @@ class SimExchange:
             if not bids:
                 return 0   # nobody buys at all
             if bids[0][0] >= price - eps:
-                through = sum(int(round(s * LOTS_PER_BTC)) for p, s in bids if p >= price - eps)
+                through = sum(int(round(s * units)) for p, s in bids if p >= price - eps)
                 return min(remaining, through)
             best = asks[0][0] if asks else None
             if best is not None and price > best + eps:
@@ -1235,7 +1416,7 @@ class SimExchange:
         late_qty = self.faults.fill_on_next_cancel_qty
         if late_qty > 0:
             self.faults.fill_on_next_cancel_qty = 0.0
-            lots = min(order.remaining_lots, int(round(late_qty * LOTS_PER_BTC)))
+            lots = min(order.remaining_lots, self._lots_of(order.symbol, late_qty))
             if lots > 0:
                 self._fill(order, lots, order.price, is_taker=False)
             if order.state == ST_FILLED:
@@ -1278,7 +1459,9 @@ class SimExchange:
         if expiry in self._settled_expiries:
             return
         self._settled_expiries.append(expiry)
-        delivery = self._delivery_price(expiry)
+        # Each underlying settles at its own delivery price (the mean of its own index).
+        deliveries = {base: self._delivery_price(expiry, base) for base in self.market.bases
+                      if self._option_market(base).expiry_kind(expiry) is not None}
         kind = self.market.expiry_kind(expiry)
         expired_symbols: set[str] = set()
         for order_id in sorted(self._live):
@@ -1293,22 +1476,31 @@ class SimExchange:
                 if instrument is None or instrument.expiry_ms != expiry:
                     continue
                 expired_symbols.add(symbol)
+                delivery = deliveries.get(instrument.base)
+                if delivery is None:
+                    delivery = deliveries[instrument.base] = self._delivery_price(expiry, instrument.base)
                 self._settle_position(account, account.positions[symbol], instrument, delivery, kind, expiry)
         self._desk.expire_with_symbols(expired_symbols, expiry)
-        log.info("expiry %d settled at delivery price %.2f (%d symbols)", expiry, delivery, len(expired_symbols))
+        prices = ", ".join(f"{base} {price:.2f}" for base, price in deliveries.items())
+        log.info("expiry %d settled at delivery prices %s (%d symbols)", expiry, prices, len(expired_symbols))
 
-    def _delivery_price(self, expiry: int) -> float:
-        recorded = self.market.delivery_price(expiry)
+    def _option_market(self, base: str) -> Any:
+        """The option market of ``base`` (the primary's for an unknown base)."""
+        return self.market.option_market(base) or self.market.primary
+
+    def _delivery_price(self, expiry: int, base: str | None = None) -> float:
+        market = self._option_market(base or self.market.primary_base)
+        recorded = market.delivery_price(expiry)
         if recorded is not None:
             return float(recorded)
-        window_ms = int(getattr(self.market.config, "delivery_window_seconds", 1800.0) * 1000)
-        return float(self.market.index_average(expiry - window_ms, expiry))
+        window_ms = int(getattr(market.config, "delivery_window_seconds", 1800.0) * 1000)
+        return float(market.index_average(expiry - window_ms, expiry))
 
     def _settle_position(self, account: Account, position: Position, instrument: Any, delivery: float,
                          kind: str | None, expiry: int) -> None:
         strike = instrument.strike
         intrinsic = max(0.0, delivery - strike) if instrument.option_type == "C" else max(0.0, strike - delivery)
-        qty = abs(position.lots) / LOTS_PER_BTC
+        qty = abs(position.lots) / self._units(position.symbol)
         sign = 1 if position.lots > 0 else -1
         fee = 0.0
         if kind != "daily":
@@ -1343,21 +1535,22 @@ class SimExchange:
     def _order_view(self, order: Order, *, lagged: bool = True) -> dict[str, Any]:
         fills = self._visible_fills(order) if lagged else [self._fill_record(t) for t in order.fill_ids]
         filled = sum(f.lots for f in fills)
-        notional = sum(f.price * f.lots for f in fills) / LOTS_PER_BTC
+        units = self._units(order.symbol)
+        notional = sum(f.price * f.lots for f in fills) / units
         state = order.state
         if filled < order.filled_lots and state in (ST_FILLED, ST_PARTIAL, ST_NEW):
             state = ST_PARTIAL if filled > 0 else ST_NEW
-        instrument = self.market.instrument(order.symbol)
+        symbol = order.symbol
         return {
             "orderId": order.order_id,
             "clientOrderId": order.client_order_id,
-            "symbol": order.symbol,
-            "displayName": instrument.display_name if instrument else order.symbol,
-            "qty": _qty(order.lots),
-            "remainQty": _qty(order.lots - filled),
-            "fillQty": _qty(filled),
+            "symbol": symbol,
+            "displayName": self._display_name(symbol),
+            "qty": self._qty_of(symbol, order.lots),
+            "remainQty": self._qty_of(symbol, order.lots - filled),
+            "fillQty": self._qty_of(symbol, filled),
             "price": order.price,
-            "avgPrice": _money(notional / (filled / LOTS_PER_BTC)) if filled else 0.0,
+            "avgPrice": _money(notional / (filled / units)) if filled else 0.0,
             "tradeSide": order.side,
             "tradeType": order.trade_type,
             "timeInForce": order.time_in_force,
@@ -1371,6 +1564,14 @@ class SimExchange:
             "userId": order.user_id,
         }
 
+    def _display_name(self, symbol: str) -> str:
+        """``BTC-5FEB26-80000-C`` for an option, ``BTC-PERP`` for a perpetual, else the symbol."""
+        perp = self.market.perp(symbol)
+        if perp is not None:
+            return perp.config.display_name
+        instrument = self.market.instrument(symbol)
+        return instrument.display_name if instrument else symbol
+
     def _fill_view(self, fill: Fill) -> dict[str, Any]:
         instrument = self.market.instrument(fill.symbol)
         order = self._orders.get(fill.order_id) or self._forgotten_orders.get(fill.order_id)
@@ -1378,11 +1579,11 @@ class SimExchange:
             "id": fill.trade_id,
             "optionId": instrument.option_id if instrument else 0,
             "symbol": fill.symbol,
-            "displayName": instrument.display_name if instrument else fill.symbol,
+            "displayName": self._display_name(fill.symbol),
             "tradeSide": fill.side,
             "tradeType": fill.trade_type,
             "price": fill.report_price,
-            "qty": _qty(fill.lots),
+            "qty": self._qty_of(fill.symbol, fill.lots),
             "iv": round(fill.iv, 6),
             "markPrice": fill.mark,
             "indexPrice": _money(fill.index),
@@ -1415,7 +1616,7 @@ class SimExchange:
             "updateTime": position.update_ms,
             "symbol": position.symbol,
             "displayName": instrument.display_name if instrument else position.symbol,
-            "qty": _qty(abs(position.lots)),
+            "qty": self._qty_of(position.symbol, abs(position.lots)),
             "tradeSide": SIDE_BUY if position.lots > 0 else SIDE_SELL,
             "avgPrice": _money(avg),
             "markPrice": numbers["mark"],
@@ -1453,38 +1654,50 @@ class SimExchange:
             raise SimError(E_NO_PERMISSION, "No permission")
         return account
 
-    def _find_order(self, account: Account, params: dict, *, required: bool = True) -> Order:
-        """The account's order by ``orderId`` (wins) or ``clientOrderId`` (newest)."""
+    def _find_order(self, account: Account, params: dict, *, required: bool = True, perps: bool = False) -> Order:
+        """The account's order by ``orderId`` (wins) or ``clientOrderId`` (newest).
+
+        Options and perpetuals are separate books of orders: an option route never finds a
+        perpetual's order (``perps=False``) and a futures route never an option's.
+        """
         if _present(params, "orderId"):
             order_id = parse_int(params["orderId"], "orderId")
             order = self._orders.get(order_id)
-            if order is None or order.user_id != account.user_id:
+            if order is None or order.user_id != account.user_id or self._is_perp(order.symbol) != perps:
                 raise SimError(E_ORDER_NOT_FOUND, "Order does not exist")
             return order
         if _present(params, "clientOrderId"):
             client_id = parse_int(params["clientOrderId"], "clientOrderId")
-            matches = self._orders.with_client_order_id(account.user_id, client_id)
+            matches = [o for o in self._orders.with_client_order_id(account.user_id, client_id)
+                       if self._is_perp(o.symbol) == perps]
             if not matches:
                 raise SimError(E_ORDER_NOT_FOUND, "Order does not exist")
             live = [o for o in matches if o.is_live]
             return max(live or matches, key=lambda o: o.order_id)
         raise SimError(E_NEED_ORDER_ID, "Either client order ID or order ID is required")
 
-    def _account_live_orders(self, account: Account) -> list[Order]:
-        return [self._orders[oid] for oid in sorted(self._live) if self._orders[oid].user_id == account.user_id]
+    def _account_live_orders(self, account: Account, *, perps: bool = False) -> list[Order]:
+        """The account's live orders of one product (options, or perpetuals with ``perps``)."""
+        return [self._orders[oid] for oid in sorted(self._live) if self._orders[oid].user_id == account.user_id
+                and self._is_perp(self._orders[oid].symbol) == perps]
 
     # ------------------------------------------------------------------ order validation
 
     def _parse_lots(self, value: Any, instrument: Any) -> int:
+        return self._parse_qty_lots(value, instrument.units, instrument.min_qty, self.config.max_order_qty)
+
+    @staticmethod
+    def _parse_qty_lots(value: Any, units: int, min_qty: float, max_qty: float) -> int:
+        """A quantity as whole lots of ``1 / units``: 10558 off the step or below the minimum, 10534 above the cap."""
         if value is None or (isinstance(value, str) and not value.strip()):
             raise SimError(E_ENTER_AMOUNT, "Please enter amount")
         qty = parse_float(value, "qty")
-        lots_float = qty * LOTS_PER_BTC
+        lots_float = qty * units
         lots = int(round(lots_float))
-        min_lots = int(round(instrument.min_qty * LOTS_PER_BTC))
+        min_lots = int(round(min_qty * units))
         if qty <= 0 or abs(lots_float - lots) > 1e-6 or lots < max(1, min_lots):
             raise SimError(E_QTY_BELOW_MIN, "less.than.min.amount")
-        if lots > int(round(self.config.max_order_qty * LOTS_PER_BTC)):
+        if lots > int(round(max_qty * units)):
             raise SimError(E_SIZE_ABOVE_MAX, "order.size.exceeds.the.maximum.limit.per.order")
         return lots
 
@@ -1544,7 +1757,7 @@ class SimExchange:
         order = Order(order_id=0, user_id=account.user_id, symbol=instrument.symbol, side=side,
                       trade_type=trade_type, time_in_force=tif, price=price, lots=lots, reduce_only=reduce_only,
                       client_order_id=client_id, create_ms=self._now, update_ms=self._now,
-                      index_at_create=self.market.index_price())
+                      index_at_create=self._index_for(instrument.symbol))
         if reduce_only and not self._reduce_cap(order):
             raise SimError(E_INSUFFICIENT_POSITION, "Insufficient open positions")
         if trade_type == TT_POST_ONLY and self._would_cross(order):
@@ -1572,24 +1785,39 @@ class SimExchange:
     def public_config(self, account: Account | None, params: dict) -> dict:
         self._sync_now()
         cfg = self.config
-        tick = float(getattr(self.market.config, "tick_size", 1.0))
-        base = getattr(self.market.config, "base", "BTC")
-        option = {
-            "symbol": f"{base}USD", "base": base, "settle": "USD", "multiplier": LOT,
-            "tickSize": tick, "tickDecimal": _decimals(tick), "priceDecimal": _decimals(tick),
-            "qtyDecimal": 2, "greeksDecimal": 4, "makerFee": cfg.maker_fee_rate, "takerFee": cfg.taker_fee_rate,
-            "maxOrderNumber": cfg.max_open_orders, "limitMaxQty": cfg.max_order_qty,
-            "marketMaxQty": 100.0, "maxPositionQty": 1000.0,
-        }
-        futures = dict(option, multiplier=0.001, tickSize=0.1, tickDecimal=1, priceDecimal=1, qtyDecimal=3)
-        return {"optionConfig": {f"{base}USD": option}, "futuresConfig": {f"{base}USD": futures}}
+        options: dict[str, dict[str, Any]] = {}
+        for market in self.market.option_markets():
+            tick = float(getattr(market.config, "tick_size", 1.0))
+            base = getattr(market.config, "base", "BTC")
+            step = float(getattr(market.config, "qty_step", LOT))
+            options[f"{base}USD"] = {
+                "symbol": f"{base}USD", "base": base, "settle": "USD", "multiplier": step,
+                "tickSize": tick, "tickDecimal": _decimals(tick), "priceDecimal": _decimals(tick),
+                "qtyDecimal": _decimals(step), "greeksDecimal": 4, "makerFee": cfg.maker_fee_rate,
+                "takerFee": cfg.taker_fee_rate, "maxOrderNumber": cfg.max_open_orders, "limitMaxQty": cfg.max_order_qty,
+                "marketMaxQty": 100.0, "maxPositionQty": 1000.0,
+            }
+        futures: dict[str, dict[str, Any]] = {}
+        for perp in self.market.perps():
+            pc = perp.config
+            futures[pc.symbol] = {
+                "symbol": pc.symbol, "base": pc.base, "settle": "USD", "multiplier": pc.qty_step,
+                "tickSize": pc.tick_size, "tickDecimal": _decimals(pc.tick_size),
+                "priceDecimal": _decimals(pc.tick_size), "minQty": pc.minimum_qty, "qtyDecimal": _decimals(pc.qty_step),
+                "greeksDecimal": 4, "makerFee": pc.maker_fee_rate, "takerFee": pc.taker_fee_rate,
+                "maxOrderNumber": pc.max_open_orders, "limitMaxQty": pc.limit_max_qty,
+                "marketMaxQty": pc.market_max_qty, "positionQty": pc.position_max_qty, "maxPositionQty": pc.position_max_qty,
+                "triggerLimit": 20, "maxLeverage": pc.max_leverage,
+            }
+        return {"optionConfig": options, "futuresConfig": futures}
 
     @_locked
     def instruments(self, account: Account | None, params: dict) -> list[dict]:
         self._sync_now()
         base = str(params.get("baseCurrency") or "BTC").upper()
-        out = []
-        for instrument in self.market.instruments():
+        market = self.market.option_market(base)
+        out: list[dict] = []
+        for instrument in market.instruments() if market is not None else []:
             if instrument.base != base:
                 continue
             out.append({
@@ -1657,8 +1885,8 @@ class SimExchange:
         if self._has_book_overlay(symbol):
             quote = self.market.quote(symbol)
             bids, asks = self._public_book(symbol)
-            bid, bid_size = (bids[0][0], _qty(bids[0][1])) if bids else (0.0, 0.0)
-            ask, ask_size = (asks[0][0], _qty(asks[0][1])) if asks else (0.0, 0.0)
+            bid, bid_size = (bids[0][0], self._qty_of(symbol, bids[0][1])) if bids else (0.0, 0.0)
+            ask, ask_size = (asks[0][0], self._qty_of(symbol, asks[0][1])) if asks else (0.0, 0.0)
             row["bid"], row["bidSize"], row["ask"], row["askSize"] = bid, bid_size, ask, ask_size
             if bid != quote.bid:
                 row["bidIv"] = round(self._iv_of(instrument, bid, quote.iv), 6)
@@ -1669,7 +1897,7 @@ class SimExchange:
             row["lastPrice"] = last
             row["lastPriceIv"] = round(self._iv_of(instrument, last, row["markIv"]), 6)
         if account is not None:
-            row["userPosition"] = round(self._position_lots(account, symbol) / LOTS_PER_BTC, 2)
+            row["userPosition"] = self._qty_of(symbol, self._position_lots(account, symbol))
         return row
 
     def _symbol_stats(self) -> dict[str, tuple[float, float]]:
@@ -1687,13 +1915,17 @@ class SimExchange:
                 else:
                     shorts[symbol] = shorts.get(symbol, 0) - position.lots
         symbols = set(volume) | set(longs) | set(shorts)
-        return {s: (_qty(volume.get(s, 0)), _qty(max(longs.get(s, 0), shorts.get(s, 0)))) for s in symbols}
+        return {s: (self._qty_of(s, volume.get(s, 0)), self._qty_of(s, max(longs.get(s, 0), shorts.get(s, 0))))
+                for s in symbols}
 
     def _chain_instruments(self, params: dict) -> list[Any]:
         index = str(params.get("index") or "BTCUSD").upper()
         end_time = _opt_int(params, "endTime")
+        market = self.market.option_market(index[:-3]) if index.endswith("USD") else None
+        if market is None:
+            return []
         # One expiry asked: only its instruments are read (the same set, in listing order).
-        listed = self.market.instruments() if end_time is None else self.market.instruments_for_expiry(end_time)
+        listed = market.instruments() if end_time is None else market.instruments_for_expiry(end_time)
         return [i for i in listed if f"{i.base}USD" == index and (end_time is None or i.expiry_ms == end_time)]
 
     @staticmethod
@@ -1777,7 +2009,7 @@ class SimExchange:
             "volume24h": volume,
             "volumeUsd24h": _money(volume * quote.index_price),
             "openInterest": side["openInterest"],
-            "multiplier": LOT,
+            "multiplier": instrument.qty_step,
             "breakeven": side["breakeven"],
             "bid": side["bid"],
             "ask": side["ask"],
@@ -1792,8 +2024,8 @@ class SimExchange:
             "optionName": instrument.symbol,
             "displayName": instrument.display_name,
             "strike": float(instrument.strike),
-            "bids": [{"price": num_str(p), "size": num_str(_qty(l), 2)} for p, l in bids[:100]],
-            "asks": [{"price": num_str(p), "size": num_str(_qty(l), 2)} for p, l in asks[:100]],
+            "bids": [{"price": num_str(p), "size": self._qty_text(instrument.symbol, l)} for p, l in bids[:100]],
+            "asks": [{"price": num_str(p), "size": self._qty_text(instrument.symbol, l)} for p, l in asks[:100]],
         }
 
     @_locked
@@ -1811,45 +2043,74 @@ class SimExchange:
                     break
         prints.sort(key=lambda f: f.trade_id, reverse=True)
         return [{"symbol": f.symbol, "displayName": instrument.display_name, "price": num_str(f.price),
-                 "qty": num_str(_qty(f.lots), 2), "time": f.time_ms, "tradeSide": f.side} for f in prints[:100]]
+                 "qty": self._qty_text(f.symbol, f.lots), "time": f.time_ms, "tradeSide": f.side} for f in prints[:100]]
 
     @_locked
     def futures_symbols(self, account: Account | None, params: dict) -> list[dict] | dict:
         self._sync_now()
-        base = getattr(self.market.config, "base", "BTC")
-        index = _money(self.market.index_price())
-        entry = {
-            "contractId": 1, "symbol": f"{base}USD", "symbolName": f"{base}/USD", "displayName": f"{base}-PERP",
-            "baseToken": base, "quoteToken": "USDT", "price": index, "markPrice": index, "indexPrice": index,
-            "changeRate": 0.0, "changePrice": 0.0, "price24hHigh": index, "price24hLow": index,
-            "price24hOpen": index, "volume24h": 0.0, "volumeUsd24h": 0.0, "ts": self._now,
-            "hasOption": True, "sortIdx": 1,
-        }
+        entries = [self._perp_symbol_entry(perp, position) for position, perp in enumerate(self.market.perps(), 1)]
         if _present(params, "symbol"):
-            if str(params["symbol"]).upper() != entry["symbol"]:
-                raise SimError(E_UNKNOWN_INSTRUMENT, "Instrument ID does not exist")
-            return entry
-        return [entry]
+            wanted = str(params["symbol"]).upper()
+            for entry in entries:
+                if entry["symbol"] == wanted:
+                    return entry
+            raise SimError(E_UNKNOWN_INSTRUMENT, "Instrument ID does not exist")
+        return entries
+
+    def _perp_stats(self, symbol: str) -> dict[str, float]:
+        """Last price, 24 h open/high/low and taker volume of a perpetual (from its prints)."""
+        since = self._now - DAY_MS
+        prints = [f for f in self._fills.on_symbol(symbol) if f.is_taker and f.time_ms >= since]
+        prices = [f.price for f in prints]
+        volume = sum(f.lots for f in prints) / self._units(symbol)
+        return {
+            "last": self._last_price.get(symbol, 0.0), "open": prices[0] if prices else 0.0,
+            "high": max(prices) if prices else 0.0, "low": min(prices) if prices else 0.0,
+            "volume": volume, "volume_usd": sum(f.price * f.lots for f in prints) / self._units(symbol),
+        }
+
+    def _perp_symbol_entry(self, perp: PerpMarket, sort_index: int) -> dict[str, Any]:
+        """One perpetual in ``futures/market/symbol`` (API.md §14.4): last price (the mark before
+        any trade), mark and index; 24 h figures from this simulator's own prints."""
+        cfg = perp.config
+        mark = perp.mark_price()
+        index = _money(perp.index_price())
+        stats = self._perp_stats(cfg.symbol)
+        last = stats["last"] or mark
+        opened = stats["open"] or last
+        return {
+            "contractId": cfg.contract_id, "symbol": cfg.symbol, "symbolName": f"{cfg.base}/USD",
+            "displayName": cfg.display_name, "baseToken": cfg.base, "quoteToken": "USD", "price": last,
+            "markPrice": mark, "indexPrice": index, "changeRate": round((last - opened) / opened, 8) if opened else 0.0,
+            "changePrice": _money(last - opened), "price24hHigh": stats["high"] or last,
+            "price24hLow": stats["low"] or last, "price24hOpen": opened, "volume24h": round(stats["volume"], 8),
+            "volumeUsd24h": _money(stats["volume_usd"]), "ts": self._now,
+            "hasOption": self.market.option_market(cfg.base) is not None, "sortIdx": sort_index,
+        }
 
     @_locked
     def estimated_expiration_price(self, account: Account | None, params: dict) -> list[dict]:
         self._sync_now()
         index = str(params.get("index") or "BTCUSD").upper()
         end_time = _opt_int(params, "endTime")
-        known = set(self.market.expiries()) | set(self._settled_expiries)
-        expiries = [end_time] if end_time is not None else sorted(self.market.expiries())
+        market = self.market.option_market(index[:-3]) if index.endswith("USD") else None
+        if market is None:
+            return []
+        known = set(market.expiries()) | set(self._settled_expiries)
+        expiries = [end_time] if end_time is not None else sorted(market.expiries())
         out = []
         for expiry in expiries:
             if expiry not in known:
                 continue
-            price = self.market.estimated_delivery_price(expiry)
+            price = market.estimated_delivery_price(expiry)
             out.append({"estimatedExpirationPrice": num_str(price, 2), "index": index, "endTime": expiry})
         return out
 
     @_locked
     def delivery_prices(self, account: Account | None, params: dict) -> dict:
         self._sync_now()
-        prices = self.market.delivery_prices()
+        index = str(params.get("symbol") or params.get("index") or "BTCUSD").upper()
+        prices = self.market.delivery_prices_of(index[:-3]) if index.endswith("USD") else {}
         items = [{"date": expiry, "delivery_price": num_str(price, 2)}
                  for expiry, price in sorted(prices.items(), reverse=True)]
         return {"list": items, "records_total": len(items)}
@@ -1907,7 +2168,7 @@ class SimExchange:
         self._sync_now()
         symbol = params.get("symbol") if _present(params, "symbol") else None
         return [self._position_view(account, account.positions[s]) for s in sorted(account.positions)
-                if symbol is None or s == symbol]
+                if (symbol is None or s == symbol) and not self._is_perp(s)]
 
     # =========================================================================== handlers: orders
 
@@ -1940,14 +2201,15 @@ class SimExchange:
         start = (page - 1) * size
         return {"list": views[start:start + size], "pageTotal": page_total, "total": total}
 
-    def _pending_candidates(self, account: Account) -> list[Order]:
+    def _pending_candidates(self, account: Account, *, perps: bool = False) -> list[Order]:
         """Live orders, plus orders whose fill is still hidden by the fill-report lag."""
-        orders = self._account_live_orders(account)
+        orders = self._account_live_orders(account, perps=perps)
         lag_ms = int(round(self.faults.fill_report_lag_seconds * 1000))
         if lag_ms > 0:
             # Only under the fill-report-lag fault: a resting order filled now may be old, so scan.
             orders += [o for o in self._orders.values() if o.user_id == account.user_id and not o.is_live
-                       and o.state == ST_FILLED and o.update_ms > self._now - lag_ms]
+                       and o.state == ST_FILLED and o.update_ms > self._now - lag_ms
+                       and self._is_perp(o.symbol) == perps]
         return orders
 
     @_locked
@@ -2103,7 +2365,7 @@ class SimExchange:
         start, end = self._time_window(params)
         symbol = params.get("symbol") if _present(params, "symbol") else None
         orders = [o for o in self._orders.created_between(account.user_id, start, end)
-                  if symbol is None or o.symbol == symbol]
+                  if (symbol is None or o.symbol == symbol) and not self._is_perp(o.symbol)]
         orders.sort(key=lambda o: o.order_id, reverse=True)
         page, has_next, has_pre = _cursor_page(orders, lambda o: o.order_id, from_id, direction, size)
         return {"list": [self._order_view(o) for o in page], "hasNext": has_next, "hasPre": has_pre}
@@ -2117,7 +2379,7 @@ class SimExchange:
         symbol = params.get("symbol") if _present(params, "symbol") else None
         lag_ms = int(round(self.faults.fill_report_lag_seconds * 1000))
         fills = [f for f in self._fills.of_user_between(account.user_id, start, min(end, self._now - lag_ms))
-                 if symbol is None or f.symbol == symbol]
+                 if (symbol is None or f.symbol == symbol) and not self._is_perp(f.symbol)]
         fills.sort(key=lambda f: f.trade_id, reverse=True)
         page, has_next, has_pre = _cursor_page(fills, lambda f: f.trade_id, from_id, direction, size)
         return {"list": [self._fill_view(f) for f in page], "hasNext": has_next, "hasPre": has_pre}
@@ -2138,7 +2400,7 @@ class SimExchange:
         first = (page - 1) * size
         chunk = records[first:first + size]
         items = [{
-            "symbol": r.symbol, "time": r.time_ms, "qty": _qty(r.lots), "tradeSide": r.trade_side,
+            "symbol": r.symbol, "time": r.time_ms, "qty": self._qty_of(r.symbol, r.lots), "tradeSide": r.trade_side,
             "strike": float(r.strike), "exercisePrice": r.exercise_price, "openCashFlow": r.open_cash_flow,
             "settlementCashFlow": r.settlement_cash_flow, "netCashFlow": r.net_cash_flow, "fees": r.fees,
         } for r in chunk]
@@ -2175,7 +2437,7 @@ class SimExchange:
             "requestId": str(rfq.request_id),
             "createTime": rfq.create_ms,
             "expiryTime": rfq.expiry_ms,
-            "legs": [{"instrumentName": leg.symbol, "qty": num_str(_qty(leg.lots), 2), "side": leg.side}
+            "legs": [{"instrumentName": leg.symbol, "qty": self._qty_text(leg.symbol, leg.lots), "side": leg.side}
                      for leg in rfq.legs],
             "state": rfq.state,
         }
@@ -2191,7 +2453,7 @@ class SimExchange:
             "updateTime": quote.update_ms,
             "expiryTime": quote.expiry_ms,
             "legs": [{"instrumentName": leg.symbol, "side": leg.side, "price": num_str(leg.price),
-                      "quantity": num_str(_qty(leg.lots), 2)} for leg in quote.legs],
+                      "quantity": self._qty_text(leg.symbol, leg.lots)} for leg in quote.legs],
         })
         return view
 
@@ -2200,11 +2462,14 @@ class SimExchange:
         account = self._require_trading(account)
         self._sync_now()
         legs = self._parse_rfq_legs(params.get("legs"))
+        if len({option_base(leg.symbol) for leg in legs}) > 1:
+            raise SimError(E_NOT_ALLOWED, "Operation not allowed: RFQ legs must share one underlying")
         if self.config.rfq_single_leg_must_buy and len(legs) == 1 and legs[0].side != RFQ_BUY:
             raise SimError(E_NOT_ALLOWED, "Operation not allowed: a single-leg RFQ must be BUY")
         minimum = self.config.rfq_min_notional_usd
         if minimum is not None:
-            notional = sum(self.market.instrument(leg.symbol).strike * leg.lots / LOTS_PER_BTC for leg in legs)
+            notional = sum(self._instrument(leg.symbol).strike * leg.lots / self._units(leg.symbol)
+                           for leg in legs)
             if notional < minimum - 1e-9:
                 raise SimError(E_NOT_ALLOWED, f"Operation not allowed: RFQ notional below {num_str(minimum, 2)}")
         rfq = self._desk.create(account.user_id, legs, self._now)
@@ -2272,12 +2537,12 @@ class SimExchange:
     def _execute_block_leg(self, account: Account, leg: QuoteLeg, block_trade_id: int) -> dict[str, Any]:
         """One taker-side block fill: an order with tradeType 14, price = mark, avgPrice = quote price."""
         quote = self.market.quote(leg.symbol)
-        instrument = self.market.instrument(leg.symbol)
+        instrument = self._instrument(leg.symbol)
         side = _side_code(rfq_opposite(leg.side))
         order = Order(order_id=self._ids.next(), user_id=account.user_id, symbol=leg.symbol, side=side,
                       trade_type=TT_BLOCK, time_in_force="GTC", price=quote.mark, lots=leg.lots, reduce_only=False,
                       client_order_id=None, create_ms=self._now, update_ms=self._now,
-                      index_at_create=self.market.index_price())
+                      index_at_create=self._index_for(leg.symbol))
         self._orders.add(order)
         self._live.add(order.order_id)
         self._fill(order, leg.lots, leg.price, is_taker=True, fee_rate=self.config.block_taker_fee_rate,
@@ -2289,10 +2554,10 @@ class SimExchange:
             "quoteToken": "USDT",
             "side": _side_name(side),
             "price": num_str(leg.price),
-            "quantity": num_str(_qty(leg.lots), 2),
+            "quantity": self._qty_text(leg.symbol, leg.lots),
             "iv": num_str(quote.iv, 6),
             "markPrice": num_str(quote.mark),
-            "indexPrice": num_str(self.market.index_price(), 2),
+            "indexPrice": num_str(self._index_for(leg.symbol), 2),
             "orderId": str(order.order_id),
             "tradeId": str(fill.trade_id),
             "fee": num_str(fill.fee),
@@ -2330,7 +2595,7 @@ class SimExchange:
             items.append({
                 "requestId": str(rfq.request_id), "state": rfq.state, "role": "TAKER",
                 "createTime": rfq.create_ms, "expiryTime": rfq.expiry_ms, "updateTime": rfq.update_ms,
-                "legs": [{"instrumentName": leg.symbol, "side": leg.side, "quantity": num_str(_qty(leg.lots), 2)}
+                "legs": [{"instrumentName": leg.symbol, "side": leg.side, "quantity": self._qty_text(leg.symbol, leg.lots)}
                          for leg in rfq.legs],
             })
         return {"userId": str(account.user_id), "rfqList": items}
@@ -2365,6 +2630,480 @@ class SimExchange:
         self._sync_now()
         symbol = params.get("symbol") if _present(params, "symbol") else None
         return self._block_trade_page(account, params, 49, symbol)
+
+    # =========================================================================== handlers: perpetuals
+    #
+    # API.md §14.4-14.7. Perpetual orders are ``Order``s like the options' (same ids, matching,
+    # passive fills, cancel machinery, fills and one-way positions); these handlers add the
+    # futures routes' validation and views. Option routes never see them, and the other way round.
+
+    def _perp_of(self, symbol: Any) -> PerpMarket:
+        """The perpetual ``symbol`` names (``BTCUSD``, also ``BTC-USD``), or 10574."""
+        if not isinstance(symbol, str) or not symbol.strip():
+            raise SimError(E_PARAM_ERROR, "Parameter symbol illegal")
+        perp = self.market.perp(symbol.strip().upper().replace("-", ""))
+        if perp is None:
+            raise SimError(E_UNKNOWN_INSTRUMENT, "Instrument ID does not exist")
+        return perp
+
+    def _perp_price(self, perp: PerpMarket, value: Any) -> float:
+        """A limit price on the perpetual's tick (truncated, or 40035 with ``off_tick="reject"``)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise SimError(E_ENTER_PRICE, "Please enter price")
+        price = parse_float(value, "price")
+        if price <= 0:
+            raise SimError(E_PRICE_ILLEGAL, "Price illegal")
+        snapped = perp.snap_price(price)
+        if abs(snapped - price) > 1e-9 and self.config.off_tick == "reject":
+            raise SimError(E_PRICE_ILLEGAL, "Price illegal")
+        if snapped <= 0:
+            raise SimError(E_PRICE_ILLEGAL, "Price illegal")
+        band = perp.config.price_band_pct / 100.0
+        mark = perp.mark_price()
+        if snapped > mark * (1 + band) + 1e-9:
+            raise SimError(E_PRICE_ABOVE_MAX, "Order price above the max limit")
+        if snapped < mark * (1 - band) - 1e-9:
+            raise SimError(E_PRICE_BELOW_MIN, "Order price below the min limit")
+        return snapped
+
+    def _perp_client_id_taken(self, account: Account, client_id: int) -> bool:
+        matches = [o for o in self._orders.with_client_order_id(account.user_id, client_id) if self._is_perp(o.symbol)]
+        if self.config.perp.client_order_id_scope == "open":
+            return any(o.is_live for o in matches)
+        return bool(matches)
+
+    def _build_perp_order(self, account: Account, params: dict) -> Order:
+        """Validate a futures create request (API.md §14.5); returns an unsaved order."""
+        settings = self.config.perp
+        perp = self._perp_of(params.get("symbol"))
+        cfg = perp.config
+        side = parse_int(params.get("tradeSide"), "tradeSide") if _present(params, "tradeSide") else None
+        if side not in (SIDE_BUY, SIDE_SELL):
+            raise SimError(E_PARAM_ERROR, "Parameter tradeSide illegal")
+        if not _present(params, "tradeType"):
+            raise SimError(E_PARAM_ERROR, "Parameter tradeType illegal")
+        trade_type = parse_int(params["tradeType"], "tradeType", E_PARAM_ILLEGAL)
+        if trade_type not in (TT_LIMIT, TT_MARKET, TT_POST_ONLY):
+            raise SimError(E_PARAM_ILLEGAL, "Parameter illegal: tradeType (stop orders are not simulated)")
+        mark = perp.mark_price()
+        if trade_type == TT_MARKET:
+            if _present(params, "timeInForce"):
+                raise SimError(E_MARKET_NO_TIF, "Market orders do not take timeInForce")
+            if _present(params, "price"):
+                raise SimError(E_MARKET_NO_PRICE, "Market orders do not take a price")
+            tif = "IOC"
+            slip = cfg.market_slippage_pct / 100.0
+            price = perp.snap_price(mark * (1 + slip)) if side == SIDE_BUY else perp.snap_price(mark * (1 - slip))
+            lots = self._parse_qty_lots(params.get("qty"), cfg.units, cfg.minimum_qty, cfg.market_max_qty)
+        else:
+            tif = str(params["timeInForce"]).upper() if _present(params, "timeInForce") else "GTC"
+            if tif not in TIME_IN_FORCE or (tif == "FOK" and not settings.allow_fok):
+                raise SimError(E_BAD_TIME_IN_FORCE, "Invalid timeInForce. Supported values: GTC | IOC")
+            lots = self._parse_qty_lots(params.get("qty"), cfg.units, cfg.minimum_qty, cfg.limit_max_qty)
+            price = self._perp_price(perp, params.get("price"))
+        client_id = _opt_int(params, "clientOrderId")
+        reduce_only = parse_flag(params["reduceOnly"], "reduceOnly") if _present(params, "reduceOnly") else False
+        if client_id is not None and self._perp_client_id_taken(account, client_id):
+            raise SimError(E_DUPLICATE_CLIENT_ID, "Duplicated client order ID")
+        if len(self._account_live_orders(account, perps=True)) >= cfg.max_open_orders:
+            raise SimError(E_TOO_MANY_ORDERS, "Number of orders exceeds the max")
+        if reduce_only:
+            position = self._position_lots(account, cfg.symbol)
+            reducible = max(0, -position) if side == SIDE_BUY else max(0, position)
+            if reducible == 0:
+                raise SimError(E_INSUFFICIENT_POSITION, "Insufficient open positions")
+            if lots > reducible:
+                if settings.reduce_only_excess == "refuse":
+                    raise SimError(E_INSUFFICIENT_POSITION, "Insufficient open positions")
+                lots = reducible
+        order = Order(order_id=0, user_id=account.user_id, symbol=cfg.symbol, side=side, trade_type=trade_type,
+                      time_in_force=tif, price=price, lots=lots, reduce_only=reduce_only, client_order_id=client_id,
+                      create_ms=self._now, update_ms=self._now, index_at_create=perp.index_price())
+        if trade_type == TT_POST_ONLY and self._would_cross(order):
+            raise SimError(settings.post_only_cross_code, "Operation not allowed: post-only order would cross")
+        probe = order if trade_type != TT_MARKET else Order(**{**asdict(order), "price": mark})
+        reserve = self._order_reserve(account, probe)
+        if reserve > 0 and reserve > self._metrics(account).available + 1e-9:
+            raise SimError(E_INSUFFICIENT_BALANCE, "Insufficient available balance")
+        return order
+
+    def _perp_order_view(self, account: Account, order: Order, *, lagged: bool = True) -> dict[str, Any]:
+        """singleQuery (API.md §14.5): the order view plus leverage; a market order shows price 0."""
+        view = self._order_view(order, lagged=lagged)
+        perp = self.market.perp(order.symbol)
+        if order.trade_type == TT_MARKET:
+            view["price"] = 0.0
+        view["leverage"] = self._leverage(account, perp) if perp is not None else 1
+        view.pop("mmp", None)
+        view.pop("userId", None)
+        return view
+
+    @_locked
+    def futures_instruments(self, account: Account | None, params: dict) -> list[dict]:
+        """``futures/market/instruments`` (§3.1): every value a string except the timestamp."""
+        self._sync_now()
+        out = []
+        for perp in self.market.perps():
+            cfg = perp.config
+            ticker = perp.ticker()
+            stats = self._perp_stats(cfg.symbol)
+            last = stats["last"] or ticker.mark_price
+            open_interest = sum(max(0, a.positions[cfg.symbol].lots) for a in self._accounts_by_uid.values()
+                                if cfg.symbol in a.positions) / cfg.units
+            rate = perp.estimated_funding_rate(self._now)
+            out.append({
+                "ticker_id": f"{cfg.base}-USD", "base_currency": cfg.base, "quote_currency": "USD",
+                "last_price": num_str(last), "base_volume": num_str(stats["volume"]),
+                "usd_volume": num_str(stats["volume_usd"]), "quote_volume": num_str(stats["volume_usd"]),
+                "bid": num_str(ticker.bid), "ask": num_str(ticker.ask),
+                "high": num_str(stats["high"] or last), "low": num_str(stats["low"] or last),
+                "product_type": "Perpetual", "open_interest": num_str(open_interest),
+                "open_interest_usd": num_str(open_interest * ticker.mark_price),
+                "index_price": num_str(ticker.index_price), "funding_rate": num_str(rate),
+                "next_funding_rate": num_str(rate), "next_funding_rate_timestamp": next_funding_after(self._now),
+                "contract_type": "Vanilla", "contract_price": num_str(ticker.mark_price),
+                "contract_price_currency": "USD",
+            })
+        return out
+
+    def _perp_book_levels(self, symbol: str, depth: int) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+        bids, asks = self._public_book(symbol)
+        return bids[:depth], asks[:depth]
+
+    @_locked
+    def futures_market_orderbook(self, account: Account | None, params: dict) -> dict:
+        """``futures/market/orderbook?symbol=BTC-USD&depth=`` (§3.3): [price, size] string pairs."""
+        self._sync_now()
+        perp = self._perp_of(params.get("symbol"))
+        depth = _opt_int(params, "depth", 1) or 1
+        if depth not in (1, 10, 20, 50, 100):
+            raise SimError(E_PARAM_ERROR, "Parameter depth illegal")
+        bids, asks = self._perp_book_levels(perp.symbol, depth)
+        return {"symbol": f"{perp.base}-USD",
+                "bids": [[num_str(p), self._qty_text(perp.symbol, lots)] for p, lots in bids],
+                "asks": [[num_str(p), self._qty_text(perp.symbol, lots)] for p, lots in asks],
+                "timestamp": self._now}
+
+    @_locked
+    def futures_orderbook(self, account: Account | None, params: dict) -> dict:
+        """``futures/order/orderbook/v1/{symbol}`` (§3.3): up to 100 levels of {size, price} strings."""
+        self._sync_now()
+        perp = self._perp_of(params.get("symbol"))
+        bids, asks = self._perp_book_levels(perp.symbol, 100)
+        return {"symbol": perp.symbol,
+                "bids": [{"size": self._qty_text(perp.symbol, lots), "price": num_str(p)} for p, lots in bids],
+                "asks": [{"size": self._qty_text(perp.symbol, lots), "price": num_str(p)} for p, lots in asks]}
+
+    @_locked
+    def futures_last_trades(self, account: Account | None, params: dict) -> list[dict]:
+        """``futures/trade/lasttrade/v1/{symbol}`` (API.md §14.4): the 100 newest prints, newest first."""
+        self._sync_now()
+        perp = self._perp_of(params.get("symbol"))
+        prints: list[Fill] = []
+        for fill in reversed(self._fills.on_symbol(perp.symbol)):
+            if fill.is_taker:
+                prints.append(fill)
+                if len(prints) == 100:
+                    break
+        prints.sort(key=lambda f: f.trade_id, reverse=True)
+        return [{"symbol": f.symbol, "price": num_str(f.price), "qty": self._qty_text(f.symbol, f.lots),
+                 "time": f.time_ms, "tradeSide": f.side} for f in prints]
+
+    @_locked
+    def funding_rate(self, account: Account | None, params: dict) -> list[dict]:
+        """``public/fundingRate`` (API.md §14.4): the running period's rate per perpetual (``symbol`` a comma list)."""
+        self._sync_now()
+        wanted = None
+        if _present(params, "symbol"):
+            wanted = {s.strip().upper() for s in str(params["symbol"]).split(",") if s.strip()}
+        out = []
+        for perp in self.market.perps():
+            if wanted is not None and perp.symbol not in wanted:
+                continue
+            out.append({"symbol": perp.symbol, "rate": f"{perp.estimated_funding_rate(self._now):.8f}",
+                        "contractId": str(perp.config.contract_id), "nextFundingTime": next_funding_after(self._now),
+                        "ts": self._now})
+        return out
+
+    @_locked
+    def futures_create_order(self, account: Account | None, params: dict) -> int:
+        account = self._require_trading(account)
+        self._sync_now()
+        order = self._build_perp_order(account, params)
+        order.order_id = self._ids.next()
+        self._orders.add(order)
+        self._live.add(order.order_id)
+        self._match_taker(order)
+        return order.order_id
+
+    @_locked
+    def futures_modify_order(self, account: Account | None, params: dict) -> int:
+        """Amend price and/or qty of an open limit order (API.md §14.5); answers the same orderId."""
+        account = self._require_trading(account)
+        self._sync_now()
+        perp = self._perp_of(params.get("symbol"))
+        order = self._find_order(account, params, perps=True)
+        if order.symbol != perp.symbol:
+            raise SimError(E_PARAM_ERROR, "Parameter symbol mismatch")
+        if order.state not in (ST_NEW, ST_PARTIAL) or order.trade_type == TT_MARKET:
+            raise SimError(E_NOT_ALLOWED, "Operation not allowed: order is not open")
+        cfg = perp.config
+        new_price = self._perp_price(perp, params["price"]) if _present(params, "price") else order.price
+        new_lots = (self._parse_qty_lots(params["qty"], cfg.units, cfg.minimum_qty, cfg.limit_max_qty)
+                    if _present(params, "qty") else order.lots)
+        if order.trade_type == TT_POST_ONLY and new_price != order.price:
+            if self._would_cross(Order(**{**asdict(order), "price": new_price})):
+                raise SimError(self.config.perp.post_only_cross_code,
+                               "Operation not allowed: post-only order would cross")
+        order.price = new_price
+        order.update_ms = self._now
+        if new_lots <= order.filled_lots:
+            order.lots = order.filled_lots
+            self._set_final(order, ST_FILLED)
+            return order.order_id
+        order.lots = new_lots
+        self._match_taker(order)
+        return order.order_id
+
+    @_locked
+    def futures_cancel_order(self, account: Account | None, params: dict) -> None:
+        """Cancel by orderId or clientOrderId (API.md §14.5); ``data`` is null (the options answer "success")."""
+        account = self._require_trading(account)
+        self._sync_now()
+        self._request_cancel(self._find_order(account, params, perps=True))
+        return None
+
+    @_locked
+    def futures_batch_cancel(self, account: Account | None, params: dict) -> list[dict]:
+        """API.md §14.5: ``orderIdList`` wins over ``clientOrderIdList``; one ack per id (scode 0 ok, 1 failed)."""
+        account = self._require_trading(account)
+        self._sync_now()
+        by_order = params.get("orderIdList")
+        by_client = params.get("clientOrderIdList")
+        key, values = ("orderId", by_order) if by_order else ("clientOrderId", by_client)
+        if isinstance(values, str):
+            values = [v for v in values.split(",") if v.strip()]
+        if not isinstance(values, list) or not values:
+            raise SimError(E_PARAM_ERROR, "Parameter orderIdList illegal")
+        if len(values) > BATCH_LIMIT:
+            raise SimError(E_COUNT_LIMIT, "Parameter orderIdList count limit")
+        results = []
+        for value in values:
+            item: dict[str, Any] = {"clOrdId": None, "ordId": None, "ts": self._now, "scode": 0, "smsg": "success"}
+            try:
+                order = self._find_order(account, {key: value}, perps=True)
+                item["clOrdId"], item["ordId"] = order.client_order_id, order.order_id
+                self._request_cancel(order)
+            except SimError as err:
+                if key == "orderId" and item["ordId"] is None:
+                    item["ordId"] = value
+                elif key == "clientOrderId" and item["clOrdId"] is None:
+                    item["clOrdId"] = value
+                item["scode"], item["smsg"] = 1, err.msg
+            results.append(item)
+        return results
+
+    @_locked
+    def futures_cancel_open_orders(self, account: Account | None, params: dict) -> None:
+        """``cancelOpenOrders/v1/{symbol}`` (API.md §14.5, a mutating GET): every open order of that perpetual."""
+        account = self._require_trading(account)
+        self._sync_now()
+        perp = self._perp_of(params.get("symbol"))
+        for order in self._account_live_orders(account, perps=True):
+            if order.symbol == perp.symbol and order.state in (ST_NEW, ST_PARTIAL):
+                self._request_cancel(order)
+        return None
+
+    @_locked
+    def futures_query_order(self, account: Account | None, params: dict) -> dict:
+        account = self._require(account)
+        self._sync_now()
+        return self._perp_order_view(account, self._find_order(account, params, perps=True))
+
+    @_locked
+    def futures_pending_orders(self, account: Account | None, params: dict) -> dict:
+        """API.md §14.5: open orders newest first, paged; items without fee/updateTime/state, with id and initMargin."""
+        account = self._require(account)
+        self._sync_now()
+        page = max(1, _opt_int(params, "page", 1) or 1)
+        size = min(max(1, _opt_int(params, "pageSize", 20) or 20), PENDING_MAX_PAGE)
+        symbol = str(params["symbol"]).upper().replace("-", "") if _present(params, "symbol") else None
+        lag_ms = int(round(self.config.pending_list_lag_seconds * 1000))
+        views = []
+        for order in self._pending_candidates(account, perps=True):
+            if order.create_ms > self._now - lag_ms or (symbol and order.symbol != symbol):
+                continue
+            view = self._perp_order_view(account, order)
+            if view["state"] not in LIVE_STATES:
+                continue
+            for hidden in ("fee", "updateTime", "state", "rpnl"):
+                view.pop(hidden, None)
+            view["id"] = order.order_id
+            view["initMargin"] = _money(self._order_reserve(account, order))
+            view["expression"] = None
+            view["triggerPrice"] = None
+            views.append(view)
+        views.sort(key=lambda v: v["orderId"], reverse=True)
+        total = len(views)
+        start = (page - 1) * size
+        return {"list": views[start:start + size], "pageTotal": -(-total // size) if total else 0, "total": total}
+
+    @_locked
+    def futures_order_history(self, account: Account | None, params: dict) -> dict:
+        """API.md §14.6: ``pageSize`` required; cursor ``fromId`` (+ ``direction``), default window the last 24 h."""
+        account = self._require(account)
+        self._sync_now()
+        if not _present(params, "pageSize"):
+            raise SimError(E_PARAM_ERROR, "Parameter pageSize required")
+        size, from_id, direction = self._cursor_args(params, HISTORY_MAX_PAGE)
+        start, end = self._time_window(params)
+        symbol = str(params["symbol"]).upper().replace("-", "") if _present(params, "symbol") else None
+        orders = [o for o in self._orders.created_between(account.user_id, start, end)
+                  if self._is_perp(o.symbol) and (symbol is None or o.symbol == symbol)]
+        orders.sort(key=lambda o: o.order_id, reverse=True)
+        page, has_next, has_pre = _cursor_page(orders, lambda o: o.order_id, from_id, direction, size)
+        items = []
+        for order in page:
+            view = self._perp_order_view(account, order)
+            for hidden in ("remainQty", "updateTime", "timeInForce"):
+                view.pop(hidden, None)
+            view["expression"] = None
+            view["triggerPrice"] = None
+            items.append(view)
+        return {"list": items, "hasNext": has_next, "hasPre": has_pre}
+
+    @_locked
+    def futures_trade_history(self, account: Account | None, params: dict) -> dict:
+        """API.md §14.6: fills newest first; no clientOrderId (join on orderId); ``contractId``/``markPrice`` null."""
+        account = self._require(account)
+        self._sync_now()
+        size, from_id, direction = self._cursor_args(params, HISTORY_MAX_PAGE)
+        start, end = self._time_window(params)
+        symbol = str(params["symbol"]).upper().replace("-", "") if _present(params, "symbol") else None
+        lag_ms = int(round(self.faults.fill_report_lag_seconds * 1000))
+        fills = [f for f in self._fills.of_user_between(account.user_id, start, min(end, self._now - lag_ms))
+                 if self._is_perp(f.symbol) and (symbol is None or f.symbol == symbol)]
+        fills.sort(key=lambda f: f.trade_id, reverse=True)
+        page, has_next, has_pre = _cursor_page(fills, lambda f: f.trade_id, from_id, direction, size)
+        items = []
+        for fill in page:
+            perp = self.market.perp(fill.symbol)
+            items.append({
+                "id": fill.trade_id, "contractId": None, "symbol": fill.symbol,
+                "displayName": self._display_name(fill.symbol), "tradeSide": fill.side,
+                "tradeType": fill.trade_type, "price": fill.price, "qty": self._qty_of(fill.symbol, fill.lots),
+                "markPrice": None, "indexPrice": _money(fill.index), "orderId": fill.order_id,
+                "tradeId": fill.trade_id, "fee": fill.fee, "time": fill.time_ms,
+                "leverage": self._leverage(account, perp) if perp is not None else 1,
+                "isTaker": 1 if fill.is_taker else 0,
+            })
+        return {"list": items, "hasNext": has_next, "hasPre": has_pre}
+
+    def _liquidation_price(self, numbers: dict[str, float], perp: PerpMarket, metrics: AccountMetrics) -> float | None:
+        """The price of this perpetual at which the account's equity would fall to its maintenance margin,
+        everything else held at today's marks (cross margin); None when no positive price does it.
+
+        equity(P) = E + s q (P - M) and MM(P) = MMt + q f (P - M) give P = M + (MMt - E) / (q (s - f)).
+        """
+        qty, sign, mark = numbers["qty"], numbers["sign"], numbers["mark"]
+        fee = perp.config.liquidation_fee_rate
+        if qty <= 0:
+            return None
+        price = mark + (metrics.mm_positions - metrics.equity) / (qty * (sign - fee))
+        return _money(price) if price > 0 else None
+
+    def _perp_position_view(self, account: Account, position: Position, metrics: AccountMetrics) -> dict[str, Any]:
+        perp = self.market.perp(position.symbol)
+        assert perp is not None, "perpetual positions only"
+        numbers = self._perp_numbers(account, position, perp)
+        qty = numbers["qty"]
+        value = numbers["value"]
+        return {
+            "id": position.position_id, "positionId": position.position_id, "updateTime": position.update_ms,
+            "userId": account.user_id, "symbol": position.symbol, "displayName": perp.config.display_name,
+            "baseToken": perp.base, "quoteToken": "USD", "qty": self._qty_of(position.symbol, abs(position.lots)),
+            "tradeSide": SIDE_BUY if position.lots > 0 else SIDE_SELL, "avgPrice": _money(position.avg_price),
+            "markPrice": numbers["mark"], "indexPrice": _money(numbers["index"]), "value": _money(value),
+            "initMargin": _money(numbers["im"]), "maintMargin": _money(numbers["mm"]),
+            "upnl": _money(numbers["upnl_mark"]), "roi": round(numbers["upnl_mark"] / value, 8) if value > 0 else 0.0,
+            "rspl": _money(position.rspl), "elp": self._liquidation_price(numbers, perp, metrics),
+            "leverage": int(numbers["leverage"]), "delta": round(qty * numbers["sign"], 8),
+        }
+
+    @_locked
+    def futures_positions(self, account: Account | None, params: dict) -> list[dict]:
+        """API.md §14.7: one-way positions, ``qty`` positive with ``tradeSide``; ``delta`` signed (+ long, - short)."""
+        account = self._require(account)
+        self._sync_now()
+        symbol = str(params["symbol"]).upper().replace("-", "") if _present(params, "symbol") else None
+        metrics = self._metrics(account)
+        return [self._perp_position_view(account, account.positions[s], metrics) for s in sorted(account.positions)
+                if self._is_perp(s) and (symbol is None or s == symbol)]
+
+    @_locked
+    def futures_leverage(self, account: Account | None, params: dict) -> dict:
+        account = self._require(account)
+        self._sync_now()
+        perp = self._perp_of(params.get("symbol"))
+        return {"userId": account.user_id, "symbol": perp.symbol, "currentLeverage": self._leverage(account, perp)}
+
+    @_locked
+    def futures_set_leverage(self, account: Account | None, params: dict) -> None:
+        """API.md §14.7: 1..max_leverage; 40038 while the account holds a perpetual position or open order
+        (``PerpSettings.leverage_lock_scope``: any perpetual, or only this symbol)."""
+        account = self._require_trading(account)
+        self._sync_now()
+        perp = self._perp_of(params.get("symbol"))
+        leverage = parse_int(params.get("leverage"), "leverage") if _present(params, "leverage") else 0
+        if not 1 <= leverage <= perp.config.max_leverage:
+            raise SimError(E_PARAM_ERROR, "Parameter leverage illegal")
+        same_symbol = self.config.perp.leverage_lock_scope == "symbol"
+        busy = any(self._is_perp(s) and (not same_symbol or s == perp.symbol) for s in account.positions) or any(
+            not same_symbol or o.symbol == perp.symbol for o in self._account_live_orders(account, perps=True))
+        if busy:
+            raise SimError(E_LEVERAGE_LOCKED, "Leverage cannot be changed with open positions or orders")
+        account.leverage[perp.symbol] = leverage
+        return None
+
+    def _funding_view(self, record: FundingRecord) -> dict[str, Any]:
+        return {"id": record.record_id, "symbol": record.symbol, "displayName": f"{record.symbol[:-3]}USDT Perp",
+                "tradeSide": record.trade_side, "qty": self._qty_of(record.symbol, record.lots),
+                "fundFee": record.fund_fee, "fundRate": record.fund_rate, "ctime": record.time_ms}
+
+    @_locked
+    def funding_records(self, account: Account | None, params: dict) -> dict:
+        """§6.1: own funding payments of one perpetual (``symbol`` required), newest first, paged (<= 50)."""
+        account = self._require(account)
+        self._sync_now()
+        perp = self._perp_of(params.get("symbol"))
+        size = _opt_int(params, "pageSize", 20) or 20
+        if not 1 <= size <= 50:
+            raise SimError(E_PARAM_ERROR, "Parameter pageSize must be within 1..50")
+        page = max(1, _opt_int(params, "page", 1) or 1)
+        start, end = self._time_window(params, default_ms=None)
+        records = [r for r in self._funding if r.user_id == account.user_id and r.symbol == perp.symbol
+                   and start <= r.time_ms <= end]
+        records.sort(key=lambda r: r.record_id, reverse=True)
+        total = len(records)
+        chunk = records[(page - 1) * size:page * size]
+        return {"list": [self._funding_view(r) for r in chunk], "pageTotal": -(-total // size) if total else 0,
+                "total": total}
+
+    @_locked
+    def funding_latest_records(self, account: Account | None, params: dict) -> dict:
+        """§6.2: payments since ``startTime`` (default now - 8 h; must be within the last 24 h)."""
+        account = self._require(account)
+        self._sync_now()
+        symbol = self._perp_of(params["symbol"]).symbol if _present(params, "symbol") else None
+        start = _opt_int(params, "startTime", None)
+        if start is None:
+            start = self._now - FUNDING_INTERVAL_MS
+        elif start <= self._now - DAY_MS:
+            raise SimError(E_PARAM_ERROR, "Parameter startTime must be within the last 24 hours")
+        records = [r for r in self._funding if r.user_id == account.user_id and r.time_ms >= start
+                   and (symbol is None or r.symbol == symbol)]
+        records.sort(key=lambda r: r.record_id, reverse=True)
+        return {"list": [self._funding_view(r) for r in records]}
 
     # =========================================================================== inspection (tests)
 
@@ -2418,22 +3157,38 @@ class SimExchange:
 
     @_locked
     def position_of(self, account: Account | None, symbol: str) -> float:
-        """Signed position in BTC (+ long, - short, 0 flat)."""
+        """Signed position in units of the underlying (+ long, - short, 0 flat); options and perpetuals."""
         self._sync_now()
-        return self._position_lots(self._account_arg(account), symbol) / LOTS_PER_BTC
+        return self._qty_of(symbol, self._position_lots(self._account_arg(account), symbol))
 
     @_locked
     def set_position(self, account: Account | None, symbol: str, signed_qty: float, avg_price: float) -> None:
         """Create or replace a position by hand (a manual/foreign position); qty 0 removes it."""
         account = self._account_arg(account)
-        if self.market.instrument(symbol) is None:
+        if self.market.instrument(symbol) is None and not self._is_perp(symbol):
             raise KeyError(symbol)
-        lots = int(round(signed_qty * LOTS_PER_BTC))
+        lots = self._lots_of(symbol, signed_qty)
         if lots == 0:
             account.positions.pop(symbol, None)
             return
         account.positions[symbol] = Position(symbol=symbol, lots=lots, avg_price=float(avg_price),
                                              position_id=self._ids.next(), open_ms=self._now, update_ms=self._now)
+
+    @_locked
+    def funding_history(self, account: Account | None = None) -> list[dict]:
+        """Every funding payment of an account (views as ``settle/future/record``, oldest first)."""
+        self._sync_now()
+        account = self._account_arg(account)
+        return [self._funding_view(r) for r in self._funding if r.user_id == account.user_id]
+
+    @_locked
+    def perp_mark(self, symbol: str) -> float:
+        """The mark price of perpetual ``symbol`` now (KeyError for an unknown one)."""
+        self._sync_now()
+        perp = self.market.perp(symbol)
+        if perp is None:
+            raise KeyError(symbol)
+        return perp.mark_price()
 
     @_locked
     def cash_of(self, account: Account | None = None) -> float:
@@ -2447,20 +3202,21 @@ class SimExchange:
 
     @_locked
     def force_fill(self, order_id: int, qty: float, price: float | None = None, is_taker: bool = False) -> float:
-        """Fill a live order now (scripted market activity); returns the BTC actually filled."""
+        """Fill a live order now (scripted market activity); returns the quantity actually filled
+        (units of the underlying: BTC or ETH; options and perpetuals alike)."""
         self._sync_now()
         order = self._orders[order_id]
         if not order.is_live:
             return 0.0
-        lots = self._fill(order, int(round(qty * LOTS_PER_BTC)), order.price if price is None else price, is_taker)
-        return lots / LOTS_PER_BTC
+        lots = self._fill(order, self._lots_of(order.symbol, qty), order.price if price is None else price, is_taker)
+        return self._qty_of(order.symbol, lots)
 
     @_locked
     def inject_rfq_quote(self, request_id: int | str, legs: Iterable[tuple[str, str, float, float]],
                          maker_index: int = 0, validity_seconds: float | None = None) -> str:
         """Post a hand-made quote (symbol, maker side, price, qty per leg); returns its quoteId."""
         self._sync_now()
-        quote_legs = [QuoteLeg(symbol=s, side=side, price=float(price), lots=int(round(qty * LOTS_PER_BTC)))
+        quote_legs = [QuoteLeg(symbol=s, side=side, price=float(price), lots=self._lots_of(s, qty))
                       for s, side, price, qty in legs]
         validity_ms = None if validity_seconds is None else int(round(validity_seconds * 1000))
         quote = self._desk.post_quote(int(request_id), quote_legs, self._now, maker_index, validity_ms)
@@ -2490,7 +3246,10 @@ class SimExchange:
                 "user_id": a.user_id, "api_key": a.api_key, "api_secret": a.api_secret, "name": a.name,
                 "read_only": a.read_only, "rfq_maker_access": a.rfq_maker_access, "email": a.email,
                 "cash": a.cash, "positions": [asdict(p) for p in a.positions.values()],
+                "leverage": dict(a.leverage),
             } for a in self._accounts_by_uid.values()],
+            "funding": [asdict(r) for r in self._funding],
+            "funding_done_ms": self._funding_done_ms,
             "orders": [asdict(o) for o in self._orders.values()],
             "fills": [asdict(f) for f in self._fills.values()],
             "exercises": [asdict(r) for r in self._exercises],
@@ -2517,7 +3276,8 @@ class SimExchange:
             accounts.append(Account(user_id=raw["user_id"], api_key=raw["api_key"], api_secret=raw["api_secret"],
                                     name=raw.get("name", "paper"), read_only=raw.get("read_only", False),
                                     rfq_maker_access=raw.get("rfq_maker_access", False),
-                                    email=raw.get("email", ""), cash=raw.get("cash"), positions=positions))
+                                    email=raw.get("email", ""), cash=raw.get("cash"), positions=positions,
+                                    leverage={str(k): int(v) for k, v in raw.get("leverage", {}).items()}))
         exchange = cls(config, market, clock, accounts=accounts)
         with exchange._lock:
             exchange._now = max(int(state["now_ms"]), exchange._now)
@@ -2540,4 +3300,7 @@ class SimExchange:
             exchange._desk.load_state(state.get("rfq", {}))
             exchange._forgotten_orders = {o["order_id"]: Order(**o) for o in state.get("forgotten_orders", [])}
             exchange._forgotten_fills = {f["trade_id"]: Fill(**f) for f in state.get("forgotten_fills", [])}
+            exchange._funding = [FundingRecord(**r) for r in state.get("funding", [])]
+            if "funding_done_ms" in state:
+                exchange._funding_done_ms = int(state["funding_done_ms"])
         return exchange

@@ -73,6 +73,7 @@ class MarketConfig:
     term_slope: float = -0.05
     tick_size: float = 1.0                 # API.md 12 #1 default
     min_qty: float = 0.01
+    qty_step: float = 0.01                 # the option's quantity step: the exchange's integer lot
     strike_range_pct: dict[str, float] = field(default_factory=_default_strike_range_pct, hash=False)
     strike_step: dict[str, float] = field(default_factory=_default_strike_step, hash=False)
     spread_pct: float = 8.0                # book half-spread as % of the spread reference
@@ -91,12 +92,19 @@ class MarketConfig:
     otm_spread_widening: float = 0.75      # extra half-spread per OTM standard deviation (max 4 sd)
     delivery_window_seconds: float = 1800.0  # settlement = mean index over this window (API.md 4)
     listing_check_seconds: float = 60.0    # how often listings/strikes are re-checked (divides a day)
+    scenario: str | None = None            # set by scenarios.scenario_market: other underlyings follow it
 
     def __post_init__(self) -> None:
         if self.start_index <= 0 or self.annual_vol < 0:
             raise ValueError("start_index must be > 0 and annual_vol >= 0")
         if self.step_seconds * 1000 < 1 or self.tick_size <= 0 or self.min_qty <= 0:
             raise ValueError("step_seconds, tick_size and min_qty must be positive")
+        units = 1.0 / self.qty_step if self.qty_step > 0 else 0.0
+        if self.qty_step <= 0 or abs(units - round(units)) > 1e-9:
+            raise ValueError("qty_step must be positive and divide 1 (0.01, 0.1 ...)")
+        steps = self.min_qty / self.qty_step
+        if abs(steps - round(steps)) > 1e-9:
+            raise ValueError("min_qty must be a whole number of qty_step")
         if self.book_refresh_seconds * 1000 < 1 or self.depth_levels < 1:
             raise ValueError("book_refresh_seconds and depth_levels must be positive")
         check_ms = round(self.listing_check_seconds * 1000)
@@ -134,6 +142,12 @@ class Instrument:
     tick_size: float
     min_qty: float
     kind: str
+    qty_step: float = 0.01
+
+    @property
+    def units(self) -> int:
+        """Lots per unit of the underlying: the exchange keeps quantities as integer lots."""
+        return int(round(1.0 / self.qty_step))
 
     @cached_property
     def display_name(self) -> str:
@@ -460,6 +474,7 @@ class MarketModel:
                 symbol=symbol, base=cfg.base, strike=strike, strike_token=format_strike(strike),
                 option_type=option_type, expiry_ms=expiry, listed_ms=t_ms,
                 tick_size=cfg.tick_size, min_qty=cfg.min_qty, kind=self._expiry_kind[expiry],
+                qty_step=cfg.qty_step,
             )
             pair.append(symbol)
         strikes[strike] = (pair[0], pair[1])
@@ -942,6 +957,7 @@ def _instrument_to_dict(instrument: Instrument) -> dict[str, Any]:
         "strike_token": instrument.strike_token, "option_type": instrument.option_type,
         "expiry_ms": instrument.expiry_ms, "listed_ms": instrument.listed_ms,
         "tick_size": instrument.tick_size, "min_qty": instrument.min_qty, "kind": instrument.kind,
+        "qty_step": instrument.qty_step,
     }
 
 
@@ -951,6 +967,7 @@ def _instrument_from_dict(raw: dict[str, Any]) -> Instrument:
         strike_token=raw["strike_token"], option_type=raw["option_type"],
         expiry_ms=int(raw["expiry_ms"]), listed_ms=int(raw["listed_ms"]),
         tick_size=float(raw["tick_size"]), min_qty=float(raw["min_qty"]), kind=raw["kind"],
+        qty_step=float(raw.get("qty_step", 0.01)),
     )
 
 

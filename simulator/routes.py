@@ -47,6 +47,7 @@ RATE_LIMITS: dict[str, tuple[int, float]] = {
     "orderbook": (30, 2.0),
     "place": (30, 2.0),
     "cancel": (30, 2.0),
+    "funding": (10, 2.0),
 }
 
 ROUTES: tuple[Route, ...] = (
@@ -88,6 +89,27 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/open/option/blocktrade/rfqList/v1", "rfq_list", SIGNED, None, "query"),
     Route("GET", "/open/option/blocktrade/orderList/v1", "blocktrade_order_list", SIGNED, "history", "query"),
     Route("GET", "/open/option/blocktrade/trade-detail/private/v1", "blocktrade_trade_detail", SIGNED, "history", "query"),
+    # --- perpetual futures (API.md §14.4-14.7): market data ---------------------------------
+    Route("GET", "/open/futures/market/instruments/v1", "futures_instruments", PUBLIC, None, "query"),
+    Route("GET", "/open/futures/market/orderbook", "futures_market_orderbook", PUBLIC, "orderbook", "query"),
+    Route("GET", "/open/futures/order/orderbook/v1/{symbol}", "futures_orderbook", PUBLIC, "orderbook", "query"),
+    Route("GET", "/open/futures/trade/lasttrade/v1/{symbol}", "futures_last_trades", PUBLIC, None, "query"),
+    Route("GET", "/open/public/fundingRate/v1", "funding_rate", PUBLIC, "funding", "query"),
+    # --- perpetual futures: orders, positions, leverage, funding records ----------------------
+    Route("POST", "/open/futures/order/create/v1", "futures_create_order", SIGNED, "place", "json"),
+    Route("POST", "/open/futures/order/modify/v1", "futures_modify_order", SIGNED, "place", "json"),
+    Route("POST", "/open/futures/order/cancel/v1", "futures_cancel_order", SIGNED, "cancel", "json"),
+    Route("POST", "/open/futures/order/batchCancel/v1", "futures_batch_cancel", SIGNED, "cancel", "json"),
+    Route("GET", "/open/futures/order/cancelOpenOrders/v1/{symbol}", "futures_cancel_open_orders", SIGNED, "cancel", "query"),
+    Route("GET", "/open/futures/order/singleQuery/v1", "futures_query_order", SIGNED, "pending", "query"),
+    Route("GET", "/open/futures/order/pending/v1", "futures_pending_orders", SIGNED, "pending", "query"),
+    Route("GET", "/open/futures/order/history/v1", "futures_order_history", SIGNED, "history", "query"),
+    Route("GET", "/open/futures/trade/history/v1", "futures_trade_history", SIGNED, "history", "query"),
+    Route("GET", "/open/futures/position/get/v1", "futures_positions", SIGNED, "positions", "query"),
+    Route("GET", "/open/futures/leverage/current/v1", "futures_leverage", SIGNED, None, "query"),
+    Route("POST", "/open/futures/leverage/set/v1", "futures_set_leverage", SIGNED, "place", "json"),
+    Route("GET", "/open/settle/future/record/v1", "funding_records", SIGNED, "history", "query"),
+    Route("GET", "/open/settle/future/latestRecord/v1", "funding_latest_records", SIGNED, "history", "query"),
 )
 
 

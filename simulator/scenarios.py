@@ -14,6 +14,12 @@ so a scenario never looks like a frozen feed to the daemon. A path covers
 * ``expiry-gap``: the index gaps down 8 % five minutes before the first 08:00 UTC expiry
   that is at least an hour away, inside that expiry's settlement window.
 * ``quiet-week``: realized volatility 12 % a year, implied 30 %.
+* ``trend-week``: a steady drift of +15 % over the first 7 days (then flat), on a walk of 30 %
+  realized volatility; implied volatility 45 %. Delta hedging is tested against it.
+
+Every scenario moves every underlying: the returned config remembers its scenario
+(``MarketConfig.scenario``), and the simulator shapes ETH's own walk the same way
+(``underlyings.follow_scenario``). Names take ``-`` or ``_`` (``trend_week``).
 """
 from __future__ import annotations
 
@@ -30,7 +36,9 @@ SECONDS_PER_YEAR = 365.0 * 86400.0
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 EXPIRY_HOUR_MS = 8 * HOUR_MS
-SCENARIOS = ("crash-day", "vol-spike", "expiry-gap", "quiet-week")
+SCENARIOS = ("crash-day", "vol-spike", "expiry-gap", "quiet-week", "trend-week")
+TREND_WEEK_DRIFT = 0.15
+TREND_WEEK_DAYS = 7
 
 
 def _walk(seed: int, start_ms: int, start_index: float, annual_vol: Callable[[int], float],
@@ -69,7 +77,8 @@ def first_expiry_gap_ms(start_ms: int) -> int:
 
 def scenario_market(name: str, seed: int, start_ms: int, base: MarketConfig | None = None) -> MarketConfig:
     """The market config of scenario ``name`` for a run that starts at ``start_ms``."""
-    market = base if base is not None else MarketConfig(seed=seed)
+    name = name.replace("_", "-")
+    market = _with_scenario(base if base is not None else MarketConfig(seed=seed), name)
     index = market.start_index
     flat: Callable[[int], float] = lambda _elapsed: 1.0  # noqa: E731
     if name == "crash-day":
@@ -87,4 +96,15 @@ def scenario_market(name: str, seed: int, start_ms: int, base: MarketConfig | No
     if name == "quiet-week":
         path = _walk(seed, start_ms, index, lambda _e: 0.12, flat)
         return dataclasses.replace(market, scripted_path=path, annual_vol=0.12, atm_vol=0.30)
+    if name == "trend-week":
+        drift = _ramp(0, TREND_WEEK_DAYS * DAY_MS, 1.0 + TREND_WEEK_DRIFT)
+        path = _walk(seed, start_ms, index, lambda _e: 0.30, drift)
+        return dataclasses.replace(market, scripted_path=path, annual_vol=0.30, atm_vol=0.45)
     raise ValueError(f"unknown scenario {name!r}: use one of {', '.join(SCENARIOS)}")
+
+
+def _with_scenario(market: MarketConfig, name: str) -> MarketConfig:
+    """``market`` marked as built for scenario ``name`` (validated first: unknown names raise)."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}: use one of {', '.join(SCENARIOS)}")
+    return dataclasses.replace(market, scenario=name)

@@ -52,8 +52,7 @@ from simulator.faults import (
     FaultDecision,
     FaultPlan,
 )
-from simulator.history import build_market
-from simulator.market_source import MarketSource
+from simulator.markets import Markets, build_markets
 from simulator.mutations import MutationPlan, freeze_key
 from simulator.routes import PUBLIC, RATE_LIMITS, Route, find_route
 from simulator import state as state_io
@@ -768,7 +767,7 @@ class SimulatorHandle:
         *,
         config: SimulatorConfig,
         clock: Clock,
-        market: MarketSource,
+        market: Markets,
         exchange: SimExchange,
         faults: FaultPlan,
         mutations: MutationPlan,
@@ -919,7 +918,7 @@ def _fixed_accounts(config: SimulatorConfig) -> list[Account] | None:
 
 def _build_models(
     config: SimulatorConfig, clock: Clock, state_file: str | None
-) -> tuple[MarketSource, SimExchange]:
+) -> tuple[Markets, SimExchange]:
     """Fresh market and exchange, or the ones saved in ``state_file`` when it exists."""
     saved = state_io.load_state_file(state_file) if state_file else None
     if saved is not None:
@@ -929,7 +928,7 @@ def _build_models(
                            state_file)
         logger.info("simulator state restored from %s", state_file)
         return market, exchange
-    market = build_market(config, clock.now_ms())
+    market = build_markets(config, clock.now_ms())
     exchange = SimExchange(config.exchange_config(), market, clock, accounts=_fixed_accounts(config))
     return market, exchange
 

@@ -22,7 +22,7 @@ from clock import Clock
 if TYPE_CHECKING:  # imported lazily at runtime: config imports the models
     from simulator.config import SimulatorConfig
     from simulator.exchange import SimExchange
-    from simulator.market_source import MarketSource
+    from simulator.markets import Markets
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class StateFileError(ValueError):
     """The state file exists but is not a simulator state this version can load."""
 
 
-def capture_state(clock: Clock, market: MarketSource, exchange: SimExchange, seed: int) -> dict[str, Any]:
+def capture_state(clock: Clock, market: Markets, exchange: SimExchange, seed: int) -> dict[str, Any]:
     """A JSON-ready snapshot of market and exchange, stamped with the simulated time.
 
     The market only moves inside the exchange's ``sync`` (under the exchange's lock),
@@ -89,12 +89,12 @@ def continue_clock(clock: Clock, saved_at_ms: int) -> None:
 
 def restore_models(
     config: SimulatorConfig, clock: Clock, payload: dict[str, Any]
-) -> tuple[MarketSource, SimExchange]:
+) -> tuple[Markets, SimExchange]:
     """Market and exchange from ``payload``, time continuing from max(saved, clock now)."""
     from simulator.exchange import SimExchange
-    from simulator.history import restore_market
+    from simulator.markets import restore_markets
 
     continue_clock(clock, int(payload["saved_at_ms"]))
-    market = restore_market(config, payload["market"])
+    market = restore_markets(config, payload["market"])
     exchange = SimExchange.from_state(config.exchange_config(), market, clock, payload["exchange"])
     return market, exchange

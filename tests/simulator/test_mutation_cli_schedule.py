@@ -173,7 +173,7 @@ def test_the_simulator_process_serves_mutated_answers():
         assert chain["code"] == 0 and sides
         assert all(s["markPrice"] == 0.0 for s in sides) and any(s["ask"] > 0 for s in sides)
         futures = requests.get(base + "/open/futures/market/symbol/v1", timeout=5).json()
-        assert len(futures["data"]) == 1                      # its window opens 60 s later
+        assert [f["symbol"] for f in futures["data"]] == ["BTCUSD", "ETHUSD"]   # its window opens 60 s later
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:

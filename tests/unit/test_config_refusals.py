@@ -655,8 +655,11 @@ class FixedIndexMarket:
     def __init__(self) -> None:
         self.index_frozen = False
 
-    def index_price(self, *, max_age: float | None = None) -> float:
+    def index_price(self, underlying: str | None = None, *, max_age: float | None = None) -> float:
         return 90_000.0
+
+    def index_frozen_for(self, underlying: str | None = None) -> bool:
+        return self.index_frozen
 
     clock = property(_unused)
     index_age = instruments = chain_snapshot = quote = order_book = instrument = _unused

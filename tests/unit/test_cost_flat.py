@@ -352,7 +352,7 @@ class ChainClient:
     def orderbook(self, symbol: str) -> Any:
         raise AssertionError("not used")
 
-    def index_price(self) -> float:
+    def index_price(self, underlying: str = "BTC") -> float:
         return 90000.0
 
 
@@ -364,7 +364,7 @@ def test_a_quote_is_the_symbols_row_of_the_one_cached_chain():
     last = market.quote("BTCUSD-27MAR26-119900-C")
     assert client.chain_calls == 1
     assert first.mark == 500.0 and last.mark == 899.0
-    payload = market._chains[1774598400000].value            # the one fetch, indexed by symbol
+    payload = market._chains[("BTC", 1774598400000)].value     # the one fetch, indexed by symbol
     assert payload.row("BTCUSD-27MAR26-80000-C") is first and payload.row("BTCUSD-27MAR26-119900-C") is last
     chain = market.chain(1774598400000)
     assert len(chain) == 400 and client.chain_calls == 1
@@ -379,10 +379,10 @@ def test_a_refetched_chain_gets_its_own_map_and_the_old_one_is_dropped():
     clock.advance(10.0)                                      # older than max_age: refetched
     after = market.quote("BTCUSD-27MAR26-80000-C", max_age=5.0)
     assert client.chain_calls == 2 and after is not before and after.as_of > before.as_of
-    assert list(market._chains) == [1774598400000]          # only the new fetch is kept, with its index
-    assert market._chains[1774598400000].value.row("BTCUSD-27MAR26-80000-C") is after
+    assert list(market._chains) == [("BTC", 1774598400000)]   # only the new fetch is kept, with its index
+    assert market._chains[("BTC", 1774598400000)].value.row("BTCUSD-27MAR26-80000-C") is after
     with pytest.raises(Exception, match="not in the chain"):
-        market._row_in_chain("BTCUSD-27MAR26-1-C", 1774598400000, 5.0)
+        market._row_in_chain("BTCUSD-27MAR26-1-C", "BTC", 1774598400000, 5.0)
 
 
 # ---- the simulator: 24 h volume kept incrementally --------------------------------------------

@@ -81,7 +81,7 @@ class FakeClient:
         self._call("option_chain", end_time_ms)
         return self.chains.get(end_time_ms, [])
 
-    def index_price(self) -> float:
+    def index_price(self, underlying: str = "BTC") -> float:
         self._call("index_price")
         return self.index
 

@@ -94,7 +94,8 @@ class FakeMarket:
         self.instrument_calls += 1
         return list(self.snapshot.instruments.values())
 
-    def chain_snapshot(self, expiries, *, max_build_seconds: float = 5.0) -> ChainSnapshot:
+    def chain_snapshot(self, expiries, *, underlying: str | None = None,
+                       max_build_seconds: float = 5.0) -> ChainSnapshot:
         wanted = sorted(set(expiries))
         self.snapshot_calls.append(wanted)
         rows = tuple(r for r in self.snapshot.rows if r.expiry_ms in wanted)
@@ -565,7 +566,7 @@ class TestResolveLegs:
         from errors import TransportError
 
         class Broken(FakeMarket):
-            def chain_snapshot(self, expiries, *, max_build_seconds=5.0):
+            def chain_snapshot(self, expiries, *, underlying=None, max_build_seconds=5.0):
                 raise TransportError("/open/option/get/v1/BTCUSD", "timeout")
 
         with pytest.raises(SelectionError, match="timeout"):

@@ -104,11 +104,14 @@ class FakeMarket:
         self.index_frozen = False
         self.index_reads: list[float | None] = []
 
-    def index_price(self, *, max_age=None):
+    def index_price(self, underlying=None, *, max_age=None):
         self.index_reads.append(max_age)
         if self.index_error is not None:
             raise self.index_error
         return 90_000.0
+
+    def index_frozen_for(self, underlying=None):
+        return self.index_frozen
 
     def _unused(self, *args, **kwargs):
         raise AssertionError("not used by this test")

@@ -60,7 +60,8 @@ class OneSnapshotMarket:
     def instruments(self, base: str = "BTC") -> list[Instrument]:
         return list(self.snapshot.instruments.values())
 
-    def chain_snapshot(self, expiries, *, max_build_seconds: float = 5.0) -> ChainSnapshot:
+    def chain_snapshot(self, expiries, *, underlying: str | None = None,
+                       max_build_seconds: float = 5.0) -> ChainSnapshot:
         return self.snapshot
 
 
