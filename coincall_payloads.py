@@ -33,7 +33,8 @@ import math
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from enum import IntEnum
-from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, Generic, TypeVar
 
 from api_values import finite_number, int_or_none
 from contracts import Contract, Side, parse_symbol

@@ -18,7 +18,8 @@ import math
 import threading
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 logger = logging.getLogger(__name__)
 

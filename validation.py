@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeGuard
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable, TypeGuard
 
 from errors import ConfigError
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import io
 from http.client import RemoteDisconnected
-from typing import TYPE_CHECKING, Callable, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 import requests
