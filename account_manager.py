@@ -19,6 +19,11 @@ Why it looks the way it does:
   (CRITICAL) and ``exchange_recovered`` alerts. The scheduler that polls these snapshots
   (``position_monitor.PositionMonitor``) keeps polling while the exchange is down (backed
   off), which is what measures the outage when no trade is active.
+* Perpetual futures share the account (issue 13): with a ``perp_client`` the snapshot also
+  reads the perp positions and carries them beside the options as ``PositionSnapshot``s
+  (delta = signed quantity, other greeks 0; ``position_kind`` tells them apart by symbol).
+  A failed perp read fails the snapshot like a failed option read. The net greeks, and
+  ``greeks_by_underlying``, count options and perps together.
 """
 from __future__ import annotations
 
@@ -30,9 +35,18 @@ from typing import Any, Callable, Sequence
 from alerts import send_alert
 from clock import Clock, iso_utc
 from coincall_client import Reachability, ReachabilityEvent
-from coincall_payloads import PositionSnapshot, parse_account_summary, parse_positions, positions_missing_greeks
+from coincall_payloads import (
+    LONG,
+    SHORT,
+    PerpPosition,
+    PositionSnapshot,
+    parse_account_summary,
+    parse_positions,
+    positions_missing_greeks,
+)
+from contracts import Side, is_perpetual_symbol, underlying_of
 from errors import ConfigError, PayloadError, SnapshotError
-from seams import AccountClient, AlertSender, require
+from seams import AccountClient, AlertSender, PerpAccountClient, require, require_optional
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +108,23 @@ class AccountSnapshot:
             timestamp=timestamp,
         )
 
+    def greeks_by_underlying(self) -> dict[str, dict[str, float]]:
+        """Net delta, gamma, theta and vega per underlying (options and perps), underlyings sorted."""
+        totals: dict[str, dict[str, list[float]]] = {}
+        for position in self.positions:
+            underlying = underlying_of(position.symbol) or "?"
+            bucket = totals.setdefault(underlying, {"delta": [], "gamma": [], "theta": [], "vega": []})
+            for name in bucket:
+                bucket[name].append(float(getattr(position, name)))
+        return {underlying: {name: math.fsum(values) for name, values in totals[underlying].items()}
+                for underlying in sorted(totals)}
+
+    def delta_of(self, underlying: str | None = None) -> float:
+        """Net delta of ``underlying``'s positions (options and perps), or of the whole account."""
+        if underlying is None:
+            return self.net_delta
+        return math.fsum(p.delta for p in self.positions if underlying_of(p.symbol) == underlying)
+
     def get_position(self, symbol: str) -> PositionSnapshot | None:
         """The position in ``symbol`` (positions are aggregated per symbol), or None."""
         return next((p for p in self.positions if p.symbol == symbol), None)
@@ -113,6 +144,25 @@ class AccountSnapshot:
         )
 
 
+def position_kind(position: PositionSnapshot) -> str:
+    """``"perpetual"`` or ``"option"``: what a position of the snapshot is, read from its symbol."""
+    return "perpetual" if is_perpetual_symbol(position.symbol) else "option"
+
+
+def perp_position_snapshot(position: PerpPosition, *, timestamp: float) -> PositionSnapshot:
+    """A perp position as a snapshot position: its delta is its signed quantity, no other greek."""
+    entry = float(position.avg_price or 0.0)
+    mark = float(position.mark_price if position.mark_price is not None else entry)
+    upnl = position.unrealized_pnl if position.unrealized_pnl is not None else (mark - entry) * position.signed_qty
+    cost = entry * position.qty
+    return PositionSnapshot(
+        position_id=int(position.position_id or 0), symbol=position.symbol, qty=float(position.qty),
+        side=LONG if position.side is Side.BUY else SHORT, signed_qty=float(position.signed_qty),
+        entry_price=entry, mark_price=mark, unrealized_pnl=float(upnl),
+        roi=float(upnl) / cost if cost > 0 else 0.0, delta=float(position.signed_qty), gamma=0.0, theta=0.0,
+        vega=0.0, timestamp=timestamp)
+
+
 def margin_utilization_pct(initial_margin: float, equity: float) -> float:
     """IM / equity x 100; margin in use on a non-positive equity is unbounded (inf)."""
     if equity > 0:
@@ -126,14 +176,16 @@ def margin_utilization_pct(initial_margin: float, equity: float) -> float:
 
 
 def parse_account(
-    summary: Any, positions: Any, *, timestamp: float, position_greeks: str = "per_position"
+    summary: Any, positions: Any, *, timestamp: float, position_greeks: str = "per_position",
+    perp_positions: Sequence[PerpPosition] = (),
 ) -> AccountSnapshot:
     """The summary (API.md 7.1) and the positions list (7.2) as one snapshot.
 
     Zero-quantity rows are dropped: they carry no exposure and would inflate the
     position count. Anything malformed raises ``PayloadError``; nothing is defaulted.
     """
-    parsed = parse_positions(positions, timestamp=timestamp, position_greeks=position_greeks)
+    parsed = list(parse_positions(positions, timestamp=timestamp, position_greeks=position_greeks))
+    parsed += [perp_position_snapshot(p, timestamp=timestamp) for p in perp_positions]
     figures = parse_account_summary(summary)
     return AccountSnapshot.build(
         equity=figures.equity,
@@ -159,8 +211,11 @@ class AccountManager:
     monitor's back-off and the entry gate.
     """
 
-    def __init__(self, client: AccountClient, clock: Clock, *, position_greeks: str = "per_position") -> None:
+    def __init__(self, client: AccountClient, clock: Clock, *, position_greeks: str = "per_position",
+                 perp_client: PerpAccountClient | None = None) -> None:
         require("AccountManager client", client, AccountClient)
+        require_optional("AccountManager perp_client", perp_client, PerpAccountClient)
+        self._perp_client = perp_client
         if position_greeks not in POSITION_GREEK_MODES:
             raise ConfigError(
                 f"position_greeks = {position_greeks!r} is invalid: use 'per_position' (greeks already "
@@ -194,9 +249,13 @@ class AccountManager:
         timestamp = self._clock.now()
         summary = self._fetch("account summary", self._client.account_summary)
         positions = self._fetch("positions", self._client.positions)
+        perp_positions: list[PerpPosition] = []
+        if self._perp_client is not None:
+            perp_positions = self._fetch("perp positions", self._perp_client.perp_positions)
         self._warn_missing_greeks(positions)
         try:
-            return parse_account(summary, positions, timestamp=timestamp, position_greeks=self.position_greeks)
+            return parse_account(summary, positions, timestamp=timestamp, position_greeks=self.position_greeks,
+                                 perp_positions=perp_positions)
         except PayloadError as exc:
             raise SnapshotError(f"account snapshot unusable: {exc}") from exc
 

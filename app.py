@@ -244,19 +244,20 @@ def build_context(
     if quarantined is not None:
         alerts.alert("CRITICAL", "state_quarantined",
                      f"the state database was unusable and moved to {quarantined}; started with a fresh store")
-    market = MarketData(client, clock, on_alert=on_alert)
-    account_manager = AccountManager(client, clock)
+    market = MarketData(client, clock, on_alert=on_alert, perp_client=client)
+    account_manager = AccountManager(client, clock, perp_client=client)
     account_manager.alert_on_outages(alerts)   # exchange_unreachable / exchange_recovered (issue 9)
     journal = EventJournal(clock, store=store, log_dir=log_path)
     if notifier is not None:   # trades opened and closed, the daily summary
         journal.add_listener(notifier.handle_event)
     ledger = OrderLedger(client, clock, prefix=int(settings.client_order_prefix), ts_diff_ms=int(settings.ts_diff_ms),
-                         store=store, on_event=journal)
+                         store=store, on_event=journal, perp_client=client)
     executor = build_engines(client, ledger, market, clock, rfq_notional_threshold=rfq_notional_threshold,
                              smart_notional_threshold=smart_notional_threshold)
     condition_health = ConditionHealth(on_alert=on_alert)
     lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
-                                 store=store, alerts=alerts, health=condition_health, journal=journal)
+                                 store=store, alerts=alerts, health=condition_health, journal=journal,
+                                 funding_client=client)
     monitor = PositionMonitor(account_manager, clock, poll_interval=poll_interval, on_alert=on_alert)
     # The reconciler first: the lifecycle is on hold until the start-up reconciliation has
     # compared our trades with the positions, and each wake sees its corrections.

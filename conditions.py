@@ -48,7 +48,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 from clock import to_utc_datetime
-from contracts import Side, parse_symbol
+from contracts import UNDERLYINGS, Side, parse_symbol, underlying_of
 from errors import ConfigError, StaleDataError
 from validation import invalid, is_int, is_number
 
@@ -557,19 +557,49 @@ def min_equity(usd: float) -> MinEquity:
                              fix="give a USD amount >= 0, e.g. min_equity(1000)"))
 
 
+def _account_delta(snapshot: SnapshotLike, underlying: str | None) -> float:
+    """The account's net delta (options and perpetuals: a perp's delta is its signed quantity),
+    or only ``underlying``'s positions when a condition names one (issue 13)."""
+    if underlying is None:
+        return float(snapshot.net_delta)
+    return math.fsum(float(getattr(p, "delta", 0.0)) for p in snapshot.positions
+                     if underlying_of(p.symbol) == underlying)
+
+
+def _check_delta_underlying(factory: str, underlying: Any) -> str | None:
+    if underlying is None:
+        return None
+    if not isinstance(underlying, str) or underlying not in UNDERLYINGS:
+        raise invalid(factory, "underlying", underlying,
+                      fix=f"use one of {', '.join(repr(u) for u in UNDERLYINGS)} (upper case), or leave it out "
+                          f"for the whole account")
+    return underlying
+
+
+class _UnderlyingNamed:
+    """Conditions whose ``underlying`` shows in their name only when one is named."""
+
+    def _name_arguments(self) -> Sequence[tuple[str, Any]]:
+        return tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                     if not (f.name == "underlying" and getattr(self, f.name) is None))
+
+
 @dataclass(frozen=True, repr=False)
-class MaxAccountDelta(EntryCondition):
+class MaxAccountDelta(_UnderlyingNamed, EntryCondition):
     limit: float
+    underlying: str | None = None
     factory: ClassVar[str] = "max_account_delta"
 
     def _passes(self, snapshot: SnapshotLike) -> bool:
-        return abs(float(snapshot.net_delta)) <= self.limit
+        return abs(_account_delta(snapshot, self.underlying)) <= self.limit
 
 
-def max_account_delta(limit: float) -> MaxAccountDelta:
-    """Pass when the account's absolute net delta is at most ``limit``."""
+def max_account_delta(limit: float, *, underlying: str | None = None) -> MaxAccountDelta:
+    """Pass when the account's absolute net delta (options and perps; only ``underlying``'s
+    positions when given) is at most ``limit``."""
     return MaxAccountDelta(_number("max_account_delta", "limit", limit, minimum=0,
-                                   fix="give a delta limit >= 0, e.g. max_account_delta(0.5)"))
+                                   fix="give a delta limit >= 0, e.g. max_account_delta(0.5)"),
+                           _check_delta_underlying("max_account_delta", underlying))
 
 
 @dataclass(frozen=True, repr=False)
@@ -850,24 +880,27 @@ def utc_datetime_exit(dt: datetime) -> UtcDatetimeExit:
 
 
 @dataclass(frozen=True, repr=False)
-class AccountDeltaLimit(ExitCondition):
+class AccountDeltaLimit(_UnderlyingNamed, ExitCondition):
     limit: float
+    underlying: str | None = None
     factory: ClassVar[str] = "account_delta_limit"
 
     def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
-        return abs(float(snapshot.net_delta)) > self.limit
+        return abs(_account_delta(snapshot, self.underlying)) > self.limit
 
     def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
-        delta = float(snapshot.net_delta)
+        delta = _account_delta(snapshot, self.underlying)
         if not math.isfinite(delta):
             raise StaleDataError(f"account delta is not a number ({delta!r})")
         return _fraction(abs(delta), self.limit), f"account delta {delta:+.4f}, limit {self.limit:g}"
 
 
-def account_delta_limit(limit: float) -> AccountDeltaLimit:
-    """Fire when the account's absolute net delta exceeds ``limit``."""
+def account_delta_limit(limit: float, *, underlying: str | None = None) -> AccountDeltaLimit:
+    """Fire when the account's absolute net delta (options and perps; only ``underlying``'s
+    positions when given) exceeds ``limit``."""
     return AccountDeltaLimit(_number("account_delta_limit", "limit", limit, minimum=0,
-                                     fix="give a delta limit >= 0, e.g. account_delta_limit(1.0)"))
+                                     fix="give a delta limit >= 0, e.g. account_delta_limit(1.0)"),
+                             _check_delta_underlying("account_delta_limit", underlying))
 
 
 @dataclass(frozen=True, repr=False)

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 __all__ = ["Side", "Contract", "parse_symbol", "parse_date_token", "MONTHS", "EXPIRY_HOUR_UTC",
            "UnderlyingSpec", "UNDERLYINGS", "DEFAULT_UNDERLYING", "underlying_spec", "underlying_of",
-           "index_name"]
+           "index_name", "PERPETUAL", "is_perpetual_symbol", "perpetual_symbol"]
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 EXPIRY_HOUR_UTC = 8
@@ -57,6 +57,8 @@ class UnderlyingSpec:
     name: str
     option_min_qty: float
     option_qty_step: float
+    perp_min_qty: float = 0.001
+    perp_qty_step: float = 0.001
 
     @property
     def index_name(self) -> str:
@@ -66,8 +68,8 @@ class UnderlyingSpec:
 
 DEFAULT_UNDERLYING = "BTC"
 UNDERLYINGS: Mapping[str, UnderlyingSpec] = MappingProxyType({spec.name: spec for spec in (
-    UnderlyingSpec("BTC", option_min_qty=0.01, option_qty_step=0.01),
-    UnderlyingSpec("ETH", option_min_qty=0.1, option_qty_step=0.1),
+    UnderlyingSpec("BTC", option_min_qty=0.01, option_qty_step=0.01, perp_min_qty=0.001, perp_qty_step=0.001),
+    UnderlyingSpec("ETH", option_min_qty=0.1, option_qty_step=0.1, perp_min_qty=0.01, perp_qty_step=0.01),
 )})
 
 
@@ -82,6 +84,21 @@ def underlying_spec(name: Any) -> UnderlyingSpec:
 def index_name(underlying: str) -> str:
     """``BTC`` -> ``BTCUSD``: the index (and chain ``index`` parameter) of an underlying."""
     return f"{underlying.upper()}USD"
+
+
+# A perpetual's ``Contract.option_type``: a perp leg is stored with the same flat keys as an
+# option leg (strike 0, expiry_ms 0), so every record reader keeps working (docs/PERPETUALS.md).
+PERPETUAL = "PERP"
+
+
+def perpetual_symbol(underlying: str) -> str:
+    """The symbol of ``underlying``'s perpetual (``ETH`` -> ``ETHUSD``): the index name."""
+    return index_name(underlying)
+
+
+def is_perpetual_symbol(symbol: Any) -> bool:
+    """True for a perpetual's symbol (``BTCUSD``), False for an option symbol or anything else."""
+    return isinstance(symbol, str) and _PERPETUAL.match(symbol.strip().upper()) is not None
 
 
 def underlying_of(symbol: str) -> str | None:
@@ -140,13 +157,30 @@ class Contract:
     expiry_ms: int
 
     @property
+    def is_perpetual(self) -> bool:
+        """A perpetual future (no strike, no expiry), not an option."""
+        return self.option_type == PERPETUAL
+
+    @property
+    def kind(self) -> str:
+        """``"perpetual"`` or ``"option"``: how people and records name the instrument's kind."""
+        return "perpetual" if self.is_perpetual else "option"
+
+    @property
     def expiry(self) -> datetime:
         """The expiry instant as an aware UTC datetime."""
         return datetime.fromtimestamp(self.expiry_ms / 1000.0, tz=timezone.utc)
 
     @property
     def expiry_seconds(self) -> float:
+        """The expiry in epoch seconds (0 for a perpetual, which has none: ask ``is_perpetual``)."""
         return self.expiry_ms / 1000.0
+
+    @classmethod
+    def perpetual(cls, underlying: str) -> "Contract":
+        """The contract of ``underlying``'s perpetual (``ETHUSD``): strike 0, expiry_ms 0."""
+        name = underlying_spec(underlying).name
+        return cls(symbol=perpetual_symbol(name), underlying=name, option_type=PERPETUAL, strike=0.0, expiry_ms=0)
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> "Contract":
@@ -158,10 +192,7 @@ class Contract:
         symbol = str(data["symbol"])
         underlying = data.get("underlying")
         if not underlying:
-            try:
-                underlying = parse_symbol(symbol).underlying
-            except ValueError:
-                underlying = ""
+            underlying = underlying_of(symbol) or ""
         return cls(symbol=symbol, underlying=str(underlying), option_type=str(data["option_type"]),
                    strike=float(data["strike"]), expiry_ms=int(data["expiry_ms"]))
 

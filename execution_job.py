@@ -27,9 +27,10 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar, Generic, Iterable, Sequence, TypeVar
 
-from contracts import Side
+from contracts import Side, is_perpetual_symbol
 from errors import LedgerCapError, TraderError
 from order_ledger import (
+    FILL_EPSILON,
     LOT,
     FillSummary,
     Intent,
@@ -60,12 +61,17 @@ CANCEL_COST = 2
 
 @dataclass(frozen=True)
 class LegTarget:
-    """What one leg of a job must do. ``side`` is the side of THIS order (a close of a short leg buys)."""
+    """What one leg of a job must do. ``side`` is the side of THIS order (a close of a short leg buys).
+
+    ``lot`` is the instrument's quantity step: the options' 0.01 lot, or a perpetual's own
+    step (BTC 0.001, ETH 0.01), so a job snaps each leg on its own grid.
+    """
 
     leg_index: int
     symbol: str
     side: Side
     qty: float
+    lot: float = LOT
 
     def __post_init__(self) -> None:
         try:
@@ -75,6 +81,8 @@ class LegTarget:
         require_finite("LegTarget.qty", self.qty)
         if self.qty < 0:
             raise ValueError(f"LegTarget.qty must be >= 0, got {self.qty!r}")
+        if require_finite("LegTarget.lot", self.lot) <= 0:
+            raise ValueError(f"LegTarget.lot must be > 0, got {self.lot!r}")
 
 
 class JobStatus(str, Enum):
@@ -249,6 +257,15 @@ class LegWork:
         return self.target.leg_index
 
     @property
+    def lot(self) -> float:
+        """The leg's quantity step (``LegTarget.lot``)."""
+        return self.target.lot
+
+    def below_lot(self, qty: float) -> bool:
+        """Less than one lot of this leg: nothing to send."""
+        return qty < self.target.lot - FILL_EPSILON
+
+    @property
     def live(self) -> bool:
         return self.order is not None and not self.order.status.is_final
 
@@ -322,10 +339,10 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
         return self._summary(leg).qty
 
     def _remaining(self, leg: LegWork) -> float:
-        return snap_qty(max(0.0, leg.total - self._filled(leg)))
+        return snap_qty(max(0.0, leg.total - self._filled(leg)), leg.lot)
 
     def _complete(self, leg: LegWork) -> bool:
-        return self._remaining(leg) < LOT
+        return leg.below_lot(self._remaining(leg))
 
     def _all_complete(self) -> bool:
         return all(self._complete(leg) for leg in self._legs)
@@ -351,7 +368,8 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
             leg.last_no_price = f"instrument lookup failed: {exc}"
             return False
         leg.tick = float(instrument.tick_size)
-        leg.expiry_ms = int(instrument.expiry_ms)
+        # A perpetual never expires: no halt before an expiry (unknown expiry = not frozen).
+        leg.expiry_ms = None if is_perpetual_symbol(leg.target.symbol) else int(instrument.expiry_ms)
         return True
 
     @staticmethod
@@ -379,7 +397,7 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
                 # leg.tick is set: an order is priced only after its instrument was read.
                 tick_size=leg.tick,  # type: ignore[arg-type]
                 supersedes=None if previous is None else previous.client_order_id,
-                max_live_per_trade=len(self._legs),
+                max_live_per_trade=len(self._legs), lot=leg.lot,
             )
         except LedgerCapError:
             raise

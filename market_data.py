@@ -24,6 +24,13 @@ Why this module exists (BEHAVIOUR.md §3.1, §7.2; API.md §6, §11.8-11, 19, 21
   no underlying means the instance's ``base`` (BTC), so callers written for BTC alone are
   unchanged. ``index_frozen`` is True while any underlying's index is frozen (the health
   flag); ``index_frozen_for(underlying)`` is what an entry gate reads.
+* A perpetual (``BTCUSD``) is read through the same three calls as an option (issue 13):
+  ``instrument`` gives its tick and quantity step from the exchange's ``PerpSpec`` (strike
+  0, expiry 0, option type ``PERP``), ``order_book`` its book, and ``quote`` a row of the
+  same shape as an option's: bid and ask from the book (what a close executes against),
+  mark and index from the ticker, delta 1 and the other greeks 0. The same freshness rules
+  apply; ``as_of`` is the older of the two reads. Without a ``perp_client`` a perp symbol
+  is unknown (``SelectionError``).
 
 Thread safety: one lock guards the caches, the counters and the frozen-index tracker; it is
 never held across an HTTP request (two threads may then fetch the same thing twice, which
@@ -48,9 +55,10 @@ from coincall_payloads import (
     instrument_from_api,
     order_book_from_api,
 )
-from contracts import DEFAULT_UNDERLYING, index_name, parse_symbol, underlying_of
+from coincall_payloads import PerpSpec
+from contracts import DEFAULT_UNDERLYING, PERPETUAL, index_name, is_perpetual_symbol, parse_symbol, underlying_of
 from errors import SelectionError, StaleDataError, TraderError
-from seams import MarketDataClient, require
+from seams import MarketDataClient, PerpMarketClient, require, require_optional
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +68,10 @@ EP_INSTRUMENTS = "instruments"
 EP_CHAIN = "option_chain"
 EP_INDEX = "futures_symbols"
 EP_ORDERBOOK = "orderbook"
+EP_PERP_TICKER = "futures_ticker"
+EP_PERP_BOOK = "futures_orderbook"
+EP_PERP_SPEC = "futures_config"
+PERP_SPEC_TTL_SECONDS = 3600.0   # a contract specification changes rarely; read it hourly
 
 AlertHook = Callable[[str, str], None]
 
@@ -160,13 +172,18 @@ class MarketData:
 
     def __init__(self, client: MarketDataClient, clock: Clock, *, ttl_seconds: float = 30.0,
                  frozen_after_seconds: float = 60.0, frozen_min_reads: int = 3,
-                 on_alert: AlertHook | None = None, base: str = DEFAULT_UNDERLYING) -> None:
+                 on_alert: AlertHook | None = None, base: str = DEFAULT_UNDERLYING,
+                 perp_client: PerpMarketClient | None = None) -> None:
         if ttl_seconds <= 0:
             raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds!r}")
         if frozen_min_reads < 2:
             raise ValueError(f"frozen_min_reads must be >= 2, got {frozen_min_reads!r}")
         require("MarketData client", client, MarketDataClient)
+        require_optional("MarketData perp_client", perp_client, PerpMarketClient)
         self._client = client
+        self._perp_client = perp_client
+        self._perp_specs: dict[str, _Entry[PerpSpec]] = {}
+        self._perp_tickers: dict[str, _Entry[Any]] = {}
         self._clock = clock
         self._ttl = float(ttl_seconds)
         self._frozen_after = float(frozen_after_seconds)
@@ -270,6 +287,8 @@ class MarketData:
 
     def instrument(self, symbol: str) -> Instrument:
         """The listed instrument ``symbol``; ``SelectionError`` if the exchange does not list it."""
+        if is_perpetual_symbol(symbol):
+            return self._perp_instrument(symbol)
         found = self._symbol_map(self._listing(self._of_symbol(symbol))).get(symbol)
         if found is None:
             raise SelectionError(f"unknown instrument {symbol!r}")
@@ -464,7 +483,10 @@ class MarketData:
     def quote(self, symbol: str, *, max_age: float = 15.0) -> OptionRow:
         """One option's row, taken from the chain of its underlying and expiry (one call serves
         all the symbols of that chain). The underlying is the symbol's own (``ETHUSD-...`` is
-        looked up in ETH's chain, never in BTC's cache)."""
+        looked up in ETH's chain, never in BTC's cache). A perpetual's row is built from its
+        ticker and book (``perp_quote``)."""
+        if is_perpetual_symbol(symbol):
+            return self.perp_quote(symbol, max_age=max_age)
         known = self._cached_instrument(symbol)
         if known is not None:
             return self._row_in_chain(symbol, known.base or self._of_symbol(symbol), known.expiry_ms, max_age)
@@ -503,17 +525,81 @@ class MarketData:
             entry = self._books.get(symbol)
             if _is_fresh(entry, self._clock.now(), limit):
                 return entry.value
-        self._count(EP_ORDERBOOK)
-        data = self._client.orderbook(symbol)
-        fetched_at = self._clock.now()
-        book = order_book_from_api(data, symbol=symbol, as_of=fetched_at)
+        if is_perpetual_symbol(symbol):
+            self._count(EP_PERP_BOOK)
+            book = self._perp(symbol).perp_order_book(self._of_symbol(symbol))
+            fetched_at = book.as_of
+        else:
+            self._count(EP_ORDERBOOK)
+            data = self._client.orderbook(symbol)
+            fetched_at = self._clock.now()
+            book = order_book_from_api(data, symbol=symbol, as_of=fetched_at)
         with self._lock:
             _store_if_newer(self._books, symbol, _Entry(book, fetched_at))
         return book
 
+    # ---- perpetuals ------------------------------------------------------------------
+
+    def _perp(self, symbol: str) -> PerpMarketClient:
+        if self._perp_client is None:
+            raise SelectionError(f"{symbol!r} is a perpetual and this market data has no perpetual client")
+        return self._perp_client
+
+    def perp_spec(self, underlying: str) -> PerpSpec:
+        """``underlying``'s perpetual specification (tick, minimum, step), cached an hour."""
+        key = underlying.upper()
+        with self._lock:
+            entry = self._perp_specs.get(key)
+            if _is_fresh(entry, self._clock.now(), PERP_SPEC_TTL_SECONDS):
+                return entry.value
+        client = self._perp(index_name(key))
+        self._count(EP_PERP_SPEC)
+        spec = client.perp_spec(key)
+        with self._lock:
+            _store_if_newer(self._perp_specs, key, _Entry(spec, self._clock.now()))
+        return spec
+
+    def _perp_instrument(self, symbol: str) -> Instrument:
+        """A perpetual as an ``Instrument``: its tick and its quantity step as ``min_qty`` (the
+        minimum and the step are one number on Coincall, API.md §14.3), no strike, no expiry."""
+        underlying = self._of_symbol(symbol)
+        spec = self.perp_spec(underlying)
+        return Instrument(symbol=symbol, base=underlying, strike=0.0, option_type=PERPETUAL, expiry_ms=0,
+                          tick_size=float(spec.tick_size), min_qty=max(float(spec.min_qty), float(spec.qty_step)),
+                          is_active=True)
+
+    def perp_ticker(self, symbol: str, *, max_age: float = 15.0) -> Any:
+        """The perp's ticker (mark, index), no older than ``min(ttl, max_age)``; funding is not read."""
+        limit = self._limit(max_age)
+        with self._lock:
+            entry = self._perp_tickers.get(symbol)
+            if _is_fresh(entry, self._clock.now(), limit):
+                return entry.value
+        client = self._perp(symbol)
+        self._count(EP_PERP_TICKER)
+        ticker = client.perp_ticker(self._of_symbol(symbol), with_funding=False)
+        with self._lock:
+            _store_if_newer(self._perp_tickers, symbol, _Entry(ticker, float(ticker.as_of)))
+        return ticker
+
+    def perp_quote(self, symbol: str, *, max_age: float = 15.0) -> OptionRow:
+        """A perp's quote in the shape of an option row: bid/ask and sizes from its book, mark and
+        index from its ticker, delta 1, other greeks and IVs 0; ``as_of`` the older read."""
+        ticker = self.perp_ticker(symbol, max_age=max_age)
+        book = self.order_book(symbol, max_age=max_age)
+        bid = book.bids[0] if book.bids else (0.0, 0.0)
+        ask = book.asks[0] if book.asks else (0.0, 0.0)
+        return OptionRow(symbol=symbol, option_type=PERPETUAL, strike=0.0, expiry_ms=0,
+                         bid=float(bid[0]), ask=float(ask[0]), bid_size=float(bid[1]), ask_size=float(ask[1]),
+                         mark=float(ticker.mark), mark_iv=0.0, bid_iv=0.0, ask_iv=0.0, delta=1.0, gamma=0.0,
+                         vega=0.0, theta=0.0, rho=0.0, underlying_price=float(ticker.index),
+                         as_of=min(float(ticker.as_of), float(book.as_of)))
+
     def invalidate(self) -> None:
         """Forget every cached datum (the frozen-index tracker is kept: it is about fresh reads)."""
         with self._lock:
+            self._perp_specs.clear()
+            self._perp_tickers.clear()
             self._instruments.clear()
             self._index.clear()
             self._chains.clear()

@@ -19,6 +19,12 @@ Why this module is shaped the way it is:
   checked at construction against the per-underlying table ``contracts.UNDERLYINGS`` (BTC
   0.01 steps, ETH 0.1), and again at resolution against the listed instrument's ``minQty``
   (a ``SelectionError``, never a silent rounding).
+* A perpetual future is a leg too (``perp(qty, side, underlying=...)``, a ``PerpLegSpec``,
+  which is a ``LegSpec`` so it is accepted wherever legs are): it has no strike or expiry to
+  choose, so it resolves to its underlying's perpetual, quoted from the perp's ticker and
+  book, and its quantity is rechecked against the exchange's ``PerpSpec``. It may stand
+  next to option legs of the same underlying, or alone; the structure checks look at the
+  option legs only (docs/PERPETUALS.md).
 """
 from __future__ import annotations
 
@@ -28,8 +34,18 @@ from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from contracts import DEFAULT_UNDERLYING, UNDERLYINGS, Contract, Side, parse_date_token, underlying_spec
+from contracts import (
+    DEFAULT_UNDERLYING,
+    PERPETUAL,
+    UNDERLYINGS,
+    Contract,
+    Side,
+    parse_date_token,
+    perpetual_symbol,
+    underlying_spec,
+)
 from errors import ConfigError, SelectionError, TraderError
+from seams import PerpChainSource, require
 from validation import invalid, is_int, is_number, refuse_unknown_keys, refuse_unknown_keywords
 
 if TYPE_CHECKING:  # imported for type hints only: selection works on any seams.ChainSource
@@ -41,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LegSpec",
+    "PerpLegSpec",
+    "perp",
     "OptionQuery",
     "SelectedOption",
     "ResolvedLeg",
@@ -386,6 +404,11 @@ class LegSpec:
                           f"{self.underlying!r}; make them equal")
 
     @property
+    def is_perpetual(self) -> bool:
+        """False: an option leg (``PerpLegSpec`` says True)."""
+        return False
+
+    @property
     def strike_type(self) -> str:
         """``"query"`` for an OptionQuery, else the criteria ``type``."""
         if isinstance(self.strike_criteria, OptionQuery):
@@ -399,6 +422,68 @@ class LegSpec:
             # An offset strike's criteria is a dict (only "query" is an OptionQuery); mypy cannot see it.
             return int(self.strike_criteria["from_leg"])  # type: ignore[index]
         return None
+
+
+PERP = "perp"
+
+
+@dataclass(frozen=True)
+class PerpLegSpec(LegSpec):
+    """A perpetual-future leg: side and quantity on an underlying's perpetual (``perp()`` builds it).
+
+    A ``LegSpec`` so every place that takes legs takes it; it has no strike or expiry
+    (``option_type`` is ``contracts.PERPETUAL``, the criteria stay empty). The quantity is
+    checked against the underlying's perp sizes (``contracts.UNDERLYINGS``: BTC 0.001,
+    ETH 0.01) here, and against the exchange's ``PerpSpec`` at resolution.
+    """
+
+    def __post_init__(self) -> None:
+        if self.option_type != PERPETUAL:
+            raise invalid(PERP, "option_type", self.option_type, f"a perp leg's option_type is {PERPETUAL!r}")
+        object.__setattr__(self, "side", _check_side(PERP, "side", self.side))
+        _check_underlying(PERP, "underlying", self.underlying)
+        object.__setattr__(self, "qty", _check_perp_qty(PERP, "qty", self.qty, self.underlying))
+        if self.strike_criteria or self.expiry_criteria != _default_expiry():
+            raise invalid(PERP, "strike_criteria", self.strike_criteria,
+                          "a perpetual has no strike or expiry: build the leg with perp(qty, side, underlying=...)")
+        object.__setattr__(self, "strike_criteria", {})
+
+    @property
+    def is_perpetual(self) -> bool:
+        return True
+
+    @property
+    def strike_type(self) -> str:
+        return "perpetual"
+
+    @property
+    def depends_on(self) -> int | None:
+        return None
+
+    @property
+    def symbol(self) -> str:
+        """The perpetual this leg trades (``BTCUSD``)."""
+        return perpetual_symbol(self.underlying)
+
+
+def _check_perp_qty(owner: str, field_name: str, qty: Any, underlying: str) -> float:
+    """A perp quantity: at least the underlying's perp minimum and a multiple of its step."""
+    spec = underlying_spec(underlying)
+    if not is_number(qty) or qty < spec.perp_min_qty - 1e-12:
+        raise invalid(owner, field_name, qty, f"use a quantity >= {spec.perp_min_qty:g} {spec.name}")
+    if not _is_multiple(float(qty), spec.perp_qty_step):
+        raise invalid(owner, field_name, qty, f"use a multiple of {spec.perp_qty_step:g} {spec.name}")
+    return float(qty)
+
+
+def perp(qty: float, side: int = 1, *, underlying: str = DEFAULT_UNDERLYING) -> list[LegSpec]:
+    """One perpetual leg, as a list so it composes with the templates (``strangle(0.1) + perp(0.005, 1)``).
+
+    ``side`` 1 buys (long), 2 sells (short); ``qty`` in units of the underlying.
+    """
+    # ``side`` is checked (and made a Side) by the spec itself, as LegSpec does for its own.
+    return [PerpLegSpec(option_type=PERPETUAL, side=side, qty=qty, strike_criteria={},  # type: ignore[arg-type]
+                        underlying=underlying)]
 
 
 def validate_strike_criteria(criteria: Any, option_type: str, field_name: str = "strike_criteria",
@@ -726,6 +811,9 @@ def _dependency_order(specs: Sequence[LegSpec]) -> list[int]:
         if ref == index or ref >= len(specs):
             raise invalid(RESOLVE_LEGS, f"legs[{index}].strike_criteria['from_leg']", ref,
                           f"reference another leg, 0..{len(specs) - 1} except {index}")
+        if specs[ref].is_perpetual:
+            raise invalid(RESOLVE_LEGS, f"legs[{index}].strike_criteria['from_leg']", ref,
+                          f"legs[{ref}] is a perpetual, which has no strike: measure the offset from an option leg")
         if specs[ref].underlying != spec.underlying:
             raise invalid(RESOLVE_LEGS, f"legs[{index}].underlying", spec.underlying,
                           f"it is an offset from legs[{ref}], which is on {specs[ref].underlying!r}: use the same "
@@ -816,35 +904,77 @@ def resolve_legs(specs: Sequence[LegSpec], market: "ChainSource", *, now: float 
     Order of work: dependency order and expiries first (instruments only), then a single
     ``market.chain_snapshot`` for all expiries involved, then strikes, then the structure
     check. Any failure raises before anything is returned, so no partial trade exists.
+    Perpetual legs resolve to their underlying's perpetual after the options, on the
+    snapshot's index (or, with no option leg, on the index read once).
     """
     specs = list(specs)
     _check_specs(specs, min_minutes_to_expiry)
     order = _dependency_order(specs)
     current = _market_now(market) if now is None else now
-    expiries = _choose_leg_expiries(specs, order, market, current, min_minutes_to_expiry)
     underlying = specs[0].underlying
-    try:
-        snapshot = market.chain_snapshot(sorted(set(expiries.values())), underlying=underlying)
-    except (SelectionError, ConfigError):
-        raise
-    except TraderError as exc:
-        raise SelectionError(f"chain snapshot failed: {exc}") from exc
-    _check_snapshot_underlying(snapshot, underlying)
+    option_order = [index for index in order if not specs[index].is_perpetual]
     resolved: dict[int, ResolvedLeg] = {}
-    for index in order:
-        spec = specs[index]
-        row = _resolve_strike(index, spec, snapshot, expiries[index], current, resolved, min_minutes_to_expiry)
-        _check_listed_qty(index, spec, snapshot.instruments.get(row.symbol), row.symbol)
-        contract = Contract(symbol=row.symbol, underlying=spec.underlying, option_type=row.option_type,
-                            strike=row.strike, expiry_ms=row.expiry_ms)
-        resolved[index] = ResolvedLeg(index=index, spec=spec, contract=contract, row=row,
-                                      index_price=snapshot.index_price, as_of=snapshot.as_of)
+    if option_order:
+        expiries = _choose_leg_expiries(specs, option_order, market, current, min_minutes_to_expiry)
+        try:
+            snapshot = market.chain_snapshot(sorted(set(expiries.values())), underlying=underlying)
+        except (SelectionError, ConfigError):
+            raise
+        except TraderError as exc:
+            raise SelectionError(f"chain snapshot failed: {exc}") from exc
+        _check_snapshot_underlying(snapshot, underlying)
+        index_price, as_of = snapshot.index_price, snapshot.as_of
+        for index in option_order:
+            spec = specs[index]
+            row = _resolve_strike(index, spec, snapshot, expiries[index], current, resolved, min_minutes_to_expiry)
+            _check_listed_qty(index, spec, snapshot.instruments.get(row.symbol), row.symbol)
+            contract = Contract(symbol=row.symbol, underlying=spec.underlying, option_type=row.option_type,
+                                strike=row.strike, expiry_ms=row.expiry_ms)
+            resolved[index] = ResolvedLeg(index=index, spec=spec, contract=contract, row=row,
+                                          index_price=index_price, as_of=as_of)
+    perp_indexes = [index for index in order if specs[index].is_perpetual]
+    if perp_indexes:
+        perp_market = _perp_market(market)
+        if not option_order:
+            try:
+                index_price = float(perp_market.index_price(underlying))
+            except TraderError as exc:
+                raise SelectionError(f"{underlying} index unavailable: {exc}") from exc
+            as_of = current
+        for index in perp_indexes:
+            resolved[index] = _resolve_perp(index, specs[index], perp_market, index_price, as_of)
     legs = [resolved[i] for i in range(len(specs))]
     check_structure(legs)
     # Debug: every entry check resolves; the runner logs the legs when they change.
-    logger.debug("resolved %d legs at %s index %.2f: %s", len(legs), underlying, snapshot.index_price,
+    logger.debug("resolved %d legs at %s index %.2f: %s", len(legs), underlying, index_price,
                  ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in legs))
     return legs
+
+
+def _perp_market(market: "ChainSource") -> PerpChainSource:
+    """The market as a source of perp quotes and specs (refused clearly when it is not one)."""
+    require("resolve_legs market (a structure with a perp leg)", market, PerpChainSource)
+    return market  # type: ignore[return-value]  # checked just above
+
+
+def _resolve_perp(index: int, spec: LegSpec, market: PerpChainSource, index_price: float,
+                  as_of: float) -> ResolvedLeg:
+    """The underlying's perpetual, its quantity checked against the exchange's spec, its quote read."""
+    contract = Contract.perpetual(spec.underlying)
+    unit = spec.underlying
+    try:
+        listed = market.perp_spec(spec.underlying)
+        row = market.quote(contract.symbol)
+    except TraderError as exc:
+        raise SelectionError(f"leg {index}: perpetual {contract.symbol} unavailable: {exc}") from exc
+    minimum, step = float(listed.min_qty), float(listed.qty_step)
+    if math.isfinite(minimum) and minimum > 0 and spec.qty < minimum - 1e-12:
+        raise SelectionError(f"leg {index}: qty {spec.qty:g} {unit} is below the listed minimum {minimum:g} {unit} "
+                             f"of {contract.symbol}")
+    if math.isfinite(step) and step > 0 and not _is_multiple(spec.qty, step):
+        raise SelectionError(f"leg {index}: qty {spec.qty:g} {unit} is not a multiple of the listed step "
+                             f"{step:g} {unit} of {contract.symbol}")
+    return ResolvedLeg(index=index, spec=spec, contract=contract, row=row, index_price=index_price, as_of=as_of)
 
 
 def _check_snapshot_underlying(snapshot: "ChainSnapshot", underlying: str) -> None:
@@ -921,7 +1051,8 @@ def check_structure(legs: Sequence[ResolvedLeg]) -> None:
     duplicates = sorted({s for s in symbols if symbols.count(s) > 1})
     if duplicates:
         raise SelectionError(f"legs resolve to the same symbol twice: {duplicates}")
-    if len({leg.contract.expiry_ms for leg in legs}) != 1:
+    legs = [leg for leg in legs if not leg.contract.is_perpetual]   # the layouts are of option legs
+    if not legs or len({leg.contract.expiry_ms for leg in legs}) != 1:
         return
     types = [leg.contract.option_type for leg in legs]
     sides = [leg.side for leg in legs]

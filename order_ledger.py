@@ -30,6 +30,16 @@ What the ledger guarantees, and why (BEHAVIOUR.md §4.7, §6.1, §8; API.md §8,
 * **Snapping.** Quantities are floored to the lot with a tolerance (no ``0.5999…``),
   prices are snapped on the safe side and never below one tick, and no price is ever
   invented. The execution engines use the same rules, so they import them from here.
+* **Perpetuals through the same door** (issue 13, docs/PERPETUALS.md). An order on a
+  perpetual's symbol (``BTCUSD``) gets its id from the same scheme, is recorded before it
+  is sent, and follows the same states; only the endpoints differ, and the switch is here,
+  once: ``perp_create_order`` (LIMIT, GTC or IOC), ``perp_order`` (by orderId, or by
+  clientOrderId while the outcome is unknown), ``perp_cancel_order`` and the perp order
+  history, through the ``PerpLedgerClient`` part handed to the ledger. Its lot is the
+  perp's quantity step (``place(lot=...)``). A reduce-only perp order is capped, just before
+  it is sent, at the position the account holds on the side it reduces: the exchange
+  refuses a reduce-only order larger than the position (10536), and an order that could
+  flip the position is never sent.
 """
 from __future__ import annotations
 
@@ -43,8 +53,17 @@ from enum import Enum, IntEnum
 from typing import Any, Callable, Iterable, Sequence
 
 from clock import Clock
-from coincall_payloads import ExchangeOrder, history_filters, next_page_filters, parse_order, parse_order_page
-from contracts import Side
+from coincall_payloads import (
+    ExchangeOrder,
+    PerpOrder,
+    PerpOrderState,
+    PerpOrderType,
+    history_filters,
+    next_page_filters,
+    parse_order,
+    parse_order_page,
+)
+from contracts import Side, is_perpetual_symbol
 from errors import (
     EndpointNotFound,
     ExchangeError,
@@ -55,7 +74,7 @@ from errors import (
     TransportError,
 )
 from log_throttle import RepeatLimiter
-from seams import LedgerClient, LedgerStore, require, require_optional
+from seams import LedgerClient, LedgerStore, PerpLedgerClient, require, require_optional
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +234,29 @@ def snap_price(price: float, tick: float, side: int) -> float:
 
 
 # =====================================================================================
+# Perpetual orders seen as the ledger sees every order
+# =====================================================================================
+
+
+def perp_order_view(order: PerpOrder) -> ExchangeOrder:
+    """A perp order in the shape the ledger adopts (``ExchangeOrder``).
+
+    The states -1 to 6 mean what they mean for options (API.md §14.8); -2, a conditional
+    order not yet triggered, is working: it is read as NEW. An open-order row has no state.
+    """
+    state: int | None = None
+    if order.state is not None:
+        state = int(PerpOrderState.NEW if order.state is PerpOrderState.WAITING_EFFECT else order.state)
+    return ExchangeOrder(
+        order_id=order.order_id, client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+        qty=order.qty, price=order.price, fill_qty=order.filled_qty, avg_price=order.avg_price, fee=order.fee,
+        state=state, reduce_only=None if order.reduce_only is None else int(order.reduce_only),
+        create_time_ms=None if order.create_time_ms is None else float(order.create_time_ms),
+        update_time_ms=None if order.update_time_ms is None else float(order.update_time_ms),
+    )
+
+
+# =====================================================================================
 # Ledger orders
 # =====================================================================================
 
@@ -359,9 +401,11 @@ class OrderLedger:
 
     def __init__(self, client: LedgerClient, clock: Clock, *, prefix: int = 101, ts_diff_ms: int = 5000,
                  store: LedgerStore | None = None, on_event: EventSink | None = None, max_orders_per_trade: int = 300,
-                 max_live_per_symbol: int = 4) -> None:
+                 max_live_per_symbol: int = 4, perp_client: PerpLedgerClient | None = None) -> None:
         _check_int("prefix", prefix, 100, 899)
         require("OrderLedger client", client, LedgerClient)
+        require_optional("OrderLedger perp_client", perp_client, PerpLedgerClient)
+        self._perp_client = perp_client
         require("OrderLedger clock", clock, Clock)
         require_optional("OrderLedger store", store, LedgerStore)
         self._client = client
@@ -558,18 +602,21 @@ class OrderLedger:
 
     def place(self, *, trade_id: str, trade_seq: int, leg_index: int, intent: Intent, symbol: str, side: int,
               qty: float, price: float, tick_size: float, supersedes: int | None = None,
-              max_live_per_trade: int | None = None) -> LedgerOrder:
+              max_live_per_trade: int | None = None, lot: float = LOT) -> LedgerOrder:
         """Record, then send one GTC limit order; returns it LIVE, REJECTED or UNKNOWN.
 
         Refuses (``ValueError``) a quantity below the lot or a missing price, and
         (``LedgerCapError``, nothing sent) any cap violation or a second non-final order on
-        the same (trade, leg).
+        the same (trade, leg). ``lot`` is the instrument's quantity step (a perp's is finer
+        than the options' 0.01); an order on a perpetual goes to the perp endpoints.
         """
         intent = Intent(intent)
         side = Side.of(side)
-        snapped_qty = snap_qty(qty)
-        if snapped_qty < LOT:
-            raise ValueError(f"quantity {qty!r} is below the {LOT} lot: nothing to send")
+        if is_perpetual_symbol(symbol):
+            self._perp_api(symbol)   # no perp client: refused before anything is recorded
+        snapped_qty = snap_qty(qty, lot)
+        if snapped_qty < lot - FILL_EPSILON:
+            raise ValueError(f"quantity {qty!r} is below the {lot:g} lot: nothing to send")
         snapped_price = snap_price(price, tick_size, side)
         with self._lock:
             self._check_caps(trade_id, leg_index, symbol, max_live_per_trade)
@@ -628,12 +675,76 @@ class OrderLedger:
                 raise
         self._emit("order_recorded", order.to_record())
 
+    # ---- perpetuals -------------------------------------------------------------------
+
+    def _perp_api(self, symbol: str) -> PerpLedgerClient:
+        """The perp endpoints; ``ValueError`` (nothing sent) when the ledger was built without them."""
+        if self._perp_client is None:
+            raise ValueError(f"{symbol} is a perpetual and this ledger has no perpetual client: nothing sent")
+        return self._perp_client
+
+    def _reducible_perp_qty(self, order: LedgerOrder) -> float:
+        """What a reduce-only perp order may reduce: the account's position on ``order.symbol``
+        on the side the order reduces (0 when flat or on the order's own side)."""
+        for position in self._perp_api(order.symbol).perp_positions():
+            if position.symbol == order.symbol and position.side is order.side.opposite:
+                return float(position.qty)
+        return 0.0
+
+    def _send_perp(self, order: LedgerOrder) -> int | None:
+        """Send a perp order (LIMIT GTC); a reduce-only one capped at the position it reduces.
+
+        Returns the orderId, or None when nothing was sent (the order is then settled here).
+        """
+        client = self._perp_api(order.symbol)
+        if order.reduce_only:
+            try:
+                reducible = self._reducible_perp_qty(order)
+            except (TraderError, OSError) as exc:
+                self._update(order, status=OrderStatus.NOT_PLACED,
+                             error_msg=f"position read before a reduce-only perp order failed: {exc}")
+                logger.warning("order %d on %s not sent: %s", order.client_order_id, order.symbol, order.error_msg)
+                return None
+            if reducible < order.qty - FILL_EPSILON:
+                if reducible <= FILL_EPSILON:
+                    self._update(order, status=OrderStatus.NOT_PLACED,
+                                 error_msg=f"reduce-only: the account holds no {order.symbol} position to reduce")
+                    logger.warning("order %d on %s not sent: the account holds nothing it would reduce",
+                                   order.client_order_id, order.symbol)
+                    return None
+                # The exchange's position is a whole number of its steps: no snapping needed.
+                capped = round(reducible, 8)
+                logger.warning("order %d on %s: reduce-only qty capped at the account's position, %s instead of %s",
+                               order.client_order_id, order.symbol, capped, order.qty)
+                self._update(order, qty=capped)
+        return client.perp_create_order(order.symbol, order.qty, order.side, order.client_order_id,
+                                        order_type=PerpOrderType.LIMIT, price=order.price, time_in_force="GTC",
+                                        reduce_only=order.reduce_only)
+
+    def _query_view(self, order: LedgerOrder, *, by_client_id: bool) -> ExchangeOrder | None:
+        """The exchange's view of ``order`` by orderId (or clientOrderId): the one place that
+        knows a perp order is read from the perp endpoint. Raises what the client raises."""
+        if is_perpetual_symbol(order.symbol):
+            client = self._perp_api(order.symbol)
+            found = client.perp_order(client_order_id=order.client_order_id) if by_client_id \
+                else client.perp_order(order_id=order.order_id)
+            return perp_order_view(found)
+        data = self._client.query_order(client_order_id=order.client_order_id) if by_client_id \
+            else self._client.query_order(order_id=order.order_id)
+        return parse_order(data)
+
     def _send(self, order: LedgerOrder) -> None:
         try:
-            order_id = self._client.create_order(
-                order.symbol, order.qty, order.side, order.price, order.client_order_id,
-                reduce_only=order.reduce_only, time_in_force="GTC", trade_type=1,
-            )
+            if is_perpetual_symbol(order.symbol):
+                sent = self._send_perp(order)
+                if sent is None:
+                    return
+                order_id = sent
+            else:
+                order_id = self._client.create_order(
+                    order.symbol, order.qty, order.side, order.price, order.client_order_id,
+                    reduce_only=order.reduce_only, time_in_force="GTC", trade_type=1,
+                )
         except (OrderOutcomeUnknown, TransportError) as exc:
             self._set_unknown(order, None, str(exc))
         except ExchangeError as exc:
@@ -758,8 +869,7 @@ class OrderLedger:
         is "error" and decides nothing (a timeout is not "not found").
         """
         try:
-            data = self._client.query_order(order_id=order.order_id) if order.order_id is not None \
-                else self._client.query_order(client_order_id=order.client_order_id)
+            view = self._query_view(order, by_client_id=order.order_id is None)
         except ExchangeError as exc:
             if not exc.is_not_found:
                 self._repeats.warning(logger, (order.client_order_id, "verify"), "verify of order %d failed: %s",
@@ -773,7 +883,6 @@ class OrderLedger:
             self._repeats.warning(logger, (order.client_order_id, "verify"), "verify of order %d failed: %s",
                                   order.client_order_id, exc)
             return "error"
-        view = parse_order(data)
         if view is not None:
             self._apply_view(order, view)
         return "final" if order.status.is_final else "live"
@@ -784,25 +893,24 @@ class OrderLedger:
             return "vanished"
         if self._clock.now() - float(order.sent_at) < VANISH_MIN_AGE_SECONDS:
             return "missing"
+        found = True
+        view: ExchangeOrder | None = None
         try:
-            data = self._client.query_order(client_order_id=order.client_order_id)
+            view = self._query_view(order, by_client_id=True)
         except ExchangeError as exc:
             if not exc.is_not_found:
                 logger.warning("verify of order %d by clientOrderId failed: %s", order.client_order_id, exc)
                 return "error"
-            data = None
+            found = False
         except (TransportError, EndpointNotFound) as exc:
             logger.warning("verify of order %d by clientOrderId failed: %s", order.client_order_id, exc)
             return "error"
-        view: ExchangeOrder | None
-        if data is None:
+        if not found:
             try:
                 view = self._find_in_history(order)
             except (TraderError, OSError) as exc:
                 logger.warning("order history lookup of order %d failed: %s", order.client_order_id, exc)
                 return "error"
-        else:
-            view = parse_order(data)
         if view is not None:
             known_as = view.order_id
             if known_as is not None and known_as != order.order_id:
@@ -816,6 +924,12 @@ class OrderLedger:
 
     def _find_in_history(self, order: LedgerOrder) -> ExchangeOrder | None:
         """The order's row in the order history since it was sent (every page), or None."""
+        if is_perpetual_symbol(order.symbol):
+            rows = self._perp_api(order.symbol).perp_order_history(
+                start_ms=int((float(order.sent_at) - VANISH_HISTORY_MARGIN_SECONDS) * 1000),
+                end_ms=self._clock.now_ms())
+            return next((perp_order_view(row) for row in rows if row.order_id == order.order_id
+                         or row.client_order_id == order.client_order_id), None)
         filters = history_filters(page_size=VANISH_HISTORY_PAGE_SIZE,
                                   start_ms=int((float(order.sent_at) - VANISH_HISTORY_MARGIN_SECONDS) * 1000),
                                   end_ms=self._clock.now_ms())
@@ -859,10 +973,7 @@ class OrderLedger:
         if order.status in (OrderStatus.REJECTED, OrderStatus.NOT_PLACED):
             return True
         try:
-            if order.order_id is not None:
-                data = self._client.query_order(order_id=order.order_id)
-            else:
-                data = self._client.query_order(client_order_id=order.client_order_id)
+            view = self._query_view(order, by_client_id=order.order_id is None)
         except ExchangeError as exc:
             if exc.is_not_found:
                 self._not_found(order)
@@ -874,7 +985,6 @@ class OrderLedger:
             self._repeats.warning(logger, (order.client_order_id, "poll"), "poll of order %d failed: %s",
                                   order.client_order_id, exc)
             return False
-        view = parse_order(data)
         if view is None:
             return False
         self._apply_view(order, view)
@@ -947,7 +1057,10 @@ class OrderLedger:
             if order.order_id is None or order.status.is_final:
                 return order
         try:
-            self._client.cancel_order(order_id=order.order_id)
+            if is_perpetual_symbol(order.symbol):
+                self._perp_api(order.symbol).perp_cancel_order(order_id=order.order_id)
+            else:
+                self._client.cancel_order(order_id=order.order_id)
         except ExchangeError as exc:
             if exc.is_already_final or exc.is_not_found:
                 self.poll(order)

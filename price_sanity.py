@@ -44,6 +44,11 @@ from validation import is_number
 SECONDS_PER_YEAR = 365.0 * 24 * 3600
 CALL = "C"
 PUT = "P"
+PERPETUAL = "PERP"   # contracts.PERPETUAL, the option type of a perpetual's quote row
+# A perpetual's believable prices: within this fraction of its index on either side. The
+# exchange itself refuses perp orders beyond mark ± 5 % (docs/PERPETUALS.md); the mark sits
+# within a fraction of a percent of the index, so this band is the same rule seen from the index.
+PERP_BAND_OF_INDEX = 0.05
 
 # A price may be up to this factor above or below the model value. 3 covers the gap between
 # our plain Black-Scholes and the exchange's own model (smile, forward basis, day count) and
@@ -199,6 +204,8 @@ def sanity_band(option_type: str, strike: float, expiry_ms: int, underlying: flo
     """
     what = symbol or f"{option_type} {strike:g}"
     kind = str(option_type).upper()
+    if kind == PERPETUAL:
+        return perp_band(underlying, symbol=what)
     if kind not in (CALL, PUT):
         raise InsanePriceError(f"{what}: unknown option type {option_type!r}")
     s = _number(underlying)
@@ -225,6 +232,15 @@ def sanity_band(option_type: str, strike: float, expiry_ms: int, underlying: flo
     low = max(0.0, floor, model_low / MODEL_BAND_FACTOR - slack)
     high = min(ceiling, model_high * MODEL_BAND_FACTOR + slack)
     return PriceBand(symbol=symbol, low=low, high=high, model=model, underlying=s, delta=delta)
+
+
+def perp_band(index: float, *, symbol: str = "") -> PriceBand:
+    """A perpetual's band: its index ± ``PERP_BAND_OF_INDEX`` (no model; delta 1)."""
+    s = _number(index)
+    if s is None or s <= 0:
+        raise InsanePriceError(f"{symbol or 'perpetual'}: index price {index!r} is not a positive number")
+    return PriceBand(symbol=symbol, low=s * (1.0 - PERP_BAND_OF_INDEX), high=s * (1.0 + PERP_BAND_OF_INDEX),
+                     model=s, underlying=s, delta=1.0)
 
 
 def band_of(quote: QuoteLike, symbol: str = "") -> PriceBand:
@@ -277,6 +293,6 @@ def check_quote(quote: QuoteLike, symbol: str = "") -> PriceBand:
 __all__ = [
     "MODEL_BAND_FACTOR", "MODEL_BAND_ABS_OF_INDEX", "NO_ARBITRAGE_TOLERANCE_OF_INDEX", "MIN_SANE_IV",
     "MAX_SANE_IV", "InsanePriceError", "PriceBand", "QuoteLike", "black_scholes", "black_scholes_delta",
-    "intrinsic", "time_to_expiry_years", "sanity_band", "band_of", "mark_problem", "side_problem",
+    "intrinsic", "time_to_expiry_years", "sanity_band", "perp_band", "band_of", "PERP_BAND_OF_INDEX", "mark_problem", "side_problem",
     "quote_problems", "check_quote",
 ]

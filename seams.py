@@ -38,7 +38,16 @@ if TYPE_CHECKING:
     from clock import Clock
     from coincall_client import Reachability
     from execution_job import ExecutionJob, LegTarget
-    from coincall_payloads import Instrument, OptionRow, OrderBook
+    from coincall_payloads import (
+        Instrument,
+        OptionRow,
+        OrderBook,
+        PerpOrder,
+        PerpPosition,
+        PerpSpec,
+        PerpTicker,
+        FundingPayment,
+    )
     from market_data import ChainSnapshot
     from order_ledger import Intent, LedgerOrder
     from trade_execution import ExecutionParams, Quantity
@@ -66,6 +75,51 @@ class LedgerClient(Protocol):
     def query_order(self, order_id: int | str | None = ..., client_order_id: int | str | None = ...) -> dict: ...
 
     def order_history(self, **filters: Any) -> Any: ...
+
+
+class PerpLedgerClient(Protocol):
+    """The perpetual-futures order endpoints ``OrderLedger`` sends perp orders through (API.md §14.5),
+    and the positions it caps a reduce-only perp order with (docs/PERPETUALS.md).
+
+    A part of its own, handed to the ledger beside its ``LedgerClient``, so the option fakes
+    of the tests need not grow perp members. Implementation: ``CoincallClient``.
+    """
+
+    def perp_create_order(self, symbol: str, qty: float | Decimal, side: int | str, client_order_id: int | str, *,
+                          order_type: Any = ..., price: float | Decimal | None = ..., time_in_force: str = ...,
+                          reduce_only: bool = ...) -> int: ...
+
+    def perp_cancel_order(self, *, order_id: int | str | None = ...,
+                          client_order_id: int | str | None = ...) -> None: ...
+
+    def perp_order(self, *, order_id: int | str | None = ...,
+                   client_order_id: int | str | None = ...) -> PerpOrder: ...
+
+    def perp_order_history(self, *, start_ms: int | None = ..., end_ms: int | None = ...,
+                           page_size: int = ...) -> list[PerpOrder]: ...
+
+    def perp_positions(self) -> list[PerpPosition]: ...
+
+
+class PerpMarketClient(Protocol):
+    """The perpetual market endpoints ``market_data.MarketData`` reads a perp's quote, book and
+    specification from (API.md §14.3, §14.4). Implementation: ``CoincallClient``."""
+
+    def perp_spec(self, underlying: str) -> PerpSpec: ...
+
+    def perp_ticker(self, underlying: str, *, with_funding: bool = ...) -> PerpTicker: ...
+
+    def perp_order_book(self, underlying: str) -> OrderBook: ...
+
+
+class PerpAccountClient(Protocol):
+    """The perp reads of the account snapshot, the reconciler and the funding attribution:
+    positions and funding payments (API.md §14.7). Implementation: ``CoincallClient``."""
+
+    def perp_positions(self) -> list[PerpPosition]: ...
+
+    def perp_funding_records(self, symbol: str, *, start_ms: int | None = ...,
+                             end_ms: int | None = ...) -> list[FundingPayment]: ...
 
 
 class MarketDataClient(Protocol):
@@ -148,7 +202,7 @@ class SettlementClient(Protocol):
 
 
 class ExchangeClient(LedgerClient, MarketDataClient, AccountClient, RfqClient, ReconcilerClient, SettlementClient,
-                     Protocol):
+                     PerpLedgerClient, PerpMarketClient, PerpAccountClient, Protocol):
     """Everything the product calls on the exchange client: each service's part, plus start-up.
 
     ``app`` checks the key, reads the account id and logs the start-up summary through it;
@@ -231,6 +285,17 @@ class ChainSource(Protocol):
 
     def chain_snapshot(self, expiries: Iterable[int], *, underlying: str | None = ...,
                        max_build_seconds: float = ...) -> ChainSnapshot: ...
+
+
+class PerpChainSource(ChainSource, Protocol):
+    """What ``option_selection.resolve_legs`` needs beyond the chain for a perpetual leg: the
+    perp's specification, its quote and the underlying's index. Implementation: ``MarketData``."""
+
+    def perp_spec(self, underlying: str) -> PerpSpec: ...
+
+    def quote(self, symbol: str, *, max_age: float = ...) -> OptionRow: ...
+
+    def index_price(self, underlying: str | None = ..., *, max_age: float | None = ...) -> float: ...
 
 
 class MarketDataSource(PriceSource, ChainSource, Protocol):
@@ -333,7 +398,7 @@ class Ledger(LedgerOrders, LifecycleLedger, ReconcilerLedger, Protocol):
 
     def place(self, *, trade_id: str, trade_seq: int, leg_index: int, intent: Intent, symbol: str, side: int,
               qty: float, price: float, tick_size: float, supersedes: int | None = ...,
-              max_live_per_trade: int | None = ...) -> LedgerOrder: ...
+              max_live_per_trade: int | None = ..., lot: float = ...) -> LedgerOrder: ...
 
     def settled_for_replacement(self, order: LedgerOrder | None, now: float, grace_seconds: float,
                                 may_request: Callable[[], bool]) -> bool: ...

@@ -201,6 +201,7 @@ class StrategyConfig:
             self._check_conditions()
             self._check_exit_policy()
             self._check_choices_and_limits()
+            self._check_perpetual_legs()
             self._check_callbacks()
             self._lift_metadata()
         except StrategyConfigError:
@@ -321,6 +322,27 @@ class StrategyConfig:
                           "one, e.g. exit_conditions=[max_hold_hours(24)], or say hold_to_expiry=True if "
                           "that is what you mean")
 
+    def _check_perpetual_legs(self) -> None:
+        """Perp legs trade through the limit engine only (docs/PERPETUALS.md).
+
+        Coincall's RFQs are block trades of options, so ``rfq`` cannot carry a perp leg; the
+        smart engine works option books in balanced chunks on the option lot and is not
+        taught the perp's own step, so it refuses too. ``auto`` routes a structure with a
+        perp leg to ``limit`` (``route_trade``). A structure of perp legs only never expires,
+        so it cannot be held to expiry.
+        """
+        perps = [index for index, leg in enumerate(self.legs) if leg.is_perpetual]
+        if not perps:
+            return
+        if self.execution_mode in ("smart", "rfq"):
+            raise invalid(self._owner, "execution_mode", self.execution_mode,
+                          f"legs {perps} are perpetual futures, which the {self.execution_mode} engine does not "
+                          f"trade (RFQs are option block trades; smart works option books); use "
+                          f"execution_mode='limit' (or 'auto', which routes a structure with a perp to limit)")
+        if self.hold_to_expiry and len(perps) == len(self.legs):
+            raise invalid(self._owner, "hold_to_expiry", True,
+                          "a structure of perpetual legs only never expires; give it exit_conditions instead")
+
     def _check_choices_and_limits(self) -> None:
         owner = self._owner
         if self.execution_mode not in EXECUTION_MODES:
@@ -420,8 +442,11 @@ def route_trade(config: StrategyConfig, resolved: Sequence[ResolvedLeg], executo
 
     The one place a strategy's mode is decided (``auto`` by the notional at the snapshot's
     index): the runner passes the answer to ``LifecycleManager.create``, which stores it and
-    never routes again, and ``main.py check`` prints it through this same call.
+    never routes again, and ``main.py check`` prints it through this same call. A structure
+    with a perpetual leg trades on the limit engine (the only one that trades perps).
     """
+    if any(leg.is_perpetual for leg in config.legs):
+        return "limit"
     return executor.route(config.execution_mode, resolved, resolved[0].index_price)
 
 

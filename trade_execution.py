@@ -340,7 +340,7 @@ class LimitFillJob(OrderBookJob[_LegWork]):
         super().__init__(ledger=manager.ledger, market=manager.market, trade=trade, intent=intent,
                          best_effort=best_effort, started_at=started_at,
                          max_requests=manager.max_requests_per_step,
-                         legs=[_LegWork(target=leg, total=snap_qty(leg.qty), round_started_at=started_at)
+                         legs=[_LegWork(target=leg, total=snap_qty(leg.qty, leg.lot), round_started_at=started_at)
                                for leg in legs],
                          grace_seconds=params.grace_seconds)
         self.params = params
@@ -545,7 +545,7 @@ class LimitFillJob(OrderBookJob[_LegWork]):
                 self._finish_without_orders(f"leg {leg.target.leg_index} ({leg.target.symbol}) is frozen "
                                             f"before expiry")
                 return
-        missing = [leg for leg in self._legs if leg.total >= LOT and self._price(leg, now, budget) is None]
+        missing = [leg for leg in self._legs if not leg.below_lot(leg.total) and self._price(leg, now, budget) is None]
         if not missing:
             self._phase = _PHASE_WORKING
             if self._phases is not None:
@@ -704,7 +704,7 @@ class LimitFillJob(OrderBookJob[_LegWork]):
         if not self._late_fill_settled(leg, now, budget):
             return
         remaining = self._remaining(leg)
-        if remaining < LOT:
+        if leg.below_lot(remaining):
             leg.wants_order = False
             return
         price = self._price(leg, now, budget)

@@ -48,7 +48,7 @@ from conditions import (
     time_exit,
     utc_datetime_exit,
 )
-from contracts import Contract, Side
+from contracts import UNDERLYINGS, Contract, Side, is_perpetual_symbol, underlying_of
 from display import fmt, fmt_qty
 from errors import StaleDataError
 from execution_job import JobStatus, LegTarget
@@ -57,13 +57,14 @@ from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without
 from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
 from option_selection import ResolvedLeg
-from order_ledger import Intent, LedgerOrder
+from order_ledger import LOT, Intent, LedgerOrder
 from price_sanity import InsanePriceError, quote_problems
 from seams import (
     AlertSender,
     JobStarter,
     LifecycleLedger,
     LifecycleStore,
+    PerpAccountClient,
     PriceSource,
     SettlementClient,
     require,
@@ -71,7 +72,7 @@ from seams import (
 )
 from settlement import FEE_CAP_OF_PREMIUM, DeliveryWatch, Settlement, Settler
 from trade_execution import MODES, ExecutionParams, fair_value
-from trade_fills import QTY_EPSILON, TradeFills, clean_qty, is_zero
+from trade_fills import QTY_EPSILON, FundingAttribution, TradeFills, clean_qty, is_zero
 from trade_recorder import TradeRecorder
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ logger = logging.getLogger(__name__)
 QUOTE_MAX_AGE_SECONDS = 15.0     # exit valuation quotes (BEHAVIOUR 7.2)
 HALT_SECONDS_BEFORE_EXPIRY = 15 * 60
 TAKER_FEE_RATE = 0.0003          # estimated close fee of the executable valuation (2.3)
+PERP_TAKER_FEE_RATE = 0.0006     # a perp's taker fee on notional (API.md §14.3), the same estimate for a perp leg
 EXTERNAL_TRADE_ID = "T000000000"
 
 EXIT_REASON_EXPIRY = "expiry"
@@ -182,6 +184,9 @@ class TradeLeg:
     ``entry_market`` is the market of the chain row the leg was chosen on; ``exit_market`` the
     leg's last quote when the exit was decided (or when an unwind began): what the fills are
     measured against afterwards (execution cost vs mid, the greeks' share of the PnL).
+    A perpetual leg (``contract.is_perpetual``) never expires or freezes, snaps on its own
+    quantity step, and books the funding the exchange paid or charged it in ``funding``
+    (signed cash: + received, − paid; docs/PERPETUALS.md), part of its cash and so of PnL.
     """
 
     index: int
@@ -200,10 +205,23 @@ class TradeLeg:
     external_price: float = 0.0
     entry_market: LegMarket | None = None
     exit_market: LegMarket | None = None
+    funding: float = 0.0
     quote: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.side = Side.of(self.side)
+
+    @property
+    def is_perpetual(self) -> bool:
+        return self.contract.is_perpetual
+
+    @property
+    def lot(self) -> float:
+        """The quantity step an order on this leg is snapped to: a perp's own, else the option lot."""
+        if self.contract.is_perpetual:
+            spec = UNDERLYINGS.get(self.contract.underlying)
+            return spec.perp_qty_step if spec is not None else LOT
+        return LOT
 
     # The leg's documented read interface (BEHAVIOUR.md §4.1, what strategy callbacks see),
     # read through the contract: the identity is held once.
@@ -233,11 +251,11 @@ class TradeLeg:
 
     def open_target(self) -> LegTarget:
         """What the open job must do on this leg: the leg's own side and quantity."""
-        return LegTarget(self.index, self.symbol, self.side, self.qty)
+        return LegTarget(self.index, self.symbol, self.side, self.qty, self.lot)
 
     def reducing_target(self) -> LegTarget:
         """What a close, unwind or kill must do: the opposite side, for what we still hold (4.4)."""
-        return LegTarget(self.index, self.symbol, self.side.opposite, self.net_qty)
+        return LegTarget(self.index, self.symbol, self.side.opposite, self.net_qty, self.lot)
 
     @property
     def settled_qty(self) -> float:
@@ -274,14 +292,17 @@ class TradeLeg:
 
     @property
     def cash(self) -> float:
-        return self.open_cash + self.close_cash + self.settlement_cash + self.external_cash
+        return self.open_cash + self.close_cash + self.settlement_cash + self.external_cash + self.funding
 
     def is_frozen(self, now: float) -> bool:
-        """Inside the pre-expiry halt: no new order on this symbol (BEHAVIOUR 4.5)."""
+        """Inside the pre-expiry halt: no new order on this symbol (BEHAVIOUR 4.5). A perp never is."""
+        if self.contract.is_perpetual:
+            return False
         return now >= self.contract.expiry_seconds - HALT_SECONDS_BEFORE_EXPIRY
 
     def is_expired(self, now: float) -> bool:
-        return now >= self.contract.expiry_seconds
+        """Past the expiry; a perpetual never expires."""
+        return not self.contract.is_perpetual and now >= self.contract.expiry_seconds
 
     def greek(self, name: str) -> float | None:
         """Per-contract greek of the last quote refresh; None when unknown."""
@@ -309,6 +330,7 @@ class TradeLeg:
             "settlement": self.settlement.to_record() if self.settlement is not None else None,
             "entry_market": self.entry_market.to_record() if self.entry_market is not None else None,
             "exit_market": self.exit_market.to_record() if self.exit_market is not None else None,
+            "funding": self.funding, "kind": self.contract.kind,
         }
 
     @classmethod
@@ -324,6 +346,7 @@ class TradeLeg:
             settlement=Settlement.from_record(settlement) if settlement else None,
             entry_market=LegMarket.from_record(data.get("entry_market")),
             exit_market=LegMarket.from_record(data.get("exit_market")),
+            funding=float(data.get("funding", 0.0) or 0.0),
         )
 
 
@@ -455,7 +478,9 @@ class TradeLifecycle:
             quote = self._fresh_quote(leg, now)
             price, degraded = _value_of_contract(mode, leg, quote)
             fee = 0.0
-            if mode == "executable":
+            if mode == "executable" and leg.is_perpetual:
+                fee = qty * price * PERP_TAKER_FEE_RATE
+            elif mode == "executable":
                 index = float(quote.underlying_price or 0.0)
                 fee = min(qty * index * TAKER_FEE_RATE, qty * price * FEE_CAP_OF_PREMIUM)
             value += leg.sign * qty * price - fee
@@ -534,16 +559,24 @@ def positions_beyond_ours(positions: Iterable[PositionSnapshot], ours: Mapping[s
         extra = clean_qty(abs(signed - ours.get(position.symbol, 0.0)))
         if is_zero(extra) or (signed - ours.get(position.symbol, 0.0)) * signed <= 0:
             continue
-        try:
-            instrument = market.instrument(position.symbol)
-        except Exception:  # noqa: BLE001
-            logger.exception("external position %s: instrument unknown; not adopted", position.symbol)
-            continue
-        if now >= instrument.expiry_ms / 1000.0:
-            continue
-        contract = Contract(symbol=position.symbol, underlying=instrument.base,
-                            option_type=instrument.option_type, strike=float(instrument.strike),
-                            expiry_ms=int(instrument.expiry_ms))
+        if is_perpetual_symbol(position.symbol):
+            underlying = underlying_of(position.symbol)
+            if underlying not in UNDERLYINGS:
+                logger.warning("external position %s: a perpetual of no underlying we trade; not adopted",
+                               position.symbol)
+                continue
+            contract = Contract.perpetual(str(underlying))
+        else:
+            try:
+                instrument = market.instrument(position.symbol)
+            except Exception:  # noqa: BLE001
+                logger.exception("external position %s: instrument unknown; not adopted", position.symbol)
+                continue
+            if now >= instrument.expiry_ms / 1000.0:
+                continue
+            contract = Contract(symbol=position.symbol, underlying=instrument.base,
+                                option_type=instrument.option_type, strike=float(instrument.strike),
+                                expiry_ms=int(instrument.expiry_ms))
         legs.append(TradeLeg(index=first_index + len(legs), contract=contract,
                              side=Side.BUY if signed > 0 else Side.SELL, qty=extra, adopted_qty=extra))
     return legs
@@ -642,8 +675,10 @@ class LifecycleManager:
                  client: SettlementClient, clock: Clock, store: LifecycleStore | None = None,
                  alerts: AlertSender | None = None, exec_params_default: ExecutionParams | None = None,
                  urgent_params: ExecutionParams | None = None, quote_max_age: float = 5.0,
-                 health: ConditionHealth | None = None, journal: Callable[[str, dict], Any] | None = None) -> None:
+                 health: ConditionHealth | None = None, journal: Callable[[str, dict], Any] | None = None,
+                 funding_client: PerpAccountClient | None = None) -> None:
         require("LifecycleManager ledger", ledger, LifecycleLedger)
+        require_optional("LifecycleManager funding_client", funding_client, PerpAccountClient)
         require("LifecycleManager executor", executor, JobStarter)
         require("LifecycleManager market", market, PriceSource)
         require("LifecycleManager client", client, SettlementClient)
@@ -666,6 +701,7 @@ class LifecycleManager:
         # valuation's own refusal limit (QUOTE_MAX_AGE_SECONDS), not a reason to refetch less.
         self.quote_max_age = float(quote_max_age)
         self.fills = TradeFills(ledger)
+        self.funding = FundingAttribution(funding_client, ledger) if funding_client is not None else None
         self.rounds = CloseRounds(ledger=ledger, urgent_params=self.urgent_params, alerts=alerts)
         self.recorder = TradeRecorder(store=store, clock=clock, alerts=alerts, journal=journal)
         self.exits = ExitEvaluator(market=market, alerts=alerts, quote_max_age=self.quote_max_age, health=health)
@@ -861,6 +897,8 @@ class LifecycleManager:
 
     def _run(self, poll_snapshot: Any) -> None:
         now = self.clock.now()
+        if poll_snapshot is not None:
+            self._attribute_funding(now)
         for trade in self._active_locked():
             try:
                 self._tick_trade(trade, now, poll_snapshot)
@@ -868,6 +906,29 @@ class LifecycleManager:
                     logger.info("kill in progress: %s", kill_progress(trade, self.ledger.orders(trade.id)))
             except Exception:  # one trade's bug never stops the others
                 logger.exception("trade %s: tick failed in state %s", trade.id, trade.state.value)
+
+    def _attribute_funding(self, now: float) -> None:
+        """Book the funding payments of our perp legs after each funding instant (docs/PERPETUALS.md)."""
+        if self.funding is None:
+            return
+        candidates = [trade for trade in self._trades.values() if self.funding.due(trade, now)]
+        if not candidates:
+            return
+        try:
+            booked = self.funding.attribute(candidates, now)
+        except Exception:  # noqa: BLE001 - funding is retried at the next poll; trading goes on
+            logger.exception("funding attribution failed")
+            return
+        amounts: dict[str, list[tuple[str, float]]] = {}
+        for trade, key, amount in booked:
+            amounts.setdefault(trade.id, []).append((key, amount))
+        for trade in candidates:
+            if trade.realized_pnl is not None and not trade.is_active:
+                trade.realized_pnl = trade.realized()
+            for key, amount in amounts.get(trade.id, []):
+                logger.info("trade %s (%s): funding %s %+.6f USD", trade.id, trade.strategy, key, amount)
+            self._persist(trade, "funding", funding=[{"key": key, "amount": amount}
+                                                     for key, amount in amounts.get(trade.id, [])])
 
     def _tick_trade(self, trade: TradeLifecycle, now: float, poll_snapshot: Any) -> None:
         runtime = self._runtime_of(trade)
@@ -1288,6 +1349,8 @@ class LifecycleManager:
         Returns True when the trade is done for this tick (settling or just finished).
         """
         held = [leg for leg in trade.legs if not is_zero(leg.net_qty)]
+        if self._close_perps_before_expiry(trade, runtime, held, now):
+            return False
         expired = [leg for leg in held if leg.is_expired(now)]
         if not expired:
             if trade.state is TradeState.SETTLING and runtime.job is None and not trade.has_exposure:
@@ -1310,6 +1373,23 @@ class LifecycleManager:
             self._finish_flat(trade, runtime, now)
             return True
         return all_expired
+
+    def _close_perps_before_expiry(self, trade: TradeLifecycle, runtime: _Runtime, held: list[TradeLeg],
+                                   now: float) -> bool:
+        """A perp leg leaves with the options it stands beside (docs/PERPETUALS.md): once every
+        option leg the trade holds is in its pre-expiry halt, an OPEN trade's exit is decided
+        ("expiry") and its close round sends the perp legs (the frozen options are left to
+        settle). A perp never settles: without this it would outlive its structure."""
+        options = [leg for leg in held if not leg.is_perpetual]
+        if trade.state is not TradeState.OPEN or runtime.job is not None or not options:
+            return False
+        if not any(leg.is_perpetual for leg in held) or not all(leg.is_frozen(now) for leg in options):
+            return False
+        self._decide_exit(trade, EXIT_REASON_EXPIRY, {"source": EXIT_REASON_EXPIRY,
+                                                       "legs": [leg.symbol for leg in options],
+                                                       "perpetuals": "closed before the options expire"}, now)
+        self._set_state(trade, TradeState.PENDING_CLOSE)
+        return True
 
     # ---- state and persistence ----------------------------------------------------------------
 
