@@ -667,6 +667,39 @@ class _Call:
         return FORM_CONTENT_TYPE if self.encoding == "form" else JSON_CONTENT_TYPE
 
 
+@dataclass(frozen=True)
+class ObservedResponse:
+    """One answer exactly as it arrived, for a ``ResponseObserver`` (payload capture, ``doctor``).
+
+    ``params`` are the request's parameters as signed and sent; ``route`` the catalogue's path
+    template (``/open/option/get/v1/{index}``) when the path is a known route. ``secrets`` are
+    the values of this request that must never be written anywhere: the API key and the
+    signature (the observer's redaction scrubs them from everything it keeps).
+    """
+
+    method: str
+    path: str
+    route: str | None
+    params: Mapping[str, Any]
+    encoding: str
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    elapsed_seconds: float
+    received_at_ms: int
+    secrets: tuple[str, ...] = ()
+
+
+class ResponseObserver(Protocol):
+    """Told of every answer the client receives (HTTP status and body, whatever they say).
+
+    It must be quick and must not raise; the client logs and ignores an observer that does,
+    since looking at an answer may never change what happens to it.
+    """
+
+    def observe(self, response: ObservedResponse) -> None: ...
+
+
 class HttpSession(Protocol):
     """What the client asks of its HTTP session: one request, and closing.
 
@@ -704,8 +737,10 @@ class CoincallClient:
         *,
         rng: random.Random | None = None,
         session_factory: Callable[[], HttpSession] = requests.Session,
+        observer: ResponseObserver | None = None,
     ) -> None:
         self._settings = settings
+        self._observer = observer
         self._credentials = credentials
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
@@ -1379,6 +1414,8 @@ class CoincallClient:
             self._log_attempt(call, attempt, started, failure.reason)
             self._record_outcome(failure)
             raise failure from None
+        if self._observer is not None:
+            self._observe(call, headers, status, response.headers, content, started)
         try:
             data = self._classify(call.endpoint, status, content)
         except (TransportError, ExchangeError, EndpointNotFound) as exc:
@@ -1388,6 +1425,24 @@ class CoincallClient:
         self._log_attempt(call, attempt, started, f"HTTP {status} code 0")
         self._record_outcome(None)
         return data
+
+    def _observe(self, call: _Call, sent_headers: Mapping[str, str], status: int,
+                 received_headers: Mapping[str, str], content: bytes, started: float) -> None:
+        """Hand the answer to the observer (capture); its failure never touches the request."""
+        observer = self._observer
+        assert observer is not None
+        known = Endpoints.find(call.method, call.path)
+        secrets = tuple(value for value in (sent_headers.get(auth.HEADER_API_KEY), sent_headers.get(auth.HEADER_SIGN))
+                        if value)
+        try:
+            observer.observe(ObservedResponse(
+                method=call.method, path=call.path, route=known.path if known is not None else None,
+                params=dict(call.params), encoding=call.encoding, status=status,
+                headers={str(k): str(v) for k, v in dict(received_headers or {}).items()}, body=content,
+                elapsed_seconds=self._clock.monotonic() - started, received_at_ms=self._clock.now_ms(),
+                secrets=secrets))
+        except Exception:  # an observer must never break a request
+            logger.warning("response observer failed on %s", call.endpoint, exc_info=True)
 
     @staticmethod
     def _classify(endpoint: str, status: int, content: bytes) -> Any:

@@ -82,6 +82,9 @@ KNOWN_VARIABLES: frozenset[str] = frozenset(
         "TELEGRAM_CHAT_ID",
         "NOTIFY_WEBHOOK_URL",
         "NOTIFY_MIN_LEVEL",
+        "CAPTURE_DIR",
+        "CAPTURE_SECONDS",
+        "EXCHANGE_OVERRIDES_FILE",
     }
     | {name for pair in KEY_VARIABLES.values() for name in pair}
 )
@@ -105,6 +108,14 @@ FALSE_WORDS: tuple[str, ...] = ("0", "false", "no", "off")
 # checked without ever being echoed; the chat id is a number (negative for groups) or @channel.
 TELEGRAM_TOKEN_PATTERN = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
 TELEGRAM_CHAT_PATTERN = re.compile(r"^(-?\d+|@[A-Za-z][A-Za-z0-9_]{3,})$")
+
+# Payload capture by the daemon (capture.py, docs/DOCTOR.md): a window, never open-ended.
+DEFAULT_CAPTURE_SECONDS = 600.0
+MAX_CAPTURE_SECONDS = 86400.0
+# The exchange override file doctor --orders writes (exchange_assumptions.py).
+OVERRIDES_FILE_NAME = "exchange_overrides.json"
+# Variables whose presence matters beyond their value: an explicit one wins over the override file.
+EXPLICIT_TRACKED: tuple[str, ...] = ("COINCALL_TS_DIFF_MS", "COINCALL_RFQ_BODY_ENCODING")
 
 T = TypeVar("T", int, float)   # a number setting: the comparisons below need one
 
@@ -203,6 +214,14 @@ class Settings:
     telegram_chat_id: str | None = None
     notify_webhook_url: str | None = field(default=None, repr=False, compare=False)
     notify_min_level: str = DEFAULT_MIN_LEVEL
+    # Payload capture (capture.py): the daemon writes the exchange's answers, redacted, into
+    # this directory for ``capture_seconds`` after it starts (None: no capture).
+    capture_dir: Path | None = None
+    capture_seconds: float = DEFAULT_CAPTURE_SECONDS
+    # The exchange override file (exchange_assumptions.py); None: <STATE_DIR>/exchange_overrides.json.
+    exchange_overrides_file: Path | None = None
+    # Which of EXPLICIT_TRACKED were set explicitly (environment or .env), not defaulted.
+    explicit_settings: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self._check_dashboard()
@@ -290,6 +309,13 @@ class Settings:
     def state_db_path(self) -> Path:
         """The state store's file: ``<STATE_DIR>/trader.db``."""
         return Path(self.state_dir) / STATE_DB_NAME
+
+    @property
+    def overrides_path(self) -> Path:
+        """The exchange override file: EXCHANGE_OVERRIDES_FILE, else <STATE_DIR>/exchange_overrides.json."""
+        if self.exchange_overrides_file is not None:
+            return Path(self.exchange_overrides_file)
+        return Path(self.state_dir) / OVERRIDES_FILE_NAME
 
     @property
     def embeds_simulator(self) -> bool:
@@ -552,6 +578,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv_path: str | os
         telegram_chat_id=values.get("TELEGRAM_CHAT_ID"),
         notify_webhook_url=values.get("NOTIFY_WEBHOOK_URL"),
         notify_min_level=_parse_choice(values, "NOTIFY_MIN_LEVEL", DEFAULT_MIN_LEVEL, NOTIFY_LEVELS, upper=True),
+        capture_dir=Path(values["CAPTURE_DIR"]) if "CAPTURE_DIR" in values else None,
+        capture_seconds=_parse_number(values, "CAPTURE_SECONDS", DEFAULT_CAPTURE_SECONDS, float, minimum=1,
+                                      maximum=MAX_CAPTURE_SECONDS, kind="a number of seconds (e.g. 600)"),
+        exchange_overrides_file=(Path(values["EXCHANGE_OVERRIDES_FILE"]) if "EXCHANGE_OVERRIDES_FILE" in values
+                                 else None),
+        explicit_settings=frozenset(name for name in EXPLICIT_TRACKED if name in values),
     )
 
 

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from capture import CaptureWriter, Redactor
 from clock import Clock, RealClock
-from coincall_client import ClientSettings, CoincallClient
+from coincall_client import ClientSettings, CoincallClient, ResponseObserver
 from config import Credentials, Settings
 from errors import ConfigError
+from exchange_assumptions import AssumptionSet, load_assumptions
 from seams import EmbeddedSimulator
 
 if TYPE_CHECKING:  # pragma: no cover - typing only, never imported at run time here
@@ -44,6 +46,9 @@ class ExchangeConnection:
     base_url: str
     simulator: EmbeddedSimulator | None = None
     checkpoint_interval_seconds: float | None = 60.0
+    # The key pair the client signs with (the embedded simulator's own in paper mode), for
+    # ``doctor``'s raw probes; never part of a repr.
+    credentials: Credentials | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
     _last_checkpoint: float | None = field(default=None, repr=False)
 
@@ -91,11 +96,15 @@ class ExchangeConnection:
         self.close()
 
 
-def client_settings_for(settings: Settings, base_url: str, *, get_retries: int | None = None) -> ClientSettings:
+def client_settings_for(settings: Settings, base_url: str, *, get_retries: int | None = None,
+                        assumptions: AssumptionSet | None = None) -> ClientSettings:
     """The HTTP client's settings derived from the daemon's ``Settings``.
 
     ``get_retries`` overrides how often a failed GET is retried inside the call (the
     client's default otherwise); the daemon passes 0, see ``app.build_context``.
+    ``assumptions``: the exchange override file's answers for the client-owned assumptions
+    (``exchange_assumptions``) replace the documented defaults; an explicit environment
+    variable still wins over the file.
     """
     derived = ClientSettings(
         base_url=base_url,
@@ -104,7 +113,33 @@ def client_settings_for(settings: Settings, base_url: str, *, get_retries: int |
         rfq_body_encoding=settings.rfq_body_encoding,
         outage_alert_seconds=settings.exchange_outage_alert_seconds,
     )
+    if assumptions is not None:
+        overrides = assumptions.client_overrides()
+        if overrides:
+            logger.info("exchange overrides in force (%s): %s", assumptions.path,
+                        ", ".join(f"{name}={value!r}" for name, value in sorted(overrides.items())))
+            derived = replace(derived, **overrides)
     return derived if get_retries is None else replace(derived, max_retries=int(get_retries))
+
+
+def assumptions_for(settings: Settings) -> AssumptionSet:
+    """The exchange assumptions in force for ``settings``: defaults, the override file, then the
+    explicitly set variables. A broken override file is a ``ConfigError`` (exit 2)."""
+    explicit = {"COINCALL_TS_DIFF_MS": settings.ts_diff_ms, "COINCALL_RFQ_BODY_ENCODING": settings.rfq_body_encoding}
+    return load_assumptions(settings.overrides_path,
+                            explicit_env={k: v for k, v in explicit.items() if k in settings.explicit_settings})
+
+
+def capture_observer(settings: Settings, clock: Clock) -> CaptureWriter | None:
+    """The daemon's bounded payload capture (``CAPTURE_DIR`` for ``CAPTURE_SECONDS``), or None."""
+    if settings.capture_dir is None:
+        return None
+    secrets = [settings.credentials.api_key, settings.credentials.api_secret] if settings.credentials else []
+    writer = CaptureWriter(Path(settings.capture_dir), clock, Redactor(secrets),
+                           until=clock.now() + settings.capture_seconds, environment=settings.environment).open()
+    logger.warning("payload capture on: the exchange's answers, redacted, go to %s for %g s",
+                   settings.capture_dir, settings.capture_seconds)
+    return writer
 
 
 def open_exchange(
@@ -113,6 +148,7 @@ def open_exchange(
     *,
     sim_config: SimulatorConfig | None = None,
     get_retries: int | None = None,
+    observer: ResponseObserver | None = None,
 ) -> ExchangeConnection:
     """Connect to the exchange that ``settings`` names.
 
@@ -125,20 +161,28 @@ def open_exchange(
 
     ``sim_config`` lets tests choose simulator behaviour (faults, seeds); it is ignored
     when no simulator is embedded. ``get_retries``: see ``client_settings_for``.
+    ``observer`` sees every answer (``doctor``); without one, ``CAPTURE_DIR`` starts the
+    daemon's bounded payload capture. The exchange override file is read here
+    (``exchange_assumptions``): a broken one raises ``ConfigError``.
     """
+    assumptions = assumptions_for(settings)
+    if observer is None:
+        observer = capture_observer(settings, clock)
     if settings.embeds_simulator:
-        return _open_embedded(settings, clock, sim_config, get_retries)
+        return _open_embedded(settings, clock, sim_config, get_retries, observer, assumptions)
     if settings.base_url is None or settings.credentials is None:
         # load_settings() never builds this; a hand-made Settings might.
         raise ValueError(f"{settings.environment} needs a base URL and credentials; build Settings with load_settings()")
-    client = CoincallClient(client_settings_for(settings, settings.base_url, get_retries=get_retries),
-                            settings.credentials, clock)
+    client = CoincallClient(client_settings_for(settings, settings.base_url, get_retries=get_retries,
+                                                assumptions=assumptions),
+                            settings.credentials, clock, observer=observer)
     logger.info("connecting to %s (%s)", settings.base_url, settings.environment)
-    return ExchangeConnection(client=client, base_url=settings.base_url)
+    return ExchangeConnection(client=client, base_url=settings.base_url, credentials=settings.credentials)
 
 
 def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig | None,
-                   get_retries: int | None = None) -> ExchangeConnection:
+                   get_retries: int | None = None, observer: ResponseObserver | None = None,
+                   assumptions: AssumptionSet | None = None) -> ExchangeConnection:
     from simulator import SimulatorConfig, start_simulator  # lazy: see module docstring
 
     if sim_config is not None:
@@ -158,13 +202,14 @@ def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig
     handle = start_simulator(config, clock=clock, state_file=str(settings.sim_state_file), listen=not inprocess)
     try:
         credentials = Credentials(handle.api_key, handle.api_secret, source=EMBEDDED_SOURCE)
-        client_settings = client_settings_for(settings, handle.base_url, get_retries=get_retries)
+        client_settings = client_settings_for(settings, handle.base_url, get_retries=get_retries,
+                                              assumptions=assumptions)
         if inprocess:
             from simulator import inprocess_session_factory  # lazy, as above
             client = CoincallClient(client_settings, credentials, clock,
-                                    session_factory=inprocess_session_factory(handle))
+                                    session_factory=inprocess_session_factory(handle), observer=observer)
         else:
-            client = CoincallClient(client_settings, credentials, clock)
+            client = CoincallClient(client_settings, credentials, clock, observer=observer)
     except BaseException:
         handle.stop()
         raise
@@ -174,7 +219,7 @@ def _open_embedded(settings: Settings, clock: Clock, sim_config: SimulatorConfig
     else:
         logger.info("embedded simulator listening on %s (state file %s)", handle.base_url, settings.sim_state_file)
     return ExchangeConnection(client=client, base_url=handle.base_url, simulator=handle,
-                              checkpoint_interval_seconds=settings.sim_checkpoint_seconds)
+                              checkpoint_interval_seconds=settings.sim_checkpoint_seconds, credentials=credentials)
 
 
 def history_span_seconds(path: Path) -> tuple[float, float]:

@@ -67,6 +67,7 @@ from clock import Clock, RealClock
 from conditions import condition_name
 from config import Settings, check_directories, load_settings
 from display import fmt, fmt_stamp, fmt_time
+from doctor import DoctorOptions, DoctorReport, refuse_orders, run_doctor
 from errors import ConfigError, TraderError
 from operator_cli import OperatorRun, run_operator_command
 from operations import format_status, status_json, status_report
@@ -205,6 +206,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local processes (default: the CPU count)")
     sweep.add_argument("--cluster", default=None, metavar="ADDRESS",
                        help="run on this Dask scheduler instead, e.g. tcp://10.0.0.5:8786")
+    doctor = commands.add_parser(
+        "doctor", help="check the configured exchange, key, clock, payloads, state and strategies; no order unless "
+                       "--orders",
+        description="Read-only checks against the configured exchange (sim, testnet or production), one line each, "
+                    "PASS / WARN / FAIL with the fix (docs/DOCTOR.md). Exit 0 when nothing FAILs, 1 on a FAIL, 2 "
+                    "for a bad configuration.",
+    )
+    doctor.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    doctor.add_argument("--orders", action="store_true",
+                        help="also the order round trip and the probes (tiny post-only orders, never marketable, "
+                             "always cancelled)")
+    doctor.add_argument("--i-understand", action="store_true",
+                        help="allow --orders in production (refused without it)")
+    doctor.add_argument("--write-overrides", action="store_true",
+                        help="write what --orders learned into the exchange override file the daemon reads")
+    doctor.add_argument("--capture", type=Path, default=None, metavar="DIR",
+                        help="write every answer received, redacted, into DIR (one JSON file per request)")
+    doctor.add_argument("--samples", type=_positive_int, default=3, metavar="N",
+                        help="requests per endpoint for the latency figures (default 3)")
+    _add_log_level_option(doctor)
+    _add_strategy_option(doctor)
     status = commands.add_parser(
         "status", help="trades, working orders, positions and PnL from the store and the exchange; no order",
     )
@@ -439,8 +461,9 @@ def _check_strategy(config: StrategyConfig, ctx: TradingContext) -> int:
           f" -> {mode}, underlying {config.underlying}")
     for leg in legs:
         row, contract = leg.row, leg.contract
-        print(f"  leg {leg.index}: {leg.side.name} {leg.qty:g} {leg.symbol} "
-              f"(strike {contract.strike:,.0f}, expiry {fmt_time(contract.expiry_seconds)}) bid {fmt(row.bid)} "
+        what = ("perpetual" if contract.is_perpetual
+                else f"strike {contract.strike:,.0f}, expiry {fmt_time(contract.expiry_seconds)}")
+        print(f"  leg {leg.index}: {leg.side.name} {leg.qty:g} {leg.symbol} ({what}) bid {fmt(row.bid)} "
               f"ask {fmt(row.ask)} mark {fmt(row.mark)} delta {fmt(row.delta, 3)}")
     print(f"  entry: {', '.join(condition_name(c) for c in config.entry_conditions) or 'none'}")
     print(f"  exit:  {', '.join(condition_name(c) for c in config.exit_conditions) or 'none (expiry or kill)'}")
@@ -545,6 +568,39 @@ def record_command(args: argparse.Namespace, settings: Settings, clock: Clock | 
     return EXIT_OK
 
 
+def doctor_command(args: argparse.Namespace, settings: Settings, configs: Sequence[StrategyConfig],
+                   clock: Clock | None) -> int:
+    """``python main.py doctor``: the checks of docs/DOCTOR.md, printed as text or one JSON document."""
+    options = DoctorOptions(orders=args.orders, i_understand=args.i_understand, write_overrides=args.write_overrides,
+                            capture_dir=args.capture, samples=args.samples)
+    refused = refuse_orders(settings, options)
+    if refused is not None:
+        print(f"configuration error: {refused}", file=sys.stderr)
+        return EXIT_CONFIG
+    chosen_clock = choose_clock(settings, None, clock)
+    # Only warnings reach the terminal: the report is doctor's output. The file log keeps the rest.
+    try:
+        undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level, chosen_clock,
+                                     console_level="WARNING" if args.log_level is None else args.log_level)
+    except OSError as exc:
+        print(f"configuration error: LOG_DIR={str(settings.log_dir)!r} is not usable ({exc.strerror})",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        report = run_doctor(settings, chosen_clock, configs, options)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        undo_logging()
+    return quiet_on_closed_pipe(lambda: _print_report(report, as_json=args.json))
+
+
+def _print_report(report: DoctorReport, *, as_json: bool) -> int:
+    print(report.to_json() if as_json else report.format_text())
+    return report.exit_code
+
+
 def sweep_command(args: argparse.Namespace, factories: Sequence[Callable[[], Any]]) -> int:
     """``python main.py sweep FILE.toml``: validate the whole sweep, then run (or resume) it."""
     try:
@@ -621,6 +677,8 @@ def main(
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "doctor":
+        return doctor_command(args, settings, configs, clock)
     # The clock first: every log line is stamped with it (simulated time in sim).
     chosen_clock = choose_clock(settings, speed, clock)
     try:

@@ -1,0 +1,52 @@
+"""The exchange assumptions: defaults, the override file doctor writes, and what reaches the client."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from config import Settings, load_settings
+from errors import ConfigError
+from exchange_assumptions import SOURCE_DEFAULT, SOURCE_OVERRIDE, load_assumptions, overrides_path, write_overrides
+from exchange_connection import assumptions_for, client_settings_for
+
+
+def test_without_a_file_every_assumption_is_its_documented_default(tmp_path):
+    assumptions = load_assumptions(tmp_path / "none.json")
+    assert assumptions.value("stale_timestamp_code") == 10557 and assumptions.source("perp_allow_fok") == SOURCE_DEFAULT
+    assert assumptions.client_overrides() == {}
+
+
+def test_written_answers_are_loaded_merged_and_reach_the_client(tmp_path):
+    path = overrides_path(tmp_path)
+    write_overrides(path, {"perp_allow_fok": (True, "accepted")}, environment="testnet", written_at_ms=1)
+    write_overrides(path, {"reduce_only_no_position_code": (10536, "refused")}, environment="testnet",
+                    written_at_ms=2)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["values"] == {"perp_allow_fok": True, "reduce_only_no_position_code": 10536}
+    settings = Settings(state_dir=tmp_path)
+    assumptions = assumptions_for(settings)
+    assert assumptions.source("perp_allow_fok") == SOURCE_OVERRIDE and assumptions.rows()[3].evidence == "accepted"
+    client = client_settings_for(settings, "http://127.0.0.1:1", assumptions=assumptions)
+    assert client.perp_allow_fok is True
+
+
+def test_an_explicit_variable_wins_over_the_file(tmp_path):
+    write_overrides(overrides_path(tmp_path), {"rfq_body_encoding": ("json", "probe")}, environment="sim",
+                    written_at_ms=1)
+    settings = load_settings({"STATE_DIR": str(tmp_path), "COINCALL_RFQ_BODY_ENCODING": "form"}, dotenv_path=None)
+    assumptions = assumptions_for(settings)
+    assert assumptions.value("rfq_body_encoding") == "form"
+    assert client_settings_for(settings, "http://127.0.0.1:1", assumptions=assumptions).rfq_body_encoding == "form"
+    plain = load_settings({"STATE_DIR": str(tmp_path)}, dotenv_path=None)
+    assert client_settings_for(plain, "http://127.0.0.1:1",
+                               assumptions=assumptions_for(plain)).rfq_body_encoding == "json"
+
+
+@pytest.mark.parametrize("text", ["not json", '{"values": {"nope": 1}}', '{"values": {"perp_allow_fok": 1}}',
+                                  '{"values": {"off_tick_price": "sideways"}}'])
+def test_a_broken_file_is_a_configuration_error_naming_it(tmp_path, text):
+    path = overrides_path(tmp_path)
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="exchange_overrides.json"):
+        load_assumptions(path)
