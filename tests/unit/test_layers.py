@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
      "leg_market", "dashboard_security", "dashboard_pages"},
     # 1: configuration, records and operator outputs
     {"config", "alerts", "events", "health", "persistence", "state_identity", "price_sanity",
-     "backtest_report", "notifications"},
+     "backtest_report", "notifications", "capture", "exchange_assumptions", "hedging"},
     # 2: the HTTP edge and its adapter
     {"coincall_client", "coincall_payloads"},
     # 3: market and account data, the connection
@@ -56,7 +56,7 @@ LAYERS: list[set[str]] = [
     # 12: wiring and start-up
     {"app"},
     # 13: the command line and what it runs through app
-    {"operator_cli", "backtest", "recorder"},
+    {"operator_cli", "backtest", "recorder", "doctor", "doctor_orders"},
     # 14: many backtests (a sweep): the sweep file, then its ranking and heat map, then the runs on local
     # processes or a Dask cluster
     {"sweep_spec"},
