@@ -155,9 +155,13 @@ class Observations:
         self.capture = capture
         self.answers = 0
         self.rate_headers: dict[str, str] = {}
+        self.last_elapsed: float | None = None
 
     def observe(self, response: ObservedResponse) -> None:
         self.answers += 1
+        # The client times the HTTP exchange itself, after any wait of its own rate budget:
+        # a latency figure must not count the pauses we impose on ourselves.
+        self.last_elapsed = response.elapsed_seconds
         for name, value in response.headers.items():
             if is_rate_limit_header(name):
                 self.rate_headers[name] = value
@@ -358,18 +362,22 @@ def _check_latency(run: _Run) -> None:
         times: list[float] = []
         error: Exception | None = None
         for _ in range(samples):
-            started = run.clock.monotonic()
+            run.observations.last_elapsed = None
             try:
                 _call(run, fn)
             except TraderError as exc:
                 error = exc
                 break
-            times.append(run.clock.monotonic() - started)
+            if run.observations.last_elapsed is not None:
+                times.append(run.observations.last_elapsed)
         if error is not None:
             status = WARN if isinstance(error, (RateLimitedError, AuthError, StaleDataError, PayloadError)) else FAIL
             run.report.add(f"latency {name}", status, f"failed: {error}",
                            "see the key and rate-limit lines" if status == WARN else
                            "the daemon reads this route every poll: check the URL and the exchange's status")
+            continue
+        if not times:
+            run.report.add(f"latency {name}", WARN, "no answer was timed", "run doctor again")
             continue
         median, worst = statistics.median(times), max(times)
         text = f"median {median * 1000:.0f} ms, worst {worst * 1000:.0f} ms of {len(times)}"

@@ -163,3 +163,16 @@ def test_the_command_line_exit_codes(sim, tmp_path, capsys):
                 clock=SimulatedClock(start=sim.clock.now(), speed=0))
     document = json.loads(capsys.readouterr().out)
     assert code == document["exit_code"] == EXIT_OK and document["counts"]["FAIL"] == 0
+
+
+def test_latency_is_the_http_exchange_itself_and_a_slow_route_is_a_warning(sim, sim_clock, tmp_path):
+    # 3 simulated seconds on every account-summary answer: that route is slow, the others not.
+    # The rate budget's own waits (2 account reads a second, 3 samples) are not latency.
+    from simulator.faults import LATENCY
+    sim.faults.add(FaultRule(mode=LATENCY, path="/open/account/summary/v1", seconds=3.0))
+    report = run_doctor(_settings(sim, tmp_path), sim_clock, [], DoctorOptions(samples=3))
+    slow = _line(report, "latency GET /open/account/summary/v1")
+    assert slow.status == "WARN" and slow.detail.startswith("median 3000 ms, worst 3000 ms of 3") and slow.fix
+    positions = _line(report, "latency GET /open/futures/position/get/v1")
+    assert positions.status == "PASS" and positions.detail == "median 0 ms, worst 0 ms of 3"
+    assert report.exit_code == EXIT_OK   # a slow route warns, it does not fail
