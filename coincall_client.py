@@ -262,6 +262,9 @@ class ClientSettings:
     perp_sign_market_data: bool = True        # 14.9 #1: sign the market-data reads too
     perp_allow_fok: bool = False              # 14.9 #3: FOK may be refused (12012 lists GTC|IOC)
     perp_history_direction: str | None = None  # 14.9 #6: send only fromId unless set ("NEXT"/"PREV")
+    # API.md 12 #11: the code a stale signing ts is refused with (10557 documented); `doctor --orders`
+    # probes it and the override file may name another. Either code triggers one time resync.
+    timestamp_code: int = 10557
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://[^/\s]+", self.base_url or ""):
@@ -1355,7 +1358,8 @@ class CoincallClient:
             try:
                 return self._attempt(call, attempt)
             except (TransportError, ExchangeError) as exc:
-                if isinstance(exc, ExchangeError) and exc.is_timestamp and not resynced:
+                if isinstance(exc, ExchangeError) and not resynced and (
+                        exc.is_timestamp or exc.code == self._settings.timestamp_code):
                     resynced = True
                     self._resync_after_timestamp_error(call.endpoint)
                     if idempotent:

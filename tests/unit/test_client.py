@@ -740,6 +740,23 @@ def test_code_10557_on_post_resyncs_but_is_not_resent(client, rsps):
     assert client.time_offset_seconds == pytest.approx(7.0)
 
 
+def test_a_stale_timestamp_code_from_the_override_file_also_resyncs(clock, rsps):
+    # doctor --orders found the exchange answering 10558 to a stale ts: the override names it.
+    client = make_client(clock, timestamp_code=10558)
+    rsps.add(responses.GET, url(SUMMARY), json=envelope(code=10558, msg="ts out of window"))
+    rsps.add(responses.GET, url(SUMMARY), json=envelope({"equity": "1"}))
+    rsps.add(responses.GET, url("/time"), json=envelope({"serverTime": START_MS + 7000}))
+    assert client.account_summary() == {"equity": "1"}
+    assert [urlsplit(c.request.url).path for c in rsps.calls] == [SUMMARY, "/time", SUMMARY]
+    # Without the override the same code is an ordinary refusal: no resync, no second try.
+    plain = make_client(clock)
+    rsps.replace(responses.GET, url(SUMMARY), json=envelope(code=10558, msg="ts out of window"))
+    calls_before = len(rsps.calls)
+    with pytest.raises(ExchangeError):
+        plain.account_summary()
+    assert [urlsplit(c.request.url).path for c in rsps.calls[calls_before:]] == [SUMMARY]
+
+
 # ---------------------------------------------------------------------------- settings
 
 
