@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from account_manager import AccountManager
+from account_manager import AccountManager, AccountSnapshot, position_kind
 from alerts import Alert, AlertSink, send_alert
 from api_values import finite_number
 from clock import Clock, RealClock, SimulatedClock
@@ -618,7 +618,9 @@ class StatusReporter:
     stamp says when) and its figures are rounded. PnL is ``operator_view.RunningPnl`` (the sums of ``pnl_totals``), the
     figures of ``status`` and the dashboard: realized over finished trades (CLOSED and FAILED),
     unrealized on mark and on executable prices over the active ones (``n/a`` while a trade
-    cannot be valued, never a made-up 0).
+    cannot be valued, never a made-up 0). When the account holds more than one underlying or
+    any perpetual (issue 13), the line ends with the net delta per underlying, options plus
+    perps (``delta=BTC:+0.012/ETH:-0.300``); an options-only BTC account keeps the line as it was.
     """
 
     callback_name = "StatusReporter"   # how the monitor names this callback
@@ -635,14 +637,18 @@ class StatusReporter:
         self._last_snapshot = snapshot
         index = self._index_text()
         totals = self._pnl.totals()
-        logger.info(
-            "status index=%s equity=%s available_margin=%s positions=%d exchange=%s trades_active=%d "
-            "trades_total=%d realized=%s upnl_mark=%s upnl_exec=%s paused=%s",
+        line = ("status index=%s equity=%s available_margin=%s positions=%d exchange=%s trades_active=%d "
+                "trades_total=%d realized=%s upnl_mark=%s upnl_exec=%s paused=%s")
+        args: list[Any] = [
             index, fmt(snapshot.equity), fmt(snapshot.available_margin),
             snapshot.position_count, _reachability_text(self._ctx), totals.trades_open, totals.trades_total,
             fmt(totals.realized), fmt(totals.unrealized_mark), fmt(totals.unrealized_executable),
             ",".join(r.name for r in self._runners if r.is_paused) or "-",
-        )
+        ]
+        delta = status_delta_text(snapshot)
+        if delta is not None:
+            line, args = line + " delta=%s", [*args, delta]
+        logger.info(line, *args)
 
     def _index_text(self) -> str:
         """``90,000.00`` when every strategy trades BTC (the line as it always was); one
@@ -661,6 +667,15 @@ class StatusReporter:
 
     def on_snapshot_error(self, error: Exception) -> None:
         logger.info("status snapshot unavailable: %s exchange=%s", error, _reachability_text(self._ctx))
+
+
+def status_delta_text(snapshot: AccountSnapshot) -> str | None:
+    """``BTC:+0.012/ETH:-0.300``: net delta per underlying (options and perps) for the status
+    line, or None when the account holds one underlying's options only (the line as before)."""
+    by_underlying = snapshot.greeks_by_underlying()
+    if len(by_underlying) <= 1 and not any(position_kind(p) == "perpetual" for p in snapshot.positions):
+        return None
+    return "/".join(f"{underlying}:{greeks['delta']:+.3f}" for underlying, greeks in by_underlying.items())
 
 
 def runner_underlyings(runners: Sequence[StrategyRunner]) -> list[str]:
@@ -718,6 +733,7 @@ def health_state(ctx: TradingContext, runners: Sequence[StrategyRunner], started
         state.update(
             equity=snap.equity, available_margin=snap.available_margin,
             margin_utilization=round(snap.margin_utilization, 3), net_delta=round(snap.net_delta, 6),
+            delta_by_underlying={u: round(g["delta"], 6) for u, g in snap.greeks_by_underlying().items()},
             position_count=snap.position_count, snapshot_age_seconds=round(now - snap.timestamp, 3),
         )
         if snap.margin_utilization > MARGIN_UTILIZATION_WARNING_PCT:

@@ -12,7 +12,7 @@ Why it looks the way it does:
   script (it refreshes the page's data every few seconds) is inline with the response's
   CSP nonce. A dashboard opened through an SSH tunnel on a phone needs nothing else.
 * Stable hooks for tests and scripts: ``id="strategy-<name>"``, ``id="trade-<id>"``,
-  ``data-state``, ``data-paused`` and ``data-field`` attributes.
+  ``data-state``, ``data-paused``, ``data-underlying``, ``data-kind`` and ``data-field`` attributes.
 * The kill switch takes two steps: a form that arms it, then a confirmation page that says
   exactly what will happen and carries a confirmation token of its own.
 """
@@ -219,6 +219,7 @@ def render_overview(ctx: PageContext) -> str:
         parts.append('<h2>Portfolio greeks</h2><div class="cards">' + "".join(
             _card(name.capitalize(), num(greeks.get(name), 4), f"greek-{name}") for name in
             ("delta", "gamma", "theta", "vega")) + "</div>")
+        parts.append(render_underlying_greeks(account.get("greeks_by_underlying") or {}))
     parts.append('<h2>PnL</h2><div class="cards">' + "".join([
         _card("Realized", num(totals.get("realized_pnl")), "total-realized", signed_class(totals.get("realized_pnl"))),
         _card("Unrealized (mark)", num(totals.get("unrealized_pnl_mark")), "total-unrealized-mark",
@@ -233,6 +234,23 @@ def render_overview(ctx: PageContext) -> str:
     parts.append("<h2>Equity</h2>" + equity_svg(view.get("equity_curve") or []))
     parts.append(render_commands(ctx.commands))
     return page("Overview", "".join(parts), ctx)
+
+
+UNDERLYING_GREEKS = ("delta", "perp_delta", "gamma", "theta", "vega")
+
+
+def render_underlying_greeks(by_underlying: Mapping[str, Any]) -> str:
+    """One row per underlying: net greeks of its options and perpetuals, and the perps' delta."""
+    if not isinstance(by_underlying, Mapping) or not by_underlying:
+        return '<p id="no-underlying-greeks">No position: no greeks per underlying.</p>'
+    rows = "".join(
+        f'<tr data-underlying="{esc(underlying)}"><th>{esc(underlying)}</th>'
+        + "".join(f'<td class="{signed_class(greeks.get(name))}" data-field="{name}">{num(greeks.get(name), 4)}</td>'
+                  for name in UNDERLYING_GREEKS) + "</tr>"
+        for underlying, greeks in by_underlying.items() if isinstance(greeks, Mapping))
+    head = ("<tr><th>Underlying</th><th>Net delta</th><th>of which perpetuals</th><th>Gamma</th><th>Theta</th>"
+            "<th>Vega</th></tr>")
+    return f'<table id="underlying-greeks">{head}{rows}</table>'
 
 
 def render_health(health: Mapping[str, Any]) -> str:
@@ -397,8 +415,9 @@ def render_orders(ctx: PageContext) -> str:
         f'</td><td class="num">{qty(o.get("filled_qty"))}</td><td>{esc(o.get("status"))}</td>'
         f'<td>{"yes" if o.get("reduce_only") else "no"}</td></tr>' for o in view.get("working_orders") or [])
     positions = "".join(
-        f'<tr data-symbol="{esc(p.get("symbol"))}" data-ours="{"true" if p.get("ours") else "false"}">'
-        f'<td>{esc(p.get("symbol"))}</td><td class="num">{qty(p.get("qty"))}</td>'
+        f'<tr data-symbol="{esc(p.get("symbol"))}" data-ours="{"true" if p.get("ours") else "false"}" '
+        f'data-kind="{esc(p.get("kind"))}"><td>{esc(p.get("symbol"))}</td>'
+        f'<td data-field="kind">{esc(p.get("kind"))}</td><td class="num">{qty(p.get("qty"))}</td>'
         f'<td>{"ours" if p.get("ours") else "foreign"}</td><td>{esc(", ".join(map(str, p.get("trade_ids") or [])))}'
         f"</td></tr>" for p in view.get("positions") or [])
     body = (
@@ -407,7 +426,7 @@ def render_orders(ctx: PageContext) -> str:
            f'</th><th>Qty</th><th>Price</th><th>Filled</th><th>Status</th><th>Reduce-only</th></tr>{orders}</table>'
            if orders else '<p id="no-orders">No working order.</p>')
         + "<h2>Positions</h2>"
-        + (f'<table id="positions"><tr><th>Symbol</th><th>Qty</th><th>Whose</th><th>Trades</th></tr>{positions}'
+        + (f'<table id="positions"><tr><th>Symbol</th><th>Kind</th><th>Qty</th><th>Whose</th><th>Trades</th></tr>{positions}'
            f"</table>" if positions else '<p id="no-positions">No position.</p>'))
     return page("Orders & positions", body, ctx)
 
@@ -479,5 +498,5 @@ def render_kill_confirm(ctx: PageContext, *, description: str, trades: Iterable[
 __all__ = [
     "PageContext", "esc", "equity_svg", "page", "render_alerts", "render_kill", "render_kill_confirm",
     "render_login", "render_message", "render_orders", "render_overview", "render_strategies", "render_trade",
-    "render_trades", "strategy_names",
+    "render_trades", "render_underlying_greeks", "strategy_names",
 ]

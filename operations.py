@@ -11,8 +11,11 @@ Realized PnL is ``operator_view.realized_total`` (CLOSED and FAILED trades: the 
 figure). Unrealized PnL cannot be computed here: valuing a trade needs the fresh quotes that
 only the daemon holds. The daemon writes its last valuation every poll to
 ``<state>/operator_view.json`` (``operator_view.ViewPublisher``); ``status`` reads it and says
-when it was made. The text form rounds every figure for people and writes times as UTC text;
-the JSON keeps numbers (USD rounded to cents) and epoch times beside their text.
+when it was made. The same file gives the net greeks per underlying (options plus perpetuals,
+issue 13): the daemon's snapshot holds the perp positions and the position greeks, which this
+process would otherwise have to fetch and normalise again. The text form rounds every figure
+for people and writes times as UTC text; the JSON keeps numbers (USD rounded to cents) and
+epoch times beside their text.
 """
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ def valuation_view(path: Path, now: float) -> dict[str, Any]:
         strategies = {s["name"]: {"unrealized_pnl_mark": s.get("unrealized_pnl_mark"),
                                   "unrealized_pnl_executable": s.get("unrealized_pnl_executable")}
                       for s in view.get("strategies") or []}
+        greeks = _underlying_greeks(view.get("account"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return {"available": False, "note": f"{path} is unreadable: {exc}"}
     return {
@@ -86,8 +90,20 @@ def valuation_view(path: Path, now: float) -> dict[str, Any]:
         "unrealized_pnl_mark": totals.get("unrealized_pnl_mark"),
         "unrealized_pnl_executable": totals.get("unrealized_pnl_executable"),
         "realized_pnl": totals.get("realized_pnl"),
-        "trades": trades, "strategies": strategies,
+        "trades": trades, "strategies": strategies, "greeks_by_underlying": greeks,
     }
+
+
+def _underlying_greeks(account: Any) -> dict[str, dict[str, float | None]] | None:
+    """The view's ``account.greeks_by_underlying`` as numbers; None when the view had no account
+    (the daemon's last poll could not read it) or was written by a daemon without the field:
+    unknown, never "flat"."""
+    by_underlying = dict(account).get("greeks_by_underlying") if account is not None else None
+    if by_underlying is None:
+        return None
+    by_underlying = dict(by_underlying)
+    return {str(underlying): {name: finite_number(value) for name, value in dict(greeks).items()}
+            for underlying, greeks in by_underlying.items()}
 
 
 def _merge_valuation(store: dict[str, Any], valuation: Mapping[str, Any]) -> None:
@@ -203,6 +219,22 @@ def _pnl_pair(row: Mapping[str, Any]) -> str:
     return f"mark {_signed(row.get('unrealized_pnl_mark'))} / executable {_signed(row.get('unrealized_pnl_executable'))}"
 
 
+def _delta(value: Any) -> str:
+    number = finite_number(value)
+    return "n/a" if number is None else f"{number:+.4f}"
+
+
+def _greeks_line(valuation: Mapping[str, Any]) -> str | None:
+    """``net delta per underlying ...: BTC +0.3123 (perp +0.2500), ETH -0.3000 (perp +0.0000)``;
+    None when the account is flat or unknown."""
+    by_underlying = valuation.get("greeks_by_underlying") if valuation.get("available") else None
+    if not by_underlying:
+        return None
+    parts = [f"{underlying} {_delta(greeks.get('delta'))} (perp {_delta(greeks.get('perp_delta'))})"
+             for underlying, greeks in by_underlying.items()]
+    return "  net delta per underlying (options and perpetuals): " + ", ".join(parts)
+
+
 def _valuation_line(valuation: Mapping[str, Any]) -> str:
     if not valuation.get("available"):
         return f"valuation: {valuation.get('note')}"
@@ -244,6 +276,9 @@ def format_status(report: dict) -> str:
         for command in store.get("commands") or []:
             lines.append(f"  command {command['summary']}")
     lines.append(_valuation_line(valuation))
+    greeks_line = _greeks_line(valuation)
+    if greeks_line is not None:
+        lines.append(greeks_line)
     exchange = report["exchange"]
     if not exchange["available"]:
         lines.append(f"exchange: {exchange['note']}")

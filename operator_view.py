@@ -24,6 +24,10 @@ contract the dashboard renders: its keys and types do not change without the das
 * ``LogTail`` keeps the last formatted log lines in memory for the dashboard, and
   ``DailySummary`` writes one log line and one journal event (``daily_summary``) when the UTC
   day (simulated in sim) rolls over.
+* Perpetuals share the account (issue 13): ``account.greeks`` stays the account-wide sum (as the
+  dashboard always read it) and ``account.greeks_by_underlying`` splits it per underlying,
+  options plus perpetuals, with ``perp_delta`` the perpetuals' part of the delta (a perp's
+  delta is its signed quantity). Each position says its ``kind`` ("option" or "perpetual").
 """
 from __future__ import annotations
 
@@ -37,11 +41,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from account_manager import AccountSnapshot
+from account_manager import AccountSnapshot, position_kind
 from alerts import Alert
 from atomic_file import write_text_atomically
 from clock import Clock, to_utc_datetime
 from conditions import condition_name, exit_progress
+from contracts import underlying_of
 from display import fmt
 from errors import SnapshotError, StaleDataError
 from order_ledger import LedgerOrder
@@ -204,12 +209,26 @@ class GreeksView:
 
 
 @dataclass(frozen=True)
+class UnderlyingGreeksView:
+    """Net greeks of one underlying's positions, options and perpetuals; ``perp_delta`` is the
+    perpetuals' part of ``delta`` (their other greeks are 0)."""
+
+    delta: float | None
+    gamma: float | None
+    theta: float | None
+    vega: float | None
+    perp_delta: float | None
+
+
+@dataclass(frozen=True)
 class AccountView:
     equity: float | None
     available_margin: float | None
     initial_margin: float | None
     margin_utilization_pct: float | None
     greeks: GreeksView
+    # Underlying -> its greeks, underlyings sorted; read-only by convention like every view part.
+    greeks_by_underlying: Mapping[str, UnderlyingGreeksView]
 
 
 @dataclass(frozen=True)
@@ -292,6 +311,7 @@ class OrderView:
 @dataclass(frozen=True)
 class PositionView:
     symbol: str
+    kind: str                        # "option" | "perpetual"
     qty: float                       # signed: + long, - short
     ours: bool
     trade_ids: tuple[str, ...]
@@ -352,6 +372,8 @@ def _plain(value: Any) -> Any:
         return value
     if is_dataclass(value) and not isinstance(value, type):
         return {name: _plain(getattr(value, name)) for name in value.__dataclass_fields__}
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (tuple, list)):
         return [_plain(item) for item in value]
     return value
@@ -477,7 +499,22 @@ def _account(snapshot: AccountSnapshot) -> AccountView:
         greeks=GreeksView(delta=_rounded(snapshot.net_delta, GREEK_DIGITS),
                           gamma=_rounded(snapshot.net_gamma, GREEK_DIGITS),
                           theta=_rounded(snapshot.net_theta, GREEK_DIGITS),
-                          vega=_rounded(snapshot.net_vega, GREEK_DIGITS)))
+                          vega=_rounded(snapshot.net_vega, GREEK_DIGITS)),
+        greeks_by_underlying=underlying_greeks(snapshot))
+
+
+def underlying_greeks(snapshot: AccountSnapshot) -> dict[str, UnderlyingGreeksView]:
+    """``snapshot.greeks_by_underlying()`` rounded for people, with each underlying's perp delta."""
+    perp_delta: dict[str, float] = {}
+    for position in snapshot.positions:
+        if position_kind(position) == "perpetual":
+            underlying = underlying_of(position.symbol) or "?"
+            perp_delta[underlying] = math.fsum((perp_delta.get(underlying, 0.0), float(position.delta)))
+    return {underlying: UnderlyingGreeksView(
+                delta=_rounded(greeks["delta"], GREEK_DIGITS), gamma=_rounded(greeks["gamma"], GREEK_DIGITS),
+                theta=_rounded(greeks["theta"], GREEK_DIGITS), vega=_rounded(greeks["vega"], GREEK_DIGITS),
+                perp_delta=_rounded(perp_delta.get(underlying, 0.0), GREEK_DIGITS))
+            for underlying, greeks in snapshot.greeks_by_underlying().items()}
 
 
 def _strategies(sources: ViewSources, trades: Sequence[TradeLifecycle],
@@ -582,7 +619,7 @@ def _positions(snapshot: AccountSnapshot | None, active: Sequence[TradeLifecycle
         for leg in trade.legs:
             if leg.net_qty > 0:
                 holders.setdefault(leg.symbol, []).append(trade.id)
-    return tuple(PositionView(symbol=p.symbol, qty=p.signed_qty, ours=p.symbol in holders,
+    return tuple(PositionView(symbol=p.symbol, kind=position_kind(p), qty=p.signed_qty, ours=p.symbol in holders,
                               trade_ids=tuple(holders.get(p.symbol, ()))) for p in snapshot.positions)
 
 

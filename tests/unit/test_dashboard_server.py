@@ -174,6 +174,25 @@ def test_every_value_is_escaped():
     assert 'id="strategy-&lt;script&gt;alert(1)&lt;/script&gt;"' in text
 
 
+def test_the_overview_shows_the_greeks_per_underlying_escaped_and_the_positions_their_kind(server, view):
+    hostile = sample_view()
+    by_underlying = hostile["account"]["greeks_by_underlying"]
+    by_underlying["<script>x</script>"] = by_underlying.pop("ETH")
+    view.set(hostile)
+    session = logged_in(server)
+    overview = session.get(server.url + "/").text
+    assert "<script>x</script>" not in overview
+    assert 'data-underlying="&lt;script&gt;x&lt;/script&gt;"' in overview
+    btc = re.search(r'<tr data-underlying="BTC">(.*?)</tr>', overview).group(1)
+    assert re.findall(r'data-field="(\w+)">([^<]*)<', btc) == [
+        ("delta", "0.3123"), ("perp_delta", "0.2500"), ("gamma", "0.0001"), ("theta", "-1.0345"), ("vega", "2.1456")]
+    orders = session.get(server.url + "/orders").text
+    assert '<tr data-symbol="BTCUSD" data-ours="false" data-kind="perpetual">' in orders
+    assert orders.count('data-kind="option"') == 2
+    hostile["account"]["greeks_by_underlying"] = {}
+    assert 'id="no-underlying-greeks"' in session.get(server.url + "/").text
+
+
 def test_missing_numbers_are_dashes_not_zeros():
     view = sample_view()
     view["trades"][0]["unrealized_pnl_executable"] = None

@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 
+import app
 import conditions
+from account_manager import AccountSnapshot
 from alerts import AlertSink
 from clock import SimulatedClock
+from coincall_payloads import PositionSnapshot
 from config import load_settings
 from contracts import Contract
 from errors import SnapshotError, StaleDataError
-from operations import format_status, status_report
+from operations import format_status, status_json, status_report
 from operator_view import (
     VIEW_FILE_NAME, DailySummary, LogTail, RunningPnl, ViewBoard, ViewPublisher, ViewSources, build_view, pnl_totals,
     realized_total,
@@ -36,7 +39,10 @@ PUT = "BTCUSD-6MAR26-80000-P"
 # The contract's keys (docs of the dashboard: /tmp/briefs/view_contract.md), exactly.
 TOP_KEYS = {"generated_at", "generated_at_text", "environment", "simulated", "account", "totals", "strategies",
             "trades", "working_orders", "positions", "alerts", "health", "equity_curve", "log_tail"}
-ACCOUNT_KEYS = {"equity", "available_margin", "initial_margin", "margin_utilization_pct", "greeks"}
+ACCOUNT_KEYS = {"equity", "available_margin", "initial_margin", "margin_utilization_pct", "greeks",
+                "greeks_by_underlying"}
+UNDERLYING_GREEK_KEYS = {"delta", "gamma", "theta", "vega", "perp_delta"}
+POSITION_KEYS = {"symbol", "kind", "qty", "ours", "trade_ids"}
 TOTALS_KEYS = {"realized_pnl", "unrealized_pnl_mark", "unrealized_pnl_executable", "fees", "trades_open",
                "trades_total"}
 STRATEGY_KEYS = {"name", "state", "paused", "pause_reason", "next_entry_check", "next_entry_check_text",
@@ -255,9 +261,11 @@ class FakeMonitor:
 
 
 def account(timestamp: float = NOW, equity: float = 100_000.123456, positions: tuple = ()) -> SimpleNamespace:
+    by_underlying = {"BTC": {"delta": -0.123456789, "gamma": 0.0000123, "theta": -12.345678, "vega": 45.678912}}
     return SimpleNamespace(timestamp=timestamp, equity=equity, available_margin=90_000.0, initial_margin=10_000.0,
                            margin_utilization=10.0000012, net_delta=-0.123456789, net_gamma=0.0000123,
-                           net_theta=-12.345678, net_vega=45.678912, positions=positions)
+                           net_theta=-12.345678, net_vega=45.678912, positions=positions,
+                           greeks_by_underlying=lambda: by_underlying if positions else {})
 
 
 def runner(name: str = "alpha", *, paused: bool = False, rules: list | None = None,
@@ -295,6 +303,8 @@ def test_the_view_has_exactly_the_contracts_keys_and_rounded_figures():
     assert set(doc) == TOP_KEYS
     assert set(doc["account"]) == ACCOUNT_KEYS and doc["account"]["equity"] == 100_000.12
     assert doc["account"]["greeks"] == {"delta": -0.1235, "gamma": 0.0, "theta": -12.3457, "vega": 45.6789}
+    assert doc["account"]["greeks_by_underlying"] == {
+        "BTC": {"delta": -0.1235, "gamma": 0.0, "theta": -12.3457, "vega": 45.6789, "perp_delta": 0.0}}
     assert set(doc["totals"]) == TOTALS_KEYS and doc["totals"]["realized_pnl"] == 17.5
     assert doc["totals"]["unrealized_pnl_mark"] == 9.0 and doc["totals"]["trades_open"] == 1
     [strategy] = doc["strategies"]
@@ -318,8 +328,10 @@ def test_the_view_has_exactly_the_contracts_keys_and_rounded_figures():
     assert doc["trades"][0]["exit_reason"] == "profit_target(usd=20.0)" and doc["trades"][0]["exit_rules"] == []
     [working] = doc["working_orders"]
     assert set(working) == ORDER_KEYS and working["side"] == "BUY" and working["status"] == "OPEN"
-    assert doc["positions"] == [{"symbol": CALL, "qty": -0.1, "ours": True, "trade_ids": ["T000000001"]},
-                                {"symbol": "BTCUSD-6MAR26-70000-P", "qty": 0.2, "ours": False, "trade_ids": []}]
+    assert doc["positions"] == [
+        {"symbol": CALL, "kind": "option", "qty": -0.1, "ours": True, "trade_ids": ["T000000001"]},
+        {"symbol": "BTCUSD-6MAR26-70000-P", "kind": "option", "qty": 0.2, "ours": False, "trade_ids": []}]
+    assert all(set(p) == POSITION_KEYS for p in doc["positions"])
     assert set(doc["health"]) == HEALTH_KEYS and doc["health"]["exchange"] == "UP"
     assert doc["health"]["reconciliation"] == "periodic: 2 order(s)" and doc["health"]["reconciliation_age_seconds"] == 20
     assert doc["health"]["warnings"] == ["margin utilization 85.0% is above 80%"]
@@ -558,3 +570,116 @@ def test_a_strategys_reason_for_no_entry_is_shown_while_it_runs_and_not_when_sto
     assert running["state"] == "running" and running["no_entry_reason"] == "max_concurrent_trades reached (1)"
     [stopped] = build_view(sources([], runners=[blocked], entries=False)).to_json()["strategies"]
     assert stopped["state"] == "stopped" and stopped["no_entry_reason"] is None
+
+
+def held(symbol: str, signed_qty: float, greeks: tuple[float, float, float, float]) -> PositionSnapshot:
+    delta, gamma, theta, vega = greeks
+    return PositionSnapshot(position_id=1, symbol=symbol, qty=abs(signed_qty), side="long" if signed_qty > 0 else
+                            "short", signed_qty=signed_qty, entry_price=100.0, mark_price=100.0, unrealized_pnl=0.0,
+                            roi=0.0, delta=delta, gamma=gamma, theta=theta, vega=vega, timestamp=NOW)
+
+
+def mixed_account() -> AccountSnapshot:
+    """A BTC option and a BTC perp (short 0.05), an ETH option: the greeks split per underlying."""
+    return AccountSnapshot.build(
+        equity=50_000.0, available_margin=40_000.0, initial_margin=5_000.0, maintenance_margin=2_500.0,
+        unrealized_pnl=0.0, timestamp=NOW,
+        positions=[held(CALL, -0.1, (-0.0312345, -0.0000456, 12.345678, -20.5)),
+                   held("BTCUSD", -0.05, (-0.05, 0.0, 0.0, 0.0)),
+                   held("ETHUSD-6MAR26-3000-P", 1.0, (-0.3012345, 0.0009, -3.3, 4.4))])
+
+
+def test_the_view_splits_the_greeks_per_underlying_options_and_perps_and_says_each_positions_kind():
+    doc = json.loads(json.dumps(build_view(sources([], snapshot=mixed_account())).to_json()))
+    by_underlying = doc["account"]["greeks_by_underlying"]
+    assert list(by_underlying) == ["BTC", "ETH"]
+    assert all(set(greeks) == UNDERLYING_GREEK_KEYS for greeks in by_underlying.values())
+    assert by_underlying["BTC"] == {"delta": -0.0812, "gamma": -0.0, "theta": 12.3457, "vega": -20.5,
+                                    "perp_delta": -0.05}
+    assert by_underlying["ETH"] == {"delta": -0.3012, "gamma": 0.0009, "theta": -3.3, "vega": 4.4, "perp_delta": 0.0}
+    # The account-wide figures stay the sum of everything, as before.
+    assert doc["account"]["greeks"]["delta"] == -0.3825
+    assert [(p["symbol"], p["kind"], p["qty"]) for p in doc["positions"]] == [
+        (CALL, "option", -0.1), ("BTCUSD", "perpetual", -0.05), ("ETHUSD-6MAR26-3000-P", "option", 1.0)]
+
+
+def test_no_snapshot_means_no_account_and_a_flat_account_has_no_underlying():
+    assert build_view(sources([])).to_json()["account"] is None
+    flat = AccountSnapshot.build(equity=1.0, available_margin=1.0, initial_margin=0.0, maintenance_margin=0.0,
+                                 unrealized_pnl=0.0, positions=[], timestamp=NOW)
+    assert build_view(sources([], snapshot=flat)).to_json()["account"]["greeks_by_underlying"] == {}
+
+
+def test_status_shows_the_net_delta_per_underlying_with_its_perp_part_from_the_daemons_view(tmp_path):
+    env = {"LOG_DIR": str(tmp_path / "logs"), "STATE_DIR": str(tmp_path), "TRADING_ENVIRONMENT": "sim"}
+    settings, clock = load_settings(env, dotenv_path=None), SimulatedClock(start=NOW, speed=0)
+    view_file = tmp_path / VIEW_FILE_NAME
+    view_file.write_text(json.dumps(build_view(sources([], snapshot=mixed_account())).to_json()), encoding="utf-8")
+    report = status_report(settings, clock)
+    document = json.loads(status_json(report))
+    assert document["valuation"]["greeks_by_underlying"] == {
+        "BTC": {"delta": -0.0812, "gamma": -0.0, "theta": 12.3457, "vega": -20.5, "perp_delta": -0.05},
+        "ETH": {"delta": -0.3012, "gamma": 0.0009, "theta": -3.3, "vega": 4.4, "perp_delta": 0.0}}
+    assert ("  net delta per underlying (options and perpetuals): BTC -0.0812 (perp -0.0500), "
+            "ETH -0.3012 (perp +0.0000)") in format_status(report).splitlines()
+    # A flat account has no such line; an unread account (no snapshot) says nothing rather than "flat".
+    view_file.write_text(json.dumps(build_view(sources([], snapshot=account())).to_json()), encoding="utf-8")
+    flat = status_report(settings, clock)
+    assert flat["valuation"]["greeks_by_underlying"] == {} and "net delta per underlying" not in format_status(flat)
+    view_file.write_text(json.dumps(build_view(sources([])).to_json()), encoding="utf-8")
+    unknown = status_report(settings, clock)
+    assert unknown["valuation"]["greeks_by_underlying"] is None
+    assert "net delta per underlying" not in format_status(unknown)
+
+
+# ------------------------------------------------------------------------------ the health and status lines
+
+
+def fake_context(snapshot: AccountSnapshot | None) -> SimpleNamespace:
+    """What ``app.health_state`` and ``app.StatusReporter`` read of the context, and nothing more."""
+    lifecycle = SimpleNamespace(trades=lambda strategy=None: [], active_trades=lambda strategy=None: [],
+                                trade_count=lambda: 0, breaker_trips=0, unmanaged_trades=lambda: [],
+                                hold_reason=None, persistence_errors=0)
+    return SimpleNamespace(
+        clock=SimpleNamespace(now=lambda: NOW),
+        position_monitor=SimpleNamespace(latest=snapshot, current_error=None, failing_callbacks=[]),
+        lifecycle_manager=lifecycle,
+        market_data=SimpleNamespace(index_age=lambda underlying="BTC": 1.0, index_frozen=False,
+                                    index_frozen_for=lambda underlying: False,
+                                    index_price=lambda underlying, max_age=None: 90_000.0),
+        account_manager=SimpleNamespace(reachability=SimpleNamespace(is_up=True)),
+        ledger=SimpleNamespace(live_orders=lambda trade_id=None: [], blocked_symbols=lambda: []),
+        condition_health=SimpleNamespace(unhealthy=lambda: []), store=SimpleNamespace(write_errors=0),
+        reconciler=None)
+
+
+def options_only_btc() -> AccountSnapshot:
+    return AccountSnapshot.build(equity=50_000.0, available_margin=40_000.0, initial_margin=5_000.0,
+                                 maintenance_margin=2_500.0, unrealized_pnl=0.0, timestamp=NOW,
+                                 positions=[held(CALL, -0.1, (-0.0312345, -0.0000456, 12.345678, -20.5))])
+
+
+def test_the_health_line_carries_the_net_delta_per_underlying():
+    state = app.health_state(fake_context(mixed_account()), [], NOW - 60)
+    assert state["delta_by_underlying"] == {"BTC": pytest.approx(-0.0812345, abs=1e-6),
+                                            "ETH": pytest.approx(-0.3012345, abs=1e-6)}
+    assert state["net_delta"] == pytest.approx(-0.382469, abs=1e-6)
+    assert app.health_state(fake_context(options_only_btc()), [], NOW - 60)["delta_by_underlying"] == {
+        "BTC": pytest.approx(-0.0312345, abs=1e-6)}
+    assert "delta_by_underlying" not in app.health_state(fake_context(None), [], NOW - 60)
+
+
+def test_the_status_line_adds_the_delta_per_underlying_only_with_two_underlyings_or_a_perp(caplog):
+    def status_line(snapshot: AccountSnapshot) -> str:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="app"):
+            app.StatusReporter(fake_context(snapshot), [])(snapshot)
+        [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("status ")]
+        return line
+
+    assert status_line(mixed_account()).endswith(" paused=- delta=BTC:-0.081/ETH:-0.301")
+    assert status_line(options_only_btc()).endswith(" paused=-")       # the line as it always was
+    perp_only = AccountSnapshot.build(equity=1.0, available_margin=1.0, initial_margin=0.0, maintenance_margin=0.0,
+                                      unrealized_pnl=0.0, timestamp=NOW,
+                                      positions=[held("BTCUSD", 0.25, (0.25, 0.0, 0.0, 0.0))])
+    assert status_line(perp_only).endswith(" delta=BTC:+0.250")
