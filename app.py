@@ -55,7 +55,7 @@ from contracts import DEFAULT_UNDERLYING
 from display import fmt, fmt_qty, fmt_time
 from errors import AuthError, ConfigError, TraderError
 from events import EventJournal
-from exchange_connection import ExchangeConnection, open_exchange, read_server_time
+from exchange_connection import ExchangeConnection, assumptions_for, open_exchange, read_server_time
 from health import HealthReporter
 from instance_lock import InstanceLock
 from market_data import MarketData
@@ -208,7 +208,7 @@ def build_context(
     clock: Clock | None = None,
     client: ExchangeClient | None = None,
     poll_interval: float = 10.0,
-    rfq_notional_threshold: float = 50_000.0,
+    rfq_notional_threshold: float | None = None,
     smart_notional_threshold: float = 10_000.0,
     state_dir: str | Path | None = None,
     log_dir: str | Path | None = None,
@@ -221,9 +221,15 @@ def build_context(
     and the connection is kept on the context so ``ctx.close()`` releases it.
     ``state_dir`` defaults to the settings' ``STATE_DIR`` (``":memory:"`` keeps nothing);
     ``log_dir`` None means alerts and health lines go to the log only.
+    ``rfq_notional_threshold`` None takes the exchange assumption ``rfq_min_notional_usd``
+    (its documented default, or what the override file says); the position-greeks convention
+    comes from the assumptions too (``exchange_assumptions``, docs/DOCTOR.md).
     """
     if settings is None:
         settings = load_settings()
+    assumptions = assumptions_for(settings)   # a broken override file is a ConfigError, before any request
+    if rfq_notional_threshold is None:
+        rfq_notional_threshold = float(assumptions.value("rfq_min_notional_usd"))
     clock = clock if clock is not None else RealClock()
     connection = None
     if client is None:
@@ -245,7 +251,8 @@ def build_context(
         alerts.alert("CRITICAL", "state_quarantined",
                      f"the state database was unusable and moved to {quarantined}; started with a fresh store")
     market = MarketData(client, clock, on_alert=on_alert, perp_client=client)
-    account_manager = AccountManager(client, clock, perp_client=client)
+    account_manager = AccountManager(client, clock, perp_client=client,
+                                     position_greeks=str(assumptions.value("position_greeks")))
     account_manager.alert_on_outages(alerts)   # exchange_unreachable / exchange_recovered (issue 9)
     journal = EventJournal(clock, store=store, log_dir=log_path)
     if notifier is not None:   # trades opened and closed, the daily summary
@@ -262,7 +269,7 @@ def build_context(
     # The reconciler first: the lifecycle is on hold until the start-up reconciliation has
     # compared our trades with the positions, and each wake sees its corrections.
     reconciler = Reconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, clock=clock,
-                            alerts=alerts, journal=journal, quarantined=quarantined)
+                            alerts=alerts, journal=journal, quarantined=quarantined, perp_client=client)
     monitor.register(reconciler)
     # The manager itself (its __call__ is tick) so the monitor also finds on_snapshot_error.
     # Then the lifecycle: executions and exits run before any runner considers an entry.

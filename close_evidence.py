@@ -8,6 +8,12 @@ side whose order is not ours (not in the ledger by ``orderId``, no clientOrderId
 prefix). Fills already used for an earlier external close of our trades on that symbol are
 discounted (oldest first), so one fill never proves two closes. An unreadable history is no
 evidence, and is read again at the next check.
+
+A perpetual's fills are not in the option trade history: they are read from the perp fill
+history (``PerpReconcilerClient.perp_fills``), whose rows carry no clientOrderId. A perp fill
+is ours when its ``orderId`` is in the ledger; one whose order the perp order history shows
+with our prefix is not counted either (that order is the prefix owner's to report, row O2).
+Without the perp reads there is no perp evidence: a perp shortfall stays a suspect read.
 """
 from __future__ import annotations
 
@@ -15,17 +21,19 @@ import logging
 
 from clock import Clock
 from coincall_payloads import history_filters, next_page_filters, parse_fill_page
-from contracts import Side
+from contracts import Side, is_perpetual_symbol
 from errors import TraderError
 from log_throttle import RepeatLimiter
 from prefix_ownership import HISTORY_PAGE_SIZE, carries_prefix
 from reconciliation_report import QTY_EPSILON
-from seams import ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle
+from seams import PerpReconcilerClient, ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle
 
 logger = logging.getLogger(__name__)
 
 # Trade-history pages read per symbol when looking for the fills that explain a shortfall.
 EVIDENCE_MAX_PAGES = 20
+# The history range limit is 90 days (API.md 8.6, 14.6): a perp evidence read starts no earlier.
+PERP_EVIDENCE_LOOKBACK_SECONDS = 89 * 24 * 3600.0
 
 
 def vwap_of_newest(fills: list[tuple[float, float]], qty: float) -> float:
@@ -48,8 +56,9 @@ class CloseEvidence:
     """
 
     def __init__(self, *, client: ReconcilerClient, ledger: ReconcilerLedger, lifecycle: ReconcilerLifecycle,
-                 clock: Clock, interval_seconds: float) -> None:
+                 clock: Clock, interval_seconds: float, perp_client: PerpReconcilerClient | None = None) -> None:
         self.client = client
+        self.perp_client = perp_client
         self.ledger = ledger
         self.lifecycle = lifecycle
         self.clock = clock
@@ -101,6 +110,8 @@ class CloseEvidence:
     def _foreign_closing_fills(self, symbol: str, direction: int, since: float) -> list[tuple[float, float, float]]:
         """(time, qty, price) of every fill in the trade history of ``symbol`` since ``since``
         (all pages) on the closing side whose order is not ours (by orderId or by prefix)."""
+        if is_perpetual_symbol(symbol):
+            return self._foreign_closing_perp_fills(symbol, direction, since)
         closing_side = Side.SELL if direction > 0 else Side.BUY
         ours = {o.order_id for o in self.ledger.orders() if o.order_id is not None}
         filters = history_filters(page_size=HISTORY_PAGE_SIZE, symbol=symbol, start_ms=int(since * 1000),
@@ -124,11 +135,50 @@ class CloseEvidence:
             filters = next_page_filters(filters, cursor)
         return found
 
+    def _foreign_closing_perp_fills(self, symbol: str, direction: int,
+                                    since: float) -> list[tuple[float, float, float]]:
+        """The same for a perpetual, from the perp fill history (every page, every symbol: the
+        route takes no symbol), joined to orders by ``orderId``.
+
+        A fill is ours when the ledger knows its orderId. The perp order history of the
+        window is read only when some fill is left: a fill whose order carries our prefix is
+        not evidence (another daemon with our prefix; ``prefix_ownership`` reports it). A fill
+        whose order the history does not show (a liquidation, a lagging history) counts as
+        not ours, as an option fill without a clientOrderId does.
+        """
+        if self.perp_client is None:
+            self._repeats.warning(logger, ("no-perp-reads", symbol), "no perp fill reads wired: a shortfall on %s "
+                                  "is never explained by fills (stays a suspect read)", symbol)
+            return []
+        closing_side = Side.SELL if direction > 0 else Side.BUY
+        ours = {o.order_id for o in self.ledger.orders() if o.order_id is not None}
+        start = max(since, self.clock.now() - PERP_EVIDENCE_LOOKBACK_SECONDS)
+        start_ms, end_ms = int(start * 1000), self.clock.now_ms()
+        found: list[tuple[float, float, float, int]] = []
+        for fill in self.perp_client.perp_fills(start_ms=start_ms, end_ms=end_ms):
+            if fill.symbol != symbol or fill.side != closing_side or fill.order_id in ours:
+                continue
+            when = fill.time_ms / 1000.0
+            if when < since or fill.qty <= 0 or fill.price <= 0:
+                continue
+            found.append((when, fill.qty, fill.price, fill.order_id))
+        if not found:
+            return []
+        prefixed = {order.order_id for order in self.perp_client.perp_order_history(start_ms=start_ms, end_ms=end_ms)
+                    if carries_prefix(order.client_order_id, self.ledger.prefix)}
+        return [(when, qty, price) for when, qty, price, order_id in found if order_id not in prefixed]
+
     def _already_booked(self, symbol: str, since: float) -> float:
-        """External quantity booked on ``symbol`` by trades active or ended since ``since``."""
+        """External quantity booked on ``symbol`` by trades active or ended since ``since``.
+
+        A booking reversed because the position showed again (X1) still used its fills: they
+        prove no second close if the position goes missing again (a suspect read then).
+        """
         total = 0.0
         for trade in self.lifecycle.trades():
             ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
             if trade.is_active or (ended is not None and float(ended) >= since):
                 total += sum(leg.external_qty for leg in trade.legs if leg.symbol == symbol)
+                reversed_legs = (trade.metadata.get("external_close_reversed") or {}).get("legs") or {}
+                total += abs(float(reversed_legs.get(symbol, 0.0)))
         return total

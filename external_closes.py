@@ -5,7 +5,10 @@ liquidation). The reconciler finds it on fills that are not ours (S3) and the li
 it here: the leg's ``external_qty`` and the average price of those fills, one CRITICAL alert.
 Older versions also booked such closes when a position merely went missing, at an estimated
 price (``pnl_estimated``); when the position shows again, the close is un-booked here (X1) and
-the trade is managed again. These are bookkeeping rules on the trade record; what the trade's
+the trade is managed again. A close of a perpetual leg booked on evidence is reversible the
+same way (``external_close_perp``): one net position per symbol holds every fill of the
+account, so a foreign fill there proves less than on an option, and a position that shows
+again exactly as the close took it away is the trade's again. These are bookkeeping rules on the trade record; what the trade's
 state becomes afterwards is decided by the lifecycle manager, which owns the state machine.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Iterable
 
 from alerts import send_alert
+from contracts import is_perpetual_symbol
 from seams import AlertSender
 from trade_fills import QTY_EPSILON, clean_qty, is_zero
 from trade_recorder import TradeRecorder
@@ -26,13 +30,28 @@ logger = logging.getLogger(__name__)
 EXIT_REASON_EXTERNAL = "external_close"
 FLAG_PNL_ESTIMATED = "pnl_estimated"     # written by older versions only: an external close with no fill
 FLAG_EXTERNAL_REVERSED = "external_close_reversed"
+FLAG_PERP_EVIDENCE = "external_close_perp"   # a perp leg closed outside the daemon, booked on its fills
 # An external close an older version booked without evidence is reversible this long (RECOVERY.md X1).
 REVERSAL_LOOKBACK_SECONDS = 7 * 24 * 3600.0
 
 
+def booked_on_perp_evidence(trade: TradeLifecycle) -> bool:
+    """A trade ended ``external_close`` whose only externally closed legs are perpetuals (booked on fills)."""
+    if trade.is_active or trade.exit_reason != EXIT_REASON_EXTERNAL or FLAG_PERP_EVIDENCE not in trade.flags:
+        return False
+    closed = [leg for leg in trade.legs if leg.external_qty > QTY_EPSILON]
+    return bool(closed) and all(is_perpetual_symbol(leg.symbol) for leg in closed)
+
+
 def booked_without_evidence(trade: TradeLifecycle) -> bool:
-    """A trade an older version ended as ``external_close`` with no fill to prove it (``pnl_estimated``)."""
-    return not trade.is_active and trade.exit_reason == EXIT_REASON_EXTERNAL and FLAG_PNL_ESTIMATED in trade.flags
+    """A trade whose external close is undone when its positions show again (docs/RECOVERY.md X1).
+
+    An older version's close with no fill to prove it (``pnl_estimated``), or a perp close
+    booked on fills (``booked_on_perp_evidence``). The name is kept from when only the first
+    existed (``trade_lifecycle`` calls it).
+    """
+    estimated = not trade.is_active and trade.exit_reason == EXIT_REASON_EXTERNAL and FLAG_PNL_ESTIMATED in trade.flags
+    return estimated or booked_on_perp_evidence(trade)
 
 
 class ExternalCloses:
@@ -54,6 +73,8 @@ class ExternalCloses:
         total = leg.external_qty + qty
         leg.external_price = (leg.external_price * leg.external_qty + price * qty) / total
         leg.external_qty = clean_qty(total)
+        if is_perpetual_symbol(leg.symbol) and FLAG_PERP_EVIDENCE not in trade.flags:
+            trade.flags.append(FLAG_PERP_EVIDENCE)
         self.recorder.persist(trade, "external_close", leg=leg.index, qty=qty, price=price)
         send_alert(self.alerts, logger, "CRITICAL", "external_close",
                    f"trade {trade.id} ({trade.strategy}): {qty:g} {leg.symbol} closed outside the daemon "
@@ -63,8 +84,9 @@ class ExternalCloses:
 
     @staticmethod
     def reversible(trades: Iterable[TradeLifecycle], now: float) -> list[TradeLifecycle]:
-        """Of ``trades``, those booked without evidence recently (``REVERSAL_LOOKBACK_SECONDS``) whose
-        externally closed legs have not expired: their positions may show again (X1)."""
+        """Of ``trades``, those whose external close is reversible (``booked_without_evidence``),
+        ended recently (``REVERSAL_LOOKBACK_SECONDS``), whose externally closed legs have not
+        expired: their positions may show again (X1)."""
         found = []
         for trade in trades:
             if not booked_without_evidence(trade):
@@ -82,12 +104,12 @@ class ExternalCloses:
         """Give the legs their exposure back and forget the close decision; returns what was restored.
 
         What the trade had been is kept in ``metadata["external_close_reversed"]`` for the
-        record; the flag ``pnl_estimated`` becomes ``external_close_reversed``. A trade that
+        record; the flag ``pnl_estimated`` (or ``external_close_perp``) becomes ``external_close_reversed``. A trade that
         never opened forgets its failure too (the manager decides it again on its fills).
         """
         restored = {leg.symbol: leg.sign * leg.external_qty for leg in trade.legs if leg.external_qty > QTY_EPSILON}
         trade.metadata["external_close_reversed"] = {
-            "at": now, "detail": detail, "legs": restored, "was": {
+            "at": now, "detail": detail, "legs": restored, "on_evidence": booked_on_perp_evidence(trade), "was": {
                 "state": trade.state.value, "closed_at": trade.closed_at, "failed_at": trade.failed_at,
                 "realized_pnl": trade.realized_pnl, "exit_detail": trade.exit_detail,
                 "external_prices": {leg.symbol: leg.external_price for leg in trade.legs
@@ -95,7 +117,8 @@ class ExternalCloses:
         for leg in trade.legs:
             leg.external_qty = 0.0
             leg.external_price = 0.0
-        trade.flags = [flag for flag in trade.flags if flag != FLAG_PNL_ESTIMATED] + [FLAG_EXTERNAL_REVERSED]
+        trade.flags = [flag for flag in trade.flags
+                       if flag not in (FLAG_PNL_ESTIMATED, FLAG_PERP_EVIDENCE)] + [FLAG_EXTERNAL_REVERSED]
         trade.exit_reason = trade.exit_decided_at = trade.closed_at = trade.realized_pnl = None
         trade.exit_detail = {}
         if trade.opened_at is None:
@@ -107,9 +130,11 @@ class ExternalCloses:
         opened = trade.opened_at is not None
         unmanaged = "" if managed else \
             " (its strategy is not running: it stays unmanaged, see `python main.py status`)"
+        booked = ("on fills that were not ours" if trade.metadata.get("external_close_reversed", {}).get("on_evidence")
+                  else "at an estimated price, with no fill to prove it")
         send_alert(self.alerts, logger, "CRITICAL", "external_close_reversed",
-                   f"trade {trade.id} ({trade.strategy}) had been booked closed outside the daemon at an "
-                   f"estimated price, with no fill to prove it; {detail}: the trade is "
+                   f"trade {trade.id} ({trade.strategy}) had been booked closed outside the daemon {booked}; "
+                   f"{detail}: the trade is "
                    f"{'OPEN' if opened else 'decided again on its fills'} and managed by its own exit rules "
                    f"again{unmanaged}. Its strategy stays paused for new entries: check the account, then "
                    f"`python main.py resume {trade.strategy}`", trade_id=trade.id, legs=restored)

@@ -41,7 +41,7 @@ from reconciliation_report import (
     ReconcileReport,
     SymbolCheck,
 )
-from seams import AlertSender, ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle
+from seams import AlertSender, PerpReconcilerClient, ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle
 from strategy_pauses import StrategyPauses
 from trade_lifecycle import TradeState
 
@@ -84,14 +84,14 @@ class PositionReconciler:
 
     def __init__(self, *, client: ReconcilerClient, ledger: ReconcilerLedger, lifecycle: ReconcilerLifecycle,
                  clock: Clock, pauses: StrategyPauses, alerts: AlertSender | None,
-                 evidence_interval_seconds: float) -> None:
+                 evidence_interval_seconds: float, perp_client: PerpReconcilerClient | None = None) -> None:
         self.ledger = ledger
         self.lifecycle = lifecycle
         self.clock = clock
         self.pauses = pauses
         self.alerts = alerts
         self.evidence = CloseEvidence(client=client, ledger=ledger, lifecycle=lifecycle, clock=clock,
-                                      interval_seconds=evidence_interval_seconds)
+                                      interval_seconds=evidence_interval_seconds, perp_client=perp_client)
         self.suspect_reads = SuspectReads(lifecycle=lifecycle, alerts=alerts)
         self._seen_external: set[str] = set()
         self._suspects: dict[str, tuple[str, float, float]] = {}   # mismatches awaiting confirmation

@@ -17,6 +17,9 @@ cancelling somebody else's order. ``PrefixOwnership`` is where the reconciler de
   if the exchange shows anything of ours, every strategy starts paused;
 * while running, the history since the last check is read every reconciliation, so a foreign
   order that filled between two checks is still seen.
+
+Open perpetual orders are listed with the option ones (``perp_open_order``: the same view of
+an order), so an unknown perp order with our prefix is decided exactly as an option order.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping
 from account_manager import AccountSnapshot
 from alerts import send_alert
 from clock import Clock
-from coincall_payloads import ExchangeOrder, history_filters, next_page_filters, parse_order_page
+from coincall_payloads import ExchangeOrder, PerpOrder, history_filters, next_page_filters, parse_order_page
 from errors import TraderError
 from order_ledger import parse_client_order_id
 from persistence import ORDER_HISTORY_WATERMARK, TRADE_SEQ_COUNTER
@@ -63,6 +66,21 @@ def carries_prefix(client_order_id: int | None, prefix: int) -> bool:
         return parse_client_order_id(client_order_id).prefix == prefix
     except (ValueError, TypeError):
         return False
+
+
+def perp_open_order(order: PerpOrder) -> ExchangeOrder:
+    """An open perp order as the reconciler compares open orders (the option order's view).
+
+    The perp open-order rows carry no state (open by definition): ``state`` stays None,
+    which every reader here takes as not final.
+    """
+    return ExchangeOrder(
+        order_id=order.order_id, client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
+        qty=order.qty, price=order.price, fill_qty=order.filled_qty, avg_price=order.avg_price, fee=order.fee,
+        state=None if order.state is None else int(order.state),
+        reduce_only=None if order.reduce_only is None else int(order.reduce_only),
+        create_time_ms=None if order.create_time_ms is None else float(order.create_time_ms),
+        update_time_ms=None if order.update_time_ms is None else float(order.update_time_ms))
 
 
 def _shown(value: object) -> str:

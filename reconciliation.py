@@ -11,11 +11,13 @@ to its rows:
 * ``order_reconciliation.OrderReconciler``: ledger orders by their ids, orders the open list
   does not show, vanished orders, late fills, RFQ accepts whose answer a crash may have lost
   (rows O1, O3-O8, R1-R3);
-* ``prefix_ownership.PrefixOwnership``: orders with our prefix that the ledger does not know,
-  the trade-sequence re-seed, a quarantined, missing or older store (rows O2, L2-L4, Q1-Q3);
+* ``prefix_ownership.PrefixOwnership``: orders with our prefix that the ledger does not know
+  (open option and perp orders), the trade-sequence re-seed, a quarantined, missing or older
+  store (rows O2, L2-L4, Q1-Q3);
 * ``position_reconciliation.PositionReconciler``: positions against our trades, external
-  closes on evidence only (``close_evidence``), suspect reads, reversal of old estimated
-  closes (rows S1-S6, X1-X2);
+  closes on evidence only (``close_evidence``: the option trade history, the perp fill
+  history), suspect reads, reversal of old estimated closes and of perp closes (rows S1-S6,
+  X1-X2);
 * ``strategy_pauses.StrategyPauses``: how any of them stops a strategy's entries.
 
 When it runs:
@@ -29,6 +31,10 @@ When it runs:
 * **Every 60 s**: all pages of open orders against the ledger (live orders the list does
   not show are verified once they are 30 s old), the order history since the last check,
   orders that ended unfilled in the last minutes, then the positions again.
+
+The perp reads (open perp orders, perp fills and order history) come from ``perp_client``
+(``seams.PerpReconcilerClient``). Without it, open perp orders are not listed and a perp
+shortfall is never explained by fills (it stays a suspect read).
 
 A symbol is only judged when our view of it is settled: no non-final order on it, no
 execution job on its trades, no unresolved RFQ accept, and no order activity since the
@@ -48,10 +54,11 @@ from coincall_payloads import ExchangeOrder, parse_orders
 from errors import TraderError
 from order_reconciliation import ORDER_MIN_AGE_SECONDS, OrderReconciler
 from position_reconciliation import PositionReconciler
-from prefix_ownership import PrefixOwnership
+from prefix_ownership import PrefixOwnership, perp_open_order
 from reconciliation_report import ReconcileReport
 from seams import (
     AlertSender,
+    PerpReconcilerClient,
     ReconcilerClient,
     ReconcilerLedger,
     ReconcilerLifecycle,
@@ -83,14 +90,17 @@ class Reconciler:
                  journal: Callable[[str, Mapping[str, Any]], None] | None = None, quarantined: Path | None = None,
                  interval_seconds: float = RECONCILE_INTERVAL_SECONDS,
                  order_min_age_seconds: float = ORDER_MIN_AGE_SECONDS,
-                 evidence_interval_seconds: float | None = None) -> None:
+                 evidence_interval_seconds: float | None = None,
+                 perp_client: PerpReconcilerClient | None = None) -> None:
         require("Reconciler client", client, ReconcilerClient)
         require("Reconciler ledger", ledger, ReconcilerLedger)
         require("Reconciler lifecycle", lifecycle, ReconcilerLifecycle)
         require_optional("Reconciler store", store, ReconcilerStore)
         require("Reconciler clock", clock, Clock)
         require_optional("Reconciler alerts", alerts, AlertSender)
+        require_optional("Reconciler perp client", perp_client, PerpReconcilerClient)
         self.client = client
+        self.perp_client = perp_client
         self.ledger = ledger
         self.lifecycle = lifecycle
         self.clock = clock
@@ -107,7 +117,7 @@ class Reconciler:
         self.positions = PositionReconciler(
             client=client, ledger=ledger, lifecycle=lifecycle, clock=clock, pauses=self.pauses, alerts=alerts,
             evidence_interval_seconds=self.interval_seconds if evidence_interval_seconds is None
-            else evidence_interval_seconds)
+            else evidence_interval_seconds, perp_client=perp_client)
         self.started = False
         self.last_report: ReconcileReport | None = None
         self._next_run_at: float | None = None
@@ -199,7 +209,7 @@ class Reconciler:
         unsettled = self.orders.poll_non_final(report)
         unsettled |= self.orders.adopt_block_accepts(report, now, startup=True)
         self.orders.refresh_active_trades()
-        listed = parse_orders(self.client.all_pending_orders())
+        listed = self._open_orders()
         report.quarantine = self.ownership.memory_check(snapshot, listed, report, now)
         self._reconcile_orders(report, now, listed)
         self.positions.compare(snapshot, report, unsettled, confirm=False)
@@ -242,15 +252,25 @@ class Reconciler:
 
     def _reconcile_orders(self, report: ReconcileReport, now: float,
                           listed: list[ExchangeOrder] | None = None) -> None:
-        """All pages of open orders vs the ledger (BEHAVIOUR 6.1); ``listed`` if already read.
+        """All pages of open option and perp orders vs the ledger (BEHAVIOUR 6.1); ``listed`` if already read.
 
         Orders with our prefix the ledger does not know are the prefix owner's (row O2; others
         are ignored, O3); ledger orders the list does not show are verified (O4, O5, O8).
         """
         if listed is None:
-            listed = parse_orders(self.client.all_pending_orders())
+            listed = self._open_orders()
         self.ownership.unknown_orders(listed, report, source="open")
         self.orders.verify_unlisted(report, now, listed)
+
+    def _open_orders(self) -> list[ExchangeOrder]:
+        """Every open option order and, with the perp reads, every open perp order (all pages).
+
+        A failed read of either raises ``TraderError``: nothing is decided on half a list.
+        """
+        listed = parse_orders(self.client.all_pending_orders())
+        if self.perp_client is not None:
+            listed += [perp_open_order(order) for order in self.perp_client.perp_pending_orders()]
+        return listed
 
     # ---- alerts, journal -------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         Instrument,
         OptionRow,
         OrderBook,
+        PerpFill,
         PerpOrder,
         PerpPosition,
         PerpSpec,
@@ -120,6 +121,25 @@ class PerpAccountClient(Protocol):
 
     def perp_funding_records(self, symbol: str, *, start_ms: int | None = ...,
                              end_ms: int | None = ...) -> list[FundingPayment]: ...
+
+
+class PerpReconcilerClient(Protocol):
+    """The perp reads of the reconciler (docs/RECOVERY.md S3 and O2 for perpetuals): open perp
+    orders, our perp fills (which carry no clientOrderId: joined to orders by ``orderId``) and
+    the perp order history that joins them (API.md §14.5, §14.6).
+
+    A part of its own, handed to ``reconciliation.Reconciler`` beside its ``ReconcilerClient``,
+    so the option fakes of the tests need not grow perp members. Implementation:
+    ``CoincallClient``.
+    """
+
+    def perp_pending_orders(self, symbol: str | None = ...) -> list[PerpOrder]: ...
+
+    def perp_fills(self, *, start_ms: int | None = ..., end_ms: int | None = ...,
+                   page_size: int = ...) -> list[PerpFill]: ...
+
+    def perp_order_history(self, *, start_ms: int | None = ..., end_ms: int | None = ...,
+                           page_size: int = ...) -> list[PerpOrder]: ...
 
 
 class MarketDataClient(Protocol):
@@ -202,7 +222,7 @@ class SettlementClient(Protocol):
 
 
 class ExchangeClient(LedgerClient, MarketDataClient, AccountClient, RfqClient, ReconcilerClient, SettlementClient,
-                     PerpLedgerClient, PerpMarketClient, PerpAccountClient, Protocol):
+                     PerpLedgerClient, PerpMarketClient, PerpAccountClient, PerpReconcilerClient, Protocol):
     """Everything the product calls on the exchange client: each service's part, plus start-up.
 
     ``app`` checks the key, reads the account id and logs the start-up summary through it;

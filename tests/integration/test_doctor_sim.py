@@ -176,3 +176,26 @@ def test_latency_is_the_http_exchange_itself_and_a_slow_route_is_a_warning(sim, 
     positions = _line(report, "latency GET /open/futures/position/get/v1")
     assert positions.status == "PASS" and positions.detail == "median 0 ms, worst 0 ms of 3"
     assert report.exit_code == EXIT_OK   # a slow route warns, it does not fail
+
+
+def test_the_daemon_takes_the_rfq_minimum_and_the_greeks_convention_from_the_override_file(sim, sim_clock,
+                                                                                              tmp_path):
+    from app import build_context
+    from exchange_assumptions import overrides_path, write_overrides
+    settings = _settings(sim, tmp_path)
+    default = build_context(settings, clock=sim_clock, state_dir=":memory:")
+    try:
+        assert default.executor.rfq_notional_threshold == 50_000.0
+        assert default.account_manager.position_greeks == "per_position"
+    finally:
+        default.close()
+    (tmp_path / "state").mkdir(exist_ok=True)
+    write_overrides(overrides_path(tmp_path / "state"), {"rfq_min_notional_usd": (25_000.0, "probe"),
+                                                         "position_greeks": ("per_contract", "probe")},
+                    environment="sim", written_at_ms=1)
+    overridden = build_context(settings, clock=sim_clock, state_dir=":memory:")
+    try:
+        assert overridden.executor.rfq_notional_threshold == 25_000.0
+        assert overridden.account_manager.position_greeks == "per_contract"
+    finally:
+        overridden.close()
