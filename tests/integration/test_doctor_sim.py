@@ -199,3 +199,20 @@ def test_the_daemon_takes_the_rfq_minimum_and_the_greeks_convention_from_the_ove
         assert overridden.account_manager.position_greeks == "per_contract"
     finally:
         overridden.close()
+
+
+def test_the_readme_commands_on_the_embedded_simulator(tmp_path, capsys):
+    # README "Before going live", steps 2, 3 and 5, as written, on the default paper set-up.
+    from main import main
+    env = {"STATE_DIR": str(tmp_path / "state"), "LOG_DIR": str(tmp_path / "logs")}
+    clock = SimulatedClock(start=1_772_438_400.0, speed=0)
+    assert main(["doctor"], env=env, dotenv_path=None, strategies=[], clock=clock) == EXIT_OK
+    assert "PASS  key:" in capsys.readouterr().out
+    capture = tmp_path / "capture"
+    code = main(["doctor", "--orders", "--write-overrides", "--capture", str(capture)], env=env,
+                dotenv_path=None, strategies=[], clock=clock)
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    assert (tmp_path / "state" / "exchange_overrides.json").is_file()
+    captured = sorted(capture.rglob("*.json"))
+    assert len(captured) > 10   # one file per answer (redaction itself: tests/unit/test_capture_redaction.py)
