@@ -179,6 +179,18 @@ class HedgeConfig:
             raise ConfigError(f"{OWNER}: the hedge is not bound to an underlying yet (call bind())")
         return perpetual_symbol(self.underlying)
 
+    def to_record(self) -> dict[str, Any]:
+        """JSON-plain fields, kept in a hedged trade's record (``metadata["hedge_config"]``) so a
+        restart hedges the trade by the rules it opened with."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> "HedgeConfig":
+        """The config of a stored record, validated again (a bad record is a ``ConfigError``)."""
+        if not isinstance(data, Mapping):
+            raise invalid(OWNER, "record", data, "use the mapping written by HedgeConfig.to_record()")
+        return cls(**dict(data))
+
     def describe(self) -> str:
         """One line for logs and the operator: what the hedge keeps and how."""
         cap = f", max {self.max_order_qty:g} per order" if self.max_order_qty is not None else ""

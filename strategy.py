@@ -63,6 +63,7 @@ from conditions import (
 from contracts import DEFAULT_UNDERLYING, Side
 from display import fmt_qty
 from errors import ConfigError, TraderError
+from hedging import HedgeConfig
 from multileg_orderbook import SmartExecConfig
 from option_selection import LegSpec, ResolvedLeg, resolve_legs
 from position_monitor import PositionMonitor
@@ -173,6 +174,7 @@ class StrategyConfig:
     max_leg_qty: float = DEFAULT_MAX_LEG_QTY
     max_structure_qty: float = DEFAULT_MAX_STRUCTURE_QTY
     max_structure_notional_usd: float = DEFAULT_MAX_STRUCTURE_NOTIONAL_USD
+    hedge: HedgeConfig | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "StrategyConfig":
         # A misspelled field (``exit_condition=``) would otherwise be a bare TypeError from the
@@ -202,6 +204,7 @@ class StrategyConfig:
             self._check_exit_policy()
             self._check_choices_and_limits()
             self._check_perpetual_legs()
+            self._check_hedge()
             self._check_callbacks()
             self._lift_metadata()
         except StrategyConfigError:
@@ -343,6 +346,23 @@ class StrategyConfig:
             raise invalid(self._owner, "hold_to_expiry", True,
                           "a structure of perpetual legs only never expires; give it exit_conditions instead")
 
+    def _check_hedge(self) -> None:
+        """A delta hedge (docs/HEDGING.md) is bound to the structure's underlying here, at start-up.
+
+        Its orders are perp orders, which only the limit engine trades: ``smart`` and ``rfq``
+        are refused (``auto`` routes a hedged strategy to ``limit``, ``route_trade``), so every
+        job of a hedged trade, its closes included, can carry the hedge legs.
+        """
+        if self.hedge is None:
+            return
+        if not isinstance(self.hedge, HedgeConfig):
+            raise invalid(self._owner, "hedge", self.hedge, "use delta_hedge(...) from hedging, or None")
+        if self.execution_mode in ("smart", "rfq"):
+            raise invalid(self._owner, "execution_mode", self.execution_mode,
+                          f"a delta hedge trades the perpetual, which the {self.execution_mode} engine does not "
+                          f"trade; use execution_mode='limit' (or 'auto', which routes a hedged strategy to limit)")
+        self.hedge = self.hedge.bind(self.underlying)
+
     def _check_choices_and_limits(self) -> None:
         owner = self._owner
         if self.execution_mode not in EXECUTION_MODES:
@@ -443,9 +463,10 @@ def route_trade(config: StrategyConfig, resolved: Sequence[ResolvedLeg], executo
     The one place a strategy's mode is decided (``auto`` by the notional at the snapshot's
     index): the runner passes the answer to ``LifecycleManager.create``, which stores it and
     never routes again, and ``main.py check`` prints it through this same call. A structure
-    with a perpetual leg trades on the limit engine (the only one that trades perps).
+    with a perpetual leg, or with a delta hedge, trades on the limit engine (the only one
+    that trades perps).
     """
-    if any(leg.is_perpetual for leg in config.legs):
+    if config.hedge is not None or any(leg.is_perpetual for leg in config.legs):
         return "limit"
     return executor.route(config.execution_mode, resolved, resolved[0].index_price)
 
@@ -600,6 +621,8 @@ class StrategyRunner:
                     self.config.execution_mode,
                     ", ".join(condition_name(c) for c in self.config.entry_conditions) or "none",
                     ", ".join(condition_name(c) for c in self.config.exit_conditions) or "none")
+        if self.config.hedge is not None:
+            logger.info("strategy %s: %s", self.name, self.config.hedge.describe())
 
     def _load_state(self) -> dict | None:
         try:
@@ -875,7 +898,7 @@ class StrategyRunner:
         try:
             trade = self.ctx.lifecycle_manager.create(
                 self.name, resolved, execution_mode=mode, exit_conditions=list(self.config.exit_conditions),
-                execution_params=self.config.execution_params, metadata=dict(self.config.metadata),
+                execution_params=self.config.execution_params, metadata=self._trade_metadata(),
                 on_opened=self._hook, on_closed=self._hook, smart_config=self.config.smart_config,
                 rfq_params=self.config.rfq_params,
             )
@@ -886,6 +909,14 @@ class StrategyRunner:
                     self.config.underlying, index_price,
                     ", ".join(f"{leg.side.name} {leg.qty:g} {leg.symbol}" for leg in resolved))
         return None
+
+    def _trade_metadata(self) -> dict:
+        """The new trade's metadata: the strategy's own, and its bound hedge config, kept in the
+        record so the lifecycle (and a restart) hedges the trade by the rules it opened with."""
+        metadata = dict(self.config.metadata)
+        if self.config.hedge is not None:
+            metadata["hedge_config"] = self.config.hedge.to_record()
+        return metadata
 
     def _note_resolution(self, resolved: list[ResolvedLeg]) -> None:
         """Log the legs an entry check chose when they differ from the last check's.

@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,10 +51,11 @@ from conditions import (
 )
 from contracts import UNDERLYINGS, Contract, Side, is_perpetual_symbol, underlying_of
 from display import fmt, fmt_qty
-from errors import StaleDataError
+from errors import ConfigError, StaleDataError, TraderError
 from execution_job import JobStatus, LegTarget
 from exit_evaluation import ExitEvaluator, ExitWatch
 from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without_evidence
+from hedging import HedgeConfig, HedgeOrder, HedgeState, decide
 from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
 from option_selection import ResolvedLeg
@@ -86,6 +88,17 @@ EXTERNAL_TRADE_ID = "T000000000"
 EXIT_REASON_EXPIRY = "expiry"
 EXIT_REASON_MANUAL = "manual"
 EXIT_REASON_KILL = "kill_switch"
+# A delta-hedged trade (docs/HEDGING.md) keeps in its record: the bound hedge config it opened
+# with, the hedge's state (HedgeState) and the indexes of its two hedge legs (a long and a short
+# perp leg: a hedge that changes side reduces one to zero and opens the other, never flips one).
+HEDGE_CONFIG_KEY = "hedge_config"
+HEDGE_STATE_KEY = "hedge"
+HEDGE_LEGS_KEY = "hedge_legs"
+# Orders the hedge legs of one trade may use for rebalancing. The ledger refuses a trade's
+# 301st order (max_orders_per_trade); stopping the rebalances well before keeps room for the
+# close of every leg, hedge included, which must never meet the cap.
+HEDGE_ORDER_BUDGET = 200
+HEDGE_ORDERS_PER_JOB = 4                  # one order and three requotes (hedge_execution_params)
 
 
 class TradeState(str, Enum):
@@ -492,12 +505,24 @@ class TradeLifecycle:
         """Our fills' cash - fees + value of what we still hold (BEHAVIOUR 2.3)."""
         return self.valuation(mode, now=now).value
 
-    def structure_delta(self) -> float:
-        """Sum of sign x net_qty x delta over our legs; StaleDataError if a delta is unknown or stale."""
+    def hedge_leg_indexes(self) -> tuple[int, ...]:
+        """The indexes of the delta hedge's perp legs (none before the first hedge order)."""
+        legs = self.metadata.get(HEDGE_LEGS_KEY) or {}
+        return tuple(int(legs[side]) for side in ("long", "short") if side in legs)
+
+    def hedge_qty(self) -> float:
+        """The hedge the trade holds, signed (long > 0), from the hedge legs' fills only."""
+        hedge = self.hedge_leg_indexes()
+        value = round(math.fsum(leg.sign * leg.net_qty for leg in self.legs if leg.index in hedge), 8)
+        return 0.0 if is_zero(value) else value
+
+    def structure_delta(self, *, exclude: Sequence[int] = ()) -> float:
+        """Sum of sign x net_qty x delta over our legs (those of ``exclude`` left out: the hedge's
+        when the hedge asks); StaleDataError if a delta is unknown or stale."""
         now = self._now(None)
         total = 0.0
         for leg in self.legs:
-            if is_zero(leg.net_qty):
+            if is_zero(leg.net_qty) or leg.index in exclude:
                 continue
             self._fresh_quote(leg, now)
             delta = leg.greek("delta")
@@ -609,6 +634,38 @@ def urgent_execution_params() -> ExecutionParams:
 
 
 @dataclass
+class _HedgeWork:
+    """One hedge order in flight: what it was decided on, and its leg's fills before it started
+    (the fills it adds are read as the difference, never assumed from what was asked)."""
+
+    leg_index: int
+    intent: Intent
+    order: HedgeOrder
+    before: tuple[float, float, float]     # (qty, qty x vwap, fees) of the leg and intent family
+    mark: float
+    structure_delta: float
+    hedge_before: float
+    reason: str
+    new_rebalance: bool
+    follow_up: HedgeOrder | None
+
+
+def hedge_execution_params(config: HedgeConfig) -> ExecutionParams:
+    """The limit job of one hedge order: at the touch, requoted a few times, never beyond
+    fair × (1 ± max_slippage): the same bound as the decision's price protection."""
+    slippage = config.max_slippage_bps / 10_000.0
+    return ExecutionParams(fill_timeout_seconds=20.0, aggressive_buffer_pct=0.0, max_requote_rounds=3,
+                           min_price_pct_of_fair=1.0 - slippage, max_price_pct_of_fair=1.0 + slippage,
+                           grace_seconds=5.0)
+
+
+def _reason_shape(reason: str) -> str:
+    """A reason with its numbers blanked: "logged once per change" means a change of kind, not of
+    the seconds left or the last digit of a delta."""
+    return re.sub(r"[-+]?\d[\d.,:e+-]*", "#", reason)
+
+
+@dataclass
 class _Runtime:
     """Per-trade state that lives only in memory (jobs, callbacks, conditions)."""
 
@@ -622,6 +679,8 @@ class _Runtime:
     pending_close_reason: str | None = None
     kill: bool = False
     exits: ExitWatch = field(default_factory=ExitWatch)            # confirmations, unevaluable/insane episodes
+    hedge: _HedgeWork | None = None          # the hedge order in flight (job kind "hedge")
+    hedge_note: str | None = None            # the last hedge reason logged (logged once per change)
     delivery: DeliveryWatch = field(default_factory=DeliveryWatch)   # settlement retries
 
     def params_for(self, mode: str) -> Any:
@@ -945,6 +1004,7 @@ class LifecycleManager:
         if trade.state is TradeState.OPEN and poll_snapshot is not None and runtime.job is None:
             self.exits.refresh_quotes(trade, now)
             self._evaluate_exits(trade, runtime, poll_snapshot, now)
+            self._hedge_tick(trade, runtime, now)
         self._drive(trade, runtime, now)
 
     def _runtime_of(self, trade: TradeLifecycle) -> _Runtime:
@@ -979,6 +1039,8 @@ class LifecycleManager:
         logger.info("trade %s: %s job ended %s%s", trade.id, kind, status.value, f" ({reason})" if reason else "")
         if kind == "open":
             self._on_open_end(trade, runtime, now, reason)
+        elif kind == "hedge":
+            self._on_hedge_end(trade, runtime, now)
         elif kind == "unwind":
             self._on_unwind_end(trade, runtime, now)
         else:
@@ -1093,6 +1155,181 @@ class LifecycleManager:
         if decision is not None:
             self._decide_exit(trade, decision.reason, decision.detail, now)
             self._set_state(trade, TradeState.PENDING_CLOSE)
+
+    # ---- the delta hedge (docs/HEDGING.md) -------------------------------------------------------
+
+    def _hedge_config(self, trade: TradeLifecycle) -> HedgeConfig | None:
+        """The hedge the trade opened with (its record's bound config), or None for an unhedged trade."""
+        data = trade.metadata.get(HEDGE_CONFIG_KEY)
+        if data is None:
+            return None
+        try:
+            return HedgeConfig.from_record(data).bind(trade.legs[0].contract.underlying)
+        except ConfigError as error:
+            self._hedge_note(trade, self._runtime_of(trade), f"hedge config refused: {error}", level=logging.ERROR)
+            return None
+
+    def _hedge_note(self, trade: TradeLifecycle, runtime: _Runtime, reason: str, *, level: int = logging.INFO) -> None:
+        """Log a hedge reason once per change of kind (no line per tick while it stays the same)."""
+        shape = _reason_shape(reason)
+        if shape == runtime.hedge_note:
+            return
+        runtime.hedge_note = shape
+        logger.log(level, "trade %s (%s) hedge: %s", trade.id, trade.strategy, reason)
+
+    def _hedge_state(self, trade: TradeLifecycle, now: float) -> HedgeState | None:
+        """The stored HedgeState, brought in line with the fills (they win); None if the record is bad."""
+        try:
+            state = HedgeState.from_record(trade.metadata.get(HEDGE_STATE_KEY))
+        except ValueError as error:
+            self._hedge_note(trade, self._runtime_of(trade), f"hedge record refused, no hedging: {error}",
+                             level=logging.ERROR)
+            return None
+        held = trade.hedge_qty()
+        if abs(state.hedge_qty - held) > QTY_EPSILON:
+            # Fills booked without their job (a restart mid-order, an order resolved late): the fills
+            # are the truth, and the interval restarts so a rebalance is never repeated at once.
+            logger.warning("trade %s hedge: the record said %+g, the fills say %+g; the fills win",
+                           trade.id, state.hedge_qty, held)
+            state = HedgeState(hedge_qty=held, last_rebalance_at=now, rebalances=state.rebalances,
+                               fees_usd=state.fees_usd, slippage_usd=state.slippage_usd)
+            trade.metadata[HEDGE_STATE_KEY] = state.to_record()
+            self._persist(trade, "hedge_resynced", hedge_qty=held)
+        return state
+
+    def _hedge_tick(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        """After the exits of a poll: ask the policy and start its order (one hedge job at a time)."""
+        config = self._hedge_config(trade)
+        if config is None or trade.state is not TradeState.OPEN or runtime.job is not None or runtime.kill:
+            return
+        if self.fills.resolve_stray_orders(trade):
+            self._hedge_note(trade, runtime, "waiting for an earlier order of the trade to be final")
+            return
+        hedge_legs = trade.hedge_leg_indexes()
+        options = [leg for leg in trade.legs if leg.index not in hedge_legs and not is_zero(leg.net_qty)]
+        if any(leg.is_frozen(now) for leg in options):
+            self._hedge_note(trade, runtime, "hold: an option leg is in its pre-expiry halt")
+            return
+        state = self._hedge_state(trade, now)
+        if state is None:
+            return
+        used = sum(1 for order in self.ledger.orders(trade.id) if order.leg_index in hedge_legs)
+        if used + HEDGE_ORDERS_PER_JOB > HEDGE_ORDER_BUDGET:
+            self._hedge_note(trade, runtime, f"hold: the hedge used {used} orders of its budget of "
+                                             f"{HEDGE_ORDER_BUDGET}; no more rebalancing (the close keeps its room)",
+                             level=logging.WARNING)
+            return
+        symbol = config.perp_symbol
+        try:
+            quote = self.market.quote(symbol, max_age=self.quote_max_age)
+            spec = self.market.instrument(symbol)
+        except (TraderError, OSError) as error:
+            self._hedge_note(trade, runtime, f"refused: no {symbol} quote ({error})", level=logging.WARNING)
+            return
+        try:
+            structure_delta = trade.structure_delta(exclude=hedge_legs)
+        except StaleDataError as error:
+            self._hedge_note(trade, runtime, f"refused: structure delta unknown ({error})", level=logging.WARNING)
+            return
+        hedge_qty = trade.hedge_qty()
+        decision = decide(config, structure_delta=structure_delta, hedge_qty=hedge_qty, now=now,
+                          last_rebalance_at=state.last_rebalance_at,
+                          perp_step=UNDERLYINGS[config.underlying or ""].perp_qty_step, perp_tick=spec.tick_size,
+                          perp_mark=quote.mark, perp_bid=quote.bid, perp_ask=quote.ask, index=quote.underlying_price,
+                          quote_age_seconds=now - float(quote.as_of), max_quote_age_seconds=self.quote_max_age,
+                          perp_min_qty=spec.min_qty)
+        if not decision.wants_order:
+            self._hedge_note(trade, runtime, f"{decision.action.value}: {decision.reason}",
+                             level=logging.WARNING if decision.capped else logging.INFO)
+            return
+        runtime.hedge_note = None
+        logger.info("trade %s (%s) hedge: structure delta %+.4f, hedge %+g: %s", trade.id, trade.strategy,
+                    structure_delta, hedge_qty, decision.reason)
+        follow_up = decision.orders[1] if len(decision.orders) > 1 else None
+        self._start_hedge_order(trade, runtime, config, decision.orders[0], follow_up=follow_up,
+                                mark=float(quote.mark), structure_delta=structure_delta, reason=decision.reason,
+                                new_rebalance=True, now=now)
+
+    def _hedge_legs(self, trade: TradeLifecycle, config: HedgeConfig) -> tuple[TradeLeg, TradeLeg]:
+        """The trade's long and short hedge legs, added (and persisted) before its first hedge order."""
+        indexes = trade.metadata.get(HEDGE_LEGS_KEY)
+        if not indexes:
+            first = max(leg.index for leg in trade.legs) + 1
+            contract = Contract.perpetual(config.underlying or "")
+            # qty is the most the leg may hold (the hedge cap): what it holds is its fills.
+            trade.legs.append(TradeLeg(index=first, contract=contract, side=Side.BUY, qty=config.max_hedge_qty))
+            trade.legs.append(TradeLeg(index=first + 1, contract=contract, side=Side.SELL, qty=config.max_hedge_qty))
+            indexes = {"long": first, "short": first + 1}
+            trade.metadata[HEDGE_LEGS_KEY] = indexes
+            self._persist(trade, "hedge_legs_added", legs=indexes)
+        by_index = {leg.index: leg for leg in trade.legs}
+        return by_index[int(indexes["long"])], by_index[int(indexes["short"])]
+
+    def _start_hedge_order(self, trade: TradeLifecycle, runtime: _Runtime, config: HedgeConfig, order: HedgeOrder, *,
+                           follow_up: HedgeOrder | None, mark: float, structure_delta: float, reason: str,
+                           new_rebalance: bool, now: float) -> None:
+        """One hedge order as a limit job on a hedge leg: a reduce-only order reduces the leg that
+        holds the hedge (CLOSE family, capped at the account's position by the ledger), an
+        opening order adds to the leg of its side (OPEN family)."""
+        long_leg, short_leg = self._hedge_legs(trade, config)
+        if order.reduce_only:
+            leg, intent = (long_leg if order.side is Side.SELL else short_leg), Intent.CLOSE
+        else:
+            leg, intent = (long_leg if order.side is Side.BUY else short_leg), Intent.OPEN
+        qty, vwap, fees = self.ledger.leg_fill(trade.id, leg.index, intent)
+        runtime.hedge = _HedgeWork(leg.index, intent, order, (qty, qty * (vwap or 0.0), fees or 0.0), mark,
+                                   structure_delta, trade.hedge_qty(), reason, new_rebalance, follow_up)
+        target = LegTarget(leg.index, leg.symbol, order.side, order.qty, leg.lot)
+        try:
+            self._start_job(trade, runtime, "hedge", intent, [target], hedge_execution_params(config), "limit")
+        except Exception:  # noqa: BLE001 - no hedge this poll; the next poll decides again
+            logger.exception("trade %s: the hedge job could not start", trade.id)
+            runtime.hedge = None
+            return
+        self._step_job(trade, runtime, now)
+
+    def _on_hedge_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
+        """Book what the hedge job filled (from the ledger), record the rebalance, send a split's second part."""
+        work, runtime.hedge = runtime.hedge, None
+        if work is None:
+            return
+        qty, vwap, fees = self.ledger.leg_fill(trade.id, work.leg_index, work.intent)
+        filled = clean_qty(qty - work.before[0])
+        state = HedgeState.from_record(trade.metadata.get(HEDGE_STATE_KEY))
+        price = 0.0
+        if filled > 0:
+            price = (qty * (vwap or 0.0) - work.before[1]) / filled
+            state = state.after_fill(work.order.side, filled, price, (fees or 0.0) - work.before[2], work.mark,
+                                     at=now, new_rebalance=work.new_rebalance)
+        held = trade.hedge_qty()
+        if abs(state.hedge_qty - held) > QTY_EPSILON:
+            logger.warning("trade %s hedge: the booked state says %+g, the fills say %+g; the fills win",
+                           trade.id, state.hedge_qty, held)
+            state = HedgeState(hedge_qty=held, last_rebalance_at=now if filled > 0 else state.last_rebalance_at,
+                               rebalances=state.rebalances, fees_usd=state.fees_usd,
+                               slippage_usd=state.slippage_usd)
+        trade.metadata[HEDGE_STATE_KEY] = state.to_record()
+        self._persist(trade, "hedge_rebalance", side=work.order.side.name.lower(), asked=work.order.qty,
+                      filled=filled, price=round(price, 8), reduce_only=work.order.reduce_only, reason=work.reason,
+                      structure_delta=round(work.structure_delta, 8), hedge_before=work.hedge_before,
+                      hedge_after=held, delta_before=round(work.structure_delta + work.hedge_before, 8),
+                      delta_after=round(work.structure_delta + held, 8), rebalances=state.rebalances,
+                      cost_usd=round(state.cost_usd, 8))
+        logger.info("trade %s (%s) hedge: %s %g of %g at %g; hedge %+g -> %+g, total delta %+.4f -> %+.4f",
+                    trade.id, trade.strategy, work.order.side.name.lower(), filled, work.order.qty, price,
+                    work.hedge_before, held, work.structure_delta + work.hedge_before, work.structure_delta + held)
+        follow = work.follow_up
+        if follow is None or trade.state is not TradeState.OPEN or runtime.kill:
+            return
+        if filled < work.order.qty - QTY_EPSILON or not is_zero(held):
+            self._hedge_note(trade, runtime, "the reducing part did not fill completely: the opening part is "
+                                             "dropped and the next poll decides afresh")
+            return
+        config = self._hedge_config(trade)
+        if config is not None:
+            self._start_hedge_order(trade, runtime, config, follow, follow_up=None, mark=work.mark,
+                                    structure_delta=work.structure_delta, reason=work.reason + " (second part)",
+                                    new_rebalance=False, now=now)
 
     # ---- the holds (lifecycle_holds.LifecycleHolds) -------------------------------------------
 
@@ -1300,6 +1537,8 @@ class LifecycleManager:
             if trade.state is TradeState.OPEN:
                 self._decide_exit(trade, reason, {"source": reason}, now)
                 self._set_state(trade, TradeState.PENDING_CLOSE)
+                if runtime.job is not None and runtime.job_kind == "hedge":
+                    runtime.job.request_stop(reason)  # the close round (hedge legs included) follows it
             elif trade.state is TradeState.CLOSING and runtime.kill and runtime.job_kind == "close":
                 runtime.job.request_stop(reason)  # the next round goes out with kill intent
             elif trade.state is TradeState.SETTLING:

@@ -5,9 +5,11 @@ A factory builds a fresh, validated config every time it is called and reads not
 import time, so importing this package has no side effects.
 """
 from strategies.daily_short_strangle import daily_short_strangle
+from strategies.hedged_strangle import hedged_strangle_btc, hedged_strangle_eth
 from strategies.iron_condor import iron_condor
 from strategies.micro_strangle import micro_strangle
 from strategies.rfq_endurance import rfq_endurance
 from strategies.smart_strangle import smart_strangle
 
-__all__ = ["micro_strangle", "daily_short_strangle", "iron_condor", "rfq_endurance", "smart_strangle"]
+__all__ = ["micro_strangle", "daily_short_strangle", "iron_condor", "rfq_endurance", "smart_strangle",
+           "hedged_strangle_btc", "hedged_strangle_eth"]
