@@ -23,6 +23,23 @@ Rules (issue 5 acceptance, BEHAVIOUR.md 4.1, 6.1, 8 rows 5, 11, 17):
 * ``store_vs_exchange``: every exchange order with our prefix is in the ledger with the same
   final status and fill; every ledger order that reached the exchange exists there; block
   trades (RFQ) are recorded by their order id.
+
+Perpetuals and hedging (issue 13), from the exchange's perpetual orders, fills and funding rows:
+
+* ``perp_foreign_order``: every perpetual order on the account carries a clientOrderId with our
+  prefix (nothing else trades the campaign's account).
+* ``perp_client_order_id_reused``: a perpetual clientOrderId is sent once, and it names (trade,
+  leg) of a perpetual leg on that very symbol and side in the store: an id never stands for two orders.
+* ``perp_reduce_only_growth``: replaying each perpetual's fills in execution order, no fill of a
+  reduce-only order grew or flipped the position it met.
+* ``hedge_record``: each hedged trade's recorded hedge quantity (``metadata["hedge"]``) equals
+  the exchange's fills of its hedge legs' rebalance orders (those sent before its exit was decided).
+* ``funding_unheld``: every funding row is for a position the account held at that instant,
+  on that side and of that size.
+* ``not_flat`` covers the perpetual positions like the option ones.
+
+Quantities are compared in the exchange's integer lots of each symbol (``lots_per_unit``):
+0.01 BTC and 0.1 ETH for options, 0.001 BTC and 0.01 ETH for the perpetuals.
 """
 from __future__ import annotations
 
@@ -33,9 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from contracts import UNDERLYINGS, is_perpetual_symbol, underlying_of
 from order_ledger import parse_client_order_id
 
 LOTS_PER_BTC = 100
+SELL = 2
 QTY_TOLERANCE = 1e-9
 BUY = 1
 BLOCK_TRADE_TYPE = 14
@@ -97,13 +116,24 @@ class ExchangeExercise:
 
 
 @dataclass(frozen=True)
+class ExchangeFunding:
+    """One funding payment: the position it was charged on (side 1 long, 2 short; lots)."""
+
+    symbol: str
+    side: int
+    lots: int
+    time_ms: int
+
+
+@dataclass(frozen=True)
 class ExchangeRecords:
-    """One account's orders, fills (execution order), exercises and final positions (lots)."""
+    """One account's orders, fills (execution order), exercises, final positions (lots) and funding rows."""
 
     orders: tuple[ExchangeOrder, ...]
     fills: tuple[ExchangeFill, ...]
     exercises: tuple[ExchangeExercise, ...]
     positions: Mapping[str, int]
+    funding: tuple[ExchangeFunding, ...] = ()
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], api_key: str) -> "ExchangeRecords":
@@ -128,7 +158,10 @@ class ExchangeRecords:
         exercises = tuple(ExchangeExercise(symbol=str(r["symbol"]), time_ms=int(r["time_ms"]))
                           for r in exchange.get("exercises", []) if r["user_id"] == user)
         positions = {str(p["symbol"]): int(p["lots"]) for p in account.get("positions", []) if int(p["lots"]) != 0}
-        return cls(orders, fills, exercises, positions)
+        funding = tuple(ExchangeFunding(symbol=str(r["symbol"]), side=int(r["trade_side"]), lots=int(r["lots"]),
+                                        time_ms=int(r["time_ms"]))
+                        for r in exchange.get("funding", []) if r["user_id"] == user)
+        return cls(orders, fills, exercises, positions, funding)
 
     @classmethod
     def from_state_file(cls, path: str | Path, api_key: str) -> "ExchangeRecords":
@@ -190,8 +223,20 @@ class _Context:
     origins: dict[int, OrderOrigin] = field(default_factory=dict)   # exchange order_id -> origin
 
 
-def _lots(qty: float) -> int:
-    return int(round(float(qty) * LOTS_PER_BTC))
+def lots_per_unit(symbol: str) -> int:
+    """The exchange's lots per unit of the underlying for ``symbol`` (its quantity step inverted).
+
+    A symbol of no known underlying counts in BTC option lots, as the simulator does.
+    """
+    spec = UNDERLYINGS.get(underlying_of(symbol) or "")
+    if spec is None:
+        return LOTS_PER_BTC
+    step = spec.perp_qty_step if is_perpetual_symbol(symbol) else spec.option_qty_step
+    return int(round(1.0 / step))
+
+
+def _lots(qty: float, symbol: str) -> int:
+    return int(round(float(qty) * lots_per_unit(symbol)))
 
 
 def _ours(coid: int | None, prefix: int) -> OrderOrigin | None:
@@ -265,7 +310,7 @@ def check_open_fills_within_target(ctx: _Context) -> list[Violation]:
             continue
         legs = {int(leg["index"]): leg for leg in trade["legs"]}
         leg = legs.get(leg_index)
-        target = _lots(leg["qty"]) if leg is not None else 0
+        target = _lots(leg["qty"], str(leg["symbol"])) if leg is not None else 0
         if lots > target:
             violations.append(Violation("open_overfill", f"{trade['id']} leg {leg_index}: {lots} lots of open fills "
                                                          f"on the exchange, target {target}"))
@@ -334,7 +379,7 @@ def check_positions_accounted(ctx: _Context) -> list[Violation]:
                 expected[str(leg["symbol"])] -= _leg_sign(leg["side"]) * removed
     violations: list[Violation] = []
     for symbol in sorted(set(expected) | set(ctx.exchange.positions)):
-        want = _lots(expected.get(symbol, 0.0))
+        want = _lots(expected.get(symbol, 0.0), symbol)
         have = int(ctx.exchange.positions.get(symbol, 0))
         if want != have:
             violations.append(Violation("unaccounted_position", f"{symbol}: exchange holds {have} lots, the daemon's "
@@ -411,7 +456,7 @@ def check_store_matches_exchange(ctx: _Context) -> list[Violation]:
         order_id = record.get("order_id")
         block = exchange_by_id.get(int(order_id)) if order_id is not None else None
         if block is not None and block.trade_type == BLOCK_TRADE_TYPE:
-            if block.filled_lots != _lots(record.get("filled_qty") or 0.0):
+            if block.filled_lots != _lots(record.get("filled_qty") or 0.0, block.symbol):
                 violations.append(Violation("store_vs_exchange", f"block fill {coid}: ledger {record.get('filled_qty')}"
                                                                  f", exchange {block.filled_lots} lots"))
             continue
@@ -429,11 +474,143 @@ def _compare_order(order: ExchangeOrder, record: dict) -> list[Violation]:
         problems.append(f"still working on the exchange (state {order.state}); ledger {status}")
     elif EXCHANGE_FINAL_STATUS.get(order.state) != status:
         problems.append(f"exchange state {order.state}, ledger {status}")
-    if order.filled_lots != _lots(record.get("filled_qty") or 0.0):
+    if order.filled_lots != _lots(record.get("filled_qty") or 0.0, order.symbol):
         problems.append(f"exchange filled {order.filled_lots} lots, ledger {record.get('filled_qty')}")
     if record.get("order_id") is not None and int(record["order_id"]) != order.order_id:
         problems.append(f"orderId {order.order_id} on the exchange, {record['order_id']} in the ledger")
     return [Violation("store_vs_exchange", f"order {coid}: {problem}") for problem in problems]
+
+
+# --------------------------------------------------------------------------------------------
+# Perpetuals and hedging (issue 13)
+# --------------------------------------------------------------------------------------------
+
+
+def _perp_orders(ctx: _Context) -> list[ExchangeOrder]:
+    return [o for o in ctx.exchange.orders if is_perpetual_symbol(o.symbol)]
+
+
+def check_perp_order_ids(ctx: _Context) -> list[Violation]:
+    """Every perp order is ours, sent once, and its id names a perp leg of that symbol and side."""
+    violations: list[Violation] = []
+    counts = Counter(o.client_order_id for o in ctx.exchange.orders if o.client_order_id is not None)
+    for order in _perp_orders(ctx):
+        origin = _ours(order.client_order_id, ctx.prefix)
+        if origin is None:
+            violations.append(Violation("perp_foreign_order", f"perp order {order.order_id} on {order.symbol} carries "
+                                                              f"clientOrderId {order.client_order_id}, not ours"))
+            continue
+        sent = counts.get(order.client_order_id or 0, 0)   # ours, so the id is there
+        if sent > 1:
+            violations.append(Violation("perp_client_order_id_reused", f"clientOrderId {order.client_order_id} sent "
+                                                                       f"{sent} times"))
+        trade = ctx.trades_by_seq.get(origin.trade_seq)
+        leg = None if trade is None else next((leg for leg in trade["legs"]
+                                               if int(leg["index"]) == origin.leg_index), None)
+        if leg is None or str(leg["symbol"]) != order.symbol:
+            violations.append(Violation("perp_client_order_id_reused", f"clientOrderId {order.client_order_id} "
+                                                                       f"({order.symbol}) names trade "
+                                                                       f"{origin.trade_seq} leg {origin.leg_index}, "
+                                                                       f"which is not that perpetual"))
+            continue
+        # An opening order trades the leg's side, a reducing one the opposite side.
+        opening = origin.intent in OPEN_INTENTS
+        want_side = int(leg["side"]) if opening else (SELL if int(leg["side"]) == BUY else BUY)
+        if order.side != want_side:
+            violations.append(Violation("perp_client_order_id_reused", f"clientOrderId {order.client_order_id} "
+                                                                       f"(intent {origin.intent}) is side "
+                                                                       f"{order.side} on a side-{leg['side']} leg"))
+    return violations
+
+
+def _perp_fill_timeline(ctx: _Context) -> list[ExchangeFill]:
+    return sorted((f for f in ctx.exchange.fills if is_perpetual_symbol(f.symbol)),
+                  key=lambda f: (f.time_ms, f.trade_id))
+
+
+def check_perp_reduce_only(ctx: _Context) -> list[Violation]:
+    """Each fill of a reduce-only perp order (the exchange's own flag) checked against the position before it."""
+    orders = {o.order_id: o for o in ctx.exchange.orders}
+    position: dict[str, int] = defaultdict(int)
+    violations: list[Violation] = []
+    for fill in _perp_fill_timeline(ctx):
+        before = position[fill.symbol]
+        after = before + (fill.lots if fill.side == BUY else -fill.lots)
+        position[fill.symbol] = after
+        order = orders.get(fill.order_id)
+        if order is None or not order.reduce_only:
+            continue
+        if abs(after) > abs(before) or before * after < 0:
+            violations.append(Violation("perp_reduce_only_growth", f"fill {fill.trade_id} of reduce-only order "
+                                                                   f"{order.client_order_id or order.order_id} moved "
+                                                                   f"{fill.symbol} from {before} to {after} lots"))
+    return violations
+
+
+def _hedge_leg_indexes(metadata: Mapping[str, Any]) -> set[int]:
+    """The hedge legs a trade recorded (``metadata["hedge_legs"]``: ``{"long": i, "short": j}``)."""
+    legs = metadata.get("hedge_legs") or {}
+    return {int(legs[side]) for side in ("long", "short") if side in legs}
+
+
+def check_hedge_records(ctx: _Context) -> list[Violation]:
+    """A hedged trade's recorded hedge equals the exchange's fills of its rebalance orders.
+
+    Rebalance orders are the hedge legs' orders sent before the trade's exit was decided;
+    the close round that flattens the hedge afterwards does not change the recorded hedge.
+    """
+    exchange_by_coid = {o.client_order_id: o for o in ctx.exchange.orders if o.client_order_id is not None}
+    by_trade: dict[str, list[dict]] = defaultdict(list)
+    for record in ctx.store.orders:
+        by_trade[str(record["trade_id"])].append(record)
+    violations: list[Violation] = []
+    for trade in ctx.store.trades:
+        metadata = trade.get("metadata") or {}
+        hedge_legs = _hedge_leg_indexes(metadata)
+        if not hedge_legs:
+            continue
+        symbols = {str(leg["symbol"]) for leg in trade["legs"] if int(leg["index"]) in hedge_legs}
+        if len(symbols) != 1:
+            violations.append(Violation("hedge_record", f"{trade['id']}: hedge legs {sorted(hedge_legs)} on "
+                                                        f"{sorted(symbols)}, not one perpetual"))
+            continue
+        symbol = symbols.pop()
+        decided = trade.get("exit_decided_at")
+        filled = 0
+        for record in by_trade[str(trade["id"])]:
+            if int(record["leg_index"]) not in hedge_legs:
+                continue
+            if decided is not None and float(record.get("sent_at") or 0.0) >= float(decided):
+                continue
+            order = exchange_by_coid.get(int(record["client_order_id"]))
+            if order is not None:
+                filled += order.filled_lots if order.side == BUY else -order.filled_lots
+        recorded = _lots(float((metadata.get("hedge") or {}).get("hedge_qty") or 0.0), symbol)
+        if recorded != filled:
+            violations.append(Violation("hedge_record", f"{trade['id']} records a hedge of {recorded} lots of "
+                                                        f"{symbol}; its rebalance orders filled {filled} on the "
+                                                        f"exchange"))
+    return violations
+
+
+def check_funding_rows(ctx: _Context) -> list[Violation]:
+    """Funding is charged only on a position held at its instant, of that side and size.
+
+    A fill stamped at the very instant may come before or after the charge, so either
+    position (fills before the instant, or up to it) is accepted.
+    """
+    fills = _perp_fill_timeline(ctx)
+    violations: list[Violation] = []
+    for row in ctx.exchange.funding:
+        held = [sum((f.lots if f.side == BUY else -f.lots) for f in fills if f.symbol == row.symbol
+                    and (f.time_ms <= row.time_ms if inclusive else f.time_ms < row.time_ms))
+                for inclusive in (False, True)]
+        signed = row.lots if row.side == BUY else -row.lots
+        if row.lots == 0 or signed not in held:
+            violations.append(Violation("funding_unheld", f"funding on {row.symbol} at {row.time_ms} for "
+                                                          f"{signed} lots; the fills say the account held "
+                                                          f"{held[0]}"))
+    return violations
 
 
 def check_campaign_invariants(exchange: ExchangeRecords, store: StoreRecords, *, prefix: int,
@@ -450,6 +627,10 @@ def check_campaign_invariants(exchange: ExchangeRecords, store: StoreRecords, *,
         *check_positions_accounted(ctx),
         *check_trade_outcomes(ctx, exit_names, extra_reasons),
         *check_store_matches_exchange(ctx),
+        *check_perp_order_ids(ctx),
+        *check_perp_reduce_only(ctx),
+        *check_hedge_records(ctx),
+        *check_funding_rows(ctx),
     ]
     if require_flat:
         violations.extend(check_flat(ctx))
@@ -472,6 +653,11 @@ class CampaignTally:
     unwound_trades: int
     breaker_trips: int
     close_rounds_failed: int
+    perp_orders: int = 0
+    perp_fills: int = 0
+    hedged_trades: int = 0          # trades whose hedge legs were added (at least one hedge order)
+    hedge_rebalances: int = 0       # rebalances the trades recorded (metadata["hedge"]["rebalances"])
+    funding_rows: int = 0
 
     @classmethod
     def of(cls, exchange: ExchangeRecords, store: StoreRecords) -> "CampaignTally":
@@ -489,4 +675,10 @@ class CampaignTally:
             unwound_trades=len({str(o["trade_id"]) for o in store.orders if int(o["intent"]) in (5, 6)}),
             breaker_trips=sum(int(t.get("breaker_trips") or 0) for t in store.trades),
             close_rounds_failed=sum(int(t.get("close_rounds") or 0) for t in store.trades),
+            perp_orders=sum(1 for o in exchange.orders if is_perpetual_symbol(o.symbol)),
+            perp_fills=sum(1 for f in exchange.fills if is_perpetual_symbol(f.symbol)),
+            hedged_trades=sum(1 for t in store.trades if (t.get("metadata") or {}).get("hedge_legs")),
+            hedge_rebalances=sum(int(((t.get("metadata") or {}).get("hedge") or {}).get("rebalances") or 0)
+                                 for t in store.trades),
+            funding_rows=len(exchange.funding),
         )

@@ -1,4 +1,4 @@
-"""Strategies for the fault campaigns: three engines that cycle through every lifecycle state fast.
+"""Strategies for the fault campaigns: three engines, a hedge and a perp leg, cycling through every state fast.
 
 Why these and not the shipped strategies: a kill campaign only proves something if the
 kills land in every state a trade can be in. The shipped strategies hold trades for 15-30
@@ -14,9 +14,17 @@ mid-close many times over.
   the exchange's 50k minimum); the close goes through RFQ too, with the limit fallback.
 * ``camp_smart``: a long 0.2 BTC strangle worked in two chunks at mid by the smart engine.
 
-All three buy: the account is one-way netted, so a strategy selling a symbol another one
+* ``camp_hedged``: a long 0.1 BTC strangle (0.20 delta) on the limit engine, delta-hedged with
+  BTCUSD in a 0.001 BTC band (one perp step) at most every 15 s (hedge at most 0.05 BTC): the strangle's
+  delta is never exactly zero, so nearly every trade rebalances at least once, and the kills
+  land mid-hedge as well as mid-open and mid-close (issue 13).
+* ``camp_perp``: a long 0.5 ETH strangle plus a long 0.05 ETH perpetual leg (``perp``), limit
+  engine: perpetual orders in the open, the close, unwinds and kills.
+
+All the option legs buy: the account is one-way netted, so a strategy selling a symbol another one
 buys would leave a reduce-only close with nothing to reduce (a strategy-design conflict,
-not what this campaign is about).
+not what this campaign is about). For the same reason the two perpetual users trade
+different perpetuals: the hedge may be long or short BTCUSD, the perp leg is long ETHUSD.
 
 Exits always include ``max_hold_hours(0.05)`` (three simulated minutes) so every trade that
 opens is closed by one of its own rules, plus tight profit and loss targets that fire now
@@ -32,8 +40,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
+from hedging import delta_hedge
 from multileg_orderbook import SmartExecConfig
-from option_selection import strangle
+from option_selection import perp, strangle
 from rfq import RFQParams
 from strategy import (
     StrategyConfig,
@@ -48,7 +57,16 @@ from trade_execution import ExecutionParams, ExecutionPhase
 LIMIT_STRATEGY = "camp_limit"
 RFQ_STRATEGY = "camp_rfq"
 SMART_STRATEGY = "camp_smart"
-CAMPAIGN_STRATEGY_NAMES: tuple[str, ...] = (LIMIT_STRATEGY, RFQ_STRATEGY, SMART_STRATEGY)
+HEDGED_STRATEGY = "camp_hedged"
+PERP_STRATEGY = "camp_perp"
+CAMPAIGN_STRATEGY_NAMES: tuple[str, ...] = (LIMIT_STRATEGY, RFQ_STRATEGY, SMART_STRATEGY, HEDGED_STRATEGY,
+                                            PERP_STRATEGY)
+# The hedge: a band of one perp step and a short interval, so rebalances happen within a
+# three-minute hold; a small cap keeps it well inside the account's margin.
+HEDGE_BAND = 0.001
+HEDGE_INTERVAL_SECONDS = 15.0
+HEDGE_MAX_QTY = 0.05
+PERP_LEG_QTY = 0.05
 
 HOLD_HOURS = 0.05              # three simulated minutes: every opened trade leaves soon
 COOLDOWN_SECONDS = 20.0
@@ -147,6 +165,41 @@ def smart_strangle_config(entries: bool = True, cooldown_seconds: float = COOLDO
     )
 
 
+def _limit_params() -> ExecutionParams:
+    """A plain limit job (at fair, then crossing by 3 %): the only engine that trades perpetuals."""
+    return ExecutionParams(fill_timeout_seconds=10.0, aggressive_buffer_pct=3.0, max_requote_rounds=10,
+                           grace_seconds=2.0)
+
+
+def hedged_strangle_config(entries: bool = True, cooldown_seconds: float = COOLDOWN_SECONDS) -> StrategyConfig:
+    """A long BTC strangle kept delta-neutral with BTCUSD: rebalances within each short hold."""
+    return StrategyConfig(
+        name=HEDGED_STRATEGY,
+        legs=strangle(0.1, call_delta=0.20, put_delta=-0.20, dte="next", side=1),
+        entry_conditions=_common_entries(entries),
+        exit_conditions=_common_exits(2.0, 13.0),
+        execution_mode="limit",
+        execution_params=_limit_params(),
+        hedge=delta_hedge(band=HEDGE_BAND, target=0.0, min_interval_seconds=HEDGE_INTERVAL_SECONDS,
+                          max_hedge_qty=HEDGE_MAX_QTY, underlying="BTC", max_slippage_bps=20),
+        **_cycle_limits(cooldown_seconds),
+    )
+
+
+def perp_strangle_config(entries: bool = True, cooldown_seconds: float = COOLDOWN_SECONDS) -> StrategyConfig:
+    """A long ETH strangle plus a long ETHUSD leg: perpetual orders in every job of the trade."""
+    return StrategyConfig(
+        name=PERP_STRATEGY,
+        legs=strangle(0.5, call_delta=0.25, put_delta=-0.25, dte="next", side=1, underlying="ETH")
+        + perp(PERP_LEG_QTY, 1, underlying="ETH"),
+        entry_conditions=_common_entries(entries),
+        exit_conditions=_common_exits(2.0, 14.0),
+        execution_mode="limit",
+        execution_params=_limit_params(),
+        **_cycle_limits(cooldown_seconds),
+    )
+
+
 def campaign_factories(entries: bool = True,
                        cooldown_seconds: float = COOLDOWN_SECONDS) -> list[Callable[[], StrategyConfig]]:
     """What ``main.main(strategies=...)`` takes: one zero-argument factory per strategy.
@@ -164,7 +217,13 @@ def campaign_factories(entries: bool = True,
     def camp_smart() -> StrategyConfig:
         return smart_strangle_config(entries, cooldown_seconds)
 
-    return [camp_limit, camp_rfq, camp_smart]
+    def camp_hedged() -> StrategyConfig:
+        return hedged_strangle_config(entries, cooldown_seconds)
+
+    def camp_perp() -> StrategyConfig:
+        return perp_strangle_config(entries, cooldown_seconds)
+
+    return [camp_limit, camp_rfq, camp_smart, camp_hedged, camp_perp]
 
 
 def exit_names_by_strategy() -> dict[str, set[str]]:
@@ -172,4 +231,5 @@ def exit_names_by_strategy() -> dict[str, set[str]]:
     from conditions import condition_name
 
     return {config.name: {condition_name(c) for c in config.exit_conditions}
-            for config in (limit_strangle_config(), rfq_strangle_config(), smart_strangle_config())}
+            for config in (limit_strangle_config(), rfq_strangle_config(), smart_strangle_config(),
+                           hedged_strangle_config(), perp_strangle_config())}

@@ -235,6 +235,8 @@ class DayReport:
                 f"{tally.exchange_orders} ({tally.block_trade_orders} block-trade legs), {tally.exchange_fills} fills",
                 f"  unwound trades {tally.unwound_trades}, failed close rounds {tally.close_rounds_failed}, "
                 f"breaker trips {tally.breaker_trips}",
+                f"  perpetuals: {tally.perp_orders} orders, {tally.perp_fills} fills, {tally.funding_rows} funding "
+                f"rows; hedged trades {tally.hedged_trades}, rebalances {tally.hedge_rebalances}",
             ]
         lines.append(f"  violations: {len(self.violations)}")
         lines += [f"    - {v}" for v in self.violations[:40]]

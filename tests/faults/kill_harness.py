@@ -8,7 +8,7 @@ Why this shape (issue 5 acceptance, BEHAVIOUR.md 8 row 17):
   accelerated speed. A kill is ``SIGKILL``: no handler, no flush, no lock release by us.
 * Kills are aimed: the harness follows the daemon's ``logs/events.jsonl`` (order and trade
   events) and ``trading.log`` (RFQ progress), waits for the event that shows the chosen
-  target state (the six states in a seeded random order, round after round, so every state
+  target state (the seven states, mid-hedge included, in a seeded random order, round after round, so every state
   gets its share), then kills after a
   seeded random 0-0.5 s. If the target does not show within a bound, it kills after a
   seeded random delay anyway, so a slow machine gives fewer targeted kills, never a hang.
@@ -55,7 +55,8 @@ from tests.faults.campaign_strategies import CAMPAIGN_STRATEGY_NAMES, exit_names
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAEMON_SCRIPT = Path(__file__).resolve().with_name("campaign_daemon.py")
 
-TARGETS: tuple[str, ...] = ("mid_open", "partial_fill", "mid_requote", "mid_rfq", "open", "mid_close")
+# ``mid_hedge``: a delta-hedge order of an OPEN trade just recorded (issue 13: no duplicated or lost hedge).
+TARGETS: tuple[str, ...] = ("mid_open", "partial_fill", "mid_requote", "mid_rfq", "open", "mid_close", "mid_hedge")
 FALLBACK = "fallback"
 DEFAULT_PREFIX = 101
 SIM_START = "2026-03-03T09:00:00Z"   # Tuesday 09:00 UTC: a whole trading day before the next expiry
@@ -306,7 +307,11 @@ class TargetWatcher:
             return None
         intent, status = int(event.get("intent") or 0), str(event.get("status"))
         filled, coid = float(event.get("filled_qty") or 0.0), event.get("client_order_id")
-        working = self.trade_state.get(str(event.get("trade_id"))) in ("OPENING", "CLOSING", "UNWINDING")
+        trade_state = self.trade_state.get(str(event.get("trade_id")))
+        working = trade_state in ("OPENING", "CLOSING", "UNWINDING")
+        if target == "mid_hedge" and kind == "order_recorded" and trade_state == "OPEN":
+            # An OPEN trade runs no job but its hedge: this is a rebalance order about to be sent.
+            return f"order {coid} hedge {event.get('symbol')} intent {intent} recorded"
         if target == "partial_fill" and filled > 0 and (status in ("PARTIAL", "CANCEL_REQUESTED", "CANCELED")
                                                         or working):
             # a partly filled order, or a filled order of a trade whose execution is not complete
@@ -452,6 +457,8 @@ class CampaignReport:
                 f"{tally.exchange_fills} fills",
                 f"  unwound trades {tally.unwound_trades}, failed close rounds {tally.close_rounds_failed}, "
                 f"breaker trips {tally.breaker_trips}",
+                f"  perpetuals: {tally.perp_orders} orders, {tally.perp_fills} fills, {tally.funding_rows} funding "
+                f"rows; hedged trades {tally.hedged_trades}, rebalances {tally.hedge_rebalances}",
             ]
         if self.paused_at_end:
             lines.append(f"  runners paused at the end: {self.paused_at_end}")

@@ -17,16 +17,19 @@ from persistence import StateStore
 from tests.faults.campaign_invariants import (
     ExchangeExercise,
     ExchangeFill,
+    ExchangeFunding,
     ExchangeOrder,
     ExchangeRecords,
     StoreRecords,
     check_campaign_invariants,
+    lots_per_unit,
 )
 from tests.faults.kill_harness import FileFollower, TargetWatcher
 
 PREFIX = 101
 CALL = "BTCUSD-4MAR26-92000-C"
 PUT = "BTCUSD-4MAR26-88000-P"
+PERP = "BTCUSD"
 EXITS = {"camp": {"max_hold_hours(hours=0.05)", "max_loss_pct(pct=10.0, mode=fair)"}}
 BUY, SELL = 1, 2
 
@@ -224,6 +227,11 @@ def test_the_target_watcher_recognises_each_lifecycle_state_in_the_journal(tmp_p
     assert watcher.poll("open").description == "T1 OPEN"
     _journal(events, {"kind": "trade", "trade_id": "T1", "strategy": "camp", "event": "state", "state": "CLOSING"})
     assert watcher.poll("mid_close").description == "T1 CLOSING"
+    _journal(events, {"kind": "trade", "trade_id": "T3", "strategy": "camp", "event": "hedge_legs_added",
+                      "state": "OPEN"},
+             {"kind": "order_recorded", "trade_id": "T3", "intent": 1, "status": "PENDING_SEND", "filled_qty": 0.0,
+              "client_order_id": 3, "symbol": "BTCUSD"})
+    assert watcher.poll("mid_hedge").description == "order 3 hedge BTCUSD intent 1 recorded"
     (tmp_path / "trading.log").write_text("2026 INFO rfq: rfq job T000000002 OPEN: RFQ 199 created ([...])\n")
     assert watcher.poll("mid_rfq").description == "T000000002 OPEN: RFQ 199 created"
 
@@ -240,3 +248,136 @@ def test_the_file_follower_returns_whole_lines_once_and_survives_rotation(tmp_pa
     path.rename(tmp_path / "trading.log.1")                 # rotation: a new file under the same name
     path.write_bytes(b"three\n")
     assert list(follower.new_lines()) == ["three"]
+
+
+# ---- perpetuals and hedging (issue 13) ----------------------------------------------------------
+
+
+def test_lots_are_counted_in_each_symbols_own_step():
+    assert lots_per_unit(CALL) == 100 and lots_per_unit(PERP) == 1000
+    assert lots_per_unit("ETHUSD") == 100 and lots_per_unit("ETHUSD-4MAR26-2000-C") == 10
+
+
+def perp_round_trip() -> tuple[ExchangeRecords, StoreRecords]:
+    """Trade 1: a 0.1 call and a 0.1 BTCUSD leg (100 perp lots) opened, funded once, closed reduce-only."""
+    exchange = ExchangeRecords(
+        orders=(ex_order(11, coid(1, 0, 1, 1)), ex_order(12, coid(1, 0, 3, 2), side=SELL, reduce_only=True),
+                ex_order(13, coid(1, 1, 1, 1), symbol=PERP, lots=100, filled=100),
+                ex_order(14, coid(1, 1, 3, 2), symbol=PERP, side=SELL, lots=100, filled=100, reduce_only=True)),
+        fills=(ExchangeFill(101, 11, CALL, BUY, 10, 1000), ExchangeFill(103, 13, PERP, BUY, 100, 1000),
+               ExchangeFill(102, 12, CALL, SELL, 10, 2000), ExchangeFill(104, 14, PERP, SELL, 100, 2000)),
+        exercises=(), positions={}, funding=(ExchangeFunding(PERP, BUY, 100, 1500),))
+    store = StoreRecords(trades=(trade(1, legs=((0, CALL), (1, PERP))),),
+                         orders=(ledger(1, 0, 1, 1, order_id=11), ledger(1, 0, 3, 2, order_id=12, side=SELL),
+                                 ledger(1, 1, 1, 1, order_id=13, symbol=PERP),
+                                 ledger(1, 1, 3, 2, order_id=14, symbol=PERP, side=SELL)))
+    return exchange, store
+
+
+def test_a_consistent_round_trip_with_a_perp_leg_and_funding_passes_every_rule():
+    assert judge(*perp_round_trip()) == []
+
+
+def test_a_perp_order_without_our_prefix_is_foreign():
+    exchange, store = perp_round_trip()
+    stranger = ex_order(15, 555, symbol=PERP, lots=5, filled=0, state=3)
+    assert judge(replace(exchange, orders=exchange.orders + (stranger,)), store) == ["perp_foreign_order"]
+
+
+def test_a_perp_client_order_id_sent_twice_or_naming_another_leg_is_reused():
+    exchange, store = perp_round_trip()
+    twin = ex_order(15, coid(1, 1, 1, 1), symbol=PERP, lots=5, filled=0, state=3)
+    rules = judge(replace(exchange, orders=exchange.orders + (twin,)), store)
+    assert "perp_client_order_id_reused" in rules and "duplicate_client_order_id" in rules
+    # The call leg's id (leg 0) on a perp order: the id stands for an option order too.
+    borrowed = ex_order(16, coid(1, 0, 2, 9), symbol=PERP, lots=5, filled=0, state=3)
+    stored = store.orders + (ledger(1, 0, 2, 9, order_id=16, symbol=PERP, status="CANCELED", filled=0.0),)
+    assert judge(replace(exchange, orders=exchange.orders + (borrowed,)),
+                 replace(store, orders=stored)) == ["perp_client_order_id_reused"]
+    # A close id (intent 3) on the buying side of a long leg: not the order its id names.
+    wrong_side = ex_order(17, coid(1, 1, 3, 9), symbol=PERP, lots=5, filled=0, state=3, reduce_only=True)
+    stored = store.orders + (ledger(1, 1, 3, 9, order_id=17, symbol=PERP, status="CANCELED", filled=0.0),)
+    assert judge(replace(exchange, orders=exchange.orders + (wrong_side,)),
+                 replace(store, orders=stored)) == ["perp_client_order_id_reused"]
+
+
+def test_a_reduce_only_perp_fill_that_flips_the_position_is_caught_by_the_exchange_flag():
+    exchange, store = perp_round_trip()
+    # The close sold 120 lots against a 100-lot long: -20 lots, then bought back by an opening order.
+    flipped_close = replace(exchange.orders[3], lots=120, filled_lots=120)
+    buy_back = ex_order(15, coid(1, 1, 2, 3), symbol=PERP, lots=20, filled=20)
+    fills = exchange.fills[:3] + (replace(exchange.fills[3], lots=120), ExchangeFill(105, 15, PERP, BUY, 20, 3000))
+    stored = store.orders[:3] + (ledger(1, 1, 3, 2, order_id=14, symbol=PERP, side=SELL, filled=0.12),
+                                 ledger(1, 1, 2, 3, order_id=15, symbol=PERP, filled=0.02))
+    rules = judge(replace(exchange, orders=exchange.orders[:3] + (flipped_close, buy_back), fills=fills),
+                  replace(store, orders=stored))
+    assert "perp_reduce_only_growth" in rules
+    # Same fills, but the exchange says the order was not reduce-only: the perp rule is quiet.
+    unflagged = replace(flipped_close, reduce_only=False)
+    rules = judge(replace(exchange, orders=exchange.orders[:3] + (unflagged, buy_back), fills=fills),
+                  replace(store, orders=stored))
+    assert "perp_reduce_only_growth" not in rules and "reduce_only_flag" in rules
+
+
+def test_a_perp_position_left_after_the_drain_is_not_flat():
+    exchange, store = perp_round_trip()
+    assert judge(replace(exchange, positions={PERP: 7}), store) == ["unaccounted_position", "not_flat"]
+
+
+def hedged_round_trip(recorded: float = 0.003) -> tuple[ExchangeRecords, StoreRecords]:
+    """Trade 1 holds a call; a rebalance buys 0.003 BTCUSD on the long hedge leg (1), the close sells it."""
+    exchange = ExchangeRecords(
+        orders=(ex_order(11, coid(1, 0, 1, 1)), ex_order(12, coid(1, 0, 3, 2), side=SELL, reduce_only=True),
+                ex_order(13, coid(1, 1, 1, 1), symbol=PERP, lots=3, filled=3),
+                ex_order(14, coid(1, 1, 3, 2), symbol=PERP, side=SELL, lots=3, filled=3, reduce_only=True)),
+        fills=(ExchangeFill(101, 11, CALL, BUY, 10, 1000), ExchangeFill(103, 13, PERP, BUY, 3, 1200),
+               ExchangeFill(102, 12, CALL, SELL, 10, 1600), ExchangeFill(104, 14, PERP, SELL, 3, 1600)),
+        exercises=(), positions={})
+    hedged = trade(1, legs=((0, CALL), (1, PERP), (2, PERP)))
+    hedged["legs"][2]["side"] = SELL
+    hedged["exit_decided_at"] = 150.0
+    hedged["metadata"] = {"hedge_legs": {"long": 1, "short": 2}, "hedge": {"hedge_qty": recorded, "rebalances": 1}}
+    store = StoreRecords(trades=(hedged,), orders=(
+        ledger(1, 0, 1, 1, order_id=11), ledger(1, 0, 3, 2, order_id=12, side=SELL),
+        {**ledger(1, 1, 1, 1, order_id=13, symbol=PERP, filled=0.003), "sent_at": 120.0},
+        {**ledger(1, 1, 3, 2, order_id=14, symbol=PERP, side=SELL, filled=0.003), "sent_at": 160.0}))
+    return exchange, store
+
+
+def test_the_recorded_hedge_must_equal_the_rebalance_fills_and_the_close_is_not_a_rebalance():
+    assert judge(*hedged_round_trip()) == []
+    violations = check_campaign_invariants(*hedged_round_trip(0.004), prefix=PREFIX, exit_names=EXITS)
+    assert [v.rule for v in violations] == ["hedge_record"] and "filled 3" in violations[0].detail
+    # A close order sent before the exit was decided counts as a rebalance: the hedge recorded 0.003 is wrong.
+    exchange, store = hedged_round_trip()
+    early = (*store.orders[:3], {**store.orders[3], "sent_at": 140.0})
+    assert judge(exchange, replace(store, orders=early)) == ["hedge_record"]
+
+
+@pytest.mark.parametrize("row", [
+    ExchangeFunding(PERP, BUY, 100, 500),      # before the position was opened
+    ExchangeFunding(PERP, BUY, 100, 2500),     # after it was closed
+    ExchangeFunding(PERP, SELL, 100, 1500),    # the wrong side
+    ExchangeFunding(PERP, BUY, 60, 1500),      # the wrong size
+    ExchangeFunding("ETHUSD", BUY, 5, 1500),   # a perpetual never traded
+])
+def test_funding_charged_on_a_position_not_held_is_caught(row):
+    exchange, store = perp_round_trip()
+    assert judge(replace(exchange, funding=(row,)), store) == ["funding_unheld"]
+
+
+def test_funding_at_the_instant_of_a_fill_accepts_the_position_on_either_side_of_it():
+    exchange, store = perp_round_trip()
+    assert judge(replace(exchange, funding=(ExchangeFunding(PERP, BUY, 100, 1000),)), store) == []
+    assert judge(replace(exchange, funding=(ExchangeFunding(PERP, BUY, 100, 2000),)), store) == []
+
+
+def test_funding_rows_are_read_from_a_simulator_state_for_the_keys_account_only():
+    state = {"accounts": [{"api_key": "k1", "user_id": 1, "positions": []},
+                          {"api_key": "k2", "user_id": 2, "positions": []}],
+             "orders": [], "fills": [],
+             "funding": [{"user_id": 1, "symbol": PERP, "trade_side": 2, "lots": 7, "time_ms": 99,
+                          "record_id": 5, "fund_fee": -0.1, "fund_rate": 0.0001, "mark": 90000.0},
+                         {"user_id": 2, "symbol": PERP, "trade_side": 1, "lots": 3, "time_ms": 99,
+                          "record_id": 6, "fund_fee": 0.1, "fund_rate": 0.0001, "mark": 90000.0}]}
+    assert ExchangeRecords.from_state(state, "k1").funding == (ExchangeFunding(PERP, SELL, 7, 99),)
