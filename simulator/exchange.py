@@ -2280,6 +2280,13 @@ class SimExchange:
     def batch_cancel_orders(self, account: Account | None, params: dict) -> list[dict]:
         account = self._require_trading(account)
         self._sync_now()
+        return self._batch_cancel(account, params, perps=False)
+
+    def _batch_cancel(self, account: Account, params: dict, *, perps: bool) -> list[dict]:
+        """One ack per id of ``orderIdList`` (wins) or ``clientOrderIdList``: scode 0 ok, 1 failed.
+
+        The same rules for the options' and the perpetuals' batch cancel; ``perps`` says which
+        book of orders the ids name."""
         by_order = params.get("orderIdList")
         by_client = params.get("clientOrderIdList")
         key, values = ("orderId", by_order) if by_order else ("clientOrderId", by_client)
@@ -2291,15 +2298,15 @@ class SimExchange:
             raise SimError(E_COUNT_LIMIT, "Parameter orderIdList count limit")
         results = []
         for value in values:
-            item = {"clOrdId": None, "ordId": None, "ts": self._now, "scode": 0, "smsg": "success"}
+            item: dict[str, Any] = {"clOrdId": None, "ordId": None, "ts": self._now, "scode": 0, "smsg": "success"}
             try:
-                order = self._find_order(account, {key: value})
+                order = self._find_order(account, {key: value}, perps=perps)
                 item["clOrdId"], item["ordId"] = order.client_order_id, order.order_id
                 self._request_cancel(order)
             except SimError as err:
                 if key == "orderId" and item["ordId"] is None:
                     item["ordId"] = value
-                elif item["clOrdId"] is None and key == "clientOrderId":
+                elif key == "clientOrderId" and item["clOrdId"] is None:
                     item["clOrdId"] = value
                 item["scode"], item["smsg"] = 1, err.msg
             results.append(item)
@@ -2878,30 +2885,7 @@ class SimExchange:
         """API.md §14.5: ``orderIdList`` wins over ``clientOrderIdList``; one ack per id (scode 0 ok, 1 failed)."""
         account = self._require_trading(account)
         self._sync_now()
-        by_order = params.get("orderIdList")
-        by_client = params.get("clientOrderIdList")
-        key, values = ("orderId", by_order) if by_order else ("clientOrderId", by_client)
-        if isinstance(values, str):
-            values = [v for v in values.split(",") if v.strip()]
-        if not isinstance(values, list) or not values:
-            raise SimError(E_PARAM_ERROR, "Parameter orderIdList illegal")
-        if len(values) > BATCH_LIMIT:
-            raise SimError(E_COUNT_LIMIT, "Parameter orderIdList count limit")
-        results = []
-        for value in values:
-            item: dict[str, Any] = {"clOrdId": None, "ordId": None, "ts": self._now, "scode": 0, "smsg": "success"}
-            try:
-                order = self._find_order(account, {key: value}, perps=True)
-                item["clOrdId"], item["ordId"] = order.client_order_id, order.order_id
-                self._request_cancel(order)
-            except SimError as err:
-                if key == "orderId" and item["ordId"] is None:
-                    item["ordId"] = value
-                elif key == "clientOrderId" and item["clOrdId"] is None:
-                    item["clOrdId"] = value
-                item["scode"], item["smsg"] = 1, err.msg
-            results.append(item)
-        return results
+        return self._batch_cancel(account, params, perps=True)
 
     @_locked
     def futures_cancel_open_orders(self, account: Account | None, params: dict) -> None:
