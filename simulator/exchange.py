@@ -2254,10 +2254,15 @@ class SimExchange:
         new_lots = self._parse_lots(params["qty"], instrument) if _present(params, "qty") else order.lots
         if new_price != order.price:
             self._check_band(instrument, new_price)
+        return self._apply_amend(order, new_price, new_lots, post_only_cross_code=E_NOT_ALLOWED)
+
+    def _apply_amend(self, order: Order, new_price: float, new_lots: int, *, post_only_cross_code: int) -> int:
+        """The amend itself, options and perpetuals alike: a post-only order that would now cross is
+        refused (with the product's code); a quantity at or below what filled ends the order FILLED;
+        otherwise the new price and size, matched at once if they now cross. Same orderId."""
         if order.trade_type == TT_POST_ONLY and new_price != order.price:
-            probe = Order(**{**asdict(order), "price": new_price})
-            if self._would_cross(probe):
-                raise SimError(E_NOT_ALLOWED, "Operation not allowed: post-only order would cross")
+            if self._would_cross(Order(**{**asdict(order), "price": new_price})):
+                raise SimError(post_only_cross_code, "Operation not allowed: post-only order would cross")
         order.price = new_price
         order.update_ms = self._now
         if new_lots <= order.filled_lots:
@@ -2858,19 +2863,7 @@ class SimExchange:
         new_price = self._perp_price(perp, params["price"]) if _present(params, "price") else order.price
         new_lots = (self._parse_qty_lots(params["qty"], cfg.units, cfg.minimum_qty, cfg.limit_max_qty)
                     if _present(params, "qty") else order.lots)
-        if order.trade_type == TT_POST_ONLY and new_price != order.price:
-            if self._would_cross(Order(**{**asdict(order), "price": new_price})):
-                raise SimError(self.config.perp.post_only_cross_code,
-                               "Operation not allowed: post-only order would cross")
-        order.price = new_price
-        order.update_ms = self._now
-        if new_lots <= order.filled_lots:
-            order.lots = order.filled_lots
-            self._set_final(order, ST_FILLED)
-            return order.order_id
-        order.lots = new_lots
-        self._match_taker(order)
-        return order.order_id
+        return self._apply_amend(order, new_price, new_lots, post_only_cross_code=self.config.perp.post_only_cross_code)
 
     @_locked
     def futures_cancel_order(self, account: Account | None, params: dict) -> None:
