@@ -37,7 +37,7 @@ from price_sanity import PERP_BAND_OF_INDEX, perp_band
 from validation import invalid, is_int, is_number, refuse_unknown_keywords
 
 __all__ = ["HedgeConfig", "delta_hedge", "HedgeState", "HedgeAction", "HedgeOrder", "HedgeDecision",
-           "decide", "close_decision", "ON_CLOSE_CHOICES", "REBALANCE_TO_CHOICES", "MAX_SLIPPAGE_BPS_LIMIT",
+           "decide", "ON_CLOSE_CHOICES", "REBALANCE_TO_CHOICES", "MAX_SLIPPAGE_BPS_LIMIT",
            "floor_to_step", "ceil_to_step", "is_multiple"]
 
 OWNER = "delta_hedge"
@@ -314,7 +314,7 @@ class HedgeOrder:
 
 @dataclass(frozen=True)
 class HedgeDecision:
-    """The answer of ``decide``/``close_decision``, with the reason in words for the log.
+    """The answer of ``decide``, with the reason in words for the log.
 
     ``orders`` is empty unless ``action`` is ORDER. With two orders the first reduces the
     existing hedge (reduce-only) and the second opens the other side; the wiring sends the
@@ -466,31 +466,3 @@ def decide(config: HedgeConfig, *, structure_delta: float, hedge_qty: float, now
     split = " in two orders (reduce-only, then open)" if len(orders) == 2 else ""
     return answer(HedgeAction.ORDER, f"{outside}: {side.name.lower()} {qty:g}{note}{split} at {price:g}",
                   orders=orders, capped=capped)
-
-
-def close_decision(config: HedgeConfig, hedge_qty: float, *, perp_step: float, perp_tick: float,
-                   perp_mark: float, perp_bid: float, perp_ask: float, index: float, quote_age_seconds: float,
-                   max_quote_age_seconds: float) -> HedgeDecision:
-    """The order that flattens the hedge when the structure closes (``on_close='flatten'``).
-
-    One reduce-only order for the whole hedge (floored to the step: a remainder below a step
-    cannot be traded), not cut by ``max_order_qty`` (a reduce-only order cannot add risk),
-    with the same price protection as a rebalance: a refusal is retried by the wiring on the
-    next tick; a kill uses its own urgent path, not this one.
-    """
-    if not is_number(hedge_qty):
-        return HedgeDecision(HedgeAction.REFUSED, f"hedge qty {hedge_qty!r} is not a finite number")
-    if not is_number(perp_step) or perp_step <= 0:
-        return HedgeDecision(HedgeAction.REFUSED, f"perp step {perp_step!r} is not a positive number")
-    qty = floor_to_step(abs(hedge_qty), perp_step)
-    if qty < perp_step - _EPSILON:
-        return HedgeDecision(HedgeAction.HOLD, f"nothing to flatten: hedge {hedge_qty:+g} is below a step")
-    problem = _price_problem(config, perp_mark=perp_mark, perp_bid=perp_bid, perp_ask=perp_ask, index=index,
-                             quote_age_seconds=quote_age_seconds, max_quote_age_seconds=max_quote_age_seconds,
-                             perp_tick=perp_tick)
-    if problem is not None:
-        return HedgeDecision(HedgeAction.REFUSED, f"hedge not flattened yet: {problem}")
-    side = Side.SELL if hedge_qty > 0 else Side.BUY
-    price = _limit_price(config, side, mark=perp_mark, bid=perp_bid, ask=perp_ask, tick=perp_tick)
-    return HedgeDecision(HedgeAction.ORDER, f"flatten hedge {hedge_qty:+g}: {side.name.lower()} {qty:g} reduce-only "
-                                            f"at {price:g}", orders=(HedgeOrder(side, qty, price, reduce_only=True),))

@@ -94,6 +94,9 @@ EXIT_REASON_KILL = "kill_switch"
 HEDGE_CONFIG_KEY = "hedge_config"
 HEDGE_STATE_KEY = "hedge"
 HEDGE_LEGS_KEY = "hedge_legs"
+# The exit (its ``exit_decided_at``) for which the recorded hedge was last brought in line
+# with the fills, before the first close round of that exit (see ``_hedge_record_at_exit``).
+HEDGE_EXIT_SYNC_KEY = "hedge_synced_for_exit"
 # Orders the hedge legs of one trade may use for rebalancing. The ledger refuses a trade's
 # 301st order (max_orders_per_trade); stopping the rebalances well before keeps room for the
 # close of every leg, hedge included, which must never meet the cap.
@@ -1061,6 +1064,7 @@ class LifecycleManager:
             return
         if self.fills.resolve_stray_orders(trade):
             return
+        self._hedge_record_at_exit(trade, now)
         if self.rounds.breaker_active(trade, kill=runtime.kill, now=now):
             return
         targets = self.rounds.targets(trade, now)
@@ -1197,6 +1201,27 @@ class LifecycleManager:
             self._persist(trade, "hedge_resynced", hedge_qty=held)
         return state
 
+    def _hedge_record_at_exit(self, trade: TradeLifecycle, now: float) -> None:
+        """Once per exit, before its first close round: the recorded hedge brought in line with the fills.
+
+        A rebalance order whose job was lost (a restart mid-hedge) is resolved by the stray-order
+        check, and its fills booked, only after the restart; when the exit comes before the next
+        hedge tick, the record would otherwise keep the hedge of before that order. Here every
+        earlier order is final and no close order exists yet, so the fills are the hedge held at
+        the exit. Persisted with the exit's time, so a later round (or a restart mid-close, when
+        close fills have reduced the legs) never rewrites it.
+        """
+        if trade.state is not TradeState.PENDING_CLOSE or trade.exit_decided_at is None:
+            return
+        if trade.metadata.get(HEDGE_CONFIG_KEY) is None or not trade.hedge_leg_indexes():
+            return
+        if trade.metadata.get(HEDGE_EXIT_SYNC_KEY) == trade.exit_decided_at:
+            return
+        self.fills.sync(trade)                  # the legs from the ledger: every fill booked so far
+        self._hedge_state(trade, now)           # resynced (and persisted) when the fills disagree
+        trade.metadata[HEDGE_EXIT_SYNC_KEY] = trade.exit_decided_at
+        self._persist(trade, "hedge_exit_synced", hedge_qty=trade.hedge_qty())
+
     def _hedge_tick(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
         """After the exits of a poll: ask the policy and start its order (one hedge job at a time)."""
         config = self._hedge_config(trade)
@@ -1232,11 +1257,14 @@ class LifecycleManager:
             self._hedge_note(trade, runtime, f"refused: structure delta unknown ({error})", level=logging.WARNING)
             return
         hedge_qty = trade.hedge_qty()
+        # The quote was read during this poll, after ``now``: its age is taken on the clock as it
+        # is now (a clock stepped back gives a negative age, which the policy refuses: fail closed).
+        quote_age = float(self.clock.now()) - float(quote.as_of)
         decision = decide(config, structure_delta=structure_delta, hedge_qty=hedge_qty, now=now,
                           last_rebalance_at=state.last_rebalance_at,
                           perp_step=UNDERLYINGS[config.underlying or ""].perp_qty_step, perp_tick=spec.tick_size,
                           perp_mark=quote.mark, perp_bid=quote.bid, perp_ask=quote.ask, index=quote.underlying_price,
-                          quote_age_seconds=now - float(quote.as_of), max_quote_age_seconds=self.quote_max_age,
+                          quote_age_seconds=quote_age, max_quote_age_seconds=self.quote_max_age,
                           perp_min_qty=spec.min_qty)
         if not decision.wants_order:
             self._hedge_note(trade, runtime, f"{decision.action.value}: {decision.reason}",

@@ -14,10 +14,13 @@ mid-close many times over.
   the exchange's 50k minimum); the close goes through RFQ too, with the limit fallback.
 * ``camp_smart``: a long 0.2 BTC strangle worked in two chunks at mid by the smart engine.
 
-* ``camp_hedged``: a long 0.1 BTC strangle (0.20 delta) on the limit engine, delta-hedged with
-  BTCUSD in a 0.001 BTC band (one perp step) at most every 15 s (hedge at most 0.05 BTC): the strangle's
-  delta is never exactly zero, so nearly every trade rebalances at least once, and the kills
-  land mid-hedge as well as mid-open and mid-close (issue 13).
+* ``camp_hedged``: a long, lopsided 0.1 BTC strangle (0.35-delta call, 0.15-delta put: about
+  +0.02 BTC of delta) on the limit engine, delta-hedged with BTCUSD in a 0.001 BTC band (one perp
+  step) at most every 15 s (hedge at most 0.05 BTC). The lopsided strikes make every trade sell
+  BTCUSD right after it opens, and the drift of a three-minute hold rebalances it again, so the
+  kills land mid-hedge as well as mid-open and mid-close (issue 13). Its loss exit is wider than
+  the others' (a balanced strangle bought at the ask starts some 10 % down at fair value and
+  would leave before its first rebalance).
 * ``camp_perp``: a long 0.5 ETH strangle plus a long 0.05 ETH perpetual leg (``perp``), limit
   engine: perpetual orders in the open, the close, unwinds and kills.
 
@@ -175,9 +178,9 @@ def hedged_strangle_config(entries: bool = True, cooldown_seconds: float = COOLD
     """A long BTC strangle kept delta-neutral with BTCUSD: rebalances within each short hold."""
     return StrategyConfig(
         name=HEDGED_STRATEGY,
-        legs=strangle(0.1, call_delta=0.20, put_delta=-0.20, dte="next", side=1),
+        legs=strangle(0.1, call_delta=0.35, put_delta=-0.15, dte="next", side=1),
         entry_conditions=_common_entries(entries),
-        exit_conditions=_common_exits(2.0, 13.0),
+        exit_conditions=_common_exits(2.0, 30.0),
         execution_mode="limit",
         execution_params=_limit_params(),
         hedge=delta_hedge(band=HEDGE_BAND, target=0.0, min_interval_seconds=HEDGE_INTERVAL_SECONDS,

@@ -55,4 +55,5 @@ def test_a_day_with_five_percent_failing_requests_keeps_every_invariant(day_sim,
     assert len(report.windows_fired) == 2 * len(default_windows())
     # Trading happened through it all, and nothing is left open or unaccounted.
     assert report.tally is not None and report.tally.trades_opened >= 10, summary
+    assert report.tally.hedged_trades >= 1 and report.tally.hedge_rebalances >= 1, summary   # issue 13
     assert report.violations == [], summary

@@ -44,4 +44,6 @@ def test_incident_17_sigkill_during_a_busy_run_never_corrupts_the_store(tmp_path
     assert not report.store_failures, summary                               # incident 17: the store always opens
     assert report.drained and report.final_exit_code == 0, summary          # all terminal, clean SIGTERM exit
     assert report.tally is not None and report.tally.trades_opened >= 1, summary
+    # issue 13: the hedged strategy rebalances right after each open, so hedge orders are in the run
+    assert report.tally.hedged_trades >= 1 and report.tally.hedge_rebalances >= 1, summary
     assert report.violations == [], summary

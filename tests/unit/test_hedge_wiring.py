@@ -108,12 +108,15 @@ def hedged(world: World):
     plain_quote = market.quote
     market.perp_age = 0.0
     market.perp_down = False
+    market.perp_fetch_seconds = 0.0   # how long the perp read takes: a real clock moves during a tick
 
     def quote(symbol: str, *, max_age: float = 15.0):
         if symbol == "BTCUSD" and market.perp_down:
             raise StaleDataError("perp ticker unavailable")
         if symbol == "BTCUSD":
             market.calls.append(symbol)
+            if market.perp_fetch_seconds:
+                world.clock.advance(market.perp_fetch_seconds)
             return _perp_row(world.clock, age=market.perp_age)
         return plain_quote(symbol, max_age=max_age)
 
@@ -205,6 +208,17 @@ def test_a_stale_perp_quote_sends_nothing_and_says_so_once(hedged, caplog):
     assert not _hedge_jobs(world)
     refused = [r for r in caplog.records if "hedge: refused" in r.getMessage()]
     assert len(refused) == 1 and "stale" in refused[0].getMessage()
+
+
+def test_a_quote_read_after_the_poll_began_is_fresh_not_from_the_future(hedged, caplog):
+    """On a moving clock the perp quote is stamped after the poll's ``now``: its age is read on the
+    clock at decision time (a negative age once refused every hedge of a live daemon)."""
+    world, trade = hedged
+    world.market.perp_fetch_seconds = 0.7
+    caplog.set_level(logging.INFO, logger="trade_lifecycle")
+    job = _first_rebalance(world, trade)
+    assert job.legs[0].qty == pytest.approx(0.025)
+    assert not [r for r in caplog.records if "hedge: refused" in r.getMessage()]
 
 
 def test_reducing_the_hedge_is_a_reduce_only_close_on_the_leg_that_holds_it(hedged):
@@ -323,3 +337,28 @@ def test_a_partly_filled_reducing_part_drops_the_opening_part(hedged):
     world.clock.advance(2)
     world.poll()
     assert _hedge_jobs(world)[-1] is reducing and trade.hedge_qty() == pytest.approx(0.015)
+
+
+def test_an_exit_after_a_lost_hedge_job_records_the_hedge_the_fills_show(hedged):
+    """A restart mid-rebalance loses the job (its fills reach the ledger, not the hedge record); an
+    exit before the next hedge tick brings the record in line with the fills before the close round."""
+    world, trade = hedged
+    job = _first_rebalance(world, trade)
+    long_index = job.legs[0].leg_index
+    world.ledger.fill(trade.id, long_index, Intent.OPEN, 0.025, 85_004.0, 1.0, at=world.clock.now())
+    job.end(JobStatus.FILLED)
+    runtime = world.manager._runtime_of(trade)
+    runtime.job, runtime.job_kind, runtime.hedge = None, None, None    # what a restart leaves: no job
+    assert (trade.metadata.get(HEDGE_STATE_KEY) or {}).get("hedge_qty", 0.0) == 0.0   # nothing booked
+    world.clock.advance(2)
+    assert world.manager.force_close(trade.id)
+    assert trade.metadata[HEDGE_STATE_KEY]["hedge_qty"] == pytest.approx(0.025)
+    assert ("event", "trade", "hedge_exit_synced") in world.journal
+    close = world.executor.last
+    assert {leg.leg_index: leg.qty for leg in close.legs}[long_index] == pytest.approx(0.025)
+    # the close's fills reduce the legs, never the recorded hedge of the exit
+    world.ledger.fill(trade.id, long_index, Intent.CLOSE, 0.01, 84_990.0, 0.4, at=world.clock.now())
+    close.end(JobStatus.PARTIAL)
+    world.clock.advance(30)
+    world.poll()
+    assert trade.metadata[HEDGE_STATE_KEY]["hedge_qty"] == pytest.approx(0.025)

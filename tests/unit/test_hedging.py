@@ -14,7 +14,6 @@ from hedging import (
     HedgeConfig,
     HedgeState,
     ceil_to_step,
-    close_decision,
     decide,
     delta_hedge,
     floor_to_step,
@@ -32,10 +31,6 @@ def run(config: HedgeConfig, structure_delta: float, hedge_qty: float = 0.0, *, 
         last_rebalance_at: float | None = None, **market):
     return decide(config, structure_delta=structure_delta, hedge_qty=hedge_qty, now=now,
                   last_rebalance_at=last_rebalance_at, **(MARKET | market))
-
-
-def close(config: HedgeConfig, hedge_qty: float, **market):
-    return close_decision(config, hedge_qty, **(MARKET | market))
 
 
 BTC = delta_hedge(band=0.05, underlying="BTC")
@@ -179,8 +174,6 @@ def test_every_doubtful_price_refuses_the_order(changes, words):
     assert decision.action is HedgeAction.REFUSED
     assert decision.orders == ()
     assert words in decision.reason
-    closing = close(BTC, 0.3, **changes)
-    assert closing.action is HedgeAction.REFUSED and closing.orders == ()
 
 
 @pytest.mark.parametrize("name", ["structure_delta", "hedge_qty"])
@@ -239,25 +232,6 @@ def test_no_single_order_flips_the_hedge_over_random_inputs():
             else:
                 assert position * order.side.sign >= 0     # an opening order never meets an opposite hedge
             position = after
-
-
-# --- the close -----------------------------------------------------------------------------------
-
-def test_close_flattens_a_long_hedge_reduce_only_whole():
-    decision = close(BTC, 0.437)
-    (order,) = decision.orders
-    assert (order.side, order.qty, order.reduce_only) == (Side.SELL, 0.437, True)
-
-
-def test_close_flattens_a_short_hedge_ignoring_the_per_order_cap():
-    config = delta_hedge(band=0.05, max_order_qty=0.1, underlying="BTC")
-    (order,) = close(config, -0.3).orders
-    assert (order.side, order.qty, order.reduce_only) == (Side.BUY, 0.3, True)
-
-
-def test_close_with_no_hedge_holds():
-    assert close(BTC, 0.0).action is HedgeAction.HOLD
-    assert close(BTC, 0.0004).action is HedgeAction.HOLD   # below a step: nothing tradable
 
 
 # --- configuration refusals --------------------------------------------------------------------------
