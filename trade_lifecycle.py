@@ -1004,10 +1004,17 @@ class LifecycleManager:
             return
         if self._handle_expiry(trade, runtime, now):
             return
-        if trade.state is TradeState.OPEN and poll_snapshot is not None and runtime.job is None:
+        # An OPEN trade's only job is a hedge rebalance: its exits are judged all the same (a stop
+        # must not wait for a rebalance to finish), and an exit stops the rebalance, whose fills
+        # are booked before the close round flattens every leg, hedge included.
+        hedging = runtime.job is not None and runtime.job_kind == "hedge"
+        if trade.state is TradeState.OPEN and poll_snapshot is not None and (runtime.job is None or hedging):
             self.exits.refresh_quotes(trade, now)
             self._evaluate_exits(trade, runtime, poll_snapshot, now)
-            self._hedge_tick(trade, runtime, now)
+            if hedging and trade.state is not TradeState.OPEN and runtime.job is not None:
+                runtime.job.request_stop(trade.exit_reason or "exit")
+            elif not hedging:
+                self._hedge_tick(trade, runtime, now)
         self._drive(trade, runtime, now)
 
     def _runtime_of(self, trade: TradeLifecycle) -> _Runtime:

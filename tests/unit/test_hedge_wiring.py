@@ -362,3 +362,27 @@ def test_an_exit_after_a_lost_hedge_job_records_the_hedge_the_fills_show(hedged)
     world.clock.advance(30)
     world.poll()
     assert trade.metadata[HEDGE_STATE_KEY]["hedge_qty"] == pytest.approx(0.025)
+
+
+def test_an_exit_is_judged_while_a_rebalance_works_and_stops_it(hedged):
+    """A stop must not wait for a hedge job: the exit is decided, the job asked to stop, and the
+    close round (hedge legs included) follows once the job has ended and its fills are booked."""
+    import conditions
+
+    world, trade = hedged
+    world.manager._runtime_of(trade).exit_conditions = (conditions.max_hold_hours(0.01),)
+    job = _first_rebalance(world, trade)
+    assert trade.state is TradeState.OPEN and job.stop_reason is None
+    world.clock.advance(60)
+    world.poll()
+    assert trade.state is TradeState.PENDING_CLOSE and trade.exit_reason.startswith("max_hold_hours")
+    assert job.stop_reason == trade.exit_reason
+    long_index = job.legs[0].leg_index
+    world.ledger.fill(trade.id, long_index, Intent.OPEN, 0.01, 85_004.0, 0.4, at=world.clock.now())
+    job.end(JobStatus.PARTIAL)
+    world.clock.advance(2)
+    world.poll()
+    close = world.executor.last
+    assert close is not job and close.intent is Intent.CLOSE
+    assert {leg.leg_index: leg.qty for leg in close.legs}[long_index] == pytest.approx(0.01)
+    assert trade.metadata[HEDGE_STATE_KEY]["hedge_qty"] == pytest.approx(0.01)
