@@ -110,7 +110,6 @@ class SimulatedClock:
         self._anchor_real = _time.monotonic()
         self._offset = 0.0
         self._last = self._start
-        self._sleep_event = threading.Event()
 
     @property
     def speed(self) -> float:
@@ -160,10 +159,7 @@ class SimulatedClock:
             raise ValueError("a clock cannot be moved backwards")
         with self._lock:
             self._offset += seconds
-            value = self._read()
-        self._sleep_event.set()
-        self._sleep_event.clear()
-        return value
+            return self._read()
 
     def set_time(self, epoch_seconds: float) -> None:
         """Jump forward to an absolute instant (never backwards)."""
