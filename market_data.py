@@ -72,6 +72,11 @@ EP_PERP_TICKER = "futures_ticker"
 EP_PERP_BOOK = "futures_orderbook"
 EP_PERP_SPEC = "futures_config"
 PERP_SPEC_TTL_SECONDS = 3600.0   # a contract specification changes rarely; read it hourly
+# Chains and books are cached per expiry and per symbol, and every read asks for at most the
+# TTL: an entry older than that is never served again. Dropped at most every PRUNE_EVERY_SECONDS,
+# so a month-long run does not keep the chain of every expiry and the book of every symbol it
+# ever read (issue 11: memory flat over a long run).
+PRUNE_EVERY_SECONDS = 300.0
 
 AlertHook = Callable[[str, str], None]
 
@@ -201,6 +206,7 @@ class MarketData:
         self._by_symbol: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._books: dict[str, _Entry[OrderBook]] = {}
         self._runs: dict[str, _IndexRun] = {}
+        self._pruned_at: float | None = None
 
     @property
     def clock(self) -> Clock:
@@ -424,7 +430,17 @@ class MarketData:
         entry = _Entry(payload, fetched_at)
         with self._lock:
             _store_if_newer(self._chains, key, entry)
+            self._prune_unservable(fetched_at)
         return entry
+
+    def _prune_unservable(self, now: float) -> None:
+        """Drop the chains and books too old to be served (caller holds the lock)."""
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_SECONDS:
+            return
+        self._pruned_at = now
+        for cache in (self._chains, self._books):
+            for key in [key for key, entry in cache.items() if not _is_fresh(entry, now, self._ttl)]:
+                del cache[key]
 
     def chain_snapshot(self, expiries: Iterable[int], *, underlying: str | None = None,
                        max_build_seconds: float = 5.0) -> ChainSnapshot:
@@ -536,6 +552,7 @@ class MarketData:
             book = order_book_from_api(data, symbol=symbol, as_of=fetched_at)
         with self._lock:
             _store_if_newer(self._books, symbol, _Entry(book, fetched_at))
+            self._prune_unservable(self._clock.now())
         return book
 
     # ---- perpetuals ------------------------------------------------------------------

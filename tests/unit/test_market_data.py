@@ -257,6 +257,23 @@ def test_chain_cached_then_refetched_and_max_age_zero(market, client, clock):
     assert client.count("option_chain") == 3 and market.stats["option_chain"] == 3
 
 
+def test_entries_too_old_to_be_served_are_dropped_not_kept_for_ever(market, client, clock):
+    """A month-long run reads a new expiry's chain and new symbols' books every day: what can no
+    longer be served (older than the TTL) is dropped at the next store, at most every 5 minutes."""
+    import market_data
+
+    market.chain(EXP1)
+    market.order_book(sym(EXP1, 70000, "C"))
+    clock.advance(market_data.PRUNE_EVERY_SECONDS + 1)
+    market.chain(EXP2)
+    assert set(market._chains) == {("BTC", EXP2)} and not market._books   # noqa: SLF001 - the memory itself
+    fresh = market.order_book(sym(EXP2, 70000, "C"))
+    clock.advance(1)
+    market.chain(EXP1)      # within 5 minutes of the last prune: nothing is dropped yet
+    assert market.order_book(sym(EXP2, 70000, "C")) is fresh
+    assert len(market._chains) == 2 and client.count("option_chain") == 3   # noqa: SLF001
+
+
 def test_order_book_freshness_three_seconds(market, client, clock):
     symbol = sym(EXP1, 70000, "C")
     first = market.order_book(symbol)
