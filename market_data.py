@@ -128,6 +128,7 @@ class ChainSnapshot:
 # ---------------------------------------------------------------------------------------
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,12 @@ def _is_fresh(entry: _Entry[T] | None, now: float, limit: float) -> TypeGuard[_E
         return False
     age = now - entry.fetched_at
     return 0 <= age <= limit
+
+
+def _drop_unservable(cache: dict[K, _Entry[T]], now: float, limit: float) -> None:
+    """Remove the entries of ``cache`` that are no longer fresh within ``limit`` (never served again)."""
+    for key in [key for key, entry in cache.items() if not _is_fresh(entry, now, limit)]:
+        del cache[key]
 
 
 def _store_if_newer(cache: dict[Any, _Entry[Any]], key: Any, entry: _Entry[Any]) -> None:
@@ -438,9 +445,8 @@ class MarketData:
         if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_SECONDS:
             return
         self._pruned_at = now
-        for cache in (self._chains, self._books):
-            for key in [key for key, entry in cache.items() if not _is_fresh(entry, now, self._ttl)]:
-                del cache[key]
+        _drop_unservable(self._chains, now, self._ttl)
+        _drop_unservable(self._books, now, self._ttl)
 
     def chain_snapshot(self, expiries: Iterable[int], *, underlying: str | None = None,
                        max_build_seconds: float = 5.0) -> ChainSnapshot:
