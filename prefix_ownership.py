@@ -19,7 +19,10 @@ cancelling somebody else's order. ``PrefixOwnership`` is where the reconciler de
   order that filled between two checks is still seen.
 
 Open perpetual orders are listed with the option ones (``perp_open_order``: the same view of
-an order), so an unknown perp order with our prefix is decided exactly as an option order.
+an order), so an unknown perp order with our prefix is decided exactly as an option order, and
+the perpetual order history is read with the option one: the trade sequence is re-seeded above
+our perp orders too (a structure of perp legs alone has no option order to be found by), and a
+foreign perp order that filled between two checks is still seen.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from errors import TraderError
 from order_ledger import parse_client_order_id
 from persistence import ORDER_HISTORY_WATERMARK, TRADE_SEQ_COUNTER
 from reconciliation_report import ReconcileReport
-from seams import AlertSender, ReconcilerClient, ReconcilerLedger, ReconcilerStore
+from seams import AlertSender, PerpReconcilerClient, ReconcilerClient, ReconcilerLedger, ReconcilerStore
 from strategy_pauses import StrategyPauses
 
 logger = logging.getLogger(__name__)
@@ -69,7 +72,7 @@ def carries_prefix(client_order_id: int | None, prefix: int) -> bool:
 
 
 def perp_open_order(order: PerpOrder) -> ExchangeOrder:
-    """An open perp order as the reconciler compares open orders (the option order's view).
+    """A perp order (open, or from the history) as the reconciler compares orders (the option order's view).
 
     The perp open-order rows carry no state (open by definition): ``state`` stays None,
     which every reader here takes as not final.
@@ -105,8 +108,9 @@ class PrefixOwnership:
     def __init__(self, *, client: ReconcilerClient, ledger: ReconcilerLedger, store: ReconcilerStore | None,
                  clock: Clock, pauses: StrategyPauses, alerts: AlertSender | None,
                  journal: Callable[[str, Mapping[str, Any]], None] | None, quarantined: Path | None,
-                 interval_seconds: float) -> None:
+                 interval_seconds: float, perp_client: PerpReconcilerClient | None = None) -> None:
         self.client = client
+        self.perp_client = perp_client
         self.ledger = ledger
         self.store = store
         self.clock = clock
@@ -436,6 +440,9 @@ class PrefixOwnership:
             if not page.has_next or cursor is None:
                 break
             filters = next_page_filters(filters, cursor)
+        if self.perp_client is not None:
+            perp = self.perp_client.perp_order_history(start_ms=int(since * 1000), end_ms=int(until_ms))
+            found.extend(perp_open_order(order) for order in perp if self.is_ours(order.client_order_id))
         return found
 
     def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:

@@ -112,7 +112,7 @@ class Reconciler:
                                       order_min_age_seconds=order_min_age_seconds)
         self.ownership = PrefixOwnership(client=client, ledger=ledger, store=store, clock=clock, pauses=self.pauses,
                                          alerts=alerts, journal=journal, quarantined=quarantined,
-                                         interval_seconds=self.interval_seconds)
+                                         interval_seconds=self.interval_seconds, perp_client=perp_client)
         # The trade history of a symbol is read at most once per reconciliation interval.
         self.positions = PositionReconciler(
             client=client, ledger=ledger, lifecycle=lifecycle, clock=clock, pauses=self.pauses, alerts=alerts,

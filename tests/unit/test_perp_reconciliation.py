@@ -155,7 +155,8 @@ def test_s6_a_perp_shortfall_with_only_our_own_fills_stays_a_suspect_read():
     assert rig.lifecycle.external == [] and report.suspect == [PERP]
     assert rig.alerts.kinds("CRITICAL") == ["suspect_positions_read"]
     assert "suspect_positions" in rig.lifecycle.entry_holds
-    assert rig.perp.history_reads == 0               # nothing left to join: the order history is not read
+    # one read: the start-up's prefix check (prefix_ownership); nothing left to join for the evidence
+    assert rig.perp.history_reads == 1
 
 
 def test_a_perp_fill_whose_order_carries_our_prefix_is_not_evidence():
@@ -315,3 +316,32 @@ def test_the_open_perp_order_view_keeps_ids_side_and_state():
     assert (view.order_id, view.client_order_id, view.symbol, view.side, view.qty, view.state,
             view.reduce_only) == (940, ours(4), PERP, Side.SELL, 0.02, 2, 0)
     assert perp_open_order(perp_order(941, None)).state is None
+
+
+def test_a_filled_perp_order_of_ours_in_the_history_reseeds_the_sequence_and_shows_the_store_behind():
+    """A structure of perp legs alone leaves no option order: the perp history must be read too, or a
+    store restored from an old backup would send its clientOrderIds again."""
+    rig = Rig([])
+    rig.store.counters[TRADE_SEQ_COUNTER] = 10
+    rig.perp.history = [perp_order(960, ours(40), state=PerpOrderState.FILLED),
+                        perp_order(961, FOREIGN_PREFIX_COID, state=PerpOrderState.FILLED)]
+
+    report = rig.reconciler.startup(snapshot())
+
+    assert rig.store.counters[TRADE_SEQ_COUNTER] > 40
+    assert rig.alerts.kinds("CRITICAL") == ["store_behind"] and report.foreign_orders == [ours(40)]
+    assert rig.client.cancelled == []
+
+
+def test_a_perp_order_of_ours_that_filled_between_two_checks_is_still_seen():
+    rig = Rig([])
+    rig.store.counters[TRADE_SEQ_COUNTER] = 100
+    rig.reconciler.startup(snapshot())
+    assert rig.alerts.kinds("CRITICAL") == []
+    rig.perp.history = [perp_order(970, ours(50), state=PerpOrderState.FILLED)]   # never listed open
+    rig.clock.advance(61)
+
+    rig.reconciler.periodic(snapshot(at=rig.clock.now()))
+
+    assert rig.alerts.kinds("CRITICAL") == ["prefix_conflict"] and rig.runner.is_paused
+    assert rig.client.cancelled == []
