@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from app import EXIT_OK, RunPlan, TradingContext, run_daemon
-from backtest_report import ATTRIBUTION_COLUMNS, COST_COLUMNS, REPORT_FILE, metrics, trade_figures, write_report
+from backtest_report import (
+    ATTRIBUTION_COLUMNS,
+    COST_COLUMNS,
+    HEDGE_COLUMNS,
+    REPORT_FILE,
+    metrics,
+    trade_figures,
+    write_report,
+)
 from clock import Clock, SimulatedClock, iso_utc, wall_seconds
 from config import Settings, load_settings
 from contracts import Side
@@ -50,7 +58,7 @@ SUMMARY_FILE = "summary.json"
 MONEY_DIGITS = 6
 TRADE_COLUMNS = ("id", "strategy", "state", "created_at", "opened_at", "closed_at", "failed_at", "exit_reason",
                  "failure_reason", "legs", "entry_premium", "fees", "realized_pnl", "time_in_market_s",
-                 *COST_COLUMNS, *ATTRIBUTION_COLUMNS)
+                 *COST_COLUMNS, *ATTRIBUTION_COLUMNS, *HEDGE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], period: BacktestPeriod, seed: i
               strategies: Sequence[str], scenario: str | None = None, history: Path | None = None) -> dict[str, Any]:
     """Per strategy and in total: trades by outcome, wins and losses, realized PnL and fees, and the
     report's metrics (``backtest_report.metrics``: win rate, drawdown, Sharpe, Sortino, profit factor,
-    time in market, execution cost, attribution, daily PnL)."""
+    time in market, execution cost, attribution, daily PnL, and the sums of the hedge columns)."""
     def figures(selected: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         closed = [r for r in selected if r["state"] == "CLOSED"]
         return {

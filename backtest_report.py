@@ -19,6 +19,13 @@ Definitions, in short (the doc has them in full):
   ``vega*dIV`` (vega per vol point, dIV in vol points), times ``sign*qty``; the residual is the
   realized PnL minus the four, so fees, execution cost, the spread and higher-order terms land
   there.
+* **A perpetual leg** (a delta hedge's, or a ``perp`` leg) has delta 1 and no other greek, so
+  its delta share is exact: the price PnL of its fills (open, close and closed-outside cash);
+  its fees and funding stay in the residual.
+* **Hedge figures** per trade: ``funding`` (every leg's funding, signed cash, + received),
+  ``hedge_rebalances`` and ``hedge_cost`` (fees + slippage vs mark, from the trade's
+  ``HedgeState``), ``hedge_pnl`` (the hedge legs' price PnL minus their fees, funding
+  excluded; empty while the trade is active); 0 for a trade without a hedge.
 * **Daily PnL** is realized PnL by the UTC day a trade ended (closed or failed), every day of
   the period present (0 when nothing ended); Sharpe and Sortino are on that series, annualised
   with sqrt(365), None when undefined.
@@ -33,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from contracts import Side
+from hedging import HedgeState
 from leg_market import LegMarket
 
 REPORT_FILE = "report.html"
@@ -44,6 +52,12 @@ FINISHED_STATES = ("CLOSED", "FAILED")
 COST_COLUMNS = ("exec_cost_open_pct", "exec_cost_close_pct", "exec_cost_pct")
 GREEKS = ("delta", "gamma", "theta", "vega")
 ATTRIBUTION_COLUMNS = ("pnl_delta", "pnl_gamma", "pnl_theta", "pnl_vega", "pnl_residual")
+HEDGE_COLUMNS = ("funding", "hedge_rebalances", "hedge_cost", "hedge_pnl")
+# The keys of a hedged trade's record, as ``trade_lifecycle`` writes them (HEDGE_STATE_KEY,
+# HEDGE_LEGS_KEY; that layer is above this one, so a test keeps the two spellings equal).
+HEDGE_STATE_KEY = "hedge"
+HEDGE_LEGS_KEY = "hedge_legs"
+PERPETUAL_KIND = "perpetual"
 
 
 def _rounded(value: float | None) -> float | None:
@@ -135,16 +149,29 @@ class Attribution:
         return dict(zip(ATTRIBUTION_COLUMNS, (self.delta, self.gamma, self.theta, self.vega, self.residual)))
 
 
+def leg_price_cash(leg: Mapping[str, Any]) -> float:
+    """Cash of one leg record's fills at their prices: open, close and the part closed outside the
+    daemon (a buy pays, a sell receives); fees, funding and settlement excluded."""
+    sign = Side.of(int(leg["side"])).sign
+    return (-sign * float(leg.get("open_vwap") or 0.0) * float(leg.get("open_filled") or 0.0)
+            + sign * float(leg.get("close_vwap") or 0.0) * float(leg.get("close_filled") or 0.0)
+            + sign * float(leg.get("external_price") or 0.0) * float(leg.get("external_qty") or 0.0))
+
+
 def leg_greek_pnl(leg: Mapping[str, Any]) -> tuple[float, float, float, float] | None:
     """(delta, gamma, theta, vega) USD of one leg record; None when its snapshots cannot say.
 
     The end point is the delivery at expiry for a settled leg (index = delivery price, time =
     expiry, IV unchanged: an expired option has no vega left to earn), else the exit snapshot.
-    A leg that never filled contributes nothing.
+    A leg that never filled contributes nothing. A perpetual leg needs no snapshot: its delta
+    is 1 and it has no other greek, so its delta share is exactly its price PnL
+    (``leg_price_cash``; its fees and funding stay in the residual).
     """
     qty = float(leg.get("open_filled") or 0.0)
     if not qty > 0:
         return (0.0, 0.0, 0.0, 0.0)
+    if leg.get("kind") == PERPETUAL_KIND:
+        return (leg_price_cash(leg), 0.0, 0.0, 0.0)
     entry = LegMarket.from_record(leg.get("entry_market"))
     if entry is None or entry.delta is None or entry.gamma is None or entry.theta is None or entry.vega is None:
         return None
@@ -184,8 +211,49 @@ def attribution(legs: Iterable[Mapping[str, Any]], realized_pnl: float | None) -
     return Attribution(delta, gamma, theta, vega, residual)
 
 
+@dataclass(frozen=True)
+class HedgeFigures:
+    """What a trade's delta hedge and its perpetual legs did (USD; all 0 for a trade without them)."""
+
+    funding: float        # every leg's funding, signed cash: + received, - paid
+    rebalances: int       # HedgeState.rebalances
+    cost: float           # HedgeState.cost_usd: fees + slippage against the mark at decision time
+    pnl: float | None     # the hedge legs' price PnL minus their fees (funding excluded); None while active
+
+    def columns(self) -> dict[str, Any]:
+        return dict(zip(HEDGE_COLUMNS, (self.funding, self.rebalances, self.cost, self.pnl)))
+
+
+def _leg_fees(leg: Mapping[str, Any]) -> float:
+    if leg.get("fees") is not None:
+        return float(leg["fees"])
+    return float(leg.get("open_fees") or 0.0) + float(leg.get("close_fees") or 0.0)
+
+
+def hedge_figures(doc: Mapping[str, Any]) -> HedgeFigures:
+    """The hedge figures of one stored trade, from its legs and ``metadata`` (``hedge``, ``hedge_legs``).
+
+    Funding, rebalances and cost are what happened so far; the hedge PnL is None while the trade
+    is active (a hedge still held has paid for a position it has not sold yet), like the realized
+    PnL, which counts only once a trade has ended. A malformed hedge record is refused
+    (``ValueError`` from ``HedgeState.from_record``), never read as a hedge that did nothing.
+    """
+    legs = list(doc.get("legs", []))
+    metadata = doc.get("metadata") or {}
+    state = HedgeState.from_record(metadata.get(HEDGE_STATE_KEY))
+    indexes = {int(index) for index in (metadata.get(HEDGE_LEGS_KEY) or {}).values()}
+    hedge_legs = [leg for leg in legs if leg.get("index") is not None and int(leg["index"]) in indexes]
+    return HedgeFigures(
+        funding=round(math.fsum(float(leg.get("funding") or 0.0) for leg in legs), DIGITS),
+        rebalances=state.rebalances,
+        cost=round(state.cost_usd, DIGITS),
+        pnl=(round(math.fsum(leg_price_cash(leg) - _leg_fees(leg) for leg in hedge_legs), DIGITS)
+             if doc.get("state") in FINISHED_STATES else None),
+    )
+
+
 def trade_figures(doc: Mapping[str, Any], realized_pnl: float | None) -> dict[str, Any]:
-    """The report's columns of one stored trade: time in market, execution cost, attribution.
+    """The report's columns of one stored trade: time in market, execution cost, attribution, hedge.
 
     ``realized_pnl`` is the trade's figure as written in its row (rounded), so that the
     attribution columns add up to the row's PnL exactly.
@@ -201,6 +269,7 @@ def trade_figures(doc: Mapping[str, Any], realized_pnl: float | None) -> dict[st
         "exec_cost_pct": _rounded(cost.overall_pct),
     }
     row.update(shares.columns() if shares is not None else dict.fromkeys(ATTRIBUTION_COLUMNS))
+    row.update(hedge_figures(doc).columns())
     return row
 
 
@@ -351,7 +420,19 @@ def metrics(rows: Sequence[Mapping[str, Any]], start: float, end: float) -> dict
         "exec_cost_trades": len(costs),
         "attribution": {**shares, "trades": len(explained)},
         "daily_pnl": {day: value for day, value in daily},
+        **hedge_sums(rows),
     }
+
+
+def hedge_sums(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sums of the hedge columns over ``rows`` (an empty cell counts 0): funding, hedge cost and PnL, rebalances."""
+    selected = list(rows)
+
+    def total(column: str) -> float:
+        return round(math.fsum(number(row.get(column)) or 0.0 for row in selected), DIGITS)
+
+    return {"funding": total("funding"), "hedge_cost": total("hedge_cost"), "hedge_pnl": total("hedge_pnl"),
+            "hedge_rebalances": int(round(total("hedge_rebalances")))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,6 +627,33 @@ def _attribution_totals(summary: Mapping[str, Any]) -> str:
     return _table("PnL attribution, USD (sum over the trades explained)", header, body)
 
 
+def hedging_shown(summary: Mapping[str, Any]) -> bool:
+    """The hedging section is shown when some trade rebalanced a hedge or booked funding."""
+    total = summary["total"]
+    return bool(total.get("hedge_rebalances")) or bool(total.get("funding"))
+
+
+def _hedging_table(summary: Mapping[str, Any]) -> str:
+    header = ("strategy", "hedge rebalances", "hedge cost USD", "hedge PnL USD", "funding USD (+ received)",
+              "PnL USD")
+    body = []
+    for name, f in [*summary["strategies"].items(), ("total", summary["total"])]:
+        body.append((_esc(name), str(f["hedge_rebalances"]), _fmt(f["hedge_cost"]), _fmt(f["hedge_pnl"]),
+                     _fmt(f["funding"]), _fmt(f["realized_pnl"])))
+    return _table("Hedging (sums over the trades)", header, body)
+
+
+HOW_TO_READ_HEDGING = """
+<p class="note"><b>Hedging.</b> <b>Hedge rebalances</b> counts the delta hedge's rebalances (a split
+order is one). <b>Hedge cost</b> is what those fills paid against the perpetual's mark when each was
+decided, plus their fees: a cost of trading, already inside the PnL. <b>Hedge PnL</b> is the hedge legs'
+price PnL (their fills' cash) minus their fees; <b>funding</b> is every leg's funding, signed as cash
+(+ received, &#8722; paid). Both are part of the trade's realized PnL, not added to it; a trade still open
+at the end counts what its hedge did so far. A perpetual leg's price PnL is its delta share in the
+attribution (delta 1, no other greek); its fees and funding are in the residual.</p>
+"""
+
+
 def _trade_table(rows: Sequence[Mapping[str, Any]]) -> str:
     header = ("trade", "strategy", "state", "opened", "ended", "exit reason", "PnL", "fees", "exec cost %",
               "delta", "gamma", "theta", "vega", "residual")
@@ -606,10 +714,12 @@ def render_report(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]])
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         "<title>Backtest report</title>", f"<style>{STYLE}</style>", "</head>", "<body>",
         "<h1>Backtest report</h1>", _parameters(summary), _strategy_table(summary),
+        *([_hedging_table(summary)] if hedging_shown(summary) else []),
         "<h2>Equity curve</h2>", _legend(legend), equity_chart(curves, start, end),
         "<h2>Drawdown</h2>", drawdown_chart(curves["total"], start, end),
         "<h2>PnL attribution</h2>", _legend(SHARE_COLOURS.items()), attribution_chart(rows),
-        _attribution_totals(summary), _trade_table(rows), HOW_TO_READ, "</body>", "</html>",
+        _attribution_totals(summary), _trade_table(rows), HOW_TO_READ,
+        *([HOW_TO_READ_HEDGING] if hedging_shown(summary) else []), "</body>", "</html>",
     ]
     return "\n".join(sections) + "\n"
 

@@ -74,7 +74,14 @@ from operations import format_status, status_json, status_report
 from option_selection import resolve_legs
 from recorder import RecordPlan, run_record
 from stop_flag import StopFlag
-from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
+from strategies import (
+    SHIPPED_STRATEGIES,
+    daily_short_strangle,
+    iron_condor,
+    micro_strangle,
+    rfq_endurance,
+    smart_strangle,
+)
 from strategy import StrategyConfig, route_trade
 from strategy_factories import build_strategy_configs
 from sweep import default_sweep_out, run_sweep
@@ -405,6 +412,27 @@ def select_strategies(configs: Sequence[StrategyConfig], names: Sequence[str] | 
     return [known[name] for name in dict.fromkeys(names)]
 
 
+def with_shipped_strategies(factories: Sequence[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    """The factories ``backtest --strategy`` and ``sweep`` may name: the configured ones, then every
+    shipped factory (``strategies.SHIPPED_STRATEGIES``) whose strategies take no configured name.
+
+    A configured strategy wins a name it shares with a shipped one. ``run`` and ``check`` never
+    call this: the daemon trades ``STRATEGIES`` only. Raises ``ConfigError`` for an invalid
+    configured strategy, as ``build_strategy_configs`` does.
+    """
+    taken = {config.name for config in build_strategy_configs(factories)}
+    extended = list(factories)
+    for factory in SHIPPED_STRATEGIES:
+        if factory in extended:
+            continue
+        names = {config.name for config in build_strategy_configs([factory])}
+        if names & taken:
+            continue
+        extended.append(factory)
+        taken |= names
+    return extended
+
+
 def check_start_directories(settings: Settings, command: str) -> int | None:
     """Exit 2 with one line when STATE_DIR or LOG_DIR cannot be used; None when they can.
 
@@ -506,9 +534,14 @@ def quiet_on_closed_pipe(command: Callable[[], int]) -> int:
 
 
 def backtest_command(args: argparse.Namespace, factories: Sequence[Callable[[], Any]]) -> int:
-    """``python main.py backtest``: validate, choose the period, run, print the summary."""
+    """``python main.py backtest``: validate, choose the period, run, print the summary.
+
+    Without ``--strategy`` it runs the configured strategies; ``--strategy NAME`` may also name
+    a shipped one that is not configured (``with_shipped_strategies``).
+    """
     try:
-        configs = select_strategies(build_strategy_configs(factories), args.strategy)
+        known = with_shipped_strategies(factories) if args.strategy else factories
+        configs = select_strategies(build_strategy_configs(known), args.strategy)
         history = None if args.market == "synthetic" else Path(args.market)
         if history is not None and not history.is_file():
             raise ConfigError(f"--market {args.market!r} is neither 'synthetic' nor a readable file")
@@ -607,7 +640,7 @@ def sweep_command(args: argparse.Namespace, factories: Sequence[Callable[[], Any
         if args.workers is not None and args.cluster is not None:
             raise ConfigError("--workers is for local processes; with --cluster the cluster's workers run: "
                               "give one of the two")
-        spec = load_sweep(args.file, factories)
+        spec = load_sweep(args.file, with_shipped_strategies(factories))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -44,7 +44,8 @@ from validation import did_you_mean
 
 DEFAULT_RANK_BY = "realized_pnl"
 # Figures where less is better: ranked ascending unless ``rank_order`` says otherwise.
-LOWER_IS_BETTER = frozenset({"max_drawdown", "fees", "exec_cost_pct", "losses", "failed", "open_at_end"})
+LOWER_IS_BETTER = frozenset({"max_drawdown", "fees", "exec_cost_pct", "losses", "failed", "open_at_end",
+                             "hedge_cost"})
 PRESENTATION_KEYS = frozenset({"rank_by", "rank_order", "heatmap"})
 TOP_KEYS = frozenset({"strategy", "seed", "seeds", "poll", "scenario", "period", "grid", "runs", *PRESENTATION_KEYS})
 ID_LENGTH = 12
@@ -106,8 +107,9 @@ class SweepFileError(ConfigError):
 def load_sweep(path: Path, factories: Sequence[Callable[..., Any]]) -> SweepSpec:
     """Read and validate ``path``: the strategy, the period, seeds, the combinations, the outputs.
 
-    ``factories`` are the daemon's strategy factories (``main.STRATEGIES``); the sweep's
-    ``strategy`` is the name of one of their strategies. Nothing runs here; every combination's
+    ``factories`` are the strategy factories a sweep may name (``main.with_shipped_strategies``:
+    the daemon's ``STRATEGIES`` and every shipped one); the sweep's ``strategy`` is the name of
+    one of their strategies. Nothing runs here; every combination's
     config is built (and so validated) once.
     """
     try:

@@ -10,6 +10,10 @@ do not trade perpetuals.
 Sizes are small on purpose: 0.1 BTC a leg with a 0.02 BTC band; 1 ETH a leg with a
 0.3 ETH band. The exits are those of the other strangles: a USD profit target, a USD stop
 and a maximum holding time.
+
+``hedged=False`` builds the same strategy (same name, legs, entries and exits) without the
+hedge, so a sweep can compare the two over the same seeds and markets
+(``sweeps/hedged_vs_unhedged_*.toml``, docs/HEDGING_COMPARISON.md).
 """
 from __future__ import annotations
 
@@ -17,11 +21,17 @@ import conditions as cond
 from hedging import delta_hedge
 from option_selection import strangle
 from strategy import StrategyConfig
+from validation import invalid
 
 
 def _hedged_strangle(name: str, underlying: str, *, qty: float, band: float, max_hedge_qty: float,
                      min_interval_seconds: float, profit_target_usd: float, max_loss_usd: float,
-                     max_hold_hours: float, call_delta: float, put_delta: float, min_days: int, max_days: int) -> StrategyConfig:
+                     max_hold_hours: float, call_delta: float, put_delta: float, min_days: int, max_days: int,
+                     hedged: bool) -> StrategyConfig:
+    if not isinstance(hedged, bool):   # 1 or "no" would silently pick a side of the comparison
+        raise invalid(name, "hedged", hedged, "use true or false")
+    hedge = delta_hedge(band=band, target=0.0, min_interval_seconds=min_interval_seconds, max_hedge_qty=max_hedge_qty,
+                        underlying=underlying, max_slippage_bps=20) if hedged else None
     return StrategyConfig(
         name=name,
         legs=strangle(qty, call_delta=call_delta, put_delta=put_delta, dte={"min_days": min_days, "max_days": max_days, "target": "near"},
@@ -33,28 +43,29 @@ def _hedged_strangle(name: str, underlying: str, *, qty: float, band: float, max
         max_concurrent_trades=1,
         max_trades_per_day=1,
         check_interval_seconds=60.0,
-        hedge=delta_hedge(band=band, target=0.0, min_interval_seconds=min_interval_seconds,
-                          max_hedge_qty=max_hedge_qty, underlying=underlying, max_slippage_bps=20),
+        hedge=hedge,
     )
 
 
 def hedged_strangle_btc(*, qty: float = 0.1, band: float = 0.02, max_hedge_qty: float = 0.2,
                         min_interval_seconds: float = 300.0, profit_target_usd: float = 40.0,
                         max_loss_usd: float = 150.0, max_hold_hours: float = 72.0, call_delta: float = 0.25,
-                        put_delta: float = -0.25, min_days: int = 3, max_days: int = 10) -> StrategyConfig:
-    """0.1 BTC short strangle, delta kept within 0 ± 0.02 BTC with BTCUSD."""
+                        put_delta: float = -0.25, min_days: int = 3, max_days: int = 10,
+                        hedged: bool = True) -> StrategyConfig:
+    """0.1 BTC short strangle, delta kept within 0 ± 0.02 BTC with BTCUSD (``hedged=False``: no hedge)."""
     return _hedged_strangle("hedged_strangle_btc", "BTC", qty=qty, band=band, max_hedge_qty=max_hedge_qty,
                             min_interval_seconds=min_interval_seconds, profit_target_usd=profit_target_usd,
                             max_loss_usd=max_loss_usd, max_hold_hours=max_hold_hours, call_delta=call_delta,
-                            put_delta=put_delta, min_days=min_days, max_days=max_days)
+                            put_delta=put_delta, min_days=min_days, max_days=max_days, hedged=hedged)
 
 
 def hedged_strangle_eth(*, qty: float = 1.0, band: float = 0.3, max_hedge_qty: float = 2.0,
                         min_interval_seconds: float = 300.0, profit_target_usd: float = 20.0,
                         max_loss_usd: float = 80.0, max_hold_hours: float = 72.0, call_delta: float = 0.25,
-                        put_delta: float = -0.25, min_days: int = 3, max_days: int = 10) -> StrategyConfig:
-    """1 ETH short strangle, delta kept within 0 ± 0.3 ETH with ETHUSD."""
+                        put_delta: float = -0.25, min_days: int = 3, max_days: int = 10,
+                        hedged: bool = True) -> StrategyConfig:
+    """1 ETH short strangle, delta kept within 0 ± 0.3 ETH with ETHUSD (``hedged=False``: no hedge)."""
     return _hedged_strangle("hedged_strangle_eth", "ETH", qty=qty, band=band, max_hedge_qty=max_hedge_qty,
                             min_interval_seconds=min_interval_seconds, profit_target_usd=profit_target_usd,
                             max_loss_usd=max_loss_usd, max_hold_hours=max_hold_hours, call_delta=call_delta,
-                            put_delta=put_delta, min_days=min_days, max_days=max_days)
+                            put_delta=put_delta, min_days=min_days, max_days=max_days, hedged=hedged)

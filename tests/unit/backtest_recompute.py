@@ -37,6 +37,11 @@ def _day(moment: float) -> date:
     return datetime.fromtimestamp(moment, tz=timezone.utc).date()
 
 
+def _cell(row: dict[str, str], name: str) -> float:
+    """A money or count cell; an empty one (a trade still active, a hand-made row) is 0."""
+    return float(row[name]) if row[name] != "" else 0.0
+
+
 def recompute(rows: list[dict[str, str]], start: float, end: float) -> dict[str, Any]:
     """The summary figures of ``rows`` (strings, as read from the CSV) over the period [start, end)."""
     closed = [float(r["realized_pnl"]) for r in rows if r["state"] == "CLOSED"]
@@ -105,6 +110,10 @@ def recompute(rows: list[dict[str, str]], start: float, end: float) -> dict[str,
         "attribution": {**{name: sum(float(r[f"pnl_{name}"]) for r in explained) for name in SHARES},
                         "trades": len(explained)},
         "daily_pnl": {key.isoformat(): days[key] for key in sorted(days)},
+        "funding": sum(_cell(r, "funding") for r in rows),
+        "hedge_cost": sum(_cell(r, "hedge_cost") for r in rows),
+        "hedge_pnl": sum(_cell(r, "hedge_pnl") for r in rows),
+        "hedge_rebalances": int(sum(_cell(r, "hedge_rebalances") for r in rows)),
     }
 
 

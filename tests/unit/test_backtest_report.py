@@ -17,16 +17,23 @@ from typing import Any
 import pytest
 
 from backtest import TRADE_COLUMNS, BacktestPeriod, summarize, trade_row, trades_csv
+import trade_lifecycle
 from backtest_report import (
+    HEDGE_COLUMNS,
+    HEDGE_LEGS_KEY,
+    HEDGE_STATE_KEY,
+    PERPETUAL_KIND,
     REPORT_FILE,
     attribution,
     execution_cost,
     fill_cost_pct,
+    hedge_figures,
     leg_greek_pnl,
+    leg_price_cash,
     render_report,
     write_report,
 )
-from contracts import Side
+from contracts import Contract, Side
 from leg_market import LegMarket
 from tests.unit.backtest_recompute import assert_matches, read_csv, recompute
 
@@ -35,7 +42,7 @@ END = datetime(2026, 3, 4, tzinfo=timezone.utc).timestamp()
 PERIOD = BacktestPeriod(START, END)
 ATTRIBUTION = ("pnl_delta", "pnl_gamma", "pnl_theta", "pnl_vega", "pnl_residual")
 NUMERIC = ("entry_premium", "fees", "realized_pnl", "time_in_market_s", "exec_cost_open_pct",
-           "exec_cost_close_pct", "exec_cost_pct", *ATTRIBUTION)
+           "exec_cost_close_pct", "exec_cost_pct", *ATTRIBUTION, *HEDGE_COLUMNS)
 
 
 def t(day: int, hour: int) -> str:
@@ -44,7 +51,8 @@ def t(day: int, hour: int) -> str:
 
 def trade(id_: str, strategy: str, state: str, *, opened: str = "", closed: str = "", failed: str = "",
           pnl: float = 0.0, fees: float = 0.0, cost: float | None = None,
-          shares: tuple[float, float, float, float, float] | None = None, exit_reason: str = "") -> dict[str, Any]:
+          shares: tuple[float, float, float, float, float] | None = None, exit_reason: str = "",
+          hedge: tuple[float, int, float, float | str] = (0.0, 0, 0.0, 0.0)) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(TRADE_COLUMNS, "")
     row.update({"id": id_, "strategy": strategy, "state": state, "created_at": opened or failed, "opened_at": opened,
                 "closed_at": closed, "failed_at": failed, "exit_reason": exit_reason, "legs": "",
@@ -52,17 +60,18 @@ def trade(id_: str, strategy: str, state: str, *, opened: str = "", closed: str 
                 "exec_cost_pct": "" if cost is None else cost})
     if shares is not None:
         row.update(zip(ATTRIBUTION, shares))
+    row.update(zip(HEDGE_COLUMNS, hedge))   # funding, rebalances, hedge cost, hedge PnL ("" while active)
     return row
 
 
 # The hand-made trades and their known figures (period 2026-03-01 00:00 to 03-04 00:00 UTC, 3 days).
 HAND_MADE = [
     trade("T000000001", "alpha", "CLOSED", opened=t(1, 1), closed=t(1, 3), pnl=50.0, fees=2.0, cost=40.0,
-          shares=(30.0, 5.0, -10.0, 20.0, 5.0), exit_reason="profit_target"),
+          shares=(30.0, 5.0, -10.0, 20.0, 5.0), exit_reason="profit_target", hedge=(-1.5, 3, 2.25, 12.5)),
     trade("T000000002", "alpha", "CLOSED", opened=t(1, 2), closed=t(2, 2), pnl=-80.0, fees=3.0, cost=100.0,
-          shares=(-60.0, 2.0, 8.0, -20.0, -10.0), exit_reason="max_loss"),
+          shares=(-60.0, 2.0, 8.0, -20.0, -10.0), exit_reason="max_loss", hedge=(0.75, 5, 4.0, -20.0)),
     trade("T000000003", "alpha", "FAILED", failed=t(2, 5), pnl=-5.0, fees=1.0),
-    trade("T000000004", "alpha", "OPEN", opened=t(3, 12), fees=1.0, cost=80.0),
+    trade("T000000004", "alpha", "OPEN", opened=t(3, 12), fees=1.0, cost=80.0, hedge=(-0.25, 1, 0.5, "")),
     trade("T000000005", "beta", "CLOSED", opened=t(1, 10), closed=t(3, 10), pnl=30.0, fees=2.0, cost=60.0,
           shares=(10.0, 1.0, 15.0, 2.0, 2.0), exit_reason="time_exit"),
 ]
@@ -129,6 +138,11 @@ def test_the_known_figures_of_the_hand_made_trades(hand_made):
     assert total["profit_factor"] == pytest.approx(80 / 85, abs=1e-6)
     assert total["time_in_market"] == pytest.approx(69 / 72, abs=1e-6)   # 03-01 01:00..03-03 10:00, 12:00..24:00
     assert (total["trades"], total["closed"], total["failed"], total["open_at_end"]) == (5, 3, 1, 1)
+    # the hedge sums: the open trade's funding and cost so far count, its hedge PnL (empty) does not
+    assert (alpha["funding"], alpha["hedge_rebalances"], alpha["hedge_cost"], alpha["hedge_pnl"]) == (
+        -1.0, 9, 6.75, -7.5)
+    assert summary["strategies"]["beta"]["hedge_rebalances"] == 0 and summary["strategies"]["beta"]["funding"] == 0.0
+    assert (total["funding"], total["hedge_rebalances"], total["hedge_cost"], total["hedge_pnl"]) == (-1.0, 9, 6.75, -7.5)
 
 
 # ---- degenerate cases ----------------------------------------------------------------------------
@@ -145,6 +159,7 @@ def test_no_trades_gives_zeros_and_undefined_ratios_and_still_a_report():
     assert_matches(total, recompute([], START, END))
     page = render_report(summary, [])
     assert "n/a" in page and "No trade has the snapshots" in page
+    assert "Hedging" not in page and (total["funding"], total["hedge_rebalances"]) == (0.0, 0)
 
 
 def test_one_winning_trade_has_no_loss_to_divide_by():
@@ -191,6 +206,21 @@ def test_the_reports_strategy_table_shows_the_figures_recomputed_from_the_csv(ha
     # every explained trade appears in the attribution chart, one bar segment per non-zero share
     assert page.count("<rect ") == sum(1 for r in rows if r["pnl_residual"] != ""
                                        for name in ATTRIBUTION if float(r[name]) != 0.0)
+
+
+def test_the_hedging_table_shows_the_sums_recomputed_from_the_csv_and_only_when_something_hedged(hand_made):
+    text, summary = hand_made
+    rows = read_csv(text)
+    page = render_report(summary, typed(rows))
+    hedging = page[page.index("<caption>Hedging"):]
+    for name in ("alpha", "beta", "total"):
+        want = recompute([r for r in rows if name in ("total", r["strategy"])], START, END)
+        cells = table_row(hedging, name)
+        assert cells == [str(want["hedge_rebalances"]), f"{want['hedge_cost']:,.2f}", f"{want['hedge_pnl']:,.2f}",
+                         f"{want['funding']:,.2f}", f"{want['realized_pnl']:,.2f}"]
+    unhedged = [{**row, **dict.fromkeys(HEDGE_COLUMNS, "0")} for row in rows]
+    plain = render_report(summary_of(csv_text(unhedged)), typed(unhedged))
+    assert "Hedging" not in plain and "<b>Hedging.</b>" in page
 
 
 def test_the_report_is_self_contained_and_identical_for_identical_input(hand_made, tmp_path):
@@ -350,3 +380,95 @@ def test_a_trade_stored_before_snapshots_existed_gets_empty_cost_and_attribution
     row = trade_row(old)
     assert row["exec_cost_pct"] is None and row["pnl_residual"] is None and row["time_in_market_s"] == 3600.0
 
+
+
+# ---- perpetual legs and the hedge figures ---------------------------------------------------------------
+
+
+def perp_leg(side: Side, qty: float, *, open_vwap: float, close_vwap: float, close_filled: float | None = None,
+             external_qty: float = 0.0, external_price: float = 0.0, fees: float = 0.0, funding: float = 0.0,
+             index: int = 2) -> dict[str, Any]:
+    """A perp leg record as ``TradeLeg.to_record`` writes it: no snapshots (a perp has no greeks to keep)."""
+    return {"index": index, "symbol": "BTCUSD", "kind": PERPETUAL_KIND, "expiry_ms": 0, "side": int(side), "qty": qty,
+            "open_filled": qty, "open_vwap": open_vwap, "close_filled": qty if close_filled is None else close_filled,
+            "close_vwap": close_vwap, "external_qty": external_qty, "external_price": external_price, "fees": fees,
+            "funding": funding, "settlement": None, "entry_market": None, "exit_market": None}
+
+
+def test_a_perpetual_legs_delta_share_is_its_price_pnl_and_it_has_no_other_greek():
+    assert leg_greek_pnl(perp_leg(Side.BUY, 0.05, open_vwap=85_000.0, close_vwap=86_000.0)) == pytest.approx(
+        (50.0, 0.0, 0.0, 0.0))
+    assert leg_greek_pnl(perp_leg(Side.SELL, 0.05, open_vwap=86_000.0, close_vwap=85_000.0)) == pytest.approx(
+        (50.0, 0.0, 0.0, 0.0))
+    # part closed by us, part outside the daemon: both at their own prices
+    split = perp_leg(Side.SELL, 0.06, open_vwap=84_851.6, close_vwap=78_539.5, close_filled=0.04, external_qty=0.02,
+                     external_price=79_000.0)
+    assert leg_greek_pnl(split) == pytest.approx((0.06 * 84_851.6 - 0.04 * 78_539.5 - 0.02 * 79_000.0, 0, 0, 0))
+    assert leg_greek_pnl({**split, "open_filled": 0.0, "close_filled": 0.0, "external_qty": 0.0}) == (0, 0, 0, 0)
+
+
+def test_a_hedged_trade_is_attributed_its_fees_and_funding_landing_in_the_residual():
+    entry = market(100.0, 110.0)
+    exit_ = market(150.0, 160.0, underlying_price=86_000.0, mark_iv=0.55, as_of=START + 43_200)
+    option = leg(Side.BUY, 0.1, open_vwap=110.0, close_filled=0.1, close_vwap=150.0, entry=entry, exit_=exit_)
+    hedge = perp_leg(Side.SELL, 0.03, open_vwap=85_000.0, close_vwap=86_000.0, fees=3.0, funding=-1.25)
+    realized = (0.1 * 40.0) + (-30.0 - 3.0 - 1.25)           # option cash, then the perp's price PnL, fees, funding
+    shares = attribution([option, hedge], realized)
+    assert shares is not None                                 # a perp leg without snapshots no longer blanks it
+    assert shares.delta == pytest.approx(30.0 - 30.0)         # the option's delta share, then the hedge's
+    assert (shares.gamma, shares.theta, shares.vega) == pytest.approx((5.0, -2.5, 10.0))
+    assert shares.residual == pytest.approx(realized - (0.0 + 5.0 - 2.5 + 10.0))
+    assert math.fsum(shares.columns().values()) == pytest.approx(realized)
+
+
+def test_the_price_cash_of_a_leg_record_is_the_trade_legs_own_cash_without_funding():
+    contract = Contract.perpetual("BTC")
+    assert contract.kind == PERPETUAL_KIND
+    live = trade_lifecycle.TradeLeg(index=3, contract=contract, side=Side.SELL, qty=0.2, open_filled=0.06,
+                                    open_vwap=84_851.6, close_filled=0.04, close_vwap=78_539.5, external_qty=0.02,
+                                    external_price=79_000.0, funding=-0.75)
+    assert leg_price_cash(live.to_record()) == pytest.approx(live.open_cash + live.close_cash + live.external_cash)
+    assert live.cash == pytest.approx(leg_price_cash(live.to_record()) - 0.75)
+
+
+def test_the_record_keys_are_the_lifecycles():
+    assert (HEDGE_STATE_KEY, HEDGE_LEGS_KEY) == (trade_lifecycle.HEDGE_STATE_KEY, trade_lifecycle.HEDGE_LEGS_KEY)
+
+
+def hedged_trade(state: str = "CLOSED") -> dict[str, Any]:
+    doc = stored_trade(state)
+    doc["legs"] = [
+        {**doc["legs"][0], "index": 0, "funding": 0.0},
+        perp_leg(Side.BUY, 0.2, open_vwap=85_000.0, close_vwap=85_500.0, close_filled=0.0, fees=0.0, index=1)
+        | {"open_filled": 0.0},                               # the long hedge leg never held anything
+        perp_leg(Side.SELL, 0.2, open_vwap=85_000.0, close_vwap=84_000.0, close_filled=0.05, fees=2.5,
+                 funding=-0.4, index=2) | {"open_filled": 0.05},
+        perp_leg(Side.BUY, 0.01, open_vwap=80_000.0, close_vwap=81_000.0, fees=0.5, funding=0.15, index=3),
+    ]
+    doc["metadata"] = {HEDGE_LEGS_KEY: {"long": 1, "short": 2},
+                       HEDGE_STATE_KEY: {"hedge_qty": 0.0, "last_rebalance_at": START + 600, "rebalances": 4,
+                                         "fees_usd": 1.75, "slippage_usd": 0.5}}
+    return doc
+
+
+def test_the_hedge_columns_of_a_hedged_trade():
+    row = trade_row(hedged_trade())
+    assert row["funding"] == pytest.approx(-0.4 + 0.15)       # every leg's funding, the structure's perp too
+    assert row["hedge_rebalances"] == 4 and row["hedge_cost"] == pytest.approx(2.25)
+    assert row["hedge_pnl"] == pytest.approx(0.05 * 1_000.0 - 2.5)   # the hedge legs only, fees out, funding not in
+    assert list(row)[-4:] == list(HEDGE_COLUMNS) == list(TRADE_COLUMNS[-4:])
+
+
+def test_an_unhedged_trade_has_zeros_and_an_active_one_no_hedge_pnl_yet():
+    assert hedge_figures(stored_trade()).columns() == {"funding": 0.0, "hedge_rebalances": 0, "hedge_cost": 0.0,
+                                                       "hedge_pnl": 0.0}
+    active = trade_row(hedged_trade("OPEN"))
+    assert active["hedge_pnl"] is None and active["hedge_rebalances"] == 4 and active["funding"] == pytest.approx(-0.25)
+    assert read_csv(trades_csv([active]))[0]["hedge_pnl"] == ""
+
+
+def test_a_malformed_hedge_record_is_refused_not_read_as_no_hedge():
+    doc = hedged_trade()
+    doc["metadata"][HEDGE_STATE_KEY] = {"rebalances": "four"}
+    with pytest.raises(ValueError, match="rebalances"):
+        trade_row(doc)

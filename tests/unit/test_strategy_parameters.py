@@ -12,10 +12,19 @@ from typing import Any, Callable
 
 import pytest
 
+from hedging import delta_hedge
 from multileg_orderbook import SmartExecConfig
 from option_selection import iron_condor as iron_condor_legs, strangle
 from rfq import RFQParams
-from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
+from strategies import (
+    daily_short_strangle,
+    hedged_strangle_btc,
+    hedged_strangle_eth,
+    iron_condor,
+    micro_strangle,
+    rfq_endurance,
+    smart_strangle,
+)
 from strategy import (
     StrategyConfig,
     max_hold_hours,
@@ -109,9 +118,35 @@ def old_smart_strangle() -> StrategyConfig:
     )
 
 
+def old_hedged_strangle(name: str, underlying: str, qty: float, band: float, max_hedge_qty: float,
+                        profit_target_usd: float, max_loss_usd: float) -> StrategyConfig:
+    return StrategyConfig(
+        name=name,
+        legs=strangle(qty, call_delta=0.25, put_delta=-0.25, dte={"min_days": 3, "max_days": 10, "target": "near"},
+                      side=2, underlying=underlying),
+        entry_conditions=[min_available_margin_pct(60)],
+        exit_conditions=[profit_target(usd=profit_target_usd), max_loss(usd=max_loss_usd), max_hold_hours(72.0)],
+        execution_mode="limit",
+        max_concurrent_trades=1,
+        max_trades_per_day=1,
+        check_interval_seconds=60.0,
+        hedge=delta_hedge(band=band, target=0.0, min_interval_seconds=300.0, max_hedge_qty=max_hedge_qty,
+                          underlying=underlying, max_slippage_bps=20),
+    )
+
+
+def old_hedged_strangle_btc() -> StrategyConfig:
+    return old_hedged_strangle("hedged_strangle_btc", "BTC", 0.1, 0.02, 0.2, 40.0, 150.0)
+
+
+def old_hedged_strangle_eth() -> StrategyConfig:
+    return old_hedged_strangle("hedged_strangle_eth", "ETH", 1.0, 0.3, 2.0, 20.0, 80.0)
+
+
 PAIRS: list[tuple[Callable[..., StrategyConfig], Callable[[], StrategyConfig]]] = [
     (micro_strangle, old_micro_strangle), (daily_short_strangle, old_daily_short_strangle),
     (iron_condor, old_iron_condor), (rfq_endurance, old_rfq_endurance), (smart_strangle, old_smart_strangle),
+    (hedged_strangle_btc, old_hedged_strangle_btc), (hedged_strangle_eth, old_hedged_strangle_eth),
 ]
 IDS = [new.__name__ for new, _ in PAIRS]
 
@@ -144,7 +179,9 @@ CHANGED_STRINGS = {("execution_mode", "limit"): "auto", ("execution_mode", "auto
 
 def another_value(name: str, default: Any) -> Any:
     """A valid value other than the default: ints one up, quantities doubled, other floats 10 % up
-    (1 for a zero), modes swapped."""
+    (1 for a zero), modes swapped, booleans negated."""
+    if isinstance(default, bool):   # before int: a bool is an int to Python
+        return not default
     if isinstance(default, str):
         return CHANGED_STRINGS[(name, default)]
     if isinstance(default, int):
