@@ -74,14 +74,8 @@ from operations import format_status, status_json, status_report
 from option_selection import resolve_legs
 from recorder import RecordPlan, run_record
 from stop_flag import StopFlag
-from strategies import (
-    SHIPPED_STRATEGIES,
-    daily_short_strangle,
-    iron_condor,
-    micro_strangle,
-    rfq_endurance,
-    smart_strangle,
-)
+from strategies import SHIPPED_STRATEGIES
+from strategies import daily_short_strangle, iron_condor, micro_strangle, rfq_endurance, smart_strangle
 from strategy import StrategyConfig, route_trade
 from strategy_factories import build_strategy_configs
 from sweep import default_sweep_out, run_sweep
