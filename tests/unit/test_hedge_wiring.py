@@ -149,6 +149,17 @@ def _first_rebalance(world: World, trade: TradeLifecycle):
     return job
 
 
+def _long_hedge_filled(world: World, trade: TradeLifecycle, qty: float = 0.025) -> int:
+    """The first rebalance buys ``qty`` on the long hedge leg, fills and is booked; returns that leg."""
+    job = _first_rebalance(world, trade)
+    long_index = job.legs[0].leg_index
+    world.ledger.fill(trade.id, long_index, Intent.OPEN, qty, 85_004.0, 1.0, at=world.clock.now())
+    job.end(JobStatus.FILLED)
+    world.clock.advance(2)
+    world.poll()
+    return long_index
+
+
 def test_outside_the_band_one_limit_job_buys_the_perp_on_the_long_hedge_leg(hedged):
     world, trade = hedged
     job = _first_rebalance(world, trade)
@@ -223,12 +234,7 @@ def test_a_quote_read_after_the_poll_began_is_fresh_not_from_the_future(hedged, 
 
 def test_reducing_the_hedge_is_a_reduce_only_close_on_the_leg_that_holds_it(hedged):
     world, trade = hedged
-    job = _first_rebalance(world, trade)
-    long_index = job.legs[0].leg_index
-    world.ledger.fill(trade.id, long_index, Intent.OPEN, 0.025, 85_004.0, 1.0, at=world.clock.now())
-    job.end(JobStatus.FILLED)
-    world.clock.advance(2)
-    world.poll()
+    long_index = _long_hedge_filled(world, trade)
     world.market.set(CALL, bid=100.0, ask=110.0, mark=105.0, delta=0.05)   # the structure is now +0.000
     world.clock.advance(400)
     world.poll()
@@ -240,12 +246,7 @@ def test_reducing_the_hedge_is_a_reduce_only_close_on_the_leg_that_holds_it(hedg
 
 def test_the_kill_switch_closes_the_hedge_with_the_options(hedged):
     world, trade = hedged
-    job = _first_rebalance(world, trade)
-    long_index = job.legs[0].leg_index
-    world.ledger.fill(trade.id, long_index, Intent.OPEN, 0.025, 85_004.0, 1.0, at=world.clock.now())
-    job.end(JobStatus.FILLED)
-    world.clock.advance(2)
-    world.poll()
+    long_index = _long_hedge_filled(world, trade)
     assert world.manager.force_close(trade.id, EXIT_REASON_KILL)
     kill = world.executor.last
     assert kill.intent is Intent.KILL
@@ -290,12 +291,7 @@ def test_the_hedge_stops_rebalancing_before_the_ledger_cap_and_says_so(hedged, c
 
 
 def _hedge_long(world: World, trade: TradeLifecycle, qty: float = 0.025) -> int:
-    job = _first_rebalance(world, trade)
-    long_index = job.legs[0].leg_index
-    world.ledger.fill(trade.id, long_index, Intent.OPEN, qty, 85_004.0, 1.0, at=world.clock.now())
-    job.end(JobStatus.FILLED)
-    world.clock.advance(2)
-    world.poll()
+    long_index = _long_hedge_filled(world, trade, qty)
     assert trade.hedge_qty() == pytest.approx(qty)
     # The structure turns to +0.025 (short call 0.05, short put -0.3): total +0.05, sell 0.05,
     # which passes through zero: reduce the long 0.025 first, then open a short 0.025.
