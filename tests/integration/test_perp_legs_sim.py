@@ -26,10 +26,12 @@ from persistence import StateStore
 from simulator import FaultRule
 from trade_execution import ExecutionParams
 from trade_lifecycle import LifecycleManager, TradeState
+from tests.integration.test_lifecycle_sim import Rig
 
 
-class PerpRig:
-    """Product services wired to one simulator with their perp parts, and a tick driver."""
+class PerpRig(Rig):
+    """Product services wired to one simulator with their perp parts; the options rig's tick
+    driver (``drive``) and ``close``, with a poll that reads the real account snapshot."""
 
     def __init__(self, sim, store: StateStore | None = None) -> None:
         self.sim = sim
@@ -48,26 +50,10 @@ class PerpRig:
         self.snapshot = None
         self.last_poll = None
 
-    def close(self) -> None:
-        self.client.close()
-        self.store.close()
-
     def poll(self) -> None:
         self.snapshot = self.accounts.snapshot()
         self.last_poll = self.clock.now()
         self.manager.tick(self.snapshot)
-
-    def drive(self, seconds: float, until=None, step: float = 2.0, poll_interval: float = 10.0) -> bool:
-        end = self.clock.now() + seconds
-        while self.clock.now() < end:
-            self.clock.advance(step)
-            if self.last_poll is None or self.clock.now() - self.last_poll >= poll_interval:
-                self.poll()
-            else:
-                self.manager.tick(self.snapshot)
-            if until is not None and until():
-                return True
-        return until() if until is not None else True
 
     def open(self, specs, strategy: str = "perp-strat", **kwargs):
         legs = resolve_legs(specs, self.market)
