@@ -54,7 +54,7 @@ from errors import (
 )
 from exchange_assumptions import AssumptionSet, write_overrides
 from exchange_connection import ExchangeConnection, assumptions_for, open_exchange
-from doctor_orders import OrderRunContext, ProbeAnswer, StepHook, run_orders
+from doctor_orders import CheckLine, OrderRunContext, ProbeAnswer, StepHook, run_orders
 from option_selection import resolve_legs
 from state_identity import StateIdentityError, exchange_identity, mismatch_message, read_identity
 from strategy import StrategyConfig, route_trade
@@ -70,19 +70,6 @@ CLOCK_OK_SECONDS = 0.5
 FUTURE_TOLERANCE_SECONDS = 1.0
 MARGIN_WARN_RATIO = 0.8
 JOURNAL_NOTE = "doctor orders are journaled in <STATE_DIR>/doctor_journal.json"
-
-
-@dataclass(frozen=True)
-class CheckLine:
-    """One line of the report: a check, its verdict, what was seen and, unless it passed, the fix."""
-
-    check: str
-    status: str
-    detail: str
-    fix: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
 @dataclass

@@ -152,13 +152,17 @@ class DoctorJournal:
 
 
 @dataclass(frozen=True)
-class OrderLine:
-    """One line of the orders part of the report (same shape as a doctor check line)."""
+class CheckLine:
+    """One line of the doctor's report: a check, its verdict, what was seen and, unless it passed,
+    the fix. Defined here, with the orders part that writes them too; ``doctor`` imports it."""
 
     check: str
     status: str
     detail: str
     fix: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"check": self.check, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ class ProbeAnswer:
 
 @dataclass
 class OrderRunResult:
-    lines: list[OrderLine] = field(default_factory=list)
+    lines: list[CheckLine] = field(default_factory=list)
     probes: list[ProbeAnswer] = field(default_factory=list)
 
 
@@ -199,9 +203,9 @@ class OrderRunContext:
 # ---------------------------------------------------------------------------------------
 
 
-def cleanup(ctx: OrderRunContext, journal: DoctorJournal) -> list[OrderLine]:
+def cleanup(ctx: OrderRunContext, journal: DoctorJournal) -> list[CheckLine]:
     """Cancel every doctor order that may be working; a line for what was found and for what stays."""
-    lines: list[OrderLine] = []
+    lines: list[CheckLine] = []
     cancelled: list[int] = []
     for coid, entry in journal.pending().items():
         try:
@@ -209,13 +213,13 @@ def cleanup(ctx: OrderRunContext, journal: DoctorJournal) -> list[OrderLine]:
                 cancelled.append(coid)
             journal.resolve(coid)
         except TraderError as exc:
-            lines.append(OrderLine("doctor orders", "FAIL", f"could not settle doctor order {coid} on "
+            lines.append(CheckLine("doctor orders", "FAIL", f"could not settle doctor order {coid} on "
                                    f"{entry.get('symbol')}: {exc}", "run doctor again; if it stays, cancel it "
                                    "on the exchange's web page (its clientOrderId is in the journal)"))
     try:
         leftovers = _open_doctor_orders(ctx)
     except TraderError as exc:
-        lines.append(OrderLine("doctor orders", "FAIL", f"could not list open orders to look for doctor orders: "
+        lines.append(CheckLine("doctor orders", "FAIL", f"could not list open orders to look for doctor orders: "
                                f"{exc}", "run doctor again once the exchange answers"))
         return lines
     for product, order_id, coid in leftovers:
@@ -223,14 +227,14 @@ def cleanup(ctx: OrderRunContext, journal: DoctorJournal) -> list[OrderLine]:
             _cancel(ctx, product, order_id)
             cancelled.append(coid)
         except TraderError as exc:
-            lines.append(OrderLine("doctor orders", "FAIL", f"could not cancel doctor order {coid}: {exc}",
+            lines.append(CheckLine("doctor orders", "FAIL", f"could not cancel doctor order {coid}: {exc}",
                                    "cancel it on the exchange's web page"))
     remaining = _confirm_gone(ctx, set(cancelled))
     for coid in sorted(remaining):
-        lines.append(OrderLine("doctor orders", "FAIL", f"doctor order {coid} is still open after its cancel",
+        lines.append(CheckLine("doctor orders", "FAIL", f"doctor order {coid} is still open after its cancel",
                                "run doctor again; if it stays, cancel it on the exchange's web page"))
     if cancelled and not remaining:
-        lines.append(OrderLine("doctor orders", "WARN", f"cancelled {len(set(cancelled))} doctor order(s) left by "
+        lines.append(CheckLine("doctor orders", "WARN", f"cancelled {len(set(cancelled))} doctor order(s) left by "
                                f"an earlier or this run: {', '.join(str(c) for c in sorted(set(cancelled)))}",
                                "nothing to do; a killed doctor run leaves them, the next run cancels them"))
     return lines
@@ -375,7 +379,7 @@ def run_orders(ctx: OrderRunContext, *, allow_crossing_probe: bool) -> OrderRunR
     try:
         quote, why = choose_safe_quote(ctx.client, ctx.clock)
         if quote is None:
-            result.lines.append(OrderLine("order round trip", "FAIL", why,
+            result.lines.append(CheckLine("order round trip", "FAIL", why,
                                           "run doctor --orders again when the market has two-sided books"))
         else:
             _round_trip(ctx, journal, run, quote, result)
@@ -390,14 +394,14 @@ def run_orders(ctx: OrderRunContext, *, allow_crossing_probe: bool) -> OrderRunR
         _perp_round_trip(ctx, journal, run, result)
         result.probes.append(_probe_stale_timestamp(ctx))
     except TraderError as exc:
-        result.lines.append(OrderLine("order round trip", "FAIL", f"stopped: {exc}",
+        result.lines.append(CheckLine("order round trip", "FAIL", f"stopped: {exc}",
                                       "see the message; the cleanup below cancelled what was placed"))
     finally:
         ctx.step("cleanup")
         left = cleanup(ctx, journal)
         result.lines.extend(line for line in left if line.status == "FAIL")
         if not any(line.status == "FAIL" for line in left):
-            result.lines.append(OrderLine("no order left", "PASS", "every doctor order is cancelled"))
+            result.lines.append(CheckLine("no order left", "PASS", "every doctor order is cancelled"))
     return result
 
 
@@ -436,11 +440,11 @@ def _round_trip(ctx: OrderRunContext, journal: DoctorJournal, run: int, quote: S
     try:
         order_id = _send_option(ctx, journal, coid, quote, quote.price, what="round_trip")
     except OrderOutcomeUnknown as exc:
-        result.lines.append(OrderLine("order round trip", "FAIL", f"the create's outcome is unknown ({exc})",
+        result.lines.append(CheckLine("order round trip", "FAIL", f"the create's outcome is unknown ({exc})",
                                       "the cleanup looks it up by clientOrderId; check the network"))
         return
     except ExchangeError as exc:
-        result.lines.append(OrderLine("order round trip", "FAIL", f"post-only buy {quote.min_qty:g} {quote.symbol} "
+        result.lines.append(CheckLine("order round trip", "FAIL", f"post-only buy {quote.min_qty:g} {quote.symbol} "
                                       f"@ {quote.price:g} refused: code {exc.code} {exc.msg}",
                                       "check the key's Trade permission and the account's margin"))
         return
@@ -465,10 +469,10 @@ def _round_trip(ctx: OrderRunContext, journal: DoctorJournal, run: int, quote: S
     detail = (f"post-only buy {quote.min_qty:g} {quote.symbol} @ {quote.price:g} (bid {quote.bid:g}, ask "
               f"{quote.ask:g}): created, found by orderId and by clientOrderId, cancelled, gone")
     if problems:
-        result.lines.append(OrderLine("order round trip", "FAIL", "; ".join(problems),
+        result.lines.append(CheckLine("order round trip", "FAIL", "; ".join(problems),
                                       "send docs/DOCTOR.md's capture of this run to the project"))
     else:
-        result.lines.append(OrderLine("order round trip", "PASS", detail))
+        result.lines.append(CheckLine("order round trip", "PASS", detail))
 
 
 def _probe_off_tick(ctx: OrderRunContext, journal: DoctorJournal, run: int, quote: SafeQuote,
@@ -537,7 +541,7 @@ def _probe_post_only_cross(ctx: OrderRunContext, journal: DoctorJournal, run: in
                                                        if filled > 0 else ", nothing filled"))
     result.probes.append(ProbeAnswer("post_only_cross", sent, answer, "post_only_cross_code", None, filled == 0))
     if filled > 0:
-        result.lines.append(OrderLine("post-only honoured", "FAIL", answer,
+        result.lines.append(CheckLine("post-only honoured", "FAIL", answer,
                                       "the account now holds that option on " + ctx.environment + "; report it"))
 
 
@@ -548,12 +552,12 @@ def _perp_round_trip(ctx: OrderRunContext, journal: DoctorJournal, run: int, res
         spec = client.perp_spec("BTC")
         book = client.perp_order_book("BTC")
     except (EndpointNotFound, ExchangeError, StaleDataError) as exc:
-        result.lines.append(OrderLine("perp round trip", "WARN", f"not run: BTCUSD unreadable ({exc})",
+        result.lines.append(CheckLine("perp round trip", "WARN", f"not run: BTCUSD unreadable ({exc})",
                                       "perpetual hedging needs BTCUSD; see the perpetual checks above"))
         return
     if not book.bids or not book.asks or not (0 < book.bids[0][0] < book.asks[0][0]
                                                <= INSANE_SPREAD_RATIO * book.bids[0][0]):
-        result.lines.append(OrderLine("perp round trip", "WARN", "not run: the BTCUSD book is empty or insane",
+        result.lines.append(CheckLine("perp round trip", "WARN", "not run: the BTCUSD book is empty or insane",
                                       "run doctor --orders again later"))
         return
     bid = book.bids[0][0]
@@ -566,7 +570,7 @@ def _perp_round_trip(ctx: OrderRunContext, journal: DoctorJournal, run: int, res
                                             order_type=PerpOrderType.POST_ONLY, price=price)
     except ExchangeError as exc:
         journal.resolve(coid)
-        result.lines.append(OrderLine("perp round trip", "FAIL", f"post-only buy {spec.min_qty:g} {spec.symbol} @ "
+        result.lines.append(CheckLine("perp round trip", "FAIL", f"post-only buy {spec.min_qty:g} {spec.symbol} @ "
                                       f"{price:g} refused: code {exc.code} {exc.msg}",
                                       "check the key's futures permission and the account's margin"))
         return
@@ -596,9 +600,9 @@ def _perp_round_trip(ctx: OrderRunContext, journal: DoctorJournal, run: int, res
     result.probes.append(ProbeAnswer("perp_amend_order_id", f"amend of perp order {order_id}",
                                      f"the amended order {same_id}"))
     if problems:
-        result.lines.append(OrderLine("perp round trip", "FAIL", "; ".join(problems), "report it with a capture"))
+        result.lines.append(CheckLine("perp round trip", "FAIL", "; ".join(problems), "report it with a capture"))
     else:
-        result.lines.append(OrderLine("perp round trip", "PASS", f"post-only buy {spec.min_qty:g} {spec.symbol} @ "
+        result.lines.append(CheckLine("perp round trip", "PASS", f"post-only buy {spec.min_qty:g} {spec.symbol} @ "
                                       f"{price:g}: created, found both ways, amended to {lower:g}, cancelled"))
 
 
