@@ -156,6 +156,18 @@ class FundingAttribution:
             until = min(until, int(float(trade.failed_at) * 1000))
         return funding_instants(checked, until)
 
+    def settled(self, trade: TradeLifecycle, now: float) -> bool:
+        """True when ``due`` can never return an instant for this trade again: it has ended, and
+        it holds no perp leg or its end is past the read delay (every instant up to its end was
+        due by then, and ``due`` returning none means each was booked). The lifecycle skips such
+        trades, so the check per poll does not grow with the trades of a long run."""
+        if trade.is_active:
+            return False
+        if not any(leg.is_perpetual for leg in trade.legs):
+            return True
+        ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
+        return ended is not None and now - FUNDING_READ_DELAY_SECONDS >= float(ended)
+
     def held_at(self, trade: TradeLifecycle, leg_index: int, sign: int, instant_ms: int) -> float:
         """The leg's signed quantity at the instant: its open fills minus its reducing fills
         made by then (each order counted at its last fill's time)."""

@@ -764,6 +764,8 @@ class LifecycleManager:
         self.quote_max_age = float(quote_max_age)
         self.fills = TradeFills(ledger)
         self.funding = FundingAttribution(funding_client, ledger) if funding_client is not None else None
+        # Ended trades whose funding can never be due again (``FundingAttribution.settled``).
+        self._funding_settled: set[str] = set()
         self.rounds = CloseRounds(ledger=ledger, urgent_params=self.urgent_params, alerts=alerts)
         self.recorder = TradeRecorder(store=store, clock=clock, alerts=alerts, journal=journal)
         self.exits = ExitEvaluator(market=market, alerts=alerts, quote_max_age=self.quote_max_age, health=health)
@@ -973,7 +975,14 @@ class LifecycleManager:
         """Book the funding payments of our perp legs after each funding instant (docs/PERPETUALS.md)."""
         if self.funding is None:
             return
-        candidates = [trade for trade in self._trades.values() if self.funding.due(trade, now)]
+        candidates: list[TradeLifecycle] = []
+        for trade in self._trades.values():
+            if trade.id in self._funding_settled:
+                continue
+            if self.funding.due(trade, now):
+                candidates.append(trade)
+            elif self.funding.settled(trade, now):
+                self._funding_settled.add(trade.id)
         if not candidates:
             return
         try:
@@ -1469,6 +1478,7 @@ class LifecycleManager:
             self.fills.sync(trade)
             self._set_state(trade, TradeState.OPEN if trade.opened_at is not None else TradeState.OPENING)
             self._active[trade.id] = trade   # managed again: back in the hot set the tick walks
+            self._funding_settled.discard(trade.id)   # and its perps may earn funding again
             self.external.alert_reversed(trade, detail, restored,
                                          managed=trade.strategy in self._hooks or trade.seq == 0)
             return trade

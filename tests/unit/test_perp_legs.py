@@ -401,6 +401,22 @@ def test_funding_is_not_read_before_the_delay_nor_for_trades_without_perps():
     assert funding.due(option, instant / 1000 + 3600) == []
 
 
+def test_an_ended_trade_is_settled_for_funding_only_once_every_instant_up_to_its_end_is_past():
+    """The lifecycle stops asking about trades that can never be due again (a long run's history)."""
+    instant = 1_772_438_400_000   # 08:00 UTC
+    funding = FundingAttribution(FundingClient([]), FundingLedger({"A": 0.01}))
+    trade = _perp_trade("A", Side.BUY, 0.01)
+    assert not funding.settled(trade, instant / 1000 + 3600)                      # open: never settled
+    trade.state, trade.closed_at = TradeState.CLOSED, instant / 1000 + 5           # closed just after 08:00
+    assert funding.due(trade, instant / 1000 + 30) == [] and not funding.settled(trade, instant / 1000 + 30)
+    assert funding.due(trade, instant / 1000 + 3600) == [instant]                  # 08:00 still to book
+    trade.metadata["funding_checked_ms"] = instant                                 # booked
+    assert funding.due(trade, instant / 1000 + 3600) == [] and funding.settled(trade, instant / 1000 + 3600)
+    option = TradeLifecycle(id="O", seq=2, strategy="s", state=TradeState.CLOSED, opened_at=START, closed_at=START + 1,
+                            legs=[TradeLeg(index=0, contract=Contract("X", "BTC", "C", 1.0, 1), side=Side.BUY, qty=1)])
+    assert funding.settled(option, START + 2)                                      # no perp: nothing to book
+
+
 # ---- account, conditions, sanity --------------------------------------------------------------
 
 def _position(symbol: str, signed: float, delta: float) -> Any:
