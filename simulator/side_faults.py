@@ -29,6 +29,11 @@ class EmptySides:
         else:
             self._patterns.pop(pattern, None)
 
+    @property
+    def active(self) -> bool:
+        """True while any pattern empties a side (lets a whole chain skip the per-symbol check)."""
+        return bool(self._patterns)
+
     def of(self, symbol: str) -> tuple[bool, bool]:
         """(bid side emptied, ask side emptied) for ``symbol``."""
         bid_empty = ask_empty = False

@@ -68,6 +68,13 @@ def _run(job, sim, max_ticks=200, before_tick=None):
     raise AssertionError(f"job still working after {max_ticks} ticks: {job!r}")
 
 
+def _beyond_reach(env, extra: float) -> float:
+    """A buy of CALL that the first order (limit 2 % over the ask) fills only partly, leaving ``extra``."""
+    book = env.market.order_book(CALL)
+    reach = snap_price(book.best_ask * 1.02, 1.0, BUY)
+    return round(sum(size for price, size in book.asks if price <= reach) + extra, 2)
+
+
 def _exchange_fills(sim, coids):
     orders = [o for o in sim.exchange.orders() if o["clientOrderId"] in set(coids)]
     qty = sum(o["fillQty"] for o in orders)
@@ -128,7 +135,7 @@ def test_best_effort_close_continues_other_legs_when_one_leg_has_no_bid(env):
 
 def test_requotes_on_a_moving_book_reprice_to_the_fresh_touch_and_sum_fills(rising_env):
     env = rising_env
-    qty = round(env.market.order_book(CALL).asks[0][1] + 1.5, 2)
+    qty = _beyond_reach(env, 1.5)
     job = env.manager.start(TRADE, [LegTarget(0, CALL, BUY, qty)], Intent.OPEN,
                             ExecutionParams(fill_timeout_seconds=6.0))
     result = _run(job, env.sim)
@@ -156,7 +163,7 @@ def test_requotes_on_a_moving_book_reprice_to_the_fresh_touch_and_sum_fills(risi
 
 def test_fill_during_the_cancel_is_counted_and_only_the_remainder_replaced(rising_env):
     env = rising_env
-    qty = round(env.market.order_book(CALL).asks[0][1] + 1.0, 2)
+    qty = _beyond_reach(env, 1.0)
     job = env.manager.start(TRADE, [LegTarget(0, CALL, BUY, qty)], Intent.OPEN,
                             ExecutionParams(fill_timeout_seconds=6.0))
     job.advance(env.sim.clock.now())
@@ -175,7 +182,7 @@ def test_fill_during_the_cancel_is_counted_and_only_the_remainder_replaced(risin
 
 def test_incident_09_late_reported_fill_at_exhaustion_is_counted_and_nothing_unwound(rising_env):
     env = rising_env
-    qty = round(env.market.order_book(CALL).asks[0][1] + 1.0, 2)
+    qty = _beyond_reach(env, 1.0)
     legs = [LegTarget(0, PUT, SELL, 0.2), LegTarget(1, CALL, BUY, qty)]
     params = ExecutionParams(fill_timeout_seconds=6.0, max_requote_rounds=0, grace_seconds=5.0)
     job = env.manager.start(TRADE, legs, Intent.OPEN, params)
@@ -198,7 +205,7 @@ def test_incident_09_late_reported_fill_at_exhaustion_is_counted_and_nothing_unw
 def test_no_replacement_while_the_cancel_is_still_in_progress(rising_env):
     env = rising_env
     env.sim.exchange.faults.hold_canceling_seconds = 8.0
-    qty = round(env.market.order_book(CALL).asks[0][1] + 1.0, 2)
+    qty = _beyond_reach(env, 1.0)
     job = env.manager.start(TRADE, [LegTarget(0, CALL, BUY, qty)], Intent.OPEN,
                             ExecutionParams(fill_timeout_seconds=6.0))
     seen_canceling = []
@@ -216,7 +223,7 @@ def test_no_replacement_while_the_cancel_is_still_in_progress(rising_env):
 
 def test_request_stop_cancels_and_reports_partial(rising_env):
     env = rising_env
-    qty = round(env.market.order_book(CALL).asks[0][1] + 1.0, 2)
+    qty = _beyond_reach(env, 1.0)
     job = env.manager.start(TRADE, [LegTarget(0, CALL, BUY, qty)], Intent.OPEN, ExecutionParams())
     job.advance(env.sim.clock.now())
     env.sim.clock.advance(2.0)
@@ -229,7 +236,7 @@ def test_request_stop_cancels_and_reports_partial(rising_env):
 
 def test_grace_poll_counts_a_fill_reported_after_the_cancel_confirmed(rising_env):
     env = rising_env
-    qty = round(env.market.order_book(CALL).asks[0][1] + 1.0, 2)
+    qty = _beyond_reach(env, 1.0)
     params = ExecutionParams(fill_timeout_seconds=6.0, max_requote_rounds=0, grace_seconds=5.0)
     job = env.manager.start(TRADE, [LegTarget(0, CALL, BUY, qty)], Intent.OPEN, params)
 

@@ -235,6 +235,33 @@ def test_chain_detail_book_and_trades():
     assert side_after["userPosition"] == 0.1 and side_after["volume"] == 0.1
 
 
+def _wire_matches_rows(exchange, account, expiry) -> int:
+    params = {"index": "BTCUSD", "endTime": str(expiry)}
+    rows = exchange.option_chain(account, params)
+    wire = str(exchange.option_chain_wire(account, params))
+    assert wire == json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    return len(rows)
+
+
+def test_the_chain_text_is_the_encoding_of_its_rows_in_every_state():
+    """The wire chain formats plain sides from the quote directly; byte for byte, it must still be
+    the JSON of ``option_chain``: plain sides, a traded side (last price, volume, open interest),
+    a held side (userPosition), a side with our order in the book, an emptied side, and later steps."""
+    clock, market, exchange = build(show_own_orders_in_book=True)
+    account = exchange.default_account
+    assert _wire_matches_rows(exchange, None, WEEKLY_6MAR26) > 10
+    symbol = chain_symbol(exchange, WEEKLY_6MAR26, 90_000)
+    other = chain_symbol(exchange, WEEKLY_6MAR26, 95_000, "P")
+    _, ask = best(exchange, symbol)
+    exchange.create_order(account, {"symbol": symbol, "qty": 0.1, "tradeSide": 1, "tradeType": 1, "price": ask})
+    resting(exchange, account, other, 1)
+    market.set_empty_side(chain_symbol(exchange, WEEKLY_6MAR26, 85_000, "P"), "ask")
+    for _ in range(3):
+        for who in (None, account):
+            _wire_matches_rows(exchange, who, WEEKLY_6MAR26)
+        clock.advance(7.0)
+
+
 def test_futures_symbol_list_or_object_and_settlement_prices():
     clock, market, exchange = build()
     listing = exchange.futures_symbols(None, {})
@@ -275,7 +302,7 @@ def test_state_round_trip_continues_identically():
     assert restored.positions(twin, {}) == exchange.positions(account, {})
     assert restored.account_summary(twin, {}) == exchange.account_summary(account, {})
 
-    for _ in range(12):
+    for _ in range(36):         # six minutes: a resting order at the touch fills with p = 0.8 a minute
         clock.advance(10)
         exchange.sync()
         restored.sync()

@@ -11,9 +11,11 @@ import random
 from dataclasses import replace
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 
 from simulator.calendar import date_token, expiry_schedule, parse_symbol
+from simulator.chain_pricing import uniforms
 from simulator.market import MarketConfig, MarketModel, _stable_seed
 
 MINUTE = 60_000
@@ -410,30 +412,41 @@ def test_books_move_between_refresh_buckets(model: MarketModel) -> None:
     assert [model.book(s) for s in symbols] != before
 
 
-def test_books_are_laid_out_from_uniform_and_randint_draws(model: MarketModel) -> None:
-    """The book's noise is documented as uniform()/randint() draws of a (seed, symbol, bucket)
-    generator; the model draws them more cheaply, and must still give exactly these numbers."""
+def test_books_are_laid_out_from_counter_noise_and_randint_draws(model: MarketModel) -> None:
+    """The documented noise: the two spread scales and the two top sizes are splitmix64
+    uniforms of (seed, symbol) at the refresh bucket; the deeper gaps and sizes are
+    randint()/uniform() draws of a (seed, symbol, bucket) generator. The model computes them
+    more cheaply (a whole expiry at once) and must still give exactly these numbers."""
     cfg = model.config
     model.advance_to(START + 7 * MINUTE + 2_500)
     bucket = model.now_ms // round(cfg.book_refresh_seconds * 1000)
+    levels = cfg.depth_levels
     checked = 0
+
+    def lot(size: float) -> float:
+        return round(max(0.01, math.floor(size / 0.01 + 1e-9) * 0.01), 2)
+
     for symbol in sample_symbols(model, every=11):
+        key = np.array([_stable_seed(cfg.seed, symbol)], dtype=np.uint64)
+        bid_u, ask_u, bid_size_u, ask_size_u = (float(row[0]) for row in uniforms(key, bucket, 4))
+        scales = 0.8 + 0.45 * bid_u, 0.8 + 0.45 * ask_u
+        low, high = cfg.level_size
         rng = random.Random(_stable_seed(cfg.seed, symbol, bucket))
-        scales = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
-        gaps = [rng.randint(1, 3) for _ in range(2 * cfg.depth_levels)]
-        sizes = [rng.uniform(*cfg.level_size) for _ in range(2 * cfg.depth_levels)]
-        lots = [round(max(0.01, math.floor(size / 0.01 + 1e-9) * 0.01), 2) for size in sizes]
+        gaps = [rng.randint(1, 3) for _ in range(2 * levels)]
+        deeper = [lot(rng.uniform(low, high)) for _ in range(2 * (levels - 1))]
+        bid_lots = [lot(low + (high - low) * bid_size_u), *deeper[:levels - 1]]
+        ask_lots = [lot(low + (high - low) * ask_size_u), *deeper[levels - 1:]]
         bids, asks = model.book(symbol)
-        assert [size for _, size in bids] == lots[:len(bids)]
-        assert [size for _, size in asks] == lots[cfg.depth_levels:cfg.depth_levels + len(asks)]
-        for side, side_gaps in ((bids, gaps[:cfg.depth_levels]), (asks, gaps[cfg.depth_levels:])):
+        assert [size for _, size in bids] == bid_lots[:len(bids)]
+        assert [size for _, size in asks] == ask_lots[:len(asks)]
+        for side, side_gaps in ((bids, gaps[:levels]), (asks, gaps[levels:])):
             steps = [abs(a - b) for (a, _), (b, _) in zip(side, side[1:])]
             unit = steps[0] / side_gaps[0] if steps else 1.0
             assert steps == [pytest.approx(gap * unit) for gap in side_gaps[:len(steps)]]
         instrument = model.instrument(symbol)
         assert instrument is not None
-        theo = model._theory(instrument).greeks.price       # the unrounded mark
-        half = model._book_draw(instrument).half
+        draw = model._book_draw(instrument)
+        theo, half = draw.theo, draw.half      # the unrounded mark and the half-spread
         if bids:   # the best bid is theo - half * scale rounded down to a tick
             assert theo - half * scales[0] - cfg.tick_size < bids[0][0] <= theo - half * scales[0] + 1e-6
         assert asks[0][0] >= theo + half * scales[1] - 1e-6
