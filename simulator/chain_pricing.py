@@ -162,10 +162,12 @@ def implied_vols(is_call: Array, prices: Array, spot: float, strikes: Array, t_y
     tolerance = 1e-10 * target
     moving = np.ones(len(index), dtype=bool)
     with np.errstate(divide="ignore", invalid="ignore"):
-        for _ in range(_VECTOR_STEPS):
+        for step in range(_VECTOR_STEPS + 1):
             model, vega, curvature = _model_and_vega(signs, spot, sd, log_moneyness, sqrt_t, vol)
             error = model - target
             moving &= ~(np.abs(error) < tolerance)
+            if step == _VECTOR_STEPS or not moving.any():
+                break       # the last evaluation only checks the last step
             above = error > 0
             high = np.where(moving & above, vol, high)
             low = np.where(moving & ~above, vol, low)
@@ -179,8 +181,6 @@ def implied_vols(is_call: Array, prices: Array, spot: float, strikes: Array, t_y
             # so the price test alone would bisect it for dozens of steps to move the 12th digit.
             moving &= ((high - low) >= 1e-12) & (np.abs(stepped - vol) >= _VOL_STEP_DONE)
             vol = stepped
-            if not moving.any():
-                break
     active = np.nonzero(moving)[0]
     # The few still moving finish one at a time: a vector step costs the same for two options
     # as for a hundred.
