@@ -54,6 +54,13 @@ def booked_without_evidence(trade: TradeLifecycle) -> bool:
     return estimated or booked_on_perp_evidence(trade)
 
 
+def ended_within_lookback(trade: TradeLifecycle, now: float) -> bool:
+    """The trade ended no longer than ``REVERSAL_LOOKBACK_SECONDS`` ago (an external close is
+    reversible that long)."""
+    ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
+    return ended is not None and now - float(ended) <= REVERSAL_LOOKBACK_SECONDS
+
+
 class ExternalCloses:
     """Books closes made outside the daemon on a trade's legs, and un-books those made without evidence."""
 
@@ -89,10 +96,7 @@ class ExternalCloses:
         expired: their positions may show again (X1)."""
         found = []
         for trade in trades:
-            if not booked_without_evidence(trade):
-                continue
-            ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
-            if ended is None or now - float(ended) > REVERSAL_LOOKBACK_SECONDS:
+            if not booked_without_evidence(trade) or not ended_within_lookback(trade, now):
                 continue
             legs = [leg for leg in trade.legs if leg.external_qty > QTY_EPSILON]
             if legs and not any(leg.is_expired(now) for leg in legs):

@@ -54,7 +54,7 @@ from display import fmt, fmt_qty
 from errors import ConfigError, StaleDataError, TraderError
 from execution_job import JobStatus, LegTarget
 from exit_evaluation import ExitEvaluator, ExitWatch
-from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without_evidence
+from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without_evidence, ended_within_lookback
 from hedging import HedgeConfig, HedgeOrder, HedgeState, decide
 from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
@@ -764,8 +764,13 @@ class LifecycleManager:
         self.quote_max_age = float(quote_max_age)
         self.fills = TradeFills(ledger)
         self.funding = FundingAttribution(funding_client, ledger) if funding_client is not None else None
-        # Ended trades whose funding can never be due again (``FundingAttribution.settled``).
-        self._funding_settled: set[str] = set()
+        # The trades whose funding may still be due: every trade until it has ended and
+        # ``FundingAttribution.settled`` says nothing can be due again (then it leaves, so the
+        # per-poll check does not grow with the run's history).
+        self._funding_watch: dict[str, TradeLifecycle] = {}
+        # Ended trades whose external close was booked without evidence (reversible, RECOVERY.md
+        # X1): the once-a-minute reversal check reads these instead of every trade ever made.
+        self._reversible: dict[str, TradeLifecycle] = {}
         self.rounds = CloseRounds(ledger=ledger, urgent_params=self.urgent_params, alerts=alerts)
         self.recorder = TradeRecorder(store=store, clock=clock, alerts=alerts, journal=journal)
         self.exits = ExitEvaluator(market=market, alerts=alerts, quote_max_age=self.quote_max_age, health=health)
@@ -839,6 +844,7 @@ class LifecycleManager:
                 active.append(trade)
                 continue
             del self._active[trade.id]
+            self._note_ended(trade)
             runtime = self._runtime.get(trade.id)
             if runtime is not None and runtime.job is None and not booked_without_evidence(trade):
                 del self._runtime[trade.id]
@@ -855,8 +861,17 @@ class LifecycleManager:
         self._trades[trade.id] = trade
         for ordered in (self._in_order, self._by_strategy.setdefault(trade.strategy, [])):
             ordered.insert(bisect.bisect_right(ordered, trade.seq, key=lambda t: t.seq), trade)
+        self._funding_watch[trade.id] = trade
+        self._reversible.pop(trade.id, None)
         if trade.is_active:
             self._active[trade.id] = trade
+        else:
+            self._note_ended(trade)
+
+    def _note_ended(self, trade: TradeLifecycle) -> None:
+        """Index an ended trade whose external close may be undone (lock held)."""
+        if booked_without_evidence(trade):
+            self._reversible[trade.id] = trade
 
     def unmanaged_trades(self) -> list[TradeLifecycle]:
         """Active trades whose strategy is not running: no exit rule applies (BEHAVIOUR 4.7)."""
@@ -976,13 +991,11 @@ class LifecycleManager:
         if self.funding is None:
             return
         candidates: list[TradeLifecycle] = []
-        for trade in self._trades.values():
-            if trade.id in self._funding_settled:
-                continue
+        for trade in list(self._funding_watch.values()):
             if self.funding.due(trade, now):
                 candidates.append(trade)
             elif self.funding.settled(trade, now):
-                self._funding_settled.add(trade.id)
+                del self._funding_watch[trade.id]
         if not candidates:
             return
         try:
@@ -1456,7 +1469,13 @@ class LifecycleManager:
         Only recent ones (``REVERSAL_LOOKBACK_SECONDS``) whose externally closed legs have not
         expired: their positions may show again, and then they are reopened (docs/RECOVERY.md X1).
         """
-        return self.external.reversible(self.trades(), self.clock.now())
+        now = self.clock.now()
+        with self._lock:
+            self._active_locked()       # indexes a trade that ended since the last tick
+            for trade in list(self._reversible.values()):   # reopened, or past the look-back: never again
+                if trade.is_active or not booked_without_evidence(trade) or not ended_within_lookback(trade, now):
+                    del self._reversible[trade.id]
+            return self.external.reversible(self._reversible.values(), now)
 
     def reverse_external_close(self, trade_id: str, detail: str) -> TradeLifecycle | None:
         """Undo an external close booked without evidence: the position showed again (X1).
@@ -1478,7 +1497,8 @@ class LifecycleManager:
             self.fills.sync(trade)
             self._set_state(trade, TradeState.OPEN if trade.opened_at is not None else TradeState.OPENING)
             self._active[trade.id] = trade   # managed again: back in the hot set the tick walks
-            self._funding_settled.discard(trade.id)   # and its perps may earn funding again
+            self._reversible.pop(trade.id, None)
+            self._funding_watch[trade.id] = trade   # and its perps may earn funding again
             self.external.alert_reversed(trade, detail, restored,
                                          managed=trade.strategy in self._hooks or trade.seq == 0)
             return trade
