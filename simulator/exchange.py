@@ -639,6 +639,7 @@ class SimExchange:
         self._last_step = self._now // self._step_ms
         self._pending_expiries: set[int] = set()
         self._settled_expiries: list[int] = []
+        self._expiries_seen: list[int] = []   # the market's expiries at the last _refresh_expiries
         self._resets: list[_ScheduledReset] = []
         self._reset_tokens = 0
         # What restarts without state forgot: invisible to the API, kept for the exchange's own
@@ -892,8 +893,12 @@ class SimExchange:
         log.warning("simulated exchange restarted with nothing: every account is fresh")
 
     def _refresh_expiries(self) -> None:
+        expiries = self.market.expiries()
+        if expiries == self._expiries_seen:
+            return          # nothing listed since the last look (the usual case: every request asks)
+        self._expiries_seen = expiries
         settled = set(self._settled_expiries)
-        for expiry in self.market.expiries():
+        for expiry in expiries:
             if expiry not in settled:
                 self._pending_expiries.add(int(expiry))
 
@@ -1025,8 +1030,14 @@ class SimExchange:
         return (sorted(bid_map.items(), key=lambda kv: -kv[0]), sorted(ask_map.items()))
 
     def _has_book_overlay(self, symbol: str) -> bool:
-        return symbol in self._consumed or (
-            self.config.show_own_orders_in_book and any(self._orders[o].symbol == symbol for o in self._live))
+        return symbol in self._overlaid_symbols()
+
+    def _overlaid_symbols(self) -> set[str]:
+        """Symbols whose public book is not the market's: depth consumed by trades, or resting orders shown."""
+        symbols = set(self._consumed)
+        if self.config.show_own_orders_in_book:
+            symbols.update(self._orders[o].symbol for o in self._live)
+        return symbols
 
     def _iv_of(self, instrument: Any, price: float, fallback: float) -> float:
         """IV of a price for the chain's bid/ask/last IVs; the mark IV when it cannot be solved."""
@@ -1956,8 +1967,9 @@ class SimExchange:
             self._chain_text_heads = {k: v for k, v in self._chain_text_heads.items() if k in listed}
             self._chain_text_limit = max(256, 2 * len(self._chain_text_heads))
         parts = []
+        overlaid = self._overlaid_symbols()
         rows = self._chain_rows(self._chain_instruments(params),
-                                lambda instrument: self._chain_side_text(account, instrument, stats))
+                                lambda instrument: self._chain_side_text(account, instrument, stats, overlaid))
         for (_expiry, strike), row in rows:
             call = row["callOption"] if row["callOption"] is not None else "null"
             put = row["putOption"] if row["putOption"] is not None else "null"
@@ -1965,7 +1977,8 @@ class SimExchange:
             parts.append(f'{{"strike":{float(strike)!r},"callOption":{call},"putOption":{put}}}')
         return RawJSON("[" + ",".join(parts) + "]")
 
-    def _chain_side_text(self, account: Account | None, instrument: Any, stats: dict[str, tuple[float, float]]) -> str:
+    def _chain_side_text(self, account: Account | None, instrument: Any, stats: dict[str, tuple[float, float]],
+                         overlaid: set[str]) -> str:
         """One chain side as compact JSON, byte for byte the encoding of ``_chain_side``'s dict.
 
         Nearly every side shows the market's quote and nothing else (no volume, own order,
@@ -1974,7 +1987,7 @@ class SimExchange:
         call formats every strike of an expiry. Any other side goes through the dict.
         """
         symbol = instrument.symbol
-        if (symbol in stats or symbol in self._last_price or self._has_book_overlay(symbol)
+        if (symbol in stats or symbol in self._last_price or symbol in overlaid
                 or (account is not None and self._position_lots(account, symbol))):
             return _COMPACT_JSON.encode(self._chain_side(account, instrument, stats))
         quote = self.market.quote(symbol)

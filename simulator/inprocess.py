@@ -93,8 +93,9 @@ class InProcessAdapter(BaseAdapter):
 
 
 # Prepared URLs and header lines already checked, remembered per session: the client's
-# URLs and most of its headers repeat; a full cache is simply emptied.
-_URL_CACHE_SIZE = 4096
+# URLs and most of its headers repeat; a full cache is simply emptied. History reads carry
+# their time window in the URL, so most URLs are seen once: the cap bounds that garbage.
+_URL_CACHE_SIZE = 1024
 _HEADER_CACHE_SIZE = 512
 
 

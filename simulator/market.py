@@ -325,6 +325,8 @@ class MarketModel:
         self._fault_version = 0
         self._listing_version = 0
         self._sorted_cache: tuple[int, list[Instrument]] | None = None
+        # (listing version, first expiry, expiries): valid until either changes
+        self._expiries_cache: tuple[int, float, list[int]] | None = None
         self._cache_stamp: tuple[Any, ...] | None = None
         self._quote_cache: dict[str, OptionQuote] = {}
         self._book_cache: dict[str, Book] = {}
@@ -566,8 +568,14 @@ class MarketModel:
             return self._instruments.get(symbol)
 
     def expiries(self) -> list[int]:
+        """Listed expiries still ahead, ascending (the exchange asks on every request it serves)."""
         with self._lock:
-            return sorted(e for e in self._active if e > self._now_ms)
+            cached = self._expiries_cache
+            if cached is None or cached[0] != self._listing_version or self._now_ms >= cached[1]:
+                live = sorted(e for e in self._active if e > self._now_ms)
+                cached = (self._listing_version, live[0] if live else math.inf, live)
+                self._expiries_cache = cached
+            return list(cached[2])
 
     def expiry_kind(self, expiry_ms: int) -> str | None:
         with self._lock:
