@@ -764,13 +764,6 @@ class LifecycleManager:
         self.quote_max_age = float(quote_max_age)
         self.fills = TradeFills(ledger)
         self.funding = FundingAttribution(funding_client, ledger) if funding_client is not None else None
-        # The trades whose funding may still be due: every trade until it has ended and
-        # ``FundingAttribution.settled`` says nothing can be due again (then it leaves, so the
-        # per-poll check does not grow with the run's history).
-        self._funding_watch: dict[str, TradeLifecycle] = {}
-        # Ended trades whose external close was booked without evidence (reversible, RECOVERY.md
-        # X1): the once-a-minute reversal check reads these instead of every trade ever made.
-        self._reversible: dict[str, TradeLifecycle] = {}
         self.rounds = CloseRounds(ledger=ledger, urgent_params=self.urgent_params, alerts=alerts)
         self.recorder = TradeRecorder(store=store, clock=clock, alerts=alerts, journal=journal)
         self.exits = ExitEvaluator(market=market, alerts=alerts, quote_max_age=self.quote_max_age, health=health)
@@ -778,6 +771,13 @@ class LifecycleManager:
         self.holds = LifecycleHolds()
         self.external = ExternalCloses(recorder=self.recorder, alerts=alerts)
         self._lock = threading.RLock()
+        self._start_indexes()
+        self._next_seq = 1
+        self._last_snapshot: Any = None
+        self._without_snapshot = False   # said once per stretch of wakes without a snapshot
+
+    def _start_indexes(self) -> None:
+        """Empty trade indexes: the record of every trade and the small sets the hot paths read."""
         # Every trade, finished ones included (``get``, ``trades``, reports and status), also in
         # sequence order overall and per strategy, so listing them needs no sort.
         self._trades: dict[str, TradeLifecycle] = {}
@@ -789,9 +789,13 @@ class LifecycleManager:
         self._active: dict[str, TradeLifecycle] = {}
         self._runtime: dict[str, _Runtime] = {}
         self._hooks: dict[str, StrategyHooks] = {}
-        self._next_seq = 1
-        self._last_snapshot: Any = None
-        self._without_snapshot = False   # said once per stretch of wakes without a snapshot
+        # The trades whose funding may still be due: every trade until it has ended and
+        # ``FundingAttribution.settled`` says nothing can be due again (then it leaves, so the
+        # per-poll check does not grow with the run's history).
+        self._funding_watch: dict[str, TradeLifecycle] = {}
+        # Ended trades whose external close was booked without evidence (reversible, RECOVERY.md
+        # X1): the once-a-minute reversal check reads these instead of every trade ever made.
+        self._reversible: dict[str, TradeLifecycle] = {}
 
     def __repr__(self) -> str:
         return f"LifecycleManager(trades={len(self._trades)})"

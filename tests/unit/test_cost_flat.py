@@ -224,8 +224,7 @@ def _manager_with(trades: list[Any]) -> Any:
     manager = LifecycleManager.__new__(LifecycleManager)   # the indexes need no collaborator
     manager._lock = threading.RLock()
     manager.clock = SimulatedClock(start=T0, speed=0)
-    manager._trades, manager._in_order, manager._by_strategy = {}, [], {}
-    manager._active, manager._runtime, manager._hooks = {}, {}, {}
+    manager._start_indexes()
     manager.exec_params_default = ExecutionParams()
     for trade in trades:
         manager._register(trade)
