@@ -63,10 +63,12 @@ def old_daily_short_strangle() -> StrategyConfig:
         legs=strangle(0.1, call_delta=0.20, put_delta=-0.20, dte="next", side=2),
         entry_conditions=[time_window(9, 12), min_available_margin_pct(60)],
         exit_conditions=[profit_target(usd=25.0), max_loss(usd=100.0), max_hold_hours(20)],
-        execution_mode="smart",   # since issue 11's comparison (docs/EXECUTION_DEFAULTS.md)
+        execution_mode="limit",
         max_concurrent_trades=1,
         max_trades_per_day=1,
         check_interval_seconds=60.0,
+        # Phased limit pricing since issue 11's re-measured comparison (docs/EXECUTION_DEFAULTS.md).
+        execution_params=ExecutionParams.phased(),
     )
 
 

@@ -48,9 +48,9 @@ def test_factory_keywords_and_config_fields_both_reach_the_strategy():
 
 
 def test_a_sub_config_the_factory_left_unset_starts_from_its_defaults():
-    assert daily_short_strangle().execution_params is None
+    assert daily_short_strangle(limit_pricing="touch").execution_params is None
     config = build_config("daily_short_strangle", daily_short_strangle,
-                          {"execution_params.fill_timeout_seconds": 10.0})
+                          {"limit_pricing": "touch", "execution_params.fill_timeout_seconds": 10.0})
     assert config.execution_params == ExecutionParams(fill_timeout_seconds=10.0)
 
 
