@@ -1,14 +1,15 @@
 """Benchmark of `python main.py backtest`: how fast, and whether cost grows with history.
 
 Run:  python bench/bench_backtest.py [--days 30] [--strategies micro_strangle|all] [--poll 10]
-                                    [--transport inprocess|wire]
+                                    [--transport inprocess|wire] [--per-day]
 
 Runs one backtest in this process (the daemon's own code against the embedded simulator on
 unpaced lock-step time) and prints:
   * wall time, simulated days, speed-up (simulated seconds per wall second), and the process's
     CPU seconds in all (both transports: the simulator's server thread is in this process);
-  * CPU seconds per simulated day, for the first and the last simulated day (a growing figure
-    means per-tick cost grows with history);
+  * CPU seconds per simulated day, for the first and the last simulated day, and a per-day table
+    beside the day's workload (mean open trades per poll, option-chain calls): a figure that grows
+    while the workload does not means per-tick cost grows with history;
   * resident memory at the end of day 1 and at the end of the run, and the peak;
   * trades and realized PnL from summary.json.
 The targets of issue 11 (30 days of micro_strangle in <= 5 minutes, all five in <= 15,
@@ -32,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from backtest import SUMMARY_FILE, TRADES_FILE, BacktestPeriod, run_backtest  # noqa: E402
 from clock import process_cpu_seconds, wall_seconds  # noqa: E402
 from main import STRATEGIES, setup_logging  # noqa: E402
+from market_data import EP_CHAIN, MarketData  # noqa: E402
 from stop_flag import StopFlag  # noqa: E402
 from strategy_factories import build_strategy_configs  # noqa: E402
 
@@ -51,18 +53,52 @@ def peak_rss_mb() -> float:
 
 
 class DailySamples:
-    """CPU seconds and RSS at the end of every simulated day."""
+    """CPU seconds, RSS and the day's workload at the end of every simulated day.
+
+    The workload is what the daemon had to do that day: the mean number of open trades per wake
+    (each one is valued every poll) and the option-chain calls its market data made (each renders
+    and parses a whole expiry). It separates cost that follows the market from cost that follows
+    history: only the second is a defect.
+    """
 
     def __init__(self) -> None:
         self.next_day = START + DAY
         self.cpu: list[float] = [process_cpu_seconds()]
         self.rss: list[float] = []
+        self.open_trades: list[float] = []
+        self.chain_calls: list[int] = []
+        self._open_sum = 0
+        self._wakes = 0
+        self._chains_before = 0
 
-    def __call__(self, _ctx: Any, now: float) -> None:
+    def __call__(self, ctx: Any, now: float) -> None:
+        self._open_sum += len(ctx.lifecycle_manager.active_trades())
+        self._wakes += 1
         while now >= self.next_day:
             self.cpu.append(process_cpu_seconds())
             self.rss.append(rss_mb())
+            self.open_trades.append(self._open_sum / max(1, self._wakes))
+            chains = _chain_calls(ctx)
+            self.chain_calls.append(chains - self._chains_before)
+            self._chains_before = chains
+            self._open_sum = self._wakes = 0
             self.next_day += DAY
+
+    def table(self) -> list[str]:
+        per_day = [b - a for a, b in zip(self.cpu, self.cpu[1:])]
+        lines = ["day   CPU s   RSS MB   open trades   chain calls   CPU ms per chain call"]
+        for day, (cpu, rss, trades, chains) in enumerate(zip(per_day, self.rss, self.open_trades,
+                                                              self.chain_calls), start=1):
+            per_chain = f"{1000 * cpu / chains:8.2f}" if chains else "       -"
+            lines.append(f"{day:3d} {cpu:7.1f} {rss:8.1f} {trades:13.2f} {chains:13d}   {per_chain}")
+        return lines
+
+
+def _chain_calls(ctx: Any) -> int:
+    """The option-chain calls made so far (0 when the market data is not the daemon's own)."""
+    if not isinstance(ctx.market_data, MarketData):
+        return 0
+    return ctx.market_data.stats_snapshot()[EP_CHAIN]
 
 
 def main() -> int:
@@ -71,6 +107,8 @@ def main() -> int:
     parser.add_argument("--strategies", choices=("micro_strangle", "all"), default="micro_strangle")
     parser.add_argument("--poll", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--per-day", action="store_true",
+                        help="also print a table per simulated day: CPU, RSS, open trades, chain calls")
     parser.add_argument("--transport", choices=("inprocess", "wire"), default="inprocess",
                         help="how the client reaches the simulator (the backtest default: inprocess)")
     parser.add_argument("--paced-check", type=float, default=0.0, metavar="MINUTES",
@@ -108,6 +146,8 @@ def main() -> int:
     if per_day:
         print(f"CPU per simulated day: first {per_day[0]:.1f} s, last {per_day[-1]:.1f} s, "
               f"mean {sum(per_day) / len(per_day):.1f} s over {len(per_day)} day(s)")
+    if args.per_day:
+        print("\n".join(samples.table()))
     if samples.rss:
         print(f"RSS: end of day 1 {samples.rss[0]:.1f} MB, end of run {samples.rss[-1]:.1f} MB "
               f"(growth {samples.rss[-1] - samples.rss[0]:+.1f} MB; target <= +20 MB over 30 days), "
