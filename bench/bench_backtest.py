@@ -95,10 +95,11 @@ class DailySamples:
 
 
 def _chain_calls(ctx: Any) -> int:
-    """The option-chain calls made so far (0 when the market data is not the daemon's own)."""
-    if not isinstance(ctx.market_data, MarketData):
-        return 0
-    return ctx.market_data.stats_snapshot()[EP_CHAIN]
+    """The option-chain calls made so far (a backtest always wires the daemon's own MarketData)."""
+    market_data = ctx.market_data
+    if not isinstance(market_data, MarketData):
+        raise TypeError(f"the backtest wired {type(market_data).__name__}, not MarketData: no call counters")
+    return market_data.stats_snapshot()[EP_CHAIN]
 
 
 def main() -> int:
