@@ -84,10 +84,13 @@ class DailySamples:
             self._open_sum = self._wakes = 0
             self.next_day += DAY
 
+    def cpu_per_day(self) -> list[float]:
+        """CPU seconds spent in each finished simulated day."""
+        return [b - a for a, b in zip(self.cpu, self.cpu[1:])]
+
     def table(self) -> list[str]:
-        per_day = [b - a for a, b in zip(self.cpu, self.cpu[1:])]
         lines = ["day   CPU s   RSS MB   open trades   chain calls   CPU ms per chain call"]
-        for day, (cpu, rss, trades, chains) in enumerate(zip(per_day, self.rss, self.open_trades,
+        for day, (cpu, rss, trades, chains) in enumerate(zip(self.cpu_per_day(), self.rss, self.open_trades,
                                                               self.chain_calls), start=1):
             per_chain = f"{1000 * cpu / chains:8.2f}" if chains else "       -"
             lines.append(f"{day:3d} {cpu:7.1f} {rss:8.1f} {trades:13.2f} {chains:13d}   {per_chain}")
@@ -137,7 +140,7 @@ def main() -> int:
         print(f"backtest exited {code}")
         return code
     summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
-    per_day = [b - a for a, b in zip(samples.cpu, samples.cpu[1:])]
+    per_day = samples.cpu_per_day()
     target = 300.0 if args.strategies != "all" else 900.0
     print(f"strategies: {', '.join(c.name for c in configs)}; {args.days:g} simulated days at a {args.poll:g} s poll; "
           f"transport {args.transport}")
