@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from simulator.errors import SimError
+from simulator.market import MarkValues
 from simulator.markets import Markets, option_base
 from simulator.payload import RawJSON
 from simulator.perpetuals import (
@@ -963,6 +964,13 @@ class SimExchange:
         except KeyError:
             return None
 
+    def _mark_values(self, symbol: str) -> MarkValues | None:
+        """Mark and greeks without the book (``MarketModel.mark_values``); None when not quoted."""
+        try:
+            return self.market.mark_values(symbol)
+        except KeyError:
+            return None
+
     def _screen_for(self, symbol: str) -> LegScreen | None:
         instrument = self.market.instrument(symbol)
         quote = self._quote(symbol)
@@ -1115,8 +1123,8 @@ class SimExchange:
         if perp is not None:
             return self._perp_numbers(account, position, perp)
         instrument = self.market.instrument(position.symbol)
-        quote = self._quote(position.symbol)
-        mark = quote.mark if quote else position.avg_price
+        values = self._mark_values(position.symbol)
+        mark = values.mark if values else position.avg_price
         index = self._index_for(position.symbol)
         qty = abs(position.lots) / self._units(position.symbol)
         sign = 1 if position.lots > 0 else -1
@@ -1611,13 +1619,13 @@ class SimExchange:
     def _position_view(self, account: Account, position: Position) -> dict[str, Any]:
         numbers = self._position_numbers(account, position)
         instrument = self.market.instrument(position.symbol)
-        quote = self._quote(position.symbol)
+        values = self._mark_values(position.symbol)
         qty, sign, avg = numbers["qty"], numbers["sign"], position.avg_price
         cost = avg * qty
         factor = qty * sign if self.config.position_greeks == "per_position" else 1.0
 
         def greek(name: str) -> float:
-            return round(getattr(quote, name) * factor, 8) if quote else 0.0
+            return round(getattr(values, name) * factor, 8) if values else 0.0
 
         return {
             "id": position.position_id,

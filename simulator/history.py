@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from simulator.calendar import FRIDAY, QUARTER_MONTHS, format_strike, format_symbol, last_friday_ms, parse_symbol
-from simulator.market import Book, Instrument, MarketConfig, MarketModel, OptionQuote
+from simulator.market import Book, Instrument, MarketConfig, MarketModel, MarkValues, OptionQuote
 from simulator.side_faults import EmptySides
 
 if TYPE_CHECKING:  # config imports the exchange, which must not import this module back
@@ -613,6 +613,11 @@ class HistoryMarket:
             )
             self._quote_cache[symbol] = quote
             return quote
+
+    def mark_values(self, symbol: str) -> MarkValues:
+        """``symbol``'s mark and greeks from its quote (a recorded row costs nothing to read)."""
+        quote = self.quote(symbol)
+        return MarkValues(quote.mark, quote.delta, quote.gamma, quote.vega, quote.theta, quote.rho)
 
     def book(self, symbol: str, depth: int = 100) -> Book:
         """The recorded best bid and ask with their amounts (one level a side); a missing side is empty."""

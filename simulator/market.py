@@ -193,6 +193,21 @@ class OptionQuote(NamedTuple):
     ask_iv: float
 
 
+class MarkValues(NamedTuple):
+    """An option's mark and greeks: the fields of its ``OptionQuote`` that need no book.
+
+    What an account summary and the positions endpoint read for every position on every poll;
+    ``MarketModel`` gives them without laying out the books.
+    """
+
+    mark: float
+    delta: float
+    gamma: float
+    vega: float
+    theta: float
+    rho: float
+
+
 Book = tuple[list[tuple[float, float]], list[tuple[float, float]]]
 
 
@@ -214,6 +229,21 @@ class _ExpiryListing(NamedTuple):
     strikes: np.ndarray
     is_call: np.ndarray
     noise_keys: np.ndarray   # uint64 per option: the (seed, symbol) key of its book noise
+
+
+class _ExpiryMarks(NamedTuple):
+    """The first stage of an expiry's pricing at one quote stamp: its smile and model prices.
+
+    Enough for marks (what an account summary values positions at, every poll); the books and
+    the bid/ask implied vols (the second stage, twice the cost) wait until a quote or a book is
+    asked for.
+    """
+
+    listing: _ExpiryListing
+    terms: _ExpiryTerms
+    ivs: np.ndarray
+    theory: chain_pricing.GreekArrays
+    values: dict[str, MarkValues]   # by symbol; the mark is the model price rounded to the cent
 
 
 class _BookDraw(NamedTuple):
@@ -332,6 +362,7 @@ class MarketModel:
         self._book_cache: dict[str, Book] = {}
         self._draw_cache: dict[str, _BookDraw] = {}
         self._priced_expiries: set[int] = set()
+        self._marked_expiries: dict[int, _ExpiryMarks | None] = {}
         self._listing_arrays: dict[int, tuple[int, _ExpiryListing | None]] = {}
 
     @property
@@ -662,6 +693,7 @@ class MarketModel:
             self._book_cache.clear()
             self._draw_cache.clear()
             self._priced_expiries.clear()
+            self._marked_expiries.clear()
 
     def quote(self, symbol: str) -> OptionQuote:
         """Mark, IV, greeks and top of book now; ``KeyError`` for unknown or expired symbols."""
@@ -674,6 +706,21 @@ class MarketModel:
             self._price_expiry(instrument.expiry_ms)
             return self._quote_cache[symbol]
 
+    def mark_values(self, symbol: str) -> MarkValues:
+        """``symbol``'s mark and greeks (as its ``quote`` shows them) at the cost of the first
+        pricing stage only (no book, no bid/ask IV): an account summary and the positions
+        endpoint value every position on every poll, a chain is asked for less often.
+        ``KeyError`` for unknown or expired symbols."""
+        with self._lock:
+            self._refresh_caches()
+            cached = self._quote_cache.get(symbol)
+            if cached is not None:
+                return MarkValues(cached.mark, cached.delta, cached.gamma, cached.vega, cached.theta, cached.rho)
+            instrument = self._live_instrument(symbol)
+            marked = self._mark_expiry(instrument.expiry_ms)
+            assert marked is not None, "a live instrument is in its expiry's listing"
+            return marked.values[symbol]
+
     def _expiry_terms(self, expiry_ms: int) -> _ExpiryTerms:
         """Index, time to expiry, forward and smile level shared by every strike of one expiry."""
         spot = self.index_price()
@@ -682,6 +729,28 @@ class MarketModel:
         forward = spot * math.exp(self._config.rate * t_years)
         atm, moneyness_scale = self._smile_terms(t_years)
         return _ExpiryTerms(spot, quote_time, t_years, forward, atm, moneyness_scale)
+
+    def _mark_expiry(self, expiry_ms: int) -> _ExpiryMarks | None:
+        """The first pricing stage of one expiry at this stamp (cached with the quotes); None if
+        nothing of it is listed."""
+        if expiry_ms in self._marked_expiries:
+            return self._marked_expiries[expiry_ms]
+        listing = self._expiry_listing(expiry_ms)
+        marked = None
+        if listing is not None:
+            cfg = self._config
+            terms = self._expiry_terms(expiry_ms)
+            ivs = chain_pricing.smile_ivs(listing.strikes, terms.forward, terms.atm, terms.moneyness_scale,
+                                          curvature=cfg.smile_curvature, skew=cfg.smile_skew, iv_min=cfg.iv_min,
+                                          iv_max=cfg.iv_max)
+            theory = chain_pricing.greeks(listing.is_call, terms.spot, listing.strikes, terms.t_years, ivs, cfg.rate)
+            values = dict(zip((i.symbol for i in listing.instruments),
+                              map(MarkValues, np.round(theory.price, 2).tolist(), theory.delta.tolist(),
+                                  theory.gamma.tolist(), theory.vega.tolist(), theory.theta.tolist(),
+                                  theory.rho.tolist())))
+            marked = _ExpiryMarks(listing, terms, ivs, theory, values)
+        self._marked_expiries[expiry_ms] = marked
+        return marked
 
     def _price_expiry(self, expiry_ms: int) -> None:
         """Quote and lay out the top of book of every live option of one expiry, at once.
@@ -694,15 +763,13 @@ class MarketModel:
         if expiry_ms in self._priced_expiries:
             return
         self._priced_expiries.add(expiry_ms)
-        listing = self._expiry_listing(expiry_ms)
-        if listing is None:
+        marked = self._mark_expiry(expiry_ms)
+        if marked is None:
             return
-        instruments, strikes, is_call, noise_keys = listing
+        instruments, strikes, is_call, noise_keys = marked.listing
         cfg = self._config
-        spot, quote_time, t_years, forward, atm, moneyness_scale = self._expiry_terms(expiry_ms)
-        ivs = chain_pricing.smile_ivs(strikes, forward, atm, moneyness_scale, curvature=cfg.smile_curvature,
-                                      skew=cfg.smile_skew, iv_min=cfg.iv_min, iv_max=cfg.iv_max)
-        theory = chain_pricing.greeks(is_call, spot, strikes, t_years, ivs, cfg.rate)
+        spot, quote_time, t_years, forward, atm, moneyness_scale = marked.terms
+        ivs, theory = marked.ivs, marked.theory
         theo = theory.price
         half = self._half_spreads(is_call, strikes, spot, forward, t_years, ivs, theo)
         noise = chain_pricing.uniforms(noise_keys, self._now_ms // self._refresh_ms, 4)
@@ -726,14 +793,14 @@ class MarketModel:
                                           np.tile(strikes, 2), t_years, cfg.rate, np.tile(ivs, 2))
         bid_ivs, ask_ivs = both[:len(instruments)], both[len(instruments):]
         underlying = round(forward, 2)
-        columns = zip(instruments, theo.tolist(), np.round(theo, 2).tolist(), ivs.tolist(), theory.delta.tolist(),
-                      theory.gamma.tolist(), theory.vega.tolist(), theory.theta.tolist(), theory.rho.tolist(),
+        columns = zip(instruments, theo.tolist(), [marked.values[i.symbol] for i in instruments], ivs.tolist(),
                       bids.tolist(), asks.tolist(), bid_shown.tolist(), ask_shown.tolist(),
                       top_bid_lots.tolist(), top_ask_lots.tolist(), bid_ivs.tolist(), ask_ivs.tolist(),
                       half.tolist(), has_bids.tolist(), best_bid.tolist(), best_ask.tolist())
-        for (instrument, price, mark, iv, delta, gamma, vega, theta, rho, bid, ask, bid_on, ask_on,
+        for (instrument, price, values, iv, bid, ask, bid_on, ask_on,
              bid_lots, ask_lots, bid_iv, ask_iv, half_spread, bids_listed, top_bid, top_ask) in columns:
             symbol = instrument.symbol
+            mark, delta, gamma, vega, theta, rho = values
             self._quote_cache[symbol] = OptionQuote(
                 symbol=symbol, time_ms=quote_time, index_price=spot, underlying_price=underlying, mark=mark,
                 iv=iv, delta=delta, gamma=gamma, vega=vega, theta=theta, rho=rho,

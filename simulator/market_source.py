@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
 
-from simulator.market import Book, Instrument, MarketConfig, OptionQuote
+from simulator.market import Book, Instrument, MarketConfig, MarkValues, OptionQuote
 
 
 class MarketSource(Protocol):
@@ -53,6 +53,8 @@ class MarketSource(Protocol):
     def is_expired(self, symbol: str) -> bool: ...
 
     def quote(self, symbol: str) -> OptionQuote: ...
+
+    def mark_values(self, symbol: str) -> MarkValues: ...
 
     def book(self, symbol: str, depth: int = 100) -> Book: ...
 

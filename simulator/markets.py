@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Sequence
 
-from simulator.market import Book, Instrument, MarketConfig, MarketModel, OptionQuote
+from simulator.market import Book, Instrument, MarketConfig, MarketModel, MarkValues, OptionQuote
 from simulator.market_source import MarketSource
 from simulator.perpetuals import PerpConfig, PerpMarket, btc_perp_config
 
@@ -190,6 +190,13 @@ class Markets:
         if market is None:
             raise KeyError(symbol)
         return market.quote(symbol)
+
+    def mark_values(self, symbol: str) -> MarkValues:
+        """``symbol``'s mark and greeks, at a fraction of a quote's cost where the market can."""
+        market = self.market_of(symbol)
+        if market is None:
+            raise KeyError(symbol)
+        return market.mark_values(symbol)
 
     def book(self, symbol: str, depth: int = 100) -> Book:
         """The synthetic book of an option or a perpetual (sizes in units of the underlying)."""

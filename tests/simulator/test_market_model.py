@@ -339,6 +339,22 @@ def test_quote_fields_are_consistent(model: MarketModel) -> None:
         assert quote.gamma >= 0 and quote.vega >= 0 and quote.theta <= 0
 
 
+def test_mark_values_match_the_quote_whether_or_not_the_books_were_laid_out() -> None:
+    """``mark_values`` (what account summaries read, without books) shows the quote's own numbers:
+    asked first on one model, after the quote on another at the same instant, the two agree."""
+    marks_first, quotes_first = MarketModel(MarketConfig(), START), MarketModel(MarketConfig(), START)
+    for model in (marks_first, quotes_first):
+        model.advance_to(START + 17 * MINUTE)
+    for symbol in sample_symbols(marks_first, every=5):
+        early = marks_first.mark_values(symbol)                 # first stage only
+        quote = quotes_first.quote(symbol)
+        assert early == (quote.mark, quote.delta, quote.gamma, quote.vega, quote.theta, quote.rho)
+        assert quotes_first.mark_values(symbol) == early        # read back from the laid-out quote
+        assert marks_first.quote(symbol) == quote               # the second stage builds on the first
+    with pytest.raises(KeyError):
+        marks_first.mark_values("BTCUSD-1JAN20-1000-C")
+
+
 def test_marks_are_free_of_strike_arbitrage(model: MarketModel) -> None:
     for hours in (0, 1.9, 25, 47):
         model.advance_to(START + int(hours * HOUR))

@@ -683,3 +683,27 @@ def test_the_status_line_adds_the_delta_per_underlying_only_with_two_underlyings
                                       unrealized_pnl=0.0, timestamp=NOW,
                                       positions=[held("BTCUSD", 0.25, (0.25, 0.0, 0.0, 0.0))])
     assert status_line(perp_only).endswith(" delta=BTC:+0.250")
+
+
+def test_the_status_line_throttle_writes_one_line_per_period_of_clock_time(caplog):
+    """A backtest asks for one status line per simulated hour; the daemon's default is one per poll."""
+    clock_now = [NOW]
+    ctx = fake_context(options_only_btc())
+    ctx.clock = SimpleNamespace(now=lambda: clock_now[0])
+    reporter = app.StatusReporter(ctx, [], every=3600.0)
+    written = []
+    with caplog.at_level(logging.INFO, logger="app"):
+        for offset in (0.0, 10.0, 3599.0, 3600.0, 3610.0, 7200.0):
+            clock_now[0] = NOW + offset
+            caplog.clear()
+            reporter(options_only_btc())                 # a new snapshot each poll
+            if any(r.getMessage().startswith("status ") for r in caplog.records):
+                written.append(offset)
+    assert written == [0.0, 3600.0, 7200.0]
+
+    every_poll = app.StatusReporter(ctx, [])
+    with caplog.at_level(logging.INFO, logger="app"):
+        caplog.clear()
+        for _ in range(3):
+            every_poll(options_only_btc())
+    assert sum(r.getMessage().startswith("status ") for r in caplog.records) == 3
