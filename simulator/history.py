@@ -616,8 +616,7 @@ class HistoryMarket:
 
     def mark_values(self, symbol: str) -> MarkValues:
         """``symbol``'s mark and greeks from its quote (a recorded row costs nothing to read)."""
-        quote = self.quote(symbol)
-        return MarkValues(quote.mark, quote.delta, quote.gamma, quote.vega, quote.theta, quote.rho)
+        return MarkValues.of(self.quote(symbol))
 
     def book(self, symbol: str, depth: int = 100) -> Book:
         """The recorded best bid and ask with their amounts (one level a side); a missing side is empty."""

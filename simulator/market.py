@@ -207,6 +207,11 @@ class MarkValues(NamedTuple):
     theta: float
     rho: float
 
+    @classmethod
+    def of(cls, quote: OptionQuote) -> MarkValues:
+        """The mark and greeks ``quote`` shows."""
+        return cls(quote.mark, quote.delta, quote.gamma, quote.vega, quote.theta, quote.rho)
+
 
 Book = tuple[list[tuple[float, float]], list[tuple[float, float]]]
 
@@ -715,7 +720,7 @@ class MarketModel:
             self._refresh_caches()
             cached = self._quote_cache.get(symbol)
             if cached is not None:
-                return MarkValues(cached.mark, cached.delta, cached.gamma, cached.vega, cached.theta, cached.rho)
+                return MarkValues.of(cached)
             instrument = self._live_instrument(symbol)
             marked = self._mark_expiry(instrument.expiry_ms)
             assert marked is not None, "a live instrument is in its expiry's listing"
