@@ -56,6 +56,7 @@ from seams import Store
 logger = logging.getLogger(__name__)
 
 MEMORY_PATH = ":memory:"
+PAGE_CACHE_KIB = 256   # SQLite's page cache per connection (its default is 2 MiB): see StateStore._configure
 TRADE_SEQ_COUNTER = "trade_seq"
 # Until when (epoch ms) the exchange's order history has been read for orders carrying our
 # prefix; written by the reconciler after each read. A store that never had it set has never
@@ -386,13 +387,20 @@ class StateStore:
         return target
 
     def _configure(self) -> None:
-        """WAL and synchronous=FULL: a committed transaction survives a power cut (NORMAL when not durable)."""
+        """WAL and synchronous=FULL: a committed transaction survives a power cut (NORMAL when not durable).
+
+        The page cache is capped at ``PAGE_CACHE_KIB``: SQLite's default (2 MiB per connection)
+        fills as the file grows, so a daemon's memory would creep for its first weeks (issue 11:
+        memory flat over a long run). The store is written far more than read, and its reads
+        are small (counters, one trade's rows); the operating system caches the file anyway.
+        """
         with self._lock:
             try:
                 if self._path != MEMORY_PATH:
                     mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
                     if str(mode).lower() != "wal":
                         raise StoreError(f"could not switch {self._path} to WAL (got {mode!r})")
+                    self._conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
                 self._conn.execute("PRAGMA synchronous=FULL" if self._durable else "PRAGMA synchronous=NORMAL")
             except sqlite3.DatabaseError as exc:
                 raise self._classify(exc, "configure") from exc

@@ -12,6 +12,7 @@ import pytest
 from clock import SimulatedClock
 from persistence import (
     MIGRATIONS,
+    PAGE_CACHE_KIB,
     SCHEMA_VERSION,
     StateStore,
     StoreError,
@@ -96,6 +97,12 @@ def test_open_creates_missing_directory_and_schema(db_path: Path, clock: Simulat
 def test_file_store_uses_wal_and_full_synchronous(store: StateStore) -> None:
     assert store.pragma("journal_mode") == "wal"
     assert store.pragma("synchronous") == 2  # FULL
+
+
+def test_file_store_caps_its_page_cache_so_memory_does_not_grow_with_the_file(store: StateStore) -> None:
+    # SQLite's default cache (2 MiB) would fill as the store grows over weeks (issue 11).
+    assert store.pragma("cache_size") == -PAGE_CACHE_KIB
+    assert PAGE_CACHE_KIB < 2000
 
 
 def test_wal_mode_is_recorded_in_the_file(db_path: Path, store: StateStore) -> None:
