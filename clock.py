@@ -132,8 +132,10 @@ class SimulatedClock:
         self._pace = float(pace)
 
     def _read(self) -> float:
-        elapsed = (_time.monotonic() - self._anchor_real) * self._speed
-        value = self._start + elapsed + self._offset
+        if self._speed == 0:
+            value = self._start + self._offset   # lock-step: no wall-clock reading (the same sum)
+        else:
+            value = self._start + (_time.monotonic() - self._anchor_real) * self._speed + self._offset
         # Never let time go backwards, whatever the float arithmetic does.
         if value < self._last:
             value = self._last

@@ -641,6 +641,7 @@ class SimExchange:
         self._pending_expiries: set[int] = set()
         self._settled_expiries: list[int] = []
         self._expiries_seen: list[int] = []   # the market's expiries at the last _refresh_expiries
+        self._expiries_checked_ms = self._now  # the time _advance last looked at the listing
         self._resets: list[_ScheduledReset] = []
         self._reset_tokens = 0
         # What restarts without state forgot: invisible to the API, kept for the exchange's own
@@ -740,7 +741,11 @@ class SimExchange:
         self._now = target
         if not self._passive_candidates():
             self._last_step = max(self._last_step, target // self._step_ms)
-        self._refresh_expiries()
+        if target != self._expiries_checked_ms:
+            # Only the exchange moves the market, and a listing changes only when market time
+            # moves: several requests at one instant (a poll's snapshot) look once.
+            self._expiries_checked_ms = target
+            self._refresh_expiries()
 
     def _next_event_ms(self, target: int) -> int | None:
         candidates: list[int] = []
