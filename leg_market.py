@@ -38,7 +38,7 @@ def _number(value: Any) -> float:
     return number if number is not None else 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LegMarket:
     """Bid, ask, mark, mark IV, underlying price and greeks of one option, as of ``as_of`` (epoch seconds)."""
 

@@ -310,9 +310,13 @@ _STATE_STATUS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class LedgerOrder:
-    """One order as the ledger knows it; ``filled_qty``/``avg_price``/``fee`` are this order's own."""
+    """One order as the ledger knows it; ``filled_qty``/``avg_price``/``fee`` are this order's own.
+
+    Slotted: the ledger keeps every order it ever sent, so a per-order ``__dict__`` would be
+    memory that grows with the daemon's history (about 40 % of each record).
+    """
 
     client_order_id: int
     trade_id: str
@@ -362,7 +366,7 @@ class LedgerOrder:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FillSummary:
     """Filled quantity, VWAP and fees over a set of orders."""
 

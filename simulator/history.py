@@ -628,6 +628,10 @@ class HistoryMarket:
             depth = max(0, int(depth))
             return bids[:depth], asks[:depth]
 
+    def top_of_book(self, symbol: str) -> Book:
+        """The recorded book is one level a side already."""
+        return self.book(symbol, 1)
+
     def _book_of(self, row: HistoryRow) -> Book:
         if self._now_ms - row.time_ms > self._stale_ms:
             return [], []

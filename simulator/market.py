@@ -239,9 +239,9 @@ class _ExpiryListing(NamedTuple):
 class _ExpiryMarks(NamedTuple):
     """The first stage of an expiry's pricing at one quote stamp: its smile and model prices.
 
-    Enough for marks (what an account summary values positions at, every poll); the books and
-    the bid/ask implied vols (the second stage, twice the cost) wait until a quote or a book is
-    asked for.
+    Enough for marks (what an account summary values positions at, every poll); the books (the
+    second stage) wait until a book is asked for, and the bid/ask implied vols (the third, the
+    costliest) until a quote is.
     """
 
     listing: _ExpiryListing
@@ -249,6 +249,21 @@ class _ExpiryMarks(NamedTuple):
     ivs: np.ndarray
     theory: chain_pricing.GreekArrays
     values: dict[str, MarkValues]   # by symbol; the mark is the model price rounded to the cent
+
+
+class _ExpiryDraws(NamedTuple):
+    """The second stage of an expiry's pricing: every option's half-spread, best prices and top
+    sizes (its ``_BookDraw``), before any side fault. Enough for books (the passive engine
+    reads one per resting order per engine step); the quotes' bid/ask implied vols, the costly
+    third stage, wait until a quote is asked for."""
+
+    marks: _ExpiryMarks
+    half: np.ndarray
+    has_bids: np.ndarray
+    best_bid: np.ndarray
+    best_ask: np.ndarray
+    bid_lots: np.ndarray
+    ask_lots: np.ndarray
 
 
 class _BookDraw(NamedTuple):
@@ -368,6 +383,7 @@ class MarketModel:
         self._draw_cache: dict[str, _BookDraw] = {}
         self._priced_expiries: set[int] = set()
         self._marked_expiries: dict[int, _ExpiryMarks | None] = {}
+        self._drawn_expiries: dict[int, _ExpiryDraws | None] = {}
         self._listing_arrays: dict[int, tuple[int, _ExpiryListing | None]] = {}
 
     @property
@@ -699,6 +715,7 @@ class MarketModel:
             self._draw_cache.clear()
             self._priced_expiries.clear()
             self._marked_expiries.clear()
+            self._drawn_expiries.clear()
 
     def quote(self, symbol: str) -> OptionQuote:
         """Mark, IV, greeks and top of book now; ``KeyError`` for unknown or expired symbols."""
@@ -757,53 +774,74 @@ class MarketModel:
         self._marked_expiries[expiry_ms] = marked
         return marked
 
+    def _draw_expiry(self, expiry_ms: int) -> _ExpiryDraws | None:
+        """The second pricing stage of one expiry at this stamp: every option's ``_BookDraw``
+        (into the draw cache) from its model price, spread and book noise; None if nothing of it
+        is listed."""
+        if expiry_ms in self._drawn_expiries:
+            return self._drawn_expiries[expiry_ms]
+        marked = self._mark_expiry(expiry_ms)
+        drawn = None
+        if marked is not None:
+            instruments, strikes, is_call, noise_keys = marked.listing
+            cfg = self._config
+            spot, _quote_time, t_years, forward, _atm, _scale = marked.terms
+            theo = marked.theory.price
+            half = self._half_spreads(is_call, strikes, spot, forward, t_years, marked.ivs, theo)
+            noise = chain_pricing.uniforms(noise_keys, self._now_ms // self._refresh_ms, 4)
+            bid_scale = 0.8 + (1.25 - 0.8) * noise[0]
+            ask_scale = 0.8 + (1.25 - 0.8) * noise[1]
+            size_low, size_high = cfg.level_size
+            top_bid_lots = self._lots(size_low + (size_high - size_low) * noise[2])
+            top_ask_lots = self._lots(size_low + (size_high - size_low) * noise[3])
+            tick = cfg.tick_size
+            best_bid = self._floor_ticks(theo - half * bid_scale)
+            has_bids = (theo >= cfg.empty_bid_below) & ~(best_bid < tick)
+            best_ask = np.maximum(self._ceil_ticks(theo + half * ask_scale), tick)
+            best_ask = np.where(has_bids, np.maximum(best_ask, np.round(best_bid + tick, self._tick_dp)), best_ask)
+            drawn = _ExpiryDraws(marked, half, has_bids, best_bid, best_ask, top_bid_lots, top_ask_lots)
+            columns = zip(instruments, theo.tolist(), half.tolist(), has_bids.tolist(), best_bid.tolist(),
+                          best_ask.tolist(), top_bid_lots.tolist(), top_ask_lots.tolist())
+            for instrument, price, half_spread, bids_listed, top_bid, top_ask, bid_lots, ask_lots in columns:
+                self._draw_cache[instrument.symbol] = _BookDraw(price, half_spread, bids_listed, top_bid, top_ask,
+                                                                bid_lots, ask_lots)
+        self._drawn_expiries[expiry_ms] = drawn
+        return drawn
+
     def _price_expiry(self, expiry_ms: int) -> None:
-        """Quote and lay out the top of book of every live option of one expiry, at once.
+        """Quote every live option of one expiry, at once (the third pricing stage: the quotes'
+        bids and asks with their implied vols, on top of the draws).
 
         Why whole expiries: a chain call shows them all, and the array pricing of
         ``chain_pricing`` is ~15x cheaper per option than one option at a time. Each option's
         numbers are elementwise functions of its own inputs, so they do not depend on what
-        else is listed. Filled into the per-stamp quote and draw caches (cleared together).
+        else is listed. Filled into the per-stamp quote cache (cleared with the others).
         """
         if expiry_ms in self._priced_expiries:
             return
         self._priced_expiries.add(expiry_ms)
-        marked = self._mark_expiry(expiry_ms)
-        if marked is None:
+        drawn = self._draw_expiry(expiry_ms)
+        if drawn is None:
             return
-        instruments, strikes, is_call, noise_keys = marked.listing
+        marked = drawn.marks
+        instruments, strikes, is_call, _noise_keys = marked.listing
         cfg = self._config
-        spot, quote_time, t_years, forward, atm, moneyness_scale = marked.terms
-        ivs, theory = marked.ivs, marked.theory
-        theo = theory.price
-        half = self._half_spreads(is_call, strikes, spot, forward, t_years, ivs, theo)
-        noise = chain_pricing.uniforms(noise_keys, self._now_ms // self._refresh_ms, 4)
-        bid_scale = 0.8 + (1.25 - 0.8) * noise[0]
-        ask_scale = 0.8 + (1.25 - 0.8) * noise[1]
-        size_low, size_high = cfg.level_size
-        top_bid_lots = self._lots(size_low + (size_high - size_low) * noise[2])
-        top_ask_lots = self._lots(size_low + (size_high - size_low) * noise[3])
-        tick = cfg.tick_size
-        best_bid = self._floor_ticks(theo - half * bid_scale)
-        has_bids = (theo >= cfg.empty_bid_below) & ~(best_bid < tick)
-        best_ask = np.maximum(self._ceil_ticks(theo + half * ask_scale), tick)
-        best_ask = np.where(has_bids, np.maximum(best_ask, np.round(best_bid + tick, self._tick_dp)), best_ask)
+        spot, quote_time, t_years, forward, _atm, _scale = marked.terms
+        ivs = marked.ivs
         faulted = [self._faulted_sides(i.symbol) for i in instruments] if self._empty_sides.active else None
-        bid_shown = has_bids if faulted is None else has_bids & ~np.array([bid for bid, _ in faulted])
+        bid_shown = drawn.has_bids if faulted is None else drawn.has_bids & ~np.array([bid for bid, _ in faulted])
         ask_shown = np.ones(len(instruments), dtype=bool) if faulted is None \
             else ~np.array([ask for _, ask in faulted])
-        bids = np.where(bid_shown, best_bid, 0.0)
-        asks = np.where(ask_shown, best_ask, 0.0)
+        bids = np.where(bid_shown, drawn.best_bid, 0.0)
+        asks = np.where(ask_shown, drawn.best_ask, 0.0)
         both = chain_pricing.implied_vols(np.tile(is_call, 2), np.concatenate((bids, asks)), spot,
                                           np.tile(strikes, 2), t_years, cfg.rate, np.tile(ivs, 2))
         bid_ivs, ask_ivs = both[:len(instruments)], both[len(instruments):]
         underlying = round(forward, 2)
-        columns = zip(instruments, theo.tolist(), [marked.values[i.symbol] for i in instruments], ivs.tolist(),
+        columns = zip(instruments, [marked.values[i.symbol] for i in instruments], ivs.tolist(),
                       bids.tolist(), asks.tolist(), bid_shown.tolist(), ask_shown.tolist(),
-                      top_bid_lots.tolist(), top_ask_lots.tolist(), bid_ivs.tolist(), ask_ivs.tolist(),
-                      half.tolist(), has_bids.tolist(), best_bid.tolist(), best_ask.tolist())
-        for (instrument, price, values, iv, bid, ask, bid_on, ask_on,
-             bid_lots, ask_lots, bid_iv, ask_iv, half_spread, bids_listed, top_bid, top_ask) in columns:
+                      drawn.bid_lots.tolist(), drawn.ask_lots.tolist(), bid_ivs.tolist(), ask_ivs.tolist())
+        for (instrument, values, iv, bid, ask, bid_on, ask_on, bid_lots, ask_lots, bid_iv, ask_iv) in columns:
             symbol = instrument.symbol
             mark, delta, gamma, vega, theta, rho = values
             self._quote_cache[symbol] = OptionQuote(
@@ -812,7 +850,6 @@ class MarketModel:
                 bid=bid, ask=ask, bid_size=bid_lots if bid_on else 0.0, ask_size=ask_lots if ask_on else 0.0,
                 bid_iv=bid_iv, ask_iv=ask_iv,
             )
-            self._draw_cache[symbol] = _BookDraw(price, half_spread, bids_listed, top_bid, top_ask, bid_lots, ask_lots)
 
     def _half_spreads(self, is_call: np.ndarray, strikes: np.ndarray, spot: float, forward: float,
                       t_years: float, ivs: np.ndarray, theo: np.ndarray) -> np.ndarray:
@@ -872,11 +909,30 @@ class MarketModel:
             depth = max(0, int(depth))
             return list(bids[:depth]), list(asks[:depth])
 
+    def top_of_book(self, symbol: str) -> Book:
+        """``book(symbol, 1)`` without laying out the deeper levels.
+
+        The passive engine looks at every resting order's book on every engine step; unless the
+        market trades through the order, only the best level of each side decides, and laying
+        out the whole book for it was most of a backtest step's cost.
+        """
+        with self._lock:
+            self._refresh_caches()
+            instrument = self._live_instrument(symbol)
+            cached = self._book_cache.get(symbol)
+            if cached is not None:
+                bids, asks = cached
+                return list(bids[:1]), list(asks[:1])
+            draw = self._book_draw(instrument)
+            # The first level of _draw_book (has_bids is False for a bid under a tick too).
+            top_bid = [(draw.best_bid, draw.bid_lots)] if draw.has_bids else []
+            return self._apply_side_faults(symbol, (top_bid, [(draw.best_ask, draw.ask_lots)]))
+
     def _book_draw(self, instrument: Instrument) -> _BookDraw:
         """The best prices and top sizes of ``instrument``'s book at this quote stamp."""
         cached = self._draw_cache.get(instrument.symbol)
         if cached is None:
-            self._price_expiry(instrument.expiry_ms)
+            self._draw_expiry(instrument.expiry_ms)
             cached = self._draw_cache[instrument.symbol]
         return cached
 

@@ -208,6 +208,16 @@ class Markets:
             raise KeyError(symbol)
         return market.book(symbol, depth)
 
+    def top_of_book(self, symbol: str) -> Book:
+        """``book(symbol, 1)``, at a fraction of its cost where the market can."""
+        perp = self._perps.get(symbol)
+        if perp is not None:
+            return perp.book(1)
+        market = self.market_of(symbol)
+        if market is None:
+            raise KeyError(symbol)
+        return market.top_of_book(symbol)
+
     def freeze_index(self, frozen: bool) -> None:
         for market in self._options.values():
             market.freeze_index(frozen)

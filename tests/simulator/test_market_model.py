@@ -355,6 +355,29 @@ def test_mark_values_match_the_quote_whether_or_not_the_books_were_laid_out() ->
         marks_first.mark_values("BTCUSD-1JAN20-1000-C")
 
 
+def test_top_of_book_is_the_books_first_level_whether_or_not_it_was_laid_out() -> None:
+    """``top_of_book`` (what the passive engine reads every engine step) is ``book(symbol, 1)``:
+    asked before any book on one model and after the books on another, with faults emptying
+    sides and options too cheap to have a bid among the symbols."""
+    tops_first, books_first = MarketModel(MarketConfig(), START), MarketModel(MarketConfig(), START)
+    for model in (tops_first, books_first):
+        model.advance_to(START + 29 * MINUTE)
+        model.set_empty_side("BTCUSD-6MAR26-*-P", "bid")
+        model.set_empty_side("BTCUSD-13MAR26-*-C", "both")
+    symbols = sample_symbols(tops_first, every=3)
+    bid_sides = set()
+    for symbol in symbols:
+        top = tops_first.top_of_book(symbol)                      # no book laid out yet
+        bids, asks = books_first.book(symbol)
+        assert top == (bids[:1], asks[:1]), symbol
+        assert books_first.top_of_book(symbol) == top             # read back from the laid-out book
+        assert tops_first.book(symbol, 1) == top
+        bid_sides.add(bool(top[0]))
+    assert bid_sides == {True, False}                             # both kinds were compared
+    with pytest.raises(KeyError):
+        tops_first.top_of_book("BTCUSD-1JAN20-1000-C")
+
+
 def test_marks_are_free_of_strike_arbitrage(model: MarketModel) -> None:
     for hours in (0, 1.9, 25, 47):
         model.advance_to(START + int(hours * HOUR))
