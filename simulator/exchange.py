@@ -314,8 +314,8 @@ class Order:
 
 
 def _trades_through(order: Order, bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> bool:
-    """The book's best opposite level reaches a resting order's price (it fills from every level
-    through the price, so the whole book is needed); ``_passive_fill_lots``'s own test."""
+    """The book's best opposite level reaches a resting order's price: it then fills from every
+    level through the price (``_passive_fill_lots``), so the whole book is needed."""
     eps = 1e-9
     if order.side == SIDE_BUY:
         return bool(asks) and asks[0][0] <= order.price + eps
@@ -1421,7 +1421,7 @@ class SimExchange:
         if order.side == SIDE_BUY:
             if not asks:
                 return 0   # nobody sells at all
-            if asks[0][0] <= price + eps:
+            if _trades_through(order, bids, asks):
                 through = sum(int(round(s * units)) for p, s in asks if p <= price + eps)
                 return min(remaining, through)
             best = bids[0][0] if bids else None
@@ -1432,7 +1432,7 @@ class SimExchange:
         else:
             if not bids:
                 return 0   # nobody buys at all
-            if bids[0][0] >= price - eps:
+            if _trades_through(order, bids, asks):
                 through = sum(int(round(s * units)) for p, s in bids if p >= price - eps)
                 return min(remaining, through)
             best = asks[0][0] if asks else None

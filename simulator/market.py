@@ -252,13 +252,12 @@ class _ExpiryMarks(NamedTuple):
 
 
 class _ExpiryDraws(NamedTuple):
-    """The second stage of an expiry's pricing: every option's half-spread, best prices and top
-    sizes (its ``_BookDraw``), before any side fault. Enough for books (the passive engine
+    """The second stage of an expiry's pricing: every option's best prices and top sizes (with
+    its half-spread, in its ``_BookDraw``), before any side fault. Enough for books (the passive engine
     reads one per resting order per engine step); the quotes' bid/ask implied vols, the costly
     third stage, wait until a quote is asked for."""
 
     marks: _ExpiryMarks
-    half: np.ndarray
     has_bids: np.ndarray
     best_bid: np.ndarray
     best_ask: np.ndarray
@@ -799,7 +798,7 @@ class MarketModel:
             has_bids = (theo >= cfg.empty_bid_below) & ~(best_bid < tick)
             best_ask = np.maximum(self._ceil_ticks(theo + half * ask_scale), tick)
             best_ask = np.where(has_bids, np.maximum(best_ask, np.round(best_bid + tick, self._tick_dp)), best_ask)
-            drawn = _ExpiryDraws(marked, half, has_bids, best_bid, best_ask, top_bid_lots, top_ask_lots)
+            drawn = _ExpiryDraws(marked, has_bids, best_bid, best_ask, top_bid_lots, top_ask_lots)
             columns = zip(instruments, theo.tolist(), half.tolist(), has_bids.tolist(), best_bid.tolist(),
                           best_ask.tolist(), top_bid_lots.tolist(), top_ask_lots.tolist())
             for instrument, price, half_spread, bids_listed, top_bid, top_ask, bid_lots, ask_lots in columns:
@@ -913,8 +912,8 @@ class MarketModel:
         """``book(symbol, 1)`` without laying out the deeper levels.
 
         The passive engine looks at every resting order's book on every engine step; unless the
-        market trades through the order, only the best level of each side decides, and laying
-        out the whole book for it was most of a backtest step's cost.
+        market trades through the order, only the best level of each side decides, and pricing
+        the quotes and laying out the whole book for it was most of an engine step's cost.
         """
         with self._lock:
             self._refresh_caches()
