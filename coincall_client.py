@@ -703,6 +703,19 @@ class ResponseObserver(Protocol):
     def observe(self, response: ObservedResponse) -> None: ...
 
 
+class HttpResponse(Protocol):
+    """What the client reads of an HTTP answer (a ``requests.Response`` has all three)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
 class HttpSession(Protocol):
     """What the client asks of its HTTP session: one request, and closing.
 
@@ -712,7 +725,7 @@ class HttpSession(Protocol):
     """
 
     def request(self, method: str, url: str, *, data: bytes | None, headers: dict[str, str],
-                timeout: tuple[float, float], allow_redirects: bool) -> requests.Response: ...
+                timeout: tuple[float, float], allow_redirects: bool) -> HttpResponse: ...
 
     def close(self) -> None: ...
 

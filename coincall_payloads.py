@@ -223,6 +223,45 @@ def instrument_from_api(raw: Mapping[str, Any]) -> Instrument:
     )
 
 
+class ListingParser:
+    """``instrument_from_api`` of every entry of a listing, reusing the last listing's
+    instrument for an entry that is exactly as it was.
+
+    Why: a listing is refetched every cache period and a backtest's strategies read it all
+    day; parsing its 1,200 entries was ~5 % of the CPU of five strategies, while all but the
+    new and expired strikes come back unchanged. An instrument is a pure function of its
+    entry, so an entry equal to the last one *with the same value types* (``1 == 1.0 ==
+    True`` in Python, not in the parser's checks) gives the same instrument or the same
+    error. Only the last listing is kept (one parser per underlying), so memory stays flat.
+    (The parser's one warning, a symbol date the exchange contradicts, is so logged when the
+    entry appears or changes, not again on every refetch.)
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[Mapping[str, Any], tuple[type, ...], Instrument]] = {}
+
+    def parse(self, data: list[Any]) -> tuple[Instrument, ...]:
+        """Every entry's instrument, in order; the first bad entry raises ``StaleDataError``."""
+        previous = self._last
+        memo: dict[str, tuple[Mapping[str, Any], tuple[type, ...], Instrument]] = {}
+        parsed: list[Instrument] = []
+        for raw in data:
+            symbol = raw.get("symbolName") if isinstance(raw, dict) else None
+            if not isinstance(symbol, str):
+                parsed.append(instrument_from_api(raw))       # raises the parser's error
+                continue
+            types = tuple(map(type, raw.values()))
+            known = previous.get(symbol)
+            if known is not None and known[0] == raw and known[1] == types:
+                instrument = known[2]
+            else:
+                instrument = instrument_from_api(raw)
+            memo[symbol] = (raw, types, instrument)
+            parsed.append(instrument)
+        self._last = memo
+        return tuple(parsed)
+
+
 def option_row_from_api(raw: Mapping[str, Any], *, as_of: float, expiry_hint: int | None = None,
                         index_name: str | None = None) -> OptionRow:
     """One side object of a chain row (API.md §6.2) -> ``OptionRow``.

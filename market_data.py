@@ -50,9 +50,9 @@ from clock import Clock
 from coincall_payloads import (
     ChainPayload,
     Instrument,
+    ListingParser,
     OptionRow,
     OrderBook,
-    instrument_from_api,
     order_book_from_api,
 )
 from coincall_payloads import PerpSpec
@@ -212,6 +212,7 @@ class MarketData:
         # its own symbol index: ``ChainPayload.row``.)
         self._by_symbol: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._books: dict[str, _Entry[OrderBook]] = {}
+        self._listing_parsers: dict[str, ListingParser] = {}
         self._runs: dict[str, _IndexRun] = {}
         self._pruned_at: float | None = None
 
@@ -286,7 +287,7 @@ class MarketData:
         fetched_at = self._clock.now()
         if not isinstance(data, list):
             raise StaleDataError(f"instruments for {key} is not a list: {type(data).__name__}")
-        parsed = tuple(instrument_from_api(raw) for raw in data)
+        parsed = self._parse_listing(key, data)
         # A listing of another base is never kept as this one's: selection would pick its strikes.
         ours = tuple(item for item in parsed if item.base == key)
         if len(ours) != len(parsed):
@@ -297,6 +298,12 @@ class MarketData:
         with self._lock:
             _store_if_newer(self._instruments, key, _Entry(ours, fetched_at))
         return ours
+
+    def _parse_listing(self, key: str, data: list[Any]) -> tuple[Instrument, ...]:
+        """``data`` parsed by ``key``'s ``ListingParser`` (one per underlying: it keeps the last listing)."""
+        with self._lock:
+            parser = self._listing_parsers.setdefault(key, ListingParser())
+        return parser.parse(data)
 
     def instrument(self, symbol: str) -> Instrument:
         """The listed instrument ``symbol``; ``SelectionError`` if the exchange does not list it."""

@@ -51,7 +51,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 from simulator.errors import SimError
-from simulator.market import MarkValues
+from simulator.market import MarkValues, OptionQuote
+from simulator.market_source import MarketSource
 from simulator.markets import Markets, option_base
 from simulator.payload import RawJSON
 from simulator.perpetuals import (
@@ -647,6 +648,9 @@ class SimExchange:
         self._chain_base_stamp: Any = None
         self._chain_text_heads: dict[str, str] = {}
         self._chain_text_limit = 256
+        # Listing entries as JSON text, per symbol: (instrument, text while trading, text once halted).
+        self._listing_texts: dict[str, tuple[Any, str, str]] = {}
+        self._listing_text_limit = 2048
         self._taker_volume: _TakerVolume | None = None
         self._step_ms = max(1, int(round(config.engine_step_seconds * 1000)))
         self._now = int(market.now_ms)
@@ -1856,23 +1860,52 @@ class SimExchange:
     @_locked
     def instruments(self, account: Account | None, params: dict) -> list[dict]:
         self._sync_now()
+        return [self._listing_entry(instrument, self._halted(instrument, self._now))
+                for instrument in self._listed_of(params)]
+
+    @_locked
+    def instruments_wire(self, account: Account | None, params: dict) -> RawJSON:
+        """``instruments`` as JSON text: the same bytes as encoding its entries.
+
+        Why: the daemon reads the listing every few minutes per underlying, and encoding 1,200
+        entries anew each time was most of the call; an entry's text only changes when its
+        instrument halts, so both texts are kept per symbol (and dropped after expiry).
+        """
+        self._sync_now()
+        listed = self._listed_of(params)
+        if len(self._listing_texts) > self._listing_text_limit:
+            symbols = {i.symbol for i in self.market.instruments()}
+            self._listing_texts = {k: v for k, v in self._listing_texts.items() if k in symbols}
+            self._listing_text_limit = max(2048, 2 * len(self._listing_texts))
+        parts = []
+        for instrument in listed:
+            texts = self._listing_texts.get(instrument.symbol)
+            if texts is None or texts[0] is not instrument:
+                texts = (instrument, _COMPACT_JSON.encode(self._listing_entry(instrument, False)),
+                         _COMPACT_JSON.encode(self._listing_entry(instrument, True)))
+                self._listing_texts[instrument.symbol] = texts
+            parts.append(texts[2] if self._halted(instrument, self._now) else texts[1])
+        return RawJSON("[" + ",".join(parts) + "]")
+
+    def _listed_of(self, params: dict) -> list[Any]:
+        """The listed options of the asked base currency, in listing order."""
         base = str(params.get("baseCurrency") or "BTC").upper()
         market = self.market.option_market(base)
-        out: list[dict] = []
-        for instrument in market.instruments() if market is not None else []:
-            if instrument.base != base:
-                continue
-            out.append({
-                "baseCurrency": instrument.base,
-                "symbolName": instrument.symbol,
-                "strike": float(instrument.strike),
-                "expirationTimestamp": instrument.expiry_ms,
-                "isActive": not self._halted(instrument, self._now),
-                "minQty": instrument.min_qty,
-                "tickSize": instrument.tick_size,
-                "startTimestamp": instrument.listed_ms,
-            })
-        return out
+        return [i for i in (market.instruments() if market is not None else []) if i.base == base]
+
+    @staticmethod
+    def _listing_entry(instrument: Any, halted: bool) -> dict[str, Any]:
+        """One ``getInstruments`` entry, as the exchange lists it."""
+        return {
+            "baseCurrency": instrument.base,
+            "symbolName": instrument.symbol,
+            "strike": float(instrument.strike),
+            "expirationTimestamp": instrument.expiry_ms,
+            "isActive": not halted,
+            "minQty": instrument.min_qty,
+            "tickSize": instrument.tick_size,
+            "startTimestamp": instrument.listed_ms,
+        }
 
     def _chain_base(self, instrument: Any) -> dict[str, Any]:
         """The quote-derived fields of a chain row, computed once per market quote stamp.
@@ -1961,14 +1994,19 @@ class SimExchange:
                 for s in symbols}
 
     def _chain_instruments(self, params: dict) -> list[Any]:
+        return self._chain_listing(params)[1]
+
+    def _chain_listing(self, params: dict) -> tuple[MarketSource | None, list[Any]]:
+        """The option market a chain call asks for (None if none) and the instruments it shows."""
         index = str(params.get("index") or "BTCUSD").upper()
         end_time = _opt_int(params, "endTime")
         market = self.market.option_market(index[:-3]) if index.endswith("USD") else None
         if market is None:
-            return []
+            return None, []
         # One expiry asked: only its instruments are read (the same set, in listing order).
         listed = market.instruments() if end_time is None else market.instruments_for_expiry(end_time)
-        return [i for i in listed if f"{i.base}USD" == index and (end_time is None or i.expiry_ms == end_time)]
+        return market, [i for i in listed
+                        if f"{i.base}USD" == index and (end_time is None or i.expiry_ms == end_time)]
 
     @staticmethod
     def _chain_rows(instruments: list[Any], render: Callable[[Any], Any]) -> list[tuple[tuple[int, float], dict]]:
@@ -1999,8 +2037,12 @@ class SimExchange:
             self._chain_text_limit = max(256, 2 * len(self._chain_text_heads))
         parts = []
         overlaid = self._overlaid_symbols()
-        rows = self._chain_rows(self._chain_instruments(params),
-                                lambda instrument: self._chain_side_text(account, instrument, stats, overlaid))
+        market, instruments = self._chain_listing(params)
+        # Every side's quote at once (the same quotes, one lock and cache check for the chain).
+        quotes = dict(zip((i.symbol for i in instruments),
+                          market.quotes([i.symbol for i in instruments]) if market is not None else ()))
+        rows = self._chain_rows(instruments, lambda instrument: self._chain_side_text(
+            account, instrument, quotes[instrument.symbol], stats, overlaid))
         for (_expiry, strike), row in rows:
             call = row["callOption"] if row["callOption"] is not None else "null"
             put = row["putOption"] if row["putOption"] is not None else "null"
@@ -2008,8 +2050,8 @@ class SimExchange:
             parts.append(f'{{"strike":{float(strike)!r},"callOption":{call},"putOption":{put}}}')
         return RawJSON("[" + ",".join(parts) + "]")
 
-    def _chain_side_text(self, account: Account | None, instrument: Any, stats: dict[str, tuple[float, float]],
-                         overlaid: set[str]) -> str:
+    def _chain_side_text(self, account: Account | None, instrument: Any, quote: OptionQuote,
+                         stats: dict[str, tuple[float, float]], overlaid: set[str]) -> str:
         """One chain side as compact JSON, byte for byte the encoding of ``_chain_side``'s dict.
 
         Nearly every side shows the market's quote and nothing else (no volume, own order,
@@ -2021,7 +2063,6 @@ class SimExchange:
         if (symbol in stats or symbol in self._last_price or symbol in overlaid
                 or (account is not None and self._position_lots(account, symbol))):
             return _COMPACT_JSON.encode(self._chain_side(account, instrument, stats))
-        quote = self.market.quote(symbol)
         mark, bid, ask, bid_size, ask_size = quote.mark, quote.bid, quote.ask, quote.bid_size, quote.ask_size
         if not math.isfinite(mark + bid + ask + bid_size + ask_size + quote.bid_iv + quote.ask_iv + quote.iv
                              + quote.underlying_price + quote.delta + quote.gamma + quote.vega + quote.theta

@@ -585,6 +585,10 @@ class HistoryMarket:
             position = bisect.bisect_right(times, self._now_ms) - 1
             return self._rows[symbol][position] if position >= 0 else None
 
+    def quotes(self, symbols: Sequence[str]) -> list[OptionQuote]:
+        """``quote`` of each symbol, in order."""
+        return [self.quote(symbol) for symbol in symbols]
+
     def quote(self, symbol: str) -> OptionQuote:
         """The latest recorded state at or before now; ``KeyError`` for unknown, unlisted or expired.
 

@@ -21,8 +21,12 @@ cannot tell the two transports apart:
 the simulator spends answering most requests. The session prepares the request exactly
 as a ``requests.Session`` without environment settings would (same method, URL, headers in
 the same order, body, ``Content-Length``; ``tests/integration/test_inprocess_transport.py``
-compares the two) and hands it straight to the adapter. It keeps no cookies and follows
-no redirects: the simulator sets none and never answers 3xx.
+compares the two) and hands it straight to the adapter's pipeline. Its answer is an
+``InProcessResponse``: the status, reason, headers and body bytes the client reads, without
+the ``requests.Response`` (and its header dictionary) around them, which cost as much again
+(the client reads only those through its ``HttpResponse`` protocol; a test compares them
+with the wire's). It keeps no cookies and follows no redirects: the simulator sets none and
+never answers 3xx.
 
 The daemon (``python main.py``) always uses the wire: paper trading must keep exercising
 the real socket. Only backtests choose this transport (``Settings.sim_transport``).
@@ -30,6 +34,7 @@ the real socket. Only backtests choose this transport (``Settings.sim_transport`
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from http.client import RemoteDisconnected
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable
@@ -71,22 +76,21 @@ class InProcessAdapter(BaseAdapter):
         proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """One request through the simulator's pipeline, answered as the wire answers it."""
-        return self.serve(request, _request_headers(request), timeout)
-
-    def serve(self, request: requests.PreparedRequest, headers: Mapping[str, str], timeout: Timeout) -> requests.Response:
-        """``send`` with the request's headers already as text (``InProcessSession`` has them so)."""
         url = request.url or ""
+        method = (request.method or "GET").upper()
+        headers = _request_headers(request)
+        answer = self.answer(method, url, headers, _body_bytes(request.body))
+        if answer.status is None:
+            raise _no_answer(request, answer, url, timeout)
+        return _response(request, url, method, answer, _asks_to_close(headers))
+
+    def answer(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> SimResponse:
+        """The pipeline's answer to one request (``status`` None: no answer comes)."""
         split = urlsplit(url)
         target = split.path or "/"
         if split.query:
             target += "?" + split.query
-        method = (request.method or "GET").upper()
-        answer = self._pipeline.handle(method, target, headers, io.BytesIO(_body_bytes(request.body)).read,
-                                       CLIENT_IP)
-        if answer.status is None:
-            raise _no_answer(request, answer, split.hostname or "", split.port or 80, timeout)
-        asked_to_close = headers.get("Connection", "").lower() == "close"
-        return _response(request, url, method, answer, asked_to_close)
+        return self._pipeline.handle(method, target, headers, io.BytesIO(body).read, CLIENT_IP)
 
     def close(self) -> None:
         """Nothing to release: the adapter holds no connection."""
@@ -104,8 +108,12 @@ class InProcessSession:
 
     ``request`` prepares the request as ``requests.Session.request`` does for the client's
     calls (no params, cookies, auth or hooks; ``data`` bytes or None; environment settings
-    off, as nothing leaves the process), then sends it through the adapter. URLs outside
-    ``prefix`` are refused: this session reaches one simulator only.
+    off, as nothing leaves the process), hands it to the adapter's pipeline and answers with
+    an ``InProcessResponse``: the status, headers and body bytes the wire would deliver,
+    without building the ``requests`` objects around them (``prepare`` builds the
+    ``PreparedRequest`` from the same preparation, for tests and for the exception of an
+    answer that never comes). URLs outside ``prefix`` are refused: this session reaches one
+    simulator only.
     """
 
     def __init__(self, adapter: InProcessAdapter, prefix: str) -> None:
@@ -119,23 +127,26 @@ class InProcessSession:
         self._checked_headers: set[tuple[str, str]] = set()
 
     def request(self, method: str, url: str, *, data: bytes | None, headers: Mapping[str, str],
-                timeout: Timeout, allow_redirects: bool) -> requests.Response:
+                timeout: Timeout, allow_redirects: bool) -> InProcessResponse:
         """Send one request in-process; ``allow_redirects`` changes nothing (the simulator never redirects)."""
-        prepared, view = self._prepare(method, url, data, headers)
-        return self._adapter.serve(prepared, view, timeout)
+        prepared = self._prepare(method, url, data, headers)
+        view = HeaderView.of(prepared.lines)
+        answer = self._adapter.answer(prepared.method, prepared.url, view, prepared.body or b"")
+        if answer.status is None:
+            raise _no_answer(prepared.as_request(), answer, prepared.url, timeout)
+        return InProcessResponse(answer, prepared.url, asked_to_close=_asks_to_close(view),
+                                 head_only=prepared.method == "HEAD")
 
     def prepare(self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]) -> requests.PreparedRequest:
         """The ``PreparedRequest`` ``requests.Session`` (``trust_env`` off) would build for these arguments."""
-        return self._prepare(method, url, data, headers)[0]
+        return self._prepare(method, url, data, headers).as_request()
 
-    def _prepare(self, method: str, url: str, data: bytes | None,
-                 headers: Mapping[str, str]) -> tuple[requests.PreparedRequest, HeaderView]:
-        """The prepared request and its headers as the server reads them (text values only)."""
+    def _prepare(self, method: str, url: str, data: bytes | None, headers: Mapping[str, str]) -> _Prepared:
+        """Method, URL, header lines and body, as ``requests`` prepares them."""
         if data is not None and not isinstance(data, bytes):
             raise TypeError(f"the in-process session sends bytes bodies, not {type(data).__name__}")
-        prepared = requests.PreparedRequest()
-        prepared.method = method.upper()
-        prepared.url = self._prepared_url(url)
+        upper = method.upper()
+        prepared_url = self._prepared_url(url)
         # The session's defaults, then the request's headers: a name already present keeps
         # its place and takes the request's spelling and value (CaseInsensitiveDict.update).
         merged = dict(self._defaults)
@@ -153,11 +164,9 @@ class InProcessSession:
         body = data if data else None
         if body is not None:
             _set_line(lines, "Content-Length", str(len(body)))
-        elif prepared.method not in ("GET", "HEAD") and not any(n.lower() == "content-length" for n, _ in lines):
+        elif upper not in ("GET", "HEAD") and not any(n.lower() == "content-length" for n, _ in lines):
             _set_line(lines, "Content-Length", "0")
-        prepared.headers = CaseInsensitiveDict(lines)
-        prepared.body = body
-        return prepared, HeaderView.of(lines)
+        return _Prepared(upper, prepared_url, lines, body)
 
     def _check_header(self, line: tuple[str, str]) -> None:
         """requests' header check (``InvalidHeader`` on a bad name or value), once per distinct line."""
@@ -250,9 +259,16 @@ def _read_timeout(timeout: Timeout) -> float | None:
     return timeout
 
 
-def _no_answer(request: requests.PreparedRequest, answer: SimResponse, host: str, port: int,
+def _asks_to_close(headers: Mapping[str, str]) -> bool:
+    """The request says ``Connection: close`` (the wire echoes it in the answer)."""
+    return str(headers.get("Connection", "")).lower() == "close"
+
+
+def _no_answer(request: requests.PreparedRequest, answer: SimResponse, url: str,
                timeout: Timeout) -> requests.RequestException:
     """The exception the wire ends in when the server closes without answering."""
+    split = urlsplit(url)
+    host, port = split.hostname or "", split.port or 80
     read_timeout = _read_timeout(timeout)
     if answer.hold_seconds > 0 and read_timeout is not None and read_timeout <= answer.hold_seconds:
         return requests.ReadTimeout(
@@ -263,6 +279,69 @@ def _no_answer(request: requests.PreparedRequest, answer: SimResponse, host: str
     return requests.ConnectionError(reason, request=request)
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A request as ``requests`` prepares it: upper-case method, normalised URL, header lines, body."""
+
+    method: str
+    url: str
+    lines: list[tuple[str, str]]
+    body: bytes | None
+
+    def as_request(self) -> requests.PreparedRequest:
+        prepared = requests.PreparedRequest()
+        prepared.method = self.method
+        prepared.url = self.url
+        prepared.headers = CaseInsensitiveDict(self.lines)
+        prepared.body = self.body
+        return prepared
+
+
+class InProcessResponse:
+    """What the client reads of an answer: ``status_code``, ``reason``, ``headers``, ``content``.
+
+    The same values a ``requests.Response`` read off the wire shows (the headers as the
+    server wrote them, plus the echoed ``Connection: close``); the header mapping is built
+    only when read, which the client does only while capturing.
+    """
+
+    __slots__ = ("_answer", "url", "_asked_to_close", "_head_only", "_headers")
+
+    def __init__(self, answer: SimResponse, url: str, *, asked_to_close: bool, head_only: bool) -> None:
+        self._answer = answer
+        self.url = url
+        self._asked_to_close = asked_to_close
+        self._head_only = head_only
+        self._headers: CaseInsensitiveDict[str] | None = None
+
+    @property
+    def status_code(self) -> int:
+        status = self._answer.status
+        assert status is not None, "an answer that never came raises instead"
+        return status
+
+    @property
+    def reason(self) -> str:
+        return self._answer.reason
+
+    @property
+    def content(self) -> bytes:
+        return b"" if self._head_only else self._answer.body
+
+    @property
+    def headers(self) -> CaseInsensitiveDict[str]:
+        if self._headers is None:
+            self._headers = _answer_headers(self._answer, self._asked_to_close)
+        return self._headers
+
+
+def _answer_headers(answer: SimResponse, asked_to_close: bool) -> CaseInsensitiveDict[str]:
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(answer.headers)
+    if asked_to_close:
+        headers["Connection"] = "close"          # the wire echoes a client's "Connection: close"
+    return headers
+
+
 def _response(request: requests.PreparedRequest, url: str, method: str, answer: SimResponse,
               asked_to_close: bool) -> requests.Response:
     """The ``requests.Response`` of an answer; its body is read from ``raw`` like the wire's."""
@@ -270,9 +349,7 @@ def _response(request: requests.PreparedRequest, url: str, method: str, answer: 
     assert answer.status is not None
     response.status_code = answer.status
     response.reason = answer.reason
-    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(answer.headers)
-    if asked_to_close:
-        headers["Connection"] = "close"          # the wire echoes a client's "Connection: close"
+    headers = _answer_headers(answer, asked_to_close)
     response.headers = headers
     response.encoding = get_encoding_from_headers(headers)
     response.raw = io.BytesIO(b"" if method == "HEAD" else answer.body)

@@ -727,6 +727,21 @@ class MarketModel:
             self._price_expiry(instrument.expiry_ms)
             return self._quote_cache[symbol]
 
+    def quotes(self, symbols: Sequence[str]) -> list[OptionQuote]:
+        """``[quote(s) for s in symbols]`` under one lock and one cache check: a chain call asks
+        for every option of an expiry, and the per-call overhead was a tenth of its cost."""
+        with self._lock:
+            self._refresh_caches()
+            cache = self._quote_cache
+            out = []
+            for symbol in symbols:
+                cached = cache.get(symbol)
+                if cached is None:
+                    self._price_expiry(self._live_instrument(symbol).expiry_ms)
+                    cached = cache[symbol]
+                out.append(cached)
+            return out
+
     def mark_values(self, symbol: str) -> MarkValues:
         """``symbol``'s mark and greeks (as its ``quote`` shows them) at the cost of the first
         pricing stage only (no book, no bid/ask IV): an account summary and the positions

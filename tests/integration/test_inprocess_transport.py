@@ -317,6 +317,27 @@ def test_the_in_process_session_merges_headers_as_requests_does(twins, method, p
         (expected.method, expected.url, list(expected.headers.items()), expected.body)
 
 
+def test_the_client_s_session_reads_the_status_reason_headers_and_bytes_the_wire_delivers(twins):
+    """The session the client is given answers with a light response, not a ``requests.Response``:
+    what the client reads of it (status, reason, headers - also the echoed ``Connection: close``
+    - and body bytes) must be what the wire delivers, for a success, an error and a HEAD."""
+    wire, inproc = twins
+    session = inprocess_session_factory(inproc)()
+    ts = wire.clock.now_ms()
+    cases = [("GET", SUMMARY, {}), ("GET", SUMMARY, {"Connection": "close"}), ("GET", "/no/such/path", {}),
+             ("HEAD", TIME, {})]
+    with requests.Session() as over_wire:
+        for method, path, extra in cases:
+            headers = {"Content-Type": "application/json", **signed(method, path, {}, ts), **extra}
+            by_wire = over_wire.request(method, wire.base_url + path, headers=headers, timeout=5)
+            by_call = session.request(method, inproc.base_url + path, data=None, headers=headers, timeout=(5, 5),
+                                      allow_redirects=False)
+            assert not isinstance(by_call, requests.Response)
+            assert (by_call.status_code, by_call.reason, sorted(by_call.headers.items()), by_call.content) == \
+                (by_wire.status_code, by_wire.reason, sorted(by_wire.headers.items()), by_wire.content), (method, path)
+    assert inproc.requests == wire.requests
+
+
 def test_the_in_process_session_refuses_other_hosts_and_a_malformed_header(twins):
     _, inproc = twins
     session = inprocess_session_factory(inproc)()

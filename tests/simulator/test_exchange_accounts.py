@@ -11,7 +11,7 @@ from clock import SimulatedClock
 from simulator.errors import SimError
 from simulator.exchange import ExchangeConfig, SimExchange
 from simulator.market import MarketConfig, MarketModel
-from tests.simulator.exchange_builders import START, WEEKLY_6MAR26, build, chain_symbol
+from tests.simulator.exchange_builders import DAILY_3MAR26, START, WEEKLY_6MAR26, build, chain_symbol
 
 
 def best(exchange, symbol):
@@ -260,6 +260,28 @@ def test_the_chain_text_is_the_encoding_of_its_rows_in_every_state():
         for who in (None, account):
             _wire_matches_rows(exchange, who, WEEKLY_6MAR26)
         clock.advance(7.0)
+
+
+def test_the_listing_text_is_the_encoding_of_its_entries_while_trading_halted_and_expired():
+    """``instruments_wire`` keeps each entry's text; byte for byte it must still be the JSON of
+    ``instruments``: at the start, once the daily expiry halts (its entries say inactive), and
+    after it expired (its entries are gone), for each base currency."""
+    clock, _market, exchange = build()
+
+    def matches(base: str) -> list[dict]:
+        entries = exchange.instruments(None, {"baseCurrency": base})
+        assert str(exchange.instruments_wire(None, {"baseCurrency": base})) == json.dumps(
+            entries, separators=(",", ":"), ensure_ascii=False)
+        return entries
+
+    assert all(e["isActive"] for e in matches("BTC")) and len(matches("BTC")) > 50
+    matches("ETH")
+    clock.advance((DAILY_3MAR26 - 10 * 60_000) / 1000 - clock.now())
+    halted = [e for e in matches("BTC") if not e["isActive"]]
+    assert halted and all(e["expirationTimestamp"] == DAILY_3MAR26 for e in halted)
+    clock.advance(20 * 60)
+    after = matches("BTC")
+    assert after and all(e["expirationTimestamp"] > DAILY_3MAR26 and e["isActive"] for e in after)
 
 
 def test_futures_symbol_list_or_object_and_settlement_prices():

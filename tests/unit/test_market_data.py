@@ -246,6 +246,38 @@ def test_instruments_cached_within_ttl(market, client, clock):
         market.instrument("BTCUSD-3MAR26-99999-C")
 
 
+def test_a_refetched_listing_reparses_only_the_entries_that_changed(market, client, clock, monkeypatch):
+    first = {i.symbol: i for i in market.instruments()}
+    changed, retyped = sym(EXP1, 70000, "C"), sym(EXP2, 72000, "P")
+    payload = instruments_payload()
+    for entry in payload:
+        if entry["symbolName"] == changed:
+            entry["isActive"] = False
+    monkeypatch.setattr(client, "instruments", lambda base="BTC": payload)
+    clock.advance(31)
+    second = {i.symbol: i for i in market.instruments()}
+    assert second[changed].is_active is False and first[changed].is_active is True
+    assert all(second[s] is first[s] for s in first if s != changed)     # the same parse, reused
+    # Equal in Python is not enough: strike 72000 -> 72000.0 parses anew (to the same value)...
+    for entry in payload:
+        if entry["symbolName"] == retyped:
+            entry["strike"] = 72000.0
+    clock.advance(31)
+    third = {i.symbol: i for i in market.instruments()}
+    assert third[retyped] is not second[retyped] and third[retyped] == second[retyped]
+    # ... and after a strike of 1, a strike of True (== 1 in Python) is the error it always was.
+    for strike in (1, True):
+        for entry in payload:
+            if entry["symbolName"] == retyped:
+                entry["strike"] = strike
+        clock.advance(31)
+        if strike is True:
+            with pytest.raises(StaleDataError, match="strike"):
+                market.instruments()
+        else:
+            assert market.instrument(retyped).strike == 1.0
+
+
 def test_chain_cached_then_refetched_and_max_age_zero(market, client, clock):
     rows = market.chain(EXP1)
     assert len(rows) == 6 and all(r.as_of == START for r in rows)
