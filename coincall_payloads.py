@@ -78,7 +78,7 @@ class Instrument:
         return _utc(self.expiry_ms)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OptionRow:
     """One option of a chain (API.md §6.2), normalised.
 

@@ -146,7 +146,7 @@ class Side(IntEnum):
         raise ValueError(f"side must be 'BUY' or 'SELL', got {text!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Contract:
     """One listed option: the symbol and what it stands for (API.md §5)."""
 

@@ -26,7 +26,6 @@ import math
 import random
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -131,9 +130,13 @@ class MarketConfig:
             raise ValueError("smile_curvature too large: the smile would allow arbitrage")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Instrument:
-    """One listed option; kept after expiry so the exchange can settle it."""
+    """One listed option; kept after expiry so the exchange can settle it.
+
+    Slotted, its derived names computed once at construction: a run keeps every instrument
+    ever listed (hundreds a day), so a per-instrument ``__dict__`` was memory growing with it.
+    """
 
     symbol: str
     base: str
@@ -146,25 +149,20 @@ class Instrument:
     min_qty: float
     kind: str
     qty_step: float = 0.01
+    # ``BTC-5FEB26-80000-C``: the symbol without ``USD``.
+    display_name: str = field(init=False, repr=False, compare=False)
+    # A 19-digit int64 id derived from the symbol, stable across processes and restarts.
+    option_id: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "display_name", self.symbol.replace(f"{self.base}USD-", f"{self.base}-", 1))
+        digest = hashlib.sha256(self.symbol.encode("utf-8")).digest()
+        object.__setattr__(self, "option_id", 10**18 + int.from_bytes(digest[:8], "big") % (8 * 10**18))
 
     @property
     def units(self) -> int:
         """Lots per unit of the underlying: the exchange keeps quantities as integer lots."""
         return int(round(1.0 / self.qty_step))
-
-    @cached_property
-    def display_name(self) -> str:
-        """``BTC-5FEB26-80000-C``: the symbol without ``USD`` (API.md 5)."""
-        return self.symbol.replace(f"{self.base}USD-", f"{self.base}-", 1)
-
-    @cached_property
-    def option_id(self) -> int:
-        """A 19-digit int64 id derived from the symbol, stable across processes and restarts.
-
-        Cached on the instance (a hash per chain row was a measurable share of a chain call).
-        """
-        digest = hashlib.sha256(self.symbol.encode("utf-8")).digest()
-        return 10**18 + int.from_bytes(digest[:8], "big") % (8 * 10**18)
 
 
 class OptionQuote(NamedTuple):
