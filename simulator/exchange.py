@@ -648,9 +648,8 @@ class SimExchange:
         self._chain_base_stamp: Any = None
         self._chain_text_heads: dict[str, str] = {}
         self._chain_text_limit = 256
-        # Listing entries as JSON text, per symbol: (instrument, text while trading, text once halted).
-        self._listing_texts: dict[str, tuple[Any, str, str]] = {}
-        self._listing_text_limit = 2048
+        # Listing entries as JSON text while trading, per base currency and symbol: (instrument, text).
+        self._listing_texts: dict[str, dict[str, tuple[Any, str]]] = {}
         self._taker_volume: _TakerVolume | None = None
         self._step_ms = max(1, int(round(config.engine_step_seconds * 1000)))
         self._now = int(market.now_ms)
@@ -1868,23 +1867,29 @@ class SimExchange:
         """``instruments`` as JSON text: the same bytes as encoding its entries.
 
         Why: the daemon reads the listing every few minutes per underlying, and encoding 1,200
-        entries anew each time was most of the call; an entry's text only changes when its
-        instrument halts, so both texts are kept per symbol (and dropped after expiry).
+        entries anew each time was most of the call. An entry's text only changes when its
+        instrument halts (the last minutes before expiry, encoded afresh then), so the trading
+        text is kept per symbol; the texts of expired symbols are dropped once they are a
+        quarter of the kept ones, so the memory follows the listing, not the run.
         """
         self._sync_now()
+        base = str(params.get("baseCurrency") or "BTC").upper()
         listed = self._listed_of(params)
-        if len(self._listing_texts) > self._listing_text_limit:
-            symbols = {i.symbol for i in self.market.instruments()}
-            self._listing_texts = {k: v for k, v in self._listing_texts.items() if k in symbols}
-            self._listing_text_limit = max(2048, 2 * len(self._listing_texts))
+        texts = self._listing_texts.setdefault(base, {})
+        if len(texts) > 64 + len(listed) * 5 // 4:
+            symbols = {i.symbol for i in listed}
+            texts = {k: v for k, v in texts.items() if k in symbols}
+            self._listing_texts[base] = texts
         parts = []
         for instrument in listed:
-            texts = self._listing_texts.get(instrument.symbol)
-            if texts is None or texts[0] is not instrument:
-                texts = (instrument, _COMPACT_JSON.encode(self._listing_entry(instrument, False)),
-                         _COMPACT_JSON.encode(self._listing_entry(instrument, True)))
-                self._listing_texts[instrument.symbol] = texts
-            parts.append(texts[2] if self._halted(instrument, self._now) else texts[1])
+            if self._halted(instrument, self._now):
+                parts.append(_COMPACT_JSON.encode(self._listing_entry(instrument, True)))
+                continue
+            known = texts.get(instrument.symbol)
+            if known is None or known[0] is not instrument:
+                known = (instrument, _COMPACT_JSON.encode(self._listing_entry(instrument, False)))
+                texts[instrument.symbol] = known
+            parts.append(known[1])
         return RawJSON("[" + ",".join(parts) + "]")
 
     def _listed_of(self, params: dict) -> list[Any]:
