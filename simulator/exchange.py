@@ -54,7 +54,7 @@ from simulator.errors import SimError
 from simulator.market import MarkValues, OptionQuote
 from simulator.market_source import MarketSource
 from simulator.markets import Markets, option_base
-from simulator.payload import RawJSON
+from simulator.payload import RawJSON, SymbolTexts
 from simulator.perpetuals import (
     FUNDING_INTERVAL_MS,
     PerpMarket,
@@ -646,10 +646,9 @@ class SimExchange:
         self._last_price: dict[str, float] = {}
         self._chain_base_cache: dict[str, tuple[Any, dict[str, Any]]] = {}
         self._chain_base_stamp: Any = None
-        self._chain_text_heads: dict[str, str] = {}
-        self._chain_text_limit = 256
+        self._chain_text_heads: SymbolTexts[str] = SymbolTexts()
         # Listing entries as JSON text while trading, per base currency and symbol: (instrument, text).
-        self._listing_texts: dict[str, dict[str, tuple[Any, str]]] = {}
+        self._listing_texts: dict[str, SymbolTexts[tuple[Any, str]]] = {}
         self._taker_volume: _TakerVolume | None = None
         self._step_ms = max(1, int(round(config.engine_step_seconds * 1000)))
         self._now = int(market.now_ms)
@@ -1860,7 +1859,7 @@ class SimExchange:
     def instruments(self, account: Account | None, params: dict) -> list[dict]:
         self._sync_now()
         return [self._listing_entry(instrument, self._halted(instrument, self._now))
-                for instrument in self._listed_of(params)]
+                for instrument in self._listed_of(self._listing_base(params))]
 
     @_locked
     def instruments_wire(self, account: Account | None, params: dict) -> RawJSON:
@@ -1873,13 +1872,10 @@ class SimExchange:
         quarter of the kept ones, so the memory follows the listing, not the run.
         """
         self._sync_now()
-        base = str(params.get("baseCurrency") or "BTC").upper()
-        listed = self._listed_of(params)
-        texts = self._listing_texts.setdefault(base, {})
-        if len(texts) > 64 + len(listed) * 5 // 4:
-            symbols = {i.symbol for i in listed}
-            texts = {k: v for k, v in texts.items() if k in symbols}
-            self._listing_texts[base] = texts
+        base = self._listing_base(params)
+        listed = self._listed_of(base)
+        texts = self._listing_texts.setdefault(base, SymbolTexts())
+        texts.prune(lambda: (i.symbol for i in listed))
         parts = []
         for instrument in listed:
             if self._halted(instrument, self._now):
@@ -1892,9 +1888,13 @@ class SimExchange:
             parts.append(known[1])
         return RawJSON("[" + ",".join(parts) + "]")
 
-    def _listed_of(self, params: dict) -> list[Any]:
-        """The listed options of the asked base currency, in listing order."""
-        base = str(params.get("baseCurrency") or "BTC").upper()
+    @staticmethod
+    def _listing_base(params: dict) -> str:
+        """The base currency a listing call asks for (BTC when it names none)."""
+        return str(params.get("baseCurrency") or "BTC").upper()
+
+    def _listed_of(self, base: str) -> list[Any]:
+        """The listed options of ``base``, in listing order."""
         market = self.market.option_market(base)
         return [i for i in (market.instruments() if market is not None else []) if i.base == base]
 
@@ -1998,9 +1998,6 @@ class SimExchange:
         return {s: (self._qty_of(s, volume.get(s, 0)), self._qty_of(s, max(longs.get(s, 0), shorts.get(s, 0))))
                 for s in symbols}
 
-    def _chain_instruments(self, params: dict) -> list[Any]:
-        return self._chain_listing(params)[1]
-
     def _chain_listing(self, params: dict) -> tuple[MarketSource | None, list[Any]]:
         """The option market a chain call asks for (None if none) and the instruments it shows."""
         index = str(params.get("index") or "BTCUSD").upper()
@@ -2026,7 +2023,7 @@ class SimExchange:
     def option_chain(self, account: Account | None, params: dict) -> list[dict]:
         self._sync_now()
         stats = self._symbol_stats()
-        rendered = self._chain_rows(self._chain_instruments(params),
+        rendered = self._chain_rows(self._chain_listing(params)[1],
                                     lambda inst: self._chain_side(account, inst, stats))
         return [row for _key, row in rendered]
 
@@ -2035,17 +2032,13 @@ class SimExchange:
         """``option_chain`` as JSON text: the same bytes as encoding its rows, at a fraction of the cost."""
         self._sync_now()
         stats = self._symbol_stats()
-        if len(self._chain_text_heads) > self._chain_text_limit:
-            # Expired symbols would otherwise stay cached for ever (memory flat over a long run).
-            listed = {i.symbol for i in self.market.instruments()}
-            self._chain_text_heads = {k: v for k, v in self._chain_text_heads.items() if k in listed}
-            self._chain_text_limit = max(256, 2 * len(self._chain_text_heads))
+        self._chain_text_heads.prune(lambda: (i.symbol for i in self.market.instruments()))
         parts = []
         overlaid = self._overlaid_symbols()
         market, instruments = self._chain_listing(params)
         # Every side's quote at once (the same quotes, one lock and cache check for the chain).
-        quotes = dict(zip((i.symbol for i in instruments),
-                          market.quotes([i.symbol for i in instruments]) if market is not None else ()))
+        symbols = [i.symbol for i in instruments]
+        quotes = dict(zip(symbols, market.quotes(symbols) if market is not None else ()))
         rows = self._chain_rows(instruments, lambda instrument: self._chain_side_text(
             account, instrument, quotes[instrument.symbol], stats, overlaid))
         for (_expiry, strike), row in rows:
