@@ -113,7 +113,7 @@ class CloseEvidence:
         if is_perpetual_symbol(symbol):
             return self._foreign_closing_perp_fills(symbol, direction, since)
         closing_side = Side.SELL if direction > 0 else Side.BUY
-        ours = {o.order_id for o in self.ledger.orders() if o.order_id is not None}
+        ours = self.ledger.known_order_ids()
         filters = history_filters(page_size=HISTORY_PAGE_SIZE, symbol=symbol, start_ms=int(since * 1000),
                                   end_ms=self.clock.now_ms())
         found: list[tuple[float, float, float]] = []
@@ -151,7 +151,7 @@ class CloseEvidence:
                                   "is never explained by fills (stays a suspect read)", symbol)
             return []
         closing_side = Side.SELL if direction > 0 else Side.BUY
-        ours = {o.order_id for o in self.ledger.orders() if o.order_id is not None}
+        ours = self.ledger.known_order_ids()
         start = max(since, self.clock.now() - PERP_EVIDENCE_LOOKBACK_SECONDS)
         start_ms, end_ms = int(start * 1000), self.clock.now_ms()
         found: list[tuple[float, float, float, int]] = []

@@ -431,8 +431,9 @@ class CommandProcessor:
 
     def _kill_outcome(self, result: dict, trades: list[Any]) -> dict:
         applied_at = float(result.get("applied_at") or 0.0)
-        ids = {trade.id for trade in trades}
-        orders = [order for order in self._ctx.ledger.orders() if order.trade_id in ids]
+        # Each trade's own orders (the ledger reads back an archived trade's from the store).
+        orders = [order for trade_id in dict.fromkeys(trade.id for trade in trades)
+                  for order in self._ctx.ledger.orders(trade_id)]
         return {
             "finished_at": self._ctx.clock.now(),
             "final": {trade.id: {"strategy": trade.strategy, "state": trade.state.value,

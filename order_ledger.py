@@ -96,6 +96,11 @@ ORDER_VANISHED_EVENT = "order_vanished"
 BLOCK_ACCEPT_EVENT = "rfq_accept_sent"
 FILL_EPSILON = 1e-9
 FILL_MEMO_LIMIT = 4096   # remembered leg_fill answers (a cache: cleared, never wrong, when full)
+# How long every order of a finished trade must have been final and unchanged before the
+# ledger lets the store alone keep them (``OrderLedger.archive_trade``): far beyond the window
+# in which an exchange still reports a late fill (seconds, API.md 11.16) and the reconciler's
+# late-fill watch (10 minutes), so nothing still asks about them on the hot paths.
+ARCHIVE_QUIET_SECONDS = 3600.0
 
 # Create-order answers that do not prove nothing happened (BEHAVIOUR.md §6.1).
 _UNKNOWN_CREATE_CODES = frozenset({500, 10000, 10582, 10577, 10576, 10583, 10537, 4005, 10605})
@@ -430,6 +435,7 @@ class OrderLedger:
         self._by_leg: dict[tuple[str, int], list[LedgerOrder]] = {}
         self._live: dict[int, LedgerOrder] = {}
         self._position: dict[int, int] = {}
+        self._recorded = 0   # orders ever added: the next recording position
         # For the reconciler's once-a-minute questions, which would otherwise walk every order
         # ever sent: the VANISHED orders, and every order's (updated_at, position, id) kept
         # sorted, so "changed since t" is a bisection (whatever order the stamps came in: a
@@ -445,6 +451,11 @@ class OrderLedger:
         self._attempts: dict[tuple[int, int], int] = {}
         self._blocked: dict[str, str] = {}   # symbol -> why no order may go there (reconciliation)
         self._rechecked: set[int] = set()    # final orders polled once more after the late-fill grace
+        # Orders of finished trades that only the store keeps (``archive_trade``): what is left
+        # in memory of each is its exchange id, so the answers "is this order ours?" never
+        # depend on what was archived; and the trades they belong to.
+        self._archived: dict[int, int | None] = {}   # client order id -> exchange order id
+        self._archived_trades: set[str] = set()
         self._repeats = RepeatLimiter(clock)  # one line per condition and interval, with a count
 
     def __repr__(self) -> str:
@@ -453,17 +464,46 @@ class OrderLedger:
     # ---- queries --------------------------------------------------------------------
 
     def get(self, client_order_id: int) -> LedgerOrder | None:
+        """The order of that id; an archived one is first brought back into memory (with the
+        rest of its trade), so whatever the caller does next to it is indexed as before."""
         with self._lock:
-            return self._orders.get(client_order_id)
+            order = self._orders.get(client_order_id)
+            if order is None and client_order_id in self._archived:
+                self._unarchive(client_order_id)
+                order = self._orders.get(client_order_id)
+            return order
+
+    def is_ours(self, client_order_id: int) -> bool:
+        """True for any order this ledger recorded, archived ones included (no store read)."""
+        with self._lock:
+            return client_order_id in self._orders or client_order_id in self._archived
+
+    def known_order_ids(self) -> set[int]:
+        """The exchange ids of every order this ledger recorded, archived ones included: what
+        tells our fills from somebody else's (close evidence, RFQ block fills)."""
+        with self._lock:
+            known = {o.order_id for o in self._orders.values() if o.order_id is not None}
+            known.update(order_id for order_id in self._archived.values() if order_id is not None)
+            return known
+
+    def known_client_order_ids(self) -> list[int]:
+        """The client order ids of every order this ledger recorded, archived ones included."""
+        with self._lock:
+            return [*self._orders, *self._archived]
 
     def orders(self, trade_id: str | None = None, leg_index: int | None = None,
                family: Intent | None = None) -> list[LedgerOrder]:
         """Orders in the order they were recorded, optionally filtered.
 
         With a trade (and leg) the answer comes from the indexes: the cost is that of the
-        trade's own orders, however many orders the ledger has seen.
+        trade's own orders, however many orders the ledger has seen. The orders of an archived
+        trade are brought back from the store first (``archive_trade``). Without a trade, the
+        answer is the orders kept in memory: ask ``known_order_ids``/``is_ours`` whether an
+        order is ours.
         """
         with self._lock:
+            if trade_id is not None and trade_id in self._archived_trades:
+                self._unarchive_trade(trade_id)
             if trade_id is None:
                 candidates: Iterable[LedgerOrder] = self._orders.values()
                 if leg_index is not None:
@@ -561,7 +601,8 @@ class OrderLedger:
         previous = self._orders.get(coid)
         self._orders[coid] = order
         if previous is None:
-            self._position[coid] = len(self._position)
+            self._position[coid] = self._recorded
+            self._recorded += 1
             self._by_trade.setdefault(order.trade_id, []).append(order)
             self._by_leg.setdefault((order.trade_id, order.leg_index), []).append(order)
         else:
@@ -572,6 +613,91 @@ class OrderLedger:
         self._track_live(order)
         self._touch(order)
         self._note_update(order)
+
+    # ---- archive: finished trades' orders kept by the store alone ------------------------
+
+    def archive_trade(self, trade_id: str) -> bool:
+        """Let the store alone keep the orders of a finished trade; True when none is left in memory.
+
+        Why: the ledger would otherwise hold every order the daemon ever sent (about a kilobyte
+        each with its indexes), so its memory would grow with its history. The lifecycle asks
+        only for trades that have ended for good; the ledger still answers False ("ask again
+        later") while any order of the trade is not final, is VANISHED (a verdict on missing
+        data, which the exchange may yet reverse), or changed less than
+        ``ARCHIVE_QUIET_SECONDS`` ago, and whenever there is no store to read them back from.
+        Every order is written to the store once more first: a failed write keeps the trade.
+        What stays in memory is each order's client and exchange id (``is_ours``,
+        ``known_order_ids``) and the attempt counters (a client order id is never reused).
+        Reading an archived order (``get``, ``orders(trade_id)``) brings its trade back.
+        """
+        with self._lock:
+            if trade_id in self._archived_trades:
+                return True
+            orders = list(self._by_trade.get(trade_id, ()))
+            if not orders:
+                return True
+            if self._store is None:
+                return False
+            now = self._clock.now()
+            for order in orders:
+                quiet_for = now - float(order.updated_at)
+                if (not order.status.is_final or order.status is OrderStatus.VANISHED
+                        or order.client_order_id in self._live or not quiet_for >= ARCHIVE_QUIET_SECONDS):
+                    return False
+            try:
+                for order in orders:
+                    self._store.save_order(order.to_record())
+            except Exception:  # the store must hold them before memory lets go
+                logger.warning("trade %s: its orders stay in memory (state store write failed)", trade_id,
+                               exc_info=True)
+                return False
+            for order in orders:
+                self._forget(order)
+            for leg in {order.leg_index for order in orders}:
+                self._by_leg.pop((trade_id, leg), None)
+                self._leg_version.pop((trade_id, leg), None)
+            self._by_trade.pop(trade_id, None)
+            for key in [key for key in self._fill_memo if key[0] == trade_id]:
+                del self._fill_memo[key]
+            self._archived_trades.add(trade_id)
+        logger.debug("trade %s: %d finished orders archived to the state store", trade_id, len(orders))
+        return True
+
+    def _forget(self, order: LedgerOrder) -> None:
+        """Drop ``order`` from memory, keeping its ids (lock held; its trade's indexes go with the trade)."""
+        coid = order.client_order_id
+        del self._orders[coid]
+        del self._position[coid]
+        key = self._update_key_of.pop(coid, None)
+        if key is not None:
+            at = bisect.bisect_left(self._update_keys, key)
+            if at < len(self._update_keys) and self._update_keys[at] == key:
+                del self._update_keys[at]
+        self._rechecked.discard(coid)
+        self._archived[coid] = order.order_id
+
+    def _unarchive(self, client_order_id: int) -> None:
+        """Bring back the trade of an archived order (lock held)."""
+        assert self._store is not None, "orders are archived only with a store"
+        record = self._store.load_order(client_order_id)
+        if record is None:
+            raise LookupError(f"archived order {client_order_id} is missing from the state store")
+        self._unarchive_trade(str(record["trade_id"]))
+
+    def _unarchive_trade(self, trade_id: str) -> None:
+        """Read a trade's archived orders back into memory and every index (lock held).
+
+        They come back in client-order-id order, after every order recorded so far: recorded
+        order among them is not kept by the store, and nothing that reads them depends on it.
+        """
+        assert self._store is not None, "orders are archived only with a store"
+        for record in self._store.load_orders(trade_id):
+            order = LedgerOrder.from_record(record)
+            self._archived.pop(order.client_order_id, None)
+            if order.client_order_id not in self._orders:
+                self._add(order)
+        self._archived_trades.discard(trade_id)
+        logger.info("trade %s: archived orders read back from the state store", trade_id)
 
     def _unindex(self, order: LedgerOrder) -> None:
         """Take ``order`` out of the trade and leg indexes (it is being replaced)."""
@@ -623,6 +749,8 @@ class OrderLedger:
             raise ValueError(f"quantity {qty!r} is below the {lot:g} lot: nothing to send")
         snapped_price = snap_price(price, tick_size, side)
         with self._lock:
+            if trade_id in self._archived_trades:   # a trade trading again counts all its orders
+                self._unarchive_trade(trade_id)
             self._check_caps(trade_id, leg_index, symbol, max_live_per_trade)
             key = (trade_seq, leg_index)
             attempt = self._attempts.get(key, 0) + 1
@@ -1145,6 +1273,8 @@ class OrderLedger:
         if fill_qty <= 0 or fill_price <= 0:
             raise ValueError(f"a block fill needs qty > 0 and price > 0, got {qty!r} @ {price!r}")
         with self._lock:
+            if trade_id in self._archived_trades:
+                self._unarchive_trade(trade_id)
             key = (trade_seq, leg_index)
             attempt = self._attempts.get(key, 0) + 1
             if attempt > MAX_ATTEMPT:

@@ -335,7 +335,7 @@ class PrefixOwnership:
         ``every_symbol`` (a store behind the exchange) also blocks symbols whose picture is
         stale, so a reduce-only exit cannot close a position some unknown trade holds.
         """
-        ours = {parse_client_order_id(order.client_order_id).trade_seq for order in self.ledger.orders()}
+        ours = {parse_client_order_id(coid).trade_seq for coid in self.ledger.known_client_order_ids()}
         blocked: list[str] = []
         for coid, item in unknown:
             symbol = item.symbol
@@ -369,7 +369,7 @@ class PrefixOwnership:
             coid = item.client_order_id
             if coid is None or coid in known or coid in found or not self.is_ours(coid):
                 continue
-            if self.ledger.get(coid) is None:
+            if not self.ledger.is_ours(coid):
                 found[coid] = item
         return list(found.items())
 

@@ -289,7 +289,7 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
     if record is None:
         return False, 0
     ours = {str(symbol): (int(index), int(side)) for index, symbol, side in marker.get("legs") or []}
-    known = {o.order_id for o in ledger.orders() if o.order_id is not None}
+    known = ledger.known_order_ids()
     recorded = 0
     for leg in record.legs:
         if leg.symbol not in ours:
@@ -665,7 +665,7 @@ class RFQJob(ExecutionJob):
         except (TraderError, ValueError) as exc:
             logger.warning("rfq job %s: fill history unavailable (%s)", self.trade_id, exc)
             return
-        known = {o.order_id for o in self._ledger.orders() if o.order_id is not None}
+        known = self._ledger.known_order_ids()
         for fill in fills:
             if fill.trade_type != BLOCK_TRADE_TYPE:
                 continue

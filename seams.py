@@ -374,6 +374,8 @@ class LifecycleLedger(Protocol):
 
     def unblock(self, symbols: Iterable[str] | None = ...) -> list[str]: ...
 
+    def archive_trade(self, trade_id: str) -> bool: ...
+
 
 class ReconcilerLedger(Protocol):
     """What ``Reconciler`` checks against the exchange: our orders, their verification, blocks.
@@ -385,6 +387,12 @@ class ReconcilerLedger(Protocol):
     def prefix(self) -> int: ...
 
     def get(self, client_order_id: int) -> LedgerOrder | None: ...
+
+    def is_ours(self, client_order_id: int) -> bool: ...
+
+    def known_order_ids(self) -> set[int]: ...
+
+    def known_client_order_ids(self) -> list[int]: ...
 
     def orders(self, trade_id: str | None = ..., leg_index: int | None = ...,
                family: Intent | None = ...) -> list[LedgerOrder]: ...
@@ -623,13 +631,18 @@ class EventStore(Protocol):
 
 
 class LedgerStore(EventStore, Protocol):
-    """Where ``OrderLedger`` records each order before it is sent, and its events.
+    """Where ``OrderLedger`` records each order before it is sent, and its events; and where it
+    reads back the orders of a finished trade it no longer keeps in memory (``archive_trade``).
 
     Implementations: ``StateStore``; ``MemoryStore`` in tests/unit/test_rfq.py,
     ``RecordingStore`` in tests/integration/test_ledger_sim.py.
     """
 
     def save_order(self, record: dict) -> None: ...
+
+    def load_orders(self, trade_id: str | None = ...) -> list[dict]: ...
+
+    def load_order(self, client_order_id: int) -> dict | None: ...
 
 
 class LifecycleStore(EventStore, Protocol):

@@ -81,6 +81,9 @@ logger = logging.getLogger(__name__)
 
 QUOTE_MAX_AGE_SECONDS = 15.0     # exit valuation quotes (BEHAVIOUR 7.2)
 HALT_SECONDS_BEFORE_EXPIRY = 15 * 60
+# How often the trades that ended for good are offered to the ledger's archive (their orders
+# then live in the state store only; ``OrderLedger.archive_trade`` decides when each may go).
+ARCHIVE_SWEEP_SECONDS = 600.0
 TAKER_FEE_RATE = 0.0003          # estimated close fee of the executable valuation (2.3)
 PERP_TAKER_FEE_RATE = 0.0006     # a perp's taker fee on notional (API.md §14.3), the same estimate for a perp leg
 EXTERNAL_TRADE_ID = "T000000000"
@@ -796,6 +799,11 @@ class LifecycleManager:
         # Ended trades whose external close was booked without evidence (reversible, RECOVERY.md
         # X1): the once-a-minute reversal check reads these instead of every trade ever made.
         self._reversible: dict[str, TradeLifecycle] = {}
+        # Ended trades whose orders the ledger may still hold in memory: offered to its archive
+        # by ``_archive_finished`` until it takes them, so a long-running daemon does not keep
+        # every order it ever sent.
+        self._archive_due: dict[str, TradeLifecycle] = {}
+        self._archive_swept_at: float | None = None
 
     def __repr__(self) -> str:
         return f"LifecycleManager(trades={len(self._trades)})"
@@ -867,13 +875,16 @@ class LifecycleManager:
             ordered.insert(bisect.bisect_right(ordered, trade.seq, key=lambda t: t.seq), trade)
         self._funding_watch[trade.id] = trade
         self._reversible.pop(trade.id, None)
+        self._archive_due.pop(trade.id, None)
         if trade.is_active:
             self._active[trade.id] = trade
         else:
             self._note_ended(trade)
 
     def _note_ended(self, trade: TradeLifecycle) -> None:
-        """Index an ended trade whose external close may be undone (lock held)."""
+        """Index an ended trade: for the archive of its orders, and when its external close may
+        be undone (lock held)."""
+        self._archive_due[trade.id] = trade
         if booked_without_evidence(trade):
             self._reversible[trade.id] = trade
 
@@ -989,6 +1000,34 @@ class LifecycleManager:
                     logger.info("kill in progress: %s", kill_progress(trade, self.ledger.orders(trade.id)))
             except Exception:  # one trade's bug never stops the others
                 logger.exception("trade %s: tick failed in state %s", trade.id, trade.state.value)
+        self._archive_finished(now)
+
+    def _archive_finished(self, now: float) -> None:
+        """Offer the ledger the orders of trades that ended for good, every ``ARCHIVE_SWEEP_SECONDS``.
+
+        A trade qualifies once nothing can still change it: it is not active, no job or
+        runtime is attached, its external close cannot be undone (``_reversible``) and no
+        funding can still be due (``_funding_watch``). The ledger adds its own conditions
+        (every order final and quiet for an hour) and says False until they hold: the trade
+        is then offered again at the next sweep. Reading the orders later brings them back.
+        """
+        if self._archive_swept_at is not None and now - self._archive_swept_at < ARCHIVE_SWEEP_SECONDS:
+            return
+        self._archive_swept_at = now
+        for trade in list(self._archive_due.values()):
+            if trade.is_active:
+                del self._archive_due[trade.id]   # trading again: offered when it ends again
+                continue
+            if (trade.id in self._reversible or trade.id in self._runtime
+                    or (self.funding is not None and trade.id in self._funding_watch)):
+                continue
+            try:
+                archived = self.ledger.archive_trade(trade.id)
+            except Exception:  # noqa: BLE001 - the archive only saves memory: trading goes on
+                logger.exception("trade %s: archiving its orders failed", trade.id)
+                continue
+            if archived:
+                del self._archive_due[trade.id]
 
     def _attribute_funding(self, now: float) -> None:
         """Book the funding payments of our perp legs after each funding instant (docs/PERPETUALS.md)."""

@@ -26,6 +26,12 @@ class RecordingStore:
     def append_event(self, kind: str, payload: dict, ts: float) -> int:
         raise AssertionError("not used by this test")   # only RFQ accepts write an event
 
+    def load_orders(self, trade_id: str | None = None) -> list[dict]:
+        raise AssertionError("not used by this test")   # nothing is archived here
+
+    def load_order(self, client_order_id: int) -> dict | None:
+        raise AssertionError("not used by this test")
+
 
 @pytest.fixture
 def client(sim):

@@ -125,7 +125,7 @@ def make_ctx(store: StateStore, clock: SimulatedClock, trades: list[FakeTrade]) 
     positions = (SimpleNamespace(symbol="BTCUSD-4MAR26-92000-C", signed_qty=0.05),)
     return SimpleNamespace(
         store=store, clock=clock, lifecycle_manager=FakeLifecycle(trades),
-        ledger=SimpleNamespace(orders=lambda: []),
+        ledger=SimpleNamespace(orders=lambda trade_id=None: []),
         account_manager=SimpleNamespace(snapshot=lambda: SimpleNamespace(positions=positions),
                                         reachability=SimpleNamespace(is_up=True)),
         alerts=SimpleNamespace(sent=[], alert=lambda level, kind, message, **d: None),

@@ -84,8 +84,11 @@ class MemoryStore:
     def append_event(self, kind: str, payload: dict, ts: float) -> None:
         pass
 
-    def load_orders(self) -> list[dict]:
-        return list(self.records.values())
+    def load_orders(self, trade_id: str | None = None) -> list[dict]:
+        return [r for r in self.records.values() if trade_id is None or r["trade_id"] == trade_id]
+
+    def load_order(self, client_order_id: int) -> dict | None:
+        return self.records.get(client_order_id)
 
 
 TRADES = ["T000000001", "T000000002", "T000000003"]

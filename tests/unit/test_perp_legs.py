@@ -257,6 +257,12 @@ class Store:
     def append_event(self, kind: str, payload: dict, ts: float) -> int:
         return 1
 
+    def load_orders(self, trade_id: str | None = None) -> list[dict]:
+        return [r for r in self.saved if trade_id is None or r["trade_id"] == trade_id]
+
+    def load_order(self, client_order_id: int) -> dict | None:
+        return next((r for r in reversed(self.saved) if r["client_order_id"] == client_order_id), None)
+
 
 def _ledger(perp_client: PerpClient | None, store: Store | None = None) -> OrderLedger:
     return OrderLedger(OptionClient(), SimulatedClock(start=START, speed=0), store=store, perp_client=perp_client)

@@ -144,6 +144,15 @@ class FakeLedger:
     def get(self, coid: int) -> FakeOrder | None:
         return next((o for o in self._orders if o.client_order_id == coid), None)
 
+    def is_ours(self, coid: int) -> bool:
+        return self.get(coid) is not None
+
+    def known_order_ids(self) -> set[int]:
+        return {o.order_id for o in self._orders if o.order_id is not None}
+
+    def known_client_order_ids(self) -> list[int]:
+        return [o.client_order_id for o in self._orders]
+
     def poll(self, order: FakeOrder) -> FakeOrder:
         self.polled.append(order.client_order_id)
         return order

@@ -204,6 +204,12 @@ class MemoryStore:
     def save_order(self, record):
         self.saved.append(record)
 
+    def load_orders(self, trade_id=None):
+        raise AssertionError("not used by this test")
+
+    def load_order(self, client_order_id):
+        raise AssertionError("not used by this test")
+
     def append_event(self, kind, payload, ts):
         raise AssertionError("not used by this test")
 

@@ -64,9 +64,16 @@ class FakeLedger:
         self.live: list[Any] = []
         self.polled: list[Any] = []
         self.blocked: set[str] = set()
+        self.archived: list[str] = []
+        self.archive_answer = True
 
     def is_blocked(self, symbol: str) -> bool:
         return symbol in self.blocked
+
+    def archive_trade(self, trade_id: str) -> bool:
+        if self.archive_answer:
+            self.archived.append(trade_id)
+        return self.archive_answer
 
     def unblock(self, symbols=None) -> list[str]:
         lifted = sorted(self.blocked if symbols is None else self.blocked & set(symbols))
