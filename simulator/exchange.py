@@ -196,6 +196,12 @@ class ExchangeConfig:
       baseline (taker's touch per leg) in percent of ``|baseline|``; negative = better
       for the taker (improvement = -edge). ``rfq_maker_edges_pct`` pins one edge per
       maker (no jitter); otherwise each maker gets ``edge +- rfq_edge_jitter_pct``.
+
+    Memory, not behaviour: finished orders last changed more than ``archive_after_seconds``
+    ago, and fills older than that and than the 24 h volume window, move to the compact cold
+    archive of ``simulator.records`` (every answer stays the same); the exchange looks for them
+    at most once per ``archive_every_seconds`` of simulated time. None keeps everything as
+    objects (a test compares both).
     """
 
     starting_balance_usd: float = 100_000.0
@@ -231,6 +237,8 @@ class ExchangeConfig:
     default_user_id: int = 1_695_796_692_000_001
     first_maker_user_id: int = 1_695_796_692_900_001
     seed: int = 7
+    archive_after_seconds: float | None = 6 * 3600.0
+    archive_every_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.off_tick not in ("truncate", "reject"):
@@ -246,6 +254,9 @@ class ExchangeConfig:
             raise ValueError("rfq_quote_delay_seconds must be (low, high) with 0 <= low <= high")
         if self.rfq_maker_count < 0 or self.max_open_orders < 1:
             raise ValueError("rfq_maker_count must be >= 0 and max_open_orders >= 1")
+        if (self.archive_after_seconds is not None and not self.archive_after_seconds > 0) \
+                or not self.archive_every_seconds > 0:
+            raise ValueError("archive_after_seconds must be > 0 (or None) and archive_every_seconds > 0")
 
 
 @dataclass
@@ -652,6 +663,8 @@ class SimExchange:
         self._taker_volume: _TakerVolume | None = None
         self._step_ms = max(1, int(round(config.engine_step_seconds * 1000)))
         self._now = int(market.now_ms)
+        self._archive_every_ms = max(1, int(round(config.archive_every_seconds * 1000)))
+        self._next_archive_ms = self._now + self._archive_every_ms
         self._last_step = self._now // self._step_ms
         self._pending_expiries: set[int] = set()
         self._settled_expiries: list[int] = []
@@ -761,6 +774,28 @@ class SimExchange:
             # moves: several requests at one instant (a poll's snapshot) look once.
             self._expiries_checked_ms = target
             self._refresh_expiries()
+        if self._now >= self._next_archive_ms:
+            self._archive_old_records()
+
+    def _archive_old_records(self) -> None:
+        """Move old finished orders and old fills to the records' cold archive (memory only).
+
+        Runs on simulated time, at most once per ``archive_every_seconds``. Orders: finished
+        (not in ``_live``, no pending transition) and unchanged for ``archive_after_seconds``;
+        nothing changes such an order again (``OrderRecords.archive`` says why). Fills: older
+        than that and than the 24 h window of ``_TakerVolume``, so the volume never reads one
+        back (it only reads fills it has not seen, and drops those out of its window).
+        """
+        self._next_archive_ms = (self._now // self._archive_every_ms + 1) * self._archive_every_ms
+        after_s = self.config.archive_after_seconds
+        if after_s is None:
+            return
+        cutoff = self._now - int(round(after_s * 1000))
+        orders = self._orders.archive(cutoff, self._live)
+        fills = self._fills.archive(min(cutoff, self._now - DAY_MS))
+        if orders or fills:
+            log.debug("archived %d orders and %d fills (now %d kept as objects: %d orders, %d fills)",
+                      orders, fills, self._now, self._orders.hot_count, self._fills.hot_count)
 
     def _next_event_ms(self, target: int) -> int | None:
         candidates: list[int] = []
@@ -888,7 +923,7 @@ class SimExchange:
         keep naming their order's clientOrderId in trade history: the execution ledger is
         what the surviving positions were built from.
         """
-        self._forgotten_orders.update(self._orders.by_id)
+        self._forgotten_orders.update(self._orders.as_dict())
         forgotten = len(self._orders)
         self._orders = OrderRecords()
         self._live = set()
@@ -899,8 +934,8 @@ class SimExchange:
         """A fresh account on every key: no orders, fills, positions, settlements or RFQs; the
         starting balance. Accounts (keys, secrets, ids, permissions), the market, the clock,
         the id sequence (ids are never reused) and exchange-level faults survive."""
-        self._forgotten_orders.update(self._orders.by_id)
-        self._forgotten_fills.update(self._fills.by_id)
+        self._forgotten_orders.update(self._orders.as_dict())
+        self._forgotten_fills.update(self._fills.as_dict())
         self._orders = OrderRecords()
         self._live = set()
         self._fills = FillRecords()
@@ -2152,7 +2187,7 @@ class SimExchange:
         if instrument is None:
             raise SimError(E_UNKNOWN_INSTRUMENT, "Instrument ID does not exist")
         prints: list[Fill] = []
-        for f in reversed(self._fills.on_symbol(instrument.symbol)):   # newest first: ids grow with time
+        for f in self._fills.newest_on_symbol(instrument.symbol):   # newest first: ids grow with time
             if f.is_taker and f.trade_type != TT_BLOCK:
                 prints.append(f)
                 if len(prints) == 100:
@@ -2176,7 +2211,7 @@ class SimExchange:
     def _perp_stats(self, symbol: str) -> dict[str, float]:
         """Last price, 24 h open/high/low and taker volume of a perpetual (from its prints)."""
         since = self._now - DAY_MS
-        prints = [f for f in self._fills.on_symbol(symbol) if f.is_taker and f.time_ms >= since]
+        prints = [f for f in self._fills.on_symbol_since(symbol, since) if f.is_taker]
         prices = [f.price for f in prints]
         volume = sum(f.lots for f in prints) / self._units(symbol)
         return {
@@ -2323,7 +2358,8 @@ class SimExchange:
         lag_ms = int(round(self.faults.fill_report_lag_seconds * 1000))
         if lag_ms > 0:
             # Only under the fill-report-lag fault: a resting order filled now may be old, so scan.
-            orders += [o for o in self._orders.values() if o.user_id == account.user_id and not o.is_live
+            orders += [o for o in self._orders.values_updated_after(self._now - lag_ms)
+                       if o.user_id == account.user_id and not o.is_live
                        and o.state == ST_FILLED and o.update_ms > self._now - lag_ms
                        and self._is_perp(o.symbol) == perps]
         return orders
@@ -2928,7 +2964,7 @@ class SimExchange:
         self._sync_now()
         perp = self._perp_of(params.get("symbol"))
         prints: list[Fill] = []
-        for fill in reversed(self._fills.on_symbol(perp.symbol)):
+        for fill in self._fills.newest_on_symbol(perp.symbol):
             if fill.is_taker:
                 prints.append(fill)
                 if len(prints) == 100:
