@@ -16,7 +16,7 @@ import pytest
 
 from clock import SimulatedClock
 from execution_job import JobStatus
-from order_ledger import ARCHIVE_QUIET_SECONDS, Intent, OrderLedger, OrderStatus
+from order_ledger import ARCHIVE_QUIET_SECONDS, ArchivedIds, Intent, OrderLedger, OrderStatus
 from persistence import StateStore
 from tests.unit.test_cost_flat import T0, RandomExchange
 from tests.unit.test_trade_lifecycle import open_trade, world  # noqa: F401 - the fixture
@@ -140,7 +140,7 @@ def test_a_new_order_on_an_archived_trade_never_reuses_a_client_order_id(tmp_pat
     assert len(ledger.orders(TRADES[2])) == count + 1                  # the caps count every order
 
 
-@pytest.mark.parametrize("why", ["live", "vanished", "recent", "no_store", "write_fails"])
+@pytest.mark.parametrize("why", ["live", "vanished", "recent", "no_store", "write_fails", "huge_id"])
 def test_the_ledger_keeps_a_trade_that_may_still_change(tmp_path, why):
     ledger, store, clock = _trading(tmp_path, seed=4)
     trade_id = TRADES[0]
@@ -158,6 +158,8 @@ def test_the_ledger_keeps_a_trade_that_may_still_change(tmp_path, why):
         clock.advance(ARCHIVE_QUIET_SECONDS - 1.0)
     elif why == "no_store":
         ledger._store = None
+    elif why == "huge_id":
+        orders[0].order_id = 2 ** 64   # no exchange numbers so, but the arrays could not hold it
     else:
         failing = FailingStore(store)
         ledger._store = failing
@@ -227,3 +229,24 @@ def test_open_and_reversible_trades_are_never_offered(world):  # noqa: F811
     world.poll()
     assert world.ledger.archived == [closed.id]
 
+
+
+def test_archived_ids_answer_like_a_dict_in_sixteen_bytes_an_order():
+    ids = ArchivedIds()
+    twin: dict[int, int | None] = {}
+    rng = random.Random(7)
+    for _ in range(2_000):
+        coid = rng.randrange(1, 10**18)
+        if rng.random() < 0.2 and twin:
+            gone = rng.choice(sorted(twin))
+            ids.discard(gone)
+            del twin[gone]
+            continue
+        order_id = None if rng.random() < 0.1 else rng.randrange(1, 2**63)
+        ids.add(coid, order_id)
+        twin.setdefault(coid, order_id)
+    assert ids.client_order_ids() == sorted(twin)
+    assert sorted(ids.order_ids()) == sorted(o for o in twin.values() if o is not None)
+    assert all(ids.holds(coid) for coid in twin) and not ids.holds(10**18 + 1)
+    assert len(ids) == len(twin)
+    assert not ArchivedIds.fits(2**63, 1) and not ArchivedIds.fits(5, 2**63) and ArchivedIds.fits(5, None)
