@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from clock import SimulatedClock
-from execution_job import JobStatus
 from order_ledger import ARCHIVE_QUIET_SECONDS, ArchivedIds, Intent, OrderLedger, OrderStatus
 from persistence import StateStore
 from tests.unit.test_cost_flat import T0, RandomExchange
-from tests.unit.test_trade_lifecycle import open_trade, world  # noqa: F401 - the fixture
+from tests.unit.test_trade_lifecycle import fill_close, open_trade, world  # noqa: F401 - the fixture
 from trade_lifecycle import ARCHIVE_SWEEP_SECONDS, TradeState
 
 TRADES = ["T000000001", "T000000002", "T000000003"]
@@ -187,12 +186,7 @@ def _closed_trade(world):
     trade = open_trade(world)
     world.manager.force_close(trade.id)
     world.poll()
-    world.ledger.fill(trade.id, 0, Intent.CLOSE, 0.1, 60.0, 0.3)
-    world.ledger.fill(trade.id, 1, Intent.CLOSE, 0.1, 150.0, 0.4)
-    world.executor.last.end(JobStatus.FILLED)
-    world.clock.advance(2)
-    world.poll()
-    world.poll()
+    fill_close(world, trade)
     assert trade.state is TradeState.CLOSED
     return trade
 

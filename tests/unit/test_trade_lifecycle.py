@@ -324,6 +324,16 @@ def open_trade(world: World, *, side: int = 2, exits=(), expiry_ms: int = FRIDAY
     return trade
 
 
+def fill_close(world: World, trade: TradeLifecycle) -> None:
+    """The running close job fills both legs of an open strangle, then two polls settle it."""
+    world.ledger.fill(trade.id, 0, Intent.CLOSE, 0.1, 60.0, 0.3)
+    world.ledger.fill(trade.id, 1, Intent.CLOSE, 0.1, 150.0, 0.4)
+    world.executor.last.end(JobStatus.FILLED)
+    world.clock.advance(2)
+    world.poll()
+    world.poll()
+
+
 def states_saved(world: World, trade_id: str) -> list[str]:
     return [r["state"] for r in world.store.saved if r["id"] == trade_id]
 
@@ -465,12 +475,7 @@ def test_row12_33_closed_with_realized_pnl_from_our_fills_and_on_closed_once(wor
     trade = open_trade(world, exits=[conditions.max_hold_hours(1)])
     world.clock.advance(3600)
     world.poll()
-    world.ledger.fill(trade.id, 0, Intent.CLOSE, 0.1, 60.0, 0.3)
-    world.ledger.fill(trade.id, 1, Intent.CLOSE, 0.1, 150.0, 0.4)
-    world.executor.last.end(JobStatus.FILLED)
-    world.clock.advance(2)
-    world.poll()
-    world.poll()
+    fill_close(world, trade)
     assert trade.state is TradeState.CLOSED and trade.closed_at == world.clock.now()
     expected = (0.1 * 100 + 0.1 * 200) - (0.1 * 60 + 0.1 * 150) - (0.5 + 0.6 + 0.3 + 0.4)
     assert trade.realized_pnl == pytest.approx(expected) and trade.realized_pnl == pytest.approx(7.2)
