@@ -48,7 +48,7 @@ import secrets
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from simulator.errors import SimError
 from simulator.market import MarkValues, OptionQuote
@@ -2046,20 +2046,21 @@ class SimExchange:
                         if f"{i.base}USD" == index and (end_time is None or i.expiry_ms == end_time)]
 
     @staticmethod
-    def _chain_rows(instruments: list[Any], render: Callable[[Any], Any]) -> list[tuple[tuple[int, float], dict]]:
+    def _chain_rows(instruments: list[Any], sides: Iterable[Any]) -> list[tuple[tuple[int, float], dict]]:
+        """The chain's rows by (expiry, strike), each with its call and put side (``sides``: one per instrument)."""
         rows: dict[tuple[int, float], dict[str, Any]] = {}
-        for instrument in instruments:
+        for instrument, side in zip(instruments, sides):
             row = rows.setdefault((instrument.expiry_ms, instrument.strike),
                                   {"strike": float(instrument.strike), "callOption": None, "putOption": None})
-            row["callOption" if instrument.option_type == "C" else "putOption"] = render(instrument)
+            row["callOption" if instrument.option_type == "C" else "putOption"] = side
         return [(k, rows[k]) for k in sorted(rows)]
 
     @_locked
     def option_chain(self, account: Account | None, params: dict) -> list[dict]:
         self._sync_now()
         stats = self._symbol_stats()
-        rendered = self._chain_rows(self._chain_listing(params)[1],
-                                    lambda inst: self._chain_side(account, inst, stats))
+        instruments = self._chain_listing(params)[1]
+        rendered = self._chain_rows(instruments, [self._chain_side(account, inst, stats) for inst in instruments])
         return [row for _key, row in rendered]
 
     @_locked
@@ -2072,10 +2073,8 @@ class SimExchange:
         overlaid = self._overlaid_symbols()
         market, instruments = self._chain_listing(params)
         # Every side's quote at once (the same quotes, one lock and cache check for the chain).
-        symbols = [i.symbol for i in instruments]
-        quotes = dict(zip(symbols, market.quotes(symbols) if market is not None else ()))
-        rows = self._chain_rows(instruments, lambda instrument: self._chain_side_text(
-            account, instrument, quotes[instrument.symbol], stats, overlaid))
+        quotes = market.quotes([i.symbol for i in instruments]) if market is not None else []
+        rows = self._chain_rows(instruments, self._chain_side_texts(account, instruments, quotes, stats, overlaid))
         for (_expiry, strike), row in rows:
             call = row["callOption"] if row["callOption"] is not None else "null"
             put = row["putOption"] if row["putOption"] is not None else "null"
@@ -2083,37 +2082,50 @@ class SimExchange:
             parts.append(f'{{"strike":{float(strike)!r},"callOption":{call},"putOption":{put}}}')
         return RawJSON("[" + ",".join(parts) + "]")
 
-    def _chain_side_text(self, account: Account | None, instrument: Any, quote: OptionQuote,
-                         stats: dict[str, tuple[float, float]], overlaid: set[str]) -> str:
-        """One chain side as compact JSON, byte for byte the encoding of ``_chain_side``'s dict.
+    def _chain_side_texts(self, account: Account | None, instruments: Sequence[Any], quotes: Sequence[OptionQuote],
+                          stats: dict[str, tuple[float, float]], overlaid: set[str]) -> list[str]:
+        """Each chain side as compact JSON, byte for byte the encoding of ``_chain_side``'s dict.
 
         Nearly every side shows the market's quote and nothing else (no volume, own order,
         last trade or position of the caller): its text is formatted straight from the quote,
-        half the cost of building the dict and running the JSON encoder over it, and a chain
-        call formats every strike of an expiry. Any other side goes through the dict.
+        a fraction of the cost of building the dict and running the JSON encoder over it, and
+        a chain call formats every strike of an expiry (the backtests' largest single cost).
+        The text that is the same for every side of one type and underlying price is formatted
+        once per call. Any other side goes through the dict.
         """
-        symbol = instrument.symbol
-        if (symbol in stats or symbol in self._last_price or symbol in overlaid
-                or (account is not None and self._position_lots(account, symbol))):
-            return _COMPACT_JSON.encode(self._chain_side(account, instrument, stats))
-        mark, bid, ask, bid_size, ask_size = quote.mark, quote.bid, quote.ask, quote.bid_size, quote.ask_size
-        if not math.isfinite(mark + bid + ask + bid_size + ask_size + quote.bid_iv + quote.ask_iv + quote.iv
-                             + quote.underlying_price + quote.delta + quote.gamma + quote.vega + quote.theta
-                             + quote.rho):
-            return _COMPACT_JSON.encode(self._chain_side(account, instrument, stats))
-        head = self._chain_text_heads.get(symbol)
-        if head is None:
-            head = self._chain_text_head(instrument)
-            self._chain_text_heads[symbol] = head
-        is_call = instrument.option_type == "C"
-        breakeven = _money(instrument.strike + mark if is_call else instrument.strike - mark)
-        return (f'{head}{mark!r},"volume":0.0,"openInterest":0.0,"bid":{bid!r},"bidSize":{bid_size!r},'
+        special = stats.keys() | self._last_price.keys() | overlaid
+        heads = self._chain_text_heads
+        middles: dict[tuple[float, bool], str] = {}
+        texts: list[str] = []
+        for instrument, quote in zip(instruments, quotes):
+            symbol = instrument.symbol
+            mark, bid, ask, bid_size, ask_size = quote.mark, quote.bid, quote.ask, quote.bid_size, quote.ask_size
+            underlying = quote.underlying_price
+            if (symbol in special or (account is not None and self._position_lots(account, symbol))
+                    or not math.isfinite(mark + bid + ask + bid_size + ask_size + quote.bid_iv + quote.ask_iv
+                                         + quote.iv + underlying + quote.delta + quote.gamma + quote.vega
+                                         + quote.theta + quote.rho)):
+                texts.append(_COMPACT_JSON.encode(self._chain_side(account, instrument, stats)))
+                continue
+            head = heads.get(symbol)
+            if head is None:
+                head = self._chain_text_head(instrument)
+                heads[symbol] = head
+            is_call = instrument.option_type == "C"
+            middle = middles.get((underlying, is_call))
+            if middle is None:
+                middle = (f',"type":{1 if is_call else 2},"lastPriceIv":{DOUBLE_MAX!r},'
+                          f'"underlyingPrice":{underlying!r},"breakeven":')
+                middles[(underlying, is_call)] = middle
+            breakeven = _money(instrument.strike + mark if is_call else instrument.strike - mark)
+            texts.append(
+                f'{head}{mark!r},"volume":0.0,"openInterest":0.0,"bid":{bid!r},"bidSize":{bid_size!r},'
                 f'"bidIv":{round(quote.bid_iv, 6)!r},"ask":{ask!r},"askSize":{ask_size!r},'
-                f'"askIv":{round(quote.ask_iv, 6)!r},"markIv":{round(quote.iv, 6)!r},"type":{1 if is_call else 2},'
-                f'"lastPriceIv":{DOUBLE_MAX!r},"underlyingPrice":{quote.underlying_price!r},'
-                f'"breakeven":{breakeven!r},"changeRate":0.0,"changePrice":0.0,"userPosition":0.0,'
+                f'"askIv":{round(quote.ask_iv, 6)!r},"markIv":{round(quote.iv, 6)!r}{middle}'
+                f'{breakeven!r},"changeRate":0.0,"changePrice":0.0,"userPosition":0.0,'
                 f'"delta":{round(quote.delta, 8)!r},"gamma":{round(quote.gamma, 10)!r},'
                 f'"vega":{round(quote.vega, 8)!r},"theta":{round(quote.theta, 8)!r},"rho":{round(quote.rho, 8)!r}}}')
+        return texts
 
     @staticmethod
     def _chain_text_head(instrument: Any) -> str:
