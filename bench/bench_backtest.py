@@ -11,7 +11,11 @@ unpaced lock-step time) and prints:
     beside the day's workload (mean open trades per poll, option-chain calls): a figure that grows
     while the workload does not means per-tick cost grows with history;
   * resident memory at the end of day 1 and at the end of the run, and the peak;
-  * trades and realized PnL from summary.json.
+  * trades and realized PnL from summary.json;
+  * a host calibration: a fixed CPU workload timed at the start, at every day's end and at the
+    end. Shared virtual machines run the same work up to twice as fast or slow from one hour to
+    the next, so a figure is read beside the calibration of its own run (``--per-day`` shows it
+    per day: CPU that grows while the calibration grows too is the host, not the daemon).
 The targets of issue 11 (30 days of micro_strangle in <= 5 minutes, all five in <= 15,
 RSS growth <= 20 MB from day 1 to day 30) are printed beside the figures. Asserts nothing
 (benchmarks are not tests).
@@ -52,6 +56,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3   # kB on Linux
 
 
+CALIBRATION_ROUNDS = 3
+
+
+def calibration_ms() -> float:
+    """Milliseconds for a fixed workload like the backtest's own (JSON decoding of a chain-sized
+    text, float formatting, small dicts), the best of ``CALIBRATION_ROUNDS``: the host's speed now."""
+    text = json.dumps([{"strike": 50000.0 + 500 * i,
+                        "callOption": {"symbol": f"BTCUSD-3MAR26-{50000 + 500 * i}-C", "markPrice": 1234.5 / (i + 1),
+                                       "delta": 0.5 / (i + 1), "bid": 10.0 * i, "ask": 10.0 * i + 5.0}}
+                       for i in range(80)])
+    best = float("inf")
+    for _ in range(CALIBRATION_ROUNDS):
+        started = wall_seconds()
+        for _ in range(20):
+            rows = json.loads(text)
+            formatted = [f'{row["strike"]!r},{round(row["callOption"]["delta"], 8)!r}' for row in rows]
+            index = {row["callOption"]["symbol"]: row for row in rows}
+            assert len(formatted) == len(index)
+        best = min(best, wall_seconds() - started)
+    return 1000 * best
+
+
 class DailySamples:
     """CPU seconds, RSS and the day's workload at the end of every simulated day.
 
@@ -67,6 +93,7 @@ class DailySamples:
         self.rss: list[float] = []
         self.open_trades: list[float] = []
         self.chain_calls: list[int] = []
+        self.calibration: list[float] = []
         self._open_sum = 0
         self._wakes = 0
         self._chains_before = 0
@@ -82,6 +109,10 @@ class DailySamples:
             self.chain_calls.append(chains - self._chains_before)
             self._chains_before = chains
             self._open_sum = self._wakes = 0
+            calibration_started = process_cpu_seconds()
+            self.calibration.append(calibration_ms())
+            # The calibration's own CPU is not the day's: the next day starts after it.
+            self.cpu[-1] += process_cpu_seconds() - calibration_started
             self.next_day += DAY
 
     def cpu_per_day(self) -> list[float]:
@@ -89,11 +120,12 @@ class DailySamples:
         return [b - a for a, b in zip(self.cpu, self.cpu[1:])]
 
     def table(self) -> list[str]:
-        lines = ["day   CPU s   RSS MB   open trades   chain calls   CPU ms per chain call"]
-        for day, (cpu, rss, trades, chains) in enumerate(zip(self.cpu_per_day(), self.rss, self.open_trades,
-                                                              self.chain_calls), start=1):
+        lines = ["day   CPU s   RSS MB   open trades   chain calls   CPU ms per chain call   calibration ms"]
+        for day, (cpu, rss, trades, chains, calibration) in enumerate(
+                zip(self.cpu_per_day(), self.rss, self.open_trades, self.chain_calls, self.calibration), start=1):
             per_chain = f"{1000 * cpu / chains:8.2f}" if chains else "       -"
-            lines.append(f"{day:3d} {cpu:7.1f} {rss:8.1f} {trades:13.2f} {chains:13d}   {per_chain}")
+            lines.append(f"{day:3d} {cpu:7.1f} {rss:8.1f} {trades:13.2f} {chains:13d}   {per_chain}"
+                         f"                {calibration:6.1f}")
         return lines
 
 
@@ -126,6 +158,7 @@ def main() -> int:
     if args.strategies != "all":
         configs = [c for c in configs if c.name == args.strategies]
     period = BacktestPeriod(START, START + args.days * DAY)
+    calibration_before = calibration_ms()
     samples = DailySamples()
     out_dir = Path(tempfile.mkdtemp(prefix="bench-backtest-")) / "run"
     started = wall_seconds()
@@ -156,6 +189,10 @@ def main() -> int:
         print(f"RSS: end of day 1 {samples.rss[0]:.1f} MB, end of run {samples.rss[-1]:.1f} MB "
               f"(growth {samples.rss[-1] - samples.rss[0]:+.1f} MB; target <= +20 MB over 30 days), "
               f"peak {peak_rss_mb():.1f} MB")
+    calibrations = [calibration_before, *samples.calibration, calibration_ms()]
+    print(f"host calibration {calibration_before:.1f} ms at the start, {calibrations[-1]:.1f} ms at the end, "
+          f"{min(calibrations):.1f}-{max(calibrations):.1f} ms over the run (a fixed workload: compare runs on "
+          f"different hosts or hours by it)")
     total = summary["total"]
     print(f"trades {total['trades']} (closed {total['closed']}, failed {total['failed']}), "
           f"realized PnL {total['realized_pnl']:+.2f} USD, fees {total['fees']:.2f} USD; results in {out_dir}")
