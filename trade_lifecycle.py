@@ -441,6 +441,18 @@ class TradeLifecycle:
     def is_active(self) -> bool:
         return self.state not in TERMINAL_STATES
 
+    def forget_quotes(self) -> None:
+        """Drop the legs' last quotes of a trade that ended for good.
+
+        Why: a finished trade stays in memory for the views and the runners, and its legs' last
+        chain rows were about a quarter of its size (a month of five strategies is hundreds of
+        trades). Nothing reads them once it has ended: the exit's market is kept in each leg's
+        ``exit_market``, the records never held quotes, and a trade that trades again is
+        quoted afresh at its next refresh.
+        """
+        for leg in self.legs:
+            leg.quote = None
+
     @property
     def entry_premium(self) -> float:
         """Sum of the open fills' cash flows (negative = net debit), fees excluded."""
@@ -1010,6 +1022,7 @@ class LifecycleManager:
         funding can still be due (``_funding_watch``). The ledger adds its own conditions
         (every order final and quiet for an hour) and says False until they hold: the trade
         is then offered again at the next sweep. Reading the orders later brings them back.
+        A trade the ledger took also forgets its legs' last quotes (``forget_quotes``).
         """
         if self._archive_swept_at is not None and now - self._archive_swept_at < ARCHIVE_SWEEP_SECONDS:
             return
@@ -1028,6 +1041,7 @@ class LifecycleManager:
                 continue
             if archived:
                 del self._archive_due[trade.id]
+                trade.forget_quotes()
 
     def _attribute_funding(self, now: float) -> None:
         """Book the funding payments of our perp legs after each funding instant (docs/PERPETUALS.md)."""

@@ -197,6 +197,7 @@ def test_a_closed_trade_is_offered_to_the_archive_once_it_is_taken(world):  # no
     world.clock.advance(ARCHIVE_SWEEP_SECONDS)
     world.poll()
     assert world.ledger.archived == []
+    assert all(leg.quote is not None for leg in trade.legs)   # refused: the trade keeps everything
     world.ledger.archive_answer = True
     world.clock.advance(ARCHIVE_SWEEP_SECONDS / 2)
     world.poll()
@@ -204,6 +205,9 @@ def test_a_closed_trade_is_offered_to_the_archive_once_it_is_taken(world):  # no
     world.clock.advance(ARCHIVE_SWEEP_SECONDS / 2)
     world.poll()
     assert world.ledger.archived == [trade.id]
+    # Taken: the legs' last quotes go, the market the exit was judged on stays.
+    assert [leg.quote for leg in trade.legs] == [None] * len(trade.legs)
+    assert all(leg.exit_market is not None for leg in trade.legs)
     world.clock.advance(ARCHIVE_SWEEP_SECONDS)
     world.poll()
     assert world.ledger.archived == [trade.id]           # taken: never offered again
