@@ -288,19 +288,14 @@ def test_replacing_a_trade_of_the_same_id_keeps_one_entry():
 
 
 def test_a_closed_trade_of_a_running_manager_is_counted_reported_and_restored_but_not_ticked(world):
-    from tests.unit.test_trade_lifecycle import LifecycleManager, open_trade
+    from tests.unit.test_trade_lifecycle import LifecycleManager, fill_close, open_trade
     from trade_lifecycle import TradeState
 
     closing = open_trade(world, exits=[conditions.max_hold_hours(1)])
     staying = open_trade(world)
     world.clock.advance(3600)
     world.poll()
-    world.ledger.fill(closing.id, 0, Intent.CLOSE, 0.1, 60.0, 0.3)
-    world.ledger.fill(closing.id, 1, Intent.CLOSE, 0.1, 150.0, 0.4)
-    world.executor.last.end(JobStatus.FILLED)
-    world.clock.advance(2)
-    world.poll()
-    world.poll()
+    fill_close(world, closing)
     manager = world.manager
     assert closing.state is TradeState.CLOSED and staying.state is TradeState.OPEN
     assert manager.trades() == [closing, staying] and manager.get(closing.id) is closing
