@@ -58,6 +58,7 @@ from errors import (
     TraderError,
     TransportError,
 )
+from json_body import decode_body
 from coincall_payloads import (
     PERP_QUOTE,
     FundingPayment,
@@ -1471,7 +1472,7 @@ class CoincallClient:
         if status >= 500:
             raise TransportError(endpoint, "server error", status)
         try:
-            envelope = json.loads(content.decode("utf-8"))
+            envelope = decode_body(content)
         except (UnicodeDecodeError, ValueError):
             raise TransportError(endpoint, "body is not JSON", status) from None
         if not isinstance(envelope, dict) or "code" not in envelope:
