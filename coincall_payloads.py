@@ -343,13 +343,15 @@ class ChainPayload:
         sides: list[Mapping[str, Any]] = []
         by_symbol: dict[str, list[int]] = {}
         for entry in data:
-            if not isinstance(entry, Mapping):
+            # ``type(x) is dict`` first: decoded JSON objects are dicts, and the Mapping check
+            # goes through the ABC machinery (this loop sees every side of every chain call).
+            if type(entry) is not dict and not isinstance(entry, Mapping):
                 raise StaleDataError(f"option chain entry is not an object: {entry!r}")
             for key in ("callOption", "putOption"):
                 side = entry.get(key)
                 if side is None:
                     continue
-                if not isinstance(side, Mapping):
+                if type(side) is not dict and not isinstance(side, Mapping):
                     raise StaleDataError(f"chain entry is not an object: {side!r}")
                 symbol = side.get("symbol")
                 if not isinstance(symbol, str) or not symbol:

@@ -23,9 +23,14 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# Leaf types written as they are (exact types: a str or int Enum must still go by its value).
+_AS_IS = frozenset({str, int, bool, type(None)})
+
 
 def _plain(value: Any) -> Any:
     """A JSON-safe copy: enums by value, non-finite floats as null, containers walked."""
+    if type(value) in _AS_IS:   # the usual leaf, without the checks below (Mapping's is slow)
+        return value
     if isinstance(value, Enum):
         return _plain(value.value)
     if isinstance(value, float) and not math.isfinite(value):
