@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 LAYERS: list[set[str]] = [
     # 0: values and pure helpers that know nothing of the trading system
-    {"errors", "api_values", "clock", "auth", "atomic_file", "json_lines", "log_throttle", "stop_flag",
+    {"errors", "api_values", "clock", "auth", "atomic_file", "json_lines", "json_body", "log_throttle", "stop_flag",
      "instance_lock", "display", "validation", "contracts", "seams",
      "leg_market", "dashboard_security", "dashboard_pages"},
     # 1: configuration, records and operator outputs
