@@ -2094,6 +2094,8 @@ class SimExchange:
         once per call. Any other side goes through the dict.
         """
         special = stats.keys() | self._last_price.keys() | overlaid
+        if account is not None:   # the caller's own positions show in their sides
+            special |= {symbol for symbol, position in account.positions.items() if position.lots}
         heads = self._chain_text_heads
         middles: dict[tuple[float, bool], str] = {}
         texts: list[str] = []
@@ -2101,7 +2103,7 @@ class SimExchange:
             symbol = instrument.symbol
             mark, bid, ask, bid_size, ask_size = quote.mark, quote.bid, quote.ask, quote.bid_size, quote.ask_size
             underlying = quote.underlying_price
-            if (symbol in special or (account is not None and self._position_lots(account, symbol))
+            if (symbol in special
                     or not math.isfinite(mark + bid + ask + bid_size + ask_size + quote.bid_iv + quote.ask_iv
                                          + quote.iv + underlying + quote.delta + quote.gamma + quote.vega
                                          + quote.theta + quote.rho)):
