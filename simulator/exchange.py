@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from simulator.errors import SimError
+from simulator.float_text import money_repr, rounded_repr
 from simulator.market import MarkValues, OptionQuote
 from simulator.market_source import MarketSource
 from simulator.markets import Markets, option_base
@@ -2119,14 +2120,16 @@ class SimExchange:
                 middle = (f',"type":{1 if is_call else 2},"lastPriceIv":{DOUBLE_MAX!r},'
                           f'"underlyingPrice":{underlying!r},"breakeven":')
                 middles[(underlying, is_call)] = middle
-            breakeven = _money(instrument.strike + mark if is_call else instrument.strike - mark)
+            # rounded_repr(x, n) is repr(round(x, n)), the dict's encoding, in one conversion.
+            breakeven = money_repr(instrument.strike + mark if is_call else instrument.strike - mark)
             texts.append(
                 f'{head}{mark!r},"volume":0.0,"openInterest":0.0,"bid":{bid!r},"bidSize":{bid_size!r},'
-                f'"bidIv":{round(quote.bid_iv, 6)!r},"ask":{ask!r},"askSize":{ask_size!r},'
-                f'"askIv":{round(quote.ask_iv, 6)!r},"markIv":{round(quote.iv, 6)!r}{middle}'
-                f'{breakeven!r},"changeRate":0.0,"changePrice":0.0,"userPosition":0.0,'
-                f'"delta":{round(quote.delta, 8)!r},"gamma":{round(quote.gamma, 10)!r},'
-                f'"vega":{round(quote.vega, 8)!r},"theta":{round(quote.theta, 8)!r},"rho":{round(quote.rho, 8)!r}}}')
+                f'"bidIv":{rounded_repr(quote.bid_iv, 6)},"ask":{ask!r},"askSize":{ask_size!r},'
+                f'"askIv":{rounded_repr(quote.ask_iv, 6)},"markIv":{rounded_repr(quote.iv, 6)}{middle}'
+                f'{breakeven},"changeRate":0.0,"changePrice":0.0,"userPosition":0.0,'
+                f'"delta":{rounded_repr(quote.delta, 8)},"gamma":{rounded_repr(quote.gamma, 10)},'
+                f'"vega":{rounded_repr(quote.vega, 8)},"theta":{rounded_repr(quote.theta, 8)},'
+                f'"rho":{rounded_repr(quote.rho, 8)}}}')
         return texts
 
     @staticmethod
