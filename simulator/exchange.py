@@ -2306,27 +2306,30 @@ class SimExchange:
         im_ratio = m.im / equity if equity > 0 else 0.0
         mm_ratio = m.mm_positions / equity if equity > 0 else 0.0
         btc_value = equity / index if index > 0 else 0.0
+        # Each figure formatted once: equity alone shows six times (a request every poll).
+        equity_text, available, im, mm = (num_str(v, 6) for v in (equity, m.available, m.im, m.mm_positions))
+        upnl, equity_money = num_str(m.upnl_mark, 6), _money(equity)
         coin = {
-            "accountId": account.user_id, "coin": "USDT", "equityAmount": num_str(equity, 6),
-            "availableBalance": num_str(m.available, 6), "cashBalanceAmount": num_str(m.cash, 6),
+            "accountId": account.user_id, "coin": "USDT", "equityAmount": equity_text,
+            "availableBalance": available, "cashBalanceAmount": num_str(m.cash, 6),
             "canWithdrawAmount": num_str(max(0.0, min(m.available, m.cash)), 6), "marginMode": 1,
-            "marginBalance": num_str(equity, 6), "unrealizedAmount": num_str(m.upnl_mark, 6),
-            "imAmount": num_str(m.im, 6), "mmAmount": num_str(m.mm_positions, 6),
-            "btcValue": num_str(btc_value, 8), "dollarValue": num_str(equity, 6), "usdtValue": num_str(equity, 6),
+            "marginBalance": equity_text, "unrealizedAmount": upnl,
+            "imAmount": im, "mmAmount": mm,
+            "btcValue": num_str(btc_value, 8), "dollarValue": equity_text, "usdtValue": equity_text,
             "decimal": 8,
         }
         return {
-            "equity": num_str(equity, 6),
-            "availableMargin": num_str(m.available, 6),
-            "imAmount": num_str(m.im, 6),
-            "mmAmount": num_str(m.mm_positions, 6),
+            "equity": equity_text,
+            "availableMargin": available,
+            "imAmount": im,
+            "mmAmount": mm,
             "imRatio": num_str(im_ratio, 6),
             "mmRatio": num_str(mm_ratio, 6),
-            "marginBalance": num_str(equity, 6),
-            "unrealizedPnL": num_str(m.upnl_mark, 6),
+            "marginBalance": equity_text,
+            "unrealizedPnL": upnl,
             "totalBtcValue": round(btc_value, 8),
-            "totalDollarValue": _money(equity),
-            "totalUsdtValue": _money(equity),
+            "totalDollarValue": equity_money,
+            "totalUsdtValue": equity_money,
             "accounts": [coin],
         }
 
