@@ -119,6 +119,13 @@ class AccountSnapshot:
         return {underlying: {name: math.fsum(values) for name, values in totals[underlying].items()}
                 for underlying in sorted(totals)}
 
+    def missing_greeks(self, underlying: str | None = None) -> frozenset[str]:
+        """The greeks some open position (of ``underlying``, or any) came without: its share of
+        those net greeks is counted as 0, so a reader that shows or gates on one must call it unknown."""
+        return frozenset(name for position in self.positions if position.qty
+                         and (underlying is None or (underlying_of(position.symbol) or "?") == underlying)
+                         for name in position.missing_greeks)
+
     def delta_of(self, underlying: str | None = None) -> float:
         """Net delta of ``underlying``'s positions (options and perps), or of the whole account."""
         if underlying is None:
@@ -264,7 +271,8 @@ class AccountManager:
         for symbol, missing in positions_missing_greeks(positions):
             if symbol not in self._warned_missing_greeks:
                 self._warned_missing_greeks.add(symbol)
-                logger.warning("position %s has no %s; counted as 0 in the net greeks", symbol, "/".join(missing))
+                logger.warning("position %s has no %s; counted as 0 in the net greeks, and account delta gates are "
+                               "unevaluable while its delta is missing", symbol, "/".join(missing))
 
     @staticmethod
     def _fetch(what: str, call: Callable[[], Any]) -> Any:

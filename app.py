@@ -690,7 +690,9 @@ def status_delta_text(snapshot: AccountSnapshot) -> str | None:
     by_underlying = snapshot.greeks_by_underlying()
     if len(by_underlying) <= 1 and not any(position_kind(p) == "perpetual" for p in snapshot.positions):
         return None
-    return "/".join(f"{underlying}:{greeks['delta']:+.3f}" for underlying, greeks in by_underlying.items())
+    return "/".join(f"{underlying}:"
+                    + ("n/a" if "delta" in snapshot.missing_greeks(underlying) else f"{greeks['delta']:+.3f}")
+                    for underlying, greeks in by_underlying.items())
 
 
 def runner_underlyings(runners: Sequence[StrategyRunner]) -> list[str]:

@@ -621,6 +621,9 @@ class PositionSnapshot:
     theta: float
     vega: float
     timestamp: float
+    # The greeks the exchange sent as null or left out: counted as 0 above (so the snapshot
+    # still serves PnL exits), and unknown to anything that gates on them (``conditions``).
+    missing_greeks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -717,9 +720,11 @@ def parse_position(
         cost = entry * qty
         roi = upnl / cost if cost > 0 else 0.0
     factor = 1.0 if position_greeks == "per_position" else signed_qty
-    # A null greek counts as 0 (the caller warns): failing the whole snapshot over it
-    # would also block every PnL exit, which is the worse outcome.
-    greeks = {name: (_first_number(payload, name) or 0.0) * factor for name in GREEK_NAMES}
+    # A null greek counts as 0 in the sums (the caller warns): failing the whole snapshot over
+    # it would also block every PnL exit, which is the worse outcome. It is also named in
+    # ``missing_greeks``, so a gate on that greek cannot take the 0 for a value.
+    read = {name: _first_number(payload, name) for name in GREEK_NAMES}
+    greeks = {name: (value or 0.0) * factor for name, value in read.items()}
     return PositionSnapshot(
         position_id=position_id,
         symbol=symbol,
@@ -735,6 +740,7 @@ def parse_position(
         theta=greeks["theta"],
         vega=greeks["vega"],
         timestamp=timestamp,
+        missing_greeks=tuple(name for name, value in read.items() if value is None),
     )
 
 

@@ -93,6 +93,12 @@ class PositionLike(Protocol):
     @property
     def qty(self) -> float: ...
 
+    @property
+    def delta(self) -> float: ...   # the position's delta (a perp's: its signed quantity)
+
+    @property
+    def missing_greeks(self) -> tuple[str, ...]: ...   # greeks the exchange did not send (counted as 0)
+
 
 class SnapshotLike(Protocol):
     """The parts of an ``AccountSnapshot`` a condition may read."""
@@ -559,11 +565,20 @@ def min_equity(usd: float) -> MinEquity:
 
 def _account_delta(snapshot: SnapshotLike, underlying: str | None) -> float:
     """The account's net delta (options and perpetuals: a perp's delta is its signed quantity),
-    or only ``underlying``'s positions when a condition names one (issue 13)."""
+    or only ``underlying``'s positions when a condition names one (issue 13).
+
+    StaleDataError when a position it adds came without its delta: the snapshot counts it as
+    0 (so PnL exits still run), but a delta gate on that 0 would pass an account it cannot
+    see, so the gate is unevaluable instead (an entry is refused, an exit waits) until the
+    exchange sends the delta again.
+    """
+    counted = [p for p in snapshot.positions if underlying is None or underlying_of(p.symbol) == underlying]
+    unknown = sorted(p.symbol for p in counted if "delta" in p.missing_greeks and p.qty)
+    if unknown:
+        raise StaleDataError(f"account delta unknown: the exchange sent no delta for {', '.join(unknown)}")
     if underlying is None:
         return float(snapshot.net_delta)
-    return math.fsum(float(getattr(p, "delta", 0.0)) for p in snapshot.positions
-                     if underlying_of(p.symbol) == underlying)
+    return math.fsum(float(p.delta) for p in counted)
 
 
 def _check_delta_underlying(factory: str, underlying: Any) -> str | None:

@@ -492,15 +492,22 @@ def build_view(sources: ViewSources, *, equity_curve: Sequence[tuple[float, floa
 
 
 def _account(snapshot: AccountSnapshot) -> AccountView:
+    unknown = snapshot.missing_greeks()
     return AccountView(
         equity=_usd(snapshot.equity), available_margin=_usd(snapshot.available_margin),
         initial_margin=_usd(snapshot.initial_margin),
         margin_utilization_pct=_rounded(snapshot.margin_utilization, 2),
-        greeks=GreeksView(delta=_rounded(snapshot.net_delta, GREEK_DIGITS),
-                          gamma=_rounded(snapshot.net_gamma, GREEK_DIGITS),
-                          theta=_rounded(snapshot.net_theta, GREEK_DIGITS),
-                          vega=_rounded(snapshot.net_vega, GREEK_DIGITS)),
+        greeks=GreeksView(delta=_known_greek(snapshot.net_delta, "delta", unknown),
+                          gamma=_known_greek(snapshot.net_gamma, "gamma", unknown),
+                          theta=_known_greek(snapshot.net_theta, "theta", unknown),
+                          vega=_known_greek(snapshot.net_vega, "vega", unknown)),
         greeks_by_underlying=underlying_greeks(snapshot))
+
+
+def _known_greek(total: float, name: str, unknown: frozenset[str]) -> float | None:
+    """A net greek for people; None (shown as unknown) when a position's share of it is missing:
+    the snapshot counts that share as 0, and a total that silently skipped one would lie."""
+    return None if name in unknown else _rounded(total, GREEK_DIGITS)
 
 
 def underlying_greeks(snapshot: AccountSnapshot) -> dict[str, UnderlyingGreeksView]:
@@ -510,11 +517,16 @@ def underlying_greeks(snapshot: AccountSnapshot) -> dict[str, UnderlyingGreeksVi
         if position_kind(position) == "perpetual":
             underlying = underlying_of(position.symbol) or "?"
             perp_delta[underlying] = math.fsum((perp_delta.get(underlying, 0.0), float(position.delta)))
-    return {underlying: UnderlyingGreeksView(
-                delta=_rounded(greeks["delta"], GREEK_DIGITS), gamma=_rounded(greeks["gamma"], GREEK_DIGITS),
-                theta=_rounded(greeks["theta"], GREEK_DIGITS), vega=_rounded(greeks["vega"], GREEK_DIGITS),
-                perp_delta=_rounded(perp_delta.get(underlying, 0.0), GREEK_DIGITS))
-            for underlying, greeks in snapshot.greeks_by_underlying().items()}
+    views = {}
+    for underlying, greeks in snapshot.greeks_by_underlying().items():
+        unknown = snapshot.missing_greeks(underlying)
+        views[underlying] = UnderlyingGreeksView(
+            delta=_known_greek(greeks["delta"], "delta", unknown),
+            gamma=_known_greek(greeks["gamma"], "gamma", unknown),
+            theta=_known_greek(greeks["theta"], "theta", unknown),
+            vega=_known_greek(greeks["vega"], "vega", unknown),
+            perp_delta=_rounded(perp_delta.get(underlying, 0.0), GREEK_DIGITS))
+    return views
 
 
 def _strategies(sources: ViewSources, trades: Sequence[TradeLifecycle],

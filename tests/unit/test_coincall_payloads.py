@@ -191,6 +191,14 @@ def test_positions_missing_greeks_are_named_per_symbol():
     assert positions_missing_greeks(None) == []
 
 
+def test_a_position_without_a_greek_counts_it_as_zero_and_names_it_missing():
+    parsed = parse_position(position(delta=None, vega=None), timestamp=0.0)
+    assert parsed.delta == 0.0 and parsed.vega == 0.0 and parsed.missing_greeks == ("delta", "vega")
+    assert parse_position(position(), timestamp=0.0).missing_greeks == ()
+    # A real zero is a value, not a missing greek.
+    assert parse_position(position(delta="0"), timestamp=0.0).missing_greeks == ()
+
+
 def test_the_account_summary_reads_the_older_names_when_the_new_ones_are_absent():
     summary = parse_account_summary({"equityAmount": "100", "availableBalance": "80", "imAmount": "10",
                                      "mmAmount": "5", "unrealizedAmount": "-1"})

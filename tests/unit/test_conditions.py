@@ -31,6 +31,8 @@ def at(text: str) -> float:
 class FakePosition:
     symbol: str
     qty: float
+    delta: float = 0.0
+    missing_greeks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,30 @@ def test_account_and_structure_delta_limits_are_strictly_greater():
     assert judge_exit(structure_delta_limit(0.3), FakeSnapshot(), FakeTrade(delta=None)) is ExitVerdict.UNEVALUABLE
     with pytest.raises(ConfigError, match=r"structure_delta_limit\.limit = -1"):
         structure_delta_limit(-1)
+
+
+def test_account_delta_gates_are_unevaluable_while_a_position_lacks_its_delta():
+    """A position sent without its delta counts 0 in the snapshot's sums; a delta gate must not
+    take that 0 for a value (an entry is refused, an exit waits), and evaluates again once the
+    delta comes back."""
+    blind = FakePosition("ETHUSD-27MAR26-3000-C", 2.0, delta=0.0, missing_greeks=("delta",))
+    seen = FakePosition("BTCUSD-27MAR26-90000-C", 0.1, delta=0.03)
+    snapshot = FakeSnapshot(net_delta=0.03, positions=(seen, blind))
+    health = ConditionHealth()
+    assert evaluate_entry(max_account_delta(0.5), snapshot, health=health, strategy="s") is False
+    assert judge_exit(account_delta_limit(0.01), snapshot, FakeTrade()) is ExitVerdict.UNEVALUABLE
+    with pytest.raises(StaleDataError, match="no delta for ETHUSD-27MAR26-3000-C"):
+        max_account_delta(0.5)(snapshot)
+    # Gates on another underlying do not add that position, so they still see everything they add.
+    assert max_account_delta(0.5, underlying="BTC")(snapshot) is True
+    assert account_delta_limit(0.01, underlying="BTC")(snapshot, FakeTrade()) is True
+    # A closed position (qty 0) adds nothing, known delta or not.
+    flat = FakeSnapshot(net_delta=0.03, positions=(seen, FakePosition(blind.symbol, 0.0, missing_greeks=("delta",))))
+    assert max_account_delta(0.5)(flat) is True
+    # The delta is back: the gate is evaluated on it again.
+    back = FakeSnapshot(net_delta=1.03, positions=(seen, FakePosition(blind.symbol, 2.0, delta=1.0)))
+    assert max_account_delta(0.5)(back) is False
+    assert judge_exit(account_delta_limit(0.01), back, FakeTrade()) is ExitVerdict.FIRED
 
 
 def strangle_trade() -> FakeTrade:

@@ -2,6 +2,7 @@
 the log tail, the daily summary and the journal's trade payloads, with fakes and real trades."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -202,7 +203,7 @@ class FakeTrade:
         return self._delta
 
 
-SNAP = SimpleNamespace(timestamp=NOW, net_delta=-0.5)
+SNAP = SimpleNamespace(timestamp=NOW, net_delta=-0.5, positions=())
 
 
 @pytest.mark.parametrize("rule, trade, fraction, words", [
@@ -265,7 +266,8 @@ def account(timestamp: float = NOW, equity: float = 100_000.123456, positions: t
     return SimpleNamespace(timestamp=timestamp, equity=equity, available_margin=90_000.0, initial_margin=10_000.0,
                            margin_utilization=10.0000012, net_delta=-0.123456789, net_gamma=0.0000123,
                            net_theta=-12.345678, net_vega=45.678912, positions=positions,
-                           greeks_by_underlying=lambda: by_underlying if positions else {})
+                           greeks_by_underlying=lambda: by_underlying if positions else {},
+                           missing_greeks=lambda underlying=None: frozenset())
 
 
 def runner(name: str = "alpha", *, paused: bool = False, rules: list | None = None,
@@ -291,8 +293,8 @@ def sources(trades: list, *, snapshot: Any = None, runners: list | None = None, 
 
 
 def test_the_view_has_exactly_the_contracts_keys_and_rounded_figures():
-    position = SimpleNamespace(symbol=CALL, signed_qty=-0.1)
-    foreign = SimpleNamespace(symbol="BTCUSD-6MAR26-70000-P", signed_qty=0.2)
+    position = SimpleNamespace(symbol=CALL, signed_qty=-0.1, qty=0.1, missing_greeks=())
+    foreign = SimpleNamespace(symbol="BTCUSD-6MAR26-70000-P", signed_qty=0.2, qty=0.2, missing_greeks=())
     order = SimpleNamespace(client_order_id=7, order_id=None, trade_id="T000000001", symbol=CALL,
                             side=SimpleNamespace(name="BUY"), qty=0.1, price=455.0, filled_qty=0.0,
                             status=SimpleNamespace(value="OPEN"), reduce_only=True)
@@ -601,6 +603,20 @@ def test_the_view_splits_the_greeks_per_underlying_options_and_perps_and_says_ea
     assert doc["account"]["greeks"]["delta"] == -0.3825
     assert [(p["symbol"], p["kind"], p["qty"]) for p in doc["positions"]] == [
         (CALL, "option", -0.1), ("BTCUSD", "perpetual", -0.05), ("ETHUSD-6MAR26-3000-P", "option", 1.0)]
+
+
+def test_a_greek_a_position_came_without_is_shown_unknown_not_as_the_zero_it_is_counted_as():
+    blind = dataclasses.replace(held("ETHUSD-6MAR26-3000-P", 1.0, (0.0, 0.0009, -3.3, 4.4)), missing_greeks=("delta",))
+    snapshot = AccountSnapshot.build(
+        equity=50_000.0, available_margin=40_000.0, initial_margin=5_000.0, maintenance_margin=2_500.0,
+        unrealized_pnl=0.0, timestamp=NOW, positions=[held(CALL, -0.1, (-0.0312345, -0.0000456, 12.345678, -20.5)),
+                                                      blind])
+    doc = json.loads(json.dumps(build_view(sources([], snapshot=snapshot)).to_json()))
+    assert doc["account"]["greeks"]["delta"] is None and doc["account"]["greeks"]["vega"] == -16.1
+    assert doc["account"]["greeks_by_underlying"]["ETH"]["delta"] is None
+    assert doc["account"]["greeks_by_underlying"]["ETH"]["vega"] == 4.4
+    assert doc["account"]["greeks_by_underlying"]["BTC"]["delta"] == -0.0312
+    assert app.status_delta_text(snapshot) == "BTC:-0.031/ETH:n/a"
 
 
 def test_no_snapshot_means_no_account_and_a_flat_account_has_no_underlying():

@@ -427,7 +427,7 @@ def test_an_ended_trade_is_settled_for_funding_only_once_every_instant_up_to_its
 
 def _position(symbol: str, signed: float, delta: float) -> Any:
     return SimpleNamespace(symbol=symbol, qty=abs(signed), signed_qty=signed, delta=delta, gamma=0.0, theta=0.0,
-                           vega=0.0)
+                           vega=0.0, missing_greeks=())
 
 
 def test_a_perp_position_is_a_snapshot_position_whose_delta_is_its_signed_qty():
