@@ -1193,8 +1193,10 @@ class OrderLedger:
         order_id = view.order_id
         if order_id is not None and order.order_id is None:
             changes["order_id"] = order_id
-        fill = view.fill_qty or 0.0
-        if fill > order.filled_qty + FILL_EPSILON:
+        fill = view.fill_qty
+        if fill is None:
+            pass   # no readable fill quantity: nothing learnt about fills (and no final state, below)
+        elif fill > order.filled_qty + FILL_EPSILON:
             changes["filled_qty"] = fill
             # When it filled, not when we heard of it: a restart may learn of fills hours later.
             update_ms = view.update_time_ms
@@ -1211,8 +1213,16 @@ class OrderLedger:
                            order.client_order_id, fill, order.filled_qty)
         state = view.state
         if state is not None:
-            changes["exchange_state"] = state
             status = self._status_for(order, state)
+            if status is not None and status.is_final and fill is None:
+                # "Done" without how much filled is no evidence of the fill: adopting it would let
+                # an executor replace what may have filled. Kept as it is until a view says both.
+                self._repeats.warning(logger, (order.client_order_id, "final_without_fill"),
+                                      "order %d: the exchange says state %s but sends no readable fillQty; "
+                                      "kept %s until it does", order.client_order_id, state, order.status.value)
+                status = None
+            else:
+                changes["exchange_state"] = state
             if status is not None and status != order.status:
                 changes["status"] = status
         if changes:

@@ -8,7 +8,7 @@ from config import Credentials
 from errors import LedgerCapError
 from market_data import MarketData
 from order_ledger import Intent, OrderLedger, OrderStatus, parse_client_order_id
-from simulator import FaultRule
+from simulator import FaultRule, Mutation
 
 BUY, SELL = 1, 2
 
@@ -235,3 +235,28 @@ def test_restore_continues_attempts(sim, client, resting):
     assert again.attempts_used(1, 0) == 1
     nxt = _place(again, symbol, tick, price, intent=Intent.OPEN_REQUOTE, supersedes=order.client_order_id)
     assert parse_client_order_id(nxt.client_order_id).attempt == 2
+
+
+def test_a_final_state_without_a_readable_fill_quantity_is_not_adopted_until_one_comes(sim, client, resting):
+    """"Filled" or "cancelled" without fillQty says the order is done, not how much of it filled:
+    adopting it would let an executor re-place what may have filled. The ledger keeps the order
+    live (no replacement on its leg) and adopts the final state with the fill once a view has both."""
+    symbol, tick, price = resting
+    ledger = OrderLedger(client, sim.clock)
+    order = _place(ledger, symbol, tick, price)
+    sim.exchange.force_fill(order.order_id, 0.4, price)
+    ledger.cancel(order)
+    blind = sim.mutations.add(Mutation("drop_fields", endpoint="query_order", fields=("fillQty",)))
+    for _ in range(3):
+        sim.clock.advance(2.0)
+        ledger.poll(order)
+        assert not order.status.is_final and order.filled_qty == 0.0
+        assert ledger.live_orders() == [order]
+    assert blind.applied >= 3
+    with pytest.raises(LedgerCapError):              # no replacement while its fill is unknown
+        _place(ledger, symbol, tick, price, qty=1.0, intent=Intent.OPEN_REQUOTE, supersedes=order.client_order_id)
+    sim.mutations.remove(blind)
+    sim.clock.advance(2.0)
+    ledger.poll(order)
+    assert order.status is OrderStatus.CANCELED and order.filled_qty == 0.4
+    assert ledger.leg_fill("T000000001", 0, Intent.OPEN)[0] == 0.4
