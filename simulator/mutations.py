@@ -267,6 +267,7 @@ SCHEDULE_TARGETS: dict[str, tuple[tuple[str, tuple[str, ...] | None], ...]] = {
     EMPTY_LIST: (("positions", None), ("pending_orders", None), ("option_chain", None),
                  ("order_history", None), ("trade_history", None)),
     DROP_FIELDS: (("option_chain", ("markPrice", "delta")), ("positions", ("markPrice", "delta", "avgPrice")),
+                  ("query_order", ("fillQty", "avgPrice")),
                   ("option_detail", ("markPrice", "bid", "ask")), ("account_summary", ("equity", "availableMargin")),
                   ("futures_symbols", ("indexPrice", "markPrice"))),
     ZERO_PRICES: (("option_chain", None), ("option_detail", None), ("orderbook", None), ("positions", None),
