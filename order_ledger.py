@@ -1193,18 +1193,23 @@ class OrderLedger:
         order_id = view.order_id
         if order_id is not None and order.order_id is None:
             changes["order_id"] = order_id
-        fill = view.fill_qty
+        fill, avg = view.fill_qty, view.avg_price
+        if fill is not None and fill > order.filled_qty + FILL_EPSILON and (avg is None or not avg > 0):
+            # A new fill without its price (the exchange sets avgPrice with the first fill) would be
+            # booked at a VWAP of nothing, and the trade's PnL with it: wait for a view with both.
+            self._repeats.warning(logger, (order.client_order_id, "fill_without_price"),
+                                  "order %d: the exchange reports fillQty %s but no readable avgPrice; "
+                                  "the fill is booked when a view carries both", order.client_order_id, fill)
+            fill = None
         if fill is None:
-            pass   # no readable fill quantity: nothing learnt about fills (and no final state, below)
-        elif fill > order.filled_qty + FILL_EPSILON:
+            pass   # no readable fill: nothing learnt about fills (and no final state, below)
+        elif fill > order.filled_qty + FILL_EPSILON and avg is not None:   # avg > 0 here, as checked above
             changes["filled_qty"] = fill
             # When it filled, not when we heard of it: a restart may learn of fills hours later.
             update_ms = view.update_time_ms
             now = self._clock.now()
             changes["last_fill_at"] = min(update_ms / 1000.0, now) if update_ms and update_ms > 0 else now
-            avg = view.avg_price
-            if avg is not None and avg > 0:
-                changes["avg_price"] = avg
+            changes["avg_price"] = avg
             fee = view.fee
             if fee is not None:
                 changes["fee"] = fee

@@ -260,3 +260,22 @@ def test_a_final_state_without_a_readable_fill_quantity_is_not_adopted_until_one
     ledger.poll(order)
     assert order.status is OrderStatus.CANCELED and order.filled_qty == 0.4
     assert ledger.leg_fill("T000000001", 0, Intent.OPEN)[0] == 0.4
+
+
+def test_a_fill_without_its_price_is_booked_only_when_a_view_carries_both(sim, client, resting):
+    """A fill with no avgPrice would be booked at a VWAP of nothing (and the trade's PnL with it)."""
+    symbol, tick, price = resting
+    ledger = OrderLedger(client, sim.clock)
+    order = _place(ledger, symbol, tick, price)
+    sim.exchange.force_fill(order.order_id, 0.4, price)
+    ledger.cancel(order)
+    priceless = sim.mutations.add(Mutation("drop_fields", endpoint="query_order", fields=("avgPrice",)))
+    for _ in range(2):
+        sim.clock.advance(2.0)
+        ledger.poll(order)
+        assert not order.status.is_final and order.filled_qty == 0.0 and ledger.live_orders() == [order]
+    sim.mutations.remove(priceless)
+    sim.clock.advance(2.0)
+    ledger.poll(order)
+    assert order.status is OrderStatus.CANCELED and order.filled_qty == 0.4
+    assert ledger.leg_fill("T000000001", 0, Intent.OPEN)[:2] == (0.4, pytest.approx(price))
