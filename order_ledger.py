@@ -1223,8 +1223,9 @@ class OrderLedger:
                 # "Done" without how much filled is no evidence of the fill: adopting it would let
                 # an executor replace what may have filled. Kept as it is until a view says both.
                 self._repeats.warning(logger, (order.client_order_id, "final_without_fill"),
-                                      "order %d: the exchange says state %s but sends no readable fillQty; "
-                                      "kept %s until it does", order.client_order_id, state, order.status.value)
+                                      "order %d: the exchange says state %s but sends no readable fill (fillQty, "
+                                      "with avgPrice for a new fill); kept %s until it does", order.client_order_id,
+                                      state, order.status.value)
                 status = None
             else:
                 changes["exchange_state"] = state

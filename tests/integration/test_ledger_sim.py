@@ -237,16 +237,20 @@ def test_restore_continues_attempts(sim, client, resting):
     assert parse_client_order_id(nxt.client_order_id).attempt == 2
 
 
-def test_a_final_state_without_a_readable_fill_quantity_is_not_adopted_until_one_comes(sim, client, resting):
-    """"Filled" or "cancelled" without fillQty says the order is done, not how much of it filled:
-    adopting it would let an executor re-place what may have filled. The ledger keeps the order
-    live (no replacement on its leg) and adopts the final state with the fill once a view has both."""
+
+@pytest.mark.parametrize("dropped", [("fillQty",), ("avgPrice",)], ids=["no fillQty", "no avgPrice"])
+def test_a_fill_or_final_state_is_adopted_only_from_a_view_that_carries_the_fill_and_its_price(
+        sim, client, resting, dropped):
+    """"Cancelled" without fillQty says the order is done, not how much of it filled: adopting it
+    would let an executor re-place what may have filled. A fill without avgPrice would be booked
+    at a VWAP of nothing (and the trade's PnL with it). The ledger keeps the order live (no
+    replacement on its leg) and adopts state and fill once a view carries both."""
     symbol, tick, price = resting
     ledger = OrderLedger(client, sim.clock)
     order = _place(ledger, symbol, tick, price)
     sim.exchange.force_fill(order.order_id, 0.4, price)
     ledger.cancel(order)
-    blind = sim.mutations.add(Mutation("drop_fields", endpoint="query_order", fields=("fillQty",)))
+    blind = sim.mutations.add(Mutation("drop_fields", endpoint="query_order", fields=dropped))
     for _ in range(3):
         sim.clock.advance(2.0)
         ledger.poll(order)
@@ -256,25 +260,6 @@ def test_a_final_state_without_a_readable_fill_quantity_is_not_adopted_until_one
     with pytest.raises(LedgerCapError):              # no replacement while its fill is unknown
         _place(ledger, symbol, tick, price, qty=1.0, intent=Intent.OPEN_REQUOTE, supersedes=order.client_order_id)
     sim.mutations.remove(blind)
-    sim.clock.advance(2.0)
-    ledger.poll(order)
-    assert order.status is OrderStatus.CANCELED and order.filled_qty == 0.4
-    assert ledger.leg_fill("T000000001", 0, Intent.OPEN)[0] == 0.4
-
-
-def test_a_fill_without_its_price_is_booked_only_when_a_view_carries_both(sim, client, resting):
-    """A fill with no avgPrice would be booked at a VWAP of nothing (and the trade's PnL with it)."""
-    symbol, tick, price = resting
-    ledger = OrderLedger(client, sim.clock)
-    order = _place(ledger, symbol, tick, price)
-    sim.exchange.force_fill(order.order_id, 0.4, price)
-    ledger.cancel(order)
-    priceless = sim.mutations.add(Mutation("drop_fields", endpoint="query_order", fields=("avgPrice",)))
-    for _ in range(2):
-        sim.clock.advance(2.0)
-        ledger.poll(order)
-        assert not order.status.is_final and order.filled_qty == 0.0 and ledger.live_orders() == [order]
-    sim.mutations.remove(priceless)
     sim.clock.advance(2.0)
     ledger.poll(order)
     assert order.status is OrderStatus.CANCELED and order.filled_qty == 0.4
