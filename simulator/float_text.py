@@ -11,7 +11,8 @@ digits is the shortest text of its nearest float (doubles keep 15 digits apart),
 ``repr`` of that float writes those digits, without the trailing zeros and with ``.0`` for a
 whole number. ``repr`` switches to exponent notation below 1e-4 and from 1e16 up, and longer
 decimals need not be shortest: outside ``[1e-4, 10 ** (15 - places))`` the built-in pair
-answers (as it does for NaN and infinities). ``tests/unit/test_float_text.py`` compares the two over random and edge values.
+answers (as it does for NaN and infinities). ``tests/unit/test_float_text.py`` compares the
+two over random and edge values.
 """
 from __future__ import annotations
 
