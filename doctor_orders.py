@@ -536,7 +536,13 @@ def _probe_post_only_cross(ctx: OrderRunContext, journal: DoctorJournal, run: in
     order = _query(ctx, order_id=order_id)
     if order.state not in FINAL_OPTION_STATES:
         order = _cancel_and_confirm(ctx, order_id)
-    filled = order.fill_qty or 0.0
+    filled = order.fill_qty
+    if filled is None:   # no evidence either way: neither "honoured" nor a fill to report
+        answer = f"accepted, then state {order.state}; its fill quantity was not readable"
+        result.probes.append(ProbeAnswer("post_only_cross", sent, answer))
+        result.lines.append(CheckLine("post-only honoured", "FAIL", answer,
+                                      f"look for a {quote.symbol} position on {ctx.environment}; report it"))
+        return
     answer = (f"accepted, then state {order.state}" + (f", FILLED {filled:g}: post-only was not honoured"
                                                        if filled > 0 else ", nothing filled"))
     result.probes.append(ProbeAnswer("post_only_cross", sent, answer, "post_only_cross_code", None, filled == 0))

@@ -216,3 +216,17 @@ def test_the_readme_commands_on_the_embedded_simulator(tmp_path, capsys):
     assert (tmp_path / "state" / "exchange_overrides.json").is_file()
     captured = sorted(capture.rglob("*.json"))
     assert len(captured) > 10   # one file per answer (redaction itself: tests/unit/test_capture_redaction.py)
+
+
+def test_a_post_only_cross_whose_fill_is_unreadable_fails_instead_of_passing_as_honoured(sim, sim_clock, tmp_path,
+                                                                                        monkeypatch):
+    # An exchange that lets a crossing post-only order through, then answers its query without fillQty:
+    # "nothing filled" would be a verdict on missing data (the account may now hold the option).
+    monkeypatch.setattr(sim.exchange, "_would_cross", lambda order: False)
+    sim.mutations.add(Mutation(kind="drop_fields", endpoint="query_order", fields=("fillQty",)))
+    report = _doctor(_settings(sim, tmp_path), sim_clock, orders=True)
+    probe = {p.probe: p for p in report.probes}["post_only_cross"]
+    assert not probe.settled and probe.assumption is None and "not readable" in probe.answer
+    line = _line(report, "post-only honoured")
+    assert line.status == "FAIL" and "position" in line.fix
+    assert report.exit_code == EXIT_FAIL
