@@ -51,7 +51,7 @@ import threading
 from dataclasses import asdict, dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum, IntEnum
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Container, Iterable, Sequence
 
 from clock import Clock
 from coincall_payloads import (
@@ -409,6 +409,15 @@ class ArchivedIds:
         self._coids.insert(at, client_order_id)
         self._order_ids.insert(at, self.NO_ORDER_ID if order_id is None else order_id)
 
+    def add_many(self, ids: Iterable[tuple[int, int | None]]) -> None:
+        """Add many (client order id, exchange id) pairs at once: one sort, not an insert each."""
+        merged = dict(zip(self._coids, self._order_ids))
+        for client_order_id, order_id in ids:
+            merged.setdefault(client_order_id, self.NO_ORDER_ID if order_id is None else order_id)
+        ordered = sorted(merged.items())
+        self._coids = array("q", (coid for coid, _ in ordered))
+        self._order_ids = array("q", (order_id for _, order_id in ordered))
+
     def discard(self, client_order_id: int) -> None:
         at = self._at(client_order_id)
         if at is not None:
@@ -636,14 +645,53 @@ class OrderLedger:
         with self._lock:
             return self._attempts.get((trade_seq, leg_index), 0)
 
-    def restore(self, records: Iterable[dict]) -> None:
-        """Load orders from ``store.load_orders()``; attempt counters continue after the highest."""
+    def restore(self, records: Iterable[dict], *, ended_trades: Container[str] = frozenset()) -> None:
+        """Load orders from the store's records after a restart; attempt counters continue
+        after the highest.
+
+        The orders of ``ended_trades`` (trades the lifecycle says ended for good) stay in the
+        store alone when every order of the trade could be archived now (``_may_archive``):
+        only their ids and attempt counters come into memory, as for a trade archived while
+        running. Why: a restart after a year of trading would otherwise hold a year of orders
+        (about 3.5 kB each once parsed) for the life of the process. A trade with any order
+        that may not be archived yet is loaded whole, and reading an archived trade's orders
+        later brings them back (``orders(trade_id)``, ``get``), so nothing is lost either way.
+        """
         with self._lock:
+            now = self._clock.now()
+            held: dict[str, list[tuple[int, int | None]]] = {}
+            loaded_whole: set[str] = set()
             for record in records:
                 order = LedgerOrder.from_record(record)
-                self._add(order)
                 key = (order.trade_seq, order.leg_index)
                 self._attempts[key] = max(self._attempts.get(key, 0), order.attempt)
+                trade_id = order.trade_id
+                if self._store is not None and trade_id in ended_trades and trade_id not in loaded_whole:
+                    if self._may_archive(order, now):
+                        held.setdefault(trade_id, []).append((order.client_order_id, order.order_id))
+                        continue
+                    loaded_whole.add(trade_id)
+                self._add(order)
+            for trade_id in loaded_whole:
+                if held.pop(trade_id, None) and self._store is not None:
+                    for record in self._store.load_orders(trade_id):   # the ones held back so far
+                        if int(record["client_order_id"]) not in self._orders:
+                            self._add(LedgerOrder.from_record(record))
+            self._archived.add_many(pair for pairs in held.values() for pair in pairs)
+            self._archived_trades.update(held)
+            in_memory = len(self._orders)
+        if held:
+            logger.info("restart: the orders of %d ended trades stay in the state store (%d orders in memory)",
+                        len(held), in_memory)
+
+    def _may_archive(self, order: LedgerOrder, now: float) -> bool:
+        """Whether ``order`` can leave memory: final (not VANISHED, a verdict on missing data the
+        exchange may yet reverse), not live, unchanged for ``ARCHIVE_QUIET_SECONDS``, and with
+        ids the archive can hold (lock held)."""
+        return (order.status.is_final and order.status is not OrderStatus.VANISHED
+                and order.client_order_id not in self._live
+                and now - float(order.updated_at) >= ARCHIVE_QUIET_SECONDS
+                and ArchivedIds.fits(order.client_order_id, order.order_id))
 
     def _add(self, order: LedgerOrder) -> None:
         """Put ``order`` in the ledger and its indexes (lock held); a known id is replaced in place,
@@ -690,12 +738,8 @@ class OrderLedger:
             if self._store is None:
                 return False
             now = self._clock.now()
-            for order in orders:
-                quiet_for = now - float(order.updated_at)
-                if (not order.status.is_final or order.status is OrderStatus.VANISHED
-                        or order.client_order_id in self._live or not quiet_for >= ARCHIVE_QUIET_SECONDS
-                        or not ArchivedIds.fits(order.client_order_id, order.order_id)):
-                    return False
+            if not all(self._may_archive(order, now) for order in orders):
+                return False
             try:
                 for order in orders:
                     self._store.save_order(order.to_record())

@@ -631,6 +631,23 @@ class StateStore:
             )
         return [_decode(row[0]) for row in rows]
 
+    def iter_orders(self, page_size: int = 2000) -> Iterator[dict]:
+        """Every order document in client order id order, read a page at a time.
+
+        Why not ``load_orders()``: a restart reads the whole history of orders, and a list of
+        every document would all be in memory at once; each page is read under the lock, so a
+        write between pages is never torn.
+        """
+        after = -(2**63)
+        while True:
+            rows = self._read("SELECT client_order_id, doc FROM orders WHERE client_order_id > ?"
+                              " ORDER BY client_order_id LIMIT ?", (after, page_size))
+            for _, doc in rows:
+                yield _decode(doc)
+            if len(rows) < page_size:
+                return
+            after = rows[-1][0]
+
     def load_order(self, client_order_id: int) -> dict | None:
         rows = self._read("SELECT doc FROM orders WHERE client_order_id = ?", (client_order_id,))
         return _decode(rows[0][0]) if rows else None

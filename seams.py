@@ -30,7 +30,7 @@ import functools
 import inspect
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Iterator, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
     from account_manager import AccountSnapshot
@@ -357,7 +357,7 @@ class LifecycleLedger(Protocol):
     Implementations: ``OrderLedger``; ``FakeLedger`` in tests/unit/test_trade_lifecycle.py.
     """
 
-    def restore(self, records: Iterable[dict]) -> None: ...
+    def restore(self, records: Iterable[dict], *, ended_trades: Container[str] = ...) -> None: ...
 
     def orders(self, trade_id: str | None = ..., leg_index: int | None = ...,
                family: Intent | None = ...) -> list[LedgerOrder]: ...
@@ -657,7 +657,7 @@ class LifecycleStore(EventStore, Protocol):
 
     def load_trades(self, strategy: str | None = ...) -> list[dict]: ...
 
-    def load_orders(self, trade_id: str | None = ...) -> list[dict]: ...
+    def iter_orders(self) -> Iterator[dict]: ...
 
 
 class ReconcilerStore(Protocol):

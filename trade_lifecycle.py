@@ -1580,7 +1580,8 @@ class LifecycleManager:
     def recover(self) -> dict:
         """Reload our trades and orders from the store after a restart (part of BEHAVIOUR 4.7).
 
-        Every trade and ledger order comes back; a trade that never sent an order
+        Every trade comes back, and every ledger order but those of trades that ended for
+        good, which stay in the store (read back when asked for); a trade that never sent an order
         (PENDING_OPEN) fails as "abandoned at restart"; an open or close interrupted mid-job
         resumes on the next tick (its working orders are cancelled, then it is decided on our
         fills: OPEN / FAILED / UNWINDING, or CLOSED / PENDING_CLOSE); OPEN, PENDING_CLOSE,
@@ -1591,8 +1592,8 @@ class LifecycleManager:
         if self.store is None:
             return report
         with self._lock:
-            self.ledger.restore(self.store.load_orders())
             now = self.clock.now()
+            restored: list[TradeLifecycle] = []
             for record in self.store.load_trades():
                 trade = TradeLifecycle.from_record(record)
                 if trade.id in self._trades:
@@ -1600,6 +1601,17 @@ class LifecycleManager:
                 trade.bind_clock(self.clock)
                 self._register(trade)
                 self._next_seq = max(self._next_seq, trade.seq + 1)
+                restored.append(trade)
+            # The orders of trades that ended for good may stay in the store (the ledger
+            # decides, as for a trade archived while running): a restart after a long history
+            # does not read all of it into memory.
+            self.ledger.restore(self.store.iter_orders(), ended_trades=self._ended_for_good(restored, now))
+            for trade in restored:
+                report["restored"] += 1
+                if not trade.is_active and not booked_without_evidence(trade):
+                    # No runtime: an ended trade needs none, and one would keep it (and its
+                    # orders) out of the archive for the life of the process.
+                    continue
                 runtime = self._runtime_of(trade)
                 hooks = self._hooks.get(trade.strategy)
                 if hooks is not None:
@@ -1607,7 +1619,6 @@ class LifecycleManager:
                 # Kill mode lives in memory: a trade the kill switch was closing keeps its
                 # urgent, breaker-free kill orders after a restart.
                 runtime.kill = runtime.kill or trade.exit_reason == EXIT_REASON_KILL or trade.seq == 0
-                report["restored"] += 1
                 if not trade.is_active:
                     continue
                 self.fills.sync(trade)
@@ -1623,6 +1634,13 @@ class LifecycleManager:
             logger.info("recovered %d trades from the store; active: %s", report["restored"],
                         ", ".join(report["active"]) or "none")
             return report
+
+    def _ended_for_good(self, trades: Iterable[TradeLifecycle], now: float) -> set[str]:
+        """The ids of the trades nothing can change any more: ended, no external close that
+        may be undone, no funding still to book (what ``_archive_finished`` waits for)."""
+        return {trade.id for trade in trades
+                if not trade.is_active and not booked_without_evidence(trade)
+                and (self.funding is None or (not self.funding.due(trade, now) and self.funding.settled(trade, now)))}
 
     def _finish_interrupted_job(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
         """OPENING/CLOSING without a job (the daemon restarted mid-execution).

@@ -310,14 +310,23 @@ def test_a_closed_trade_of_a_running_manager_is_counted_reported_and_restored_bu
     # A restart reads both back from the store: the same counts, the same active set.
     latest = {record["id"]: record for record in world.store.saved}
     world.store.load_trades = lambda strategy=None: list(latest.values())
-    world.store.load_orders = lambda trade_id=None: []
-    world.ledger.restore = lambda records: None
+    world.store.iter_orders = lambda: iter(())
+    ended: list[set[str]] = []
+    world.ledger.restore = lambda records, *, ended_trades: ended.append(set(ended_trades))
     again = LifecycleManager(ledger=world.ledger, executor=world.executor, market=world.market,
                              client=world.client, clock=world.clock, store=world.store, alerts=world.alerts)
     again.recover()
     assert [t.id for t in again.trades()] == [closing.id, staying.id]
     assert [t.id for t in again.active_trades()] == [staying.id]
     assert again.get(closing.id).state is TradeState.CLOSED
+    # The ledger may leave the closed trade's orders in the store; and the closed trade gets no
+    # runtime, which would keep it from the archive for the life of the process.
+    assert ended == [{closing.id}]
+    assert closing.id not in again._runtime and staying.id in again._runtime
+    world.ledger.archived.clear()
+    world.ledger.archive_answer = True
+    again.tick(None)
+    assert world.ledger.archived == [closing.id]
 
 
 # ---- one quote: a dict lookup into the cached chain ---------------------------------------------

@@ -179,6 +179,45 @@ def test_a_restart_restores_archived_orders_from_the_store(tmp_path):
     assert {trade_id: _picture(restored, trade_id) for trade_id in TRADES} == before
 
 
+def test_a_restart_leaves_the_orders_of_ended_trades_in_the_store_and_answers_the_same(tmp_path):
+    ledger, store, clock = _trading(tmp_path, seed=9)
+    before = {trade_id: _picture(ledger, trade_id) for trade_id in TRADES}
+    every_id = sorted(int(r["client_order_id"]) for r in store.load_orders())
+    attempts = {(seq, leg): ledger.attempts_used(seq, leg) for seq in (1, 2, 3) for leg in range(3)}
+    # One order of the second trade changed a minute ago: that trade may not leave memory yet.
+    recent = store.load_orders(TRADES[1])[0]
+    recent["updated_at"] = clock.now() - 60.0
+    store.save_order(recent)
+    before[TRADES[1]]["records"] = [recent if r["client_order_id"] == recent["client_order_id"] else r
+                                    for r in before[TRADES[1]]["records"]]
+
+    restored = OrderLedger(RandomExchange(clock, random.Random(0)), clock, store=store, max_live_per_symbol=50)
+    restored.restore(store.iter_orders(), ended_trades={TRADES[0], TRADES[1]})
+
+    in_memory = {o.trade_id for o in restored.orders()}
+    assert in_memory == {TRADES[1], TRADES[2]}           # the first stays in the store alone
+    assert sorted(o.client_order_id for o in restored.orders() if o.trade_id == TRADES[1]) == sorted(
+        r["client_order_id"] for r in before[TRADES[1]]["records"])   # loaded whole, not in part
+    assert all(restored.is_ours(coid) for coid in every_id)
+    assert restored.known_order_ids() == ledger.known_order_ids()
+    assert {key: restored.attempts_used(*key) for key in attempts} == attempts   # no id is ever reused
+    assert {trade_id: _picture(restored, trade_id) for trade_id in TRADES} == before   # read back the same
+    assert {o.trade_id for o in restored.orders()} == set(TRADES)
+
+
+def test_archived_ids_added_at_once_answer_like_ids_added_one_by_one():
+    rng = random.Random(3)
+    pairs = [(rng.randrange(1, 2**62), rng.choice((None, rng.randrange(1, 2**62)))) for _ in range(500)]
+    one_by_one, at_once = ArchivedIds(), ArchivedIds()
+    for coid, order_id in pairs:
+        one_by_one.add(coid, order_id)
+    at_once.add(*pairs[0])
+    at_once.add_many(pairs[1:] + pairs[:50])               # repeats change nothing
+    assert at_once.client_order_ids() == one_by_one.client_order_ids()
+    assert at_once.order_ids() == one_by_one.order_ids()
+    assert all(at_once.holds(coid) for coid, _ in pairs) and not at_once.holds(pairs[0][0] + 1)
+
+
 # ---- the lifecycle offers the trades that ended for good --------------------------------
 
 

@@ -105,7 +105,7 @@ class FakeLedger:
     def cancel(self, order):
         raise AssertionError("not used by this test")
 
-    def restore(self, records) -> None:
+    def restore(self, records, *, ended_trades=frozenset()) -> None:
         raise AssertionError("not used by this test")
 
 
@@ -244,7 +244,7 @@ class FakeStore:
     def load_trades(self, strategy=None):
         raise AssertionError("not used by this test")
 
-    def load_orders(self, trade_id=None):
+    def iter_orders(self):
         raise AssertionError("not used by this test")
 
 
