@@ -262,6 +262,25 @@ class ListingParser:
         return tuple(parsed)
 
 
+# A greek outside what one option can have is not market data: a per-unit delta lies in
+# [-1, 1] (a percent sent as a fraction, 45 for 0.45, would size a hedge 100 times too big),
+# and a long option's gamma and vega are never negative. The slack covers the exchange's
+# own rounding. Such a value is read as missing, so every gate on it fails closed.
+DELTA_PER_UNIT_BOUND = 1.0 + 1e-6
+
+
+def option_greek(raw: Mapping[str, Any], name: str) -> float | None:
+    """One per-contract greek of a chain side; None when absent, not finite or impossible."""
+    value = finite_number(raw.get(name))
+    if value is None:
+        return None
+    if name == "delta" and abs(value) > DELTA_PER_UNIT_BOUND:
+        return None
+    if name in ("gamma", "vega") and value < 0:
+        return None
+    return value
+
+
 def option_row_from_api(raw: Mapping[str, Any], *, as_of: float, expiry_hint: int | None = None,
                         index_name: str | None = None) -> OptionRow:
     """One side object of a chain row (API.md §6.2) -> ``OptionRow``.
@@ -297,10 +316,10 @@ def option_row_from_api(raw: Mapping[str, Any], *, as_of: float, expiry_hint: in
         mark_iv=mark_iv if mark_iv is not None else math.nan,
         bid_iv=_iv(raw.get("bidIv")) or 0.0,
         ask_iv=_iv(raw.get("askIv")) or 0.0,
-        delta=finite_number(raw.get("delta")),
-        gamma=finite_number(raw.get("gamma")),
-        vega=finite_number(raw.get("vega")),
-        theta=finite_number(raw.get("theta")),
+        delta=option_greek(raw, "delta"),
+        gamma=option_greek(raw, "gamma"),
+        vega=option_greek(raw, "vega"),
+        theta=option_greek(raw, "theta"),
         rho=finite_number(raw.get("rho")),
         underlying_price=_required(raw, "underlyingPrice", what),
         as_of=as_of,
@@ -577,7 +596,7 @@ def _side_figures(raw: Any) -> SideFigures | None:
         return None
     side = _object(raw, "chain side")
     return SideFigures(bid=finite_number(side.get("bid")), ask=finite_number(side.get("ask")),
-                       mark=finite_number(side.get("markPrice")), delta=finite_number(side.get("delta")))
+                       mark=finite_number(side.get("markPrice")), delta=option_greek(side, "delta"))
 
 
 def read_chain_lines(raw: Any) -> list[ChainLine]:
@@ -724,6 +743,12 @@ def parse_position(
     # it would also block every PnL exit, which is the worse outcome. It is also named in
     # ``missing_greeks``, so a gate on that greek cannot take the 0 for a value.
     read = {name: _first_number(payload, name) for name in GREEK_NAMES}
+    # A delta larger than the position itself (per unit: beyond [-1, 1]) is impossible for an
+    # option or a perpetual: read as missing, so the delta gates fail closed on it.
+    delta_per_unit = read["delta"] if position_greeks == "per_contract" or read["delta"] is None \
+        else (read["delta"] / qty if qty > 0 else None)
+    if delta_per_unit is not None and abs(delta_per_unit) > DELTA_PER_UNIT_BOUND:
+        read["delta"] = None
     greeks = {name: (value or 0.0) * factor for name, value in read.items()}
     return PositionSnapshot(
         position_id=position_id,

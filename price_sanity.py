@@ -63,8 +63,8 @@ MODEL_BAND_ABS_OF_INDEX = 0.0002
 # stated on the index while the exchange marks on its own underlying/forward.
 NO_ARBITRAGE_TOLERANCE_OF_INDEX = 0.005
 # Mark IVs outside this range are not market data (an annualised vol of 1 % or 1000 % is a
-# broken field, not a market). A missing IV (the exchange's Double.MAX sentinel) widens the
-# band to every value this range allows instead.
+# broken field, not a market). A chain row without an IV (absent, or the exchange's
+# Double.MAX sentinel) is judged at the vol its mark implies (``band_of``).
 MIN_SANE_IV = 0.01
 MAX_SANE_IV = 10.0
 # With no usable IV the delta is unknown; the widest delta scaling applies.
@@ -114,8 +114,9 @@ class QuoteLike(Protocol):
 class PriceBand:
     """The believable prices of one option at one moment: ``low <= price <= high``.
 
-    ``model`` is the Black-Scholes value at the row's mark IV, ``None`` when the IV was
-    missing (the band then spans every sane IV). ``delta`` is the model delta used to scale
+    ``model`` is the Black-Scholes value at the row's mark IV (``band_of``: at the vol the mark
+    implies when the row has no IV), ``None`` when ``sanity_band`` was given no IV (the band
+    then spans every sane IV). ``delta`` is the model delta used to scale
     the absolute slack.
     """
 
@@ -125,6 +126,8 @@ class PriceBand:
     model: float | None
     underlying: float
     delta: float
+    # The row had no usable mark IV; ``model`` is the value at the vol its mark implies.
+    iv_implied_from_mark: bool = False
 
     def contains(self, price: float) -> bool:
         return self.low <= price <= self.high
@@ -133,7 +136,8 @@ class PriceBand:
         """Why ``price`` (called ``name``) is not believable, or None when it is."""
         if self.contains(price):
             return None
-        model = f"model {self.model:.2f}" if self.model is not None else "no usable mark IV"
+        model = "no usable mark IV" if self.model is None else (
+            f"model {self.model:.2f}" + (" at the vol its mark implies" if self.iv_implied_from_mark else ""))
         return (f"{name} {price:g} is outside the sanity band [{self.low:.2f}, {self.high:.2f}] "
                 f"({model}, underlying {self.underlying:g})")
 
@@ -243,8 +247,65 @@ def perp_band(index: float, *, symbol: str = "") -> PriceBand:
                      model=s, underlying=s, delta=1.0)
 
 
+# Bisection steps of ``implied_vol``: the vol range [1 %, 1000 %] halved 60 times is far finer
+# than any price tick.
+_IMPLIED_VOL_STEPS = 60
+
+
+def implied_vol(option_type: str, price: float, underlying: float, strike: float, t_years: float) -> float:
+    """The vol in [MIN_SANE_IV, MAX_SANE_IV] at which Black-Scholes gives ``price``.
+
+    A price below the model at the lowest sane vol gives ``MIN_SANE_IV``, one above the model at
+    the highest gives ``MAX_SANE_IV``: the band built from it then judges that price exactly as
+    the every-vol band would have, with a model next to it instead of none.
+    """
+    low, high = MIN_SANE_IV, MAX_SANE_IV
+    if price <= black_scholes(option_type, underlying, strike, t_years, low):
+        return low
+    if price >= black_scholes(option_type, underlying, strike, t_years, high):
+        return high
+    for _ in range(_IMPLIED_VOL_STEPS):
+        middle = 0.5 * (low + high)
+        if black_scholes(option_type, underlying, strike, t_years, middle) < price:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
+
+
 def band_of(quote: QuoteLike, symbol: str = "") -> PriceBand:
-    """``sanity_band`` of a chain row (its own underlying, mark IV and ``as_of``)."""
+    """``sanity_band`` of a chain row (its own underlying, mark IV and ``as_of``).
+
+    A row without a usable mark IV (absent, or the exchange's Double.MAX sentinel) is judged
+    at the vol its own mark implies. The every-vol band of a missing IV spans about [0, index]
+    for a call, so an ask at 50 times the mark would pass every engine's price check: a
+    missing field must never switch the guard off. The mark itself is judged exactly as
+    before: a mark outside the every-vol band leaves no reference (``InsanePriceError``),
+    one inside it is inside the band it implies. A row with neither a usable IV nor a positive mark has nothing to judge a price by:
+    ``InsanePriceError``, and the engines wait as for any missing price.
+    """
+    kind = str(quote.option_type).upper()
+    iv = _number(quote.mark_iv)
+    if kind in (CALL, PUT) and iv is None:
+        what = symbol or f"{kind} {quote.strike:g}"
+        mark = _number(quote.mark)
+        underlying = _number(quote.underlying_price)
+        if mark is None or mark <= 0:
+            raise InsanePriceError(f"{what}: no usable mark IV and no positive mark ({quote.mark!r}): "
+                                   f"nothing to judge a price by")
+        if underlying is None or underlying <= 0:
+            raise InsanePriceError(f"{what}: underlying price {quote.underlying_price!r} is not a positive number")
+        every_vol = sanity_band(kind, quote.strike, quote.expiry_ms, underlying, None, quote.as_of, symbol=symbol)
+        problem = every_vol.problem("mark", mark)
+        if problem is not None:
+            raise InsanePriceError(f"{what}: {problem}")
+        t_years = time_to_expiry_years(quote.expiry_ms, quote.as_of)
+        iv = implied_vol(kind, mark, underlying, float(quote.strike), t_years)
+        band = sanity_band(kind, quote.strike, quote.expiry_ms, underlying, iv, quote.as_of, symbol=symbol)
+        # At the edges of the vol range the implied band's slack (scaled by the model delta)
+        # can end a hair inside a mark the every-vol band believes: keep the mark inside.
+        return PriceBand(symbol=band.symbol, low=min(band.low, mark), high=max(band.high, mark), model=band.model,
+                         underlying=band.underlying, delta=band.delta, iv_implied_from_mark=True)
     return sanity_band(quote.option_type, quote.strike, quote.expiry_ms, quote.underlying_price,
                        quote.mark_iv, quote.as_of, symbol=symbol)
 
@@ -293,6 +354,6 @@ def check_quote(quote: QuoteLike, symbol: str = "") -> PriceBand:
 __all__ = [
     "MODEL_BAND_FACTOR", "MODEL_BAND_ABS_OF_INDEX", "NO_ARBITRAGE_TOLERANCE_OF_INDEX", "MIN_SANE_IV",
     "MAX_SANE_IV", "InsanePriceError", "PriceBand", "QuoteLike", "black_scholes", "black_scholes_delta",
-    "intrinsic", "time_to_expiry_years", "sanity_band", "perp_band", "band_of", "PERP_BAND_OF_INDEX", "mark_problem", "side_problem",
+    "intrinsic", "implied_vol", "time_to_expiry_years", "sanity_band", "perp_band", "band_of", "PERP_BAND_OF_INDEX", "mark_problem", "side_problem",
     "quote_problems", "check_quote",
 ]

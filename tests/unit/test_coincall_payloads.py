@@ -14,6 +14,7 @@ from coincall_payloads import (
     DeliveryPrice,
     history_filters,
     next_page_filters,
+    option_row_from_api,
     parse_accept_legs,
     parse_account_summary,
     parse_api_key,
@@ -197,6 +198,31 @@ def test_a_position_without_a_greek_counts_it_as_zero_and_names_it_missing():
     assert parse_position(position(), timestamp=0.0).missing_greeks == ()
     # A real zero is a value, not a missing greek.
     assert parse_position(position(delta="0"), timestamp=0.0).missing_greeks == ()
+
+
+def test_a_position_delta_larger_than_the_position_is_read_as_missing():
+    # 0.5 long: a per-position delta beyond +-0.5 is impossible (45 for 0.45, a unit slip).
+    parsed = parse_position(position(delta="22.5"), timestamp=0.0)
+    assert parsed.missing_greeks == ("delta",) and parsed.delta == 0.0
+    assert parse_position(position(delta="-0.5"), timestamp=0.0).missing_greeks == ()
+    per_contract = parse_position(position(delta="1.5"), timestamp=0.0, position_greeks="per_contract")
+    assert per_contract.missing_greeks == ("delta",)
+    assert parse_position(position(delta="0.9"), timestamp=0.0,
+                          position_greeks="per_contract").delta == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize("field, value", [("delta", "45"), ("delta", "-1.2"), ("gamma", "-0.0001"),
+                                          ("vega", "-3")])
+def test_a_chain_greek_no_option_can_have_is_read_as_missing(field, value):
+    side = {"symbol": CALL, "index": "BTCUSD", "endTime": 1_774_598_400_000, "strike": 100000, "type": 1,
+            "markPrice": "3300", "markIv": "0.5", "bid": "3250", "ask": "3350", "underlyingPrice": "100000",
+            "delta": "0.45", "gamma": "0.00002", "vega": "40", "theta": "-60"}
+    assert getattr(option_row_from_api(side, as_of=0.0), field) is not None
+    side[field] = value
+    row = option_row_from_api(side, as_of=0.0)
+    assert getattr(row, field) is None
+    # The other greeks and the prices are still read.
+    assert row.theta == -60.0 and row.mark == 3300.0
 
 
 def test_the_account_summary_reads_the_older_names_when_the_new_ones_are_absent():

@@ -139,6 +139,42 @@ def test_a_missing_mark_iv_widens_the_band_to_every_sane_vol():
     assert quote_problems(sane_row(mark_iv=math.nan)) == []
 
 
+def test_a_row_without_a_mark_iv_is_judged_at_the_vol_its_mark_implies():
+    """An every-vol band spans about [0, index] for a call: an ask at 50 times the mark would pass.
+
+    Judged at the vol the mark implies, the band sits around the mark, and a price the
+    every-vol band let through is refused.
+    """
+    row = sane_row(mark_iv=math.nan, ask=model("C", 102_000.0) * 50)
+    band = price_sanity.band_of(row)
+    assert band.iv_implied_from_mark and band.model == pytest.approx(row.mark, rel=1e-6)
+    assert band.high < row.mark * price_sanity.MODEL_BAND_FACTOR * 1.5
+    assert any("ask" in p and "implies" in p for p in quote_problems(row))
+    assert quote_problems(sane_row(mark_iv=math.nan)) == []
+
+
+@pytest.mark.parametrize("option_type, strike", [("C", 102_000.0), ("P", 98_000.0), ("C", 90_000.0),
+                                                 ("P", 130_000.0), ("C", 130_000.0)])
+def test_without_a_mark_iv_the_mark_itself_is_judged_as_the_every_vol_band_judges_it(option_type, strike):
+    every_vol = sanity_band(option_type, strike, ONE_DAY_MS, INDEX, math.nan, AS_OF)
+    ceiling = INDEX if option_type == "C" else strike
+    for step in range(1, 400):
+        mark = ceiling * 1.02 * step / 400
+        row = Row(option_type, strike, mark=mark, mark_iv=math.nan)
+        try:
+            believed = price_sanity.band_of(row).contains(mark)
+        except InsanePriceError:
+            believed = False
+        assert believed == every_vol.contains(mark), (mark, every_vol)
+        assert (quote_problems(row) == []) == every_vol.contains(mark)
+
+
+@pytest.mark.parametrize("mark", [0.0, -5.0, math.nan])
+def test_a_row_with_neither_a_mark_iv_nor_a_positive_mark_has_nothing_to_judge_a_price_by(mark):
+    with pytest.raises(InsanePriceError, match="nothing to judge"):
+        price_sanity.band_of(sane_row(mark_iv=math.nan, mark=mark))
+
+
 def test_an_insane_price_is_stale_data_for_every_reader_and_names_the_reason():
     with pytest.raises(InsanePriceError) as caught:
         check_quote(sane_row(mark=0.0), "BTCUSD-X-C")
