@@ -115,6 +115,10 @@ class ExecutionParams:
     min_floor_price: float | None = None
     grace_seconds: float = 5.0
     price_wait_seconds: float = 60.0
+    # Hedge orders: price only while the leg's mark is sane and within this fraction of its row's
+    # underlying (a perpetual's index). The hedge decision checks the gap once; a requote 20 s
+    # later must not price from a mark that has since left the index (None: no such check).
+    max_mark_index_gap: float | None = None
 
     def __post_init__(self) -> None:
         owner = "ExecutionParams"
@@ -139,6 +143,9 @@ class ExecutionParams:
                            "must be None or >= 0 (USD)")
         require_number(owner, "grace_seconds", self.grace_seconds, lambda v: v >= 0, "must be >= 0")
         require_number(owner, "price_wait_seconds", self.price_wait_seconds, lambda v: v > 0, "must be > 0")
+        if self.max_mark_index_gap is not None:
+            require_number(owner, "max_mark_index_gap", self.max_mark_index_gap, lambda v: 0 < v < 1,
+                           "must be None or within (0, 1) (a fraction of the index)")
 
     @classmethod
     def phased(cls, **overrides: Any) -> "ExecutionParams":
@@ -421,6 +428,16 @@ class LimitFillJob(OrderBookJob[_LegWork]):
             leg.last_no_price = f"no sane reference for {symbol}: {exc}"
             return None
         problem = mark_problem(row.mark, band)
+        limit = self.params.max_mark_index_gap
+        if limit is not None:
+            if problem is not None:
+                leg.last_no_price = f"no sane mark on {symbol} to check against its index: {problem}"
+                return None
+            gap = abs(float(row.mark) - band.underlying) / band.underlying
+            if gap > limit:
+                leg.last_no_price = (f"mark {float(row.mark):g} of {symbol} is {gap:.2%} from its index "
+                                     f"{band.underlying:g}, more than {limit:.2%}")
+                return None
         return _PriceReference(band, None if problem else float(row.mark), problem)
 
     def _apply_floor_and_cap(self, leg: _LegWork, price: float, book: Any,
