@@ -14,6 +14,16 @@ What the ledger guarantees, and why (BEHAVIOUR.md §4.7, §6.1, §8; API.md §8,
   create becomes UNKNOWN and is resolved only by ``singleQuery?clientOrderId=``: found
   means it exists, "not found" past the clock-skew window means NOT_PLACED. A failed poll
   decides nothing (``refresh`` returns False), and a timeout is never read as "not found".
+* **A verdict on missing data can be taken back.** NOT_PLACED after "not found" lookups and
+  VANISHED rest on answers that did not come, not on the exchange's word, so the order is
+  marked ``presumed``. Whenever the exchange later shows it (a poll, ``verify``, the
+  reconciler's open list, order history or its back-off re-checks), its orderId, state and
+  fills are adopted as the real state of that ledger order (persisted, CRITICAL once,
+  ``order_verdict_reversed`` event): a working order blocks its leg again and its fills
+  count for its trade. A presumed NOT_PLACED stays in memory (not archived) for
+  ``PRESUMED_VERDICT_HORIZON_SECONDS`` and a VANISHED order for good, so the check can still
+  reach them. A NOT_PLACED the ledger knows for certain (it never sent the POST) is not
+  presumed and is never re-asked.
 * **Fills are facts, counted once.** Exchange states 4 and 5 are not final; fills can land
   during a cancel and be reported after it (API.md 11.16). Cumulative fills never decrease,
   and a replacement is sized only after the order it replaces has been re-polled and the
@@ -21,9 +31,18 @@ What the ledger guarantees, and why (BEHAVIOUR.md §4.7, §6.1, §8; API.md §8,
 * **Verify before believing an order gone.** ``verify`` looks an order the exchange does
   not show up by orderId, by clientOrderId and in the order history before settling it
   VANISHED; a young order is only "missing" (the exchange's lists lag fresh orders).
-* **Caps.** No second non-final order on a (trade, leg), a bounded number of orders per
-  trade and of live orders per symbol and trade, and no order at all on a symbol blocked
+* **Caps.** No second non-final order on a (trade, leg), a bounded number of opening orders
+  per trade, of live orders per symbol and trade, and no order at all on a symbol blocked
   by reconciliation: a runaway loop fails loudly (``LedgerCapError``) instead of trading.
+  The per-trade count never refuses a reduce-only order (close, unwind, kill): a trade that
+  has fought a long time to get out must still be able to get out (BEHAVIOUR 4.4: there is
+  no last round); passing it is logged CRITICAL once per trade so a human looks.
+* **The id space of a leg.** The attempt counter of a (trade, leg) runs to 999 whatever the
+  intent. When it is used up, a reduce-only order (and a block fill, a fact to record) takes
+  the lowest attempt never used with its own intent digit or its requote partner's: the
+  same family, so every fill sum reads it where it did, and never an id the ledger (memory
+  or archive) has recorded. When the family has none left, the order is refused with a
+  CRITICAL naming the trade, the leg and what an operator can do.
 * **Block fills.** RFQ fills are recorded as FILLED ledger orders with the next attempt id,
   and an RFQ accept is journaled before it is sent (``note_block_accept``), so the
   lifecycle reads every fill, order or block trade, from the ledger alone.
@@ -36,10 +55,16 @@ What the ledger guarantees, and why (BEHAVIOUR.md §4.7, §6.1, §8; API.md §8,
   once: ``perp_create_order`` (LIMIT, GTC or IOC), ``perp_order`` (by orderId, or by
   clientOrderId while the outcome is unknown), ``perp_cancel_order`` and the perp order
   history, through the ``PerpLedgerClient`` part handed to the ledger. Its lot is the
-  perp's quantity step (``place(lot=...)``). A reduce-only perp order is capped, just before
-  it is sent, at the position the account holds on the side it reduces: the exchange
-  refuses a reduce-only order larger than the position (10536), and an order that could
-  flip the position is never sent.
+  perp's quantity step (``place(lot=...)``). A reduce-only perp order is capped at the
+  position the account holds on the side it reduces: the exchange refuses a reduce-only
+  order larger than the position (10536), and an order that could flip the position is
+  never sent. That position read comes *before* the order is recorded, so the capped
+  quantity is what is committed and ``sent_at`` (the base of the "never reached the
+  exchange" deadline) is stamped just before the POST, however long the read took. A read
+  that fails records nothing; one that leaves nothing to reduce records NOT_PLACED once and
+  refuses the symbol's reduce-only orders for ``PERP_POSITION_RETRY_SECONDS`` before an id
+  is spent (an empty ``code 0`` answer during maintenance would otherwise burn one id per
+  attempt).
 """
 from __future__ import annotations
 
@@ -51,7 +76,7 @@ import threading
 from dataclasses import asdict, dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum, IntEnum
-from typing import Any, Callable, Container, Iterable, Sequence
+from typing import Any, Callable, Container, Iterable, NoReturn, Sequence
 
 from clock import Clock
 from coincall_payloads import (
@@ -102,6 +127,20 @@ FILL_MEMO_LIMIT = 4096   # remembered leg_fill answers (a cache: cleared, never 
 # in which an exchange still reports a late fill (seconds, API.md 11.16) and the reconciler's
 # late-fill watch (10 minutes), so nothing still asks about them on the hot paths.
 ARCHIVE_QUIET_SECONDS = 3600.0
+# How long a verdict reached on missing data (NOT_PLACED after "not found" lookups, VANISHED)
+# stays open to the exchange's word: a presumed NOT_PLACED is kept in memory (not archived)
+# that long (a VANISHED one for good), and the reconciler re-asks for it with back-off until
+# then (``order_reconciliation``). A day is far beyond any lag of the exchange's lookups and
+# lists seen so far (seconds to minutes, incident 38).
+PRESUMED_VERDICT_HORIZON_SECONDS = 24 * 3600.0
+VERDICT_REVERSED_EVENT = "order_verdict_reversed"
+# Why a presumed NOT_PLACED was decided; records written before the ``presumed`` mark carry
+# only this text, so it is how they are recognised (``LedgerOrder.from_record``).
+NOT_FOUND_BY_CLIENT_ID = "not found by clientOrderId"
+# After a positions read that left a reduce-only perp order nothing to send (or failed),
+# further reduce-only orders on that symbol and side are refused for this long without a
+# request and without spending a clientOrderId.
+PERP_POSITION_RETRY_SECONDS = 30.0
 
 # Create-order answers that do not prove nothing happened (BEHAVIOUR.md §6.1).
 _UNKNOWN_CREATE_CODES = frozenset({500, 10000, 10582, 10577, 10576, 10583, 10537, 4005, 10605})
@@ -189,6 +228,18 @@ def parse_client_order_id(coid: int) -> ClientOrderIdParts:
     if not 100 <= prefix <= 899 or not 1 <= intent <= 8:
         raise ValueError(f"client order id {coid} is not one of ours (prefix {prefix}, intent {intent})")
     return ClientOrderIdParts(prefix, trade_seq, leg_index, intent, attempt)
+
+
+def _exhausted_action(family: Intent, symbol: str) -> str:
+    """What an operator can do for a leg whose ``family`` has no clientOrderId left."""
+    if family in (Intent.CLOSE, Intent.UNWIND):
+        return (f"The kill switch (`python main.py kill --strategy <its strategy> --yes`) closes it with KILL orders, "
+                f"which have ids of their own; or close {symbol} by hand (the reconciler books a close made "
+                f"outside on the exchange's fills)")
+    if family is Intent.KILL:
+        return (f"Close {symbol} by hand on the exchange; the reconciler books that close on the exchange's fills "
+                f"(docs/RECOVERY.md S3)")
+    return "No further order is sent for this leg; check the trade with `python main.py status`"
 
 
 # =====================================================================================
@@ -292,7 +343,8 @@ class OrderStatus(str, Enum):
 
 # Final statuses whose order may still report a fill for a few seconds (API.md 11.16). A
 # vanished order is among them: the verdict rests on missing data, so it is polled once more
-# later, and an exchange that shows it again is believed (``OrderLedger._status_for``).
+# later, and an exchange that shows it again is believed (``OrderLedger._status_for``); the
+# reconciler keeps re-checking it with back-off for a day (``order_reconciliation``).
 LATE_FILL_STATUSES = frozenset({OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.INVALID,
                                 OrderStatus.VANISHED})
 
@@ -347,20 +399,41 @@ class LedgerOrder:
     error_code: int | None = None
     error_msg: str = ""
     last_fill_at: float | None = None   # the exchange's time of the latest fill we saw (updateTime)
+    # The status is a presumption from answers that did not come (NOT_PLACED after "not found"
+    # lookups, VANISHED), not the exchange's word: the exchange showing the order reverses it.
+    presumed: bool = False
 
     def __post_init__(self) -> None:
         self.side = Side.of(self.side)   # stored records carry the plain code
 
+    @property
+    def reversible(self) -> bool:
+        """Whether the status is a verdict on missing data the exchange may still contradict:
+        VANISHED always (it has no other ground), NOT_PLACED when presumed."""
+        return self.status is OrderStatus.VANISHED or (self.presumed and self.status is OrderStatus.NOT_PLACED)
+
     def to_record(self) -> dict:
-        """A JSON-safe dict (ids and the side stay ints) for the state store."""
+        """A JSON-safe dict (ids and the side stay ints) for the state store.
+
+        ``presumed`` is written only when set: the record of every other order keeps the
+        shape it always had, so stored records and the tools that compare them are unchanged.
+        """
         record = asdict(self)
         record["intent"] = int(self.intent)
         record["side"] = int(self.side)
         record["status"] = self.status.value
+        if not self.presumed:
+            del record["presumed"]
         return record
 
     @classmethod
     def from_record(cls, d: dict) -> "LedgerOrder":
+        """The order a stored record describes.
+
+        A record written before the ``presumed`` mark existed is read as the verdict it was:
+        VANISHED always rested on missing answers, and NOT_PLACED did when its reason is the
+        "not found" lookup (the other NOT_PLACED reasons mean the POST was never made).
+        """
         values = dict(d)
         values["intent"] = Intent(int(values["intent"]))
         values["status"] = OrderStatus(values["status"])
@@ -368,6 +441,10 @@ class LedgerOrder:
         for key in ("order_id", "supersedes"):
             if values.get(key) is not None:
                 values[key] = int(values[key])
+        if "presumed" not in values:
+            status = values["status"]
+            values["presumed"] = status is OrderStatus.VANISHED or (
+                status is OrderStatus.NOT_PLACED and values.get("error_msg") == NOT_FOUND_BY_CLIENT_ID)
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -509,6 +586,15 @@ class OrderLedger:
         self._leg_version: dict[tuple[str, int], int] = {}
         self._fill_memo: dict[tuple[str, int, Intent], tuple[int, FillSummary]] = {}
         self._attempts: dict[tuple[int, int], int] = {}
+        # Once a leg's attempt counter is used up: per (trade_seq, leg, intent digit), the highest
+        # attempt looked at for a spare id (every one below it is taken), and the legs and
+        # families already reported, so each CRITICAL is written once (``_allocate``).
+        self._spare_cursor: dict[tuple[int, int, Intent], int] = {}
+        self._spare_noted: set[tuple[int, int, Intent | None]] = set()
+        self._cap_passed: set[str] = set()   # trades whose reduce-only orders went past the order count
+        # (symbol, side of the order) -> until when a reduce-only perp order there is refused
+        # before any request, and why (``_perp_reduce_cap``).
+        self._perp_retry_at: dict[tuple[str, Side], tuple[float, str]] = {}
         self._blocked: dict[str, str] = {}   # symbol -> why no order may go there (reconciliation)
         self._rechecked: set[int] = set()    # final orders polled once more after the late-fill grace
         # Orders of finished trades that only the store keeps (``archive_trade``): what is left
@@ -685,11 +771,20 @@ class OrderLedger:
                         len(held), in_memory)
 
     def _may_archive(self, order: LedgerOrder, now: float) -> bool:
-        """Whether ``order`` can leave memory: final (not VANISHED, a verdict on missing data the
-        exchange may yet reverse), not live, unchanged for ``ARCHIVE_QUIET_SECONDS``, and with
-        ids the archive can hold (lock held)."""
-        return (order.status.is_final and order.status is not OrderStatus.VANISHED
-                and order.client_order_id not in self._live
+        """Whether ``order`` can leave memory: final, not live, unchanged for
+        ``ARCHIVE_QUIET_SECONDS``, and with ids the archive can hold (lock held).
+
+        Not while it may be reversed: VANISHED never (the reconciler watches it for good once
+        its re-checks end), a presumed NOT_PLACED not before ``PRESUMED_VERDICT_HORIZON_SECONDS``
+        after its verdict. Why: the reconciler finds such orders among those in memory
+        (``vanished_orders``, ``orders_updated_since``); one archived early could no longer be
+        matched when the exchange shows it, and its fills would belong to no trade.
+        """
+        if order.status is OrderStatus.VANISHED:
+            return False
+        if order.reversible and now - float(order.updated_at) < PRESUMED_VERDICT_HORIZON_SECONDS:
+            return False
+        return (order.status.is_final and order.client_order_id not in self._live
                 and now - float(order.updated_at) >= ARCHIVE_QUIET_SECONDS
                 and ArchivedIds.fits(order.client_order_id, order.order_id))
 
@@ -721,8 +816,9 @@ class OrderLedger:
         Why: the ledger would otherwise hold every order the daemon ever sent (about a kilobyte
         each with its indexes), so its memory would grow with its history. The lifecycle asks
         only for trades that have ended for good; the ledger still answers False ("ask again
-        later") while any order of the trade is not final, is VANISHED (a verdict on missing
-        data, which the exchange may yet reverse), or changed less than
+        later") while any order of the trade is not final, is VANISHED or a presumed NOT_PLACED
+        younger than ``PRESUMED_VERDICT_HORIZON_SECONDS`` (verdicts on missing data, which the
+        exchange may yet reverse: ``_may_archive``), or changed less than
         ``ARCHIVE_QUIET_SECONDS`` ago, and whenever there is no store to read them back from.
         Every order is written to the store once more first: a failed write keeps the trade.
         What stays in memory is each order's client and exchange id (``is_ours``,
@@ -829,12 +925,23 @@ class OrderLedger:
     def place(self, *, trade_id: str, trade_seq: int, leg_index: int, intent: Intent, symbol: str, side: int,
               qty: float, price: float, tick_size: float, supersedes: int | None = None,
               max_live_per_trade: int | None = None, lot: float = LOT) -> LedgerOrder:
-        """Record, then send one GTC limit order; returns it LIVE, REJECTED or UNKNOWN.
+        """Record, then send one GTC limit order; returns it LIVE, REJECTED or UNKNOWN (NOT_PLACED
+        for a reduce-only perp order the account's position leaves nothing to send).
 
         Refuses (``ValueError``) a quantity below the lot or a missing price, and
         (``LedgerCapError``, nothing sent) any cap violation or a second non-final order on
         the same (trade, leg). ``lot`` is the instrument's quantity step (a perp's is finer
-        than the options' 0.01); an order on a perpetual goes to the perp endpoints.
+        than the options' 0.01); an order on a perpetual goes to the perp endpoints. The
+        returned order may carry its intent's requote partner as intent once the leg's attempt
+        counter is used up (``_allocate``).
+
+        A reduce-only perp order reads the account's position *before* it is recorded
+        (``_perp_reduce_cap``): the quantity committed is the capped one, and ``sent_at`` is
+        stamped after that read, just before the POST. Why: the read is a GET that may retry
+        for a minute or more, and the "never reached the exchange" deadline is counted from
+        ``sent_at``; stamped before the read, a lagging lookup right after the POST could
+        settle a live order NOT_PLACED. A read that fails raises ``ValueError`` with nothing
+        recorded (no clientOrderId spent).
         """
         intent = Intent(intent)
         side = Side.of(side)
@@ -844,29 +951,48 @@ class OrderLedger:
         if snapped_qty < lot - FILL_EPSILON:
             raise ValueError(f"quantity {qty!r} is below the {lot:g} lot: nothing to send")
         snapped_price = snap_price(price, tick_size, side)
+        unsent = ""
+        if intent.reduce_only and is_perpetual_symbol(symbol):
+            with self._lock:   # a refusal costs no position read
+                if trade_id in self._archived_trades:
+                    self._unarchive_trade(trade_id)
+                self._check_caps(trade_id, leg_index, symbol, intent, max_live_per_trade)
+            snapped_qty, unsent = self._perp_reduce_cap(symbol, side, snapped_qty)
         with self._lock:
             if trade_id in self._archived_trades:   # a trade trading again counts all its orders
                 self._unarchive_trade(trade_id)
-            self._check_caps(trade_id, leg_index, symbol, max_live_per_trade)
-            key = (trade_seq, leg_index)
-            attempt = self._attempts.get(key, 0) + 1
-            if attempt > MAX_ATTEMPT:
-                self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} used all {MAX_ATTEMPT} attempts")
-            coid = build_client_order_id(self.prefix, trade_seq, leg_index, intent, attempt)
-            now = self._clock.now()
+            self._check_caps(trade_id, leg_index, symbol, intent, max_live_per_trade)
+            digit, attempt = self._allocate(trade_id, trade_seq, leg_index, intent, symbol,
+                                            spare_ids=intent.reduce_only)
+            coid = build_client_order_id(self.prefix, trade_seq, leg_index, digit, attempt)
+            now = self._clock.now()   # after any position read: the POST follows the commit below
             order = LedgerOrder(
                 client_order_id=coid, trade_id=trade_id, trade_seq=trade_seq, leg_index=leg_index,
-                intent=intent, attempt=attempt, supersedes=supersedes, symbol=symbol, side=side,
+                intent=digit, attempt=attempt, supersedes=supersedes, symbol=symbol, side=side,
                 qty=snapped_qty, price=snapped_price, reduce_only=intent.reduce_only,
-                status=OrderStatus.PENDING_SEND, sent_at=now, updated_at=now,
+                status=OrderStatus.NOT_PLACED if unsent else OrderStatus.PENDING_SEND, sent_at=now, updated_at=now,
+                error_msg=unsent,
             )
-            self._attempts[key] = attempt
             self._add(order)
-            self._record_before_send(order)
-        self._send(order)
+            if unsent:
+                self._record_unsent(order)
+            else:
+                self._record_before_send(order)
+        if unsent:
+            logger.warning("order %d on %s not sent: %s", coid, symbol, unsent)
+        else:
+            self._send(order)
         return order
 
-    def _check_caps(self, trade_id: str, leg_index: int, symbol: str, max_live_per_trade: int | None) -> None:
+    def _check_caps(self, trade_id: str, leg_index: int, symbol: str, intent: Intent,
+                    max_live_per_trade: int | None) -> None:
+        """Refuse (``LedgerCapError``) an order a cap forbids (lock held).
+
+        The count of a trade's orders stops runaway *opening* only. A reduce-only order goes
+        past it (logged CRITICAL once per trade): after a long kill fight against refusals or
+        an empty book the count is reached, and refusing the close then would leave the
+        position with no way out (BEHAVIOUR 4.4: there is no last round).
+        """
         if symbol in self._blocked:
             self._cap_violation(trade_id, symbol, f"{symbol} is blocked ({self._blocked[symbol]}) until an "
                                                   f"operator resumes the strategy")
@@ -874,7 +1000,15 @@ class OrderLedger:
         if any(not o.status.is_final for o in self._by_leg.get((trade_id, leg_index), ())):
             self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} already has a non-final order")
         if len(mine) >= self._max_orders_per_trade:
-            self._cap_violation(trade_id, symbol, f"{trade_id} reached {self._max_orders_per_trade} orders")
+            if not intent.reduce_only:
+                self._cap_violation(trade_id, symbol, f"{trade_id} reached {self._max_orders_per_trade} orders")
+            if trade_id not in self._cap_passed:
+                self._cap_passed.add(trade_id)
+                detail = (f"{trade_id} has {len(mine)} orders, at or past the cap of {self._max_orders_per_trade}; "
+                          f"its reduce-only {intent.name} orders on {symbol} still go out (the cap stops runaway "
+                          f"opening, never a way out): look at why its closes do not fill")
+                logger.critical("ledger cap passed: %s", detail)
+                self._emit("ledger_cap_passed", {"trade_id": trade_id, "symbol": symbol, "detail": detail})
         live_symbol = sum(1 for o in self._live.values() if o.symbol == symbol)
         if live_symbol >= self._max_live_per_symbol:
             self._cap_violation(trade_id, symbol, f"{symbol} already has {live_symbol} live orders")
@@ -883,10 +1017,64 @@ class OrderLedger:
             if live_trade >= max_live_per_trade:
                 self._cap_violation(trade_id, symbol, f"{trade_id} already has {live_trade} live orders")
 
-    def _cap_violation(self, trade_id: str, symbol: str, detail: str) -> None:
+    def _allocate(self, trade_id: str, trade_seq: int, leg_index: int, intent: Intent, symbol: str, *,
+                  spare_ids: bool) -> tuple[Intent, int]:
+        """The intent digit and attempt of the next clientOrderId of a (trade, leg) (lock held).
+
+        The counter hands out 1 to 999 in turn, whatever the intent, so up to there an id is
+        new by construction. Past it an opening order is refused: a runaway open must stop.
+        With ``spare_ids`` (a reduce-only order, a block fill) the id space is not used up yet:
+        the same attempt under another intent digit is another id, and each attempt went to
+        one digit only. The lowest attempt that no recorded order (in memory or archived) has
+        with the intent's own digit, then with its requote partner's, is taken; the family is
+        kept, so the fill sums per family (the lifecycle's, the hedge's) read it where they
+        read the rest. No id is ever taken twice: every id is recorded before it is sent, and
+        ``is_ours`` answers for the archive too. When the family has nothing left: CRITICAL
+        once with what an operator can do, then ``LedgerCapError``.
+        """
+        key = (trade_seq, leg_index)
+        attempt = self._attempts.get(key, 0) + 1
+        if attempt <= MAX_ATTEMPT:
+            self._attempts[key] = attempt
+            return intent, attempt
+        if not spare_ids:
+            self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} used all {MAX_ATTEMPT} attempts")
+        family = intent.family()
+        for digit in (intent, family if intent is not family else family.requote()):
+            cursor = (trade_seq, leg_index, digit)
+            for spare in range(self._spare_cursor.get(cursor, 0) + 1, MAX_ATTEMPT + 1):
+                self._spare_cursor[cursor] = spare
+                if self.is_ours(build_client_order_id(self.prefix, trade_seq, leg_index, digit, spare)):
+                    continue
+                if (trade_seq, leg_index, None) not in self._spare_noted:
+                    self._spare_noted.add((trade_seq, leg_index, None))
+                    logger.critical("trade %s leg %d (%s) used all %d attempts; its %s orders continue on the "
+                                    "attempts its %s family never used (no clientOrderId is used twice)", trade_id,
+                                    leg_index, symbol, MAX_ATTEMPT, intent.name, family.name)
+                return digit, spare
+        if (trade_seq, leg_index, family) not in self._spare_noted:
+            self._spare_noted.add((trade_seq, leg_index, family))
+            logger.critical("trade %s leg %d (%s): every clientOrderId of the %s family is used; no %s order can be "
+                            "sent for this leg any more. %s", trade_id, leg_index, symbol, family.name, family.name,
+                            _exhausted_action(family, symbol))
+        self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} used every clientOrderId of the "
+                                              f"{family.name} family")
+
+    def _cap_violation(self, trade_id: str, symbol: str, detail: str) -> NoReturn:
         logger.critical("ledger cap: %s; no order sent", detail)
         self._emit("ledger_cap", {"trade_id": trade_id, "symbol": symbol, "detail": detail})
         raise LedgerCapError(detail)
+
+    def _record_unsent(self, order: LedgerOrder) -> None:
+        """Record an order that will not be sent (lock held): best effort, since nothing can reach
+        the exchange under its id; a failed write is logged and the id stays spent in memory."""
+        if self._store is not None:
+            try:
+                self._store.save_order(order.to_record())
+            except Exception:
+                logger.warning("state store write failed for unsent order %d", order.client_order_id,
+                               exc_info=True)
+        self._emit("order_recorded", order.to_record())
 
     def _record_before_send(self, order: LedgerOrder) -> None:
         """Commit PENDING_SEND; if that fails the order is never sent."""
@@ -911,43 +1099,63 @@ class OrderLedger:
             raise ValueError(f"{symbol} is a perpetual and this ledger has no perpetual client: nothing sent")
         return self._perp_client
 
-    def _reducible_perp_qty(self, order: LedgerOrder) -> float:
-        """What a reduce-only perp order may reduce: the account's position on ``order.symbol``
-        on the side the order reduces (0 when flat or on the order's own side)."""
-        for position in self._perp_api(order.symbol).perp_positions():
-            if position.symbol == order.symbol and position.side is order.side.opposite:
+    def _reducible_perp_qty(self, symbol: str, side: Side) -> float:
+        """What a reduce-only perp order on ``side`` may reduce: the account's position on
+        ``symbol`` on the other side (0 when flat or on the order's own side)."""
+        for position in self._perp_api(symbol).perp_positions():
+            if position.symbol == symbol and position.side is side.opposite:
                 return float(position.qty)
         return 0.0
 
-    def _send_perp(self, order: LedgerOrder) -> int | None:
-        """Send a perp order (LIMIT GTC); a reduce-only one capped at the position it reduces.
+    def _perp_reduce_cap(self, symbol: str, side: Side, qty: float) -> tuple[float, str]:
+        """The quantity a reduce-only perp order may be sent with, and why it cannot be sent
+        at all ("" when it can); called before the order is recorded.
 
-        Returns the orderId, or None when nothing was sent (the order is then settled here).
+        Nothing to reduce (flat, or only a position on the order's own side) comes back as a
+        reason: the order is recorded NOT_PLACED and never sent, as it always was. The
+        exchange also gives an empty list with ``code 0`` during maintenance, which is no
+        evidence of a flat account (issue 9), and every attempt would spend a clientOrderId
+        of the leg and a read; so for ``PERP_POSITION_RETRY_SECONDS`` after such an answer,
+        or after a failed read, a reduce-only order on that symbol and side is refused with
+        ``ValueError`` before any request or id. A failed read is itself such a refusal.
         """
-        client = self._perp_api(order.symbol)
-        if order.reduce_only:
-            try:
-                reducible = self._reducible_perp_qty(order)
-            except (TraderError, OSError) as exc:
-                self._update(order, status=OrderStatus.NOT_PLACED,
-                             error_msg=f"position read before a reduce-only perp order failed: {exc}")
-                logger.warning("order %d on %s not sent: %s", order.client_order_id, order.symbol, order.error_msg)
-                return None
-            if reducible < order.qty - FILL_EPSILON:
-                if reducible <= FILL_EPSILON:
-                    self._update(order, status=OrderStatus.NOT_PLACED,
-                                 error_msg=f"reduce-only: the account holds no {order.symbol} position to reduce")
-                    logger.warning("order %d on %s not sent: the account holds nothing it would reduce",
-                                   order.client_order_id, order.symbol)
-                    return None
-                # The exchange's position is a whole number of its steps: no snapping needed.
-                capped = round(reducible, 8)
-                logger.warning("order %d on %s: reduce-only qty capped at the account's position, %s instead of %s",
-                               order.client_order_id, order.symbol, capped, order.qty)
-                self._update(order, qty=capped)
-        return client.perp_create_order(order.symbol, order.qty, order.side, order.client_order_id,
-                                        order_type=PerpOrderType.LIMIT, price=order.price, time_in_force="GTC",
-                                        reduce_only=order.reduce_only)
+        key = (symbol, side)
+        with self._lock:
+            held = self._perp_retry_at.get(key)
+        if held is not None and self._clock.now() < held[0]:
+            raise ValueError(f"reduce-only {side.name} {symbol}: {held[1]}; the position is read again in "
+                             f"{held[0] - self._clock.now():.0f} s: nothing recorded, nothing sent")
+        try:
+            reducible = self._reducible_perp_qty(symbol, side)
+        except (TraderError, OSError) as exc:
+            self._hold_perp_reduce(key, f"the position read failed ({exc})")
+            raise ValueError(f"reduce-only {side.name} {symbol}: the position read before it failed ({exc}): "
+                             f"nothing recorded, nothing sent") from exc
+        if reducible <= FILL_EPSILON:
+            why = f"the account holds no {symbol} position to reduce"
+            self._hold_perp_reduce(key, why)
+            return qty, f"reduce-only: {why}"
+        with self._lock:
+            self._perp_retry_at.pop(key, None)
+        if reducible < qty - FILL_EPSILON:
+            # The exchange's position is a whole number of its steps: no snapping needed.
+            capped = round(reducible, 8)
+            logger.warning("reduce-only %s %s: qty capped at the account's position, %s instead of %s", side.name,
+                           symbol, capped, qty)
+            return capped, ""
+        return qty, ""
+
+    def _hold_perp_reduce(self, key: tuple[str, Side], why: str) -> None:
+        """No reduce-only perp order on ``key`` for ``PERP_POSITION_RETRY_SECONDS``: the engines ask
+        on every tick, and each ask would otherwise cost a position read (and an id)."""
+        with self._lock:
+            self._perp_retry_at[key] = (self._clock.now() + PERP_POSITION_RETRY_SECONDS, why)
+
+    def _send_perp(self, order: LedgerOrder) -> int:
+        """Send a perp order (LIMIT GTC); a reduce-only one was capped before it was recorded."""
+        return self._perp_api(order.symbol).perp_create_order(
+            order.symbol, order.qty, order.side, order.client_order_id, order_type=PerpOrderType.LIMIT,
+            price=order.price, time_in_force="GTC", reduce_only=order.reduce_only)
 
     def _query_view(self, order: LedgerOrder, *, by_client_id: bool) -> ExchangeOrder | None:
         """The exchange's view of ``order`` by orderId (or clientOrderId): the one place that
@@ -964,10 +1172,7 @@ class OrderLedger:
     def _send(self, order: LedgerOrder) -> None:
         try:
             if is_perpetual_symbol(order.symbol):
-                sent = self._send_perp(order)
-                if sent is None:
-                    return
-                order_id = sent
+                order_id = self._send_perp(order)
             else:
                 order_id = self._client.create_order(
                     order.symbol, order.qty, order.side, order.price, order.client_order_id,
@@ -1070,8 +1275,13 @@ class OrderLedger:
     # ---- durable markers for requests that are not orders -----------------------------
 
     def note_block_accept(self, *, trade_id: str, trade_seq: int, intent: Intent, request_id: str,
-                          quote_id: str, legs: Sequence[tuple[int, str, int]]) -> None:
+                          quote_id: str, legs: Sequence[tuple[int, str, int]],
+                          rfq_created_at: float | None = None) -> None:
         """Commit "we are about to accept this RFQ quote" before the accept is sent.
+
+        ``rfq_created_at`` (when the RFQ was created) bounds how far back a restart looks the
+        block trade up in the exchange's list (``rfq.adopt_block_trade``); without it the
+        lookup reads the list to its end (within its page bound).
 
         An accepted quote becomes positions at once, but its fills reach the ledger only
         when the answer arrives: a crash in between would leave positions no trade knows.
@@ -1081,6 +1291,8 @@ class OrderLedger:
         payload = {"trade_id": trade_id, "trade_seq": int(trade_seq), "intent": int(intent),
                    "request_id": str(request_id), "quote_id": str(quote_id),
                    "legs": [[int(index), str(symbol), int(side)] for index, symbol, side in legs]}
+        if rfq_created_at is not None:
+            payload["rfq_created_at"] = float(rfq_created_at)
         if self._store is not None:
             self._store.append_event(BLOCK_ACCEPT_EVENT, payload, self._clock.now())
         logger.info("trade %s: accept of RFQ %s quote %s recorded before sending", trade_id, request_id, quote_id)
@@ -1095,15 +1307,25 @@ class OrderLedger:
         ``VANISH_MIN_AGE_SECONDS`` old, is it settled VANISHED ("vanished": the caller alerts
         once). A younger one is "missing" (the lookups lag fresh orders); any failed request
         is "error" and decides nothing (a timeout is not "not found").
+
+        A verdict on missing data is asked again the same way, so the reconciler can re-check
+        it: a presumed NOT_PLACED by clientOrderId ("final" while still not found), a VANISHED
+        by orderId then by clientOrderId ("vanished" while still not found; the history since
+        it was sent was searched when it was settled and only grows). Found, the exchange's
+        view is adopted and the verdict is reversed. A NOT_PLACED the ledger knows was never
+        sent is "final" without a request.
         """
+        if order.status is OrderStatus.NOT_PLACED and not order.presumed:
+            return "final"
+        by_client_id = order.order_id is None or order.status is OrderStatus.NOT_PLACED
         try:
-            view = self._query_view(order, by_client_id=order.order_id is None)
+            view = self._query_view(order, by_client_id=by_client_id)
         except ExchangeError as exc:
             if not exc.is_not_found:
                 self._repeats.warning(logger, (order.client_order_id, "verify"), "verify of order %d failed: %s",
                                       order.client_order_id, exc)
                 return "error"
-            if order.order_id is None:
+            if by_client_id:
                 self._not_found(order)
                 return "final" if order.status.is_final else "missing"
             return self._verify_vanished(order)
@@ -1116,10 +1338,14 @@ class OrderLedger:
         return "final" if order.status.is_final else "live"
 
     def _verify_vanished(self, order: LedgerOrder) -> str:
-        """Not found by orderId: by clientOrderId, then the order history, then the verdict."""
-        if order.status is OrderStatus.VANISHED:
-            return "vanished"
-        if self._clock.now() - float(order.sent_at) < VANISH_MIN_AGE_SECONDS:
+        """Not found by orderId: by clientOrderId, then the order history, then the verdict.
+
+        An order already VANISHED is asked by clientOrderId only (its re-check): the history
+        was searched when it was settled, and reading it again would cost more pages with
+        every hour while the order's row would be the same.
+        """
+        settled = order.status is OrderStatus.VANISHED
+        if not settled and self._clock.now() - float(order.sent_at) < VANISH_MIN_AGE_SECONDS:
             return "missing"
         found = True
         view: ExchangeOrder | None = None
@@ -1134,6 +1360,8 @@ class OrderLedger:
             logger.warning("verify of order %d by clientOrderId failed: %s", order.client_order_id, exc)
             return "error"
         if not found:
+            if settled:
+                return "vanished"
             try:
                 view = self._find_in_history(order)
             except (TraderError, OSError) as exc:
@@ -1178,7 +1406,7 @@ class OrderLedger:
         logger.warning("order %d (orderId %s, %s, trade %s) is unknown to the exchange by orderId, by clientOrderId "
                        "and in its order history: settled VANISHED with %s filled", order.client_order_id,
                        order.order_id, order.symbol, order.trade_id, round(order.filled_qty, 8))
-        self._update(order, status=OrderStatus.VANISHED,
+        self._update(order, status=OrderStatus.VANISHED, presumed=True,
                      error_msg="unknown to the exchange by orderId, clientOrderId and order history")
         with self._lock:
             self._rechecked.discard(order.client_order_id)
@@ -1197,11 +1425,17 @@ class OrderLedger:
 
     def refresh(self, order: LedgerOrder) -> bool:
         """``poll``, telling whether the exchange answered (True: its view adopted, or "not found")
-        or not (False: a failed request; nothing learnt, the order unchanged)."""
-        if order.status in (OrderStatus.REJECTED, OrderStatus.NOT_PLACED):
+        or not (False: a failed request; nothing learnt, the order unchanged).
+
+        REJECTED and a NOT_PLACED the ledger knows was never sent are answers already: no
+        request. A presumed NOT_PLACED is asked by clientOrderId (its orderId, if a view ever
+        gave one, is the exchange's and may be the one it lost): found, the verdict is reversed.
+        """
+        if order.status is OrderStatus.REJECTED or (order.status is OrderStatus.NOT_PLACED and not order.presumed):
             return True
+        by_client_id = order.order_id is None or order.status is OrderStatus.NOT_PLACED
         try:
-            view = self._query_view(order, by_client_id=order.order_id is None)
+            view = self._query_view(order, by_client_id=by_client_id)
         except ExchangeError as exc:
             if exc.is_not_found:
                 self._not_found(order)
@@ -1219,6 +1453,17 @@ class OrderLedger:
         return True
 
     def _not_found(self, order: LedgerOrder) -> None:
+        """The exchange answered "not found": decide only what that answer can decide.
+
+        A presumed NOT_PLACED or a VANISHED stays as it is (nothing new was learnt; its stamp
+        is kept, since the reconciler measures the verdict's age from it). An UNKNOWN or
+        PENDING_SEND order not found by clientOrderId past ``sent_at`` + X-REQ-TS-DIFF + 30 s
+        becomes a *presumed* NOT_PLACED: the exchange refuses a request older than that
+        window, so the order most likely never reached it; but the answer may be a lagging
+        lookup (incident 38), so the exchange showing it later reverses the verdict.
+        """
+        if order.status in (OrderStatus.NOT_PLACED, OrderStatus.VANISHED):
+            return
         if order.order_id is not None:
             # Decided by ``verify`` (the reconciliation's check of orders the open list does not
             # show); a poll only notes it, once per interval: it used to write this every tick.
@@ -1228,8 +1473,10 @@ class OrderLedger:
             return
         deadline = order.sent_at + self._ts_diff_seconds + UNKNOWN_RESOLVE_SECONDS
         if self._clock.now() >= deadline:
-            logger.warning("order %d never reached the exchange: NOT_PLACED", order.client_order_id)
-            self._update(order, status=OrderStatus.NOT_PLACED, error_msg="not found by clientOrderId")
+            logger.warning("order %d never reached the exchange (not found by clientOrderId %.0f s after it was "
+                           "sent): NOT_PLACED, reversed if the exchange shows it later", order.client_order_id,
+                           self._clock.now() - float(order.sent_at))
+            self._update(order, status=OrderStatus.NOT_PLACED, error_msg=NOT_FOUND_BY_CLIENT_ID, presumed=True)
 
     def _apply_view(self, order: LedgerOrder, view: ExchangeOrder) -> None:
         """Adopt the exchange's view: ids, cumulative fills (never decreasing), status."""
@@ -1260,6 +1507,7 @@ class OrderLedger:
         elif fill < order.filled_qty - FILL_EPSILON:
             logger.warning("order %d: exchange reports a filled quantity of %s, below the recorded %s; keeping ours",
                            order.client_order_id, fill, order.filled_qty)
+        reversing = order.reversible
         state = view.state
         if state is not None:
             status = self._status_for(order, state)
@@ -1275,8 +1523,28 @@ class OrderLedger:
                 changes["exchange_state"] = state
             if status is not None and status != order.status:
                 changes["status"] = status
+        reversed_from = order.status if reversing and "status" in changes else None
+        if reversed_from is not None:
+            changes["presumed"] = False
+            changes["error_msg"] = f"{reversed_from.value} reversed: the exchange shows the order"
         if changes:
             self._update(order, **changes)
+        if reversed_from is not None:
+            self._verdict_reversed(order, reversed_from)
+
+    def _verdict_reversed(self, order: LedgerOrder, reversed_from: OrderStatus) -> None:
+        """The exchange showed an order we had concluded NOT_PLACED or VANISHED: say so, once.
+
+        Its view is already the order's (persisted by ``_update``): a working order blocks
+        its leg again (no second order goes out on it) and its fills count for its trade.
+        What may have happened meanwhile (a replacement sent on the free leg) needs a human.
+        """
+        logger.critical("order %d (%s %s %s, trade %s leg %d) concluded %s was found on the exchange: %s, %s of %s "
+                        "filled, orderId %s; adopted as its real state (another order may have been sent for its leg "
+                        "meanwhile: check the trade)", order.client_order_id, order.side.name, order.qty,
+                        order.symbol, order.trade_id, order.leg_index, reversed_from.value, order.status.value,
+                        round(order.filled_qty, 8), order.qty, order.order_id)
+        self._emit(VERDICT_REVERSED_EVENT, {**order.to_record(), "reversed_from": reversed_from.value})
 
     @staticmethod
     def _status_for(order: LedgerOrder, state: int) -> OrderStatus | None:
@@ -1284,8 +1552,8 @@ class OrderLedger:
         if mapped is None:
             logger.warning("order %d: unknown exchange state %r", order.client_order_id, state)
             return None
-        if order.status is OrderStatus.VANISHED:
-            return mapped  # the exchange shows it again: evidence beats the verdict on missing data
+        if order.reversible:
+            return mapped  # the exchange shows it (again): evidence beats the verdict on missing data
         if order.status.is_final and not mapped.is_final:
             return None  # a lagging view never reopens a final order
         if order.status is OrderStatus.CANCEL_REQUESTED and not mapped.is_final:
@@ -1374,8 +1642,9 @@ class OrderLedger:
         Why: the lifecycle reads every fill through ``leg_fill``, so an RFQ fill must live in
         the ledger like any order fill. It gets the next never-reused attempt of its (trade,
         leg), so its client order id cannot collide with a limit order before or after it, and
-        it is stored FILLED at once (the block trade is final when the accept answers). The
-        reported quantity and price are kept as reported: a fill is a fact, not an order to snap.
+        it is stored FILLED at once (the block trade is final when the accept answers). Once the
+        leg's counter is used up it takes a spare id of its family (``_allocate``): a fill is
+        recorded whatever the count. The reported quantity and price are kept as reported: a fill is a fact, not an order to snap.
         """
         intent = Intent(intent)
         side = Side.of(side)
@@ -1387,21 +1656,17 @@ class OrderLedger:
         with self._lock:
             if trade_id in self._archived_trades:
                 self._unarchive_trade(trade_id)
-            key = (trade_seq, leg_index)
-            attempt = self._attempts.get(key, 0) + 1
-            if attempt > MAX_ATTEMPT:
-                self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} used all {MAX_ATTEMPT} "
-                                                      f"attempts; block fill of {fill_qty} {symbol} NOT recorded")
-            coid = build_client_order_id(self.prefix, trade_seq, leg_index, intent, attempt)
+            # A fill that happened must be recorded: spare ids of its family once the counter is used up.
+            digit, attempt = self._allocate(trade_id, trade_seq, leg_index, intent, symbol, spare_ids=True)
+            coid = build_client_order_id(self.prefix, trade_seq, leg_index, digit, attempt)
             order = LedgerOrder(
                 client_order_id=coid, trade_id=trade_id, trade_seq=trade_seq, leg_index=leg_index,
-                intent=intent, attempt=attempt, supersedes=None, symbol=symbol, side=side,
+                intent=digit, attempt=attempt, supersedes=None, symbol=symbol, side=side,
                 qty=fill_qty, price=fill_price, reduce_only=False,  # a block trade carries no reduce-only flag
                 status=OrderStatus.FILLED, order_id=None if order_id is None else int(order_id),
                 filled_qty=fill_qty, avg_price=fill_price, fee=fill_fee,
                 sent_at=filled_at, updated_at=filled_at, exchange_state=1, last_fill_at=filled_at,
             )
-            self._attempts[key] = attempt
             self._add(order)
             record = order.to_record()
         if self._store is not None:

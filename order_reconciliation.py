@@ -9,10 +9,19 @@ exchange's view without ever deciding on a missing answer:
   become NOT_PLACED), and RFQ accepts whose answer a crash may have lost are looked up in
   the block-trade list (R1-R3);
 * every reconciliation, a live order the open list does not show is verified once it is 30 s
-  old (O4, O5, O8: a younger one is never judged, incident 38), and an order settled VANISHED
-  that the list shows again is believed;
+  old (O4, O5, O8: a younger one is never judged, incident 38);
 * every 60 s, an order that ended unfilled in the last 10 minutes is polled once more, so a
-  fill reported after the engines' grace is still adopted (O7, API.md 11.16).
+  fill reported after the engines' grace is still adopted (O7, API.md 11.16);
+* a verdict reached on missing data is never final for the reconciler (O9, O10): an order the
+  ledger holds as a presumed NOT_PLACED or as VANISHED is watched. When the open list shows
+  it (by clientOrderId or orderId), it is polled at once; the order history
+  ``prefix_ownership`` reads does the same for it; and it is re-queried by its ids with
+  back-off (30 s doubling to 10 min, ``PRESUMED_RECHECKS_PER_PASS`` requests a pass at most)
+  for ``PRESUMED_VERDICT_HORIZON_SECONDS`` after the verdict. When the exchange answers, the
+  ledger adopts its view (the verdict is reversed) and this class raises the CRITICAL
+  ``order_verdict_reversed`` once and has the trade re-read its fills; a VANISHED order still
+  unknown at the horizon is alerted CRITICAL (``order_vanished_unresolved``) and kept
+  (never archived, still matched against the open list), never dropped in silence.
 
 Open orders with our prefix that the ledger does not know (O2) are not this class's:
 ``prefix_ownership.PrefixOwnership`` decides them.
@@ -20,13 +29,22 @@ Open orders with our prefix that the ledger does not know (O2) are not this clas
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from alerts import send_alert
 from coincall_payloads import ExchangeOrder
-from order_ledger import BLOCK_ACCEPT_EVENT, LATE_FILL_STATUSES, OrderStatus
+from errors import TraderError
+from order_ledger import (
+    BLOCK_ACCEPT_EVENT,
+    LATE_FILL_STATUSES,
+    PRESUMED_VERDICT_HORIZON_SECONDS,
+    LedgerOrder,
+    OrderStatus,
+)
 from reconciliation_report import QTY_EPSILON, ReconcileReport
-from rfq import AMBIGUOUS_RESOLVE_SECONDS, adopt_block_trade
+from rfq import AMBIGUOUS_RESOLVE_SECONDS, BLOCKTRADE_SLACK_SECONDS, adopt_block_trade
 from seams import AlertSender, ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle, ReconcilerStore
 
 logger = logging.getLogger(__name__)
@@ -35,6 +53,46 @@ ORDER_MIN_AGE_SECONDS = 30.0
 # Orders cancelled or expired in this window are polled once more by the periodic run: a fill
 # reported later than the engines' grace is still adopted (API.md 11.16).
 LATE_FILL_WATCH_SECONDS = 600.0
+# The back-off of the re-checks of a verdict on missing data (rows O9, O10): the first 30 s
+# after the verdict (the lists and lookups lag fresh orders by seconds, incident 38), then
+# doubling to 10 minutes, so a day of re-checks costs about 150 requests an order; and at most
+# this many re-checks a pass, the earliest due first (the rest wait for the next pass).
+PRESUMED_RECHECK_FIRST_SECONDS = 30.0
+PRESUMED_RECHECK_MAX_SECONDS = 600.0
+PRESUMED_RECHECKS_PER_PASS = 10
+
+
+def _lookup_horizon(marker: dict) -> float | None:
+    """How far back the block-trade list is read for an accept marker: the RFQ's creation less
+    the slack of the list's order (``rfq.BLOCKTRADE_SLACK_SECONDS``); None (to the end of the
+    list, within its page bound) for a marker written before it carried that time."""
+    created = marker.get("rfq_created_at")
+    if not isinstance(created, (int, float)) or isinstance(created, bool) or not math.isfinite(created):
+        return None
+    return float(created) - BLOCKTRADE_SLACK_SECONDS
+
+
+def presumed_not_placed(ledger: ReconcilerLedger, now: float) -> list[LedgerOrder]:
+    """The orders the ledger holds as a presumed NOT_PLACED within the horizon of their verdict.
+
+    Found among the orders changed since ``now - PRESUMED_VERDICT_HORIZON_SECONDS``: the
+    verdict is the order's last change (nothing changes it until the exchange answers, and
+    that answer ends it), and the ledger keeps such an order in memory that long.
+    """
+    return [order for order in ledger.orders_updated_since(now - PRESUMED_VERDICT_HORIZON_SECONDS)
+            if order.status is OrderStatus.NOT_PLACED and order.presumed]
+
+
+@dataclass
+class _Recheck:
+    """A watched verdict on missing data: the order, the verdict, and when to ask again."""
+
+    order: LedgerOrder
+    verdict: OrderStatus       # NOT_PLACED or VANISHED when it was first watched
+    filled_before: float       # what the ledger had counted when it was first watched
+    due: float
+    interval: float
+    expired: bool = False      # a VANISHED order past the horizon: alerted, no longer re-queried
 
 
 class OrderReconciler:
@@ -56,6 +114,12 @@ class OrderReconciler:
         self._alerted_missing: set[int] = set()
         self._late_checked: set[int] = set()
         self._pending_markers: list[tuple[float, dict]] = []
+        self._markers_loaded = False   # the start-up look-up of recorded accepts has run
+        # Verdicts on missing data under watch (rows O9, O10), by clientOrderId, and the time the
+        # ledger was last scanned for new ones. A VANISHED order stays watched past the horizon
+        # (``expired``: the open list is still matched, no re-query); a restart alerts it again.
+        self._watch: dict[int, _Recheck] = {}
+        self._watch_scanned_at: float | None = None
 
     def __repr__(self) -> str:
         return f"OrderReconciler(accepts_in_doubt={len(self._pending_markers)})"
@@ -68,26 +132,52 @@ class OrderReconciler:
         for order in self.ledger.live_orders():
             self.ledger.poll(order)
             report.orders_checked += 1
+        # Watched from now on, so a verdict the order history reversed before the open orders
+        # are read is still alerted (``verify_unlisted`` sees the change).
+        self._refresh_watch(report.at)
         return unsettled
 
     # ---- RFQ accepts whose answer may be lost (rows R1-R3) ----------------------------------------
 
     def adopt_block_accepts(self, report: ReconcileReport, now: float, *, startup: bool) -> set[str]:
-        """Look up block trades for recorded accepts of active trades; returns symbols still in doubt."""
-        if startup:
+        """Look up block trades for recorded accepts of active trades; returns symbols still in doubt.
+
+        An accept is given up ("did not happen", R3) only on a block-trade list that answered,
+        was read at least ``AMBIGUOUS_RESOLVE_SECONDS`` after the accept was recorded, and
+        reached back past it. A read that fails decides nothing: the accept stays in doubt
+        (its symbols too) and is looked up again at the next pass, and the other accepts are
+        still looked up in this one.
+        """
+        if startup or not self._markers_loaded:
             self._pending_markers = self._markers_of_active_trades()
+            self._markers_loaded = True
         doubtful: set[str] = set()
         still_pending: list[tuple[float, dict]] = []
         for ts, marker in self._pending_markers:
-            found, recorded = adopt_block_trade(self.client, self.ledger, marker, now)
+            try:
+                found, recorded = adopt_block_trade(self.client, self.ledger, marker, now,
+                                                    since=_lookup_horizon(marker))
+            except (TraderError, ValueError) as exc:
+                logger.warning("block trade of the RFQ accept of trade %s not looked up (%s); still in doubt",
+                               marker.get("trade_id"), exc)
+                found, recorded, answered = False, 0, False
+            else:
+                answered = True
             report.block_fills_adopted += recorded
             if recorded:
                 self.lifecycle.refresh_fills(str(marker["trade_id"]))
-            if not found and now - ts < AMBIGUOUS_RESOLVE_SECONDS:
+            if not found and (not answered or now - ts < AMBIGUOUS_RESOLVE_SECONDS):
                 still_pending.append((ts, marker))
                 doubtful |= {str(symbol) for _index, symbol, _side in marker.get("legs") or []}
         self._pending_markers = still_pending
         return doubtful
+
+    def accept_in_doubt(self, trade_id: str) -> bool:
+        """``seams.BlockAcceptWatch``: an accept of this trade recorded before the restart is not
+        resolved yet (also True before the start-up look-up has run: nothing is known yet)."""
+        if not self._markers_loaded:
+            return True
+        return any(str(marker.get("trade_id")) == str(trade_id) for _ts, marker in self._pending_markers)
 
     def _markers_of_active_trades(self) -> list[tuple[float, dict]]:
         active = {trade.id for trade in self.lifecycle.active_trades()}
@@ -108,15 +198,12 @@ class OrderReconciler:
     # ---- orders the open list does not show ----------------------------------------------------
 
     def verify_unlisted(self, report: ReconcileReport, now: float, listed: list[ExchangeOrder]) -> None:
-        """Rows O4, O5, O8: ledger orders the open list (all pages, ``listed``) does not show, and
-        vanished ones it shows again."""
+        """Rows O4, O5, O8: ledger orders the open list (all pages, ``listed``) does not show; rows
+        O9, O10: verdicts on missing data the list shows, or whose re-check is due."""
+        self._refresh_watch(now)
+        self._sweep(report)
+        self._listed_again(report, now, listed)
         listed_ids = {item.order_id for item in listed if item.order_id is not None}
-        for order in self.ledger.vanished_orders():
-            if order.status is OrderStatus.VANISHED and order.order_id in listed_ids:
-                logger.warning("order %d, settled VANISHED, is listed open again: adopting the exchange's view",
-                               order.client_order_id)
-                self.ledger.poll(order)
-                self.lifecycle.refresh_fills(order.trade_id)
         for order in self.ledger.live_orders():
             if order.order_id is None or order.order_id in listed_ids:
                 continue
@@ -126,12 +213,143 @@ class OrderReconciler:
             verdict = self.ledger.verify(order)
             if verdict == "vanished":
                 self._order_vanished(order, report)
+                self._watch_order(order)
             elif verdict == "missing" and order.client_order_id not in self._alerted_missing:
                 self._alerted_missing.add(order.client_order_id)
                 report.orders_missing.append(order.client_order_id)
                 self._alert("WARNING", "order_missing",
                             f"order {order.client_order_id} ({order.symbol}, trade {order.trade_id}) is live in "
                             f"our ledger but unknown to the exchange", client_order_id=order.client_order_id)
+        self._recheck_due(report, now)
+
+    # ---- verdicts on missing data (rows O9, O10) -------------------------------------------------
+
+    def _refresh_watch(self, now: float) -> None:
+        """Watch every verdict on missing data the ledger reached since the last scan.
+
+        The first scan reaches back over the whole horizon (a restart's watch is rebuilt from
+        the store's orders); later ones over what changed since, so a pass costs the orders of
+        the last minute, not the day's.
+        """
+        since = now - PRESUMED_VERDICT_HORIZON_SECONDS if self._watch_scanned_at is None \
+            else self._watch_scanned_at - 1.0
+        for order in self.ledger.orders_updated_since(since):
+            if order.status is OrderStatus.NOT_PLACED and order.presumed:
+                self._watch_order(order)
+        for order in self.ledger.vanished_orders():
+            self._watch_order(order)
+        self._watch_scanned_at = now
+
+    def _watch_order(self, order: LedgerOrder) -> None:
+        """Put a NOT_PLACED or VANISHED order under watch; its first re-check 30 s after the verdict."""
+        coid = order.client_order_id
+        if coid in self._watch:
+            return
+        if order.status not in (OrderStatus.NOT_PLACED, OrderStatus.VANISHED):
+            return
+        self._watch[coid] = _Recheck(order, order.status, float(order.filled_qty),
+                                     float(order.updated_at) + PRESUMED_RECHECK_FIRST_SECONDS,
+                                     PRESUMED_RECHECK_FIRST_SECONDS)
+
+    def _sweep(self, report: ReconcileReport) -> None:
+        """Watched orders whose verdict was reversed since the last look (by a poll, an engine, the
+        order history read): alert and book, once."""
+        for coid, entry in list(self._watch.items()):
+            if entry.order.status is not entry.verdict:
+                del self._watch[coid]
+                self._adopted(entry, report)
+
+    def _listed_again(self, report: ReconcileReport, now: float, listed: list[ExchangeOrder]) -> None:
+        """A watched order the open list shows (its clientOrderId, or its orderId) exists: poll it now.
+
+        The poll (by clientOrderId for a presumed NOT_PLACED) brings the exchange's whole view,
+        fills and state, into the ledger. A lookup that still lags behind the list leaves the
+        verdict as it is until the next pass (the list is read again then).
+        """
+        listed_coids = {item.client_order_id for item in listed if item.client_order_id is not None}
+        listed_ids = {item.order_id for item in listed if item.order_id is not None}
+        for coid, entry in list(self._watch.items()):
+            order = entry.order
+            if coid not in listed_coids and (order.order_id is None or order.order_id not in listed_ids):
+                continue
+            logger.warning("order %d, settled %s, is listed open on the exchange: adopting the exchange's view",
+                           coid, entry.verdict.value)
+            report.orders_checked += 1
+            self.ledger.poll(order)
+            if order.status is not entry.verdict:
+                del self._watch[coid]
+                self._adopted(entry, report)
+            elif not entry.expired:
+                entry.due = now   # re-checked in the next pass whatever its back-off said
+
+    def _recheck_due(self, report: ReconcileReport, now: float) -> None:
+        """Re-query the watched orders whose back-off is due; give up on those past the horizon."""
+        for coid, entry in list(self._watch.items()):
+            if not entry.expired and now - float(entry.order.updated_at) >= PRESUMED_VERDICT_HORIZON_SECONDS:
+                self._horizon_reached(entry)
+        due = sorted((entry for entry in self._watch.values() if entry.due <= now), key=lambda entry: entry.due)
+        for entry in due[:PRESUMED_RECHECKS_PER_PASS]:
+            report.orders_checked += 1
+            answer = self.ledger.verify(entry.order)
+            if entry.order.status is not entry.verdict:
+                self._watch.pop(entry.order.client_order_id, None)
+                self._adopted(entry, report)
+                continue
+            if answer != "error":   # a failed request learnt nothing: asked again as soon
+                entry.interval = min(entry.interval * 2.0, PRESUMED_RECHECK_MAX_SECONDS)
+            entry.due = now + entry.interval
+
+    def _adopted(self, entry: _Recheck, report: ReconcileReport) -> None:
+        """The exchange showed an order we had concluded NOT_PLACED or VANISHED; the ledger took its view.
+
+        The trade re-reads its fills (a working order then blocks its leg and the lifecycle
+        resolves it); an ended trade cannot, so what the order did is nobody's and an operator
+        must act. CRITICAL for a reversed NOT_PLACED always (a second order may have gone out
+        on the leg it freed); for a VANISHED one when it is working or filled more.
+        """
+        order = entry.order
+        gained = float(order.filled_qty) - entry.filled_before
+        if gained > QTY_EPSILON:
+            report.late_fills.append(order.client_order_id)
+        trade = self.lifecycle.get(order.trade_id)
+        active = trade is not None and trade.is_active
+        if active:
+            self.lifecycle.refresh_fills(order.trade_id)
+        working = not order.status.is_final
+        text = (f"order {order.client_order_id} ({order.symbol}, trade {order.trade_id} leg {order.leg_index}) "
+                f"concluded {entry.verdict.value} was found on the exchange: {order.status.value}, "
+                f"{order.filled_qty:g} of {order.qty:g} filled (orderId {order.order_id}); adopted as its real state")
+        if active:
+            text += ("; its fills are booked to the trade and its leg waits for it (a replacement may have been sent "
+                     "meanwhile: check the trade's position)")
+        elif working or gained > QTY_EPSILON:
+            text += (f"; the trade has ended, so {'this working order' if working else 'that fill'} is managed by no "
+                     f"trade: cancel the order and close what it filled by hand, or "
+                     f"`python main.py kill --all-positions --yes`")
+        critical = entry.verdict is OrderStatus.NOT_PLACED or working or gained > QTY_EPSILON
+        self._alert("CRITICAL" if critical else "WARNING", "order_verdict_reversed", text,
+                    client_order_id=order.client_order_id, order_id=order.order_id, symbol=order.symbol,
+                    trade_id=order.trade_id, verdict=entry.verdict.value, status=order.status.value,
+                    filled_qty=order.filled_qty)
+
+    def _horizon_reached(self, entry: _Recheck) -> None:
+        """A day of re-checks without an answer: a NOT_PLACED stands; a VANISHED order is a human's."""
+        order = entry.order
+        if entry.verdict is OrderStatus.NOT_PLACED:
+            del self._watch[order.client_order_id]
+            logger.info("order %d: still unknown to the exchange %.0f h after it was concluded NOT_PLACED; the "
+                        "verdict stands", order.client_order_id, PRESUMED_VERDICT_HORIZON_SECONDS / 3600)
+            return
+        entry.expired, entry.due = True, math.inf
+        self._alert("CRITICAL", "order_vanished_unresolved",
+                    f"order {order.client_order_id} ({order.symbol}, trade {order.trade_id} leg {order.leg_index}, "
+                    f"orderId {order.order_id}) has been unknown to the exchange for "
+                    f"{PRESUMED_VERDICT_HORIZON_SECONDS / 3600:.0f} h of re-checks ({order.filled_qty:g} of "
+                    f"{order.qty:g} filled as last seen); it stays VANISHED and is no longer re-queried, but the open "
+                    f"list is still watched for it. Check it on the exchange (order history, fills) and compare the "
+                    f"position with `python main.py status`",
+                    client_order_id=order.client_order_id, order_id=order.order_id, symbol=order.symbol,
+                    trade_id=order.trade_id, filled_qty=order.filled_qty)
 
     def _order_vanished(self, order: Any, report: ReconcileReport) -> None:
         """The exchange forgot the order (the ledger settled it VANISHED): alert once, let the trade move on."""
@@ -151,10 +369,18 @@ class OrderReconciler:
     # ---- late fills ------------------------------------------------------------------------------
 
     def recheck_recent_finals(self, report: ReconcileReport, now: float) -> None:
-        """Poll once more every order that ended unfilled in the last minutes (late fill reports)."""
+        """Poll once more every order that ended unfilled in the last minutes (late fill reports).
+
+        A VANISHED order is not among them: its re-checks are the watch's (row O10), with
+        back-off for a day rather than once. A verdict the order history reversed earlier in
+        this pass is alerted here, in the same pass.
+        """
+        self._sweep(report)
         # Orders changed in the watch window (and a second more: the test below decides, exactly).
         for order in self.ledger.orders_updated_since(now - LATE_FILL_WATCH_SECONDS - 1.0):
             if order.status not in LATE_FILL_STATUSES or order.filled_qty >= order.qty - QTY_EPSILON:
+                continue
+            if order.status is OrderStatus.VANISHED:
                 continue
             age = now - float(order.updated_at)
             if order.client_order_id in self._late_checked or not (

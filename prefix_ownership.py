@@ -16,7 +16,10 @@ cancelling somebody else's order. ``PrefixOwnership`` is where the reconciler de
 * a store that is missing (new or empty, never reconciled) or quarantined is a lost memory:
   if the exchange shows anything of ours, every strategy starts paused;
 * while running, the history since the last check is read every reconciliation, so a foreign
-  order that filled between two checks is still seen.
+  order that filled between two checks is still seen;
+* an order of ours in that history that the ledger holds as a verdict on missing data (a
+  presumed NOT_PLACED, or VANISHED) is polled at once, so the ledger adopts what the exchange
+  shows (docs/RECOVERY.md O9, O10; ``order_reconciliation`` alerts the reversal).
 
 Open perpetual orders are listed with the option ones (``perp_open_order``: the same view of
 an order), so an unknown perp order with our prefix is decided exactly as an option order, and
@@ -35,7 +38,8 @@ from alerts import send_alert
 from clock import Clock
 from coincall_payloads import ExchangeOrder, PerpOrder, history_filters, next_page_filters, parse_order_page
 from errors import TraderError
-from order_ledger import parse_client_order_id
+from order_ledger import LedgerOrder, parse_client_order_id
+from order_reconciliation import presumed_not_placed
 from persistence import ORDER_HISTORY_WATERMARK, TRADE_SEQ_COUNTER
 from reconciliation_report import ReconcileReport
 from seams import AlertSender, PerpReconcilerClient, ReconcilerClient, ReconcilerLedger, ReconcilerStore
@@ -158,6 +162,7 @@ class PrefixOwnership:
             since = max(since, watermark - HISTORY_OVERLAP_SECONDS)
         until_ms = self.clock.now_ms()
         history = self._prefixed_history(since, until_ms)
+        self.adopt_presumed(history, report, now)
         prefixed_open = [item for item in listed if self.is_ours(item.client_order_id)]
         seen = history + prefixed_open
         seqs = _trade_seqs(seen)
@@ -195,6 +200,7 @@ class PrefixOwnership:
         except TraderError as exc:
             logger.warning("order history unavailable (%s): checked again at the next reconciliation", exc)
             return
+        self.adopt_presumed(history, report, now)
         self.unknown_orders(history, report, source="history")
         self.store.raise_counter_to(ORDER_HISTORY_WATERMARK, until_ms)
 
@@ -289,6 +295,40 @@ class PrefixOwnership:
 
     def _counter(self, name: str) -> int:
         return int(self.store.counter(name)) if self.store is not None else 0
+
+    # ---- orders of ours the ledger concluded were not placed, or vanished ---------------------------
+
+    def adopt_presumed(self, items: list[ExchangeOrder], report: ReconcileReport, now: float) -> None:
+        """Ask the exchange again (``verify``: by orderId and clientOrderId) about every order in
+        ``items`` (history rows of ours) that the ledger holds as a verdict on missing data, so
+        the ledger adopts the exchange's view (rows O9, O10).
+
+        Why here: the order history is the one read that shows an order that filled or was
+        cancelled between two checks, which the open list never lists. Only rows whose orderId
+        the ledger does not know can be a presumed NOT_PLACED (that verdict comes from lookups
+        that never gave an id), so the rest cost nothing, and no archived trade is read back
+        for a row of an order long settled. A lookup that does not find it yet, or fails,
+        decides nothing: the order stays watched by ``order_reconciliation`` and is asked again.
+        """
+        ours = {item.client_order_id: item for item in items
+                if item.client_order_id is not None and self.ledger.is_ours(item.client_order_id)}
+        if not ours:
+            return
+        found: dict[int, LedgerOrder] = {order.client_order_id: order for order in self.ledger.vanished_orders()
+                                         if order.client_order_id in ours}
+        known_ids = self.ledger.known_order_ids()
+        if any(item.order_id is None or item.order_id not in known_ids for item in ours.values()):
+            found.update({order.client_order_id: order for order in presumed_not_placed(self.ledger, now)
+                          if order.client_order_id in ours})
+        for coid, order in found.items():
+            was = order.status
+            logger.warning("order %d, settled %s, is in the exchange's order history: adopting the exchange's view",
+                           coid, was.value)
+            report.orders_checked += 1
+            self.ledger.verify(order)
+            if order.status is was:
+                logger.warning("order %d: the exchange's lookup does not show it yet; asked again at the next "
+                               "reconciliation", coid)
 
     # ---- unknown orders with our prefix ----------------------------------------------------------
 
