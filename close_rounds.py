@@ -59,7 +59,12 @@ class CloseRounds:
     def next_round(self, trade: TradeLifecycle, *, unwinding: bool, kill: bool,
                    params_for: Callable[[str], Any]) -> Round:
         """The round to start: unwind and kill urgent on the limit engine; a close on the trade's
-        engine, or on the limit engine once a round has failed (the close fallback of 4.4)."""
+        engine, or on the limit engine once a round has failed (the close fallback of 4.4).
+
+        A close on the RFQ engine is a block trade, which cannot carry ``reduceOnly``; the RFQ
+        job itself checks the exchange's positions before it creates the RFQ and before each
+        accept, and hands the legs to its reduce-only fallback when they do not cover the
+        close (``rfq.position_problem``), so routing the first round there stays safe."""
         if unwinding:
             return Round("unwind", Intent.KILL if kill else Intent.UNWIND, "limit", self.urgent_params)
         if kill:

@@ -11,16 +11,37 @@ Why it is built this way (BEHAVIOUR.md §1.3, §6.4, §8 rows 28-31, 37; API.md 
   mixed structure, would trade us the wrong way and is discarded leg by leg.
 * The exchange refuses single-leg SELL RFQs: we ask as BUY and take a quote in which the maker
   BUYs, so the direction we want (SELL) is what the quote check uses.
-* Accept is not idempotent. A coded rejection proves nothing happened, so the next candidate
-  may be tried (still gated). No answer at all is AMBIGUOUS: we never accept again and look
-  for the block trade in the private block-trade list (and our fill history) for up to 60 s.
+* Accept is not idempotent. Only a coded exchange answer that proves the accept did nothing
+  (``definitely_refused``) lets the next candidate be tried (still gated). Everything else (no
+  answer, a timeout, HTTP 429 or another throttle, a code whose outcome is unknown, any
+  unexpected error) is AMBIGUOUS: nothing is ever accepted again in this job, and the block
+  trade is looked for in the private block-trade list (page after page, back to the RFQ's
+  creation: the list is ordered by quote, not by trade time) and, when that list cannot be
+  read, in our fill history.
+* Evidence before belief: "not accepted" is concluded only from a block-trade list read that
+  answered, was begun at least ``AMBIGUOUS_RESOLVE_SECONDS`` after the accept, and was read
+  back past the RFQ's creation (or to the list's end) without finding it. A failed or
+  unfinished read is no evidence; while none has answered, the job stays WORKING in
+  AMBIGUOUS, keeps looking every poll interval and says so once at CRITICAL, so the trade is
+  never forgotten with a block trade possibly on the exchange. Even then an OPEN never falls
+  back: a verdict drawn from a list's silence must not open the legs a second time. Closes,
+  unwinds and kills may (reduce-only engines).
+* A block trade carries no reduce-only flag: closing by RFQ a quantity the account does not
+  hold would flip the position. A reducing job therefore reads the positions right before it
+  creates the RFQ and again right before each accept, and uses the RFQ only when every leg's
+  position has the sign the trade holds and at least the quantity to close. A failed, empty
+  or different read sends the legs to the reduce-only fallback engine (limit when none is
+  configured): a close never fails for that reason alone.
 * Every block fill is written to the ``OrderLedger`` (``record_block_fill``) from the accept
   response's taker-side legs, matched by ``instrumentName``, never by position, with the
-  string values parsed: the lifecycle sees RFQ fills exactly like order fills.
+  string values parsed: the lifecycle sees RFQ fills exactly like order fills. A leg filled
+  on the side we did not ask for is never booked as ours: CRITICAL, and the job does not end
+  FILLED.
 * No quote in time -> cancel the RFQ (never after a fill) -> the configured fallback engine
   runs the same legs inside this same job, or the job fails. Everything is a deadline
   checked in ``advance(now)`` with a bounded number of requests, so one trade waiting on
-  makers never delays another trade's exits.
+  makers never delays another trade's exits; quotes ranked in a step that ran out of
+  requests are accepted in the next one.
 """
 from __future__ import annotations
 
@@ -28,18 +49,22 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, TypeGuard
 
+from api_values import int_or_none
 from clock import Clock
 from coincall_payloads import (
     BlockLeg,
     BlockTrade,
+    PositionSnapshot,
     Quote,
     history_filters,
+    next_page_filters,
     parse_accept_legs,
     parse_block_trades,
     parse_fill_page,
     parse_order,
+    parse_positions,
     parse_quotes,
     parse_rfq_created,
     rfq_leg,
@@ -48,9 +73,8 @@ from contracts import Side
 from display import fmt, fmt_duration, fmt_qty
 from price_sanity import InsanePriceError, PriceBand, band_of, side_problem
 from errors import (
-    EndpointNotFound,
     ExchangeError,
-    OrderOutcomeUnknown,
+    RateLimitedError,
     SelectionError,
     TraderError,
     TransportError,
@@ -86,7 +110,17 @@ logger = logging.getLogger(__name__)
 FALLBACK_MODES: tuple[str | None, ...] = (None, "limit", "smart")
 AMBIGUOUS_RESOLVE_SECONDS = 60.0
 QTY_MATCH_TOLERANCE = 1e-9
+# The block-trade list is read newest first, BLOCKTRADE_PAGE_SIZE records a page (well inside
+# the documented limit of 499, so a shorter page is the end of the list), back to the RFQ's
+# creation less BLOCKTRADE_SLACK_SECONDS (our clock against the exchange's record times), and
+# never more than BLOCKTRADE_MAX_PAGES pages: a list we could not read to that point proves
+# nothing. Why the creation and not the accept: the list is ordered by id, and a block trade's
+# id is its quote's (API.md 10.3), so a quote made after ours but traded well before our
+# accept sorts above ours. Its quote, hence its trade, still came after our RFQ was created:
+# a record older than that proves ours is not further down.
 BLOCKTRADE_PAGE_SIZE = 50
+BLOCKTRADE_MAX_PAGES = 20
+BLOCKTRADE_SLACK_SECONDS = 30.0
 HISTORY_SLACK_SECONDS = 5.0
 MAX_CANCEL_ATTEMPTS = 3
 BLOCK_TRADE_TYPE = 14
@@ -262,30 +296,146 @@ def rank_candidates(quotes: Iterable[Quote], legs: Sequence[LegTarget], baseline
     return out
 
 
-# =====================================================================================
-# The job
-# =====================================================================================
+def definitely_refused(exc: BaseException) -> TypeGuard[ExchangeError]:
+    """Whether an error from a non-idempotent RFQ POST proves the exchange did nothing.
+
+    Only a coded answer does, and not every code: a throttle (HTTP 429 or 10000/10605,
+    ``RateLimitedError``) may have been raised by a gateway after the request went through,
+    and the codes of ``ExchangeError.outcome_unknown`` say outright that nobody knows. No
+    answer (``TransportError``, ``OrderOutcomeUnknown``), a 404 from whatever answered, or an
+    error we did not expect proves nothing either. Anything this refuses is AMBIGUOUS.
+    """
+    return isinstance(exc, ExchangeError) and not isinstance(exc, RateLimitedError) and not exc.outcome_unknown
 
 
-def find_block_trade(client: RfqClient | ReconcilerClient, request_id: str,
-                     quote_id: str | None) -> BlockTrade | None:
-    """Our block trade for this RFQ (or quote) from the private block-trade list, or None."""
-    data = client.blocktrade_orders(**history_filters(page_size=BLOCKTRADE_PAGE_SIZE))
-    for record in parse_block_trades(data):
-        if record.request_id == str(request_id) or (quote_id is not None and record.quote_id == str(quote_id)):
-            return record
+def position_problem(legs: Sequence[LegTarget], positions: Iterable[PositionSnapshot]) -> str | None:
+    """Why a reducing block trade on ``legs`` could open or flip a position, or None.
+
+    A block trade has no reduce-only flag, so the exchange would fill a close for more than
+    the account holds and leave the difference the other way round. A close leg's side is the
+    opposite of what the trade holds (SELL closes a long), so the account's net position in
+    that symbol must lie on the held side by at least the leg's quantity. Positions of one
+    symbol are summed (several entries net out on the exchange too).
+    """
+    held: dict[str, float] = {}
+    for position in positions:
+        held[position.symbol] = held.get(position.symbol, 0.0) + position.signed_qty
+    for leg in legs:
+        holds_long = Side.of(leg.side) is Side.SELL
+        signed = held.get(leg.symbol, 0.0)
+        have = signed if holds_long else -signed
+        if have < leg.qty - QTY_MATCH_TOLERANCE:
+            return (f"leg {leg.leg_index} {leg.symbol}: closing {fmt_qty(leg.qty)} needs a "
+                    f"{'long' if holds_long else 'short'} position of at least that, the exchange shows "
+                    f"{fmt_qty(signed)} (signed)")
     return None
 
 
+# =====================================================================================
+# Block trades: the paged lookup and recovery
+# =====================================================================================
+
+
+def _record_time(record: BlockTrade) -> float | None:
+    """When the block trade happened, from its legs' times (the latest, so a record counts as
+    older than the accept only when all of it is); None when no leg carries one."""
+    times = [leg.created_at for leg in record.legs if leg.created_at is not None]
+    return max(times) if times else None
+
+
+class BlockTradeWalk:
+    """One read of the private block-trade list, newest record first, a page at a time.
+
+    Why a walk and not one page: the list is not filtered by time, so the newest page of a
+    busy account may end before the accept; reading only it would call a block trade absent
+    that is one page further down. A walk is ``finished`` when it found the record of our RFQ
+    (or quote), reached a page shorter than asked for (the end of the list), or a page holding
+    a record older than ``since`` (what follows cannot be ours when ``since`` is no later than
+    the RFQ's creation: ``BLOCKTRADE_SLACK_SECONDS``). Only a finished walk that
+    found nothing says "absent". It can be read over several steps (a step's request budget),
+    and every failure to read a page raises: the caller must never take it for absence.
+    """
+
+    def __init__(self, request_id: str, quote_id: str | None, since: float | None) -> None:
+        self.request_id = str(request_id)
+        self.quote_id = None if quote_id is None else str(quote_id)
+        self.since = since
+        self.pages = 0
+        self.found: BlockTrade | None = None
+        self.finished = False
+        self._filters = history_filters(page_size=BLOCKTRADE_PAGE_SIZE)
+        self._seen: set[tuple[str | None, str, str]] = set()
+
+    def __repr__(self) -> str:
+        return (f"BlockTradeWalk(rfq={self.request_id}, quote={self.quote_id}, pages={self.pages}, "
+                f"finished={self.finished}, found={self.found is not None})")
+
+    def matches(self, record: BlockTrade) -> bool:
+        return record.request_id == self.request_id or (self.quote_id is not None
+                                                        and record.quote_id == self.quote_id)
+
+    def read_page(self, client: RfqClient | ReconcilerClient) -> None:
+        """Read the next page. ``TraderError`` / ``ValueError`` when it cannot be read, and a
+        ``TransportError`` when the cursor stalls or the page bound is reached unfinished."""
+        if self.finished:
+            return
+        where = "GET block-trade list"
+        if self.pages >= BLOCKTRADE_MAX_PAGES:
+            raise TransportError(where, f"more than {BLOCKTRADE_MAX_PAGES} pages without reaching the accept: "
+                                        f"not searched to the end")
+        records = parse_block_trades(client.blocktrade_orders(**self._filters))
+        self.pages += 1
+        fresh = 0
+        for record in records:
+            key = (record.block_trade_id, record.request_id, record.quote_id)
+            if key not in self._seen:
+                self._seen.add(key)
+                fresh += 1
+            if self.matches(record):
+                self.found = record
+                self.finished = True
+                return
+        if len(records) < BLOCKTRADE_PAGE_SIZE:
+            self.finished = True       # the end of the list
+            return
+        if self.since is not None and any(t is not None and t < self.since for t in map(_record_time, records)):
+            self.finished = True       # back before our RFQ: nothing further down can be ours
+            return
+        cursor = int_or_none(records[-1].block_trade_id)
+        if cursor is None or fresh == 0:
+            raise TransportError(where, f"page {self.pages} gives no way on (last id "
+                                        f"{records[-1].block_trade_id!r}, {fresh} new records)")
+        self._filters = next_page_filters(self._filters, cursor)
+
+
+def find_block_trade(client: RfqClient | ReconcilerClient, request_id: str, quote_id: str | None, *,
+                     since: float | None = None) -> BlockTrade | None:
+    """Our block trade for this RFQ (or quote) from the private block-trade list, or None.
+
+    None only when the list was read to its end, or back past ``since`` (an epoch time; None
+    reads to the end within the page bound); a page that cannot be read raises, so a failed
+    read is never an absence.
+    """
+    walk = BlockTradeWalk(request_id, quote_id, since)
+    while not walk.finished:
+        walk.read_page(client)
+    return walk.found
+
+
 def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker: Mapping[str, Any],
-                      now: float) -> tuple[bool, int]:
+                      now: float, *, since: float | None = None) -> tuple[bool, int]:
     """Recovery: record the fills of an RFQ accept whose answer a crash may have lost.
 
     ``marker`` is the payload ``OrderLedger.note_block_accept`` committed before the accept
-    was sent. Returns (block trade found, legs newly recorded). Idempotent: a leg whose
-    exchange ``orderId`` is already in the ledger is not recorded again.
+    was sent; ``since``, when given, must be no later than the RFQ's creation less some slack
+    (the list is ordered by quote, not by trade time: see ``BLOCKTRADE_SLACK_SECONDS``); it
+    lets the lookup stop there instead of reading to the end of the list. Returns (block trade found, legs newly
+    recorded); a failed read raises (nothing is decided). Idempotent: a leg whose exchange
+    ``orderId`` is already in the ledger is not recorded again. A leg filled on the side we did
+    not ask for is not booked as ours (CRITICAL): the operator must look at it.
     """
-    record = find_block_trade(client, str(marker["request_id"]), str(marker.get("quote_id") or "") or None)
+    record = find_block_trade(client, str(marker["request_id"]), str(marker.get("quote_id") or "") or None,
+                              since=since)
     if record is None:
         return False, 0
     ours = {str(symbol): (int(index), int(side)) for index, symbol, side in marker.get("legs") or []}
@@ -302,7 +452,12 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
             logger.critical("block trade of RFQ %s: leg %s unreadable; fill NOT recorded", marker["request_id"],
                             leg.symbol)
             continue
-        index, _wanted_side = ours[leg.symbol]
+        index, wanted_side = ours[leg.symbol]
+        if leg.side != Side.of(wanted_side):
+            logger.critical("trade %s: block trade of RFQ %s filled %s %s %s but we asked to %s; NOT booked as "
+                            "our fill: check this position on the exchange", marker["trade_id"],
+                            marker["request_id"], leg.side.name, leg.qty, leg.symbol, Side.of(wanted_side).name)
+            continue
         ledger.record_block_fill(trade_id=str(marker["trade_id"]), trade_seq=int(marker["trade_seq"]),
                                  leg_index=index, intent=Intent(int(marker["intent"])), symbol=leg.symbol,
                                  side=leg.side, qty=leg.qty, price=leg.price, fee=leg.fee, order_id=leg.order_id,
@@ -314,12 +469,17 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
     return True, recorded
 
 
+# =====================================================================================
+# The job
+# =====================================================================================
+
+
 class RFQPhase(str, Enum):
     BASELINE = "BASELINE"      # validate legs, read the screen, create the RFQ
     CREATED = "CREATED"        # RFQ live, first quote poll not yet due
     WAITING = "WAITING"        # polling quotes until the deadline
     ACCEPTING = "ACCEPTING"    # sending accepts (within one step)
-    AMBIGUOUS = "AMBIGUOUS"    # an accept got no answer: looking for the block trade
+    AMBIGUOUS = "AMBIGUOUS"    # an accept's fate is unknown: looking for the block trade until evidence
     CANCELLING = "CANCELLING"  # cancel the RFQ, then fallback or fail
     FALLBACK = "FALLBACK"      # another engine works the same legs inside this job
     DONE = "DONE"
@@ -348,17 +508,27 @@ class RFQJob(ExecutionJob):
         self._bands: dict[str, PriceBand] = {}
         self.baseline: float | None = None
         self.request_id: str | None = None
+        self._created_at: float | None = None      # when the create was sent: the block-trade lookup's horizon
         self.rfq_expiry: float | None = None
         self._deadline: float | None = None
         self._next_poll_at = 0.0
         self.tried_quote_ids: list[str] = []
+        self._deferred: tuple[list[Quote], float] | None = None   # quotes ranked, their accept due next step
         self.accepted_quote_id: str | None = None
         self._never_accept = False
         self._ambiguous_quote_id: str | None = None
         self._ambiguous_since: float | None = None
         self._next_lookup_at = 0.0
+        self._walk: BlockTradeWalk | None = None  # a block-trade list read still under way
+        self._walk_began_at = 0.0
+        self._absence_proven = False              # a full list read after the window found nothing
+        self._unresolved_logged = False           # the CRITICAL of an unresolved accept, said once
+        self._accept_refuted = False              # "not accepted" concluded from the list's silence
+        self._block_trade_seen = False            # an accept answer or a list record proves a block trade
+        self._position_guard = ""                 # why a reducing RFQ gave way (positions read), or ""
         self._cancel_attempts = 0
         self._block_orders: dict[int, int] = {}   # leg_index -> client order id of its block fill
+        self._wrong_side: dict[int, str] = {}     # leg_index -> a block fill on the side we did not ask for
         self.fallback_mode: str | None = None
         self.fallback_reason = ""                 # why the RFQ gave way to the fallback engine
         self._inner: ExecutionJob | None = None
@@ -451,8 +621,40 @@ class RFQJob(ExecutionJob):
             if self.baseline is None:
                 logger.warning("rfq job %s: a needed book side is empty; no baseline, no quote can pass the "
                                "%.2f %% gate", self.trade_id, self.params.min_improvement_pct)
-        if budget.take():
-            self._create(now)
+        if not budget.take(2 if self._reducing else 1):
+            return
+        if self._reducing and not self._positions_allow_rfq(now, "before creating the RFQ"):
+            self._begin_fallback(now)
+            return
+        self._create(now)
+
+    # ---- the position guard of a reducing RFQ ---------------------------------------------
+
+    @property
+    def _reducing(self) -> bool:
+        """A close, unwind or kill: its block trade must not be able to flip a position."""
+        return self.intent.family() is not Intent.OPEN
+
+    def _positions_allow_rfq(self, now: float, when: str) -> bool:
+        """Read the positions (one request, already taken from the budget) and say whether a
+        reducing block trade on our legs stays inside them (``position_problem``).
+
+        Fail closed: a failed or unreadable read is a no, exactly like a position that does
+        not match; the reason is kept so the fallback can say why it took over.
+        """
+        try:
+            positions = parse_positions(self._client.positions(), timestamp=now)
+        except (TraderError, ValueError) as exc:
+            problem: str | None = f"the positions read failed ({exc})"
+        else:
+            problem = position_problem(self.legs, positions)
+        if problem is None:
+            return True
+        self._position_guard = f"no RFQ for a reducing trade {when}: {problem}"
+        self._reason = self._position_guard
+        logger.warning("rfq job %s %s: %s; the reduce-only fallback takes the legs", self.trade_id,
+                       self.intent.name, self._position_guard)
+        return False
 
     def _validate_leg(self, leg: LegTarget) -> str | None:
         """None if the leg may be asked for; a reason to fail; or "retry" when the data is unavailable."""
@@ -473,16 +675,20 @@ class RFQJob(ExecutionJob):
         return None
 
     def _create(self, now: float) -> None:
+        """Create the RFQ (sent once: not idempotent). Without a usable answer the fallback
+        takes over; an RFQ created after all has no id here, so it is never accepted and
+        expires by itself, which is why only the log, not the decision, depends on the kind
+        of error."""
         legs = request_legs(self.legs)
         try:
             data = self._client.rfq_create(legs)
-        except ExchangeError as exc:
-            self._reason = f"RFQ create rejected: {exc.code} {exc.msg}"
-            self._begin_fallback(now)
-            return
-        except (OrderOutcomeUnknown, TransportError, EndpointNotFound, ValueError) as exc:
-            # If it was created after all, it is never accepted and expires by itself.
-            self._reason = f"RFQ create failed: {exc}"
+        except (TraderError, ValueError) as exc:
+            if definitely_refused(exc):
+                self._reason = f"RFQ create rejected: {exc.code} {exc.msg}"
+            else:
+                self._reason = f"RFQ create outcome unknown ({exc}); if it exists it is never accepted"
+                logger.warning("rfq job %s: RFQ create has no definitive answer (%s); an RFQ it may have created "
+                               "is never accepted and expires by itself", self.trade_id, exc)
             self._begin_fallback(now)
             return
         created = parse_rfq_created(data)
@@ -491,6 +697,7 @@ class RFQJob(ExecutionJob):
             self._begin_fallback(now)
             return
         self.request_id = created.request_id
+        self._created_at = now
         self.rfq_expiry = None if created.expiry_ms is None else created.expiry_ms / 1000.0
         self._deadline = now + self.params.timeout_seconds
         if self.rfq_expiry is not None:
@@ -511,6 +718,9 @@ class RFQJob(ExecutionJob):
         if now >= self._deadline:
             self._begin_cancelling(f"no acceptable quote within {now - self.started_at:.0f} s")
             return
+        if self._deferred is not None:
+            self._accept_deferred(now, budget)
+            return
         if now < self._next_poll_at or not budget.take():
             return
         self._phase = RFQPhase.WAITING
@@ -529,14 +739,36 @@ class RFQJob(ExecutionJob):
                                      bands=self._bands)
         logger.debug("rfq job %s: %d quotes, %d candidates", self.trade_id, len(quotes), len(candidates))
         if candidates and not self._never_accept:
-            self._accept_best(candidates, now, budget)
+            self._accept_best(candidates, quotes, now, budget)
+
+    def _accept_deferred(self, now: float, budget: RequestBudget) -> None:
+        """Accept quotes ranked on the previous step, which ran out of requests before it could.
+
+        Why: a poll, a book per leg and an accept (plus the positions read of a reducing job)
+        can need more requests than one step may send (an iron condor close: 1 + 4 + 2 > 6),
+        and polling again would spend the next step the same way. The quotes are ranked again
+        at ``now`` (their remaining life checked) against the screen read one step earlier;
+        older than one poll interval, they are dropped and the job polls afresh.
+        """
+        assert self._deferred is not None
+        quotes, ranked_at = self._deferred
+        self._deferred = None
+        if now - ranked_at > self.params.poll_interval_seconds or self._never_accept:
+            return
+        candidates = rank_candidates(quotes, self.legs, self.baseline, self.params, now, self.tried_quote_ids,
+                                     bands=self._bands)
+        if candidates:
+            self._accept_best(candidates, quotes, now, budget)
 
     def _refresh_baseline(self, budget: RequestBudget) -> bool:
         """Re-read the screen (books at most 3 s old) before judging quotes; False if out of budget.
 
         Quotes arrive seconds after the RFQ, and a cheap option's touch moves by more than the
         makers' edge in that time: judged against the screen of the create, a good quote can
-        look bad and a bad one good. A book that cannot be read keeps its previous value.
+        look bad and a bad one good. A book that cannot be read now is dropped: an older screen
+        is no baseline (the market may have fallen since, and a maker's quote above today's
+        touch would look like an improvement on yesterday's), so no quote passes the gate
+        until a fresh read gives one.
         """
         if self.params.min_improvement_pct is None:
             self._read_bands()  # no gate, but every quoted leg price must still be believable
@@ -547,7 +779,8 @@ class RFQJob(ExecutionJob):
             try:
                 self._books[leg.symbol] = self._market.order_book(leg.symbol, max_age=BOOK_MAX_AGE_SECONDS)
             except TraderError as exc:
-                logger.warning("rfq job %s: order book of %s unavailable (%s); keeping the previous one",
+                self._books.pop(leg.symbol, None)
+                logger.warning("rfq job %s: order book of %s unavailable (%s); no baseline until it is read",
                                self.trade_id, leg.symbol, exc)
         self._read_bands()
         self.baseline = structure_baseline(self.legs, self._books, self._bands)
@@ -565,19 +798,27 @@ class RFQJob(ExecutionJob):
                 logger.warning("rfq job %s: no sane reference price for %s (%s); no quote can be accepted",
                                self.trade_id, leg.symbol, exc)
 
-    def _accept_best(self, candidates: list[Candidate], now: float, budget: RequestBudget) -> None:
-        """Accept in rank order; a coded rejection moves on to the next candidate, no answer stops everything."""
+    def _accept_best(self, candidates: list[Candidate], quotes: list[Quote], now: float,
+                     budget: RequestBudget) -> None:
+        """Accept in rank order. Only a coded refusal that proves nothing happened
+        (``definitely_refused``) moves on to the next candidate; any other outcome is AMBIGUOUS and
+        stops everything. A reducing job re-reads the positions right before each accept. Out
+        of requests, the quotes wait for the next step (``_accept_deferred``)."""
         self._phase = RFQPhase.ACCEPTING
         for candidate in candidates:
-            if not budget.take():
-                self._next_poll_at = now  # out of requests: look again on the next tick
+            if not budget.take(2 if self._reducing else 1):
+                self._deferred = (quotes, now)
                 break
             quote_id = candidate.quote.quote_id
+            if self._reducing and not self._positions_allow_rfq(now, f"before accepting quote {quote_id}"):
+                self._begin_cancelling(self._position_guard)
+                return
             try:
                 self._ledger.note_block_accept(
                     trade_id=self.trade_id, trade_seq=self.trade_seq, intent=self.intent,
                     request_id=str(self.request_id), quote_id=str(quote_id),
-                    legs=[(leg.leg_index, leg.symbol, leg.side) for leg in self.legs])
+                    legs=[(leg.leg_index, leg.symbol, leg.side) for leg in self.legs],
+                    rfq_created_at=self._created_at)
             except Exception:  # noqa: BLE001 - an accept we could not record is never sent
                 logger.critical("rfq job %s: could not record the accept of quote %s; not accepting",
                                 self.trade_id, quote_id, exc_info=True)
@@ -587,23 +828,20 @@ class RFQJob(ExecutionJob):
                         candidate.cost, "n/a" if candidate.improvement is None else f"{candidate.improvement:.2f} %")
             try:
                 data = self._client.rfq_accept(self._created_id, quote_id)
-            except ExchangeError as exc:
-                if exc.outcome_unknown:
-                    self._begin_ambiguous(quote_id, now, f"code {exc.code} {exc.msg}")
-                    return
-                logger.warning("rfq job %s: accept of quote %s rejected (%s %s); next candidate", self.trade_id,
-                               quote_id, exc.code, exc.msg)
-                continue
-            except (OrderOutcomeUnknown, TransportError) as exc:
-                self._begin_ambiguous(quote_id, now, str(exc))
+            except Exception as exc:  # noqa: BLE001 - whatever is not a proven refusal may have traded
+                if definitely_refused(exc):
+                    logger.warning("rfq job %s: accept of quote %s refused (%s %s); next candidate", self.trade_id,
+                                   quote_id, exc.code, exc.msg)
+                    continue
+                self._begin_ambiguous(quote_id, now, f"{type(exc).__name__}: {exc}")
                 return
-            except (EndpointNotFound, ValueError) as exc:
-                logger.warning("rfq job %s: accept of quote %s not sent (%s)", self.trade_id, quote_id, exc)
-                continue
             self.accepted_quote_id = quote_id
             self._never_accept = True
+            self._block_trade_seen = True
             self._record_block_legs(parse_accept_legs(data), now, f"accept of {quote_id}")
-            if self._all_legs_recorded():
+            if self._wrong_side:
+                self._finish_with_fills(self._wrong_side_reason())
+            elif self._all_legs_recorded():
                 self._finish_with_fills("")
             else:
                 logger.critical("rfq job %s: accept of quote %s answered without every leg; looking the block "
@@ -625,34 +863,81 @@ class RFQJob(ExecutionJob):
         self._phase = RFQPhase.AMBIGUOUS
 
     def _step_ambiguous(self, now: float, budget: RequestBudget) -> None:
+        """Look for the block trade every poll interval until there is evidence either way.
+
+        Found (all legs) -> done. After ``AMBIGUOUS_RESOLVE_SECONDS``: a block trade seen
+        without every leg -> finish with what was booked; "not accepted" only on a list read
+        begun after the window that answered and found nothing (``_absence_proven``); with
+        neither, the job stays here (CRITICAL once) and keeps looking: a failed read decides
+        nothing, however long it has been.
+        """
         assert self._ambiguous_since is not None
         if now >= self._next_lookup_at and budget.take():
             self._next_lookup_at = now + self.params.poll_interval_seconds
             self._lookup_block_trade(now, budget)
+            if self._wrong_side:
+                self._finish_with_fills(self._wrong_side_reason())
+                return
             if self._all_legs_recorded():
                 self.accepted_quote_id = self.accepted_quote_id or self._ambiguous_quote_id
                 self._finish_with_fills("")
                 return
         if now - self._ambiguous_since < AMBIGUOUS_RESOLVE_SECONDS:
             return
-        if self._block_orders:
+        if self._block_trade_seen or self._block_orders:
             self._finish_with_fills(f"block trade of quote {self._ambiguous_quote_id} found without every leg")
             return
-        logger.warning("rfq job %s: no block trade for quote %s after %.0f s: not accepted", self.trade_id,
-                       self._ambiguous_quote_id, AMBIGUOUS_RESOLVE_SECONDS)
-        self._begin_cancelling(f"accept of quote {self._ambiguous_quote_id} unresolved: treated as not accepted")
+        if self._absence_proven:
+            logger.warning("rfq job %s: the block-trade list, read back past the RFQ %.0f s or more after the accept, "
+                           "has no block trade for RFQ %s quote %s: not accepted", self.trade_id,
+                           AMBIGUOUS_RESOLVE_SECONDS, self.request_id, self._ambiguous_quote_id)
+            self._accept_refuted = True
+            self._begin_cancelling(f"accept of quote {self._ambiguous_quote_id} had no answer and the block-trade "
+                                   f"list shows no block trade for it: not accepted")
+            return
+        if not self._unresolved_logged:
+            self._unresolved_logged = True
+            logger.critical("rfq job %s: accept of RFQ %s quote %s is still unresolved after %s: no block-trade list "
+                            "read made after the first %.0f s has answered; the trade stays in execution and the "
+                            "lookups go on. Operator: check the exchange's block trades for this RFQ", self.trade_id,
+                            self.request_id, self._ambiguous_quote_id, fmt_duration(now - self._ambiguous_since),
+                            AMBIGUOUS_RESOLVE_SECONDS)
 
     def _lookup_block_trade(self, now: float, budget: RequestBudget) -> None:
-        """Our block trade from the private list; the fill history if that list is unavailable."""
+        """Our block trade from the private list (one request already taken from ``budget``,
+        one more per further page); the fill history when the list cannot be read.
+
+        A list read may span steps when the budget runs short: it is kept and continued on
+        the next step, and its time is when it began. Only a read begun at least
+        ``AMBIGUOUS_RESOLVE_SECONDS`` after the accept may prove the absence (the list may lag
+        the trade); a failed read is dropped and proves nothing.
+        """
+        assert self._ambiguous_since is not None
+        if self._walk is None:
+            created_at = self._ambiguous_since if self._created_at is None else self._created_at
+            self._walk = BlockTradeWalk(str(self.request_id), self._ambiguous_quote_id,
+                                        since=created_at - BLOCKTRADE_SLACK_SECONDS)
+            self._walk_began_at = now
+        walk = self._walk
         try:
-            record = find_block_trade(self._client, str(self.request_id), self._ambiguous_quote_id)
+            walk.read_page(self._client)
+            while not walk.finished:
+                if not budget.take():
+                    self._next_lookup_at = now  # continue this read on the next step
+                    return
+                walk.read_page(self._client)
         except (TraderError, ValueError) as exc:
-            logger.warning("rfq job %s: block-trade list unavailable (%s); reading the fill history",
+            self._walk = None
+            logger.warning("rfq job %s: block-trade list unreadable (%s); reading the fill history",
                            self.trade_id, exc)
             self._lookup_fill_history(now, budget)
             return
-        if record is not None:
-            self._record_block_legs(record.legs, now, f"block trade {record.block_trade_id}")
+        self._walk = None
+        if walk.found is not None:
+            self._block_trade_seen = True
+            self._record_block_legs(walk.found.legs, now, f"block trade {walk.found.block_trade_id}")
+        elif self._walk_began_at - self._ambiguous_since >= AMBIGUOUS_RESOLVE_SECONDS:
+            self._absence_proven = True
 
     def _lookup_fill_history(self, now: float, budget: RequestBudget) -> None:
         """Block fills (tradeType 14) on our symbols since the accept; the price is the order's avgPrice."""
@@ -671,7 +956,8 @@ class RFQJob(ExecutionJob):
                 continue
             leg = self._by_symbol.get(str(fill.symbol))
             order_id = fill.order_id
-            if leg is None or order_id is None or order_id in known or leg.leg_index in self._block_orders:
+            if leg is None or order_id is None or order_id in known or leg.leg_index in self._block_orders \
+                    or leg.leg_index in self._wrong_side:
                 continue
             if not budget.take():
                 return
@@ -702,15 +988,24 @@ class RFQJob(ExecutionJob):
 
     def _record_leg(self, leg: LegTarget, side: Side | None, qty: float | None, price: float | None, fee: float,
                     order_id: int | None, filled_at: float, source: str) -> None:
-        if leg.leg_index in self._block_orders:
+        """Book one block fill as our leg's, once. A fill on the side we did not ask for is not
+        ours to book: under our leg and intent it would count as exposure we asked for (a close
+        "done" that in fact doubled the position). It is kept in ``_wrong_side`` and said at
+        CRITICAL, and the job cannot end FILLED (``_finish_with_fills`` finds the leg unfilled)."""
+        if leg.leg_index in self._block_orders or leg.leg_index in self._wrong_side:
             return  # one block trade per job: each leg is recorded once
         if side is None or qty is None or qty <= 0 or price is None or price <= 0:
             logger.critical("rfq job %s: %s leg %s is unreadable (side %r, qty %r, price %r); fill NOT recorded",
                             self.trade_id, source, leg.symbol, side, qty, price)
             return
         if side != leg.side:
-            logger.critical("rfq job %s: %s filled %s as %s but we wanted %s", self.trade_id, source, leg.symbol,
-                            side.name, leg.side.name)
+            self._wrong_side[leg.leg_index] = (f"leg {leg.leg_index} {leg.symbol} filled {side.name} "
+                                               f"{fmt_qty(qty)} @ {fmt(price)} (order {order_id}) but we asked to "
+                                               f"{leg.side.name}")
+            logger.critical("rfq job %s %s: %s: %s; NOT booked as our fill. Operator: check this position on the "
+                            "exchange (RFQ %s)", self.trade_id, self.intent.name, source,
+                            self._wrong_side[leg.leg_index], self.request_id)
+            return
         order: LedgerOrder = self._ledger.record_block_fill(
             trade_id=self.trade_id, trade_seq=self.trade_seq, leg_index=leg.leg_index, intent=self.intent,
             symbol=leg.symbol, side=side, qty=qty, price=price, fee=fee, order_id=order_id, filled_at=filled_at)
@@ -720,6 +1015,9 @@ class RFQJob(ExecutionJob):
 
     def _all_legs_recorded(self) -> bool:
         return all(leg.leg_index in self._block_orders for leg in self.legs)
+
+    def _wrong_side_reason(self) -> str:
+        return "block trade on the wrong side, not booked: " + "; ".join(self._wrong_side.values())
 
     def _finish_with_fills(self, reason: str) -> None:
         complete = all(self._leg_filled(leg) >= leg.qty - QTY_MATCH_TOLERANCE for leg in self.legs)
@@ -738,8 +1036,8 @@ class RFQJob(ExecutionJob):
         self._phase = RFQPhase.CANCELLING
 
     def _step_cancelling(self, now: float, budget: RequestBudget) -> None:
-        if self._block_orders:
-            self._finish_with_fills(self._reason)  # never cancel after a fill
+        if self._block_orders or self._block_trade_seen:
+            self._finish_with_fills(self._reason)  # never cancel (nor fall back) after a fill
             return
         needs_cancel = self.request_id is not None and (self.rfq_expiry is None or now < self.rfq_expiry)
         if needs_cancel and self._cancel_attempts < MAX_CANCEL_ATTEMPTS:
@@ -748,26 +1046,44 @@ class RFQJob(ExecutionJob):
             self._cancel_attempts += 1
             try:
                 self._client.rfq_cancel(self._created_id)
-            except ExchangeError as exc:
-                logger.info("rfq job %s: RFQ %s not cancelled (%s %s): no longer active", self.trade_id,
-                            self.request_id, exc.code, exc.msg)
-            except (OrderOutcomeUnknown, TransportError, EndpointNotFound, ValueError) as exc:
-                if self._cancel_attempts < MAX_CANCEL_ATTEMPTS:
+            except (TraderError, ValueError) as exc:
+                if definitely_refused(exc):
+                    logger.info("rfq job %s: RFQ %s not cancelled (%s %s): no longer active", self.trade_id,
+                                self.request_id, exc.code, exc.msg)
+                elif self._cancel_attempts < MAX_CANCEL_ATTEMPTS:
                     logger.warning("rfq job %s: cancel of RFQ %s has no answer (%s); trying again",
                                    self.trade_id, self.request_id, exc)
                     return
-                logger.warning("rfq job %s: RFQ %s left to expire by itself (%s)", self.trade_id,
-                               self.request_id, exc)
+                else:
+                    logger.warning("rfq job %s: RFQ %s left to expire by itself (%s)", self.trade_id,
+                                   self.request_id, exc)
             else:
                 logger.info("rfq job %s: RFQ %s cancelled", self.trade_id, self.request_id)
         self._begin_fallback(now)
 
     def _begin_fallback(self, now: float) -> None:
-        """Hand the same legs to the configured engine inside this job, or fail."""
+        """Hand the same legs to the configured engine inside this job, or fail.
+
+        Two exceptions to the configuration. An OPEN whose accept was concluded "not
+        accepted" from the block-trade list's silence never falls back: were the verdict
+        wrong, a second open would double the position, so the job fails and says why. A
+        reducing job the position guard kept off the RFQ always falls back (limit when no
+        fallback is configured): its engines send reduce-only orders, and a close must not
+        fail only because the RFQ was unsafe.
+        """
         if self._stop_reason is not None:
             self._finish(JobStatus.FAILED, self._reason or f"stopped: {self._stop_reason}")
             return
+        if self._accept_refuted and not self._reducing:
+            self._finish(JobStatus.FAILED, f"{self._reason}; no fallback for an open after an unanswered accept: "
+                                           f"the verdict rests on the list's silence, and opening the legs again "
+                                           f"could double the position")
+            return
         mode = self.params.fallback_for(self.intent)
+        if mode is None and self._position_guard:
+            logger.warning("rfq job %s %s: no close fallback is configured; the limit engine (reduce-only) takes "
+                           "the legs the position guard kept off the RFQ", self.trade_id, self.intent.name)
+            mode = "limit"
         if mode is None:
             self._finish(JobStatus.FAILED, f"{self._reason}; no fallback configured")
             return

@@ -221,7 +221,7 @@ class NoExchange:
         raise AssertionError("not used by this test")
 
     create_order = cancel_order = query_order = order_history = _unused
-    rfq_create = rfq_quotes = rfq_accept = rfq_cancel = trade_history = blocktrade_orders = _unused
+    rfq_create = rfq_quotes = rfq_accept = rfq_cancel = trade_history = blocktrade_orders = positions = _unused
 
 
 def test_record_block_fill_is_a_filled_ledger_order_with_a_fresh_attempt():
@@ -252,10 +252,12 @@ class FakeMarket:
         return SimpleNamespace(is_active=True, min_qty=0.01, tick_size=1.0, expiry_ms=int((NOW + 86400 * 4) * 1000))
 
     def order_book(self, symbol, *, max_age=3.0):
-        return CONDOR_BOOKS.get(symbol, book(100.0, 120.0))
+        """Every leg's screen inside the sanity band its chain row (below) implies."""
+        return book(100.0, 120.0)
 
     def quote(self, symbol, *, max_age=30.0):
-        """A chain row without a mark IV: its sanity band spans every believable volatility."""
+        """A chain row without a mark IV: its sanity band is the one its mark's own vol implies
+        (about 15 to 318 here), so the screen and the quotes of these tests lie inside it."""
         return SimpleNamespace(option_type="C", strike=100_000.0, expiry_ms=int((NOW + 86400 * 4) * 1000),
                                underlying_price=90_000.0, mark_iv=None, as_of=NOW, mark=100.0, bid=100.0, ask=120.0)
 
@@ -295,8 +297,9 @@ class FakeClient:
     def _unused(self, *args, **kwargs):
         raise AssertionError("not used by this test")
 
-    # The rest of seams.LedgerClient and seams.RfqClient: no order is placed or queried here.
-    create_order = cancel_order = query_order = order_history = trade_history = _unused
+    # The rest of seams.LedgerClient and seams.RfqClient: no order is placed or queried here, and
+    # an opening job never reads the positions.
+    create_order = cancel_order = query_order = order_history = trade_history = positions = _unused
 
     def kinds(self):
         return [c[0] for c in self.calls]
@@ -319,7 +322,7 @@ def _drive(job, clock, seconds, step=2.0):
         clock.advance(step)
 
 
-def test_unanswered_accept_is_never_repeated_and_unresolved_means_not_accepted():
+def test_unanswered_accept_is_never_repeated_and_an_answered_empty_list_after_60_s_means_not_accepted():
     clock, client, job = _job_env(OrderOutcomeUnknown("POST accept", "read timeout"))
     _drive(job, clock, 120.0)
     assert client.kinds().count("accept") == 1                      # never a second accept
@@ -327,7 +330,7 @@ def test_unanswered_accept_is_never_repeated_and_unresolved_means_not_accepted()
     lookups = [c for c in client.calls if c[0] == "blocktrades"]
     assert len(lookups) >= 2                                          # looked for the block trade while waiting
     assert client.kinds()[-1] == "cancel"                             # then cancelled, no fallback for opens
-    assert "unresolved" in job.result().reason
+    assert "not accepted" in job.result().reason and "no fallback for an open" in job.result().reason
 
 
 def test_coded_rejection_tries_the_next_candidate_in_rank_order():
