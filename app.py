@@ -272,6 +272,9 @@ def build_context(
     reconciler = Reconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, clock=clock,
                             alerts=alerts, journal=journal, quarantined=quarantined, perp_client=client)
     monitor.register(reconciler)
+    # Built after the lifecycle, the reconciler tells it which RFQ accepts recorded before a
+    # restart are still unresolved: a trade waits for them before it is judged or ended.
+    lifecycle.watch_block_accepts(reconciler)
     # The manager itself (its __call__ is tick) so the monitor also finds on_snapshot_error.
     # Then the lifecycle: executions and exits run before any runner considers an entry.
     monitor.register(lifecycle)

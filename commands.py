@@ -15,7 +15,9 @@ Why it looks the way it does:
 * A kill touches only our exposure and our orders (BEHAVIOUR.md 8 row 40): it pauses the
   affected runners and force-closes their trades through ``LifecycleManager`` (reduce-only,
   intent kill, our client order ids). Other positions are closed only with
-  ``--all-positions`` (trade sequence 0); orders that are not ours are never cancelled.
+  ``--all-positions``, adopted into a new trade of strategy ``external`` with a fresh trade
+  sequence (never one used before, so its fills and clientOrderIds are its own); orders that
+  are not ours are never cancelled.
 * A ``pause`` stops a strategy's entries only: its open trades keep their exits, exactly
   like any other pause. It comes from the command line or the dashboard, and its reason says
   which, so the operator reading ``status`` knows who paused it. A strategy already paused
@@ -374,7 +376,8 @@ class CommandProcessor:
         now = self._ctx.clock.now()
         affected = [trade.id for trade in manager.active_trades(request.strategy)]
         if request.all_positions:
-            # kill_all also adopts the positions no trade of ours explains (trade sequence 0).
+            # kill_all also adopts the positions no trade of ours explains, as a new trade whose id
+            # this result records (a restart re-applies the kill to it like to any other).
             killed = manager.kill_all(include_external=True)
             affected += [trade_id for trade_id in killed if trade_id not in affected]
             applied = set(affected)

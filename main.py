@@ -241,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     kill.add_argument("--strategy", default=None, metavar="NAME",
                       help="only this strategy's trades and runner (default: every strategy)")
     kill.add_argument("--all-positions", action="store_true",
-                      help="also close every other option position of the account (trade sequence 0)")
+                      help="also close every other option and perpetual position of the account "
+                           "(adopted as a new trade of strategy 'external')")
     kill.add_argument("--yes", action="store_true", help="confirm: without it nothing is done (exit 2)")
     _add_log_level_option(kill)
     resume = commands.add_parser(

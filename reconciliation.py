@@ -148,6 +148,11 @@ class Reconciler:
         """
         self.ownership.note_new_state_dir()
 
+    def accept_in_doubt(self, trade_id: str) -> bool:
+        """``seams.BlockAcceptWatch``: an RFQ accept of this trade recorded before a restart is not
+        resolved yet (``OrderReconciler.accept_in_doubt``)."""
+        return self.orders.accept_in_doubt(trade_id)
+
     # ---- monitor callbacks ---------------------------------------------------------------
 
     def __call__(self, snapshot: AccountSnapshot) -> None:

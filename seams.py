@@ -172,7 +172,7 @@ class AccountClient(Protocol):
 
 
 class RfqClient(Protocol):
-    """The RFQ (block trade) endpoints ``rfq.RFQExecutor``'s jobs call, and the order reads they need.
+    """The RFQ (block trade) endpoints ``rfq.RFQExecutor``'s jobs call, and the order and position reads they need.
 
     Implementations: ``CoincallClient``; ``FakeClient`` in tests/unit/test_rfq.py.
     """
@@ -190,6 +190,11 @@ class RfqClient(Protocol):
     def trade_history(self, **filters: Any) -> Any: ...
 
     def blocktrade_orders(self, **filters: Any) -> Any: ...
+
+    # A block trade carries no reduce-only flag: a reducing RFQ job reads the positions right
+    # before it creates the RFQ and before each accept, and takes the RFQ only when they hold
+    # what it closes (rfq.position_problem).
+    def positions(self) -> Any: ...
 
 
 class ReconcilerClient(Protocol):
@@ -376,6 +381,13 @@ class LifecycleLedger(Protocol):
 
     def archive_trade(self, trade_id: str) -> bool: ...
 
+    # The engines' late-fill grace (API.md 11.16) covers their own orders only: before the lifecycle
+    # judges a job a restart interrupted, or ends a trade after cancelling its stray orders, each
+    # final order that may still report a fill is polled once more.
+    def late_fill_possible(self, order: LedgerOrder) -> bool: ...
+
+    def recheck_final(self, order: LedgerOrder) -> float | None: ...
+
 
 class ReconcilerLedger(Protocol):
     """What ``Reconciler`` checks against the exchange: our orders, their verification, blocks.
@@ -432,7 +444,8 @@ class Ledger(LedgerOrders, LifecycleLedger, ReconcilerLedger, Protocol):
                                 may_request: Callable[[], bool]) -> bool: ...
 
     def note_block_accept(self, *, trade_id: str, trade_seq: int, intent: Intent, request_id: str,
-                          quote_id: str, legs: Sequence[tuple[int, str, int]]) -> None: ...
+                          quote_id: str, legs: Sequence[tuple[int, str, int]],
+                          rfq_created_at: float | None = ...) -> None: ...
 
     def cancel_until_final(self, order: LedgerOrder, max_requests: int = ...) -> LedgerOrder: ...
 
@@ -596,6 +609,23 @@ class ReconcilerLifecycle(Protocol):
     def reverse_external_close(self, trade_id: str, detail: str) -> TradeLifecycle | None: ...
 
 
+class BlockAcceptWatch(Protocol):
+    """Whether an RFQ accept of a trade, recorded before a restart, is still unresolved
+    (docs/RECOVERY.md R1-R3): what ``LifecycleManager`` asks before it judges a trade that a
+    restart interrupted, or ends one for good.
+
+    True while the accept's block trade has been neither found (its fills then recorded,
+    R1) nor given up after the look-up window (R3), and also before the start-up look-up
+    has run at all: the lifecycle then waits, because a fill that lands on an ended trade
+    is a position nobody manages. Implementation: ``reconciliation.Reconciler`` (answered by
+    ``order_reconciliation.OrderReconciler`` from its pending accept markers), handed over
+    with ``LifecycleManager.watch_block_accepts`` by ``app.build_context``; a fake in
+    tests/unit/test_lifecycle_safety.py.
+    """
+
+    def accept_in_doubt(self, trade_id: str) -> bool: ...
+
+
 class Lifecycle(RunnerLifecycle, CommandLifecycle, ReconcilerLifecycle, Protocol):
     """The whole lifecycle: the runner's, the command processor's and the reconciler's parts,
     plus what ``app`` calls at start-up, in the loop and at shutdown.
@@ -658,6 +688,11 @@ class LifecycleStore(EventStore, Protocol):
     def load_trades(self, strategy: str | None = ...) -> list[dict]: ...
 
     def iter_orders(self) -> Iterator[dict]: ...
+
+    # At a restart the lifecycle reads the RFQ accepts recorded before the crash
+    # (``rfq_accept_sent``): a trade with one is not judged until the accept is resolved.
+    def events(self, kind: str | Iterable[str] | None = ..., *, after_id: int = ...,
+               limit: int | None = ...) -> list[dict]: ...
 
 
 class ReconcilerStore(Protocol):

@@ -14,6 +14,7 @@ import logging
 from typing import Iterable
 
 from seams import ReconcilerLifecycle, ReconcilerStore, RunnerControl
+from trade_lifecycle import is_external_trade
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class StrategyPauses:
     def names(self) -> list[str]:
         """Every strategy: those with a runner, and those holding an active trade (sorted)."""
         names = set(self._runners)
-        names |= {trade.strategy for trade in self.lifecycle.active_trades() if trade.seq != 0}
+        names |= {trade.strategy for trade in self.lifecycle.active_trades() if not is_external_trade(trade)}
         return sorted(names)
 
     def pause(self, name: str, reason: str) -> bool:

@@ -7,19 +7,24 @@ place the lifecycle reads those fills, the times of the last ones and the orders
 working, so the rule is written once. The quantity helpers say when a sum of 0.01 lots is
 zero, for every part of the lifecycle. ``FundingAttribution`` books the funding the exchange
 paid or charged on our perpetual positions into the trades that held them (docs/PERPETUALS.md).
+What may still change a trade's fills is read here too, because a trade must not end while
+it can (BEHAVIOUR.md 4.1 I2): orders still working, final orders that may report a fill late
+(API.md 11.16), and RFQ accepts a restart cut from their answer (``AcceptsInDoubt``).
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping
 
 from errors import TraderError
 from order_ledger import Intent, OrderStatus
-from seams import LifecycleLedger, PerpAccountClient
+from seams import BlockAcceptWatch, LifecycleLedger, PerpAccountClient
 
 if TYPE_CHECKING:
     from coincall_payloads import FundingPayment
+    from order_ledger import LedgerOrder
     from trade_lifecycle import TradeLifecycle
 
 logger = logging.getLogger(__name__)
@@ -44,6 +49,9 @@ class TradeFills:
 
     def __init__(self, ledger: LifecycleLedger) -> None:
         self.ledger = ledger
+        # The orders ``resolve_stray_orders`` cancelled or polled, per trade, until each has had
+        # its late-fill poll (``strays_settled``): no engine waits the grace for those.
+        self._strays: dict[str, set[int]] = {}
 
     def sync(self, trade: TradeLifecycle) -> None:
         """Legs' fills from the ledger: open family, and close + unwind + kill together."""
@@ -72,6 +80,15 @@ class TradeFills:
             times = []
         return max(times) if times else default
 
+    def orders_recorded(self, trade: TradeLifecycle) -> bool:
+        """Whether the ledger holds any order of the trade (one that may have been sent); an
+        unreadable ledger counts as "yes", so nothing that may exist is forgotten."""
+        try:
+            return bool(self.ledger.orders(trade.id))
+        except Exception:  # noqa: BLE001
+            logger.exception("trade %s: reading its orders failed", trade.id)
+            return True
+
     def orders_placed(self, trade: TradeLifecycle) -> bool:
         """Whether any order of the trade may have reached the exchange (an open that failed then alerts)."""
         try:
@@ -92,6 +109,8 @@ class TradeFills:
         except Exception:  # noqa: BLE001
             logger.exception("trade %s: reading live orders failed", trade.id)
             return True
+        if live:
+            self._strays.setdefault(trade.id, set()).update(order.client_order_id for order in live)
         for order in live:
             try:
                 if order.status in (OrderStatus.LIVE, OrderStatus.PARTIAL):
@@ -103,6 +122,246 @@ class TradeFills:
         if live:
             self.sync(trade)
         return bool(live)
+
+    def non_final_orders(self, trade: TradeLifecycle) -> list[LedgerOrder] | None:
+        """The trade's orders that are not final yet, without sending anything; None if unreadable.
+
+        For the callers that must not act (the reconciler books an external close while the
+        lifecycle may be on hold): they only learn that the trade cannot end yet, and the tick
+        resolves the orders.
+        """
+        try:
+            return list(self.ledger.live_orders(trade.id))
+        except Exception:  # noqa: BLE001
+            logger.exception("trade %s: reading live orders failed", trade.id)
+            return None
+
+    def has_non_final_orders(self, trade: TradeLifecycle) -> bool:
+        """``non_final_orders`` as a yes or no; a ledger that cannot answer counts as "yes" (fail closed)."""
+        working = self.non_final_orders(trade)
+        return working is None or bool(working)
+
+    def poll_non_final_on(self, trade: TradeLifecycle, leg_indexes: Container[int]) -> bool:
+        """Poll (never cancel) the non-final orders on these legs; True while any stays non-final.
+
+        Why: an expired or frozen leg's resting order is left for the exchange to end at expiry
+        (BEHAVIOUR 4.5), and a fill it reports on the way changes what that leg still holds;
+        settling the leg before the order is final would pay the same quantity twice, once as
+        a close fill and once at the delivery price.
+        """
+        try:
+            waiting = [order for order in self.ledger.live_orders(trade.id) if order.leg_index in leg_indexes]
+        except Exception:  # noqa: BLE001
+            logger.exception("trade %s: reading live orders failed", trade.id)
+            return True
+        if not waiting:
+            return False
+        for order in waiting:
+            try:
+                self.ledger.poll(order)
+            except Exception:  # noqa: BLE001 - polled again next tick
+                logger.exception("trade %s: polling order %s failed", trade.id, order.client_order_id)
+        self.sync(trade)
+        return any(not order.status.is_final for order in waiting)
+
+    def late_fills_settled(self, trade: TradeLifecycle, now: float, grace_seconds: float, max_requests: int, *,
+                           families: Container[Intent]) -> bool:
+        """True once no final order of the interrupted job's ``families`` can still report a fill we have not seen.
+
+        Why: an order can read cancelled with nothing filled and report its fill seconds later
+        (API.md 11.16). The engines wait for that (their grace poll), but a restart cuts the
+        wait short, and an interrupted open judged on fills that are not all in yet ends
+        FAILED with a real position: the late fill then only raises an alert, with nothing
+        left to unwind it. So each final, not fully filled order that has not been polled
+        since the process started is polled once more, ``grace_seconds`` after its last
+        update, at most ``max_requests`` of them per call; a poll with no answer proves
+        nothing and is asked again at the next call. Only the intent families of the job the
+        restart interrupted are asked (an open's, or a close's): the jobs that ended before it
+        had their grace poll.
+        """
+        return self._late_fills_settled(trade, now, grace_seconds, max_requests,
+                                        keep=lambda order: order.intent.family() in families)
+
+    def strays_settled(self, trade: TradeLifecycle, now: float, grace_seconds: float, max_requests: int) -> bool:
+        """``late_fills_settled`` for the orders ``resolve_stray_orders`` made final: no engine
+        waited the grace for those, and a trade judged flat (or sized for a new round) right
+        after their cancel could miss a fill they report a moment later."""
+        ids = self._strays.get(trade.id)
+        if not ids:
+            return True
+        if not self._late_fills_settled(trade, now, grace_seconds, max_requests,
+                                        keep=lambda order: order.client_order_id in ids):
+            return False
+        del self._strays[trade.id]
+        return True
+
+    def strays_pending(self, trade: TradeLifecycle) -> bool:
+        """Whether orders ``resolve_stray_orders`` made final still wait for their late-fill poll
+        (read-only: for callers that must not send anything)."""
+        return bool(self._strays.get(trade.id))
+
+    def _late_fills_settled(self, trade: TradeLifecycle, now: float, grace_seconds: float, max_requests: int, *,
+                            keep: Callable[[LedgerOrder], bool]) -> bool:
+        try:
+            # A VANISHED order is not asked again here: the exchange has said three ways that it
+            # does not know it, and the reconciler keeps re-checking that verdict (RECOVERY.md O8)
+            # and has the trade re-read its fills when it is reversed.
+            waiting = [order for order in self.ledger.orders(trade.id)
+                       if keep(order) and order.status is not OrderStatus.VANISHED
+                       and self.ledger.late_fill_possible(order)]
+        except Exception:  # noqa: BLE001
+            logger.exception("trade %s: reading its final orders failed", trade.id)
+            return False
+        if not waiting:
+            return True
+        asked = 0
+        gained = False
+        for order in waiting:
+            if asked >= max_requests or now - float(order.updated_at) < grace_seconds:
+                continue
+            asked += 1
+            try:
+                found = self.ledger.recheck_final(order)
+            except Exception:  # noqa: BLE001 - asked again at the next call
+                logger.exception("trade %s: polling final order %s again failed", trade.id, order.client_order_id)
+                continue
+            gained = gained or (found is not None and found > QTY_EPSILON)
+        if gained:
+            self.sync(trade)
+        return not any(self.ledger.late_fill_possible(order) for order in waiting)
+
+
+# ---------------------------------------------------------------------------------------------
+# RFQ accepts a restart may have cut from their answer (docs/RECOVERY.md R1-R3, T4)
+# ---------------------------------------------------------------------------------------------
+
+# A block trade's time is the exchange's, the accept record's is ours: a block fill counts as the
+# answer to an accept when it is no older than the record by more than this.
+BLOCK_FILL_CLOCK_SLACK_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class AcceptMarker:
+    """One accept recorded before it was sent (``OrderLedger.note_block_accept``): the trade,
+    the intent its fills carry, the RFQ, the leg indexes it covers and when it was recorded.
+    ``legs`` is empty when the record does not say (then only the reconciler can settle it)."""
+
+    trade_id: str
+    intent: Intent | None
+    request_id: str
+    legs: tuple[int, ...]
+    at: float
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> AcceptMarker | None:
+        """The marker of a stored ``rfq_accept_sent`` event; None without a trade to attach it to.
+
+        A part that does not read is kept as "unknown" rather than dropped: an accept we
+        cannot read is still an accept that may have happened.
+        """
+        payload = event.get("payload")
+        if not isinstance(payload, Mapping) or not payload.get("trade_id"):
+            logger.error("RFQ accept record %s names no trade; it cannot hold a trade back", event.get("id"))
+            return None
+        try:
+            intent: Intent | None = Intent(int(payload["intent"]))
+        except (KeyError, TypeError, ValueError):
+            intent = None
+        try:
+            legs = tuple(int(leg[0]) for leg in payload.get("legs") or ())
+        except (TypeError, ValueError, IndexError):
+            legs = ()
+        return cls(trade_id=str(payload["trade_id"]), intent=intent, request_id=str(payload.get("request_id")),
+                   legs=legs, at=float(event.get("ts") or 0.0))
+
+
+class AcceptsInDoubt:
+    """The RFQ accepts a restart may have cut from their answer, per trade, until each is resolved.
+
+    Why: an accept becomes positions on the exchange at once, but its fills reach our ledger
+    only with its answer. A crash in between leaves a trade that looks as if nothing
+    happened, and a trade judged on that (FAILED, or CLOSED) would own the block trade's
+    fills when the reconciler finds them later: a position nobody manages. So the accepts
+    recorded before the crash are read at the restart, and a trade with one is neither
+    judged nor ended until that accept is resolved on evidence: its block fills are in our
+    ledger (it happened), or the reconciler, which looks the block trade up, says it is no
+    longer in doubt (found, or given up after the look-up window: rows R1-R3). Without the
+    reconciler's watch, only the fills can resolve it: the trade waits (fail closed).
+    """
+
+    def __init__(self, ledger: LifecycleLedger) -> None:
+        self.ledger = ledger
+        self._markers: dict[str, list[AcceptMarker]] = {}
+        self._watch: BlockAcceptWatch | None = None
+
+    def __repr__(self) -> str:
+        return f"AcceptsInDoubt(trades={sorted(self._markers)}, watched={self._watch is not None})"
+
+    @property
+    def watched(self) -> bool:
+        """Whether the reconciler's answer is wired (without it a marker resolves only on fills)."""
+        return self._watch is not None
+
+    def attach(self, watch: BlockAcceptWatch) -> None:
+        """The reconciler's view of the accepts it is still looking up (built after the lifecycle)."""
+        self._watch = watch
+
+    def load(self, events: Iterable[Mapping[str, Any]], trade_ids: Container[str]) -> int:
+        """Keep the recorded accepts of these trades (the active ones at a restart); returns how many."""
+        loaded = 0
+        for event in events:
+            marker = AcceptMarker.from_event(event)
+            if marker is None or marker.trade_id not in trade_ids:
+                continue
+            self._markers.setdefault(marker.trade_id, []).append(marker)
+            loaded += 1
+        return loaded
+
+    def unresolved(self, trade_id: str) -> list[AcceptMarker]:
+        """The trade's accepts still in doubt; resolved ones are forgotten, never to hold it again."""
+        markers = self._markers.get(trade_id)
+        if not markers:
+            return []
+        left = [marker for marker in markers if not self._answered_by_fills(marker)]
+        if left and self._watch is not None and not self._watch_in_doubt(trade_id):
+            left = []
+        if left:
+            self._markers[trade_id] = left
+        else:
+            del self._markers[trade_id]
+            logger.info("trade %s: the RFQ accept(s) recorded before the restart are resolved (%s)", trade_id,
+                        ", ".join(marker.request_id for marker in markers))
+        return left
+
+    def _watch_in_doubt(self, trade_id: str) -> bool:
+        watch = self._watch
+        if watch is None:
+            return True
+        try:
+            return bool(watch.accept_in_doubt(trade_id))
+        except Exception:  # noqa: BLE001 - no answer is no evidence: still in doubt
+            logger.exception("trade %s: asking whether its RFQ accept is resolved failed", trade_id)
+            return True
+
+    def _answered_by_fills(self, marker: AcceptMarker) -> bool:
+        """Positive evidence the accept happened: every leg it covers has a fill of its intent
+        recorded no earlier than the accept (within the clock slack)."""
+        if not marker.legs or marker.intent is None:
+            return False
+        try:
+            orders = self.ledger.orders(marker.trade_id)
+        except Exception:  # noqa: BLE001
+            logger.exception("trade %s: reading its orders failed", marker.trade_id)
+            return False
+        since = marker.at - BLOCK_FILL_CLOCK_SLACK_SECONDS
+        return all(any(_fill_of(order, index, marker.intent, since) for order in orders) for index in marker.legs)
+
+
+def _fill_of(order: LedgerOrder, leg_index: int, intent: Intent, since: float) -> bool:
+    """``order`` is a fill on ``leg_index`` with exactly ``intent``, made at or after ``since``."""
+    at = order.last_fill_at if order.last_fill_at is not None else order.updated_at
+    return (order.leg_index == leg_index and order.intent == intent and float(order.filled_qty) > QTY_EPSILON
+            and float(at or 0.0) >= since)
 
 
 # ---------------------------------------------------------------------------------------------

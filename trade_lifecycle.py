@@ -18,6 +18,11 @@ and entry holds). Three ideas carry the whole lifecycle:
   compared with the injected clock.
 * **Every state change is written before the next request for that trade** (I5), so a crash
   between two steps leaves a store that says what really happened.
+* **Nothing ends while it may still gain a fill** (I2). A trade becomes CLOSED or FAILED only
+  through ``_end_flat``: its working orders resolved (cancelled or polled until final, then
+  polled once more after the late-fill grace) and no RFQ accept of it in doubt. Zero exposure
+  with an order still out is not flat: the trade keeps its state, and a fill that comes is
+  unwound or closed like any other exposure.
 """
 from __future__ import annotations
 
@@ -59,10 +64,11 @@ from hedging import HedgeConfig, HedgeOrder, HedgeState, decide
 from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
 from option_selection import ResolvedLeg
-from order_ledger import LOT, Intent, LedgerOrder
+from order_ledger import BLOCK_ACCEPT_EVENT, LOT, Intent, LedgerOrder
 from price_sanity import InsanePriceError, quote_problems
 from seams import (
     AlertSender,
+    BlockAcceptWatch,
     JobStarter,
     LifecycleLedger,
     LifecycleStore,
@@ -74,7 +80,15 @@ from seams import (
 )
 from settlement import FEE_CAP_OF_PREMIUM, DeliveryWatch, Settlement, Settler
 from trade_execution import MODES, ExecutionParams, fair_value
-from trade_fills import QTY_EPSILON, FundingAttribution, TradeFills, clean_qty, is_zero
+from trade_fills import (
+    QTY_EPSILON,
+    REDUCING_FAMILIES,
+    AcceptsInDoubt,
+    FundingAttribution,
+    TradeFills,
+    clean_qty,
+    is_zero,
+)
 from trade_recorder import TradeRecorder
 
 logger = logging.getLogger(__name__)
@@ -86,7 +100,23 @@ HALT_SECONDS_BEFORE_EXPIRY = 15 * 60
 ARCHIVE_SWEEP_SECONDS = 600.0
 TAKER_FEE_RATE = 0.0003          # estimated close fee of the executable valuation (2.3)
 PERP_TAKER_FEE_RATE = 0.0006     # a perp's taker fee on notional (API.md §14.3), the same estimate for a perp leg
+# The kill switch's ``--all-positions`` adopts the account's other positions into a trade of this
+# strategy name. Each adoption is a new trade with a fresh sequence from the one global sequence
+# (``_allocate_seq``): the ledger keys fills by (trade, leg) and clientOrderIds by (sequence, leg),
+# so a reused id would count an earlier adoption's fills as the new one's.
+EXTERNAL_STRATEGY = "external"
+# The id every adoption had before that rule (sequence 0); such trades still load from older stores.
 EXTERNAL_TRADE_ID = "T000000000"
+# A job whose step raises is retried every tick; after this many failures in a row the operator is
+# told (its orders may be working with nobody driving them), then again at most every interval.
+JOB_STEP_FAILURES_BEFORE_ALERT = 5
+JOB_STEP_ALERT_EVERY_SECONDS = 900.0
+# Final orders polled once more per tick while an interrupted job waits for late fills (a bound on
+# the requests one tick makes; the rest are polled on the next ticks).
+INTERRUPTED_RECHECKS_PER_TICK = 20
+# An RFQ accept still unresolved this long after the trade first waited on it is a CRITICAL alert
+# (the reconciler settles one within about two minutes: rows R2-R3).
+ACCEPT_DOUBT_ALERT_SECONDS = 300.0
 
 EXIT_REASON_EXPIRY = "expiry"
 EXIT_REASON_MANUAL = "manual"
@@ -625,6 +655,15 @@ def positions_beyond_ours(positions: Iterable[PositionSnapshot], ours: Mapping[s
     return legs
 
 
+def is_external_trade(trade: TradeLifecycle) -> bool:
+    """A trade the kill switch made of positions none of ours held (``--all-positions``).
+
+    Such a trade has no strategy and no exit rule: it is closed in kill mode and never counted
+    as unmanaged. Recognised by its mark; sequence 0 is how older versions made every one.
+    """
+    return trade.metadata.get("external") is True or trade.seq == 0
+
+
 def kill_progress(trade: TradeLifecycle, orders: Sequence[LedgerOrder]) -> str:
     """One line for people on a trade the kill switch is closing: what it still holds, what was sent.
 
@@ -700,6 +739,13 @@ class _Runtime:
     hedge: _HedgeWork | None = None          # the hedge order in flight (job kind "hedge")
     hedge_note: str | None = None            # the last hedge reason logged (logged once per change)
     delivery: DeliveryWatch = field(default_factory=DeliveryWatch)   # settlement retries
+    step_failures: int = 0                   # the job's steps that raised in a row
+    step_alerted_at: float | None = None     # when those failures were last alerted
+    # Why an open ended without a fill, kept while the trade waits for its orders to be final
+    # before it is FAILED (the job that said it is gone by then).
+    open_end_reason: str | None = None
+    accept_wait_since: float | None = None   # since when the trade waits on an RFQ accept in doubt
+    accept_alerted: bool = False
 
     def params_for(self, mode: str) -> Any:
         """The engine's own configuration (None = that engine's defaults); limit gets ExecutionParams."""
@@ -753,7 +799,8 @@ class LifecycleManager:
                  alerts: AlertSender | None = None, exec_params_default: ExecutionParams | None = None,
                  urgent_params: ExecutionParams | None = None, quote_max_age: float = 5.0,
                  health: ConditionHealth | None = None, journal: Callable[[str, dict], Any] | None = None,
-                 funding_client: PerpAccountClient | None = None) -> None:
+                 funding_client: PerpAccountClient | None = None,
+                 block_accepts: BlockAcceptWatch | None = None) -> None:
         require("LifecycleManager ledger", ledger, LifecycleLedger)
         require_optional("LifecycleManager funding_client", funding_client, PerpAccountClient)
         require("LifecycleManager executor", executor, JobStarter)
@@ -785,6 +832,9 @@ class LifecycleManager:
         self.settler = Settler(client, alerts)
         self.holds = LifecycleHolds()
         self.external = ExternalCloses(recorder=self.recorder, alerts=alerts)
+        self.accepts = AcceptsInDoubt(ledger)
+        if block_accepts is not None:
+            self.watch_block_accepts(block_accepts)
         self._lock = threading.RLock()
         self._start_indexes()
         self._next_seq = 1
@@ -819,6 +869,16 @@ class LifecycleManager:
 
     def __repr__(self) -> str:
         return f"LifecycleManager(trades={len(self._trades)})"
+
+    def watch_block_accepts(self, watch: BlockAcceptWatch) -> None:
+        """The reconciler's answer on RFQ accepts recorded before a restart (RECOVERY.md R1-R3).
+
+        Handed over after construction because the reconciler is built with this manager.
+        Without it an accept in doubt is resolved only by its fills reaching our ledger, and
+        a trade whose accept never happened waits (fail closed, with a CRITICAL alert).
+        """
+        require("LifecycleManager block_accepts", watch, BlockAcceptWatch)
+        self.accepts.attach(watch)
 
     def __call__(self, snapshot: Any) -> None:
         """So that ``monitor.register(manager)`` also finds ``on_snapshot_error``."""
@@ -903,7 +963,7 @@ class LifecycleManager:
     def unmanaged_trades(self) -> list[TradeLifecycle]:
         """Active trades whose strategy is not running: no exit rule applies (BEHAVIOUR 4.7)."""
         with self._lock:
-            return [t for t in self.active_trades() if t.seq != 0 and t.strategy not in self._hooks]
+            return [t for t in self.active_trades() if not is_external_trade(t) and t.strategy not in self._hooks]
 
     def has_active_jobs(self) -> bool:
         """True while any job runs or a close/unwind waits for its next round (fast wakes)."""
@@ -964,7 +1024,15 @@ class LifecycleManager:
                 runtime.job_kind = "open"
             except Exception as error:  # noqa: BLE001 - an unstartable open is a failed trade, not a crash
                 logger.exception("trade %s: the open job could not start", trade.id)
-                self._fail(trade, now, f"open job could not start: {type(error).__name__}: {error}")
+                reason = f"open job could not start: {type(error).__name__}: {error}"
+                if not self.fills.orders_recorded(trade):
+                    self._fail(trade, now, reason)
+                    return trade
+                # The engine recorded an order before it raised: that order may exist. The trade
+                # goes on as an open without its job, which resolves the orders and decides on
+                # the fills (I2: never FAILED with a non-final order).
+                runtime.open_end_reason = reason
+                self._set_state(trade, TradeState.OPENING)
                 return trade
             self._set_state(trade, TradeState.OPENING)
             self._step_job(trade, runtime, now)
@@ -1110,9 +1178,15 @@ class LifecycleManager:
         job = runtime.job
         try:
             status = job.advance(now)
-        except Exception:  # noqa: BLE001 - retried on the next tick
+        except Exception as error:  # noqa: BLE001 - retried on the next tick
             logger.exception("trade %s: %s job step failed", trade.id, runtime.job_kind)
+            self._job_step_failed(trade, runtime, now, error)
             return
+        if runtime.step_failures:
+            logger.warning("trade %s: the %s job steps again after %d failed step(s)", trade.id, runtime.job_kind,
+                           runtime.step_failures)
+            runtime.step_failures = 0
+            runtime.step_alerted_at = None
         if status == JobStatus.WORKING and not job.done:
             return
         kind = runtime.job_kind
@@ -1135,6 +1209,27 @@ class LifecycleManager:
         else:
             self._on_close_end(trade, runtime, now)
 
+    def _job_step_failed(self, trade: TradeLifecycle, runtime: _Runtime, now: float, error: Exception) -> None:
+        """Count a failed step; after ``JOB_STEP_FAILURES_BEFORE_ALERT`` in a row, a CRITICAL alert.
+
+        Why: a step that raises on every tick (a bug, a payload the engine cannot read) is
+        retried forever, and a log line per tick says nothing to anybody: meanwhile the job's
+        orders may rest on the book and the trade's exposure is driven by nobody. The alert
+        repeats at most every ``JOB_STEP_ALERT_EVERY_SECONDS`` while it goes on.
+        """
+        runtime.step_failures += 1
+        if runtime.step_failures < JOB_STEP_FAILURES_BEFORE_ALERT:
+            return
+        if runtime.step_alerted_at is not None and now - runtime.step_alerted_at < JOB_STEP_ALERT_EVERY_SECONDS:
+            return
+        runtime.step_alerted_at = now
+        self._alert("CRITICAL", "job_step_failing",
+                    f"trade {trade.id} ({trade.strategy}) {trade.state.value}: its {runtime.job_kind} job failed "
+                    f"{runtime.step_failures} steps in a row ({type(error).__name__}: {error}); it is retried every "
+                    f"tick, but its orders may be working with nobody driving them: check the log and the "
+                    f"exchange (`python main.py status`)",
+                    trade_id=trade.id, job=runtime.job_kind, failures=runtime.step_failures)
+
     def _start_job(self, trade: TradeLifecycle, runtime: _Runtime, kind: str, intent: Intent,
                    targets: list[LegTarget], params: Any, mode: str) -> bool:
         runtime.job = self.executor.start(mode, trade, targets, intent, params, best_effort=True)
@@ -1146,10 +1241,12 @@ class LifecycleManager:
         if runtime.job is not None or trade.state not in (TradeState.PENDING_CLOSE, TradeState.UNWINDING):
             return
         if not trade.has_exposure:
-            self._finish_flat(trade, runtime, now)
+            self._end_flat(trade, runtime, now)   # waits while an order may still fill: then a round
             return
         if self.fills.resolve_stray_orders(trade):
             return
+        if not self.fills.strays_settled(trade, now, self._grace_seconds(runtime), INTERRUPTED_RECHECKS_PER_TICK):
+            return  # a round is sized on fills: the ones a cancelled stray may still report included
         self._hedge_record_at_exit(trade, now)
         if self.rounds.breaker_active(trade, kill=runtime.kill, now=now):
             return
@@ -1168,8 +1265,15 @@ class LifecycleManager:
     # ---- transitions ------------------------------------------------------------------
 
     def _on_open_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float, reason: str) -> None:
-        """§4.2 rows 3-5 decided on our fills, whatever the job reported (cancel + grace already done)."""
-        if all(leg.open_filled >= leg.qty - QTY_EPSILON for leg in trade.legs):
+        """§4.2 rows 3-5 decided on our fills, whatever the job reported (cancel + grace already done).
+
+        A leg closed outside the daemon during the open (RECOVERY.md S3) breaks the structure:
+        the trade never becomes OPEN then, and whatever it still holds is unwound.
+        FAILED waits until no order of the trade is working (``_end_flat``): the trade stays
+        OPENING without a job, and ``_finish_interrupted_job`` decides again on the fills.
+        """
+        broken = any(leg.external_qty > QTY_EPSILON for leg in trade.legs)
+        if not broken and all(leg.open_filled >= leg.qty - QTY_EPSILON for leg in trade.legs):
             trade.opened_at = self.fills.last_fill_time(trade, Intent.OPEN, now)
             self._set_state(trade, TradeState.OPEN)
             self.recorder.notify_opened(trade, runtime.on_opened)
@@ -1178,8 +1282,10 @@ class LifecycleManager:
                 self._set_state(trade, TradeState.PENDING_CLOSE)
             return
         if not trade.has_exposure:
+            runtime.open_end_reason = runtime.open_end_reason or reason or "open failed with no fill"
             placed = self.fills.orders_placed(trade)
-            self._fail(trade, now, reason or "open failed with no fill")
+            if not self._end_flat(trade, runtime, now, failure=runtime.open_end_reason):
+                return
             if placed:
                 self._alert("WARNING", "open_failed", f"trade {trade.id} ({trade.strategy}) failed to open: "
                             f"{trade.failure_reason}", trade_id=trade.id)
@@ -1195,7 +1301,7 @@ class LifecycleManager:
 
     def _on_unwind_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
         if not trade.has_exposure:
-            self._finish_flat(trade, runtime, now)
+            self._end_flat(trade, runtime, now)   # else still UNWINDING: ``_drive`` judges it again
             return
         trade.unwind_rounds += 1
         self.rounds.after_failed_round(trade, kill=runtime.kill, now=now)
@@ -1203,17 +1309,84 @@ class LifecycleManager:
 
     def _on_close_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
         if not trade.has_exposure:
-            self._finish_flat(trade, runtime, now)
+            if not self._end_flat(trade, runtime, now):
+                # An order still working: back to PENDING_CLOSE (no round counted), where
+                # ``_drive`` ends the trade once they are final, or closes what they filled.
+                self._set_state(trade, TradeState.PENDING_CLOSE)
             return
         trade.close_rounds += 1
         self.rounds.after_failed_round(trade, kill=runtime.kill, now=now)
         self._set_state(trade, TradeState.PENDING_CLOSE)
 
-    def _finish_flat(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
-        """Zero exposure: CLOSED if the trade ever opened (§4.2 rows 12/16), else FAILED (§4.2 rows 7/16)."""
+    def _end_flat(self, trade: TradeLifecycle, runtime: _Runtime, now: float, *,
+                  failure: str | None = None) -> bool:
+        """Zero exposure: end the trade for good, once nothing can still add a fill (I2). True if it ended.
+
+        Why: zero exposure now is not zero exposure for good. An order still working can fill
+        after the trade has ended, and an RFQ accept a restart cut from its answer can turn into
+        fills when its block trade is found; either would then be a position no trade manages
+        (a naked leg with no alert and no unwind). So every way to CLOSED or FAILED passes here:
+        the trade's non-final orders are resolved first (cancelled, or polled, until final),
+        and its accepts in doubt must be settled; until then the trade keeps its state and the
+        next tick judges its exposure again (a fill that came meanwhile is unwound or closed).
+        """
+        if not self._ready_to_end(trade, runtime, now):
+            return False
+        if trade.has_exposure:   # a fill arrived while its orders were being resolved
+            return False
+        self._finish_flat(trade, runtime, now, failure=failure)
+        return True
+
+    def _ready_to_end(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> bool:
+        """No order of the trade is working (stray ones are resolved now, and polled once more after
+        the late-fill grace) and no accept is in doubt."""
+        if self.fills.resolve_stray_orders(trade):
+            return False
+        if not self.fills.strays_settled(trade, now, self._grace_seconds(runtime), INTERRUPTED_RECHECKS_PER_TICK):
+            return False
+        return not self._accept_in_doubt(trade, runtime, now)
+
+    def _accept_in_doubt(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> bool:
+        """Whether an RFQ accept recorded before a restart may still bring fills (RECOVERY.md T4, R1-R3).
+
+        Said once in the log when the wait begins; a CRITICAL alert if it lasts longer than
+        ``ACCEPT_DOUBT_ALERT_SECONDS`` (the reconciler settles one in about two minutes).
+        """
+        markers = self.accepts.unresolved(trade.id)
+        if not markers:
+            if runtime.accept_wait_since is not None:
+                logger.info("trade %s: no RFQ accept in doubt any more; judged on its fills", trade.id)
+                runtime.accept_wait_since = None
+                runtime.accept_alerted = False
+            return False
+        requests = ", ".join(marker.request_id for marker in markers)
+        if runtime.accept_wait_since is None:
+            runtime.accept_wait_since = now
+            logger.warning("trade %s (%s) %s: an RFQ accept recorded before the restart (RFQ %s) is not resolved "
+                           "yet; the trade is not judged until its block trade is found or given up", trade.id,
+                           trade.strategy, trade.state.value, requests)
+        elif not runtime.accept_alerted and now - runtime.accept_wait_since >= ACCEPT_DOUBT_ALERT_SECONDS:
+            runtime.accept_alerted = True
+            watched = ("" if self.accepts.watched else
+                       " (the reconciler's answer is not wired: only the block trade's fills can settle it)")
+            self._alert("CRITICAL", "rfq_accept_in_doubt",
+                        f"trade {trade.id} ({trade.strategy}) {trade.state.value}: the RFQ accept recorded before "
+                        f"the restart (RFQ {requests}) has been unresolved for "
+                        f"{now - runtime.accept_wait_since:.0f} s{watched}; the trade is neither judged nor "
+                        f"ended meanwhile: check the exchange's block trades", trade_id=trade.id,
+                        requests=[marker.request_id for marker in markers])
+        return True
+
+    def _finish_flat(self, trade: TradeLifecycle, runtime: _Runtime, now: float, *,
+                     failure: str | None = None) -> None:
+        """Zero exposure: CLOSED if the trade ever opened (§4.2 rows 12/16), else FAILED (§4.2 rows 7/16).
+
+        Only ``_end_flat`` and ``record_external_close`` call this, each after checking that no
+        order of the trade is working and no accept is in doubt.
+        """
         trade.realized_pnl = trade.realized()
         if trade.opened_at is None:
-            self._fail(trade, now, trade.failure_reason or "open incomplete; unwound")
+            self._fail(trade, now, failure or trade.failure_reason or "open incomplete; unwound")
             return
         trade.closed_at = now
         self._set_state(trade, TradeState.CLOSED)
@@ -1497,9 +1670,14 @@ class LifecycleManager:
 
         Only called on evidence: ``price`` is the average of the fills, not ours, that closed
         it (reconciliation never books a missing position on an empty answer alone).
-        ``qty`` is never more than the leg holds. Once no exposure is left the trade ends:
-        CLOSED with reason ``external_close`` (unless a reason was already decided), or
-        FAILED if it never opened. Working jobs of the trade are asked to stop first.
+        ``qty`` is never more than the leg holds. Once no exposure is left the exit reason is
+        ``external_close`` (unless one was already decided) and the trade ends: CLOSED, or
+        FAILED if it never opened; but only when nothing can still add a fill (I2). A working
+        job is asked to stop and ends it on a later tick; an order that is still working (say
+        the other leg's open order of an open a restart interrupted) or an RFQ accept in
+        doubt keeps the trade in its state (an OPEN one moves to PENDING_CLOSE) until the
+        tick has resolved them: this call may come while the lifecycle is on hold, so it
+        sends nothing itself. A fill that arrives meanwhile is exposure to unwind or close.
         """
         with self._lock:
             trade = self._trades.get(trade_id)
@@ -1511,13 +1689,34 @@ class LifecycleManager:
             now = self.clock.now()
             if not self.external.book(trade, leg, qty, price, detail):
                 return trade
-            if not trade.has_exposure:
-                runtime = self._runtime_of(trade)
-                if runtime.job is not None:
-                    runtime.job.request_stop(EXIT_REASON_EXTERNAL)
-                    return trade  # the job ends on a later tick; _drive then finishes the trade flat
-                self._decide_exit(trade, EXIT_REASON_EXTERNAL, {"source": "reconciliation", "detail": detail}, now)
+            if trade.has_exposure:
+                return trade
+            runtime = self._runtime_of(trade)
+            self._decide_exit(trade, EXIT_REASON_EXTERNAL, {"source": "reconciliation", "detail": detail}, now)
+            if runtime.job is not None:
+                if trade.state is TradeState.OPEN:   # a hedge rebalance: its end leads to ``_drive``
+                    self._set_state(trade, TradeState.PENDING_CLOSE)
+                runtime.job.request_stop(EXIT_REASON_EXTERNAL)
+                return trade
+            if (not self.fills.has_non_final_orders(trade) and not self.fills.strays_pending(trade)
+                    and not self._accept_in_doubt(trade, runtime, now)):
                 self._finish_flat(trade, runtime, now)
+                return trade
+            if trade.state is TradeState.OPEN:
+                self._set_state(trade, TradeState.PENDING_CLOSE)
+            working = self.fills.non_final_orders(trade)
+            reasons = (["its orders could not be read"] if working is None else
+                       [f"{order.intent.name.lower()} order {order.client_order_id} on {order.symbol} is "
+                        f"{order.status.value}" for order in working])
+            if self.fills.strays_pending(trade):
+                reasons.append("orders it just cancelled wait for their last poll")
+            if self.accepts.unresolved(trade.id):
+                reasons.append("an RFQ accept recorded before the restart is in doubt")
+            self._alert("WARNING", "external_close_waits",
+                        f"trade {trade.id} ({trade.strategy}) holds nothing after the close outside the daemon, "
+                        f"but it cannot end yet: {'; '.join(reasons)}. That is resolved first, and whatever "
+                        f"those orders fill is unwound or closed", trade_id=trade.id,
+                        orders=[order.client_order_id for order in working or ()])
             return trade
 
     def reversible_external_closes(self) -> list[TradeLifecycle]:
@@ -1557,7 +1756,7 @@ class LifecycleManager:
             self._reversible.pop(trade.id, None)
             self._funding_watch[trade.id] = trade   # and its perps may earn funding again
             self.external.alert_reversed(trade, detail, restored,
-                                         managed=trade.strategy in self._hooks or trade.seq == 0)
+                                         managed=trade.strategy in self._hooks or is_external_trade(trade))
             return trade
 
     # ---- restart ----------------------------------------------------------------------
@@ -1606,6 +1805,11 @@ class LifecycleManager:
             # decides, as for a trade archived while running): a restart after a long history
             # does not read all of it into memory.
             self.ledger.restore(self.store.iter_orders(), ended_trades=self._ended_for_good(restored, now))
+            # RFQ accepts recorded before the crash: a trade with one is not judged (nor ended)
+            # until the accept is resolved (RECOVERY.md T4, R1-R3).
+            in_doubt = self.accepts.load(self.store.events(BLOCK_ACCEPT_EVENT),
+                                         {trade.id for trade in restored if trade.is_active})
+            report["accepts_recorded"] = in_doubt
             for trade in restored:
                 report["restored"] += 1
                 if not trade.is_active and not booked_without_evidence(trade):
@@ -1618,7 +1822,7 @@ class LifecycleManager:
                     runtime.apply(hooks, self.exec_params_default)
                 # Kill mode lives in memory: a trade the kill switch was closing keeps its
                 # urgent, breaker-free kill orders after a restart.
-                runtime.kill = runtime.kill or trade.exit_reason == EXIT_REASON_KILL or trade.seq == 0
+                runtime.kill = runtime.kill or trade.exit_reason == EXIT_REASON_KILL or is_external_trade(trade)
                 if not trade.is_active:
                     continue
                 self.fills.sync(trade)
@@ -1643,20 +1847,37 @@ class LifecycleManager:
                 and (self.funding is None or (not self.funding.due(trade, now) and self.funding.settled(trade, now)))}
 
     def _finish_interrupted_job(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> None:
-        """OPENING/CLOSING without a job (the daemon restarted mid-execution).
+        """OPENING/CLOSING without a job (the daemon restarted mid-execution; RECOVERY.md T3-T5, T8).
 
-        Cancel what is still working, then decide on our fills exactly as if the job had
-        just ended: never re-sends the filled quantity, never leaves a partial open as is.
+        What the job would have done before its verdict, then its verdict: cancel what is
+        still working and poll it until final; wait the grace and poll once more every final
+        order that may still report a late fill (API.md 11.16: the restart cut the engines'
+        own wait short); wait while an RFQ accept recorded before the crash is unresolved
+        (its block trade may still bring fills). Only then decide on our fills, exactly as if
+        the job had just ended: never re-sends the filled quantity, never leaves a partial
+        open as is, never ends a trade on fills that are not all in.
         """
         if self.fills.resolve_stray_orders(trade):
             return
+        families = (Intent.OPEN,) if trade.state is TradeState.OPENING else REDUCING_FAMILIES
+        if not self.fills.late_fills_settled(trade, now, self._grace_seconds(runtime), INTERRUPTED_RECHECKS_PER_TICK,
+                                             families=families):
+            return
+        if self._accept_in_doubt(trade, runtime, now):
+            return
         self.fills.sync(trade)
         if trade.state is TradeState.OPENING:
-            self._on_open_end(trade, runtime, now, "open interrupted by a restart")
+            self._on_open_end(trade, runtime, now, runtime.open_end_reason or "open interrupted by a restart")
         elif not trade.has_exposure:
-            self._finish_flat(trade, runtime, now)
+            if not self._end_flat(trade, runtime, now):
+                self._set_state(trade, TradeState.PENDING_CLOSE)
         else:
             self._set_state(trade, TradeState.PENDING_CLOSE)
+
+    def _grace_seconds(self, runtime: _Runtime) -> float:
+        """The late-fill grace of the trade's limit parameters (the engines wait as long)."""
+        params = runtime.params if isinstance(runtime.params, ExecutionParams) else self.exec_params_default
+        return float(params.grace_seconds)
 
     def force_close(self, trade_id: str, reason: str = EXIT_REASON_MANUAL) -> bool:
         """§4.2 rows 10/10b: close now (kill: urgent, breaker ignored). False if nothing to close."""
@@ -1687,7 +1908,11 @@ class LifecycleManager:
             return True
 
     def kill_all(self, include_external: bool = False) -> list[str]:
-        """Kill switch (7.6): force-close every trade with exposure; optionally adopt other positions."""
+        """Kill switch (7.6): force-close every trade with exposure; optionally adopt other positions.
+
+        Trades an earlier ``--all-positions`` adopted are active trades like any other and are
+        killed with them; what the account holds beyond every active trade becomes a new one.
+        """
         with self._lock:
             killed = [t.id for t in self.active_trades() if self.force_close(t.id, EXIT_REASON_KILL)]
             if include_external:
@@ -1697,7 +1922,17 @@ class LifecycleManager:
             return killed
 
     def _adopt_external_positions(self) -> TradeLifecycle | None:
-        """Positions beyond our trades' exposure become legs of trade sequence 0 (reduce-only closes)."""
+        """Positions beyond our active trades' exposure become the legs of a new trade (reduce-only closes).
+
+        Why a new trade every time, with a sequence from the one global sequence: the ledger
+        keys fills by (trade id, leg index) and clientOrderIds by (trade sequence, leg index),
+        so a trade id or sequence used before (every adoption once was ``T000000000``, sequence
+        0) would count the fills of an earlier adoption's leg as fills of the new leg of the
+        same index, and a kill would stop short of what the account holds. The store's
+        sequence is the same one strategy trades take theirs from, and it is re-seeded above
+        every sequence in the exchange's order history at a restart (RECOVERY.md L4), so no
+        clientOrderId of an adopted trade can equal an earlier one's.
+        """
         snapshot = self._last_snapshot
         if snapshot is None:
             logger.warning("kill_all(include_external=True): no account snapshot yet; external positions skipped")
@@ -1706,18 +1941,19 @@ class LifecycleManager:
         for trade in self.active_trades():
             for leg in trade.legs:
                 ours[leg.symbol] = ours.get(leg.symbol, 0.0) + leg.sign * leg.net_qty
-        existing = self._trades.get(EXTERNAL_TRADE_ID)
-        legs: list[TradeLeg] = list(existing.legs) if existing is not None and existing.is_active else []
         now = self.clock.now()
-        legs += positions_beyond_ours(snapshot.positions, ours, self.market, now, first_index=len(legs))
-        if not legs or (existing is not None and existing.is_active and len(legs) == len(existing.legs)):
-            return existing if existing is not None and existing.is_active else None
-        trade = TradeLifecycle(id=EXTERNAL_TRADE_ID, seq=0, strategy="external", state=TradeState.OPEN, legs=legs,
-                               created_at=now, opened_at=now, metadata={"external": True})
+        legs = positions_beyond_ours(snapshot.positions, ours, self.market, now, first_index=0)
+        if not legs:
+            return None
+        seq = self._allocate_seq()
+        trade = TradeLifecycle(id=f"T{seq:09d}", seq=seq, strategy=EXTERNAL_STRATEGY, state=TradeState.OPEN,
+                               legs=legs, created_at=now, opened_at=now, metadata={"external": True})
         trade.bind_clock(self.clock)
         self._register(trade)
         self._runtime[trade.id] = _Runtime(params=self.urgent_params, kill=True)
         self._persist(trade, "external_adopted")
+        logger.warning("kill switch: positions beyond our trades adopted as trade %s: %s", trade.id,
+                       ", ".join(f"{leg.symbol} {'+' if leg.sign > 0 else '-'}{fmt_qty(leg.qty)}" for leg in legs))
         return trade
 
     # ---- expiry and settlement --------------------------------------------------------------
@@ -1725,7 +1961,10 @@ class LifecycleManager:
     def _handle_expiry(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> bool:
         """§4.2 rows 15-16: settle expired legs; SETTLING once every leg we hold has expired.
 
-        Returns True when the trade is done for this tick (settling or just finished).
+        Returns True when the trade is done for this tick (settling or just finished). A leg is
+        settled only once no order on it is working: an order left by a restart (no job polls
+        it) is polled here until the exchange has ended it, so a fill it reports on the way is
+        counted as a close, never paid a second time at the delivery price.
         """
         held = [leg for leg in trade.legs if not is_zero(leg.net_qty)]
         if self._close_perps_before_expiry(trade, runtime, held, now):
@@ -1733,13 +1972,20 @@ class LifecycleManager:
         expired = [leg for leg in held if leg.is_expired(now)]
         if not expired:
             if trade.state is TradeState.SETTLING and runtime.job is None and not trade.has_exposure:
-                self._finish_flat(trade, runtime, now)
+                self._end_flat(trade, runtime, now)
             return trade.state is TradeState.SETTLING
         all_expired = len(expired) == len(held)
         if runtime.job is not None:
             if all_expired:
                 runtime.job.request_stop(EXIT_REASON_EXPIRY)
             return True  # live orders on expired symbols are left to the exchange and polled by the job
+        if self.fills.poll_non_final_on(trade, {leg.index for leg in expired}):
+            return True  # settled once the exchange has ended them (BEHAVIOUR 4.5)
+        expired = [leg for leg in expired if not is_zero(leg.net_qty)]   # what they filled is a close
+        held = [leg for leg in trade.legs if not is_zero(leg.net_qty)]
+        all_expired = len(expired) == len(held)
+        if not expired:
+            return False
         if all_expired and trade.state is not TradeState.SETTLING:
             self._decide_exit(trade, EXIT_REASON_EXPIRY, {"source": EXIT_REASON_EXPIRY,
                                                            "legs": [leg.symbol for leg in expired]}, now)
@@ -1749,7 +1995,7 @@ class LifecycleManager:
                 if self.settler.settle_leg(trade, leg, runtime.delivery, now):
                     self._persist(trade, "leg_settled")
         if not trade.has_exposure:
-            self._finish_flat(trade, runtime, now)
+            self._end_flat(trade, runtime, now)
             return True
         return all_expired
 

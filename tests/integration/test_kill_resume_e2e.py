@@ -258,11 +258,12 @@ def test_kill_all_positions_also_closes_the_manual_position(tmp_path, clock, exc
     killed_from = clock.now()
     assert run(["kill", "--all-positions", "--yes"], clock, env) == 0
     [kill] = stored(tmp_path)[2]
-    assert kill["status"] == "done" and kill["result"]["trades"] == ["T000000001", "T000000000"]
+    # The manual position is adopted as a new trade with the next sequence (never a reused id).
+    assert kill["status"] == "done" and kill["result"]["trades"] == ["T000000001", "T000000002"]
     assert {row["state"] for row in kill["result"]["final"].values()} == {"CLOSED"}
     assert positions(call) == {}
-    assert_kill_orders_only(exchange, killed_from, {0, 1})
-    assert any(parts.trade_seq == 0 for parts, _ in our_creates(exchange, killed_from))
+    assert_kill_orders_only(exchange, killed_from, {1, 2})
+    assert any(parts.trade_seq == 2 for parts, _ in our_creates(exchange, killed_from))
     assert FOREIGN_COID in pending_client_ids(call)  # positions are closed; other people's orders stay
     assert "no position left on the account" in capsys.readouterr().out
 

@@ -900,6 +900,48 @@ def test_an_accept_without_its_block_trade_defers_its_symbols_for_60_s_then_is_d
     assert h.alerts.kinds("CRITICAL") == ["suspect_positions_read"]
 
 
+def test_an_accept_whose_block_trade_list_does_not_answer_stays_in_doubt_until_one_does():
+    """R3 gives an accept up only on a list that answered: a failed look-up is not an absence."""
+    trade = long_trade(1, 0.01)
+    h = harness([trade])
+    h.store.marker_events = [{"ts": T0 - 10, "payload": marker(trade)}]
+    assert h.reconciler.accept_in_doubt(trade.id)                       # nothing looked up yet: in doubt
+    answer = h.client.blocktrade_orders
+    h.client.blocktrade_orders = lambda **params: (_ for _ in ()).throw(TransportError("GET blocktrades", "503"))
+
+    start(h, snapshot())
+    for _ in range(5):                                                  # 10 s to 130 s after the accept
+        h.clock.advance(30)
+        h.reconciler.periodic(snapshot())
+        assert h.reconciler.accept_in_doubt(trade.id)
+        assert [c.verdict for c in h.reconciler.last_report.symbols] == [VERDICT_DEFERRED]
+    assert not h.reconciler.accept_in_doubt("T000000099")               # no accept recorded for that one
+
+    h.client.blocktrade_orders = answer                                 # the list answers, without our trade
+    h.clock.advance(30)
+    h.reconciler.periodic(snapshot())
+    assert not h.reconciler.accept_in_doubt(trade.id)
+
+
+def test_a_restart_reads_the_block_trade_list_back_to_the_rfq_of_the_accept_and_no_further():
+    """The marker carries the RFQ's creation time: the look-up stops at older records. A marker of
+    an older version has none, and a list longer than the page bound is then a failed read (the
+    accept stays in doubt), never an absence."""
+    from tests.unit.test_rfq_safety import BlockList, foreign_record
+
+    trade = long_trade(1, 0.01)
+    old_records = [foreign_record(10_000 + n, T0 - 7200.0 + n) for n in range(2_000)]
+    for carries_time, pages_read, in_doubt in ((True, 1, False), (False, 20, True)):
+        h = harness([trade])
+        payload = {**marker(trade), **({"rfq_created_at": T0 - 100.0} if carries_time else {})}
+        h.store.marker_events = [{"ts": T0 - 90, "payload": payload}]
+        block_list = BlockList(old_records)
+        h.client.blocktrade_orders = block_list
+        start(h, snapshot())
+        assert len(block_list.reads) == pages_read
+        assert h.reconciler.accept_in_doubt(trade.id) is in_doubt
+
+
 # ---------------------------------------------------------------------------------------------
 # Vanished orders (row O8) and old estimated external closes (rows X1, X2)
 # ---------------------------------------------------------------------------------------------

@@ -223,7 +223,7 @@ def test_the_wired_services_satisfy_every_protocol_they_are_used_through(ctx: Tr
                      seams.ReconcilerStore]),
         (ctx.alerts, [seams.AlertSender]),
         (ctx.clock, [Clock]),
-        (ctx.reconciler, [seams.MonitorCallback]),
+        (ctx.reconciler, [seams.MonitorCallback, seams.BlockAcceptWatch]),
     ]
     for service, protocols in used_as:
         for protocol in protocols:

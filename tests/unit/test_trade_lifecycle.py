@@ -54,6 +54,7 @@ class FakeOrder:
     order_id: int | None = 1
     status: str = "FILLED"
     last_fill_at: float | None = None
+    client_order_id: int = 0
 
 
 class FakeLedger:
@@ -106,6 +107,12 @@ class FakeLedger:
         raise AssertionError("not used by this test")
 
     def restore(self, records, *, ended_trades=frozenset()) -> None:
+        raise AssertionError("not used by this test")
+
+    def late_fill_possible(self, order) -> bool:
+        return False   # the fake's orders report their fills at once
+
+    def recheck_final(self, order) -> float | None:
         raise AssertionError("not used by this test")
 
 
@@ -246,6 +253,9 @@ class FakeStore:
 
     def iter_orders(self):
         raise AssertionError("not used by this test")
+
+    def events(self, kind=None, *, after_id=0, limit=None) -> list[dict]:
+        return []   # no RFQ accept recorded
 
 
 class FakeAlerts:
@@ -963,8 +973,10 @@ def test_kill_all_with_external_positions_adopts_only_what_is_not_ours(world):
     positions = (SimpleNamespace(symbol=CALL, signed_qty=-0.3), SimpleNamespace(symbol=PUT, signed_qty=-0.1))
     world.manager.tick(SimpleNamespace(timestamp=world.clock.now(), net_delta=0.0, positions=positions))
     killed = world.manager.kill_all(include_external=True)
-    assert killed[0] == trade.id and killed[1] == "T000000000"
-    external = world.manager.get("T000000000")
+    # The adopted positions are a new trade with the next sequence of the one global sequence.
+    assert killed == [trade.id, "T000000002"]
+    external = world.manager.get("T000000002")
+    assert external.seq == 2 and external.strategy == "external" and external.metadata == {"external": True}
     assert [(leg.symbol, leg.side, leg.net_qty) for leg in external.legs] == [(CALL, 2, 0.2)]
     job = world.executor.last
     assert job.intent is Intent.KILL and [(t.symbol, t.side, t.qty) for t in job.legs] == [(CALL, 1, 0.2)]
