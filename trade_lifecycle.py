@@ -709,11 +709,13 @@ class _HedgeWork:
 
 def hedge_execution_params(config: HedgeConfig) -> ExecutionParams:
     """The limit job of one hedge order: at the touch, requoted a few times, never beyond
-    fair × (1 ± max_slippage): the same bound as the decision's price protection."""
+    fair × (1 ± max_slippage), and priced only while the perp's mark is within
+    ``max_mark_index_gap`` of the index: the decision's price protection, applied again to
+    every requote (the market the decision saw may be gone 20 s later)."""
     slippage = config.max_slippage_bps / 10_000.0
     return ExecutionParams(fill_timeout_seconds=20.0, aggressive_buffer_pct=0.0, max_requote_rounds=3,
                            min_price_pct_of_fair=1.0 - slippage, max_price_pct_of_fair=1.0 + slippage,
-                           grace_seconds=5.0)
+                           grace_seconds=5.0, max_mark_index_gap=config.max_mark_index_gap)
 
 
 def _reason_shape(reason: str) -> str:

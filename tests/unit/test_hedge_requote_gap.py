@@ -124,3 +124,11 @@ def test_without_the_gap_the_requotes_follow_the_dislocated_mark():
 def test_the_gap_must_be_a_fraction_of_the_index(gap):
     with pytest.raises(ConfigError, match="ExecutionParams.max_mark_index_gap"):
         ExecutionParams(max_mark_index_gap=gap)
+
+
+def test_a_hedge_orders_job_carries_its_configurations_gap():
+    from hedging import delta_hedge
+    from trade_lifecycle import hedge_execution_params
+
+    config = delta_hedge(band=0.05, max_hedge_qty=1.0).bind("BTC")
+    assert hedge_execution_params(config).max_mark_index_gap == config.max_mark_index_gap
