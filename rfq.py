@@ -422,6 +422,22 @@ def find_block_trade(client: RfqClient | ReconcilerClient, request_id: str, quot
     return walk.found
 
 
+def _block_fill_without_id_recorded(ledger: ReconcilerLedger, marker: Mapping[str, Any], leg: BlockLeg,
+                                    leg_index: int) -> bool:
+    """Whether the ledger already holds a block fill without an exchange orderId for this leg,
+    intent family, symbol and quantity.
+
+    Why: a leg is deduplicated by its orderId; one the exchange sent without it would be
+    recorded again at every restart that looks the same accept up, and a fill counted twice
+    makes the trade close a position it does not hold. Such a leg is recorded once; a second
+    one like it is not (CRITICAL), since counting too little is what reconciliation sees.
+    """
+    family = Intent(int(marker["intent"])).family()
+    return any(order.order_id is None and order.status.is_final and order.symbol == leg.symbol
+               and leg.qty is not None and abs(order.filled_qty - leg.qty) <= QTY_MATCH_TOLERANCE
+               for order in ledger.orders(str(marker["trade_id"]), leg_index, family))
+
+
 def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker: Mapping[str, Any],
                       now: float, *, since: float | None = None) -> tuple[bool, int]:
     """Recovery: record the fills of an RFQ accept whose answer a crash may have lost.
@@ -447,6 +463,12 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
                             leg.symbol)
             continue
         if leg.order_id is not None and leg.order_id in known:
+            continue
+        if leg.order_id is None and _block_fill_without_id_recorded(ledger, marker, leg, ours[leg.symbol][0]):
+            logger.critical("trade %s: block trade of RFQ %s has a leg on %s without an orderId, and a block fill "
+                            "without one is already recorded for that leg: not recorded again (a restart may not "
+                            "count one fill twice); check the position on the exchange", marker["trade_id"],
+                            marker["request_id"], leg.symbol)
             continue
         if leg.side is None or leg.qty is None or leg.qty <= 0 or leg.price is None or leg.price <= 0:
             logger.critical("block trade of RFQ %s: leg %s unreadable; fill NOT recorded", marker["request_id"],

@@ -576,6 +576,20 @@ def test_recovery_does_not_adopt_a_wrong_side_block_leg(caplog):
     assert any("NOT booked" in r.getMessage() for r in caplog.records)
 
 
+def test_a_restart_that_finds_a_block_leg_without_an_order_id_again_does_not_count_it_twice(caplog):
+    """A leg is deduplicated by its orderId; one sent without it is recorded once, not at every
+    restart that looks the same accept up (a doubled fill makes the trade close what it lacks)."""
+    clock = SimulatedClock(start=NOW, speed=0)
+    ledger = OrderLedger(NoExchange(), clock)
+    marker = {"trade_id": TRADE.id, "trade_seq": TRADE.seq, "intent": int(Intent.OPEN), "request_id": REQUEST_ID,
+              "quote_id": "2", "legs": [[leg.leg_index, leg.symbol, int(leg.side)] for leg in LONG_STRANGLE]}
+    record = our_block(LONG_STRANGLE)
+    del record["legs"][0]["orderId"]
+    for _restart in range(3):
+        adopt_block_trade(client_of(BlockList([record])), ledger, marker, NOW)
+    assert ledger.leg_fill(TRADE.id, 0, Intent.OPEN)[0] == 0.5 and ledger.leg_fill(TRADE.id, 1, Intent.OPEN)[0] == 0.5
+
+
 # ------------------------------------------------------------------ the accept marker's horizon
 
 def test_the_accept_marker_carries_the_rfq_creation_time_that_bounds_a_restart_lookup():
