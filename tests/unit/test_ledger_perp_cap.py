@@ -22,6 +22,7 @@ from contracts import Side
 from errors import ExchangeError, OrderOutcomeUnknown, TransportError
 from order_ledger import PERP_POSITION_RETRY_SECONDS, Intent, LedgerOrder, OrderLedger, OrderStatus
 from tests.unit.test_ledger_reversible import T0, Store
+from tests.unit.test_perp_legs import btc_perp_positions
 
 NOT_FOUND = 10584
 
@@ -53,12 +54,7 @@ class Perps:
         self.clock.advance(self.read_seconds)
         if self.position is None:
             raise TransportError("GET /open/futures/position/get/v1", "read timed out after 3 tries")
-        if not self.position:
-            return []
-        return [PerpPosition(position_id=1, symbol="BTCUSD", side=Side.BUY if self.position > 0 else Side.SELL,
-                             qty=abs(self.position), signed_qty=self.position, avg_price=100_000.0,
-                             mark_price=100_000.0, unrealized_pnl=0.0, initial_margin=None, maintenance_margin=None,
-                             leverage=10.0, liquidation_price=None, update_time_ms=None)]
+        return btc_perp_positions(self.position)
 
     def perp_create_order(self, symbol: str, qty: Any, side: Any, client_order_id: Any, **kwargs: Any) -> int:
         self.posts.append({"at": self.clock.now(), "qty": float(qty), "coid": int(client_order_id), **kwargs})

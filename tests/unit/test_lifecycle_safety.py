@@ -51,15 +51,12 @@ from tests.unit.test_trade_lifecycle import (
     MONDAY_EXPIRY_MS,
     PUT,
     START,
-    FakeAlerts,
-    FakeClient,
-    FakeExecutor,
     FakeJob,
     FakeLedger,
-    FakeMarket,
     FakeStore,
     Journal,
     World,
+    build_world,
     create_strangle,
     family_of,
     open_trade,
@@ -202,15 +199,7 @@ class Watch:
 
 @pytest.fixture
 def rig() -> World:
-    clock = SimulatedClock(start=START, speed=0)
-    journal = Journal()
-    ledger, executor = SafetyLedger(journal, clock), FakeExecutor(journal)
-    market, client, store, alerts = FakeMarket(clock), FakeClient(), FakeStore(journal), FakeAlerts()
-    market.set(CALL, bid=100.0, ask=110.0, mark=105.0)
-    market.set(PUT, bid=200.0, ask=220.0, mark=210.0)
-    manager = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
-                               store=store, alerts=alerts)
-    return World(clock, journal, ledger, executor, market, client, store, alerts, manager)
+    return build_world(SafetyLedger)
 
 
 def restart(rig: World, *, recorded: Iterable[dict] = (), watch: Watch | None = None) -> LifecycleManager:

@@ -239,12 +239,17 @@ class PerpClient:
         return []
 
     def perp_positions(self) -> list[PerpPosition]:
-        if not self.position:
-            return []
-        return [PerpPosition(position_id=1, symbol="BTCUSD", side=Side.BUY if self.position > 0 else Side.SELL,
-                             qty=abs(self.position), signed_qty=self.position, avg_price=100_000.0,
-                             mark_price=100_000.0, unrealized_pnl=0.0, initial_margin=None, maintenance_margin=None,
-                             leverage=10.0, liquidation_price=None, update_time_ms=None)]
+        return btc_perp_positions(self.position)
+
+
+def btc_perp_positions(signed_qty: float) -> list[PerpPosition]:
+    """The account's BTCUSD perp position as the client returns it: none when flat."""
+    if not signed_qty:
+        return []
+    return [PerpPosition(position_id=1, symbol="BTCUSD", side=Side.BUY if signed_qty > 0 else Side.SELL,
+                         qty=abs(signed_qty), signed_qty=signed_qty, avg_price=100_000.0, mark_price=100_000.0,
+                         unrealized_pnl=0.0, initial_margin=None, maintenance_margin=None, leverage=10.0,
+                         liquidation_price=None, update_time_ms=None)]
 
 
 class Store:

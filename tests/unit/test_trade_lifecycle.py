@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -294,9 +294,14 @@ class World:
 
 @pytest.fixture
 def world() -> World:
+    return build_world(lambda journal, clock: FakeLedger(journal))
+
+
+def build_world(make_ledger: Callable[[Journal, SimulatedClock], FakeLedger]) -> World:
+    """The lifecycle over the fakes, a strangle's two quotes set; ``make_ledger`` picks the ledger."""
     clock = SimulatedClock(start=START, speed=0)
     journal = Journal()
-    ledger, executor = FakeLedger(journal), FakeExecutor(journal)
+    ledger, executor = make_ledger(journal, clock), FakeExecutor(journal)
     market, client, store, alerts = FakeMarket(clock), FakeClient(), FakeStore(journal), FakeAlerts()
     market.set(CALL, bid=100.0, ask=110.0, mark=105.0)
     market.set(PUT, bid=200.0, ask=220.0, mark=210.0)
