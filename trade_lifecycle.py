@@ -31,7 +31,7 @@ import logging
 import math
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -60,7 +60,7 @@ from errors import ConfigError, StaleDataError, TraderError
 from execution_job import JobStatus, LegTarget
 from exit_evaluation import ExitEvaluator, ExitWatch
 from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without_evidence, ended_within_lookback
-from hedging import HedgeConfig, HedgeOrder, HedgeState, decide
+from hedging import HedgeConfig, HedgeDecision, HedgeOrder, HedgeState, decide
 from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
 from option_selection import ResolvedLeg
@@ -1488,56 +1488,73 @@ class LifecycleManager:
         config = self._hedge_config(trade)
         if config is None or trade.state is not TradeState.OPEN or runtime.job is not None or runtime.kill:
             return
+        asked = self._decide_hedge(trade, runtime, config, now, second_part=False)
+        if asked is None:
+            return
+        decision, mark, structure_delta = asked
+        follow_up = decision.orders[1] if len(decision.orders) > 1 else None
+        self._start_hedge_order(trade, runtime, config, decision.orders[0], follow_up=follow_up, mark=mark,
+                                structure_delta=structure_delta, reason=decision.reason, new_rebalance=True, now=now)
+
+    def _decide_hedge(self, trade: TradeLifecycle, runtime: _Runtime, config: HedgeConfig, now: float, *,
+                      second_part: bool) -> tuple[HedgeDecision, float, float] | None:
+        """The policy's answer on what the market and the fills show now, with the perp's mark and
+        the structure delta it was decided on; None (the reason noted once) when no order is wanted.
+
+        ``second_part``: the opening part of a split rebalance, asked again once its reducing part
+        has filled. The reducing part may have worked for a minute or more, so the second part is
+        decided afresh on a fresh quote and delta like any rebalance, except that the interval since
+        the last rebalance is not waited for (it is the same rebalance, and the reducing part just
+        set that time).
+        """
         if self.fills.resolve_stray_orders(trade):
             self._hedge_note(trade, runtime, "waiting for an earlier order of the trade to be final")
-            return
+            return None
         hedge_legs = trade.hedge_leg_indexes()
         options = [leg for leg in trade.legs if leg.index not in hedge_legs and not is_zero(leg.net_qty)]
         if any(leg.is_frozen(now) for leg in options):
             self._hedge_note(trade, runtime, "hold: an option leg is in its pre-expiry halt")
-            return
+            return None
         state = self._hedge_state(trade, now)
         if state is None:
-            return
+            return None
         used = sum(1 for order in self.ledger.orders(trade.id) if order.leg_index in hedge_legs)
         if used + HEDGE_ORDERS_PER_JOB > HEDGE_ORDER_BUDGET:
             self._hedge_note(trade, runtime, f"hold: the hedge used {used} orders of its budget of "
                                              f"{HEDGE_ORDER_BUDGET}; no more rebalancing (the close keeps its room)",
                              level=logging.WARNING)
-            return
+            return None
         symbol = config.perp_symbol
         try:
             quote = self.market.quote(symbol, max_age=self.quote_max_age)
             spec = self.market.instrument(symbol)
         except (TraderError, OSError) as error:
             self._hedge_note(trade, runtime, f"refused: no {symbol} quote ({error})", level=logging.WARNING)
-            return
+            return None
         try:
             structure_delta = trade.structure_delta(exclude=hedge_legs)
         except StaleDataError as error:
             self._hedge_note(trade, runtime, f"refused: structure delta unknown ({error})", level=logging.WARNING)
-            return
+            return None
         hedge_qty = trade.hedge_qty()
         # The quote was read during this poll, after ``now``: its age is taken on the clock as it
         # is now (a clock stepped back gives a negative age, which the policy refuses: fail closed).
         quote_age = float(self.clock.now()) - float(quote.as_of)
         decision = decide(config, structure_delta=structure_delta, hedge_qty=hedge_qty, now=now,
-                          last_rebalance_at=state.last_rebalance_at,
+                          last_rebalance_at=None if second_part else state.last_rebalance_at,
                           perp_step=UNDERLYINGS[config.underlying or ""].perp_qty_step, perp_tick=spec.tick_size,
                           perp_mark=quote.mark, perp_bid=quote.bid, perp_ask=quote.ask, index=quote.underlying_price,
                           quote_age_seconds=quote_age, max_quote_age_seconds=self.quote_max_age,
                           perp_min_qty=spec.min_qty)
         if not decision.wants_order:
-            self._hedge_note(trade, runtime, f"{decision.action.value}: {decision.reason}",
-                             level=logging.WARNING if decision.capped else logging.INFO)
-            return
+            prefix = "second part dropped, " if second_part else ""
+            self._hedge_note(trade, runtime, f"{prefix}{decision.action.value}: {decision.reason}",
+                             level=logging.WARNING if decision.capped or second_part else logging.INFO)
+            return None
         runtime.hedge_note = None
-        logger.info("trade %s (%s) hedge: structure delta %+.4f, hedge %+g: %s", trade.id, trade.strategy,
-                    structure_delta, hedge_qty, decision.reason)
-        follow_up = decision.orders[1] if len(decision.orders) > 1 else None
-        self._start_hedge_order(trade, runtime, config, decision.orders[0], follow_up=follow_up,
-                                mark=float(quote.mark), structure_delta=structure_delta, reason=decision.reason,
-                                new_rebalance=True, now=now)
+        logger.info("trade %s (%s) hedge%s: structure delta %+.4f, hedge %+g: %s", trade.id, trade.strategy,
+                    " (second part)" if second_part else "", structure_delta, hedge_qty, decision.reason)
+        return decision, float(quote.mark), structure_delta
 
     def _hedge_legs(self, trade: TradeLifecycle, config: HedgeConfig) -> tuple[TradeLeg, TradeLeg]:
         """The trade's long and short hedge legs, added (and persisted) before its first hedge order."""
@@ -1616,9 +1633,32 @@ class LifecycleManager:
             return
         config = self._hedge_config(trade)
         if config is not None:
-            self._start_hedge_order(trade, runtime, config, follow, follow_up=None, mark=work.mark,
-                                    structure_delta=work.structure_delta, reason=work.reason + " (second part)",
-                                    new_rebalance=False, now=now)
+            self._start_second_part(trade, runtime, config, follow, now)
+
+    def _start_second_part(self, trade: TradeLifecycle, runtime: _Runtime, config: HedgeConfig, planned: HedgeOrder,
+                           now: float) -> None:
+        """The opening part of a split rebalance, on a fresh decision (never the one of the reducing part).
+
+        Why: the reducing part's job may have requoted for a minute or more; the delta it was
+        sized on may be gone. The second part goes out only when a decision on fresh quotes still
+        wants to open on the planned side, and never for more than was planned (the per-rebalance
+        cap was split over both parts); otherwise it is dropped and the next poll decides.
+        """
+        self.exits.refresh_quotes(trade, now)
+        asked = self._decide_hedge(trade, runtime, config, now, second_part=True)
+        if asked is None:
+            return
+        decision, mark, structure_delta = asked
+        fresh = decision.orders[0]
+        if len(decision.orders) != 1 or fresh.reduce_only or fresh.side is not planned.side:
+            self._hedge_note(trade, runtime, f"second part dropped: a fresh decision wants {decision.reason}, not "
+                                             f"{planned.side.name.lower()} {planned.qty:g}; the next poll decides",
+                             level=logging.WARNING)
+            return
+        order = replace(fresh, qty=min(fresh.qty, planned.qty))
+        self._start_hedge_order(trade, runtime, config, order, follow_up=None, mark=mark,
+                                structure_delta=structure_delta, reason=decision.reason + " (second part)",
+                                new_rebalance=False, now=now)
 
     # ---- the holds (lifecycle_holds.LifecycleHolds) -------------------------------------------
 

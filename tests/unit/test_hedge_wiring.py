@@ -335,6 +335,66 @@ def test_a_partly_filled_reducing_part_drops_the_opening_part(hedged):
     assert _hedge_jobs(world)[-1] is reducing and trade.hedge_qty() == pytest.approx(0.015)
 
 
+def _reducing_part_filled(world: World, trade: TradeLifecycle, *, put_delta: float, call_delta: float = 0.05,
+                          perp_age: float = 0.0):
+    """The split's reducing part fills after the market moved (the structure delta is now what the
+    new deltas give); returns the hedge jobs after the poll that books it."""
+    long_index = _hedge_long(world, trade)
+    reducing = _hedge_jobs(world)[-1]
+    world.market.set(CALL, bid=100.0, ask=110.0, mark=105.0, delta=call_delta)
+    world.market.set(PUT, bid=200.0, ask=220.0, mark=210.0, delta=put_delta)
+    world.market.perp_age = perp_age
+    world.clock.advance(80)      # the reducing part requoted for over a minute
+    world.ledger.fill(trade.id, long_index, Intent.CLOSE, 0.025, 84_996.0, 1.0, at=world.clock.now())
+    reducing.end(JobStatus.FILLED)
+    world.clock.advance(2)
+    world.poll()
+    assert trade.hedge_qty() == pytest.approx(0.0)
+    return reducing, _hedge_jobs(world)
+
+
+def test_the_second_part_is_decided_afresh_and_dropped_when_the_delta_came_back(hedged):
+    """Structure +0.015 once the reducing part filled: inside the band, so no short is opened
+    (the plan of 80 s earlier sold 0.025 anyway: a perp trade, with its fees, that nothing needed)."""
+    world, trade = hedged
+    reducing, jobs = _reducing_part_filled(world, trade, put_delta=-0.2)
+    assert jobs[-1] is reducing
+
+
+def test_the_second_part_follows_a_smaller_delta(hedged):
+    world, trade = hedged
+    _reducing, jobs = _reducing_part_filled(world, trade, put_delta=-0.26)   # structure +0.021
+    opening = jobs[-1]
+    assert (opening.intent, opening.legs[0].side) == (Intent.OPEN, Side.SELL)
+    assert opening.legs[0].qty == pytest.approx(0.021)
+
+
+def test_the_second_part_never_exceeds_the_planned_quantity(hedged):
+    world, trade = hedged
+    _reducing, jobs = _reducing_part_filled(world, trade, put_delta=-0.5)    # structure +0.045
+    assert jobs[-1].legs[0].qty == pytest.approx(0.025)
+    world.ledger.fill(trade.id, trade.metadata[HEDGE_LEGS_KEY]["short"], Intent.OPEN, 0.025, 84_996.0, 1.0,
+                      at=world.clock.now())
+    jobs[-1].end(JobStatus.FILLED)
+    world.clock.advance(2)
+    world.poll()
+    assert trade.metadata[HEDGE_STATE_KEY]["rebalances"] == 2     # still one rebalance for the split
+
+
+def test_the_second_part_is_dropped_when_the_delta_turned_the_other_way(hedged, caplog):
+    world, trade = hedged
+    caplog.set_level(logging.INFO, logger="trade_lifecycle")
+    reducing, jobs = _reducing_part_filled(world, trade, put_delta=-0.05, call_delta=0.3)   # structure -0.025
+    assert jobs[-1] is reducing
+    assert [r for r in caplog.records if "second part dropped" in r.getMessage()]
+
+
+def test_the_second_part_needs_a_fresh_perp_quote(hedged):
+    world, trade = hedged
+    reducing, jobs = _reducing_part_filled(world, trade, put_delta=-0.3, perp_age=60.0)
+    assert jobs[-1] is reducing
+
+
 def test_an_exit_after_a_lost_hedge_job_records_the_hedge_the_fills_show(hedged):
     """A restart mid-rebalance loses the job (its fills reach the ledger, not the hedge record); an
     exit before the next hedge tick brings the record in line with the fills before the close round."""
