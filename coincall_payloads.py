@@ -1186,7 +1186,27 @@ class BlockTrade:
 
 def parse_block_trades(raw: Any) -> list[BlockTrade]:
     """The records of a block-trade list answer (``{list}`` or a bare list)."""
-    return list(_page(raw, _block_trade_from, lambda trade: None).rows)
+    return list(parse_block_trade_page(raw).records)
+
+
+@dataclass(frozen=True)
+class BlockTradePage:
+    """One page of the private block-trade list: its records, and what the answer said of more.
+
+    ``has_next`` is the answer's ``hasNext`` when it carries one as a boolean, None when it
+    does not (a bare list, or the field missing): the reader then has only the page's length
+    to go by, and the two are read together, never one alone (``rfq.BlockTradeWalk``).
+    """
+
+    records: tuple[BlockTrade, ...]
+    has_next: bool | None
+
+
+def parse_block_trade_page(raw: Any) -> BlockTradePage:
+    """A block-trade list answer as a ``BlockTradePage``."""
+    stated = raw.get("hasNext") if isinstance(raw, Mapping) else None
+    return BlockTradePage(records=_page(raw, _block_trade_from, lambda trade: None).rows,
+                          has_next=stated if isinstance(stated, bool) else None)
 
 
 def _block_trade_from(record: Mapping[str, Any]) -> BlockTrade:

@@ -61,7 +61,7 @@ from coincall_payloads import (
     history_filters,
     next_page_filters,
     parse_accept_legs,
-    parse_block_trades,
+    parse_block_trade_page,
     parse_fill_page,
     parse_order,
     parse_positions,
@@ -349,7 +349,10 @@ class BlockTradeWalk:
     Why a walk and not one page: the list is not filtered by time, so the newest page of a
     busy account may end before the accept; reading only it would call a block trade absent
     that is one page further down. A walk is ``finished`` when it found the record of our RFQ
-    (or quote), reached a page shorter than asked for (the end of the list), or a page holding
+    (or quote), reached a page shorter than asked for whose answer does not say ``hasNext``
+    true (the end of the list: a page cut short by the exchange's own page limit still says
+    there is more; a full page whose ``hasNext`` says false is read on, since a wrong flag
+    must never end the search early), or a page holding
     a record older than ``since`` (what follows cannot be ours when ``since`` is no later than
     the RFQ's creation: ``BLOCKTRADE_SLACK_SECONDS``). Only a finished walk that
     found nothing says "absent". It can be read over several steps (a step's request budget),
@@ -383,7 +386,8 @@ class BlockTradeWalk:
         if self.pages >= BLOCKTRADE_MAX_PAGES:
             raise TransportError(where, f"more than {BLOCKTRADE_MAX_PAGES} pages without reaching the accept: "
                                         f"not searched to the end")
-        records = parse_block_trades(client.blocktrade_orders(**self._filters))
+        page = parse_block_trade_page(client.blocktrade_orders(**self._filters))
+        records = page.records
         self.pages += 1
         fresh = 0
         for record in records:
@@ -395,8 +399,8 @@ class BlockTradeWalk:
                 self.found = record
                 self.finished = True
                 return
-        if len(records) < BLOCKTRADE_PAGE_SIZE:
-            self.finished = True       # the end of the list
+        if len(records) < BLOCKTRADE_PAGE_SIZE and page.has_next is not True:
+            self.finished = True       # the end of the list: a short page the answer does not contradict
             return
         if self.since is not None and any(t is not None and t < self.since for t in map(_record_time, records)):
             self.finished = True       # back before our RFQ: nothing further down can be ours

@@ -99,22 +99,30 @@ class BlockList:
     ``fromId`` with direction NEXT gives the records with a smaller id."""
 
     def __init__(self, records: list[dict[str, Any]], *, fail_pages: set[int] = frozenset(),
-                 ignore_cursor: bool = False) -> None:
+                 ignore_cursor: bool = False, page_cap: int | None = None, has_next: bool | None = None,
+                 bare: bool = False) -> None:
         self.records = sorted(records, key=lambda r: int(r["blockTradeId"]), reverse=True)
         self.fail_pages = set(fail_pages)
         self.ignore_cursor = ignore_cursor
+        self.page_cap = page_cap      # the exchange's own page limit, below what is asked
+        self.has_next = has_next      # a fixed (wrong) hasNext on every page
+        self.bare = bare              # a bare list, no hasNext at all
         self.reads: list[dict[str, Any]] = []
 
-    def __call__(self, **filters: Any) -> dict[str, Any]:
+    def __call__(self, **filters: Any) -> Any:
         self.reads.append(filters)
         if len(self.reads) in self.fail_pages:
             raise TransportError("GET blocktrade orders", "server error", 503)
         size = int(filters["pageSize"])
+        if self.page_cap is not None:
+            size = min(size, self.page_cap)
         rows = self.records
         if "fromId" in filters and not self.ignore_cursor:
             assert filters["direction"] == "NEXT"
             rows = [r for r in rows if int(r["blockTradeId"]) < int(filters["fromId"])]
-        return {"list": rows[:size], "hasNext": len(rows) > size}
+        if self.bare:
+            return rows[:size]
+        return {"list": rows[:size], "hasNext": len(rows) > size if self.has_next is None else self.has_next}
 
 
 # ------------------------------------------------------------------ a scripted client and job
@@ -384,6 +392,30 @@ def test_the_lookup_pages_back_until_it_finds_our_block_trade():
 def test_the_lookup_stops_at_records_older_than_our_rfq():
     records = [foreign_record(10_000 + n, NOW - 3600.0 + n) for n in range(200)]   # all an hour old
     block_list = BlockList(records)
+    assert find_block_trade(client_of(block_list), REQUEST_ID, "2", since=NOW - 30.0) is None
+    assert len(block_list.reads) == 1
+
+
+def test_a_page_cut_short_by_the_exchange_is_not_the_end_while_it_says_there_is_more():
+    """The exchange answers 20 records to a pageSize of 50 and says hasNext: reading on finds the
+    accept at the 31st record (a short page alone once ended the search: 'not accepted')."""
+    newer = [foreign_record(10_000 + n, None) for n in range(30)]
+    block_list = BlockList(newer + [our_block(LONG_STRANGLE, block_id=9_000)], page_cap=20)
+    found = find_block_trade(client_of(block_list), REQUEST_ID, "2", since=NOW - 30.0)
+    assert found is not None and found.request_id == REQUEST_ID
+    assert len(block_list.reads) == 2
+
+
+def test_a_full_page_that_says_no_more_is_read_on():
+    """A wrong hasNext false on full pages never ends the search early: a short page does."""
+    newer = [foreign_record(10_000 + n, None) for n in range(BLOCKTRADE_PAGE_SIZE + 10)]
+    block_list = BlockList(newer + [our_block(LONG_STRANGLE, block_id=9_000)], has_next=False)
+    assert find_block_trade(client_of(block_list), REQUEST_ID, "2", since=NOW - 30.0) is not None
+
+
+@pytest.mark.parametrize("bare", [True, False])
+def test_a_short_page_that_does_not_say_there_is_more_ends_the_list(bare):
+    block_list = BlockList([foreign_record(10_000 + n, None) for n in range(12)], bare=bare)
     assert find_block_trade(client_of(block_list), REQUEST_ID, "2", since=NOW - 30.0) is None
     assert len(block_list.reads) == 1
 
