@@ -58,6 +58,8 @@ MAX_COMMAND_ERRORS = 3
 # Waiting for a running daemon to take a queued command: the store is read this often.
 PICKUP_CHECK_SECONDS = 0.5
 FINISHED = (COMMAND_DONE, COMMAND_FAILED)
+# An ``--all-positions`` kill whose positions beyond our trades are not adopted yet (its result).
+ADOPT_PENDING = "adopt_pending"
 
 
 class CommandError(ValueError):
@@ -243,13 +245,13 @@ class CommandProcessor:
     # ---- monitor callback ---------------------------------------------------------------
 
     def __call__(self, snapshot: Any) -> None:
-        self.process(have_snapshot=True)
+        self.process()
 
     def on_snapshot_error(self, error: Exception) -> None:
-        """No account snapshot: commands still run, except adopting other positions."""
-        self.process(have_snapshot=False)
+        """No account snapshot: commands run all the same (a kill reads the positions it adopts itself)."""
+        self.process()
 
-    def process(self, *, have_snapshot: bool = True) -> None:
+    def process(self) -> None:
         store = self._ctx.store
         try:
             queue = store.commands(OPEN_COMMAND_STATUSES)
@@ -257,13 +259,13 @@ class CommandProcessor:
             logger.exception("reading the command queue failed")
             return
         for command in queue:
-            self._run_one(command, have_snapshot)
+            self._run_one(command)
 
-    def _run_one(self, command: dict, have_snapshot: bool) -> None:
+    def _run_one(self, command: dict) -> None:
         command_id = int(command["id"])
         try:
             if command["kind"] == KIND_KILL:
-                self._kill(command, have_snapshot)
+                self._kill(command)
             elif command["kind"] == KIND_RESUME:
                 self._resume(command)
             elif command["kind"] == KIND_PAUSE:
@@ -327,31 +329,30 @@ class CommandProcessor:
 
     # ---- kill ---------------------------------------------------------------------------
 
-    def _kill(self, command: dict, have_snapshot: bool) -> None:
+    def _kill(self, command: dict) -> None:
         request = KillRequest.from_payload(command["payload"])
         if command["status"] == COMMAND_PENDING:
             self._require_known(request.strategy)
             paused = self._pause_for_kill(command["id"], request)
-            if not self._may_trade(command["id"], request, have_snapshot):
+            if not self._may_trade(command["id"]):
                 return
             self._start_kill(command, request, paused)
+            self._adopt_if_pending(command, kill_just_began=True)
         else:
-            if not self._may_trade(command["id"], request, have_snapshot=True):
+            if not self._may_trade(command["id"]):
                 return
             self._reapply_kill(command)
+            self._adopt_if_pending(command, kill_just_began=False)
         self._finish_kill_if_flat(command["id"])
 
-    def _may_trade(self, command_id: int, request: KillRequest, have_snapshot: bool) -> bool:
-        """Closing waits while the lifecycle is held at start-up, and adopting other positions
-        waits for an account snapshot (it must know what the account holds)."""
+    def _may_trade(self, command_id: int) -> bool:
+        """Closing waits while the lifecycle is held at start-up (the positions are not known yet)."""
         hold = self._ctx.lifecycle_manager.hold_reason
-        waiting = (f"the lifecycle is on hold ({hold})" if hold
-                   else "no account snapshot yet" if request.all_positions and not have_snapshot else None)
-        if waiting is None:
+        if hold is None:
             return True
         if command_id not in self._waiting_logged:
             self._waiting_logged.add(command_id)
-            logger.warning("kill command %d waits: %s", command_id, waiting)
+            logger.warning("kill command %d waits: the lifecycle is on hold (%s)", command_id, hold)
         return False
 
     def _pause_for_kill(self, command_id: int, request: KillRequest) -> list[str]:
@@ -375,16 +376,13 @@ class CommandProcessor:
         manager = self._ctx.lifecycle_manager
         now = self._ctx.clock.now()
         affected = [trade.id for trade in manager.active_trades(request.strategy)]
-        if request.all_positions:
-            # kill_all also adopts the positions no trade of ours explains, as a new trade whose id
-            # this result records (a restart re-applies the kill to it like to any other).
-            killed = manager.kill_all(include_external=True)
-            affected += [trade_id for trade_id in killed if trade_id not in affected]
-            applied = set(affected)
-        else:
-            applied = {trade_id for trade_id in affected if self._force_close(trade_id)}
+        applied = {trade_id for trade_id in affected if self._force_close(trade_id)}
         self._applied[command["id"]] = applied  # a force-close that raised is retried next wake
         result = {"applied_at": now, "request": request.to_payload(), "paused": paused, "trades": affected}
+        if request.all_positions:
+            # The positions no trade of ours explains are adopted next (``_adopt_if_pending``), from
+            # positions read for it; the flag is stored, so a restart before then still adopts.
+            result[ADOPT_PENDING] = True
         self._ctx.store.update_command(command["id"], COMMAND_ACTIVE, result)
         command["result"] = result
         logger.warning("kill command %d applied to %s: paused %s; closing %s", command["id"], request.describe(),
@@ -393,6 +391,42 @@ class CommandProcessor:
                     f"kill switch (command {command['id']}): {request.describe()}; paused "
                     f"{', '.join(paused) or 'no runner'}; closing {len(affected)} trade(s)",
                     command_id=command["id"], trades=affected)
+
+    def _adopt_if_pending(self, command: dict, *, kill_just_began: bool) -> None:
+        """``--all-positions``: adopt what the account holds beyond our trades, from positions read now.
+
+        Why a read of its own and not the monitor's last snapshot: that one may be a poll older
+        than the kill, and what is adopted must be what the account holds when the kill acts.
+        The read is right after the kill began (no close of ours has filled yet, so our
+        trades' exposure and the positions agree). When it fails, the adoption waits until
+        every trade of the kill has ended, and is made then from a new read: with our closes
+        done, a fill of ours on its way can no longer pass for an outside position. (The same
+        wait applies to a kill found active after a restart.)
+        """
+        result = command.get("result") or {}
+        if not result.get(ADOPT_PENDING):
+            return
+        command_id = int(command["id"])
+        manager = self._ctx.lifecycle_manager
+        if not kill_just_began and any(trade is not None and trade.is_active
+                                       for trade in (manager.get(trade_id) for trade_id in result.get("trades", []))):
+            return
+        try:
+            snapshot = self._ctx.account_manager.snapshot()
+        except Exception as exc:  # noqa: BLE001 - adopted once the kill's own trades have ended
+            logger.warning("kill command %d: the positions to adopt could not be read (%s); adopting once the "
+                           "kill's trades have ended", command_id, exc)
+            return
+        adopted = manager.adopt_external(snapshot)
+        result = {**result, ADOPT_PENDING: False, "adopted_from": snapshot.timestamp}
+        if adopted is not None:
+            result["trades"] = [*result.get("trades", []), adopted]
+            self._applied.setdefault(command_id, set()).add(adopted)
+        self._ctx.store.update_command(command_id, COMMAND_ACTIVE, result)
+        command["result"] = result
+        logger.warning("kill command %d: %s", command_id,
+                       f"positions beyond our trades adopted as trade {adopted}" if adopted
+                       else "the account holds nothing beyond our trades")
 
     def _reapply_kill(self, command: dict) -> None:
         """An active kill this process has not applied (the daemon restarted mid-kill)."""
@@ -425,7 +459,7 @@ class CommandProcessor:
         result = dict(command["result"] or {})
         manager = self._ctx.lifecycle_manager
         trades = [manager.get(trade_id) for trade_id in result.get("trades", [])]
-        if any(trade is not None and trade.is_active for trade in trades):
+        if result.get(ADOPT_PENDING) or any(trade is not None and trade.is_active for trade in trades):
             return
         result.update(self._kill_outcome(result, [trade for trade in trades if trade is not None]))
         self._ctx.store.update_command(command_id, COMMAND_DONE, result)

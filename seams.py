@@ -556,7 +556,7 @@ class RunnerLifecycle(Protocol):
 
 class CommandLifecycle(Protocol):
     """What ``commands.CommandProcessor`` asks of the lifecycle for a kill: the trades, force-close
-    them, or close every position of ours (``kill_all``).
+    them, and (``--all-positions``) adopt and close what the account holds beyond them.
 
     Implementations: ``LifecycleManager``; ``FakeLifecycle`` in tests/unit/test_commands.py.
     """
@@ -572,7 +572,7 @@ class CommandLifecycle(Protocol):
 
     def force_close(self, trade_id: str, reason: str = ...) -> bool: ...
 
-    def kill_all(self, include_external: bool = ...) -> list[str]: ...
+    def adopt_external(self, snapshot: AccountSnapshot) -> str | None: ...
 
 
 class ReconcilerLifecycle(Protocol):

@@ -34,7 +34,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from alerts import send_alert
 from clock import Clock
@@ -90,6 +90,9 @@ from trade_fills import (
     is_zero,
 )
 from trade_recorder import TradeRecorder
+
+if TYPE_CHECKING:
+    from account_manager import AccountSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -1958,12 +1961,30 @@ class LifecycleManager:
         with self._lock:
             killed = [t.id for t in self.active_trades() if self.force_close(t.id, EXIT_REASON_KILL)]
             if include_external:
-                external = self._adopt_external_positions()
-                if external is not None and self.force_close(external.id, EXIT_REASON_KILL):
-                    killed.append(external.id)
+                if self._last_snapshot is None:
+                    logger.warning("kill_all(include_external=True): no account snapshot yet; external positions "
+                                   "skipped")
+                else:
+                    external = self.adopt_external(self._last_snapshot)
+                    if external is not None:
+                        killed.append(external)
             return killed
 
-    def _adopt_external_positions(self) -> TradeLifecycle | None:
+    def adopt_external(self, snapshot: AccountSnapshot) -> str | None:
+        """The positions of ``snapshot`` beyond our active trades' exposure, adopted as a new trade
+        of strategy ``external`` and force-closed (reduce-only, kill intent); its id, or None when
+        the account holds nothing beyond our trades.
+
+        The kill switch passes a snapshot it read for this purpose (``commands``): what is adopted
+        must be what the account holds now, not what it held at the last poll.
+        """
+        with self._lock:
+            external = self._adopt_external_positions(snapshot)
+            if external is not None and self.force_close(external.id, EXIT_REASON_KILL):
+                return external.id
+            return None
+
+    def _adopt_external_positions(self, snapshot: AccountSnapshot) -> TradeLifecycle | None:
         """Positions beyond our active trades' exposure become the legs of a new trade (reduce-only closes).
 
         Why a new trade every time, with a sequence from the one global sequence: the ledger
@@ -1975,10 +1996,6 @@ class LifecycleManager:
         every sequence in the exchange's order history at a restart (RECOVERY.md L4), so no
         clientOrderId of an adopted trade can equal an earlier one's.
         """
-        snapshot = self._last_snapshot
-        if snapshot is None:
-            logger.warning("kill_all(include_external=True): no account snapshot yet; external positions skipped")
-            return None
         ours: dict[str, float] = {}
         for trade in self.active_trades():
             for leg in trade.legs:

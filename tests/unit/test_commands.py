@@ -56,9 +56,9 @@ class FakeLifecycle:
     def __init__(self, trades: list[FakeTrade]) -> None:
         self._trades = {t.id: t for t in trades}
         self.force_closed: list[tuple[str, str]] = []
-        self.kill_all_calls: list[bool] = []
         self.hold_reason: str | None = None
         self.adopt: FakeTrade | None = None
+        self.adopted_from: list = []
 
     def trades(self, strategy: str | None = None) -> list[FakeTrade]:
         return [t for t in self._trades.values() if strategy is None or t.strategy == strategy]
@@ -73,13 +73,13 @@ class FakeLifecycle:
         self.force_closed.append((trade_id, reason))
         return self._trades[trade_id].is_active
 
-    def kill_all(self, include_external: bool = False) -> list[str]:
-        self.kill_all_calls.append(include_external)
-        killed = [t.id for t in self.active_trades() if self.force_close(t.id, "kill_switch")]
-        if include_external and self.adopt is not None:
-            self._trades[self.adopt.id] = self.adopt
-            killed.append(self.adopt.id)
-        return killed
+    def adopt_external(self, snapshot) -> str | None:
+        self.adopted_from.append(snapshot)
+        if self.adopt is None:
+            return None
+        self._trades[self.adopt.id] = self.adopt
+        self.force_closed.append((self.adopt.id, "kill_switch"))
+        return self.adopt.id
 
 
 @dataclass
@@ -126,7 +126,7 @@ def make_ctx(store: StateStore, clock: SimulatedClock, trades: list[FakeTrade]) 
     return SimpleNamespace(
         store=store, clock=clock, lifecycle_manager=FakeLifecycle(trades),
         ledger=SimpleNamespace(orders=lambda trade_id=None: []),
-        account_manager=SimpleNamespace(snapshot=lambda: SimpleNamespace(positions=positions),
+        account_manager=SimpleNamespace(snapshot=lambda: SimpleNamespace(positions=positions, timestamp=clock.now()),
                                         reachability=SimpleNamespace(is_up=True)),
         alerts=SimpleNamespace(sent=[], alert=lambda level, kind, message, **d: None),
     )
@@ -211,20 +211,60 @@ def test_kill_of_an_unmanaged_strategy_closes_its_trades(store, clock):
     assert store.command(command_id)["status"] == "active" and not any(r.is_paused for r in runners)
 
 
-def test_all_positions_waits_for_a_snapshot_then_adopts_other_positions(store, clock):
+def test_all_positions_closes_our_trades_at_once_and_adopts_from_positions_read_for_it(store, clock):
+    """Even on a wake without a snapshot: our trades are closed at once, and the adoption reads
+    the positions itself (the monitor's snapshot may be a poll older than the kill)."""
     a1 = FakeTrade("T000000001", "alpha")
     ctx, runners, processor = alpha_beta(store, clock, a1)
-    ctx.lifecycle_manager.adopt = FakeTrade("T000000000", "external")
+    ctx.lifecycle_manager.adopt = FakeTrade("T000000009", "external")
     command_id = store.add_command("kill", {"strategy": None, "all_positions": True})
+    clock.advance(3)
 
     processor.on_snapshot_error(RuntimeError("positions: HTTP 503"))
-    assert store.command(command_id)["status"] == "pending"
-    assert all(r.is_paused for r in runners)  # entries stop at once; closing waits for the account view
-    assert ctx.lifecycle_manager.kill_all_calls == []
+    assert all(r.is_paused for r in runners)
+    assert ctx.lifecycle_manager.force_closed == [("T000000001", "kill_switch"), ("T000000009", "kill_switch")]
+    (read,) = ctx.lifecycle_manager.adopted_from
+    assert read.timestamp == START + 3          # read by the kill, after it was asked
+    command = store.command(command_id)
+    assert command["status"] == "active" and command["result"]["trades"] == ["T000000001", "T000000009"]
+    assert command["result"]["adopt_pending"] is False and command["result"]["adopted_from"] == START + 3
 
+
+def test_all_positions_adopts_after_our_trades_ended_when_the_first_read_fails(store, clock):
+    a1 = FakeTrade("T000000001", "alpha")
+    ctx, runners, processor = alpha_beta(store, clock, a1)
+    ctx.lifecycle_manager.adopt = FakeTrade("T000000009", "external")
+    working = ctx.account_manager.snapshot
+
+    def down():
+        raise RuntimeError("positions: HTTP 503")
+
+    ctx.account_manager.snapshot = down
+    command_id = store.add_command("kill", {"strategy": None, "all_positions": True})
     processor(object())
-    assert ctx.lifecycle_manager.kill_all_calls == [True]
-    assert store.command(command_id)["result"]["trades"] == ["T000000001", "T000000000"]
+    assert ctx.lifecycle_manager.force_closed == [("T000000001", "kill_switch")]
+    assert store.command(command_id)["result"]["adopt_pending"] is True
+    ctx.account_manager.snapshot = working
+    clock.advance(10)
+    processor(object())                  # our close still works: a fill of it could pass for outside
+    assert ctx.lifecycle_manager.adopted_from == []
+    a1.finish("CLOSED")
+    processor(object())                  # never "done" with the adoption still owed
+    command = store.command(command_id)
+    assert [s.timestamp for s in ctx.lifecycle_manager.adopted_from] == [START + 10]
+    assert command["status"] == "active" and command["result"]["trades"] == ["T000000001", "T000000009"]
+    ctx.lifecycle_manager.get("T000000009").finish("CLOSED")
+    processor(object())
+    assert store.command(command_id)["status"] == "done"
+
+
+def test_all_positions_with_nothing_beyond_our_trades_adopts_nothing(store, clock):
+    ctx, runners, processor = alpha_beta(store, clock)
+    command_id = store.add_command("kill", {"strategy": None, "all_positions": True})
+    processor(object())
+    command = store.command(command_id)
+    assert command["status"] == "done" and command["result"]["trades"] == []
+    assert len(ctx.lifecycle_manager.adopted_from) == 1
 
 
 def test_kill_waits_while_the_lifecycle_is_held_at_start_up(store, clock):

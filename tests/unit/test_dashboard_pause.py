@@ -62,8 +62,8 @@ class NoTrades:
     def force_close(self, trade_id: str, reason: str = "manual") -> bool:
         raise AssertionError("a pause never closes a trade")
 
-    def kill_all(self, include_external: bool = False) -> list[str]:
-        raise AssertionError("a pause never kills")
+    def adopt_external(self, snapshot: Any) -> str | None:
+        raise AssertionError("a pause never adopts positions")
 
 
 @pytest.fixture
