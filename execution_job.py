@@ -297,6 +297,7 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
         self._grace_seconds = grace_seconds
         self._grace_deadline: float | None = None
         self._grace_queue: list[LedgerOrder] | None = None
+        self._grace_unanswered_logged = False
         self._rotation = 0
 
     # ---- the step ------------------------------------------------------------------------
@@ -470,7 +471,13 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
         self._grace_deadline = now + self._grace_seconds
 
     def _step_grace(self, now: float, budget: RequestBudget) -> None:
-        """After the grace wait, poll once more every order that could still show a late fill."""
+        """After the grace wait, poll once more every order that could still show a late fill.
+
+        The job concludes only once every one of them was answered with its filled quantity: a
+        poll that failed (or answered nothing) proves no absence of a late fill, and the job's
+        verdict (FAILED, PARTIAL) is acted on at once by the lifecycle. Such an order stays at
+        the head of the queue and is asked again at the next step.
+        """
         if self._grace_deadline is None or now < self._grace_deadline:
             return
         if self._grace_queue is None:
@@ -479,7 +486,14 @@ class OrderBookJob(ExecutionJob, Generic[LegT]):
         while self._grace_queue:
             if not budget.take():
                 return
-            self._ledger.poll(self._grace_queue.pop(0))
+            if self._ledger.recheck_final(self._grace_queue[0]) is None:
+                if not self._grace_unanswered_logged:
+                    self._grace_unanswered_logged = True
+                    logger.warning("%s %s %s: the last poll of order %d went unanswered; the job ends once the "
+                                   "exchange says what it filled", self._label, self.trade_id, self.intent.name,
+                                   self._grace_queue[0].client_order_id)
+                return
+            self._grace_queue.pop(0)
         self._conclude(self._reason)
 
     def _conclude(self, reason: str) -> None:

@@ -517,6 +517,21 @@ class FillSummary:
     fees: float
 
 
+def _view_problem(order: LedgerOrder, view: ExchangeOrder) -> str | None:
+    """Why ``view`` is no answer about ``order`` (None when it is one).
+
+    ``code`` 0 with an empty ``data`` parses to a view of nothing; a view naming another order
+    (a routing or caching fault) would write that order's fills into ours.
+    """
+    if view.state is None and view.fill_qty is None:
+        return "the answer carries neither a state nor a filled quantity"
+    if view.client_order_id is not None and view.client_order_id != order.client_order_id:
+        return f"the answer is about clientOrderId {view.client_order_id}"
+    if view.order_id is not None and order.order_id is not None and view.order_id != order.order_id:
+        return f"the answer is about orderId {view.order_id}, not {order.order_id}"
+    return None
+
+
 def summarize_fills(orders: Iterable[LedgerOrder]) -> FillSummary:
     """Σ fills, VWAP = Σ(fill × avg) / Σ fill, Σ fees; exact decimal sums of the reported values."""
     qty = Decimal(0)
@@ -1229,9 +1244,14 @@ class OrderLedger:
 
     def recheck_final(self, order: LedgerOrder) -> float | None:
         """Poll a final order once more (late fill adopted); returns the quantity that appeared,
-        or None when the exchange gave no answer (the order stays to be rechecked)."""
+        or None when the exchange gave no answer (the order stays to be rechecked).
+
+        Only a view that says how much filled (``fillQty``) settles the question: an answer
+        without it says nothing about a late fill, and an engine would size a replacement on
+        it as if there were none.
+        """
         before = order.filled_qty
-        if not self.refresh(order):
+        if not self.refresh(order, need_fill=True):
             return None
         with self._lock:
             self._rechecked.add(order.client_order_id)
@@ -1423,9 +1443,14 @@ class OrderLedger:
         self.refresh(order)
         return order
 
-    def refresh(self, order: LedgerOrder) -> bool:
+    def refresh(self, order: LedgerOrder, *, need_fill: bool = False) -> bool:
         """``poll``, telling whether the exchange answered (True: its view adopted, or "not found")
         or not (False: a failed request; nothing learnt, the order unchanged).
+
+        An answer is a view of this order that says something: an empty ``data`` (``code`` 0
+        with no field), or a view whose orderId or clientOrderId is another order's, is no
+        answer and changes nothing. With ``need_fill`` a view without a readable ``fillQty``
+        is no answer either (its state is still adopted as far as ``_apply_view`` allows).
 
         REJECTED and a NOT_PLACED the ledger knows was never sent are answers already: no
         request. A presumed NOT_PLACED is asked by clientOrderId (its orderId, if a view ever
@@ -1449,7 +1474,16 @@ class OrderLedger:
             return False
         if view is None:
             return False
+        problem = _view_problem(order, view)
+        if problem is not None:
+            self._repeats.warning(logger, (order.client_order_id, "poll_view"), "poll of order %d: %s; nothing "
+                                  "learnt, asked again later", order.client_order_id, problem)
+            return False
         self._apply_view(order, view)
+        if need_fill and view.fill_qty is None:
+            self._repeats.warning(logger, (order.client_order_id, "poll_fill"), "poll of order %d: the answer "
+                                  "carries no readable fillQty; a late fill is still possible", order.client_order_id)
+            return False
         return True
 
     def _not_found(self, order: LedgerOrder) -> None:

@@ -52,6 +52,7 @@ class ScriptedExchange:
         self.late_fill = 0.0             # reported only by a poll after the cancel was confirmed
         self.fail_queries = 0            # the next N queries fail without an answer
         self.forgotten: set[int] = set()  # orders the exchange answers "not found" for
+        self.hollow_answers: list[str] = []  # the next queries answer "empty", "foreign" or "no_fill"
         self._confirmed: set[int] = set()
 
     def create_order(self, symbol: str, qty: float, side: int, price: float, client_order_id: int,
@@ -69,6 +70,15 @@ class ScriptedExchange:
             raise TransportError("GET order", "timed out")
         if order_id in self.forgotten:
             raise ExchangeError(10584, "order not found", "GET order")
+        if self.hollow_answers:
+            kind = self.hollow_answers.pop(0)
+            if kind == "empty":
+                return {}                                     # code 0, data {}
+            if kind == "foreign":
+                return {"orderId": 42, "clientOrderId": 42, "qty": 1.0, "fillQty": 0.0, "avgPrice": 0.0,
+                        "state": CANCELED}
+            row = self.orders[order_id]
+            return {key: value for key, value in row.items() if key not in ("fillQty", "avgPrice")}
         row = self.orders[order_id] if order_id is not None else next(
             o for o in self.orders.values() if o["clientOrderId"] == client_order_id)
         if row["state"] == CANCELED:
@@ -265,6 +275,46 @@ def test_a_replacement_waits_for_an_answered_re_poll_of_the_order_it_replaces():
     assert leg.order.filled_qty == 0.0
     assert job._late_fill_settled(leg, clock.now(), RequestBudget(6))       # answered: fill adopted
     assert leg.order.filled_qty == pytest.approx(0.3) and job._remaining(leg) == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("hollow", ["empty", "foreign", "no_fill"])
+def test_an_answer_that_says_nothing_of_the_fill_never_settles_the_replaced_order(hollow):
+    """``code`` 0 with an empty ``data``, a view of another order, or a view without ``fillQty``:
+    taken as the exchange's word, the replacement was sized as if no late fill could come."""
+    clock, exchange, ledger, job = rig()
+    job.advance(clock.now())
+    leg = job._legs[0]
+    ledger.cancel(leg.order)
+    ledger.poll(leg.order)
+    exchange.late_fill = 0.4
+    clock.advance(5.0)
+    exchange.hollow_answers = [hollow]
+    assert not job._late_fill_settled(leg, clock.now(), RequestBudget(6))
+    assert leg.order.status is OrderStatus.CANCELED and leg.order.order_id != 42
+    assert job._late_fill_settled(leg, clock.now(), RequestBudget(6))       # a real answer: the fill
+    assert job._remaining(leg) == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("unanswered", ["timeout", "empty"])
+def test_the_job_ends_only_once_its_last_poll_was_answered(unanswered):
+    """The verdict (FAILED, PARTIAL) is acted on at once: a grace poll without an answer proves
+    no absence of a late fill, so the job stays WORKING and asks again."""
+    clock, exchange, ledger, job = rig()
+    job.advance(clock.now())
+    exchange.late_fill = 0.4
+    job.request_stop("exit")
+    job.advance(clock.now())                                # cancel, poll: CANCELED, no fill yet
+    clock.advance(5.0)
+    if unanswered == "timeout":
+        exchange.fail_queries = 2
+    else:
+        exchange.hollow_answers = ["empty", "empty"]
+    assert job.advance(clock.now()) is JobStatus.WORKING and job.phase == PHASE_GRACE
+    clock.advance(2.0)
+    assert job.advance(clock.now()) is JobStatus.WORKING
+    clock.advance(2.0)
+    assert job.advance(clock.now()) is JobStatus.PARTIAL
+    assert job.result().legs[0].filled_qty == pytest.approx(0.4)
 
 
 def test_not_found_is_an_answer_that_settles_the_replaced_order():
