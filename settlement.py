@@ -10,7 +10,7 @@ Everything it computes is flagged when it is an estimate.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -58,6 +58,21 @@ class Settlement:
     def from_record(cls, data: Mapping[str, Any]) -> "Settlement":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    def shrunk_to(self, qty: float) -> "Settlement":
+        """This settlement cut down to ``qty`` (cash and fee pro rata), for a leg whose reducing
+        fills became known after it was settled.
+
+        Why: a close order on an expiring leg can report its fill late (a late-fill poll, a
+        VANISHED or presumed NOT_PLACED verdict reversed days later). The quantity it closed was
+        never delivered, so it must leave the settlement, or the same quantity counts twice:
+        once as a close and once at the delivery price.
+        """
+        if self.qty <= 0 or qty >= self.qty:
+            return self
+        share = max(0.0, qty) / self.qty
+        return replace(self, qty=round(max(0.0, qty), 8), cash=round(self.cash * share, 8),
+                       fee=round(self.fee * share, 8))
 
 
 def is_daily_expiry(expiry_ms: int) -> bool:

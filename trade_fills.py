@@ -53,8 +53,14 @@ class TradeFills:
         # its late-fill poll (``strays_settled``): no engine waits the grace for those.
         self._strays: dict[str, set[int]] = {}
 
-    def sync(self, trade: TradeLifecycle) -> None:
-        """Legs' fills from the ledger: open family, and close + unwind + kill together."""
+    def sync(self, trade: TradeLifecycle) -> list[int]:
+        """Legs' fills from the ledger: open family, and close + unwind + kill together.
+
+        A settled leg whose reducing fills now cover part of what was settled has its settlement
+        cut to what it still held (``settlement.shrunk_settlement``): returns the indexes of the
+        legs so revised (the caller persists and re-books the PnL).
+        """
+        revised: list[int] = []
         for leg in trade.legs:
             qty, vwap, fees = self.ledger.leg_fill(trade.id, leg.index, Intent.OPEN)
             leg.open_filled, leg.open_vwap, leg.open_fees = clean_qty(qty), float(vwap or 0.0), float(fees or 0.0)
@@ -67,7 +73,17 @@ class TradeFills:
             leg.close_filled = clean_qty(total_qty)
             leg.close_vwap = total_value / total_qty if total_qty > QTY_EPSILON else 0.0
             leg.close_fees = total_fees
+            if leg.settlement is not None:
+                held = leg.open_filled + leg.adopted_qty - leg.close_filled - leg.external_qty
+                if held < leg.settlement.qty - QTY_EPSILON:
+                    logger.warning("trade %s leg %d %s: reducing fills known after settlement close %s of the %s "
+                                   "settled; the settlement is cut to %s", trade.id, leg.index, leg.symbol,
+                                   round(leg.settlement.qty - max(0.0, held), 8), leg.settlement.qty,
+                                   clean_qty(held))
+                    leg.settlement = leg.settlement.shrunk_to(clean_qty(held))
+                    revised.append(leg.index)
         trade.fees_paid = trade.total_fees()
+        return revised
 
     def last_fill_time(self, trade: TradeLifecycle, family: Intent, default: float) -> float:
         """When the latest fill of ``family`` happened (the exchange's time when known); ``default`` if none."""
@@ -181,6 +197,17 @@ class TradeFills:
         """
         return self._late_fills_settled(trade, now, grace_seconds, max_requests,
                                         keep=lambda order: order.intent.family() in families)
+
+    def legs_settled_for_expiry(self, trade: TradeLifecycle, leg_indexes: Container[int], now: float,
+                                grace_seconds: float, max_requests: int) -> bool:
+        """``late_fills_settled`` for every final order on these (expired) legs, whatever its intent.
+
+        Why: the exchange ends a resting order at expiry, and an order it has just ended can
+        report its fill a moment later (API.md 11.16); the leg must not be paid at the delivery
+        price for a quantity such a fill closed. Settling waits for each one's late-fill poll.
+        """
+        return self._late_fills_settled(trade, now, grace_seconds, max_requests,
+                                        keep=lambda order: order.leg_index in leg_indexes)
 
     def strays_settled(self, trade: TradeLifecycle, now: float, grace_seconds: float, max_requests: int) -> bool:
         """``late_fills_settled`` for the orders ``resolve_stray_orders`` made final: no engine

@@ -1706,8 +1706,10 @@ class LifecycleManager:
         with self._lock:
             trade = self._trades.get(trade_id)
             if trade is not None:
-                self.fills.sync(trade)
-                self._persist(trade, "fills_reconciled")
+                revised = self.fills.sync(trade)
+                if revised and trade.realized_pnl is not None and not trade.is_active:
+                    trade.realized_pnl = trade.realized()   # a settlement cut by a late close fill
+                self._persist(trade, "fills_reconciled", **({"settlement_revised": revised} if revised else {}))
 
     def record_external_close(self, trade_id: str, leg_index: int, qty: float, price: float, *,
                               detail: str) -> TradeLifecycle | None:
@@ -2023,7 +2025,10 @@ class LifecycleManager:
         Returns True when the trade is done for this tick (settling or just finished). A leg is
         settled only once no order on it is working: an order left by a restart (no job polls
         it) is polled here until the exchange has ended it, so a fill it reports on the way is
-        counted as a close, never paid a second time at the delivery price.
+        counted as a close, never paid a second time at the delivery price; an order the
+        exchange has just ended gets its late-fill poll first (``legs_settled_for_expiry``). A
+        close fill known only later still (a VANISHED or presumed NOT_PLACED verdict reversed)
+        cuts the settlement when the fills are read again (``TradeFills.sync``).
         """
         held = [leg for leg in trade.legs if not is_zero(leg.net_qty)]
         if self._close_perps_before_expiry(trade, runtime, held, now):
@@ -2040,6 +2045,9 @@ class LifecycleManager:
             return True  # live orders on expired symbols are left to the exchange and polled by the job
         if self.fills.poll_non_final_on(trade, {leg.index for leg in expired}):
             return True  # settled once the exchange has ended them (BEHAVIOUR 4.5)
+        if not self.fills.legs_settled_for_expiry(trade, {leg.index for leg in expired}, now,
+                                                  self._grace_seconds(runtime), INTERRUPTED_RECHECKS_PER_TICK):
+            return True  # an order the exchange just ended may still report a fill: its late-fill poll first
         expired = [leg for leg in expired if not is_zero(leg.net_qty)]   # what they filled is a close
         held = [leg for leg in trade.legs if not is_zero(leg.net_qty)]
         all_expired = len(expired) == len(held)
