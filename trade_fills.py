@@ -402,6 +402,10 @@ FUNDING_PERIOD_MS = 8 * 3600 * 1000
 FUNDING_READ_DELAY_SECONDS = 60.0
 FUNDING_WINDOW_MS = 10 * 60 * 1000
 FUNDING_KEY = "funding"   # trade.metadata[FUNDING_KEY]: {"<symbol>@<instant ms>": amount booked}
+# An instant at which our trades held a net perp position but whose funding record is not
+# listed yet is asked again at every poll for this long; after it, "no payment" is booked with
+# a warning (the exchange writes no record for a zero payment, and funding is accounting only).
+FUNDING_RECORD_PATIENCE_SECONDS = 6 * 3600.0
 FUNDING_CHECKED_KEY = "funding_checked_ms"
 
 
@@ -488,12 +492,35 @@ class FundingAttribution:
                 failed.update(id(trade) for trade in holders)
                 continue
             here = [p for p in payments if p.symbol == symbol and abs(p.time_ms - instant) <= FUNDING_WINDOW_MS]
+            if not here and self._record_awaited(symbol, instant, holders, now):
+                failed.update(id(trade) for trade in holders)   # asked again at the next poll
+                continue
             booked += self._split(symbol, instant, here, holders)
         for trade in trades:
             instants = self.due(trade, now)
             if instants and id(trade) not in failed:
                 trade.metadata[FUNDING_CHECKED_KEY] = instants[-1]
         return booked
+
+    def _record_awaited(self, symbol: str, instant: int, holders: list[TradeLifecycle], now: float) -> bool:
+        """Whether an answer without a record for ``symbol`` at ``instant`` must be asked again.
+
+        Why: an empty answer is no evidence that nothing was paid; the exchange may list the
+        record late. When our trades together held a net position at the instant a payment is
+        expected, so the instant stays unbooked until the record shows, for at most
+        ``FUNDING_RECORD_PATIENCE_SECONDS``; then "none" is booked with a warning.
+        """
+        ours = math.fsum(self.held_at(trade, leg.index, leg.sign, instant)
+                         for trade in holders for leg in trade.legs if leg.symbol == symbol)
+        if abs(ours) < QTY_EPSILON:
+            return False
+        if now - instant / 1000.0 < FUNDING_RECORD_PATIENCE_SECONDS:
+            logger.info("funding of %s at %d: no record listed yet for a held %+g; asked again", symbol, instant,
+                        ours)
+            return True
+        logger.warning("funding of %s at %d: no record listed %.0f h after the instant although our trades held "
+                       "%+g; booked as no payment", symbol, instant, FUNDING_RECORD_PATIENCE_SECONDS / 3600, ours)
+        return False
 
     def _split(self, symbol: str, instant: int, payments: list[FundingPayment],
                holders: list[TradeLifecycle]) -> list[tuple[TradeLifecycle, str, float]]:
