@@ -406,6 +406,7 @@ FUNDING_KEY = "funding"   # trade.metadata[FUNDING_KEY]: {"<symbol>@<instant ms>
 # listed yet is asked again at every poll for this long; after it, "no payment" is booked with
 # a warning (the exchange writes no record for a zero payment, and funding is accounting only).
 FUNDING_RECORD_PATIENCE_SECONDS = 6 * 3600.0
+FUNDING_RECORD_RETRY_SECONDS = 60.0
 FUNDING_CHECKED_KEY = "funding_checked_ms"
 
 
@@ -433,6 +434,8 @@ class FundingAttribution:
     def __init__(self, client: PerpAccountClient, ledger: LifecycleLedger) -> None:
         self.client = client
         self.ledger = ledger
+        # (symbol, instant) whose record is awaited -> when to read it again (once a minute).
+        self._awaited: dict[tuple[str, int], float] = {}
 
     def due(self, trade: TradeLifecycle, now: float) -> list[int]:
         """The instants this trade still has to check (after its opening, read delay passed)."""
@@ -483,6 +486,9 @@ class FundingAttribution:
         booked: list[tuple[TradeLifecycle, str, float]] = []
         failed: set[int] = set()
         for (symbol, instant), holders in sorted(wanted.items(), key=lambda item: item[0][1]):
+            if now < self._awaited.get((symbol, instant), now):
+                failed.update(id(trade) for trade in holders)   # its record awaited: read again later
+                continue
             try:
                 payments = self.client.perp_funding_records(symbol, start_ms=instant - FUNDING_WINDOW_MS,
                                                             end_ms=instant + FUNDING_WINDOW_MS)
@@ -493,8 +499,10 @@ class FundingAttribution:
                 continue
             here = [p for p in payments if p.symbol == symbol and abs(p.time_ms - instant) <= FUNDING_WINDOW_MS]
             if not here and self._record_awaited(symbol, instant, holders, now):
-                failed.update(id(trade) for trade in holders)   # asked again at the next poll
+                self._awaited[(symbol, instant)] = now + FUNDING_RECORD_RETRY_SECONDS
+                failed.update(id(trade) for trade in holders)
                 continue
+            self._awaited.pop((symbol, instant), None)
             booked += self._split(symbol, instant, here, holders)
         for trade in trades:
             instants = self.due(trade, now)
@@ -508,15 +516,16 @@ class FundingAttribution:
         Why: an empty answer is no evidence that nothing was paid; the exchange may list the
         record late. When our trades together held a net position at the instant a payment is
         expected, so the instant stays unbooked until the record shows, for at most
-        ``FUNDING_RECORD_PATIENCE_SECONDS``; then "none" is booked with a warning.
+        ``FUNDING_RECORD_PATIENCE_SECONDS`` (read once a minute); then "none" is booked with a
+        warning.
         """
         ours = math.fsum(self.held_at(trade, leg.index, leg.sign, instant)
                          for trade in holders for leg in trade.legs if leg.symbol == symbol)
         if abs(ours) < QTY_EPSILON:
             return False
         if now - instant / 1000.0 < FUNDING_RECORD_PATIENCE_SECONDS:
-            logger.info("funding of %s at %d: no record listed yet for a held %+g; asked again", symbol, instant,
-                        ours)
+            logger.info("funding of %s at %d: no record listed yet for a held %+g; asked again in %.0f s", symbol,
+                        instant, ours, FUNDING_RECORD_RETRY_SECONDS)
             return True
         logger.warning("funding of %s at %d: no record listed %.0f h after the instant although our trades held "
                        "%+g; booked as no payment", symbol, instant, FUNDING_RECORD_PATIENCE_SECONDS / 3600, ours)

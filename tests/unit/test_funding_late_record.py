@@ -28,6 +28,8 @@ def test_a_record_listed_late_is_booked_when_it_shows():
     assert FUNDING_KEY not in trade.metadata and FUNDING_CHECKED_KEY not in trade.metadata   # nothing decided
     assert funding.due(trade, INSTANT / 1000 + 180) == [INSTANT]
     client.payments = [_payment()]
+    funding.attribute([trade], INSTANT / 1000 + 150)      # read again once a minute, not every poll
+    assert client.reads == 1 and FUNDING_KEY not in trade.metadata
     funding.attribute([trade], INSTANT / 1000 + 900)
     assert trade.legs[0].funding == pytest.approx(-1.0)
     assert trade.metadata[FUNDING_KEY] == {f"BTCUSD@{INSTANT}": -1.0}
