@@ -78,7 +78,7 @@ from seams import (
     require,
     require_optional,
 )
-from settlement import FEE_CAP_OF_PREMIUM, DeliveryWatch, Settlement, Settler
+from settlement import FEE_CAP_OF_PREMIUM, REVISION_WINDOW_SECONDS, DeliveryWatch, Settlement, Settler
 from trade_execution import MODES, ExecutionParams, fair_value
 from trade_fills import (
     QTY_EPSILON,
@@ -863,6 +863,9 @@ class LifecycleManager:
         # ``FundingAttribution.settled`` says nothing can be due again (then it leaves, so the
         # per-poll check does not grow with the run's history).
         self._funding_watch: dict[str, TradeLifecycle] = {}
+        # Ended trades with a leg settled at the estimated expiration price, until the delivery
+        # price revises it or REVISION_WINDOW_SECONDS after the expiry (``_revise_estimates``).
+        self._estimated: dict[str, TradeLifecycle] = {}
         # Ended trades whose external close was booked without evidence (reversible, RECOVERY.md
         # X1): the once-a-minute reversal check reads these instead of every trade ever made.
         self._reversible: dict[str, TradeLifecycle] = {}
@@ -964,6 +967,8 @@ class LifecycleManager:
         self._archive_due[trade.id] = trade
         if booked_without_evidence(trade):
             self._reversible[trade.id] = trade
+        if any(leg.settlement is not None and leg.settlement.price_estimated for leg in trade.legs):
+            self._estimated[trade.id] = trade
 
     def unmanaged_trades(self) -> list[TradeLifecycle]:
         """Active trades whose strategy is not running: no exit rule applies (BEHAVIOUR 4.7)."""
@@ -1078,6 +1083,7 @@ class LifecycleManager:
         now = self.clock.now()
         if poll_snapshot is not None:
             self._attribute_funding(now)
+            self._revise_estimates(now)
         for trade in self._active_locked():
             try:
                 self._tick_trade(trade, now, poll_snapshot)
@@ -1115,6 +1121,50 @@ class LifecycleManager:
             if archived:
                 del self._archive_due[trade.id]
                 trade.forget_quotes()
+
+    def _revise_estimates(self, now: float) -> None:
+        """Settlements booked at the estimated expiration price, re-booked at the delivery price
+        once the exchange lists it (BEHAVIOUR 4.5): the trade's PnL follows, with a warning.
+        After ``REVISION_WINDOW_SECONDS`` past the expiry the estimate stands, said once."""
+        for trade in list(self._estimated.values()):
+            pending = [leg for leg in trade.legs if leg.settlement is not None and leg.settlement.price_estimated]
+            if not pending or trade.is_active:
+                del self._estimated[trade.id]
+                continue
+            revised: list[dict[str, Any]] = []
+            for leg in pending:
+                try:
+                    settlement = self.settler.revise_leg(leg, now)
+                except Exception:  # noqa: BLE001 - asked again at the next poll
+                    logger.exception("trade %s leg %d: revising its estimated settlement failed", trade.id, leg.index)
+                    continue
+                estimate = leg.settlement
+                if settlement is None or estimate is None:
+                    continue
+                revised.append({"leg": leg.index, "estimate": estimate.delivery_price,
+                                "delivery": settlement.delivery_price,
+                                "cash_change": round(settlement.cash - estimate.cash, 8)})
+                leg.settlement = settlement
+            if revised:
+                before = trade.realized_pnl
+                trade.fees_paid = trade.total_fees()
+                trade.realized_pnl = trade.realized()
+                if not any(leg.settlement is not None and leg.settlement.price_estimated for leg in trade.legs):
+                    trade.flags[:] = [flag for flag in trade.flags if flag != "settlement_estimated"]
+                if "settlement_revised" not in trade.flags:
+                    trade.flags.append("settlement_revised")
+                self._persist(trade, "settlement_revised", legs=revised, realized_before=before)
+                self._alert("WARNING", "settlement_revised",
+                            f"trade {trade.id} ({trade.strategy}): settled at the estimated expiration price "
+                            f"{revised[0]['estimate']:,.2f}, now re-booked at the delivery price "
+                            f"{revised[0]['delivery']:,.2f}; realized PnL {fmt(before)} -> {fmt(trade.realized_pnl)} USD",
+                            trade_id=trade.id, legs=revised)
+                continue
+            expiry = max(leg.contract.expiry_ms for leg in pending) / 1000.0
+            if now - expiry >= REVISION_WINDOW_SECONDS:
+                del self._estimated[trade.id]
+                logger.warning("trade %s (%s): no delivery price %.0f days after expiry; the settlement stays at the "
+                               "estimated expiration price", trade.id, trade.strategy, REVISION_WINDOW_SECONDS / 86400)
 
     def _attribute_funding(self, now: float) -> None:
         """Book the funding payments of our perp legs after each funding instant (docs/PERPETUALS.md)."""

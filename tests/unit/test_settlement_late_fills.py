@@ -19,7 +19,7 @@ import conditions
 from order_ledger import Intent, OrderStatus
 from settlement import Settlement
 from trade_lifecycle import TradeState
-from tests.unit.test_trade_lifecycle import CALL, MONDAY_EXPIRY_MS, open_trade
+from tests.unit.test_trade_lifecycle import CALL, MONDAY_EXPIRY_MS, open_trade, world  # noqa: F401 - the fixture
 from tests.unit.test_lifecycle_safety import rig  # noqa: F401 - the fixture
 
 
@@ -95,3 +95,54 @@ def test_a_settlement_is_cut_pro_rata_and_never_grown():
     assert (cut.qty, cut.cash, cut.fee, cut.delivery_price) == (0.1, pytest.approx(-500.0), pytest.approx(1.0),
                                                                   95_000.0)
     assert paid.shrunk_to(0.5) is paid and paid.shrunk_to(-1.0).qty == 0.0
+
+
+# ------------------------------------------------------- an estimated settlement is revised
+
+
+def _settled_at_the_estimate(world):
+    """Short strangle 90000C / 80000P expired; no delivery price for 24 h: booked at the estimate 81,000."""
+    from tests.unit.test_trade_lifecycle import MONDAY_EXPIRY_MS as expiry_ms
+    trade = open_trade(world, expiry_ms=expiry_ms)
+    world.clock.set_time(expiry_ms / 1000.0)
+    world.poll()
+    world.clock.advance(24 * 3600)
+    world.poll()
+    assert trade.state is TradeState.CLOSED and "settlement_estimated" in trade.flags
+    return trade, expiry_ms
+
+
+def test_an_estimated_settlement_is_rebooked_at_the_delivery_price_when_it_is_listed(world):
+    trade, expiry_ms = _settled_at_the_estimate(world)
+    before = trade.realized_pnl
+    world.client.delivery.append({"date": expiry_ms, "delivery_price": "95000"})   # the call was 5,000 in the money
+    for _ in range(7):
+        world.clock.advance(10)
+        world.poll()
+    call = trade.legs[0]
+    assert call.settlement.delivery_price == 95_000.0 and not call.settlement.price_estimated
+    assert call.settlement.cash == pytest.approx(-0.1 * 5_000.0)
+    assert trade.realized_pnl == pytest.approx(trade.realized()) and trade.realized_pnl < before - 400.0
+    assert "settlement_estimated" not in trade.flags and "settlement_revised" in trade.flags
+    assert world.store.saved[-1]["legs"][0]["settlement"]["delivery_price"] == 95_000.0
+    calls = world.client.delivery_calls
+    for _ in range(10):
+        world.clock.advance(60)
+        world.poll()
+    assert world.client.delivery_calls == calls          # revised once: never asked again
+
+
+def test_the_delivery_price_is_asked_once_a_minute_and_the_estimate_stands_after_a_week(world, caplog):
+    trade, _expiry_ms = _settled_at_the_estimate(world)
+    calls = world.client.delivery_calls
+    for _ in range(12):                                   # two minutes of 10 s polls
+        world.clock.advance(10)
+        world.poll()
+    assert world.client.delivery_calls - calls <= 3
+    world.clock.advance(7 * 24 * 3600)
+    world.poll()
+    assert any("stays at the estimated expiration price" in r.getMessage() for r in caplog.records)
+    calls = world.client.delivery_calls
+    world.clock.advance(60)
+    world.poll()
+    assert world.client.delivery_calls == calls and "settlement_estimated" in trade.flags
