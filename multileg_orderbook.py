@@ -43,7 +43,7 @@ from execution_job import (
     checked_legs,
 )
 from order_ledger import FILL_EPSILON, LOT, Intent, OrderStatus, snap_price, snap_qty
-from price_sanity import InsanePriceError, PriceBand, band_of, mark_problem
+from price_sanity import InsanePriceError, PriceBand, band_of, crossed_problem, mark_problem
 from seams import Ledger, PriceSource, TradeRef, require
 from validation import invalid, is_int, is_number
 
@@ -388,6 +388,19 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         """A touch the band believes, or None (an insane side is treated as empty)."""
         return price if price is not None and band.contains(price) else None
 
+    def _crossed(self, leg: _Leg, bid: float | None, ask: float | None) -> bool:
+        """True (and the reason recorded) when the sane touches cross: the leg is unpriced.
+
+        A bid at or above the ask means one of the levels is wrong, even when both lie inside
+        the wide sanity band; quoting from either could join a bid far above the mark.
+        """
+        problem = crossed_problem(bid, ask)
+        if problem is None:
+            return False
+        leg.last_no_price = f"{leg.target.symbol}: {problem}"
+        logger.debug("smart job %s leg %d: %s; no price this step", self.trade_id, leg.index, leg.last_no_price)
+        return True
+
     @staticmethod
     def _keep_inside(band: PriceBand, price: float | None, side: int, tick: float) -> float | None:
         """A buy never above the band, a sell never below it, snapped on the safe side."""
@@ -414,6 +427,8 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
             own_price, own_qty = self._own_in_book[leg.target.symbol]
             bid = self._inside(band, touch_without_own(book.bids, own_price if side == Side.BUY else None, own_qty))
             ask = self._inside(band, touch_without_own(book.asks, own_price if side == Side.SELL else None, own_qty))
+            if self._crossed(leg, bid, ask):
+                return None
             mark = None
         # The ignores below: leg.tick is set by _ensure_instrument above (mypy cannot see it).
         price = passive_price(strategy, side, bid=bid, ask=ask, mark=mark, tick=leg.tick,  # type: ignore[arg-type]
@@ -448,9 +463,11 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         if book is None:
             return None
         side = leg.target.side
+        bid, ask = self._inside(band, book.best_bid), self._inside(band, book.best_ask)
+        if self._crossed(leg, bid, ask):
+            return None
         # The ignores below: leg.tick is set by _ensure_instrument above (mypy cannot see it).
-        price = aggressive_price(side, bid=self._inside(band, book.best_bid), ask=self._inside(band, book.best_ask),
-                                 tick=leg.tick)  # type: ignore[arg-type]
+        price = aggressive_price(side, bid=bid, ask=ask, tick=leg.tick)  # type: ignore[arg-type]
         if price is None:
             leg.last_no_price = (f"no {'ask' if side == Side.BUY else 'bid'} on {leg.target.symbol} to cross "
                                  f"(an insane one counts as none)")

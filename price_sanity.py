@@ -332,6 +332,23 @@ def side_problem(name: str, price: object, band: PriceBand) -> str | None:
     return band.problem(name, value)
 
 
+def crossed_problem(bid: object, ask: object) -> str | None:
+    """Why a book whose believable touches are ``bid`` and ``ask`` cannot be priced from, or None.
+
+    An option book whose best bid is at or above its best ask cannot exist on a matching
+    engine: one of the two levels is wrong (a stale level, bad data), and nothing says which.
+    Each touch can still lie inside the deliberately wide band (mark 100: bid 250, ask 110),
+    so the band alone lets a buy join a bid of 2.5 times the mark. Every execution engine asks
+    this on the touches it kept after the band check, and an answer means "no price this
+    step", like a missing side. An empty side (None, 0 or anything not a positive number)
+    cannot cross: one-sided books are legal and priced by the engines' own rules.
+    """
+    b, a = _number(bid), _number(ask)
+    if b is None or a is None or b <= 0 or a <= 0 or b < a:
+        return None
+    return f"crossed book: best bid {b:g} is at or above best ask {a:g}, one side is wrong"
+
+
 def quote_problems(quote: QuoteLike, symbol: str = "") -> list[str]:
     """Every reason the row is not believable; an empty list means it is sane."""
     try:
@@ -353,7 +370,7 @@ def check_quote(quote: QuoteLike, symbol: str = "") -> PriceBand:
 
 __all__ = [
     "MODEL_BAND_FACTOR", "MODEL_BAND_ABS_OF_INDEX", "NO_ARBITRAGE_TOLERANCE_OF_INDEX", "MIN_SANE_IV",
-    "MAX_SANE_IV", "InsanePriceError", "PriceBand", "QuoteLike", "black_scholes", "black_scholes_delta",
+    "MAX_SANE_IV", "InsanePriceError", "PriceBand", "QuoteLike", "black_scholes", "black_scholes_delta", "crossed_problem",
     "intrinsic", "implied_vol", "time_to_expiry_years", "sanity_band", "perp_band", "band_of", "PERP_BAND_OF_INDEX", "mark_problem", "side_problem",
     "quote_problems", "check_quote",
 ]

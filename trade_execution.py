@@ -43,7 +43,7 @@ from order_ledger import (
     snap_price,
     snap_qty,
 )
-from price_sanity import InsanePriceError, PriceBand, band_of, mark_problem, side_problem
+from price_sanity import InsanePriceError, PriceBand, band_of, crossed_problem, mark_problem, side_problem
 from seams import ExecutionEngine, Ledger, PriceSource, TradeRef, require
 from validation import invalid, is_int, is_number, require_number
 
@@ -327,6 +327,20 @@ class _PriceReference:
                     book.symbol, self.band.low, self.band.high, book.best_bid, book.best_ask)
         return replace(book, bids=tuple(bids), asks=tuple(asks))
 
+    def priceable(self, book: Any) -> tuple[Any, str | None]:
+        """The book's sane sides, and why nothing may be priced from them (None: it may).
+
+        Every fair value, mid and touch of this engine comes from the book this returns, so
+        an insane side never moves a price, floor or cap. When the sane touches cross (bid at
+        or above ask, ``price_sanity.crossed_problem``) one of them is wrong and we cannot tell
+        which: the leg is unpriced this step, exactly as for a missing side.
+        """
+        sane = self.sane_sides(book)
+        crossed = crossed_problem(sane.best_bid, sane.best_ask)
+        if crossed is not None:
+            logger.debug("%s: %s; no price this step", book.symbol, crossed)
+        return sane, crossed
+
     def keep_inside(self, price: float, side: int) -> float:
         """A buy never above the band, a sell never below it (then snapped on the safe side)."""
         return self.band.clamp_buy(price) if side == Side.BUY else self.band.clamp_sell(price)
@@ -395,8 +409,15 @@ class LimitFillJob(OrderBookJob[_LegWork]):
         if insane is not None:
             leg.last_no_price = f"{leg.target.symbol}: {insane}"
             return None
+        # The floor and cap read the fair value from the sane sides only: an insane far side
+        # (a sell's ask at 5 with the mark at 100) must not drag the fair value, and the floor
+        # with it, down to the mid of a wrong level.
+        sane, crossed = reference.priceable(book)
+        if crossed is not None:
+            leg.last_no_price = f"{leg.target.symbol}: {crossed}"
+            return None
         raw = touch * (1 + buffer) if buying else touch * (1 - buffer)
-        guarded = self._apply_floor_and_cap(leg, raw, book, reference)
+        guarded = self._apply_floor_and_cap(leg, raw, sane, reference)
         if guarded is None:
             return None
         try:
@@ -442,7 +463,11 @@ class LimitFillJob(OrderBookJob[_LegWork]):
 
     def _apply_floor_and_cap(self, leg: _LegWork, price: float, book: Any,
                              reference: "_PriceReference") -> float | None:
-        """Sell floors and buy caps of §6.2; needs a sane mark only when a fair-based limit is set."""
+        """Sell floors and buy caps of §6.2; needs a sane mark only when a fair-based limit is set.
+
+        ``book`` must be the sane sides (``_PriceReference.priceable``): the fair value is
+        read from it, and a limit computed from an insane level is no limit.
+        """
         params = self.params
         side = leg.target.side
         needs_fair = (side == Side.SELL and params.min_price_pct_of_fair is not None) or \
@@ -499,7 +524,11 @@ class LimitFillJob(OrderBookJob[_LegWork]):
         reference = self._reference(leg)
         if reference is None:
             return None
-        book = reference.sane_sides(book)
+        book, crossed = reference.priceable(book)
+        if crossed is not None:
+            # Every phase, the mark phase too: its floor and cap read the same book.
+            leg.last_no_price = f"{leg.target.symbol}: {crossed}"
+            return None
         if reference.mark is None and self._needs_mark(phase, side, book):
             if self.intent not in (Intent.KILL, Intent.UNWIND) or phase.pricing not in ("mark", "fair", "mid"):
                 leg.last_no_price = f"no sane mark on {leg.target.symbol}: {reference.mark_problem}"
