@@ -355,8 +355,10 @@ def quote_problems(quote: QuoteLike, symbol: str = "") -> list[str]:
         band = band_of(quote, symbol)
     except InsanePriceError as error:
         return [str(error)]
-    problems = [mark_problem(quote.mark, band), side_problem("bid", quote.bid, band),
-                side_problem("ask", quote.ask, band)]
+    bid_problem, ask_problem = side_problem("bid", quote.bid, band), side_problem("ask", quote.ask, band)
+    # Two sides each believable on their own can still cross: then one of them is wrong.
+    crossed = crossed_problem(quote.bid, quote.ask) if bid_problem is None and ask_problem is None else None
+    problems = [mark_problem(quote.mark, band), bid_problem, ask_problem, crossed]
     return [problem for problem in problems if problem is not None]
 
 

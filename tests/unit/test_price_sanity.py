@@ -90,6 +90,18 @@ def test_an_absurdly_high_mark_bid_or_ask_is_insane():
     assert any("ask" in p for p in quote_problems(sane_row(ask=value * 1000)))
 
 
+def test_a_row_whose_believable_sides_cross_is_insane():
+    """Each side inside the band, the bid above the ask: one of them is wrong, so the row gives
+    no valuation and no screen (exits wait for a sane reading, as for any insane row)."""
+    row = sane_row()
+    crossed = sane_row(bid=row.ask * 1.2, ask=row.ask)
+    assert check_quote(row, "X").contains(row.ask * 1.2)
+    [problem] = quote_problems(crossed)
+    assert "crossed" in problem
+    assert quote_problems(sane_row(bid=row.ask, ask=row.ask)) != []          # a locked book too
+    assert quote_problems(sane_row(bid=0.0, ask=row.ask)) == []              # an empty side never crosses
+
+
 def test_a_price_far_below_the_model_is_insane():
     value = model("P", 98_000.0)
     assert any("mark" in p for p in quote_problems(sane_row("P", 98_000.0, mark=value / 40)))
