@@ -17,6 +17,10 @@ cancelling somebody else's order. ``PrefixOwnership`` is where the reconciler de
   if the exchange shows anything of ours, every strategy starts paused;
 * while running, the history since the last check is read every reconciliation, so a foreign
   order that filled between two checks is still seen;
+* a history read that stops before the start of its window (``HISTORY_MAX_PAGES`` reached, or
+  a page that says more follow without a cursor that moves) is no evidence for the part it did
+  not read: CRITICAL ``order_history_incomplete`` naming that part, every strategy paused, the
+  trade sequence re-seeded with the margin (row L4);
 * an order of ours in that history that the ledger holds as a verdict on missing data (a
   presumed NOT_PLACED, or VANISHED) is polled at once, so the ledger adopts what the exchange
   shows (docs/RECOVERY.md O9, O10; ``order_reconciliation`` alerts the reversal).
@@ -30,12 +34,13 @@ foreign perp order that filled between two checks is still seen.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from account_manager import AccountSnapshot
 from alerts import send_alert
-from clock import Clock
+from clock import Clock, iso_utc
 from coincall_payloads import ExchangeOrder, PerpOrder, history_filters, next_page_filters, parse_order_page
 from errors import TraderError
 from order_ledger import LedgerOrder, parse_client_order_id
@@ -62,6 +67,8 @@ HISTORY_OVERLAP_SECONDS = 120.0
 FOREIGN_ORDERS_EVENT = "foreign_orders"
 # How many unknown orders an alert names (the journal keeps them all).
 ALERT_NAMES_AT_MOST = 10
+# The pause of a history read that did not reach the start of its window (row L4).
+HISTORY_INCOMPLETE_REASON = "the order history could not be read to the end: unread orders may carry our prefix"
 
 
 def carries_prefix(client_order_id: int | None, prefix: int) -> bool:
@@ -95,6 +102,34 @@ def _shown(value: object) -> str:
     return "?" if value is None else str(value)
 
 
+@dataclass(frozen=True)
+class HistoryRead:
+    """One read of our order history over ``[since_ms, until_ms]``, and whether it reached the start.
+
+    Why it exists: the history is read newest first, page by page, so a read that stops early
+    has read the newest part of its window and not the oldest. Not having read a part is no
+    evidence that nothing of ours is there (docs/RECOVERY.md row L4): ``complete`` tells the
+    callers whether what was read may stand for the whole window. When it may not, the part
+    not read is ``[since_ms, unread_until_ms]`` and ``why`` says what stopped the read.
+    """
+
+    rows: tuple[ExchangeOrder, ...]   # the orders with our prefix read (options, then perps)
+    since_ms: int
+    until_ms: int
+    complete: bool
+    pages: int = 0                    # option history pages read
+    rows_read: int = 0                # option history rows read, every prefix
+    oldest_ms: int | None = None      # the oldest create time among the option rows read, every prefix
+    why: str = ""                     # what stopped an incomplete read
+
+    @property
+    def unread_until_ms(self) -> int:
+        """The end of the part not read: the oldest row read (the whole window without one)."""
+        if self.oldest_ms is None:
+            return self.until_ms
+        return max(self.since_ms, min(self.oldest_ms, self.until_ms))
+
+
 def _trade_seqs(orders: Iterable[ExchangeOrder]) -> list[int]:
     """The trade sequences encoded in the clientOrderIds of ``orders`` (orders without one have none)."""
     return [parse_client_order_id(order.client_order_id).trade_seq for order in orders
@@ -125,6 +160,10 @@ class PrefixOwnership:
         self.interval_seconds = float(interval_seconds)
         self._foreign: set[int] | None = None      # orders with our prefix known not to be ours
         self._new_state_dir = False
+        # An episode of incomplete history reads: alerted at its first read (and again when a
+        # strategy had been resumed meanwhile); the unread windows not named in an alert yet.
+        self._incomplete_alerted = False
+        self._unalerted_unread: list[tuple[int, int]] = []
 
     def __repr__(self) -> str:
         return f"PrefixOwnership(prefix={self.ledger.prefix}, quarantined={self.quarantined})"
@@ -152,6 +191,13 @@ class PrefixOwnership:
         a quarantined or missing store is rows Q1-Q3 / L2; unknown orders behind a store
         that has a history are row L3 (store behind the exchange) or O2. Returns the probe
         for the report (None when nothing was lost or unknown).
+
+        A read that did not reach the start of its window (row L4) decides the same from what
+        it read, and then, since the unread part may hold orders of ours the ledger does not
+        know: the re-seed takes the margin, every strategy starts paused and CRITICAL
+        ``order_history_incomplete`` names the unread part. The check time still moves to
+        ``until_ms``, so no start re-reads 200 pages: the alert and the pause hand the unread
+        part to the operator, whose ``resume`` states it was checked by hand.
         """
         if self.store is None:
             return None
@@ -161,19 +207,31 @@ class PrefixOwnership:
         if lost is None and watermark > 0:
             since = max(since, watermark - HISTORY_OVERLAP_SECONDS)
         until_ms = self.clock.now_ms()
-        history = self._prefixed_history(since, until_ms)
+        read = self._prefixed_history(since, until_ms)
+        history = list(read.rows)
         self.adopt_presumed(history, report, now)
         prefixed_open = [item for item in listed if self.is_ours(item.client_order_id)]
         seen = history + prefixed_open
         seqs = _trade_seqs(seen)
         unknown = self._not_yet_reported(seen)
         counter_before = self._counter(TRADE_SEQ_COUNTER)
-        reseeded = self._reseed(seqs, margin=bool(unknown))
+        reseeded = self._reseed(seqs, margin=bool(unknown) or not read.complete)
         self.store.raise_counter_to(ORDER_HISTORY_WATERMARK, until_ms)
         if reseeded is not None:
             logger.warning("trade sequence re-seeded to %d from the exchange's order history", reseeded)
         if lost is not None:
-            return self._lost_memory_start(lost, snapshot, prefixed_open, history, unknown, report, now)
+            probe: dict | None = self._lost_memory_start(lost, snapshot, prefixed_open, history, unknown, report, now)
+        else:
+            probe = self._unknown_at_start(unknown, report, counter_before)
+        if read.complete:
+            self._history_complete()
+        else:
+            self._history_incomplete(read, report, source="start-up")
+        return probe
+
+    def _unknown_at_start(self, unknown: list[tuple[int, ExchangeOrder]], report: ReconcileReport,
+                          counter_before: int) -> dict | None:
+        """Unknown orders of ours at a start with a store that has a history: row O2 or L3."""
         if not unknown:
             return None
         highest = max(parse_client_order_id(coid).trade_seq for coid, _item in unknown)
@@ -188,6 +246,13 @@ class PrefixOwnership:
         One history page per reconciliation as a rule (the read starts at the previous
         check), so a foreign order that filled between two checks is still seen. A failed
         read is retried at the next reconciliation from the same point.
+
+        A read that did not reach the start of its window (row L4) is handled as at a start:
+        what was read is decided as usual, then the trade sequence is re-seeded with the
+        margin, every strategy is paused and CRITICAL ``order_history_incomplete`` names the
+        unread part (throttled: see ``_history_incomplete``). The check time still moves to
+        ``until_ms``: re-reading the same pages every minute would never get further, and the
+        pause keeps entries stopped until the operator has checked that part by hand.
         """
         if self.store is None:
             return
@@ -196,13 +261,88 @@ class PrefixOwnership:
                     (watermark if watermark > 0 else now - self.interval_seconds) - HISTORY_OVERLAP_SECONDS)
         until_ms = self.clock.now_ms()
         try:
-            history = self._prefixed_history(since, until_ms)
+            read = self._prefixed_history(since, until_ms)
         except TraderError as exc:
             logger.warning("order history unavailable (%s): checked again at the next reconciliation", exc)
             return
+        history = list(read.rows)
         self.adopt_presumed(history, report, now)
         self.unknown_orders(history, report, source="history")
+        if read.complete:
+            self._history_complete()
+        else:
+            self._reseed(_trade_seqs(history), margin=True)
+            self._history_incomplete(read, report, source="running")
         self.store.raise_counter_to(ORDER_HISTORY_WATERMARK, until_ms)
+
+    def _history_complete(self) -> None:
+        """A read that reached the start of its window ends an episode of incomplete ones.
+
+        The unread windows of the episode that no alert named yet are named now (one alert),
+        so the operator's check by hand covers every part that was not read.
+        """
+        earlier = list(self._unalerted_unread)
+        self._unalerted_unread.clear()
+        was_alerted, self._incomplete_alerted = self._incomplete_alerted, False
+        if earlier:
+            first, last = min(start for start, _end in earlier), max(end for _start, end in earlier)
+            self._alert("CRITICAL", "order_history_incomplete",
+                        f"the order history is read to the end again, but {len(earlier)} window(s) between "
+                        f"{iso_utc(first / 1000.0)} and {iso_utc(last / 1000.0)} were not read since the last alert "
+                        f"(orders with our clientOrderId prefix {self.ledger.prefix} there would go unseen). "
+                        f"Strategies stay paused. Fix: check the account's order history by hand for orders whose "
+                        f"clientOrderId starts with {self.ledger.prefix} created in that span, then "
+                        f"`python main.py resume`",
+                        source="running", unread_from=iso_utc(first / 1000.0), unread_to=iso_utc(last / 1000.0),
+                        earlier_unread_windows=len(earlier))
+        elif was_alerted:
+            logger.warning("the order history is read to the end again; strategies paused for the unread part "
+                           "stay paused until `python main.py resume`")
+
+    def _history_incomplete(self, read: HistoryRead, report: ReconcileReport, *, source: str) -> None:
+        """Row L4: part of the window was not read, so the store's memory of it is not verified.
+
+        Every strategy is paused (fail closed: the check that guards entries could not be
+        evaluated). The CRITICAL alert goes out at a start, at the first incomplete read of
+        an episode while running, and again when the pause found a strategy running (resumed
+        since the last alert); other reads of the episode log a WARNING and are named in the
+        next alert (or the one that ends the episode, ``_history_complete``), so a paging that
+        keeps failing does not alert every reconciliation and no unread part goes unnamed.
+        """
+        unread = (read.since_ms, read.unread_until_ms)
+        paused = self.pauses.pause_every(HISTORY_INCOMPLETE_REASON)
+        report.paused.extend(paused)
+        if self._incomplete_alerted and not paused and source != "start-up":
+            self._unalerted_unread.append(unread)
+            logger.warning("order history %s to %s not read to the end again (%s): %s to %s unread; strategies "
+                           "stay paused", iso_utc(read.since_ms / 1000.0), iso_utc(read.until_ms / 1000.0),
+                           read.why, iso_utc(unread[0] / 1000.0), iso_utc(unread[1] / 1000.0))
+            return
+        earlier = list(self._unalerted_unread)
+        self._unalerted_unread.clear()
+        self._incomplete_alerted = True
+        earlier_text = ""
+        if earlier:
+            earlier_text = (f" Also not read since the last alert: {len(earlier)} more window(s) between "
+                            f"{iso_utc(min(start for start, _end in earlier) / 1000.0)} and "
+                            f"{iso_utc(max(end for _start, end in earlier) / 1000.0)}; check those too.")
+        prefix = self.ledger.prefix
+        self._alert("CRITICAL", "order_history_incomplete",
+                    f"the {source} check of our order history from {iso_utc(read.since_ms / 1000.0)} to "
+                    f"{iso_utc(read.until_ms / 1000.0)} read {read.pages} page(s) ({read.rows_read} order(s)), newest "
+                    f"first, and stopped before the start: {read.why}. Not read: {iso_utc(unread[0] / 1000.0)} to "
+                    f"{iso_utc(unread[1] / 1000.0)}. Orders with our clientOrderId prefix {prefix} there that the "
+                    f"ledger does not know (another daemon with our prefix, an older copy of the state store) would "
+                    f"go unseen, and that part is not read again: the check time moves past it. Every strategy is "
+                    f"paused; our trade sequence continues above {self._counter(TRADE_SEQ_COUNTER)}, at least "
+                    f"{SEQ_RESEED_MARGIN} past the highest one read.{earlier_text} Fix: "
+                    f"check the account's order history by hand for orders whose clientOrderId starts with {prefix} "
+                    f"created in that unread part; if some are not this daemon's, treat them as a prefix conflict "
+                    f"(give each daemon its own CLIENT_ORDER_PREFIX, or start on the newest state directory); then "
+                    f"`python main.py resume`",
+                    source=source, since=iso_utc(read.since_ms / 1000.0), until=iso_utc(read.until_ms / 1000.0),
+                    unread_from=iso_utc(unread[0] / 1000.0), unread_to=iso_utc(unread[1] / 1000.0),
+                    pages=read.pages, rows_read=read.rows_read, why=read.why, earlier_unread_windows=len(earlier))
 
     def _lost_memory(self) -> str | None:
         """Why the store cannot be trusted to know our orders, or None."""
@@ -465,25 +605,54 @@ class PrefixOwnership:
     def _created(item: ExchangeOrder) -> float:
         return (item.create_time_ms or 0.0) / 1000.0
 
-    def _prefixed_history(self, since: float, until_ms: int) -> list[ExchangeOrder]:
-        """Every order of ours in the history window ``[since, until_ms]``, all pages (cursor paging).
+    def _prefixed_history(self, since: float, until_ms: int) -> HistoryRead:
+        """Every order of ours in the history window ``[since, until_ms]``, all pages (cursor paging),
+        and whether the read reached the start of the window.
 
         At most ``HISTORY_MAX_PAGES`` pages of ``HISTORY_PAGE_SIZE``: the cost of a start is
-        one request per 500 orders of ours since the last check.
+        one request per 500 orders of ours since the last check. The read is complete only
+        when a page says no more follow: the last page allowed still saying more follow, a
+        page saying more follow without a cursor, or a cursor already used (the paging does
+        not move) all leave the oldest part unread, and the caller must not take it as read.
+        The perp history is read whole by its client (which raises rather than return part).
         """
+        since_ms = int(since * 1000)
         found: list[ExchangeOrder] = []
-        filters = history_filters(page_size=HISTORY_PAGE_SIZE, start_ms=int(since * 1000), end_ms=int(until_ms))
+        filters = history_filters(page_size=HISTORY_PAGE_SIZE, start_ms=since_ms, end_ms=int(until_ms))
+        pages = rows_read = 0
+        oldest: float | None = None
+        used: set[int] = set()
+        why = ""
+        complete = False
         for _page in range(HISTORY_MAX_PAGES):
             page = parse_order_page(self.client.order_history(**filters))
+            pages += 1
+            rows_read += len(page.rows)
+            created = [item.create_time_ms for item in page.rows if item.create_time_ms is not None]
+            if created:
+                oldest = min(created) if oldest is None else min(oldest, *created)
             found.extend(item for item in page.rows if self.is_ours(item.client_order_id))
-            cursor = page.next_cursor
-            if not page.has_next or cursor is None:
+            if not page.has_next:
+                complete = True
                 break
+            cursor = page.next_cursor
+            if cursor is None:
+                why = f"page {pages} said more pages follow but gave no cursor to read them by"
+                break
+            if cursor in used:
+                why = f"page {pages} gave cursor {cursor} again: the paging does not move"
+                break
+            used.add(cursor)
             filters = next_page_filters(filters, cursor)
+        else:
+            why = (f"{HISTORY_MAX_PAGES} pages of {HISTORY_PAGE_SIZE} (the most one read takes) and the exchange "
+                   f"said more follow")
         if self.perp_client is not None:
-            perp = self.perp_client.perp_order_history(start_ms=int(since * 1000), end_ms=int(until_ms))
+            perp = self.perp_client.perp_order_history(start_ms=since_ms, end_ms=int(until_ms))
             found.extend(perp_open_order(order) for order in perp if self.is_ours(order.client_order_id))
-        return found
+        return HistoryRead(rows=tuple(found), since_ms=since_ms, until_ms=int(until_ms), complete=complete,
+                           pages=pages, rows_read=rows_read, oldest_ms=None if oldest is None else int(oldest),
+                           why=why)
 
     def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
         send_alert(self.alerts, logger, level, kind, message, **detail)
