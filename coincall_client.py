@@ -598,9 +598,9 @@ _Row = TypeVar("_Row")
 
 def _walk_cursor(read: Callable[[int | None], Page[_Row]], key: Callable[[_Row], int],
                  endpoint: Endpoint) -> list[_Row]:
-    """Every row of a cursor-paged history (API.md 14.6). A page that brings nothing new while
-    claiming more, or more than ``PERP_MAX_PAGES`` pages, is a ``TransportError``: a partial
-    history is never passed off as the whole of it."""
+    """Every row of a cursor-paged history (API.md 14.6). A page that brings nothing new or no
+    cursor while claiming more, or more than ``PERP_MAX_PAGES`` pages, is a ``TransportError``:
+    a partial history is never passed off as the whole of it."""
     rows: dict[int, _Row] = {}
     cursor: int | None = None
     for _ in range(PERP_MAX_PAGES):
@@ -608,9 +608,9 @@ def _walk_cursor(read: Callable[[int | None], Page[_Row]], key: Callable[[_Row],
         before = len(rows)
         for row in page.rows:
             rows.setdefault(key(row), row)
-        if not page.has_next or page.next_cursor is None:
+        if not page.has_next:
             return list(rows.values())
-        if len(rows) == before or page.next_cursor == cursor:
+        if page.next_cursor is None or len(rows) == before or page.next_cursor == cursor:
             raise TransportError(endpoint.method + " " + endpoint.path,
                                  f"history cursor {page.next_cursor} brought no new rows")
         cursor = page.next_cursor

@@ -1409,14 +1409,21 @@ class OrderLedger:
         filters = history_filters(page_size=VANISH_HISTORY_PAGE_SIZE,
                                   start_ms=int((float(order.sent_at) - VANISH_HISTORY_MARGIN_SECONDS) * 1000),
                                   end_ms=self._clock.now_ms())
+        used: set[int] = set()
         for _page in range(VANISH_HISTORY_MAX_PAGES):
             page = parse_order_page(self._client.order_history(**filters))
             for row in page.rows:
                 if row.order_id == order.order_id or row.client_order_id == order.client_order_id:
                     return row
-            cursor = page.next_cursor
-            if not page.has_next or cursor is None:
+            if not page.has_next:
                 return None
+            cursor = page.next_cursor
+            # More pages follow but no cursor leads there (an empty page, a row without an
+            # orderId, a cursor already used): the rest is unread, and absence unproven.
+            if cursor is None or cursor in used:
+                raise TransportError("GET order history", f"page {_page + 1} says more follow but gives no way on "
+                                                          f"(cursor {cursor!r}): not searched to the end")
+            used.add(cursor)
             filters = next_page_filters(filters, cursor)
         raise TransportError("GET order history", f"more than {VANISH_HISTORY_MAX_PAGES} pages since the order "
                                                   f"was sent: not searched to the end")

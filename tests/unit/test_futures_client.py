@@ -571,6 +571,12 @@ def test_a_history_cursor_that_brings_nothing_new_is_an_error(client, rsps):
     assert len(rsps.calls) == 2
 
 
+def test_an_empty_page_that_claims_more_is_an_error_not_the_end(client, rsps):
+    rsps.add(responses.GET, url(HISTORY), json=envelope({"list": [], "hasNext": True}))
+    with pytest.raises(TransportError, match="no new rows"):
+        client.perp_order_history()
+
+
 # ---------------------------------------------------------------------------- positions, leverage, funding
 
 

@@ -244,3 +244,17 @@ def test_a_vanished_order_is_asked_again_by_order_id_and_client_order_id_and_bel
     assert order.status is OrderStatus.FILLED and order.filled_qty == 0.1 and not order.presumed
     assert [payload["reversed_from"] for kind, payload in events if kind == VERDICT_REVERSED_EVENT] == ["VANISHED"]
     assert ledger.vanished_orders() == []
+
+
+@pytest.mark.parametrize("page", [{"list": [], "hasNext": True},
+                                  {"list": [{"symbol": SYMBOL, "state": 3}], "hasNext": True}])
+def test_a_history_page_that_claims_more_without_a_way_on_is_no_proof_of_absence(page):
+    """An order unknown by id is VANISHED only when the history was read to its end: a page that
+    says more follow but gives no cursor (empty, or a row without orderId) leaves it unread."""
+    clock, exchange, ledger, events = world(store=Store())
+    order = place(ledger)
+    exchange.hidden.add(order.client_order_id)
+    exchange.order_history = lambda **filters: page            # type: ignore[method-assign]
+    clock.advance(40.0)
+    assert ledger.verify(order) == "error"
+    assert order.status is OrderStatus.LIVE and "order_vanished" not in [kind for kind, _payload in events]
