@@ -6,8 +6,14 @@ that booked that as a close would leave a naked leg unmanaged. The evidence is t
 trade history for the symbol since the oldest trade holding it opened: fills on the closing
 side whose order is not ours (not in the ledger by ``orderId``, no clientOrderId with our
 prefix). Fills already used for an earlier external close of our trades on that symbol are
-discounted (oldest first), so one fill never proves two closes. An unreadable history is no
-evidence, and is read again at the next check.
+discounted (oldest first), so one fill never proves two closes, however often such a close
+was booked and reversed (``external_closes.reversed_quantities``). An unreadable history is
+no evidence, and is read again at the next check.
+
+The test "not ours" fails for an order of ours whose fate rests on missing data (a presumed
+NOT_PLACED never had its orderId learnt; option fill rows carry no clientOrderId): while the
+reconciler watches such an order (``verdict_in_doubt``), no shortfall on its symbol, or on its
+trade's, is judged (``Reconciler._in_doubt``).
 
 A perpetual's fills are not in the option trade history: they are read from the perp fill
 history (``PerpReconcilerClient.perp_fills``), whose rows carry no clientOrderId. A perp fill
@@ -23,7 +29,10 @@ from clock import Clock
 from coincall_payloads import history_filters, next_page_filters, parse_fill_page
 from contracts import Side, is_perpetual_symbol
 from errors import TraderError
+from external_closes import REVERSED_METADATA_KEY, reversed_quantities
 from log_throttle import RepeatLimiter
+from order_ledger import PRESUMED_VERDICT_HORIZON_SECONDS, LedgerOrder, OrderStatus
+from order_reconciliation import presumed_not_placed
 from prefix_ownership import HISTORY_PAGE_SIZE, carries_prefix
 from reconciliation_report import QTY_EPSILON
 from seams import PerpReconcilerClient, ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle
@@ -34,6 +43,33 @@ logger = logging.getLogger(__name__)
 EVIDENCE_MAX_PAGES = 20
 # The history range limit is 90 days (API.md 8.6, 14.6): a perp evidence read starts no earlier.
 PERP_EVIDENCE_LOOKBACK_SECONDS = 89 * 24 * 3600.0
+
+
+def verdict_in_doubt(order: LedgerOrder, now: float) -> bool:
+    """Whether ``order``'s fate rests on missing data and the reconciler still watches it.
+
+    A VANISHED order, or a presumed NOT_PLACED one (RECOVERY.md O9, O10), less than
+    ``PRESUMED_VERDICT_HORIZON_SECONDS`` after its verdict (the verdict is the order's last
+    change). Why it matters here: such an order may have filled, and its fills cannot be told
+    from somebody else's (an option fill row carries no clientOrderId, and the ledger never
+    learnt the orderId of a presumed NOT_PLACED), so no external close is judged on its symbol
+    meanwhile. Past the horizon the watch gives up (a NOT_PLACED verdict stands; a VANISHED
+    order is alerted ``order_vanished_unresolved``), and so does this doubt.
+    """
+    status = order.status
+    if status is OrderStatus.VANISHED or (status is OrderStatus.NOT_PLACED and order.presumed):
+        return now - float(order.updated_at) < PRESUMED_VERDICT_HORIZON_SECONDS
+    return False
+
+
+def orders_in_doubt(ledger: ReconcilerLedger, now: float) -> list[LedgerOrder]:
+    """The ledger's orders ``verdict_in_doubt`` at ``now``: the presumed NOT_PLACED ones changed
+    within the horizon, then the VANISHED ones, each once."""
+    found: dict[int, LedgerOrder] = {}
+    for order in [*presumed_not_placed(ledger, now), *ledger.vanished_orders()]:
+        if verdict_in_doubt(order, now):
+            found.setdefault(order.client_order_id, order)
+    return list(found.values())
 
 
 def vwap_of_newest(fills: list[tuple[float, float]], qty: float) -> float:
@@ -172,13 +208,13 @@ class CloseEvidence:
         """External quantity booked on ``symbol`` by trades active or ended since ``since``.
 
         A booking reversed because the position showed again (X1) still used its fills: they
-        prove no second close if the position goes missing again (a suspect read then).
+        prove no second close if the position goes missing again (a suspect read then). Every
+        reversal of the trade counts, not only the latest (``reversed_quantities``).
         """
         total = 0.0
         for trade in self.lifecycle.trades():
             ended = trade.closed_at if trade.closed_at is not None else trade.failed_at
             if trade.is_active or (ended is not None and float(ended) >= since):
                 total += sum(leg.external_qty for leg in trade.legs if leg.symbol == symbol)
-                reversed_legs = (trade.metadata.get("external_close_reversed") or {}).get("legs") or {}
-                total += abs(float(reversed_legs.get(symbol, 0.0)))
+                total += reversed_quantities(trade.metadata.get(REVERSED_METADATA_KEY)).get(symbol, 0.0)
         return total

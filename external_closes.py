@@ -33,6 +33,28 @@ FLAG_EXTERNAL_REVERSED = "external_close_reversed"
 FLAG_PERP_EVIDENCE = "external_close_perp"   # a perp leg closed outside the daemon, booked on its fills
 # An external close an older version booked without evidence is reversible this long (RECOVERY.md X1).
 REVERSAL_LOOKBACK_SECONDS = 7 * 24 * 3600.0
+# Where a trade's metadata keeps its reversals: the latest one as it was ("legs", "was", ...) and,
+# under ``REVERSED_TOTAL_KEY``, the quantity every reversal so far gave back, per symbol.
+REVERSED_METADATA_KEY = "external_close_reversed"
+REVERSED_TOTAL_KEY = "legs_total"
+
+
+def reversed_quantities(record: object) -> dict[str, float]:
+    """Per symbol, the quantity (unsigned) every reversal of a trade's external closes gave back.
+
+    Why: the fills a reversed booking used are not evidence again (RECOVERY.md X1), however
+    many times the trade was booked and reversed, so ``close_evidence`` discounts the sum.
+    ``record`` is ``metadata["external_close_reversed"]``. A record written before the running
+    total existed holds one reversal only (``legs``, signed): that one is the total.
+    """
+    if not isinstance(record, dict):
+        return {}
+    quantities = record.get(REVERSED_TOTAL_KEY)
+    if not isinstance(quantities, dict):
+        quantities = record.get("legs")
+    if not isinstance(quantities, dict):
+        return {}
+    return {str(symbol): abs(float(qty)) for symbol, qty in quantities.items()}
 
 
 def booked_on_perp_evidence(trade: TradeLifecycle) -> bool:
@@ -110,10 +132,18 @@ class ExternalCloses:
         What the trade had been is kept in ``metadata["external_close_reversed"]`` for the
         record; the flag ``pnl_estimated`` (or ``external_close_perp``) becomes ``external_close_reversed``. A trade that
         never opened forgets its failure too (the manager decides it again on its fills).
+        The record describes the latest reversal, and adds what it gave back to the running
+        total of every earlier one (``legs_total``): a second reversal must not make the fills
+        of the first evidence again (``reversed_quantities``).
         """
         restored = {leg.symbol: leg.sign * leg.external_qty for leg in trade.legs if leg.external_qty > QTY_EPSILON}
-        trade.metadata["external_close_reversed"] = {
-            "at": now, "detail": detail, "legs": restored, "on_evidence": booked_on_perp_evidence(trade), "was": {
+        total = reversed_quantities(trade.metadata.get(REVERSED_METADATA_KEY))
+        for leg in trade.legs:
+            if leg.external_qty > QTY_EPSILON:
+                total[leg.symbol] = clean_qty(total.get(leg.symbol, 0.0) + leg.external_qty)
+        trade.metadata[REVERSED_METADATA_KEY] = {
+            "at": now, "detail": detail, "legs": restored, REVERSED_TOTAL_KEY: total,
+            "on_evidence": booked_on_perp_evidence(trade), "was": {
                 "state": trade.state.value, "closed_at": trade.closed_at, "failed_at": trade.failed_at,
                 "realized_pnl": trade.realized_pnl, "exit_detail": trade.exit_detail,
                 "external_prices": {leg.symbol: leg.external_price for leg in trade.legs
@@ -134,7 +164,7 @@ class ExternalCloses:
         opened = trade.opened_at is not None
         unmanaged = "" if managed else \
             " (its strategy is not running: it stays unmanaged, see `python main.py status`)"
-        booked = ("on fills that were not ours" if trade.metadata.get("external_close_reversed", {}).get("on_evidence")
+        booked = ("on fills that were not ours" if trade.metadata.get(REVERSED_METADATA_KEY, {}).get("on_evidence")
                   else "at an estimated price, with no fill to prove it")
         send_alert(self.alerts, logger, "CRITICAL", "external_close_reversed",
                    f"trade {trade.id} ({trade.strategy}) had been booked closed outside the daemon {booked}; "

@@ -18,14 +18,15 @@ comparison decides, per symbol (signed quantities, ours = the active trades'):
   to that symbol until an operator resumes it.
 
 A symbol is only judged when our view of it is settled (the reconciler passes the others as
-``unsettled``). While running, a mismatch must also be seen on two consecutive checks
+``unsettled``); a shortfall is not judged where an order of ours is a verdict on missing data
+still watched (``in_doubt``: its fill would pass for somebody else's). While running, a mismatch must also be seen on two consecutive checks
 before anything is done, so a lagging positions answer never books a phantom close.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from account_manager import AccountSnapshot
 from alerts import send_alert
@@ -97,22 +98,31 @@ class PositionReconciler:
         self._suspects: dict[str, tuple[str, float, float]] = {}   # mismatches awaiting confirmation
         self._reversals_pending: dict[str, tuple] = {}
         self._unmatched_reported: set[str] = set()
+        self._doubts_logged: dict[str, str] = {}   # symbol -> why its shortfall was deferred (logged once)
 
     def __repr__(self) -> str:
         return f"PositionReconciler(awaiting_confirmation={sorted(self._suspects)})"
 
     def compare(self, snapshot: AccountSnapshot, report: ReconcileReport, unsettled: set[str], *,
-                confirm: bool) -> None:
+                confirm: bool, in_doubt: Mapping[str, str] | None = None) -> None:
         """The per-symbol table (docs/RECOVERY.md S1-S6, X1-X2) on one positions read.
 
         ``confirm``: a shortfall, an opposite side or a reappearing old estimate acts only
         when the previous check saw the same quantities (periodic runs); the start-up acts at
         once. A shortfall books an external close only for the part that fills which are not
         ours explain; the rest is a suspect read (``SuspectReads``).
+
+        ``in_doubt``: symbols (with why) where an order of ours is a verdict on missing data
+        (``Reconciler._in_doubt``): a shortfall or a reappearing close there is deferred, since
+        that order's fill would pass for somebody else's. An opposite side is still acted on:
+        it books nothing, and blocking the symbol is right whoever's fill caused it.
         """
         now = self.clock.now()
+        in_doubt = in_doubt or {}
         positions = self._positions(snapshot)
-        self._reverse_old_estimates(self._holdings(now), positions, unsettled, report, confirm=confirm)
+        self._end_doubts(in_doubt)
+        self._reverse_old_estimates(self._holdings(now), positions, unsettled | set(in_doubt), report,
+                                    confirm=confirm)
         holdings = self._holdings(now)
         pending: dict[str, tuple[str, float, float]] = {}
         unexplained: dict[str, tuple[float, float]] = {}
@@ -123,6 +133,9 @@ class PositionReconciler:
             verdict = judge(ours, exchange)
             if symbol in unsettled and verdict in (VERDICT_SHORTFALL, VERDICT_OPPOSITE):
                 verdict = VERDICT_DEFERRED
+            elif symbol in in_doubt and verdict == VERDICT_SHORTFALL:
+                verdict = VERDICT_DEFERRED
+                self._note_doubt(symbol, in_doubt[symbol], ours, exchange)
             report.symbols.append(SymbolCheck(symbol, round(ours, 8), round(exchange, 8), verdict))
             if verdict == VERDICT_DEFERRED:
                 carried.add(symbol)   # not judged now: a suspicion on it stands
@@ -150,6 +163,23 @@ class PositionReconciler:
                 unexplained[symbol] = (round(exchange + _sign(ours) * left, 8), round(exchange, 8))
         self._suspects = pending
         self.suspect_reads.update(unexplained, carried, holdings, positions, report)
+
+    def _note_doubt(self, symbol: str, why: str, ours: float, exchange: float) -> None:
+        """Say once per symbol and reason that its shortfall waits for an order's verdict."""
+        if self._doubts_logged.get(symbol) == why:
+            return
+        self._doubts_logged[symbol] = why
+        logger.warning("reconciliation: %s reads short (ours %+g, exchange %+g) but %s: no external close is "
+                       "judged there until the exchange shows that order or its watch ends", symbol, ours,
+                       exchange, why)
+
+    def _end_doubts(self, in_doubt: Mapping[str, str]) -> None:
+        """Say when a deferral said by ``_note_doubt`` is over: its shortfall is judged again."""
+        for symbol, why in list(self._doubts_logged.items()):
+            if in_doubt.get(symbol) != why:
+                del self._doubts_logged[symbol]
+                logger.info("reconciliation: %s is judged again (no longer in doubt: %s; the verdict was reversed "
+                            "or its watch ended)", symbol, why)
 
     def _holdings(self, now: float) -> dict[str, _Holding]:
         holdings: dict[str, _Holding] = {}

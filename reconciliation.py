@@ -38,7 +38,10 @@ shortfall is never explained by fills (it stays a suspect read).
 
 A symbol is only judged when our view of it is settled: no non-final order on it, no
 execution job on its trades, no unresolved RFQ accept, and no order activity since the
-positions were read. While running, a mismatch must also be seen on two consecutive checks
+positions were read. A shortfall is not judged either while an order of ours on it (or on
+its trade) is a verdict on missing data still watched (a presumed NOT_PLACED or VANISHED
+order, rows O9, O10): that order may have filled, and its fill would pass for somebody
+else's. While running, a mismatch must also be seen on two consecutive checks
 before anything is done, so a lagging positions answer never books a phantom close.
 """
 from __future__ import annotations
@@ -50,8 +53,10 @@ from typing import Any, Callable, Iterable, Mapping
 from account_manager import AccountSnapshot
 from alerts import send_alert
 from clock import Clock
+from close_evidence import orders_in_doubt
 from coincall_payloads import ExchangeOrder, parse_orders
 from errors import TraderError
+from order_ledger import OrderStatus
 from order_reconciliation import ORDER_MIN_AGE_SECONDS, OrderReconciler
 from position_reconciliation import PositionReconciler
 from prefix_ownership import PrefixOwnership, perp_open_order
@@ -217,7 +222,7 @@ class Reconciler:
         listed = self._open_orders()
         report.quarantine = self.ownership.memory_check(snapshot, listed, report, now)
         self._reconcile_orders(report, now, listed)
-        self.positions.compare(snapshot, report, unsettled, confirm=False)
+        self.positions.compare(snapshot, report, unsettled, confirm=False, in_doubt=self._in_doubt(now))
         self._journal(report)
         self.last_report = report
         return report
@@ -232,7 +237,7 @@ class Reconciler:
         self.ownership.watch_history(report, now)
         self.orders.recheck_recent_finals(report, now)
         unsettled |= self._unsettled(snapshot)
-        self.positions.compare(snapshot, report, unsettled, confirm=True)
+        self.positions.compare(snapshot, report, unsettled, confirm=True, in_doubt=self._in_doubt(now))
         if any((report.orders_missing, report.foreign_orders, report.block_fills_adopted, report.late_fills,
                 report.external_closes, report.blocked_symbols, report.orders_vanished, report.reversed)):
             logger.warning("reconciliation %s", report.summary())
@@ -252,6 +257,32 @@ class Reconciler:
             if self.lifecycle.has_job(trade.id):
                 unsettled |= {leg.symbol for leg in trade.legs}
         return unsettled
+
+    def _in_doubt(self, now: float) -> dict[str, str]:
+        """Symbols on which no external close is judged, with why: an order of ours there, or on
+        any leg of the same active trade, is a verdict on missing data still watched
+        (``close_evidence.verdict_in_doubt``, RECOVERY.md O9, O10).
+
+        Why: that order may have filled, and the trade history cannot tell its fill from
+        somebody else's; booking it as an external close, then as our close when the
+        exchange shows the order, would count it twice. Read after the orders were reconciled
+        in this pass, so a verdict reversed in it ends the doubt at once; a verdict past its
+        day of re-checks is doubted no longer and the normal table applies.
+        """
+        doubtful = orders_in_doubt(self.ledger, now)
+        if not doubtful:
+            return {}
+        trades = {trade.id: trade for trade in self.lifecycle.active_trades()}
+        reasons: dict[str, str] = {}
+        for order in doubtful:
+            verdict = "VANISHED" if order.status is OrderStatus.VANISHED else "presumed NOT_PLACED"
+            reason = (f"order {order.client_order_id} ({order.symbol}, trade {order.trade_id}) is {verdict} "
+                      f"on missing data")
+            reasons.setdefault(order.symbol, reason)
+            trade = trades.get(order.trade_id)
+            for leg in trade.legs if trade is not None else ():
+                reasons.setdefault(leg.symbol, reason)
+        return reasons
 
     # ---- orders ----------------------------------------------------------------------------
 

@@ -56,9 +56,10 @@ class TradeFills:
     def sync(self, trade: TradeLifecycle) -> list[int]:
         """Legs' fills from the ledger: open family, and close + unwind + kill together.
 
-        A settled leg whose reducing fills now cover part of what was settled has its settlement
-        cut to what it still held (``settlement.shrunk_settlement``): returns the indexes of the
-        legs so revised (the caller persists and re-books the PnL).
+        A leg whose own reducing fills now cover part of what was booked as closed outside the
+        daemon, or of what was settled, has that booking cut to what it still held (the external
+        close first: it is an inference; then ``Settlement.shrunk_to``): returns the indexes of
+        the legs so revised (the caller persists and re-books the PnL).
         """
         revised: list[int] = []
         for leg in trade.legs:
@@ -73,6 +74,18 @@ class TradeFills:
             leg.close_filled = clean_qty(total_qty)
             leg.close_vwap = total_value / total_qty if total_qty > QTY_EPSILON else 0.0
             leg.close_fees = total_fees
+            if leg.external_qty > QTY_EPSILON:
+                # An external close is inferred from fills that were not known to be ours; a close
+                # fill of ours arriving later for the same quantity (an order whose fate rested on
+                # missing data, RECOVERY.md O9, O10) proves the inference wrong for that part.
+                held = leg.open_filled + leg.adopted_qty - leg.close_filled - leg.settled_qty
+                if held < leg.external_qty - QTY_EPSILON:
+                    logger.warning("trade %s leg %d %s: our close fills known after an external close was booked "
+                                   "cover %s of the %s booked as external; the external close is cut to %s",
+                                   trade.id, leg.index, leg.symbol, round(leg.external_qty - max(0.0, held), 8),
+                                   leg.external_qty, clean_qty(held))
+                    leg.external_qty = clean_qty(held)
+                    revised.append(leg.index)
             if leg.settlement is not None:
                 held = leg.open_filled + leg.adopted_qty - leg.close_filled - leg.external_qty
                 if held < leg.settlement.qty - QTY_EPSILON:
