@@ -516,17 +516,19 @@ def pause_runner(store: Store, runners: Mapping[str, RunnerControl], request: Pa
     """Pause one strategy's entries (its runner here, else its stored state).
 
     A strategy already paused keeps its reason (a kill's pause stays a kill's pause); the
-    result says so. None when there is neither a runner nor stored state to pause.
+    result says so. A pause that lifts itself (the daily open-failure pause) is replaced, or
+    it would end at midnight and take this one with it. None when there is neither a runner
+    nor stored state to pause.
     """
     name = request.strategy
     runner = runners.get(name)
     if runner is not None:
-        if runner.is_paused:
+        if runner.paused_for_good:
             return {"paused": [], "already_paused": {name: runner.pause_reason}}
         runner.pause(request.reason)
         return {"paused": [name], "reason": request.reason}
     already = stored_pause_reason(store, name)
-    if already is not None:
+    if already is not None and (store.load_runner_state(name) or {}).get("pause_until") is None:
         return {"paused": [], "already_paused": {name: already}}
     if not set_stored_pause(store, name, request.reason):
         return None

@@ -644,6 +644,12 @@ class StrategyRunner:
     def is_paused(self) -> bool:
         return self.state.paused
 
+    @property
+    def paused_for_good(self) -> bool:
+        """Paused until somebody resumes it; a pause that lifts itself (``pause_until``, the
+        daily open-failure pause) is not, and any other pause asked meanwhile replaces it."""
+        return self.state.paused and self.state.pause_until is None
+
     def pause(self, reason: str, *, until: float | None = None) -> None:
         """Stop opening trades (open trades keep their exits). Persisted."""
         self.state.paused = True
@@ -886,6 +892,10 @@ class StrategyRunner:
             resolved = resolve_legs(self.config.legs, self.ctx.market_data)
         except TraderError as exc:
             return f"leg selection failed: {exc}"
+        # The selection read the index again (with its chain): that read may be the one that
+        # finds it frozen, and strikes chosen from a frozen index are the incident-14 entry.
+        if self.ctx.market_data.index_frozen_for(self.config.underlying):
+            return f"index frozen ({self.config.underlying}) at leg selection"
         self._note_resolution(resolved)
         too_big = self._notional_refusal(resolved)
         if too_big is not None:

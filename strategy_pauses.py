@@ -44,10 +44,14 @@ class StrategyPauses:
         return sorted(names)
 
     def pause(self, name: str, reason: str) -> bool:
-        """Pause a strategy (persisted); True if it was not paused before."""
+        """Pause a strategy (persisted); True if it was not paused before.
+
+        A pause that lifts itself (the daily open-failure pause, until 00:00 UTC) is replaced:
+        kept, it would end at midnight and take this pause with it.
+        """
         runner = self._runners.get(name)
         if runner is not None:
-            if runner.is_paused:
+            if runner.paused_for_good:
                 return False
             runner.pause(reason)
             return True
@@ -55,7 +59,7 @@ class StrategyPauses:
             return False
         try:
             state = dict(self.store.load_runner_state(name) or {})
-            if state.get("paused"):
+            if state.get("paused") and state.get("pause_until") is None:
                 return False
             state.update(paused=True, pause_reason=reason, pause_until=None)
             self.store.save_runner_state(name, state)

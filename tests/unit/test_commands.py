@@ -98,6 +98,10 @@ class FakeRunner:
     def pause_reason(self) -> str:
         return self.reason
 
+    @property
+    def paused_for_good(self) -> bool:
+        return self.paused
+
     def pause(self, reason: str, *, until: float | None = None) -> None:
         if self.broken:
             raise RuntimeError("disk on fire")

@@ -38,6 +38,10 @@ class FakeRunner:
     def pause_reason(self) -> str:
         return self.reason
 
+    @property
+    def paused_for_good(self) -> bool:
+        return self.paused
+
     def pause(self, reason: str, *, until: float | None = None) -> None:
         self.calls.append(f"pause:{reason}")
         self.paused, self.reason = True, reason

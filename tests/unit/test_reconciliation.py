@@ -320,6 +320,10 @@ class FakeRunner:
     def pause_reason(self) -> str:
         return self.reasons[-1] if self.reasons else ""
 
+    @property
+    def paused_for_good(self) -> bool:
+        return self.is_paused
+
     def resume(self) -> None:
         raise AssertionError("not used by this test")
 
