@@ -456,8 +456,13 @@ def decide(config: HedgeConfig, *, structure_delta: float, hedge_qty: float, now
         return answer(HedgeAction.REFUSED, f"{outside}; no hedge order: {problem}", capped=capped)
     price = _limit_price(config, side, mark=perp_mark, bid=perp_bid, ask=perp_ask, tick=perp_tick)
     # A part of a split below the exchange's minimum is dropped, never rounded up.
-    orders = tuple(order for order in _orders(side, qty, hedge_qty, price, perp_step)
-                   if order.qty >= minimum - _EPSILON)
+    parts = _orders(side, qty, hedge_qty, price, perp_step)
+    orders = tuple(order for order in parts if order.qty >= minimum - _EPSILON)
+    if orders and any(order.reduce_only for order in parts) and not any(order.reduce_only for order in orders):
+        # The opening part alone would take the hedge through zero in one ordinary order.
+        return answer(HedgeAction.HOLD, f"{outside} but the part that reduces the hedge {hedge_qty:+g} is below "
+                                        f"the perp minimum {minimum:g}, and opening the other side alone would "
+                                        f"flip it through zero", capped=capped)
     if not orders:
         return answer(HedgeAction.HOLD, f"{outside} but each part of the split order is below the perp minimum "
                                         f"{minimum:g}", capped=capped)

@@ -211,13 +211,15 @@ class TradeFills:
         return self._late_fills_settled(trade, now, grace_seconds, max_requests,
                                         keep=lambda order: order.intent.family() in families)
 
-    def legs_settled_for_expiry(self, trade: TradeLifecycle, leg_indexes: Container[int], now: float,
-                                grace_seconds: float, max_requests: int) -> bool:
-        """``late_fills_settled`` for every final order on these (expired) legs, whatever its intent.
+    def late_fills_settled_on(self, trade: TradeLifecycle, leg_indexes: Container[int], now: float,
+                              grace_seconds: float, max_requests: int) -> bool:
+        """``late_fills_settled`` for every final order on these legs, whatever its intent.
 
-        Why: the exchange ends a resting order at expiry, and an order it has just ended can
-        report its fill a moment later (API.md 11.16); the leg must not be paid at the delivery
-        price for a quantity such a fill closed. Settling waits for each one's late-fill poll.
+        Why: an order that has just ended (the exchange ends a resting order at expiry; a
+        restart leaves a hedge order cancelled as a stray or in its job's grace) can report its
+        fill a moment later (API.md 11.16). An expired leg must not be paid at the delivery
+        price for a quantity such a fill closed, and a hedge must not send again the
+        rebalance such a fill already made: both wait for each order's late-fill poll.
         """
         return self._late_fills_settled(trade, now, grace_seconds, max_requests,
                                         keep=lambda order: order.leg_index in leg_indexes)

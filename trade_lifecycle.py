@@ -1564,6 +1564,14 @@ class LifecycleManager:
             self._hedge_note(trade, runtime, "waiting for an earlier order of the trade to be final")
             return None
         hedge_legs = trade.hedge_leg_indexes()
+        # A hedge order a restart left (cancelled as a stray, or cut off in its job's grace) may
+        # still report a fill: the rebalance it made must be seen before another is decided.
+        grace = self._grace_seconds(runtime)
+        if not (self.fills.strays_settled(trade, now, grace, INTERRUPTED_RECHECKS_PER_TICK)
+                and self.fills.late_fills_settled_on(trade, set(hedge_legs), now, grace,
+                                                     INTERRUPTED_RECHECKS_PER_TICK)):
+            self._hedge_note(trade, runtime, "waiting for the late-fill poll of an earlier hedge order")
+            return None
         options = [leg for leg in trade.legs if leg.index not in hedge_legs and not is_zero(leg.net_qty)]
         if any(leg.is_frozen(now) for leg in options):
             self._hedge_note(trade, runtime, "hold: an option leg is in its pre-expiry halt")
@@ -2076,7 +2084,7 @@ class LifecycleManager:
         settled only once no order on it is working: an order left by a restart (no job polls
         it) is polled here until the exchange has ended it, so a fill it reports on the way is
         counted as a close, never paid a second time at the delivery price; an order the
-        exchange has just ended gets its late-fill poll first (``legs_settled_for_expiry``). A
+        exchange has just ended gets its late-fill poll first (``late_fills_settled_on``). A
         close fill known only later still (a VANISHED or presumed NOT_PLACED verdict reversed)
         cuts the settlement when the fills are read again (``TradeFills.sync``).
         """
@@ -2095,8 +2103,8 @@ class LifecycleManager:
             return True  # live orders on expired symbols are left to the exchange and polled by the job
         if self.fills.poll_non_final_on(trade, {leg.index for leg in expired}):
             return True  # settled once the exchange has ended them (BEHAVIOUR 4.5)
-        if not self.fills.legs_settled_for_expiry(trade, {leg.index for leg in expired}, now,
-                                                  self._grace_seconds(runtime), INTERRUPTED_RECHECKS_PER_TICK):
+        if not self.fills.late_fills_settled_on(trade, {leg.index for leg in expired}, now,
+                                                self._grace_seconds(runtime), INTERRUPTED_RECHECKS_PER_TICK):
             return True  # an order the exchange just ended may still report a fill: its late-fill poll first
         expired = [leg for leg in expired if not is_zero(leg.net_qty)]   # what they filled is a close
         held = [leg for leg in trade.legs if not is_zero(leg.net_qty)]
@@ -2121,11 +2129,22 @@ class LifecycleManager:
         """A perp leg leaves with the options it stands beside (docs/PERPETUALS.md): once every
         option leg the trade holds is in its pre-expiry halt, an OPEN trade's exit is decided
         ("expiry") and its close round sends the perp legs (the frozen options are left to
-        settle). A perp never settles: without this it would outlive its structure."""
+        settle); once it holds no option leg at all (they were closed outside the daemon), the
+        exit is decided at once (``external_close``). A perp never settles: without this it
+        would outlive its structure."""
         options = [leg for leg in held if not leg.is_perpetual]
-        if trade.state is not TradeState.OPEN or runtime.job is not None or not options:
+        if trade.state is not TradeState.OPEN or runtime.job is not None or not any(leg.is_perpetual for leg in held):
             return False
-        if not any(leg.is_perpetual for leg in held) or not all(leg.is_frozen(now) for leg in options):
+        if not options:
+            if not any(not leg.is_perpetual for leg in trade.legs):
+                return False   # a structure of perp legs alone: its own exits decide
+            # Every option it stood beside is gone (closed outside the daemon, say): the perp,
+            # a hedge inside its band included, would stay open with no structure to hedge.
+            self._decide_exit(trade, EXIT_REASON_EXTERNAL, {"source": "options_gone",
+                                                            "perpetuals": "closed once no option leg is held"}, now)
+            self._set_state(trade, TradeState.PENDING_CLOSE)
+            return True
+        if not all(leg.is_frozen(now) for leg in options):
             return False
         self._decide_exit(trade, EXIT_REASON_EXPIRY, {"source": EXIT_REASON_EXPIRY,
                                                        "legs": [leg.symbol for leg in options],

@@ -351,3 +351,14 @@ def test_random_walk_keeps_the_total_within_band_plus_a_step(rebalance_to, under
             assert abs(total - config.target) < reach + 1e-9, decision.reason
         assert abs(state.hedge_qty) <= config.max_hedge_qty + 1e-9
     assert actions.get(HedgeAction.ORDER, 0) > 50 and actions.get(HedgeAction.WAIT, 0) > 50
+
+
+def test_a_split_whose_reducing_part_is_below_the_minimum_holds_rather_than_flip_in_one_order():
+    """Hedge +0.005 with a perp minimum of 0.01: the reducing part cannot be sent, and the
+    opening part alone (an ordinary sell of 0.025) would take the hedge from long to short."""
+    config = delta_hedge(band=0.02, max_hedge_qty=0.2, underlying="BTC")
+    decision = decide(config, structure_delta=0.025, hedge_qty=0.005, now=1_000.0, last_rebalance_at=None,
+                      perp_step=0.001, perp_tick=0.1, perp_mark=85_000.0, perp_bid=84_995.0, perp_ask=85_005.0,
+                      index=85_000.0, quote_age_seconds=0.0, max_quote_age_seconds=15.0, perp_min_qty=0.01)
+    assert decision.action is HedgeAction.HOLD and not decision.orders
+    assert "flip it through zero" in decision.reason
