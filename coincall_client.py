@@ -1080,15 +1080,17 @@ class CoincallClient:
         """Last, mark and index of ``underlying``'s perp (the symbol route, list or object),
         plus its funding rate (a second read) unless ``with_funding`` is False."""
         symbol = perp_symbol(underlying)
+        asked_at = self._clock.now()   # an answer is as old as its request, never fresher
         data = self._perp_market_get(Endpoints.FUTURES_SYMBOLS, {"symbol": symbol})
         funding = self.perp_funding_rate(underlying) if with_funding else None
-        return perp_ticker_from_api(data, symbol=symbol, as_of=self._clock.now(), funding=funding)
+        return perp_ticker_from_api(data, symbol=symbol, as_of=asked_at, funding=funding)
 
     def perp_order_book(self, underlying: str) -> OrderBook:
         """``underlying``'s perp book (``/open/futures/order/orderbook/v1/<SYMBOL>``), best first."""
         symbol = perp_symbol(underlying)
+        asked_at = self._clock.now()   # an answer is as old as its request, never fresher
         data = self._perp_market_get(Endpoints.PERP_ORDERBOOK, segments={"symbol": symbol})
-        return perp_order_book_from_api(data, symbol=symbol, as_of=self._clock.now())
+        return perp_order_book_from_api(data, symbol=symbol, as_of=asked_at)
 
     def perp_last_trades(self, underlying: str) -> list[PerpPublicTrade]:
         symbol = perp_symbol(underlying)

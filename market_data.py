@@ -283,8 +283,8 @@ class MarketData:
             if _is_fresh(entry, self._clock.now(), self._ttl):
                 return entry.value
         self._count(EP_INSTRUMENTS)
+        fetched_at = self._clock.now()   # stamped when asked (``_fetch_chain``)
         data = self._client.instruments(key)
-        fetched_at = self._clock.now()
         if not isinstance(data, list):
             raise StaleDataError(f"instruments for {key} is not a list: {type(data).__name__}")
         parsed = self._parse_listing(key, data)
@@ -340,10 +340,11 @@ class MarketData:
 
     def _fetch_index(self, key: str) -> _Entry[float]:
         self._count(EP_INDEX)
+        asked_at = self._clock.now()   # an answer is as old as its request (``_fetch_chain``)
         value = float(self._client.index_price(key))
         if not math.isfinite(value) or value <= 0:
             raise StaleDataError(f"unusable {index_name(key)} index price {value!r}")
-        entry = _Entry(value, self._clock.now())
+        entry = _Entry(value, asked_at)
         with self._lock:
             _store_if_newer(self._index, key, entry)
             alert = self._track_index_locked(key, entry)
@@ -436,8 +437,10 @@ class MarketData:
         underlying, expiry_ms = key
         index = index_name(underlying)
         self._count(EP_CHAIN)
-        data = self._client.option_chain(expiry_ms, index=index)
+        # Stamped when asked, not when answered: the exchange may have built the answer at any
+        # moment in between, and a slow or retried request must not look fresher than it is.
         fetched_at = self._clock.now()
+        data = self._client.option_chain(expiry_ms, index=index)
         payload = ChainPayload(data, as_of=fetched_at, expiry_ms=expiry_ms, index_name=index)
         if not len(payload):
             raise StaleDataError(f"the exchange returned no options for {underlying} expiry {expiry_ms}")
@@ -560,8 +563,8 @@ class MarketData:
             fetched_at = book.as_of
         else:
             self._count(EP_ORDERBOOK)
+            fetched_at = self._clock.now()   # stamped when asked (``_fetch_chain``)
             data = self._client.orderbook(symbol)
-            fetched_at = self._clock.now()
             book = order_book_from_api(data, symbol=symbol, as_of=fetched_at)
         with self._lock:
             _store_if_newer(self._books, symbol, _Entry(book, fetched_at))

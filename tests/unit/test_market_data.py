@@ -423,6 +423,20 @@ def test_chain_snapshot_rows_share_one_as_of_even_when_calls_take_time(market, c
     assert {r.as_of for r in snap.rows} == {snap.as_of}
 
 
+def test_an_answer_is_stamped_when_it_was_asked_for_so_a_slow_read_never_looks_fresher(market, client, clock):
+    """A read that took 12 s is 12 s old when it arrives: asked again 5 s later with a 15 s limit,
+    it is read again (stamped at the answer, it once passed for 5 s old)."""
+    client.latency = 12.0
+    asked = clock.now()
+    market.index_price("BTC", max_age=15.0)
+    book = market.order_book(sym(EXP1, 70000, "C"), max_age=15.0)
+    assert book.as_of == asked + 12.0                 # the book was asked for after the index came back
+    client.latency = 0.0
+    clock.advance(5.0)
+    market.index_price("BTC", max_age=15.0)
+    assert client.count("index_price") == 2
+
+
 def test_chain_snapshot_too_slow_raises(market, client):
     client.latency = 2.0  # instruments + index + 2 chains = 8 s
     with pytest.raises(SelectionError):
