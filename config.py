@@ -287,6 +287,13 @@ class Settings:
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise ConfigError("NOTIFY_WEBHOOK_URL is not an http(s) URL (the value is not shown: it may hold a "
                                   "token): use a URL such as https://hooks.example.com/…, or remove it")
+            try:
+                port = parsed.port
+            except ValueError:
+                port = -1
+            if port is not None and not 0 < port < 65536:
+                raise ConfigError("NOTIFY_WEBHOOK_URL has no usable port (the value is not shown: it may hold a "
+                                  "token): use a port from 1 to 65535, or leave the port out")
         if self.notify_min_level not in NOTIFY_LEVELS:
             raise ConfigError(f"NOTIFY_MIN_LEVEL={self.notify_min_level!r} is not valid: use {_or_list(NOTIFY_LEVELS)}")
 
@@ -484,16 +491,43 @@ def _or_list(choices: tuple[str, ...]) -> str:
     return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
 
 
+# Hosts of the real exchange: a simulator is never reached there, and testnet never trades on
+# production's host (the environment's name decides the banners, the paper-trading label,
+# ``doctor --orders`` and ``--speed``: it must say what the host is).
+EXCHANGE_DOMAIN = "coincall.com"
+
+
 def _parse_base_url(values: Mapping[str, str], environment: str) -> str | None:
     raw = values.get("COINCALL_BASE_URL")
     if raw is None:
         return DEFAULT_BASE_URLS.get(environment)
     parsed = urlparse(raw)
+    if parsed.username is not None or parsed.password is not None:
+        raise ConfigError("COINCALL_BASE_URL carries a user name or password (the value is not shown: it would "
+                          "be printed in every banner and log line): remove the user@ part, or remove the variable")
     allowed = ("http", "https") if environment == "sim" else ("https",)
-    if parsed.scheme not in allowed or not parsed.netloc:
-        example = "http://127.0.0.1:8765" if environment == "sim" else DEFAULT_BASE_URLS[environment]
+    example = "http://127.0.0.1:8765" if environment == "sim" else DEFAULT_BASE_URLS[environment]
+    if parsed.scheme not in allowed or not parsed.netloc or not parsed.hostname:
         scheme_text = "an http(s) URL" if environment == "sim" else f"an https URL in {environment}"
         raise ConfigError(f"COINCALL_BASE_URL={raw!r} is not valid: use {scheme_text} such as {example}, or remove it")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"COINCALL_BASE_URL={raw!r} has no usable port: use a port from 1 to 65535, as in "
+                          f"{example}, or leave the port out")
+    host = parsed.hostname.lower().rstrip(".")
+    on_exchange = host == EXCHANGE_DOMAIN or host.endswith("." + EXCHANGE_DOMAIN)
+    if environment == "sim" and on_exchange:
+        raise ConfigError(f"COINCALL_BASE_URL={raw!r} is the real exchange, but TRADING_ENVIRONMENT is sim (paper "
+                          f"trading): set TRADING_ENVIRONMENT=testnet or production with that environment's keys, "
+                          f"or point COINCALL_BASE_URL at a simulator (`python -m simulator`), or remove it")
+    production_host = urlparse(DEFAULT_BASE_URLS["production"]).hostname
+    if environment == "testnet" and host == production_host:
+        raise ConfigError(f"COINCALL_BASE_URL={raw!r} is the production exchange, but TRADING_ENVIRONMENT is "
+                          f"testnet: use {DEFAULT_BASE_URLS['testnet']} (or remove COINCALL_BASE_URL), or set "
+                          f"TRADING_ENVIRONMENT=production with production keys")
     return raw.rstrip("/")
 
 

@@ -33,8 +33,10 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import webbrowser
+from dataclasses import replace
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -453,20 +455,23 @@ def check_start_directories(settings: Settings, command: str) -> int | None:
 def check(settings: Settings, clock: Clock, configs: Sequence[StrategyConfig]) -> int:
     """Resolve every strategy's legs against the exchange and print them; no order, no state."""
     logger.info("%s", banner(settings).replace("starting", "checking"))
-    try:
-        ctx = open_context(settings, clock, state_dir=":memory:")
-    except Exception:
-        logger.exception("could not open the exchange connection")
-        return EXIT_STARTUP_FAILURE
-    failures = 0
-    try:
-        refused = check_key(ctx.http, settings)
-        if refused is not None:
-            return refused
-        for config in configs:
-            failures += _check_strategy(config, ctx)
-    finally:
-        ctx.close()
+    with tempfile.TemporaryDirectory(prefix="check-sim-") as scratch:
+        if settings.embeds_simulator:   # a throwaway paper account: a running daemon's is never rewritten
+            settings = replace(settings, sim_state_file=Path(scratch) / "simulator.json", sim_checkpoint_seconds=None)
+        try:
+            ctx = open_context(settings, clock, state_dir=":memory:")
+        except Exception:
+            logger.exception("could not open the exchange connection")
+            return EXIT_STARTUP_FAILURE
+        failures = 0
+        try:
+            refused = check_key(ctx.http, settings)
+            if refused is not None:
+                return refused
+            for config in configs:
+                failures += _check_strategy(config, ctx)
+        finally:
+            ctx.close()
     print(f"check: {len(configs) - failures} of {len(configs)} strategies OK; no order was sent")
     return EXIT_CONFIG if failures else EXIT_OK
 
