@@ -59,12 +59,17 @@ def hedge_jobs(rig):
     return [job for job in rig.executor.jobs if any(leg.symbol == "BTCUSD" for leg in job.legs)]
 
 
-def test_no_new_hedge_order_before_the_lost_orders_late_fill_poll():
-    rig, trade = hedged_rig()
+def first_rebalance(rig, trade):
+    """The first poll after the open: one hedge job buying on the long hedge leg; (job, that leg)."""
     rig.clock.advance(10)
     rig.poll()
     (job,) = hedge_jobs(rig)
-    long_index = trade.metadata[HEDGE_LEGS_KEY]["long"]
+    return job, trade.metadata[HEDGE_LEGS_KEY]["long"]
+
+
+def test_no_new_hedge_order_before_the_lost_orders_late_fill_poll():
+    rig, trade = hedged_rig()
+    job, long_index = first_rebalance(rig, trade)
     assert job.legs[0].leg_index == long_index and abs(job.legs[0].qty - 0.025) < 1e-9
     # The job's order rests on the book; then the process dies (the job is lost).
     order = rig.ledger.order(trade.id, long_index, "BTCUSD", Intent.OPEN, qty=0.025)
@@ -85,10 +90,7 @@ def test_no_new_hedge_order_before_the_lost_orders_late_fill_poll():
 def test_the_double_hedge_breaks_max_hedge_qty():
     """Outcome of the same race: the hedge ends at twice max_hedge_qty."""
     rig, trade = hedged_rig(max_hedge_qty=0.025, underlying="BTC")
-    rig.clock.advance(10)
-    rig.poll()
-    (job,) = hedge_jobs(rig)
-    long_index = trade.metadata[HEDGE_LEGS_KEY]["long"]
+    job, long_index = first_rebalance(rig, trade)
     order = rig.ledger.order(trade.id, long_index, "BTCUSD", Intent.OPEN, qty=0.025)
     rig.ledger.late[order.client_order_id] = (0.025, 85_004.0)
 
@@ -114,9 +116,7 @@ def test_a_restart_during_the_jobs_grace_poll_also_re_sends():
     """The job had cancelled its order and was waiting its grace poll when the process died:
     the order is final (no stray), its late fill not yet seen, and the hedge is re-sent at once."""
     rig, trade = hedged_rig()
-    rig.clock.advance(10)
-    rig.poll()
-    long_index = trade.metadata[HEDGE_LEGS_KEY]["long"]
+    _job, long_index = first_rebalance(rig, trade)
     order = rig.ledger.order(trade.id, long_index, "BTCUSD", Intent.OPEN, qty=0.025)
     rig.ledger.end(order, OrderStatus.CANCELED)          # cancelled, 0 filled so far
     rig.ledger.late[order.client_order_id] = (0.025, 85_004.0)
@@ -131,10 +131,7 @@ def test_a_restart_during_the_jobs_grace_poll_also_re_sends():
 
 def test_the_hedge_leaves_with_the_options_closed_outside_the_daemon():
     rig, trade = hedged_rig()
-    rig.clock.advance(10)
-    rig.poll()
-    (job,) = hedge_jobs(rig)
-    long_index = trade.metadata[HEDGE_LEGS_KEY]["long"]
+    job, long_index = first_rebalance(rig, trade)
     rig.ledger.fill(trade.id, long_index, Intent.OPEN, 0.015, 85_004.0, 0.6, at=rig.clock.now())
     job.end(JobStatus.PARTIAL)
     rig.clock.advance(2)
