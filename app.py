@@ -48,7 +48,7 @@ from coincall_payloads import (
     read_listing,
 )
 from commands import CommandProcessor
-from dashboard import DashboardError, start_dashboard
+from dashboard import DashboardError, DashboardServer, bind_dashboard
 from conditions import ConditionHealth
 from config import STATE_DB_NAME, Settings, load_settings
 from contracts import DEFAULT_UNDERLYING
@@ -958,6 +958,36 @@ def run_locked(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequen
     logger.info("%s", banner(settings))
     logger.info("settings: %s", settings.describe())
     logger.info("strategies: %s", ", ".join(config.name for config in configs) or "none")
+    # The dashboard (docs/DASHBOARD.md) takes its port before the first exchange request, so a
+    # port in use refuses the start (exit 2) before anything is asked of the exchange; it serves
+    # once the loop is about to run. The daemon's run only (not a command-line kill).
+    view_board, log_tail = ViewBoard(), LogTail()
+    try:
+        dashboard = (bind_dashboard(settings, clock, view_board, log_tail, _state_path(settings.state_dir))
+                     if plan.entries else None)
+    except DashboardError as exc:
+        logger.error("configuration error: %s", exc)
+        complain(f"configuration error: {exc}")
+        return EXIT_CONFIG
+    try:
+        return _run_with_dashboard(settings, clock, stop, configs, plan, Surface(view_board, log_tail, dashboard))
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
+
+
+@dataclass(frozen=True)
+class Surface:
+    """What the operator sees while the daemon runs: the view board and log tail the dashboard
+    reads, and the dashboard itself (bound, not yet serving; None when disabled)."""
+
+    view_board: ViewBoard
+    log_tail: LogTail
+    dashboard: DashboardServer | None
+
+
+def _run_with_dashboard(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[StrategyConfig],
+                        plan: RunPlan, surface: Surface) -> int:
     try:
         ctx = open_context(settings, clock)
     except Exception:
@@ -976,7 +1006,7 @@ def run_locked(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequen
         notifier.start()
     ending = "stopped by an unexpected error (see the log)"
     try:
-        code = _start_and_loop(ctx, settings, stop, configs, plan)
+        code = _start_and_loop(ctx, settings, stop, configs, plan, surface)
         ending = stop_text(code, stop)
     finally:
         try:
@@ -991,7 +1021,7 @@ def run_locked(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequen
 
 
 def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, configs: Sequence[StrategyConfig],
-                    plan: RunPlan) -> int:
+                    plan: RunPlan, surface: Surface) -> int:
     """Everything after the context is open; the refusals (exit 2) come before any callback
     is registered, so a refused start sends nothing that could trade."""
     recovered = recover(ctx)
@@ -1020,22 +1050,15 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
     monitor.register(StatusReporter(ctx, runners, every=plan.status_every))
     # The operator view (issue 12): built after the status line each poll, published to the board
     # the dashboard reads, written to STATE_DIR/operator_view.json for `status`.
-    view_board = ViewBoard()
-    log_tail = LogTail()
+    view_board, log_tail = surface.view_board, surface.log_tail
     if plan.operator_view:
         monitor.register(ViewPublisher(view_sources(ctx, settings, runners, plan), view_board, log_tail=log_tail,
                                        journal=ctx.journal, state_dir=settings.state_dir))
     monitor.register(DailySummary(ctx.lifecycle_manager, ctx.journal))
-    # The dashboard (docs/DASHBOARD.md), on threads of its own: it reads the board and the log tail
-    # and writes only the command queue, through its own connection to the state db. The daemon's
-    # run only (not a command-line kill); a refused bind is a start-up error, before the loop.
-    try:
-        dashboard = (start_dashboard(settings, ctx.clock, view_board, log_tail, _state_path(settings.state_dir))
-                     if plan.entries else None)
-    except DashboardError as exc:
-        logger.error("configuration error: %s", exc)
-        complain(f"configuration error: {exc}")
-        return EXIT_CONFIG
+    # The dashboard (docs/DASHBOARD.md), on a thread of its own: it reads the board and the log tail
+    # and writes only the command queue, through its own connection to the state db.
+    if surface.dashboard is not None:
+        surface.dashboard.serve()
     if plan.before_loop is not None:
         plan.before_loop(ctx)
     exporter = TradesSnapshotExporter(settings.state_dir)
@@ -1059,8 +1082,8 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
         daemon_loop(ctx, runners, stop, plan.run_for, on_wake=on_wake, finished=finished)
     finally:
         log_tail.remove()
-        if dashboard is not None:
-            dashboard.stop()
+        if surface.dashboard is not None:
+            surface.dashboard.stop()
     if identity.refusal is not None:
         return identity.refuse(identity.refusal)
     logger.info("stopping: %s", stop.reason or "requested")

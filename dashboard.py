@@ -179,6 +179,16 @@ class DashboardServer:
 
     def start(self) -> None:
         """Bind and serve on a daemon thread; a refused bind raises ``DashboardError``."""
+        self.bind()
+        self.serve()
+
+    def bind(self) -> None:
+        """Take the port without serving yet; a refused bind raises ``DashboardError``.
+
+        The daemon binds before its first exchange request, so a port in use refuses the start
+        before anything is asked of the exchange, and serves once its loop is about to run
+        (a browser that connects in between waits in the listen queue).
+        """
         if self._server is not None:
             return
         try:
@@ -189,6 +199,13 @@ class DashboardServer:
                                  ) from exc
         server.timeout = SERVE_POLL_SECONDS
         self._server = server
+
+    def serve(self) -> None:
+        """Serve the bound port on a daemon thread (``bind`` first); twice is harmless."""
+        if self._server is None:
+            raise DashboardError("the dashboard must bind its port before it serves")
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._serve, name=f"dashboard-{self.port}", daemon=True)
         self._thread.start()
         logger.info("dashboard listening on %s (token required; docs/DASHBOARD.md)", self.url)
@@ -205,7 +222,8 @@ class DashboardServer:
         server, thread = self._server, self._thread
         self._server, self._thread = None, None
         if server is not None:
-            server.shutdown()
+            if thread is not None:   # shutdown() waits for serve_forever: only when it ran
+                server.shutdown()
             server.server_close()
         if thread is not None:
             thread.join(STOP_JOIN_SECONDS)
@@ -567,14 +585,16 @@ class _Handler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------------------------------
 
 
-def start_dashboard(settings: Settings, clock: Clock, view: ViewSource, log: LogSource,
-                    db_path: str | Path) -> DashboardServer | None:
-    """The dashboard the settings ask for, started; None when it is disabled.
+def bind_dashboard(settings: Settings, clock: Clock, view: ViewSource, log: LogSource,
+                   db_path: str | Path) -> DashboardServer | None:
+    """The dashboard the settings ask for, bound to its port but not serving yet; None when
+    it is disabled.
 
-    Raises ``DashboardError`` when it cannot start (a refused address, a port in use): the
-    caller turns it into a start-up refusal (exit 2) before the loop. Sessions, lock-outs and
-    the kill switch's confirmation are a person's time: on a simulated clock (paper trading at
-    ``--speed 60``) they run on the wall clock, or a confirmation would lapse in a second.
+    Raises ``DashboardError`` when it cannot start (no token, a refused address, a port in
+    use): the caller turns it into a start-up refusal (exit 2) before any exchange request.
+    Sessions, lock-outs and the kill switch's confirmation are a person's time: on a
+    simulated clock (paper trading at ``--speed 60``) they run on the wall clock, or a
+    confirmation would lapse in a second.
     """
     if not settings.dashboard_enabled:
         return None
@@ -584,8 +604,18 @@ def start_dashboard(settings: Settings, clock: Clock, view: ViewSource, log: Log
                              settings.dashboard_allow_remote)
     people_clock: Clock = RealClock() if isinstance(clock, SimulatedClock) else clock
     server = DashboardServer(config, clock, view, log, db_path, people_clock=people_clock)
-    server.start()
+    server.bind()
     return server
 
 
-__all__ = ["DashboardConfig", "DashboardError", "DashboardServer", "LogSource", "ViewSource", "start_dashboard"]
+def start_dashboard(settings: Settings, clock: Clock, view: ViewSource, log: LogSource,
+                    db_path: str | Path) -> DashboardServer | None:
+    """``bind_dashboard``, then serving; None when the dashboard is disabled."""
+    server = bind_dashboard(settings, clock, view, log, db_path)
+    if server is not None:
+        server.serve()
+    return server
+
+
+__all__ = ["DashboardConfig", "DashboardError", "DashboardServer", "LogSource", "ViewSource", "bind_dashboard",
+           "start_dashboard"]

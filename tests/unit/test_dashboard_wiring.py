@@ -94,3 +94,6 @@ def test_a_port_in_use_refuses_the_start_with_exit_2_before_the_loop(tmp_path, c
     assert f"the dashboard cannot listen on 127.0.0.1:{port}" in err and "choose another DASHBOARD_PORT" in err
     log = (tmp_path / "logs" / "trading.log").read_text(encoding="utf-8")
     assert "status" not in log.split("the dashboard cannot listen")[1]   # no wake ran after the refusal
+    # Refused before the first exchange request: no store opened, no paper account made, no chain read.
+    assert not (tmp_path / "state" / "trader.db").exists()
+    assert "simulated time" not in log and "API key" not in log
