@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
-from dashboard_security import MIN_TOKEN_LENGTH, bind_problem
+from dashboard_security import bind_problem, token_weakness
 from errors import ConfigError
 from notifications import DEFAULT_MIN_LEVEL, NOTIFY_LEVELS, mask_url
 from validation import closest
@@ -243,12 +243,11 @@ class Settings:
         """
         if not self.dashboard_enabled:
             return
-        token = self.dashboard_token or ""
-        if len(token.strip()) < MIN_TOKEN_LENGTH:
-            raise ConfigError(f"DASHBOARD_ENABLED=true needs DASHBOARD_TOKEN of at least {MIN_TOKEN_LENGTH} "
-                              f"characters (it is {'unset' if not token else f'{len(token)} characters'}): generate "
-                              f"one with `python -c \"import secrets; print(secrets.token_urlsafe(32))\"` and put "
-                              f"it in .env, or set DASHBOARD_ENABLED=false")
+        weakness = token_weakness(self.dashboard_token or "")
+        if weakness is not None:
+            raise ConfigError(f"DASHBOARD_ENABLED=true needs a strong DASHBOARD_TOKEN ({weakness}): generate one "
+                              f"with `python -c \"import secrets; print(secrets.token_urlsafe(32))\"` and put it in "
+                              f".env, or set DASHBOARD_ENABLED=false")
         problem = bind_problem(self.dashboard_host, self.dashboard_allow_remote)
         if problem is not None:
             raise ConfigError(f"DASHBOARD_HOST={self.dashboard_host!r} is refused: {problem}")

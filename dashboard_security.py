@@ -79,6 +79,31 @@ def bind_problem(host: str, allow_remote: bool) -> str | None:
             f"(docs/DASHBOARD.md), or set DASHBOARD_ALLOW_REMOTE=true if you really mean it")
 
 
+MIN_TOKEN_DISTINCT_CHARACTERS = 8
+
+
+def token_weakness(token: str) -> str | None:
+    """Why ``token`` is too weak to guard the dashboard, or None when it is acceptable.
+
+    Length alone lets ``aaaaaaaaaaaaaaaa``, ``abcabcabcabcabca`` or ``0123456789abcdef``
+    through, and the dashboard can close every position. The answer describes the weakness
+    without quoting the token (it is a secret even when it is a bad one).
+    """
+    text = token.strip()
+    if len(text) < MIN_TOKEN_LENGTH:
+        return f"it is {'unset' if not token else f'{len(token)} characters'}; at least {MIN_TOKEN_LENGTH} are needed"
+    distinct = len(set(text))
+    if distinct < MIN_TOKEN_DISTINCT_CHARACTERS:
+        return f"it uses only {distinct} different characters; at least {MIN_TOKEN_DISTINCT_CHARACTERS} are needed"
+    for period in range(1, len(text) // 2 + 1):
+        if all(text[i] == text[i - period] for i in range(period, len(text))):
+            return "it repeats a short pattern"
+    steps = {ord(b) - ord(a) for a, b in zip(text, text[1:])}
+    if len(steps) <= 2:
+        return "it is a run of consecutive characters"
+    return None
+
+
 # ---------------------------------------------------------------------------------------
 # Values
 # ---------------------------------------------------------------------------------------
@@ -345,6 +370,7 @@ def cookie_value(cookie_header: str | None, name: str = SESSION_COOKIE) -> str |
 
 
 __all__ = [
-    "AuthResult", "CSRF_FIELD", "CSRF_HEADER", "DashboardGuard", "KillArm", "MIN_TOKEN_LENGTH", "SESSION_COOKIE",
+    "AuthResult", "CSRF_FIELD", "CSRF_HEADER", "DashboardGuard", "KillArm", "MIN_TOKEN_LENGTH",
+    "token_weakness", "SESSION_COOKIE",
     "Session", "bearer_token", "bind_problem", "cookie_value", "host_allowed", "is_loopback", "same_origin",
 ]

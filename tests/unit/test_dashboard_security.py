@@ -24,6 +24,7 @@ from dashboard_security import (
     host_allowed,
     is_loopback,
     same_origin,
+    token_weakness,
 )
 from errors import ConfigError
 from persistence import StateStore
@@ -326,7 +327,29 @@ def test_host_rules():
 def test_settings_refuse_an_enabled_dashboard_without_a_long_token(tmp_path):
     env = dashboard_env(tmp_path)
     del env["DASHBOARD_TOKEN"]
-    with pytest.raises(ConfigError, match="needs DASHBOARD_TOKEN of at least 16 characters .*secrets.token_urlsafe"):
+    with pytest.raises(ConfigError, match="needs a strong DASHBOARD_TOKEN \\(it is unset; at least 16 are needed\\)"
+                                          ".*secrets.token_urlsafe"):
         load_settings(env, dotenv_path=None)
     with pytest.raises(ConfigError, match="it is 5 characters"):
         load_settings({**env, "DASHBOARD_TOKEN": "short"}, dotenv_path=None)
+
+
+@pytest.mark.parametrize("token, weakness", [
+    ("a" * 40, "only 1 different characters"),
+    ("aabbccddaabbccddaabb", "only 4 different characters"),
+    ("abcdefgh" * 4, "repeats a short pattern"),
+    ("abcdefghijklmnopqrstuvwxyz", "run of consecutive characters"),
+    ("0123456789abcdef", "run of consecutive characters"),
+    ("zyxwvutsrqponmlkjihg", "run of consecutive characters"),
+])
+def test_settings_refuse_a_long_but_guessable_token_without_quoting_it(tmp_path, token, weakness):
+    env = {**dashboard_env(tmp_path), "DASHBOARD_TOKEN": token}
+    with pytest.raises(ConfigError, match=weakness) as refused:
+        load_settings(env, dotenv_path=None)
+    assert token.strip() not in str(refused.value)
+
+
+def test_a_generated_token_is_accepted(tmp_path):
+    for token in ("Q3v9Zr_k1XwLm0pT8sYbN2cE5hGa7dJu", "wiring-test-token-0123456789"):
+        assert token_weakness(token) is None
+        assert load_settings({**dashboard_env(tmp_path), "DASHBOARD_TOKEN": token}, dotenv_path=None).dashboard_token
