@@ -45,6 +45,7 @@ from contracts import (
     underlying_spec,
 )
 from errors import ConfigError, SelectionError, TraderError
+from price_sanity import quote_problems
 from seams import PerpChainSource, require
 from validation import invalid, is_int, is_number, refuse_unknown_keys, refuse_unknown_keywords
 
@@ -634,9 +635,13 @@ def _choose_by_days(criteria: Mapping[str, Any], expiries: list[int], now: float
 # --------------------------------------------------------------------------- rows and measures
 def _selectable_rows(snapshot: "ChainSnapshot", expiry_ms: int, option_type: str, now: float,
                      side: int | None, min_minutes_to_expiry: float) -> list["OptionRow"]:
-    """Rows we may trade (§3.1): active, far enough from expiry, quoted on our side.
+    """Rows we may trade (§3.1): active, far enough from expiry, quoted on our side, and
+    believable (``price_sanity``: a sane mark, sane sides, not crossed).
 
-    ``side=None`` (a bare find_option) accepts a row with a bid or an ask.
+    ``side=None`` (a bare find_option) accepts a row with a bid or an ask. An insane row is
+    never chosen: the open would refuse its price anyway and count a failed open for the day,
+    and its delta (computed from the same bad figures) would mislead a delta target. The
+    selection picks among the believable rows instead, or finds nothing and waits.
     """
     if expiry_ms / 1000.0 - now <= min_minutes_to_expiry * 60.0:
         return []
@@ -644,6 +649,10 @@ def _selectable_rows(snapshot: "ChainSnapshot", expiry_ms: int, option_type: str
     for row in snapshot.rows_for(expiry_ms, option_type):
         instrument = snapshot.instruments.get(row.symbol)
         if instrument is None or not instrument.is_active:
+            continue
+        problems = quote_problems(row, row.symbol)
+        if problems:
+            logger.debug("selection skips %s: %s", row.symbol, "; ".join(problems))
             continue
         if side == Side.BUY:
             quoted = row.ask > 0

@@ -25,6 +25,7 @@ from option_selection import (
     straddle,
     strangle,
 )
+from tests.unit.sane_quotes import fair_quote
 
 MONTHS = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split()
 
@@ -54,9 +55,11 @@ def model_delta(option_type: str, strike: float, index: float = INDEX) -> float:
 
 
 def make_row(expiry_ms: int, strike: float, option_type: str, **changes) -> OptionRow:
+    bid, ask, mark = fair_quote(option_type, strike, expiry_ms, INDEX + 50, NOW)
     row = OptionRow(
         symbol=symbol_for(expiry_ms, strike, option_type), option_type=option_type, strike=float(strike),
-        expiry_ms=expiry_ms, bid=100.0, ask=110.0, bid_size=1.0, ask_size=1.0, mark=105.0, mark_iv=0.5,
+        expiry_ms=expiry_ms, bid=bid, ask=ask, bid_size=1.0, ask_size=1.0,
+        mark=mark, mark_iv=0.5,
         bid_iv=0.49, ask_iv=0.51, delta=model_delta(option_type, strike), gamma=0.0001, vega=10.0,
         theta=-5.0, rho=0.1, underlying_price=INDEX + 50, as_of=NOW,
     )
@@ -307,6 +310,22 @@ class TestStrikeCriteria:
         # index 91,000 is equidistant from 90k and 92k -> lower strike
         assert self.strike_of("C", {"type": "closestStrike"}, snapshot=make_snapshot(index=91_000)) == 90_000
 
+    @pytest.mark.parametrize("insane", [
+        {"mark": 0.0},                                    # no mark
+        {"bid": 9_000.0, "ask": 9_100.0},                 # sides far above the option's worth
+        {"bid": 1_500.0, "ask": 1_400.0},                 # crossed
+    ], ids=["zero-mark", "sides-outside-band", "crossed"])
+    def test_an_insane_row_is_never_chosen_the_nearest_believable_one_is(self, insane):
+        atm = symbol_for(E1, 90_000, "P")
+        snap = make_snapshot(changes={atm: insane})
+        assert self.strike_of("P", {"type": "closestStrike"}) == 90_000
+        assert self.strike_of("P", {"type": "closestStrike"}, snapshot=snap) == 88_000   # tie 88k/92k: lower
+
+    def test_a_strike_asked_by_value_whose_row_is_insane_is_no_selection(self):
+        snap = make_snapshot(changes={symbol_for(E1, 86_000, "C"): {"mark": 0.0}})
+        with pytest.raises(SelectionError, match="no selectable option"):
+            resolve_one(leg("C", strike={"type": "strike", "value": 86_000}, expiry={"dte": 1}), snap)
+
     def test_atm_uses_index_not_underlying_price(self):
         snap = make_snapshot(index=93_900)  # rows carry underlying_price 90,050
         assert self.strike_of("C", {"type": "closestStrike"}, snapshot=snap) == 94_000
@@ -465,8 +484,9 @@ class TestFindOption:
         assert chosen.strike == 80_000 and chosen.expiry_ms == E1
         assert chosen.expiry == datetime(2026, 3, 3, 8, tzinfo=timezone.utc)
         assert chosen.days_to_expiry == pytest.approx(26 / 24)
-        assert (chosen.bid, chosen.ask, chosen.bid_size, chosen.ask_size) == (100.0, 110.0, 1.0, 1.0)
-        assert chosen.mark == 105.0 and chosen.mark_iv == 0.5 and chosen.delta == -0.25
+        row = make_row(E1, 80_000, "P")
+        assert (chosen.bid, chosen.ask, chosen.bid_size, chosen.ask_size) == (row.bid, row.ask, 1.0, 1.0)
+        assert chosen.mark == row.mark and chosen.mark_iv == 0.5 and chosen.delta == -0.25
         assert chosen.index_price == INDEX and chosen.as_of == NOW
         assert chosen.distance_pct == pytest.approx(100 * 10_000 / 90_000)
         assert chosen.otm_pct == pytest.approx(100 * 10_000 / 90_000)

@@ -17,6 +17,7 @@ from errors import ConfigError
 from market_data import ChainSnapshot
 from option_selection import LegSpec, resolve_legs, vertical_spread
 from strategy_factories import factory_failure
+from tests.unit.sane_quotes import fair_quote
 
 NOW = datetime(2026, 3, 2, 6, tzinfo=timezone.utc).timestamp()          # Monday 06:00 UTC
 EXPIRY_MS = int(datetime(2026, 3, 3, 8, tzinfo=timezone.utc).timestamp() * 1000)  # dte 1
@@ -39,9 +40,10 @@ def call_delta(strike: float) -> float:
 
 def row(strike: float, option_type: str) -> OptionRow:
     delta = call_delta(strike) if option_type == "C" else round(call_delta(strike) - 1.0, 6)
+    bid, ask, mark = fair_quote(option_type, strike, EXPIRY_MS, INDEX, NOW)
     return OptionRow(
         symbol=f"BTCUSD-3MAR26-{strike}-{option_type}", option_type=option_type, strike=float(strike),
-        expiry_ms=EXPIRY_MS, bid=100.0, ask=110.0, bid_size=1.0, ask_size=1.0, mark=105.0, mark_iv=0.5,
+        expiry_ms=EXPIRY_MS, bid=bid, ask=ask, bid_size=1.0, ask_size=1.0, mark=mark, mark_iv=0.5,
         bid_iv=0.49, ask_iv=0.51, delta=delta, gamma=0.0001, vega=10.0, theta=-5.0, rho=0.1,
         underlying_price=INDEX, as_of=NOW,
     )
