@@ -58,6 +58,7 @@ from events import EventJournal
 from exchange_connection import ExchangeConnection, assumptions_for, open_exchange, read_server_time
 from health import HealthReporter
 from instance_lock import InstanceLock
+from loop_guard import StepGuard
 from market_data import MarketData
 from multileg_orderbook import SmartOrderbookExecutor
 from notifications import Notifier, build_notifier
@@ -266,6 +267,7 @@ def build_context(
                                  store=store, alerts=alerts, health=condition_health, journal=journal,
                                  funding_client=client)
     monitor = PositionMonitor(account_manager, clock, poll_interval=poll_interval, on_alert=on_alert,
+                              on_critical=alert_hook(alerts, "CRITICAL"),
                               wait_slice=monitor_wait_slice(clock, poll_interval))
     # The reconciler first: the lifecycle is on hold until the start-up reconciliation has
     # compared our trades with the positions, and each wake sees its corrections.
@@ -856,21 +858,22 @@ def daemon_loop(ctx: TradingContext, runners: Sequence[StrategyRunner], stop: St
     # The monitor's wait between ticks looks at the flag in every slice: a signal cuts it
     # short, never a tick (the handler itself only sets the flag).
     monitor.set_stop_check(lambda: stop.is_set)
+    # Each step under its own guard: one that fails on every wake never starves the others, and a
+    # streak of failures is a CRITICAL alert, not only a traceback in the log (loop_guard.py).
+    guards = {name: StepGuard(name, clock, ctx.alerts) for name in ("monitor", "health", "per-wake", "finished")}
+
+    def report_health() -> None:
+        if ctx.health.due():   # the state walks every trade: built only when a line is due
+            ctx.health.maybe_report(health_state(ctx, runners, started_at))
+
     try:
         while not stop.is_set:
-            try:
-                monitor.run_once()
-            except Exception:
-                logger.exception("monitor iteration failed; retrying after one poll interval")
-                wait_until(clock, clock.now() + monitor.poll_interval, stop)
-            try:
-                if ctx.health.due():   # the state walks every trade: built only when a line is due
-                    ctx.health.maybe_report(health_state(ctx, runners, started_at))
-                if on_wake is not None:
-                    on_wake(clock.now())
-            except Exception:
-                logger.exception("health report or checkpoint failed; continuing")
-            done = finished() if finished is not None else None
+            if guards["monitor"].run(monitor.run_once) is None:
+                wait_until(clock, clock.now() + monitor.poll_interval, stop)   # retried after one interval
+            guards["health"].run(report_health)
+            if on_wake is not None:
+                guards["per-wake"].run(lambda: on_wake(clock.now()))
+            done = guards["finished"].run(finished) if finished is not None else None
             if done is not None:
                 stop.request(done)
             if deadline is not None and clock.now() >= deadline and not stop.is_set:
@@ -1008,6 +1011,13 @@ def _run_with_dashboard(settings: Settings, clock: Clock, stop: StopFlag, config
     try:
         code = _start_and_loop(ctx, settings, stop, configs, plan, surface)
         ending = stop_text(code, stop)
+    except Exception:  # noqa: BLE001 - written to trading.log while its handlers still exist
+        # A bug in a start-up or shutdown step: the traceback goes to the log the operator reads
+        # (main removes the handlers on the way out), and the exit code is 1, which a service
+        # manager restarts (deploy/coincall-trader.service), like a crash.
+        logger.critical("the daemon stopped on an unexpected error", exc_info=True)
+        complain("the daemon stopped on an unexpected error: see trading.log for the traceback")
+        code = EXIT_STARTUP_FAILURE
     finally:
         try:
             ctx.close()

@@ -252,6 +252,14 @@ class Settings:
         if problem is not None:
             raise ConfigError(f"DASHBOARD_HOST={self.dashboard_host!r} is refused: {problem}")
 
+    def secret_values(self) -> list[str]:
+        """Every secret these settings hold (API key and secret, dashboard token, bot token, webhook
+        URL): the log redacts each of them, whatever logger a line comes from."""
+        values = [self.dashboard_token, self.telegram_bot_token, self.notify_webhook_url]
+        if self.credentials is not None:
+            values += [self.credentials.api_key, self.credentials.api_secret]
+        return [value for value in values if value]
+
     def describe_dashboard(self) -> str:
         """The dashboard's settings for the log: the token only as "set", never its value."""
         if not self.dashboard_enabled:

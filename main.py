@@ -73,6 +73,7 @@ from doctor import DoctorOptions, DoctorReport, refuse_orders, run_doctor
 from errors import ConfigError, TraderError
 from operator_cli import OperatorRun, run_operator_command
 from operations import format_status, status_json, status_report
+from notifications import Redactor
 from option_selection import resolve_legs
 from recorder import RecordPlan, run_record
 from stop_flag import StopFlag
@@ -94,6 +95,8 @@ LOG_FILE_NAME = "trading.log"
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUP_COUNT = 5
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# Loggers of the HTTP libraries, kept at WARNING: at DEBUG they log request paths (setup_logging).
+QUIET_LIBRARY_LOGGERS = ("urllib3", "requests")
 # Where a record keeps its stamp once the first handler formatted it (file and stderr agree).
 _STAMP_ATTRIBUTE = "clock_stamp"
 
@@ -313,9 +316,15 @@ class ClockFormatter(logging.Formatter):
     time even when a handler formats the record later than another.
     """
 
-    def __init__(self, clock: Clock | None) -> None:
+    def __init__(self, clock: Clock | None, secrets: Sequence[str] = ()) -> None:
         super().__init__(LOG_FORMAT)
         self._clock = clock
+        self._redact = Redactor((secret, "<redacted>") for secret in secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The line with every configured secret replaced, traceback included: a library's debug
+        line or an exception's text may quote a URL that carries a token."""
+        return self._redact(super().format(record))
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         stamp = record.__dict__.get(_STAMP_ATTRIBUTE)
@@ -326,18 +335,22 @@ class ClockFormatter(logging.Formatter):
 
 
 def setup_logging(log_dir: Path, level: str, clock: Clock | None = None, *,
-                  console_level: str | None = None) -> Callable[[], None]:
+                  console_level: str | None = None, secrets: Sequence[str] = ()) -> Callable[[], None]:
     """Send logs to ``<log_dir>/trading.log`` (rotating) and stderr; returns the undo.
 
     ``clock`` stamps the lines (``ClockFormatter``): the run's own clock, simulated in sim.
     ``console_level`` raises the bar for stderr only (a backtest keeps stderr for its
     progress line and warnings, and the whole log in the file).
 
+    ``secrets`` are redacted from every line. The HTTP libraries' own loggers stay at WARNING
+    whatever ``level`` is: at DEBUG urllib3 logs each request's path, and a Telegram bot's or a
+    webhook's path carries its token.
+
     The undo matters because tests run ``main()`` in-process several times: each run
     removes exactly the handlers it added and restores the root level.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    formatter = ClockFormatter(clock)
+    formatter = ClockFormatter(clock, secrets)
     file_handler = RotatingFileHandler(
         log_dir / LOG_FILE_NAME, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUP_COUNT, encoding="utf-8",
     )
@@ -350,12 +363,17 @@ def setup_logging(log_dir: Path, level: str, clock: Clock | None = None, *,
     if console_level is not None:
         stderr_handler.setLevel(console_level)
     root.setLevel(level)
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LIBRARY_LOGGERS}
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     def undo() -> None:
         for handler in (file_handler, stderr_handler):
             root.removeHandler(handler)
             handler.close()
         root.setLevel(previous_level)
+        for name, library_level in quiet.items():
+            logging.getLogger(name).setLevel(library_level)
 
     return undo
 
@@ -586,7 +604,8 @@ def record_command(args: argparse.Namespace, settings: Settings, clock: Clock | 
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     chosen_clock = choose_clock(settings, None, clock)
-    undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level, chosen_clock)
+    undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level, chosen_clock,
+                                 secrets=settings.secret_values())
     stop = StopFlag()
     undo_signals = install_signal_handlers(stop)
     try:
@@ -614,7 +633,8 @@ def doctor_command(args: argparse.Namespace, settings: Settings, configs: Sequen
     # Only warnings reach the terminal: the report is doctor's output. The file log keeps the rest.
     try:
         undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level, chosen_clock,
-                                     console_level="WARNING" if args.log_level is None else args.log_level)
+                                     console_level="WARNING" if args.log_level is None else args.log_level,
+                                     secrets=settings.secret_values())
     except OSError as exc:
         print(f"configuration error: LOG_DIR={str(settings.log_dir)!r} is not usable ({exc.strerror})",
               file=sys.stderr)
@@ -703,7 +723,9 @@ def main(
     if args.command in ("kill", "resume", "pause"):  # operator_cli.py: queue for a running daemon, or act in-process
         return run_operator_command(args, OperatorRun(
             settings=settings, factories=STRATEGIES if strategies is None else strategies,
-            setup_logging=setup_logging, install_signal_handlers=install_signal_handlers, clock=clock))
+            setup_logging=lambda log_dir, level, log_clock: setup_logging(log_dir, level, log_clock,
+                                                                          secrets=settings.secret_values()),
+            install_signal_handlers=install_signal_handlers, clock=clock))
     try:
         configs = select_strategies(build_strategy_configs(STRATEGIES if strategies is None else strategies),
                                     args.strategy)
@@ -715,7 +737,8 @@ def main(
     # The clock first: every log line is stamped with it (simulated time in sim).
     chosen_clock = choose_clock(settings, speed, clock)
     try:
-        undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level, chosen_clock)
+        undo_logging = setup_logging(settings.log_dir, args.log_level or settings.log_level, chosen_clock,
+                                     secrets=settings.secret_values())
     except OSError as exc:
         print(
             f"configuration error: LOG_DIR={str(settings.log_dir)!r} is not usable ({exc.strerror}): "

@@ -82,6 +82,7 @@ class PositionMonitor:
         exec_tick_interval: float = 2.0,
         wait_slice: float = 0.5,
         on_alert: AlertHook | None = None,
+        on_critical: AlertHook | None = None,
         join_timeout: float = 35.0,
     ) -> None:
         for name, value in (("poll_interval", poll_interval), ("exec_tick_interval", exec_tick_interval),
@@ -95,6 +96,9 @@ class PositionMonitor:
         self.exec_tick_interval = float(exec_tick_interval)
         self._wait_slice = float(wait_slice)
         self._on_alert = on_alert
+        # What stops supervision (a callback failing in a row, a poll failing on a bug) goes to a
+        # person's phone: notifications default to CRITICAL only.
+        self._on_critical = on_critical if on_critical is not None else on_alert
         self._join_timeout = join_timeout
         self._lock = threading.Lock()
         self._registrations: list[_Registration] = []
@@ -106,6 +110,7 @@ class PositionMonitor:
         self.last_error_at: float | None = None
         self._failing_since: float | None = None   # clock time of the first failed poll of a streak
         self._failed_polls = 0
+        self._unexpected_alerted = False   # one CRITICAL per streak of polls failing on a bug
         self.ticks = 0
         self._stop_event = threading.Event()
         self._stop_check: Callable[[], bool] | None = None
@@ -232,19 +237,38 @@ class PositionMonitor:
         try:
             snap = self._account_manager.snapshot()
         except SnapshotError as exc:
-            self._current_error = exc
-            self.last_error = exc
-            self.last_error_at = self._clock.now()
-            self._log_failed_poll(exc, self.last_error_at)
+            self._failed_poll(exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug in the account read must not stop the callbacks
+            # Delivered like any failed poll: every callback still runs (on_snapshot_error), so
+            # working close and unwind jobs, a queued kill and reconciliation go on; and since
+            # it is a bug, not an outage, a person is told at once (the traceback is in the log).
+            if not self._unexpected_alerted:
+                logger.exception("account snapshot failed on an unexpected error")
+                self._unexpected_alerted = True
+                self._critical("snapshot_unexpected_error",
+                               f"the account read failed on an unexpected error ({type(exc).__name__}: {exc}); "
+                               f"entries wait, working jobs go on; see trading.log for the traceback")
+            error = SnapshotError(f"unexpected error reading the account: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._failed_poll(error)
             return False
         self._latest = snap
         self._current_error = None
+        self._unexpected_alerted = False
         if self._failing_since is not None:
             logger.info("account snapshot back after %s of failed polls (%d in a row)",
                         fmt_duration(self._clock.now() - self._failing_since), self._failed_polls)
             self._failing_since, self._failed_polls = None, 0
         logger.debug("snapshot: %s", snap.summary_str())
         return True
+
+    def _failed_poll(self, exc: SnapshotError) -> None:
+        """This wake's state is the error: every callback gets ``on_snapshot_error``."""
+        self._current_error = exc
+        self.last_error = exc
+        self.last_error_at = self._clock.now()
+        self._log_failed_poll(exc, self.last_error_at)
 
     def _log_failed_poll(self, error: SnapshotError, now: float) -> None:
         """One line per failed poll: the first a warning, the next ones the outage's progress.
@@ -284,7 +308,7 @@ class PositionMonitor:
                              registration.consecutive_failures)
             if registration.consecutive_failures >= CALLBACK_FAILURE_WARN_AFTER and not registration.warned:
                 registration.warned = True
-                self._alert("callback_failing",
+                self._critical("callback_failing",
                             f"monitor callback {registration.name} failed {registration.consecutive_failures} "
                             f"times in a row")
             return
@@ -294,11 +318,11 @@ class PositionMonitor:
         registration.consecutive_failures = 0
         registration.warned = False
 
-    def _alert(self, kind: str, detail: str) -> None:
-        logger.warning("HEALTH WARNING: %s", detail)
-        if self._on_alert is not None:
+    def _critical(self, kind: str, detail: str) -> None:
+        logger.error("HEALTH: %s", detail)
+        if self._on_critical is not None:
             try:
-                self._on_alert(kind, detail)
+                self._on_critical(kind, detail)
             except Exception:
                 logger.exception("alert hook failed for %s", kind)
 

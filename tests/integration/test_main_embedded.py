@@ -210,7 +210,8 @@ def test_errors_inside_the_loop_are_logged_and_the_loop_keeps_polling(caplog, mo
     monitor = FlakyMonitor(clock)
     reports: list[dict] = []
     ctx = SimpleNamespace(clock=clock, position_monitor=monitor, health=SimpleNamespace(due=lambda: True,
-                                                                                  maybe_report=reports.append))
+                                                                                  maybe_report=reports.append),
+                          alerts=None)
     monkeypatch.setattr(app, "health_state", lambda ctx, runners, started_at: {"at": ctx.clock.now()})
     stop = StopFlag()
 
@@ -218,7 +219,7 @@ def test_errors_inside_the_loop_are_logged_and_the_loop_keeps_polling(caplog, mo
         app.daemon_loop(ctx, [], stop, run_for=100)
 
     assert monitor.calls == 10  # t = 0..100: a failed iteration waits one poll interval, then goes on
-    failures = [r for r in caplog.records if "monitor iteration failed" in r.getMessage()]
+    failures = [r for r in caplog.records if "daemon loop step 'monitor' failed" in r.getMessage()]
     assert len(failures) == 5 and failures[0].exc_info is not None  # logged with its traceback
     assert len(reports) == 10  # the health line is offered after every wake, failed ones included
     assert clock.now() == START + 100 and stop.reason == "--run-for 100s of simulated time elapsed"

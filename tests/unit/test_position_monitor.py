@@ -152,7 +152,7 @@ def test_three_consecutive_failures_raise_one_health_warning_and_success_resets(
     assert len(alerts) == 1
     kind, detail = alerts[0]
     assert kind == "callback_failing" and "Recorder" in detail and "3 times" in detail
-    assert "HEALTH WARNING" in caplog.text
+    assert "HEALTH: monitor callback" in caplog.text
     assert list(monitor.failing_callbacks.values()) == [3]
 
     flaky.fail_times = 1
