@@ -485,7 +485,8 @@ class _Channel:
     attempts_at: deque[float] = field(default_factory=deque)
     not_before: float = 0.0
     failures: int = 0          # consecutive failed attempts of this sender (the back-off)
-    head_attempts: int = 0     # attempts spent on the message at the head of the queue
+    head_attempts: int = 0     # attempts spent on ``head``, the message being tried
+    head: Notice | None = None
     in_flight: Notice | None = None
     overflowing: bool = False
 
@@ -636,13 +637,23 @@ class Notifier:
                 now = self._clock.now()
                 if channel.ready_at(now) > now:
                     continue
-                notice = channel.queue[0]
+                notice = self._next_for(channel)
                 channel.in_flight = notice
                 channel.attempts_at.append(now)
             outcome = self._attempt(channel.sender, notice)
             attempts += 1
             self._settle(channel, notice, outcome, final=False)
         return attempts
+
+    @staticmethod
+    def _next_for(channel: _Channel) -> Notice:
+        """The oldest CRITICAL message, else the oldest: a critical one never waits behind the
+        retries of a trade notice or a summary (up to six attempts, each after the endpoint's
+        ``retry_after``). Changing message starts its attempt count afresh."""
+        notice = next((queued for queued in channel.queue if queued.critical), channel.queue[0])
+        if notice is not channel.head:
+            channel.head, channel.head_attempts = notice, 0
+        return notice
 
     def next_due(self) -> float | None:
         """The clock time at which the next attempt may be made, or None with nothing queued."""

@@ -311,6 +311,23 @@ def test_a_full_queue_drops_the_oldest_non_critical_with_one_log_line(clock, rsp
     assert [text.rsplit(": ", 1)[1] for text in texts[1:]] == [f"message {n}" for n in range(8, 12)]
 
 
+def test_a_critical_alert_does_not_wait_behind_the_retries_of_a_trade_notice(clock, rsps):
+    rsps.add(responses.POST, WEBHOOK, status=429, headers={"Retry-After": "600"})   # the first attempt
+    rsps.add(responses.POST, WEBHOOK, body="", status=204)
+    notifier = make_notifier(clock, telegram=False)
+    notifier.daemon_stopped("a trade notice, say")
+    assert notifier.process_pending() == 1                          # 429: retried in 600 s
+    notifier.handle_alert({"time": iso_utc(START), "level": "CRITICAL", "kind": "close_breaker",
+                           "message": "naked leg on T9"})
+    clock.set_time(notifier.next_due() or clock.now())
+    notifier.process_pending()
+    texts = [body["text"] for body in webhook_bodies(rsps)]
+    assert len(texts) == 2 and "naked leg on T9" in texts[1]        # the critical one went next
+    clock.advance(5)
+    notifier.process_pending()
+    assert "a trade notice, say" in webhook_bodies(rsps)[2]["text"] and notifier.stats().queued == 0
+
+
 def test_a_queue_full_of_criticals_logs_the_one_it_drops_at_critical(clock, caplog):
     caplog.set_level(logging.INFO, logger="notifications")
     notifier = make_notifier(clock, telegram=False, capacity=2)
