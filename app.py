@@ -52,7 +52,7 @@ from dashboard import DashboardError, DashboardServer, bind_dashboard
 from conditions import ConditionHealth
 from config import STATE_DB_NAME, Settings, load_settings
 from contracts import DEFAULT_UNDERLYING
-from display import fmt, fmt_qty, fmt_time
+from display import fmt, fmt_duration, fmt_qty, fmt_time
 from errors import AuthError, ConfigError, TraderError
 from events import EventJournal
 from exchange_connection import ExchangeConnection, assumptions_for, open_exchange, read_server_time
@@ -770,6 +770,11 @@ def health_state(ctx: TradingContext, runners: Sequence[StrategyRunner], started
     state["unmanaged_trades"] = unmanaged
     if unmanaged:
         warnings.append(f"unmanaged trades (strategy not running; no exit rule): {', '.join(unmanaged)}")
+    failing = lifecycle.failing_trades()
+    state["failing_trades"] = {trade_id: round(seconds, 3) for trade_id, seconds in failing.items()}
+    if failing:
+        warnings.append("trades whose tick keeps failing (nothing drives them): "
+                        + ", ".join(f"{trade_id} for {fmt_duration(seconds)}" for trade_id, seconds in failing.items()))
     hold = lifecycle.hold_reason
     if hold is not None:
         warnings.append(f"lifecycle on hold: {hold}")

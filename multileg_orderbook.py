@@ -8,9 +8,12 @@ Why it is built this way:
   ``time_per_chunk_seconds`` and finished by an aggressive fallback that crosses the spread.
 * A structure is only as safe as its least-filled leg. No leg may run more than one chunk
   ahead of the least-filled leg (by filled fraction), so a leg without liquidity holds the
-  others back instead of leaving a naked position to unwind. A leg that is behind but still
-  filling gets the next chunks to catch up; a leg with no fill in a whole chunk (passive and
-  aggressive) ends the job early: PARTIAL or FAILED, and the lifecycle unwinds or retries.
+  others back instead of leaving a naked position to unwind. The least-filled leg itself may
+  always step by one minimum order (``min_order_qty``, at least a lot), so a small leg whose
+  chunk is below the exchange minimum still progresses instead of holding the structure at
+  its first chunk until the job ends PARTIAL. A leg that is behind but still filling gets the
+  next chunks to catch up; a leg with no fill in a whole chunk (passive and aggressive) ends
+  the job early: PARTIAL or FAILED, and the lifecycle unwinds or retries.
 * Every order goes through the ``OrderLedger``: deterministic client order ids, record
   before send, poll → cancel → poll until final → replace, replacements sized from the
   fills of the whole chain. Fills are read only from order status via the ledger, never
@@ -75,8 +78,10 @@ class SmartExecConfig:
     """Smart executor tunables (BEHAVIOUR.md §1.3); validated at construction, never corrected.
 
     ``min_order_qty``: the smallest working order; a smaller piece waits for a later chunk
-    unless it completes the leg. ``grace_seconds``: after an incomplete job's last cancel,
-    how long to wait before the final poll that catches late-reported fills (§8 row 9).
+    unless it completes the leg. The least-filled leg may always work ``min_order_qty``
+    beyond its fills (its chunk target permitting), even past the one-chunk balance step.
+    ``grace_seconds``: after an incomplete job's last cancel, how long to wait before the
+    final poll that catches late-reported fills (§8 row 9).
     """
 
     chunk_count: int = 5
@@ -296,11 +301,19 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         return min(fractions) if fractions else 1.0
 
     def _cap(self, leg: _Leg, filled: float) -> float:
-        """Balance cap; the least-filled leg may always progress by one lot (lot granularity)."""
+        """Balance cap; the least-filled leg may always progress by one minimum order.
+
+        The least-filled leg holds every other leg back, so it must always be able to send an
+        order the exchange takes: its cap is at least ``min(total, filled + min_order_qty)``
+        (``min_order_qty`` is at least one lot). Without this, a small leg whose balance step
+        ``floor_lot(total / N)`` is below ``min_order_qty`` never places while the other legs
+        fill their first chunk, and every open ends PARTIAL with a naked leg to unwind. The
+        other legs stay within ``1 / chunk_count`` of the least-filled leg's fraction.
+        """
         lowest = self._lowest_fraction()
         cap = balance_cap(leg.total, lowest, self.config.chunk_count)
         if filled_fraction(filled, leg.total) <= lowest + 1e-12:
-            cap = max(cap, min(leg.total, snap_qty(filled + LOT)))
+            cap = max(cap, min(leg.total, snap_qty(filled + self.config.min_order_qty)))
         return cap
 
     def _chunk_target(self, leg: _Leg) -> float:
@@ -728,8 +741,19 @@ class SmartOrderbookExecutor:
 
     def start(self, trade: TradeRef, legs: list[LegTarget], intent: Intent, params: Any, *,
               best_effort: bool = False) -> SmartExecutionJob:
-        """A job for ``legs``; ``params`` is a SmartExecConfig (anything else → the defaults)."""
+        """A job for ``legs``; ``params`` is a SmartExecConfig (anything else → the defaults).
+
+        Refuses (``ValueError``, before any order) a leg whose lot is not the option lot: this
+        engine chunks and balances on the 0.01 option lot only. Strategy configuration already
+        routes perpetual legs to the limit engine (``StrategyConfig._check_perpetual_legs``,
+        ``route_trade``); this keeps the engine failing closed if one ever reaches it.
+        """
         legs = checked_legs(legs)
+        other_lot = [leg for leg in legs if abs(leg.lot - LOT) > 1e-12]
+        if other_lot:
+            detail = ", ".join(f"leg {leg.leg_index} ({leg.symbol}) has lot {leg.lot:g}" for leg in other_lot)
+            raise ValueError(f"the smart engine trades option legs on the {LOT:g} lot only; {detail}: "
+                             f"use the limit engine")
         if isinstance(params, SmartExecConfig):
             config = params
         else:

@@ -55,7 +55,7 @@ from conditions import (
     utc_datetime_exit,
 )
 from contracts import UNDERLYINGS, Contract, Side, is_perpetual_symbol, underlying_of
-from display import fmt, fmt_qty
+from display import fmt, fmt_duration, fmt_qty
 from errors import ConfigError, StaleDataError, TraderError
 from execution_job import JobStatus, LegTarget
 from exit_evaluation import ExitEvaluator, ExitWatch
@@ -114,6 +114,14 @@ EXTERNAL_TRADE_ID = "T000000000"
 # told (its orders may be working with nobody driving them), then again at most every interval.
 JOB_STEP_FAILURES_BEFORE_ALERT = 5
 JOB_STEP_ALERT_EVERY_SECONDS = 900.0
+# A trade whose whole tick raises (a close that cannot start, a bug in a transition) is driven by
+# nobody: no exit, close, unwind or settlement step happens while it lasts. After this many failed
+# ticks in a row a CRITICAL alert (again at most every interval while it lasts); the traceback is
+# logged on the first failure, when the error changes and at most every TRADE_TICK_LOG_EVERY_SECONDS.
+TRADE_TICK_FAILURES_BEFORE_ALERT = 3
+TRADE_TICK_ALERT_EVERY_SECONDS = 3600.0
+TRADE_TICK_LOG_EVERY_SECONDS = 300.0
+TRADE_TICK_ERROR_CHARS = 300     # the error text an alert carries, at most
 # Final orders polled once more per tick while an interrupted job waits for late fills (a bound on
 # the requests one tick makes; the rest are polled on the next ticks).
 INTERRUPTED_RECHECKS_PER_TICK = 20
@@ -694,6 +702,17 @@ def urgent_execution_params() -> ExecutionParams:
 
 
 @dataclass
+class _TickFailure:
+    """A trade whose tick has raised on every tick since ``since`` (``LifecycleManager._tick_failed``)."""
+
+    since: float                             # clock time of the first failure of the streak
+    failures: int = 0                        # ticks that raised in a row
+    error: str = ""                          # the last error, "Type: message"
+    logged_at: float | None = None           # when its traceback was last logged
+    alerted_at: float | None = None          # when ``trade_tick_failing`` was last sent
+
+
+@dataclass
 class _HedgeWork:
     """One hedge order in flight: what it was decided on, and its leg's fills before it started
     (the fills it adds are read as the difference, never assumed from what was asked)."""
@@ -719,6 +738,12 @@ def hedge_execution_params(config: HedgeConfig) -> ExecutionParams:
     return ExecutionParams(fill_timeout_seconds=20.0, aggressive_buffer_pct=0.0, max_requote_rounds=3,
                            min_price_pct_of_fair=1.0 - slippage, max_price_pct_of_fair=1.0 + slippage,
                            grace_seconds=5.0, max_mark_index_gap=config.max_mark_index_gap)
+
+
+def _error_text(error: BaseException) -> str:
+    """``Type: message`` of an error, cut to ``TRADE_TICK_ERROR_CHARS`` (what an alert carries)."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= TRADE_TICK_ERROR_CHARS else text[:TRADE_TICK_ERROR_CHARS - 1] + "…"
 
 
 def _reason_shape(reason: str) -> str:
@@ -845,6 +870,8 @@ class LifecycleManager:
         self._next_seq = 1
         self._last_snapshot: Any = None
         self._without_snapshot = False   # said once per stretch of wakes without a snapshot
+        # Trades whose tick raises, by id, while the streak lasts (``_tick_failed``, ``failing_trades``).
+        self._tick_failures: dict[str, _TickFailure] = {}
 
     def _start_indexes(self) -> None:
         """Empty trade indexes: the record of every trade and the small sets the hot paths read."""
@@ -1089,9 +1116,89 @@ class LifecycleManager:
                 self._tick_trade(trade, now, poll_snapshot)
                 if poll_snapshot is not None and trade.is_active and self._runtime_of(trade).kill:
                     logger.info("kill in progress: %s", kill_progress(trade, self.ledger.orders(trade.id)))
-            except Exception:  # one trade's bug never stops the others
-                logger.exception("trade %s: tick failed in state %s", trade.id, trade.state.value)
+            except Exception as error:  # noqa: BLE001 - one trade's bug never stops the others
+                self._tick_failed(trade, now, error)
+            else:
+                if trade.id in self._tick_failures:
+                    self._tick_recovered(trade, now)
+        self._forget_ended_tick_failures(now)
         self._archive_finished(now)
+
+    # ---- a trade whose tick keeps failing --------------------------------------------------
+
+    def _tick_failed(self, trade: TradeLifecycle, now: float, error: Exception) -> None:
+        """Count a failed tick of ``trade``; after ``TRADE_TICK_FAILURES_BEFORE_ALERT`` in a row, a CRITICAL alert.
+
+        Why: the tick is what drives a trade (its job, exits, close and unwind rounds, expiry).
+        One that raises on every tick (the engine refuses the close job, a bug in a transition)
+        leaves the trade with its exposure and nobody driving it; a traceback per tick in the
+        log says nothing to anybody. Mirrors ``job_step_failing``: the alert names the trade,
+        its state, the error and how long it has lasted (injected clock), and repeats at most
+        every ``TRADE_TICK_ALERT_EVERY_SECONDS``; ``failing_trades`` shows it to the health state.
+        """
+        failure = self._tick_failures.get(trade.id)
+        if failure is None:
+            failure = self._tick_failures[trade.id] = _TickFailure(since=now)
+        failure.failures += 1
+        text = _error_text(error)
+        lasted = fmt_duration(now - failure.since)
+        if (failure.logged_at is None or _reason_shape(text) != _reason_shape(failure.error)
+                or now - failure.logged_at >= TRADE_TICK_LOG_EVERY_SECONDS):
+            failure.logged_at = now
+            logger.exception("trade %s: tick failed in state %s (%d in a row for %s); the other trades go on",
+                             trade.id, trade.state.value, failure.failures, lasted)
+        else:
+            logger.debug("trade %s: tick failed again in state %s (%d in a row): %s", trade.id, trade.state.value,
+                         failure.failures, text)
+        failure.error = text
+        if failure.failures < TRADE_TICK_FAILURES_BEFORE_ALERT:
+            return
+        if failure.alerted_at is not None and now - failure.alerted_at < TRADE_TICK_ALERT_EVERY_SECONDS:
+            return
+        failure.alerted_at = now
+        exposure = "; it still holds a position" if trade.has_exposure else ""
+        self._alert("CRITICAL", "trade_tick_failing",
+                    f"trade {trade.id} ({trade.strategy}) {trade.state.value}: its tick has failed {failure.failures} "
+                    f"times in a row for {lasted} ({text}); nothing drives this trade (no exit, close, unwind or "
+                    f"settlement step) while it lasts{exposure}. It is retried every tick: check the traceback in "
+                    f"the log and the trade's orders and position on the exchange (`python main.py status`)",
+                    trade_id=trade.id, state=trade.state.value, failures=failure.failures,
+                    failing_seconds=round(now - failure.since, 3), error=text)
+
+    def _tick_recovered(self, trade: TradeLifecycle, now: float) -> None:
+        """The trade's tick works again: the streak ends (said as an alert when it was alerted)."""
+        failure = self._tick_failures.pop(trade.id)
+        lasted = fmt_duration(now - failure.since)
+        logger.warning("trade %s: tick works again in state %s after %d failure(s) in %s", trade.id,
+                       trade.state.value, failure.failures, lasted)
+        if failure.alerted_at is not None:
+            self._alert("WARNING", "trade_tick_recovered",
+                        f"trade {trade.id} ({trade.strategy}) {trade.state.value}: its tick works again after "
+                        f"{failure.failures} failures in {lasted}",
+                        trade_id=trade.id, state=trade.state.value, failures=failure.failures)
+
+    def _forget_ended_tick_failures(self, now: float) -> None:
+        """A trade that is no longer active is not ticked: its streak (if any) ends here."""
+        for trade_id in [key for key in self._tick_failures if key not in self._active]:
+            failure = self._tick_failures.pop(trade_id)
+            trade = self._trades.get(trade_id)
+            state = trade.state.value if trade is not None else "gone"
+            logger.warning("trade %s: no longer active (%s) after %d failed tick(s)", trade_id, state,
+                           failure.failures)
+            if failure.alerted_at is not None:
+                self._alert("WARNING", "trade_tick_recovered",
+                            f"trade {trade_id} is no longer active ({state}) after {failure.failures} failed ticks "
+                            f"in {fmt_duration(now - failure.since)}: it is not ticked any more",
+                            trade_id=trade_id, state=state, failures=failure.failures)
+
+    def failing_trades(self) -> dict[str, float]:
+        """Active trades whose tick has failed ``TRADE_TICK_FAILURES_BEFORE_ALERT`` times or more in a
+        row (the ones ``trade_tick_failing`` is about): trade id -> seconds since the streak began,
+        by the injected clock, in the order the streaks began. Read-only, for the health state."""
+        with self._lock:
+            now = self.clock.now()
+            return {trade_id: max(0.0, now - failure.since) for trade_id, failure in self._tick_failures.items()
+                    if failure.failures >= TRADE_TICK_FAILURES_BEFORE_ALERT}
 
     def _archive_finished(self, now: float) -> None:
         """Offer the ledger the orders of trades that ended for good, every ``ARCHIVE_SWEEP_SECONDS``.

@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
      "leg_market", "dashboard_security", "dashboard_pages"},
     # 1: configuration, records and operator outputs
     {"config", "alerts", "events", "health", "persistence", "state_identity", "price_sanity",
-     "backtest_report", "notifications", "capture", "exchange_assumptions", "hedging"},
+     "backtest_report", "notifications", "capture", "exchange_assumptions", "hedging", "loop_guard"},
     # 2: the HTTP edge and its adapter
     {"coincall_client", "coincall_payloads"},
     # 3: market and account data, the connection

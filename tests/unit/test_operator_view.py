@@ -655,7 +655,7 @@ def fake_context(snapshot: AccountSnapshot | None) -> SimpleNamespace:
     """What ``app.health_state`` and ``app.StatusReporter`` read of the context, and nothing more."""
     lifecycle = SimpleNamespace(trades=lambda strategy=None: [], active_trades=lambda strategy=None: [],
                                 trade_count=lambda: 0, breaker_trips=0, unmanaged_trades=lambda: [],
-                                hold_reason=None, persistence_errors=0)
+                                hold_reason=None, persistence_errors=0, failing_trades=lambda: {})
     return SimpleNamespace(
         clock=SimpleNamespace(now=lambda: NOW),
         position_monitor=SimpleNamespace(latest=snapshot, current_error=None, failing_callbacks=[]),
@@ -683,6 +683,15 @@ def test_the_health_line_carries_the_net_delta_per_underlying():
     assert app.health_state(fake_context(options_only_btc()), [], NOW - 60)["delta_by_underlying"] == {
         "BTC": pytest.approx(-0.0312345, abs=1e-6)}
     assert "delta_by_underlying" not in app.health_state(fake_context(None), [], NOW - 60)
+
+
+def test_the_health_state_names_a_trade_whose_tick_keeps_failing():
+    ctx = fake_context(None)
+    assert app.health_state(ctx, [], NOW - 60)["failing_trades"] == {}
+    ctx.lifecycle_manager.failing_trades = lambda: {"T000000007": 125.0}
+    state = app.health_state(ctx, [], NOW - 60)
+    assert state["failing_trades"] == {"T000000007": 125.0}
+    assert any("T000000007 for 2 min 05 s" in warning and "nothing drives them" in warning for warning in state["warnings"])
 
 
 def test_the_status_line_adds_the_delta_per_underlying_only_with_two_underlyings_or_a_perp(caplog):
