@@ -17,7 +17,16 @@ Why it is built this way (BEHAVIOUR.md §1.3, §6.4, §8 rows 28-31, 37; API.md 
   unexpected error) is AMBIGUOUS: nothing is ever accepted again in this job, and the block
   trade is looked for in the private block-trade list (page after page, back to the RFQ's
   creation: the list is ordered by quote, not by trade time) and, when that list cannot be
-  read, in our fill history.
+  read, in our fill history. An accept that answered without every leg readable is AMBIGUOUS
+  too: an answer proves nothing about a leg it does not show.
+* A block trade is all-or-nothing: only every leg booked (or proven on the wrong side) ends
+  the job. Evidence of some of its legs (a leg read from the accept answer, our record with
+  a leg unreadable) proves the others traded too, so the job never ends PARTIAL or FAILED
+  for a leg missing from the evidence, never calls such an accept "not accepted", and keeps
+  looking. A fill above a leg's planned quantity is never booked.
+* The fill history is only a hint (nothing in a fill row names the RFQ): the legs not yet
+  booked are booked from it together or not at all, each from exactly one block fill of its
+  symbol, side and planned quantity after the accept, from a read that reached its last page.
 * Evidence before belief: "not accepted" is concluded only from a block-trade list read that
   answered, was begun at least ``AMBIGUOUS_RESOLVE_SECONDS`` after the accept, and was read
   back past the RFQ's creation (or to the list's end) without finding it. A failed or
@@ -56,6 +65,8 @@ from clock import Clock
 from coincall_payloads import (
     BlockLeg,
     BlockTrade,
+    ExchangeFill,
+    ExchangeOrder,
     PositionSnapshot,
     Quote,
     history_filters,
@@ -122,6 +133,7 @@ BLOCKTRADE_PAGE_SIZE = 50
 BLOCKTRADE_MAX_PAGES = 20
 BLOCKTRADE_SLACK_SECONDS = 30.0
 HISTORY_SLACK_SECONDS = 5.0
+HISTORY_MAX_PAGES = 4     # fill-history pages read in one lookup; a read cut short there is no evidence
 MAX_CANCEL_ATTEMPTS = 3
 BLOCK_TRADE_TYPE = 14
 RFQ_PARAMS = "RFQParams"
@@ -235,7 +247,10 @@ def quote_problem(quote: Quote, legs: Sequence[LegTarget], now: float, min_life_
     and every leg price is believable (inside that leg's sanity band; no band, no accept)."""
     if quote.state != "OPEN":
         return f"state {quote.state or '?'}"
-    if quote.expiry_time is not None and quote.expiry_time - now < min_life_seconds:
+    if quote.expiry_time is None:
+        # Fail closed: a quote whose remaining life cannot be read cannot pass the life check.
+        return "no readable expiryTime: its remaining life cannot be checked"
+    if quote.expiry_time - now < min_life_seconds:
         return f"{quote.expiry_time - now:.1f} s of life left"
     wanted = {leg.symbol: leg for leg in legs}
     seen: set[str] = set()
@@ -294,6 +309,16 @@ def rank_candidates(quotes: Iterable[Quote], legs: Sequence[LegTarget], baseline
         out.append(Candidate(quote, cost, improvement))
     out.sort(key=lambda c: c.cost)
     return out
+
+
+def _history_fill_matches(rows: Sequence[ExchangeFill], leg: LegTarget, since: float) -> bool:
+    """Whether one exchange order's fill rows (block fills, tradeType 14) read as ``leg``'s
+    whole block fill: our symbol and side, exactly the leg's planned quantity in all, every
+    row timed and none before ``since``."""
+    if any(r.symbol != leg.symbol or r.side != Side.of(leg.side) or r.qty is None or r.qty <= 0
+           or r.time_ms is None or r.time_ms / 1000.0 < since for r in rows):
+        return False
+    return abs(math.fsum(r.qty for r in rows if r.qty is not None) - leg.qty) <= QTY_MATCH_TOLERANCE
 
 
 def definitely_refused(exc: BaseException) -> TypeGuard[ExchangeError]:
@@ -426,20 +451,54 @@ def find_block_trade(client: RfqClient | ReconcilerClient, request_id: str, quot
     return walk.found
 
 
-def _block_fill_without_id_recorded(ledger: ReconcilerLedger, marker: Mapping[str, Any], leg: BlockLeg,
-                                    leg_index: int) -> bool:
-    """Whether the ledger already holds a block fill without an exchange orderId for this leg,
-    intent family, symbol and quantity.
+class BlockTradeIncomplete(ValueError):
+    """Our block trade is proven (its record was found) but not every leg of it could be
+    booked: a leg is unreadable or missing from the record, and no fill of it is booked yet.
 
-    Why: a leg is deduplicated by its orderId; one the exchange sent without it would be
-    recorded again at every restart that looks the same accept up, and a fill counted twice
-    makes the trade close a position it does not hold. Such a leg is recorded once; a second
-    one like it is not (CRITICAL), since counting too little is what reconciliation sees.
+    A block trade is all-or-nothing on the exchange, so the legs not booked are filled too:
+    nothing may be decided from what was booked (a trade judged on it would unwind the booked
+    legs and leave the others naked). Raised after the readable legs were booked; a
+    ``ValueError``, so the reconciler treats it as a read that decided nothing and the accept
+    stays in doubt, looked up again at the next pass (docs/RECOVERY.md R1).
+    """
+
+
+def _fill_time(order: LedgerOrder) -> float:
+    """When an order of the ledger filled: the exchange's time of its latest fill, else its last change."""
+    return float(order.last_fill_at if order.last_fill_at is not None else order.updated_at)
+
+
+def _booked_block_fill(ledger: ReconcilerLedger, marker: Mapping[str, Any], leg_index: int, symbol: str,
+                       leg: BlockLeg, since: float | None) -> LedgerOrder | None:
+    """The fill already in the ledger for this leg of the marker's block trade, or None.
+
+    Why: the accept answer, the block-trade list and a restart's lookup describe the same
+    fills, and the exchange orderId is not on every one of them (an accept answer without
+    it, a list without it, or the reverse). Two fills whose orderIds are both known are the
+    same fill only when the ids are equal; when either lacks one, a fill of this trade, leg
+    and intent family on the same instrument, of the leg's side and quantity (when the list
+    says them), made no earlier than ``since`` (the RFQ's creation less the list's slack), is
+    this leg already booked. Counting one fill twice makes a trade close what it does not
+    hold; a fill missed here is what position reconciliation sees (BEHAVIOUR.md 4.7).
     """
     family = Intent(int(marker["intent"])).family()
-    return any(order.order_id is None and order.status.is_final and order.symbol == leg.symbol
-               and leg.qty is not None and abs(order.filled_qty - leg.qty) <= QTY_MATCH_TOLERANCE
-               for order in ledger.orders(str(marker["trade_id"]), leg_index, family))
+    for order in ledger.orders(str(marker["trade_id"]), leg_index, family):
+        if order.symbol != symbol or order.filled_qty <= QTY_MATCH_TOLERANCE:
+            continue
+        if leg.order_id is not None and order.order_id is not None:
+            if order.order_id == leg.order_id:
+                return order
+            continue                       # two different exchange orders: two different fills
+        if not order.status.is_final:
+            continue
+        if leg.side is not None and order.side != leg.side:
+            continue
+        if leg.qty is not None and abs(order.filled_qty - leg.qty) > QTY_MATCH_TOLERANCE:
+            continue
+        if since is not None and _fill_time(order) < since:
+            continue
+        return order
+    return None
 
 
 def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker: Mapping[str, Any],
@@ -449,10 +508,16 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
     ``marker`` is the payload ``OrderLedger.note_block_accept`` committed before the accept
     was sent; ``since``, when given, must be no later than the RFQ's creation less some slack
     (the list is ordered by quote, not by trade time: see ``BLOCKTRADE_SLACK_SECONDS``); it
-    lets the lookup stop there instead of reading to the end of the list. Returns (block trade found, legs newly
-    recorded); a failed read raises (nothing is decided). Idempotent: a leg whose exchange
-    ``orderId`` is already in the ledger is not recorded again. A leg filled on the side we did
-    not ask for is not booked as ours (CRITICAL): the operator must look at it.
+    lets the lookup stop there instead of reading to the end of the list. Returns (block trade
+    found, legs newly recorded); a failed read raises (nothing is decided).
+
+    Idempotent whatever ids either side carries: a leg already booked for this trade, leg and
+    intent family (``_booked_block_fill``) is not booked again, and each leg of the marker is
+    booked at most once, at the record's quantity (the quote's, which is the planned one). A
+    leg filled on the side we did not ask for is not booked as ours (CRITICAL): the operator
+    must look at it. A record found with a leg of ours that is unreadable or absent, and not
+    booked yet, raises ``BlockTradeIncomplete`` once the readable legs are booked: the accept
+    stays in doubt (a partial block trade must never be judged as the whole of it).
     """
     record = find_block_trade(client, str(marker["request_id"]), str(marker.get("quote_id") or "") or None,
                               since=since)
@@ -461,24 +526,26 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
     ours = {str(symbol): (int(index), int(side)) for index, symbol, side in marker.get("legs") or []}
     known = ledger.known_order_ids()
     recorded = 0
+    settled: set[str] = set()            # the marker's legs booked (now or before) or proven on the wrong side
     for leg in record.legs:
         if leg.symbol not in ours:
             logger.critical("block trade of RFQ %s has a leg on %r, which is not ours", marker["request_id"],
                             leg.symbol)
             continue
-        if leg.order_id is not None and leg.order_id in known:
+        if leg.symbol in settled:
+            logger.critical("block trade of RFQ %s names %s twice; the second is not booked", marker["request_id"],
+                            leg.symbol)
             continue
-        if leg.order_id is None and _block_fill_without_id_recorded(ledger, marker, leg, ours[leg.symbol][0]):
-            logger.critical("trade %s: block trade of RFQ %s has a leg on %s without an orderId, and a block fill "
-                            "without one is already recorded for that leg: not recorded again (a restart may not "
-                            "count one fill twice); check the position on the exchange", marker["trade_id"],
-                            marker["request_id"], leg.symbol)
+        index, wanted_side = ours[leg.symbol]
+        if (leg.order_id is not None and leg.order_id in known) \
+                or _booked_block_fill(ledger, marker, index, leg.symbol, leg, since) is not None:
+            settled.add(leg.symbol)
             continue
         if leg.side is None or leg.qty is None or leg.qty <= 0 or leg.price is None or leg.price <= 0:
             logger.critical("block trade of RFQ %s: leg %s unreadable; fill NOT recorded", marker["request_id"],
                             leg.symbol)
             continue
-        index, wanted_side = ours[leg.symbol]
+        settled.add(leg.symbol)
         if leg.side != Side.of(wanted_side):
             logger.critical("trade %s: block trade of RFQ %s filled %s %s %s but we asked to %s; NOT booked as "
                             "our fill: check this position on the exchange", marker["trade_id"],
@@ -492,6 +559,12 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
         logger.warning("trade %s: adopted block fill %s %s %s @ %s of RFQ %s (accept answer lost at a restart)",
                        marker["trade_id"], leg.side.name, leg.qty, leg.symbol, leg.price,
                        marker["request_id"])
+    unsettled = sorted(set(ours) - settled)
+    if unsettled:
+        raise BlockTradeIncomplete(
+            f"block trade {record.block_trade_id} of RFQ {marker['request_id']} (trade {marker['trade_id']}) found "
+            f"without a readable fill for {', '.join(unsettled)} ({recorded} leg(s) booked now): a block trade is "
+            f"all-or-nothing, so the accept stays in doubt until every leg is booked")
     return True, recorded
 
 
@@ -550,11 +623,12 @@ class RFQJob(ExecutionJob):
         self._absence_proven = False              # a full list read after the window found nothing
         self._unresolved_logged = False           # the CRITICAL of an unresolved accept, said once
         self._accept_refuted = False              # "not accepted" concluded from the list's silence
-        self._block_trade_seen = False            # an accept answer or a list record proves a block trade
+        self._block_trade_seen = False            # a leg read from the accept answer, or our list record, proves it
         self._position_guard = ""                 # why a reducing RFQ gave way (positions read), or ""
         self._cancel_attempts = 0
         self._block_orders: dict[int, int] = {}   # leg_index -> client order id of its block fill
         self._wrong_side: dict[int, str] = {}     # leg_index -> a block fill on the side we did not ask for
+        self._unbookable_said: set[str] = set()   # legs / symbols whose unbookable evidence was logged once
         self.fallback_mode: str | None = None
         self.fallback_reason = ""                 # why the RFQ gave way to the fallback engine
         self._inner: ExecutionJob | None = None
@@ -861,18 +935,19 @@ class RFQJob(ExecutionJob):
                     continue
                 self._begin_ambiguous(quote_id, now, f"{type(exc).__name__}: {exc}")
                 return
-            self.accepted_quote_id = quote_id
             self._never_accept = True
-            self._block_trade_seen = True
             self._record_block_legs(parse_accept_legs(data), now, f"accept of {quote_id}")
-            if self._wrong_side:
-                self._finish_with_fills(self._wrong_side_reason())
-            elif self._all_legs_recorded():
-                self._finish_with_fills("")
+            if self._block_orders or self._wrong_side:
+                # A leg of the answer was read: the block trade exists (all of it: it is all-or-nothing).
+                self._block_trade_seen = True
+                self.accepted_quote_id = quote_id
+            if self._all_legs_accounted():
+                self._settle_block_trade()
             else:
-                logger.critical("rfq job %s: accept of quote %s answered without every leg; looking the block "
-                                "trade up", self.trade_id, quote_id)
-                self._begin_ambiguous(quote_id, now, "incomplete accept answer")
+                # An answer without every leg readable proves nothing about the legs it does not
+                # show: unknown, never "not filled". Resolved like an accept without an answer.
+                self._begin_ambiguous(quote_id, now, "the accept answered without a readable leg" if not
+                                      self._block_trade_seen else "the accept answered without every leg readable")
             return
         if self._phase is RFQPhase.ACCEPTING:
             self._phase = RFQPhase.WAITING
@@ -891,43 +966,49 @@ class RFQJob(ExecutionJob):
     def _step_ambiguous(self, now: float, budget: RequestBudget) -> None:
         """Look for the block trade every poll interval until there is evidence either way.
 
-        Found (all legs) -> done. After ``AMBIGUOUS_RESOLVE_SECONDS``: a block trade seen
-        without every leg -> finish with what was booked; "not accepted" only on a list read
-        begun after the window that answered and found nothing (``_absence_proven``); with
-        neither, the job stays here (CRITICAL once) and keeps looking: a failed read decides
-        nothing, however long it has been.
+        Every leg accounted for (booked, or proven on the wrong side) -> done. A block trade is
+        all-or-nothing, so evidence of only some of its legs (a leg read from the accept
+        answer, our record with a leg unreadable) proves the others traded too: the job never
+        ends PARTIAL or FAILED because a leg is missing from the evidence, and such a block
+        trade is never called "not accepted". Otherwise, after ``AMBIGUOUS_RESOLVE_SECONDS``,
+        "not accepted" only on a list read begun after the window that answered and found
+        nothing (``_absence_proven``). Until then the job stays here (CRITICAL once) and keeps
+        looking: a failed read decides nothing, however long it has been.
         """
         assert self._ambiguous_since is not None
         if now >= self._next_lookup_at and budget.take():
             self._next_lookup_at = now + self.params.poll_interval_seconds
             self._lookup_block_trade(now, budget)
-            if self._wrong_side:
-                self._finish_with_fills(self._wrong_side_reason())
-                return
-            if self._all_legs_recorded():
-                self.accepted_quote_id = self.accepted_quote_id or self._ambiguous_quote_id
-                self._finish_with_fills("")
+            if self._all_legs_accounted():
+                self._settle_block_trade()
                 return
         if now - self._ambiguous_since < AMBIGUOUS_RESOLVE_SECONDS:
             return
-        if self._block_trade_seen or self._block_orders:
-            self._finish_with_fills(f"block trade of quote {self._ambiguous_quote_id} found without every leg")
-            return
-        if self._absence_proven:
+        proven = self._block_trade_seen or bool(self._block_orders) or bool(self._wrong_side)
+        if self._absence_proven and not proven:
             logger.warning("rfq job %s: the block-trade list, read back past the RFQ %.0f s or more after the accept, "
                            "has no block trade for RFQ %s quote %s: not accepted", self.trade_id,
                            AMBIGUOUS_RESOLVE_SECONDS, self.request_id, self._ambiguous_quote_id)
             self._accept_refuted = True
-            self._begin_cancelling(f"accept of quote {self._ambiguous_quote_id} had no answer and the block-trade "
-                                   f"list shows no block trade for it: not accepted")
+            self._begin_cancelling(f"accept of quote {self._ambiguous_quote_id} had no readable answer and the "
+                                   f"block-trade list shows no block trade for it: not accepted")
             return
         if not self._unresolved_logged:
             self._unresolved_logged = True
-            logger.critical("rfq job %s: accept of RFQ %s quote %s is still unresolved after %s: no block-trade list "
-                            "read made after the first %.0f s has answered; the trade stays in execution and the "
-                            "lookups go on. Operator: check the exchange's block trades for this RFQ", self.trade_id,
-                            self.request_id, self._ambiguous_quote_id, fmt_duration(now - self._ambiguous_since),
-                            AMBIGUOUS_RESOLVE_SECONDS)
+            if proven:
+                missing = [f"leg {leg.leg_index} {leg.symbol}" for leg in self.legs
+                           if leg.leg_index not in self._block_orders and leg.leg_index not in self._wrong_side]
+                logger.critical("rfq job %s: the block trade of RFQ %s quote %s is proven, but after %s there is "
+                                "still no readable fill for %s; a block trade is all-or-nothing, so the trade stays "
+                                "in execution and the lookups go on. Operator: check the exchange's block trades "
+                                "for this RFQ", self.trade_id, self.request_id, self._ambiguous_quote_id,
+                                fmt_duration(now - self._ambiguous_since), ", ".join(missing))
+            else:
+                logger.critical("rfq job %s: accept of RFQ %s quote %s is still unresolved after %s: no block-trade "
+                                "list read made after the first %.0f s has answered; the trade stays in execution "
+                                "and the lookups go on. Operator: check the exchange's block trades for this RFQ",
+                                self.trade_id, self.request_id, self._ambiguous_quote_id,
+                                fmt_duration(now - self._ambiguous_since), AMBIGUOUS_RESOLVE_SECONDS)
 
     def _lookup_block_trade(self, now: float, budget: RequestBudget) -> None:
         """Our block trade from the private list (one request already taken from ``budget``,
@@ -966,38 +1047,96 @@ class RFQJob(ExecutionJob):
             self._absence_proven = True
 
     def _lookup_fill_history(self, now: float, budget: RequestBudget) -> None:
-        """Block fills (tradeType 14) on our symbols since the accept; the price is the order's avgPrice."""
-        if not budget.take():
+        """The fill history, a hint while the block-trade list cannot be read.
+
+        Nothing in a fill row ties it to our RFQ, so a block fill (tradeType 14) on one of our
+        symbols may be somebody else's (another strategy's RFQ, a manual one). The legs not yet
+        booked are booked from it only all together, and only when each of them has exactly
+        one exchange order in a history read to its end that is a block fill of that symbol,
+        on our side, for exactly the leg's planned quantity, made after the accept (less
+        ``HISTORY_SLACK_SECONDS``), within ``HISTORY_SLACK_SECONDS`` of the others, not already
+        in the ledger, and whose order, queried, says the same. Anything less books nothing:
+        the job stays in AMBIGUOUS and looks again (an unfinished read is not evidence).
+        """
+        missing = [leg for leg in self.legs
+                   if leg.leg_index not in self._block_orders and leg.leg_index not in self._wrong_side]
+        if not missing or not budget.take():
             return
         # _ambiguous_since is set by _begin_ambiguous, the only way into this phase (mypy cannot see it).
-        since_ms = int((self._ambiguous_since - HISTORY_SLACK_SECONDS) * 1000)  # type: ignore[operator]
-        try:
-            fills = parse_fill_page(self._client.trade_history(**history_filters(start_ms=since_ms))).rows
-        except (TraderError, ValueError) as exc:
-            logger.warning("rfq job %s: fill history unavailable (%s)", self.trade_id, exc)
+        since = self._ambiguous_since - HISTORY_SLACK_SECONDS  # type: ignore[operator]
+        rows = self._read_fill_history(since, budget)
+        if rows is None:
             return
         known = self._ledger.known_order_ids()
-        for fill in fills:
-            if fill.trade_type != BLOCK_TRADE_TYPE:
-                continue
-            leg = self._by_symbol.get(str(fill.symbol))
-            order_id = fill.order_id
-            if leg is None or order_id is None or order_id in known or leg.leg_index in self._block_orders \
-                    or leg.leg_index in self._wrong_side:
-                continue
+        # A fill row is one execution: an order's rows together are its fill.
+        by_order: dict[int, list[ExchangeFill]] = {}
+        for row in rows:
+            if row.trade_type == BLOCK_TRADE_TYPE and row.order_id is not None and row.order_id not in known:
+                by_order.setdefault(row.order_id, []).append(row)
+        chosen: list[tuple[LegTarget, int, float]] = []
+        for leg in missing:
+            matches = [(order_id, min(r.time_ms for r in group if r.time_ms is not None) / 1000.0)
+                       for order_id, group in by_order.items()
+                       if _history_fill_matches(group, leg, since)]
+            if len(matches) != 1:
+                logger.debug("rfq job %s: the fill history shows %d block fill(s) matching leg %d (%s %s %s) "
+                            "exactly; nothing booked from it", self.trade_id, len(matches), leg.leg_index,
+                            leg.side.name, fmt_qty(leg.qty), leg.symbol)
+                return
+            chosen.append((leg, *matches[0]))
+        times = [at for _leg, _order_id, at in chosen]
+        if max(times) - min(times) > HISTORY_SLACK_SECONDS:
+            logger.debug("rfq job %s: the block fills in the fill history are %.0f s apart, not one block trade; "
+                        "nothing booked from them", self.trade_id, max(times) - min(times))
+            return
+        confirmed: list[tuple[LegTarget, ExchangeOrder, int, float]] = []
+        for leg, order_id, at in chosen:
             if not budget.take():
+                self._next_lookup_at = now  # out of requests: the whole lookup again on the next step
                 return
             try:
                 order = parse_order(self._client.query_order(order_id=order_id))
             except (TraderError, ValueError) as exc:
                 logger.warning("rfq job %s: block order %d unreadable (%s)", self.trade_id, order_id, exc)
-                continue
-            if order is None:
-                logger.warning("rfq job %s: block order %d unreadable (the answer is not an order)", self.trade_id,
-                               order_id)
-                continue
-            self._record_leg(leg, order.side, order.fill_qty, order.avg_price, order.fee or 0.0, order_id, now,
+                return
+            if order is None or order.symbol != leg.symbol or order.side != leg.side or order.fill_qty is None \
+                    or abs(order.fill_qty - leg.qty) > QTY_MATCH_TOLERANCE or order.avg_price is None \
+                    or order.avg_price <= 0:
+                logger.debug("rfq job %s: block order %d does not read as leg %d's fill (%r); nothing booked",
+                            self.trade_id, order_id, leg.leg_index, order)
+                return
+            confirmed.append((leg, order, order_id, at))
+        for leg, order, order_id, at in confirmed:
+            self._record_leg(leg, order.side, order.fill_qty, order.avg_price, order.fee or 0.0, order_id, at,
                              f"fill history order {order_id}")
+
+    def _read_fill_history(self, since: float, budget: RequestBudget) -> list[ExchangeFill] | None:
+        """Every fill row since ``since``, page after page (the first request already taken from
+        ``budget``); None when the read failed or could not reach the last page in this step."""
+        filters = history_filters(start_ms=int(since * 1000))
+        rows: list[ExchangeFill] = []
+        cursors: set[int] = set()
+        for page_no in range(HISTORY_MAX_PAGES):
+            if page_no and not budget.take():
+                return None
+            try:
+                page = parse_fill_page(self._client.trade_history(**filters))
+            except (TraderError, ValueError) as exc:
+                logger.warning("rfq job %s: fill history unavailable (%s)", self.trade_id, exc)
+                return None
+            rows.extend(page.rows)
+            if not page.has_next:
+                return rows
+            cursor = page.next_cursor
+            if cursor is None or cursor in cursors:
+                logger.warning("rfq job %s: the fill history says more pages follow but gives no way on; "
+                               "an unfinished read proves nothing", self.trade_id)
+                return None
+            cursors.add(cursor)
+            filters = next_page_filters(filters, cursor)
+        logger.warning("rfq job %s: the fill history has more than %d pages since the accept; an unfinished read "
+                       "proves nothing", self.trade_id, HISTORY_MAX_PAGES)
+        return None
 
     # ---- fills ------------------------------------------------------------------------
 
@@ -1006,23 +1145,39 @@ class RFQJob(ExecutionJob):
         for block_leg in legs:
             leg = self._by_symbol.get(block_leg.symbol)
             if leg is None:
-                logger.critical("rfq job %s: %s has a leg on %r, which is not one of ours", self.trade_id, source,
-                                block_leg.symbol)
+                self._say_once(f"foreign {block_leg.symbol}", logging.CRITICAL,
+                               "rfq job %s: %s has a leg on %r, which is not one of ours", self.trade_id, source,
+                               block_leg.symbol)
                 continue
             self._record_leg(leg, block_leg.side, block_leg.qty, block_leg.price, block_leg.fee, block_leg.order_id,
                              now if block_leg.created_at is None else block_leg.created_at, source)
+
+    def _say_once(self, key: str, level: int, msg: str, *args: Any) -> None:
+        """Log evidence we cannot book at ``level`` the first time, at DEBUG after: the lookups
+        that keep finding it must not repeat it every poll interval."""
+        logger.log(level if key not in self._unbookable_said else logging.DEBUG, msg, *args)
+        self._unbookable_said.add(key)
 
     def _record_leg(self, leg: LegTarget, side: Side | None, qty: float | None, price: float | None, fee: float,
                     order_id: int | None, filled_at: float, source: str) -> None:
         """Book one block fill as our leg's, once. A fill on the side we did not ask for is not
         ours to book: under our leg and intent it would count as exposure we asked for (a close
         "done" that in fact doubled the position). It is kept in ``_wrong_side`` and said at
-        CRITICAL, and the job cannot end FILLED (``_finish_with_fills`` finds the leg unfilled)."""
+        CRITICAL, and the job cannot end FILLED (``_finish_with_fills`` finds the leg unfilled).
+        An unreadable leg, or one above the leg's planned quantity (never booked: quantities
+        never exceed the plan), is not booked and stays unaccounted for: the job keeps looking."""
         if leg.leg_index in self._block_orders or leg.leg_index in self._wrong_side:
             return  # one block trade per job: each leg is recorded once
         if side is None or qty is None or qty <= 0 or price is None or price <= 0:
-            logger.critical("rfq job %s: %s leg %s is unreadable (side %r, qty %r, price %r); fill NOT recorded",
-                            self.trade_id, source, leg.symbol, side, qty, price)
+            self._say_once(f"unreadable {leg.leg_index}", logging.ERROR,
+                           "rfq job %s: %s leg %s is unreadable (side %r, qty %r, price %r); fill NOT recorded, "
+                           "still looking for it", self.trade_id, source, leg.symbol, side, qty, price)
+            return
+        if qty > leg.qty + QTY_MATCH_TOLERANCE:
+            self._say_once(f"oversized {leg.leg_index}", logging.CRITICAL,
+                           "rfq job %s: %s leg %s shows %s filled, more than the %s planned; NOT booked. Operator: "
+                           "check this position on the exchange (RFQ %s)", self.trade_id, source, leg.symbol,
+                           fmt_qty(qty), fmt_qty(leg.qty), self.request_id)
             return
         if side != leg.side:
             self._wrong_side[leg.leg_index] = (f"leg {leg.leg_index} {leg.symbol} filled {side.name} "
@@ -1039,8 +1194,15 @@ class RFQJob(ExecutionJob):
         logger.info("rfq job %s: %s leg %d %s %s %s @ %s (fee %s)", self.trade_id, source, leg.leg_index,
                     side.name, fmt_qty(qty), leg.symbol, fmt(price), fmt(fee, 4))
 
-    def _all_legs_recorded(self) -> bool:
-        return all(leg.leg_index in self._block_orders for leg in self.legs)
+    def _all_legs_accounted(self) -> bool:
+        """Every leg's fill is known: booked, or proven on the side we did not ask for."""
+        return all(leg.leg_index in self._block_orders or leg.leg_index in self._wrong_side for leg in self.legs)
+
+    def _settle_block_trade(self) -> None:
+        """Every leg accounted for: FILLED, or (a leg on the wrong side) ended with what was booked."""
+        self._block_trade_seen = True
+        self.accepted_quote_id = self.accepted_quote_id or self._ambiguous_quote_id
+        self._finish_with_fills(self._wrong_side_reason() if self._wrong_side else "")
 
     def _wrong_side_reason(self) -> str:
         return "block trade on the wrong side, not booked: " + "; ".join(self._wrong_side.values())
