@@ -114,6 +114,12 @@ EXTERNAL_TRADE_ID = "T000000000"
 # told (its orders may be working with nobody driving them), then again at most every interval.
 JOB_STEP_FAILURES_BEFORE_ALERT = 5
 JOB_STEP_ALERT_EVERY_SECONDS = 900.0
+# A job still working this long after its first step is beyond every engine's own time limits
+# (a limit job's phases, a smart job's chunks, an RFQ's quote window and fallback): an RFQ accept
+# in doubt waiting for evidence, or orders resting with nobody filling them. A person is told
+# (CRITICAL ``job_overdue``), again at most every JOB_OVERDUE_ALERT_EVERY_SECONDS while it lasts.
+JOB_OVERDUE_SECONDS = 1800.0
+JOB_OVERDUE_ALERT_EVERY_SECONDS = 3600.0
 # A trade whose whole tick raises (a close that cannot start, a bug in a transition) is driven by
 # nobody: no exit, close, unwind or settlement step happens while it lasts. After this many failed
 # ticks in a row a CRITICAL alert (again at most every interval while it lasts); the traceback is
@@ -770,6 +776,9 @@ class _Runtime:
     hedge_note: str | None = None            # the last hedge reason logged (logged once per change)
     delivery: DeliveryWatch = field(default_factory=DeliveryWatch)   # settlement retries
     step_failures: int = 0                   # the job's steps that raised in a row
+    watched_job: Any = None                  # the job ``job_since`` is about (``_watch_job_age``)
+    job_since: float | None = None           # when that job was first stepped
+    job_overdue_alerted_at: float | None = None
     step_alerted_at: float | None = None     # when those failures were last alerted
     # Why an open ended without a fill, kept while the trade waits for its orders to be final
     # before it is FAILED (the job that said it is gone by then).
@@ -1350,8 +1359,10 @@ class LifecycleManager:
             runtime.step_failures = 0
             runtime.step_alerted_at = None
         if status == JobStatus.WORKING and not job.done:
+            self._watch_job_age(trade, runtime, job, now)
             return
         kind = runtime.job_kind
+        runtime.watched_job = runtime.job_since = runtime.job_overdue_alerted_at = None
         runtime.job = None
         runtime.job_kind = None
         try:
@@ -1370,6 +1381,34 @@ class LifecycleManager:
             self._on_unwind_end(trade, runtime, now)
         else:
             self._on_close_end(trade, runtime, now)
+
+    def _watch_job_age(self, trade: TradeLifecycle, runtime: _Runtime, job: Any, now: float) -> None:
+        """A CRITICAL ``job_overdue`` once a job has been working ``JOB_OVERDUE_SECONDS``.
+
+        Why: every engine bounds its own work, except where waiting is the right thing to do
+        (an RFQ accept whose fate is unknown is looked up until the exchange says; a block
+        trade proven by some of its legs is looked for until every leg is booked). Waiting is
+        right, waiting silently is not: the trade holds its strategy's next entry and may hold
+        a position nobody else will see to.
+        """
+        if runtime.watched_job is not job:
+            runtime.watched_job, runtime.job_since, runtime.job_overdue_alerted_at = job, now, None
+            return
+        since = runtime.job_since if runtime.job_since is not None else now
+        if now - since < JOB_OVERDUE_SECONDS:
+            return
+        alerted = runtime.job_overdue_alerted_at
+        if alerted is not None and now - alerted < JOB_OVERDUE_ALERT_EVERY_SECONDS:
+            return
+        runtime.job_overdue_alerted_at = now
+        phase = job.phase.value if isinstance(job.phase, Enum) else str(job.phase)
+        self._alert("CRITICAL", "job_overdue",
+                    f"trade {trade.id} ({trade.strategy}) {trade.state.value}: its {runtime.job_kind} job "
+                    f"(phase {phase}) has been working for {fmt_duration(now - since)}; it goes on (an RFQ accept "
+                    f"in doubt waits for the "
+                    f"exchange's evidence), but check the exchange's orders and block trades for this trade "
+                    f"(`python main.py status`)", trade_id=trade.id, job=runtime.job_kind, phase=str(phase),
+                    working_seconds=round(now - since, 3))
 
     def _job_step_failed(self, trade: TradeLifecycle, runtime: _Runtime, now: float, error: Exception) -> None:
         """Count a failed step; after ``JOB_STEP_FAILURES_BEFORE_ALERT`` in a row, a CRITICAL alert.

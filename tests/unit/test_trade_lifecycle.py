@@ -125,6 +125,7 @@ class FakeJob:
         self.advances: list[float] = []
         self.stop_reason: str | None = None
         self.reason = ""
+        self.phase = "quoting"   # an engine's phase, as the job_overdue alert names it
 
     @property
     def done(self) -> bool:
