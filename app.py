@@ -1073,6 +1073,7 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
     # The dashboard (docs/DASHBOARD.md), on a thread of its own: it reads the board and the log tail
     # and writes only the command queue, through its own connection to the state db.
     if surface.dashboard is not None:
+        surface.dashboard.follow_store(lambda: ctx.store.path)   # a relocated store takes its commands too
         surface.dashboard.serve()
     if plan.before_loop is not None:
         plan.before_loop(ctx)

@@ -148,6 +148,9 @@ class DashboardServer:
         self.view = view
         self.log = log
         self.db_path = Path(db_path)
+        # Where the daemon's store is now: after a lost store it writes to a recovered copy, and
+        # a command queued in the old path would never be seen (``follow_store``).
+        self._store_path: Callable[[], str | Path] = lambda: self.db_path
         self.people_clock = people_clock if people_clock is not None else clock
         self.guard = DashboardGuard(config.token, self.people_clock)
         self.loopback_only = is_loopback(config.host)
@@ -238,11 +241,22 @@ class DashboardServer:
 
     # ---- what the handlers use ----------------------------------------------------------
 
+    def follow_store(self, path: Callable[[], str | Path]) -> None:
+        """Read the state db's path from ``path`` before every use (the daemon's ``store.path``):
+        a store relocated after a loss (``state_store_lost``) takes the dashboard's commands too."""
+        self._store_path = path
+
     def store(self) -> StateStore:
-        """The dashboard's own connection to the state db (opened on first use)."""
+        """The dashboard's own connection to the state db (opened on first use; reopened when
+        the daemon's store moved)."""
         with self._store_lock:
+            current = Path(self._store_path())
+            if self._store is not None and Path(self._store.path) != current:
+                logger.warning("dashboard: the state store moved to %s; the command queue follows it", current)
+                self._store.close()
+                self._store = None
             if self._store is None:
-                self._store = StateStore(self.db_path, clock=self.clock)
+                self._store = StateStore(current, clock=self.clock)
             return self._store
 
     def queue(self, kind: str, payload: dict) -> int:

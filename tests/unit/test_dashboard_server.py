@@ -124,6 +124,25 @@ def test_pause_and_resume_go_through_the_command_queue_and_the_page_reports_them
             ("resume", "pending", {"strategy": "alpha"})]
 
 
+def test_after_the_store_is_lost_and_relocated_a_command_goes_where_the_daemon_reads(server, db_path, clock):
+    daemon_store = StateStore(db_path, clock=clock)          # the daemon's own connection
+    server.follow_store(lambda: daemon_store.path)
+    try:
+        session = logged_in(server)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', session.get(server.url + "/").text).group(1)
+        session.post(server.url + "/control/pause", data={"strategy": "alpha", "csrf_token": csrf})
+        db_path.unlink()                                      # trader.db deleted under the daemon
+        assert daemon_store.check_file() == "the database file was deleted"
+        moved = daemon_store.relocate()
+        assert moved is not None
+        session.post(server.url + "/control/pause", data={"strategy": "beta", "csrf_token": csrf})
+        # The daemon reads its relocated store: both commands are there, the second one included.
+        assert [(c["kind"], c["payload"]["strategy"]) for c in daemon_store.commands()] == [
+            ("pause", "alpha"), ("pause", "beta")]
+    finally:
+        daemon_store.close()
+
+
 def test_pause_without_a_name_is_400_and_queues_nothing(server, db_path):
     session = logged_in(server)
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', session.get(server.url + "/").text).group(1)
