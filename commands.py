@@ -238,6 +238,9 @@ class CommandProcessor:
         self._applied: dict[int, set[str]] = {}     # kill id -> trades force-closed by this process
         self._errors: dict[int, int] = {}
         self._waiting_logged: set[int] = set()
+        # The resume commands already queued when this daemon took its first look: queued before
+        # this start, they may lift a pause the start-up checks have just set for a new reason.
+        self._stale_resumes: set[int] | None = None
 
     def __repr__(self) -> str:
         return f"CommandProcessor(runners={sorted(self._runners)})"
@@ -258,6 +261,9 @@ class CommandProcessor:
         except Exception:  # noqa: BLE001 - the store logged it; next wake tries again
             logger.exception("reading the command queue failed")
             return
+        if self._stale_resumes is None:
+            self._stale_resumes = {int(c["id"]) for c in queue
+                                   if c["kind"] == KIND_RESUME and c["status"] == COMMAND_PENDING}
         for command in queue:
             self._run_one(command)
 
@@ -310,6 +316,12 @@ class CommandProcessor:
     # ---- resume -------------------------------------------------------------------------
 
     def _resume(self, command: dict) -> None:
+        if self._stale_resumes is not None and int(command["id"]) in self._stale_resumes:
+            # Queued while an earlier run was up and never taken: this start's reconciliation may
+            # have paused a strategy or blocked a symbol since, for a reason nobody has seen yet.
+            raise CommandError("queued before this start and not taken then; the start-up checks may have paused "
+                               "for a new reason since: look at the alerts and `python main.py status`, then run "
+                               "`python main.py resume` again")
         request = ResumeRequest.from_payload(command["payload"])
         self._require_known(request.strategy)
         resumed = resume_runners(self._ctx.store, self._runners, request.strategy)
@@ -417,16 +429,25 @@ class CommandProcessor:
             logger.warning("kill command %d: the positions to adopt could not be read (%s); adopting once the "
                            "kill's trades have ended", command_id, exc)
             return
-        adopted = manager.adopt_external(snapshot)
-        result = {**result, ADOPT_PENDING: False, "adopted_from": snapshot.timestamp}
+        # A symbol one of our active trades trades on may hold a fill of ours the ledger has not
+        # polled yet (an open order that filled a moment ago): at the kill's start it would pass
+        # for an outside position and be closed twice. Those symbols wait for the second read,
+        # made once the kill's own trades have ended; the others are adopted at once.
+        skip = frozenset(leg.symbol for trade in manager.active_trades() for leg in trade.legs) \
+            if kill_just_began else frozenset()
+        deferred = sorted({p.symbol for p in snapshot.positions if p.symbol in skip and abs(p.qty) > 0})
+        adopted = manager.adopt_external(snapshot, skip=skip)
+        result = {**result, ADOPT_PENDING: bool(deferred), "adopted_from": snapshot.timestamp}
         if adopted is not None:
             result["trades"] = [*result.get("trades", []), adopted]
             self._applied.setdefault(command_id, set()).add(adopted)
         self._ctx.store.update_command(command_id, COMMAND_ACTIVE, result)
         command["result"] = result
-        logger.warning("kill command %d: %s", command_id,
-                       f"positions beyond our trades adopted as trade {adopted}" if adopted
-                       else "the account holds nothing beyond our trades")
+        done = (f"positions beyond our trades adopted as trade {adopted}" if adopted
+                else "the account holds nothing beyond our trades" + (" on the other symbols" if deferred else ""))
+        if deferred:
+            done += f"; {', '.join(deferred)} (traded by our trades) adopted once the kill's trades have ended"
+        logger.warning("kill command %d: %s", command_id, done)
 
     def _reapply_kill(self, command: dict) -> None:
         """An active kill this process has not applied (the daemon restarted mid-kill)."""

@@ -2176,15 +2176,18 @@ class LifecycleManager:
                         killed.append(external)
             return killed
 
-    def adopt_external(self, snapshot: AccountSnapshot) -> str | None:
+    def adopt_external(self, snapshot: AccountSnapshot, *, skip: frozenset[str] = frozenset()) -> str | None:
         """The positions of ``snapshot`` beyond our active trades' exposure, adopted as a new trade
         of strategy ``external`` and force-closed (reduce-only, kill intent); its id, or None when
-        the account holds nothing beyond our trades.
+        the account holds nothing beyond our trades. Positions on the symbols of ``skip`` are
+        left out (the kill adopts those once its own trades have ended).
 
         The kill switch passes a snapshot it read for this purpose (``commands``): what is adopted
         must be what the account holds now, not what it held at the last poll.
         """
         with self._lock:
+            if skip:
+                snapshot = replace(snapshot, positions=tuple(p for p in snapshot.positions if p.symbol not in skip))
             external = self._adopt_external_positions(snapshot)
             if external is not None and self.force_close(external.id, EXIT_REASON_KILL):
                 return external.id

@@ -40,6 +40,7 @@ class FakeTrade:
     state: TradeState = TradeState.OPEN
     exit_reason: str | None = None
     realized_pnl: float | None = None
+    legs: list = field(default_factory=list)   # what a kill's adoption reads: the symbols it trades
 
     def __post_init__(self) -> None:
         self.state = TradeState(self.state)
@@ -73,7 +74,7 @@ class FakeLifecycle:
         self.force_closed.append((trade_id, reason))
         return self._trades[trade_id].is_active
 
-    def adopt_external(self, snapshot) -> str | None:
+    def adopt_external(self, snapshot, *, skip: frozenset[str] = frozenset()) -> str | None:
         self.adopted_from.append(snapshot)
         if self.adopt is None:
             return None
@@ -303,6 +304,7 @@ def test_an_active_kill_found_at_start_up_is_applied_again_once(store, clock):
 def test_a_kill_that_keeps_raising_fails_after_three_wakes_and_the_queue_goes_on(store, clock):
     ctx, runners, processor = alpha_beta(store, clock, FakeTrade("T000000001", "alpha"))
     runners[0].broken = True
+    processor(object())   # the daemon's first wake
     kill_id = store.add_command("kill", {"strategy": "alpha", "all_positions": False})
     resume_id = store.add_command("resume", {"strategy": "beta"})
     processor(object())
@@ -337,6 +339,7 @@ def test_resume_one_or_every_runner_including_one_known_only_to_the_store(store,
     beta.pause("kill switch (command 1)")
     store.save_runner_state("retired", RunnerState(paused=True, pause_reason="kill switch (command 1)").to_dict())
 
+    processor(object())   # the daemon's first wake: the resumes below are queued while it runs
     first = store.add_command("resume", {"strategy": "beta"})
     processor(object())
     assert store.command(first)["result"] == {"resumed": ["beta"]} and alpha.is_paused and not beta.is_paused
@@ -350,6 +353,19 @@ def test_resume_one_or_every_runner_including_one_known_only_to_the_store(store,
     unknown = store.add_command("resume", {"strategy": "nope"})
     processor(object())
     assert store.command(unknown)["status"] == "failed"
+
+
+def test_a_resume_queued_before_this_start_is_refused_and_lifts_nothing(store, clock):
+    ctx, (alpha, beta), processor = alpha_beta(store, clock)
+    stale = store.add_command("resume", {"strategy": None})      # queued while an earlier run was up
+    alpha.pause("the state store is behind the exchange")          # this start's reconciliation, meanwhile
+    processor(object())
+    refused = store.command(stale)
+    assert refused["status"] == "failed" and "queued before this start" in refused["result"]["error"]
+    assert alpha.is_paused and alpha.pause_reason == "the state store is behind the exchange"
+    fresh = store.add_command("resume", {"strategy": "alpha"})     # the operator, having looked
+    processor(object())
+    assert store.command(fresh)["result"] == {"resumed": ["alpha"]} and not alpha.is_paused
 
 
 # ------------------------------------------------------------------------------------- waiting for the daemon
