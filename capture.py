@@ -74,6 +74,15 @@ _SMALLEST_ID = 10_000
 _FAKE_ID_BASE = 9_000_000_000_000_000
 
 
+def _id_number(text: str) -> int | None:
+    """The integer a text spells exactly (``"1695796692000001"``; no sign, no leading zero, at
+    least ``_SMALLEST_ID``), or None: such a text and that JSON number are one identifier."""
+    if not text.isascii() or not text.isdigit() or (len(text) > 1 and text[0] == "0"):
+        return None
+    number = int(text)
+    return number if number >= _SMALLEST_ID else None
+
+
 def _normal_key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "")
 
@@ -125,12 +134,15 @@ class Redactor:
             return value   # 0, 1, a flag: not an identifier, and replacing it everywhere would wreck the data
         with self._lock:
             if isinstance(value, int):
-                if value not in self._numbers:
-                    self._numbers[value] = _FAKE_ID_BASE + len(self._numbers) + 1
-                return self._numbers[value]
+                return self._id_placeholder(value)
             if isinstance(value, float):
                 return 0.0
             text = str(value)
+            number = _id_number(text)
+            if number is not None:
+                # An id sent as text ("userId": "1695796692000001") is the same id where it
+                # appears as a JSON number: both forms map to one fake id, registered together.
+                return str(self._id_placeholder(number))
             if text not in self._texts:
                 n = len(self._texts) + 1
                 if text.isdigit():
@@ -140,6 +152,13 @@ class Redactor:
                 else:
                     self._texts[text] = f"<redacted-{n}>"
             return self._texts[text]
+
+    def _id_placeholder(self, value: int) -> int:
+        """The fake id of ``value`` (the lock is held), registered as a number and as its text."""
+        if value not in self._numbers:
+            self._numbers[value] = _FAKE_ID_BASE + len(self._numbers) + 1
+            self._texts[str(value)] = str(self._numbers[value])
+        return self._numbers[value]
 
     def scrub_text(self, text: str) -> str:
         """``text`` with every registered secret and identifier replaced where it occurs."""

@@ -57,6 +57,7 @@ from exchange_connection import ExchangeConnection, assumptions_for, open_exchan
 from doctor_orders import CheckLine, OrderRunContext, ProbeAnswer, StepHook, run_orders
 from option_selection import resolve_legs
 from state_identity import StateIdentityError, exchange_identity, mismatch_message, read_identity
+from stop_flag import StopFlag
 from strategy import StrategyConfig, route_trade
 
 logger = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ class _Run:
     calls: int = 0
     account_id: Any = None
     instruments: list[Instrument] = field(default_factory=list)
+    stop: StopFlag | None = None
 
 
 def refuse_orders(settings: Settings, options: DoctorOptions) -> str | None:
@@ -183,12 +185,14 @@ def refuse_orders(settings: Settings, options: DoctorOptions) -> str | None:
 
 
 def run_doctor(settings: Settings, clock: Clock, configs: Sequence[StrategyConfig], options: DoctorOptions, *,
-               sim_config: Any = None, step: StepHook | None = None) -> DoctorReport:
+               sim_config: Any = None, step: StepHook | None = None, stop: StopFlag | None = None) -> DoctorReport:
     """Every check against the configured exchange; raises ``ConfigError`` for a bad configuration.
 
     ``sim_config`` (a ``simulator.SimulatorConfig``, typed loosely: only the exchange connection
     may name the simulator) shapes the embedded simulator in tests; ``step`` is told each step
-    of ``--orders`` (the kill tests stop the process there)."""
+    of ``--orders`` (the kill tests stop the process there). ``stop`` (set by the SIGTERM/SIGINT
+    handlers of ``main.doctor_command``) ends the run in order: the remaining checks are skipped,
+    no new order is sent, the cleanup of doctor orders still runs, and a FAIL line says so."""
     assumptions = assumptions_for(settings)   # a broken override file is a ConfigError: exit 2
     exchange = "embedded simulator" if settings.embeds_simulator else str(settings.base_url)
     report = DoctorReport(settings.environment, exchange)
@@ -217,18 +221,27 @@ def run_doctor(settings: Settings, clock: Clock, configs: Sequence[StrategyConfi
             capture.redactor.add_secret(connection.credentials.api_key)
             capture.redactor.add_secret(connection.credentials.api_secret)
         run = _Run(settings, clock, connection.client, connection, report, options, observations,
-                   order_actions_per_second=float(assumptions.value("order_actions_per_second")))
+                   order_actions_per_second=float(assumptions.value("order_actions_per_second")), stop=stop)
         try:
             _run_checks(run, configs)
-            if options.orders and not _unreachable(report):
+            if options.orders and not _unreachable(report) and not _stopped(run):
                 _run_orders(run, assumptions, step)
             elif not _unreachable(report):
                 _cleanup_only(run, step)
+            if _stopped(run) and not any(line.check == "stopped" for line in report.lines):
+                assert stop is not None
+                report.add("stopped", FAIL, f"{stop.reason} received: doctor stopped before its checks were "
+                           f"complete; no new order was sent and the doctor-order cleanup ran (see its lines)",
+                           "run doctor again to complete the checks")
         finally:
             connection.close()
             if capture is not None:
                 capture.close()
     return report
+
+
+def _stopped(run: _Run) -> bool:
+    return run.stop is not None and run.stop.is_set
 
 
 def _unreachable(report: DoctorReport) -> bool:
@@ -240,14 +253,14 @@ def _run_checks(run: _Run, configs: Sequence[StrategyConfig]) -> None:
     if not _check_time(run):
         _skip_rest(run.report, "the exchange did not answer GET /time")
         return
-    _check_key(run)
-    _check_latency(run)
-    _check_account(run)
-    _check_instruments_and_chain(run)
-    _check_perpetuals(run)
-    _check_rate_limits(run)
-    _check_state_dir(run)
-    _check_strategies(run, configs)
+    checks: list[Callable[[], None]] = [
+        lambda: _check_key(run), lambda: _check_latency(run), lambda: _check_account(run),
+        lambda: _check_instruments_and_chain(run), lambda: _check_perpetuals(run), lambda: _check_rate_limits(run),
+        lambda: _check_state_dir(run), lambda: _check_strategies(run, configs)]
+    for check in checks:
+        if _stopped(run):   # a stop signal: the rest is skipped, the cleanup still runs
+            return
+        check()
 
 
 def _skip_rest(report: DoctorReport, why: str) -> None:
@@ -550,13 +563,19 @@ def _order_context(run: _Run, step: StepHook | None) -> OrderRunContext:
                            state_dir=Path(run.settings.state_dir), environment=run.settings.environment,
                            base_url=run.connection.base_url, credentials=run.connection.credentials,
                            ts_diff_ms=int(run.settings.ts_diff_ms),
-                           step=step if step is not None else (lambda _name: None))
+                           step=step if step is not None else (lambda _name: None), stop=run.stop)
 
 
 def _cleanup_only(run: _Run, step: StepHook | None) -> None:
     from doctor_orders import DoctorJournal, cleanup
     journal = DoctorJournal.load(Path(run.settings.state_dir))
-    for line in cleanup(_order_context(run, step), journal):
+    try:
+        lines = cleanup(_order_context(run, step), journal)
+    except OSError as exc:   # the journal could not be written: what it holds stays unverified
+        run.report.add("doctor orders", FAIL, f"the doctor journal {journal.path} cannot be written ({exc}); doctor "
+                       f"orders it names are not verified", "make STATE_DIR writable and run doctor again")
+        return
+    for line in lines:
         run.report.add(line.check, line.status, line.detail, line.fix)
 
 

@@ -622,7 +622,11 @@ def record_command(args: argparse.Namespace, settings: Settings, clock: Clock | 
 
 def doctor_command(args: argparse.Namespace, settings: Settings, configs: Sequence[StrategyConfig],
                    clock: Clock | None) -> int:
-    """``python main.py doctor``: the checks of docs/DOCTOR.md, printed as text or one JSON document."""
+    """``python main.py doctor``: the checks of docs/DOCTOR.md, printed as text or one JSON document.
+
+    SIGTERM and SIGINT set a ``StopFlag`` for the run instead of killing it: doctor sends no new
+    order, its cleanup cancels and verifies what it placed, and the report (with a FAIL line
+    for the stop) is still printed. The previous handlers are restored afterwards."""
     options = DoctorOptions(orders=args.orders, i_understand=args.i_understand, write_overrides=args.write_overrides,
                             capture_dir=args.capture, samples=args.samples)
     refused = refuse_orders(settings, options)
@@ -639,12 +643,15 @@ def doctor_command(args: argparse.Namespace, settings: Settings, configs: Sequen
         print(f"configuration error: LOG_DIR={str(settings.log_dir)!r} is not usable ({exc.strerror})",
               file=sys.stderr)
         return EXIT_CONFIG
+    stop = StopFlag()
+    undo_signals = install_signal_handlers(stop)
     try:
-        report = run_doctor(settings, chosen_clock, configs, options)
+        report = run_doctor(settings, chosen_clock, configs, options, stop=stop)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
+        undo_signals()
         undo_logging()
     return quiet_on_closed_pipe(lambda: _print_report(report, as_json=args.json))
 
