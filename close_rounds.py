@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 BREAKER_ROUNDS = 10
 BREAKER_FIRST_DELAY = 300.0
 BREAKER_MAX_DELAY = 3600.0
+# The kill switch ignores the breaker, so a kill that cannot reach zero exposure trips it on every
+# failed round after the tenth, seconds apart: its alert is said at most this often per trade.
+KILL_BREAKER_ALERT_EVERY_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class CloseRounds:
         self.urgent_params = urgent_params
         self.alerts = alerts
         self.trips = 0           # breaker trips of every trade since start-up (the health line shows them)
+        self._kill_alerted_at: dict[str, float] = {}   # trade id -> its last close_breaker alert during a kill
 
     def targets(self, trade: TradeLifecycle, now: float) -> list[LegTarget]:
         """One target per leg with exposure outside the halt: qty recomputed from fills (4.4)."""
@@ -82,6 +86,13 @@ class CloseRounds:
         trade.breaker_until = now + delay
         self.trips += 1
         remaining = {leg.symbol: leg.net_qty for leg in trade.legs if not is_zero(leg.net_qty)}
+        if kill:
+            last = self._kill_alerted_at.get(trade.id)
+            if last is not None and now - last < KILL_BREAKER_ALERT_EVERY_SECONDS:
+                logger.warning("trade %s (%s): kill round %d without reaching zero exposure (left: %s)", trade.id,
+                               trade.strategy, trade.failed_rounds, remaining)
+                return
+            self._kill_alerted_at[trade.id] = now
         send_alert(self.alerts, logger, "CRITICAL", "close_breaker",
                    f"trade {trade.id} ({trade.strategy}): {trade.failed_rounds} rounds without reaching zero "
                    f"exposure; next round in {delay:.0f} s" + (" (kill switch overrides)" if kill else ""),

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from close_rounds import BREAKER_FIRST_DELAY, CloseRounds
+from close_rounds import BREAKER_FIRST_DELAY, KILL_BREAKER_ALERT_EVERY_SECONDS, CloseRounds
 from external_closes import EXIT_REASON_EXTERNAL, FLAG_PNL_ESTIMATED, REVERSAL_LOOKBACK_SECONDS, ExternalCloses
 from lifecycle_holds import LifecycleHolds
 from order_ledger import Intent
@@ -83,6 +83,19 @@ def test_ten_failed_rounds_trip_the_breaker_which_the_kill_switch_ignores():
     assert not plan.breaker_active(closing, kill=True, now=START + 1)
     plan.after_failed_round(closing, kill=False, now=START)
     assert closing.breaker_until == START + 2 * BREAKER_FIRST_DELAY and plan.trips == 2
+
+
+def test_a_kill_that_keeps_failing_alerts_at_most_every_fifteen_minutes_not_every_round():
+    alerts = FakeAlerts()
+    plan, _ = rounds(alerts)
+    killing = trade()
+    now = START
+    for _ in range(100):                      # rounds a few seconds apart: the kill ignores the breaker
+        plan.after_failed_round(killing, kill=True, now=now)
+        now += 5.0
+    assert alerts.kinds("CRITICAL") == ["close_breaker"] and plan.trips == 91
+    plan.after_failed_round(killing, kill=True, now=START + 45 + KILL_BREAKER_ALERT_EVERY_SECONDS)
+    assert alerts.kinds("CRITICAL") == ["close_breaker", "close_breaker"]
 
 
 # ------------------------------------------------------------------------------ settlement
