@@ -444,7 +444,7 @@ class StateIdentityGate:
         connection = self._connection
         current = exchange_identity(self._settings.environment, self._settings.base_url,
                                     embedded=connection.is_embedded, account_id=self._account_id(connection.client))
-        result = check_state_identity(self._settings.state_dir, current)
+        result = check_state_identity(self._settings.state_dir, current, store=self._store)
         self.verified = True
         if not result.adopted:
             return

@@ -6,7 +6,10 @@ What the ledger guarantees, and why (BEHAVIOUR.md §4.7, §6.1, §8; API.md §8,
   ``PPP TTTTTTTTT LL I AAA`` that encodes the instance prefix, trade, leg, intent and an
   attempt that only ever grows per (trade, leg), also across restarts (``restore``). Two
   intentions for one leg can never share an idempotency key, and an order whose create
-  answer was lost can always be found again by that id.
+  answer was lost can always be found again by that id. An id with our prefix that the
+  exchange shows and this ledger never recorded (an older copy of the store, another daemon
+  with our prefix) is a floor the store keeps: the attempts of its leg continue above it
+  (``_id_floor``), after a restart or an operator's resume too (docs/RECOVERY.md O2, L3).
 * **Recorded before it is sent.** ``place`` commits the order as PENDING_SEND to the store
   *before* the POST; if that write fails the order is never sent. A crash between the two
   leaves a record recovery can resolve, never an order nobody knows.
@@ -108,6 +111,8 @@ LOT = 0.01
 QTY_TOLERANCE = Decimal("1e-9")
 TICK_TOLERANCE = Decimal("1e-9")
 MAX_ATTEMPT = 999
+# The trade sequence field of a clientOrderId: 9 digits (``PPP TTTTTTTTT LL I AAA``).
+TRADE_SEQ_MAX = 999_999_999
 UNKNOWN_RESOLVE_SECONDS = 30.0
 # An order younger than this is never judged missing: the exchange's lists and lookups lag
 # fresh orders (incident 38), so a not-found answer right after a send is normal.
@@ -204,7 +209,7 @@ def build_client_order_id(prefix: int, trade_seq: int, leg_index: int, intent: i
     Example: prefix 101, trade 42, leg 1, close (3), attempt 7 -> 101000000042013007.
     """
     _check_int("prefix", prefix, 100, 899)
-    _check_int("trade_seq", trade_seq, 0, 999_999_999)
+    _check_int("trade_seq", trade_seq, 0, TRADE_SEQ_MAX)
     _check_int("leg_index", leg_index, 0, 99)
     _check_int("intent", int(intent) if isinstance(intent, Intent) else intent, 1, 8)
     _check_int("attempt", attempt, 0, MAX_ATTEMPT)
@@ -611,6 +616,7 @@ class OrderLedger:
         # before any request, and why (``_perp_reduce_cap``).
         self._perp_retry_at: dict[tuple[str, Side], tuple[float, str]] = {}
         self._blocked: dict[str, str] = {}   # symbol -> why no order may go there (reconciliation)
+        self._kept_blocks: set[str] = set()  # the blocks the store keeps across restarts (row L3)
         self._rechecked: set[int] = set()    # final orders polled once more after the late-fill grace
         # Orders of finished trades that only the store keeps (``archive_trade``): what is left
         # in memory of each is its exchange id, so the answers "is this order ours?" never
@@ -618,9 +624,28 @@ class OrderLedger:
         self._archived = ArchivedIds()
         self._archived_trades: set[str] = set()
         self._repeats = RepeatLimiter(clock)  # one line per condition and interval, with a count
+        self._restore_kept_blocks()
 
     def __repr__(self) -> str:
         return f"OrderLedger(prefix={self.prefix}, orders={len(self._orders)})"
+
+    def _restore_kept_blocks(self) -> None:
+        """The symbol blocks an earlier run kept (row L3) are in force again from construction.
+
+        Why: a block that must last until an operator lifts it would otherwise end with the
+        process, and the next start (the unknown orders behind it already reported) would
+        not put it back.
+        """
+        if self._store is None:
+            return
+        kept = self._store.kept_symbol_blocks()
+        with self._lock:
+            for symbol, reason in kept.items():
+                self._blocked[symbol] = reason
+                self._kept_blocks.add(symbol)
+        for symbol, reason in sorted(kept.items()):
+            logger.critical("symbol %s blocked (kept from an earlier run until an operator resumes): %s",
+                            symbol, reason)
 
     # ---- queries --------------------------------------------------------------------
 
@@ -1046,9 +1071,15 @@ class OrderLedger:
         read the rest. No id is ever taken twice: every id is recorded before it is sent, and
         ``is_ours`` answers for the archive too. When the family has nothing left: CRITICAL
         once with what an operator can do, then ``LedgerCapError``.
+
+        Ids with our prefix that the exchange shows and this ledger never recorded (a store
+        restored from an older copy, another daemon with our prefix) are floors kept by the
+        store (``_id_floor``): the counter continues above the highest attempt seen on the
+        leg, and a spare id is looked for above the highest seen with its digit, so such an
+        id is never sent again (docs/RECOVERY.md O2, L3).
         """
         key = (trade_seq, leg_index)
-        attempt = self._attempts.get(key, 0) + 1
+        attempt = max(self._attempts.get(key, 0), self._id_floor(trade_seq, leg_index, None)) + 1
         if attempt <= MAX_ATTEMPT:
             self._attempts[key] = attempt
             return intent, attempt
@@ -1057,7 +1088,8 @@ class OrderLedger:
         family = intent.family()
         for digit in (intent, family if intent is not family else family.requote()):
             cursor = (trade_seq, leg_index, digit)
-            for spare in range(self._spare_cursor.get(cursor, 0) + 1, MAX_ATTEMPT + 1):
+            first = max(self._spare_cursor.get(cursor, 0), self._id_floor(trade_seq, leg_index, digit)) + 1
+            for spare in range(first, MAX_ATTEMPT + 1):
                 self._spare_cursor[cursor] = spare
                 if self.is_ours(build_client_order_id(self.prefix, trade_seq, leg_index, digit, spare)):
                     continue
@@ -1074,6 +1106,17 @@ class OrderLedger:
                             _exhausted_action(family, symbol))
         self._cap_violation(trade_id, symbol, f"leg {leg_index} of {trade_id} used every clientOrderId of the "
                                               f"{family.name} family")
+
+    def _id_floor(self, trade_seq: int, leg_index: int, intent: int | None) -> int:
+        """The highest attempt of (trade_seq, leg_index) (one intent digit, or any) that the exchange
+        showed with our prefix and this ledger never recorded (``persistence.raise_client_id_floors``).
+
+        Read from the store at each allocation, so a floor the reconciler wrote is in force at
+        once and after any restart. A failed read raises: nothing is recorded or sent.
+        """
+        if self._store is None:
+            return 0
+        return int(self._store.client_id_floor(trade_seq, leg_index, None if intent is None else int(intent)))
 
     def _cap_violation(self, trade_id: str, symbol: str, detail: str) -> NoReturn:
         logger.critical("ledger cap: %s; no order sent", detail)
@@ -1273,12 +1316,44 @@ class OrderLedger:
         self._emit("symbol_blocked", {"symbol": symbol, "reason": reason})
         return True
 
+    def block_symbol_durably(self, symbol: str, reason: str) -> bool:
+        """``block_symbol`` that outlives a restart: kept by the store until ``unblock`` (row L3).
+
+        The block is in force in memory first, then written; a failed write raises (the block
+        stays for this run) so the caller does not go on to record its verdict as handled.
+        Without a store that keeps blocks it is ``block_symbol``. True when the block is new.
+        """
+        new = self.block_symbol(symbol, reason)
+        if self._store is None:
+            return new
+        with self._lock:
+            if symbol in self._kept_blocks or symbol not in self._blocked:
+                return new
+        self._store.keep_symbol_block(symbol, reason)
+        with self._lock:
+            self._kept_blocks.add(symbol)
+        return new
+
     def unblock(self, symbols: Iterable[str] | None = None) -> list[str]:
-        """Lift the blocks on ``symbols`` (all when None); returns the symbols unblocked."""
+        """Lift the blocks on ``symbols`` (all when None); returns the symbols unblocked.
+
+        A block the store keeps (``block_symbol_durably``) is lifted in the store first; when
+        that write fails it stays (logged CRITICAL) and is not among the symbols returned.
+        """
         with self._lock:
             chosen = list(self._blocked) if symbols is None else [s for s in symbols if s in self._blocked]
+            kept = [symbol for symbol in chosen if symbol in self._kept_blocks]
+        if kept and self._store is not None:
+            try:
+                self._store.lift_symbol_blocks(kept)
+            except Exception as exc:  # noqa: BLE001 - the block stays, fail closed
+                logger.critical("symbols %s stay blocked: lifting their kept blocks failed (%s); resume again",
+                                ", ".join(kept), exc)
+                chosen = [symbol for symbol in chosen if symbol not in kept]
+        with self._lock:
             for symbol in chosen:
-                del self._blocked[symbol]
+                self._blocked.pop(symbol, None)
+                self._kept_blocks.discard(symbol)
         for symbol in chosen:
             logger.warning("symbol %s unblocked by the operator", symbol)
             self._emit("symbol_unblocked", {"symbol": symbol})

@@ -15,7 +15,14 @@ Why it looks the way it does:
   (time from the injected clock), logs CRITICAL and starts a fresh store. The caller
   learns the quarantined path and starts degraded (BEHAVIOUR.md 4.7). Errors that are
   not corruption (locked, permission denied, newer schema) are raised instead: moving a
-  healthy database aside would lose its state.
+  healthy database aside would lose its state. The quarantined file's trade sequence is
+  read back read-only when it still can be, and the fresh store continues
+  ``QUARANTINE_SEQ_MARGIN`` above it (docs/RECOVERY.md Q3).
+* What must outlive any restart to keep a clientOrderId from being sent twice, or a block
+  in force, lives in the existing tables (no schema step): clientOrderId floors as counters
+  (``raise_client_id_floors``), kept symbol blocks and the store's exchange record as events
+  (``keep_symbol_block``, ``record_identity``). A store written by this version still opens
+  with the previous one.
 * The schema is versioned: ``MIGRATIONS`` is an ordered list of ``(version, statements)``
   steps, each applied in its own transaction together with the new version number, so
   a new version adds a step without touching the ones already shipped.
@@ -47,7 +54,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from clock import Clock, to_utc_datetime
 from errors import TraderError
@@ -63,6 +70,28 @@ TRADE_SEQ_COUNTER = "trade_seq"
 # finished a start-up reconciliation (docs/RECOVERY.md, rows L2 and L4).
 ORDER_HISTORY_WATERMARK = "order_history_checked_ms"
 RECOVERED_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+# clientOrderIds with our prefix seen on the exchange that the ledger never recorded (an older
+# copy of this store, another daemon with our prefix): the highest attempt seen, per (trade
+# sequence, leg) and per (trade sequence, leg, intent digit), kept as counters named
+# ``client_id_floor:<seq>:<leg>`` and ``client_id_floor:<seq>:<leg>:<intent>``. The ledger
+# allocates above them, so such an id is never sent again, after a restart or a resume too
+# (docs/RECOVERY.md rows O2, L3). Counters, not a table: no schema change, and a store written
+# by this version still opens with the previous one.
+CLIENT_ID_FLOOR_COUNTER = "client_id_floor"
+# Symbol blocks that outlive a restart (row L3), as events replayed in order: a block kept,
+# then the operator's lift (``StateStore.kept_symbol_blocks``).
+SYMBOL_BLOCK_KEPT_EVENT = "symbol_block_kept"
+SYMBOL_BLOCK_LIFTED_EVENT = "symbol_block_lifted"
+# The exchange, account and environment the store belongs to (state_identity, row E1), kept
+# inside the database as well as beside it: the latest event of this kind is the record.
+IDENTITY_EVENT = "exchange_identity"
+# After a quarantine, the fresh store's trade sequence starts this far above the one read from
+# the quarantined file (when it can be read): pages lost to the corruption may have held a
+# later value (docs/RECOVERY.md Q3).
+QUARANTINE_SEQ_MARGIN = 1000
+# The trade sequence field of a clientOrderId holds 9 digits (order_ledger.build_client_order_id):
+# a value read back from a damaged file above this, less the margin, is not believed.
+_TRADE_SEQ_FIELD_MAX = 999_999_999
 
 # Operator command statuses: pending -> active (a kill being executed; survives restarts)
 # -> done | failed. A command may also go straight from pending to done or failed.
@@ -209,6 +238,43 @@ def quarantine_name(path: Path, clock: Clock) -> Path:
     return candidate
 
 
+def client_id_floor_name(trade_seq: int, leg_index: int, intent: int | None = None) -> str:
+    """The counter holding a clientOrderId floor (``StateStore.raise_client_id_floors``)."""
+    base = f"{CLIENT_ID_FLOOR_COUNTER}:{int(trade_seq)}:{int(leg_index)}"
+    return base if intent is None else f"{base}:{int(intent)}"
+
+
+def salvage_counter(path: Path, name: str) -> int | None:
+    """One counter of a database that was moved aside, read without writing to it; None when unreadable.
+
+    The file is opened read-only (``mode=ro``: SQLite neither checkpoints nor deletes its
+    sidecars, and a WAL moved aside with it is read), so the quarantined evidence stays as it
+    was for a human; the empty sidecars SQLite creates to read a WAL database are removed.
+    """
+    sidecars = [Path(f"{path}{suffix}") for suffix in _SIDECAR_SUFFIXES]
+    already = {sidecar for sidecar in sidecars if sidecar.exists()}
+    try:
+        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+    try:
+        row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+        for sidecar in sidecars:
+            if sidecar not in already:
+                try:
+                    sidecar.unlink(missing_ok=True)
+                except OSError:
+                    pass
+    if row is None or isinstance(row[0], bool) or not isinstance(row[0], int):
+        return None
+    return int(row[0])
+
+
 def _encode(doc: Any) -> str:
     """JSON text of a document; ints stay ints (no float conversion ever happens)."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
@@ -326,7 +392,13 @@ class StateStore:
         if header_problem is not None:
             # Decided before SQLite opens it: SQLite would delete the WAL sidecars on close.
             quarantined = cls._quarantine(file_path, clock, header_problem)
-            return cls(file_path, clock=clock, durable=durable), quarantined
+            fresh = cls(file_path, clock=clock, durable=durable)
+            try:
+                fresh._seed_from_quarantined(quarantined)
+            except BaseException:
+                fresh.close()
+                raise
+            return fresh, quarantined
         try:
             store = cls(file_path, clock=clock, durable=durable)
         except StoreCorruptError as exc:
@@ -342,7 +414,39 @@ class StateStore:
             store.close()
             reason = "; ".join(problems[:5])
         quarantined = cls._quarantine(file_path, clock, reason)
-        return cls(file_path, clock=clock, durable=durable), quarantined
+        fresh = cls(file_path, clock=clock, durable=durable)
+        try:
+            fresh._seed_from_quarantined(quarantined)
+        except BaseException:
+            fresh.close()
+            raise
+        return fresh, quarantined
+
+    def _seed_from_quarantined(self, quarantined: Path) -> int | None:
+        """Start the fresh store's trade sequence above the one the quarantined file still holds.
+
+        Why: the sequence is the middle of every clientOrderId, and the exchange's order history
+        (89 days) does not show orders older than that, so a fresh store seeded from the history
+        alone could hand out trade sequences, hence clientOrderIds, already sent. The file just
+        moved aside often still answers a read of its ``counters`` table (an integrity check
+        failing on other pages); the value read, plus ``QUARANTINE_SEQ_MARGIN``, becomes the
+        fresh store's floor. Best effort: a file that cannot be read gives nothing here, and
+        the start-up reconciliation still seeds from the history and the clock
+        (``prefix_ownership``). Returns the new counter, or None.
+        """
+        salvaged = salvage_counter(quarantined, TRADE_SEQ_COUNTER)
+        if salvaged is None:
+            logger.warning("the quarantined store %s cannot be read for its trade sequence; the start-up "
+                           "reconciliation seeds it from the exchange's history and the clock", quarantined)
+            return None
+        if not 0 <= salvaged <= _TRADE_SEQ_FIELD_MAX - QUARANTINE_SEQ_MARGIN:
+            logger.critical("the quarantined store %s holds trade sequence %d, which no clientOrderId can carry: "
+                            "not used", quarantined, salvaged)
+            return None
+        seeded = self.raise_counter_to(TRADE_SEQ_COUNTER, salvaged + QUARANTINE_SEQ_MARGIN)
+        logger.critical("the quarantined store %s had reached trade sequence %d: the fresh store continues above "
+                        "%d, so no clientOrderId it sent is sent again", quarantined, salvaged, seeded)
+        return seeded
 
     @staticmethod
     def _set_aside_stale_sidecars(path: Path, clock: Clock) -> None:
@@ -567,6 +671,84 @@ class StateStore:
     def next_trade_seq(self) -> int:
         """The next trade sequence number (1, 2, ...), persisted before it is returned."""
         return self.next_counter(TRADE_SEQ_COUNTER)
+
+    # ---------------------------------------------------------------- clientOrderId floors
+
+    def raise_client_id_floors(self, seen: Iterable[tuple[int, int, int, int]]) -> int:
+        """Record ``(trade_seq, leg_index, intent, attempt)`` of clientOrderIds with our prefix seen on
+        the exchange that the ledger never recorded: one transaction, never lowering a floor.
+
+        The ledger allocates every later attempt of that (trade sequence, leg) above the highest
+        attempt recorded here (``client_id_floor``), so an id that exists on the exchange is
+        never sent again, whatever is lost from memory (a restart, an operator's resume).
+        Returns how many counters the write touched (0: nothing to write, no transaction).
+        """
+        floors: dict[str, int] = {}
+        for trade_seq, leg_index, intent, attempt in seen:
+            for name, value in (("trade_seq", trade_seq), ("leg_index", leg_index), ("intent", intent),
+                                ("attempt", attempt)):
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"client id floor {name} must be an int >= 0, got {value!r}")
+            for name in (client_id_floor_name(trade_seq, leg_index),
+                         client_id_floor_name(trade_seq, leg_index, intent)):
+                floors[name] = max(floors.get(name, 0), attempt)
+        if not floors:
+            return 0
+        with self._write("raise_client_id_floors") as conn:
+            conn.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+                sorted(floors.items()),
+            )
+        return len(floors)
+
+    def client_id_floor(self, trade_seq: int, leg_index: int, intent: int | None = None) -> int:
+        """The highest attempt of (trade_seq, leg_index) seen on the exchange and never recorded by
+        the ledger, for one intent digit or (None) any; 0 when none was."""
+        return self.counter(client_id_floor_name(trade_seq, leg_index, intent))
+
+    # ---------------------------------------------------------------- whose store this is
+
+    def record_identity(self, identity: Mapping[str, str]) -> None:
+        """Keep the exchange record of this store inside it (``state_identity``; row E1)."""
+        doc = {str(key): str(value) for key, value in dict(identity).items()}
+        self.append_event(IDENTITY_EVENT, doc, self._now() or 0.0)
+
+    def stored_identity(self) -> dict | None:
+        """The exchange record kept inside this store (the latest), or None."""
+        rows = self._read("SELECT doc FROM events WHERE kind = ? ORDER BY id DESC LIMIT 1", (IDENTITY_EVENT,))
+        if not rows:
+            return None
+        doc = _decode(rows[0][0])
+        return doc if isinstance(doc, dict) else None
+
+    # ---------------------------------------------------------------- symbol blocks kept across restarts
+
+    def keep_symbol_block(self, symbol: str, reason: str) -> None:
+        """Record that no order may go to ``symbol`` until an operator lifts it (survives restarts)."""
+        if not isinstance(symbol, str) or not symbol:
+            raise ValueError(f"symbol must be a non-empty str, got {symbol!r}")
+        self.append_event(SYMBOL_BLOCK_KEPT_EVENT, {"symbol": symbol, "reason": str(reason)}, self._now() or 0.0)
+
+    def lift_symbol_blocks(self, symbols: Iterable[str]) -> None:
+        """Record the operator's lift of the kept blocks on ``symbols``."""
+        chosen = sorted({str(symbol) for symbol in symbols})
+        if chosen:
+            self.append_event(SYMBOL_BLOCK_LIFTED_EVENT, {"symbols": chosen}, self._now() or 0.0)
+
+    def kept_symbol_blocks(self) -> dict[str, str]:
+        """The blocks kept and not lifted since, symbol -> reason (the events replayed in order)."""
+        blocks: dict[str, str] = {}
+        for event in self.events((SYMBOL_BLOCK_KEPT_EVENT, SYMBOL_BLOCK_LIFTED_EVENT)):
+            payload = event["payload"] if isinstance(event["payload"], dict) else {}
+            if event["kind"] == SYMBOL_BLOCK_KEPT_EVENT:
+                symbol = payload.get("symbol")
+                if isinstance(symbol, str) and symbol:
+                    blocks[symbol] = str(payload.get("reason") or "kept from an earlier run")
+            else:
+                for symbol in payload.get("symbols") or []:
+                    blocks.pop(str(symbol), None)
+        return blocks
 
     # ---------------------------------------------------------------- trades
 

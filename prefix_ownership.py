@@ -10,11 +10,22 @@ cancelling somebody else's order. ``PrefixOwnership`` is where the reconciler de
 * an unknown order with our prefix is never cancelled (not provably ours; incident 40):
   CRITICAL ``prefix_conflict`` naming it, every strategy paused, the trade sequence moved
   past it, reported once (remembered across restarts in the ``foreign_orders`` event);
+* its clientOrderId is never sent by us: every id with our prefix the exchange shows and the
+  ledger never recorded, on a trade sequence the store has reached, is a floor the store
+  keeps (``StateStore.raise_client_id_floors``) and the ledger allocates above, after a
+  restart or a resume too; a store behind the exchange (row L3) keeps its block on the
+  symbols our trades hold (``OrderLedger.block_symbol_durably``) until the resume;
+* the order of the writes is what makes a crash harmless: floors and trade sequence first,
+  then the pause and the kept block, the alert, the ``foreign_orders`` journal ("reported"),
+  and the check time last, so whatever write a crash stops at, the next start sees the same
+  evidence and takes the same verdict again;
 * at every start the order history since the store's last check (89 days for a store that
   never had one) is read for our prefix: the trade sequence is re-seeded above anything seen,
   so no clientOrderId is ever sent twice; unknown orders there mean the store is behind;
 * a store that is missing (new or empty, never reconciled) or quarantined is a lost memory:
-  if the exchange shows anything of ours, every strategy starts paused;
+  if the exchange shows anything of ours, every strategy starts paused; if its history shows
+  nothing of ours, the trade sequence starts at a floor the clock gives
+  (``clock_trade_seq_floor``), since our older orders are out of the history's reach;
 * while running, the history since the last check is read every reconciliation, so a foreign
   order that filled between two checks is still seen;
 * a history read that stops before the start of its window (``HISTORY_MAX_PAGES`` reached, or
@@ -43,7 +54,7 @@ from alerts import send_alert
 from clock import Clock, iso_utc
 from coincall_payloads import ExchangeOrder, PerpOrder, history_filters, next_page_filters, parse_order_page
 from errors import TraderError
-from order_ledger import LedgerOrder, parse_client_order_id
+from order_ledger import TRADE_SEQ_MAX, LedgerOrder, parse_client_order_id
 from order_reconciliation import presumed_not_placed
 from persistence import ORDER_HISTORY_WATERMARK, TRADE_SEQ_COUNTER
 from reconciliation_report import ReconcileReport
@@ -69,6 +80,42 @@ FOREIGN_ORDERS_EVENT = "foreign_orders"
 ALERT_NAMES_AT_MOST = 10
 # The pause of a history read that did not reach the start of its window (row L4).
 HISTORY_INCOMPLETE_REASON = "the order history could not be read to the end: unread orders may carry our prefix"
+# The trade sequence a lost memory starts from when the history shows nothing of ours (rows L2,
+# Q3): a floor that grows with the clock (``clock_trade_seq_floor``).
+SEQ_CLOCK_EPOCH = 1_704_067_200           # 2024-01-01 00:00 UTC
+SEQ_CLOCK_PER_DAY = 10_000                # trade sequences a day the floor leaves room for
+SEQ_CLOCK_HEADROOM = 10_000_000           # sequences always left above the floor, under the 9-digit field
+_DAY_SECONDS = 86_400
+
+
+def clock_trade_seq_floor(now: float) -> int:
+    """The lowest trade sequence a store that lost its memory may start from at ``now`` (epoch s).
+
+    Why: after a lost or quarantined store the trade sequence is re-seeded from the exchange's
+    order history, which reaches back 89 days. When it shows nothing of ours, the orders we
+    sent (if any) are all older than that, and nothing left on our side says which trade
+    sequences they used; restarting at 1 could send their clientOrderIds again. The floor is
+    derived from the clock alone:
+
+        floor(now) = min(days(now) * 10_000, 999_999_999 - 10_000_000)
+        days(now)  = whole days since 2024-01-01 00:00 UTC (0 before it)
+
+    * Width: the trade sequence is the 9-digit field ``TTTTTTTTT`` of ``PPP TTTTTTTTT LL I AAA``
+      (0 to 999,999,999, ``TRADE_SEQ_MAX``). days * 10,000 reaches 989,999,999 (the cap, which
+      leaves 10,000,000 trades of room) on day 98,999, in the year 2295: no id overflows.
+    * Above what was used: a store's sequence starts at 1 (a new directory) or at an earlier
+      floor(t0), and then grows by 1 a trade (plus 1,000 a re-seed). The history showing
+      nothing of ours means every order we sent is older than ``now - 89 days``, so the
+      sequences used are below floor(t0) + used, and that is below floor(now) as long as the
+      store used fewer than 10,000 sequences a day on average since t0 (the 89 quiet days
+      alone leave 890,000 more). A daemon that opens one structure a minute uses 1,440 a day.
+    * It only grows with time, and asks nothing of any state: the same answer after a lost
+      store, a quarantined one or a lost state directory.
+
+    ``now`` comes from the injected clock, never from the wall clock.
+    """
+    days = max(0, int((float(now) - SEQ_CLOCK_EPOCH) // _DAY_SECONDS))
+    return min(days * SEQ_CLOCK_PER_DAY, TRADE_SEQ_MAX - SEQ_CLOCK_HEADROOM)
 
 
 def carries_prefix(client_order_id: int | None, prefix: int) -> bool:
@@ -130,6 +177,11 @@ class HistoryRead:
         return max(self.since_ms, min(self.oldest_ms, self.until_ms))
 
 
+def _highest(unknown: list[tuple[int, ExchangeOrder]]) -> int:
+    """The highest trade sequence among (clientOrderId, order) pairs (0 for none)."""
+    return max((parse_client_order_id(coid).trade_seq for coid, _item in unknown), default=0)
+
+
 def _trade_seqs(orders: Iterable[ExchangeOrder]) -> list[int]:
     """The trade sequences encoded in the clientOrderIds of ``orders`` (orders without one have none)."""
     return [parse_client_order_id(order.client_order_id).trade_seq for order in orders
@@ -159,6 +211,8 @@ class PrefixOwnership:
         self.quarantined = quarantined
         self.interval_seconds = float(interval_seconds)
         self._foreign: set[int] | None = None      # orders with our prefix known not to be ours
+        # (trade_seq, leg, intent digit) -> the highest attempt whose floor is in the store (this run)
+        self._floored: dict[tuple[int, int, int], int] = {}
         self._new_state_dir = False
         # An episode of incomplete history reads: alerted at its first read (and again when a
         # strategy had been resumed meanwhile); the unread windows not named in an alert yet.
@@ -198,6 +252,13 @@ class PrefixOwnership:
         ``order_history_incomplete`` names the unread part. The check time still moves to
         ``until_ms``, so no start re-reads 200 pages: the alert and the pause hand the unread
         part to the operator, whose ``resume`` states it was checked by hand.
+
+        A lost memory whose history shows nothing of ours starts its trade sequence at the
+        clock's floor (``clock_trade_seq_floor``; not the first start of a new state
+        directory). The writes go in the order that survives a crash between any two of them:
+        clientOrderId floors and the trade sequence (row L3's after its pause and block: it is
+        what tells L3 from O2), the verdict (pause, kept block, alert, then "reported"), and the
+        check time last.
         """
         if self.store is None:
             return None
@@ -214,31 +275,43 @@ class PrefixOwnership:
         seen = history + prefixed_open
         seqs = _trade_seqs(seen)
         unknown = self._not_yet_reported(seen)
+        # What makes no clientOrderId be sent twice comes first, and is idempotent: the floors
+        # of ids seen (and of those reported by earlier runs), then the trade sequence.
+        self._raise_floors([item.client_order_id for item in seen], also=self._foreign_orders())
         counter_before = self._counter(TRADE_SEQ_COUNTER)
-        reseeded = self._reseed(seqs, margin=bool(unknown) or not read.complete)
-        self.store.raise_counter_to(ORDER_HISTORY_WATERMARK, until_ms)
-        if reseeded is not None:
-            logger.warning("trade sequence re-seeded to %d from the exchange's order history", reseeded)
+        margin = bool(unknown) or not read.complete
+        # A store behind the exchange (row L3) is told by its sequence: raised before the
+        # verdict is persisted, a crash in between would make the next start take it for row
+        # O2 and drop the symbol block. Its re-seed comes after the pause and the block.
+        behind = lost is None and bool(unknown) and _highest(unknown) > counter_before
+        if not behind:
+            self._reseed_logged(seqs, margin=margin)
+        if lost is not None and not seqs and (lost == "quarantined" or not self._new_state_dir):
+            self._reseed_from_clock(lost, now)
+        # Then the verdict (pauses and blocks persisted before anything is marked handled), and
+        # only then the check time: a crash anywhere before it leaves a store the next start
+        # checks the same way again (docs/RECOVERY.md L2-L4: the verdict is re-applied).
         if lost is not None:
             probe: dict | None = self._lost_memory_start(lost, snapshot, prefixed_open, history, unknown, report, now)
+        elif behind:
+            probe = self._store_behind(unknown, report, counter_before, seqs, margin=margin)
         else:
             probe = self._unknown_at_start(unknown, report, counter_before)
         if read.complete:
             self._history_complete()
         else:
             self._history_incomplete(read, report, source="start-up")
+        self.store.raise_counter_to(ORDER_HISTORY_WATERMARK, until_ms)
         return probe
 
     def _unknown_at_start(self, unknown: list[tuple[int, ExchangeOrder]], report: ReconcileReport,
                           counter_before: int) -> dict | None:
-        """Unknown orders of ours at a start with a store that has a history: row O2 or L3."""
+        """Unknown orders of ours at a start with a store that has a history, none beyond its sequence: row O2."""
         if not unknown:
             return None
-        highest = max(parse_client_order_id(coid).trade_seq for coid, _item in unknown)
-        if highest <= counter_before:
-            self.unknown_orders([item for _coid, item in unknown], report, source="start-up")
-            return {"unknown_orders": len(unknown), "max_trade_seq": highest}
-        return self._store_behind(unknown, report, counter_before, highest)
+        highest = _highest(unknown)
+        self.unknown_orders([item for _coid, item in unknown], report, source="start-up")
+        return {"unknown_orders": len(unknown), "max_trade_seq": highest}
 
     def watch_history(self, report: ReconcileReport, now: float) -> None:
         """While running: orders of ours created since the last check that the ledger does not know.
@@ -353,15 +426,20 @@ class PrefixOwnership:
         return None
 
     def _store_behind(self, unknown: list[tuple[int, ExchangeOrder]], report: ReconcileReport,
-                      counter_before: int, highest: int) -> dict:
-        """Row L3: the exchange shows our orders beyond the store's sequence (an older copy)."""
+                      counter_before: int, seqs: list[int], *, margin: bool) -> dict:
+        """Row L3: the exchange shows our orders beyond the store's sequence (an older copy).
+
+        In this order, so that a crash between any two writes leaves the next start the same
+        verdict to take (or, past the re-seed, row O2's, with the pause and the kept block
+        already in the store): pause, block, alert, re-seed, then the orders marked reported.
+        """
+        highest = _highest(unknown)
         coids = [coid for coid, _item in unknown]
         report.foreign_orders.extend(coids)
-        self._remember_foreign(unknown, "history", keep=self._seen_again(unknown, self.clock.now()))
         report.paused.extend(self.pauses.pause_every("the state store is behind the exchange"))
         blocked = self._block_symbols(unknown, report, "the state store is behind the exchange on this symbol",
                                       every_symbol=True)
-        sequence = self._counter(TRADE_SEQ_COUNTER)
+        sequence = max(self._counter(TRADE_SEQ_COUNTER), self._reseed_target(seqs, margin=margin))
         self._alert("CRITICAL", "store_behind",
                     f"the exchange shows {len(coids)} order(s) with our prefix {self.ledger.prefix} that the state "
                     f"store {self._store().path} does not know, up to trade sequence {highest} while the store had "
@@ -375,6 +453,9 @@ class PrefixOwnership:
                     f"the symbol block)",
                     client_order_ids=coids[:ALERT_NAMES_AT_MOST], count=len(coids), store_trade_seq=counter_before,
                     highest_trade_seq=highest)
+        self._reseed_logged(seqs, margin=margin)
+        # Marked handled last: a crash before this line leaves them unknown to the next start.
+        self._remember_foreign(unknown, "history", keep=self._seen_again(unknown, self.clock.now()))
         return {"unknown_orders": len(coids), "max_trade_seq": highest, "store_trade_seq": counter_before}
 
     def _lost_memory_start(self, lost: str, snapshot: AccountSnapshot, prefixed_open: list[ExchangeOrder],
@@ -388,14 +469,17 @@ class PrefixOwnership:
                  "max_trade_seq": max(seqs) if seqs else 0}
         if unknown:
             report.foreign_orders.extend(coid for coid, _item in unknown)
-            self._remember_foreign(unknown, "start-up", keep=self._seen_again(unknown, now))
         # A first start on an account with positions of its own has lost nothing.
         positions_count = bool(positions) and (lost == "quarantined" or not self._new_state_dir or bool(history))
         if not (positions_count or prefixed_open or recent):
             level = logging.WARNING if lost == "quarantined" or history else logging.INFO
             logger.log(level, "state store %s (%s) but the exchange shows nothing of ours: normal start",
                        "quarantined" if lost == "quarantined" else "is new or empty", self.quarantined or lost)
+            self._remember_lost_memory_orders(unknown, now)
             return probe
+        # The pause is persisted before anything says this start was handled (the alert may be
+        # the write that fails; the journal and the check time come after both).
+        self.pauses.pause_every(f"state {'quarantined' if lost == 'quarantined' else 'store missing'} at start-up")
         what = (f"the state store was quarantined ({self.quarantined})" if lost == "quarantined" else
                 f"the state store {self._store().path} is new or empty (deleted or lost?)")
         kind = "quarantine_start" if lost == "quarantined" else "missing_store_start"
@@ -406,8 +490,13 @@ class PrefixOwnership:
                     f"{self._open_orders_text(prefixed_open)}. The trade sequence continues above "
                     f"{self._counter(TRADE_SEQ_COUNTER)}, so no clientOrderId is sent twice. What to do: "
                     f"{self._lost_memory_fix()}", **probe)
-        self.pauses.pause_every(f"state {'quarantined' if lost == 'quarantined' else 'store missing'} at start-up")
+        self._remember_lost_memory_orders(unknown, now)
         return probe
+
+    def _remember_lost_memory_orders(self, unknown: list[tuple[int, ExchangeOrder]], now: float) -> None:
+        """Rows Q1, L2: the prefixed orders a lost store saw are remembered, so no ``prefix_conflict`` follows."""
+        if unknown:
+            self._remember_foreign(unknown, "start-up", keep=self._seen_again(unknown, now))
 
     def _open_orders_text(self, prefixed_open: list[ExchangeOrder]) -> str:
         if not prefixed_open:
@@ -423,15 +512,76 @@ class PrefixOwnership:
                 f"--all-positions --yes` or by hand, cancel the open orders listed if they are yours, then "
                 f"`python main.py resume`")
 
-    def _reseed(self, seqs: Iterable[int], *, margin: bool) -> int | None:
-        """Raise the trade sequence above every one seen (never lowers it); the new value, or None."""
+    def _reseed_from_clock(self, lost: str, now: float) -> int | None:
+        """Rows L2, Q3 with nothing of ours in the history: the trade sequence starts at least at
+        ``clock_trade_seq_floor(now)`` (never lowered); the new value, or None.
+
+        Not at the first start of a new state directory (``note_new_state_dir``: no exchange
+        record and a store created by this start), which has used no sequence: its trades
+        number from 1 as they always did.
+        """
+        floor = clock_trade_seq_floor(now)
+        if floor <= self._counter(TRADE_SEQ_COUNTER):
+            return None
+        seeded = self._store().raise_counter_to(TRADE_SEQ_COUNTER, floor)
+        logger.warning("state store %s and the exchange's order history shows nothing of ours: the trade sequence "
+                       "starts at %d (the clock's floor), above any our older orders can have used", lost, seeded)
+        return seeded
+
+    def _raise_floors(self, coids: Iterable[int | None], *, also: Iterable[int] = ()) -> int:
+        """Durably: no clientOrderId with our prefix that the exchange showed and the ledger never
+        recorded is allocated again (docs/RECOVERY.md O2, L3).
+
+        The ledger allocates above the floors the store keeps (``OrderLedger._id_floor``), so
+        this holds after a restart and after the operator's resume, which end the symbol
+        block. Only ids whose trade sequence the store has reached need a floor: the trade
+        sequence is re-seeded above the others right after (every caller does so before it
+        decides anything), so no trade of ours can ever carry them. ``also``: ids reported by
+        earlier runs (the ``foreign_orders`` journal), whose floors a store written before the
+        floors existed lacks. One write for all of them; those already written this run are
+        skipped. A failed write raises: nothing is decided on this pass.
+        """
+        if self.store is None:
+            return 0
+        reached = self._counter(TRADE_SEQ_COUNTER)
+        wanted: dict[tuple[int, int, int], int] = {}
+        for coid in [*coids, *also]:
+            if coid is None or not self.is_ours(coid) or self.ledger.is_ours(coid):
+                continue
+            parts = parse_client_order_id(coid)
+            key = (parts.trade_seq, parts.leg_index, parts.intent)
+            if parts.trade_seq > reached or self._floored.get(key, 0) >= parts.attempt:
+                continue
+            wanted[key] = max(wanted.get(key, 0), parts.attempt)
+        if not wanted:
+            return 0
+        self.store.raise_client_id_floors((seq, leg, intent, attempt) for (seq, leg, intent), attempt in wanted.items())
+        for key, attempt in wanted.items():
+            self._floored[key] = max(self._floored.get(key, 0), attempt)
+        logger.warning("%d clientOrderId(s) with our prefix %d that the ledger never recorded are on the exchange: "
+                       "no later order of ours takes their ids", len(wanted), self.ledger.prefix)
+        return len(wanted)
+
+    @staticmethod
+    def _reseed_target(seqs: Iterable[int], *, margin: bool) -> int:
+        """The trade sequence ``_reseed`` raises to (0: none seen)."""
         highest = max(seqs, default=0)
         if highest <= 0:
-            return None
-        target = highest + (SEQ_RESEED_MARGIN if margin else 0)
-        if target <= self._counter(TRADE_SEQ_COUNTER):
+            return 0
+        return highest + (SEQ_RESEED_MARGIN if margin else 0)
+
+    def _reseed(self, seqs: Iterable[int], *, margin: bool) -> int | None:
+        """Raise the trade sequence above every one seen (never lowers it); the new value, or None."""
+        target = self._reseed_target(seqs, margin=margin)
+        if target <= 0 or target <= self._counter(TRADE_SEQ_COUNTER):
             return None
         return self._store().raise_counter_to(TRADE_SEQ_COUNTER, target)
+
+    def _reseed_logged(self, seqs: Iterable[int], *, margin: bool) -> int | None:
+        reseeded = self._reseed(seqs, margin=margin)
+        if reseeded is not None:
+            logger.warning("trade sequence re-seeded to %d from the exchange's order history", reseeded)
+        return reseeded
 
     def _counter(self, name: str) -> int:
         return int(self.store.counter(name)) if self.store is not None else 0
@@ -480,12 +630,12 @@ class PrefixOwnership:
         not provably ours, so it is not cancelled (incident 40); entries stop instead, and the
         operator is told which orders and what to do (docs/RECOVERY.md row O2).
         """
+        self._raise_floors([item.client_order_id for item in items])
         new = self._not_yet_reported(items)
         if not new:
             return
         coids = [coid for coid, _item in new]
         report.foreign_orders.extend(coids)
-        self._remember_foreign(new, source)
         highest = max(parse_client_order_id(coid).trade_seq for coid in coids)
         reseeded = self._reseed([highest], margin=True)
         reason = f"orders with our clientOrderId prefix {self.ledger.prefix} that are not ours on the exchange"
@@ -505,6 +655,9 @@ class PrefixOwnership:
                     f"`python main.py resume`",
                     client_order_ids=coids[:ALERT_NAMES_AT_MOST], count=len(coids), source=source,
                     highest_trade_seq=highest)
+        # Reported once, and marked so last: a crash before this line leaves them unknown, so
+        # the next start pauses and alerts again (the floors, the sequence and the pause are kept).
+        self._remember_foreign(new, source)
 
     def _block_symbols(self, unknown: list[tuple[int, ExchangeOrder]], report: ReconcileReport, reason: str,
                        *, every_symbol: bool) -> list[str]:
@@ -516,6 +669,12 @@ class PrefixOwnership:
         stale, so a reduce-only exit cannot close a position some unknown trade holds.
         """
         ours = {parse_client_order_id(coid).trade_seq for coid in self.ledger.known_client_order_ids()}
+        # A store behind the exchange: the block on a symbol our trades hold orders on outlives
+        # a restart (kept by the store until the resume that lifts it), since the next start no
+        # longer sees those orders as unknown. Elsewhere no order of ours goes but a new entry's,
+        # and entries stay paused.
+        ledger = self.ledger
+        held = {order.symbol for order in ledger.orders()} if every_symbol else set()
         blocked: list[str] = []
         for coid, item in unknown:
             symbol = item.symbol
@@ -523,7 +682,11 @@ class PrefixOwnership:
                 continue
             if every_symbol or parse_client_order_id(coid).trade_seq in ours:
                 blocked.append(symbol)
-                if self.ledger.block_symbol(symbol, reason):
+                if symbol in held:
+                    new = ledger.block_symbol_durably(symbol, reason)
+                else:
+                    new = ledger.block_symbol(symbol, reason)
+                if new:
                     report.blocked_symbols.append(symbol)
         return blocked
 

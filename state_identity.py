@@ -12,6 +12,12 @@ The exchange is named by its base URL, except the embedded simulator: it listens
 random port at every start, so it is named "embedded simulator" and told apart by its paper
 account. The account is the ``userId`` the exchange reports for our key.
 
+The same record is kept inside the database too (``StateStore.record_identity``), because
+the database is what holds the trades: a ``trader.db`` carried to another directory without
+its JSON file (or the file lost) still says whose trades it holds, and a start pointed at
+another account refuses. A store that has no record anywhere (written before there was one)
+adopts the current exchange with a WARNING, as docs/RECOVERY.md row E1 has always said.
+
 Pure file work here: reading the account from the exchange is the caller's (``main``).
 """
 from __future__ import annotations
@@ -20,7 +26,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from atomic_file import write_text_atomically
@@ -35,6 +41,15 @@ _FIELDS = ("environment", "exchange", "account")
 
 class StateIdentityError(ConfigError):
     """The state directory belongs to another exchange or account, or its record is unreadable."""
+
+
+@runtime_checkable
+class IdentityStore(Protocol):
+    """A state store that keeps the identity record inside the database (``persistence.StateStore``)."""
+
+    def stored_identity(self) -> dict | None: ...
+
+    def record_identity(self, identity: Mapping[str, str]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -127,17 +142,51 @@ def mismatch_message(state_dir: str | Path, recorded: ExchangeIdentity, current:
             f"use another STATE_DIR for this exchange, or move {Path(state_dir)} aside to start afresh")
 
 
-def check_state_identity(state_dir: str | Path, current: ExchangeIdentity) -> IdentityCheck:
-    """Compare the directory's record with ``current``; write it when there is none.
+def store_mismatch_message(state_dir: str | Path, database: str, recorded: ExchangeIdentity,
+                           current: ExchangeIdentity) -> str:
+    """One line, as ``mismatch_message``, for the record kept inside the database."""
+    return (f"the state database {database} in {Path(state_dir)} holds the trades of {recorded.describe()}, but this "
+            f"start is pointed at {current.describe()}: refusing to reconcile one account's trades against another's "
+            f"(was the database copied from another state directory?); use another STATE_DIR for this exchange, or "
+            f"move {Path(state_dir)} aside to start afresh")
 
-    Raises ``StateIdentityError`` (exit 2 in ``main``) when the record names another
-    environment, exchange or account, or cannot be read.
+
+def read_store_identity(store: object) -> ExchangeIdentity | None:
+    """The record kept inside the database, None when it has none (or the store cannot keep one)."""
+    if not isinstance(store, IdentityStore):
+        return None
+    data = store.stored_identity()
+    if data is None:
+        return None
+    try:
+        return ExchangeIdentity.from_dict(data)
+    except ValueError as exc:
+        raise StateIdentityError(f"the state database's exchange record is not valid ({exc}): move the state "
+                                 f"directory aside if you do not know which exchange it belongs to") from None
+
+
+def check_state_identity(state_dir: str | Path, current: ExchangeIdentity, *, store: object = None) -> IdentityCheck:
+    """Compare the directory's record, and the one inside the database ``store``, with ``current``;
+    write whichever is missing.
+
+    Raises ``StateIdentityError`` (exit 2 in ``main``) when either record names another
+    environment, exchange or account, or cannot be read. ``adopted`` is True only when
+    neither record existed (a new directory, or a store from before the records): the caller
+    tells those two apart (``StateStore.created``). A record inside the database alone (the
+    JSON file lost, the database carried) is not an adoption: the file is written again
+    from it once it matches.
     """
     recorded = read_identity(state_dir)
+    if recorded is not None and recorded != current:
+        raise StateIdentityError(mismatch_message(state_dir, recorded, current))
+    in_store = read_store_identity(store)
+    if in_store is not None and in_store != current:
+        database = Path(str(getattr(store, "path", "trader.db"))).name
+        raise StateIdentityError(store_mismatch_message(state_dir, database, in_store, current))
     if recorded is None:
         path = write_identity(state_dir, current)
         logger.info("state directory %s recorded as belonging to %s (%s)", Path(state_dir), current.describe(), path)
-        return IdentityCheck(current, adopted=True)
-    if recorded != current:
-        raise StateIdentityError(mismatch_message(state_dir, recorded, current))
-    return IdentityCheck(recorded, adopted=False)
+    if in_store is None and isinstance(store, IdentityStore):
+        store.record_identity(current.to_dict())
+        logger.info("state database of %s recorded as belonging to %s", Path(state_dir), current.describe())
+    return IdentityCheck(current, adopted=recorded is None and in_store is None)

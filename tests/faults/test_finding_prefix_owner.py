@@ -15,6 +15,7 @@ loopback, on speed-0 clocks; verdicts from the exchange's own records:
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +23,9 @@ import pytest
 
 import main as main_module
 from clock import SimulatedClock
+from config import STATE_DB_NAME
 from option_selection import strangle
+from persistence import IDENTITY_EVENT
 from order_ledger import Intent, build_client_order_id, parse_client_order_id
 from state_identity import EMBEDDED_EXCHANGE, IDENTITY_FILE, normalize_base_url
 from strategy import StrategyConfig, max_hold_hours
@@ -190,7 +193,9 @@ def test_row_e1_a_state_directory_without_a_record_adopts_the_exchange_it_is_sta
     sim = sim_factory(clock=clock)
     env = daemon_env(tmp_path, sim)
     assert run_daemon(["--run-for", "60"], clock=clock, env=env, strategies=[busy_strangle]) == 0
-    identity_file(tmp_path).unlink()                                       # a directory from before the record
+    identity_file(tmp_path).unlink()                                       # a directory from before the record:
+    with sqlite3.connect(tmp_path / "state" / STATE_DB_NAME) as db:         # no file, no record in the db either
+        db.execute("DELETE FROM events WHERE kind = ?", (IDENTITY_EVENT,))
 
     assert run_daemon(["--run-for", "60"], clock=clock, env=env, strategies=[busy_strangle]) == 0
 

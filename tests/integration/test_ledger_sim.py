@@ -9,11 +9,12 @@ from errors import LedgerCapError
 from market_data import MarketData
 from order_ledger import Intent, OrderLedger, OrderStatus, parse_client_order_id
 from simulator import FaultRule, Mutation
+from tests.unit.store_fakes import NoFloorsNoKeptBlocks
 
 BUY, SELL = 1, 2
 
 
-class RecordingStore:
+class RecordingStore(NoFloorsNoKeptBlocks):
     """A StateStore double that also notes how many creates the exchange had seen at each save."""
 
     def __init__(self, sim) -> None:

@@ -22,6 +22,7 @@ from execution_job import JobStatus
 from market_data import MarketData
 from tests.unit.test_trade_lifecycle import world  # noqa: F401 - a fixture
 from order_ledger import Intent, LedgerOrder, OrderLedger, OrderStatus, summarize_fills
+from tests.unit.store_fakes import NoFloorsNoKeptBlocks
 
 T0 = 1_772_000_000.0
 LIVE, FILLED, PARTIAL, CANCELED = 0, 1, 2, 3
@@ -72,7 +73,7 @@ class RandomExchange:
         return []
 
 
-class MemoryStore:
+class MemoryStore(NoFloorsNoKeptBlocks):
     """The ledger's store: records by client order id, in the order first saved."""
 
     def __init__(self) -> None:

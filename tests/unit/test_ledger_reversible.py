@@ -26,6 +26,7 @@ from order_ledger import (
     OrderLedger,
     OrderStatus,
 )
+from tests.unit.store_fakes import NoFloorsNoKeptBlocks
 
 T0 = 1_772_528_400.0          # 2026-03-03 09:00 UTC
 SYMBOL = "BTCUSD-4MAR26-92000-C"
@@ -79,7 +80,7 @@ class Exchange:
         self.orders[coid].update(fillQty=qty, avgPrice=100.0, fee=0.01, state=state, updateTime=int(T0 * 1000))
 
 
-class Store:
+class Store(NoFloorsNoKeptBlocks):
     """The ledger's part of the state store: every committed record, in write order."""
 
     def __init__(self) -> None:

@@ -21,6 +21,7 @@ from price_sanity import PERP_BAND_OF_INDEX, sanity_band
 from strategy import StrategyConfig, route_trade
 from trade_fills import FUNDING_KEY, FundingAttribution, funding_instants
 from trade_lifecycle import TradeLeg, TradeLifecycle, TradeState
+from tests.unit.store_fakes import NoFloorsNoKeptBlocks
 
 START = 1_772_431_200.0   # 2026-03-02 06:00 UTC
 
@@ -252,7 +253,7 @@ def btc_perp_positions(signed_qty: float) -> list[PerpPosition]:
                          liquidation_price=None, update_time_ms=None)]
 
 
-class Store:
+class Store(NoFloorsNoKeptBlocks):
     def __init__(self) -> None:
         self.saved: list[dict] = []
 

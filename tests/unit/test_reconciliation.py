@@ -167,6 +167,9 @@ class FakeLedger:
         self.blocked[symbol] = reason
         return True
 
+
+    def block_symbol_durably(self, symbol: str, reason: str) -> bool:
+        return self.block_symbol(symbol, reason)
     def recheck_final(self, order: FakeOrder) -> float | None:
         raise AssertionError("not used by this test")
 
@@ -304,6 +307,14 @@ class FakeStore:
     def raise_counter_to(self, name: str, value: int) -> int:
         self.counters[name] = max(self.counters.get(name, 0), value)
         return self.counters[name]
+
+    def raise_client_id_floors(self, seen) -> int:
+        """The floors of ids seen on the exchange and never recorded (docs/RECOVERY.md O2), as counters."""
+        seen = list(seen)
+        for trade_seq, leg, intent, attempt in seen:
+            key = f"client_id_floor:{trade_seq}:{leg}:{intent}"
+            self.counters[key] = max(self.counters.get(key, 0), attempt)
+        return len(seen)
 
 
 class FakeRunner:

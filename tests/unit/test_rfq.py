@@ -25,6 +25,7 @@ from rfq import (
     request_legs,
     structure_baseline,
 )
+from tests.unit.store_fakes import NoFloorsNoKeptBlocks
 
 BUY, SELL = Side.BUY, Side.SELL
 NOW = 1_772_431_200.0
@@ -197,7 +198,7 @@ def test_single_leg_sell_takes_a_maker_buy_quote():
 
 # ------------------------------------------------------------------ the ledger method
 
-class MemoryStore:
+class MemoryStore(NoFloorsNoKeptBlocks):
     def __init__(self):
         self.saved = []
 

@@ -23,6 +23,7 @@ from reconciliation_report import ReconcileReport
 from rfq import AMBIGUOUS_RESOLVE_SECONDS, BlockTradeIncomplete, RFQParams, adopt_block_trade
 from tests.unit.test_rfq import NoExchange, _drive
 from tests.unit.test_rfq_safety import LONG_STRANGLE, NOW, REQUEST_ID, TRADE, BlockList, block_leg, our_block, rfq_env
+from tests.unit.store_fakes import NoFloorsNoKeptBlocks
 
 LATER = NOW + 3600.0
 
@@ -133,7 +134,7 @@ class Lifecycle:
         self.refreshed.append(trade_id)
 
 
-class Store:
+class Store(NoFloorsNoKeptBlocks):
     def __init__(self, marker: dict[str, Any], at: float) -> None:
         self.marker, self.at = marker, at
 

@@ -46,6 +46,14 @@ def complete(protocol: type, *, without: str | None = None) -> Any:
     return type(f"Fake{protocol.__name__}", (), body)()
 
 
+def _answers_no_kept_blocks(store: Any) -> Any:
+    """The ledger reads the kept blocks at construction (a dict): a complete fake answers none.
+    One missing the member is left as it is, so the refusal names it."""
+    if hasattr(type(store), "kept_symbol_blocks"):
+        store.kept_symbol_blocks = lambda: {}
+    return store
+
+
 def clock() -> SimulatedClock:
     return SimulatedClock(start=START, speed=0)
 
@@ -71,7 +79,7 @@ def _command_ctx(parts: dict[str, Any]) -> SimpleNamespace:
 
 SEAMS: list[tuple[str, dict[str, type], Callable[[dict[str, Any]], object]]] = [
     ("OrderLedger", {"client": seams.LedgerClient, "store": seams.LedgerStore},
-     lambda p: OrderLedger(p["client"], clock(), store=p["store"])),
+     lambda p: OrderLedger(p["client"], clock(), store=_answers_no_kept_blocks(p["store"]))),
     ("MarketData", {"client": seams.MarketDataClient},
      lambda p: MarketData(p["client"], clock())),
     ("AccountManager", {"client": seams.AccountClient},
