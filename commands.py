@@ -55,6 +55,9 @@ PAUSE_SOURCES = ("command line", "dashboard")
 
 # A command that raised this many wakes in a row (not a validation failure) is failed.
 MAX_COMMAND_ERRORS = 3
+# A kill is never given up on errors: it is retried every wake, and said CRITICAL after
+# MAX_COMMAND_ERRORS in a row, then at most this often while it lasts.
+KILL_ERROR_ALERT_EVERY_SECONDS = 3600.0
 # Waiting for a running daemon to take a queued command: the store is read this often.
 PICKUP_CHECK_SECONDS = 0.5
 FINISHED = (COMMAND_DONE, COMMAND_FAILED)
@@ -241,6 +244,7 @@ class CommandProcessor:
         # The resume commands already queued when this daemon took its first look: queued before
         # this start, they may lift a pause the start-up checks have just set for a new reason.
         self._stale_resumes: set[int] | None = None
+        self._kill_alerted_at: dict[int, float] = {}   # kill command id -> its last kill_command_failing
 
     def __repr__(self) -> str:
         return f"CommandProcessor(runners={sorted(self._runners)})"
@@ -284,10 +288,31 @@ class CommandProcessor:
             count = self._errors.get(command_id, 0) + 1
             self._errors[command_id] = count
             logger.exception("command %d (%s) raised (%d in a row)", command_id, command["kind"], count)
-            if count >= MAX_COMMAND_ERRORS:
+            if count < MAX_COMMAND_ERRORS:
+                pass
+            elif command["kind"] == KIND_KILL:
+                self._kill_failing(command_id, count, exc)
+            else:
                 self._fail(command, f"{type(exc).__name__}: {exc} ({count} times in a row)")
         else:
             self._errors.pop(command_id, None)
+
+    def _kill_failing(self, command_id: int, count: int, error: Exception) -> None:
+        """A kill that keeps raising stays open and is retried every wake, never marked failed.
+
+        Why: a failed command is final, so the kill would not be applied again after a restart
+        and its trades would go back to their ordinary exits. A person is told instead (CRITICAL
+        ``kill_command_failing``, again at most hourly while it lasts).
+        """
+        now = self._ctx.clock.now()
+        last = self._kill_alerted_at.get(command_id)
+        if last is not None and now - last < KILL_ERROR_ALERT_EVERY_SECONDS:
+            return
+        self._kill_alerted_at[command_id] = now
+        self._alert("CRITICAL", "kill_command_failing",
+                    f"kill command {command_id} has raised {count} times in a row ({type(error).__name__}: {error}); "
+                    f"it stays open and is retried every wake: check trading.log and the positions "
+                    f"(`python main.py status`)", command_id=command_id, failures=count)
 
     def _fail(self, command: dict, reason: str) -> None:
         payload = command["payload"]

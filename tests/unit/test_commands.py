@@ -16,6 +16,7 @@ import pytest
 import main as main_module
 from clock import SimulatedClock
 from commands import (
+    KILL_ERROR_ALERT_EVERY_SECONDS,
     CommandProcessor,
     describe_command,
     kill_pause_reason,
@@ -133,8 +134,16 @@ def make_ctx(store: StateStore, clock: SimulatedClock, trades: list[FakeTrade]) 
         ledger=SimpleNamespace(orders=lambda trade_id=None: []),
         account_manager=SimpleNamespace(snapshot=lambda: SimpleNamespace(positions=positions, timestamp=clock.now()),
                                         reachability=SimpleNamespace(is_up=True)),
-        alerts=SimpleNamespace(sent=[], alert=lambda level, kind, message, **d: None),
+        alerts=RecordingAlerts(),
     )
+
+
+class RecordingAlerts:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+
+    def alert(self, level: str, kind: str, message: str, **detail: object) -> None:
+        self.sent.append((level, kind, message))
 
 
 def alpha_beta(store, clock, *trades: FakeTrade):
@@ -301,7 +310,7 @@ def test_an_active_kill_found_at_start_up_is_applied_again_once(store, clock):
     assert store.command(command_id)["status"] == "done"
 
 
-def test_a_kill_that_keeps_raising_fails_after_three_wakes_and_the_queue_goes_on(store, clock):
+def test_a_kill_that_keeps_raising_stays_open_alerts_critical_hourly_and_the_queue_goes_on(store, clock):
     ctx, runners, processor = alpha_beta(store, clock, FakeTrade("T000000001", "alpha"))
     runners[0].broken = True
     processor(object())   # the daemon's first wake
@@ -309,9 +318,28 @@ def test_a_kill_that_keeps_raising_fails_after_three_wakes_and_the_queue_goes_on
     resume_id = store.add_command("resume", {"strategy": "beta"})
     processor(object())
     assert store.command(kill_id)["status"] == "pending" and store.command(resume_id)["status"] == "done"
+    for _ in range(20):
+        processor(object())
+        clock.advance(10)
+    assert store.command(kill_id)["status"] == "pending"          # never given up: a restart applies it again
+    failing = [a for a in ctx.alerts.sent if a[1] == "kill_command_failing"]
+    assert len(failing) == 1 and failing[0][0] == "CRITICAL" and "disk on fire" in failing[0][2]
+    clock.advance(KILL_ERROR_ALERT_EVERY_SECONDS)
     processor(object())
+    assert len([a for a in ctx.alerts.sent if a[1] == "kill_command_failing"]) == 2
+    runners[0].broken = False
     processor(object())
-    failed = store.command(kill_id)
+    assert store.command(kill_id)["status"] in ("active", "done")
+
+
+def test_a_pause_that_keeps_raising_fails_after_three_wakes(store, clock):
+    ctx, runners, processor = alpha_beta(store, clock)
+    runners[0].broken = True
+    processor(object())
+    pause_id = store.add_command("pause", {"strategy": "alpha"})
+    for _ in range(3):
+        processor(object())
+    failed = store.command(pause_id)
     assert failed["status"] == "failed" and "disk on fire" in failed["result"]["error"]
 
 
