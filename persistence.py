@@ -391,14 +391,7 @@ class StateStore:
         header_problem = foreign_header(file_path)
         if header_problem is not None:
             # Decided before SQLite opens it: SQLite would delete the WAL sidecars on close.
-            quarantined = cls._quarantine(file_path, clock, header_problem)
-            fresh = cls(file_path, clock=clock, durable=durable)
-            try:
-                fresh._seed_from_quarantined(quarantined)
-            except BaseException:
-                fresh.close()
-                raise
-            return fresh, quarantined
+            return cls._fresh_after_quarantine(file_path, clock, durable, header_problem)
         try:
             store = cls(file_path, clock=clock, durable=durable)
         except StoreCorruptError as exc:
@@ -413,6 +406,13 @@ class StateStore:
                 return store, None
             store.close()
             reason = "; ".join(problems[:5])
+        return cls._fresh_after_quarantine(file_path, clock, durable, reason)
+
+    @classmethod
+    def _fresh_after_quarantine(cls, file_path: Path, clock: Clock, durable: bool,
+                                reason: str) -> tuple["StateStore", Path]:
+        """Move the unusable file aside and open a fresh store there, its trade sequence
+        continued from the quarantined file when that can still be read."""
         quarantined = cls._quarantine(file_path, clock, reason)
         fresh = cls(file_path, clock=clock, durable=durable)
         try:
