@@ -8,7 +8,6 @@ sleeping: the subprocesses are waited for, not timed.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -16,11 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from clock import RealClock
-from coincall_client import ClientSettings, CoincallClient
-from coincall_payloads import parse_orders
-from config import Credentials
-from doctor_orders import JOURNAL_FILE, is_doctor_order_id
+from doctor_orders import JOURNAL_FILE
+from tests.integration.test_doctor_kill import _doctor_orders_open, remote_sim  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,30 +36,6 @@ HARNESS = textwrap.dedent("""
     print("HANDLERS-RESTORED" if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else "HANDLERS-LEFT")
     sys.exit(code)
 """)
-
-
-@pytest.fixture(scope="module")
-def remote_sim():
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "simulator", "--port", "0", "--seed", "7", "--no-rate-limits",
-                                "--log-level", "WARNING"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
-    try:
-        lines = dict(process.stdout.readline().strip().split("=", 1) for _ in range(3))
-        yield lines["COINCALL_BASE_URL"], lines["COINCALL_API_KEY_SIM"], lines["COINCALL_API_SECRET_SIM"]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-
-
-def _doctor_orders_open(base_url: str, key: str, secret: str) -> list[int]:
-    client = CoincallClient(ClientSettings(base_url=base_url, max_retries=0), Credentials(key, secret), RealClock())
-    try:
-        coids = [o.client_order_id for o in parse_orders(client.all_pending_orders())]
-        coids += [o.client_order_id for o in client.perp_pending_orders()]
-    finally:
-        client.close()
-    return [c for c in coids if c is not None and is_doctor_order_id(c, 101)]
 
 
 @pytest.mark.parametrize("signame,at", [("SIGTERM", "round_trip:created"), ("SIGINT", "round_trip:created"),

@@ -7,29 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from order_ledger import build_client_order_id
-from tests.integration.test_kill_resume_e2e import ALPHA, PREFIX, HookClock, open_store, run, runner_state, stored
-
-
-@pytest.fixture
-def clock() -> HookClock:
-    return HookClock()
-
-
-@pytest.fixture
-def exchange(sim_factory, clock):
-    return sim_factory(clock=clock)
-
-
-@pytest.fixture
-def env(tmp_path, exchange) -> dict[str, str]:
-    return {
-        "LOG_DIR": str(tmp_path / "logs"), "STATE_DIR": str(tmp_path / "state"), "TRADING_ENVIRONMENT": "sim",
-        "POLL_INTERVAL_SECONDS": "10", "COINCALL_BASE_URL": exchange.base_url,
-        "COINCALL_API_KEY_SIM": exchange.api_key, "COINCALL_API_SECRET_SIM": exchange.api_secret,
-    }
+from tests.integration.test_kill_resume_e2e import PREFIX, open_store, run, runner_state, stored
+from tests.integration.test_kill_resume_e2e import clock, env, exchange  # noqa: F401 - fixtures
 
 
 def test_a_stale_queued_resume_does_not_lift_the_store_behind_pause_of_the_next_start(tmp_path: Path, clock, exchange,
