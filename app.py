@@ -266,6 +266,7 @@ def build_context(
     lifecycle = LifecycleManager(ledger=ledger, executor=executor, market=market, client=client, clock=clock,
                                  store=store, alerts=alerts, health=condition_health, journal=journal,
                                  funding_client=client)
+    ledger.attach_perp_books(lifecycle)   # closes our trades' perp legs net on the account
     monitor = PositionMonitor(account_manager, clock, poll_interval=poll_interval, on_alert=on_alert,
                               on_critical=alert_hook(alerts, "CRITICAL"),
                               wait_slice=monitor_wait_slice(clock, poll_interval))

@@ -87,6 +87,7 @@ from coincall_payloads import (
     PerpOrder,
     PerpOrderState,
     PerpOrderType,
+    PerpPosition,
     history_filters,
     next_page_filters,
     parse_order,
@@ -103,7 +104,7 @@ from errors import (
     TransportError,
 )
 from log_throttle import RepeatLimiter
-from seams import LedgerClient, LedgerStore, PerpLedgerClient, require, require_optional
+from seams import LedgerClient, LedgerStore, PerpBooks, PerpLedgerClient, require, require_optional
 
 logger = logging.getLogger(__name__)
 
@@ -572,6 +573,7 @@ class OrderLedger:
         require("OrderLedger client", client, LedgerClient)
         require_optional("OrderLedger perp_client", perp_client, PerpLedgerClient)
         self._perp_client = perp_client
+        self._perp_books: PerpBooks | None = None
         require("OrderLedger clock", clock, Clock)
         require_optional("OrderLedger store", store, LedgerStore)
         self._client = client
@@ -992,12 +994,13 @@ class OrderLedger:
             raise ValueError(f"quantity {qty!r} is below the {lot:g} lot: nothing to send")
         snapped_price = snap_price(price, tick_size, side)
         unsent = ""
+        reduce_only = intent.reduce_only
         if intent.reduce_only and is_perpetual_symbol(symbol):
             with self._lock:   # a refusal costs no position read
                 if trade_id in self._archived_trades:
                     self._unarchive_trade(trade_id)
                 self._check_caps(trade_id, leg_index, symbol, intent, max_live_per_trade)
-            snapped_qty, unsent = self._perp_reduce_cap(symbol, side, snapped_qty)
+            snapped_qty, unsent, reduce_only = self._perp_reduce_cap(trade_id, leg_index, symbol, side, snapped_qty)
         with self._lock:
             if trade_id in self._archived_trades:   # a trade trading again counts all its orders
                 self._unarchive_trade(trade_id)
@@ -1009,7 +1012,7 @@ class OrderLedger:
             order = LedgerOrder(
                 client_order_id=coid, trade_id=trade_id, trade_seq=trade_seq, leg_index=leg_index,
                 intent=digit, attempt=attempt, supersedes=supersedes, symbol=symbol, side=side,
-                qty=snapped_qty, price=snapped_price, reduce_only=intent.reduce_only,
+                qty=snapped_qty, price=snapped_price, reduce_only=reduce_only,
                 status=OrderStatus.NOT_PLACED if unsent else OrderStatus.PENDING_SEND, sent_at=now, updated_at=now,
                 error_msg=unsent,
             )
@@ -1157,25 +1160,34 @@ class OrderLedger:
             raise ValueError(f"{symbol} is a perpetual and this ledger has no perpetual client: nothing sent")
         return self._perp_client
 
-    def _reducible_perp_qty(self, symbol: str, side: Side) -> float:
-        """What a reduce-only perp order on ``side`` may reduce: the account's position on
-        ``symbol`` on the other side (0 when flat or on the order's own side)."""
-        for position in self._perp_api(symbol).perp_positions():
-            if position.symbol == symbol and position.side is side.opposite:
-                return float(position.qty)
-        return 0.0
+    def attach_perp_books(self, books: PerpBooks) -> None:
+        """Our trades' perp legs (the lifecycle's books), read before a reduce-only perp order
+        is capped (``_netting_close``). Attached by the wiring once the lifecycle exists, since
+        the lifecycle is built on this ledger; without it a close is always reduce-only."""
+        require("OrderLedger perp books", books, PerpBooks)
+        self._perp_books = books
 
-    def _perp_reduce_cap(self, symbol: str, side: Side, qty: float) -> tuple[float, str]:
-        """The quantity a reduce-only perp order may be sent with, and why it cannot be sent
-        at all ("" when it can); called before the order is recorded.
+    def _perp_position_rows(self, symbol: str) -> list[PerpPosition]:
+        """The account's position rows on ``symbol`` (one on a one-way account)."""
+        return [position for position in self._perp_api(symbol).perp_positions() if position.symbol == symbol]
 
-        Nothing to reduce (flat, or only a position on the order's own side) comes back as a
-        reason: the order is recorded NOT_PLACED and never sent, as it always was. The
-        exchange also gives an empty list with ``code 0`` during maintenance, which is no
-        evidence of a flat account (issue 9), and every attempt would spend a clientOrderId
-        of the leg and a read; so for ``PERP_POSITION_RETRY_SECONDS`` after such an answer,
-        or after a failed read, a reduce-only order on that symbol and side is refused with
-        ``ValueError`` before any request or id. A failed read is itself such a refusal.
+    def _perp_reduce_cap(self, trade_id: str, leg_index: int, symbol: str, side: Side,
+                         qty: float) -> tuple[float, str, bool]:
+        """The quantity a closing perp order may be sent with, why it cannot be sent at all
+        ("" when it can), and whether it goes reduce-only; called before the order is recorded.
+
+        Reduce-only, capped at the account's position on the other side, is the rule. The one
+        exception is a close the account nets against another of our trades (``_netting_close``):
+        it goes out whole and without the flag, so the account moves by this leg alone.
+
+        Nothing to reduce (flat, or only a position on the order's own side) and no netting
+        close comes back as a reason: the order is recorded NOT_PLACED and never sent, as it
+        always was. The exchange also gives an empty list with ``code 0`` during maintenance,
+        which is no evidence of a flat account (issue 9), and every attempt would spend a
+        clientOrderId of the leg and a read; so for ``PERP_POSITION_RETRY_SECONDS`` after such
+        an answer, or after a failed read, a reduce-only order on that symbol and side is
+        refused with ``ValueError`` before any request or id. A failed read is itself such a
+        refusal.
         """
         key = (symbol, side)
         with self._lock:
@@ -1184,15 +1196,24 @@ class OrderLedger:
             raise ValueError(f"reduce-only {side.name} {symbol}: {held[1]}; the position is read again in "
                              f"{held[0] - self._clock.now():.0f} s: nothing recorded, nothing sent")
         try:
-            reducible = self._reducible_perp_qty(symbol, side)
+            rows = self._perp_position_rows(symbol)
         except (TraderError, OSError) as exc:
             self._hold_perp_reduce(key, f"the position read failed ({exc})")
             raise ValueError(f"reduce-only {side.name} {symbol}: the position read before it failed ({exc}): "
                              f"nothing recorded, nothing sent") from exc
+        reducible = next((float(row.qty) for row in rows if row.side is side.opposite), 0.0)
+        if reducible < qty - FILL_EPSILON:
+            netting = self._netting_close(trade_id, leg_index, symbol, side, qty, rows)
+            if netting:
+                with self._lock:
+                    self._perp_retry_at.pop(key, None)
+                logger.warning("%s %s %s of %s leg %d goes without reduce-only: %s", side.name, qty, symbol, trade_id,
+                               leg_index, netting)
+                return qty, "", False
         if reducible <= FILL_EPSILON:
             why = f"the account holds no {symbol} position to reduce"
             self._hold_perp_reduce(key, why)
-            return qty, f"reduce-only: {why}"
+            return qty, f"reduce-only: {why}", True
         with self._lock:
             self._perp_retry_at.pop(key, None)
         if reducible < qty - FILL_EPSILON:
@@ -1200,8 +1221,45 @@ class OrderLedger:
             capped = round(reducible, 8)
             logger.warning("reduce-only %s %s: qty capped at the account's position, %s instead of %s", side.name,
                            symbol, capped, qty)
-            return capped, ""
-        return qty, ""
+            return capped, "", True
+        return qty, "", True
+
+    def _netting_close(self, trade_id: str, leg_index: int, symbol: str, side: Side, qty: float,
+                       rows: Sequence[PerpPosition]) -> str:
+        """Why a close the account's position cannot cover may go out whole, not reduce-only
+        ("" when it may not: the reduce-only cap then applies).
+
+        The account nets every trade's perp legs into one position, so a close of our long
+        0.01 while another of our trades is short 0.01 finds a flat account: reduce-only, it
+        is capped at nothing and the trade can never end (a kill of both never finished). Sent
+        whole and without the flag, it moves the account by exactly this leg, to what our
+        other trades hold. That is only safe where our books explain the account *exactly*,
+        so every condition must hold, else the cap stands (fail closed):
+
+        * the books are attached, and this (trade, leg) holds at least ``qty`` on the side
+          the order reduces (a close never goes beyond its own leg);
+        * the account shows at most one position row for the symbol (one-way);
+        * the sum of our active trades' legs on the symbol equals the account's signed
+          position. A fill not yet booked, a position of somebody else, or one closed
+          outside the daemon breaks the equality and keeps the order reduce-only.
+
+        An empty position list is read as flat here too: then our legs sum to zero, and the
+        order moves the account by this leg alone, which a close of it must do in any case.
+        """
+        books = self._perp_books
+        if books is None or len(rows) > 1:
+            return ""
+        legs = books.perp_legs(symbol)
+        own = legs.get((trade_id, leg_index), 0.0)
+        if side.sign * own >= -FILL_EPSILON or qty > abs(own) + FILL_EPSILON:
+            return ""
+        ours = math.fsum(legs.values())
+        account = math.fsum(row.signed_qty for row in rows)
+        if abs(ours - account) > FILL_EPSILON:
+            return ""
+        return (f"the account's {account:+g} is our trades' legs netted ({len(legs)} legs, this one {own:+g}); a "
+                f"reduce-only close would be capped at {max(0.0, -side.sign * account):g}, so it goes whole and the "
+                f"account moves by this leg alone")
 
     def _hold_perp_reduce(self, key: tuple[str, Side], why: str) -> None:
         """No reduce-only perp order on ``key`` for ``PERP_POSITION_RETRY_SECONDS``: the engines ask

@@ -78,6 +78,21 @@ class LedgerClient(Protocol):
     def order_history(self, **filters: Any) -> Any: ...
 
 
+class PerpBooks(Protocol):
+    """Our active trades' perpetual legs on one symbol, as our books hold them (signed, long > 0).
+
+    Why: the account holds one net position per perpetual (one-way), so two of our trades
+    with opposite perp legs show on the account as their difference, and a reduce-only close
+    of either is capped at what the account holds on its side: with equal legs, nothing
+    (docs/PERPETUALS.md, "Closes across trades that net"). ``OrderLedger`` asks this before it
+    caps a reduce-only perp order. Implementation: ``trade_lifecycle.LifecycleManager``.
+    """
+
+    def perp_legs(self, symbol: str) -> Mapping[tuple[str, int], float]:
+        """{(trade id, leg index): signed net quantity} of every active trade's leg on ``symbol``."""
+        ...
+
+
 class PerpLedgerClient(Protocol):
     """The perpetual-futures order endpoints ``OrderLedger`` sends perp orders through (API.md §14.5),
     and the positions it caps a reduce-only perp order with (docs/PERPETUALS.md).

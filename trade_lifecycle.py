@@ -954,6 +954,14 @@ class LifecycleManager:
         with self._lock:
             return len(self._in_order)
 
+    def perp_legs(self, symbol: str) -> dict[tuple[str, int], float]:
+        """{(trade id, leg index): signed net quantity} of the active trades' legs on the perpetual
+        ``symbol`` (``seams.PerpBooks``): what the ledger compares with the account's one net
+        position before a close that the account nets against another trade goes out whole."""
+        with self._lock:
+            return {(trade.id, leg.index): leg.sign * leg.net_qty for trade in self._active_locked()
+                    for leg in trade.legs if leg.symbol == symbol and abs(leg.net_qty) > QTY_EPSILON}
+
     def active_trades(self, strategy: str | None = None) -> list[TradeLifecycle]:
         with self._lock:
             return [t for t in self._active_locked() if strategy is None or t.strategy == strategy]

@@ -336,7 +336,12 @@ def check_concurrency(ctx: _Context, max_concurrent: Mapping[str, int] | None = 
 
 
 def check_reduce_only(ctx: _Context) -> list[Violation]:
-    """Reducing intents carry the flag; replaying every fill, none of theirs grows a position."""
+    """Reducing intents carry the flag; replaying every fill, none of theirs grows a position.
+
+    The campaigns never hold opposite perp legs on one perpetual, so the one exception to the
+    flag (a perp close the account nets against another of our trades, docs/PERPETUALS.md)
+    never applies there: an order without it is still a violation here.
+    """
     violations: list[Violation] = []
     orders = {o.order_id: o for o in ctx.exchange.orders}
     for order in ctx.exchange.orders:

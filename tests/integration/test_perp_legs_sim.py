@@ -47,6 +47,7 @@ class PerpRig(Rig):
         self.manager = LifecycleManager(ledger=self.ledger, executor=self.executor, market=self.market,
                                         client=self.client, clock=sim.clock, store=self.store, alerts=self.alerts,
                                         funding_client=self.client)
+        self.ledger.attach_perp_books(self.manager)
         self.snapshot = None
         self.last_poll = None
 
