@@ -186,13 +186,17 @@ def refuse_orders(settings: Settings, options: DoctorOptions) -> str | None:
 
 def run_doctor(settings: Settings, clock: Clock, configs: Sequence[StrategyConfig], options: DoctorOptions, *,
                sim_config: Any = None, step: StepHook | None = None, stop: StopFlag | None = None) -> DoctorReport:
-    """Every check against the configured exchange; raises ``ConfigError`` for a bad configuration.
+    """Every check against the configured exchange; raises ``ConfigError`` for a bad configuration
+    (``--orders`` in production without ``--i-understand`` included, before any request).
 
     ``sim_config`` (a ``simulator.SimulatorConfig``, typed loosely: only the exchange connection
     may name the simulator) shapes the embedded simulator in tests; ``step`` is told each step
     of ``--orders`` (the kill tests stop the process there). ``stop`` (set by the SIGTERM/SIGINT
     handlers of ``main.doctor_command``) ends the run in order: the remaining checks are skipped,
     no new order is sent, the cleanup of doctor orders still runs, and a FAIL line says so."""
+    refused = refuse_orders(settings, options)   # here as well as in main: no caller may skip the gate
+    if refused is not None:
+        raise ConfigError(refused)
     assumptions = assumptions_for(settings)   # a broken override file is a ConfigError: exit 2
     exchange = "embedded simulator" if settings.embeds_simulator else str(settings.base_url)
     report = DoctorReport(settings.environment, exchange)

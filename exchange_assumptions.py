@@ -176,16 +176,21 @@ def defaults() -> AssumptionSet:
     return AssumptionSet()
 
 
-def load_assumptions(path: str | Path, *, explicit_env: Mapping[str, Any] | None = None) -> AssumptionSet:
-    """The assumptions in force: defaults, the override file at ``path`` over them, and
-    ``explicit_env`` (variable name -> value actually set) over both.
+def load_assumptions(path: str | Path, *, environment: str,
+                     explicit_env: Mapping[str, Any] | None = None) -> AssumptionSet:
+    """The assumptions in force in ``environment``: defaults, the override file at ``path``
+    over them, and ``explicit_env`` (variable name -> value actually set) over both.
 
-    A missing file is "no overrides". Anything wrong with a present file is a ``ConfigError``.
+    A missing file is "no overrides". Anything wrong with a present file is a ``ConfigError``,
+    and so is a file written in another environment: what doctor learned on testnet (or on the
+    simulator) is evidence about that exchange, not about production, and the default
+    ``STATE_DIR`` is the same for every environment, so a file carried over by switching
+    ``COINCALL_ENV`` would otherwise be applied silently.
     """
     target = Path(path)
     values: dict[str, AssumptionValue] = {}
     if target.exists():
-        for name, (value, evidence) in _read_file(target).items():
+        for name, (value, evidence) in _read_file(target, environment).items():
             values[name] = AssumptionValue(BY_NAME[name], value, SOURCE_OVERRIDE, evidence)
     for assumption in ASSUMPTIONS:
         if assumption.env is not None and explicit_env and assumption.env in explicit_env:
@@ -194,7 +199,7 @@ def load_assumptions(path: str | Path, *, explicit_env: Mapping[str, Any] | None
     return AssumptionSet(values, target)
 
 
-def _read_file(path: Path) -> dict[str, tuple[Any, str]]:
+def _read_file(path: Path, environment: str) -> dict[str, tuple[Any, str]]:
     fix = f"repair it, or delete {path} to use the documented defaults (docs/DOCTOR.md)"
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -215,6 +220,13 @@ def _read_file(path: Path) -> dict[str, tuple[Any, str]]:
         except ValueError as exc:
             raise ConfigError(f"exchange override file {path}: {name} = {value!r} {exc}: {fix}") from None
         result[name] = (checked, str(evidence.get(name, "")))
+    written_for = document.get("environment")
+    if written_for != environment:
+        raise ConfigError(f"exchange override file {path} was written for environment {written_for!r}, and this "
+                          f"run is {environment!r}: its answers describe that exchange, not this one. Run `python "
+                          f"main.py doctor --orders --write-overrides` in {environment}, or give this environment "
+                          f"its own STATE_DIR (or EXCHANGE_OVERRIDES_FILE), or delete {path} to use the documented "
+                          f"defaults (docs/DOCTOR.md)")
     return result
 
 
@@ -226,7 +238,7 @@ def write_overrides(path: str | Path, answers: Mapping[str, tuple[Any, str]], *,
     time does not erase what an earlier run learned.
     """
     target = Path(path)
-    current: dict[str, tuple[Any, str]] = _read_file(target) if target.exists() else {}
+    current: dict[str, tuple[Any, str]] = _read_file(target, environment) if target.exists() else {}
     for name, (value, evidence) in answers.items():
         assumption = BY_NAME.get(name)
         if assumption is None:

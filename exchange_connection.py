@@ -124,9 +124,10 @@ def client_settings_for(settings: Settings, base_url: str, *, get_retries: int |
 
 def assumptions_for(settings: Settings) -> AssumptionSet:
     """The exchange assumptions in force for ``settings``: defaults, the override file, then the
-    explicitly set variables. A broken override file is a ``ConfigError`` (exit 2)."""
+    explicitly set variables. A broken override file, or one written in another environment,
+    is a ``ConfigError`` (exit 2)."""
     explicit = {"COINCALL_TS_DIFF_MS": settings.ts_diff_ms, "COINCALL_RFQ_BODY_ENCODING": settings.rfq_body_encoding}
-    return load_assumptions(settings.overrides_path,
+    return load_assumptions(settings.overrides_path, environment=settings.environment,
                             explicit_env={k: v for k, v in explicit.items() if k in settings.explicit_settings})
 
 

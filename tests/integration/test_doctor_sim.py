@@ -111,6 +111,15 @@ def test_orders_in_production_are_refused_without_i_understand(sim, tmp_path):
     assert refuse_orders(production, DoctorOptions()) is None
 
 
+def test_run_doctor_itself_refuses_orders_in_production_before_any_request(sim, sim_clock, tmp_path):
+    production = _settings(sim, tmp_path, environment="production")
+    before = len(sim.requests)
+    with pytest.raises(ConfigError, match="i-understand"):
+        _doctor(production, sim_clock, orders=True)
+    assert len(sim.requests) == before                # not one request
+    assert not (tmp_path / "state").exists()         # nothing ran: no journal, no override file
+
+
 def test_a_broken_override_file_is_a_configuration_error(sim, sim_clock, tmp_path):
     settings = _settings(sim, tmp_path)
     settings.overrides_path.parent.mkdir(parents=True)

@@ -12,15 +12,15 @@ from exchange_connection import assumptions_for, client_settings_for
 
 
 def test_without_a_file_every_assumption_is_its_documented_default(tmp_path):
-    assumptions = load_assumptions(tmp_path / "none.json")
+    assumptions = load_assumptions(tmp_path / "none.json", environment="sim")
     assert assumptions.value("stale_timestamp_code") == 10557 and assumptions.source("perp_allow_fok") == SOURCE_DEFAULT
     assert assumptions.client_overrides() == {}
 
 
 def test_written_answers_are_loaded_merged_and_reach_the_client(tmp_path):
     path = overrides_path(tmp_path)
-    write_overrides(path, {"perp_allow_fok": (True, "accepted")}, environment="testnet", written_at_ms=1)
-    write_overrides(path, {"reduce_only_no_position_code": (10536, "refused")}, environment="testnet",
+    write_overrides(path, {"perp_allow_fok": (True, "accepted")}, environment="sim", written_at_ms=1)
+    write_overrides(path, {"reduce_only_no_position_code": (10536, "refused")}, environment="sim",
                     written_at_ms=2)
     document = json.loads(path.read_text(encoding="utf-8"))
     assert document["values"] == {"perp_allow_fok": True, "reduce_only_no_position_code": 10536}
@@ -49,4 +49,37 @@ def test_a_broken_file_is_a_configuration_error_naming_it(tmp_path, text):
     path = overrides_path(tmp_path)
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="exchange_overrides.json"):
-        load_assumptions(path)
+        load_assumptions(path, environment="sim")
+
+
+def test_a_file_written_in_another_environment_stops_the_start_naming_both_and_the_fix(tmp_path):
+    write_overrides(overrides_path(tmp_path), {"rfq_body_encoding": ("json", "probe")}, environment="testnet",
+                    written_at_ms=1)
+    production = Settings(state_dir=tmp_path, environment="production")
+
+    with pytest.raises(ConfigError) as refused:
+        assumptions_for(production)
+
+    message = str(refused.value)
+    assert "'testnet'" in message and "'production'" in message and "--write-overrides" in message
+    assert "exchange_overrides.json" in message
+    testnet = Settings(state_dir=tmp_path, environment="testnet")
+    assert assumptions_for(testnet).value("rfq_body_encoding") == "json"
+
+
+@pytest.mark.parametrize("document", ['{"values": {}}', '{"environment": null, "values": {}}'])
+def test_a_file_that_does_not_say_its_environment_is_refused(tmp_path, document):
+    path = overrides_path(tmp_path)
+    path.write_text(document, encoding="utf-8")
+
+    with pytest.raises(ConfigError, match="written for environment None"):
+        load_assumptions(path, environment="sim")
+
+
+def test_doctor_never_merges_answers_into_another_environments_file(tmp_path):
+    path = overrides_path(tmp_path)
+    write_overrides(path, {"perp_allow_fok": (True, "accepted")}, environment="testnet", written_at_ms=1)
+
+    with pytest.raises(ConfigError, match="written for environment 'testnet'"):
+        write_overrides(path, {"perp_allow_fok": (False, "refused")}, environment="production", written_at_ms=2)
+    assert json.loads(path.read_text(encoding="utf-8"))["environment"] == "testnet"
