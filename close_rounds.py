@@ -32,6 +32,9 @@ BREAKER_MAX_DELAY = 3600.0
 # The kill switch ignores the breaker, so a kill that cannot reach zero exposure trips it on every
 # failed round after the tenth, seconds apart: its alert is said at most this often per trade.
 KILL_BREAKER_ALERT_EVERY_SECONDS = 900.0
+# A held leg on a blocked symbol is left out of every round (nothing is sent to a blocked
+# symbol), so the trade can never end: said at most this often per trade, until a resume.
+BLOCKED_CLOSE_ALERT_EVERY_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,39 @@ class CloseRounds:
         self.alerts = alerts
         self.trips = 0           # breaker trips of every trade since start-up (the health line shows them)
         self._kill_alerted_at: dict[str, float] = {}   # trade id -> its last close_breaker alert during a kill
+        self._blocked_alerted_at: dict[str, float] = {}   # trade id -> its last close_blocked alert
 
     def targets(self, trade: TradeLifecycle, now: float) -> list[LegTarget]:
-        """One target per leg with exposure outside the halt: qty recomputed from fills (4.4)."""
-        return [leg.reducing_target()
-                for leg in trade.legs if not is_zero(leg.net_qty) and not leg.is_frozen(now)
-                and not self.ledger.is_blocked(leg.symbol)]
+        """One target per leg with exposure outside the halt: qty recomputed from fills (4.4).
+
+        A leg on a blocked symbol is left out, and said loudly (``_say_blocked``): a block means
+        our books and the exchange disagree there (an opposite position, a store behind the
+        exchange), so a reduce-only order sized on our books may be wrong, and only an operator
+        who has looked may lift it (``resume``). Left out silently, a kill or close would wait
+        for ever with no alert naming why.
+        """
+        blocks = self.ledger.blocked_symbols()
+        held = [leg for leg in trade.legs if not is_zero(leg.net_qty) and not leg.is_frozen(now)]
+        blocked = {leg.symbol: blocks[leg.symbol] for leg in held if leg.symbol in blocks}
+        if blocked:
+            self._say_blocked(trade, blocked, now)
+        else:
+            self._blocked_alerted_at.pop(trade.id, None)
+        return [leg.reducing_target() for leg in held if leg.symbol not in blocked]
+
+    def _say_blocked(self, trade: TradeLifecycle, blocked: dict[str, str], now: float) -> None:
+        """CRITICAL ``close_blocked`` for a trade whose held legs are blocked (every 15 minutes)."""
+        last = self._blocked_alerted_at.get(trade.id)
+        if last is not None and now - last < BLOCKED_CLOSE_ALERT_EVERY_SECONDS:
+            return
+        self._blocked_alerted_at[trade.id] = now
+        legs = "; ".join(f"{symbol} ({reason})" for symbol, reason in sorted(blocked.items()))
+        send_alert(self.alerts, logger, "CRITICAL", "close_blocked",
+                   f"trade {trade.id} ({trade.strategy}) {trade.state.value}: cannot close {legs}: the symbol is "
+                   f"blocked, so no order goes there and the trade cannot end. Check the position on the exchange, "
+                   f"then lift the block with `python main.py resume {trade.strategy}` (or `python main.py "
+                   f"resume` for every strategy); during a kill, a resume lifts the blocks and keeps the kill's "
+                   f"pause", trade_id=trade.id, symbols=sorted(blocked))
 
     def next_round(self, trade: TradeLifecycle, *, unwinding: bool, kill: bool,
                    params_for: Callable[[str], Any]) -> Round:

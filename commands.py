@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Container, Iterable, Mapping, Protocol
 
 from alerts import send_alert
 from clock import Clock
@@ -349,9 +349,15 @@ class CommandProcessor:
                                "`python main.py resume` again")
         request = ResumeRequest.from_payload(command["payload"])
         self._require_known(request.strategy)
-        resumed = resume_runners(self._ctx.store, self._runners, request.strategy)
-        logger.warning("command %d: resumed %s", command["id"], ", ".join(resumed) or "nothing (none was paused)")
-        self._ctx.store.update_command(command["id"], COMMAND_DONE, {"resumed": resumed})
+        store = self._ctx.store
+        kept = strategies_under_kill(store, resume_names(store, self._runners, request.strategy))
+        # The blocks first, whether the strategy is paused or not (an unpaused strategy, the
+        # trades a kill adopted, a strategy a kill keeps paused): a resume is the operator's lift.
+        unblocked = self._ctx.lifecycle_manager.release_blocks(request.strategy)
+        resumed = resume_runners(store, self._runners, request.strategy, keep_paused=kept)
+        result = {"resumed": resumed, "kept_paused": kept, "unblocked": sorted(unblocked)}
+        logger.warning("command %d: %s", command["id"], describe_resume(result))
+        store.update_command(command["id"], COMMAND_DONE, result)
 
     # ---- pause --------------------------------------------------------------------------
 
@@ -542,11 +548,36 @@ class CommandProcessor:
         send_alert(self._ctx.alerts, logger, level, kind, message, **detail)
 
 
-def resume_runners(store: Store, runners: Mapping[str, RunnerControl], name: str | None) -> list[str]:
-    """Lift the pause of one strategy or of every paused one; returns the names resumed."""
-    names = [name] if name else sorted(set(runners) | set(store.runner_names()))
+def resume_names(store: Store, runners: Mapping[str, RunnerControl], name: str | None) -> list[str]:
+    """The strategies a ``resume`` of ``name`` (every strategy when None) is about."""
+    return [name] if name else sorted(set(runners) | set(store.runner_names()))
+
+
+def strategies_under_kill(store: Store, names: Iterable[str]) -> list[str]:
+    """The strategies among ``names`` that an open (pending or active) kill command is closing.
+
+    Why: a resume is how an operator lifts a symbol block, and a kill can be stuck on one
+    (``close_blocked``). Lifting the kill's pause with it would let the strategy open new
+    trades while the kill is still closing the old ones; so a resume keeps those pauses (and
+    lifts the blocks), and a resume after the kill is done lifts them.
+    """
+    wanted = set(names)
+    kept: set[str] = set()
+    for command in store.commands(OPEN_COMMAND_STATUSES):
+        if command["kind"] == KIND_KILL:
+            strategy = KillRequest.from_payload(command["payload"]).strategy
+            kept |= wanted if strategy is None else wanted & {strategy}
+    return sorted(kept)
+
+
+def resume_runners(store: Store, runners: Mapping[str, RunnerControl], name: str | None, *,
+                   keep_paused: Container[str] = ()) -> list[str]:
+    """Lift the pause of one strategy or of every paused one, except those in ``keep_paused``
+    (``strategies_under_kill``); returns the names resumed."""
     resumed: list[str] = []
-    for each in names:
+    for each in resume_names(store, runners, name):
+        if each in keep_paused:
+            continue
         runner = runners.get(each)
         if runner is not None:
             if runner.is_paused:
@@ -611,6 +642,17 @@ def kill_summary(result: Mapping[str, Any]) -> str:
             f"{', '.join(result.get('paused') or []) or 'none'}; {left}")
 
 
+def describe_resume(result: Mapping[str, Any]) -> str:
+    """What a done ``resume`` did: resumed, kept paused for a kill, symbols unblocked."""
+    text = f"resumed {', '.join(result.get('resumed') or []) or 'nothing (none was paused)'}"
+    if result.get("kept_paused"):
+        text += (f"; kept paused while a kill closes their trades: {', '.join(result['kept_paused'])} (resume "
+                 f"again once the kill is done)")
+    if result.get("unblocked"):
+        text += f"; symbols unblocked: {', '.join(result['unblocked'])}"
+    return text
+
+
 def describe_command(command: Mapping[str, Any]) -> str:
     """What the store says about one command, for the command line and ``status``."""
     result = command.get("result") or {}
@@ -620,7 +662,7 @@ def describe_command(command: Mapping[str, Any]) -> str:
     if command["kind"] == KIND_PAUSE and command["status"] == COMMAND_DONE:
         return f"{head}: {describe_pause(str((command.get('payload') or {}).get('strategy')), result)}"
     if command["kind"] == KIND_RESUME and command["status"] == COMMAND_DONE:
-        return f"{head}: resumed {', '.join(result.get('resumed') or []) or 'nothing (none was paused)'}"
+        return f"{head}: {describe_resume(result)}"
     if command["kind"] == KIND_KILL and command["status"] == COMMAND_DONE:
         return f"{head}: {kill_summary(result)}"
     if command["kind"] == KIND_KILL and command["status"] == COMMAND_ACTIVE:
@@ -657,6 +699,6 @@ def queue_and_wait(store: Store, kind: str, payload: dict, clock: Clock, *, time
 
 __all__ = [
     "CommandProcessor", "CommandError", "KillRequest", "PauseRequest", "ResumeRequest", "FINISHED",
-    "queue_and_wait", "pause_runner", "resume_runners", "set_stored_pause", "describe_command", "describe_pause",
+    "queue_and_wait", "pause_runner", "resume_runners", "resume_names", "strategies_under_kill", "describe_resume", "set_stored_pause", "describe_command", "describe_pause",
     "kill_summary", "kill_pause_reason", "KIND_KILL", "KIND_PAUSE", "KIND_RESUME", "PAUSE_SOURCES",
 ]

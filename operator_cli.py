@@ -40,7 +40,9 @@ from commands import (
     describe_pause,
     pause_runner,
     queue_and_wait,
+    resume_names,
     resume_runners,
+    strategies_under_kill,
     strategy_names_in_store,
 )
 from config import Settings
@@ -189,6 +191,19 @@ def _queue_for_daemon(kind: str, request: Any, run: OperatorRun, holder: str) ->
     return EXIT_NOT_DONE if command["status"] == COMMAND_FAILED else EXIT_OK
 
 
+def _lift_kept_blocks(store: StateStore, strategy: str | None) -> list[str]:
+    """The symbol blocks the store keeps for the next start (L3), lifted for ``strategy``'s
+    trades' symbols (every one when None): the lift a running daemon's resume makes."""
+    kept = store.kept_symbol_blocks()
+    if strategy is None:
+        chosen = sorted(kept)
+    else:
+        symbols = {leg.get("symbol") for trade in store.load_trades(strategy) for leg in trade.get("legs") or []}
+        chosen = sorted(symbol for symbol in kept if symbol in symbols)
+    store.lift_symbol_blocks(chosen)
+    return chosen
+
+
 def _resume_without_daemon(request: ResumeRequest, run: OperatorRun) -> int:
     """No daemon: the pause lives in the store only, so resuming needs no exchange."""
     if not run.db_path.exists():
@@ -202,8 +217,11 @@ def _resume_without_daemon(request: ResumeRequest, run: OperatorRun) -> int:
         return EXIT_NOT_DONE
     try:
         command_id = store.add_command(KIND_RESUME, request.to_payload())
-        resumed = resume_runners(store, {}, request.strategy)
-        command = store.update_command(command_id, COMMAND_DONE, {"resumed": resumed})
+        kept = strategies_under_kill(store, resume_names(store, {}, request.strategy))
+        unblocked = _lift_kept_blocks(store, request.strategy)
+        resumed = resume_runners(store, {}, request.strategy, keep_paused=kept)
+        command = store.update_command(command_id, COMMAND_DONE,
+                                       {"resumed": resumed, "kept_paused": kept, "unblocked": unblocked})
         queued_kills = [c["id"] for c in store.commands(OPEN_COMMAND_STATUSES) if c["kind"] == KIND_KILL]
     finally:
         store.close()

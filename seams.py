@@ -392,6 +392,8 @@ class LifecycleLedger(Protocol):
 
     def is_blocked(self, symbol: str) -> bool: ...
 
+    def blocked_symbols(self) -> dict[str, str]: ...
+
     def unblock(self, symbols: Iterable[str] | None = ...) -> list[str]: ...
 
     def archive_trade(self, trade_id: str) -> bool: ...
@@ -573,7 +575,8 @@ class RunnerLifecycle(Protocol):
 
 class CommandLifecycle(Protocol):
     """What ``commands.CommandProcessor`` asks of the lifecycle for a kill: the trades, force-close
-    them, and (``--all-positions``) adopt and close what the account holds beyond them.
+    them, and (``--all-positions``) adopt and close what the account holds beyond them; for a
+    resume, lift the symbol blocks.
 
     Implementations: ``LifecycleManager``; ``FakeLifecycle`` in tests/unit/test_commands.py.
     """
@@ -590,6 +593,8 @@ class CommandLifecycle(Protocol):
     def force_close(self, trade_id: str, reason: str = ...) -> bool: ...
 
     def adopt_external(self, snapshot: AccountSnapshot, *, skip: frozenset[str] = ...) -> str | None: ...
+
+    def release_blocks(self, strategy: str | None = ...) -> list[str]: ...
 
 
 class ReconcilerLifecycle(Protocol):

@@ -141,6 +141,10 @@ EXIT_REASON_KILL = "kill_switch"
 # A delta-hedged trade (docs/HEDGING.md) keeps in its record: the bound hedge config it opened
 # with, the hedge's state (HedgeState) and the indexes of its two hedge legs (a long and a short
 # perp leg: a hedge that changes side reduces one to zero and opens the other, never flips one).
+# A trade the kill switch force-closed keeps that in its record, so a restart brings it back in
+# kill mode whatever its state or exit reason (UNWINDING has none; an exit decided before the
+# kill keeps its own): its next round then carries kill intents and the urgent profile.
+KILL_MODE_KEY = "kill_mode"
 HEDGE_CONFIG_KEY = "hedge_config"
 HEDGE_STATE_KEY = "hedge"
 HEDGE_LEGS_KEY = "hedge_legs"
@@ -2079,9 +2083,10 @@ class LifecycleManager:
                 hooks = self._hooks.get(trade.strategy)
                 if hooks is not None:
                     runtime.apply(hooks, self.exec_params_default)
-                # Kill mode lives in memory: a trade the kill switch was closing keeps its
-                # urgent, breaker-free kill orders after a restart.
-                runtime.kill = runtime.kill or trade.exit_reason == EXIT_REASON_KILL or is_external_trade(trade)
+                # A trade the kill switch was closing keeps its urgent, breaker-free kill orders
+                # after a restart: from its record (KILL_MODE_KEY), its exit reason, or adoption.
+                runtime.kill = (runtime.kill or trade.metadata.get(KILL_MODE_KEY) is True
+                                or trade.exit_reason == EXIT_REASON_KILL or is_external_trade(trade))
                 if not trade.is_active:
                     continue
                 self.fills.sync(trade)
@@ -2148,6 +2153,9 @@ class LifecycleManager:
             now = self.clock.now()
             if reason == EXIT_REASON_KILL:
                 runtime.kill = True
+                if trade.metadata.get(KILL_MODE_KEY) is not True:
+                    trade.metadata[KILL_MODE_KEY] = True
+                    self._persist(trade, "kill_mode")
             if trade.state in (TradeState.PENDING_OPEN, TradeState.OPENING):
                 runtime.pending_close_reason = runtime.pending_close_reason or reason
                 if runtime.job is not None:

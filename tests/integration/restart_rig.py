@@ -373,12 +373,12 @@ def pick_legs(sim: Any, qty: float = 0.01, side: int = BUY, count: int = 2) -> l
 
 def seed_trade(store: StateStore, seq: int, legs: Iterable[SeedLeg], state: TradeState, *,
                strategy: str = STRATEGY, created_at: float, opened_at: float | None = None,
-               exit_reason: str | None = None, execution_mode: str = "limit") -> str:
+               exit_reason: str | None = None, execution_mode: str = "limit", metadata: dict | None = None) -> str:
     """Write a trade record (and re-seed the trade sequence) as the lifecycle would have."""
     trade = TradeLifecycle(id=f"T{seq:09d}", seq=seq, strategy=strategy, state=state,
                            legs=[leg.to_leg() for leg in legs], execution_mode=execution_mode,
                            created_at=created_at, opened_at=opened_at, exit_reason=exit_reason,
-                           exit_decided_at=created_at if exit_reason else None)
+                           exit_decided_at=created_at if exit_reason else None, metadata=dict(metadata or {}))
     store.save_trade(trade.to_record())
     store.raise_counter_to("trade_seq", seq)
     return trade.id

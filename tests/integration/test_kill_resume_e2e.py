@@ -289,3 +289,31 @@ def test_an_interrupted_kill_stays_active_and_the_next_start_finishes_it(tmp_pat
     assert_kill_orders_only(exchange, killed_from, {1})  # before and after the restart
     assert positions(signed_request_for(exchange)) == {}
     assert runner_state(tmp_path, "alpha")["paused"] is True
+
+
+def test_a_resume_without_a_daemon_during_a_kill_keeps_its_pause_and_lifts_kept_blocks(tmp_path, clock, exchange,
+                                                                                       env, capsys):
+    assert run(["--run-for", "120"], clock, env) == 0
+    clock.at(clock.now() + 3, lambda: signal.raise_signal(signal.SIGINT))   # the kill is left active
+    assert run(["kill", "--yes"], clock, env) == 1
+    [trade], _, [kill] = stored(tmp_path)
+    symbol = trade["legs"][0]["symbol"]
+    with open_store(tmp_path) as store:
+        store.keep_symbol_block(symbol, "kept by the test")
+        store.keep_symbol_block("BTCUSD-1JAN30-1000-C", "a symbol of no trade of alpha")
+    capsys.readouterr()
+
+    assert run(["resume", "alpha"], clock, env) == 0
+
+    out = capsys.readouterr().out
+    assert "kept paused while a kill closes their trades: alpha" in out and f"unblocked: {symbol}" in out
+    assert runner_state(tmp_path, "alpha")["paused"] is True
+    with open_store(tmp_path) as store:
+        assert store.kept_symbol_blocks() == {"BTCUSD-1JAN30-1000-C": "a symbol of no trade of alpha"}
+    # The next start finishes the kill (the lifted block lets its orders out); the pause holds.
+    assert run(["--run-for", "600"], clock, env) == 0
+    [trade], _, commands = stored(tmp_path)
+    assert commands[0]["status"] == "done" and trade["state"] == "CLOSED"
+    assert runner_state(tmp_path, "alpha")["paused"] is True
+    assert run(["resume", "alpha"], clock, env) == 0                       # the kill is done: it resumes
+    assert runner_state(tmp_path, "alpha")["paused"] is False

@@ -61,6 +61,8 @@ class FakeLifecycle:
         self.hold_reason: str | None = None
         self.adopt: FakeTrade | None = None
         self.adopted_from: list = []
+        self.blocks: dict[str, str] = {}        # symbol -> strategy whose trade is blocked there
+        self.released: list[str | None] = []
 
     def trades(self, strategy: str | None = None) -> list[FakeTrade]:
         return [t for t in self._trades.values() if strategy is None or t.strategy == strategy]
@@ -74,6 +76,13 @@ class FakeLifecycle:
     def force_close(self, trade_id: str, reason: str = "manual") -> bool:
         self.force_closed.append((trade_id, reason))
         return self._trades[trade_id].is_active
+
+    def release_blocks(self, strategy: str | None = None) -> list[str]:
+        self.released.append(strategy)
+        lifted = [symbol for symbol, owner in self.blocks.items() if strategy is None or owner == strategy]
+        for symbol in lifted:
+            del self.blocks[symbol]
+        return lifted
 
     def adopt_external(self, snapshot, *, skip: frozenset[str] = frozenset()) -> str | None:
         self.adopted_from.append(snapshot)
@@ -370,11 +379,11 @@ def test_resume_one_or_every_runner_including_one_known_only_to_the_store(store,
     processor(object())   # the daemon's first wake: the resumes below are queued while it runs
     first = store.add_command("resume", {"strategy": "beta"})
     processor(object())
-    assert store.command(first)["result"] == {"resumed": ["beta"]} and alpha.is_paused and not beta.is_paused
+    assert store.command(first)["result"] == {"resumed": ["beta"], "kept_paused": [], "unblocked": []} and alpha.is_paused and not beta.is_paused
 
     second = store.add_command("resume", {"strategy": None})
     processor(object())
-    assert store.command(second)["result"] == {"resumed": ["alpha", "retired"]}
+    assert store.command(second)["result"] == {"resumed": ["alpha", "retired"], "kept_paused": [], "unblocked": []}
     assert not alpha.is_paused and store.load_runner_state("retired")["paused"] is False
     assert store.load_runner_state("retired")["pause_reason"] == ""
 
@@ -393,7 +402,7 @@ def test_a_resume_queued_before_this_start_is_refused_and_lifts_nothing(store, c
     assert alpha.is_paused and alpha.pause_reason == "the state store is behind the exchange"
     fresh = store.add_command("resume", {"strategy": "alpha"})     # the operator, having looked
     processor(object())
-    assert store.command(fresh)["result"] == {"resumed": ["alpha"]} and not alpha.is_paused
+    assert store.command(fresh)["result"] == {"resumed": ["alpha"], "kept_paused": [], "unblocked": []} and not alpha.is_paused
 
 
 # ------------------------------------------------------------------------------------- waiting for the daemon

@@ -69,6 +69,9 @@ class NoTrades:
     def adopt_external(self, snapshot: Any) -> str | None:
         raise AssertionError("a pause never adopts positions")
 
+    def release_blocks(self, strategy: str | None = None) -> list[str]:
+        return []
+
 
 @pytest.fixture
 def clock() -> SimulatedClock:
@@ -106,7 +109,7 @@ def test_pause_from_the_dashboard_pauses_the_runner_and_says_who(store, clock):
     # resume lifts a dashboard pause like any other
     resume_id = store.add_command("resume", {"strategy": "alpha"})
     processor(object())
-    assert store.command(resume_id)["result"] == {"resumed": ["alpha"]} and not alpha.is_paused
+    assert store.command(resume_id)["result"] == {"resumed": ["alpha"], "kept_paused": [], "unblocked": []} and not alpha.is_paused
 
 
 def test_pause_keeps_an_existing_reason_such_as_a_kill(store, clock):

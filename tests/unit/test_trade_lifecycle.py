@@ -71,6 +71,9 @@ class FakeLedger:
     def is_blocked(self, symbol: str) -> bool:
         return symbol in self.blocked
 
+    def blocked_symbols(self) -> dict[str, str]:
+        return {symbol: "blocked by the test" for symbol in self.blocked}
+
     def archive_trade(self, trade_id: str) -> bool:
         if self.archive_answer:
             self.archived.append(trade_id)
@@ -982,7 +985,7 @@ def test_kill_all_with_external_positions_adopts_only_what_is_not_ours(world):
     # The adopted positions are a new trade with the next sequence of the one global sequence.
     assert killed == [trade.id, "T000000002"]
     external = world.manager.get("T000000002")
-    assert external.seq == 2 and external.strategy == "external" and external.metadata == {"external": True}
+    assert external.seq == 2 and external.strategy == "external" and external.metadata == {"external": True, "kill_mode": True}
     assert [(leg.symbol, leg.side, leg.net_qty) for leg in external.legs] == [(CALL, 2, 0.2)]
     job = world.executor.last
     assert job.intent is Intent.KILL and [(t.symbol, t.side, t.qty) for t in job.legs] == [(CALL, 1, 0.2)]
