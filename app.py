@@ -510,13 +510,22 @@ def pause_if_unsafe(ctx: TradingContext, runners: Sequence[StrategyRunner], reco
                        "still does; `python main.py kill` can close it)", trade.id, trade.strategy)
 
 
-def store_lost_reaction(ctx: TradingContext) -> Callable[[str, Path | None], None]:
-    """What the daemon does when its store file is lost while it runs (row L1): once."""
+def store_lost_reaction(ctx: TradingContext, lock: InstanceLock) -> Callable[[str, Path | None], None]:
+    """What the daemon does when its store file is lost while it runs (row L1): once.
+
+    The recovered copy it writes to from then on is published in the lock file, so a ``kill``
+    or ``pause`` from the command line is queued where the daemon reads (it used to create a
+    new, empty store at the old path, which nobody read)."""
 
     def react(problem: str, copy: Path | None) -> None:
         path = ctx.store.relocated_from or ctx.store.path
         ctx.lifecycle_manager.hold_entries("state_store_lost", f"state store {path}: {problem}")
         if copy is not None:
+            try:
+                lock.publish_store(copy)
+            except OSError as exc:
+                logger.error("could not publish the recovered store %s in %s (%s): the command line cannot "
+                             "queue commands for this daemon", copy, lock.path, exc)
             fix = (f"everything the daemon knew is in {copy}, where it writes from now on: stop the daemon "
                    f"(SIGTERM) when convenient, move whatever is at {path} aside, move {copy} to {path}, and start "
                    f"again; the start compares it with the exchange's order history")
@@ -904,6 +913,8 @@ class RunPlan:
       blocked by a broken strategy.
     * ``before_loop(ctx)``: runs once everything is registered, before the first wake (the
       kill queues its command there).
+    * ``strategy_scope``: the strategies whose trades the lifecycle acts on (None: all); a
+      ``kill --strategy A`` without a daemon must not run B's exits, hedges or closes.
     * ``finished(ctx)``: asked after every wake; a reason (text) ends the run like a signal.
     * ``on_wake(ctx, now)``: called after every wake (a backtest's progress line).
     """
@@ -912,6 +923,9 @@ class RunPlan:
     cancel_open_orders_on_exit: bool = False
     entries: bool = True
     before_loop: Callable[[TradingContext], None] | None = None
+    # An operator's ``kill --strategy A`` without a daemon: the lifecycle acts on A's trades (and
+    # on trades already in kill mode) only; other strategies' trades wait for the daemon's start.
+    strategy_scope: frozenset[str] | None = None
     finished: Callable[[TradingContext], str | None] | None = None
     on_wake: Callable[[TradingContext, float], None] | None = None
     # The operator view (the dashboard's data, STATE_DIR/operator_view.json, the valuation events):
@@ -951,14 +965,15 @@ def run_daemon(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequen
         complain(message)
         return EXIT_LOCKED
     try:
-        return run_locked(settings, clock, stop, configs, plan)
+        return run_locked(settings, clock, stop, configs, plan, lock=lock)
     finally:
         lock.release()
 
 
 def run_locked(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[StrategyConfig],
-               plan: RunPlan) -> int:
-    """The start-up sequence and the loop, with the state directory's lock held by the caller.
+               plan: RunPlan, *, lock: InstanceLock) -> int:
+    """The start-up sequence and the loop, with the state directory's ``lock`` held by the caller
+    (it publishes the state store's path for the command line, ``InstanceLock.publish_store``).
 
     exchange and store (``open_context``) → recover → runners → key check → state directory
     identity → pause what is unsafe → callbacks on the monitor (store watch, command queue,
@@ -979,7 +994,8 @@ def run_locked(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequen
         complain(f"configuration error: {exc}")
         return EXIT_CONFIG
     try:
-        return _run_with_dashboard(settings, clock, stop, configs, plan, Surface(view_board, log_tail, dashboard))
+        return _run_with_dashboard(settings, clock, stop, configs, plan,
+                                   Surface(view_board, log_tail, dashboard, lock))
     finally:
         if dashboard is not None:
             dashboard.stop()
@@ -993,6 +1009,7 @@ class Surface:
     view_board: ViewBoard
     log_tail: LogTail
     dashboard: DashboardServer | None
+    lock: InstanceLock   # where the command line reads the state store's path (publish_store)
 
 
 def _run_with_dashboard(settings: Settings, clock: Clock, stop: StopFlag, configs: Sequence[StrategyConfig],
@@ -1040,6 +1057,10 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
                     plan: RunPlan, surface: Surface) -> int:
     """Everything after the context is open; the refusals (exit 2) come before any callback
     is registered, so a refused start sends nothing that could trade."""
+    try:   # where the command line queues kill/pause/resume for this process
+        surface.lock.publish_store(ctx.store.path)
+    except OSError as exc:
+        logger.error("could not publish the state store's path in %s (%s)", surface.lock.path, exc)
     recovered = recover(ctx)
     try:
         runners = start_runners(configs, ctx, strict=plan.entries)
@@ -1056,9 +1077,11 @@ def _start_and_loop(ctx: TradingContext, settings: Settings, stop: StopFlag, con
         return refused
     log_startup_summary(ctx.http, ctx.clock)
     pause_if_unsafe(ctx, runners, recovered)
+    if plan.strategy_scope is not None:
+        ctx.lifecycle_manager.act_only_on(plan.strategy_scope)
     monitor = ctx.position_monitor
     # Before the runners: a store lost under us stops entries in the same wake (row L1).
-    monitor.register(StoreWatch(ctx.store, ctx.clock, store_lost_reaction(ctx)))
+    monitor.register(StoreWatch(ctx.store, ctx.clock, store_lost_reaction(ctx, surface.lock)))
     monitor.register(CommandProcessor(ctx, runners))  # kill/resume queued by the command line
     if plan.entries:
         for runner in runners:

@@ -153,13 +153,13 @@ def _names_in_state(db_path: Path) -> set[str]:
 def _dispatch(kind: str, request: Any, configs: list[StrategyConfig], run: OperatorRun) -> int:
     lock = InstanceLock(run.settings.state_dir)
     if not lock.acquire():
-        return _queue_for_daemon(kind, request, run, lock.holder())
+        return _queue_for_daemon(kind, request, run, lock)
     try:
         if kind == KIND_RESUME:
             return _resume_without_daemon(request, run)
         if kind == KIND_PAUSE:
             return _pause_without_daemon(request, run)
-        return _kill_without_daemon(request, configs, run)
+        return _kill_without_daemon(request, configs, run, lock)
     finally:
         lock.release()
 
@@ -168,14 +168,29 @@ def _pickup_timeout(settings: Settings) -> float:
     return PICKUP_POLL_INTERVALS * float(settings.poll_interval_seconds) + PICKUP_SLACK_SECONDS
 
 
-def _queue_for_daemon(kind: str, request: Any, run: OperatorRun, holder: str) -> int:
-    """A daemon holds the lock: hand it the command through the store and report its answer."""
+def _queue_for_daemon(kind: str, request: Any, run: OperatorRun, lock: InstanceLock) -> int:
+    """A daemon holds the lock: hand it the command through the store and report its answer.
+
+    The store is the one the daemon says it writes to (``InstanceLock.holder_store``: a
+    recovered copy after its store was lost), and it is never created here: a command queued
+    into a new, empty file nobody reads is a kill that silently never happens.
+    """
     clock = run.clock if run.clock is not None else RealClock()
     timeout = _pickup_timeout(run.settings)
+    holder = lock.holder()
+    db_path = lock.holder_store() or run.db_path
+    if not db_path.exists():
+        run.complain(f"{kind}: the daemon's state store {db_path} does not exist (lost while the daemon runs? its "
+                     f"CRITICAL state_store_lost alert says where it writes now): nothing was queued. Stop the "
+                     f"daemon (pid {holder or '?'}, SIGTERM) and run this command again: it then runs here"
+                     + ("; or close the positions on the exchange" if kind == KIND_KILL else ""))
+        return EXIT_NOT_DONE
+    if db_path.resolve() != run.db_path.resolve():
+        run.say(f"the daemon writes to {db_path} since its state store was lost: the command goes there")
     try:
-        store = StateStore(run.db_path, clock=clock)
+        store = StateStore(db_path, clock=clock)
     except StoreError as exc:
-        run.complain(f"{kind}: cannot open the daemon's state store {run.db_path}: {exc}; nothing was queued")
+        run.complain(f"{kind}: cannot open the daemon's state store {db_path}: {exc}; nothing was queued")
         return EXIT_NOT_DONE
     try:
         run.say(f"a daemon (pid {holder or '?'}) holds {run.settings.state_dir}: queued the {kind} command for it; "
@@ -311,7 +326,8 @@ class KillHere:
             self._run.say(f"  {kill_progress(trade, ctx.ledger.orders(trade.id))}")
 
 
-def _kill_without_daemon(request: KillRequest, configs: list[StrategyConfig], run: OperatorRun) -> int:
+def _kill_without_daemon(request: KillRequest, configs: list[StrategyConfig], run: OperatorRun,
+                         lock: InstanceLock) -> int:
     """No daemon: become one for this kill (``app.run_locked``), until the kill is finished.
 
     SIGINT/SIGTERM stop it after the current wake; the command stays ``active`` and the
@@ -326,7 +342,9 @@ def _kill_without_daemon(request: KillRequest, configs: list[StrategyConfig], ru
     undo_signals = run.install_signal_handlers(stop)
     try:
         code = run_locked(run.settings, clock, stop, configs,
-                          RunPlan(entries=False, before_loop=kill.queue, finished=kill.finished))
+                          RunPlan(entries=False, before_loop=kill.queue, finished=kill.finished,
+                                  strategy_scope=None if request.strategy is None else frozenset({request.strategy})),
+                          lock=lock)
     finally:
         undo_signals()
     if code == EXIT_STARTUP_FAILURE:

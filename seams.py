@@ -669,6 +669,8 @@ class Lifecycle(RunnerLifecycle, CommandLifecycle, ReconcilerLifecycle, Protocol
 
     def has_active_jobs(self) -> bool: ...
 
+    def act_only_on(self, strategies: Iterable[str]) -> None: ...
+
 
 # =====================================================================================
 # The state store (persistence.StateStore)

@@ -885,6 +885,7 @@ class LifecycleManager:
         self._without_snapshot = False   # said once per stretch of wakes without a snapshot
         # Trades whose tick raises, by id, while the streak lasts (``_tick_failed``, ``failing_trades``).
         self._tick_failures: dict[str, _TickFailure] = {}
+        self._scope: frozenset[str] | None = None   # act_only_on: the strategies this run acts on
 
     def _start_indexes(self) -> None:
         """Empty trade indexes: the record of every trade and the small sets the hot paths read."""
@@ -1127,12 +1128,30 @@ class LifecycleManager:
         with self._lock:
             self._run(None)
 
+    def act_only_on(self, strategies: Iterable[str]) -> None:
+        """Tick only the trades of ``strategies`` (and any trade in kill mode) from now on.
+
+        Why: an operator's ``kill --strategy A`` run without a daemon is a whole daemon for the
+        time of the kill; ticking every trade would run B's exits, hedges and close rounds
+        (and leave them half done when the kill ends and the process exits). B's trades are
+        left exactly as the stopped daemon left them, for its next start.
+        """
+        with self._lock:
+            self._scope = frozenset(strategies)
+        logger.warning("lifecycle: acting only on the trades of %s (and trades in kill mode) for this run",
+                       ", ".join(sorted(self._scope)) or "no strategy")
+
+    def _in_scope(self, trade: TradeLifecycle) -> bool:
+        return self._scope is None or trade.strategy in self._scope or self._runtime_of(trade).kill
+
     def _run(self, poll_snapshot: Any) -> None:
         now = self.clock.now()
         if poll_snapshot is not None:
             self._attribute_funding(now)
             self._revise_estimates(now)
         for trade in self._active_locked():
+            if not self._in_scope(trade):
+                continue
             try:
                 self._tick_trade(trade, now, poll_snapshot)
                 if poll_snapshot is not None and trade.is_active and self._runtime_of(trade).kill:

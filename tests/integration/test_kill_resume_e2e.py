@@ -49,13 +49,13 @@ class HookClock(SimulatedClock):
             action()
 
 
-def tiny_strangle(name: str, delta: float) -> Callable[[], StrategyConfig]:
+def tiny_strangle(name: str, delta: float, hold_hours: float = 3.0) -> Callable[[], StrategyConfig]:
     """A long 0.01 strangle that enters at once, holds for hours and never cools down."""
 
     def factory() -> StrategyConfig:
         return StrategyConfig(
             name=name, legs=strangle(0.01, call_delta=delta, put_delta=-delta, dte="next", side=1),
-            entry_conditions=[min_available_margin_pct(50)], exit_conditions=[max_hold_hours(3)],
+            entry_conditions=[min_available_margin_pct(50)], exit_conditions=[max_hold_hours(hold_hours)],
             execution_mode="limit", max_concurrent_trades=1, max_trades_per_day=12, cooldown_seconds=0.0,
             check_interval_seconds=60.0,
             execution_params=ExecutionParams(fill_timeout_seconds=30.0, aggressive_buffer_pct=2.0,
@@ -317,3 +317,70 @@ def test_a_resume_without_a_daemon_during_a_kill_keeps_its_pause_and_lifts_kept_
     assert runner_state(tmp_path, "alpha")["paused"] is True
     assert run(["resume", "alpha"], clock, env) == 0                       # the kill is done: it resumes
     assert runner_state(tmp_path, "alpha")["paused"] is False
+
+
+def test_a_kill_of_alpha_without_a_daemon_leaves_betas_due_exit_to_the_daemon(tmp_path, clock, exchange, env):
+    """``kill --strategy alpha`` run by the command line is a daemon for the time of the kill: it
+    used to tick every trade, so beta's exit, due while no daemon ran, was carried out by it."""
+    beta = tiny_strangle("beta", 0.15, hold_hours=0.1)
+    assert run(["--run-for", "120"], clock, env, strategies=(ALPHA, beta)) == 0
+    trades = {t["strategy"]: t for t in stored(tmp_path)[0]}
+    assert trades["alpha"]["state"] == trades["beta"]["state"] == "OPEN"
+    beta_seq = trades["beta"]["seq"]
+    clock.advance(3600)                              # beta's 6-minute hold is past due
+
+    killed_from = clock.now()
+    assert run(["kill", "--strategy", "alpha", "--yes"], clock, env, strategies=(ALPHA, beta)) == 0
+
+    trades = {t["strategy"]: t for t in stored(tmp_path)[0]}
+    assert trades["alpha"]["state"] == "CLOSED" and trades["beta"]["state"] == "OPEN"
+    assert [params["symbol"] for parts, params in our_creates(exchange, killed_from)
+            if parts.trade_seq == beta_seq] == []
+    # The daemon's next start runs beta's exit as usual.
+    assert run(["--run-for", "600"], clock, env, strategies=(ALPHA, beta)) == 0
+    trades = {t["strategy"]: t for t in stored(tmp_path)[0] if t["seq"] == beta_seq}
+    assert trades["beta"]["state"] == "CLOSED"
+
+
+def test_a_kill_from_the_command_line_after_the_daemons_store_was_lost_goes_where_it_writes(tmp_path, clock,
+                                                                                            exchange, env,
+                                                                                            signed_request_for,
+                                                                                            capsys):
+    """The daemon writes to a recovered copy once its store is lost (row L1); the command line used
+    to create a new, empty trader.db at the old path and queue the kill there, where nobody read it."""
+    def delete_store() -> None:
+        for name in ("trader.db", "trader.db-wal", "trader.db-shm"):
+            (tmp_path / "state" / name).unlink(missing_ok=True)
+
+    codes: list[int] = []
+    clock.at(START + 150, delete_store)
+    clock.at(START + 200, cli_from_inside_the_daemon(["kill", "--yes"], env, codes))
+    assert run(["--run-for", "900"], clock, env) == 0
+
+    out = capsys.readouterr().out
+    [recovered] = sorted((tmp_path / "state").glob("trader.db.recovered*"))
+    # Exit 1: the command line runs inside the daemon's wait here, so the daemon takes the
+    # command only after it gave up waiting (as in the tests above).
+    assert codes == [1] and f"the daemon writes to {recovered.resolve()}" in out
+    assert not (tmp_path / "state" / "trader.db").exists()             # no stray store was created
+    with StateStore(recovered) as store:
+        [kill] = store.commands()
+    assert kill["kind"] == "kill" and kill["status"] == "done"
+    assert positions(signed_request_for(exchange)) == {}
+
+
+def test_a_command_for_a_daemon_whose_store_is_gone_is_refused_not_queued_into_a_new_file(tmp_path, clock, exchange,
+                                                                                           env, capsys):
+    from instance_lock import InstanceLock
+
+    assert run(["--run-for", "30"], clock, env) == 0
+    held = InstanceLock(tmp_path / "state")           # a daemon holds the lock; it said where its store is
+    assert held.acquire()
+    try:
+        held.publish_store(tmp_path / "state" / "gone.db")
+        assert run(["pause", "alpha"], clock, env) == 1
+    finally:
+        held.release()
+    err = capsys.readouterr().err
+    assert "gone.db does not exist" in err and "nothing was queued" in err
+    assert not (tmp_path / "state" / "gone.db").exists()
