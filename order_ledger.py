@@ -159,6 +159,10 @@ _ID_DIGITS = 18
 # =====================================================================================
 
 
+# Fees are cumulative per order and only grow: a larger fee in a later answer is adopted.
+FEE_EPSILON = 1e-9
+
+
 class Intent(IntEnum):
     """Why an order exists; the digit ``I`` of the client order id."""
 
@@ -1681,6 +1685,11 @@ class OrderLedger:
         elif fill < order.filled_qty - FILL_EPSILON:
             logger.warning("order %d: exchange reports a filled quantity of %s, below the recorded %s; keeping ours",
                            order.client_order_id, fill, order.filled_qty)
+        if "fee" not in changes and view.fee is not None and order.filled_qty > 0 \
+                and view.fee > (order.fee or 0.0) + FEE_EPSILON:
+            # The fee is cumulative like the fill: an answer that came without it (read as
+            # nothing) must not stand for a free fill once a later answer carries it.
+            changes["fee"] = view.fee
         reversing = order.reversible
         state = view.state
         if state is not None:
