@@ -40,6 +40,12 @@ DELIVERY_RETRY_SECONDS = 10.0
 # shows up: asked once a minute per expiry, for this long after the expiry.
 REVISION_RETRY_SECONDS = 60.0
 REVISION_WINDOW_SECONDS = 7 * 24 * 3600.0
+# A settlement booked without the exchange's exercise record (its fee estimated) reads the
+# record again: the exchange writes it hours after the expiry (its example is stamped about
+# 9.5 h after 08:00), so the first read at the delivery price often misses it. Asked every 10
+# minutes per symbol for two days; a daily expiry pays no delivery fee, so it is not asked.
+EXERCISE_RETRY_SECONDS = 600.0
+EXERCISE_WINDOW_SECONDS = 48 * 3600.0
 
 
 @dataclass
@@ -57,6 +63,10 @@ class Settlement:
 
     def to_record(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def fee_revisable(self, expiry_ms: int) -> bool:
+        """Its fee is an estimate the exchange's exercise record may still replace."""
+        return self.fee_estimated and not is_daily_expiry(expiry_ms)
 
     @classmethod
     def from_record(cls, data: Mapping[str, Any]) -> "Settlement":
@@ -124,6 +134,7 @@ class Settler:
         # different delivery prices.
         self._delivery_prices: dict[tuple[str, int], float] = {}
         self._revision_next: dict[tuple[str, int], float] = {}   # when to ask again for a revision
+        self._exercise_next: dict[str, float] = {}   # symbol -> when to read its exercise record again
 
     @staticmethod
     def due(watch: DeliveryWatch, now: float) -> bool:
@@ -176,8 +187,10 @@ class Settler:
         estimated fee follow the delivery price; an exact exercise record's cash is kept.
         """
         settlement = leg.settlement
-        if settlement is None or not settlement.price_estimated:
+        if settlement is None:
             return None
+        if not settlement.price_estimated:
+            return self._revise_fee(leg, settlement, now)
         contract = leg.contract
         key = (contract.underlying or DEFAULT_UNDERLYING, contract.expiry_ms)
         delivery = self._delivery_prices.get(key)
@@ -200,6 +213,24 @@ class Settler:
                        cash=round(leg.sign * intrinsic * settlement.qty, 8),
                        fee=estimated_delivery_fee(contract.expiry_ms, settlement.qty, delivery, intrinsic),
                        price_estimated=False)
+
+    def _revise_fee(self, leg: TradeLeg, settlement: Settlement, now: float) -> Settlement | None:
+        """``leg``'s settlement with the exchange's exercise record (its fee and cash), once the
+        record shows our exact quantity; None until then (read every ``EXERCISE_RETRY_SECONDS``).
+
+        Why: a settlement booked without the record carries an estimated fee; that is a verdict
+        on missing data, and the record is what the exchange charged.
+        """
+        if not settlement.fee_revisable(leg.contract.expiry_ms):
+            return None
+        if now < self._exercise_next.get(leg.symbol, 0.0):
+            return None
+        self._exercise_next[leg.symbol] = now + EXERCISE_RETRY_SECONDS
+        record = self._exercise_record(leg, settlement.qty)
+        if record is None or record.fees is None:
+            return None
+        cash = record.settlement_cash_flow if record.settlement_cash_flow is not None else settlement.cash
+        return replace(settlement, fee=record.fees, cash=cash, fee_estimated=False)
 
     def _delivery_price(self, underlying: str, expiry_ms: int, now: float, trade: TradeLifecycle,
                         watch: DeliveryWatch) -> tuple[float | None, bool]:

@@ -78,7 +78,14 @@ from seams import (
     require,
     require_optional,
 )
-from settlement import FEE_CAP_OF_PREMIUM, REVISION_WINDOW_SECONDS, DeliveryWatch, Settlement, Settler
+from settlement import (
+    EXERCISE_WINDOW_SECONDS,
+    FEE_CAP_OF_PREMIUM,
+    REVISION_WINDOW_SECONDS,
+    DeliveryWatch,
+    Settlement,
+    Settler,
+)
 from trade_execution import MODES, ExecutionParams, fair_value
 from trade_fills import (
     QTY_EPSILON,
@@ -821,6 +828,14 @@ class StrategyHooks:
     rfq_params: Any = None
 
 
+
+def _revisable(leg: TradeLeg) -> bool:
+    """A settled leg whose settlement is an estimate the exchange may still correct: its price
+    (the estimated expiration price) or its fee (no exercise record yet; dailies pay none)."""
+    settlement = leg.settlement
+    return settlement is not None and (settlement.price_estimated
+                                       or settlement.fee_revisable(leg.contract.expiry_ms))
+
 class LifecycleManager:
     """Owns every trade and drives it through BEHAVIOUR 4.2 one non-blocking step per tick.
 
@@ -1016,7 +1031,7 @@ class LifecycleManager:
         self._archive_due[trade.id] = trade
         if booked_without_evidence(trade):
             self._reversible[trade.id] = trade
-        if any(leg.settlement is not None and leg.settlement.price_estimated for leg in trade.legs):
+        if any(_revisable(leg) for leg in trade.legs):
             self._estimated[trade.id] = trade
 
     def unmanaged_trades(self) -> list[TradeLifecycle]:
@@ -1274,7 +1289,7 @@ class LifecycleManager:
         once the exchange lists it (BEHAVIOUR 4.5): the trade's PnL follows, with a warning.
         After ``REVISION_WINDOW_SECONDS`` past the expiry the estimate stands, said once."""
         for trade in list(self._estimated.values()):
-            pending = [leg for leg in trade.legs if leg.settlement is not None and leg.settlement.price_estimated]
+            pending = [leg for leg in trade.legs if _revisable(leg)]
             if not pending or trade.is_active:
                 del self._estimated[trade.id]
                 continue
@@ -1290,7 +1305,8 @@ class LifecycleManager:
                     continue
                 revised.append({"leg": leg.index, "estimate": estimate.delivery_price,
                                 "delivery": settlement.delivery_price,
-                                "cash_change": round(settlement.cash - estimate.cash, 8)})
+                                "cash_change": round(settlement.cash - estimate.cash, 8),
+                                "fee_change": round(settlement.fee - estimate.fee, 8)})
                 leg.settlement = settlement
             if revised:
                 before = trade.realized_pnl
@@ -1298,20 +1314,30 @@ class LifecycleManager:
                 trade.realized_pnl = trade.realized()
                 if not any(leg.settlement is not None and leg.settlement.price_estimated for leg in trade.legs):
                     trade.flags[:] = [flag for flag in trade.flags if flag != "settlement_estimated"]
+                if not any(leg.settlement is not None and leg.settlement.fee_estimated for leg in trade.legs):
+                    trade.flags[:] = [flag for flag in trade.flags if flag != "fee_estimated"]
                 if "settlement_revised" not in trade.flags:
                     trade.flags.append("settlement_revised")
                 self._persist(trade, "settlement_revised", legs=revised, realized_before=before)
-                self._alert("WARNING", "settlement_revised",
-                            f"trade {trade.id} ({trade.strategy}): settled at the estimated expiration price "
-                            f"{revised[0]['estimate']:,.2f}, now re-booked at the delivery price "
-                            f"{revised[0]['delivery']:,.2f}; realized PnL {fmt(before)} -> {fmt(trade.realized_pnl)} USD",
-                            trade_id=trade.id, legs=revised)
+                if any(item["estimate"] != item["delivery"] for item in revised):
+                    self._alert("WARNING", "settlement_revised",
+                                f"trade {trade.id} ({trade.strategy}): settled at the estimated expiration price "
+                                f"{revised[0]['estimate']:,.2f}, now re-booked at the delivery price "
+                                f"{revised[0]['delivery']:,.2f}; realized PnL {fmt(before)} -> "
+                                f"{fmt(trade.realized_pnl)} USD", trade_id=trade.id, legs=revised)
+                else:
+                    logger.info("trade %s (%s): settlement fee re-booked from the exchange's exercise record; "
+                                "realized PnL %s -> %s USD", trade.id, trade.strategy, fmt(before),
+                                fmt(trade.realized_pnl))
                 continue
             expiry = max(leg.contract.expiry_ms for leg in pending) / 1000.0
-            if now - expiry >= REVISION_WINDOW_SECONDS:
+            priced = any(leg.settlement is not None and leg.settlement.price_estimated for leg in pending)
+            window = REVISION_WINDOW_SECONDS if priced else EXERCISE_WINDOW_SECONDS
+            if now - expiry >= window:
                 del self._estimated[trade.id]
-                logger.warning("trade %s (%s): no delivery price %.0f days after expiry; the settlement stays at the "
-                               "estimated expiration price", trade.id, trade.strategy, REVISION_WINDOW_SECONDS / 86400)
+                logger.warning("trade %s (%s): %s %.0f h after expiry; the settlement stays %s", trade.id,
+                               trade.strategy, "no delivery price" if priced else "no exercise record", window / 3600,
+                               "at the estimated expiration price" if priced else "with its estimated fee")
 
     def _attribute_funding(self, now: float) -> None:
         """Book the funding payments of our perp legs after each funding instant (docs/PERPETUALS.md)."""
