@@ -143,6 +143,12 @@ class SimulatedClock:
         return value
 
     def now(self) -> float:
+        if self._speed == 0:
+            # Lock-step: only ``advance``/``set_time``/``set_speed`` move time, and each ends in
+            # ``_read`` under the lock, which leaves the reading in ``_last``; one attribute read
+            # needs no lock (the daemon and the simulator ask several hundred thousand times a
+            # simulated day).
+            return self._last
         with self._lock:
             return self._read()
 

@@ -799,23 +799,37 @@ class SimExchange:
                       orders, fills, self._now, self._orders.hot_count, self._fills.hot_count)
 
     def _next_event_ms(self, target: int) -> int | None:
-        candidates: list[int] = []
-        for order_id in self._live:
-            candidates.extend(at for at, _ in self._orders[order_id].transitions)
-        if self._passive_candidates():
-            candidates.append((self._last_step + 1) * self._step_ms)
+        # The earliest of the candidate instants, kept as one running minimum (every request
+        # asks twice, and nearly always nothing is due).
+        earliest: int | None = None
+        if self._live:
+            orders = self._orders
+            for order_id in self._live:
+                for at, _ in orders[order_id].transitions:
+                    if earliest is None or at < earliest:
+                        earliest = at
+            if self._passive_candidates():
+                step_at = (self._last_step + 1) * self._step_ms
+                if earliest is None or step_at < earliest:
+                    earliest = step_at
         rfq_event = self._desk.next_event_ms()
-        if rfq_event is not None:
-            candidates.append(rfq_event)
+        if rfq_event is not None and (earliest is None or rfq_event < earliest):
+            earliest = rfq_event
         if self._pending_expiries:
-            candidates.append(min(self._pending_expiries))
+            expiry = min(self._pending_expiries)
+            if earliest is None or expiry < earliest:
+                earliest = expiry
         if self._resets:
-            candidates.append(min(reset.at_ms for reset in self._resets))
-        if self.market.perps():
-            candidates.append(self._funding_done_ms + FUNDING_INTERVAL_MS)
-        if not candidates:
+            reset_at = min(reset.at_ms for reset in self._resets)
+            if earliest is None or reset_at < earliest:
+                earliest = reset_at
+        if self.market.has_perps():
+            funding_at = self._funding_done_ms + FUNDING_INTERVAL_MS
+            if earliest is None or funding_at < earliest:
+                earliest = funding_at
+        if earliest is None:
             return None
-        moment = max(min(candidates), self._now)
+        moment = max(earliest, self._now)
         return moment if moment <= target else None
 
     def _run_events_at(self, moment: int) -> None:

@@ -20,6 +20,8 @@ from __future__ import annotations
 _POSITIONAL_FLOOR = 1e-4
 # Per number of places: the magnitude from which a fixed-point text has more than 15 digits.
 _DIGITS_CEILING = tuple(10.0 ** (15 - places) for places in range(15))
+# Per number of places: the fixed-point format spec (built once, not on every call).
+_FIXED_SPECS = tuple(f".{places}f" for places in range(15))
 
 
 def rounded_repr(value: float, places: int) -> str:
@@ -28,7 +30,7 @@ def rounded_repr(value: float, places: int) -> str:
     if not (_POSITIONAL_FLOOR <= magnitude < _DIGITS_CEILING[places]):
         # Zero, exponent notation, or more than 15 digits: the built-in pair decides.
         return repr(round(value, places))
-    text = f"{value:.{places}f}".rstrip("0")
+    text = format(value, _FIXED_SPECS[places]).rstrip("0")
     return text + "0" if text[-1] == "." else text
 
 

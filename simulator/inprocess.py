@@ -153,13 +153,15 @@ class InProcessSession:
         for name, value in headers.items():
             merged[name.lower()] = (name, value)
         lines: list[tuple[str, str]] = []
+        checked = self._checked_headers
         for name, text in merged.values():
             if text is None:         # a None value removes a default header, as in requests
                 continue
             if not isinstance(text, str):
                 raise TypeError(f"the in-process session sends text header values, not {type(text).__name__}")
             line = (name, text)
-            self._check_header(line)
+            if line not in checked:  # the check's own cache test, without a call per line
+                self._check_header(line)
             lines.append(line)
         body = data if data else None
         if body is not None:

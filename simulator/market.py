@@ -856,11 +856,10 @@ class MarketModel:
         for (instrument, values, iv, bid, ask, bid_on, ask_on, bid_lots, ask_lots, bid_iv, ask_iv) in columns:
             symbol = instrument.symbol
             mark, delta, gamma, vega, theta, rho = values
+            # Positional, in OptionQuote's field order (keywords cost a NamedTuple a third more).
             self._quote_cache[symbol] = OptionQuote(
-                symbol=symbol, time_ms=quote_time, index_price=spot, underlying_price=underlying, mark=mark,
-                iv=iv, delta=delta, gamma=gamma, vega=vega, theta=theta, rho=rho,
-                bid=bid, ask=ask, bid_size=bid_lots if bid_on else 0.0, ask_size=ask_lots if ask_on else 0.0,
-                bid_iv=bid_iv, ask_iv=ask_iv,
+                symbol, quote_time, spot, underlying, mark, iv, delta, gamma, vega, theta, rho,
+                bid, ask, bid_lots if bid_on else 0.0, ask_lots if ask_on else 0.0, bid_iv, ask_iv,
             )
 
     def _half_spreads(self, is_call: np.ndarray, strikes: np.ndarray, spot: float, forward: float,

@@ -102,6 +102,10 @@ class Markets:
     def perps(self) -> list[PerpMarket]:
         return list(self._perps.values())
 
+    def has_perps(self) -> bool:
+        """Whether any perpetual is listed (``bool(perps())`` without building the list)."""
+        return bool(self._perps)
+
     def index_of(self, base: str) -> float:
         """The published index of ``base`` (KeyError for an underlying the venue does not have)."""
         return self._options[base].index_price()

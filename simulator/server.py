@@ -24,6 +24,7 @@ with ``listen=False``) for tests, paper runs and backtests.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import logging
 import socket
@@ -128,12 +129,18 @@ def verify_signature(
     the ``ts`` and ``X-REQ-TS-DIFF`` header strings exactly as received. A boolean
     signed as ``True`` (Python) instead of ``true`` (JSON) is also accepted (§2.4).
     """
-    key = _header(headers, auth.HEADER_API_KEY)
-    received = _header(headers, auth.HEADER_SIGN)
-    ts = _header(headers, auth.HEADER_TS)
+    return _signature_ok(method, path, params, _header(headers, auth.HEADER_API_KEY),
+                         _header(headers, auth.HEADER_SIGN), _header(headers, auth.HEADER_TS),
+                         _header(headers, auth.HEADER_TS_DIFF), secret, default_diff_ms)
+
+
+def _signature_ok(method: str, path: str, params: Mapping[str, Any] | None, key: str | None,
+                  received: str | None, ts: str | None, diff_text: str | None, secret: str,
+                  default_diff_ms: int) -> bool:
+    """``verify_signature`` on the header values already read (the pipeline reads them once)."""
     if not key or not received or not ts:
         return False
-    diff = _header(headers, auth.HEADER_TS_DIFF) or str(default_diff_ms)
+    diff = diff_text or str(default_diff_ms)
     params = params or {}
     expected = auth.sign(secret, auth.build_prehash(method, path, params, key, ts, diff))
     if auth.signatures_match(expected, received):
@@ -293,15 +300,22 @@ class _Rejection(Exception):
         self.close = close
 
 
+# What ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` builds on every call,
+# built once (the same text: ``dumps`` is this encoder's ``encode``). Immutable once built.
+_ENVELOPE_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _envelope_head(code: int, msg: str | None) -> str:
+    """The text of an envelope up to its data (a pure function of its arguments, so memoised:
+    nearly every answer is (0, "Success"))."""
+    return _ENVELOPE_JSON.encode({"code": code, "msg": msg, "i18nArgs": None})[:-1] + ',"data":'
+
+
 def _envelope(code: int, msg: str | None, data: Any = None) -> bytes:
     if isinstance(data, RawJSON):
-        head = json.dumps({"code": code, "msg": msg, "i18nArgs": None}, separators=(",", ":"), ensure_ascii=False)
-        return (head[:-1] + ',"data":' + data + "}").encode("utf-8")
-    return json.dumps(
-        {"code": code, "msg": msg, "i18nArgs": None, "data": data},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
+        return (_envelope_head(code, msg) + data + "}").encode("utf-8")
+    return _ENVELOPE_JSON.encode({"code": code, "msg": msg, "i18nArgs": None, "data": data}).encode("utf-8")
 
 
 def _error_outcome(code: int, msg: str, http_status: int = 200) -> _Outcome:
@@ -559,11 +573,15 @@ class RequestPipeline:
         if account is None:
             raise SimError(CODE_AUTH_FAIL, "Token auth fail")
         ts_text = _header(headers, auth.HEADER_TS)
-        if not ts_text or not _header(headers, auth.HEADER_SIGN):
+        received = _header(headers, auth.HEADER_SIGN)
+        if not ts_text or not received:
             raise SimError(CODE_AUTH_FAIL, "Token auth fail")
-        if not self._timestamp_ok(ts_text, _header(headers, auth.HEADER_TS_DIFF), now_ms):
+        diff_text = _header(headers, auth.HEADER_TS_DIFF)
+        if not self._timestamp_ok(ts_text, diff_text, now_ms):
             raise SimError(CODE_TS_EXPIRED, "Timestamp request expired")
-        if not verify_signature(method, path, params, headers, account.api_secret, self.config.default_ts_diff_ms):
+        # verify_signature, on the header values read above (the same values: nothing changes them).
+        if not _signature_ok(method, path, params, key, received, ts_text, diff_text, account.api_secret,
+                             self.config.default_ts_diff_ms):
             raise SimError(CODE_AUTH_FAIL, "Token auth fail")
         return account
 
