@@ -126,6 +126,9 @@ VANISH_HISTORY_MARGIN_SECONDS = 60.0
 ORDER_VANISHED_EVENT = "order_vanished"
 # Store event written before an RFQ accept is sent (see OrderLedger.note_block_accept).
 BLOCK_ACCEPT_EVENT = "rfq_accept_sent"
+# The exchange refused that accept with a code that proves nothing traded (``rfq.definitely_refused``):
+# the marker is closed, so fills of a later fallback on the same legs are never taken for its block trade.
+BLOCK_ACCEPT_REFUSED_EVENT = "rfq_accept_refused"
 FILL_EPSILON = 1e-9
 FILL_MEMO_LIMIT = 4096   # remembered leg_fill answers (a cache: cleared, never wrong, when full)
 # How long every order of a finished trade must have been final and unchanged before the
@@ -157,6 +160,18 @@ _ID_DIGITS = 18
 # =====================================================================================
 # Intents and client order ids
 # =====================================================================================
+
+
+def open_block_accepts(accepts: Iterable[dict], refusals: Iterable[dict]) -> list[dict]:
+    """The ``BLOCK_ACCEPT_EVENT`` events (``accepts``, in order) whose accept the exchange did
+    not explicitly refuse (``refusals``: the ``BLOCK_ACCEPT_REFUSED_EVENT`` events): the accepts
+    a restart must look up (docs/RECOVERY.md R1-R3)."""
+    def key(payload: Any) -> tuple[Any, str, str]:
+        payload = payload or {}
+        return payload.get("trade_id"), str(payload.get("request_id")), str(payload.get("quote_id"))
+
+    refused = {key(event.get("payload")) for event in refusals}
+    return [event for event in accepts if key(event.get("payload")) not in refused]
 
 
 # Fees are cumulative per order and only grow: a larger fee in a later answer is adopted.
@@ -1453,6 +1468,25 @@ class OrderLedger:
         if self._store is not None:
             self._store.append_event(BLOCK_ACCEPT_EVENT, payload, self._clock.now())
         logger.info("trade %s: accept of RFQ %s quote %s recorded before sending", trade_id, request_id, quote_id)
+
+    def note_block_accept_refused(self, *, trade_id: str, request_id: str, quote_id: str, why: str) -> None:
+        """Record that the exchange refused an accept ``note_block_accept`` recorded, with a code
+        that proves nothing traded: its marker is closed (``open_block_accepts``).
+
+        Why: after a refusal the RFQ job may try the next quote or hand the legs to its
+        fallback engine; after a crash, the fills of that fallback would otherwise pass for
+        part of this accept's block trade, and a partly filled fallback would hold the trade
+        in doubt for good. A write that fails is logged CRITICAL and not raised: the accept did
+        not happen either way, and the marker left open only keeps the trade waiting (fail closed).
+        """
+        payload = {"trade_id": trade_id, "request_id": str(request_id), "quote_id": str(quote_id), "why": why}
+        if self._store is None:
+            return
+        try:
+            self._store.append_event(BLOCK_ACCEPT_REFUSED_EVENT, payload, self._clock.now())
+        except Exception:  # noqa: BLE001 - see the docstring
+            logger.critical("trade %s: could not record the refusal of the accept of RFQ %s quote %s; after a restart "
+                            "it is looked up as an accept in doubt", trade_id, request_id, quote_id, exc_info=True)
 
     def verify(self, order: LedgerOrder) -> str:
         """Ask the exchange about one order (reconciliation): "final", "live", "vanished",

@@ -7,7 +7,10 @@ exchange's view without ever deciding on a missing answer:
 
 * at start-up every non-final order is queried by its ids (fills adopted, never-sent orders
   become NOT_PLACED), and RFQ accepts whose answer a crash may have lost are looked up in
-  the block-trade list (R1-R3);
+  the block-trade list (R1-R3). An accept with a leg of its block trade already in our
+  ledger is never given up on a list that does not show the record (a block trade is
+  all-or-nothing: the other legs traded too); it stays in doubt, is looked up again at
+  every pass, and is alerted CRITICAL once (``rfq_block_trade_incomplete``);
 * every reconciliation, a live order the open list does not show is verified once it is 30 s
   old (O4, O5, O8: a younger one is never judged, incident 38);
 * every 60 s, an order that ended unfilled in the last 10 minutes is polled once more, so a
@@ -38,14 +41,17 @@ from coincall_payloads import ExchangeOrder
 from errors import TraderError
 from order_ledger import (
     BLOCK_ACCEPT_EVENT,
+    BLOCK_ACCEPT_REFUSED_EVENT,
     LATE_FILL_STATUSES,
     PRESUMED_VERDICT_HORIZON_SECONDS,
     LedgerOrder,
     OrderStatus,
+    open_block_accepts,
 )
 from reconciliation_report import QTY_EPSILON, ReconcileReport
-from rfq import AMBIGUOUS_RESOLVE_SECONDS, BLOCKTRADE_SLACK_SECONDS, adopt_block_trade
+from rfq import AMBIGUOUS_RESOLVE_SECONDS, BLOCKTRADE_SLACK_SECONDS, BlockTradeIncomplete, adopt_block_trade
 from seams import AlertSender, ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle, ReconcilerStore
+from trade_fills import AcceptEvidence, AcceptMarker, accept_evidence
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +121,9 @@ class OrderReconciler:
         self._late_checked: set[int] = set()
         self._pending_markers: list[tuple[float, dict]] = []
         self._markers_loaded = False   # the start-up look-up of recorded accepts has run
+        # Accepts kept in doubt past the window because part of their block trade is booked
+        # (``_partly_booked``), by (trade, RFQ, quote, record time): alerted CRITICAL once each.
+        self._incomplete_alerted: set[tuple[str, str, str, float]] = set()
         # Verdicts on missing data under watch (rows O9, O10), by clientOrderId, and the time the
         # ledger was last scanned for new ones. A VANISHED order stays watched past the horizon
         # (``expired``: the open list is still matched, no re-query); a restart alerts it again.
@@ -144,9 +153,17 @@ class OrderReconciler:
 
         An accept is given up ("did not happen", R3) only on a block-trade list that answered,
         was read at least ``AMBIGUOUS_RESOLVE_SECONDS`` after the accept was recorded, and
-        reached back past it. A read that fails decides nothing: the accept stays in doubt
-        (its symbols too) and is looked up again at the next pass, and the other accepts are
-        still looked up in this one.
+        reached back past it, and only when no leg of its block trade is in our ledger. A read
+        that fails decides nothing: the accept stays in doubt (its symbols too) and is looked
+        up again at the next pass, and the other accepts are still looked up in this one.
+
+        Why a booked leg overrules the list (evidence before belief): a block trade is
+        all-or-nothing, so one leg booked from the accept's answer proves every leg traded,
+        while a list that does not show the record may only lag or have lost it. Giving such an
+        accept up would let its trade unwind the booked legs (RECOVERY.md T5) and leave the
+        others, filled on the exchange, in no trade: naked. So it stays in doubt (R1), is
+        looked up again at every pass, and is alerted CRITICAL once (``_partly_booked``);
+        when the list shows the record, its missing legs are booked once (``adopt_block_trade``).
         """
         if startup or not self._markers_loaded:
             self._pending_markers = self._markers_of_active_trades()
@@ -157,20 +174,92 @@ class OrderReconciler:
             try:
                 found, recorded = adopt_block_trade(self.client, self.ledger, marker, now,
                                                     since=_lookup_horizon(marker))
+            except BlockTradeIncomplete as exc:
+                logger.warning("block trade of the RFQ accept of trade %s found incomplete (%s); still in doubt",
+                               marker.get("trade_id"), exc)
+                found, recorded, answered = False, 0, False
+                seen = "its block-trade record was found without a readable fill for them"
             except (TraderError, ValueError) as exc:
                 logger.warning("block trade of the RFQ accept of trade %s not looked up (%s); still in doubt",
                                marker.get("trade_id"), exc)
                 found, recorded, answered = False, 0, False
+                seen = "the block-trade list could not be read"
             else:
                 answered = True
+                seen = "the block-trade list, read back past the accept, does not show the record (it may lag or " \
+                       "have lost it)"
             report.block_fills_adopted += recorded
             if recorded:
                 self.lifecycle.refresh_fills(str(marker["trade_id"]))
-            if not found and (not answered or now - ts < AMBIGUOUS_RESOLVE_SECONDS):
+            if found:
+                self._incomplete_resolved(ts, marker, recorded)
+                continue
+            if now - ts < AMBIGUOUS_RESOLVE_SECONDS or self._partly_booked(ts, marker, seen) or not answered:
                 still_pending.append((ts, marker))
                 doubtful |= {str(symbol) for _index, symbol, _side in marker.get("legs") or []}
+                continue
+            logger.info("RFQ accept of trade %s (RFQ %s quote %s): no block trade in the list read back past it "
+                        "%.0f s or more after the accept, and none of its legs booked: it did not happen",
+                        marker.get("trade_id"), marker.get("request_id"), marker.get("quote_id"),
+                        AMBIGUOUS_RESOLVE_SECONDS)
         self._pending_markers = still_pending
         return doubtful
+
+    def _partly_booked(self, ts: float, marker: dict, seen: str) -> bool:
+        """Whether an accept past its look-up window, whose block trade was not found, must stay
+        in doubt on the evidence of our own ledger: some of its legs booked and others not
+        (``trade_fills.accept_evidence``), or the ledger unreadable (no evidence either way).
+
+        Said once at CRITICAL per accept (like the RFQ job's own "block trade proven" case):
+        the trade, the legs booked, the legs missing, what the look-up saw (``seen``), and what
+        the operator should check. An accept none of whose legs is booked returns False: R3 as
+        before. So does one whose every leg is booked: nothing of it is missing, its trade is
+        judged on its fills.
+        """
+        accept = AcceptMarker.from_event({"ts": ts, "payload": marker})
+        if accept is None:
+            return False
+        try:
+            evidence = accept_evidence(self.ledger, accept)
+        except Exception:  # noqa: BLE001 - an unreadable ledger is no evidence: keep it in doubt
+            logger.exception("trade %s: reading its fills to judge the RFQ accept of RFQ %s failed; still in doubt",
+                             accept.trade_id, accept.request_id)
+            return True
+        if not evidence.partial:
+            return False
+        key = self._incomplete_key(ts, marker)
+        if key not in self._incomplete_alerted:
+            self._incomplete_alerted.add(key)
+            self._alert_incomplete(accept, marker, evidence, seen)
+        return True
+
+    def _alert_incomplete(self, accept: AcceptMarker, marker: dict, evidence: AcceptEvidence, seen: str) -> None:
+        """The CRITICAL of an accept whose block trade is proven by a booked leg but not all booked."""
+        symbols = {int(index): str(symbol) for index, symbol, _side in marker.get("legs") or []}
+        booked = [f"leg {index} {symbols.get(index, '?')}" for index in evidence.booked]
+        missing = [f"leg {index} {symbols.get(index, '?')}" for index in evidence.missing]
+        self._alert("CRITICAL", "rfq_block_trade_incomplete",
+                    f"trade {accept.trade_id}: the RFQ accept of RFQ {accept.request_id} quote "
+                    f"{marker.get('quote_id')} recorded before the restart has {', '.join(booked)} booked but no "
+                    f"fill for {', '.join(missing)}, and {seen}. A block trade is all-or-nothing, so the missing "
+                    f"legs are filled on the exchange: the accept stays in doubt, the trade is neither judged nor "
+                    f"unwound, and the list is read again at every reconciliation (the missing legs are booked when "
+                    f"it shows the record). Operator: check the exchange's block trades for this RFQ and the "
+                    f"positions in {', '.join(symbols.get(index, '?') for index in evidence.missing)}",
+                    trade_id=accept.trade_id, request_id=accept.request_id, quote_id=marker.get("quote_id"),
+                    legs_booked=list(evidence.booked), legs_missing=list(evidence.missing))
+
+    def _incomplete_resolved(self, ts: float, marker: dict, recorded: int) -> None:
+        """An accept alerted as incomplete whose block trade the list now shows (its legs booked)."""
+        key = self._incomplete_key(ts, marker)
+        if key in self._incomplete_alerted:
+            self._incomplete_alerted.discard(key)
+            logger.warning("trade %s: the block trade of RFQ %s is listed at last; %d missing leg(s) booked now, "
+                           "the accept is resolved", marker.get("trade_id"), marker.get("request_id"), recorded)
+
+    @staticmethod
+    def _incomplete_key(ts: float, marker: dict) -> tuple[str, str, str, float]:
+        return (str(marker.get("trade_id")), str(marker.get("request_id")), str(marker.get("quote_id")), float(ts))
 
     def accept_in_doubt(self, trade_id: str) -> bool:
         """``seams.BlockAcceptWatch``: an accept of this trade recorded before the restart is not
@@ -184,7 +273,8 @@ class OrderReconciler:
         if not active or self.store is None:
             return []
         markers = []
-        for event in self.store.events(BLOCK_ACCEPT_EVENT):
+        for event in open_block_accepts(self.store.events(BLOCK_ACCEPT_EVENT),
+                                        self.store.events(BLOCK_ACCEPT_REFUSED_EVENT)):
             payload = event.get("payload") or {}
             if payload.get("trade_id") in active:
                 markers.append((float(event.get("ts") or 0.0), payload))

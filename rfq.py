@@ -932,6 +932,8 @@ class RFQJob(ExecutionJob):
                 if definitely_refused(exc):
                     logger.warning("rfq job %s: accept of quote %s refused (%s %s); next candidate", self.trade_id,
                                    quote_id, exc.code, exc.msg)
+                    self._ledger.note_block_accept_refused(trade_id=self.trade_id, request_id=str(self.request_id),
+                                                           quote_id=str(quote_id), why=f"{exc.code} {exc.msg}")
                     continue
                 self._begin_ambiguous(quote_id, now, f"{type(exc).__name__}: {exc}")
                 return

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Container, Iterable, Mapping
 
 from errors import TraderError
 from order_ledger import Intent, OrderStatus
-from seams import BlockAcceptWatch, LifecycleLedger, PerpAccountClient
+from seams import BlockAcceptWatch, LifecycleLedger, PerpAccountClient, ReconcilerLedger
 
 if TYPE_CHECKING:
     from coincall_payloads import FundingPayment
@@ -317,6 +317,61 @@ class AcceptMarker:
                    legs=legs, at=float(event.get("ts") or 0.0))
 
 
+@dataclass(frozen=True)
+class AcceptEvidence:
+    """Which legs of an accept our ledger shows filled since it was recorded (``accept_evidence``).
+
+    Why it matters: a block trade is all-or-nothing on the exchange, so one leg of it seen is
+    proof that every leg traded. ``partial`` evidence (a leg of the block trade booked, others
+    not) means the legs not booked are positions on the exchange that no trade knows yet: the
+    accept must stay in doubt until they are booked, whatever a block-trade list that does not
+    show the record seems to say (docs/RECOVERY.md R1, R3).
+    """
+
+    booked: tuple[int, ...]
+    missing: tuple[int, ...]
+    # Whether a booked fill can be the block trade's own: for a close, unwind or kill, a fill of
+    # a reduce-only order cannot (a block trade carries no reduce-only flag; such a fill is the
+    # reduce-only fallback's after the accept was refuted, rfq.RFQJob._begin_fallback).
+    from_block: bool = True
+
+    @property
+    def complete(self) -> bool:
+        """Every leg the accept names is booked: the accept happened and nothing of it is missing."""
+        return bool(self.booked) and not self.missing
+
+    @property
+    def partial(self) -> bool:
+        """Some legs of the block trade booked, some not: it happened, and legs of it are unknown to us."""
+        return self.from_block and bool(self.booked) and bool(self.missing)
+
+
+def accept_evidence(ledger: LifecycleLedger | ReconcilerLedger, marker: AcceptMarker) -> AcceptEvidence:
+    """The legs of ``marker`` that have a fill of its exact intent in our ledger, made no earlier
+    than the accept was recorded less ``BLOCK_FILL_CLOCK_SLACK_SECONDS`` (the block trade's time
+    is the exchange's, the record's ours), and those that have none.
+
+    One rule for the lifecycle (``AcceptsInDoubt``) and the reconciler
+    (``order_reconciliation.OrderReconciler.adopt_block_accepts``), so both call the same fills
+    "seen". A marker that does not say its intent or legs has no evidence (every leg missing).
+    When only some legs are booked, ``from_block`` says whether one of those fills can be the
+    block trade's (see ``AcceptEvidence``). Raises what the ledger raises: the caller decides
+    that an unreadable ledger is no evidence.
+    """
+    intent = marker.intent
+    if intent is None or not marker.legs:
+        return AcceptEvidence(booked=(), missing=marker.legs)
+    orders = ledger.orders(marker.trade_id)
+    since = marker.at - BLOCK_FILL_CLOCK_SLACK_SECONDS
+    fills = {index: [order for order in orders if _fill_of(order, index, intent, since)] for index in marker.legs}
+    booked = tuple(index for index in marker.legs if fills[index])
+    missing = tuple(index for index in marker.legs if not fills[index])
+    from_block = True
+    if booked and missing and intent.reduce_only:
+        from_block = any(not order.reduce_only for index in booked for order in fills[index])
+    return AcceptEvidence(booked=booked, missing=missing, from_block=from_block)
+
+
 class AcceptsInDoubt:
     """The RFQ accepts a restart may have cut from their answer, per trade, until each is resolved.
 
@@ -329,12 +384,22 @@ class AcceptsInDoubt:
     ledger (it happened), or the reconciler, which looks the block trade up, says it is no
     longer in doubt (found, or given up after the look-up window: rows R1-R3). Without the
     reconciler's watch, only the fills can resolve it: the trade waits (fail closed).
+
+    Evidence before belief: an accept some of whose legs are booked and others not (the
+    accept answer showed only part of the block trade before the crash) is kept whatever
+    the reconciler says. A block trade is all-or-nothing, so its legs not booked are filled
+    on the exchange; a trade released on the booked legs alone would unwind them (row T5)
+    and leave the others naked. Only their fills (booked when the block-trade list shows the
+    record, row R1) resolve it. A ledger that cannot be read is no evidence either way: the
+    accept is kept until it can.
     """
 
     def __init__(self, ledger: LifecycleLedger) -> None:
         self.ledger = ledger
         self._markers: dict[str, list[AcceptMarker]] = {}
         self._watch: BlockAcceptWatch | None = None
+        # The partial accepts already said to be kept against the reconciler's answer (said once).
+        self._kept_said: set[AcceptMarker] = set()
 
     def __repr__(self) -> str:
         return f"AcceptsInDoubt(trades={sorted(self._markers)}, watched={self._watch is not None})"
@@ -360,17 +425,38 @@ class AcceptsInDoubt:
         return loaded
 
     def unresolved(self, trade_id: str) -> list[AcceptMarker]:
-        """The trade's accepts still in doubt; resolved ones are forgotten, never to hold it again."""
+        """The trade's accepts still in doubt; resolved ones are forgotten, never to hold it again.
+
+        An accept is resolved by its fills (every leg booked), or by the reconciler's answer
+        when none of its legs is booked. One with some legs booked and others not, or whose
+        fills cannot be read, stays whatever the reconciler says (see the class docstring).
+        """
         markers = self._markers.get(trade_id)
         if not markers:
             return []
-        left = [marker for marker in markers if not self._answered_by_fills(marker)]
+        left: list[AcceptMarker] = []
+        seen: list[AcceptMarker] = []       # of ``left``: a leg booked, or the ledger unreadable
+        for marker in markers:
+            evidence = self._evidence(marker)
+            if evidence is not None and evidence.complete:
+                continue
+            left.append(marker)
+            if evidence is None or evidence.partial:
+                seen.append(marker)
         if left and self._watch is not None and not self._watch_in_doubt(trade_id):
-            left = []
+            for marker in seen:
+                if marker not in self._kept_said:
+                    self._kept_said.add(marker)
+                    logger.warning("trade %s: the reconciler no longer holds the RFQ accept of RFQ %s in doubt, but "
+                                   "only part of its block trade is booked (or its fills cannot be read); a block "
+                                   "trade is all-or-nothing, so the accept stays in doubt until every leg is booked",
+                                   trade_id, marker.request_id)
+            left = seen
         if left:
             self._markers[trade_id] = left
         else:
             del self._markers[trade_id]
+            self._kept_said.difference_update(markers)
             logger.info("trade %s: the RFQ accept(s) recorded before the restart are resolved (%s)", trade_id,
                         ", ".join(marker.request_id for marker in markers))
         return left
@@ -385,18 +471,14 @@ class AcceptsInDoubt:
             logger.exception("trade %s: asking whether its RFQ accept is resolved failed", trade_id)
             return True
 
-    def _answered_by_fills(self, marker: AcceptMarker) -> bool:
-        """Positive evidence the accept happened: every leg it covers has a fill of its intent
-        recorded no earlier than the accept (within the clock slack)."""
-        if not marker.legs or marker.intent is None:
-            return False
+    def _evidence(self, marker: AcceptMarker) -> AcceptEvidence | None:
+        """``accept_evidence`` of the marker; None when the ledger cannot be read (no evidence
+        either way: the caller keeps the accept in doubt)."""
         try:
-            orders = self.ledger.orders(marker.trade_id)
-        except Exception:  # noqa: BLE001
+            return accept_evidence(self.ledger, marker)
+        except Exception:  # noqa: BLE001 - read again at the next call
             logger.exception("trade %s: reading its orders failed", marker.trade_id)
-            return False
-        since = marker.at - BLOCK_FILL_CLOCK_SLACK_SECONDS
-        return all(any(_fill_of(order, index, marker.intent, since) for order in orders) for index in marker.legs)
+            return None
 
 
 def _fill_of(order: LedgerOrder, leg_index: int, intent: Intent, since: float) -> bool:

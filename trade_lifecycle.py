@@ -64,7 +64,7 @@ from hedging import HedgeConfig, HedgeDecision, HedgeOrder, HedgeState, decide
 from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
 from option_selection import ResolvedLeg
-from order_ledger import BLOCK_ACCEPT_EVENT, LOT, Intent, LedgerOrder
+from order_ledger import BLOCK_ACCEPT_EVENT, BLOCK_ACCEPT_REFUSED_EVENT, LOT, Intent, LedgerOrder, open_block_accepts
 from price_sanity import InsanePriceError, quote_problems
 from seams import (
     AlertSender,
@@ -2115,7 +2115,8 @@ class LifecycleManager:
             self.ledger.restore(self.store.iter_orders(), ended_trades=self._ended_for_good(restored, now))
             # RFQ accepts recorded before the crash: a trade with one is not judged (nor ended)
             # until the accept is resolved (RECOVERY.md T4, R1-R3).
-            in_doubt = self.accepts.load(self.store.events(BLOCK_ACCEPT_EVENT),
+            in_doubt = self.accepts.load(open_block_accepts(self.store.events(BLOCK_ACCEPT_EVENT),
+                                                            self.store.events(BLOCK_ACCEPT_REFUSED_EVENT)),
                                          {trade.id for trade in restored if trade.is_active})
             report["accepts_recorded"] = in_doubt
             for trade in restored:
