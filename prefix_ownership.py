@@ -254,8 +254,8 @@ class PrefixOwnership:
         part to the operator, whose ``resume`` states it was checked by hand.
 
         A lost memory whose history shows nothing of ours starts its trade sequence at the
-        clock's floor (``clock_trade_seq_floor``; not the first start of a new state
-        directory). The writes go in the order that survives a crash between any two of them:
+        clock's floor (``clock_trade_seq_floor``; the first start of a new state directory
+        too, which nothing tells from one deleted whole). The writes go in the order that survives a crash between any two of them:
         clientOrderId floors and the trade sequence (row L3's after its pause and block: it is
         what tells L3 from O2), the verdict (pause, kept block, alert, then "reported"), and the
         check time last.
@@ -286,7 +286,7 @@ class PrefixOwnership:
         behind = lost is None and bool(unknown) and _highest(unknown) > counter_before
         if not behind:
             self._reseed_logged(seqs, margin=margin)
-        if lost is not None and not seqs and (lost == "quarantined" or not self._new_state_dir):
+        if lost is not None and not seqs:
             self._reseed_from_clock(lost, now)
         # Then the verdict (pauses and blocks persisted before anything is marked handled), and
         # only then the check time: a crash anywhere before it leaves a store the next start
@@ -516,16 +516,24 @@ class PrefixOwnership:
         """Rows L2, Q3 with nothing of ours in the history: the trade sequence starts at least at
         ``clock_trade_seq_floor(now)`` (never lowered); the new value, or None.
 
-        Not at the first start of a new state directory (``note_new_state_dir``: no exchange
-        record and a store created by this start), which has used no sequence: its trades
-        number from 1 as they always did.
+        The first start of a new state directory (``note_new_state_dir``) too: nothing tells it
+        from a state directory deleted whole (its exchange record goes with it), and an earlier
+        install of the daemon on this account may have sent orders older than the 89 days the
+        history reaches back; from 1, their clientOrderIds would be sent again (a perpetual
+        order is refused for any id ever used, and a lookup by id may find the old order).
         """
         floor = clock_trade_seq_floor(now)
         if floor <= self._counter(TRADE_SEQ_COUNTER):
             return None
         seeded = self._store().raise_counter_to(TRADE_SEQ_COUNTER, floor)
-        logger.warning("state store %s and the exchange's order history shows nothing of ours: the trade sequence "
-                       "starts at %d (the clock's floor), above any our older orders can have used", lost, seeded)
+        if self._new_state_dir and lost != "quarantined":
+            logger.info("new state directory, and the exchange's order history shows nothing of ours: trades number "
+                        "from %d (the clock's floor), above any clientOrderId an earlier install on this account "
+                        "can have used", seeded + 1)
+        else:
+            logger.warning("state store %s and the exchange's order history shows nothing of ours: the trade "
+                           "sequence starts at %d (the clock's floor), above any our older orders can have used",
+                           lost, seeded)
         return seeded
 
     def _raise_floors(self, coids: Iterable[int | None], *, also: Iterable[int] = ()) -> int:

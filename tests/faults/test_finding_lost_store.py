@@ -26,6 +26,7 @@ import pytest
 from option_selection import strangle
 from order_ledger import parse_client_order_id
 from persistence import StateStore
+from prefix_ownership import clock_trade_seq_floor
 from strategy import StrategyConfig, max_hold_hours
 from trade_execution import ExecutionParams
 
@@ -220,7 +221,7 @@ def test_row_l3_a_store_restored_from_an_older_copy_is_behind_the_exchange(tmp_p
     assert run_daemon(["--run-for", "1200", "--strategy", REPEAT], clock=clock, env=env,
                       strategies=STRATEGIES) == 0
     newest = max(parse_client_order_id(coid).trade_seq for coid in every_coid(sim))
-    assert newest >= 2                                                   # traded again after the backup
+    assert newest >= clock_trade_seq_floor(START) + 2                    # traded again after the backup
     shutil.rmtree(files.state)
     shutil.copytree(backup, files.state)                                 # restored: behind the exchange
 
@@ -231,7 +232,7 @@ def test_row_l3_a_store_restored_from_an_older_copy_is_behind_the_exchange(tmp_p
 
     [alert] = [a for a in files.alerts() if a["kind"] == "store_behind"]
     assert alert["level"] == "CRITICAL" and alert["detail"]["highest_trade_seq"] == newest
-    assert alert["detail"]["store_trade_seq"] == 1
+    assert alert["detail"]["store_trade_seq"] == clock_trade_seq_floor(START) + 1   # a new directory: the floor
     assert files.runner_state(REPEAT)["paused"] is True
     # The stale trade of the backup sends nothing: not its exit (it could close a position of a trade the
     # store never heard of), not under a clientOrderId the exchange has already seen.

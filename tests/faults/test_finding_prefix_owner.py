@@ -26,6 +26,7 @@ from clock import SimulatedClock
 from config import STATE_DB_NAME
 from option_selection import strangle
 from persistence import IDENTITY_EVENT
+from prefix_ownership import clock_trade_seq_floor
 from order_ledger import Intent, build_client_order_id, parse_client_order_id
 from state_identity import EMBEDDED_EXCHANGE, IDENTITY_FILE, normalize_base_url
 from strategy import StrategyConfig, max_hold_hours
@@ -99,7 +100,8 @@ def test_row_o2_orders_with_our_prefix_sent_by_another_party_stop_entries_and_ar
     assert Counter(sent)[resting_coid] == 1 and Counter(sent)[filled_coid] == 1   # only the other party's
     ours = [coid for coid in sent if coid not in (resting_coid, filled_coid)]
     assert ours and [coid for coid, count in Counter(ours).items() if count > 1] == []
-    assert max(parse_client_order_id(coid).trade_seq for coid in ours) < 1000   # nothing of ours after the stop
+    first = clock_trade_seq_floor(START) + 1                                # a new directory's first trade
+    assert max(parse_client_order_id(coid).trade_seq for coid in ours) < first + 1000   # nothing after the stop
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,5 +46,5 @@ def test_sigterm_with_the_flag_cancels_our_working_open_orders_and_nothing_else(
     assert run_daemon(["--run-for", "120"], clock=clock, env=env, strategies=[resting_strangle]) == 0
     after = {t["id"]: t for t in files.trades()}
     assert after[trade["id"]]["state"] == "FAILED"                      # decided on its (zero) fills
-    resent = [r for r in creates(sim) if parse_client_order_id(int(r.params["clientOrderId"])).trade_seq == 1]
+    resent = [r for r in creates(sim) if parse_client_order_id(int(r.params["clientOrderId"])).trade_seq == trade["seq"]]
     assert len(resent) == 2                                             # nothing re-sent for that trade

@@ -14,9 +14,12 @@ from pathlib import Path
 import main as main_module
 from clock import SimulatedClock
 from persistence import StateStore
+from prefix_ownership import clock_trade_seq_floor
 
 # Tuesday 2026-03-03 09:00 UTC.
 START = datetime(2026, 3, 3, 9, 0, 0, tzinfo=timezone.utc).timestamp()
+# A new state directory numbers its trades from the clock's floor (docs/RECOVERY.md L2).
+T1 = f"T{clock_trade_seq_floor(START) + 1:09d}"
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -204,13 +207,13 @@ def test_rfq_and_smart_strategies_open_and_close_through_their_engine(tmp_path, 
                             env=env_for(tmp_path), dotenv_path=None)
     assert code == 0
     log = read_log(tmp_path)
-    assert f"{mode} job T000000001 OPEN" in log and f"{mode} job T000000001 CLOSE" in log
-    closed = re.search(r"trade T000000001 CLOSED by (\S+): realized PnL (-?[\d.]+) USD, fees ([\d.]+) USD", log)
+    assert f"{mode} job {T1} OPEN" in log and f"{mode} job {T1} CLOSE" in log
+    closed = re.search(rf"trade {T1} CLOSED by (\S+): realized PnL (-?[\d.]+) USD, fees ([\d.]+) USD", log)
     assert closed and float(closed.group(3)) > 0
-    [trade] = [t for t in stored_trades(tmp_path) if t["id"] == "T000000001"]
+    [trade] = [t for t in stored_trades(tmp_path) if t["id"] == T1]
     assert trade["execution_mode"] == mode and trade["state"] == "CLOSED"
     if mode == "smart":  # every close order went to the book reduce-only (block trades carry no such flag)
-        closes = [o for o in stored_orders(tmp_path) if o["trade_id"] == "T000000001" and o["intent"] >= 3]
+        closes = [o for o in stored_orders(tmp_path) if o["trade_id"] == T1 and o["intent"] >= 3]
         assert closes and all(o["reduce_only"] for o in closes)
 
 

@@ -21,11 +21,15 @@ from clock import SimulatedClock
 from option_selection import strangle
 from order_ledger import parse_client_order_id
 from persistence import StateStore
+from prefix_ownership import clock_trade_seq_floor
 from strategy import StrategyConfig, max_hold_hours, min_available_margin_pct
 from trade_execution import ExecutionParams
 
 # Tuesday 2026-03-03 09:00 UTC.
 START = datetime(2026, 3, 3, 9, 0, 0, tzinfo=timezone.utc).timestamp()
+# A new state directory numbers its trades from the clock's floor (docs/RECOVERY.md L2).
+FIRST_SEQ = clock_trade_seq_floor(START) + 1
+T1, T2 = f"T{FIRST_SEQ:09d}", f"T{FIRST_SEQ + 1:09d}"
 PREFIX = 101
 FOREIGN_COID = 555_000_000_000_001_001  # another system's prefix (555)
 KILL_INTENTS = (7, 8)
@@ -157,12 +161,12 @@ def test_kill_queued_to_a_running_daemon_flattens_our_trade_pauses_and_resume_li
     assert codes == [1] and "stays queued" in capsys.readouterr().out  # the daemon was mid-sleep
     trades, _, commands = stored(tmp_path)
     [kill] = commands
-    assert kill["status"] == "done" and kill["result"]["trades"] == ["T000000001"]
+    assert kill["status"] == "done" and kill["result"]["trades"] == [T1]
     applied_at = kill["result"]["applied_at"]
     assert START + 150 <= applied_at <= START + 162  # taken on the daemon's next wake
     [trade] = trades  # nothing opened after the kill
     assert trade["state"] == "CLOSED" and trade["exit_reason"] == "kill_switch"
-    assert_kill_orders_only(exchange, applied_at, {1})
+    assert_kill_orders_only(exchange, applied_at, {FIRST_SEQ})
     assert positions(signed_request_for(exchange)) == {}
     assert kill["result"]["positions_left"] == []
     assert runner_state(tmp_path, "alpha")["paused"] is True
@@ -179,7 +183,7 @@ def test_kill_queued_to_a_running_daemon_flattens_our_trade_pauses_and_resume_li
     assert runner_state(tmp_path, "alpha")["paused"] is False
     assert run(["--run-for", "300"], clock, env) == 0
     trades = stored(tmp_path)[0]
-    assert [t["id"] for t in trades] == ["T000000001", "T000000002"] and trades[1]["state"] == "OPEN"
+    assert [t["id"] for t in trades] == [T1, T2] and trades[1]["state"] == "OPEN"
 
 
 def test_kill_of_strategy_alpha_leaves_beta_trading(tmp_path, clock, exchange, env, signed_request_for):
@@ -237,10 +241,10 @@ def test_incident_40_kill_touches_only_our_exposure_and_prefix(tmp_path, clock, 
     killed_from = clock.now()
     assert run(["kill", "--yes"], clock, env) == 0  # no daemon: runs in this process until done
     out = capsys.readouterr().out
-    assert "executing kill command 1" in out and "1 trade(s) killed (T000000001 CLOSED)" in out
+    assert "executing kill command 1" in out and f"1 trade(s) killed ({T1} CLOSED)" in out
     [closed] = stored(tmp_path)[0]
     assert closed["state"] == "CLOSED" and closed["exit_reason"] == "kill_switch"
-    assert_kill_orders_only(exchange, killed_from, {1})
+    assert_kill_orders_only(exchange, killed_from, {FIRST_SEQ})
     # Our exposure is gone; the manual position and the manual order are untouched.
     assert positions(call) == {call_symbol: pytest.approx(0.05)}
     assert FOREIGN_COID in pending_client_ids(call)
@@ -259,11 +263,11 @@ def test_kill_all_positions_also_closes_the_manual_position(tmp_path, clock, exc
     assert run(["kill", "--all-positions", "--yes"], clock, env) == 0
     [kill] = stored(tmp_path)[2]
     # The manual position is adopted as a new trade with the next sequence (never a reused id).
-    assert kill["status"] == "done" and kill["result"]["trades"] == ["T000000001", "T000000002"]
+    assert kill["status"] == "done" and kill["result"]["trades"] == [T1, T2]
     assert {row["state"] for row in kill["result"]["final"].values()} == {"CLOSED"}
     assert positions(call) == {}
-    assert_kill_orders_only(exchange, killed_from, {1, 2})
-    assert any(parts.trade_seq == 2 for parts, _ in our_creates(exchange, killed_from))
+    assert_kill_orders_only(exchange, killed_from, {FIRST_SEQ, FIRST_SEQ + 1})
+    assert any(parts.trade_seq == FIRST_SEQ + 1 for parts, _ in our_creates(exchange, killed_from))
     assert FOREIGN_COID in pending_client_ids(call)  # positions are closed; other people's orders stay
     assert "no position left on the account" in capsys.readouterr().out
 
@@ -286,7 +290,7 @@ def test_an_interrupted_kill_stays_active_and_the_next_start_finishes_it(tmp_pat
     assert run(["--run-for", "600"], clock, env) == 0
     [trade], _, [kill] = stored(tmp_path)
     assert kill["status"] == "done" and trade["state"] == "CLOSED" and trade["exit_reason"] == "kill_switch"
-    assert_kill_orders_only(exchange, killed_from, {1})  # before and after the restart
+    assert_kill_orders_only(exchange, killed_from, {FIRST_SEQ})  # before and after the restart
     assert positions(signed_request_for(exchange)) == {}
     assert runner_state(tmp_path, "alpha")["paused"] is True
 

@@ -135,13 +135,16 @@ def test_row_l2_a_missing_store_with_nothing_in_the_history_starts_at_the_clock_
     assert store.counters[TRADE_SEQ_COUNTER] == clock_trade_seq_floor(T0) > 0
 
 
-def test_row_l2_the_first_start_of_a_new_state_directory_still_numbers_from_one():
+def test_row_l2_the_first_start_of_a_new_state_directory_also_numbers_from_the_clock_floor():
+    """Nothing tells a new state directory from one deleted whole (its exchange record goes with
+    it); an earlier install's orders older than the 89-day history must never see their ids again
+    (audit of 2026-12-07: from 1, seq 1's clientOrderIds were sent again)."""
     clock = SimulatedClock(start=T0, speed=0)
     store = FakeStore(empty=True)
 
     reconcile_start(store, clock, new_state_dir=True)
 
-    assert store.counters.get(TRADE_SEQ_COUNTER, 0) == 0
+    assert store.counters[TRADE_SEQ_COUNTER] == clock_trade_seq_floor(T0) > 0
 
 
 def test_row_l2_orders_of_ours_in_the_history_reseed_from_them_as_before():
