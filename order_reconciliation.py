@@ -124,6 +124,8 @@ class OrderReconciler:
         # Accepts kept in doubt past the window because part of their block trade is booked
         # (``_partly_booked``), by (trade, RFQ, quote, record time): alerted CRITICAL once each.
         self._incomplete_alerted: set[tuple[str, str, str, float]] = set()
+        # (trade, RFQ) whose block trade the list showed since this start (``block_trade_found``).
+        self._found_block_trades: set[tuple[str, str]] = set()
         # Verdicts on missing data under watch (rows O9, O10), by clientOrderId, and the time the
         # ledger was last scanned for new ones. A VANISHED order stays watched past the horizon
         # (``expired``: the open list is still matched, no re-query); a restart alerts it again.
@@ -192,6 +194,7 @@ class OrderReconciler:
             if recorded:
                 self.lifecycle.refresh_fills(str(marker["trade_id"]))
             if found:
+                self._found_block_trades.add((str(marker.get("trade_id")), str(marker.get("request_id"))))
                 self._incomplete_resolved(ts, marker, recorded)
                 continue
             if now - ts < AMBIGUOUS_RESOLVE_SECONDS or self._partly_booked(ts, marker, seen) or not answered:
@@ -267,6 +270,10 @@ class OrderReconciler:
         if not self._markers_loaded:
             return True
         return any(str(marker.get("trade_id")) == str(trade_id) for _ts, marker in self._pending_markers)
+
+    def block_trade_found(self, trade_id: str, request_id: str) -> bool:
+        """``seams.BlockAcceptWatch``: the list showed this RFQ's block trade since this start."""
+        return (str(trade_id), str(request_id)) in self._found_block_trades
 
     def _markers_of_active_trades(self) -> list[tuple[float, dict]]:
         active = {trade.id for trade in self.lifecycle.active_trades()}

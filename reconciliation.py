@@ -158,6 +158,10 @@ class Reconciler:
         resolved yet (``OrderReconciler.accept_in_doubt``)."""
         return self.orders.accept_in_doubt(trade_id)
 
+    def block_trade_found(self, trade_id: str, request_id: str) -> bool:
+        """``seams.BlockAcceptWatch``: ``OrderReconciler.block_trade_found``."""
+        return self.orders.block_trade_found(trade_id, request_id)
+
     # ---- monitor callbacks ---------------------------------------------------------------
 
     def __call__(self, snapshot: AccountSnapshot) -> None:

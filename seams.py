@@ -649,6 +649,12 @@ class BlockAcceptWatch(Protocol):
 
     def accept_in_doubt(self, trade_id: str) -> bool: ...
 
+    def block_trade_found(self, trade_id: str, request_id: str) -> bool:
+        """The block trade of this trade's RFQ was found in the exchange's list since the
+        restart (R1: every leg it shows was booked), so what is not booked of it is not ours
+        to wait for (a leg the record shows on the other side, say)."""
+        ...
+
 
 class Lifecycle(RunnerLifecycle, CommandLifecycle, ReconcilerLifecycle, Protocol):
     """The whole lifecycle: the runner's, the command processor's and the reconciler's parts,

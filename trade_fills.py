@@ -444,6 +444,11 @@ class AcceptsInDoubt:
             if evidence is None or evidence.partial:
                 seen.append(marker)
         if left and self._watch is not None and not self._watch_in_doubt(trade_id):
+            # A partial accept whose block trade the list has shown is settled all the same:
+            # every leg the record shows was booked from it, and a leg it shows on the other
+            # side is a position of no trade of ours (said CRITICAL when it was seen), not
+            # one to wait for.
+            seen = [marker for marker in seen if not self._found(marker)]
             for marker in seen:
                 if marker not in self._kept_said:
                     self._kept_said.add(marker)
@@ -460,6 +465,18 @@ class AcceptsInDoubt:
             logger.info("trade %s: the RFQ accept(s) recorded before the restart are resolved (%s)", trade_id,
                         ", ".join(marker.request_id for marker in markers))
         return left
+
+    def _found(self, marker: AcceptMarker) -> bool:
+        """The reconciler found the marker's block trade (False when it cannot say: kept)."""
+        watch = self._watch
+        if watch is None:
+            return False
+        try:
+            return watch.block_trade_found(marker.trade_id, marker.request_id)
+        except Exception:  # noqa: BLE001 - no answer is no evidence: the accept stays in doubt
+            logger.exception("trade %s: asking whether the block trade of RFQ %s was found failed", marker.trade_id,
+                             marker.request_id)
+            return False
 
     def _watch_in_doubt(self, trade_id: str) -> bool:
         watch = self._watch

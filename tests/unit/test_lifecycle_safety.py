@@ -187,6 +187,7 @@ class Watch:
     """The reconciler's answer on RFQ accepts it is still looking up."""
 
     doubt: set[str] = field(default_factory=set)
+    found: set[tuple[str, str]] = field(default_factory=set)   # (trade, RFQ) whose block trade was listed
     broken: bool = False
     asked: list[str] = field(default_factory=list)
 
@@ -195,6 +196,9 @@ class Watch:
         if self.broken:
             raise RuntimeError("the reconciler has not looked yet")
         return trade_id in self.doubt
+
+    def block_trade_found(self, trade_id: str, request_id: str) -> bool:
+        return (trade_id, request_id) in self.found
 
 
 @pytest.fixture

@@ -241,3 +241,14 @@ def test_a_partly_booked_block_trade_is_not_unwound_as_a_partial_open(rig):  # n
     manager.refresh_fills(trade.id)
     tick(rig, manager, 1)
     assert again.state is TradeState.OPEN and len(rig.executor.jobs) == jobs
+
+
+def test_a_partly_booked_accept_whose_block_trade_the_list_showed_is_settled():
+    """The list showed the record (its legs booked from it, R1); a leg still without a fill is
+    one the record does not give us (shown on the other side, say), not one to wait for: the
+    trade is judged instead of being held in doubt for good with no way out."""
+    leg_zero_only = [fill_of(0, Intent.OPEN, reduce_only=False, at=NOW + 1.0)]
+    found = Watch(doubt=set(), found={(TRADE.id, "77")})
+    assert accepts_with(leg_zero_only, Intent.OPEN, found).unresolved(TRADE.id) == []
+    elsewhere = Watch(doubt=set(), found={(TRADE.id, "78")})         # another RFQ of the trade was found
+    assert accepts_with(leg_zero_only, Intent.OPEN, elsewhere).unresolved(TRADE.id)
