@@ -49,6 +49,16 @@ def long_call(expiry: datetime) -> tuple[TradeLifecycle, TradeLeg, str]:
     return TradeLifecycle(id="T000000001", seq=1, strategy="s", state=TradeState.OPEN, legs=[leg]), leg, symbol
 
 
+def settled(expiry: datetime) -> tuple[TradeLifecycle, TradeLeg, str, Exchange, Settler, float]:
+    """A long call of ``expiry`` settled a minute after it (delivery price listed, no record yet)."""
+    trade, leg, symbol = long_call(expiry)
+    exchange = Exchange(leg.contract.expiry_ms)
+    settler = Settler(exchange, alerts=None)
+    settled_at = expiry.timestamp() + 60
+    assert settler.settle_leg(trade, leg, DeliveryWatch(), settled_at)
+    return trade, leg, symbol, exchange, settler, settled_at
+
+
 def revise_for(settler: Settler, leg: TradeLeg, start: float, minutes: int) -> None:
     for minute in range(1, minutes + 1):
         revised = settler.revise_leg(leg, start + 60 * minute)
@@ -57,11 +67,7 @@ def revise_for(settler: Settler, leg: TradeLeg, start: float, minutes: int) -> N
 
 
 def test_an_exercise_record_written_after_the_settlement_replaces_the_estimated_fee_and_cash():
-    trade, leg, symbol = long_call(WEEKLY)
-    exchange = Exchange(leg.contract.expiry_ms)
-    settler = Settler(exchange, alerts=None)
-    settled_at = WEEKLY.timestamp() + 60
-    assert settler.settle_leg(trade, leg, DeliveryWatch(), settled_at)
+    trade, leg, symbol, exchange, settler, settled_at = settled(WEEKLY)
     assert leg.settlement is not None and leg.settlement.fee_estimated and "fee_estimated" in trade.flags
 
     exchange.records.append({"symbol": symbol, "time": leg.contract.expiry_ms + 600_000, "qty": 0.5,
@@ -77,11 +83,7 @@ def test_an_exercise_record_written_after_the_settlement_replaces_the_estimated_
 
 
 def test_a_record_of_another_quantity_is_never_taken():
-    trade, leg, symbol = long_call(WEEKLY)
-    exchange = Exchange(leg.contract.expiry_ms)
-    settler = Settler(exchange, alerts=None)
-    settled_at = WEEKLY.timestamp() + 60
-    assert settler.settle_leg(trade, leg, DeliveryWatch(), settled_at)
+    trade, leg, symbol, exchange, settler, settled_at = settled(WEEKLY)
     exchange.records.append({"symbol": symbol, "time": leg.contract.expiry_ms, "qty": 0.7, "tradeSide": 1,
                              "strike": 80_000.0, "exercisePrice": 82_000.0, "settlementCashFlow": 1400.0,
                              "fees": 6.0})
@@ -92,11 +94,7 @@ def test_a_record_of_another_quantity_is_never_taken():
 
 
 def test_a_daily_expiry_pays_no_delivery_fee_and_its_record_is_not_asked_again():
-    trade, leg, _symbol = long_call(DAILY)
-    exchange = Exchange(leg.contract.expiry_ms)
-    settler = Settler(exchange, alerts=None)
-    settled_at = DAILY.timestamp() + 60
-    assert settler.settle_leg(trade, leg, DeliveryWatch(), settled_at)
+    _trade, leg, _symbol, exchange, settler, settled_at = settled(DAILY)
     assert leg.settlement.fee == 0.0
     reads = exchange.exercise_reads
 
