@@ -143,8 +143,9 @@ def test_orders_are_not_sent_while_an_earlier_doctor_order_is_unsettled(sim, sim
 # ---- B: a filled doctor order is a FAIL naming the position to close ----------------------------
 
 
-def test_a_filled_journaled_doctor_order_is_a_fail_naming_the_position(sim, sim_clock, tmp_path):
-    settings = _settings(sim, tmp_path)
+def _journaled_round_trip(sim, sim_clock, settings, place):
+    """A killed run's round-trip order: journaled as doctor does, then sent by ``place(client,
+    quote, coid)`` on a safe quote; returns (coid, quote, what ``place`` returned)."""
     journal = DoctorJournal.load(settings.state_dir)
     coid = doctor_client_order_id(PREFIX, journal.new_run(sim_clock.now_ms()), PROBE_ROUND_TRIP)
     client = _client(sim, sim_clock)
@@ -152,11 +153,20 @@ def test_a_filled_journaled_doctor_order_is_a_fail_naming_the_position(sim, sim_
         quote, why = choose_safe_quote(client, sim_clock)
         assert quote is not None, why
         journal.record(coid, symbol=quote.symbol, product="option", what="round_trip", at_ms=sim_clock.now_ms())
-        client.create_order(quote.symbol, quote.min_qty, Side.BUY, quote.ask, coid, trade_type=1)  # it traded
-        sim_clock.advance(5.0)
-        order = parse_order(client.query_order(client_order_id=coid))
+        return coid, quote, place(client, quote, coid)
     finally:
         client.close()
+
+
+def test_a_filled_journaled_doctor_order_is_a_fail_naming_the_position(sim, sim_clock, tmp_path):
+    settings = _settings(sim, tmp_path)
+
+    def traded(client, quote, coid):
+        client.create_order(quote.symbol, quote.min_qty, Side.BUY, quote.ask, coid, trade_type=1)  # it traded
+        sim_clock.advance(5.0)
+        return parse_order(client.query_order(client_order_id=coid))
+
+    coid, quote, order = _journaled_round_trip(sim, sim_clock, settings, traded)
     assert order is not None and order.state == 1 and (order.fill_qty or 0) > 0
 
     sim_clock.advance(5.0)
@@ -194,16 +204,10 @@ def test_a_partly_filled_journaled_order_is_cancelled_and_its_fill_reported(sim,
     """A killed run's resting buy partly traded (state 2): the sweep cancels it (state 3) and
     reports the filled part; a cancelled order is not 'nothing happened'."""
     settings = _settings(sim, tmp_path)
-    journal = DoctorJournal.load(settings.state_dir)
-    coid = doctor_client_order_id(PREFIX, journal.new_run(sim_clock.now_ms()), PROBE_ROUND_TRIP)
-    client = _client(sim, sim_clock)
-    try:
-        quote, why = choose_safe_quote(client, sim_clock)
-        assert quote is not None, why
-        journal.record(coid, symbol=quote.symbol, product="option", what="round_trip", at_ms=sim_clock.now_ms())
-        order_id = client.create_order(quote.symbol, 2 * quote.min_qty, Side.BUY, quote.price, coid, trade_type=3)
-    finally:
-        client.close()
+    coid, quote, order_id = _journaled_round_trip(
+        sim, sim_clock, settings,
+        lambda client, quote, coid: client.create_order(quote.symbol, 2 * quote.min_qty, Side.BUY, quote.price, coid,
+                                                        trade_type=3))
     assert sim.exchange.force_fill(order_id, quote.min_qty) > 0
     assert sim.exchange._orders[order_id].state == 2
     sim_clock.advance(5.0)
