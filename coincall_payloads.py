@@ -1145,9 +1145,10 @@ class BlockLeg:
     side: Side | None
     qty: float | None
     price: float | None
-    fee: float
+    fee: float | None           # None when the record leaves it out (the booking estimates it)
     order_id: int | None
     created_at: float | None
+    index_price: float | None = None
 
 
 def parse_block_legs(legs: Any) -> list[BlockLeg]:
@@ -1162,9 +1163,10 @@ def parse_block_legs(legs: Any) -> list[BlockLeg]:
             side=_side_named(raw.get("side")),
             qty=finite_number(raw.get("quantity", raw.get("qty"))),
             price=finite_number(raw.get("price")),
-            fee=finite_number(raw.get("fee")) or 0.0,
+            fee=finite_number(raw.get("fee")),
             order_id=int_or_none(raw.get("orderId")),
             created_at=None if created_ms is None else created_ms / 1000.0,
+            index_price=finite_number(raw.get("indexPrice")),
         ))
     return parsed
 

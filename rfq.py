@@ -101,6 +101,7 @@ from execution_job import (
     RequestBudget,
     checked_legs,
 )
+from fees import option_taker_fee
 from order_ledger import LOT, Intent, LedgerOrder, snap_qty, summarize_fills
 from seams import (
     ExecutionEngine,
@@ -501,6 +502,21 @@ def _booked_block_fill(ledger: ReconcilerLedger, marker: Mapping[str, Any], leg_
     return None
 
 
+def booked_fee(reported: float | None, qty: float, price: float, index: float | None, what: str) -> float:
+    """The fee to book for a block fill: the reported one, or an estimate said at WARNING.
+
+    Why: a fill booked with fee 0 because its record left ``fee`` out would overstate the
+    trade's PnL for good (a block fill is final, nothing re-reads it). The estimate is the
+    taker schedule (``fees.option_taker_fee``), its premium cap when the index is unknown:
+    never lower than the truth.
+    """
+    if reported is not None:
+        return reported
+    estimate = option_taker_fee(qty, price, index)
+    logger.warning("%s: no fee reported; booked an estimated taker fee of %s", what, fmt(estimate, 4))
+    return estimate
+
+
 def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker: Mapping[str, Any],
                       now: float, *, since: float | None = None) -> tuple[bool, int]:
     """Recovery: record the fills of an RFQ accept whose answer a crash may have lost.
@@ -553,7 +569,10 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
             continue
         ledger.record_block_fill(trade_id=str(marker["trade_id"]), trade_seq=int(marker["trade_seq"]),
                                  leg_index=index, intent=Intent(int(marker["intent"])), symbol=leg.symbol,
-                                 side=leg.side, qty=leg.qty, price=leg.price, fee=leg.fee, order_id=leg.order_id,
+                                 side=leg.side, qty=leg.qty, price=leg.price,
+                                 fee=booked_fee(leg.fee, leg.qty, leg.price, leg.index_price,
+                                                f"block trade of RFQ {marker['request_id']} leg {leg.symbol}"),
+                                 order_id=leg.order_id,
                                  filled_at=now if leg.created_at is None else leg.created_at)
         recorded += 1
         logger.warning("trade %s: adopted block fill %s %s %s @ %s of RFQ %s (accept answer lost at a restart)",
@@ -1109,7 +1128,7 @@ class RFQJob(ExecutionJob):
                 return
             confirmed.append((leg, order, order_id, at))
         for leg, order, order_id, at in confirmed:
-            self._record_leg(leg, order.side, order.fill_qty, order.avg_price, order.fee or 0.0, order_id, at,
+            self._record_leg(leg, order.side, order.fill_qty, order.avg_price, order.fee, None, order_id, at,
                              f"fill history order {order_id}")
 
     def _read_fill_history(self, since: float, budget: RequestBudget) -> list[ExchangeFill] | None:
@@ -1151,7 +1170,8 @@ class RFQJob(ExecutionJob):
                                "rfq job %s: %s has a leg on %r, which is not one of ours", self.trade_id, source,
                                block_leg.symbol)
                 continue
-            self._record_leg(leg, block_leg.side, block_leg.qty, block_leg.price, block_leg.fee, block_leg.order_id,
+            self._record_leg(leg, block_leg.side, block_leg.qty, block_leg.price, block_leg.fee,
+                             block_leg.index_price, block_leg.order_id,
                              now if block_leg.created_at is None else block_leg.created_at, source)
 
     def _say_once(self, key: str, level: int, msg: str, *args: Any) -> None:
@@ -1160,8 +1180,9 @@ class RFQJob(ExecutionJob):
         logger.log(level if key not in self._unbookable_said else logging.DEBUG, msg, *args)
         self._unbookable_said.add(key)
 
-    def _record_leg(self, leg: LegTarget, side: Side | None, qty: float | None, price: float | None, fee: float,
-                    order_id: int | None, filled_at: float, source: str) -> None:
+    def _record_leg(self, leg: LegTarget, side: Side | None, qty: float | None, price: float | None,
+                    fee: float | None, index: float | None, order_id: int | None, filled_at: float,
+                    source: str) -> None:
         """Book one block fill as our leg's, once. A fill on the side we did not ask for is not
         ours to book: under our leg and intent it would count as exposure we asked for (a close
         "done" that in fact doubled the position). It is kept in ``_wrong_side`` and said at
@@ -1189,6 +1210,7 @@ class RFQJob(ExecutionJob):
                             "exchange (RFQ %s)", self.trade_id, self.intent.name, source,
                             self._wrong_side[leg.leg_index], self.request_id)
             return
+        fee = booked_fee(fee, qty, price, index, f"rfq job {self.trade_id}: {source} leg {leg.symbol}")
         order: LedgerOrder = self._ledger.record_block_fill(
             trade_id=self.trade_id, trade_seq=self.trade_seq, leg_index=leg.leg_index, intent=self.intent,
             symbol=leg.symbol, side=side, qty=qty, price=price, fee=fee, order_id=order_id, filled_at=filled_at)

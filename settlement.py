@@ -23,6 +23,7 @@ from coincall_payloads import (
     parse_exercise_records,
 )
 from contracts import DEFAULT_UNDERLYING, index_name
+from fees import DELIVERY_FEE_RATE, FEE_CAP_OF_PREMIUM
 from seams import AlertSender, SettlementClient
 from trade_fills import QTY_EPSILON
 
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FEE_CAP_OF_PREMIUM = 0.125
-DELIVERY_FEE_RATE = 0.00015      # API.md 4, none for daily options
 DELIVERY_WARN_SECONDS = 3600.0
 DELIVERY_ESTIMATE_SECONDS = 24 * 3600.0
 DELIVERY_RETRY_SECONDS = 10.0

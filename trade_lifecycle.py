@@ -60,6 +60,7 @@ from errors import ConfigError, StaleDataError, TraderError
 from execution_job import JobStatus, LegTarget
 from exit_evaluation import ExitEvaluator, ExitWatch
 from external_closes import EXIT_REASON_EXTERNAL, ExternalCloses, booked_without_evidence, ended_within_lookback
+from fees import FEE_CAP_OF_PREMIUM, PERP_TAKER_FEE_RATE, TAKER_FEE_RATE
 from hedging import HedgeConfig, HedgeDecision, HedgeOrder, HedgeState, decide
 from leg_market import LegMarket
 from lifecycle_holds import LifecycleHolds
@@ -80,7 +81,6 @@ from seams import (
 )
 from settlement import (
     EXERCISE_WINDOW_SECONDS,
-    FEE_CAP_OF_PREMIUM,
     REVISION_WINDOW_SECONDS,
     DeliveryWatch,
     Settlement,
@@ -108,8 +108,6 @@ HALT_SECONDS_BEFORE_EXPIRY = 15 * 60
 # How often the trades that ended for good are offered to the ledger's archive (their orders
 # then live in the state store only; ``OrderLedger.archive_trade`` decides when each may go).
 ARCHIVE_SWEEP_SECONDS = 600.0
-TAKER_FEE_RATE = 0.0003          # estimated close fee of the executable valuation (2.3)
-PERP_TAKER_FEE_RATE = 0.0006     # a perp's taker fee on notional (API.md §14.3), the same estimate for a perp leg
 # The kill switch's ``--all-positions`` adopts the account's other positions into a trade of this
 # strategy name. Each adoption is a new trade with a fresh sequence from the one global sequence
 # (``_allocate_seq``): the ledger keys fills by (trade, leg) and clientOrderIds by (sequence, leg),

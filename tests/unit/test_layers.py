@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     # 0: values and pure helpers that know nothing of the trading system
     {"errors", "api_values", "clock", "auth", "atomic_file", "json_lines", "json_body", "log_throttle", "stop_flag",
      "instance_lock", "display", "validation", "contracts", "seams",
-     "leg_market", "dashboard_security", "dashboard_pages"},
+     "leg_market", "dashboard_security", "dashboard_pages", "fees"},
     # 1: configuration, records and operator outputs
     {"config", "alerts", "events", "health", "persistence", "state_identity", "price_sanity",
      "backtest_report", "notifications", "capture", "exchange_assumptions", "hedging", "loop_guard"},
