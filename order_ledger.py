@@ -118,6 +118,10 @@ UNKNOWN_RESOLVE_SECONDS = 30.0
 # An order younger than this is never judged missing: the exchange's lists and lookups lag
 # fresh orders (incident 38), so a not-found answer right after a send is normal.
 VANISH_MIN_AGE_SECONDS = 30.0
+# A cancel answered but the order still shown working this long after: the cancel did not
+# take (a "not found" answer for a fresh order the lookups lag behind, incident 38), and the
+# order is cancelled again rather than waited on for ever (``_status_for``).
+CANCEL_RECHECK_SECONDS = 15.0
 # The order-history search of a vanish verification: pages of 500 (API.md 8.6), from a
 # minute before the order was sent (clock skew) to now.
 VANISH_HISTORY_PAGE_SIZE = 500
@@ -645,6 +649,9 @@ class OrderLedger:
         self._archived = ArchivedIds()
         self._archived_trades: set[str] = set()
         self._repeats = RepeatLimiter(clock)  # one line per condition and interval, with a count
+        # When each order's cancel was last requested (memory only: after a restart an order
+        # still CANCEL_REQUESTED and shown working is cancelled again at once, ``_status_for``).
+        self._cancel_requested_at: dict[int, float] = {}
         self._restore_kept_blocks()
 
     def __repr__(self) -> str:
@@ -1763,8 +1770,7 @@ class OrderLedger:
                         round(order.filled_qty, 8), order.qty, order.order_id)
         self._emit(VERDICT_REVERSED_EVENT, {**order.to_record(), "reversed_from": reversed_from.value})
 
-    @staticmethod
-    def _status_for(order: LedgerOrder, state: int) -> OrderStatus | None:
+    def _status_for(self, order: LedgerOrder, state: int) -> OrderStatus | None:
         mapped = _STATE_STATUS.get(state)
         if mapped is None:
             logger.warning("order %d: unknown exchange state %r", order.client_order_id, state)
@@ -1774,7 +1780,20 @@ class OrderLedger:
         if order.status.is_final and not mapped.is_final:
             return None  # a lagging view never reopens a final order
         if order.status is OrderStatus.CANCEL_REQUESTED and not mapped.is_final:
-            return OrderStatus.CANCEL_REQUESTED  # the cancel was accepted; wait for a final state
+            if mapped is OrderStatus.CANCEL_REQUESTED:
+                return mapped  # the exchange itself says it is cancelling
+            requested_at = self._cancel_requested_at.get(order.client_order_id)
+            quiet = math.inf if requested_at is None else self._clock.now() - requested_at
+            if quiet < CANCEL_RECHECK_SECONDS:
+                return OrderStatus.CANCEL_REQUESTED  # the cancel was accepted; wait for a final state
+            # Still working this long after the cancel: the cancel did not take (an answer of
+            # "not found" for an order the lookups had not caught up with, a cancel lost
+            # after its answer). Working again, so the engines and the stray check cancel it
+            # again; waiting for a final state that never comes would leave it resting for good.
+            self._cancel_requested_at.pop(order.client_order_id, None)
+            logger.warning("order %d (%s %s %s): cancel requested %s but the exchange still shows it %s; "
+                           "cancelling again", order.client_order_id, order.side.name, order.qty, order.symbol,
+                           "before this start" if requested_at is None else f"{quiet:.0f} s ago", mapped.value)
         return mapped
 
     def cancel(self, order: LedgerOrder) -> LedgerOrder:
@@ -1794,7 +1813,9 @@ class OrderLedger:
             if exc.is_already_final or exc.is_not_found:
                 self.poll(order)
                 if not order.status.is_final:
-                    # The exchange says it is final but the view lags: stop cancelling, keep polling.
+                    # The exchange says it is final but the view lags: stop cancelling, keep polling
+                    # (for CANCEL_RECHECK_SECONDS: a view still working then is cancelled again).
+                    self._cancel_requested_at[order.client_order_id] = self._clock.now()
                     self._update(order, status=OrderStatus.CANCEL_REQUESTED)
             else:
                 self._repeats.warning(logger, (order.client_order_id, "cancel"), "cancel of order %d failed: %s",
@@ -1804,6 +1825,7 @@ class OrderLedger:
             self._repeats.warning(logger, (order.client_order_id, "cancel"),
                                   "cancel of order %d has no answer (%s); polling next", order.client_order_id, exc)
             return order
+        self._cancel_requested_at[order.client_order_id] = self._clock.now()
         self._update(order, status=OrderStatus.CANCEL_REQUESTED)
         return order
 
@@ -1828,6 +1850,8 @@ class OrderLedger:
         with self._lock:
             for name, value in changes.items():
                 setattr(order, name, value)
+            if order.status.is_final:
+                self._cancel_requested_at.pop(order.client_order_id, None)
             order.updated_at = self._clock.now()
             if self._orders.get(order.client_order_id) is order:
                 self._track_live(order)
