@@ -292,11 +292,16 @@ class TradeLeg:
 
     @property
     def lot(self) -> float:
-        """The quantity step an order on this leg is snapped to: a perp's own, else the option lot."""
-        if self.contract.is_perpetual:
-            spec = UNDERLYINGS.get(self.contract.underlying)
-            return spec.perp_qty_step if spec is not None else LOT
-        return LOT
+        """The quantity step an order on this leg is snapped to: the underlying's perp or option step.
+
+        ETH options trade in steps of 0.1, not the BTC lot of 0.01: an order cut on the wrong
+        grid is refused by the exchange (10558), and an engine that keeps working the other
+        legs leaves the refused one naked.
+        """
+        spec = UNDERLYINGS.get(self.contract.underlying)
+        if spec is None:
+            return LOT
+        return spec.perp_qty_step if self.contract.is_perpetual else spec.option_qty_step
 
     # The leg's documented read interface (BEHAVIOUR.md §4.1, what strategy callbacks see),
     # read through the contract: the identity is held once.
@@ -1088,7 +1093,10 @@ class LifecycleManager:
             self._register(trade)
             self._runtime[trade.id] = runtime
             targets = [leg.open_target() for leg in legs]
-            self._persist(trade, "created")
+            if not self._persist(trade, "created"):
+                # I5: nothing is sent for a trade the store does not hold (no entry without a record).
+                self._fail(trade, now, "state write failed before the open")
+                return trade
             try:
                 runtime.job = self.executor.start(trade.execution_mode, trade, targets, Intent.OPEN,
                                                   runtime.params_for(trade.execution_mode),
@@ -1106,7 +1114,13 @@ class LifecycleManager:
                 runtime.open_end_reason = reason
                 self._set_state(trade, TradeState.OPENING)
                 return trade
-            self._set_state(trade, TradeState.OPENING)
+            if not self._set_state(trade, TradeState.OPENING):
+                # I5: the store still says PENDING_OPEN with nothing sent. Sending now would let
+                # a crash leave orders a restart does not look for; nothing has gone out, so the
+                # open is given up (the job's first request is in its first step).
+                runtime.job, runtime.job_kind = None, None
+                self._fail(trade, now, "state write failed before the first order")
+                return trade
             self._step_job(trade, runtime, now)
             return trade
 
@@ -2135,7 +2149,9 @@ class LifecycleManager:
                     continue
                 self.fills.sync(trade)
                 if trade.state is TradeState.PENDING_OPEN:
-                    if not self.ledger.orders(trade.id):
+                    # An order recorded or an RFQ accept recorded is evidence the open went out
+                    # (its record's OPENING write may have failed): it resolves as an open does.
+                    if not self.ledger.orders(trade.id) and not self.accepts.unresolved(trade.id):
                         self._fail(trade, now, "abandoned at restart")
                         report["abandoned"].append(trade.id)
                         continue
@@ -2363,18 +2379,19 @@ class LifecycleManager:
 
     # ---- state and persistence ----------------------------------------------------------------
 
-    def _set_state(self, trade: TradeLifecycle, state: TradeState) -> None:
+    def _set_state(self, trade: TradeLifecycle, state: TradeState) -> bool:
+        """Move ``trade`` to ``state`` (a transition of TRANSITIONS) and write it; False when the write failed."""
         previous = trade.state
         if state not in TRANSITIONS[previous]:
             raise IllegalTransition(f"trade {trade.id} ({trade.strategy}): {previous.value} -> {state.value} is not "
                                     f"a transition of the trade state machine")
         trade.state = state
         logger.info("trade %s (%s): %s -> %s", trade.id, trade.strategy, previous.value, state.value)
-        self._persist(trade, "state", previous=previous.value)
+        return self._persist(trade, "state", previous=previous.value)
 
-    def _persist(self, trade: TradeLifecycle, event: str, **extra: Any) -> None:
-        """I5: committed before the next request for this trade (``TradeRecorder.persist``)."""
-        self.recorder.persist(trade, event, **extra)
+    def _persist(self, trade: TradeLifecycle, event: str, **extra: Any) -> bool:
+        """I5: committed before the next request for this trade (``TradeRecorder.persist``); False if not."""
+        return self.recorder.persist(trade, event, **extra)
 
     def _alert(self, level: str, kind: str, message: str, **detail: Any) -> None:
         send_alert(self.alerts, logger, level, kind, message, **detail)

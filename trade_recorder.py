@@ -53,10 +53,14 @@ class TradeRecorder:
         self.journal = journal
         self.errors = 0
 
-    def persist(self, trade: TradeLifecycle, event: str, **extra: Any) -> None:
-        """I5: committed before the next request for this trade; a failed write is CRITICAL."""
+    def persist(self, trade: TradeLifecycle, event: str, **extra: Any) -> bool:
+        """I5: committed before the next request for this trade; a failed write is CRITICAL (False).
+
+        Exits go on after a failed write (a position must still be closable with a broken
+        disk); the open of a new trade does not (``LifecycleManager.create``).
+        """
         if self.store is None:
-            return
+            return True
         payload = {"trade_id": trade.id, "strategy": trade.strategy, "event": event, "state": trade.state.value,
                    **extra, **outcome_fields(trade, event)}
         try:
@@ -70,6 +74,8 @@ class TradeRecorder:
             logger.critical("trade %s: persisting %s failed: %s", trade.id, event, error)
             send_alert(self.alerts, logger, "CRITICAL", "persistence_failed",
                        f"trade {trade.id}: state write failed: {error}", trade_id=trade.id)
+            return False
+        return True
 
     def notify_opened(self, trade: TradeLifecycle, callback: TradeCallback | None) -> None:
         if trade.opened_notified:

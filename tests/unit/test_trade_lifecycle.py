@@ -965,13 +965,30 @@ def test_exit_factories_are_reexported_as_the_same_objects():
         assert getattr(trade_lifecycle, name) is getattr(conditions, name)
 
 
-def test_persistence_failure_alerts_critical_and_trading_goes_on(world):
+def test_a_new_trade_the_store_cannot_hold_sends_nothing_and_alerts_critical(world):
+    """I5: no open for a trade whose record the store refuses (before, the open went on)."""
     def broken(record):
         raise OSError("disk full")
 
     world.store.save_trade = broken
     trade = create_strangle(world)
-    assert trade.state is TradeState.OPENING and world.manager.persistence_errors >= 2
+    assert trade.state is TradeState.FAILED and world.manager.persistence_errors >= 2
+    assert trade.failure_reason == "state write failed before the open"
+    assert world.executor.jobs == []
+    assert "persistence_failed" in world.alerts.kinds("CRITICAL")
+
+
+def test_exits_go_on_when_the_store_fails_after_the_open(world):
+    """A trade holding exposure is still closed with a broken disk (CRITICAL, not frozen)."""
+    trade = open_trade(world)
+
+    def broken(record):
+        raise OSError("disk full")
+
+    world.store.save_trade = broken
+    assert world.manager.force_close(trade.id)
+    assert trade.state in (TradeState.PENDING_CLOSE, TradeState.CLOSING)
+    assert world.executor.last.intent is Intent.CLOSE
     assert "persistence_failed" in world.alerts.kinds("CRITICAL")
 
 
