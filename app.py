@@ -470,8 +470,15 @@ def recover(ctx: TradingContext) -> bool:
     """Reload our trades and orders from the store before any runner exists; True if it worked."""
     try:
         report = ctx.lifecycle_manager.recover()
-    except Exception:
-        logger.exception("restart recovery failed: every strategy starts paused")
+    except Exception as error:  # noqa: BLE001 - the daemon stays up, alerting, and does nothing
+        # Half a memory is worse than none: trades not loaded and orders not restored would
+        # read as flat, be ended, and leave their positions to nobody. Nothing moves until a
+        # restart recovers in full.
+        logger.exception("restart recovery failed: every strategy starts paused and the lifecycle is held")
+        ctx.lifecycle_manager.pin_hold(f"restart recovery failed: {type(error).__name__}: {error}")
+        send_alert(ctx.alerts, logger, "CRITICAL", "recovery_failed",
+                   f"restart recovery failed ({type(error).__name__}: {error}): no order, exit or close is sent "
+                   f"until a restart recovers in full. Operator: read the log, repair the state store, restart")
         return False
     logger.info("recovery: %d trade(s) restored, %d active; abandoned at restart: %s", report["restored"],
                 len(report["active"]), ", ".join(report["abandoned"]) or "none")

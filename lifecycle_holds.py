@@ -20,6 +20,7 @@ class LifecycleHolds:
 
     def __init__(self) -> None:
         self._reason: str | None = None
+        self._pinned: str | None = None
         self._logged = False
         self._entry_holds: dict[str, str] = {}
         self._entry_holds_lock = threading.Lock()
@@ -31,6 +32,12 @@ class LifecycleHolds:
         self._reason = reason
         self._logged = False
 
+    def pin(self, reason: str) -> None:
+        """A hold ``release()`` does not lift: only a new start does (a recovery that failed, so
+        the lifecycle's memory of our trades and orders is incomplete and must not be acted on)."""
+        self._pinned = reason
+        self._logged = False
+
     def release(self) -> None:
         if self._reason is not None:
             logger.info("lifecycle released (was held: %s)", self._reason)
@@ -38,15 +45,16 @@ class LifecycleHolds:
 
     @property
     def reason(self) -> str | None:
-        return self._reason
+        return self._pinned or self._reason
 
     def on_hold(self) -> bool:
         """True while held; logged once per hold, not once per tick."""
-        if self._reason is None:
+        reason = self.reason
+        if reason is None:
             return False
         if not self._logged:
             self._logged = True
-            logger.warning("lifecycle on hold (%s): no order and no exit until it is lifted", self._reason)
+            logger.warning("lifecycle on hold (%s): no order and no exit until it is lifted", reason)
         return True
 
     # ---- entry holds: no new trade, exits and closes go on -----------------------------------

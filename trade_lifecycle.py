@@ -108,6 +108,8 @@ HALT_SECONDS_BEFORE_EXPIRY = 15 * 60
 # How often the trades that ended for good are offered to the ledger's archive (their orders
 # then live in the state store only; ``OrderLedger.archive_trade`` decides when each may go).
 ARCHIVE_SWEEP_SECONDS = 600.0
+# The entry hold a stored trade record that recovery cannot read sets (only a restart lifts it).
+UNREADABLE_RECORDS_HOLD = "unreadable_trade_records"
 # The kill switch's ``--all-positions`` adopts the account's other positions into a trade of this
 # strategy name. Each adoption is a new trade with a fresh sequence from the one global sequence
 # (``_allocate_seq``): the ledger keys fills by (trade, leg) and clientOrderIds by (sequence, leg),
@@ -2113,8 +2115,15 @@ class LifecycleManager:
         with self._lock:
             now = self.clock.now()
             restored: list[TradeLifecycle] = []
+            report["unreadable"] = []
             for record in self.store.load_trades():
-                trade = TradeLifecycle.from_record(record)
+                try:
+                    trade = TradeLifecycle.from_record(record)
+                except (KeyError, TypeError, ValueError) as error:
+                    # One bad record must not cost the others their memory (nor the ledger its
+                    # orders): it is set aside, loudly, and no strategy enters while it is.
+                    self._set_aside(record, error, report)
+                    continue
                 if trade.id in self._trades:
                     continue
                 trade.bind_clock(self.clock)
@@ -2162,6 +2171,20 @@ class LifecycleManager:
             logger.info("recovered %d trades from the store; active: %s", report["restored"],
                         ", ".join(report["active"]) or "none")
             return report
+
+    def _set_aside(self, record: Mapping[str, Any], error: Exception, report: dict) -> None:
+        """A stored trade record recovery cannot read: CRITICAL, and entries held until a restart reads it."""
+        trade_id = str(record.get("id") if isinstance(record, Mapping) else None)
+        report["unreadable"].append(trade_id)
+        message = (f"stored trade {trade_id} cannot be read ({type(error).__name__}: {error}): it is not managed "
+                   f"(its positions and orders stay on the exchange) and no strategy enters until it is. "
+                   f"Operator: check the trade on the exchange, repair or remove its record, restart")
+        self.holds.hold_entries(UNREADABLE_RECORDS_HOLD, f"unreadable trade record(s): {trade_id}")
+        self._alert("CRITICAL", "trade_record_unreadable", message, trade_id=trade_id)
+
+    def pin_hold(self, reason: str) -> None:
+        """A hold nothing but a restart lifts: no order, no exit, no job step (recovery failed)."""
+        self.holds.pin(reason)
 
     def _ended_for_good(self, trades: Iterable[TradeLifecycle], now: float) -> set[str]:
         """The ids of the trades nothing can change any more: ended, no external close that
@@ -2231,7 +2254,8 @@ class LifecycleManager:
                 runtime.job.request_stop(reason)  # the next round goes out with kill intent
             elif trade.state is TradeState.SETTLING:
                 return False
-            self._drive(trade, runtime, now)
+            if not self.holds.on_hold():  # held: decided and recorded now, sent by the first tick after
+                self._drive(trade, runtime, now)
             return True
 
     def kill_all(self, include_external: bool = False) -> list[str]:
