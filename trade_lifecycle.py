@@ -194,7 +194,7 @@ TRANSITIONS: dict[TradeState, frozenset[TradeState]] = {
     _S.OPEN: frozenset({_S.PENDING_CLOSE, _S.SETTLING, _S.CLOSED}),        # CLOSED: an evidenced external close
     _S.PENDING_CLOSE: frozenset({_S.CLOSING, _S.SETTLING, _S.CLOSED}),
     _S.CLOSING: frozenset({_S.CLOSED, _S.PENDING_CLOSE, _S.SETTLING}),
-    _S.SETTLING: frozenset({_S.CLOSED, _S.FAILED}),
+    _S.SETTLING: frozenset({_S.CLOSED, _S.FAILED, _S.PENDING_CLOSE}),   # PENDING_CLOSE: a perp still held
     # Terminal, except for reopening a close an older version booked without evidence
     # (RECOVERY.md X1): the trade goes back to where its fills put it.
     _S.CLOSED: frozenset({_S.OPEN}),
@@ -2252,7 +2252,8 @@ class LifecycleManager:
                     runtime.job.request_stop(reason)  # the close round (hedge legs included) follows it
             elif trade.state is TradeState.CLOSING and runtime.kill and runtime.job_kind == "close":
                 runtime.job.request_stop(reason)  # the next round goes out with kill intent
-            elif trade.state is TradeState.SETTLING:
+            elif trade.state is TradeState.SETTLING and not self._close_perps_of_settling(
+                    trade, runtime, [leg for leg in trade.legs if not is_zero(leg.net_qty)]):
                 return False
             if not self.holds.on_hold():  # held: decided and recorded now, sent by the first tick after
                 self._drive(trade, runtime, now)
@@ -2340,6 +2341,8 @@ class LifecycleManager:
         held = [leg for leg in trade.legs if not is_zero(leg.net_qty)]
         if self._close_perps_before_expiry(trade, runtime, held, now):
             return False
+        if self._close_perps_of_settling(trade, runtime, held):
+            return False
         expired = [leg for leg in held if leg.is_expired(now)]
         if not expired:
             if trade.state is TradeState.SETTLING and runtime.job is None and not trade.has_exposure:
@@ -2361,6 +2364,16 @@ class LifecycleManager:
         if not expired:
             return False
         if all_expired and trade.state is not TradeState.SETTLING:
+            # No order may still work on a leg that does not expire (a hedge order a restart left
+            # resting): cancelled and given its late-fill poll first, or it could fill once the
+            # trade is settling and leave a perp that nothing closes.
+            living = {leg.index for leg in trade.legs if not leg.is_expired(now)}
+            if living and (self.fills.resolve_stray_orders(trade)
+                           or not self.fills.late_fills_settled_on(trade, living, now, self._grace_seconds(runtime),
+                                                                   INTERRUPTED_RECHECKS_PER_TICK)):
+                return True
+            if any(not is_zero(leg.net_qty) for leg in trade.legs if leg.index in living):
+                return False   # such an order filled: the perp goes with its options first
             self._decide_exit(trade, EXIT_REASON_EXPIRY, {"source": EXIT_REASON_EXPIRY,
                                                            "legs": [leg.symbol for leg in expired]}, now)
             self._set_state(trade, TradeState.SETTLING)
@@ -2372,6 +2385,22 @@ class LifecycleManager:
             self._end_flat(trade, runtime, now)
             return True
         return all_expired
+
+    def _close_perps_of_settling(self, trade: TradeLifecycle, runtime: _Runtime, held: list[TradeLeg]) -> bool:
+        """A SETTLING trade that holds a perp (an order that filled after the options expired)
+        goes back to PENDING_CLOSE, so a close round sends the perp: a perp never settles, and
+        left there it would be a naked position no exit, close round or kill ever touched."""
+        if trade.state is not TradeState.SETTLING or runtime.job is not None:
+            return False
+        perps = [leg for leg in held if leg.is_perpetual]
+        if not perps:
+            return False
+        detail = ", ".join(f"{leg.symbol} {leg.sign * leg.net_qty:+g}" for leg in perps)
+        self._alert("CRITICAL", "settling_perp_held",
+                    f"trade {trade.id} ({trade.strategy}) is settling its expired options but holds {detail}: "
+                    f"closing it now (reduce-only)", trade_id=trade.id)
+        self._set_state(trade, TradeState.PENDING_CLOSE)
+        return True
 
     def _close_perps_before_expiry(self, trade: TradeLifecycle, runtime: _Runtime, held: list[TradeLeg],
                                    now: float) -> bool:
