@@ -27,7 +27,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar, Generic, Iterable, Sequence, TypeVar
 
-from contracts import Side, is_perpetual_symbol
+from contracts import UNDERLYINGS, Side, is_perpetual_symbol, underlying_of
 from errors import LedgerCapError, TraderError
 from order_ledger import (
     FILL_EPSILON,
@@ -59,19 +59,41 @@ CANCEL_COST = 2
 # =====================================================================================
 
 
+def instrument_lot(symbol: Any) -> float | None:
+    """The quantity step ``contracts`` knows for ``symbol``; None when it cannot tell.
+
+    A perpetual trades on its underlying's ``perp_qty_step``, an option on its underlying's
+    ``option_qty_step`` (BTC 0.01, ETH 0.1). A symbol outside the grammar, or of an
+    underlying the table does not list, has no known step.
+    """
+    if not isinstance(symbol, str):
+        return None
+    underlying = underlying_of(symbol)
+    spec = UNDERLYINGS.get(underlying) if underlying is not None else None
+    if spec is None:
+        return None
+    return spec.perp_qty_step if is_perpetual_symbol(symbol) else spec.option_qty_step
+
+
 @dataclass(frozen=True)
 class LegTarget:
     """What one leg of a job must do. ``side`` is the side of THIS order (a close of a short leg buys).
 
-    ``lot`` is the instrument's quantity step: the options' 0.01 lot, or a perpetual's own
-    step (BTC 0.001, ETH 0.01), so a job snaps each leg on its own grid.
+    ``lot`` is the instrument's quantity step, so a job snaps and chunks each leg on its own
+    grid. Left out, it comes from the symbol (``instrument_lot``): an option's underlying
+    option step (BTC 0.01, ETH 0.1), a perpetual's own step (BTC 0.001, ETH 0.01), and
+    ``LOT`` for a symbol ``contracts`` cannot read. A given lot finer than the symbol's step
+    is refused (``ValueError``): orders cut on it would be refused by the exchange (10558),
+    and a job that keeps working the other legs would leave the refused one naked. A coarser
+    lot is accepted (every multiple of it is on the exchange's grid too).
     """
 
     leg_index: int
     symbol: str
     side: Side
     qty: float
-    lot: float = LOT
+    # None (the default) = the symbol's own step; always a float once constructed.
+    lot: float = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         try:
@@ -81,8 +103,15 @@ class LegTarget:
         require_finite("LegTarget.qty", self.qty)
         if self.qty < 0:
             raise ValueError(f"LegTarget.qty must be >= 0, got {self.qty!r}")
+        step = instrument_lot(self.symbol)
+        if self.lot is None:
+            object.__setattr__(self, "lot", LOT if step is None else step)
+            return
         if require_finite("LegTarget.lot", self.lot) <= 0:
             raise ValueError(f"LegTarget.lot must be > 0, got {self.lot!r}")
+        if step is not None and self.lot < step - FILL_EPSILON:
+            raise ValueError(f"LegTarget leg {self.leg_index} ({self.symbol}): lot {self.lot:g} is finer than the "
+                             f"instrument's quantity step {step:g}; orders on it would be refused")
 
 
 class JobStatus(str, Enum):

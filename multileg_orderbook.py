@@ -4,16 +4,19 @@ Why it is built this way:
 
 * A large multi-leg order sent at once moves every book it touches. The smart executor
   works the structure in ``chunk_count`` slices: each leg has cumulative chunk targets
-  (``floor_lot(total × k / N)``, the last one exactly the total), quoted passively for
+  (``floor_lot(total × k / N)``, the last one exactly the total), on the leg's OWN lot
+  (``LegTarget.lot``: a BTC option's 0.01, an ETH option's 0.1; an order off the exchange's
+  step is refused, 10558, and would leave the other legs naked), quoted passively for
   ``time_per_chunk_seconds`` and finished by an aggressive fallback that crosses the spread.
 * A structure is only as safe as its least-filled leg. No leg may run more than one chunk
   ahead of the least-filled leg (by filled fraction), so a leg without liquidity holds the
   others back instead of leaving a naked position to unwind. The least-filled leg itself may
-  always step by one minimum order (``min_order_qty``, at least a lot), so a small leg whose
-  chunk is below the exchange minimum still progresses instead of holding the structure at
-  its first chunk until the job ends PARTIAL. A leg that is behind but still filling gets the
-  next chunks to catch up; a leg with no fill in a whole chunk (passive and aggressive) ends
-  the job early: PARTIAL or FAILED, and the lifecycle unwinds or retries.
+  always step by one minimum order (``min_order_qty`` rounded up to its lot, at least a
+  lot), so a small leg whose chunk is below the exchange minimum still progresses instead
+  of holding the structure at its first chunk until the job ends PARTIAL. A leg that is
+  behind but still filling gets the next chunks to catch up; a leg with no fill in a whole
+  chunk (passive and aggressive) ends the job early: PARTIAL or FAILED, and the lifecycle
+  unwinds or retries.
 * Every order goes through the ``OrderLedger``: deterministic client order ids, record
   before send, poll → cancel → poll until final → replace, replacements sized from the
   fills of the whole chain. Fills are read only from order status via the ledger, never
@@ -27,11 +30,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, Sequence
 
 from clock import Clock
-from contracts import Side
+from contracts import Side, is_perpetual_symbol
 from display import fmt_qty
 from errors import LedgerCapError, TraderError
 from execution_job import (
@@ -69,8 +72,8 @@ MAX_CONSECUTIVE_REJECTIONS = 3
 SMART_CONFIG = "SmartExecConfig"
 
 
-def _on_lot(qty: float) -> bool:
-    return abs(snap_qty(qty) - qty) < FILL_EPSILON
+def _on_lot(qty: float, lot: float = LOT) -> bool:
+    return abs(snap_qty(qty, lot) - qty) < FILL_EPSILON
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class SmartExecConfig:
     ``min_order_qty``: the smallest working order; a smaller piece waits for a later chunk
     unless it completes the leg. The least-filled leg may always work ``min_order_qty``
     beyond its fills (its chunk target permitting), even past the one-chunk balance step.
+    It is validated on the 0.01 lot; a leg on a coarser lot (an ETH option's 0.1) uses it
+    rounded up to that lot (``leg_min_order``).
     ``grace_seconds``: after an incomplete job's last cancel, how long to wait before the
     final poll that catches late-reported fills (§8 row 9).
     """
@@ -127,32 +132,49 @@ class SmartExecConfig:
 # =====================================================================================
 
 
-def chunk_targets(total: float, chunk_count: int) -> list[float]:
-    """Cumulative per-chunk targets: ``floor_lot(total × k / N)`` for k < N, then exactly the total."""
+def chunk_targets(total: float, chunk_count: int, lot: float = LOT) -> list[float]:
+    """Cumulative per-chunk targets: ``floor_lot(total × k / N)`` for k < N, then exactly the total.
+
+    ``lot`` is the leg's own quantity step (an ETH option's 0.1): every target is on it.
+    """
     if not is_int(chunk_count) or chunk_count < 1:
         raise ValueError(f"chunk_count must be an int >= 1, got {chunk_count!r}")
-    whole = snap_qty(total)
+    whole = snap_qty(total, lot)
     exact = Decimal(repr(whole))
-    targets = [snap_qty(float(exact * k / chunk_count)) for k in range(1, chunk_count)]
+    targets = [snap_qty(float(exact * k / chunk_count), lot) for k in range(1, chunk_count)]
     return targets + [whole]
 
 
-def filled_fraction(filled: float, total: float) -> float:
-    """How much of its total a leg has filled (a leg with nothing to do counts as done)."""
-    if total < LOT:
+def filled_fraction(filled: float, total: float, lot: float = LOT) -> float:
+    """How much of its total a leg has filled (a leg with less than one ``lot`` to do counts as done)."""
+    if total < lot:
         return 1.0
     return min(1.0, max(0.0, filled / total))
 
 
-def balance_cap(total: float, lowest_fraction: float, chunk_count: int) -> float:
+def balance_cap(total: float, lowest_fraction: float, chunk_count: int, lot: float = LOT) -> float:
     """The most a leg may have filled: its fraction stays within ``1/N`` of the least-filled leg.
 
-    ``floor_lot(total × min(1, lowest + 1/N))``; floored so the cap is never exceeded.
+    ``floor_lot(total × min(1, lowest + 1/N))`` on the leg's own ``lot``; floored so the cap
+    is never exceeded.
     """
     if not is_int(chunk_count) or chunk_count < 1:
         raise ValueError(f"chunk_count must be an int >= 1, got {chunk_count!r}")
     fraction = min(1.0, max(0.0, lowest_fraction) + 1.0 / chunk_count)
-    return min(snap_qty(total), snap_qty(total * fraction))
+    return min(snap_qty(total, lot), snap_qty(total * fraction, lot))
+
+
+def leg_min_order(min_order_qty: float, lot: float = LOT) -> float:
+    """The smallest working order of a leg on ``lot``: ``min_order_qty`` rounded UP to the lot, at least one lot.
+
+    ``min_order_qty`` is validated on the 0.01 lot; an ETH option leg (lot 0.1) cannot send
+    0.05, so its minimum is 0.1. On the 0.01 lot the configured value is returned unchanged.
+    """
+    if _on_lot(min_order_qty, lot):
+        return max(min_order_qty, lot)
+    lot_d = Decimal(repr(lot))
+    lots = (Decimal(repr(min_order_qty)) / lot_d).to_integral_value(rounding=ROUND_CEILING)
+    return max(float(lots * lot_d), lot)
 
 
 def _usable(price: float | None) -> float | None:
@@ -253,8 +275,8 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         super().__init__(ledger=executor.ledger, market=executor.market, trade=trade, intent=intent,
                          best_effort=best_effort, started_at=started_at,
                          max_requests=executor.max_requests_per_step,
-                         legs=[_Leg(target=leg, total=snap_qty(leg.qty),
-                                    targets=chunk_targets(leg.qty, config.chunk_count)) for leg in legs],
+                         legs=[_Leg(target=leg, total=snap_qty(leg.qty, leg.lot),
+                                    targets=chunk_targets(leg.qty, config.chunk_count, leg.lot)) for leg in legs],
                          grace_seconds=config.grace_seconds)
         self.config = config
         self._chunk = 1
@@ -297,23 +319,29 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
     # ---- fills and quantities ----------------------------------------------------------
 
     def _lowest_fraction(self) -> float:
-        fractions = [filled_fraction(self._filled(leg), leg.total) for leg in self._legs if leg.total >= LOT]
+        fractions = [filled_fraction(self._filled(leg), leg.total, leg.lot)
+                     for leg in self._legs if leg.total >= leg.lot]
         return min(fractions) if fractions else 1.0
+
+    def _min_order(self, leg: _Leg) -> float:
+        """The leg's smallest working order: ``min_order_qty`` rounded up to its lot (``leg_min_order``)."""
+        return leg_min_order(self.config.min_order_qty, leg.lot)
 
     def _cap(self, leg: _Leg, filled: float) -> float:
         """Balance cap; the least-filled leg may always progress by one minimum order.
 
         The least-filled leg holds every other leg back, so it must always be able to send an
         order the exchange takes: its cap is at least ``min(total, filled + min_order_qty)``
-        (``min_order_qty`` is at least one lot). Without this, a small leg whose balance step
-        ``floor_lot(total / N)`` is below ``min_order_qty`` never places while the other legs
-        fill their first chunk, and every open ends PARTIAL with a naked leg to unwind. The
-        other legs stay within ``1 / chunk_count`` of the least-filled leg's fraction.
+        (``min_order_qty`` rounded up to the leg's lot, at least one lot). Without this, a small
+        leg whose balance step ``floor_lot(total / N)`` is below its minimum order never places
+        while the other legs fill their first chunk, and every open ends PARTIAL with a naked
+        leg to unwind. The other legs stay within ``1 / chunk_count`` of the least-filled leg's
+        fraction. Every quantity is on the leg's own lot.
         """
         lowest = self._lowest_fraction()
-        cap = balance_cap(leg.total, lowest, self.config.chunk_count)
-        if filled_fraction(filled, leg.total) <= lowest + 1e-12:
-            cap = max(cap, min(leg.total, snap_qty(filled + self.config.min_order_qty)))
+        cap = balance_cap(leg.total, lowest, self.config.chunk_count, leg.lot)
+        if filled_fraction(filled, leg.total, leg.lot) <= lowest + 1e-12:
+            cap = max(cap, min(leg.total, snap_qty(filled + self._min_order(leg), leg.lot)))
         return cap
 
     def _chunk_target(self, leg: _Leg) -> float:
@@ -323,21 +351,21 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         """The quantity to work now: up to the chunk target and the balance cap, net of fills."""
         filled = self._filled(leg)
         desired = min(self._chunk_target(leg), self._cap(leg, filled))
-        qty = snap_qty(max(0.0, desired - filled))
-        if qty < LOT:
+        qty = snap_qty(max(0.0, desired - filled), leg.lot)
+        if qty < leg.lot:
             return 0.0
         completes = filled + qty >= leg.total - FILL_EPSILON
-        if qty < self.config.min_order_qty - FILL_EPSILON and not completes:
+        if qty < self._min_order(leg) - FILL_EPSILON and not completes:
             return 0.0
         return qty
 
     def _chunk_short(self, leg: _Leg) -> bool:
-        """The leg missed the current chunk's target (pieces below min_order_qty may wait)."""
+        """The leg missed the current chunk's target (pieces below its minimum order may wait)."""
         target = self._chunk_target(leg)
-        need = snap_qty(max(0.0, target - self._filled(leg)))
-        if need < LOT:
+        need = snap_qty(max(0.0, target - self._filled(leg)), leg.lot)
+        if need < leg.lot:
             return False
-        return need >= self.config.min_order_qty - FILL_EPSILON or target >= leg.total - FILL_EPSILON
+        return need >= self._min_order(leg) - FILL_EPSILON or target >= leg.total - FILL_EPSILON
 
     # ---- market data -------------------------------------------------------------------
 
@@ -534,7 +562,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         """Open: no order until every leg can be quoted (§8 row 6); FAILED after one chunk's time."""
         unpriced: list[_Leg] = []
         for leg in self._legs:
-            if leg.total < LOT:
+            if leg.total < leg.lot:
                 continue
             try:
                 if self._ensure_instrument(leg, budget) and self._frozen_now(leg, now):
@@ -607,20 +635,20 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
             return False  # keep the order priced on valid data; no new price is invented
         # leg.tick is set: a price was computed, which needs the instrument (mypy cannot see it).
         moved = abs(price - order.price) >= self.config.reprice_threshold_ticks * leg.tick - 1e-9  # type: ignore[operator]
-        open_qty = snap_qty(max(0.0, order.qty - order.filled_qty))
-        grows = self._placeable_qty(leg) - open_qty >= LOT - FILL_EPSILON
+        open_qty = snap_qty(max(0.0, order.qty - order.filled_qty), leg.lot)
+        grows = self._placeable_qty(leg) - open_qty >= leg.lot - FILL_EPSILON
         if moved or grows:
             logger.debug("smart job %s leg %d: reprice %s -> %s%s", self.trade_id, leg.index, order.price, price,
                          " (larger quantity allowed)" if grows else "")
         return moved or grows
 
     def _place_passive(self, leg: _Leg, now: float, budget: RequestBudget) -> None:
-        if leg.total < LOT or self._blocked(leg) or not self._late_fill_settled(leg, now, budget):
+        if leg.total < leg.lot or self._blocked(leg) or not self._late_fill_settled(leg, now, budget):
             return
         if not self._ensure_instrument(leg, budget) or self._frozen_now(leg, now):
             return
         qty = self._placeable_qty(leg)
-        if qty < LOT:
+        if qty < leg.lot:
             return
         price = self._passive_price(leg, budget)
         if price is None:
@@ -659,7 +687,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
     def _shortfall_reason(self, short: list[_Leg]) -> str:
         if not short:
             return f"incomplete after chunk {self._chunk}/{self.config.chunk_count}"
-        leg = min(short, key=lambda item: filled_fraction(self._filled(item), item.total))  # the laggard
+        leg = min(short, key=lambda item: filled_fraction(self._filled(item), item.total, item.lot))  # the laggard
         detail = f"; {leg.last_no_price}" if leg.last_no_price else ""
         why = "frozen before expiry" if leg.frozen else (
             "orders rejected" if self._blocked(leg) else f"after {leg.attempts} aggressive attempts")
@@ -681,7 +709,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
             if not self._cancel_until_final(leg, now, budget):
                 return
             leg.replacing = False
-        if leg.total < LOT or self._blocked(leg) or leg.attempts >= self.config.aggressive_attempts:
+        if leg.total < leg.lot or self._blocked(leg) or leg.attempts >= self.config.aggressive_attempts:
             return
         if leg.retry_at is not None and now < leg.retry_at:
             return
@@ -690,7 +718,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         if leg.tick is not None and self._frozen_now(leg, now):
             return
         qty = self._placeable_qty(leg)
-        if qty < LOT:
+        if qty < leg.lot:
             return
         if budget.left < (2 if leg.tick is not None else 3):
             raise OutOfBudget  # (instrument,) book and place: an attempt is never half spent
@@ -711,7 +739,7 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
         """Nothing more to do for this leg in this chunk's fallback."""
         if leg.live:
             return False
-        if leg.total < LOT or self._placeable_qty(leg) < LOT or leg.frozen or self._blocked(leg):
+        if leg.total < leg.lot or self._placeable_qty(leg) < leg.lot or leg.frozen or self._blocked(leg):
             return True
         if leg.attempts >= self.config.aggressive_attempts:
             return leg.retry_at is None or now >= leg.retry_at
@@ -743,17 +771,17 @@ class SmartOrderbookExecutor:
               best_effort: bool = False) -> SmartExecutionJob:
         """A job for ``legs``; ``params`` is a SmartExecConfig (anything else → the defaults).
 
-        Refuses (``ValueError``, before any order) a leg whose lot is not the option lot: this
-        engine chunks and balances on the 0.01 option lot only. Strategy configuration already
-        routes perpetual legs to the limit engine (``StrategyConfig._check_perpetual_legs``,
-        ``route_trade``); this keeps the engine failing closed if one ever reaches it.
+        Each leg is chunked and balanced on its own lot (``LegTarget.lot``: BTC options 0.01,
+        ETH options 0.1). Refuses (``ValueError``, before any order) a perpetual leg: this
+        engine is for option structures. Strategy configuration already routes perpetual legs
+        to the limit engine (``StrategyConfig._check_perpetual_legs``, ``route_trade``); this
+        keeps the engine failing closed if one ever reaches it.
         """
         legs = checked_legs(legs)
-        other_lot = [leg for leg in legs if abs(leg.lot - LOT) > 1e-12]
-        if other_lot:
-            detail = ", ".join(f"leg {leg.leg_index} ({leg.symbol}) has lot {leg.lot:g}" for leg in other_lot)
-            raise ValueError(f"the smart engine trades option legs on the {LOT:g} lot only; {detail}: "
-                             f"use the limit engine")
+        perps = [leg for leg in legs if is_perpetual_symbol(leg.symbol)]
+        if perps:
+            detail = ", ".join(f"leg {leg.leg_index} ({leg.symbol}) is a perpetual (lot {leg.lot:g})" for leg in perps)
+            raise ValueError(f"the smart engine trades option legs only; {detail}: use the limit engine")
         if isinstance(params, SmartExecConfig):
             config = params
         else:
