@@ -675,7 +675,7 @@ def test_behaviour_keeps_every_section_row_step_and_invariant(indexes):
     index = indexes[BEHAVIOUR]
     assert index.sections == BEHAVIOUR_SECTIONS
     assert index.items[INCIDENT_SECTION] == _numbers(1, 45)
-    assert index.items[TRANSITION_SECTION] == _numbers(1, 18) | {"10b"}
+    assert index.items[TRANSITION_SECTION] == _numbers(1, 18) | {"10b", "16b"}
     assert index.items["5"] == _numbers(1, 11)
     assert index.items["6.4"] == _numbers(1, 7)
     assert index.items["3.4"] == _numbers(1, 5)
