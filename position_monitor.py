@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 CALLBACK_FAILURE_WARN_AFTER = 3
 # Reachability back-off of BEHAVIOUR.md 7.3: poll every min(3 x poll interval, 60 s) while DOWN.
 DOWN_POLL_FACTOR = 3.0
+# Account reads failing this long while the exchange answers: CRITICAL ``snapshots_failing``
+# (exits are not evaluated meanwhile; an outage has its own alert, ``exchange_unreachable``).
+BLIND_ALERT_SECONDS = 120.0
 DOWN_POLL_CAP_SECONDS = 60.0
 # Float slack when comparing elapsed clock seconds with an interval.
 _SCHEDULE_EPSILON = 1e-6
@@ -111,6 +114,7 @@ class PositionMonitor:
         self._failing_since: float | None = None   # clock time of the first failed poll of a streak
         self._failed_polls = 0
         self._unexpected_alerted = False   # one CRITICAL per streak of polls failing on a bug
+        self._blind_alerted = False        # one CRITICAL per streak of failed polls while the exchange is up
         self.ticks = 0
         self._stop_event = threading.Event()
         self._stop_check: Callable[[], bool] | None = None
@@ -257,9 +261,11 @@ class PositionMonitor:
         self._current_error = None
         self._unexpected_alerted = False
         if self._failing_since is not None:
-            logger.info("account snapshot back after %s of failed polls (%d in a row)",
-                        fmt_duration(self._clock.now() - self._failing_since), self._failed_polls)
+            logger.log(logging.WARNING if self._blind_alerted else logging.INFO,
+                       "account snapshot back after %s of failed polls (%d in a row)",
+                       fmt_duration(self._clock.now() - self._failing_since), self._failed_polls)
             self._failing_since, self._failed_polls = None, 0
+            self._blind_alerted = False
         logger.debug("snapshot: %s", snap.summary_str())
         return True
 
@@ -282,7 +288,17 @@ class PositionMonitor:
             logger.warning("account snapshot failed, no decision this tick: %s; next poll in %s", error, retry)
             return
         self._failed_polls += 1
-        exchange = "UP" if self._account_manager.reachability.is_up else "DOWN"
+        up = self._account_manager.reachability.is_up
+        exchange = "UP" if up else "DOWN"
+        if up and not self._blind_alerted and now - self._failing_since >= BLIND_ALERT_SECONDS:
+            # The exchange answers but the account read does not (a payload it cannot read): no
+            # outage alert covers it, and no exit is evaluated meanwhile (incident 13).
+            self._blind_alerted = True
+            self._critical("snapshots_failing",
+                           f"the account read has failed for {fmt_duration(now - self._failing_since)} "
+                           f"({self._failed_polls} polls in a row) while the exchange answers: no exit is evaluated "
+                           f"(stop losses and time exits wait) and no entry is taken until it reads again; last "
+                           f"error: {error}")
         logger.info("account snapshot failing for %s (since %s, %d polls in a row, exchange %s): %s; "
                     "no decision this tick; next poll in %s", fmt_duration(now - self._failing_since),
                     fmt_stamp(self._failing_since), self._failed_polls, exchange, error, retry)
