@@ -582,6 +582,8 @@ class StrategyRunner:
         self.name = config.name
         self._last_snapshot: Any = None
         self._last_block: str | None = None
+        # A start-up check that failed while trades of the strategy were open (``_start``): no entry.
+        self._config_block: str | None = None
         self._last_resolution: str | None = None   # the legs last resolved, logged when they change
         self._pending_callbacks: set[str] = set()
         # The per-tick view (``_tick_trades``): the leading trades of this strategy that ended and
@@ -610,8 +612,23 @@ class StrategyRunner:
     # ---- start-up ----------------------------------------------------------------------
 
     def _start(self, now: float) -> None:
-        """Clock-dependent checks (a past ``utc_datetime_exit``) and start-up warnings."""
-        self.config.validate_at_start(now)
+        """Clock-dependent checks (a past ``utc_datetime_exit``) and start-up warnings.
+
+        A check that fails refuses the start (incident 41), unless trades of this strategy are
+        still open: refusing then would leave them without their exits (a restart after the
+        deadline of a ``utc_datetime_exit`` is exactly when its trade must close). The runner
+        then starts to manage them, and takes no new entry until the configuration is fixed.
+        """
+        try:
+            self.config.validate_at_start(now)
+        except StrategyConfigError as error:
+            active = self.ctx.lifecycle_manager.active_trades(self.name)
+            if not active:
+                raise
+            self._config_block = str(error)
+            logger.warning("%s; %d trade(s) of strategy %s are open (%s): the runner starts to manage them, and "
+                           "takes no new entry until the configuration is fixed", error, len(active), self.name,
+                           ", ".join(trade.id for trade in active))
         if not self.config.exit_conditions:
             logger.warning("strategy %s has no exit conditions: its trades close only at expiry or by kill",
                            self.name)
@@ -787,7 +804,8 @@ class StrategyRunner:
         # Every gate must pass, so their order only decides what is reported and what it
         # costs: the index read (a REST call) comes last, right before resolution, so a
         # strategy outside its window or at its limits makes no market-data request at all.
-        reason = (self._gate_paused(now) or self._gate_throttle(now) or self._gate_data(snapshot)
+        reason = (self._config_block and f"configuration refused at start: {self._config_block}"
+                  or self._gate_paused(now) or self._gate_throttle(now) or self._gate_data(snapshot)
                   or self._gate_single_flight(trades) or self._gate_concurrency(trades)
                   or self._gate_cooldown(now) or self._gate_daily_quota() or self._gate_open_failures(now))
         if reason is not None:
