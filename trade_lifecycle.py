@@ -202,6 +202,11 @@ TRANSITIONS: dict[TradeState, frozenset[TradeState]] = {
 }
 
 
+def _fill_marks(trade: "TradeLifecycle") -> tuple[tuple[float, float], ...]:
+    """Each leg's (open filled, closed filled): what a change of the trade's fills changes."""
+    return tuple((leg.open_filled, leg.close_filled) for leg in trade.legs)
+
+
 class IllegalTransition(RuntimeError):
     """A trade state change the transition table does not allow (a bug, never an exchange event)."""
 
@@ -1388,7 +1393,12 @@ class LifecycleManager:
             return
         if runtime.job is not None:
             self._step_job(trade, runtime, now)
+        before = _fill_marks(trade)
         self.fills.sync(trade)
+        if _fill_marks(trade) != before:
+            # The record follows the fills, not only the state: what ``status`` and the
+            # dashboard read from the store must not show a leg flat that holds a fill.
+            self._persist(trade, "fills")
         if not trade.is_active:
             return
         if self._handle_expiry(trade, runtime, now):

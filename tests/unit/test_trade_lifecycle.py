@@ -1049,3 +1049,19 @@ def test_the_transition_table_reaches_every_state_and_ends_only_in_terminal_ones
         assert seen & {TradeState.CLOSED, TradeState.FAILED}, state
     assert TRANSITIONS[TradeState.CLOSED] == {TradeState.OPEN}
     assert TRANSITIONS[TradeState.FAILED] == {TradeState.OPENING}
+
+
+def test_the_stored_record_follows_the_fills_not_only_the_state(world):
+    """``status`` and the dashboard read trades from the store: a fill booked while the trade
+    stays OPENING (or CLOSING) is written at once, or a trade holding a fill would read flat."""
+    trade = create_strangle(world)
+    assert trade.state is TradeState.OPENING
+    world.ledger.fill(trade.id, 0, Intent.OPEN, 0.1, 100.0, 0.03)
+    writes = len(world.store.saved)
+    world.manager.tick(None)
+    assert trade.state is TradeState.OPENING
+    stored = [r for r in world.store.saved if r["id"] == trade.id][-1]
+    assert len(world.store.saved) == writes + 1
+    assert [leg["open_filled"] for leg in stored["legs"]] == [0.1, 0.0]
+    world.manager.tick(None)
+    assert len(world.store.saved) == writes + 1                 # nothing changed: nothing written
