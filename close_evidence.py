@@ -3,12 +3,18 @@
 Why it exists: a position that disappears is not a close. An exchange answers ``code 0`` with
 an empty positions list during maintenance and failovers (issue 9, finding 1), and a daemon
 that booked that as a close would leave a naked leg unmanaged. The evidence is the exchange's
-trade history for the symbol since the oldest trade holding it opened: fills on the closing
-side whose order is not ours (not in the ledger by ``orderId``, no clientOrderId with our
-prefix). Fills already used for an earlier external close of our trades on that symbol are
-discounted (oldest first), so one fill never proves two closes, however often such a close
-was booked and reversed (``external_closes.reversed_quantities``). An unreadable history is
-no evidence, and is read again at the next check.
+trade history for the symbol since the oldest trade holding it opened (the window): the NET
+flow of fills whose order is not ours (not in the ledger by ``orderId``, no clientOrderId with
+our prefix), closing side minus opening side, never below zero. Somebody else on the account
+who buys and sells again (a round trip) changed nothing of ours, and a sell that only undid
+their own buy proves no close (an option's external close is not reversible). Fills already
+used for an earlier external close of our trades on that symbol are discounted (oldest
+first), so one fill never proves two closes, however often such a close was booked and
+reversed (``external_closes.reversed_quantities``). And the net flow cannot prove more than
+what the account held beyond our trades allows (S2): since the latest positions read that was
+not short (``KnownPosition``), the net flow less what was beyond ours at that read is the most
+that can have come out of our position. An unreadable history is no evidence, and is read
+again at the next check.
 
 The test "not ours" fails for an order of ours whose fate rests on missing data (a presumed
 NOT_PLACED never had its orderId learnt; option fill rows carry no clientOrderId): while the
@@ -24,6 +30,7 @@ Without the perp reads there is no perp evidence: a perp shortfall stays a suspe
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from clock import Clock
 from coincall_payloads import history_filters, next_page_filters, parse_fill_page
@@ -43,6 +50,11 @@ logger = logging.getLogger(__name__)
 EVIDENCE_MAX_PAGES = 20
 # The history range limit is 90 days (API.md 8.6, 14.6): a perp evidence read starts no earlier.
 PERP_EVIDENCE_LOOKBACK_SECONDS = 89 * 24 * 3600.0
+# A positions answer may lag the fills (or the fill history the positions): the net flow since a
+# read that was not short (``KnownPosition``) counts the fills of this much before it as well.
+# A fill of that margin the read did show is then counted twice: an outside close makes the
+# cap too high (the window's net flow still bounds it), an outside open too low (a suspect read).
+KNOWN_READ_LAG_SECONDS = 60.0
 
 
 def verdict_in_doubt(order: LedgerOrder, now: float) -> bool:
@@ -72,6 +84,39 @@ def orders_in_doubt(ledger: ReconcilerLedger, now: float) -> list[LedgerOrder]:
     return list(found.values())
 
 
+@dataclass(frozen=True)
+class ForeignFill:
+    """One fill of the trade history whose order is not ours (time in epoch seconds)."""
+
+    time: float
+    side: Side
+    qty: float
+    price: float
+
+
+@dataclass(frozen=True)
+class KnownPosition:
+    """What a positions read that was not short showed on a symbol beyond our trades (RECOVERY.md
+    S1/S2): read at ``at`` (the snapshot's time), ``beyond`` in the direction of our holding
+    (negative: somebody else held the other side). Kept by ``PositionReconciler``."""
+
+    at: float
+    beyond: float
+
+
+def newest_up_to(fills: list[tuple[float, float]], qty: float) -> list[tuple[float, float]]:
+    """The first ``qty`` of ``fills`` ((qty, price), newest first); nothing when ``qty`` <= 0."""
+    taken: list[tuple[float, float]] = []
+    remaining = qty
+    for fill_qty, price in fills:
+        if remaining <= QTY_EPSILON:
+            break
+        take = min(remaining, fill_qty)
+        taken.append((take, price))
+        remaining -= take
+    return taken
+
+
 def vwap_of_newest(fills: list[tuple[float, float]], qty: float) -> float:
     """VWAP of the first ``qty`` of ``fills`` ((qty, price), newest first)."""
     remaining, value = qty, 0.0
@@ -85,7 +130,7 @@ def vwap_of_newest(fills: list[tuple[float, float]], qty: float) -> float:
 
 
 class CloseEvidence:
-    """The fills that are not ours on the closing side of a symbol, read at most once per interval.
+    """The net flow of fills that are not ours on a symbol, read at most once per interval.
 
     Built and used by ``position_reconciliation.PositionReconciler`` (its collaborators were
     checked against their Protocols by ``reconciliation.Reconciler``).
@@ -100,7 +145,7 @@ class CloseEvidence:
         self.clock = clock
         # The trade history of a symbol is read at most once per reconciliation interval.
         self.interval_seconds = float(interval_seconds)
-        self._cache: dict[tuple[str, int, float], tuple[float, list[tuple[float, float, float]]]] = {}
+        self._cache: dict[tuple[str, float], tuple[float, list[ForeignFill]]] = {}
         self._repeats = RepeatLimiter(clock)
 
     def __repr__(self) -> str:
@@ -111,52 +156,68 @@ class CloseEvidence:
         for key in [key for key in self._cache if key[0] == symbol]:
             del self._cache[key]
 
-    def fills(self, symbol: str, direction: int, since: float) -> list[tuple[float, float]]:
-        """(qty, price) of fills on ``symbol`` not made by us, on the closing side, newest first.
+    def fills(self, symbol: str, direction: int, since: float,
+              known: KnownPosition | None = None) -> list[tuple[float, float]]:
+        """(qty, price) of the fills that explain a shortfall on ``symbol``, newest first.
 
-        Fills since ``since`` (the oldest trade holding the symbol opened), minus the oldest
-        ones already used to book external closes of our trades since then. Read at most
-        once per symbol per ``interval_seconds``; an unreadable history is no
-        evidence (retried on the next check).
+        Their sum is the NET flow of fills not made by us since ``since`` (the oldest trade
+        holding the symbol opened): the closing side minus the opening side, never below zero,
+        less what earlier external closes of our trades there already used. A fill that only
+        undid somebody else's own fill of the window (a round trip) explains nothing. When
+        ``known`` is given (the latest positions read that was not short: what the account held
+        there beyond our trades then), the sum is also at most the net flow since that read
+        (``KNOWN_READ_LAG_SECONDS`` before it) less that quantity: a close of somebody else's
+        own position is not a close of ours.
+        The qty is taken from the newest closing fills, which price it.
+
+        The history is read at most once per symbol per ``interval_seconds``; an unreadable
+        history is no evidence (retried on the next check).
         """
-        key = (symbol, direction, round(since, 3))
+        start = since if known is None else min(since, known.at - KNOWN_READ_LAG_SECONDS)
+        key = (symbol, round(start, 3))
         cached = self._cache.get(key)
         now = self.clock.now()
         if cached is not None and now - cached[0] < self.interval_seconds:
-            fills = cached[1]
+            rows = cached[1]
         else:
             try:
-                fills = self._foreign_closing_fills(symbol, direction, since)
+                rows = self._foreign_fills(symbol, start)
             except TraderError as exc:
                 self._repeats.warning(logger, ("history", symbol), "fill history of %s unavailable (%s): no "
                                       "evidence of a close this time", symbol, exc)
-                fills = []
-            self._cache[key] = (now, fills)
-        oldest_first = sorted(fills, key=lambda fill: fill[0])
-        skip = self._already_booked(symbol, since)
-        usable: list[tuple[float, float]] = []
-        for _time, qty, price in oldest_first:
-            used = min(skip, qty)
-            skip -= used
-            if qty - used > QTY_EPSILON:
-                usable.append((qty - used, price))
-        usable.reverse()
-        return usable
-
-    def _foreign_closing_fills(self, symbol: str, direction: int, since: float) -> list[tuple[float, float, float]]:
-        """(time, qty, price) of every fill in the trade history of ``symbol`` since ``since``
-        (all pages) on the closing side whose order is not ours (by orderId or by prefix)."""
-        if is_perpetual_symbol(symbol):
-            return self._foreign_closing_perp_fills(symbol, direction, since)
+                rows = []
+            self._cache[key] = (now, rows)
         closing_side = Side.SELL if direction > 0 else Side.BUY
+        closing = sorted((row for row in rows if row.side is closing_side and row.time >= since),
+                         key=lambda row: row.time)
+        opened = sum(row.qty for row in rows if row.side is not closing_side and row.time >= since)
+        skip = self._already_booked(symbol, since) + opened
+        usable: list[tuple[float, float]] = []
+        for row in closing:
+            used = min(skip, row.qty)
+            skip -= used
+            if row.qty - used > QTY_EPSILON:
+                usable.append((row.qty - used, row.price))
+        usable.reverse()
+        if known is None:
+            return usable
+        flow = sum(row.qty if row.side is closing_side else -row.qty for row in rows
+                   if row.time >= known.at - KNOWN_READ_LAG_SECONDS)
+        return newest_up_to(usable, flow - known.beyond)
+
+    def _foreign_fills(self, symbol: str, since: float) -> list[ForeignFill]:
+        """Every fill in the trade history of ``symbol`` since ``since`` (all pages), on either
+        side, whose order is not ours (by orderId or by prefix)."""
+        if is_perpetual_symbol(symbol):
+            return self._foreign_perp_fills(symbol, since)
         ours = self.ledger.known_order_ids()
         filters = history_filters(page_size=HISTORY_PAGE_SIZE, symbol=symbol, start_ms=int(since * 1000),
                                   end_ms=self.clock.now_ms())
-        found: list[tuple[float, float, float]] = []
+        found: list[ForeignFill] = []
         for _page in range(EVIDENCE_MAX_PAGES):
             page = parse_fill_page(self.client.trade_history(**filters))
             for fill in page.rows:
-                if fill.symbol != symbol or fill.side != closing_side:
+                if fill.symbol != symbol or fill.side is None:
                     continue
                 if fill.order_id in ours or carries_prefix(fill.client_order_id, self.ledger.prefix):
                     continue
@@ -164,15 +225,14 @@ class CloseEvidence:
                 qty, price = fill.qty, fill.price
                 if when < since or qty is None or price is None or qty <= 0 or price < 0:
                     continue
-                found.append((when, qty, price))
+                found.append(ForeignFill(when, fill.side, qty, price))
             cursor = page.next_cursor
             if not page.has_next or cursor is None:
                 break
             filters = next_page_filters(filters, cursor)
         return found
 
-    def _foreign_closing_perp_fills(self, symbol: str, direction: int,
-                                    since: float) -> list[tuple[float, float, float]]:
+    def _foreign_perp_fills(self, symbol: str, since: float) -> list[ForeignFill]:
         """The same for a perpetual, from the perp fill history (every page, every symbol: the
         route takes no symbol), joined to orders by ``orderId``.
 
@@ -186,23 +246,22 @@ class CloseEvidence:
             self._repeats.warning(logger, ("no-perp-reads", symbol), "no perp fill reads wired: a shortfall on %s "
                                   "is never explained by fills (stays a suspect read)", symbol)
             return []
-        closing_side = Side.SELL if direction > 0 else Side.BUY
         ours = self.ledger.known_order_ids()
         start = max(since, self.clock.now() - PERP_EVIDENCE_LOOKBACK_SECONDS)
         start_ms, end_ms = int(start * 1000), self.clock.now_ms()
-        found: list[tuple[float, float, float, int]] = []
+        found: list[tuple[ForeignFill, int]] = []
         for fill in self.perp_client.perp_fills(start_ms=start_ms, end_ms=end_ms):
-            if fill.symbol != symbol or fill.side != closing_side or fill.order_id in ours:
+            if fill.symbol != symbol or fill.order_id in ours:
                 continue
             when = fill.time_ms / 1000.0
             if when < since or fill.qty <= 0 or fill.price <= 0:
                 continue
-            found.append((when, fill.qty, fill.price, fill.order_id))
+            found.append((ForeignFill(when, fill.side, fill.qty, fill.price), fill.order_id))
         if not found:
             return []
         prefixed = {order.order_id for order in self.perp_client.perp_order_history(start_ms=start_ms, end_ms=end_ms)
                     if carries_prefix(order.client_order_id, self.ledger.prefix)}
-        return [(when, qty, price) for when, qty, price, order_id in found if order_id not in prefixed]
+        return [row for row, order_id in found if order_id not in prefixed]
 
     def _already_booked(self, symbol: str, since: float) -> float:
         """External quantity booked on ``symbol`` by trades active or ended since ``since``.

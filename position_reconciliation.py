@@ -8,10 +8,12 @@ comparison decides, per symbol (signed quantities, ours = the active trades'):
 * exchange covers ours on the same side: fine; anything beyond ours is somebody else's
   position, logged once and never touched;
 * exchange short of ours: a disappearing position is not a close. Only the part that
-  fills which are not ours explain (``close_evidence``) is booked as an external close, at
-  their price, the strategy paused; the rest is a *suspect read* (``SuspectReads``: an empty
-  answer is not evidence): the trades stay as they are, entries are held, one CRITICAL
-  alert, re-checked every minute until the positions show again or the evidence arrives;
+  fills which are not ours explain (``close_evidence``: their net flow, closing minus
+  opening side, less what the latest read that was not short showed beyond ours) is booked
+  as an external close, at their price, the strategy paused; the rest is a *suspect read*
+  (``SuspectReads``: an empty answer is not evidence): the trades stay as they are, entries
+  are held, one CRITICAL alert, re-checked every minute until the positions show again or
+  the evidence arrives;
 * a position that shows again exactly as an older version's estimated external close took
   it away reopens that trade under its own exit rules (X1);
 * exchange on the opposite side: CRITICAL alert, the strategy is paused and no order goes
@@ -31,7 +33,7 @@ from typing import Any, Mapping
 from account_manager import AccountSnapshot
 from alerts import send_alert
 from clock import Clock
-from close_evidence import CloseEvidence, vwap_of_newest
+from close_evidence import CloseEvidence, KnownPosition, vwap_of_newest
 from reconciliation_report import (
     QTY_EPSILON,
     VERDICT_DEFERRED,
@@ -99,6 +101,9 @@ class PositionReconciler:
         self._reversals_pending: dict[str, tuple] = {}
         self._unmatched_reported: set[str] = set()
         self._doubts_logged: dict[str, str] = {}   # symbol -> why its shortfall was deferred (logged once)
+        # symbol -> (snapshot time, exchange - ours signed) of the latest judged read that was not
+        # short: what was beyond ours then (S1/S2), which outside closes since may have taken away.
+        self._known: dict[str, tuple[float, float]] = {}
 
     def __repr__(self) -> str:
         return f"PositionReconciler(awaiting_confirmation={sorted(self._suspects)})"
@@ -124,6 +129,8 @@ class PositionReconciler:
         self._reverse_old_estimates(self._holdings(now), positions, unsettled | set(in_doubt), report,
                                     confirm=confirm)
         holdings = self._holdings(now)
+        for symbol in [symbol for symbol in self._known if symbol not in holdings and symbol not in positions]:
+            del self._known[symbol]   # nothing there either side: the window's net flow alone decides
         pending: dict[str, tuple[str, float, float]] = {}
         unexplained: dict[str, tuple[float, float]] = {}
         carried: set[str] = set()
@@ -137,6 +144,8 @@ class PositionReconciler:
                 verdict = VERDICT_DEFERRED
                 self._note_doubt(symbol, in_doubt[symbol], ours, exchange)
             report.symbols.append(SymbolCheck(symbol, round(ours, 8), round(exchange, 8), verdict))
+            if verdict in (VERDICT_OK, VERDICT_EXTERNAL) and symbol not in unsettled and symbol not in in_doubt:
+                self._known[symbol] = (float(snapshot.timestamp), exchange - ours)
             if verdict == VERDICT_DEFERRED:
                 carried.add(symbol)   # not judged now: a suspicion on it stands
                 continue
@@ -220,17 +229,21 @@ class PositionReconciler:
     def _shortfall(self, symbol: str, holding: _Holding, exchange: float, report: ReconcileReport) -> float:
         """Book the part of a shortfall that fills which are not ours explain; returns the rest.
 
-        A position that disappears is not a close: only fills on the closing side that no
-        order of ours made (the exchange's trade history, since the trade opened) prove that
-        somebody closed it. That part is booked on the legs, newest trade first, at the price
-        of those fills; what no fill explains is left as it is (a suspect read).
+        A position that disappears is not a close: only the net flow of fills that no order of
+        ours made (the exchange's trade history since the trade opened, closing side minus
+        opening side) proves that somebody closed it, and no more of it than what the latest
+        read that was not short leaves (what was beyond ours then, S2, is taken out first).
+        That part is booked on the legs, newest trade first, at the price of the newest
+        closing fills; what no fill explains is left as it is (a suspect read).
         """
         missing = abs(holding.signed) - max(0.0, abs(exchange))
         direction = _sign(holding.signed)
         legs = sorted((pair for pair in holding.legs if pair[1].sign == direction),
                       key=lambda pair: pair[0].seq, reverse=True)
         since = min(float(trade.opened_at or trade.created_at) for trade, _leg in legs)
-        fills = self.evidence.fills(symbol, direction, since)
+        known = self._known.get(symbol)
+        fills = self.evidence.fills(symbol, direction, since,
+                                    None if known is None else KnownPosition(known[0], direction * known[1]))
         evidenced = min(missing, sum(qty for qty, _price in fills))
         if evidenced <= QTY_EPSILON:
             return missing
@@ -249,6 +262,8 @@ class PositionReconciler:
             if self.pauses.pause(trade.strategy, f"position on {symbol} closed outside the daemon"):
                 report.paused.append(trade.strategy)
         self.evidence.forget(symbol)        # read again next time: what was booked is discounted
+        if known is not None:   # what we booked left our trades: beyond them from now on
+            self._known[symbol] = (known[0], known[1] + direction * evidenced)
         return max(0.0, missing - evidenced)
 
     # ---- reversal of external closes booked without evidence (older versions) -----------------
@@ -286,6 +301,9 @@ class PositionReconciler:
                     report.reversed.append(trade.id)
                     for symbol, qty in need.items():
                         extra[symbol] = extra.get(symbol, 0.0) - qty
+                        if symbol in self._known:   # back in our trades: no longer beyond them
+                            at, beyond = self._known[symbol]
+                            self._known[symbol] = (at, beyond - qty)
                 continue
             if any(_sign(extra.get(symbol, 0.0)) == _sign(qty) for symbol, qty in need.items()):
                 self._report_unmatched(trade, need, extra)
