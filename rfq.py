@@ -502,6 +502,20 @@ def _booked_block_fill(ledger: ReconcilerLedger, marker: Mapping[str, Any], leg_
     return None
 
 
+def block_wrong_side(ledger: ReconcilerLedger, symbol: str, reason: str) -> None:
+    """No order on ``symbol`` after a block fill on the side we did not ask for, until an operator has looked.
+
+    Why: that fill is a position our books do not hold; a strategy that entered again there,
+    or a close sized on our books, would trade on a wrong picture of the account. The block
+    outlives a restart and is lifted by ``python main.py resume NAME``.
+    """
+    try:
+        ledger.block_symbol_durably(symbol, reason + ": check the position on the exchange, then resume")
+    except Exception:  # noqa: BLE001 - the block holds in memory for this run; the write failure is logged
+        logger.critical("symbol %s: the block could not be written to the store (it holds until a restart)",
+                        symbol, exc_info=True)
+
+
 def booked_fee(reported: float | None, qty: float, price: float, index: float | None, what: str) -> float:
     """The fee to book for a block fill: the reported one, or an estimate said at WARNING.
 
@@ -566,6 +580,8 @@ def adopt_block_trade(client: ReconcilerClient, ledger: ReconcilerLedger, marker
             logger.critical("trade %s: block trade of RFQ %s filled %s %s %s but we asked to %s; NOT booked as "
                             "our fill: check this position on the exchange", marker["trade_id"],
                             marker["request_id"], leg.side.name, leg.qty, leg.symbol, Side.of(wanted_side).name)
+            block_wrong_side(ledger, leg.symbol, f"RFQ {marker['request_id']} (trade {marker['trade_id']}) filled "
+                                                 f"{leg.side.name} {leg.qty} there, the side we did not ask for")
             continue
         ledger.record_block_fill(trade_id=str(marker["trade_id"]), trade_seq=int(marker["trade_seq"]),
                                  leg_index=index, intent=Intent(int(marker["intent"])), symbol=leg.symbol,
@@ -1209,6 +1225,8 @@ class RFQJob(ExecutionJob):
             logger.critical("rfq job %s %s: %s: %s; NOT booked as our fill. Operator: check this position on the "
                             "exchange (RFQ %s)", self.trade_id, self.intent.name, source,
                             self._wrong_side[leg.leg_index], self.request_id)
+            block_wrong_side(self._ledger, leg.symbol, f"RFQ {self.request_id} (trade {self.trade_id}) filled "
+                                                       f"{side.name} {fmt_qty(qty)} there, the side we did not ask for")
             return
         fee = booked_fee(fee, qty, price, index, f"rfq job {self.trade_id}: {source} leg {leg.symbol}")
         order: LedgerOrder = self._ledger.record_block_fill(

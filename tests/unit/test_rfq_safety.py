@@ -584,6 +584,9 @@ def test_a_block_leg_on_the_wrong_side_is_not_booked_and_the_job_does_not_fill(c
     assert env.job.fallback_mode is None                                 # a block trade happened: no fallback
     assert any("NOT booked" in r.getMessage() and P85 in r.getMessage() for r in caplog.records
                if r.levelno == logging.CRITICAL)
+    # A position our books do not hold is there now: no order goes to that symbol until resumed.
+    assert list(env.ledger.blocked_symbols()) == [P85]
+    assert "the side we did not ask for" in env.ledger.blocked_symbols()[P85]
 
 
 def test_every_leg_on_the_wrong_side_fails_the_job_without_a_fallback():
@@ -606,6 +609,7 @@ def test_recovery_does_not_adopt_a_wrong_side_block_leg(caplog):
     assert (found, recorded) == (True, 1)
     assert ledger.leg_fill(TRADE.id, 0, Intent.OPEN)[0] == 0.5 and ledger.leg_fill(TRADE.id, 1, Intent.OPEN)[0] == 0
     assert any("NOT booked" in r.getMessage() for r in caplog.records)
+    assert list(ledger.blocked_symbols()) == [LONG_STRANGLE[1].symbol]
 
 
 def test_a_restart_that_finds_a_block_leg_without_an_order_id_again_does_not_count_it_twice(caplog):
