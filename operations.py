@@ -32,6 +32,7 @@ from config import STATE_DB_NAME, Settings
 from contracts import Side
 from commands import describe_command
 from display import fmt
+from instance_lock import InstanceLock
 from operator_view import VIEW_FILE_NAME, fees_total, realized_total, time_text
 from order_ledger import LedgerOrder, parse_client_order_id
 from persistence import OPEN_COMMAND_STATUSES, StateStore
@@ -54,7 +55,7 @@ def status_report(settings: Settings, clock: Clock) -> dict:
     """Everything ``status`` prints, as one JSON-serialisable dict."""
     now = clock.now()
     report: dict[str, Any] = {"environment": settings.environment, "time": now, "time_text": time_text(now)}
-    report["store"] = _store_view(settings.state_db_path)
+    report["store"] = _daemon_store_view(settings)
     report["valuation"] = valuation_view(Path(settings.state_dir) / VIEW_FILE_NAME, now)
     _merge_valuation(report["store"], report["valuation"])
     report["exchange"] = _exchange_view(settings, clock)
@@ -116,6 +117,36 @@ def _merge_valuation(store: dict[str, Any], valuation: Mapping[str, Any]) -> Non
         row.update(trades.get(row["id"]) or {"unrealized_pnl_mark": None, "unrealized_pnl_executable": None})
     for name, row in store["strategies"].items():
         row.update(strategies.get(name) or {"unrealized_pnl_mark": None, "unrealized_pnl_executable": None})
+
+
+def _daemon_store_view(settings: Settings) -> dict:
+    """The store view of the store the daemon writes to.
+
+    That is ``STATE_DIR/trader.db``, except after the daemon lost it while running (RECOVERY.md
+    L1): it then writes to ``trader.db.recovered.<time>`` and names that copy in its lock file
+    (``InstanceLock.publish_store``), which the command line's ``kill`` and ``pause`` follow
+    too. The lock is only read (never taken), and no store file is ever created here: a name
+    that does not exist (moved back, say) falls back to ``trader.db``.
+    """
+    default = Path(settings.state_db_path)
+    lock = InstanceLock(settings.state_dir)
+    named = lock.holder_store()
+    if named is None or not named.exists() or _same_file(named, default):
+        return _store_view(default)
+    view = _store_view(named)
+    holder = lock.holder()
+    view["recovered_from"] = str(default)
+    view["recovered_note"] = (f"the daemon's recovered store: {default} was lost while the daemon "
+                              f"(pid {holder or '?'}) ran, and it writes to this copy since (named in {lock.path}); "
+                              f"stop the daemon, move this copy to {default} and start again")
+    return view
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _store_view(path: Path) -> dict:
@@ -250,6 +281,8 @@ def format_status(report: dict) -> str:
     lines = [f"CoincallTrader status ({report['environment']})" + (f" at {time_line}" if time_line else "")]
     store = report["store"]
     valuation = report.get("valuation") or {"available": False, "note": "not read"}
+    if store.get("recovered_note"):
+        lines.append(f"store: {store['recovered_note']}")
     if not store["available"]:
         lines.append(f"store {store['path']}: {store['note']}")
     else:

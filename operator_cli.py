@@ -11,8 +11,10 @@ Why it looks the way it does (BEHAVIOUR.md 7.6, 7.8; docs/OPERATIONS.md):
   wake, before any entry),
   and a ``kill`` becomes the daemon for as long as the kill needs: the very same start-up
   and loop as ``run`` (``app.run_locked``), with no runner considering entries, finished
-  when the command is. SIGINT/SIGTERM stop it after the current wake; the command stays
-  ``active`` and the next daemon start finishes it.
+  when its command is, and every other kill it takes meanwhile too (a second ``kill`` finds
+  the lock held and queues for it: ``KillHere``). SIGINT/SIGTERM stop it after the current
+  wake; the open kills stay ``active``, it says so (stdout and a CRITICAL alert), and the
+  next daemon start finishes them.
 * What the command line owns (setting up logging, the signal handlers) is handed in as
   plain callables by ``main``: this module never reaches back into the command line.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from alerts import send_alert
 from app import EXIT_OK, EXIT_STARTUP_FAILURE, RunPlan, TradingContext, choose_clock, run_locked
 from clock import Clock, RealClock
 from commands import (
@@ -50,6 +53,7 @@ from display import fmt_duration
 from errors import ConfigError
 from instance_lock import InstanceLock
 from persistence import COMMAND_ACTIVE, COMMAND_DONE, COMMAND_FAILED, OPEN_COMMAND_STATUSES, StateStore, StoreError
+from seams import AlertSender
 from stop_flag import StopFlag
 from strategy import StrategyConfig
 from strategy_factories import build_strategy_configs
@@ -274,71 +278,182 @@ def _pause_without_daemon(request: PauseRequest, run: OperatorRun) -> int:
 
 
 class KillHere:
-    """The kill this process runs as the daemon: queued once everything is started, followed
-    after every wake until it is done or failed, with a progress line on stdout every poll
-    (what is still open, what was sent): a kill can take minutes, and silence reads as a hang."""
+    """The kills this process runs as the daemon: its own command, queued once everything is
+    started, and every other kill command of the store that is pending or active while it runs
+    (a second ``kill`` finds the lock held and queues its command; this process's
+    ``CommandProcessor`` takes it on its next wake, pausing and force-closing what it names).
 
-    def __init__(self, request: KillRequest, run: OperatorRun) -> None:
+    The run is finished only when every one of them is done or failed: leaving with a kill
+    this process took half-way would leave its trades closing with nobody to close them. After
+    every wake a progress line per open kill is printed every poll (what is still open, what was
+    sent): a kill can take minutes, and silence reads as a hang. When the run must end with a
+    kill still open (a signal), the kill is said to be left active, CRITICAL, while the
+    context can still alert (``finished`` runs once more after the wake the stop came in).
+    """
+
+    def __init__(self, request: KillRequest, run: OperatorRun, stop: StopFlag | None = None) -> None:
         self._request = request
         self._run = run
+        self._stop = stop
         self.command_id: int | None = None
         self.command: dict | None = None
+        # Every kill command this run followed, as last read (its own first), by id.
+        self.kills: dict[int, dict] = {}
+        # The trades each open kill was still closing at its last progress line, by command id.
+        self.closing: dict[int, list[str]] = {}
+        self.store_path: Path | None = None     # where the daemon writes (moves after a store loss)
+        self.alerts: AlertSender | None = None
+        self.left_open_alerted = False
+        self.finished_reason: str | None = None   # what ``finished`` returned to end the run
         self._progress_at: float | None = None   # clock time of the last progress line
 
     def queue(self, ctx: TradingContext) -> None:
         """``RunPlan.before_loop``: the command goes through the daemon's own queue."""
+        self.alerts = ctx.alerts
+        self.store_path = Path(ctx.store.path)
         self.command_id = ctx.store.add_command(KIND_KILL, self._request.to_payload())
         self.command = ctx.store.command(self.command_id)
+        if self.command is not None:
+            self.kills[self.command_id] = self.command
         self._run.say(f"no daemon is running: executing kill command {self.command_id} "
                       f"({self._request.describe()}) in this process")
 
+    def open_kills(self) -> list[dict]:
+        return [command for command in self.kills.values() if command["status"] not in FINISHED]
+
+    def finished_kills(self) -> list[dict]:
+        return [command for command in self.kills.values() if command["status"] in FINISHED]
+
+    def _follow(self, ctx: TradingContext) -> None:
+        """Every kill of the store still open (queued by another ``kill`` meanwhile, or left
+        active by an earlier run), and the latest state of each one followed."""
+        self.store_path = Path(ctx.store.path)
+        for command in ctx.store.commands(OPEN_COMMAND_STATUSES):
+            if command["kind"] == KIND_KILL:
+                self.kills[int(command["id"])] = command
+        for command_id, known in list(self.kills.items()):
+            if known["status"] not in FINISHED:
+                self.kills[command_id] = ctx.store.command(command_id) or known
+        if self.command_id is not None:
+            self.command = self.kills.get(self.command_id, self.command)
+
     def finished(self, ctx: TradingContext) -> str | None:
-        """``RunPlan.finished``: the reason to stop once the command is done or failed."""
+        """``RunPlan.finished``: the reason to stop once every kill followed is done or failed."""
         if self.command_id is None:
             return None
-        command = ctx.store.command(self.command_id)
-        if command is None:
-            return None
-        self.command = command
-        if command["status"] in FINISHED:
-            return f"kill command {self.command_id} {command['status']}"
-        self._progress(ctx, command)
+        self._follow(ctx)
+        still_open = self.open_kills()
+        if not still_open:
+            self.finished_reason = (f"kill command(s) {', '.join(str(c['id']) for c in self.finished_kills())} "
+                                    f"finished")
+            return self.finished_reason
+        self._note_closing(ctx, still_open)
+        self._progress(ctx, still_open)
+        if self._stop is not None and self._stop.is_set:
+            # The run ends after this wake (a signal): say it while the context can still alert.
+            self.alert_left_open(ctx.alerts)
         return None
 
-    def _progress(self, ctx: TradingContext, command: dict) -> None:
-        """Once per poll interval of the run's clock: where the kill stands, trade by trade."""
+    def _note_closing(self, ctx: TradingContext, still_open: list[dict]) -> None:
+        """The trades each active kill is still closing, as of this wake."""
+        for command in still_open:
+            if command["status"] == COMMAND_ACTIVE:
+                trade_ids = (command["result"] or {}).get("trades", [])
+                self.closing[int(command["id"])] = [
+                    trade.id for trade in (ctx.lifecycle_manager.get(trade_id) for trade_id in trade_ids)
+                    if trade is not None and trade.is_active]
+
+    def _progress(self, ctx: TradingContext, still_open: list[dict]) -> None:
+        """Once per poll interval of the run's clock: where each open kill stands, trade by trade."""
         now = ctx.clock.now()
         if self._progress_at is not None and now - self._progress_at < ctx.position_monitor.poll_interval:
             return
         self._progress_at = now
-        result = command["result"] or {}
-        if command["status"] != COMMAND_ACTIVE:
-            hold = ctx.lifecycle_manager.hold_reason
-            self._run.say(f"kill command {self.command_id}: waiting to start"
-                          f"{f' (the lifecycle is on hold: {hold})' if hold else ''}")
+        shown: set[str] = set()
+        for command in still_open:
+            command_id = int(command["id"])
+            result = command["result"] or {}
+            if command["status"] != COMMAND_ACTIVE:
+                hold = ctx.lifecycle_manager.hold_reason
+                self._run.say(f"kill command {command_id}: waiting to start"
+                              f"{f' (the lifecycle is on hold: {hold})' if hold else ''}")
+                continue
+            trades = [trade for trade in (ctx.lifecycle_manager.get(trade_id)
+                                          for trade_id in self.closing.get(command_id, []))
+                      if trade is not None]
+            since = now - float(result.get("applied_at") or now)
+            self._run.say(f"kill command {command_id}: {len(trades)} trade(s) still closing after "
+                          f"{fmt_duration(since)}")
+            for trade in trades:
+                if trade.id in shown:
+                    self._run.say(f"  trade {trade.id}: see above")
+                    continue
+                shown.add(trade.id)
+                self._run.say(f"  {kill_progress(trade, ctx.ledger.orders(trade.id))}")
+
+    def left_open_text(self, commands: Sequence[dict] | None = None) -> str:
+        """What the operator must know when this process ends with a kill still open."""
+        parts = []
+        chosen = self.open_kills() if commands is None else list(commands)
+        left = COMMAND_ACTIVE if all(command["status"] == COMMAND_ACTIVE for command in chosen) else "open"
+        for command in chosen:
+            command_id = int(command["id"])
+            result = command.get("result") or {}
+            trades = self.closing.get(command_id, list(result.get("trades") or []))
+            parts.append(f"kill command {command_id} {command['status']}"
+                         + (f" (trades still closing: {', '.join(trades)})" if trades else ""))
+        return (f"{'; '.join(parts)}: this process stops with the kill left {left} and its positions "
+                f"(exposure) still held, with nobody closing them; start the daemon (`python main.py`) now: it "
+                f"takes the kill again and finishes it")
+
+    def alert_left_open(self, alerts: AlertSender | None, commands: Sequence[dict] | None = None) -> None:
+        """CRITICAL, once: a kill is left open by this process."""
+        if self.left_open_alerted:
             return
-        trades = [trade for trade in (ctx.lifecycle_manager.get(trade_id) for trade_id in result.get("trades", []))
-                  if trade is not None and trade.is_active]
-        since = now - float(result.get("applied_at") or now)
-        self._run.say(f"kill command {self.command_id}: {len(trades)} trade(s) still closing after "
-                      f"{fmt_duration(since)}")
-        for trade in trades:
-            self._run.say(f"  {kill_progress(trade, ctx.ledger.orders(trade.id))}")
+        self.left_open_alerted = True
+        chosen = self.open_kills() if commands is None else list(commands)
+        send_alert(alerts, logger, "CRITICAL", "kill_left_active", self.left_open_text(chosen),
+                   commands=[int(c["id"]) for c in chosen])
+
+    def open_in_store_now(self) -> list[dict]:
+        """The kill commands of the store still open once the run is over (one queued after the
+        last wake's check included); the store is never created here."""
+        path = self.store_path
+        if path is None or not path.exists():
+            return self.open_kills()
+        try:
+            store = StateStore(path)
+        except StoreError as exc:
+            logger.warning("cannot read the kill commands left open in %s: %s", path, exc)
+            return self.open_kills()
+        try:
+            for command in store.commands(OPEN_COMMAND_STATUSES):
+                if command["kind"] == KIND_KILL:
+                    self.kills[int(command["id"])] = command
+            for command_id, known in list(self.kills.items()):
+                if known["status"] not in FINISHED:
+                    self.kills[command_id] = store.command(command_id) or known
+        finally:
+            store.close()
+        if self.command_id is not None:
+            self.command = self.kills.get(self.command_id, self.command)
+        return self.open_kills()
 
 
 def _kill_without_daemon(request: KillRequest, configs: list[StrategyConfig], run: OperatorRun,
                          lock: InstanceLock) -> int:
-    """No daemon: become one for this kill (``app.run_locked``), until the kill is finished.
+    """No daemon: become one for this kill (``app.run_locked``), until the kill is finished,
+    and every other kill queued meanwhile with it (``KillHere``).
 
-    SIGINT/SIGTERM stop it after the current wake; the command stays ``active`` and the
-    next daemon start finishes it.
+    SIGINT/SIGTERM stop it after the current wake; the commands stay ``active``, it says so
+    (CRITICAL alert ``kill_left_active``), and the next daemon start finishes them.
     """
     run.say(f"no daemon holds {run.settings.state_dir}: this process runs the kill ({request.describe()}) itself; "
             f"starting up first (exchange, state store, start-up reconciliation); Ctrl-C stops it and the next "
             f"daemon start finishes it")
     clock = choose_clock(run.settings, None, run.clock)
-    kill = KillHere(request, run)
     stop = StopFlag()
+    kill = KillHere(request, run, stop)
     undo_signals = run.install_signal_handlers(stop)
     try:
         code = run_locked(run.settings, clock, stop, configs,
@@ -350,11 +465,25 @@ def _kill_without_daemon(request: KillRequest, configs: list[StrategyConfig], ru
     if code == EXIT_STARTUP_FAILURE:
         run.complain("kill: could not open the exchange connection or the state store (see the log); nothing sent")
         return EXIT_NOT_DONE
-    if code != EXIT_OK or kill.command is None:
+    if kill.command is None:
         return code
-    if kill.command["status"] not in FINISHED:
-        run.say(f"interrupted ({stop.reason or 'stopped'}): {describe_command(kill.command)}; the next daemon "
-                f"start finishes it")
-        return EXIT_NOT_DONE
-    run.say(describe_command(kill.command))
-    return EXIT_OK if kill.command["status"] == COMMAND_DONE else EXIT_NOT_DONE
+    # Read with the lock still held: a kill queued by another `kill` after the last wake's check
+    # found the lock held, and nobody takes it once this process is gone.
+    still_open = kill.open_in_store_now()
+    for command in kill.finished_kills():
+        run.say(describe_command(command))
+    if code != EXIT_OK or still_open:
+        for command in still_open:
+            run.say(describe_command(command))
+        if still_open:
+            kill.alert_left_open(kill.alerts, still_open)
+            ending = (f"{stop.reason}, but another kill was queued as this process ended"
+                      if code == EXIT_OK and kill.finished_reason is not None and stop.reason == kill.finished_reason
+                      else f"interrupted ({stop.reason or 'stopped'})")
+            run.say(f"{ending}: " + kill.left_open_text(still_open))
+        return code if code != EXIT_OK else EXIT_NOT_DONE
+    finished = kill.finished_kills()
+    run.say("this process finished kill command(s) "
+            + ", ".join(f"{command['id']} ({command['status']})" for command in finished)
+            + "; no kill command is left open")
+    return EXIT_OK if all(command["status"] == COMMAND_DONE for command in finished) else EXIT_NOT_DONE
