@@ -37,6 +37,7 @@ Decisions on UNCERTAIN points are listed in ``ExchangeConfig``'s docstring.
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import hashlib
 import json
@@ -541,6 +542,27 @@ def _side_code(name: str) -> int:
     return SIDE_BUY if name == RFQ_BUY else SIDE_SELL
 
 
+# The fingerprint an entry of depth taken from a recorded level carries: such an entry is
+# forgotten level by level (``SimExchange._forget_changed``), never by a fingerprint of the book.
+_RECORDED_FP = "recorded"
+
+
+@dataclass(frozen=True)
+class _Recording:
+    """One symbol's recorded rows in a replay (``MarketSource.recorded_rows``) and the market
+    replaying them (whose ``current_row`` says which row is in force)."""
+
+    source: MarketSource
+    rows: Sequence[Any]
+    times: Sequence[int]
+    stale_ms: int
+
+
+def _consumed_copy(entry: dict[str, Any]) -> dict[str, Any]:
+    """A copy of one symbol's depth-taken entry, its maps copied too (state save and restore)."""
+    return {name: dict(value) if isinstance(value, dict) else value for name, value in entry.items()}
+
+
 class _IdSource:
     """Monotonic 19-digit int64 ids shared by every kind of record."""
 
@@ -678,6 +700,9 @@ class SimExchange:
         self._forgotten_orders: dict[int, Order] = {}
         self._forgotten_fills: dict[int, Fill] = {}
         self._units_cache: dict[str, int] = {}
+        # Per symbol: its recorded rows, their instants and the staleness limit (ms) when its market
+        # replays a recording, None when it is synthetic (``_recording``).
+        self._recordings: dict[str, _Recording | None] = {}
         self._funding: list[FundingRecord] = []
         self._funding_done_ms = funding_boundary_at_or_before(self._now)
         self._desk = RfqDesk(self._maker_settings(), config.seed, self._ids.next)
@@ -1052,15 +1077,25 @@ class SimExchange:
         return hashlib.sha1(repr((bids, asks)).encode("ascii")).hexdigest()[:16]
 
     def _synthetic_book(self, symbol: str) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-        """The market's liquidity in lots, minus what earlier takers consumed in this bucket."""
+        """The market's liquidity in lots, minus what earlier takers consumed.
+
+        Synthetic market: consumed depth comes back after ``book_replenish_seconds`` or as soon as
+        anything in the symbol's book changes. Recorded market (docs/HISTORY.md): depth a fill took
+        stays taken, level by level, until that side's recorded level changes (``_forget_changed``).
+        """
         try:
             bids, asks = self.market.book(symbol, 100)
         except KeyError:
             return [], []
         used = self._consumed.get(symbol)
         replenish_ms = self.config.book_replenish_seconds * 1000
-        if used is not None and (self._now - used["t"] >= replenish_ms
-                                 or used["fp"] != self._fingerprint(bids, asks)):
+        if used is not None and self._now - used["t"] >= replenish_ms:
+            del self._consumed[symbol]
+            used = None
+        recording = self._recording(symbol) if used is not None else None
+        if used is not None and recording is not None:
+            used = self._forget_changed(symbol, used, recording, bids, asks)
+        elif used is not None and used["fp"] != self._fingerprint(bids, asks):
             del self._consumed[symbol]
             used = None
         taken = used["levels"] if used else {}
@@ -1078,13 +1113,110 @@ class SimExchange:
 
     def _consume(self, symbol: str, tag: str, price: float, lots: int) -> None:
         bids, asks = self.market.book(symbol, 100)
+        key = f"{tag}|{price:.8f}"
+        recording = self._recording(symbol)
+        if recording is not None:
+            self._consume_recorded(symbol, recording, tag, key, bids if tag == "b" else asks, lots)
+            return
         fingerprint = self._fingerprint(bids, asks)
         used = self._consumed.get(symbol)
         if used is None or used["fp"] != fingerprint:
             used = {"fp": fingerprint, "t": self._now, "levels": {}}
             self._consumed[symbol] = used
-        key = f"{tag}|{price:.8f}"
         used["levels"][key] = used["levels"].get(key, 0) + lots
+
+    # ------------------------------------------------------------------ depth taken from a recording
+
+    def _recording(self, symbol: str) -> _Recording | None:
+        """``symbol``'s recorded rows when its market replays a recording, else None (asked once)."""
+        if symbol in self._recordings:
+            return self._recordings[symbol]
+        source = self.market.market_of(symbol)
+        recorded = source.recorded_rows(symbol) if source is not None else None
+        recording = None if source is None or recorded is None else _Recording(
+            source=source, rows=recorded.rows, times=recorded.times, stale_ms=recorded.stale_ms)
+        self._recordings[symbol] = recording
+        return recording
+
+    def _consume_recorded(self, symbol: str, recording: _Recording, tag: str, key: str,
+                          levels: list, lots: int) -> None:
+        """Take ``lots`` at ``key`` out of the recorded level in force now (``_synthetic_book``
+        has just forgotten whatever no longer applies, so what is kept belongs to this row)."""
+        row = recording.source.current_row(symbol)
+        if row is None:
+            return   # no recorded row, no recorded depth: nothing was there to take
+        used = self._consumed.get(symbol)
+        if used is None or "rows" not in used:
+            used = {"fp": _RECORDED_FP, "t": self._now, "levels": {}, "recorded": {}, "rows": {}}
+            self._consumed[symbol] = used
+        if key not in used["levels"]:
+            units = self._units(symbol)
+            price = float(key.split("|", 1)[1])
+            used["recorded"][key] = next((int(round(size * units)) for p, size in levels
+                                          if abs(float(p) - price) < 1e-9), 0)
+        used["rows"][tag] = row.time_ms
+        used["levels"][key] = used["levels"].get(key, 0) + lots
+
+    def _forget_changed(self, symbol: str, used: dict[str, Any], recording: _Recording,
+                        bids: list, asks: list) -> dict[str, Any] | None:
+        """Keep the depth taken from a recorded level while that side's recorded level is the same
+        (price and amount) in every row since the take, with no stale gap between them; forget it
+        otherwise. Sides are independent: a new bid gives back nothing taken from the ask."""
+        units = self._units(symbol)
+        row = recording.source.current_row(symbol)
+        if "rows" not in used:
+            # Saved before depth was kept per level: it held while the whole book was the same.
+            if row is None or used["fp"] != self._fingerprint(bids, asks):
+                del self._consumed[symbol]
+                return None
+            shown = {f"{tag}|{p:.8f}": int(round(size * units)) for tag, side in (("b", bids), ("a", asks))
+                     for p, size in side}
+            used = {"fp": _RECORDED_FP, "t": used["t"], "levels": dict(used["levels"]),
+                    "recorded": {key: shown.get(key, 0) for key in used["levels"]},
+                    "rows": {key[0]: row.time_ms for key in used["levels"]}}
+            self._consumed[symbol] = used
+        if row is None:
+            del self._consumed[symbol]
+            return None
+        stale_now = self._now - row.time_ms > recording.stale_ms
+        for tag in sorted({key[0] for key in used["levels"]}):
+            keys = [key for key in used["levels"] if key[0] == tag]
+            since = used["rows"].get(tag)
+            if stale_now or since is None or not all(
+                    self._level_held(recording, since, row.time_ms, tag, float(key.split("|", 1)[1]),
+                                     used["recorded"].get(key, 0), units) for key in keys):
+                for key in keys:
+                    del used["levels"][key]
+                    used["recorded"].pop(key, None)
+                used["rows"].pop(tag, None)
+            else:
+                used["rows"][tag] = row.time_ms
+        if not used["levels"]:
+            del self._consumed[symbol]
+            return None
+        return used
+
+    @staticmethod
+    def _level_held(recording: _Recording, since_ms: int, until_ms: int, tag: str, price: float,
+                    recorded_lots: int, units: int) -> bool:
+        """Whether every row after the one of ``since_ms`` up to ``until_ms`` records the level
+        ``price`` x ``recorded_lots`` on side ``tag``, each row following the one before within
+        the staleness limit (a row after a stale gap is a new level, even at the same price and amount)."""
+        times = recording.times
+        start = bisect.bisect_right(times, since_ms) - 1     # the row that was in force then
+        if start < 0 or times[start] != since_ms:
+            return False
+        end = bisect.bisect_right(times, until_ms)
+        previous = since_ms
+        for row in recording.rows[start + 1:end]:
+            if row.time_ms - previous > recording.stale_ms + 1:    # the row before went stale first
+                return False
+            level_price, size = (row.bid, row.bid_size) if tag == "b" else (row.ask, row.ask_size)
+            if (level_price <= 0 or size <= 0 or abs(level_price - price) > 1e-9
+                    or int(round(size * units)) != recorded_lots):
+                return False
+            previous = row.time_ms
+        return True
 
     def _resting_orders(self, symbol: str, side: int | None = None) -> list[Order]:
         orders = [self._orders[oid] for oid in self._live]
@@ -3417,8 +3549,7 @@ class SimExchange:
             "fills": [asdict(f) for f in self._fills.values()],
             "exercises": [asdict(r) for r in self._exercises],
             "block_trades": [asdict(t) for t in self._block_trades],
-            "consumed": {s: {"fp": u["fp"], "t": u["t"], "levels": dict(u["levels"])}
-                         for s, u in self._consumed.items()},
+            "consumed": {s: _consumed_copy(u) for s, u in self._consumed.items()},
             "last_price": dict(self._last_price),
             "pending_expiries": sorted(self._pending_expiries),
             "settled_expiries": list(self._settled_expiries),
@@ -3451,8 +3582,7 @@ class SimExchange:
             exchange._fills = FillRecords(Fill(**f) for f in state["fills"])
             exchange._exercises = [ExerciseRecord(**r) for r in state["exercises"]]
             exchange._block_trades = [BlockTrade(**t) for t in state["block_trades"]]
-            exchange._consumed = {s: {"fp": u["fp"], "t": u["t"], "levels": dict(u["levels"])}
-                                  for s, u in state.get("consumed", {}).items()}
+            exchange._consumed = {s: _consumed_copy(u) for s, u in state.get("consumed", {}).items()}
             exchange._last_price = dict(state.get("last_price", {}))
             exchange._pending_expiries = set(int(e) for e in state.get("pending_expiries", []))
             exchange._settled_expiries = [int(e) for e in state.get("settled_expiries", [])]

@@ -13,8 +13,13 @@ ahead); a row older than the staleness limit shows no book at all. The book is t
 best bid and best ask with their amounts, one level a side; a side the row lacks is an empty
 side. Nothing is invented: no mid, no depth beyond the recorded amount, no probability of a
 fill at the touch (``recorded_exchange_config``). The index is the underlying price recorded
-with the nearest unexpired expiry; an expiry settles at the underlying price recorded with it
-last at or before the expiry instant.
+with the nearest unexpired expiry among those recorded within the staleness limit (a stale
+expiry does not hold it; with none that fresh it keeps the latest recorded value and is stale).
+An expiry settles at the mean of that index over its delivery window, counting only the time
+it was fresh; a window with nothing fresh settles at the latest recorded underlying and is
+reported (``settlements``) and logged as not covered by the recording. The recording holds no
+perpetual: the venue's perpetual (``RecordedPerpMarket``) is the synthetic one around the
+recorded index, and shows no book (so fills nothing) while that index is stale.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from simulator.calendar import FRIDAY, QUARTER_MONTHS, format_strike, format_symbol, last_friday_ms, parse_symbol
 from simulator.market import Book, Instrument, MarketConfig, MarketModel, MarkValues, OptionQuote
+from simulator.market_source import RecordedRows
+from simulator.perpetuals import PerpConfig, PerpMarket
 from simulator.side_faults import EmptySides
 
 if TYPE_CHECKING:  # config imports the exchange, which must not import this module back
@@ -360,6 +367,29 @@ def expiry_kind_of(expiry_ms: int) -> str:
 # ---------------------------------------------------------------------------------------- the market
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a passed expiry of a replay settled (``HistoryMarket.settlements``).
+
+    ``fresh_ms`` is how many milliseconds of the delivery window (the ``window_ms`` ending at
+    the expiry, the expiry included) had an index recorded within the staleness limit; ``price``
+    is that index's mean over them, to the cent.
+    ``covered`` False means nothing in the window was fresh: ``price`` is then the latest
+    underlying recorded at or before the expiry, recorded at ``price_time_ms``, which is not a
+    settlement the recording supports (the run says so in a warning).
+    """
+
+    expiry_ms: int
+    price: float
+    window_ms: int
+    fresh_ms: int
+    price_time_ms: int
+
+    @property
+    def covered(self) -> bool:
+        return self.fresh_ms > 0
+
+
 class HistoryMarket:
     """Recorded quotes as the exchange's market; the surface of ``market_source.MarketSource``.
 
@@ -383,8 +413,10 @@ class HistoryMarket:
         self._times = {symbol: [row.time_ms for row in rows] for symbol, rows in data.rows.items()}
         self._instruments = {symbol: self._instrument_of(rows[0]) for symbol, rows in data.rows.items()}
         self._listing = sorted(self._instruments.values(), key=lambda i: (i.expiry_ms, i.strike, i.option_type))
-        self._index_times, self._index_values = self._index_series()
         self._expiry_times, self._expiry_prices = self._underlying_by_expiry()
+        self._index_times, self._index_values, self._index_fresh = self._index_series()
+        self._window_ms = round(config.delivery_window_seconds * 1000)
+        self._settlements: dict[int, Settlement] = {}
         self._change_times = self._quote_change_times()
         self._quote_cache: dict[str, OptionQuote] = {}
         self._cache_stamp: tuple[Any, ...] | None = None
@@ -396,22 +428,52 @@ class HistoryMarket:
                           expiry_ms=row.expiry_ms, listed_ms=row.time_ms, tick_size=cfg.tick_size,
                           min_qty=cfg.min_qty, kind=expiry_kind_of(row.expiry_ms))
 
-    def _index_series(self) -> tuple[list[int], list[float]]:
-        """The index at each row instant: the latest underlying price of the nearest unexpired expiry."""
-        ordered = sorted((row for rows in self._rows.values() for row in rows), key=lambda r: r.time_ms)
-        latest: dict[int, float] = {}
+    def _index_series(self) -> tuple[list[int], list[float], list[bool]]:
+        """The index as a step function of time: (instants it may change, its value, whether fresh).
+
+        At ``t`` the index is the latest underlying price of the nearest unexpired expiry among
+        those with a row at most the staleness limit old: an expiry whose rows stopped does not
+        hold the index while others are recorded. When no expiry is that fresh, the index is the
+        most recently recorded underlying price (of an unexpired expiry if any) and is stale.
+        An expiry counts up to and including its instant (its price then is what it settles on),
+        so the index can change at a row, at a row turning stale without a successor, and 1 ms
+        after an expiry.
+        """
+        stale = self._stale_ms
+        events: set[int] = set()
+        for expiry, expiry_times in self._expiry_times.items():
+            events.update(expiry_times)
+            events.add(expiry + 1)
+            for current, following in zip(expiry_times, [*expiry_times[1:], None]):
+                if following is None or following - current > stale:
+                    events.add(current + stale + 1)
+        points = sorted(((t, expiry, price) for expiry, expiry_times in self._expiry_times.items()
+                         for t, price in zip(expiry_times, self._expiry_prices[expiry])), key=lambda p: p[0])
+        latest: dict[int, tuple[int, float]] = {}     # expiry -> (time, price) of its latest row so far
+        consumed = 0
         times: list[int] = []
         values: list[float] = []
-        for row in ordered:
-            latest[row.expiry_ms] = row.underlying_price
-            live = [expiry for expiry in latest if expiry > row.time_ms]
-            value = latest[min(live)] if live else row.underlying_price
-            if times and times[-1] == row.time_ms:
-                values[-1] = value
-            elif not values or values[-1] != value:
-                times.append(row.time_ms)
+        fresh_flags: list[bool] = []
+        for t in sorted(events):
+            while consumed < len(points) and points[consumed][0] <= t:
+                row_time, expiry, price = points[consumed]
+                latest[expiry] = (row_time, price)   # stable sort: of one instant, the later row wins
+                consumed += 1
+            if not latest:
+                continue
+            live = [expiry for expiry in latest if expiry >= t]
+            fresh = [expiry for expiry in live if t - latest[expiry][0] <= stale]
+            if fresh:
+                chosen = min(fresh)
+            else:
+                # Nothing fresh: the latest recorded price (ties: the nearer expiry), marked stale.
+                chosen = max(live or latest, key=lambda e: (latest[e][0], -e))
+            value = latest[chosen][1]
+            if not values or (values[-1], fresh_flags[-1]) != (value, bool(fresh)):
+                times.append(t)
                 values.append(value)
-        return times, values
+                fresh_flags.append(bool(fresh))
+        return times, values, fresh_flags
 
     def _underlying_by_expiry(self) -> tuple[dict[int, list[int]], dict[int, list[float]]]:
         pairs: dict[int, list[tuple[int, float]]] = {}
@@ -466,7 +528,7 @@ class HistoryMarket:
             self._now_ms = max(self._now_ms, int(now_ms))
 
     def index_price(self) -> float:
-        """The underlying price recorded last with the nearest unexpired expiry (frozen while frozen)."""
+        """The index now (``_index_series``; the last recorded value while stale, frozen while frozen)."""
         with self._lock:
             if self._frozen_value is not None:
                 return self._frozen_value
@@ -476,52 +538,113 @@ class HistoryMarket:
         position = bisect.bisect_right(self._index_times, t_ms) - 1
         return self._index_values[max(0, position)]
 
+    def index_fresh(self) -> bool:
+        """Whether the index now comes from a row at most the staleness limit old.
+
+        False before the first row and during a gap of the recording: the replay's perpetual
+        then shows no book (``RecordedPerpMarket``). Independent of ``freeze_index``.
+        """
+        with self._lock:
+            position = bisect.bisect_right(self._index_times, self._now_ms) - 1
+            return position >= 0 and self._index_fresh[position]
+
+    def _fresh_mean(self, start_ms: int, end_ms: int) -> tuple[float | None, int]:
+        """(mean, milliseconds counted) of the index over the instants of [start_ms, end_ms] at
+        which it was fresh, each millisecond weighing the same; (None, 0) when it never was."""
+        times, values, fresh = self._index_times, self._index_values, self._index_fresh
+        if end_ms < start_ms or not times:
+            return None, 0
+        total = 0.0
+        counted = 0
+        position = max(0, bisect.bisect_right(times, start_ms) - 1)
+        while position < len(times) and times[position] <= end_ms:
+            if fresh[position]:
+                low = max(start_ms, times[position])
+                high = min(end_ms, times[position + 1] - 1) if position + 1 < len(times) else end_ms
+                if high >= low:
+                    total += values[position] * (high - low + 1)
+                    counted += high - low + 1
+            position += 1
+        return (total / counted if counted else None), counted
+
     def index_average(self, start_ms: int, end_ms: int) -> float:
-        """Mean of the recorded index values in force over [start_ms, end_ms]; ``ValueError`` when
-        nothing was recorded at or before ``end_ms``."""
+        """Mean of the index over the part of [start_ms, end_ms] it was fresh (``_fresh_mean``);
+        ``ValueError`` when it never was: an average of stale values is never given."""
         with self._lock:
             start_ms, end_ms = int(start_ms), int(end_ms)
             if end_ms < start_ms:
                 raise ValueError("index_average needs start_ms <= end_ms")
-            if not self._index_times or self._index_times[0] > end_ms:
-                raise ValueError(f"no index observations in [{start_ms}, {end_ms}]")
-            low = bisect.bisect_right(self._index_times, start_ms)
-            high = bisect.bisect_right(self._index_times, end_ms)
-            points = [self._index_at(start_ms), *self._index_values[low:high]]
-            return sum(points) / len(points)
+            mean, _counted = self._fresh_mean(start_ms, end_ms)
+            if mean is None:
+                raise ValueError(f"no index recorded within {self._stale_ms} ms in [{start_ms}, {end_ms}]")
+            return mean
 
-    def _underlying_of_expiry(self, expiry_ms: int, at_ms: int) -> float | None:
-        times = self._expiry_times.get(expiry_ms)
-        if not times:
-            return None
-        position = bisect.bisect_right(times, at_ms) - 1
-        return self._expiry_prices[expiry_ms][position] if position >= 0 else None
+    def _latest_underlying(self, at_ms: int) -> tuple[int, float] | None:
+        """(time, price) of the latest underlying recorded at or before ``at_ms``, of any expiry."""
+        best: tuple[int, float] | None = None
+        for expiry, times in self._expiry_times.items():
+            position = bisect.bisect_right(times, at_ms) - 1
+            if position >= 0 and (best is None or times[position] > best[0]):
+                best = (times[position], self._expiry_prices[expiry][position])
+        return best
+
+    def _settlement(self, expiry_ms: int) -> Settlement | None:
+        """How ``expiry_ms`` settles once passed (cached: rows at or before it never change)."""
+        settled = self._settlements.get(expiry_ms)
+        if settled is not None or self._now_ms < expiry_ms or expiry_ms not in self._expiry_times:
+            return settled
+        mean, fresh_ms = self._fresh_mean(expiry_ms - self._window_ms + 1, expiry_ms)
+        if mean is not None:
+            settled = Settlement(expiry_ms=expiry_ms, price=round(mean, 2), window_ms=self._window_ms,
+                                 fresh_ms=fresh_ms, price_time_ms=expiry_ms)
+        else:
+            latest = self._latest_underlying(expiry_ms)
+            if latest is None:
+                return None
+            settled = Settlement(expiry_ms=expiry_ms, price=latest[1], window_ms=self._window_ms, fresh_ms=0,
+                                 price_time_ms=latest[0])
+            log.warning("history %s: expiry %s is NOT covered by the recording: no underlying price recorded "
+                        "within %.0f s at any time of its %.0f s delivery window; it settles at %.2f, recorded "
+                        "%.0f s before the expiry, a price the recording does not support", self._data.path,
+                        _iso(expiry_ms), self._stale_ms / 1000, self._window_ms / 1000, settled.price,
+                        (expiry_ms - settled.price_time_ms) / 1000)
+        self._settlements[expiry_ms] = settled
+        return settled
 
     def delivery_price(self, expiry_ms: int) -> float | None:
-        """Once ``expiry_ms`` has passed: the underlying price recorded last with it at or before it."""
+        """Once ``expiry_ms`` has passed: its settlement price (``_settlement``); None before."""
         with self._lock:
-            expiry_ms = int(expiry_ms)
-            if self._now_ms < expiry_ms:
-                return None
-            return self._underlying_of_expiry(expiry_ms, expiry_ms)
+            settled = self._settlement(int(expiry_ms))
+            return settled.price if settled is not None else None
 
     def delivery_prices(self) -> dict[int, float]:
         with self._lock:
             out: dict[int, float] = {}
             for expiry in sorted(self._expiry_times):
                 if expiry <= self._now_ms and self._visible_expiry(expiry):
-                    price = self._underlying_of_expiry(expiry, expiry)
-                    if price is not None:
-                        out[expiry] = price
+                    settled = self._settlement(expiry)
+                    if settled is not None:
+                        out[expiry] = settled.price
             return out
 
+    def settlements(self) -> list[Settlement]:
+        """How every passed expiry of the recording settled, by expiry; see ``Settlement.covered``."""
+        with self._lock:
+            out = [self._settlement(expiry) for expiry in sorted(self._expiry_times)
+                   if expiry <= self._now_ms and self._visible_expiry(expiry)]
+            return [settled for settled in out if settled is not None]
+
     def estimated_delivery_price(self, expiry_ms: int) -> float:
-        """The delivery price once passed; before, the latest underlying of that expiry (else the index)."""
+        """The delivery price once passed; inside the window the fresh index's mean so far; else the index."""
         with self._lock:
             expiry_ms = int(expiry_ms)
-            at = min(expiry_ms, self._now_ms)
-            price = self._underlying_of_expiry(expiry_ms, at)
-            return price if price is not None else self.index_price()
+            if self._now_ms >= expiry_ms:
+                settled = self._settlement(expiry_ms)
+                if settled is not None:
+                    return settled.price
+                return self.index_price()
+            mean, _counted = self._fresh_mean(expiry_ms - self._window_ms + 1, self._now_ms)
+            return round(mean, 2) if mean is not None else self.index_price()
 
     def _visible_expiry(self, expiry_ms: int) -> bool:
         times = self._expiry_times.get(expiry_ms)
@@ -575,6 +698,11 @@ class HistoryMarket:
         """Equal stamps mean identical quotes and books: the count of quote changes so far."""
         with self._lock:
             return (bisect.bisect_right(self._change_times, self._now_ms), self._fault_version)
+
+    def recorded_rows(self, symbol: str) -> RecordedRows:
+        """``symbol``'s recorded rows, their instants and the staleness limit (``market_source.MarketSource``)."""
+        return RecordedRows(rows=self._rows.get(symbol, []), times=self._times.get(symbol, []),
+                            stale_ms=self._stale_ms)
 
     def current_row(self, symbol: str) -> HistoryRow | None:
         """The row in force for ``symbol`` now (stale or not); None before its first row."""
@@ -703,6 +831,34 @@ class HistoryMarket:
         return market
 
 
+class RecordedPerpMarket(PerpMarket):
+    """The venue's perpetual in a replay: the synthetic perpetual around the recorded index,
+    with no book (so no fill, taker or resting) while that index is stale.
+
+    Why: an options chain records no perpetual. Its book (half-spread, depth, sizes) is the
+    simulator's model around the recorded underlying price; while the recording is fresh that
+    model is anchored to a price the market showed, but during a gap it would be anchored to a
+    price nobody refreshed, and a hedge could trade on it at will (docs/HISTORY.md).
+    """
+
+    def __init__(self, config: PerpConfig, underlying: HistoryMarket) -> None:
+        super().__init__(config, underlying)
+        self._recorded = underlying
+
+    def book(self, depth: int = 100) -> Book:
+        if not self._recorded.index_fresh():
+            return [], []
+        return super().book(depth)
+
+
+def perp_market(config: PerpConfig, underlying: MarketSource) -> PerpMarket:
+    """The perpetual ``config`` on ``underlying``'s index: ``RecordedPerpMarket`` on a replay,
+    the synthetic ``PerpMarket`` (unchanged) on any other market."""
+    if isinstance(underlying, HistoryMarket):
+        return RecordedPerpMarket(config, underlying)
+    return PerpMarket(config, underlying)
+
+
 # ---------------------------------------------------------------------------------------- wiring
 
 
@@ -715,6 +871,9 @@ def recorded_exchange_config(base: ExchangeConfig) -> ExchangeConfig:
       merely because time passed: the recording does not know of our trades;
     * no simulated RFQ makers: nothing in the recording says what a block would have cost, and
       a quote priced off the mark would be the fill at mid that a backtest must never show.
+
+    The one thing a replay cannot take from the recording is the perpetual's book: it is the
+    model's, and shows nothing while the recorded index is stale (``RecordedPerpMarket``).
     """
     return dataclasses.replace(base, passive_fill_prob_per_min_at_touch=0.0,
                                book_replenish_seconds=float(10 * 365 * 86_400), rfq_maker_count=0)
@@ -761,10 +920,13 @@ __all__ = [
     "HistoryFormatError",
     "HistoryMarket",
     "HistoryRow",
+    "RecordedPerpMarket",
+    "Settlement",
     "build_market",
     "coincall_symbol",
     "expiry_kind_of",
     "history_span",
+    "perp_market",
     "read_history",
     "recorded_exchange_config",
     "restore_market",

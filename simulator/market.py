@@ -1068,6 +1068,14 @@ class MarketModel:
 
     # ------------------------------------------------------------------ persistence
 
+    def recorded_rows(self, symbol: str) -> None:
+        """A modelled market replays no recording (``market_source.MarketSource``)."""
+        return None
+
+    def current_row(self, symbol: str) -> None:
+        """A modelled market has no recorded row (``market_source.MarketSource``)."""
+        return None
+
     def to_state(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this model is (JSON-serialisable)."""
         with self._lock:

@@ -8,9 +8,21 @@ noticed where the other one lacks it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from simulator.market import Book, Instrument, MarketConfig, MarkValues, OptionQuote
+
+
+@dataclass(frozen=True)
+class RecordedRows:
+    """One symbol's rows in a replayed recording (``history.HistoryRow``, in time order), their
+    instants in ms, and the replay's staleness limit in ms: what the exchange needs to keep the
+    depth a fill took from a recorded level until that level changes (docs/HISTORY.md)."""
+
+    rows: Sequence[Any]
+    times: Sequence[int]
+    stale_ms: int
 
 
 class MarketSource(Protocol):
@@ -70,5 +82,13 @@ class MarketSource(Protocol):
 
     def to_state(self) -> dict[str, Any]: ...
 
+    def recorded_rows(self, symbol: str) -> RecordedRows | None:
+        """The recording behind ``symbol`` in a replay; None for a modelled market."""
+        ...
 
-__all__ = ["MarketSource"]
+    def current_row(self, symbol: str) -> Any | None:
+        """The recorded row in force for ``symbol`` now; None for a modelled market (or before its first row)."""
+        ...
+
+
+__all__ = ["MarketSource", "RecordedRows"]

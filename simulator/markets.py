@@ -11,6 +11,8 @@ primary underlying (BTC), plus look-ups by base and by symbol.
   symbols (``ETHUSD``) to their ``PerpMarket``.
 * ``advance_to`` moves every underlying (each on its own seeded grid, so the result does not
   depend on how time is sliced); the perpetuals are functions of their index and the time.
+  On a history replay a perpetual shows no book while the recorded index is stale
+  (``history.RecordedPerpMarket``); on the synthetic market it is ``PerpMarket`` unchanged.
 * Fault switches: ``freeze_index`` and ``set_empty_side`` apply to every market (a stale feed
   is stale everywhere; an fnmatch pattern picks its symbols); ``set_scripted_path`` drives
   the primary index only (``set_scripted_path_of`` any other).
@@ -67,7 +69,7 @@ class Markets:
         if isinstance(market, Markets):
             return market
         base = market.config.base
-        perps = [PerpMarket(btc_perp_config(seed), market)] if base == "BTC" else []
+        perps = [_perp_on(btc_perp_config(seed), market)] if base == "BTC" else []
         return cls({base: market}, perps, primary=base)
 
     # ------------------------------------------------------------------ look-ups
@@ -263,9 +265,17 @@ class Markets:
 # ---------------------------------------------------------------------------- building
 
 
+def _perp_on(config: PerpConfig, underlying: MarketSource) -> PerpMarket:
+    """A perpetual on ``underlying``'s index; on a history replay one that shows no book while the
+    recorded index is stale (``history.RecordedPerpMarket``, docs/HISTORY.md)."""
+    from simulator.history import perp_market
+
+    return perp_market(config, underlying)
+
+
 def _perp_markets(config: SimulatorConfig, options: dict[str, MarketSource]) -> list[PerpMarket]:
     listed: list[PerpConfig] = config.perp_configs()
-    return [PerpMarket(perp, options[perp.base]) for perp in listed if perp.base in options]
+    return [_perp_on(perp, options[perp.base]) for perp in listed if perp.base in options]
 
 
 def build_markets(config: SimulatorConfig, start_ms: int) -> Markets:
