@@ -33,7 +33,7 @@ import logging
 from dataclasses import dataclass
 
 from clock import Clock
-from coincall_payloads import history_filters, next_page_filters, parse_fill_page
+from coincall_payloads import history_filters, next_page_filters, parse_fill_page, parse_order_page
 from contracts import Side, is_perpetual_symbol
 from errors import TraderError
 from external_closes import REVERSED_METADATA_KEY, reversed_quantities
@@ -211,9 +211,9 @@ class CloseEvidence:
         if is_perpetual_symbol(symbol):
             return self._foreign_perp_fills(symbol, since)
         ours = self.ledger.known_order_ids()
-        filters = history_filters(page_size=HISTORY_PAGE_SIZE, symbol=symbol, start_ms=int(since * 1000),
-                                  end_ms=self.clock.now_ms())
-        found: list[ForeignFill] = []
+        start_ms, end_ms = int(since * 1000), self.clock.now_ms()
+        filters = history_filters(page_size=HISTORY_PAGE_SIZE, symbol=symbol, start_ms=start_ms, end_ms=end_ms)
+        found: list[tuple[ForeignFill, int | None]] = []
         for _page in range(EVIDENCE_MAX_PAGES):
             page = parse_fill_page(self.client.trade_history(**filters))
             for fill in page.rows:
@@ -225,12 +225,44 @@ class CloseEvidence:
                 qty, price = fill.qty, fill.price
                 if when < since or qty is None or price is None or qty <= 0 or price < 0:
                     continue
-                found.append(ForeignFill(when, fill.side, qty, price))
+                found.append((ForeignFill(when, fill.side, qty, price), fill.order_id))
             cursor = page.next_cursor
-            if not page.has_next or cursor is None:
+            if not page.has_next:
+                break
+            if cursor is None:
+                raise TraderError(f"the fill history of {symbol} says more pages follow but gives no way on; "
+                                  f"an unfinished read proves nothing")
+            filters = next_page_filters(filters, cursor)
+        else:
+            # Cut short, the newest pages only: the older (opening) side of a round trip may be
+            # what is missing, and the net flow would be overstated. No evidence this time.
+            raise TraderError(f"the fill history of {symbol} has more than {EVIDENCE_MAX_PAGES} pages since "
+                              f"the window opened; an unfinished read proves nothing")
+        if not found:
+            return []
+        # Option fill rows carry no clientOrderId (API.md 8.6): a fill of an order of ours the
+        # ledger has no orderId for (its answer lost, a verdict on missing data, a restored
+        # older store) is known only through the order history, joined by orderId.
+        prefixed = self._prefixed_option_orders(start_ms, end_ms)
+        return [row for row, order_id in found if order_id is None or order_id not in prefixed]
+
+    def _prefixed_option_orders(self, start_ms: int, end_ms: int) -> set[int]:
+        """The orderIds of the option orders of the window whose clientOrderId carries our prefix
+        (every page; ``TraderError`` when the read cannot be finished: no evidence then)."""
+        filters = history_filters(page_size=HISTORY_PAGE_SIZE, start_ms=start_ms, end_ms=end_ms)
+        prefixed: set[int] = set()
+        for _page in range(EVIDENCE_MAX_PAGES):
+            page = parse_order_page(self.client.order_history(**filters))
+            prefixed.update(order.order_id for order in page.rows
+                            if order.order_id is not None and carries_prefix(order.client_order_id, self.ledger.prefix))
+            cursor = page.next_cursor
+            if not page.has_next:
+                return prefixed
+            if cursor is None:
                 break
             filters = next_page_filters(filters, cursor)
-        return found
+        raise TraderError("the option order history of the evidence window could not be read to its end; "
+                          "whose the fills are is unknown, so they prove nothing")
 
     def _foreign_perp_fills(self, symbol: str, since: float) -> list[ForeignFill]:
         """The same for a perpetual, from the perp fill history (every page, every symbol: the

@@ -1800,7 +1800,6 @@ class SimExchange:
 
     def _fill_view(self, fill: Fill) -> dict[str, Any]:
         instrument = self.market.instrument(fill.symbol)
-        order = self._orders.get(fill.order_id) or self._forgotten_orders.get(fill.order_id)
         return {
             "id": fill.trade_id,
             "optionId": instrument.option_id if instrument else 0,
@@ -1815,7 +1814,8 @@ class SimExchange:
             "indexPrice": _money(fill.index),
             "orderId": fill.order_id,
             "tradeId": fill.trade_id,
-            "clientOrderId": order.client_order_id if order else None,
+            # No clientOrderId: the option fill history does not carry one (API.md 8.6); a
+            # client finds whose a fill is by its orderId.
             "fee": fill.fee,
             "time": fill.time_ms,
             "reduceOnly": 1 if fill.reduce_only else 0,
@@ -1923,6 +1923,10 @@ class SimExchange:
         min_lots = int(round(min_qty * units))
         if qty <= 0 or abs(lots_float - lots) > 1e-6 or lots < max(1, min_lots):
             raise SimError(E_QTY_BELOW_MIN, "less.than.min.amount")
+        if qty != lots / units:
+            # On the step but for float residue (0.29999999999999993): not a valid size (API.md
+            # 11.15); a client must snap and write the lot's own decimal.
+            raise SimError(E_PARAM_ILLEGAL, "Parameter illegal: qty")
         if lots > int(round(max_qty * units)):
             raise SimError(E_SIZE_ABOVE_MAX, "order.size.exceeds.the.maximum.limit.per.order")
         return lots
@@ -1961,8 +1965,9 @@ class SimExchange:
         side = parse_int(params.get("tradeSide"), "tradeSide") if _present(params, "tradeSide") else None
         if side not in (SIDE_BUY, SIDE_SELL):
             raise SimError(E_PARAM_ERROR, "Parameter tradeSide illegal")
-        trade_type = parse_int(params.get("tradeType", TT_LIMIT), "tradeType", E_PARAM_ILLEGAL) \
-            if _present(params, "tradeType") else TT_LIMIT
+        if not _present(params, "tradeType"):   # required (API.md 8.1), as on the futures route
+            raise SimError(E_PARAM_ERROR, "Parameter tradeType illegal")
+        trade_type = parse_int(params["tradeType"], "tradeType", E_PARAM_ILLEGAL)
         if trade_type not in (TT_LIMIT, TT_POST_ONLY):
             raise SimError(E_PARAM_ILLEGAL, "Parameter illegal: tradeType")
         tif = params.get("timeInForce") if _present(params, "timeInForce") else "GTC"
@@ -3414,15 +3419,24 @@ class SimExchange:
                 if o.user_id == account.user_id]
 
     @_locked
+    def _inspected_fill(self, fill: Fill) -> dict[str, Any]:
+        """A fill's wire view plus what only an inspector sees: ``fillPrice`` (the real price) and
+        the order's ``clientOrderId`` (the wire's trade history does not carry it, API.md 8.6)."""
+        view = self._fill_view(fill)
+        order = self._orders.get(fill.order_id) or self._forgotten_orders.get(fill.order_id)
+        view["clientOrderId"] = order.client_order_id if order else None
+        view["fillPrice"] = fill.price
+        return view
+
     def fills(self, account: Account | None = None) -> list[dict]:
-        """Every fill of an account (unlagged), oldest first; adds ``fillPrice`` (the real price)."""
+        """Every fill of an account (unlagged), oldest first; adds ``fillPrice`` (the real price)
+        and the order's ``clientOrderId`` (``_inspected_fill``)."""
         self._sync_now()
         account = self._account_arg(account)
         out = []
         for fill in self._fills.values():
             if fill.user_id == account.user_id:
-                view = self._fill_view(fill)
-                view["fillPrice"] = fill.price
+                view = self._inspected_fill(fill)
                 out.append(view)
         return out
 
@@ -3445,8 +3459,7 @@ class SimExchange:
         out = []
         for fill in sorted(self._forgotten_fills.values(), key=lambda f: f.trade_id):
             if fill.user_id == account.user_id:
-                view = self._fill_view(fill)
-                view["fillPrice"] = fill.price
+                view = self._inspected_fill(fill)
                 out.append(view)
         return out
 

@@ -18,6 +18,7 @@ import pytest
 
 from clock import SimulatedClock
 from close_evidence import KNOWN_READ_LAG_SECONDS, CloseEvidence, KnownPosition
+from errors import TransportError
 from order_ledger import Intent
 from tests.unit.test_perp_reconciliation import PERP, Rig, perp_fill, perp_trade
 from tests.unit.test_reconciliation import (
@@ -273,3 +274,43 @@ def test_a_perp_partial_round_trip_books_its_net():
     report = rig.reconciler.startup(snapshot())
 
     assert rig.lifecycle.external == [("T000000001", 0, 0.01, 71_100.0)] and report.suspect == [PERP]
+
+
+# ---------------------------------------------------------------------------------------------
+# Whose a fill is: the order history, joined by orderId (option fills carry no clientOrderId)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_fill_of_an_order_of_ours_the_ledger_has_no_order_id_for_is_ours_through_the_order_history():
+    """API.md 8.6: option fill rows name no clientOrderId. An order of ours whose orderId the
+    ledger never learnt (its answer lost) filled: the order history, joined by orderId, says it
+    carries our prefix, so its fill is no evidence of an outside close."""
+    found = evidence([fill(SELL, 0.01, 310.0, T0 - 270, 702)])
+    client = found.client
+    client.history_pages = [{"list": [{"orderId": 702, "clientOrderId": ours(3, 0, Intent.CLOSE), "symbol": SYM_C,
+                                       "tradeSide": SELL, "qty": 0.01, "state": 1, "fillQty": 0.01}],
+                             "hasNext": False}]
+
+    assert found.fills(SYM_C, +1, WINDOW) == []
+
+
+def test_an_order_history_that_cannot_be_read_to_its_end_is_no_evidence():
+    found = evidence([fill(SELL, 0.01, 310.0, T0 - 270, 702)])
+    found.client.fail_history = TransportError("GET /open/option/order/history/v1", "timeout")
+
+    assert found.fills(SYM_C, +1, WINDOW) == []
+
+
+def test_a_fill_history_cut_short_is_no_evidence():
+    """More pages than the read takes: the newest pages alone could miss the opening side of a
+    round trip, and the net flow would be overstated."""
+    found = evidence([])
+
+    pages = iter(range(1000, 0, -1))
+
+    def endless(**params):
+        row = next(pages)
+        return {"list": [fill(SELL, 0.01, 310.0, T0 - 270, row, id=row)], "hasNext": True}
+
+    found.client.trade_history = endless
+    assert found.fills(SYM_C, +1, WINDOW) == []
