@@ -19,14 +19,14 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Container, Mapping, TypeVar
 from urllib.parse import urlparse
 
 from dotenv import dotenv_values
 
 from dashboard_security import bind_problem, token_weakness
 from errors import ConfigError
-from notifications import DEFAULT_MIN_LEVEL, NOTIFY_LEVELS, mask_url
+from notifications import DEFAULT_MIN_LEVEL, NOTIFY_LEVELS, mask_url, telegram_secrets, webhook_secrets
 from validation import closest
 
 ENVIRONMENTS: tuple[str, ...] = ("sim", "testnet", "production")
@@ -255,7 +255,13 @@ class Settings:
     def secret_values(self) -> list[str]:
         """Every secret these settings hold (API key and secret, dashboard token, bot token, webhook
         URL): the log redacts each of them, whatever logger a line comes from."""
-        values = [self.dashboard_token, self.telegram_bot_token, self.notify_webhook_url]
+        values = [self.dashboard_token]
+        # The parts a library may quote alone: urllib3 writes a webhook's path and query (its
+        # token) with the port added, so the whole URL never matches; a bot token's secret half.
+        if self.telegram_bot_token:
+            values += [secret for secret, _stand_in in telegram_secrets(self.telegram_bot_token)]
+        if self.notify_webhook_url:
+            values += [secret for secret, _stand_in in webhook_secrets(self.notify_webhook_url)]
         if self.credentials is not None:
             values += [self.credentials.api_key, self.credentials.api_secret]
         return [value for value in values if value]
@@ -399,16 +405,24 @@ def _merge_sources(env: Mapping[str, str], dotenv: Mapping[str, str]) -> dict[st
     return merged
 
 
-def _reject_unknown(values: Mapping[str, str]) -> None:
+def _reject_unknown(values: Mapping[str, str], from_file: Container[str] = ()) -> None:
     """Refuse a misspelled setting rather than silently running on its default.
 
-    Every ``COINCALL_*`` name must be known; any other name is refused only when it is a near
-    miss of a known one (``NEAR_MISS_CUTOFF``), since the process environment holds plenty of
-    variables that are not ours.
+    Every name in ``.env`` (``from_file``) must be known: that file is the daemon's own, and a
+    misspelling there (``NOTIFY_WEBHOOK``, ``client_order_prefix``) would leave a safety
+    setting at its default in silence. In the process environment, which holds plenty of
+    variables that are not ours, every ``COINCALL_*`` name must be known, and any other name
+    is refused when it is a known one in another case or a near miss (``NEAR_MISS_CUTOFF``).
     """
     for name in sorted(values):
         if name in KNOWN_VARIABLES:
             continue
+        if name.upper() in KNOWN_VARIABLES:
+            raise ConfigError(f"{name} is not a known setting: did you mean {name.upper()}? (names are upper case)")
+        if name in from_file:
+            close = closest(name.upper(), KNOWN_VARIABLES)
+            hint = f"did you mean {close}?" if close is not None else "see .env.example for the known variables"
+            raise ConfigError(f"{name} in .env is not a known setting: {hint} (rename it, or remove it)")
         if name.startswith(CHECKED_PREFIX):
             close = closest(name, KNOWN_VARIABLES)
             hint = f"did you mean {close}?" if close is not None else "see .env.example for the known variables"
@@ -566,8 +580,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv_path: str | os
     ``env`` overrides the file. Raises ``ConfigError`` with a single message on the first
     invalid or missing value; never returns a half-valid configuration.
     """
-    values = _merge_sources(os.environ if env is None else env, _read_dotenv(dotenv_path))
-    _reject_unknown(values)
+    from_file = _read_dotenv(dotenv_path)
+    values = _merge_sources(os.environ if env is None else env, from_file)
+    _reject_unknown(values, from_file)
 
     environment = _parse_choice(values, "TRADING_ENVIRONMENT", "sim", ENVIRONMENTS)
     base_url = _parse_base_url(values, environment)

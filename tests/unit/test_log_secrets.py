@@ -91,7 +91,7 @@ def test_every_configured_secret_is_redacted_from_any_line_and_traceback(tmp_pat
                               "DASHBOARD_ENABLED": "true", "DASHBOARD_TOKEN": "Q3v9Zr_k1XwLm0pT8sYbN2cE5hGa7dJu",
                               "STATE_DIR": str(tmp_path / "s"), "LOG_DIR": str(tmp_path / "l")}, dotenv_path=None)
     secrets = settings.secret_values()
-    assert len(secrets) == 5
+    assert len(secrets) == 7          # the webhook's path alone and the bot token's secret half too
     undo = main_module.setup_logging(tmp_path / "logs", "INFO", SimulatedClock(start=START), secrets=secrets)
     try:
         log = logging.getLogger("some.module")
@@ -105,3 +105,18 @@ def test_every_configured_secret_is_redacted_from_any_line_and_traceback(tmp_pat
     text = (tmp_path / "logs" / "trading.log").read_text(encoding="utf-8")
     assert "signed with <redacted> and <redacted>" in text and "ValueError: cannot post to" in text
     assert not [secret for secret in secrets if secret in text]
+
+
+def test_a_webhook_token_quoted_with_the_port_added_is_redacted():
+    """urllib3 writes ``url=http://host:80/path`` (the port added): the whole configured URL does
+    not match, so the log redacts the path and query alone too, and a bot token's secret half."""
+    url = f"https://hooks.example.com/services/{WEBHOOK_TOKEN}?key=q{WEBHOOK_TOKEN[::-1]}"
+    settings = load_settings({"NOTIFY_WEBHOOK_URL": url, "TELEGRAM_BOT_TOKEN": BOT_TOKEN,
+                              "TELEGRAM_CHAT_ID": "42"}, dotenv_path=None)
+    formatter = main_module.ClockFormatter(SimulatedClock(start=START), secrets=settings.secret_values())
+    record = logging.LogRecord("urllib3.connectionpool", logging.WARNING, __file__, 1,
+                               "Failed to parse headers (url=https://hooks.example.com:443/services/%s?key=q%s): x; "
+                               "bot %s", (WEBHOOK_TOKEN, WEBHOOK_TOKEN[::-1], BOT_TOKEN.split(":", 1)[1]), None)
+    line = formatter.format(record)
+    assert WEBHOOK_TOKEN not in line and WEBHOOK_TOKEN[::-1] not in line
+    assert BOT_TOKEN.split(":", 1)[1] not in line and "hooks.example.com:443" in line
