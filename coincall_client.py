@@ -102,6 +102,7 @@ RATE_LIMITED_CODES = frozenset({10000, 10605})
 INVALID_PARAMETER_CODE = 10004
 HTTP_TOO_MANY_REQUESTS = 429
 MAX_PENDING_PAGES = 200
+PENDING_PAGE_SIZE = 500      # the largest page the open-orders list serves (API.md 8.5)
 TIME_OFFSET_WARN_SECONDS = 0.5
 ORDER_ACTIONS_BUDGET = "order_actions"
 
@@ -932,19 +933,31 @@ class CoincallClient:
         return self._get(Endpoints.PENDING_ORDERS, params)
 
     def all_pending_orders(self, currency: str | None = None) -> list[Any]:
-        """Every open order: the endpoint returns 20 per page by default, so follow ``pageTotal``."""
+        """Every open order: the endpoint returns 20 per page by default, so every page is read.
+
+        The walk ends at ``pageTotal``; an answer without a usable one ends at ``total``, else at
+        a short page (as ``perp_pending_orders`` does). Stopping after the first page because
+        ``pageTotal`` was missing would pass a partial list off as the whole of it.
+        """
         orders: list[Any] = []
         page = 1
         while True:
-            data = self.pending_orders(page=page, page_size=500, currency=currency)
+            data = self.pending_orders(page=page, page_size=PENDING_PAGE_SIZE, currency=currency)
             if isinstance(data, list):  # unexpected bare list: nothing to page through
                 return orders + data
             if not isinstance(data, Mapping):
                 raise TransportError(Endpoints.PENDING_ORDERS.method + " " + Endpoints.PENDING_ORDERS.path,
                                      "pending orders answer is not an object")
-            orders.extend(data.get("list") or [])
-            page_total = data.get("pageTotal")
-            if not isinstance(page_total, int) or page >= page_total:
+            rows = data.get("list") or []
+            orders.extend(rows)
+            page_total, total = data.get("pageTotal"), data.get("total")
+            if isinstance(page_total, int) and not isinstance(page_total, bool):
+                done = page >= page_total
+            elif isinstance(total, int) and not isinstance(total, bool):
+                done = page * PENDING_PAGE_SIZE >= total
+            else:
+                done = len(rows) < PENDING_PAGE_SIZE
+            if done:
                 return orders
             if page >= MAX_PENDING_PAGES:
                 raise TransportError(Endpoints.PENDING_ORDERS.method + " " + Endpoints.PENDING_ORDERS.path,

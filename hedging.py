@@ -138,6 +138,11 @@ class HedgeConfig:
             bad = [f"{name_} step {step:g}" for name_, step in steps.items() if not is_multiple(value, step)]
             if bad:
                 raise invalid(OWNER, name, value, f"use a multiple of the perp step ({', '.join(bad)})")
+        if abs(self.target) > self.max_hedge_qty + _EPSILON:
+            raise invalid(OWNER, "target", self.target,
+                          f"use a target within ±max_hedge_qty ({self.max_hedge_qty:g}): the hedge never holds more "
+                          f"than that, and a delta of its own is a perp() leg, not a hedge (docs/HEDGING.md)",
+                          rule="beyond what the hedge may hold")
         self._number("max_slippage_bps", lambda v: 0 < v <= MAX_SLIPPAGE_BPS_LIMIT,
                      f"use basis points over/under the mark in (0, {MAX_SLIPPAGE_BPS_LIMIT:g}], e.g. 20")
         self._number("max_mark_index_gap", lambda v: 0 < v <= PERP_BAND_OF_INDEX,

@@ -643,6 +643,27 @@ def test_all_pending_orders_follows_page_total(client, clock, rsps):
     assert [o["orderId"] for o in orders] == [BIG_ID + p * 10 + i for p in (1, 2, 3) for i in range(2)]
 
 
+@pytest.mark.parametrize("shape, pages", [
+    ({"total": 1200}, 3),                 # no pageTotal: total says 3 pages of 500
+    ({}, 3),                              # neither: full pages go on, the short third ends it
+    ({"pageTotal": None, "total": "x"}, 3),
+])
+def test_all_pending_orders_without_page_total_reads_on_not_one_page(client, clock, rsps, shape, pages):
+    """A missing pageTotal used to end the walk after page 1: a partial list taken for the whole."""
+    seen = []
+
+    def answer(request):
+        page = int(dict(parse_qsl(urlsplit(request.url).query))["page"])
+        seen.append(page)
+        size = 500 if page < 3 else 200
+        items = [{"orderId": BIG_ID + page * 1000 + i} for i in range(size)]
+        return 200, {}, json.dumps(envelope({"list": items, **shape}))
+
+    rsps.add_callback(responses.GET, url(PENDING), callback=answer)
+    orders = client.all_pending_orders()
+    assert seen == list(range(1, pages + 1)) and len(orders) == 1200
+
+
 # ---------------------------------------------------------------------------- secrets
 
 

@@ -243,6 +243,8 @@ def test_no_single_order_flips_the_hedge_over_random_inputs():
     ({"band": 0.005, "underlying": "ETH"}, "use at least 0.01"),
     ({"band": 0.005}, "every underlying"),
     ({"target": math.nan}, "delta_hedge.target = nan"),
+    ({"target": 0.5, "max_hedge_qty": 0.2}, "delta_hedge.target = 0.5 is invalid: beyond what the hedge may hold"),
+    ({"target": -1.5}, "use a target within ±max_hedge_qty (1)"),
     ({"min_interval_seconds": -1}, "delta_hedge.min_interval_seconds = -1 is invalid: use seconds >= 0"),
     ({"max_hedge_qty": 0}, "delta_hedge.max_hedge_qty = 0 is invalid: use a positive quantity"),
     ({"max_hedge_qty": 0.0015, "underlying": "BTC"}, "multiple of the perp step (BTC step 0.001)"),
