@@ -37,15 +37,21 @@ def _two_open_trades(tmp_path, clock, env) -> None:
     assert trades["alpha"]["state"] == "OPEN" and trades["beta"]["state"] == "OPEN"
 
 
-def test_a_kill_queued_while_a_command_line_kill_runs_is_finished_before_the_process_exits(
-        tmp_path, clock, exchange, env, signed_request_for, capsys):
+def _second_kill_queued_3s_in(tmp_path, clock, env, capsys) -> tuple[float, list[int]]:
+    """Two open trades; then the operator kills alpha (this process becomes the daemon for it)
+    and, 3 s later in another terminal, decides everything must go: `kill --yes` finds the lock
+    held and queues it. Returns (when the first kill starts, the second command line's exit codes)."""
     _two_open_trades(tmp_path, clock, env)
     capsys.readouterr()
     killed_from = clock.now()
     codes: list[int] = []
-    # The operator kills alpha (this process becomes the daemon for it); 3 s later, in another
-    # terminal, decides everything must go: `kill --yes` finds the lock held and queues it.
     clock.at(killed_from + 3, cli_from_inside_the_daemon(["kill", "--yes"], env, codes))
+    return killed_from, codes
+
+
+def test_a_kill_queued_while_a_command_line_kill_runs_is_finished_before_the_process_exits(
+        tmp_path, clock, exchange, env, signed_request_for, capsys):
+    killed_from, codes = _second_kill_queued_3s_in(tmp_path, clock, env, capsys)
 
     assert run(["kill", "--strategy", "alpha", "--yes"], clock, env, strategies=(ALPHA, BETA)) == 0
     out = capsys.readouterr().out
@@ -70,11 +76,7 @@ def test_a_kill_queued_while_a_command_line_kill_runs_is_finished_before_the_pro
 
 def test_a_kill_process_stopped_with_a_taken_kill_still_open_says_so_and_alerts_critical(
         tmp_path, clock, exchange, env, signed_request_for, capsys):
-    _two_open_trades(tmp_path, clock, env)
-    capsys.readouterr()
-    killed_from = clock.now()
-    codes: list[int] = []
-    clock.at(killed_from + 3, cli_from_inside_the_daemon(["kill", "--yes"], env, codes))
+    killed_from, codes = _second_kill_queued_3s_in(tmp_path, clock, env, capsys)
     # Ctrl-C once alpha's kill is done (about 20 s in) and before beta's is (about 45 s in).
     clock.at(killed_from + 30, lambda: signal.raise_signal(signal.SIGINT))
 

@@ -37,7 +37,7 @@ from reconciliation_report import VERDICT_DEFERRED, VERDICT_EXTERNAL, VERDICT_OK
 from rfq import RFQParams
 from simulator.exchange import ExchangeConfig
 from simulator.faults import FaultRule
-from trade_lifecycle import EXIT_REASON_KILL, TradeState
+from trade_lifecycle import EXIT_REASON_KILL, TradeLifecycle, TradeState
 
 from tests.integration.restart_rig import (
     BUY,
@@ -1058,7 +1058,9 @@ def block_lookups_since(sim: Any, since: float) -> int:
     return sum(1 for r in sim.requests_for("blocktrade_order_list") if r.time_ms >= since * 1000)
 
 
-def test_row_r1_an_accept_recorded_before_a_crash_is_adopted_from_the_block_trade_list(rig):
+def died_after_the_accept(rig: Rig) -> tuple[Any, TradeLifecycle]:
+    """An RFQ strangle's life that dies right after the exchange executed its accept, before
+    the answer was read; returns (that life, not crashed yet, and its trade)."""
     life = rig.lives.start([rfq_strangle()])
     accept = life.ctx.http.rfq_accept
 
@@ -1071,6 +1073,11 @@ def test_row_r1_an_accept_recorded_before_a_crash_is_adopted_from_the_block_trad
         life.run(120)
     trade = life.only_trade()
     assert life.store.events(BLOCK_ACCEPT_EVENT)                     # recorded before it was sent
+    return life, trade
+
+
+def test_row_r1_an_accept_recorded_before_a_crash_is_adopted_from_the_block_trade_list(rig):
+    life, trade = died_after_the_accept(rig)
     assert trade.state is TradeState.OPENING and life.ledger.orders(trade.id) == []   # no fill recorded
     life.crash()
     held = {leg.symbol: rig.outside.position(leg.symbol) for leg in trade.legs}

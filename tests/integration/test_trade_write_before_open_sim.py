@@ -14,8 +14,8 @@ import pytest
 
 from order_ledger import BLOCK_ACCEPT_EVENT
 from persistence import StoreWriteError
-from tests.integration.restart_rig import Killed
 from tests.integration.test_restart_reconciliation import (  # noqa: F401  (fixtures)
+    died_after_the_accept,
     make_rig,
     rfq_strangle,
     rig,
@@ -51,18 +51,7 @@ def test_an_open_whose_opening_write_fails_sends_nothing(rig):
 
 
 def test_a_pending_open_record_with_an_accept_recorded_is_resolved_as_an_open_at_restart(rig):
-    life = rig.lives.start([rfq_strangle()])
-    accept = life.ctx.http.rfq_accept
-
-    def accept_then_die(*args, **kwargs):
-        accept(*args, **kwargs)                                   # the exchange executed it...
-        raise Killed("SIGKILL before the answer was read")       # ...and the process died
-
-    life.ctx.http.rfq_accept = accept_then_die
-    with pytest.raises(Killed):
-        life.run(120)
-    trade = life.only_trade()
-    assert life.store.events(BLOCK_ACCEPT_EVENT)
+    life, trade = died_after_the_accept(rig)
     # The record as a lost OPENING write leaves it (an older build, or a write lost with the disk).
     life.store.save_trade({**trade.to_record(), "state": TradeState.PENDING_OPEN.value})
     life.crash()
