@@ -15,18 +15,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from coincall_client import ClientSettings, CoincallClient
 from conditions import max_hold_hours
-from config import Credentials
 from contracts import UNDERLYINGS
 from execution_job import JobStatus, LegTarget
-from market_data import MarketData
-from multileg_orderbook import SmartExecConfig, SmartOrderbookExecutor, filled_fraction, leg_min_order
+from multileg_orderbook import SmartExecConfig, filled_fraction, leg_min_order
 from option_selection import resolve_legs, strangle
-from order_ledger import Intent, OrderLedger
-from persistence import StateStore
+from order_ledger import Intent
 from simulator.exchange import ExchangeConfig
 from strategy import StrategyConfig
+from tests.integration.test_smart_exec_sim import smart_rig
 
 TRADE = SimpleNamespace(id="T000000011", seq=11)
 FAST = SmartExecConfig(time_per_chunk_seconds=20.0, aggressive_attempts=3, aggressive_wait_seconds=4.0,
@@ -38,14 +35,9 @@ EPS = 1e-9
 
 @pytest.fixture
 def rig(sim_factory):
-    sim = sim_factory(exchange=ExchangeConfig(passive_fill_prob_per_min_at_touch=0.0))
-    client = CoincallClient(ClientSettings(base_url=sim.base_url, max_retries=0),
-                            Credentials(sim.api_key, sim.api_secret, source="test"), sim.clock)
-    market = MarketData(client, sim.clock)
-    ledger = OrderLedger(client, sim.clock, store=StateStore(":memory:"))
-    executor = SmartOrderbookExecutor(ledger, market, sim.clock, max_requests_per_step=MAX_REQUESTS)
-    yield SimpleNamespace(sim=sim, client=client, market=market, ledger=ledger, executor=executor)
-    client.close()
+    rig = smart_rig(sim_factory(exchange=ExchangeConfig(passive_fill_prob_per_min_at_touch=0.0)))
+    yield rig
+    rig.client.close()
 
 
 def _run(rig, job, *, each_tick=None, max_ticks: int = 400):

@@ -32,7 +32,8 @@ MAX_REQUESTS = 6
 FAST = dict(time_per_chunk_seconds=20.0, aggressive_attempts=3, aggressive_wait_seconds=4.0, grace_seconds=2.0)
 
 
-def _rig(sim):
+def smart_rig(sim):
+    """Client, market data, an in-memory ledger and the smart executor on ``sim``."""
     client = CoincallClient(ClientSettings(base_url=sim.base_url, max_retries=0),
                             Credentials(sim.api_key, sim.api_secret, source="test"), sim.clock)
     market = MarketData(client, sim.clock)
@@ -43,7 +44,7 @@ def _rig(sim):
 
 @pytest.fixture
 def env(sim):
-    rig = _rig(sim)
+    rig = smart_rig(sim)
     yield rig
     rig.client.close()
 
@@ -51,7 +52,7 @@ def env(sim):
 @pytest.fixture
 def quiet_env(sim_factory):
     """No random fills at the touch: passive orders fill only when forced or traded through."""
-    rig = _rig(sim_factory(exchange=ExchangeConfig(passive_fill_prob_per_min_at_touch=0.0)))
+    rig = smart_rig(sim_factory(exchange=ExchangeConfig(passive_fill_prob_per_min_at_touch=0.0)))
     yield rig
     rig.client.close()
 
@@ -359,7 +360,7 @@ def test_reprice_cancels_and_confirms_before_replacing_on_a_rising_market(sim_fa
     sim.exchange.faults.hold_canceling_seconds = 3.0              # cancels linger in state 5
     start = sim.clock.now_ms()
     sim.market.set_scripted_path([(start, 90_000.0), (start + 120_000, 96_000.0)])
-    env = _rig(sim)
+    env = smart_rig(sim)
     config = SmartExecConfig(chunk_count=1, time_per_chunk_seconds=60.0, aggressive_attempts=3,
                              aggressive_wait_seconds=4.0)
     job = env.executor.start(TRADE, [LegTarget(0, ATM_CALL, BUY, 0.5)], Intent.OPEN, config)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from simulator.errors import SimError
-from tests.simulator.exchange_builders import WEEKLY_6MAR26, build, chain_symbol
+from tests.simulator.test_exchange_orders import env  # noqa: F401  (the fixture: a frozen exchange and a weekly call)
 
 
 def _top(exchange, symbol):
@@ -17,13 +17,6 @@ def _top(exchange, symbol):
     bids = [(float(level["price"]), float(level["size"])) for level in book["bids"]]
     asks = [(float(level["price"]), float(level["size"])) for level in book["asks"]]
     return bids, asks
-
-
-@pytest.fixture()
-def env():
-    clock, market, exchange = build()
-    symbol = chain_symbol(exchange, WEEKLY_6MAR26, 90_000)
-    return clock, market, exchange, exchange.default_account, symbol
 
 
 # --------------------------------------------------------------------------------------------
