@@ -13,7 +13,10 @@ The rule, in units of the underlying (a perp of qty q has delta q):
 * inside ``target ± band`` nothing is done; otherwise, once ``min_interval_seconds`` have
   passed since the last rebalance, one rebalance brings the total back to the target (or just
   inside the band edge), rounded DOWN to the perp's step so rounding never over-hedges,
-  capped by ``max_order_qty`` per rebalance and ``max_hedge_qty`` on the hedge afterwards;
+  capped by ``max_order_qty`` per rebalance and ``max_hedge_qty`` on the hedge afterwards,
+  and never beyond what the structure can need: an option's delta lies within ±1 per unit of
+  the underlying, so ``|hedge after| ≤ structure size + |target|`` (the size is the option
+  legs' quantities summed); a bigger hedge could only come from a wrong delta;
 * the price is protected: no order from a missing, zero, non-finite, stale or crossed quote,
   or from a mark too far from the index (fail closed, with the reason); the limit is the far
   touch capped at mark × (1 ± max_slippage), snapped to the tick on the safe side;
@@ -48,6 +51,9 @@ REBALANCE_TO_CHOICES = ("target", "band_edge")
 MAX_SLIPPAGE_BPS_LIMIT = PERP_BAND_OF_INDEX * 10_000
 # Tolerance of the step arithmetic: 0.3 / 0.001 is 299.99999999999994 in binary floats.
 _EPSILON = 1e-9
+# A delta per contract reported a hair above 1 (deep in the money, rounding) is believable; one
+# further beyond is a wrong greek.
+_DELTA_BOUND = 1.001
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,17 +407,24 @@ def _orders(side: Side, qty: float, hedge_qty: float, price: float, step: float)
 def decide(config: HedgeConfig, *, structure_delta: float, hedge_qty: float, now: float,
            last_rebalance_at: float | None, perp_step: float, perp_tick: float, perp_mark: float,
            perp_bid: float, perp_ask: float, index: float, quote_age_seconds: float,
-           max_quote_age_seconds: float, perp_min_qty: float | None = None) -> HedgeDecision:
+           max_quote_age_seconds: float, structure_size: float,
+           perp_min_qty: float | None = None) -> HedgeDecision:
     """What the hedge should do now. Pure: the same inputs always give the same answer.
 
     ``structure_delta`` is the option legs' delta in units of the underlying (signed);
-    ``hedge_qty`` the perp the trade holds, signed, read from fills. ``perp_step``,
+    ``structure_size`` the option legs' quantities summed, unsigned (the most delta they can
+    ever have); ``hedge_qty`` the perp the trade holds, signed, read from fills. ``perp_step``,
     ``perp_tick`` and ``perp_min_qty`` are the listed perp's (its ``PerpSpec``); the minimum
     defaults to the step. The rule is in the module docstring.
     """
-    for name, value in (("structure delta", structure_delta), ("hedge qty", hedge_qty), ("now", now)):
+    for name, value in (("structure delta", structure_delta), ("hedge qty", hedge_qty), ("now", now),
+                        ("structure size", structure_size)):
         if not is_number(value):
             return HedgeDecision(HedgeAction.REFUSED, f"{name} {value!r} is not a finite number")
+    if structure_size < 0 or abs(structure_delta) > structure_size * _DELTA_BOUND + _EPSILON:
+        # |delta| <= 1 per contract: a delta beyond the size is a wrong greek, never hedged.
+        return HedgeDecision(HedgeAction.REFUSED, f"structure delta {structure_delta:+g} is beyond what option legs "
+                                                  f"of size {structure_size:g} can have: a wrong delta")
     if not is_number(perp_step) or perp_step <= 0:
         return HedgeDecision(HedgeAction.REFUSED, f"perp step {perp_step!r} is not a positive number")
     minimum = perp_step if perp_min_qty is None else perp_min_qty
@@ -447,11 +460,14 @@ def decide(config: HedgeConfig, *, structure_delta: float, hedge_qty: float, now
         limit = floor_to_step(config.max_order_qty, perp_step)
         if qty > limit:
             qty, capped = limit, True
-    room = floor_to_step(max(0.0, config.max_hedge_qty - side.sign * hedge_qty), perp_step)
+    limit_of_hedge = min(config.max_hedge_qty, structure_size + abs(config.target))
+    room = floor_to_step(max(0.0, limit_of_hedge - side.sign * hedge_qty), perp_step)
     if qty > room:
         qty, capped = room, True
     if qty < minimum - _EPSILON:
-        why = (f"the hedge {hedge_qty:+g} is at max_hedge_qty {config.max_hedge_qty:g}" if capped
+        cap = (f"max_hedge_qty {config.max_hedge_qty:g}" if limit_of_hedge >= config.max_hedge_qty
+               else f"the structure's size {structure_size:g} (+ |target| {abs(config.target):g})")
+        why = (f"the hedge {hedge_qty:+g} is at {cap}" if capped
                else f"{side.name.lower()} {wanted:g} is below the perp minimum {minimum:g}")
         return answer(HedgeAction.HOLD, f"{outside} but {why}", capped=capped)
     problem = _price_problem(config, perp_mark=perp_mark, perp_bid=perp_bid, perp_ask=perp_ask, index=index,

@@ -1825,6 +1825,7 @@ class LifecycleManager:
             self._hedge_note(trade, runtime, f"refused: structure delta unknown ({error})", level=logging.WARNING)
             return None
         hedge_qty = trade.hedge_qty()
+        structure_size = math.fsum(leg.net_qty for leg in trade.legs if leg.index not in hedge_legs)
         # The quote was read during this poll, after ``now``: its age is taken on the clock as it
         # is now (a clock stepped back gives a negative age, which the policy refuses: fail closed).
         quote_age = float(self.clock.now()) - float(quote.as_of)
@@ -1833,7 +1834,7 @@ class LifecycleManager:
                           perp_step=UNDERLYINGS[config.underlying or ""].perp_qty_step, perp_tick=spec.tick_size,
                           perp_mark=quote.mark, perp_bid=quote.bid, perp_ask=quote.ask, index=quote.underlying_price,
                           quote_age_seconds=quote_age, max_quote_age_seconds=self.quote_max_age,
-                          perp_min_qty=spec.min_qty)
+                          structure_size=structure_size, perp_min_qty=spec.min_qty)
         if not decision.wants_order:
             prefix = "second part dropped, " if second_part else ""
             self._hedge_note(trade, runtime, f"{prefix}{decision.action.value}: {decision.reason}",

@@ -24,7 +24,7 @@ STEP = 0.001
 TICK = 0.5
 MARK = 100_000.0
 MARKET = dict(perp_step=STEP, perp_tick=TICK, perp_mark=MARK, perp_bid=99_990.0, perp_ask=100_010.0,
-              index=100_005.0, quote_age_seconds=1.0, max_quote_age_seconds=10.0)
+              index=100_005.0, quote_age_seconds=1.0, max_quote_age_seconds=10.0, structure_size=10.0)
 
 
 def run(config: HedgeConfig, structure_delta: float, hedge_qty: float = 0.0, *, now: float = NOW,
@@ -115,6 +115,28 @@ def test_a_reduction_is_allowed_even_beyond_the_cap():
     decision = run(config, 0.0, hedge_qty=-0.8)            # config lowered since: buying back reduces
     (order,) = decision.orders
     assert (order.side, order.qty, order.reduce_only) == (Side.BUY, 0.8, True)
+
+
+def test_the_hedge_never_grows_beyond_what_the_structure_can_need():
+    """Option legs of 1.0 in all can have a delta of ±1.0 at most: a delta reported a hair
+    above (believed, 1.001 per contract) is hedged only to the size, plus |target|."""
+    config = delta_hedge(band=0.05, max_hedge_qty=5.0, underlying="BTC")
+    decision = run(config, 1.001, structure_size=1.0)          # wants to sell 1.001: the size allows 1.0
+    assert [(o.side, o.qty) for o in decision.orders] == [(Side.SELL, 1.0)] and decision.capped
+    with_target = run(delta_hedge(band=0.05, target=0.2, max_hedge_qty=5.0, underlying="BTC"), -1.001,
+                      structure_size=1.0)                      # wants +1.201: size 1.0 + |target| 0.2
+    assert [(o.side, o.qty) for o in with_target.orders] == [(Side.BUY, 1.2)] and with_target.capped
+    at_it = run(delta_hedge(band=0.001, max_hedge_qty=5.0, underlying="BTC"), 1.001, hedge_qty=-0.995,
+                structure_size=1.0, perp_min_qty=0.01)         # room 0.005 below the minimum
+    assert at_it.action is HedgeAction.HOLD and "structure's size" in at_it.reason
+
+
+def test_a_structure_delta_beyond_its_size_is_a_wrong_greek_and_refused():
+    """A delta per contract above 1 cannot be true: hedging it would put on a perp position
+    that nothing in the structure offsets."""
+    decision = run(BTC, 0.5, structure_size=0.2)
+    assert decision.action is HedgeAction.REFUSED and "wrong delta" in decision.reason and not decision.orders
+    assert run(BTC, 0.2002, structure_size=0.2).action is HedgeAction.ORDER      # 1.001 per contract: believed
 
 
 def test_an_order_below_the_perp_minimum_is_not_sent():
@@ -361,6 +383,7 @@ def test_a_split_whose_reducing_part_is_below_the_minimum_holds_rather_than_flip
     config = delta_hedge(band=0.02, max_hedge_qty=0.2, underlying="BTC")
     decision = decide(config, structure_delta=0.025, hedge_qty=0.005, now=1_000.0, last_rebalance_at=None,
                       perp_step=0.001, perp_tick=0.1, perp_mark=85_000.0, perp_bid=84_995.0, perp_ask=85_005.0,
-                      index=85_000.0, quote_age_seconds=0.0, max_quote_age_seconds=15.0, perp_min_qty=0.01)
+                      index=85_000.0, quote_age_seconds=0.0, max_quote_age_seconds=15.0, structure_size=0.1,
+                      perp_min_qty=0.01)
     assert decision.action is HedgeAction.HOLD and not decision.orders
     assert "flip it through zero" in decision.reason
