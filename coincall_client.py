@@ -598,10 +598,11 @@ _Row = TypeVar("_Row")
 
 
 def _walk_cursor(read: Callable[[int | None], Page[_Row]], key: Callable[[_Row], int],
-                 endpoint: Endpoint) -> list[_Row]:
+                 endpoint: Endpoint, page_size: int) -> list[_Row]:
     """Every row of a cursor-paged history (API.md 14.6). A page that brings nothing new or no
-    cursor while claiming more, or more than ``PERP_MAX_PAGES`` pages, is a ``TransportError``:
-    a partial history is never passed off as the whole of it."""
+    cursor while claiming more (or, saying nothing, full: ``Page.more``), or more than
+    ``PERP_MAX_PAGES`` pages, is a ``TransportError``: a partial history is never passed off
+    as the whole of it."""
     rows: dict[int, _Row] = {}
     cursor: int | None = None
     for _ in range(PERP_MAX_PAGES):
@@ -609,7 +610,7 @@ def _walk_cursor(read: Callable[[int | None], Page[_Row]], key: Callable[[_Row],
         before = len(rows)
         for row in page.rows:
             rows.setdefault(key(row), row)
-        if not page.has_next:
+        if not page.more(page_size):
             return list(rows.values())
         if page.next_cursor is None or len(rows) == before or page.next_cursor == cursor:
             raise TransportError(endpoint.method + " " + endpoint.path,
@@ -1247,7 +1248,7 @@ class CoincallClient:
         def read(cursor: int | None) -> Page[PerpOrder]:
             return self.perp_order_history_page(from_id=cursor, start_ms=start_ms, end_ms=end_ms,
                                                 page_size=page_size)
-        return _walk_cursor(read, lambda order: order.order_id, Endpoints.PERP_ORDER_HISTORY)
+        return _walk_cursor(read, lambda order: order.order_id, Endpoints.PERP_ORDER_HISTORY, page_size)
 
     def perp_fills_page(self, *, from_id: int | None = None, start_ms: int | None = None,
                         end_ms: int | None = None, page_size: int = PERP_HISTORY_PAGE_SIZE) -> Page[PerpFill]:
@@ -1260,7 +1261,7 @@ class CoincallClient:
         """Every fill of the window, every page walked."""
         def read(cursor: int | None) -> Page[PerpFill]:
             return self.perp_fills_page(from_id=cursor, start_ms=start_ms, end_ms=end_ms, page_size=page_size)
-        return _walk_cursor(read, lambda fill: fill.trade_id, Endpoints.PERP_TRADE_HISTORY)
+        return _walk_cursor(read, lambda fill: fill.trade_id, Endpoints.PERP_TRADE_HISTORY, page_size)
 
     def _history_params(self, from_id: int | None, start_ms: int | None, end_ms: int | None,
                         page_size: int) -> dict[str, Any]:

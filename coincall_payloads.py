@@ -911,33 +911,56 @@ def _fill_from(raw: Mapping[str, Any]) -> ExchangeFill:
 class Page(Generic[T]):
     """One page of a cursor-paged history (API.md 8.6).
 
-    ``next_cursor`` is the last row's id (None on an empty page or a row without one): there
-    is a next page to read only when ``has_next`` and a cursor are both there.
+    ``next_cursor`` is the last row's id (None on an empty page or a row without one).
+    ``has_next`` is what the answer said of more pages, ``stated`` whether it said anything:
+    an answer without ``hasNext`` (a bare list, the field missing) is no evidence that nothing
+    follows, so a walker asks ``more`` with the page size it asked for, never ``has_next``
+    alone. ``listed`` counts the answer's list as sent, rows that are not objects too: a
+    skipped row must not make a full page look short.
     """
 
     rows: tuple[T, ...]
     has_next: bool
     next_cursor: int | None
+    stated: bool
+    listed: int
+
+    def more(self, page_size: int) -> bool:
+        """Whether a page may follow: the stated ``hasNext``; unstated, whether this page is
+        full (as many rows as asked for). A short page without one is the last page."""
+        if self.stated:
+            return self.has_next
+        return self.listed >= page_size
 
 
-def _page(raw: Any, parse: Callable[[Mapping[str, Any]], T], cursor: Callable[[T], int | None]) -> Page[T]:
-    """Rows of ``{list, hasNext}`` (or of a bare list: no next page); rows that are not objects are skipped."""
+def _list_rows(raw: Any, parse: Callable[[Mapping[str, Any]], T]) -> tuple[tuple[T, ...], int]:
+    """The parsed rows of ``{list, ...}`` (or of a bare list) and the list's length; rows that
+    are not objects are skipped."""
     items = raw.get("list") if isinstance(raw, Mapping) else raw
     if items is not None and not isinstance(items, Iterable):
         raise PayloadError("list", f"history page list is a {type(items).__name__}, not a list")
-    rows = tuple(parse(item) for item in items or [] if isinstance(item, Mapping))
-    return Page(rows=rows, has_next=isinstance(raw, Mapping) and bool(raw.get("hasNext")),
-                next_cursor=cursor(rows[-1]) if rows else None)
+    listed = list(items or [])
+    return tuple(parse(item) for item in listed if isinstance(item, Mapping)), len(listed)
+
+
+def _page(raw: Any, parse: Callable[[Mapping[str, Any]], T], cursor: Callable[[T], int | None],
+          what: str) -> Page[T]:
+    """A page of an option history: its rows and what it said of more (``Page``). A ``hasNext``
+    that is neither a boolean nor 0/1 is a ``PayloadError``: an unreadable claim is no answer."""
+    rows, listed = _list_rows(raw, parse)
+    stated = _opt_flag(raw, "hasNext", what) if isinstance(raw, Mapping) else None
+    return Page(rows=rows, has_next=bool(stated), next_cursor=cursor(rows[-1]) if rows else None,
+                stated=stated is not None, listed=listed)
 
 
 def parse_order_page(raw: Any) -> Page[ExchangeOrder]:
     """A page of the order history; the cursor is the last row's ``orderId``."""
-    return _page(raw, _order_from, lambda order: order.order_id)
+    return _page(raw, _order_from, lambda order: order.order_id, "order history")
 
 
 def parse_fill_page(raw: Any) -> Page[ExchangeFill]:
     """A page of the trade (fill) history; the cursor is the last row's ``id`` / ``tradeId``."""
-    return _page(raw, _fill_from, lambda fill: fill.cursor)
+    return _page(raw, _fill_from, lambda fill: fill.cursor, "trade history")
 
 
 def history_filters(*, page_size: int | None = None, symbol: str | None = None, start_ms: int | None = None,
@@ -992,7 +1015,7 @@ def _exercise_from(raw: Mapping[str, Any]) -> ExerciseRecord:
 
 def parse_exercise_records(raw: Any) -> list[ExerciseRecord]:
     """The records of an exercise-history answer (``{list}`` or a bare list)."""
-    return list(_page(raw, _exercise_from, lambda record: None).rows)
+    return list(_list_rows(raw, _exercise_from)[0])
 
 
 @dataclass(frozen=True)
@@ -1032,7 +1055,7 @@ def _delivery_date(raw: Any) -> tuple[int | None, date | None]:
 def parse_delivery_prices(raw: Any) -> list[DeliveryPrice]:
     """Rows with a usable (finite, positive) price; the snake_case name is the documented one."""
     rows = []
-    for item in _page(raw, lambda item: item, lambda item: None).rows:
+    for item in _list_rows(raw, lambda item: item)[0]:
         price = finite_number(item.get("delivery_price", item.get("deliveryPrice")))
         if price is None or price <= 0:
             continue
@@ -1207,7 +1230,7 @@ class BlockTradePage:
 def parse_block_trade_page(raw: Any) -> BlockTradePage:
     """A block-trade list answer as a ``BlockTradePage``."""
     stated = raw.get("hasNext") if isinstance(raw, Mapping) else None
-    return BlockTradePage(records=_page(raw, _block_trade_from, lambda trade: None).rows,
+    return BlockTradePage(records=_list_rows(raw, _block_trade_from)[0],
                           has_next=stated if isinstance(stated, bool) else None)
 
 
@@ -1808,7 +1831,8 @@ def _perp_history_page(raw: Any, parse: Callable[[Any], T], cursor: Callable[[T]
     page = _perp_object(raw, what)
     rows = tuple(parse(entry) for entry in _perp_list(page.get("list") or [], f"{what} list"))
     has_next = _opt_flag(page, "hasNext", what)
-    return Page(rows=rows, has_next=bool(has_next), next_cursor=cursor(rows[-1]) if rows else None)
+    return Page(rows=rows, has_next=bool(has_next), next_cursor=cursor(rows[-1]) if rows else None,
+                stated=has_next is not None, listed=len(rows))
 
 
 def parse_perp_order_page(raw: Any) -> Page[PerpOrder]:

@@ -1593,7 +1593,7 @@ class OrderLedger:
             for row in page.rows:
                 if row.order_id == order.order_id or row.client_order_id == order.client_order_id:
                     return row
-            if not page.has_next:
+            if not page.more(VANISH_HISTORY_PAGE_SIZE):   # unstated and full: read on
                 return None
             cursor = page.next_cursor
             # More pages follow but no cursor leads there (an empty page, a row without an

@@ -10,6 +10,12 @@ cancelling somebody else's order. ``PrefixOwnership`` is where the reconciler de
 * an unknown order with our prefix is never cancelled (not provably ours; incident 40):
   CRITICAL ``prefix_conflict`` naming it, every strategy paused, the trade sequence moved
   past it, reported once (remembered across restarts in the ``foreign_orders`` event);
+* a clientOrderId the ledger recorded is no proof either: two daemons with our prefix build
+  the same ids (two new state directories start at the same clock floor the same day). An
+  order listed under a clientOrderId of ours with an orderId other than the one the ledger
+  recorded for it, or one clientOrderId listed under two orderIds while the ledger holds none,
+  is decided like an unknown order (``_reused_ids``), and the ledger is never made to adopt it
+  here (``adopt_presumed`` passes it over);
 * its clientOrderId is never sent by us: every id with our prefix the exchange shows and the
   ledger never recorded, on a trade sequence the store has reached, is a floor the store
   keeps (``StateStore.raise_client_id_floors``) and the ledger allocates above, after a
@@ -29,9 +35,10 @@ cancelling somebody else's order. ``PrefixOwnership`` is where the reconciler de
 * while running, the history since the last check is read every reconciliation, so a foreign
   order that filled between two checks is still seen;
 * a history read that stops before the start of its window (``HISTORY_MAX_PAGES`` reached, or
-  a page that says more follow without a cursor that moves) is no evidence for the part it did
-  not read: CRITICAL ``order_history_incomplete`` naming that part, every strategy paused, the
-  trade sequence re-seeded with the margin (row L4);
+  a page that says more follow without a cursor that moves; a full page without ``hasNext``
+  says more follow) is no evidence for the part it did not read: CRITICAL
+  ``order_history_incomplete`` naming that part, every strategy paused, the trade sequence
+  re-seeded with the margin (row L4);
 * an order of ours in that history that the ledger holds as a verdict on missing data (a
   presumed NOT_PLACED, or VANISHED) is polled at once, so the ledger adopts what the exchange
   shows (docs/RECOVERY.md O9, O10; ``order_reconciliation`` alerts the reversal).
@@ -52,7 +59,7 @@ from typing import Any, Callable, Iterable, Mapping
 from account_manager import AccountSnapshot
 from alerts import send_alert
 from clock import Clock, iso_utc
-from coincall_payloads import ExchangeOrder, PerpOrder, history_filters, next_page_filters, parse_order_page
+from coincall_payloads import ExchangeOrder, Page, PerpOrder, history_filters, next_page_filters, parse_order_page
 from errors import TraderError
 from order_ledger import TRADE_SEQ_MAX, LedgerOrder, parse_client_order_id
 from order_reconciliation import presumed_not_placed
@@ -177,9 +184,23 @@ class HistoryRead:
         return max(self.since_ms, min(self.oldest_ms, self.until_ms))
 
 
+def _more_claim(page: Page[Any]) -> str:
+    """Why a page is read on, for the ``why`` of a read it cut short: a full page that does not
+    say whether more follow is read on as one that says so (no evidence the history ends)."""
+    if page.stated:
+        return "said more pages follow"
+    return f"was full ({page.listed} rows) and did not say whether more pages follow"
+
+
 def _highest(unknown: list[tuple[int, ExchangeOrder]]) -> int:
     """The highest trade sequence among (clientOrderId, order) pairs (0 for none)."""
     return max((parse_client_order_id(coid).trade_seq for coid, _item in unknown), default=0)
+
+
+def _distinct_ids(found: Iterable[tuple[int, ExchangeOrder]]) -> list[int]:
+    """The clientOrderIds of (clientOrderId, order) pairs, each once, in order (two orders of
+    another daemon may share one of our ids)."""
+    return list(dict.fromkeys(coid for coid, _item in found))
 
 
 def _trade_seqs(orders: Iterable[ExchangeOrder]) -> list[int]:
@@ -434,7 +455,7 @@ class PrefixOwnership:
         already in the store): pause, block, alert, re-seed, then the orders marked reported.
         """
         highest = _highest(unknown)
-        coids = [coid for coid, _item in unknown]
+        coids = _distinct_ids(unknown)
         report.foreign_orders.extend(coids)
         report.paused.extend(self.pauses.pause_every("the state store is behind the exchange"))
         blocked = self._block_symbols(unknown, report, "the state store is behind the exchange on this symbol",
@@ -468,7 +489,7 @@ class PrefixOwnership:
         probe = {"positions": len(positions), "open_orders": len(prefixed_open), "recent_orders": len(recent),
                  "max_trade_seq": max(seqs) if seqs else 0}
         if unknown:
-            report.foreign_orders.extend(coid for coid, _item in unknown)
+            report.foreign_orders.extend(_distinct_ids(unknown))
         # A first start on an account with positions of its own has lost nothing.
         positions_count = bool(positions) and (lost == "quarantined" or not self._new_state_dir or bool(history))
         if not (positions_count or prefixed_open or recent):
@@ -608,8 +629,15 @@ class PrefixOwnership:
         for a row of an order long settled. A lookup that does not find it yet, or fails,
         decides nothing: the order stays watched by ``order_reconciliation`` and is asked again.
         """
-        ours = {item.client_order_id: item for item in items
-                if item.client_order_id is not None and self.ledger.is_ours(item.client_order_id)}
+        mine = [item for item in items
+                if item.client_order_id is not None and self.ledger.is_ours(item.client_order_id)]
+        if not mine:
+            return
+        # A clientOrderId shown under an orderId that is not ours (another daemon built the same
+        # id) is not looked up: the lookup by clientOrderId may answer the other daemon's order,
+        # and the ledger would take its fills for ours. ``unknown_orders`` raises the conflict.
+        reused = self._reused_ids(mine)
+        ours = {item.client_order_id: item for item in mine if item.client_order_id not in reused}
         if not ours:
             return
         found: dict[int, LedgerOrder] = {order.client_order_id: order for order in self.ledger.vanished_orders()
@@ -636,13 +664,16 @@ class PrefixOwnership:
         The ledger records every order before sending it, so such an order was not sent by
         this store's daemon: another daemon with our prefix, or a restored older store. It is
         not provably ours, so it is not cancelled (incident 40); entries stop instead, and the
-        operator is told which orders and what to do (docs/RECOVERY.md row O2).
+        operator is told which orders and what to do (docs/RECOVERY.md row O2). An order under
+        a clientOrderId the ledger recorded, with an orderId that is not the ledger's
+        (``_reused_ids``), is another daemon's that built the same id: the same verdict.
         """
         self._raise_floors([item.client_order_id for item in items])
         new = self._not_yet_reported(items)
         if not new:
             return
-        coids = [coid for coid, _item in new]
+        coids = _distinct_ids(new)
+        reused = len(_distinct_ids([(coid, item) for coid, item in new if self.ledger.is_ours(coid)]))
         report.foreign_orders.extend(coids)
         highest = max(parse_client_order_id(coid).trade_seq for coid in coids)
         reseeded = self._reseed([highest], margin=True)
@@ -652,9 +683,13 @@ class PrefixOwnership:
         block_text = (f"; no order of ours goes to {', '.join(blocked)} (one of our trade sequences is in use "
                       f"there) until a resume" if blocked else "")
         sequence = reseeded if reseeded is not None else self._counter(TRADE_SEQ_COUNTER)
+        what = "are not in our ledger"
+        if reused:
+            what = (f"are not ours ({reused} of them reuse a clientOrderId our ledger sent itself, under another "
+                    f"orderId than the one it recorded: another daemon built the same ids)")
         self._alert("CRITICAL", "prefix_conflict",
                     f"{len(coids)} {source} order(s) on the exchange carry our clientOrderId prefix "
-                    f"{self.ledger.prefix} but are not in our ledger: {self._describe(new)}. Another daemon uses "
+                    f"{self.ledger.prefix} but {what}: {self._describe(new)}. Another daemon uses "
                     f"prefix {self.ledger.prefix} on this account, or this state directory was restored from an "
                     f"older copy. They are left untouched (not provably ours); every strategy is paused and our "
                     f"trade sequence continues above {sequence}{block_text}. Fix: give each daemon on the account "
@@ -713,16 +748,68 @@ class PrefixOwnership:
         return sorted(path.parent.glob(path.name + ".recovered*"))
 
     def _not_yet_reported(self, items: Iterable[ExchangeOrder]) -> list[tuple[int, ExchangeOrder]]:
-        """(clientOrderId, item) of the unknown orders of ours not reported before, in order."""
+        """(clientOrderId, item) of the orders with our prefix that are not ours and were not reported
+        before, in order: one entry for a clientOrderId the ledger never recorded, and one for each
+        order ``_reused_ids`` tells is not the ledger's under a clientOrderId it did record (so the
+        alert names every orderId; such a clientOrderId may come twice)."""
         known = self._foreign_orders()
-        found: dict[int, ExchangeOrder] = {}
+        fresh: list[ExchangeOrder] = []
         for item in items:
             coid = item.client_order_id
-            if coid is None or coid in known or coid in found or not self.is_ours(coid):
+            if coid is not None and coid not in known and self.is_ours(coid):
+                fresh.append(item)
+        reused = self._reused_ids(fresh)
+        found: list[tuple[int, ExchangeOrder]] = []
+        done: set[int] = set()
+        for item in fresh:
+            coid = item.client_order_id
+            if coid is None or coid in done:
                 continue
-            if not self.ledger.is_ours(coid):
-                found[coid] = item
-        return list(found.items())
+            if coid in reused:
+                done.add(coid)
+                found.extend((coid, other) for other in reused[coid])
+            elif not self.ledger.is_ours(coid):
+                done.add(coid)
+                found.append((coid, item))
+        return found
+
+    def _reused_ids(self, items: Iterable[ExchangeOrder]) -> dict[int, list[ExchangeOrder]]:
+        """The orders that carry a clientOrderId the ledger recorded but are not the order it recorded, by that id.
+
+        Why: "the ledger recorded this clientOrderId" does not prove an order ours when another
+        daemon with our prefix builds the same ids (two new state directories start at the
+        same clock floor the same day). The orderId does: an order listed under an orderId
+        other than the one the ledger holds for its clientOrderId is somebody else's. A
+        clientOrderId listed under two orderIds while the ledger holds none (a create whose
+        answer was lost) has one that is not ours, and nothing tells which: both are named,
+        and neither is adopted here. A row without an orderId proves nothing and is passed
+        over, and so is a lone row under an id the ledger holds no orderId for (our own lost
+        create, most likely: ``adopt_presumed`` looks it up). A row whose orderId the ledger
+        knows is ours without reading its record (``get`` brings an archived trade back from
+        the store), so the ordinary case costs one set of ids a call.
+        """
+        shown: dict[int, dict[int, ExchangeOrder]] = {}
+        for item in items:
+            coid, order_id = item.client_order_id, item.order_id
+            if coid is None or order_id is None or not self.is_ours(coid):
+                continue
+            shown.setdefault(coid, {}).setdefault(order_id, item)
+        if not shown:
+            return {}
+        known_ids = self.ledger.known_order_ids()
+        reused: dict[int, list[ExchangeOrder]] = {}
+        for coid, by_id in shown.items():
+            if all(order_id in known_ids for order_id in by_id) or not self.ledger.is_ours(coid):
+                continue   # ours by its orderId; or an id the ledger never recorded (decided as unknown)
+            order = self.ledger.get(coid)
+            recorded = order.order_id if order is not None else None
+            if recorded is not None:
+                others = [item for order_id, item in by_id.items() if order_id != recorded]
+            else:
+                others = list(by_id.values()) if len(by_id) > 1 else []
+            if others:
+                reused[coid] = others
+        return reused
 
     def _foreign_orders(self) -> set[int]:
         """Orders already reported as not ours: this life's, and earlier lives' from the journal."""
@@ -741,7 +828,7 @@ class PrefixOwnership:
         ``keep`` limits what the journal keeps to the orders a later start can see again
         (open ones, and history inside the re-read overlap); None keeps them all.
         """
-        coids = [coid for coid, _item in new]
+        coids = _distinct_ids(new)
         self._foreign_orders().update(coids)
         kept = [coid for coid in coids if keep is None or coid in keep]
         if self.journal is not None and kept:
@@ -782,9 +869,12 @@ class PrefixOwnership:
 
         At most ``HISTORY_MAX_PAGES`` pages of ``HISTORY_PAGE_SIZE``: the cost of a start is
         one request per 500 orders of ours since the last check. The read is complete only
-        when a page says no more follow: the last page allowed still saying more follow, a
-        page saying more follow without a cursor, or a cursor already used (the paging does
-        not move) all leave the oldest part unread, and the caller must not take it as read.
+        when a page says no more follow, or is short without saying (``Page.more``): a full
+        page that does not say is read on as one saying more follow, since a missing
+        ``hasNext`` is no evidence that the history ends. The last page allowed still saying
+        more follow, a page saying more follow without a cursor, or a cursor already used (the
+        paging does not move) all leave the oldest part unread, and the caller must not take
+        it as read.
         The perp history is read whole by its client (which raises rather than return part).
         """
         since_ms = int(since * 1000)
@@ -794,6 +884,7 @@ class PrefixOwnership:
         oldest: float | None = None
         used: set[int] = set()
         why = ""
+        claim = ""
         complete = False
         for _page in range(HISTORY_MAX_PAGES):
             page = parse_order_page(self.client.order_history(**filters))
@@ -803,12 +894,13 @@ class PrefixOwnership:
             if created:
                 oldest = min(created) if oldest is None else min(oldest, *created)
             found.extend(item for item in page.rows if self.is_ours(item.client_order_id))
-            if not page.has_next:
+            if not page.more(HISTORY_PAGE_SIZE):
                 complete = True
                 break
+            claim = _more_claim(page)
             cursor = page.next_cursor
             if cursor is None:
-                why = f"page {pages} said more pages follow but gave no cursor to read them by"
+                why = f"page {pages} {claim} but gave no cursor to read them by"
                 break
             if cursor in used:
                 why = f"page {pages} gave cursor {cursor} again: the paging does not move"
@@ -816,8 +908,8 @@ class PrefixOwnership:
             used.add(cursor)
             filters = next_page_filters(filters, cursor)
         else:
-            why = (f"{HISTORY_MAX_PAGES} pages of {HISTORY_PAGE_SIZE} (the most one read takes) and the exchange "
-                   f"said more follow")
+            why = (f"{HISTORY_MAX_PAGES} pages of {HISTORY_PAGE_SIZE} (the most one read takes) and the last "
+                   f"{claim}")
         if self.perp_client is not None:
             perp = self.perp_client.perp_order_history(start_ms=since_ms, end_ms=int(until_ms))
             found.extend(perp_open_order(order) for order in perp if self.is_ours(order.client_order_id))

@@ -135,6 +135,8 @@ BLOCKTRADE_MAX_PAGES = 20
 BLOCKTRADE_SLACK_SECONDS = 30.0
 HISTORY_SLACK_SECONDS = 5.0
 HISTORY_MAX_PAGES = 4     # fill-history pages read in one lookup; a read cut short there is no evidence
+# Asked for explicitly: a page without ``hasNext`` is read on when it is full (``Page.more``).
+HISTORY_PAGE_SIZE = 100
 MAX_CANCEL_ATTEMPTS = 3
 BLOCK_TRADE_TYPE = 14
 RFQ_PARAMS = "RFQParams"
@@ -1150,7 +1152,7 @@ class RFQJob(ExecutionJob):
     def _read_fill_history(self, since: float, budget: RequestBudget) -> list[ExchangeFill] | None:
         """Every fill row since ``since``, page after page (the first request already taken from
         ``budget``); None when the read failed or could not reach the last page in this step."""
-        filters = history_filters(start_ms=int(since * 1000))
+        filters = history_filters(page_size=HISTORY_PAGE_SIZE, start_ms=int(since * 1000))
         rows: list[ExchangeFill] = []
         cursors: set[int] = set()
         for page_no in range(HISTORY_MAX_PAGES):
@@ -1162,7 +1164,7 @@ class RFQJob(ExecutionJob):
                 logger.warning("rfq job %s: fill history unavailable (%s)", self.trade_id, exc)
                 return None
             rows.extend(page.rows)
-            if not page.has_next:
+            if not page.more(HISTORY_PAGE_SIZE):
                 return rows
             cursor = page.next_cursor
             if cursor is None or cursor in cursors:
