@@ -134,7 +134,10 @@ class LegLike(Protocol):
     @property
     def net_qty(self) -> float: ...  # our quantity, a magnitude
 
-    def greek(self, name: str) -> float | None: ...  # per contract of 1 unit of the leg's underlying, last quote
+    @property
+    def is_perpetual(self) -> bool: ...  # a perp leg (a hedge's, or a ``perp()`` leg): delta 1, no other greek
+
+    def greek(self, name: str) -> float | None: ...  # per contract of 1 unit of its underlying, last quote; None if stale
 
 
 class TradeLike(Protocol):
@@ -964,10 +967,21 @@ class LegGreekLimit(ExitCondition):
             return Side.of(leg.side).sign * float(leg.net_qty) * float(greek)
         return float(greek)
 
-    def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
+    def _legs(self, trade: TradeLike) -> list[LegLike]:
+        """The legs the limit reads: leg ``leg``, or every option leg; either only while we hold it.
+
+        Why: a leg we no longer hold keeps its last quote, whose greek means nothing now; and a
+        perp leg (the delta hedge's) has delta 1 by definition, so "any leg's delta above 0.4"
+        would fire the moment a hedge was put on. ``LookupError`` for an index the trade lacks.
+        """
         legs = [leg for leg in trade.legs if self.leg is None or leg.index == self.leg]
         if not legs:
             raise LookupError(f"{self.name}: the trade has no leg with index {self.leg}")
+        return [leg for leg in legs if abs(float(leg.net_qty)) > 1e-12
+                and (self.leg is not None or not leg.is_perpetual)]
+
+    def _fires(self, snapshot: SnapshotLike, trade: TradeLike) -> bool:
+        legs = self._legs(trade)
         unknown = 0
         for leg in legs:
             value = self._leg_value(leg)
@@ -980,8 +994,9 @@ class LegGreekLimit(ExitCondition):
         return False
 
     def _progress(self, snapshot: SnapshotLike, trade: TradeLike) -> tuple[float | None, str]:
-        legs = [leg for leg in trade.legs if self.leg is None or leg.index == self.leg]
-        if not legs:
+        try:
+            legs = self._legs(trade)
+        except LookupError:
             return None, f"the trade has no leg with index {self.leg}"
         values = [self._leg_value(leg) for leg in legs]
         known = [abs(value) for value in values if value is not None]

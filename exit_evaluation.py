@@ -3,7 +3,10 @@
 Why this module exists: BEHAVIOUR.md 4.2 row 9 and issue 9 (``price_sanity``) make judging an
 exit more than calling a condition. Quotes are refreshed once per poll for the legs we hold;
 a condition decides only after ``confirmations`` consecutive sane evaluations on newer quotes;
-insane or stale quotes neither count nor reset a streak (and are logged once per episode);
+insane or stale quotes neither count nor reset a streak (insane ones are logged once per episode);
+a rule that reads the legs' quotes directly (``leg_greek_limit``, a plain callable) is not judged
+on a held leg's quote that is missing or older than ``quote_max_age``: a failed refresh keeps
+the last quote on the leg, which only the valuation refuses by itself;
 exits that stay unevaluable for a minute raise one alert; the decision keeps its evidence
 (I3). ``ExitEvaluator`` does all of that and returns an ``ExitDecision``; the lifecycle
 manager writes the decision and changes the trade's state, so the state machine stays in one
@@ -73,7 +76,17 @@ def _confirmations_of(cond: Any) -> int:
 
 
 def _quote_stamps(trade: TradeLifecycle) -> tuple:
-    return tuple(float(leg.quote.as_of) for leg in trade.legs if not is_zero(leg.net_qty) and leg.quote is not None)
+    """When each held leg's market was read: its quote's, or for an expired leg not settled yet
+    its settlement price's (``ExpiryMark``), so a calendar's stop can confirm after the near expiry."""
+    stamps = []
+    for leg in trade.legs:
+        if is_zero(leg.net_qty):
+            continue
+        if leg.expiry_mark is not None:
+            stamps.append(float(leg.expiry_mark.as_of))
+        elif leg.quote is not None:
+            stamps.append(float(leg.quote.as_of))
+    return tuple(stamps)
 
 
 def _newer(stamps: tuple, previous: tuple) -> bool:
@@ -113,15 +126,32 @@ class ExitEvaluator:
         An unevaluable snapshot (stale or insane quotes) neither counts nor resets it: two sane
         readings that both show the loss are both real evidence, and resetting on every glitch
         would let a flapping feed postpone a genuine stop for ever (issue 9, ``price_sanity``).
-        While a leg we hold has an insane quote, plain callables are not called at all: they may
-        read quote fields directly, around the valuation's sanity rule.
+        While a leg we hold has an insane quote, or one missing or older than ``quote_max_age``,
+        plain callables are not called at all: they may read quote fields directly, around the
+        valuation's sanity and age rules. A stale leg's greeks read as unknown meanwhile
+        (``TradeLeg.quote_stale``), so ``leg_greek_limit`` is unevaluable on it, while a fresh leg
+        beyond its limit still fires.
         """
         insane = self._insane_legs(trade, now)
         self._note_insane(trade, watch, insane, now)
+        stale = self._stale_legs(trade, now)
+        for leg in trade.legs:
+            leg.quote_stale = leg.index in stale
+        try:
+            return self._judge(trade, conditions, watch, snapshot, now, blocked=bool(insane or stale))
+        finally:
+            # Only the exit rules are held to ``quote_max_age``: the valuation, the structure delta
+            # and the hedge keep their own limit, and the last quote stays the exit's evidence.
+            for leg in trade.legs:
+                leg.quote_stale = False
+
+    def _judge(self, trade: TradeLifecycle, conditions: Sequence[Any], watch: ExitWatch, snapshot: Any,
+               now: float, *, blocked: bool) -> ExitDecision | None:
+        """The loop of ``evaluate``; ``blocked``: a held leg's quote is insane or stale (no plain callable)."""
         unevaluable = False
         for position, cond in enumerate(conditions):
             name = condition_name(cond)
-            if insane and not isinstance(cond, ExitCondition):
+            if blocked and not isinstance(cond, ExitCondition):
                 verdict = ExitVerdict.UNEVALUABLE
             else:
                 verdict = judge_exit(cond, snapshot, trade, health=self.health, strategy=trade.strategy,
@@ -144,6 +174,22 @@ class ExitEvaluator:
             return decision
         self._track_unevaluable(trade, watch, unevaluable, now)
         return None
+
+    def _stale_legs(self, trade: TradeLifecycle, now: float) -> set[int]:
+        """The legs we hold whose quote is missing or older than ``quote_max_age`` at ``now``.
+
+        Why ``quote_max_age``: every poll's refresh fetches anything older than that, so an older
+        quote here means this poll's refresh failed and the leg still holds an earlier one.
+        """
+        found = set()
+        for leg in trade.legs:
+            if is_zero(leg.net_qty) or leg.is_expired(now):
+                continue
+            if leg.quote is None or now - float(leg.quote.as_of) > self.quote_max_age:
+                logger.debug("trade %s: leg %d %s has no quote of the last %.0f s; rules reading it wait",
+                             trade.id, leg.index, leg.symbol, self.quote_max_age)
+                found.add(leg.index)
+        return found
 
     @staticmethod
     def _insane_legs(trade: TradeLifecycle, now: float) -> list[str]:

@@ -45,6 +45,9 @@ REVISION_WINDOW_SECONDS = 7 * 24 * 3600.0
 # minutes per symbol for two days; a daily expiry pays no delivery fee, so it is not asked.
 EXERCISE_RETRY_SECONDS = 600.0
 EXERCISE_WINDOW_SECONDS = 48 * 3600.0
+# How often an expired leg that is not yet settled has its value (intrinsic at the estimated
+# expiration price) read again; ``ExpiryMark``.
+EXPIRY_MARK_RETRY_SECONDS = 10.0
 
 
 @dataclass
@@ -115,6 +118,24 @@ def find_delivery_price(data: Any, expiry_ms: int) -> float | None:
     return next((row.price for row in parse_delivery_prices(data) if row.covers(expiry_ms)), None)
 
 
+@dataclass(frozen=True)
+class ExpiryMark:
+    """What an expired leg is worth while its settlement is not booked yet.
+
+    Why: a calendar or diagonal trade still holds its far leg when the near one expires, and
+    the near leg has no quote any more; until its delivery price is listed (minutes, at worst
+    a day) the trade had no valuation, so its stop loss and profit target were blind. Past
+    the expiry the settlement price is fixed: it is the index's mean over the window before
+    the expiry, which the exchange's estimated expiration price reports (API.md 6.5). The
+    leg is worth its intrinsic value at that price (at the delivery price once listed,
+    ``final``); ``as_of`` is when the price was read, so a valuation can refuse an old one.
+    """
+
+    price: float
+    final: bool
+    as_of: float
+
+
 @dataclass
 class DeliveryWatch:
     """One trade's settlement retries, in memory: when to ask again, and whether a missing price was alerted."""
@@ -134,6 +155,8 @@ class Settler:
         self._delivery_prices: dict[tuple[str, int], float] = {}
         self._revision_next: dict[tuple[str, int], float] = {}   # when to ask again for a revision
         self._exercise_next: dict[str, float] = {}   # symbol -> when to read its exercise record again
+        self._expiry_marks: dict[tuple[str, int], ExpiryMark] = {}
+        self._expiry_mark_next: dict[tuple[str, int], float] = {}   # when to read the estimate again
 
     @staticmethod
     def due(watch: DeliveryWatch, now: float) -> bool:
@@ -175,6 +198,33 @@ class Settler:
         logger.info("trade %s leg %d %s settled: %s x %.2f intrinsic at delivery %.2f, fee %.2f", trade.id,
                     leg.index, leg.symbol, qty, intrinsic, delivery, fee)
         return True
+
+    def expiry_mark(self, underlying: str, expiry_ms: int, now: float) -> ExpiryMark | None:
+        """The price an expired, unsettled leg of ``underlying`` at ``expiry_ms`` is valued at
+        (``ExpiryMark``): the delivery price once this settler knows it, else the exchange's
+        estimated expiration price, read at most every ``EXPIRY_MARK_RETRY_SECONDS``.
+
+        A failed or empty read keeps the last mark, with its own ``as_of``: the valuation
+        judges its age, so an outage leaves the trade unevaluable, never valued on an old price.
+        """
+        key = (underlying, expiry_ms)
+        if key in self._delivery_prices:
+            return ExpiryMark(self._delivery_prices[key], True, now)
+        last = self._expiry_marks.get(key)
+        if now < self._expiry_mark_next.get(key, 0.0):
+            return last
+        self._expiry_mark_next[key] = now + EXPIRY_MARK_RETRY_SECONDS
+        try:
+            estimate = parse_estimated_expiration_price(
+                self.client.estimated_expiration_price(expiry_ms, index=index_name(underlying)))
+        except Exception as error:  # noqa: BLE001 - read again later; the valuation waits meanwhile
+            logger.info("estimated expiration price of %s %d unavailable: %s", underlying, expiry_ms, error)
+            return last
+        if estimate is None or not estimate > 0:
+            return last
+        mark = ExpiryMark(float(estimate), False, now)
+        self._expiry_marks[key] = mark
+        return mark
 
     def revise_leg(self, leg: TradeLeg, now: float) -> Settlement | None:
         """``leg``'s settlement at the exchange's delivery price, when it was booked at the estimate

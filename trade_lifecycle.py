@@ -54,7 +54,7 @@ from conditions import (
     time_exit,
     utc_datetime_exit,
 )
-from contracts import UNDERLYINGS, Contract, Side, is_perpetual_symbol, underlying_of
+from contracts import DEFAULT_UNDERLYING, UNDERLYINGS, Contract, Side, is_perpetual_symbol, underlying_of
 from display import fmt, fmt_duration, fmt_qty
 from errors import ConfigError, StaleDataError, TraderError
 from execution_job import JobStatus, LegTarget
@@ -83,8 +83,11 @@ from settlement import (
     EXERCISE_WINDOW_SECONDS,
     REVISION_WINDOW_SECONDS,
     DeliveryWatch,
+    ExpiryMark,
     Settlement,
     Settler,
+    estimated_delivery_fee,
+    intrinsic_value,
 )
 from trade_execution import MODES, ExecutionParams, fair_value
 from trade_fills import (
@@ -289,6 +292,12 @@ class TradeLeg:
     exit_market: LegMarket | None = None
     funding: float = 0.0
     quote: Any = field(default=None, repr=False, compare=False)
+    # An expired leg not yet settled: the price it is valued at meanwhile (``ExpiryMark``), set
+    # by the lifecycle at each tick from the settler; in memory only.
+    expiry_mark: ExpiryMark | None = field(default=None, repr=False, compare=False)
+    # Set by the exit evaluator, only while it judges the exits, on a held leg whose quote is
+    # missing or older than its limit: the last quote stays (evidence, views), its greeks do not count.
+    quote_stale: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.side = Side.of(self.side)
@@ -392,8 +401,12 @@ class TradeLeg:
         return not self.contract.is_perpetual and now >= self.contract.expiry_seconds
 
     def greek(self, name: str) -> float | None:
-        """Per-contract greek of the last quote refresh; None when unknown."""
-        if self.quote is None:
+        """Per-contract greek of the last quote refresh; None when unknown.
+
+        None too while ``quote_stale``: a refresh that failed leaves the old quote on the leg, and
+        a greek minutes old must neither fire ``leg_greek_limit`` nor pass for "below the limit".
+        """
+        if self.quote is None or self.quote_stale:
             return None
         value = getattr(self.quote, name, None)
         if value is None or isinstance(value, bool):
@@ -574,6 +587,11 @@ class TradeLifecycle:
             qty = leg.net_qty
             if is_zero(qty):
                 continue
+            if now is not None and leg.is_expired(now):
+                expired = self._expired_value(leg, mode, now)
+                value += leg.sign * qty * expired.price - expired.fee
+                legs.append(expired)
+                continue
             quote = self._fresh_quote(leg, now)
             price, degraded = _value_of_contract(mode, leg, quote)
             fee = 0.0
@@ -586,6 +604,26 @@ class TradeLifecycle:
             legs.append(LegValue(leg.index, leg.symbol, price, fee, degraded, float(quote.bid or 0.0),
                                  float(quote.ask or 0.0), float(quote.mark), float(quote.as_of)))
         return Valuation(mode, round(value, 8), cash, fees, legs)
+
+    def _expired_value(self, leg: TradeLeg, mode: str, now: float) -> LegValue:
+        """An expired leg not settled yet: its intrinsic value at the settlement price (``ExpiryMark``),
+        less the delivery fee in ``executable`` mode; ``StaleDataError`` without a mark read
+        within ``QUOTE_MAX_AGE_SECONDS``.
+
+        Why: its quote ends at the expiry; without this a calendar trade, whose far leg is
+        still open, had no valuation (its stop loss blind) until the delivery price was listed.
+        An estimate is a degraded value (``LegValue.degraded``); the booked settlement decides.
+        """
+        mark = leg.expiry_mark
+        if mark is None:
+            raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: expired, no settlement price yet")
+        if now - mark.as_of > QUOTE_MAX_AGE_SECONDS:
+            raise StaleDataError(f"{self.id} leg {leg.index} {leg.symbol}: expired, settlement price read "
+                                 f"{now - mark.as_of:.1f} s ago (> {QUOTE_MAX_AGE_SECONDS:.0f} s)")
+        intrinsic = intrinsic_value(leg.option_type, leg.strike, mark.price)
+        fee = (estimated_delivery_fee(leg.expiry_ms, leg.net_qty, mark.price, intrinsic)
+               if mode == "executable" else 0.0)
+        return LegValue(leg.index, leg.symbol, intrinsic, fee, not mark.final, 0.0, 0.0, intrinsic, mark.as_of)
 
     def pnl(self, mode: str = "fair", *, now: float | None = None) -> float:
         """Our fills' cash - fees + value of what we still hold (BEHAVIOUR 2.3)."""
@@ -2392,6 +2430,12 @@ class LifecycleManager:
             for leg in expired:
                 if self.settler.settle_leg(trade, leg, runtime.delivery, now):
                     self._persist(trade, "leg_settled")
+        for leg in expired:
+            # Until it is settled, the leg is valued at its settlement price (a calendar's far leg
+            # still trades, and its exits need the whole trade's value).
+            leg.expiry_mark = (None if is_zero(leg.net_qty) else
+                               self.settler.expiry_mark(leg.contract.underlying or DEFAULT_UNDERLYING,
+                                                        leg.expiry_ms, now))
         if not trade.has_exposure:
             self._end_flat(trade, runtime, now)
             return True

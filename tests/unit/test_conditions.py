@@ -51,6 +51,7 @@ class FakeLeg:
     side: int
     net_qty: float
     greeks: dict = field(default_factory=dict)
+    is_perpetual: bool = False
 
     def greek(self, name: str) -> float | None:
         return self.greeks.get(name)
@@ -461,6 +462,17 @@ def test_leg_greek_limit_missing_greek_and_missing_leg():
     half = FakeTrade(legs=(FakeLeg(0, 1, 1.0, {"delta": 0.9}), FakeLeg(1, 1, 1.0, {})))
     assert leg_greek_limit("delta", 0.5)(FakeSnapshot(), half) is True   # a known breach still fires
     assert judge_exit(leg_greek_limit("delta", 0.5, leg=5), FakeSnapshot(), trade) is ExitVerdict.ERROR
+
+
+def test_leg_greek_limit_reads_held_option_legs_not_the_hedge_nor_a_closed_leg():
+    """A perp hedge has delta 1 by definition and a closed leg keeps its last quote: neither fires
+    "any leg's delta above 0.4"; a perp leg named by its index is read as asked."""
+    hedged = FakeTrade(legs=(FakeLeg(0, 2, 0.5, {"delta": 0.25}), FakeLeg(1, 2, 0.0, {"delta": -0.9}),
+                             FakeLeg(2, 1, 0.2, {"delta": 1.0}, is_perpetual=True)))
+    assert leg_greek_limit("delta", 0.4)(FakeSnapshot(), hedged) is False
+    assert leg_greek_limit("delta", 0.2)(FakeSnapshot(), hedged) is True            # the held option leg
+    assert leg_greek_limit("delta", 0.4, leg=2)(FakeSnapshot(), hedged) is True
+    assert leg_greek_limit("delta", 0.4, leg=1)(FakeSnapshot(), hedged) is False     # not held
 
 
 def test_leg_greek_limit_validation_and_max_leg_index():

@@ -189,7 +189,7 @@ class FakeTrade:
     def __init__(self, pnl: float | None = 10.0, *, premium: float = -100.0, opened_at: float | None = NOW - 3600,
                  delta: float | None = 0.1, greeks: tuple[float | None, ...] = (0.2, -0.3)) -> None:
         self._pnl, self.entry_premium, self.opened_at, self._delta = pnl, premium, opened_at, delta
-        self.legs = [SimpleNamespace(index=i, side=2, net_qty=0.1, greek=lambda name, g=g: g)
+        self.legs = [SimpleNamespace(index=i, side=2, net_qty=0.1, is_perpetual=False, greek=lambda name, g=g: g)
                      for i, g in enumerate(greeks)]
 
     def pnl(self, mode: str) -> float:
