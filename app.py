@@ -259,7 +259,8 @@ def build_context(
     if notifier is not None:   # trades opened and closed, the daily summary
         journal.add_listener(notifier.handle_event)
     ledger = OrderLedger(client, clock, prefix=int(settings.client_order_prefix), ts_diff_ms=int(settings.ts_diff_ms),
-                         store=store, on_event=journal, perp_client=client)
+                         store=store, on_event=journal, perp_client=client,
+                         exchange_offset=lambda: client.time_offset_seconds)
     executor = build_engines(client, ledger, market, clock, rfq_notional_threshold=rfq_notional_threshold,
                              smart_notional_threshold=smart_notional_threshold)
     condition_health = ConditionHealth(on_alert=on_alert)
@@ -274,6 +275,9 @@ def build_context(
     # compared our trades with the positions, and each wake sees its corrections.
     reconciler = Reconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, clock=clock,
                             alerts=alerts, journal=journal, quarantined=quarantined, perp_client=client)
+    # What the positions showed beyond our trades (RECOVERY.md S2) outlives a restart: restored
+    # here, before the first reconciliation uses it, and kept in the store as it changes.
+    reconciler.positions.keep_known_in(store)
     monitor.register(reconciler)
     # Built after the lifecycle, the reconciler tells it which RFQ accepts recorded before a
     # restart are still unresolved: a trade waits for them before it is judged or ended.

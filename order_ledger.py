@@ -81,7 +81,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum, IntEnum
 from typing import Any, Callable, Container, Iterable, NoReturn, Sequence
 
-from clock import Clock
+from clock import Clock, iso_utc
 from coincall_payloads import (
     ExchangeOrder,
     PerpOrder,
@@ -157,6 +157,13 @@ PERP_POSITION_RETRY_SECONDS = 30.0
 
 # Create-order answers that do not prove nothing happened (BEHAVIOUR.md §6.1).
 _UNKNOWN_CREATE_CODES = frozenset({500, 10000, 10582, 10577, 10576, 10583, 10537, 4005, 10605})
+# The create answers that say another order holds the clientOrderId (10577: an open option
+# order; 10576: any perp order that ever carried it). Unknown on their own (the first request
+# of a replayed POST may be ours), but an order under that id created before ours was sent
+# proves the refusal was of OUR request: the order is then REJECTED (``_foreign_order``).
+_DUPLICATE_ID_CODES = frozenset({10576, 10577})
+# Journal event of an order the exchange showed under one of our clientOrderIds that is not ours.
+FOREIGN_ORDER_EVENT = "foreign_order_under_our_id"
 
 _ID_DIGITS = 18
 
@@ -546,6 +553,24 @@ class FillSummary:
     fees: float
 
 
+@dataclass(frozen=True)
+class ForeignOrder:
+    """An order the exchange showed under one of our clientOrderIds that cannot be ours.
+
+    Why it is kept: two daemons with our prefix build the same clientOrderIds, so a lookup by
+    clientOrderId can answer the other daemon's order. The ledger does not adopt it and hands
+    it to the reconciler (``take_foreign_orders``), which raises the ``prefix_conflict`` of
+    docs/RECOVERY.md O2 and pauses every strategy.
+    """
+
+    client_order_id: int
+    ours: int | None          # the orderId the ledger holds for that clientOrderId (None: none yet)
+    view: ExchangeOrder       # the other order, as the exchange showed it
+    why: str                  # why it cannot be ours
+    symbol: str               # our order's symbol (the view may not carry one)
+    trade_id: str
+
+
 def _view_problem(order: LedgerOrder, view: ExchangeOrder) -> str | None:
     """Why ``view`` is no answer about ``order`` (None when it is one).
 
@@ -591,7 +616,8 @@ class OrderLedger:
 
     def __init__(self, client: LedgerClient, clock: Clock, *, prefix: int = 101, ts_diff_ms: int = 5000,
                  store: LedgerStore | None = None, on_event: EventSink | None = None, max_orders_per_trade: int = 300,
-                 max_live_per_symbol: int = 4, perp_client: PerpLedgerClient | None = None) -> None:
+                 max_live_per_symbol: int = 4, perp_client: PerpLedgerClient | None = None,
+                 exchange_offset: Callable[[], float] | None = None) -> None:
         _check_int("prefix", prefix, 100, 899)
         require("OrderLedger client", client, LedgerClient)
         require_optional("OrderLedger perp_client", perp_client, PerpLedgerClient)
@@ -603,6 +629,9 @@ class OrderLedger:
         self._clock = clock
         self.prefix = prefix
         self._ts_diff_seconds = ts_diff_ms / 1000.0
+        # The exchange's clock less ours (the client's signing offset), so an exchange time is
+        # compared with ours on one clock (``_not_ours``); None: the clocks agree.
+        self._exchange_offset = exchange_offset
         self._store = store
         self._on_event = on_event
         self._max_orders_per_trade = max_orders_per_trade
@@ -652,6 +681,11 @@ class OrderLedger:
         # When each order's cancel was last requested (memory only: after a restart an order
         # still CANCEL_REQUESTED and shown working is cancelled again at once, ``_status_for``).
         self._cancel_requested_at: dict[int, float] = {}
+        # Orders found under our clientOrderIds that are not ours (``_not_ours``): every
+        # (clientOrderId, orderId) seen, so each is reported once a life, and those not yet
+        # handed to the reconciler (``take_foreign_orders``).
+        self._foreign_seen: set[tuple[int, int | None]] = set()
+        self._foreign_new: list[ForeignOrder] = []
         self._restore_kept_blocks()
 
     def __repr__(self) -> str:
@@ -1532,7 +1566,11 @@ class OrderLedger:
                                   order.client_order_id, exc)
             return "error"
         if view is not None:
-            self._apply_view(order, view)
+            why = self._not_ours(order, view) if by_client_id else None
+            if why is not None:
+                self._foreign_order(order, view, why)
+            else:
+                self._apply_view(order, view)
         return "final" if order.status.is_final else "live"
 
     def _verify_vanished(self, order: LedgerOrder) -> str:
@@ -1557,6 +1595,12 @@ class OrderLedger:
         except (TransportError, EndpointNotFound) as exc:
             logger.warning("verify of order %d by clientOrderId failed: %s", order.client_order_id, exc)
             return "error"
+        why = self._not_ours(order, view) if view is not None else None
+        if view is not None and why is not None:
+            # Another daemon's order under our clientOrderId: not ours, so the exchange does not
+            # show ours under it either; our record (and its orderId) is kept (RECOVERY.md O8).
+            self._foreign_order(order, view, why)
+            view, found = None, False
         if not found:
             if settled:
                 return "vanished"
@@ -1566,11 +1610,6 @@ class OrderLedger:
                 logger.warning("order history lookup of order %d failed: %s", order.client_order_id, exc)
                 return "error"
         if view is not None:
-            known_as = view.order_id
-            if known_as is not None and known_as != order.order_id:
-                logger.warning("order %d is known to the exchange as orderId %d, not %s: corrected",
-                               order.client_order_id, known_as, order.order_id)
-                self._update(order, order_id=known_as)
             self._apply_view(order, view)
             return "final" if order.status.is_final else "live"
         self._settle_vanished(order)
@@ -1582,8 +1621,8 @@ class OrderLedger:
             rows = self._perp_api(order.symbol).perp_order_history(
                 start_ms=int((float(order.sent_at) - VANISH_HISTORY_MARGIN_SECONDS) * 1000),
                 end_ms=self._clock.now_ms())
-            return next((perp_order_view(row) for row in rows if row.order_id == order.order_id
-                         or row.client_order_id == order.client_order_id), None)
+            return next((view for view in map(perp_order_view, rows) if self._is_ours_in_history(order, view)),
+                        None)
         filters = history_filters(page_size=VANISH_HISTORY_PAGE_SIZE,
                                   start_ms=int((float(order.sent_at) - VANISH_HISTORY_MARGIN_SECONDS) * 1000),
                                   end_ms=self._clock.now_ms())
@@ -1591,7 +1630,7 @@ class OrderLedger:
         for _page in range(VANISH_HISTORY_MAX_PAGES):
             page = parse_order_page(self._client.order_history(**filters))
             for row in page.rows:
-                if row.order_id == order.order_id or row.client_order_id == order.client_order_id:
+                if self._is_ours_in_history(order, row):
                     return row
             if not page.more(VANISH_HISTORY_PAGE_SIZE):   # unstated and full: read on
                 return None
@@ -1605,6 +1644,93 @@ class OrderLedger:
             filters = next_page_filters(filters, cursor)
         raise TransportError("GET order history", f"more than {VANISH_HISTORY_MAX_PAGES} pages since the order "
                                                   f"was sent: not searched to the end")
+
+    def _is_ours_in_history(self, order: LedgerOrder, row: ExchangeOrder) -> bool:
+        """Whether an order-history row is ``order``: its orderId, or its clientOrderId on a row
+        that can be ours (``_not_ours``; a row that cannot is reported, never adopted)."""
+        if order.order_id is not None and row.order_id == order.order_id:
+            return True
+        if row.client_order_id != order.client_order_id:
+            return False
+        why = self._not_ours(order, row)
+        if why is not None:
+            self._foreign_order(order, row, why)
+        return why is None
+
+    # ---- orders of another daemon under our clientOrderIds (docs/RECOVERY.md O2, O8) -----------
+
+    def _not_ours(self, order: LedgerOrder, view: ExchangeOrder) -> str | None:
+        """Why ``view``, found under ``order``'s clientOrderId, cannot be ``order`` (None: it can be).
+
+        Why: two daemons with our prefix build the same clientOrderIds (two new state
+        directories start at the same clock floor the same day), so "found by our
+        clientOrderId" is no proof. What is: with an orderId recorded, only that orderId is
+        ours; without one, an order the exchange created before we sent ours (less
+        X-REQ-TS-DIFF, the clock skew the daemon is configured to live with: a request is
+        accepted only when signed less than 1 s ahead of the exchange's clock) is not the
+        order our request made. A view of another clientOrderId, an empty one, or one
+        without a (positive) creation time proves nothing here (``_view_problem`` decides
+        the first two) and keeps the ordinary case: adopted as before.
+        """
+        if view.client_order_id is not None and view.client_order_id != order.client_order_id:
+            return None
+        if view.state is None and view.fill_qty is None:
+            return None
+        if order.order_id is not None:
+            if view.order_id is not None and view.order_id != order.order_id:
+                return f"it is orderId {view.order_id}, and ours is orderId {order.order_id}"
+            return None
+        created_ms = view.create_time_ms
+        if created_ms is None or not created_ms > 0:
+            return None
+        created = created_ms / 1000.0
+        offset = float(self._exchange_offset()) if self._exchange_offset is not None else 0.0
+        sent = float(order.sent_at) + offset          # when we sent ours, on the exchange's clock
+        if created < sent - self._ts_diff_seconds:
+            return (f"it was created at {iso_utc(created)}, {sent - created:.1f} s before we sent ours "
+                    f"({iso_utc(sent)}, exchange time)")
+        return None
+
+    def _foreign_order(self, order: LedgerOrder, view: ExchangeOrder, why: str) -> bool:
+        """An order that is not ours showed under ``order``'s clientOrderId: never adopted; True
+        when that settled our order (REJECTED, below).
+
+        Our record stays as it was (its orderId, state and fills), and the order is kept for
+        the reconciler (``take_foreign_orders``: CRITICAL ``prefix_conflict``, every strategy
+        paused). One exception settles our order: its create was refused because the
+        clientOrderId was in use (10577/10576) and the order holding it is not ours, so the
+        refusal was of our request, which made nothing: REJECTED, the exchange's own word.
+        """
+        key = (order.client_order_id, view.order_id)
+        with self._lock:
+            new = key not in self._foreign_seen
+            if new:
+                self._foreign_seen.add(key)
+                self._foreign_new.append(ForeignOrder(order.client_order_id, order.order_id, view, why,
+                                                      order.symbol, order.trade_id))
+        if new:
+            logger.critical("order %d (%s, trade %s): the exchange shows another order under its clientOrderId "
+                            "(orderId %s): %s. Not ours: not adopted, our record kept (another daemon uses prefix "
+                            "%d on this account?)", order.client_order_id, order.symbol, order.trade_id,
+                            view.order_id, why, self.prefix)
+            self._emit(FOREIGN_ORDER_EVENT, {"client_order_id": order.client_order_id, "order_id": order.order_id,
+                                             "foreign_order_id": view.order_id, "why": why})
+        refused = (order.order_id is None and order.error_code in _DUPLICATE_ID_CODES
+                   and (order.status is OrderStatus.UNKNOWN or order.reversible))
+        if refused:
+            logger.warning("order %d on %s: its create was refused (%s: clientOrderId in use) by an order that is "
+                           "not ours: REJECTED", order.client_order_id, order.symbol, order.error_code)
+            self._update(order, status=OrderStatus.REJECTED, presumed=False,
+                         error_msg=f"{order.error_msg} (the clientOrderId is held by orderId {view.order_id}, "
+                                   f"not ours: {why})")
+        return refused
+
+    def take_foreign_orders(self) -> list[ForeignOrder]:
+        """The orders found under our clientOrderIds that are not ours since the last call, each
+        once a life (the reconciler raises the ``prefix_conflict`` and pauses every strategy)."""
+        with self._lock:
+            found, self._foreign_new = self._foreign_new, []
+        return found
 
     def _settle_vanished(self, order: LedgerOrder) -> None:
         """The exchange does not know the order: final, its known fills kept, journaled."""
@@ -1659,6 +1785,11 @@ class OrderLedger:
             return False
         if view is None:
             return False
+        if by_client_id:
+            why = self._not_ours(order, view)
+            if why is not None:
+                # Nothing learnt about our order, unless the refusal of our create is now proven.
+                return self._foreign_order(order, view, why)
         problem = _view_problem(order, view)
         if problem is not None:
             self._repeats.warning(logger, (order.client_order_id, "poll_view"), "poll of order %d: %s; nothing "

@@ -27,7 +27,13 @@ exchange's view without ever deciding on a missing answer:
   (never archived, still matched against the open list), never dropped in silence.
 
 Open orders with our prefix that the ledger does not know (O2) are not this class's:
-``prefix_ownership.PrefixOwnership`` decides them.
+``prefix_ownership.PrefixOwnership`` decides them. Another daemon's order the ledger itself
+met under one of our clientOrderIds (a lookup by clientOrderId answered it, and the ledger
+refused it: ``OrderLedger.take_foreign_orders``) is raised here as the same CRITICAL
+``prefix_conflict``, with every strategy paused and its symbol blocked, since prefix ownership
+cannot tell such an order from our lost create. And the watch never looks up by clientOrderId
+an order the ledger holds no orderId for when that clientOrderId is contested (shown under two
+orderIds, or reported not ours): the lookup could answer the other order.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ from order_ledger import (
     BLOCK_ACCEPT_REFUSED_EVENT,
     LATE_FILL_STATUSES,
     PRESUMED_VERDICT_HORIZON_SECONDS,
+    ForeignOrder,
     LedgerOrder,
     OrderStatus,
     open_block_accepts,
@@ -51,6 +58,7 @@ from order_ledger import (
 from reconciliation_report import QTY_EPSILON, ReconcileReport
 from rfq import AMBIGUOUS_RESOLVE_SECONDS, BLOCKTRADE_SLACK_SECONDS, BlockTradeIncomplete, adopt_block_trade
 from seams import AlertSender, ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle, ReconcilerStore
+from strategy_pauses import StrategyPauses
 from trade_fills import AcceptEvidence, AcceptMarker, accept_evidence
 
 logger = logging.getLogger(__name__)
@@ -66,6 +74,8 @@ LATE_FILL_WATCH_SECONDS = 600.0
 PRESUMED_RECHECK_FIRST_SECONDS = 30.0
 PRESUMED_RECHECK_MAX_SECONDS = 600.0
 PRESUMED_RECHECKS_PER_PASS = 10
+# How many orders a ``prefix_conflict`` alert names (the rest are counted).
+CONFLICT_NAMES_AT_MOST = 10
 
 
 def _lookup_horizon(marker: dict) -> float | None:
@@ -76,6 +86,18 @@ def _lookup_horizon(marker: dict) -> float | None:
     if not isinstance(created, (int, float)) or isinstance(created, bool) or not math.isfinite(created):
         return None
     return float(created) - BLOCKTRADE_SLACK_SECONDS
+
+
+def _describe_foreign(found: list[ForeignOrder]) -> str:
+    parts = []
+    for item in found[:CONFLICT_NAMES_AT_MOST]:
+        view = item.view
+        side = view.side.name if view.side is not None else "?"
+        ours = f"ours is orderId {item.ours}" if item.ours is not None else "we hold no orderId for it"
+        parts.append(f"{item.client_order_id} ({item.symbol} {side} {view.qty} @ {view.price}, orderId {view.order_id}; "
+                     f"{ours}: {item.why})")
+    more = f" and {len(found) - CONFLICT_NAMES_AT_MOST} more" if len(found) > CONFLICT_NAMES_AT_MOST else ""
+    return ", ".join(parts) + more
 
 
 def presumed_not_placed(ledger: ReconcilerLedger, now: float) -> list[LedgerOrder]:
@@ -110,12 +132,16 @@ class OrderReconciler:
 
     def __init__(self, *, client: ReconcilerClient, ledger: ReconcilerLedger, lifecycle: ReconcilerLifecycle,
                  store: ReconcilerStore | None, alerts: AlertSender | None,
-                 order_min_age_seconds: float = ORDER_MIN_AGE_SECONDS) -> None:
+                 order_min_age_seconds: float = ORDER_MIN_AGE_SECONDS, pauses: StrategyPauses | None = None) -> None:
         self.client = client
         self.ledger = ledger
         self.lifecycle = lifecycle
         self.store = store
         self.alerts = alerts
+        self.pauses = pauses
+        # clientOrderIds the watch never looks up for an order without an orderId: shown under
+        # two orderIds, or reported not ours (this pass's and earlier passes' ``foreign_orders``).
+        self._contested: set[int] = set()
         self.order_min_age_seconds = float(order_min_age_seconds)
         self._alerted_missing: set[int] = set()
         self._late_checked: set[int] = set()
@@ -299,6 +325,7 @@ class OrderReconciler:
         O9, O10: verdicts on missing data the list shows, or whose re-check is due."""
         self._refresh_watch(now)
         self._sweep(report)
+        self._note_contested(report, listed)
         self._listed_again(report, now, listed)
         listed_ids = {item.order_id for item in listed if item.order_id is not None}
         for order in self.ledger.live_orders():
@@ -318,6 +345,70 @@ class OrderReconciler:
                             f"order {order.client_order_id} ({order.symbol}, trade {order.trade_id}) is live in "
                             f"our ledger but unknown to the exchange", client_order_id=order.client_order_id)
         self._recheck_due(report, now)
+        self.foreign_under_our_ids(report)
+
+    # ---- another daemon's orders under our clientOrderIds (row O2) -------------------------------
+
+    def _note_contested(self, report: ReconcileReport, listed: list[ExchangeOrder]) -> None:
+        """Remember the clientOrderIds of ours a lookup may answer with another daemon's order.
+
+        Reported not ours (``report.foreign_orders``: by prefix ownership or by this class), or
+        listed open under two orderIds: a lookup by clientOrderId answers one of them, and with
+        no orderId of our own nothing tells which is ours (``prefix_ownership._reused_ids``).
+        """
+        self._contested.update(coid for coid in report.foreign_orders if self.ledger.is_ours(coid))
+        shown: dict[int, set[int]] = {}
+        for item in listed:
+            if item.client_order_id is not None and item.order_id is not None:
+                shown.setdefault(item.client_order_id, set()).add(item.order_id)
+        self._contested.update(coid for coid, ids in shown.items() if len(ids) > 1 and self.ledger.is_ours(coid))
+
+    def _looked_up_safely(self, order: LedgerOrder) -> bool:
+        """Whether the watch may ask about ``order`` (its lookup goes by clientOrderId when the
+        ledger holds no orderId): not when that clientOrderId is contested (``_note_contested``).
+        The verdict then stands until its horizon; the conflict is the operator's (row O2)."""
+        if order.order_id is not None or order.client_order_id not in self._contested:
+            return True
+        self._repeat_contested(order)
+        return False
+
+    def _repeat_contested(self, order: LedgerOrder) -> None:
+        logger.warning("order %d: its clientOrderId is shown under another daemon's order too; not looked up by "
+                       "clientOrderId (the answer could be theirs): the verdict %s stands", order.client_order_id,
+                       order.status.value)
+
+    def foreign_under_our_ids(self, report: ReconcileReport) -> None:
+        """Orders the ledger found under our clientOrderIds that are not ours: the verdict of row O2.
+
+        Why here: prefix ownership decides the orders it reads, but an order found by a lookup
+        is one it may not tell from ours (a lone order under a clientOrderId the ledger holds no
+        orderId for reads as our lost create). So: CRITICAL ``prefix_conflict`` (the kind
+        prefix ownership raises, so operators see one kind), every strategy paused (persisted;
+        lifted by ``resume``), their symbols blocked (our next clientOrderIds there may equal
+        the other daemon's), never cancelled. A clientOrderId already reported (by prefix
+        ownership, or here) is not alerted again (``_contested``).
+        """
+        found = [item for item in self.ledger.take_foreign_orders() if item.client_order_id not in self._contested]
+        if not found:
+            return
+        coids = list(dict.fromkeys(item.client_order_id for item in found))
+        self._contested.update(coids)
+        report.foreign_orders.extend(coids)
+        reason = f"orders of another daemon under our clientOrderIds (prefix {self.ledger.prefix})"
+        if self.pauses is not None:
+            report.paused.extend(self.pauses.pause_every(reason))
+        blocked = list(dict.fromkeys(item.symbol for item in found))
+        for symbol in blocked:
+            if self.ledger.block_symbol(symbol, reason):
+                report.blocked_symbols.append(symbol)
+        self._alert("CRITICAL", "prefix_conflict",
+                    f"{len(found)} order(s) on the exchange carry a clientOrderId our ledger sent itself but are "
+                    f"not ours: {_describe_foreign(found)}. Another daemon uses prefix {self.ledger.prefix} on this "
+                    f"account and built the same ids. They are left untouched and not adopted (our records are "
+                    f"kept); every strategy is paused and no order of ours goes to {', '.join(blocked)} until a "
+                    f"resume. Fix: give each daemon on the account its own CLIENT_ORDER_PREFIX (100-899); cancel "
+                    f"those orders by hand if they are yours; then `python main.py resume`",
+                    client_order_ids=coids[:CONFLICT_NAMES_AT_MOST], count=len(found), source="lookup")
 
     # ---- verdicts on missing data (rows O9, O10) -------------------------------------------------
 
@@ -369,6 +460,8 @@ class OrderReconciler:
             order = entry.order
             if coid not in listed_coids and (order.order_id is None or order.order_id not in listed_ids):
                 continue
+            if not self._looked_up_safely(order):
+                continue
             logger.warning("order %d, settled %s, is listed open on the exchange: adopting the exchange's view",
                            coid, entry.verdict.value)
             report.orders_checked += 1
@@ -386,6 +479,10 @@ class OrderReconciler:
                 self._horizon_reached(entry)
         due = sorted((entry for entry in self._watch.values() if entry.due <= now), key=lambda entry: entry.due)
         for entry in due[:PRESUMED_RECHECKS_PER_PASS]:
+            if not self._looked_up_safely(entry.order):
+                entry.interval = PRESUMED_RECHECK_MAX_SECONDS
+                entry.due = now + entry.interval
+                continue
             report.orders_checked += 1
             answer = self.ledger.verify(entry.order)
             if entry.order.status is not entry.verdict:
@@ -405,6 +502,12 @@ class OrderReconciler:
         on the leg it freed); for a VANISHED one when it is working or filled more.
         """
         order = entry.order
+        if order.status is OrderStatus.REJECTED:
+            # Not a reversal: the order under its clientOrderId is another daemon's, so the
+            # refusal of our create (clientOrderId in use) stands as the exchange's word.
+            logger.warning("order %d, concluded %s, is REJECTED: its clientOrderId is held by an order that is not "
+                           "ours", order.client_order_id, entry.verdict.value)
+            return
         gained = float(order.filled_qty) - entry.filled_before
         if gained > QTY_EPSILON:
             report.late_fills.append(order.client_order_id)
@@ -473,6 +576,8 @@ class OrderReconciler:
         this pass is alerted here, in the same pass.
         """
         self._sweep(report)
+        self._note_contested(report, [])
+        self.foreign_under_our_ids(report)   # found by this pass's order-history read, or a poll
         # Orders changed in the watch window (and a second more: the test below decides, exactly).
         for order in self.ledger.orders_updated_since(now - LATE_FILL_WATCH_SECONDS - 1.0):
             if order.status not in LATE_FILL_STATUSES or order.filled_qty >= order.qty - QTY_EPSILON:

@@ -21,8 +21,9 @@ Why it looks the way it does:
 * What must outlive any restart to keep a clientOrderId from being sent twice, or a block
   in force, lives in the existing tables (no schema step): clientOrderId floors as counters
   (``raise_client_id_floors``), kept symbol blocks and the store's exchange record as events
-  (``keep_symbol_block``, ``record_identity``). A store written by this version still opens
-  with the previous one.
+  (``keep_symbol_block``, ``record_identity``); the reconciler's memory of what was beyond our
+  trades (docs/RECOVERY.md S2) as counters replaced whole (``save_known_positions``). A store
+  written by this version still opens with the previous one.
 * The schema is versioned: ``MIGRATIONS`` is an ordered list of ``(version, statements)``
   steps, each applied in its own transaction together with the new version number, so
   a new version adds a step without touching the ones already shipped.
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -82,6 +84,16 @@ CLIENT_ID_FLOOR_COUNTER = "client_id_floor"
 # then the operator's lift (``StateStore.kept_symbol_blocks``).
 SYMBOL_BLOCK_KEPT_EVENT = "symbol_block_kept"
 SYMBOL_BLOCK_LIFTED_EVENT = "symbol_block_lifted"
+# The reconciler's memory of what the latest positions read that was not short showed beyond our
+# trades on each symbol (docs/RECOVERY.md S2; ``position_reconciliation.PositionReconciler``), kept
+# as two counters a symbol: ``known_position:<symbol>:at_us`` (the read's time, microseconds) and
+# ``known_position:<symbol>:beyond_nano`` (signed quantity, 1e-9 units, below every lot size).
+# Replaced whole on each change (``save_known_positions``): as many rows as symbols remembered.
+# Counters, not a table: no schema change, and a store written by this version still opens with
+# the previous one, which ignores them.
+KNOWN_POSITION_COUNTER = "known_position"
+_KNOWN_AT_SCALE = 1_000_000
+_KNOWN_BEYOND_SCALE = 1_000_000_000
 # The exchange, account and environment the store belongs to (state_identity, row E1), kept
 # inside the database as well as beside it: the latest event of this kind is the record.
 IDENTITY_EVENT = "exchange_identity"
@@ -706,6 +718,54 @@ class StateStore:
         """The highest attempt of (trade_seq, leg_index) seen on the exchange and never recorded by
         the ledger, for one intent digit or (None) any; 0 when none was."""
         return self.counter(client_id_floor_name(trade_seq, leg_index, intent))
+
+    # ---------------------------------------------------------------- the reconciler's S2 memory
+
+    def save_known_positions(self, known: Mapping[str, tuple[float, float]]) -> None:
+        """Replace the stored S2 memory (symbol -> (read time, beyond ours signed)) by ``known``.
+
+        One transaction: the old rows go and the new ones come together, so a crash leaves
+        either memory whole, and the rows never outnumber the symbols remembered (an upsert of
+        the whole memory, never an append). ``ValueError`` for a value that is not finite.
+        """
+        prefix = f"{KNOWN_POSITION_COUNTER}:"
+        rows: list[tuple[str, int]] = []
+        for symbol, (at, beyond) in sorted(known.items()):
+            if not isinstance(symbol, str) or not symbol:
+                raise ValueError(f"known position symbol must be a non-empty str, got {symbol!r}")
+            if not (math.isfinite(at) and math.isfinite(beyond)):
+                raise ValueError(f"known position of {symbol} must be finite, got ({at!r}, {beyond!r})")
+            rows.append((f"{prefix}{symbol}:at_us", round(at * _KNOWN_AT_SCALE)))
+            rows.append((f"{prefix}{symbol}:beyond_nano", round(beyond * _KNOWN_BEYOND_SCALE)))
+        with self._write("save_known_positions") as conn:
+            conn.execute("DELETE FROM counters WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
+            conn.executemany("INSERT INTO counters (name, value) VALUES (?, ?)", rows)
+
+    def load_known_positions(self) -> dict[str, tuple[float, float]]:
+        """The stored S2 memory, symbol -> (read time, beyond ours signed); empty when none.
+
+        ``StoreError`` when it cannot be read or is malformed (a value that is not an integer,
+        a read time not after the epoch, a symbol with one of its two rows only): a part of
+        that memory is not believed, the caller decides without it.
+        """
+        prefix = f"{KNOWN_POSITION_COUNTER}:"
+        try:
+            rows = self._read("SELECT name, value FROM counters WHERE substr(name, 1, ?) = ?", (len(prefix), prefix))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: the known positions cannot be read: {exc}") from exc
+        parts: dict[str, dict[str, int]] = {}
+        for name, value in rows:
+            symbol, _sep, field = str(name)[len(prefix):].rpartition(":")
+            if not symbol or field not in ("at_us", "beyond_nano") or isinstance(value, bool) \
+                    or not isinstance(value, int):
+                raise StoreError(f"{self._path}: malformed known position row {name!r} = {value!r}")
+            parts.setdefault(symbol, {})[field] = value
+        known: dict[str, tuple[float, float]] = {}
+        for symbol, fields in sorted(parts.items()):
+            if set(fields) != {"at_us", "beyond_nano"} or fields["at_us"] <= 0:
+                raise StoreError(f"{self._path}: malformed known position of {symbol}: {fields}")
+            known[symbol] = (fields["at_us"] / _KNOWN_AT_SCALE, fields["beyond_nano"] / _KNOWN_BEYOND_SCALE)
+        return known
 
     # ---------------------------------------------------------------- whose store this is
 

@@ -44,7 +44,16 @@ from reconciliation_report import (
     ReconcileReport,
     SymbolCheck,
 )
-from seams import AlertSender, PerpReconcilerClient, ReconcilerClient, ReconcilerLedger, ReconcilerLifecycle
+from errors import TraderError
+from seams import (
+    AlertSender,
+    KnownPositionStore,
+    PerpReconcilerClient,
+    ReconcilerClient,
+    ReconcilerLedger,
+    ReconcilerLifecycle,
+    require,
+)
 from strategy_pauses import StrategyPauses
 from trade_lifecycle import TradeState
 
@@ -103,10 +112,62 @@ class PositionReconciler:
         self._doubts_logged: dict[str, str] = {}   # symbol -> why its shortfall was deferred (logged once)
         # symbol -> (snapshot time, exchange - ours signed) of the latest judged read that was not
         # short: what was beyond ours then (S1/S2), which outside closes since may have taken away.
+        # Kept in the store (``keep_known_in``) so that a restart nets against it too.
         self._known: dict[str, tuple[float, float]] = {}
+        self._known_store: KnownPositionStore | None = None
+        # What the store holds now; None: not known (unreadable), so the next reconciliation writes.
+        self._known_stored: dict[str, tuple[float, float]] | None = {}
 
     def __repr__(self) -> str:
         return f"PositionReconciler(awaiting_confirmation={sorted(self._suspects)})"
+
+    def keep_known_in(self, store: KnownPositionStore) -> None:
+        """Keep the S2 memory in ``store`` from now on, and take back what it holds (before the
+        first ``compare``: ``app.build_context`` calls it when it wires the reconciler).
+
+        Why: without it a restart forgets that a position on one of our symbols was somebody
+        else's, and their sale of it (while the daemon was down, or just after) would read as
+        an outside close of OUR trade, which cannot be undone. The restored ``at`` is the old
+        read's time, so the outside flow since then is netted against it as before the restart.
+        A memory that cannot be read, or is malformed, is not used: a WARNING, and the start
+        goes on without it (the window's net flow alone decides, as before the memory was
+        kept). Memory can only lower what evidence explains, never raise it, so an old one errs
+        towards a suspect read (S6), which is reversible, never towards a booking.
+        """
+        require("PositionReconciler known-position store", store, KnownPositionStore)
+        self._known_store = store
+        try:
+            stored = store.load_known_positions()
+        except TraderError as exc:
+            logger.warning("reconciliation: what the positions showed beyond our trades before the restart "
+                           "cannot be read (%s): starting without it, the window's net outside flow alone "
+                           "explains a shortfall; the record is replaced at the next reconciliation", exc)
+            self._known_stored = None
+            return
+        self._known_stored = dict(stored)
+        for symbol, value in stored.items():
+            self._known.setdefault(symbol, value)   # a read of this life is newer than the store's
+        if stored:
+            logger.info("reconciliation: restored what the positions showed beyond our trades on %s",
+                        ", ".join(f"{symbol} {beyond:+g}" for symbol, (_at, beyond) in sorted(stored.items())))
+
+    def known_positions(self) -> dict[str, tuple[float, float]]:
+        """A copy of the S2 memory: symbol -> (read time, beyond our trades signed)."""
+        return dict(self._known)
+
+    def _keep_known(self) -> None:
+        """Write the S2 memory when this reconciliation changed it: one write at most, none when
+        unchanged. A failed write is retried at the next reconciliation; meanwhile the store
+        holds the older memory, which can only make a restart explain less (a suspect read)."""
+        if self._known_store is None or self._known == self._known_stored:
+            return
+        try:
+            self._known_store.save_known_positions(self._known)
+        except TraderError as exc:
+            logger.warning("reconciliation: what the positions show beyond our trades could not be kept in the "
+                           "store (%s): tried again at the next reconciliation", exc)
+            return
+        self._known_stored = dict(self._known)
 
     def compare(self, snapshot: AccountSnapshot, report: ReconcileReport, unsettled: set[str], *,
                 confirm: bool, in_doubt: Mapping[str, str] | None = None) -> None:
@@ -121,7 +182,17 @@ class PositionReconciler:
         (``Reconciler._in_doubt``): a shortfall or a reappearing close there is deferred, since
         that order's fill would pass for somebody else's. An opposite side is still acted on:
         it books nothing, and blocking the symbol is right whoever's fill caused it.
+
+        What the read teaches about positions beyond ours (S2) is kept in the store at the end
+        (``_keep_known``), also when a step failed after changing it.
         """
+        try:
+            self._compare(snapshot, report, unsettled, confirm=confirm, in_doubt=in_doubt)
+        finally:
+            self._keep_known()
+
+    def _compare(self, snapshot: AccountSnapshot, report: ReconcileReport, unsettled: set[str], *,
+                 confirm: bool, in_doubt: Mapping[str, str] | None) -> None:
         now = self.clock.now()
         in_doubt = in_doubt or {}
         positions = self._positions(snapshot)

@@ -114,7 +114,7 @@ class Reconciler:
         self.interval_seconds = float(interval_seconds)
         self.pauses = StrategyPauses(lifecycle, store)
         self.orders = OrderReconciler(client=client, ledger=ledger, lifecycle=lifecycle, store=store, alerts=alerts,
-                                      order_min_age_seconds=order_min_age_seconds)
+                                      order_min_age_seconds=order_min_age_seconds, pauses=self.pauses)
         self.ownership = PrefixOwnership(client=client, ledger=ledger, store=store, clock=clock, pauses=self.pauses,
                                          alerts=alerts, journal=journal, quarantined=quarantined,
                                          interval_seconds=self.interval_seconds, perp_client=perp_client)

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
         FundingPayment,
     )
     from market_data import ChainSnapshot
-    from order_ledger import Intent, LedgerOrder
+    from order_ledger import ForeignOrder, Intent, LedgerOrder
     from trade_execution import ExecutionParams, Quantity
     from trade_lifecycle import TradeLifecycle
 
@@ -258,6 +258,9 @@ class ExchangeClient(LedgerClient, MarketDataClient, AccountClient, RfqClient, R
 
     def server_time(self) -> int: ...
 
+    @property
+    def time_offset_seconds(self) -> float: ...  # the exchange's clock less ours (the ledger's "not ours" test)
+
     def close(self) -> None: ...
 
 
@@ -445,6 +448,8 @@ class ReconcilerLedger(Protocol):
     def record_block_fill(self, *, trade_id: str, trade_seq: int, leg_index: int, intent: Intent, symbol: str,
                           side: int, qty: float, price: float, fee: float, order_id: int | None,
                           filled_at: float) -> LedgerOrder: ...
+
+    def take_foreign_orders(self) -> list[ForeignOrder]: ...
 
 
 class Ledger(LedgerOrders, LifecycleLedger, ReconcilerLedger, Protocol):
@@ -765,6 +770,20 @@ class ReconcilerStore(Protocol):
     def save_runner_state(self, name: str, state: dict) -> None: ...
 
     def raise_client_id_floors(self, seen: Iterable[tuple[int, int, int, int]]) -> int: ...
+
+
+class KnownPositionStore(Protocol):
+    """Where ``PositionReconciler`` keeps its memory of what the latest positions read that was not
+    short showed beyond our trades (docs/RECOVERY.md S2), so that a restart nets the outside flow
+    against it as the running daemon did. Both raise ``TraderError`` (a store error) on failure.
+
+    Implementations: ``StateStore``; ``CountingStore`` and ``BrokenStore`` in
+    tests/unit/test_known_positions_persisted.py.
+    """
+
+    def save_known_positions(self, known: Mapping[str, tuple[float, float]]) -> None: ...
+
+    def load_known_positions(self) -> dict[str, tuple[float, float]]: ...
 
 
 class Store(LedgerStore, LifecycleStore, ReconcilerStore, Protocol):

@@ -228,20 +228,26 @@ def test_an_order_is_settled_vanished_only_when_old_enough_and_unknown_by_id_by_
     assert [kind for kind, _payload in rig.events].count("order_vanished") == 1
 
 
-def test_an_order_not_found_by_its_order_id_but_found_by_client_order_id_is_not_vanished(ledger_rig):
-    from order_ledger import LedgerOrder, OrderStatus
+def test_an_order_found_by_client_order_id_under_another_order_id_is_never_taken_for_ours(ledger_rig):
+    """Our record says orderId A; the exchange knows no A, and shows orderId B under our
+    clientOrderId. Two daemons with one prefix build the same clientOrderIds, so B is not
+    proven ours: it is neither adopted nor taken as our orderId (an older version "corrected"
+    the record to B and took its fills), and it is handed on as a prefix conflict."""
+    from order_ledger import LedgerOrder
 
     rig = ledger_rig
     real = _resting(rig)
     real_order_id, record = real.order_id, real.to_record()
-    record.update(order_id=1990000000999999999)                # the same order, known by a wrong orderId
+    record.update(order_id=1990000000999999999)                # our record names an orderId the exchange lacks
     rig.ledger.restore([record])
     stale = rig.ledger.get(real.client_order_id)
     assert isinstance(stale, LedgerOrder) and stale.order_id == 1990000000999999999
     rig.sim.clock.advance(31)
 
-    assert rig.ledger.verify(stale) == "live"
-    assert stale.status is OrderStatus.LIVE and stale.order_id == real_order_id      # corrected from the answer
+    assert rig.ledger.verify(stale) == "vanished"                 # a verdict on missing data: watched, reversible
+    assert stale.order_id == 1990000000999999999 and stale.reversible
+    assert [(found.client_order_id, found.view.order_id) for found in rig.ledger.take_foreign_orders()] == [
+        (real.client_order_id, real_order_id)]
 
 
 def test_a_vanished_order_the_exchange_shows_again_is_believed(ledger_rig):

@@ -176,6 +176,9 @@ class FakeLedger:
     def record_block_fill(self, **fill: Any) -> FakeOrder:
         raise AssertionError("not used by this test")
 
+    def take_foreign_orders(self) -> list:
+        return []
+
 
 class FakeClient:
     def __init__(self) -> None:

@@ -167,7 +167,7 @@ def test_members_come_from_the_protocol_and_its_protocol_bases():
     methods, attributes = protocol_members(seams.ExchangeClient)
     assert {"create_order", "orderbook", "rfq_accept", "all_pending_orders", "delivery_prices",
             "query_api_key"} <= methods
-    assert attributes == {"reachability"}
+    assert attributes == {"reachability", "time_offset_seconds"}
     methods, attributes = protocol_members(seams.MonitorCallback)
     assert methods == {"__call__", "on_snapshot_error"} and attributes == {"callback_name"}
 
