@@ -158,16 +158,18 @@ class PauseRequest:
 # ---------------------------------------------------------------------------------------
 
 
-def set_stored_pause(store: Store, name: str, reason: str | None) -> bool:
+def set_stored_pause(store: Store, name: str, reason: str | None, *, create: bool = False) -> bool:
     """Pause (``reason``) or resume (None) a runner through its persisted state only.
 
     For strategies that have no runner in this process: not in ``STRATEGIES``, or the
-    command line acting while no daemon runs. False when the store has no state for it.
+    command line acting while no daemon runs. False when the store has no state for it,
+    unless ``create`` (a pause of a configured strategy that never ran: its runner starts
+    from this state, paused, so no later start can miss the pause).
     """
     saved = store.load_runner_state(name)
-    if saved is None:
+    if saved is None and not (create and reason is not None):
         return False
-    state = RunnerState.from_dict(saved)
+    state = RunnerState.from_dict(saved) if saved is not None else RunnerState()
     state.paused = reason is not None
     state.pause_reason = reason or ""
     state.pause_until = None
@@ -589,13 +591,15 @@ def resume_runners(store: Store, runners: Mapping[str, RunnerControl], name: str
     return resumed
 
 
-def pause_runner(store: Store, runners: Mapping[str, RunnerControl], request: PauseRequest) -> dict | None:
+def pause_runner(store: Store, runners: Mapping[str, RunnerControl], request: PauseRequest, *,
+                 configured: bool = False) -> dict | None:
     """Pause one strategy's entries (its runner here, else its stored state).
 
     A strategy already paused keeps its reason (a kill's pause stays a kill's pause); the
     result says so. A pause that lifts itself (the daily open-failure pause) is replaced, or
     it would end at midnight and take this one with it. None when there is neither a runner
-    nor stored state to pause.
+    nor stored state to pause, unless ``configured`` (the caller checked the name is one of
+    ``STRATEGIES``): then a paused state is stored for it.
     """
     name = request.strategy
     runner = runners.get(name)
@@ -607,7 +611,7 @@ def pause_runner(store: Store, runners: Mapping[str, RunnerControl], request: Pa
     already = stored_pause_reason(store, name)
     if already is not None and (store.load_runner_state(name) or {}).get("pause_until") is None:
         return {"paused": [], "already_paused": {name: already}}
-    if not set_stored_pause(store, name, request.reason):
+    if not set_stored_pause(store, name, request.reason, create=configured):
         return None
     logger.warning("strategy %s paused (its runner state in the store): %s", name, request.reason)
     return {"paused": [name], "reason": request.reason}

@@ -162,7 +162,7 @@ def _dispatch(kind: str, request: Any, configs: list[StrategyConfig], run: Opera
         if kind == KIND_RESUME:
             return _resume_without_daemon(request, run)
         if kind == KIND_PAUSE:
-            return _pause_without_daemon(request, run)
+            return _pause_without_daemon(request, run, {config.name for config in configs})
         return _kill_without_daemon(request, configs, run, lock)
     finally:
         lock.release()
@@ -251,9 +251,10 @@ def _resume_without_daemon(request: ResumeRequest, run: OperatorRun) -> int:
     return EXIT_OK
 
 
-def _pause_without_daemon(request: PauseRequest, run: OperatorRun) -> int:
-    """No daemon: pause through the stored runner state; a strategy without one yet keeps the
-    command queued, and the daemon's first wake pauses it before its runner considers an entry."""
+def _pause_without_daemon(request: PauseRequest, run: OperatorRun, configured: set[str]) -> int:
+    """No daemon: pause through the stored runner state. A strategy of ``STRATEGIES`` without one
+    yet (it never ran) is given one, paused: a command left queued for it was failed by a start
+    that did not run it (``run --strategy OTHER``), and the start after traded it unpaused."""
     if not run.db_path.exists():
         run.complain(f"pause: no state yet in {run.settings.state_dir}: start the daemon once (or pause it while "
                      f"it runs); nothing was done")
@@ -265,11 +266,12 @@ def _pause_without_daemon(request: PauseRequest, run: OperatorRun) -> int:
         return EXIT_NOT_DONE
     try:
         command_id = store.add_command(KIND_PAUSE, request.to_payload())
-        result = pause_runner(store, {}, request)
+        result = pause_runner(store, {}, request, configured=request.strategy in configured)
         if result is None:
-            run.say(f"pause command {command_id}: {request.strategy} has no stored state yet; the command stays "
-                    f"queued and the daemon's next start pauses it before any entry")
-            return EXIT_OK
+            store.update_command(command_id, COMMAND_FAILED, {"error": f"{request.strategy} has no stored state "
+                                                                       f"and is not in STRATEGIES"})
+            run.complain(f"pause: {request.strategy} has no stored state and is not in STRATEGIES; nothing was done")
+            return EXIT_NOT_DONE
         store.update_command(command_id, COMMAND_DONE, result)
     finally:
         store.close()

@@ -208,15 +208,19 @@ def test_pause_without_a_daemon_updates_the_stored_runner_state(tmp_path, capsys
         assert [c["status"] for c in store.commands()] == ["done"]
 
 
-def test_pause_without_a_daemon_of_a_strategy_that_never_ran_stays_queued_for_the_next_start(tmp_path, capsys):
+def test_pause_without_a_daemon_of_a_strategy_that_never_ran_is_stored_paused(tmp_path, capsys):
+    """A queued pause was failed by a start that did not run the strategy, which then traded
+    unpaused at the start after (tests/integration/test_pause_of_a_strategy_that_never_ran.py):
+    the pause is the strategy's stored state at once, a fresh one, paused."""
     (tmp_path / "state").mkdir()
     StateStore(db(tmp_path)).close()
     assert run_cli(tmp_path, "pause", "alpha") == 0
-    assert "stays queued" in capsys.readouterr().out
+    assert "pause command 1 done: paused alpha" in capsys.readouterr().out
     with StateStore(db(tmp_path)) as store:
         [command] = store.commands()
-        assert (command["kind"], command["status"]) == ("pause", "pending")
-        assert store.load_runner_state("alpha") is None  # no state made up for a runner that never ran
+        assert (command["kind"], command["status"]) == ("pause", "done")
+        state = store.load_runner_state("alpha")
+        assert state is not None and state["paused"] is True and state["opened_today"] == []
 
 
 def test_pause_with_a_daemon_holding_the_lock_is_queued(tmp_path, capsys):
