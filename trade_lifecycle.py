@@ -141,6 +141,9 @@ TRADE_TICK_ERROR_CHARS = 300     # the error text an alert carries, at most
 # Final orders polled once more per tick while an interrupted job waits for late fills (a bound on
 # the requests one tick makes; the rest are polled on the next ticks).
 INTERRUPTED_RECHECKS_PER_TICK = 20
+# The intents of an unwind's rounds (a kill's too): what a restart mid-unwind may have left in
+# its late-fill grace (RECOVERY.md T6).
+UNWIND_FAMILIES = (Intent.UNWIND, Intent.KILL)
 # An RFQ accept still unresolved this long after the trade first waited on it is a CRITICAL alert
 # (the reconciler settles one within about two minutes: rows R2-R3).
 ACCEPT_DOUBT_ALERT_SECONDS = 300.0
@@ -844,6 +847,9 @@ class _Runtime:
     open_end_reason: str | None = None
     accept_wait_since: float | None = None   # since when the trade waits on an RFQ accept in doubt
     accept_alerted: bool = False
+    # The unwind and kill orders this process did not see through a job's grace have had their
+    # late-fill poll (``_unwind_fills_settled``); every later round's orders get the job's own.
+    unwind_fills_settled: bool = False
 
     def params_for(self, mode: str) -> Any:
         """The engine's own configuration (None = that engine's defaults); limit gets ExecutionParams."""
@@ -1560,6 +1566,8 @@ class LifecycleManager:
         """§4.2 rows 8 and 11: start the next unwind or close round when nothing is working."""
         if runtime.job is not None or trade.state not in (TradeState.PENDING_CLOSE, TradeState.UNWINDING):
             return
+        if trade.state is TradeState.UNWINDING and not self._unwind_fills_settled(trade, runtime, now):
+            return
         if not trade.has_exposure:
             self._end_flat(trade, runtime, now)   # waits while an order may still fill: then a round
             return
@@ -2269,6 +2277,29 @@ class LifecycleManager:
                 self._set_state(trade, TradeState.PENDING_CLOSE)
         else:
             self._set_state(trade, TradeState.PENDING_CLOSE)
+
+    def _unwind_fills_settled(self, trade: TradeLifecycle, runtime: _Runtime, now: float) -> bool:
+        """RECOVERY.md T6: an UNWINDING trade's fills are all in before its next round is sized or it ends.
+
+        Why: UNWINDING is the state both between rounds and during one, so after a restart
+        nothing says whether the last round's job had its grace poll: an unwind order can read
+        cancelled with nothing filled and report its fill later (API.md 11.16). A round sized
+        without that fill sends a reduce-only order for a position already flat, and, with
+        another trade of ours on that symbol and side, sells that trade's position. So once per
+        process, as T3/T8 do for an interrupted open or close, the trade's stray orders are
+        made final and every final unwind and kill order (requotes included) that may still
+        report a fill is polled once more after the grace. A trade that turned UNWINDING in
+        this process has none left to poll and passes at once; once passed, nothing is read.
+        """
+        if runtime.unwind_fills_settled:
+            return True
+        if self.fills.resolve_stray_orders(trade):
+            return False
+        if not self.fills.late_fills_settled(trade, now, self._grace_seconds(runtime), INTERRUPTED_RECHECKS_PER_TICK,
+                                             families=UNWIND_FAMILIES):
+            return False
+        runtime.unwind_fills_settled = True
+        return True
 
     def _grace_seconds(self, runtime: _Runtime) -> float:
         """The late-fill grace of the trade's limit parameters (the engines wait as long)."""
