@@ -420,15 +420,28 @@ def render_orders(ctx: PageContext) -> str:
         f'<td data-field="kind">{esc(p.get("kind"))}</td><td class="num">{qty(p.get("qty"))}</td>'
         f'<td>{"ours" if p.get("ours") else "foreign"}</td><td>{esc(", ".join(map(str, p.get("trade_ids") or [])))}'
         f"</td></tr>" for p in view.get("positions") or [])
+    if view.get("positions") is None:
+        held = positions_unknown(view)
+    elif positions:
+        held = (f'<table id="positions"><tr><th>Symbol</th><th>Kind</th><th>Qty</th><th>Whose</th><th>Trades</th>'
+                f'</tr>{positions}</table>')
+    else:
+        held = '<p id="no-positions">No position.</p>'
     body = (
         "<h2>Working orders</h2>"
         + (f'<table id="orders"><tr><th>Client order id</th><th>Order id</th><th>Trade</th><th>Symbol</th><th>Side'
            f'</th><th>Qty</th><th>Price</th><th>Filled</th><th>Status</th><th>Reduce-only</th></tr>{orders}</table>'
            if orders else '<p id="no-orders">No working order.</p>')
-        + "<h2>Positions</h2>"
-        + (f'<table id="positions"><tr><th>Symbol</th><th>Kind</th><th>Qty</th><th>Whose</th><th>Trades</th></tr>{positions}'
-           f"</table>" if positions else '<p id="no-positions">No position.</p>'))
+        + "<h2>Positions</h2>" + held)
     return page("Orders & positions", body, ctx)
+
+
+def positions_unknown(view: Mapping[str, Any]) -> str:
+    """What the page says while the view's ``positions`` is null (no good account read yet):
+    unknown, and why, never "No position." (the account may hold our trades' exposure)."""
+    error = (view.get("health") or {}).get("snapshot_error")
+    why = f"the last account read failed: {error}" if error else "no account read yet"
+    return f'<p class="warn" id="positions-unknown">Positions unknown: {esc(why)}.</p>'
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 ``status`` shows what the daemon's store knows (trades with their exposure and PnL, working
 orders, runner state, paused runners, kill/resume commands still pending or active) and,
-when the exchange is reachable from this process, the account, the positions and our open
-orders there. It takes no lock and sends no order, so it can run
+when the exchange is reachable from this process, the account, the positions and the open
+orders there, options and perpetuals (each with its kind and whether it is ours; perps that
+cannot be read are said to be unknown). It takes no lock and sends no order, so it can run
 next to a live daemon. With the embedded simulator the exchange lives inside the daemon's
 process, so only the store is shown (a second embedded copy would be a different exchange).
 
@@ -27,7 +28,8 @@ from typing import Any, Mapping
 from api_values import finite_number
 from atomic_file import write_text_atomically
 from clock import Clock, iso_utc
-from coincall_payloads import parse_orders, read_account_figures, read_position_rows
+from coincall_client import CoincallClient
+from coincall_payloads import PerpOrder, PerpPosition, parse_orders, read_account_figures, read_position_rows
 from config import STATE_DB_NAME, Settings
 from contracts import Side
 from commands import describe_command
@@ -59,6 +61,7 @@ def status_report(settings: Settings, clock: Clock) -> dict:
     report["valuation"] = valuation_view(Path(settings.state_dir) / VIEW_FILE_NAME, now)
     _merge_valuation(report["store"], report["valuation"])
     report["exchange"] = _exchange_view(settings, clock)
+    _mark_ours(report["exchange"], report["store"])
     return report
 
 
@@ -199,6 +202,13 @@ def _store_view(path: Path) -> dict:
 
 
 def _exchange_view(settings: Settings, clock: Clock) -> dict:
+    """The account, every position and every open order, options and perpetuals alike.
+
+    Each row says its ``kind``; the perps come from their own endpoints (the option ones never
+    list them), so without them a hedge left on the account, or a perp no trade holds, would
+    read as flat. A failed perp read leaves the options shown and marks the perps unknown
+    (``perpetuals.available`` False): no answer is no evidence that there are none.
+    """
     if settings.embeds_simulator:
         return {"available": False,
                 "note": "the embedded simulator lives inside the daemon's process; run `python -m simulator` "
@@ -214,6 +224,7 @@ def _exchange_view(settings: Settings, clock: Clock) -> dict:
         summary = client.account_summary()
         positions = client.positions() or []
         pending = client.all_pending_orders()
+        perp_positions, perp_orders, perpetuals = _perp_reads(client)
     except Exception as exc:  # noqa: BLE001
         return {"available": False, "note": f"exchange request failed: {exc}"}
     finally:
@@ -224,11 +235,53 @@ def _exchange_view(settings: Settings, clock: Clock) -> dict:
         "equity": _usd(figures.equity),
         "available_margin": _usd(figures.available_margin),
         "unrealized_pnl": _usd(figures.unrealized_pnl),
-        "positions": [{"symbol": p.symbol, "side": "long" if p.side == 1 else "short", "qty": p.qty,
-                       "avg_price": p.avg_price, "mark": p.mark_price} for p in read_position_rows(positions)],
+        "positions": [{"symbol": p.symbol, "kind": "option", "side": "long" if p.side == 1 else "short",
+                       "qty": p.qty, "avg_price": p.avg_price, "mark": p.mark_price}
+                      for p in read_position_rows(positions)]
+                     + [{"symbol": p.symbol, "kind": "perpetual", "side": "long" if p.side is Side.BUY else "short",
+                         "qty": p.qty, "avg_price": p.avg_price, "mark": p.mark_price}
+                        for p in perp_positions if p.qty > 0],
         "open_orders": [{"order_id": o.order_id, "client_order_id": o.client_order_id, "symbol": o.symbol,
-                         "ours": _is_ours(o.client_order_id, settings)} for o in parse_orders(pending)],
+                         "kind": "option", "ours": _is_ours(o.client_order_id, settings)}
+                        for o in parse_orders(pending)]
+                       + [{"order_id": o.order_id, "client_order_id": o.client_order_id, "symbol": o.symbol,
+                           "kind": "perpetual", "ours": _is_ours(o.client_order_id, settings)} for o in perp_orders],
+        "perpetuals": perpetuals,
     }
+
+
+def _perp_reads(client: CoincallClient) -> tuple[list[PerpPosition], list[PerpOrder], dict[str, Any]]:
+    """The perp positions and open perp orders, and whether they could be read.
+
+    Read apart from the option calls so that a failing perp endpoint (an account without
+    futures, an outage of that route) still lets ``status`` show the options, with the perps
+    said to be unknown rather than listed as none.
+    """
+    try:
+        return client.perp_positions(), client.perp_pending_orders(), {"available": True}
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return [], [], {"available": False, "note": f"perp request failed: {exc}"}
+
+
+def _mark_ours(exchange: dict[str, Any], store: Mapping[str, Any]) -> None:
+    """Say of each exchange position whether our active trades hold its symbol, and which ones.
+
+    The same rule as the dashboard's positions (``operator_view``): a symbol one of our active
+    trades holds is ours. Without a readable store nobody can say: ``ours`` stays None
+    (unknown), never False, so a position of ours is not shown as somebody else's.
+    """
+    if not exchange.get("available"):
+        return
+    if not store.get("available"):
+        for row in exchange["positions"]:
+            row["ours"], row["trade_ids"] = None, None
+        return
+    holders: dict[str, list[str]] = {}
+    for trade in store["active_trades"]:
+        for symbol in trade["exposure"]:
+            holders.setdefault(symbol, []).append(trade["id"])
+    for row in exchange["positions"]:
+        row["ours"], row["trade_ids"] = row["symbol"] in holders, holders.get(row["symbol"], [])
 
 
 def _is_ours(client_order_id: int | None, settings: Settings) -> bool:
@@ -238,6 +291,14 @@ def _is_ours(client_order_id: int | None, settings: Settings) -> bool:
         return parse_client_order_id(client_order_id).prefix == settings.client_order_prefix
     except (TypeError, ValueError):
         return False
+
+
+def _whose(position: Mapping[str, Any]) -> str:
+    """`` (ours: T000000001)``, `` (not ours)``, or unknown when the store could not be read."""
+    ours = position.get("ours")
+    if ours is None:
+        return " (ours or not: unknown, the store was not read)"
+    return f" (ours: {', '.join(position.get('trade_ids') or [])})" if ours else " (not ours)"
 
 
 def _signed(value: Any) -> str:
@@ -319,10 +380,14 @@ def format_status(report: dict) -> str:
         lines.append(f"exchange: equity {fmt(exchange['equity'])} available margin {fmt(exchange['available_margin'])} "
                      f"uPnL {_signed(exchange['unrealized_pnl'])}")
         for p in exchange["positions"]:
-            lines.append(f"  position {p['symbol']} {p['side']} {p['qty']:g} avg {fmt(p['avg_price'])} "
-                         f"mark {fmt(p['mark'])}")
+            lines.append(f"  position {p['symbol']} {p.get('kind', 'option')} {p['side']} {p['qty']:g} "
+                         f"avg {fmt(p['avg_price'])} mark {fmt(p['mark'])}{_whose(p)}")
         for o in exchange["open_orders"]:
-            lines.append(f"  open order {o['order_id']} {o['symbol']}" + ("" if o["ours"] else " (not ours)"))
+            lines.append(f"  open order {o['order_id']} {o['symbol']} {o.get('kind', 'option')}"
+                         + ("" if o["ours"] else " (not ours)"))
+        perpetuals = exchange.get("perpetuals") or {"available": False, "note": "not read"}
+        if not perpetuals["available"]:
+            lines.append(f"  perpetual positions and orders: unknown ({perpetuals['note']})")
     return "\n".join(lines)
 
 

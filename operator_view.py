@@ -28,6 +28,8 @@ contract the dashboard renders: its keys and types do not change without the das
   dashboard always read it) and ``account.greeks_by_underlying`` splits it per underlying,
   options plus perpetuals, with ``perp_delta`` the perpetuals' part of the delta (a perp's
   delta is its signed quantity). Each position says its ``kind`` ("option" or "perpetual").
+  Before the first good account read ``positions`` is None (JSON null), never ``[]``: an
+  empty list would read as a flat account while our trades may hold exposure.
 """
 from __future__ import annotations
 
@@ -350,7 +352,7 @@ class OperatorView:
     strategies: tuple[StrategyView, ...]
     trades: tuple[TradeView, ...]
     working_orders: tuple[OrderView, ...]
-    positions: tuple[PositionView, ...]
+    positions: tuple[PositionView, ...] | None   # None: no account read yet, so unknown (never "none")
     alerts: tuple[AlertView, ...]
     health: HealthView
     equity_curve: tuple[tuple[float, float], ...]
@@ -623,9 +625,16 @@ def _order(order: LedgerOrder) -> OrderView:
                      filled_qty=order.filled_qty, status=order.status.value, reduce_only=order.reduce_only)
 
 
-def _positions(snapshot: AccountSnapshot | None, active: Sequence[TradeLifecycle]) -> tuple[PositionView, ...]:
+def _positions(snapshot: AccountSnapshot | None,
+               active: Sequence[TradeLifecycle]) -> tuple[PositionView, ...] | None:
+    """Every position of the latest good snapshot, marked ours or foreign.
+
+    None before the first good account read: an empty tuple would say "flat" (the page's
+    "No position.", ``[]`` in /api/positions) while our trades may hold exposure. Unknown is
+    said as unknown, and the page tells why (no read yet, or the reads fail).
+    """
     if snapshot is None:
-        return ()
+        return None
     holders: dict[str, list[str]] = {}
     for trade in active:
         for leg in trade.legs:

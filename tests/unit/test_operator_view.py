@@ -344,7 +344,7 @@ def test_the_view_has_exactly_the_contracts_keys_and_rounded_figures():
 def test_stale_quotes_give_null_pnl_and_an_outage_shows_in_health():
     view = build_view(sources([short_strangle(quoted=False)], error=SnapshotError("exchange unreachable")))
     doc = view.to_json()
-    assert doc["account"] is None and doc["positions"] == []
+    assert doc["account"] is None and doc["positions"] is None      # unknown before any account read, never []
     [trade] = doc["trades"]
     assert trade["unrealized_pnl_mark"] is None and trade["unrealized_pnl_executable"] is None
     assert doc["totals"]["unrealized_pnl_mark"] is None and doc["strategies"][0]["unrealized_pnl_mark"] is None
