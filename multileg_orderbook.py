@@ -4,7 +4,8 @@ Why it is built this way:
 
 * A large multi-leg order sent at once moves every book it touches. The smart executor
   works the structure in ``chunk_count`` slices: each leg has cumulative chunk targets
-  (``floor_lot(total × k / N)``, the last one exactly the total), on the leg's OWN lot
+  (``floor_lot(total × k / N)``, at least ``k`` minimum orders, the last one exactly the
+  total), on the leg's OWN lot
   (``LegTarget.lot``: a BTC option's 0.01, an ETH option's 0.1; an order off the exchange's
   step is refused, 10558, and would leave the other legs naked), quoted passively for
   ``time_per_chunk_seconds`` and finished by an aggressive fallback that crosses the spread.
@@ -82,7 +83,8 @@ class SmartExecConfig:
 
     ``min_order_qty``: the smallest working order; a smaller piece waits for a later chunk
     unless it completes the leg. The least-filled leg may always work ``min_order_qty``
-    beyond its fills (its chunk target permitting), even past the one-chunk balance step.
+    beyond its fills (its chunk target permitting: every target is at least ``k`` minimum
+    orders, ``chunk_targets``), even past the one-chunk balance step.
     It is validated on the 0.01 lot; a leg on a coarser lot (an ETH option's 0.1) uses it
     rounded up to that lot (``leg_min_order``).
     ``grace_seconds``: after an incomplete job's last cancel, how long to wait before the
@@ -132,16 +134,27 @@ class SmartExecConfig:
 # =====================================================================================
 
 
-def chunk_targets(total: float, chunk_count: int, lot: float = LOT) -> list[float]:
-    """Cumulative per-chunk targets: ``floor_lot(total × k / N)`` for k < N, then exactly the total.
+def chunk_targets(total: float, chunk_count: int, lot: float = LOT, *, min_order: float = 0.0) -> list[float]:
+    """Cumulative per-chunk targets: ``max(floor_lot(total × k / N), min(total, k × min_order))``
+    for k < N, then exactly the total.
 
     ``lot`` is the leg's own quantity step (an ETH option's 0.1): every target is on it.
+    ``min_order`` is the leg's minimum order (``leg_min_order``). Without that floor a leg with
+    fewer minimum orders than chunks (one lot in 20 chunks) has a target of 0, or a piece below
+    its minimum, in its early chunks: the least-filled leg's one-minimum-order step is cut to
+    that target, the small leg stays behind, and the balance cap holds every other leg with
+    it until the last chunk, which then cannot do the rest (the open ends PARTIAL). With it, a
+    small leg may step one minimum order per chunk; the balance cap still holds it back when
+    it is ahead. A leg with at least one minimum order per chunk (``total / N >= min_order``)
+    keeps its floored targets: ``floor_lot(total × k / N) >= k × min_order`` there.
     """
     if not is_int(chunk_count) or chunk_count < 1:
         raise ValueError(f"chunk_count must be an int >= 1, got {chunk_count!r}")
     whole = snap_qty(total, lot)
     exact = Decimal(repr(whole))
-    targets = [snap_qty(float(exact * k / chunk_count), lot) for k in range(1, chunk_count)]
+    step = Decimal(repr(snap_qty(min_order, lot)))
+    targets = [max(snap_qty(float(exact * k / chunk_count), lot), min(whole, snap_qty(float(step * k), lot)))
+               for k in range(1, chunk_count)]
     return targets + [whole]
 
 
@@ -276,7 +289,9 @@ class SmartExecutionJob(OrderBookJob[_Leg]):
                          best_effort=best_effort, started_at=started_at,
                          max_requests=executor.max_requests_per_step,
                          legs=[_Leg(target=leg, total=snap_qty(leg.qty, leg.lot),
-                                    targets=chunk_targets(leg.qty, config.chunk_count, leg.lot)) for leg in legs],
+                                    targets=chunk_targets(leg.qty, config.chunk_count, leg.lot,
+                                                          min_order=leg_min_order(config.min_order_qty, leg.lot)))
+                               for leg in legs],
                          grace_seconds=config.grace_seconds)
         self.config = config
         self._chunk = 1
