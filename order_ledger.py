@@ -438,6 +438,10 @@ class LedgerOrder:
     # The status is a presumption from answers that did not come (NOT_PLACED after "not found"
     # lookups, VANISHED), not the exchange's word: the exchange showing the order reverses it.
     presumed: bool = False
+    # The exchange's clock less ours when the order was recorded (the client's signing offset):
+    # ``sent_at`` on the exchange's clock is ``sent_at + exchange_offset``, whatever the offset
+    # is later (a clock corrected meanwhile must not make our own order look older than its send).
+    exchange_offset: float = 0.0
 
     def __post_init__(self) -> None:
         self.side = Side.of(self.side)   # stored records carry the plain code
@@ -451,8 +455,9 @@ class LedgerOrder:
     def to_record(self) -> dict:
         """A JSON-safe dict (ids and the side stay ints) for the state store.
 
-        ``presumed`` is written only when set: the record of every other order keeps the
-        shape it always had, so stored records and the tools that compare them are unchanged.
+        ``presumed`` and ``exchange_offset`` are written only when set: the record of every other
+        order keeps the shape it always had, so stored records and the tools that compare them
+        are unchanged.
         """
         record = asdict(self)
         record["intent"] = int(self.intent)
@@ -460,6 +465,8 @@ class LedgerOrder:
         record["status"] = self.status.value
         if not self.presumed:
             del record["presumed"]
+        if not self.exchange_offset:
+            del record["exchange_offset"]
         return record
 
     @classmethod
@@ -1074,7 +1081,7 @@ class OrderLedger:
                 intent=digit, attempt=attempt, supersedes=supersedes, symbol=symbol, side=side,
                 qty=snapped_qty, price=snapped_price, reduce_only=reduce_only,
                 status=OrderStatus.NOT_PLACED if unsent else OrderStatus.PENDING_SEND, sent_at=now, updated_at=now,
-                error_msg=unsent,
+                error_msg=unsent, exchange_offset=self._offset_now(),
             )
             self._add(order)
             if unsent:
@@ -1364,12 +1371,19 @@ class OrderLedger:
                 logger.warning("order %d on %s rejected: %s %s", order.client_order_id, order.symbol,
                                exc.code, exc.msg)
         except EndpointNotFound as exc:
-            self._update(order, status=OrderStatus.REJECTED, error_code=404, error_msg=str(exc))
+            # A 404 from whatever answered (a gateway mid-rollout, a misroute) proves nothing
+            # about the order service behind it: resolved by clientOrderId like a 5xx, and a
+            # route that is really missing ends as a presumed NOT_PLACED (reversible).
+            self._set_unknown(order, 404, str(exc))
         except Exception as exc:  # an unexpected failure may still have sent it: resolve by query
             logger.exception("order %d: unexpected failure while sending", order.client_order_id)
             self._set_unknown(order, None, f"{type(exc).__name__}: {exc}")
         else:
             self._update(order, status=OrderStatus.LIVE, order_id=int(order_id))
+
+    def _offset_now(self) -> float:
+        """The exchange's clock less ours now (0.0 when the ledger was given no offset)."""
+        return float(self._exchange_offset()) if self._exchange_offset is not None else 0.0
 
     def _set_unknown(self, order: LedgerOrder, code: int | None, msg: str) -> None:
         logger.warning("order %d on %s: outcome unknown (%s); resolving by clientOrderId",
@@ -1684,8 +1698,7 @@ class OrderLedger:
         if created_ms is None or not created_ms > 0:
             return None
         created = created_ms / 1000.0
-        offset = float(self._exchange_offset()) if self._exchange_offset is not None else 0.0
-        sent = float(order.sent_at) + offset          # when we sent ours, on the exchange's clock
+        sent = float(order.sent_at) + order.exchange_offset    # when we sent ours, on the exchange's clock
         if created < sent - self._ts_diff_seconds:
             return (f"it was created at {iso_utc(created)}, {sent - created:.1f} s before we sent ours "
                     f"({iso_utc(sent)}, exchange time)")

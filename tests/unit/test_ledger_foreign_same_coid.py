@@ -230,10 +230,9 @@ def test_our_own_lost_create_on_an_exchange_clock_behind_ours_is_adopted():
     ledger.cancel(order)
 
     assert order.order_id == made and venue.cancelled == [made] and ledger.take_foreign_orders() == []
-    without_offset = OrderLedger(venue, clock, prefix=101)
-    assert without_offset._not_ours(order, parse_order(venue.rows[-1])) is None     # an orderId recorded now
-    order.order_id = None
-    assert without_offset._not_ours(order, parse_order(venue.rows[-1])) is not None  # 10 s off, without the offset
+    assert order.exchange_offset == -10.0                                            # kept with the order
+    order.order_id, order.exchange_offset = None, 0.0
+    assert ledger._not_ours(order, parse_order(venue.rows[-1])) is not None          # 10 s off, without it
 
 
 def test_a_replayed_create_refused_as_a_duplicate_of_itself_is_adopted():
