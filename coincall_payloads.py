@@ -177,6 +177,26 @@ def _option_type(raw: Mapping[str, Any], symbol: str) -> str:
     return from_code
 
 
+def _strike(raw: Mapping[str, Any], symbol: str, what: str) -> float:
+    """The row's ``strike``, which must be the symbol's own: a row whose strike contradicts its
+    symbol is refused (``StaleDataError``), never priced, selected or settled on either.
+
+    Why: the sanity band, the intrinsic value and the settlement are all built on the strike;
+    a 60000 call sent with strike 80000 passes every price check at 300 while it is worth
+    10,000. A symbol not of the ``BASE-DATE-STRIKE-T`` form is not compared.
+    """
+    strike = _required(raw, "strike", what)
+    parts = symbol.split("-")
+    if len(parts) == 4:
+        try:
+            named = float(parts[2])
+        except ValueError:
+            return strike
+        if abs(named - strike) > 1e-9 * max(1.0, abs(named)):
+            raise StaleDataError(f"{what}: strike {strike:g} contradicts the symbol's {named:g}")
+    return strike
+
+
 def _int_ms(raw: Any) -> int | None:
     if raw is None or isinstance(raw, bool):
         return None
@@ -306,7 +326,7 @@ def option_row_from_api(raw: Mapping[str, Any], *, as_of: float, expiry_hint: in
     return OptionRow(
         symbol=symbol,
         option_type=_option_type(raw, symbol),
-        strike=_required(raw, "strike", what),
+        strike=_strike(raw, symbol, what),
         expiry_ms=expiry_ms,
         bid=_side_value(raw, "bid"),
         ask=_side_value(raw, "ask"),

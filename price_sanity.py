@@ -64,7 +64,8 @@ MODEL_BAND_ABS_OF_INDEX = 0.0002
 NO_ARBITRAGE_TOLERANCE_OF_INDEX = 0.005
 # Mark IVs outside this range are not market data (an annualised vol of 1 % or 1000 % is a
 # broken field, not a market). A chain row without an IV (absent, or the exchange's
-# Double.MAX sentinel) is judged at the vol its mark implies (``band_of``).
+# Double.MAX sentinel) is judged at its book sides' IVs, else at the vol its mark implies
+# (``band_of``).
 MIN_SANE_IV = 0.01
 MAX_SANE_IV = 10.0
 # With no usable IV the delta is unknown; the widest delta scaling applies.
@@ -102,6 +103,12 @@ class QuoteLike(Protocol):
 
     @property
     def mark_iv(self) -> float: ...
+
+    @property
+    def bid_iv(self) -> float: ...  # 0 when the side is empty or the exchange gave none
+
+    @property
+    def ask_iv(self) -> float: ...
 
     @property
     def underlying_price(self) -> float: ...
@@ -277,6 +284,9 @@ def band_of(quote: QuoteLike, symbol: str = "") -> PriceBand:
     """``sanity_band`` of a chain row (its own underlying, mark IV and ``as_of``).
 
     A row without a usable mark IV (absent, or the exchange's Double.MAX sentinel) is judged
+    at the vol of its book sides (the mean of its usable bid and ask IVs) when it has one: the
+    mark is then checked against an independent vol, so a mark five times the model no longer
+    passes because the IV field alone was missing. Without side IVs either, it is judged
     at the vol its own mark implies. The every-vol band of a missing IV spans about [0, index]
     for a call, so an ask at 50 times the mark would pass every engine's price check: a
     missing field must never switch the guard off. The mark itself is judged exactly as
@@ -295,6 +305,11 @@ def band_of(quote: QuoteLike, symbol: str = "") -> PriceBand:
                                    f"nothing to judge a price by")
         if underlying is None or underlying <= 0:
             raise InsanePriceError(f"{what}: underlying price {quote.underlying_price!r} is not a positive number")
+        sides = [value for value in (_number(quote.bid_iv), _number(quote.ask_iv))
+                 if value is not None and MIN_SANE_IV <= value <= MAX_SANE_IV]
+        if sides:
+            return sanity_band(kind, quote.strike, quote.expiry_ms, underlying, sum(sides) / len(sides), quote.as_of,
+                               symbol=symbol)
         every_vol = sanity_band(kind, quote.strike, quote.expiry_ms, underlying, None, quote.as_of, symbol=symbol)
         problem = every_vol.problem("mark", mark)
         if problem is not None:

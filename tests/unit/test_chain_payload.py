@@ -96,12 +96,11 @@ def test_rows_equal_a_full_parse_and_other_expiries_are_dropped_unparsed():
 def test_a_symbol_sent_twice_resolves_as_a_full_parse_would():
     payload = chain_payload(EXP1)
     twin = side(EXP1, 70000, "C", markPrice=99.0)
-    twin["strike"] = 60000.0                                     # listed again, at a lower strike
-    payload.append({"strike": 60000.0, "callOption": twin})
+    payload.append({"strike": 60000.0, "callOption": twin})     # listed again, under a lower strike row
     chain = ChainPayload(payload, as_of=0.0, expiry_ms=EXP1, index_name="BTCUSD")
     full = chain_rows_from_api(payload, as_of=0.0, expiry_ms=EXP1, index_name="BTCUSD")
     first_in_order = next(r for r in full if r.symbol == GOOD)
-    assert chain.row(GOOD) == first_in_order and first_in_order.mark == 99.0
+    assert chain.row(GOOD) == first_in_order and {r.mark for r in full if r.symbol == GOOD} == {99.0, 120.5}
 
 
 @pytest.mark.parametrize("payload, message", [

@@ -34,6 +34,8 @@ class Row:
     bid: float = 0.0
     ask: float = 0.0
     mark_iv: float = 0.6
+    bid_iv: float = 0.0          # no side IVs unless a test gives them (band_of's fallback reads them)
+    ask_iv: float = 0.0
     underlying_price: float = INDEX
     expiry_ms: int = ONE_DAY_MS
     as_of: float = AS_OF
