@@ -339,6 +339,10 @@ class EntryCondition(Condition):
     """``cond(snapshot) -> bool``: may a new trade open now?"""
 
     kind: ClassVar[str] = ENTRY
+    # Reads account-wide figures (equity, margin, delta, positions): the runner judges such a
+    # rule only on a snapshot that shows every trade the daemon has opened (BEHAVIOUR.md 5,
+    # gate 10), since one taken before another strategy's entry would pass an account that is gone.
+    reads_account: ClassVar[bool] = False
 
     def __call__(self, snapshot: SnapshotLike) -> bool:
         return bool(self._passes(snapshot))
@@ -536,6 +540,7 @@ def weekday_filter(days: Iterable[str] | str) -> WeekdayFilter:
 class MinAvailableMarginPct(EntryCondition):
     pct: float
     factory: ClassVar[str] = "min_available_margin_pct"
+    reads_account: ClassVar[bool] = True
 
     def _passes(self, snapshot: SnapshotLike) -> bool:
         equity = float(snapshot.equity)
@@ -555,6 +560,7 @@ def min_available_margin_pct(pct: float, *, fraction: bool = False) -> MinAvaila
 class MinEquity(EntryCondition):
     usd: float
     factory: ClassVar[str] = "min_equity"
+    reads_account: ClassVar[bool] = True
 
     def _passes(self, snapshot: SnapshotLike) -> bool:
         return float(snapshot.equity) >= self.usd
@@ -607,6 +613,7 @@ class MaxAccountDelta(_UnderlyingNamed, EntryCondition):
     limit: float
     underlying: str | None = None
     factory: ClassVar[str] = "max_account_delta"
+    reads_account: ClassVar[bool] = True
 
     def _passes(self, snapshot: SnapshotLike) -> bool:
         return abs(_account_delta(snapshot, self.underlying)) <= self.limit
@@ -624,6 +631,7 @@ def max_account_delta(limit: float, *, underlying: str | None = None) -> MaxAcco
 class MaxMarginUtilization(EntryCondition):
     pct: float
     factory: ClassVar[str] = "max_margin_utilization"
+    reads_account: ClassVar[bool] = True
 
     def _passes(self, snapshot: SnapshotLike) -> bool:
         equity = float(snapshot.equity)
@@ -643,6 +651,7 @@ def max_margin_utilization(pct: float, *, fraction: bool = False) -> MaxMarginUt
 class NoExistingPositionIn(EntryCondition):
     symbols: tuple[str, ...]  # exact symbols or fnmatch patterns
     factory: ClassVar[str] = "no_existing_position_in"
+    reads_account: ClassVar[bool] = True
 
     def _passes(self, snapshot: SnapshotLike) -> bool:
         for position in snapshot.positions:

@@ -758,6 +758,10 @@ class RFQJob(ExecutionJob):
             if self.baseline is None:
                 logger.warning("rfq job %s: a needed book side is empty; no baseline, no quote can pass the "
                                "%.2f %% gate", self.trade_id, self.params.min_improvement_pct)
+        blocked = self._blocked_legs()
+        if blocked is not None:
+            self._finish(JobStatus.FAILED, f"no RFQ created: {blocked}")
+            return
         if not budget.take(2 if self._reducing else 1):
             return
         if self._reducing and not self._positions_allow_rfq(now, "before creating the RFQ"):
@@ -792,6 +796,18 @@ class RFQJob(ExecutionJob):
         logger.warning("rfq job %s %s: %s; the reduce-only fallback takes the legs", self.trade_id,
                        self.intent.name, self._position_guard)
         return False
+
+    def _blocked_legs(self) -> str | None:
+        """The legs on symbols the ledger blocks, in words; None when there are none.
+
+        Why: the ledger refuses orders on a blocked symbol, but a block trade is no order, so
+        this engine asks it itself before it creates an RFQ, accepts a quote or hands the legs
+        to a fallback (whose orders on the other legs would go out before the blocked leg's is
+        refused). The job then fails with nothing sent (BEHAVIOUR.md 6.1, symbol blocks).
+        """
+        blocks = self._ledger.blocked_symbols()
+        hits = [f"{leg.symbol} ({blocks[leg.symbol]})" for leg in self.legs if leg.symbol in blocks]
+        return f"symbol blocked until an operator resumes: {'; '.join(hits)}" if hits else None
 
     def _validate_leg(self, leg: LegTarget) -> str | None:
         """None if the leg may be asked for; a reason to fail; or "retry" when the data is unavailable."""
@@ -943,10 +959,13 @@ class RFQJob(ExecutionJob):
         of requests, the quotes wait for the next step (``_accept_deferred``)."""
         self._phase = RFQPhase.ACCEPTING
         for candidate in candidates:
+            quote_id = candidate.quote.quote_id
+            if self._blocked_legs() is not None:
+                self._begin_cancelling(f"quote {quote_id} not accepted")   # the fallback then refuses too
+                return
             if not budget.take(2 if self._reducing else 1):
                 self._deferred = (quotes, now)
                 break
-            quote_id = candidate.quote.quote_id
             if self._reducing and not self._positions_allow_rfq(now, f"before accepting quote {quote_id}"):
                 self._begin_cancelling(self._position_guard)
                 return
@@ -1305,6 +1324,11 @@ class RFQJob(ExecutionJob):
         """
         if self._stop_reason is not None:
             self._finish(JobStatus.FAILED, self._reason or f"stopped: {self._stop_reason}")
+            return
+        blocked = self._blocked_legs()
+        if blocked is not None:
+            self._finish(JobStatus.FAILED, f"{self._reason}; no fallback: {blocked}" if self._reason
+                         else f"no fallback: {blocked}")
             return
         if self._accept_refuted and not self._reducing:
             self._finish(JobStatus.FAILED, f"{self._reason}; no fallback for an open after an unanswered accept: "

@@ -374,6 +374,17 @@ class LedgerOrders(Protocol):
                family: Intent | None = ...) -> list[LedgerOrder]: ...
 
 
+class SymbolBlocks(Protocol):
+    """What ``StrategyRunner`` reads of the ledger before it creates a trade: the symbols no order
+    may go to (``{symbol: why}``), so an entry never opens a structure one of whose legs the
+    ledger would refuse after the others traded.
+
+    Implementations: ``OrderLedger``; ``FakeBlocks`` in tests/unit/test_runner_gates.py.
+    """
+
+    def blocked_symbols(self) -> dict[str, str]: ...
+
+
 class LifecycleLedger(Protocol):
     """What ``LifecycleManager`` reads and asks of the ledger: fills per leg, live orders, blocks.
 

@@ -38,6 +38,7 @@ from account_manager import AccountSnapshot
 from clock import Clock
 from conditions import (
     ConditionHealth,
+    EntryCondition,
     account_delta_limit,
     check_condition,
     condition_name,
@@ -75,6 +76,7 @@ from seams import (
     ModeRouter,
     RunnerLifecycle,
     Store,
+    SymbolBlocks,
     require,
 )
 from trade_execution import ExecutionParams
@@ -108,6 +110,8 @@ MIN_CHECK_INTERVAL_SECONDS = 1.0
 INDEX_MAX_AGE_SECONDS = 15.0          # section 7.2: entries need an index <= 15 s old
 SNAPSHOT_MAX_AGE_POLLS = 2.0          # ... and a snapshot <= 2 poll intervals old
 OPENING_STATES = frozenset({TradeState.PENDING_OPEN, TradeState.OPENING, TradeState.UNWINDING})
+# An open whose fills are not all in yet: no snapshot shows what it will hold (account gates wait).
+OPEN_IN_FLIGHT = frozenset({TradeState.PENDING_OPEN, TradeState.OPENING})
 TERMINAL_STATES = frozenset({TradeState.CLOSED, TradeState.FAILED})
 # Pause reasons that the runner sets by itself and lifts at 00:00 UTC.
 DAILY_FAILURE_PAUSE = "daily_open_failures"
@@ -116,7 +120,7 @@ DAILY_FAILURE_PAUSE = "daily_open_failures"
 _FIGURES = re.compile(r"(?<![\w\[=.:\-])\d+(?:[.:]\d+)*(?![\w\]])")
 # Block reasons worth a WARNING rather than an INFO line.
 WARNING_BLOCKS: tuple[str, ...] = ("leg selection failed", "trade creation failed", "index unavailable",
-                                   "index frozen", "exchange unreachable")
+                                   "index frozen", "exchange unreachable", "symbol blocked")
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,6 +560,9 @@ class RunnerServices(Protocol):
     def lifecycle_manager(self) -> RunnerLifecycle: ...
 
     @property
+    def ledger(self) -> SymbolBlocks: ...
+
+    @property
     def condition_health(self) -> ConditionHealth: ...
 
 
@@ -577,6 +584,7 @@ class StrategyRunner:
         require("StrategyRunner store", ctx.store, Store)
         require("StrategyRunner alerts", ctx.alerts, AlertSender)
         require("StrategyRunner clock", ctx.clock, Clock)
+        require("StrategyRunner ledger", ctx.ledger, SymbolBlocks)
         self.config = config
         self.ctx = ctx
         self.name = config.name
@@ -593,6 +601,11 @@ class StrategyRunner:
         self._settled_ids: set[str] = set()
         self._opened_sent: set[str] = set()     # mirrors of the persisted lists, for lookups
         self._closed_sent: set[str] = set()
+        # What gate 10's account-wide rules may trust (``_watch_account``): the active trades of
+        # every strategy whose open had ended at the last look, and when (our clock) and which
+        # one was last seen ended for the first time.
+        self._account_settled: set[str] = set()
+        self._account_moved: tuple[float, str] | None = None
         self.callback_name = f"StrategyRunner[{self.name}]"   # how the monitor names this callback
         saved = self._load_state()
         self.state = RunnerState.from_dict(saved) if saved is not None else RunnerState()
@@ -607,6 +620,7 @@ class StrategyRunner:
             self.name, exit_conditions=list(config.exit_conditions), execution_params=config.execution_params,
             on_opened=self._hook, on_closed=self._hook, smart_config=config.smart_config,
             rfq_params=config.rfq_params)
+        self._watch_account(initial=True)
         self._start(ctx.clock.now())
 
     # ---- start-up ----------------------------------------------------------------------
@@ -756,6 +770,7 @@ class StrategyRunner:
         self._last_snapshot = snapshot
         now = float(snapshot.timestamp)
         trades, full = self._tick_trades(now)
+        self._watch_account()
         self._deliver_callbacks(trades, snapshot, full=full)            # gate 1
         self._observe(trades, now)
         self._settle(trades)
@@ -810,6 +825,10 @@ class StrategyRunner:
                   or self._gate_cooldown(now) or self._gate_daily_quota() or self._gate_open_failures(now))
         if reason is not None:
             return reason
+        # Not a check: the throttle does not start, so the next snapshot is looked at at once.
+        reason = self._gate_account_view(snapshot)
+        if reason is not None:
+            return reason
         self.state.last_entry_check = now
         for index, cond in enumerate(self.config.entry_conditions):               # gate 10
             label = f"entry_conditions[{index}]:{condition_name(cond)}"
@@ -855,6 +874,45 @@ class StrategyRunner:
         age = self.ctx.clock.now() - float(snapshot.timestamp)
         if age > limit:
             return f"snapshot {age:.0f} s old (limit {limit:.0f} s)"
+        return None
+
+    def _watch_account(self, *, initial: bool = False) -> None:
+        """Note when an open of any strategy was first seen ended (for ``_gate_account_view``).
+
+        Why: the lifecycle ticks after the wake's snapshot was read, so a trade it turns OPEN
+        (or UNWINDING) in this wake may have filled after that read. Looked at on every wake;
+        a trade that appears already past its open (adopted, reloaded) counts the same. At
+        construction the trades already there are taken as known: they are in any snapshot
+        to come.
+        """
+        settled = {t.id for t in self.ctx.lifecycle_manager.active_trades() if t.state not in OPEN_IN_FLIGHT}
+        new = settled - self._account_settled
+        if new and not initial:
+            self._account_moved = (self.ctx.clock.now(), min(new))
+        self._account_settled = settled
+
+    def _gate_account_view(self, snapshot: AccountSnapshot) -> str | None:
+        """Account-wide entry rules are judged only on a snapshot that shows every trade we opened.
+
+        Why (BEHAVIOUR.md 5, gate 10): every runner of a wake reads the one snapshot fetched at
+        its start. A trade another strategy created earlier in the wake, or one still filling,
+        or one that turned OPEN after the read, is not in it: two strategies with
+        ``max_account_delta(0.2)`` would each pass on delta 0 and leave the account at 0.5,
+        and a strategy with ``max_concurrent_trades > 1`` would enter again before its own
+        last trade shows. So these rules wait while any open is in flight (a trade created
+        after the snapshot is one) and until a snapshot newer than the last open seen ended:
+        no failure, the reason logged once. Rules that read no account figure (a time window)
+        never wait; a plain callable gets the whole snapshot, so it counts as account-wide.
+        """
+        if not any(not isinstance(cond, EntryCondition) or cond.reads_account
+                   for cond in self.config.entry_conditions):
+            return None
+        for trade in self.ctx.lifecycle_manager.active_trades():
+            if trade.state in OPEN_IN_FLIGHT:
+                return f"account gates wait: trade {trade.id} ({trade.strategy}) is still opening"
+        moved = self._account_moved
+        if moved is not None and float(snapshot.timestamp) <= moved[0]:
+            return f"account gates wait: trade {moved[1]} opened after this snapshot was taken"
         return None
 
     def _gate_index(self) -> str | None:
@@ -915,6 +973,9 @@ class StrategyRunner:
         if self.ctx.market_data.index_frozen_for(self.config.underlying):
             return f"index frozen ({self.config.underlying}) at leg selection"
         self._note_resolution(resolved)
+        blocked = self._blocked_legs(resolved)
+        if blocked is not None:
+            return blocked
         too_big = self._notional_refusal(resolved)
         if too_big is not None:
             return too_big
@@ -959,6 +1020,20 @@ class StrategyRunner:
         # The symbols name the underlying (ETHUSD-...), and the index is that underlying's.
         logger.info("strategy %s: resolved %d legs at index %.2f: %s", self.name, len(resolved),
                     float(resolved[0].index_price), legs)
+
+    def _blocked_legs(self, resolved: list[ResolvedLeg]) -> str | None:
+        """No trade with a leg on a symbol the ledger blocks until an operator resumes (BEHAVIOUR.md 6.1).
+
+        Why here and not at the order: the ledger refuses the blocked leg's order only after
+        the other legs' orders went out (limit: they fill and are unwound at a loss, every
+        check until the daily failure pause), and a block trade has no order to refuse. No
+        trade is created, so nothing counts as a failed open; the reason is logged once.
+        """
+        blocks = self.ctx.ledger.blocked_symbols()
+        hits = [f"leg {leg.index} {leg.symbol} ({blocks[leg.symbol]})" for leg in resolved if leg.symbol in blocks]
+        if not hits:
+            return None
+        return "symbol blocked until an operator resumes: " + "; ".join(hits)
 
     def _notional_refusal(self, resolved: list[ResolvedLeg]) -> str | None:
         """No trade whose USD notional (sum of qty x index) exceeds ``max_structure_notional_usd``.

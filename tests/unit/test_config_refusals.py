@@ -685,7 +685,8 @@ def runner_with_index(monkeypatch, index: float, **fields: Any) -> tuple[Strateg
     lifecycle, executor = RecordingLifecycle(), RecordingExecutor()
     ctx = TradingContext(
         config=None, clock=clock, http=None, market_data=FixedIndexMarket(),
-        account_manager=SimpleNamespace(reachability=SimpleNamespace(is_up=True)), ledger=None, executor=executor,
+        account_manager=SimpleNamespace(reachability=SimpleNamespace(is_up=True)),
+        ledger=SimpleNamespace(blocked_symbols=lambda: {}), executor=executor,
         lifecycle_manager=lifecycle, position_monitor=SimpleNamespace(poll_interval=10.0),
         store=StateStore(":memory:"), alerts=SimpleNamespace(alert=lambda *a, **k: None), health=None,
     )

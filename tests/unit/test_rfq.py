@@ -260,7 +260,8 @@ class FakeMarket:
         """A chain row without a mark IV: its sanity band is the one its mark's own vol implies
         (about 15 to 318 here), so the screen and the quotes of these tests lie inside it."""
         return SimpleNamespace(option_type="C", strike=100_000.0, expiry_ms=int((NOW + 86400 * 4) * 1000),
-                               underlying_price=90_000.0, mark_iv=None, as_of=NOW, mark=100.0, bid=100.0, ask=120.0)
+                               underlying_price=90_000.0, mark_iv=None, bid_iv=None, ask_iv=None, as_of=NOW,
+                               mark=100.0, bid=100.0, ask=120.0)
 
 
 class FakeClient:

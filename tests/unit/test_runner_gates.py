@@ -98,6 +98,16 @@ class FakeLifecycle:
         trade.state, trade.failed_at, trade.failure_reason = TradeState.FAILED, self.clock.now(), "no fill"
 
 
+class FakeBlocks:
+    """``seams.SymbolBlocks``: the ledger's symbol blocks, none unless a test sets one."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, str] = {}
+
+    def blocked_symbols(self) -> dict[str, str]:
+        return dict(self.blocks)
+
+
 class FakeMarket:
     def __init__(self) -> None:
         self.index_error: Exception | None = None
@@ -170,9 +180,10 @@ class Harness:
         self.lifecycle.clock = self.clock
         self.alerts = FakeAlerts()
         self.reach = SimpleNamespace(is_up=True)
+        self.ledger = FakeBlocks()
         self.ctx = TradingContext(
             config=None, clock=self.clock, http=None, market_data=self.market,
-            account_manager=SimpleNamespace(reachability=self.reach), ledger=None, executor=self.executor,
+            account_manager=SimpleNamespace(reachability=self.reach), ledger=self.ledger, executor=self.executor,
             lifecycle_manager=self.lifecycle,
             position_monitor=SimpleNamespace(poll_interval=POLL), store=self.store, alerts=self.alerts, health=None,
         )

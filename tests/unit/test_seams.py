@@ -116,7 +116,8 @@ SEAMS: list[tuple[str, dict[str, type], Callable[[dict[str, Any]], object]]] = [
                           "alerts": seams.AlertSender, "runner": seams.RunnerControl},
      lambda p: CommandProcessor(_command_ctx({k: v for k, v in p.items() if k != "runner"}), [p["runner"]])),
     ("StrategyRunner", {"lifecycle_manager": seams.RunnerLifecycle, "market_data": seams.MarketDataSource,
-                        "executor": seams.ModeRouter, "store": seams.Store, "alerts": seams.AlertSender},
+                        "executor": seams.ModeRouter, "store": seams.Store, "alerts": seams.AlertSender,
+                        "ledger": seams.SymbolBlocks},
      lambda p: StrategyRunner(config(), _runner_ctx(p))),
 ]
 
@@ -220,7 +221,8 @@ def test_the_wired_services_satisfy_every_protocol_they_are_used_through(ctx: Tr
                     seams.RfqClient, seams.ReconcilerClient, seams.SettlementClient]),
         (ctx.account_manager, [seams.AccountSource]),
         (ctx.market_data, [seams.MarketDataSource, seams.PriceSource, seams.ChainSource]),
-        (ctx.ledger, [seams.Ledger, seams.LedgerOrders, seams.LifecycleLedger, seams.ReconcilerLedger]),
+        (ctx.ledger, [seams.Ledger, seams.LedgerOrders, seams.LifecycleLedger, seams.ReconcilerLedger,
+                      seams.SymbolBlocks]),
         (ctx.executor.limit, [seams.ExecutionEngine]),
         (ctx.executor.smart, [seams.ExecutionEngine]),
         (ctx.executor.rfq, [seams.ExecutionEngine]),

@@ -40,7 +40,7 @@ from persistence import StateStore
 from price_sanity import black_scholes, check_quote, quote_problems
 from strategy import StrategyConfig, StrategyRunner
 from strategy_factories import build_strategy_configs
-from tests.unit.test_runner_gates import FakeAlerts, FakeExecutor, FakeLifecycle
+from tests.unit.test_runner_gates import FakeAlerts, FakeBlocks, FakeExecutor, FakeLifecycle
 
 START = datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc).timestamp()        # Monday 06:00 UTC
 EXP = int(datetime(2026, 3, 6, 8, tzinfo=timezone.utc).timestamp() * 1000)  # 6MAR26, both underlyings
@@ -413,7 +413,7 @@ class Rig:
         self.executor = FakeExecutor()
         ctx = TradingContext(
             config=None, clock=clock, http=None, market_data=market,
-            account_manager=SimpleNamespace(reachability=SimpleNamespace(is_up=True)), ledger=None,
+            account_manager=SimpleNamespace(reachability=SimpleNamespace(is_up=True)), ledger=FakeBlocks(),
             executor=self.executor, lifecycle_manager=self.lifecycle,
             position_monitor=SimpleNamespace(poll_interval=10.0), store=StateStore(":memory:"),
             alerts=FakeAlerts(), health=None,
