@@ -115,6 +115,11 @@ MAX_ATTEMPT = 999
 # The trade sequence field of a clientOrderId: 9 digits (``PPP TTTTTTTTT LL I AAA``).
 TRADE_SEQ_MAX = 999_999_999
 UNKNOWN_RESOLVE_SECONDS = 30.0
+# How much earlier than our send (on the exchange's clock) our own order may be stamped by the
+# exchange: a request signed up to 1 s ahead is accepted and an offset under 0.5 s is left
+# uncorrected (API.md 2.2), plus margin. An order created earlier than that is not ours
+# (``OrderLedger._not_ours``); X-REQ-TS-DIFF when larger.
+CREATE_TIME_SLACK_SECONDS = 2.0
 # An order younger than this is never judged missing: the exchange's lists and lookups lag
 # fresh orders (incident 38), so a not-found answer right after a send is normal.
 VANISH_MIN_AGE_SECONDS = 30.0
@@ -441,7 +446,8 @@ class LedgerOrder:
     # The exchange's clock less ours when the order was recorded (the client's signing offset):
     # ``sent_at`` on the exchange's clock is ``sent_at + exchange_offset``, whatever the offset
     # is later (a clock corrected meanwhile must not make our own order look older than its send).
-    exchange_offset: float = 0.0
+    # None for a record written before it was kept: no creation-time judgement is made on it.
+    exchange_offset: float | None = None
 
     def __post_init__(self) -> None:
         self.side = Side.of(self.side)   # stored records carry the plain code
@@ -455,9 +461,9 @@ class LedgerOrder:
     def to_record(self) -> dict:
         """A JSON-safe dict (ids and the side stay ints) for the state store.
 
-        ``presumed`` and ``exchange_offset`` are written only when set: the record of every other
-        order keeps the shape it always had, so stored records and the tools that compare them
-        are unchanged.
+        ``presumed`` is written only when set: the record of every other order keeps the shape it
+        always had. ``exchange_offset`` is written for every order recorded since it exists (0.0
+        included), so its absence tells a record written before.
         """
         record = asdict(self)
         record["intent"] = int(self.intent)
@@ -465,7 +471,7 @@ class LedgerOrder:
         record["status"] = self.status.value
         if not self.presumed:
             del record["presumed"]
-        if not self.exchange_offset:
+        if self.exchange_offset is None:
             del record["exchange_offset"]
         return record
 
@@ -1697,9 +1703,13 @@ class OrderLedger:
         created_ms = view.create_time_ms
         if created_ms is None or not created_ms > 0:
             return None
+        if order.exchange_offset is None:
+            return None   # recorded before the offset was kept: its send time on the exchange's clock is unknown
         created = created_ms / 1000.0
         sent = float(order.sent_at) + order.exchange_offset    # when we sent ours, on the exchange's clock
-        if created < sent - self._ts_diff_seconds:
+        # The exchange takes a request signed up to 1 s ahead of its clock, and the client leaves
+        # an offset under 0.5 s uncorrected: our own order can be stamped that much before ``sent``.
+        if created < sent - max(self._ts_diff_seconds, CREATE_TIME_SLACK_SECONDS):
             return (f"it was created at {iso_utc(created)}, {sent - created:.1f} s before we sent ours "
                     f"({iso_utc(sent)}, exchange time)")
         return None
@@ -1736,7 +1746,14 @@ class OrderLedger:
             self._update(order, status=OrderStatus.REJECTED, presumed=False,
                          error_msg=f"{order.error_msg} (the clientOrderId is held by orderId {view.order_id}, "
                                    f"not ours: {why})")
-        return refused
+            return True
+        if order.order_id is None and order.status in (OrderStatus.UNKNOWN, OrderStatus.PENDING_SEND):
+            # Only somebody else's order under the id: ours is not found. Past the create window it
+            # is a presumed NOT_PLACED like any order not found (reversed if ours shows up), never
+            # UNKNOWN for good with its job waiting on it.
+            self._not_found(order)
+            return order.status.is_final
+        return False
 
     def take_foreign_orders(self) -> list[ForeignOrder]:
         """The orders found under our clientOrderIds that are not ours since the last call, each

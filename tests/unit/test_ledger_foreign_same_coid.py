@@ -137,7 +137,7 @@ def test_a_create_refused_as_a_duplicate_by_an_older_order_under_our_id_is_rejec
     assert ledger.take_foreign_orders() == [] and order.status is OrderStatus.REJECTED
 
 
-def test_an_unknown_create_whose_lookup_answers_an_older_order_stays_unknown_and_is_never_cancelled():
+def test_an_unknown_create_whose_lookup_answers_an_older_order_is_never_cancelled_and_ends_presumed_not_placed():
     clock, venue, ledger = world()
     venue.create_error = ExchangeError(10000, "system busy", "POST create")    # outcome unknown, nothing made
     coid = 101_000_000_005_001_001
@@ -146,12 +146,13 @@ def test_an_unknown_create_whose_lookup_answers_an_older_order_stays_unknown_and
     venue.rows = [r for r in venue.rows if r["orderId"] == THEIR_ID]
 
     ledger.cancel(order)                                # polls first: only what it proves ours is cancelled
-    clock.advance(120)                                  # past sent_at + diff + 30 s: still not "not found"
+    assert order.status is OrderStatus.UNKNOWN and order.order_id is None   # within the create window: unknown
+    clock.advance(120)                                  # past sent_at + diff + 30 s: ours is not found
     ledger.poll(order)
     ledger.cancel_until_final(order)
 
     assert venue.cancelled == []
-    assert order.status is OrderStatus.UNKNOWN and order.order_id is None   # unknown stays unknown
+    assert (order.status, order.order_id, order.presumed) == (OrderStatus.NOT_PLACED, None, True)   # reversible
     assert [f.view.order_id for f in ledger.take_foreign_orders()] == [THEIR_ID]
 
 
@@ -258,7 +259,7 @@ def unknown_record(sent_at: float) -> dict:
             "attempt": 1, "supersedes": None, "symbol": SYM_C, "side": 1, "qty": 0.01, "price": 400.0,
             "reduce_only": False, "status": "UNKNOWN", "order_id": None, "filled_qty": 0.0, "avg_price": 0.0,
             "fee": 0.0, "sent_at": sent_at, "updated_at": sent_at, "exchange_state": None,
-            "error_code": DUPLICATE_CLIENT_ID, "error_msg": "Duplicated client order ID"}
+            "error_code": DUPLICATE_CLIENT_ID, "error_msg": "Duplicated client order ID", "exchange_offset": 0.0}
 
 
 def test_the_reconciler_raises_prefix_conflict_and_pauses_for_the_order_the_ledger_refused(tmp_path):
