@@ -179,11 +179,13 @@ class ExitEvaluator:
         """The legs we hold whose quote is missing or older than ``quote_max_age`` at ``now``.
 
         Why ``quote_max_age``: every poll's refresh fetches anything older than that, so an older
-        quote here means this poll's refresh failed and the leg still holds an earlier one.
+        quote here means this poll's refresh failed and the leg still holds an earlier one. An
+        expired leg not settled yet (a calendar's near leg) is never refreshed: its last quote is
+        from before the expiry, and its greeks are not what it holds now.
         """
         found = set()
         for leg in trade.legs:
-            if is_zero(leg.net_qty) or leg.is_expired(now):
+            if is_zero(leg.net_qty):
                 continue
             if leg.quote is None or now - float(leg.quote.as_of) > self.quote_max_age:
                 logger.debug("trade %s: leg %d %s has no quote of the last %.0f s; rules reading it wait",

@@ -86,3 +86,20 @@ def test_an_estimate_read_long_ago_is_not_used(world):
     trade.valuation("fair", now=world.clock.now())                                    # read, fresh
     with pytest.raises(StaleDataError, match="settlement price read"):
         trade.valuation("fair", now=world.clock.now() + 60.0)
+
+
+def test_rules_reading_quotes_do_not_read_the_expired_legs_last_quote(world):
+    """Its last quote is from before the expiry: a plain callable (which may read it) is not called."""
+    seen = []
+
+    def reads_quotes(snapshot, trade):
+        seen.append(trade.id)
+        return False
+
+    trade = open_calendar(world, exits=[reads_quotes])
+    assert seen                                                                   # called before the expiry
+    seen.clear()
+    past_the_near_expiry(world)
+    world.clock.advance(10)
+    world.poll()
+    assert trade.state is TradeState.OPEN and seen == []
