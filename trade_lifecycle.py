@@ -1568,6 +1568,10 @@ class LifecycleManager:
             return
         if trade.state is TradeState.UNWINDING and not self._unwind_fills_settled(trade, runtime, now):
             return
+        if self._accept_in_doubt(trade, runtime, now):
+            # An RFQ accept recorded before a restart may have traded these legs (a CLOSING write
+            # lost before it left the trade PENDING_CLOSE): no round is sized until it is settled.
+            return
         if not trade.has_exposure:
             self._end_flat(trade, runtime, now)   # waits while an order may still fill: then a round
             return
