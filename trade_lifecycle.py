@@ -1895,18 +1895,28 @@ class LifecycleManager:
                     " (second part)" if second_part else "", structure_delta, hedge_qty, decision.reason)
         return decision, float(quote.mark), structure_delta
 
-    def _hedge_legs(self, trade: TradeLifecycle, config: HedgeConfig) -> tuple[TradeLeg, TradeLeg]:
-        """The trade's long and short hedge legs, added (and persisted) before its first hedge order."""
+    def _hedge_legs(self, trade: TradeLifecycle, config: HedgeConfig) -> tuple[TradeLeg, TradeLeg] | None:
+        """The trade's long and short hedge legs, added (and persisted) before its first hedge order;
+        None when they could not be persisted (taken back out: no hedge order this poll).
+
+        Why (I5): a hedge order opens a position. Sent on legs the store does not hold, a crash
+        before the next good write leaves a perp that no trade knows after the restart (read as
+        somebody else's, never closed), and a new pair of hedge legs would reuse the indexes.
+        """
         indexes = trade.metadata.get(HEDGE_LEGS_KEY)
         if not indexes:
             first = max(leg.index for leg in trade.legs) + 1
             contract = Contract.perpetual(config.underlying or "")
             # qty is the most the leg may hold (the hedge cap): what it holds is its fills.
-            trade.legs.append(TradeLeg(index=first, contract=contract, side=Side.BUY, qty=config.max_hedge_qty))
-            trade.legs.append(TradeLeg(index=first + 1, contract=contract, side=Side.SELL, qty=config.max_hedge_qty))
+            added = [TradeLeg(index=first, contract=contract, side=Side.BUY, qty=config.max_hedge_qty),
+                     TradeLeg(index=first + 1, contract=contract, side=Side.SELL, qty=config.max_hedge_qty)]
+            trade.legs.extend(added)
             indexes = {"long": first, "short": first + 1}
             trade.metadata[HEDGE_LEGS_KEY] = indexes
-            self._persist(trade, "hedge_legs_added", legs=indexes)
+            if not self._persist(trade, "hedge_legs_added", legs=indexes):
+                del trade.legs[-len(added):]
+                del trade.metadata[HEDGE_LEGS_KEY]
+                return None
         by_index = {leg.index: leg for leg in trade.legs}
         return by_index[int(indexes["long"])], by_index[int(indexes["short"])]
 
@@ -1916,7 +1926,12 @@ class LifecycleManager:
         """One hedge order as a limit job on a hedge leg: a reduce-only order reduces the leg that
         holds the hedge (CLOSE family, capped at the account's position by the ledger), an
         opening order adds to the leg of its side (OPEN family)."""
-        long_leg, short_leg = self._hedge_legs(trade, config)
+        legs = self._hedge_legs(trade, config)
+        if legs is None:
+            self._hedge_note(trade, runtime, "hold: the hedge legs could not be stored; no hedge order until the "
+                                             "store takes them", level=logging.WARNING)
+            return
+        long_leg, short_leg = legs
         if order.reduce_only:
             leg, intent = (long_leg if order.side is Side.SELL else short_leg), Intent.CLOSE
         else:
