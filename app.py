@@ -522,7 +522,9 @@ def pause_if_unsafe(ctx: TradingContext, runners: Sequence[StrategyRunner], reco
 
 
 def store_lost_reaction(ctx: TradingContext, lock: InstanceLock) -> Callable[[str, Path | None], None]:
-    """What the daemon does when its store file is lost while it runs (row L1): once.
+    """What the daemon does when its store file is lost while it runs (row L1): once, and again
+    when the copy is made only on a retry (``StoreWatch``): the entry hold is keyed, so a second
+    call holds nothing twice, and the second alert names the copy the first could not.
 
     The recovered copy it writes to from then on is published in the lock file, so a ``kill``
     or ``pause`` from the command line is queued where the daemon reads (it used to create a

@@ -1183,8 +1183,10 @@ class StoreWatch:
     one ``os.stat`` of the database and one of its WAL. When the file is found lost it
     moves the store onto a recovery copy (``StateStore.relocate``) and calls
     ``on_lost(problem, new_path_or_None)`` once per lost file; a relocation that failed is
-    tried again every ``retry_seconds``. The reaction (alert, entry hold) is the caller's:
-    this module knows nothing of trading.
+    tried again every ``retry_seconds``, and one that then works calls ``on_lost(problem,
+    new_path)`` as a first success would: the reaction publishes the copy (``trader.lock``)
+    and names it, so it must take being called twice for one loss. The reaction (alert,
+    entry hold, lock file) is the caller's: this module knows nothing of trading.
     """
 
     callback_name = "StoreWatch"   # how the monitor names this callback
@@ -1222,6 +1224,10 @@ class StoreWatch:
                 self._reported = None   # the copy is watched like the original from now on
         elif self._tried_at is not None and now - self._tried_at >= self._retry_seconds:
             self._tried_at = now
-            if self._store.relocate() is not None:
+            moved = self._store.relocate()
+            if moved is not None:
+                # The daemon writes to the copy from now on: unless it is said (and published),
+                # the command line queues into the file at the old path, which nobody reads.
+                self._on_lost(problem, moved)
                 self._reported = None
         return problem

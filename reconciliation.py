@@ -30,7 +30,10 @@ When it runs:
   no exit, no entry (a failed read is retried on the next poll, forever).
 * **Every 60 s**: all pages of open orders against the ledger (live orders the list does
   not show are verified once they are 30 s old), the order history since the last check,
-  orders that ended unfilled in the last minutes, then the positions again.
+  orders that ended unfilled in the last minutes, then the positions again. A run that
+  fails (any exception) is retried at the next interval; 3 failed runs in a row over at least
+  3 minutes raise a CRITICAL ``reconciliation_failing`` (hourly while it lasts) and the first
+  run that completes after it a WARNING ``reconciliation_recovered``.
 
 The perp reads (open perp orders, perp fills and order history) come from ``perp_client``
 (``seams.PerpReconcilerClient``). Without it, open perp orders are not listed and a perp
@@ -47,17 +50,19 @@ before anything is done, so a lagging positions answer never books a phantom clo
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from account_manager import AccountSnapshot
 from alerts import send_alert
-from clock import Clock
+from clock import Clock, iso_utc
 from close_evidence import orders_in_doubt
 from coincall_payloads import ExchangeOrder, parse_orders
-from errors import TraderError
+from display import fmt_duration, fmt_stamp
+from errors import RateLimitedError, TraderError, TransportError
 from order_ledger import OrderStatus
-from order_reconciliation import ORDER_MIN_AGE_SECONDS, OrderReconciler
+from order_reconciliation import LATE_FILL_WATCH_SECONDS, ORDER_MIN_AGE_SECONDS, OrderReconciler
 from position_reconciliation import PositionReconciler
 from prefix_ownership import PrefixOwnership, perp_open_order
 from reconciliation_report import ReconcileReport
@@ -78,6 +83,31 @@ logger = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL_SECONDS = 60.0
 STARTUP_FAILURE_ALERT_AFTER = 3
+# The periodic pass failing this many runs in a row over at least this long: CRITICAL
+# ``reconciliation_failing``, again every REALERT seconds while it lasts. Late fills, foreign
+# orders and outside closes go unseen meanwhile. Both bounds keep chance runs of transient
+# faults quiet (a run makes several reads, none retried inside a tick: at 5 % failing requests
+# about one run in six fails, and streaks of 3 come about once a day, measured by the HTTP
+# fault campaign); what the alert is for (a bug, a read that never works) fails every run.
+PERIODIC_FAILURE_ALERT_RUNS = 3
+PERIODIC_FAILURE_ALERT_SECONDS = 180.0
+PERIODIC_FAILURE_REALERT_SECONDS = 3600.0
+# Failures that mean "the exchange gave no usable answer" (what the client's Reachability counts
+# towards DOWN): maybe an outage, which ``exchange_unreachable`` covers, so a streak ending in one
+# is said only once an account read after that run shows the exchange answering.
+NO_ANSWER_ERRORS: tuple[type[Exception], ...] = (TransportError, RateLimitedError)
+
+
+@dataclass
+class FailedRuns:
+    """The periodic runs that failed in a row (any exception); only a completed run ends it."""
+
+    since: float            # clock time of the first failed run
+    runs: int = 0
+    error: str = ""         # the last failure, "Type: message"
+    read_at: float = 0.0    # the account read (snapshot time) the last failed run started from
+    no_answer: bool = False  # the last failure was the exchange giving no answer
+    alerted_at: float | None = None
 
 
 class Reconciler:
@@ -128,6 +158,7 @@ class Reconciler:
         self._next_run_at: float | None = None
         self._startup_failures = 0
         self._startup_checks: list[Callable[[], None]] = []
+        self.failed_runs: FailedRuns | None = None   # the periodic pass's failing streak, if any
         lifecycle.hold("start-up reconciliation: positions not read yet")
 
     def __repr__(self) -> str:
@@ -169,13 +200,85 @@ class Reconciler:
         if not self.started:
             self._try_startup(snapshot, now)
             return
-        if self._next_run_at is not None and now < self._next_run_at:
-            return
+        if self._next_run_at is None or now >= self._next_run_at:
+            self._run_periodic(snapshot, now)
+        self._judge_failed_runs(snapshot, now)
+
+    def _run_periodic(self, snapshot: AccountSnapshot, now: float) -> None:
+        """One periodic run; a failure of any kind is counted here, never raised to the monitor.
+
+        Why here: the next run is a full interval away, so the monitor's own count of a callback
+        failing in a row was reset by the wakes in between and never reached its alert; a run
+        that fails is only seen by counting runs.
+        """
         self._next_run_at = now + self.interval_seconds
         try:
             self.periodic(snapshot)
         except TraderError as exc:
             logger.warning("periodic reconciliation incomplete (%s); next in %.0f s", exc, self.interval_seconds)
+            self._run_failed(exc, snapshot, now)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop the exits; it is counted and alerted
+            logger.exception("periodic reconciliation crashed; next in %.0f s", self.interval_seconds)
+            self._run_failed(exc, snapshot, now)
+            return
+        self._run_completed(now)
+
+    def _run_failed(self, error: Exception, snapshot: AccountSnapshot, now: float) -> None:
+        streak = self.failed_runs
+        if streak is None:
+            streak = self.failed_runs = FailedRuns(since=now)
+        streak.runs += 1
+        streak.error = f"{type(error).__name__}: {error}"
+        streak.read_at = float(snapshot.timestamp)
+        streak.no_answer = isinstance(error, NO_ANSWER_ERRORS)
+
+    def _run_completed(self, now: float) -> None:
+        streak, self.failed_runs = self.failed_runs, None
+        if streak is None:
+            return
+        lasted = fmt_duration(now - streak.since)
+        logger.log(logging.WARNING if streak.alerted_at is not None else logging.INFO,
+                   "periodic reconciliation completes again after %d failed run(s) in %s", streak.runs, lasted)
+        if streak.alerted_at is None:
+            return
+        # The late-fill recheck looks back only so far: orders that ended before it are not asked again.
+        missed = (f"; orders that ended more than {fmt_duration(LATE_FILL_WATCH_SECONDS)} before are not "
+                  f"re-checked for late fills: compare the positions on the exchange with `python main.py status`"
+                  if now - streak.since > LATE_FILL_WATCH_SECONDS else "")
+        self._alert("WARNING", "reconciliation_recovered",
+                    f"periodic reconciliation completes again after {streak.runs} failed runs in {lasted}{missed}",
+                    runs=streak.runs, since=iso_utc(streak.since), failing_seconds=round(now - streak.since, 3))
+
+    def _judge_failed_runs(self, snapshot: AccountSnapshot, now: float) -> None:
+        """CRITICAL ``reconciliation_failing`` once the streak is long enough, hourly while it lasts.
+
+        Judged on every wake with a snapshot, so a streak whose last failure was the exchange
+        giving no answer (an outage: ``exchange_unreachable`` speaks for it) is said once an
+        account read after that run shows the exchange answering, as ``snapshots_failing`` is
+        said only while the exchange answers. A failed poll delivers no snapshot: nothing is
+        judged then.
+        """
+        streak = self.failed_runs
+        if streak is None or streak.runs < PERIODIC_FAILURE_ALERT_RUNS \
+                or now - streak.since < PERIODIC_FAILURE_ALERT_SECONDS:
+            return
+        if streak.no_answer and float(snapshot.timestamp) <= streak.read_at:
+            return
+        if streak.alerted_at is not None and now - streak.alerted_at < PERIODIC_FAILURE_REALERT_SECONDS:
+            return
+        streak.alerted_at = now
+        lasted = fmt_duration(now - streak.since)
+        self._alert("CRITICAL", "reconciliation_failing",
+                    f"periodic reconciliation has failed {streak.runs} runs in a row for {lasted} (since "
+                    f"{fmt_stamp(streak.since)} UTC; last: {streak.error}): late fills are not booked, orders with "
+                    f"our prefix the daemon does not know and closes made outside it are not seen, vanished orders "
+                    f"are not settled; exits and entries go on from what the daemon believes. It is retried every "
+                    f"{fmt_duration(self.interval_seconds)}: read the error in trading.log; compare the open orders "
+                    f"and positions on the exchange with `python main.py status`; if it lasts, pause each strategy "
+                    f"(`python main.py pause NAME`) and report it",
+                    runs=streak.runs, since=iso_utc(streak.since), failing_seconds=round(now - streak.since, 3),
+                    error=streak.error)
 
     def on_snapshot_error(self, error: Exception) -> None:
         if not self.started:

@@ -55,8 +55,12 @@ HEALTH_INTERVAL_SECONDS = 300.0
 DAEMON_PREFIX = 101
 # ERROR/CRITICAL lines the schedule provokes on purpose: the close breaker trips while bids are gone;
 # the flat positions window is a suspect read; and with ~5 % of requests failing, a run of failed
-# polls spanning the outage threshold (2 minutes) happens about once a day and is alerted.
-EXPECTED_ERROR_KINDS = ("close_breaker", "suspect_positions_read", "exchange_unreachable")
+# polls spanning the outage threshold (2 minutes) happens about once a day and is alerted. So may
+# ``reconciliation_failing``: a periodic run (several reads, no retry inside a tick) fails about one
+# time in six here (measured over the seeded day: 264 failed runs, 9 streaks of 2, one of 3 runs in
+# 2 minutes, no alert), so a streak of 4 is a matter of luck; a crash in the pass is still an
+# unexpected ERROR line ("periodic reconciliation crashed").
+EXPECTED_ERROR_KINDS = ("close_breaker", "suspect_positions_read", "exchange_unreachable", "reconciliation_failing")
 # Fill reports lagging 5 s for an hour: the engines' late-fill grace must keep open legs from
 # over-filling (found by this campaign; pinned by test_late_fill_after_cancel.py).
 INCLUDE_FILL_REPORT_LAG = True
