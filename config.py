@@ -145,6 +145,14 @@ class Credentials:
             raise ConfigError(f"Coincall API key is empty{where}")
         if not isinstance(self.api_secret, str) or not self.api_secret.strip():
             raise ConfigError(f"Coincall API secret is empty{where}")
+        # A key is sent as a header and signs every request: a space or a control character (a
+        # .env saved with Windows line ends leaves a \r) would fail in the HTTP library with the
+        # header's value, the key itself, in its message. Refused here, naming neither value.
+        for what, value in (("key", self.api_key), ("secret", self.api_secret)):
+            if any(char.isspace() or not char.isprintable() for char in value):
+                raise ConfigError(f"Coincall API {what} contains a space or a control character{where}: "
+                                  f"copy it again without the line end or blanks (a .env saved with Windows line "
+                                  f"ends leaves a carriage return)")
 
     def __repr__(self) -> str:
         return f"Credentials(api_key={mask_key(self.api_key)!r}, api_secret=<hidden>, source={self.source!r})"

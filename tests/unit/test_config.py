@@ -402,3 +402,14 @@ def test_directory_problem_walks_up_to_the_nearest_existing_directory(tmp_path, 
     assert directory_problem(Path("plain/x/y")) == "its parent plain is a file, not a directory"
     assert "not expanded" in directory_problem(Path("~/state"))
     assert not (tmp_path / "new").exists() and not (tmp_path / "state").exists()   # no side effects
+
+
+@pytest.mark.parametrize("name, value", [("COINCALL_API_KEY_PROD", PROD_KEY[:4] + "\r" + PROD_KEY[4:]),
+                                         ("COINCALL_API_SECRET_PROD", PROD_SECRET[:4] + "\n" + PROD_SECRET[4:]),
+                                         ("COINCALL_API_KEY_PROD", PROD_KEY[:4] + " " + PROD_KEY[4:])])
+def test_a_key_with_a_line_end_or_a_blank_inside_is_refused_without_its_value(name, value):
+    """Line ends and blanks around a value are trimmed; inside it, the HTTP library refused the
+    header with the key itself in its message. Refused at start-up, naming neither value."""
+    message = config_error(prod_env(**{name: value}))
+    assert "space or a control character" in message and "COINCALL_API_KEY_PROD" in message
+    assert PROD_KEY not in message and PROD_SECRET not in message and PROD_KEY[:4] + " " not in message
