@@ -60,7 +60,7 @@ from account_manager import AccountSnapshot
 from alerts import send_alert
 from clock import Clock, iso_utc
 from coincall_payloads import ExchangeOrder, Page, PerpOrder, history_filters, next_page_filters, parse_order_page
-from errors import TraderError
+from errors import RateLimitedError, TraderError, TransportError
 from order_ledger import TRADE_SEQ_MAX, LedgerOrder, parse_client_order_id
 from order_reconciliation import presumed_not_placed
 from persistence import ORDER_HISTORY_WATERMARK, TRADE_SEQ_COUNTER
@@ -358,6 +358,9 @@ class PrefixOwnership:
             read = self._prefixed_history(since, until_ms)
         except TraderError as exc:
             logger.warning("order history unavailable (%s): checked again at the next reconciliation", exc)
+            # Not a complete run: a history that never reads must reach ``reconciliation_failing``.
+            report.unread.append(f"order history: {type(exc).__name__}: {exc}")
+            report.unread_no_answer = isinstance(exc, (TransportError, RateLimitedError))
             return
         history = list(read.rows)
         self.adopt_presumed(history, report, now)

@@ -222,6 +222,13 @@ class Reconciler:
             logger.exception("periodic reconciliation crashed; next in %.0f s", self.interval_seconds)
             self._run_failed(exc, snapshot, now)
             return
+        report = self.last_report
+        if report is not None and report.unread:
+            # A step passed over a read it could not make (the order history): not a complete run.
+            error: Exception = (TransportError("reconciliation", "; ".join(report.unread)) if report.unread_no_answer
+                                else TraderError("; ".join(report.unread)))
+            self._run_failed(error, snapshot, now)
+            return
         self._run_completed(now)
 
     def _run_failed(self, error: Exception, snapshot: AccountSnapshot, now: float) -> None:

@@ -52,6 +52,11 @@ class ReconcileReport:
     blocked_symbols: list[str] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)
     quarantine: dict | None = None
+    # Reads a step could not make and passed over (retried at the next run): the run is not
+    # complete, and counts as failed for ``reconciliation_failing``. ``unread_no_answer``: the
+    # last of them was the exchange giving no answer.
+    unread: list[str] = field(default_factory=list)
+    unread_no_answer: bool = False
 
     def summary(self) -> str:
         counts: dict[str, int] = {}

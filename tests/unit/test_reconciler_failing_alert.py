@@ -119,6 +119,22 @@ def test_an_exchange_error_on_every_run_is_repeated_hourly_and_its_end_is_said()
     assert len(alerts_of(h, FAILING)) == 2 and len(alerts_of(h, RECOVERED)) == 1
 
 
+def test_an_order_history_that_never_reads_is_a_failed_run_though_the_step_passes_over_it():
+    """The history watch passes over a failed read (retried next run), so the run went on and
+    counted as complete: a history endpoint refusing for good never reached the alert."""
+    h = started()
+    h.client.fail_history = ExchangeError(10001, "history unreadable", "GET /open/option/order/history/v1")
+
+    wake_for(h, 6 * 60)
+
+    [(level, _, detail)] = alerts_of(h, FAILING)
+    assert level == "CRITICAL" and detail["runs"] >= PERIODIC_FAILURE_ALERT_RUNS
+    assert "order history" in h.alerts.messages[[kind for _, kind, _ in h.alerts.sent].index(FAILING)]
+    h.client.fail_history = None
+    wake_for(h, 120)
+    assert [level for level, _, _ in alerts_of(h, RECOVERED)] == ["WARNING"]
+
+
 def test_the_alert_needs_three_runs_in_a_row_and_three_minutes():
     h = started()
     h.client.fail_pending = ExchangeError(10001, "open orders unreadable", PENDING)
