@@ -58,6 +58,7 @@ from events import EventJournal
 from exchange_connection import ExchangeConnection, assumptions_for, open_exchange, read_server_time
 from health import HealthReporter
 from instance_lock import InstanceLock
+from log_throttle import RepeatLimiter
 from loop_guard import StepGuard
 from market_data import MarketData
 from multileg_orderbook import SmartOrderbookExecutor
@@ -888,17 +889,32 @@ def daemon_loop(ctx: TradingContext, runners: Sequence[StrategyRunner], stop: St
     monitor.set_stop_check(lambda: stop.is_set)
     # Each step under its own guard: one that fails on every wake never starves the others, and a
     # streak of failures is a CRITICAL alert, not only a traceback in the log (loop_guard.py).
-    guards = {name: StepGuard(name, clock, ctx.alerts) for name in ("monitor", "health", "per-wake", "finished")}
+    guards = {name: StepGuard(name, clock, ctx.alerts) for name in ("monitor", "health", "clock", "per-wake",
+                                                                     "finished")}
 
     def report_health() -> None:
         if ctx.health.due():   # the state walks every trade: built only when a line is due
             ctx.health.maybe_report(health_state(ctx, runners, started_at))
+
+    sync_failures = RepeatLimiter(clock)
+
+    def sync_clock() -> None:
+        # The signing offset is measured at start and after a 10557; a clock that drifts in
+        # between got its next create refused (an open then fails half-way and is unwound).
+        # Re-measured every ``time_sync_interval_seconds`` (API.md 2.2); a failed read keeps the
+        # offset and is tried again at the next wake (said once per 5 minutes).
+        try:
+            ctx.http.sync_time_if_due()
+        except TraderError as exc:
+            sync_failures.warning(logger, "time_sync", "server time re-sync failed (%s); the signing offset is kept",
+                                  exc)
 
     try:
         while not stop.is_set:
             if guards["monitor"].run(monitor.run_once) is None:
                 wait_until(clock, clock.now() + monitor.poll_interval, stop)   # retried after one interval
             guards["health"].run(report_health)
+            guards["clock"].run(sync_clock)
             if on_wake is not None:
                 guards["per-wake"].run(lambda: on_wake(clock.now()))
             done = guards["finished"].run(finished) if finished is not None else None

@@ -256,6 +256,8 @@ class ExchangeClient(LedgerClient, MarketDataClient, AccountClient, RfqClient, R
 
     def sync_time(self) -> float: ...
 
+    def sync_time_if_due(self) -> float | None: ...  # the loop's periodic re-sync (API.md 2.2)
+
     def server_time(self) -> int: ...
 
     @property

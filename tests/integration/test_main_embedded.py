@@ -123,7 +123,8 @@ def test_sigterm_stops_the_loop_with_exit_zero(tmp_path):
     assert code == 0
     log = read_log(tmp_path)
     assert "stopping: SIGTERM" in log
-    assert 4 <= len(status_lines(log)) <= 5
+    # one status line a poll at most (10 s); a job's own wake in between (an open filling) prints none
+    assert 3 <= len(status_lines(log)) <= 5
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
 
 

@@ -136,7 +136,8 @@ def test_a_health_line_failing_on_every_wake_starves_nothing_and_alerts(tmp_path
     clock = SimulatedClock(start=START, speed=0)
     alerts = FakeAlerts()
     monitor = PositionMonitor(Account(clock), clock, poll_interval=10.0)
-    ctx = SimpleNamespace(clock=clock, position_monitor=monitor, health=HealthReporter(clock, tmp_path), alerts=alerts)
+    ctx = SimpleNamespace(clock=clock, position_monitor=monitor, health=HealthReporter(clock, tmp_path), alerts=alerts,
+                          http=SimpleNamespace(sync_time_if_due=lambda: None))
     wakes: list[float] = []
     app.daemon_loop(ctx, [], StopFlag(), run_for=600.0, on_wake=wakes.append)
     assert len(wakes) >= 59                          # one per wake (10 s poll, 600 s)
