@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import datetime, timezone
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, Callable
 
 import pytest
 import requests
@@ -58,37 +58,46 @@ def envelope(data=None, code=0, msg="Success"):
     return {"code": code, "msg": msg, "i18nArgs": None, "data": data}
 
 
+class LostCreate:
+    """The exchange over ``responses``: its time, a create it executes but whose answer is lost
+    (stamped ``created_after_ms`` after it came in), and that order's lookup, filled 0.1.
+    ``signed_ok(ts)`` is the exchange's window check of the create's signature time."""
+
+    def __init__(self, clock: HostClock, rsps: responses.RequestsMock, *, created_after_ms: int,
+                 signed_ok: Callable[[int], bool]) -> None:
+        self.clock, self.signed_ok, self.created_after_ms = clock, signed_ok, created_after_ms
+        self.coid: int | None = None
+        self.created_ms = 0
+        rsps.add_callback(responses.GET, BASE + "/time", callback=self.server_time)
+        rsps.add_callback(responses.POST, BASE + "/open/option/order/create/v1", callback=self.create)
+        rsps.add_callback(responses.GET, BASE + "/open/option/order/singleQuery/v1", callback=self.query)
+
+    def server_time(self, request: Any) -> tuple[int, dict, str]:
+        return 200, {}, json.dumps(envelope({"serverTime": int(round(self.clock.true * 1000))}))
+
+    def create(self, request: Any) -> tuple[int, dict, str]:
+        assert self.signed_ok(int(request.headers["ts"])), "signed inside the exchange's window"
+        self.coid = json.loads(request.body)["clientOrderId"]
+        self.created_ms = int(round(self.clock.true * 1000)) + self.created_after_ms
+        raise requests.ConnectionError("connection reset by peer")   # executed, answer lost
+
+    def query(self, request: Any) -> tuple[int, dict, str]:
+        return 200, {}, json.dumps(envelope({
+            "orderId": ORDER_ID, "clientOrderId": self.coid, "symbol": SYMBOL, "qty": 0.1,
+            "fillQty": 0.1, "avgPrice": 1250.0, "price": 1250.0, "tradeSide": 1, "tradeType": 1,
+            "state": 1, "fee": 0.3, "createTime": self.created_ms, "updateTime": self.created_ms + 10,
+        }))
+
+
 def test_own_order_found_after_clock_fix_is_not_called_foreign():
     clock = HostClock(SERVER_START, skew=10.0)     # host 10 s fast
     client = CoincallClient(ClientSettings(base_url=BASE, max_retries=0),
                             Credentials("demoKey123", "demoSecret456", "COINCALL_API_KEY_TEST"), clock,
                             rng=random.Random(7))
     ledger = OrderLedger(client, clock, prefix=101, exchange_offset=lambda: client.time_offset_seconds)
-    exchange: dict = {}
-
-    def server_time(request):
-        return 200, {}, json.dumps(envelope({"serverTime": int(round(clock.true * 1000))}))
-
-    def create(request):
-        body = json.loads(request.body)
-        ts = int(request.headers["ts"])
-        assert abs(ts - clock.true * 1000) < 1000, "signed within the exchange's window"
-        exchange["coid"] = body["clientOrderId"]
-        exchange["created_ms"] = int(round(clock.true * 1000)) + 50
-        raise requests.ConnectionError("connection reset by peer")   # answer lost after execution
-
-    def query(request):
-        return 200, {}, json.dumps(envelope({
-            "orderId": ORDER_ID, "clientOrderId": exchange["coid"], "symbol": SYMBOL, "qty": 0.1,
-            "fillQty": 0.1, "avgPrice": 1250.0, "price": 1250.0, "tradeSide": 1, "tradeType": 1,
-            "state": 1, "fee": 0.3, "createTime": exchange["created_ms"], "updateTime": exchange["created_ms"] + 10,
-        }))
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add_callback(responses.GET, BASE + "/time", callback=server_time)
-        rsps.add_callback(responses.POST, BASE + "/open/option/order/create/v1", callback=create)
-        rsps.add_callback(responses.GET, BASE + "/open/option/order/singleQuery/v1", callback=query)
-
+        LostCreate(clock, rsps, created_after_ms=50, signed_ok=lambda ts: abs(ts - clock.true * 1000) < 1000)
         offset = client.sync_time()
         assert offset == pytest.approx(-10.0, abs=0.01)
         order = ledger.place(trade_id="t1", trade_seq=1, leg_index=0, intent=Intent.OPEN, symbol=SYMBOL,

@@ -8,17 +8,15 @@ AHEAD it may be signed (API.md 2.2: ts < serverTime + 1000), plus the client's 0
 (its fill never booked), CRITICAL prefix_conflict, every strategy paused, symbol blocked.
 """
 
-import json
 import random
 
 import pytest
-import requests
 import responses
 
 from coincall_client import ClientSettings, CoincallClient
 from config import Credentials
 from order_ledger import Intent, OrderLedger, OrderStatus
-from tests.unit.test_ledger_offset_at_send import BASE, ORDER_ID, SERVER_START, SYMBOL, HostClock, envelope
+from tests.unit.test_ledger_offset_at_send import BASE, SERVER_START, SYMBOL, HostClock, LostCreate
 
 
 @pytest.mark.parametrize("ts_diff_ms, skew_at_sync, skew_at_send", [
@@ -32,30 +30,10 @@ def test_own_order_is_not_called_foreign_with_a_small_ts_diff(ts_diff_ms, skew_a
                             rng=random.Random(7))
     ledger = OrderLedger(client, clock, prefix=101, ts_diff_ms=ts_diff_ms,
                          exchange_offset=lambda: client.time_offset_seconds)
-    exchange: dict = {}
-
-    def server_time(request):
-        return 200, {}, json.dumps(envelope({"serverTime": int(round(clock.true * 1000))}))
-
-    def create(request):
-        body = json.loads(request.body)
-        ts = int(request.headers["ts"])
-        assert clock.true * 1000 - ts_diff_ms <= ts < clock.true * 1000 + 1000, "inside the exchange's window"
-        exchange["coid"] = body["clientOrderId"]
-        exchange["created_ms"] = int(round(clock.true * 1000)) + 20
-        raise requests.ConnectionError("connection reset by peer")   # executed, answer lost
-
-    def query(request):
-        return 200, {}, json.dumps(envelope({
-            "orderId": ORDER_ID, "clientOrderId": exchange["coid"], "symbol": SYMBOL, "qty": 0.1,
-            "fillQty": 0.1, "avgPrice": 1250.0, "price": 1250.0, "tradeSide": 1, "tradeType": 1,
-            "state": 1, "fee": 0.3, "createTime": exchange["created_ms"], "updateTime": exchange["created_ms"] + 10,
-        }))
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add_callback(responses.GET, BASE + "/time", callback=server_time)
-        rsps.add_callback(responses.POST, BASE + "/open/option/order/create/v1", callback=create)
-        rsps.add_callback(responses.GET, BASE + "/open/option/order/singleQuery/v1", callback=query)
+        LostCreate(clock, rsps, created_after_ms=20,
+                   signed_ok=lambda ts: clock.true * 1000 - ts_diff_ms <= ts < clock.true * 1000 + 1000)
         client.sync_time()
         clock.skew = skew_at_send
         order = ledger.place(trade_id="t1", trade_seq=1, leg_index=0, intent=Intent.OPEN, symbol=SYMBOL,
