@@ -214,31 +214,29 @@ class Reconciler:
         self._next_run_at = now + self.interval_seconds
         try:
             self.periodic(snapshot)
-        except TraderError as exc:
-            logger.warning("periodic reconciliation incomplete (%s); next in %.0f s", exc, self.interval_seconds)
-            self._run_failed(exc, snapshot, now)
-            return
         except Exception as exc:  # noqa: BLE001 - a bug here must not stop the exits; it is counted and alerted
-            logger.exception("periodic reconciliation crashed; next in %.0f s", self.interval_seconds)
-            self._run_failed(exc, snapshot, now)
+            if isinstance(exc, TraderError):
+                logger.warning("periodic reconciliation incomplete (%s); next in %.0f s", exc, self.interval_seconds)
+            else:
+                logger.exception("periodic reconciliation crashed; next in %.0f s", self.interval_seconds)
+            self._run_failed(f"{type(exc).__name__}: {exc}", isinstance(exc, NO_ANSWER_ERRORS), snapshot, now)
             return
         report = self.last_report
         if report is not None and report.unread:
             # A step passed over a read it could not make (the order history): not a complete run.
-            error: Exception = (TransportError("reconciliation", "; ".join(report.unread)) if report.unread_no_answer
-                                else TraderError("; ".join(report.unread)))
-            self._run_failed(error, snapshot, now)
+            self._run_failed("; ".join(report.unread), report.unread_no_answer, snapshot, now)
             return
         self._run_completed(now)
 
-    def _run_failed(self, error: Exception, snapshot: AccountSnapshot, now: float) -> None:
+    def _run_failed(self, error: str, no_answer: bool, snapshot: AccountSnapshot, now: float) -> None:
+        """Count a failed run: ``error`` says what failed, ``no_answer`` whether the exchange gave none."""
         streak = self.failed_runs
         if streak is None:
             streak = self.failed_runs = FailedRuns(since=now)
         streak.runs += 1
-        streak.error = f"{type(error).__name__}: {error}"
+        streak.error = error
         streak.read_at = float(snapshot.timestamp)
-        streak.no_answer = isinstance(error, NO_ANSWER_ERRORS)
+        streak.no_answer = no_answer
 
     def _run_completed(self, now: float) -> None:
         streak, self.failed_runs = self.failed_runs, None

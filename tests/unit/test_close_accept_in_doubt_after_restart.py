@@ -6,9 +6,8 @@ T8 waits for a close accept only when the record says CLOSING. PENDING_CLOSE (T7
 to ``_drive``, which did not ask ``_accept_in_doubt`` before sizing a round on books that do not
 hold the block trade's close fills yet.
 """
-from order_ledger import Intent
 from trade_lifecycle import TradeState
-from tests.unit.test_lifecycle_safety import Watch, accept_marker, restart, tick
+from tests.unit.test_lifecycle_safety import restart_with_a_close_accept_in_doubt
 from tests.unit.test_lifecycle_safety import rig  # noqa: F401 - fixture
 from tests.unit.test_trade_lifecycle import open_trade
 
@@ -23,12 +22,7 @@ def test_pending_close_with_a_close_accept_in_doubt_starts_no_new_close_round(ri
         saved.pop()
     assert [r["state"] for r in saved if r["id"] == trade.id][-1] == "PENDING_CLOSE"
     # The close job's RFQ accept had been recorded (note_block_accept) and sent; then the crash.
-    watch = Watch(doubt={trade.id})                    # the reconciler cannot settle it yet (list lags/down)
-    manager = restart(rig, recorded=[accept_marker(trade, Intent.CLOSE, rig.clock.now())], watch=watch)
-    manager.release()
-    jobs = len(rig.executor.jobs)
-    tick(rig, manager, 10)
-    tick(rig, manager, 10)
+    manager, jobs = restart_with_a_close_accept_in_doubt(rig, trade)
     again = manager.get(trade.id)
     new = rig.executor.jobs[jobs:]
     assert new == [], (f"a new {[j.intent.name for j in new]} round went out for "

@@ -523,16 +523,23 @@ def test_an_old_accept_of_a_trade_is_answered_by_its_fills_and_never_holds_it(ri
     assert again.state is TradeState.CLOSED and rig.alerts.kinds("CRITICAL") == []
 
 
-def test_row_t8_an_interrupted_close_waits_for_its_accept_too(rig):
-    trade = open_trade(rig)
-    rig.manager.force_close(trade.id)
-    assert trade.state is TradeState.CLOSING
+def restart_with_a_close_accept_in_doubt(rig, trade):
+    """A restart after ``trade``'s close RFQ accept was recorded and sent, the reconciler unable
+    to settle it yet (its list lags or is down), then two ticks; (manager, jobs before the ticks)."""
     watch = Watch(doubt={trade.id})
     manager = restart(rig, recorded=[accept_marker(trade, Intent.CLOSE, rig.clock.now())], watch=watch)
     manager.release()
     jobs = len(rig.executor.jobs)
     tick(rig, manager, 10)
     tick(rig, manager, 10)
+    return manager, jobs
+
+
+def test_row_t8_an_interrupted_close_waits_for_its_accept_too(rig):
+    trade = open_trade(rig)
+    rig.manager.force_close(trade.id)
+    assert trade.state is TradeState.CLOSING
+    manager, jobs = restart_with_a_close_accept_in_doubt(rig, trade)
     again = manager.get(trade.id)
     assert again.state is TradeState.CLOSING and len(rig.executor.jobs) == jobs   # no new round meanwhile
     rig.ledger.fill(trade.id, 0, Intent.CLOSE, 0.1, 60.0, 0.0, at=rig.clock.now())
